@@ -1,0 +1,486 @@
+//! Sweeps: many seeds over all cores, shardable across machines, with results that
+//! merge.
+//!
+//! Results come back in seed order whatever the thread count: each seed is one
+//! independent single-threaded run, and threads only decide *when* a seed runs, never
+//! what it computes. A sweep is split across machines with [`Shard`] `i/n` (seed
+//! `start + k` belongs to shard `k mod n + 1`), and the shards' [`SweepSummary`]s merge
+//! back into one.
+
+use crate::rng::mix64;
+use crate::run::RunReport;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A half-open range of seeds `start..end`. Parses from `"A..B"` or `"A..=B"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedRange {
+    /// First seed.
+    pub start: u64,
+    /// One past the last seed.
+    pub end: u64,
+}
+
+/// Why a seed range or a shard was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SweepError {
+    /// Not of the form `A..B`.
+    #[error("seed range `{0}` is not of the form A..B or A..=B (whole numbers, e.g. 0..1000)")]
+    MalformedRange(String),
+    /// `B` was not after `A`.
+    #[error("seed range `{text}` is empty or inverted: the end must be after the start")]
+    EmptyRange {
+        /// The text given.
+        text: String,
+    },
+    /// Not of the form `i/n`.
+    #[error("shard `{0}` is not of the form I/N (whole numbers, e.g. 2/4)")]
+    MalformedShard(String),
+    /// `i` was not within `1..=n`.
+    #[error("shard `{text}` is out of range: I must be between 1 and N, and N at least 1")]
+    ShardOutOfRange {
+        /// The text given.
+        text: String,
+    },
+    /// `jobs` was zero.
+    #[error("jobs must be at least 1")]
+    ZeroJobs,
+}
+
+impl SeedRange {
+    /// `start..end`, rejected when empty or inverted.
+    pub fn new(start: u64, end: u64) -> Result<Self, SweepError> {
+        if end <= start {
+            return Err(SweepError::EmptyRange {
+                text: format!("{start}..{end}"),
+            });
+        }
+        Ok(SeedRange { start, end })
+    }
+    /// Number of seeds.
+    pub fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+    /// True when the range holds no seed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Display for SeedRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..{}", self.start, self.end)
+    }
+}
+
+impl FromStr for SeedRange {
+    type Err = SweepError;
+    fn from_str(text: &str) -> Result<Self, SweepError> {
+        let malformed = || SweepError::MalformedRange(text.to_string());
+        let (a, b, inclusive) = if let Some((a, b)) = text.split_once("..=") {
+            (a, b, true)
+        } else if let Some((a, b)) = text.split_once("..") {
+            (a, b, false)
+        } else {
+            return Err(malformed());
+        };
+        let start: u64 = a.trim().parse().map_err(|_| malformed())?;
+        let end: u64 = b.trim().parse().map_err(|_| malformed())?;
+        let end = if inclusive {
+            end.checked_add(1).ok_or_else(malformed)?
+        } else {
+            end
+        };
+        SeedRange::new(start, end).map_err(|_| SweepError::EmptyRange {
+            text: text.to_string(),
+        })
+    }
+}
+
+/// Shard `index` of `count` (1-based), written `index/count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Shard {
+    /// Which shard, from 1.
+    pub index: u32,
+    /// How many shards in all.
+    pub count: u32,
+}
+
+impl Shard {
+    /// The whole sweep: shard 1/1.
+    pub const ALL: Shard = Shard { index: 1, count: 1 };
+
+    /// Shard `index/count`, rejected unless `1 <= index <= count`.
+    pub fn new(index: u32, count: u32) -> Result<Self, SweepError> {
+        if count == 0 || index == 0 || index > count {
+            return Err(SweepError::ShardOutOfRange {
+                text: format!("{index}/{count}"),
+            });
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The seeds of `range` that belong to this shard, in order.
+    pub fn seeds(self, range: SeedRange) -> impl Iterator<Item = u64> {
+        (range.start + u64::from(self.index - 1)..range.end).step_by(self.count as usize)
+    }
+
+    /// True when `seed` of `range` belongs to this shard.
+    pub fn contains(self, range: SeedRange, seed: u64) -> bool {
+        seed >= range.start
+            && seed < range.end
+            && (seed - range.start) % u64::from(self.count) == u64::from(self.index - 1)
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = SweepError;
+    fn from_str(text: &str) -> Result<Self, SweepError> {
+        let malformed = || SweepError::MalformedShard(text.to_string());
+        let (a, b) = text.split_once('/').ok_or_else(malformed)?;
+        let index: u32 = a.trim().parse().map_err(|_| malformed())?;
+        let count: u32 = b.trim().parse().map_err(|_| malformed())?;
+        Shard::new(index, count).map_err(|_| SweepError::ShardOutOfRange {
+            text: text.to_string(),
+        })
+    }
+}
+
+/// Progress of a running sweep, passed to the progress callback after each seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SweepProgress {
+    /// Seeds finished so far.
+    pub done: u64,
+    /// Seeds in this shard.
+    pub total: u64,
+    /// Seeds that failed so far.
+    pub failed: u64,
+}
+
+/// One seed's result. A run that panicked is reported with its message, not lost.
+#[derive(Debug)]
+pub struct SeedResult<R> {
+    /// The seed.
+    pub seed: u64,
+    /// What the run returned, or the panic's message.
+    pub result: Result<R, String>,
+}
+
+/// Runs `run` for every seed of `range` in `shard` on `jobs` threads and returns the
+/// results in seed order. `failed` tells whether a result counts as a failure for the
+/// progress callback; `progress` is called after each seed (from worker threads).
+pub fn sweep<R, F, P>(
+    range: SeedRange,
+    shard: Shard,
+    jobs: usize,
+    run: F,
+    failed: impl Fn(&R) -> bool + Sync,
+    progress: P,
+) -> Result<Vec<SeedResult<R>>, SweepError>
+where
+    R: Send,
+    F: Fn(u64) -> R + Sync,
+    P: Fn(SweepProgress) + Sync,
+{
+    if jobs == 0 {
+        return Err(SweepError::ZeroJobs);
+    }
+    let seeds: Vec<u64> = shard.seeds(range).collect();
+    let total = seeds.len() as u64;
+    let slots: Mutex<Vec<Option<Result<R, String>>>> =
+        Mutex::new((0..seeds.len()).map(|_| None).collect());
+    let next = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    let failures = AtomicU64::new(0);
+    let threads = jobs.min(seeds.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(&seed) = seeds.get(k) else { break };
+                    let result = catch_unwind(AssertUnwindSafe(|| run(seed))).map_err(|p| {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "run panicked".to_string());
+                        format!("seed {seed} panicked: {msg}")
+                    });
+                    let bad = match &result {
+                        Ok(r) => failed(r),
+                        Err(_) => true,
+                    };
+                    if bad {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Ok(mut s) = slots.lock() {
+                        s[k] = Some(result);
+                    }
+                    let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    progress(SweepProgress {
+                        done: d,
+                        total,
+                        failed: failures.load(Ordering::Relaxed),
+                    });
+                }
+            });
+        }
+    });
+    let slots = slots.into_inner().unwrap_or_else(|p| p.into_inner());
+    Ok(seeds
+        .into_iter()
+        .zip(slots)
+        .map(|(seed, r)| SeedResult {
+            seed,
+            result: r.unwrap_or_else(|| Err(format!("seed {seed} produced no result"))),
+        })
+        .collect())
+}
+
+/// A failed seed in a summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedFailure {
+    /// The seed.
+    pub seed: u64,
+    /// The invariant or bound that failed.
+    pub invariant: String,
+    /// What happened, in words.
+    pub message: String,
+    /// The command that replays it.
+    pub replay: String,
+}
+
+/// How often a coverage mark was reached across a sweep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkSummary {
+    /// Seeds that hit the mark at least once.
+    pub seeds_hit: u64,
+    /// Hits over all seeds.
+    pub hits: u64,
+}
+
+/// Why two summaries could not be merged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    /// The summaries cover different seed ranges or shard counts.
+    #[error(
+        "cannot merge: one summary covers seeds {a} in {a_count} shards, the other {b} in {b_count}"
+    )]
+    Mismatch {
+        /// First range.
+        a: SeedRange,
+        /// Its shard count.
+        a_count: u32,
+        /// Second range.
+        b: SeedRange,
+        /// Its shard count.
+        b_count: u32,
+    },
+    /// Both summaries contain the same shard.
+    #[error("cannot merge: shard {0} appears twice")]
+    Overlap(Shard),
+}
+
+/// What a sweep (or a shard of one) found: serializable, and mergeable across shards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepSummary {
+    /// The seed range swept.
+    pub range: SeedRange,
+    /// The shards this summary covers (all of one shard count).
+    pub shards: BTreeSet<Shard>,
+    /// Seeds run.
+    pub runs: u64,
+    /// Seeds that passed.
+    pub passed: u64,
+    /// Simulated events over all seeds.
+    pub events: u64,
+    /// Failed seeds, in seed order.
+    pub failures: Vec<SeedFailure>,
+    /// Coverage per mark.
+    pub coverage: BTreeMap<String, MarkSummary>,
+    /// Marks hit without being declared.
+    pub undeclared_marks: BTreeSet<String>,
+    /// Order-independent digest of every seed's digest: equal for the same seeds,
+    /// whatever the thread count or the shard split.
+    pub digest: u64,
+    /// Wall-clock time spent, milliseconds (summed over shards; outside any run).
+    pub wall_ms: u64,
+}
+
+impl SweepSummary {
+    /// An empty summary for `shard` of `range`.
+    pub fn new(range: SeedRange, shard: Shard) -> Self {
+        SweepSummary {
+            range,
+            shards: BTreeSet::from([shard]),
+            runs: 0,
+            passed: 0,
+            events: 0,
+            failures: Vec::new(),
+            coverage: BTreeMap::new(),
+            undeclared_marks: BTreeSet::new(),
+            digest: 0,
+            wall_ms: 0,
+        }
+    }
+
+    /// Adds one run's report.
+    pub fn add(&mut self, report: &RunReport) {
+        self.runs += 1;
+        self.events += report.events;
+        self.digest = self
+            .digest
+            .wrapping_add(mix64(mix64(report.seed) ^ report.digest));
+        match report.failure() {
+            None => self.passed += 1,
+            Some(f) => self.failures.push(SeedFailure {
+                seed: report.seed,
+                invariant: f.outcome.invariant().unwrap_or("unknown").to_string(),
+                message: f.outcome.to_string(),
+                replay: f.replay,
+            }),
+        }
+        for (mark, hits) in &report.coverage.hits {
+            let m = self.coverage.entry(mark.clone()).or_default();
+            m.hits += hits;
+            if *hits > 0 {
+                m.seeds_hit += 1;
+            }
+        }
+        self.undeclared_marks
+            .extend(report.coverage.undeclared.iter().cloned());
+    }
+
+    /// Adds a seed whose run panicked.
+    pub fn add_panic(&mut self, seed: u64, message: String, replay: String) {
+        self.runs += 1;
+        self.failures.push(SeedFailure {
+            seed,
+            invariant: "sim.panic".into(),
+            message,
+            replay,
+        });
+    }
+
+    /// The shard count this summary belongs to.
+    pub fn shard_count(&self) -> u32 {
+        self.shards.iter().next().map_or(1, |s| s.count)
+    }
+
+    /// True when every shard of the split is present.
+    pub fn is_complete(&self) -> bool {
+        self.shards.len() as u32 == self.shard_count()
+    }
+
+    /// Merges another shard's summary into this one.
+    pub fn merge(&mut self, other: SweepSummary) -> Result<(), MergeError> {
+        if self.range != other.range || self.shard_count() != other.shard_count() {
+            return Err(MergeError::Mismatch {
+                a: self.range,
+                a_count: self.shard_count(),
+                b: other.range,
+                b_count: other.shard_count(),
+            });
+        }
+        if let Some(s) = other.shards.iter().find(|s| self.shards.contains(s)) {
+            return Err(MergeError::Overlap(*s));
+        }
+        self.shards.extend(other.shards);
+        self.runs += other.runs;
+        self.passed += other.passed;
+        self.events += other.events;
+        self.failures.extend(other.failures);
+        self.failures.sort_by_key(|f| f.seed);
+        for (mark, m) in other.coverage {
+            let e = self.coverage.entry(mark).or_default();
+            e.hits += m.hits;
+            e.seeds_hit += m.seeds_hit;
+        }
+        self.undeclared_marks.extend(other.undeclared_marks);
+        self.digest = self.digest.wrapping_add(other.digest);
+        self.wall_ms += other.wall_ms;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ranges_and_shards_with_clear_errors() {
+        assert_eq!("0..10".parse::<SeedRange>(), SeedRange::new(0, 10));
+        assert_eq!("5..=5".parse::<SeedRange>(), SeedRange::new(5, 6));
+        assert!(matches!(
+            "10..3".parse::<SeedRange>(),
+            Err(SweepError::EmptyRange { .. })
+        ));
+        assert!(matches!(
+            "x".parse::<SeedRange>(),
+            Err(SweepError::MalformedRange(_))
+        ));
+        assert_eq!("2/4".parse::<Shard>(), Shard::new(2, 4));
+        for bad in ["0/0", "3/2", "0/3"] {
+            assert!(
+                matches!(
+                    bad.parse::<Shard>(),
+                    Err(SweepError::ShardOutOfRange { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn shards_partition_the_range() {
+        let range = SeedRange::new(10, 47).unwrap();
+        let mut all: Vec<u64> = (1..=4)
+            .flat_map(|i| Shard::new(i, 4).unwrap().seeds(range).collect::<Vec<_>>())
+            .collect();
+        all.sort();
+        assert_eq!(all, (10..47).collect::<Vec<_>>());
+        assert!(Shard::new(2, 4).unwrap().contains(range, 11));
+        assert!(!Shard::new(2, 4).unwrap().contains(range, 12));
+    }
+
+    #[test]
+    fn results_are_in_seed_order_and_panics_are_kept() {
+        let range = SeedRange::new(0, 50).unwrap();
+        let r = sweep(
+            range,
+            Shard::ALL,
+            2,
+            |s| {
+                if s == 13 {
+                    panic!("unlucky");
+                }
+                s * 2
+            },
+            |_| false,
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(r.len(), 50);
+        for (i, res) in r.iter().enumerate() {
+            assert_eq!(res.seed, i as u64);
+            if i == 13 {
+                let msg = res.result.as_ref().unwrap_err();
+                assert!(msg.contains("seed 13") && msg.contains("unlucky"), "{msg}");
+            } else {
+                assert_eq!(res.result.as_ref().ok(), Some(&(i as u64 * 2)));
+            }
+        }
+    }
+}
