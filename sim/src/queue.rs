@@ -189,6 +189,28 @@ impl<E> EventQueue<E> {
         }
     }
 
+    /// Takes a sequence number without scheduling anything, for events kept outside
+    /// the heap that must still order FIFO with the ones inside.
+    pub(crate) fn reserve_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// The `(time, seq)` key of the earliest pending event, without popping it.
+    #[inline]
+    pub(crate) fn peek_key(&mut self) -> Option<(SimTime, u64)> {
+        loop {
+            let top = self.heap.peek()?;
+            if !self.cancelled.is_empty() && self.cancelled.contains(&(top.time, top.seq)) {
+                self.heap.pop();
+                self.cancelled_in_heap -= 1;
+                continue;
+            }
+            return Some((top.time, top.seq));
+        }
+    }
+
     /// The time of the earliest pending event, without popping it.
     pub fn peek_time(&mut self) -> Option<SimTime> {
         loop {

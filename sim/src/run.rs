@@ -8,7 +8,7 @@
 use crate::fault::FaultPlan;
 use crate::time::{SimDuration, SimTime};
 use crate::trace::{Coverage, TraceEntry, TraceMode};
-use crate::world::{Ctx, FaultEdge, Phase, Slot, Violation, World};
+use crate::world::{Ctx, EngineEvent, FaultEdge, Phase, Violation, World};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -102,18 +102,19 @@ impl Simulation {
         let marks = world.marks();
         let mut ctx: Ctx<W::Event> = Ctx::new(self.seed, self.plan.clone(), self.trace, &marks);
         let horizon = self.plan.horizon();
-        ctx.queue.schedule_at(horizon, Slot::Horizon);
+        let mut engine = vec![(horizon, ctx.queue.reserve_seq(), EngineEvent::Horizon)];
         for (i, f) in self.plan.faults.iter().enumerate() {
             if f.from() < horizon {
-                ctx.queue.schedule_at(f.from(), Slot::FaultStart(i));
+                engine.push((f.from(), ctx.queue.reserve_seq(), EngineEvent::FaultStart(i)));
                 if f.until() < horizon {
-                    ctx.queue.schedule_at(f.until(), Slot::FaultEnd(i));
+                    engine.push((f.until(), ctx.queue.reserve_seq(), EngineEvent::FaultEnd(i)));
                 }
             }
         }
+        engine.sort_by_key(|(t, seq, _)| (*t, *seq));
         let mut events: u64 = 0;
         let mut deadline = SimTime::MAX;
-        let outcome = self.drive(world, &mut ctx, horizon, &mut events, &mut deadline);
+        let outcome = self.drive(world, &mut ctx, &engine, horizon, &mut events, &mut deadline);
         let outcome = match outcome {
             Err(mut v) => {
                 v.at = ctx.now();
@@ -156,20 +157,39 @@ impl Simulation {
         &self,
         world: &mut W,
         ctx: &mut Ctx<W::Event>,
+        engine: &[(SimTime, u64, EngineEvent)],
         horizon: SimTime,
         events: &mut u64,
         deadline: &mut SimTime,
     ) -> Result<Outcome, Violation> {
         world.start(ctx)?;
+        let mut next_engine = 0;
         loop {
-            let Some((t, slot)) = ctx.queue.pop() else {
-                // Only the liveness phase can run dry: the horizon is queued until then.
-                return if world.is_quiescent(ctx) {
-                    world.finish(ctx)?;
-                    Ok(Outcome::Passed)
-                } else {
-                    Ok(Outcome::Stalled)
-                };
+            // The next event is the earlier, by (time, seq), of the engine's next and the
+            // heap's top. Once the engine's list is done, only the heap remains.
+            let mut from_engine = None;
+            if let Some(&(et, eseq, ev)) = engine.get(next_engine)
+                && ctx.queue.peek_key().is_none_or(|key| (et, eseq) < key)
+            {
+                next_engine += 1;
+                ctx.queue.advance_to(et);
+                from_engine = Some((et, ev));
+            }
+            let (t, slot) = match from_engine {
+                Some((t, ev)) => (t, Err(ev)),
+                None => match ctx.queue.pop() {
+                    Some((t, e)) => (t, Ok(e)),
+                    None => {
+                        // Only the liveness phase can run dry: the horizon is pending
+                        // until then.
+                        return if world.is_quiescent(ctx) {
+                            world.finish(ctx)?;
+                            Ok(Outcome::Passed)
+                        } else {
+                            Ok(Outcome::Stalled)
+                        };
+                    }
+                },
             };
             if t > *deadline {
                 return Ok(Outcome::NotQuiescent {
@@ -184,14 +204,14 @@ impl Simulation {
             }
             ctx.trace.digest_time(t);
             match slot {
-                Slot::World(e) => {
+                Ok(e) => {
                     if ctx.trace.is_on() {
                         ctx.trace.record(t, "event", format_args!("{e:?}"));
                     }
                     world.handle(ctx, e)?;
                 }
-                Slot::FaultStart(i) | Slot::FaultEnd(i) => {
-                    let started = matches!(slot, Slot::FaultStart(_));
+                Err(EngineEvent::FaultStart(i)) | Err(EngineEvent::FaultEnd(i)) => {
+                    let started = matches!(slot, Err(EngineEvent::FaultStart(_)));
                     let fault = ctx.plan.faults[i].clone();
                     ctx.record(
                         "sim",
@@ -206,7 +226,7 @@ impl Simulation {
                         },
                     )?;
                 }
-                Slot::Horizon => {
+                Err(EngineEvent::Horizon) => {
                     // Heal: end every fault still active at the horizon, then switch.
                     for i in 0..ctx.plan.faults.len() {
                         let f = &ctx.plan.faults[i];

@@ -154,7 +154,7 @@ pub enum Phase {
 
 /// The engine's side of a run, lent to the world for each call.
 pub struct Ctx<E> {
-    pub(crate) queue: EventQueue<Slot<E>>,
+    pub(crate) queue: EventQueue<E>,
     pub(crate) rng: SimRng,
     pub(crate) fault_rng: SimRng,
     pub(crate) trace: Trace,
@@ -165,9 +165,11 @@ pub struct Ctx<E> {
     pub(crate) seed: u64,
 }
 
-/// What the queue holds: the world's events and the engine's own.
-pub(crate) enum Slot<E> {
-    World(E),
+/// The engine's own events. All are known before the run starts, so they live in a
+/// sorted list beside the heap (which then holds the world's events unwrapped) and are
+/// merged with it by `(time, seq)`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum EngineEvent {
     FaultStart(usize),
     FaultEnd(usize),
     Horizon,
@@ -224,13 +226,13 @@ impl<E> Ctx<E> {
     /// Schedules `event` after `delay`.
     #[inline(always)]
     pub fn schedule_in(&mut self, delay: SimDuration, event: E) -> TimerId {
-        self.queue.schedule_in(delay, Slot::World(event))
+        self.queue.schedule_in(delay, event)
     }
 
     /// Schedules `event` at `time` (a past time runs now, after what is already due).
     #[inline(always)]
     pub fn schedule_at(&mut self, time: SimTime, event: E) -> TimerId {
-        self.queue.schedule_at(time, Slot::World(event))
+        self.queue.schedule_at(time, event)
     }
 
     /// Cancels a scheduled event; false if it already ran or was cancelled.
