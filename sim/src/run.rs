@@ -105,7 +105,11 @@ impl Simulation {
         let mut engine = vec![(horizon, ctx.queue.reserve_seq(), EngineEvent::Horizon)];
         for (i, f) in self.plan.faults.iter().enumerate() {
             if f.from() < horizon {
-                engine.push((f.from(), ctx.queue.reserve_seq(), EngineEvent::FaultStart(i)));
+                engine.push((
+                    f.from(),
+                    ctx.queue.reserve_seq(),
+                    EngineEvent::FaultStart(i),
+                ));
                 if f.until() < horizon {
                     engine.push((f.until(), ctx.queue.reserve_seq(), EngineEvent::FaultEnd(i)));
                 }
@@ -114,7 +118,14 @@ impl Simulation {
         engine.sort_by_key(|(t, seq, _)| (*t, *seq));
         let mut events: u64 = 0;
         let mut deadline = SimTime::MAX;
-        let outcome = self.drive(world, &mut ctx, &engine, horizon, &mut events, &mut deadline);
+        let outcome = self.drive(
+            world,
+            &mut ctx,
+            &engine,
+            horizon,
+            &mut events,
+            &mut deadline,
+        );
         let outcome = match outcome {
             Err(mut v) => {
                 v.at = ctx.now();
