@@ -10,3 +10,6 @@
 //! simulated world, and its invariants.
 
 pub use faultline_sim as sim;
+
+pub mod breaker;
+pub mod clock;

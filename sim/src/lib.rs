@@ -11,7 +11,7 @@
 //! - [`world`]: the `World` trait and the `Ctx` a world works through.
 //! - [`run`]: `Simulation` (safety phase, then liveness phase, both bounded).
 //! - [`trace`]: trace (off / ring / full), stable digest, coverage marks.
-//! - [`sweep`]: many seeds on all cores, shards `i/n`, mergeable summaries.
+//! - [`sweep`](mod@sweep): many seeds on all cores, shards `i/n`, mergeable summaries.
 //! - [`check`]: the determinism self-check.
 //!
 //! Determinism rules: one thread per run; all randomness from the seed through labelled

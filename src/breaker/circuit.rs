@@ -1,0 +1,1584 @@
+//! The sans-IO circuit breaker core: [`CircuitBreaker`].
+//!
+//! Time is passed in (`now: Instant`); the core never reads a clock, spawns nothing and
+//! does no I/O, so the same code runs in a tokio service and in the simulator.
+//!
+//! Call order, per call: [`try_acquire`](CircuitBreaker::try_acquire) gives a
+//! [`Permit`] or a [`Rejected`] carrying `retry_after`; make the call; then hand the
+//! permit back with [`on_result`](CircuitBreaker::on_result) (success, failure or
+//! ignored, timed from the permit) or [`release`](CircuitBreaker::release) (the call was
+//! cancelled). Between calls, drain [`poll_event`](CircuitBreaker::poll_event) for
+//! transitions, read [`metrics`](CircuitBreaker::metrics), and, if you want time-driven
+//! transitions without traffic, call [`handle_timeout`](CircuitBreaker::handle_timeout)
+//! at [`poll_timeout`](CircuitBreaker::poll_timeout).
+//!
+//! ```
+//! use faultline::breaker::{BreakerConfig, CallOutcome, CircuitBreaker, State};
+//! use faultline::clock::Instant;
+//! use std::time::Duration;
+//!
+//! let config = BreakerConfig::builder()
+//!     .count_window(10)
+//!     .minimum_calls(4)
+//!     .failure_rate_threshold_percent(50)
+//!     .wait_in_open(Duration::from_secs(5))
+//!     .build()?;
+//! let mut breaker = CircuitBreaker::new(config);
+//! let t0 = Instant::ZERO;
+//! for _ in 0..4 {
+//!     let permit = breaker.try_acquire(t0).expect("closed");
+//!     breaker.on_result(permit, t0, CallOutcome::Failure);
+//! }
+//! assert_eq!(breaker.state(), State::Open);
+//! let rejected = breaker.try_acquire(t0 + Duration::from_secs(1)).unwrap_err();
+//! assert_eq!(rejected.retry_after, Duration::from_secs(4));
+//! # Ok::<(), faultline::breaker::ConfigError>(())
+//! ```
+
+use crate::breaker::error::ConfigError;
+use crate::clock::Instant;
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+/// The breaker's states (Resilience4j's set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum State {
+    /// Calls flow; outcomes are recorded in the sliding window.
+    Closed,
+    /// Calls are rejected until the wait in open has passed.
+    Open,
+    /// A limited number of probe calls decide between Closed and Open.
+    HalfOpen,
+    /// Calls always flow and nothing is recorded (manual).
+    Disabled,
+    /// Calls are always rejected (manual).
+    ForcedOpen,
+    /// Calls always flow; outcomes are recorded but never trip the breaker (manual).
+    MetricsOnly,
+}
+
+impl State {
+    /// Stable lower-case name (`closed`, `open`, `half_open`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+            State::Disabled => "disabled",
+            State::ForcedOpen => "forced_open",
+            State::MetricsOnly => "metrics_only",
+        }
+    }
+    /// True in the states where no call may reach the API.
+    pub const fn rejects_all(self) -> bool {
+        matches!(self, State::Open | State::ForcedOpen)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a finished call counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallOutcome {
+    /// The call worked.
+    Success,
+    /// The call failed in a way that says the API is unhealthy.
+    Failure,
+    /// The call failed in a way that says nothing about the API (a bad request, say):
+    /// it changes no count.
+    Ignored,
+}
+
+/// The sliding window over which failure and slow-call rates are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlidingWindow {
+    /// The last `size` calls.
+    Count {
+        /// Number of calls.
+        size: u32,
+    },
+    /// The calls of the last `size_secs` seconds (one-second buckets).
+    Time {
+        /// Number of seconds.
+        size_secs: u32,
+    },
+}
+
+/// How long the breaker stays open before probing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitInOpen {
+    /// Always the same wait.
+    Fixed(Duration),
+    /// `initial * multiplier^(k-1)` for the k-th opening in a row (reset when the breaker
+    /// closes), capped at `max`, then shortened by a random share of up to
+    /// `jitter_percent` percent drawn from the breaker's RNG.
+    Exponential {
+        /// Wait after the first opening.
+        initial: Duration,
+        /// Growth factor per consecutive opening (at least 1).
+        multiplier: u32,
+        /// Longest wait.
+        max: Duration,
+        /// Largest share of the wait removed at random (0 to 100).
+        jitter_percent: u32,
+    },
+}
+
+impl WaitInOpen {
+    /// The shortest wait this policy can produce (used by load bounds).
+    pub fn min_wait(&self) -> Duration {
+        match *self {
+            WaitInOpen::Fixed(d) => d,
+            WaitInOpen::Exponential {
+                initial,
+                jitter_percent,
+                ..
+            } => initial - initial * jitter_percent.min(100) / 100,
+        }
+    }
+    /// The wait before jitter for the `k`-th opening in a row (1-based).
+    pub fn ceiling(&self, k: u32) -> Duration {
+        match *self {
+            WaitInOpen::Fixed(d) => d,
+            WaitInOpen::Exponential {
+                initial,
+                multiplier,
+                max,
+                ..
+            } => {
+                let factor = (multiplier.max(1) as u64).saturating_pow(k.saturating_sub(1));
+                let nanos = crate::clock::saturating_nanos(initial).saturating_mul(factor);
+                Duration::from_nanos(nanos).min(max)
+            }
+        }
+    }
+}
+
+/// A validated breaker configuration. Build it with [`BreakerConfig::builder`]; the
+/// defaults are Resilience4j's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerConfig {
+    window: SlidingWindow,
+    minimum_calls: u32,
+    failure_rate_threshold_percent: u32,
+    slow_call_rate_threshold_percent: u32,
+    slow_call_duration: Duration,
+    wait_in_open: WaitInOpen,
+    half_open_calls_permitted: u32,
+    half_open_wait_max: Duration,
+    automatic_transition: bool,
+    events_max: usize,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            window: SlidingWindow::Count { size: 100 },
+            minimum_calls: 100,
+            failure_rate_threshold_percent: 50,
+            slow_call_rate_threshold_percent: 100,
+            slow_call_duration: Duration::from_secs(60),
+            wait_in_open: WaitInOpen::Fixed(Duration::from_secs(60)),
+            half_open_calls_permitted: 10,
+            half_open_wait_max: Duration::ZERO,
+            automatic_transition: false,
+            events_max: 1024,
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// A builder holding Resilience4j's defaults: count window of 100 calls, minimum 100
+    /// calls, failure rate 50 %, slow-call rate 100 % with slow meaning 60 s or more,
+    /// 60 s in open, 10 calls in half-open, no limit on the wait in half-open.
+    pub fn builder() -> BreakerConfigBuilder {
+        BreakerConfigBuilder {
+            config: BreakerConfig::default(),
+        }
+    }
+    /// The sliding window.
+    pub fn window(&self) -> SlidingWindow {
+        self.window
+    }
+    /// Calls needed in the window before rates are computed (for a count window, at
+    /// most its size).
+    pub fn minimum_calls(&self) -> u32 {
+        match self.window {
+            SlidingWindow::Count { size } => self.minimum_calls.min(size),
+            SlidingWindow::Time { .. } => self.minimum_calls,
+        }
+    }
+    /// Failure rate (percent) at or above which the breaker opens.
+    pub fn failure_rate_threshold_percent(&self) -> u32 {
+        self.failure_rate_threshold_percent
+    }
+    /// Slow-call rate (percent) at or above which the breaker opens.
+    pub fn slow_call_rate_threshold_percent(&self) -> u32 {
+        self.slow_call_rate_threshold_percent
+    }
+    /// Calls lasting at least this long are slow.
+    pub fn slow_call_duration(&self) -> Duration {
+        self.slow_call_duration
+    }
+    /// The wait-in-open policy.
+    pub fn wait_in_open(&self) -> WaitInOpen {
+        self.wait_in_open
+    }
+    /// Probe calls per half-open episode (a total, not a concurrency limit).
+    pub fn half_open_calls_permitted(&self) -> u32 {
+        self.half_open_calls_permitted
+    }
+    /// Longest half-open episode before opening again; zero means no limit.
+    pub fn half_open_wait_max(&self) -> Duration {
+        self.half_open_wait_max
+    }
+    /// Whether Open moves to HalfOpen by itself (through `handle_timeout`) rather than
+    /// on the next call.
+    pub fn automatic_transition(&self) -> bool {
+        self.automatic_transition
+    }
+}
+
+/// Builder for [`BreakerConfig`]; [`build`](BreakerConfigBuilder::build) validates and
+/// names the first bad field.
+#[derive(Clone, Debug)]
+pub struct BreakerConfigBuilder {
+    config: BreakerConfig,
+}
+
+impl BreakerConfigBuilder {
+    /// Count-based window over the last `size` calls.
+    pub fn count_window(mut self, size: u32) -> Self {
+        self.config.window = SlidingWindow::Count { size };
+        self
+    }
+    /// Time-based window over the last `size_secs` seconds.
+    pub fn time_window(mut self, size_secs: u32) -> Self {
+        self.config.window = SlidingWindow::Time { size_secs };
+        self
+    }
+    /// Calls needed before rates are computed.
+    pub fn minimum_calls(mut self, n: u32) -> Self {
+        self.config.minimum_calls = n;
+        self
+    }
+    /// Failure rate (1 to 100 percent) at or above which the breaker opens.
+    pub fn failure_rate_threshold_percent(mut self, p: u32) -> Self {
+        self.config.failure_rate_threshold_percent = p;
+        self
+    }
+    /// Slow-call rate (1 to 100 percent) at or above which the breaker opens.
+    pub fn slow_call_rate_threshold_percent(mut self, p: u32) -> Self {
+        self.config.slow_call_rate_threshold_percent = p;
+        self
+    }
+    /// Calls lasting at least this long count as slow.
+    pub fn slow_call_duration(mut self, d: Duration) -> Self {
+        self.config.slow_call_duration = d;
+        self
+    }
+    /// Never count a call as slow (only the failure rate trips the breaker), like
+    /// recloser and failsafe. With a count window, the breaker then never needs the time
+    /// of a call while Closed, and the thread-safe adapter skips the clock.
+    pub fn without_slow_calls(mut self) -> Self {
+        self.config.slow_call_duration = Duration::MAX;
+        self
+    }
+    /// A fixed wait in open.
+    pub fn wait_in_open(mut self, d: Duration) -> Self {
+        self.config.wait_in_open = WaitInOpen::Fixed(d);
+        self
+    }
+    /// An exponential wait in open with a cap and jitter.
+    pub fn wait_in_open_exponential(
+        mut self,
+        initial: Duration,
+        multiplier: u32,
+        max: Duration,
+        jitter_percent: u32,
+    ) -> Self {
+        self.config.wait_in_open = WaitInOpen::Exponential {
+            initial,
+            multiplier,
+            max,
+            jitter_percent,
+        };
+        self
+    }
+    /// Probe calls per half-open episode.
+    pub fn half_open_calls_permitted(mut self, n: u32) -> Self {
+        self.config.half_open_calls_permitted = n;
+        self
+    }
+    /// Longest half-open episode before opening again (zero: no limit).
+    pub fn half_open_wait_max(mut self, d: Duration) -> Self {
+        self.config.half_open_wait_max = d;
+        self
+    }
+    /// Move from Open to HalfOpen by itself through `handle_timeout`.
+    pub fn automatic_transition(mut self, on: bool) -> Self {
+        self.config.automatic_transition = on;
+        self
+    }
+    /// Most undrained events kept (older ones are dropped and counted).
+    pub fn events_max(mut self, n: usize) -> Self {
+        self.config.events_max = n;
+        self
+    }
+
+    /// Validates and returns the configuration.
+    pub fn build(self) -> Result<BreakerConfig, ConfigError> {
+        let c = self.config;
+        const WINDOW_MAX: u32 = 1_000_000;
+        match c.window {
+            SlidingWindow::Count { size } if size == 0 || size > WINDOW_MAX => {
+                return Err(ConfigError::new(
+                    "count_window",
+                    format!("must be 1 to {WINDOW_MAX} calls, got {size}"),
+                ));
+            }
+            SlidingWindow::Time { size_secs } if size_secs == 0 || size_secs > 86_400 => {
+                return Err(ConfigError::new(
+                    "time_window",
+                    format!("must be 1 to 86400 seconds, got {size_secs}"),
+                ));
+            }
+            _ => {}
+        }
+        if c.minimum_calls == 0 {
+            return Err(ConfigError::new(
+                "minimum_calls",
+                "must be at least 1, got 0",
+            ));
+        }
+        for (field, p) in [
+            (
+                "failure_rate_threshold_percent",
+                c.failure_rate_threshold_percent,
+            ),
+            (
+                "slow_call_rate_threshold_percent",
+                c.slow_call_rate_threshold_percent,
+            ),
+        ] {
+            if p == 0 || p > 100 {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be 1 to 100 percent, got {p}"),
+                ));
+            }
+        }
+        if c.slow_call_duration.is_zero() {
+            return Err(ConfigError::new(
+                "slow_call_duration",
+                "must be longer than zero",
+            ));
+        }
+        match c.wait_in_open {
+            WaitInOpen::Fixed(d) if d.is_zero() => {
+                return Err(ConfigError::new("wait_in_open", "must be longer than zero"));
+            }
+            WaitInOpen::Exponential {
+                initial,
+                multiplier,
+                max,
+                jitter_percent,
+            } => {
+                if initial.is_zero() {
+                    return Err(ConfigError::new(
+                        "wait_in_open_exponential.initial",
+                        "must be longer than zero",
+                    ));
+                }
+                if multiplier == 0 {
+                    return Err(ConfigError::new(
+                        "wait_in_open_exponential.multiplier",
+                        "must be at least 1, got 0",
+                    ));
+                }
+                if max < initial {
+                    return Err(ConfigError::new(
+                        "wait_in_open_exponential.max",
+                        format!("must be at least the initial wait ({initial:?}), got {max:?}"),
+                    ));
+                }
+                if jitter_percent >= 100 {
+                    return Err(ConfigError::new(
+                        "wait_in_open_exponential.jitter_percent",
+                        format!("must be 0 to 99 percent, got {jitter_percent}"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if c.half_open_calls_permitted == 0 || c.half_open_calls_permitted > 10_000 {
+            return Err(ConfigError::new(
+                "half_open_calls_permitted",
+                format!(
+                    "must be 1 to 10000 calls, got {}",
+                    c.half_open_calls_permitted
+                ),
+            ));
+        }
+        if c.events_max == 0 {
+            return Err(ConfigError::new("events_max", "must be at least 1, got 0"));
+        }
+        Ok(c)
+    }
+}
+
+/// Permission to make one call. Hand it back with [`CircuitBreaker::on_result`] or
+/// [`CircuitBreaker::release`]; a permit that is never handed back holds a half-open
+/// probe slot forever (unless `half_open_wait_max` is set), which is why the tokio
+/// adapter releases it on drop.
+#[must_use = "hand the permit back with on_result or release"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Permit {
+    generation: u64,
+    acquired_at: Instant,
+    state: State,
+}
+
+impl Permit {
+    /// The state the breaker was in when it gave this permit.
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// When the permit was given (the call's duration is measured from here).
+    pub fn acquired_at(&self) -> Instant {
+        self.acquired_at
+    }
+    /// The breaker episode (one per state entered) this permit belongs to.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// A call not permitted: the answer to give the caller is "unavailable, retry after".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// When trying again makes sense.
+    pub retry_after: Duration,
+    /// The state that rejected the call.
+    pub state: State,
+}
+
+/// Why the breaker changed state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransitionReason {
+    /// The failure rate reached the threshold.
+    FailureRate {
+        /// Failed calls in the window.
+        failed: u32,
+        /// Calls in the window.
+        calls: u32,
+    },
+    /// The slow-call rate reached the threshold.
+    SlowCallRate {
+        /// Slow calls in the window.
+        slow: u32,
+        /// Calls in the window.
+        calls: u32,
+    },
+    /// The wait in open passed.
+    WaitElapsed,
+    /// The half-open probes did well enough.
+    ProbesSucceeded,
+    /// The half-open episode reached `half_open_wait_max` without a verdict.
+    HalfOpenExpired,
+    /// Every probe of the episode was cancelled or ignored: a fresh episode starts.
+    ProbesInconclusive,
+    /// A command (`force_open`, `disable`, `metrics_only`, `reset`).
+    Manual,
+}
+
+/// Something observable that happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerEvent {
+    /// A state change (or a fresh half-open episode).
+    Transition {
+        /// State before.
+        from: State,
+        /// State after.
+        to: State,
+        /// When.
+        at: Instant,
+        /// Why.
+        reason: TransitionReason,
+        /// The episode number entered.
+        generation: u64,
+    },
+}
+
+/// Counters since the breaker was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Permits given.
+    pub admitted: u64,
+    /// Calls rejected.
+    pub rejected: u64,
+    /// Outcomes recorded as success.
+    pub succeeded: u64,
+    /// Outcomes recorded as failure.
+    pub failed: u64,
+    /// Outcomes recorded as ignored.
+    pub ignored: u64,
+    /// Permits released without an outcome (cancelled calls).
+    pub released: u64,
+    /// Recorded outcomes (success or failure) that were slow.
+    pub slow: u64,
+    /// Outcomes of permits from an earlier episode (counted above, not in the window).
+    pub stale: u64,
+    /// Events dropped because nobody drained them.
+    pub events_dropped: u64,
+}
+
+/// A snapshot of the breaker's state and counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metrics {
+    /// Current state.
+    pub state: State,
+    /// Current episode number.
+    pub generation: u64,
+    /// Calls in the sliding window.
+    pub window_calls: u32,
+    /// Failed calls in the window.
+    pub window_failed: u32,
+    /// Slow calls in the window.
+    pub window_slow: u32,
+    /// Failure rate in percent, once the window holds the minimum number of calls.
+    pub failure_rate_percent: Option<u32>,
+    /// Slow-call rate in percent, once the window holds the minimum number of calls.
+    pub slow_call_rate_percent: Option<u32>,
+    /// Probe permits given in the current half-open episode.
+    pub half_open_admitted: u32,
+    /// Permits currently out (given, not yet handed back).
+    pub in_flight: u64,
+    /// Counters since the start.
+    pub totals: Totals,
+}
+
+/// Bits of one recorded call in a count window.
+const FAILED: u8 = 1;
+const SLOW: u8 = 2;
+
+#[derive(Clone, Debug)]
+enum Window {
+    Count {
+        ring: Vec<u8>,
+        head: usize,
+        len: u32,
+        failed: u32,
+        slow: u32,
+    },
+    Time {
+        /// (epoch second, calls, failed, slow) per bucket.
+        buckets: Vec<(u64, u32, u32, u32)>,
+        latest_sec: u64,
+        calls: u32,
+        failed: u32,
+        slow: u32,
+    },
+}
+
+impl Window {
+    fn new(kind: SlidingWindow) -> Self {
+        match kind {
+            SlidingWindow::Count { size } => Window::Count {
+                ring: vec![0; size as usize],
+                head: 0,
+                len: 0,
+                failed: 0,
+                slow: 0,
+            },
+            SlidingWindow::Time { size_secs } => Window::Time {
+                buckets: vec![(0, 0, 0, 0); size_secs as usize],
+                latest_sec: 0,
+                calls: 0,
+                failed: 0,
+                slow: 0,
+            },
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            Window::Count {
+                ring,
+                head,
+                len,
+                failed,
+                slow,
+            } => {
+                ring.iter_mut().for_each(|b| *b = 0);
+                *head = 0;
+                *len = 0;
+                *failed = 0;
+                *slow = 0;
+            }
+            Window::Time {
+                buckets,
+                latest_sec,
+                calls,
+                failed,
+                slow,
+            } => {
+                buckets.iter_mut().for_each(|b| *b = (0, 0, 0, 0));
+                *latest_sec = 0;
+                *calls = 0;
+                *failed = 0;
+                *slow = 0;
+            }
+        }
+    }
+
+    /// Drops time buckets older than the window, as of `now`.
+    fn advance(&mut self, now: Instant) {
+        if let Window::Time {
+            buckets,
+            latest_sec,
+            calls,
+            failed,
+            slow,
+        } = self
+        {
+            let sec = now.as_nanos() / 1_000_000_000;
+            if sec <= *latest_sec {
+                return;
+            }
+            let size = buckets.len() as u64;
+            let from = (*latest_sec + 1).max(sec.saturating_sub(size - 1));
+            // Reset at most `size` buckets, whatever the jump.
+            for s in from..=sec {
+                let b = &mut buckets[(s % size) as usize];
+                *calls -= b.1;
+                *failed -= b.2;
+                *slow -= b.3;
+                *b = (s, 0, 0, 0);
+            }
+            if sec - *latest_sec >= size {
+                // Everything older fell out of the window.
+                for b in buckets.iter_mut() {
+                    if b.0 + size <= sec && (b.1, b.2, b.3) != (0, 0, 0) {
+                        *calls -= b.1;
+                        *failed -= b.2;
+                        *slow -= b.3;
+                        *b = (b.0, 0, 0, 0);
+                    }
+                }
+            }
+            *latest_sec = sec;
+        }
+    }
+
+    #[inline]
+    /// Records one outcome. Returns false only when the record cannot have raised
+    /// either rate or brought the window to its minimum: a fast success replacing
+    /// another call in a full count window.
+    fn record(&mut self, now: Instant, is_failed: bool, is_slow: bool) -> bool {
+        match self {
+            Window::Count {
+                ring,
+                head,
+                len,
+                failed,
+                slow,
+            } => {
+                let bits = (is_failed as u8 * FAILED) | (is_slow as u8 * SLOW);
+                let size = ring.len();
+                let old = ring[*head];
+                let full = (*len as usize) == size;
+                if full {
+                    *failed -= (old & FAILED != 0) as u32;
+                    *slow -= (old & SLOW != 0) as u32;
+                } else {
+                    *len += 1;
+                }
+                ring[*head] = bits;
+                *head += 1;
+                if *head == size {
+                    *head = 0;
+                }
+                *failed += is_failed as u32;
+                *slow += is_slow as u32;
+                is_failed || is_slow || !full
+            }
+            Window::Time { .. } => {
+                self.advance(now);
+                if let Window::Time {
+                    buckets,
+                    latest_sec,
+                    calls,
+                    failed,
+                    slow,
+                } = self
+                {
+                    let size = buckets.len() as u64;
+                    let b = &mut buckets[(*latest_sec % size) as usize];
+                    b.1 += 1;
+                    b.2 += is_failed as u32;
+                    b.3 += is_slow as u32;
+                    *calls += 1;
+                    *failed += is_failed as u32;
+                    *slow += is_slow as u32;
+                }
+                // Old seconds leaving the window may have raised the rates.
+                true
+            }
+        }
+    }
+
+    /// (calls, failed, slow) in the window.
+    #[inline(always)]
+    fn counts(&self) -> (u32, u32, u32) {
+        match self {
+            Window::Count {
+                len, failed, slow, ..
+            } => (*len, *failed, *slow),
+            Window::Time {
+                calls,
+                failed,
+                slow,
+                ..
+            } => (*calls, *failed, *slow),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Episode {
+    since: Instant,
+    admitted: u32,
+    settled: u32,
+    counted: u32,
+    failed: u32,
+    slow: u32,
+}
+
+/// A small deterministic generator for jitter when the caller gives none (SplitMix64).
+#[derive(Clone, Debug)]
+struct SplitMix(u64);
+
+impl rand::TryRng for SplitMix {
+    type Error = std::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok((self.try_next_u64()? >> 32) as u32)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Ok(z ^ (z >> 31))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        for chunk in dst.chunks_mut(8) {
+            let bytes = self.try_next_u64()?.to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+/// The circuit breaker. See the [module docs](self) for the call order.
+pub struct CircuitBreaker {
+    config: BreakerConfig,
+    state: State,
+    generation: u64,
+    window: Window,
+    open_until: Instant,
+    openings_in_row: u32,
+    /// `slow_call_duration` in nanoseconds (saturated), precomputed for the hot path.
+    slow_nanos: u64,
+    /// `config.minimum_calls()`, precomputed for the hot path.
+    minimum_calls: u32,
+    episode: Episode,
+    events: VecDeque<BreakerEvent>,
+    totals: Totals,
+    rng: Box<dyn rand::Rng + Send>,
+}
+
+impl fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("state", &self.state)
+            .field("generation", &self.generation)
+            .field("open_until", &self.open_until)
+            .field("totals", &self.totals)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CircuitBreaker {
+    /// A closed breaker. Jitter (if the wait in open uses any) comes from a fixed-seed
+    /// generator; give your own with [`with_rng`](CircuitBreaker::with_rng).
+    pub fn new(config: BreakerConfig) -> Self {
+        Self::with_rng(config, SplitMix(0x6661_756c_746c_696e))
+    }
+
+    /// A closed breaker drawing wait-in-open jitter from `rng`.
+    pub fn with_rng(config: BreakerConfig, rng: impl rand::Rng + Send + 'static) -> Self {
+        CircuitBreaker {
+            window: Window::new(config.window),
+            config,
+            state: State::Closed,
+            generation: 0,
+            open_until: Instant::ZERO,
+            openings_in_row: 0,
+            slow_nanos: u64::try_from(config.slow_call_duration.as_nanos()).unwrap_or(u64::MAX),
+            minimum_calls: config.minimum_calls(),
+            episode: Episode::default(),
+            events: VecDeque::new(),
+            totals: Totals::default(),
+            rng: Box::new(rng),
+        }
+    }
+
+    // ----- getters -----
+
+    /// The configuration.
+    pub fn config(&self) -> &BreakerConfig {
+        &self.config
+    }
+
+    /// The current state. (Open stays Open until a call or `handle_timeout` notices the
+    /// wait has passed.)
+    #[inline]
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The current episode number (incremented on every transition).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// When an Open breaker will let probes through.
+    pub fn open_until(&self) -> Option<Instant> {
+        (self.state == State::Open).then_some(self.open_until)
+    }
+
+    /// A snapshot of counts and rates.
+    pub fn metrics(&self) -> Metrics {
+        let (calls, failed, slow) = match self.state {
+            State::HalfOpen => (self.episode.counted, self.episode.failed, self.episode.slow),
+            _ => self.window.counts(),
+        };
+        let min = match self.state {
+            State::HalfOpen => 1,
+            _ => self.config.minimum_calls(),
+        };
+        let rate = |n: u32| (calls >= min && calls > 0).then(|| n * 100 / calls);
+        let t = self.totals;
+        let handed_back = t.succeeded + t.failed + t.ignored + t.released;
+        Metrics {
+            state: self.state,
+            generation: self.generation,
+            window_calls: calls,
+            window_failed: failed,
+            window_slow: slow,
+            failure_rate_percent: rate(failed),
+            slow_call_rate_percent: rate(slow),
+            half_open_admitted: if self.state == State::HalfOpen {
+                self.episode.admitted
+            } else {
+                0
+            },
+            in_flight: t.admitted.saturating_sub(handed_back),
+            totals: t,
+        }
+    }
+
+    // ----- inputs -----
+
+    /// Asks to make a call now.
+    #[inline]
+    pub fn try_acquire(&mut self, now: Instant) -> Result<Permit, Rejected> {
+        match self.state {
+            State::Closed | State::Disabled | State::MetricsOnly => Ok(self.admit(now)),
+            State::Open => {
+                if now < self.open_until {
+                    self.totals.rejected += 1;
+                    return Err(Rejected {
+                        retry_after: self.open_until - now,
+                        state: State::Open,
+                    });
+                }
+                self.transition(State::HalfOpen, now, TransitionReason::WaitElapsed);
+                self.try_acquire_half_open(now)
+            }
+            State::HalfOpen => self.try_acquire_half_open(now),
+            State::ForcedOpen => {
+                self.totals.rejected += 1;
+                Err(Rejected {
+                    retry_after: self.config.wait_in_open.ceiling(1),
+                    state: State::ForcedOpen,
+                })
+            }
+        }
+    }
+
+    #[inline]
+    fn admit(&mut self, now: Instant) -> Permit {
+        self.totals.admitted += 1;
+        Permit {
+            generation: self.generation,
+            acquired_at: now,
+            state: self.state,
+        }
+    }
+
+    fn half_open_expired(&self, now: Instant) -> bool {
+        !self.config.half_open_wait_max.is_zero()
+            && now >= self.episode.since + self.config.half_open_wait_max
+    }
+
+    fn try_acquire_half_open(&mut self, now: Instant) -> Result<Permit, Rejected> {
+        if self.half_open_expired(now) {
+            self.open(now, TransitionReason::HalfOpenExpired);
+            self.totals.rejected += 1;
+            return Err(Rejected {
+                retry_after: self.open_until - now,
+                state: State::Open,
+            });
+        }
+        if self.episode.admitted < self.config.half_open_calls_permitted {
+            self.episode.admitted += 1;
+            return Ok(self.admit(now));
+        }
+        self.totals.rejected += 1;
+        let retry_after = if self.config.half_open_wait_max.is_zero() {
+            self.config.wait_in_open.ceiling(1)
+        } else {
+            (self.episode.since + self.config.half_open_wait_max) - now
+        };
+        Err(Rejected {
+            retry_after,
+            state: State::HalfOpen,
+        })
+    }
+
+    /// Hands back a permit with the call's outcome; its duration is `now` minus the
+    /// permit's time, and it is slow when that reaches `slow_call_duration`.
+    #[inline]
+    pub fn on_result(&mut self, permit: Permit, now: Instant, outcome: CallOutcome) {
+        let elapsed = now.as_nanos().saturating_sub(permit.acquired_at.as_nanos());
+        let slow = elapsed >= self.slow_nanos;
+        match outcome {
+            CallOutcome::Success => self.totals.succeeded += 1,
+            CallOutcome::Failure => self.totals.failed += 1,
+            CallOutcome::Ignored => self.totals.ignored += 1,
+        }
+        let counted = outcome != CallOutcome::Ignored;
+        if counted && slow {
+            self.totals.slow += 1;
+        }
+        if permit.generation != self.generation {
+            self.totals.stale += 1;
+            return;
+        }
+        let failed = outcome == CallOutcome::Failure;
+        match self.state {
+            State::Closed | State::MetricsOnly => {
+                if !counted {
+                    return;
+                }
+                if self.window.record(now, failed, slow) && self.state == State::Closed {
+                    self.check_trip(now);
+                }
+            }
+            State::HalfOpen => {
+                self.episode.settled += 1;
+                if counted {
+                    self.episode.counted += 1;
+                    self.episode.failed += failed as u32;
+                    self.episode.slow += slow as u32;
+                }
+                self.check_episode(now);
+            }
+            State::Open | State::ForcedOpen | State::Disabled => {}
+        }
+    }
+
+    /// Hands back the permit of a call that was cancelled before it finished: no outcome
+    /// is recorded. In half-open the probe slot is used up (the call may have reached
+    /// the API), and an episode whose every probe was cancelled or ignored starts over.
+    pub fn release(&mut self, permit: Permit, now: Instant) {
+        self.totals.released += 1;
+        if permit.generation == self.generation && self.state == State::HalfOpen {
+            self.episode.settled += 1;
+            self.check_episode(now);
+        }
+    }
+
+    /// Applies time-driven transitions due at `now`: Open to HalfOpen when automatic
+    /// transition is on, and HalfOpen to Open when `half_open_wait_max` has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Open if self.config.automatic_transition && now >= self.open_until => {
+                self.transition(State::HalfOpen, now, TransitionReason::WaitElapsed);
+            }
+            State::HalfOpen if self.half_open_expired(now) => {
+                self.open(now, TransitionReason::HalfOpenExpired);
+            }
+            _ => {}
+        }
+    }
+
+    // ----- commands -----
+
+    /// Rejects every call until [`reset`](CircuitBreaker::reset).
+    pub fn force_open(&mut self, now: Instant) {
+        self.transition(State::ForcedOpen, now, TransitionReason::Manual);
+    }
+    /// Lets every call through and records nothing until `reset`.
+    pub fn disable(&mut self, now: Instant) {
+        self.transition(State::Disabled, now, TransitionReason::Manual);
+    }
+    /// Lets every call through and records outcomes, never tripping, until `reset`.
+    pub fn metrics_only(&mut self, now: Instant) {
+        self.transition(State::MetricsOnly, now, TransitionReason::Manual);
+    }
+    /// Back to Closed with an empty window.
+    pub fn reset(&mut self, now: Instant) {
+        self.transition(State::Closed, now, TransitionReason::Manual);
+    }
+
+    // ----- outputs -----
+
+    /// The next event, oldest first.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<BreakerEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](CircuitBreaker::handle_timeout) next has work, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Open if self.config.automatic_transition => Some(self.open_until),
+            State::HalfOpen if !self.config.half_open_wait_max.is_zero() => {
+                Some(self.episode.since + self.config.half_open_wait_max)
+            }
+            _ => None,
+        }
+    }
+
+    // ----- for thread-safe adapters -----
+
+    /// True when, while Closed, the breaker never uses the time of a call: a count
+    /// window and no slow-call detection. A thread-safe adapter may then admit calls
+    /// without a permit and without reading the clock (see
+    /// [`closed_generation`](CircuitBreaker::closed_generation)).
+    pub fn closed_is_timeless(&self) -> bool {
+        matches!(self.config.window, SlidingWindow::Count { .. })
+            && self.config.slow_call_duration == Duration::MAX
+    }
+
+    /// The episode a call may run under without a permit: `Some` while Closed.
+    /// The outcome of such a call goes to
+    /// [`on_detached_result`](CircuitBreaker::on_detached_result) (or
+    /// [`release_detached`](CircuitBreaker::release_detached)), which also counts it as
+    /// admitted; an outcome from an episode that has ended is counted as stale.
+    pub fn closed_generation(&self) -> Option<u64> {
+        (self.state == State::Closed).then_some(self.generation)
+    }
+
+    /// True while the window holds fewer calls than the minimum (a success recorded now
+    /// could then trip the breaker, so its time matters).
+    pub fn window_is_filling(&self) -> bool {
+        self.window.counts().0 < self.minimum_calls
+    }
+
+    /// Records the outcome of a call admitted without a permit under `generation`.
+    pub fn on_detached_result(
+        &mut self,
+        generation: u64,
+        acquired_at: Instant,
+        now: Instant,
+        outcome: CallOutcome,
+    ) {
+        self.totals.admitted += 1;
+        let permit = Permit {
+            generation,
+            acquired_at,
+            state: State::Closed,
+        };
+        self.on_result(permit, now, outcome);
+    }
+
+    /// Records `count` successes of calls admitted without a permit under
+    /// `generation`, at once (a thread-safe adapter gathers them lock-free).
+    pub fn on_detached_successes(&mut self, generation: u64, count: u64, now: Instant) {
+        self.totals.admitted += count;
+        self.totals.succeeded += count;
+        if generation != self.generation || self.state != State::Closed {
+            self.totals.stale += count;
+            return;
+        }
+        if let Window::Count {
+            ring,
+            head,
+            len,
+            failed,
+            slow,
+        } = &mut self.window
+            && count >= ring.len() as u64
+        {
+            // The whole window is successes now.
+            ring.iter_mut().for_each(|b| *b = 0);
+            *head = 0;
+            *len = ring.len() as u32;
+            *failed = 0;
+            *slow = 0;
+            return;
+        }
+        let mut check = false;
+        for _ in 0..count {
+            check |= self.window.record(now, false, false);
+        }
+        if check {
+            self.check_trip(now);
+        }
+    }
+
+    /// Hands back a call admitted without a permit under `generation` that was
+    /// cancelled.
+    pub fn release_detached(&mut self, generation: u64, now: Instant) {
+        self.totals.admitted += 1;
+        let permit = Permit {
+            generation,
+            acquired_at: now,
+            state: State::Closed,
+        };
+        self.release(permit, now);
+    }
+
+    // ----- internals -----
+
+    #[inline]
+    fn check_trip(&mut self, now: Instant) {
+        let (calls, failed, slow) = self.window.counts();
+        if calls < self.minimum_calls {
+            return;
+        }
+        if failed as u64 * 100 >= self.config.failure_rate_threshold_percent as u64 * calls as u64 {
+            self.open(now, TransitionReason::FailureRate { failed, calls });
+        } else if slow as u64 * 100
+            >= self.config.slow_call_rate_threshold_percent as u64 * calls as u64
+        {
+            self.open(now, TransitionReason::SlowCallRate { slow, calls });
+        }
+    }
+
+    fn check_episode(&mut self, now: Instant) {
+        let e = self.episode;
+        if e.settled < self.config.half_open_calls_permitted {
+            return;
+        }
+        if e.counted == 0 {
+            self.transition(State::HalfOpen, now, TransitionReason::ProbesInconclusive);
+        } else if e.failed as u64 * 100
+            >= self.config.failure_rate_threshold_percent as u64 * e.counted as u64
+        {
+            self.open(
+                now,
+                TransitionReason::FailureRate {
+                    failed: e.failed,
+                    calls: e.counted,
+                },
+            );
+        } else if e.slow as u64 * 100
+            >= self.config.slow_call_rate_threshold_percent as u64 * e.counted as u64
+        {
+            self.open(
+                now,
+                TransitionReason::SlowCallRate {
+                    slow: e.slow,
+                    calls: e.counted,
+                },
+            );
+        } else {
+            self.transition(State::Closed, now, TransitionReason::ProbesSucceeded);
+        }
+    }
+
+    fn open(&mut self, now: Instant, reason: TransitionReason) {
+        self.openings_in_row = self.openings_in_row.saturating_add(1);
+        let ceiling = self.config.wait_in_open.ceiling(self.openings_in_row);
+        let wait = match self.config.wait_in_open {
+            WaitInOpen::Fixed(d) => d,
+            WaitInOpen::Exponential { jitter_percent, .. } => {
+                let span = crate::clock::saturating_nanos(ceiling)
+                    .saturating_mul(jitter_percent as u64)
+                    / 100;
+                let cut = if span == 0 {
+                    0
+                } else {
+                    self.rng.next_u64() % (span + 1)
+                };
+                ceiling - Duration::from_nanos(cut)
+            }
+        };
+        self.open_until = now + wait;
+        self.transition(State::Open, now, reason);
+    }
+
+    fn transition(&mut self, to: State, now: Instant, reason: TransitionReason) {
+        let from = self.state;
+        self.state = to;
+        self.generation += 1;
+        match to {
+            State::Closed => {
+                self.window.reset();
+                self.openings_in_row = 0;
+            }
+            State::HalfOpen => {
+                self.episode = Episode {
+                    since: now,
+                    ..Episode::default()
+                };
+            }
+            State::MetricsOnly => self.window.reset(),
+            State::Open | State::ForcedOpen | State::Disabled => {}
+        }
+        if self.events.len() >= self.config.events_max {
+            self.events.pop_front();
+            self.totals.events_dropped += 1;
+        }
+        self.events.push_back(BreakerEvent::Transition {
+            from,
+            to,
+            at: now,
+            reason,
+            generation: self.generation,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_millis(n)
+    }
+
+    fn small() -> BreakerConfig {
+        BreakerConfig::builder()
+            .count_window(4)
+            .minimum_calls(4)
+            .failure_rate_threshold_percent(50)
+            .slow_call_duration(Duration::from_millis(100))
+            .wait_in_open(Duration::from_millis(1000))
+            .half_open_calls_permitted(2)
+            .build()
+            .unwrap()
+    }
+
+    fn call(b: &mut CircuitBreaker, at: u64, took: u64, outcome: CallOutcome) -> bool {
+        match b.try_acquire(ms(at)) {
+            Ok(p) => {
+                b.on_result(p, ms(at + took), outcome);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn transitions(b: &mut CircuitBreaker) -> Vec<(State, State)> {
+        std::iter::from_fn(|| b.poll_event())
+            .map(|BreakerEvent::Transition { from, to, .. }| (from, to))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_resilience4j() {
+        let c = BreakerConfig::builder().build().unwrap();
+        assert_eq!(c.window(), SlidingWindow::Count { size: 100 });
+        assert_eq!(c.minimum_calls(), 100);
+        assert_eq!(c.failure_rate_threshold_percent(), 50);
+        assert_eq!(c.slow_call_rate_threshold_percent(), 100);
+        assert_eq!(c.slow_call_duration(), Duration::from_secs(60));
+        assert_eq!(c.wait_in_open(), WaitInOpen::Fixed(Duration::from_secs(60)));
+        assert_eq!(c.half_open_calls_permitted(), 10);
+        assert_eq!(c.half_open_wait_max(), Duration::ZERO);
+    }
+
+    #[test]
+    fn builder_names_the_bad_field() {
+        let cases: Vec<(BreakerConfigBuilder, &str)> = vec![
+            (BreakerConfig::builder().count_window(0), "count_window"),
+            (BreakerConfig::builder().time_window(0), "time_window"),
+            (BreakerConfig::builder().minimum_calls(0), "minimum_calls"),
+            (
+                BreakerConfig::builder().failure_rate_threshold_percent(101),
+                "failure_rate_threshold_percent",
+            ),
+            (
+                BreakerConfig::builder().slow_call_rate_threshold_percent(0),
+                "slow_call_rate_threshold_percent",
+            ),
+            (
+                BreakerConfig::builder().slow_call_duration(Duration::ZERO),
+                "slow_call_duration",
+            ),
+            (
+                BreakerConfig::builder().wait_in_open(Duration::ZERO),
+                "wait_in_open",
+            ),
+            (
+                BreakerConfig::builder().wait_in_open_exponential(
+                    Duration::from_secs(2),
+                    2,
+                    Duration::from_secs(1),
+                    0,
+                ),
+                "wait_in_open_exponential.max",
+            ),
+            (
+                BreakerConfig::builder().half_open_calls_permitted(0),
+                "half_open_calls_permitted",
+            ),
+        ];
+        for (b, field) in cases {
+            let err = b.build().unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.to_string().contains(field));
+        }
+    }
+
+    #[test]
+    fn opens_only_at_minimum_calls_and_threshold() {
+        let mut b = CircuitBreaker::new(small());
+        assert!(call(&mut b, 0, 1, CallOutcome::Failure));
+        assert!(call(&mut b, 1, 1, CallOutcome::Failure));
+        assert!(call(&mut b, 2, 1, CallOutcome::Success));
+        assert_eq!(b.state(), State::Closed, "3 calls < minimum 4");
+        assert!(call(&mut b, 3, 1, CallOutcome::Success));
+        assert_eq!(b.state(), State::Open, "2 of 4 failed = 50 %");
+        assert_eq!(transitions(&mut b), vec![(State::Closed, State::Open)]);
+    }
+
+    #[test]
+    fn ignored_outcomes_change_no_count() {
+        let mut b = CircuitBreaker::new(small());
+        for i in 0..10 {
+            call(&mut b, i, 1, CallOutcome::Ignored);
+        }
+        assert_eq!(b.state(), State::Closed);
+        assert_eq!(b.metrics().window_calls, 0);
+        assert_eq!(b.metrics().totals.ignored, 10);
+    }
+
+    #[test]
+    fn slow_calls_trip_at_their_own_threshold() {
+        let config = BreakerConfig::builder()
+            .count_window(4)
+            .minimum_calls(4)
+            .slow_call_rate_threshold_percent(75)
+            .slow_call_duration(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let mut b = CircuitBreaker::new(config);
+        call(&mut b, 0, 100, CallOutcome::Success);
+        call(&mut b, 0, 150, CallOutcome::Success);
+        call(&mut b, 0, 99, CallOutcome::Success);
+        call(&mut b, 0, 1, CallOutcome::Success);
+        assert_eq!(b.state(), State::Closed, "2 of 4 slow < 75 %");
+        call(&mut b, 0, 500, CallOutcome::Success);
+        call(&mut b, 0, 600, CallOutcome::Success);
+        assert_eq!(
+            b.state(),
+            State::Closed,
+            "oldest calls leave the window: still 2 of 4"
+        );
+        call(&mut b, 0, 700, CallOutcome::Success);
+        assert_eq!(b.state(), State::Open, "window now holds 3 slow of 4");
+    }
+
+    #[test]
+    fn open_rejects_with_retry_after_then_half_open_probes_close_it() {
+        let mut b = CircuitBreaker::new(small());
+        for i in 0..4 {
+            call(&mut b, i, 1, CallOutcome::Failure);
+        }
+        // The 4th failure was recorded at 4 ms: open until 1004 ms.
+        let r = b.try_acquire(ms(504)).unwrap_err();
+        assert_eq!(r.retry_after, Duration::from_millis(500));
+        assert_eq!(r.state, State::Open);
+        // After the wait: two probes, a third is rejected, both succeed -> Closed.
+        let p1 = b.try_acquire(ms(1004)).unwrap();
+        let p2 = b.try_acquire(ms(1004)).unwrap();
+        assert_eq!(b.state(), State::HalfOpen);
+        assert_eq!(b.try_acquire(ms(1005)).unwrap_err().state, State::HalfOpen);
+        b.on_result(p1, ms(1010), CallOutcome::Success);
+        assert_eq!(b.state(), State::HalfOpen);
+        b.on_result(p2, ms(1010), CallOutcome::Success);
+        assert_eq!(b.state(), State::Closed);
+        assert_eq!(
+            transitions(&mut b),
+            vec![
+                (State::Closed, State::Open),
+                (State::Open, State::HalfOpen),
+                (State::HalfOpen, State::Closed)
+            ]
+        );
+        assert_eq!(b.metrics().window_calls, 0, "closing empties the window");
+    }
+
+    #[test]
+    fn failing_probes_reopen() {
+        let mut b = CircuitBreaker::new(small());
+        for i in 0..4 {
+            call(&mut b, i, 1, CallOutcome::Failure);
+        }
+        call(&mut b, 1004, 1, CallOutcome::Failure);
+        call(&mut b, 1005, 1, CallOutcome::Success);
+        assert_eq!(b.state(), State::Open, "1 of 2 probes failed = 50 %");
+        assert_eq!(b.open_until(), Some(ms(1006 + 1000)));
+    }
+
+    #[test]
+    fn cancelled_probes_never_leave_it_stuck() {
+        let mut b = CircuitBreaker::new(small());
+        for i in 0..4 {
+            call(&mut b, i, 1, CallOutcome::Failure);
+        }
+        let p1 = b.try_acquire(ms(1004)).unwrap();
+        let p2 = b.try_acquire(ms(1004)).unwrap();
+        b.release(p1, ms(1004));
+        b.release(p2, ms(1004));
+        // A fresh episode: new probes are allowed.
+        assert_eq!(b.state(), State::HalfOpen);
+        assert!(call(&mut b, 1005, 1, CallOutcome::Success));
+        assert!(call(&mut b, 1005, 1, CallOutcome::Success));
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn half_open_wait_max_reopens() {
+        let config = BreakerConfig::builder()
+            .count_window(2)
+            .minimum_calls(2)
+            .wait_in_open(Duration::from_millis(100))
+            .half_open_calls_permitted(1)
+            .half_open_wait_max(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        let mut b = CircuitBreaker::new(config);
+        call(&mut b, 0, 1, CallOutcome::Failure);
+        call(&mut b, 0, 1, CallOutcome::Failure);
+        let probe = b.try_acquire(ms(101)).unwrap();
+        assert_eq!(b.poll_timeout(), Some(ms(151)));
+        b.handle_timeout(ms(151));
+        assert_eq!(b.state(), State::Open);
+        b.on_result(probe, ms(160), CallOutcome::Success);
+        assert_eq!(b.state(), State::Open, "a stale probe changes nothing");
+        assert_eq!(b.metrics().totals.stale, 1);
+    }
+
+    #[test]
+    fn exponential_wait_grows_caps_and_jitters_down() {
+        let config = BreakerConfig::builder()
+            .count_window(1)
+            .minimum_calls(1)
+            .half_open_calls_permitted(1)
+            .wait_in_open_exponential(
+                Duration::from_millis(100),
+                2,
+                Duration::from_millis(350),
+                20,
+            )
+            .build()
+            .unwrap();
+        let mut b = CircuitBreaker::new(config);
+        let mut t = 0;
+        let mut waits = Vec::new();
+        call(&mut b, t, 0, CallOutcome::Failure);
+        for _ in 0..4 {
+            let until = b.open_until().unwrap();
+            waits.push((until - ms(t)).as_millis() as u64);
+            t = until.as_nanos() / 1_000_000 + 1;
+            call(&mut b, t, 0, CallOutcome::Failure); // probe fails: open again
+        }
+        let ceilings = [100, 200, 350, 350];
+        for (w, c) in waits.iter().zip(ceilings) {
+            assert!(*w <= c && *w >= c * 80 / 100, "wait {w} vs ceiling {c}");
+        }
+        assert_eq!(config.wait_in_open().min_wait(), Duration::from_millis(80));
+    }
+
+    #[test]
+    fn time_window_forgets_old_seconds() {
+        let config = BreakerConfig::builder()
+            .time_window(2)
+            .minimum_calls(3)
+            .build()
+            .unwrap();
+        let mut b = CircuitBreaker::new(config);
+        call(&mut b, 0, 1, CallOutcome::Failure);
+        call(&mut b, 10, 1, CallOutcome::Failure);
+        // Two seconds later both have left the window.
+        call(&mut b, 2_500, 1, CallOutcome::Failure);
+        assert_eq!(b.metrics().window_calls, 1);
+        assert_eq!(b.state(), State::Closed);
+        call(&mut b, 2_600, 1, CallOutcome::Failure);
+        call(&mut b, 3_100, 1, CallOutcome::Failure);
+        assert_eq!(b.state(), State::Open);
+        // A jump of many seconds empties it entirely.
+        b.reset(ms(3_200));
+        call(&mut b, 3_300, 1, CallOutcome::Failure);
+        call(&mut b, 100_000, 1, CallOutcome::Success);
+        assert_eq!(b.metrics().window_calls, 1);
+    }
+
+    #[test]
+    fn manual_states() {
+        let mut b = CircuitBreaker::new(small());
+        b.force_open(ms(0));
+        assert_eq!(b.try_acquire(ms(1)).unwrap_err().state, State::ForcedOpen);
+        b.disable(ms(2));
+        for i in 0..10 {
+            assert!(call(&mut b, i, 1, CallOutcome::Failure));
+        }
+        assert_eq!(b.state(), State::Disabled);
+        b.metrics_only(ms(20));
+        for i in 0..10 {
+            assert!(call(&mut b, 20 + i, 1, CallOutcome::Failure));
+        }
+        assert_eq!(b.state(), State::MetricsOnly);
+        assert_eq!(b.metrics().failure_rate_percent, Some(100));
+        b.reset(ms(40));
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn accounting_adds_up() {
+        let mut b = CircuitBreaker::new(small());
+        let p = b.try_acquire(ms(0)).unwrap();
+        b.release(p, ms(1));
+        call(&mut b, 1, 1, CallOutcome::Success);
+        call(&mut b, 2, 1, CallOutcome::Ignored);
+        let m = b.metrics();
+        let t = m.totals;
+        assert_eq!(t.admitted, t.succeeded + t.failed + t.ignored + t.released);
+        assert_eq!(m.in_flight, 0);
+    }
+
+    #[test]
+    fn events_are_bounded() {
+        let config = BreakerConfig::builder().events_max(2).build().unwrap();
+        let mut b = CircuitBreaker::new(config);
+        for i in 0..5 {
+            b.force_open(ms(i));
+        }
+        assert_eq!(transitions(&mut b).len(), 2);
+        assert_eq!(b.metrics().totals.events_dropped, 3);
+    }
+}

@@ -1,0 +1,25 @@
+//! Circuit breaker for a flaky external API (an SMS gateway, say), with its companions.
+//!
+//! - [`circuit`]: the sans-IO [`CircuitBreaker`] core (Resilience4j's states and knobs).
+//! - [`timeout`], [`retry`] (backoff with full jitter, retry budget), [`bulkhead`],
+//!   [`fallback`]: sans-IO companions that compose with it. Retries sit *inside* the
+//!   breaker: every attempt asks it for a permit.
+
+pub mod bulkhead;
+pub mod circuit;
+pub mod contract;
+pub mod error;
+pub mod fallback;
+pub mod guard;
+pub mod invariants;
+pub mod mutants;
+pub mod retry;
+pub mod timeout;
+pub mod tokio;
+pub mod world;
+
+pub use circuit::{
+    BreakerConfig, BreakerConfigBuilder, BreakerEvent, CallOutcome, CircuitBreaker, Metrics,
+    Permit, Rejected, SlidingWindow, State, Totals, TransitionReason, WaitInOpen,
+};
+pub use error::{CallError, ConfigError};

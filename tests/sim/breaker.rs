@@ -1,0 +1,186 @@
+//! The circuit breaker in the simulated SMS world: every invariant under proptest
+//! (knob seeds x fault plans), determinism, a golden digest, coverage, and the mutants.
+
+use crate::support::failure_message;
+use faultline::breaker::guard::Guard;
+use faultline::breaker::invariants::INVARIANTS;
+use faultline::breaker::mutants::CATALOG;
+use faultline::breaker::world::{MARKS, SmsKnobs, SmsWorld, run, run_seed};
+use faultline_sim::prelude::*;
+use faultline_sim::{Coverage, check_determinism};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+
+/// The fault plans of the SMS world, narrowed to `kinds`.
+fn plans(kinds: &[FaultKindTag], faults_min: usize) -> BoxedStrategy<FaultPlan> {
+    let profile = SmsKnobs::from_seed(0)
+        .fault_profile()
+        .kinds(kinds.iter().copied())
+        .faults(faults_min, 8);
+    FaultPlan::strategy(&profile)
+}
+
+const ALL: &[FaultKindTag] = &[
+    FaultKindTag::Outage,
+    FaultKindTag::Slow,
+    FaultKindTag::Errors,
+];
+
+/// Runs the reference guard for `seed`'s knobs under `plan`; fails the property with
+/// the invariant, the seed, the plan file and the replay command.
+fn check(property: &str, seed: u64, plan: FaultPlan) -> Result<SmsWorld<Guard>, TestCaseError> {
+    let knobs = SmsKnobs::from_seed(seed);
+    let guard = knobs
+        .reference_guard()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let (report, world) = run(&knobs, plan.clone(), guard, TraceMode::Off)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    if let Some(msg) = failure_message("breaker", property, seed, &plan, &report) {
+        return Err(TestCaseError::fail(msg));
+    }
+    Ok(world)
+}
+
+proptest! {
+    /// All seven invariants over swarm-free random plans of every kind.
+    #[test]
+    fn every_invariant_holds(seed in any::<u64>(), plan in plans(ALL, 0)) {
+        check("every_invariant_holds", seed, plan)?;
+    }
+
+    /// 4. The API is never flooded: over each outage, calls stay within the bound.
+    #[test]
+    fn load_bound_holds_over_outages(seed in any::<u64>(), plan in plans(&[FaultKindTag::Outage], 1)) {
+        let world = check("load_bound_holds_over_outages", seed, plan)?;
+        prop_assert!(!world.checker.outage_loads.is_empty(), "an outage was checked");
+    }
+
+    /// 5. Callers get an answer within the timeout, however slow the API gets.
+    #[test]
+    fn callers_get_a_timely_answer_under_slowness(
+        seed in any::<u64>(),
+        plan in plans(&[FaultKindTag::Slow, FaultKindTag::Outage], 1),
+    ) {
+        let world = check("callers_get_a_timely_answer_under_slowness", seed, plan)?;
+        let limit = world.knobs().timeout_ms + 1;
+        prop_assert!(world.stats.answer_latency_ms_max <= limit);
+    }
+
+    /// 3. Bad requests (ignored outcomes) never trip the breaker on their own.
+    #[test]
+    fn bad_requests_never_trip_it(
+        seed in any::<u64>().prop_filter("many bad requests", |s| SmsKnobs::from_seed(*s).invalid_number_percent >= 15),
+        plan in plans(&[FaultKindTag::Errors], 0),
+    ) {
+        check("bad_requests_never_trip_it", seed, plan)?;
+    }
+
+    /// 2, 6, 7. Callers who give up mid-call never leave the breaker stuck in half-open,
+    /// and every permit is accounted for.
+    #[test]
+    fn cancelled_calls_never_leave_it_stuck(
+        seed in any::<u64>().prop_filter("many cancellations", |s| SmsKnobs::from_seed(*s).cancel_percent >= 8),
+        plan in plans(ALL, 1),
+    ) {
+        let world = check("cancelled_calls_never_leave_it_stuck", seed, plan)?;
+        prop_assert!(world.stats.time_to_close_ms.is_some());
+    }
+}
+
+#[test]
+fn same_seed_same_digest() {
+    for seed in 0..8 {
+        let knobs = SmsKnobs::from_seed(seed);
+        let sim = Simulation::new(seed).plan(knobs.fault_plan());
+        check_determinism(&sim, || {
+            SmsWorld::new(knobs.clone(), knobs.reference_guard().unwrap()).unwrap()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Changes only on purpose (engine, knobs, plan generator, world or reference guard);
+/// update it in the same commit and say why.
+#[test]
+fn golden_digest() {
+    let (report, world) = run_seed(7, TraceMode::Full).unwrap();
+    report.assert_pass();
+    assert_eq!(
+        (report.digest, report.events, world.stats.api_calls),
+        (11_737_889_133_015_620_305, 3_398, 1_145),
+        "golden digest changed"
+    );
+}
+
+#[test]
+fn every_mark_is_hit_over_1000_seeds() {
+    let mut seen = Coverage::declare(MARKS.iter().copied());
+    for seed in 0..1000 {
+        let (report, _) = run_seed(seed, TraceMode::Off).unwrap();
+        report.assert_pass();
+        for (mark, hits) in &report.coverage.hits {
+            if *hits > 0 {
+                seen.hit(mark);
+            }
+        }
+    }
+    assert!(
+        seen.undeclared.is_empty(),
+        "undeclared marks: {:?}",
+        seen.undeclared
+    );
+    assert!(
+        seen.missed().is_empty(),
+        "never hit in 1000 seeds: {:?}",
+        seen.missed()
+    );
+}
+
+/// Every mutant is caught, and every invariant catches at least one mutant. Prints the
+/// table: mutant, first invariant to catch it, seeds (cases) it took, and how soon its
+/// expected invariant caught it.
+#[test]
+fn mutants_are_caught() {
+    const SEEDS: u64 = 500;
+    let mut catchers = std::collections::BTreeSet::new();
+    println!(
+        "{:<28} {:<32} {:>6} {:>10}",
+        "mutant", "caught by", "cases", "expected@"
+    );
+    for m in CATALOG {
+        let mut first: Option<(u64, String)> = None;
+        let mut expected_at = None;
+        for seed in 0..SEEDS {
+            let knobs = SmsKnobs::from_seed(seed);
+            let (report, _) = run(
+                &knobs,
+                knobs.fault_plan(),
+                m.guard(&knobs).unwrap(),
+                TraceMode::Off,
+            )
+            .unwrap();
+            if let Some(inv) = report.outcome.invariant() {
+                catchers.insert(inv.to_string());
+                if first.is_none() {
+                    first = Some((seed + 1, inv.to_string()));
+                }
+                if inv == m.expected {
+                    expected_at = Some(seed + 1);
+                    break;
+                }
+            }
+        }
+        let (cases, inv) =
+            first.unwrap_or_else(|| panic!("mutant {} survived {SEEDS} seeds", m.name));
+        let expected = expected_at.unwrap_or_else(|| {
+            panic!(
+                "mutant {} was never caught by {} in {SEEDS} seeds",
+                m.name, m.expected
+            )
+        });
+        println!("{:<28} {:<32} {:>6} {:>10}", m.name, inv, cases, expected);
+    }
+    for inv in INVARIANTS {
+        assert!(catchers.contains(inv), "invariant {inv} caught no mutant");
+    }
+}

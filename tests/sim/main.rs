@@ -1,0 +1,8 @@
+//! Property tests of faultline's patterns, one module per pattern, in one test binary
+//! (one link step keeps build time low on small machines).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod breaker;
