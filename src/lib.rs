@@ -13,3 +13,4 @@ pub use faultline_sim as sim;
 
 pub mod breaker;
 pub mod clock;
+pub mod harness;

@@ -387,6 +387,10 @@ impl From<Fault> for RawFault {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultPlan {
+    /// The seed this plan belongs to, when it was written down with one (a failure's
+    /// plan file carries it, so that the file alone replays the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// End of the safety phase, milliseconds of virtual time. Faults reaching past it
     /// are cut off there.
     pub horizon_ms: u64,
@@ -424,6 +428,7 @@ impl FaultPlan {
     /// A plan with no faults whose safety phase lasts `horizon_ms`.
     pub fn healthy(horizon_ms: u64) -> Self {
         FaultPlan {
+            seed: None,
             horizon_ms,
             faults: Vec::new(),
         }
@@ -456,7 +461,11 @@ impl FaultPlan {
     /// The plan as pretty JSON (infallible: the plan is plain data).
     pub fn to_json(&self) -> String {
         let mut out = String::new();
-        out.push_str("{\n  \"horizon_ms\": ");
+        out.push_str("{\n");
+        if let Some(seed) = self.seed {
+            out.push_str(&format!("  \"seed\": {seed},\n"));
+        }
+        out.push_str("  \"horizon_ms\": ");
         out.push_str(&self.horizon_ms.to_string());
         out.push_str(",\n  \"faults\": [");
         for (i, f) in self.faults.iter().enumerate() {
@@ -661,10 +670,17 @@ impl FaultPlan {
             profile.faults_min.min(profile.faults_max)..=profile.faults_max,
         )
         .prop_map(move |faults| FaultPlan {
+            seed: None,
             horizon_ms: horizon,
             faults,
         })
         .boxed()
+    }
+
+    /// The same plan, labelled with `seed`.
+    pub fn with_seed(mut self, seed: u64) -> FaultPlan {
+        self.seed = Some(seed);
+        self
     }
 
     /// The faults of one kind.
@@ -1017,6 +1033,8 @@ mod tests {
             assert_eq!(back, plan);
             let compact = serde_json::to_string(&plan).unwrap();
             assert_eq!(FaultPlan::from_json(&compact).unwrap(), plan);
+            let seeded = plan.clone().with_seed(77);
+            assert_eq!(FaultPlan::from_json(&seeded.to_json()).unwrap(), seeded);
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`trace`]: trace (off / ring / full), stable digest, coverage marks.
 //! - [`sweep`](mod@sweep): many seeds on all cores, shards `i/n`, mergeable summaries.
 //! - [`check`]: the determinism self-check.
+//! - [`report`]: self-contained HTML reports of a run and of a sweep (askama, plotters SVG).
+//! - [`shrink`]: shrinking a failing plan found by a seed.
 //!
 //! Determinism rules: one thread per run; all randomness from the seed through labelled
 //! forks; no iteration over randomly-seeded hash maps; time only from the queue.
@@ -20,8 +22,10 @@
 pub mod check;
 pub mod fault;
 pub mod queue;
+pub mod report;
 pub mod rng;
 pub mod run;
+pub mod shrink;
 pub mod sweep;
 pub mod time;
 pub mod trace;

@@ -183,6 +183,8 @@ pub struct BreakerChecker {
     pub closed_after_heal: Option<SimTime>,
     /// Longest answer latency seen.
     pub answer_latency_max: SimDuration,
+    /// Every answer: when, and how long the caller waited.
+    pub answers: Vec<(SimTime, SimDuration)>,
     /// Per-outage load figures, filled at rest.
     pub outage_loads: Vec<OutageLoad>,
 }
@@ -213,6 +215,7 @@ impl BreakerChecker {
             healed_at: None,
             closed_after_heal: None,
             answer_latency_max: SimDuration::ZERO,
+            answers: Vec::new(),
             outage_loads: Vec::new(),
         }
     }
@@ -355,8 +358,14 @@ impl BreakerChecker {
     }
 
     /// Invariant 5, when a caller gets an answer after `latency`.
-    pub fn on_answer(&mut self, latency: SimDuration, answer: Answer) -> Result<(), Violation> {
+    pub fn on_answer(
+        &mut self,
+        now: SimTime,
+        latency: SimDuration,
+        answer: Answer,
+    ) -> Result<(), Violation> {
         self.answer_latency_max = self.answer_latency_max.max(latency);
+        self.answers.push((now, latency));
         let limit = self.timeout + SimDuration::from_millis(1);
         if latency > limit {
             return Err(Violation::new(

@@ -13,6 +13,7 @@ pub mod fallback;
 pub mod guard;
 pub mod invariants;
 pub mod mutants;
+pub mod pattern;
 pub mod retry;
 pub mod timeout;
 pub mod tokio;

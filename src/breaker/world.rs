@@ -193,7 +193,7 @@ impl SmsKnobs {
                 FaultKindTag::Slow,
                 FaultKindTag::Errors,
             ])
-            .faults(0, 8)
+            .faults(1, 8)
             .duration_ms(200, 10_000)
             .latency_ms_max(5_000)
     }
@@ -552,7 +552,7 @@ impl<G: CallGuard> SmsWorld<G> {
                     Some(Why::BudgetExhausted) => ctx.cover("retry.budget_exhausted"),
                     _ => {}
                 }
-                self.checker.on_answer(latency, answer)?;
+                self.checker.on_answer(now, latency, answer)?;
             }
         }
         Ok(())

@@ -107,7 +107,7 @@ fn golden_digest() {
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.api_calls),
-        (11_737_889_133_015_620_305, 3_398, 1_145),
+        (5_729_701_379_545_224_716, 3_138, 923),
         "golden digest changed"
     );
 }

@@ -27,7 +27,7 @@ pub fn failure_message(
     let dir = failures_dir();
     let file = dir.join(format!("{pattern}-{property}.json"));
     let written = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&file, plan.to_json()))
+        .and_then(|()| std::fs::write(&file, plan.clone().with_seed(seed).to_json()))
         .map(|()| format!("reports/failures/{pattern}-{property}.json"));
     let (plan_line, replay) = match written {
         Ok(rel) => (

@@ -1,0 +1,483 @@
+//! The SVG charts, drawn with plotters into strings.
+//!
+//! No user-controlled text is ever handed to plotters: charts carry only numbers, tick
+//! labels we format ourselves, and fixed words. Names (targets, lanes, labels, series,
+//! units) are written next to the charts in HTML by the escaping templates. (plotters'
+//! SVG backend escapes text and attribute values as well, see the tests, so even a
+//! slip here would not inject markup.) The SVGs' `xmlns` attribute is dropped, as inline
+//! SVG in HTML needs none, so the page holds no URL at all.
+
+use super::ReportError;
+use super::fmt::{self, Rgb};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+/// Left padding inside every time-axis SVG, so that the `0s` tick label is not cut.
+pub(crate) const PAD_L: i32 = 14;
+/// Width of the plot area of every time-axis SVG.
+pub(crate) const PLOT_W: i32 = 690;
+/// Right part of every time-axis SVG, holding a series chart's value labels.
+pub(crate) const RIGHT_W: i32 = 66;
+/// Width of every time-axis SVG.
+pub(crate) const TIME_SVG_W: u32 = (PAD_L + PLOT_W + RIGHT_W) as u32;
+/// Height of one timeline row.
+const ROW_H: u32 = 22;
+/// Height of the timeline's axis row.
+const AXIS_H: u32 = 26;
+/// Height of a series chart.
+const SERIES_H: u32 = 170;
+/// Width of a histogram.
+const HIST_W: u32 = 900;
+/// Height of a histogram.
+const HIST_H: u32 = 190;
+/// Bins of a histogram.
+pub(crate) const HIST_BINS: usize = 20;
+/// Values beyond this magnitude are drawn at it (they are still printed exactly).
+const VALUE_CAP: f64 = 1e100;
+
+/// Font for tick labels: the system's sans-serif (plotters divides the size by 1.24).
+const FONT: (&str, f64) = ("system-ui, sans-serif", 14.0);
+/// Tick label colour.
+const TEXT: RGBColor = RGBColor(0x37, 0x41, 0x51);
+/// Axis colour.
+const AXIS: RGBColor = RGBColor(0x9c, 0xa3, 0xaf);
+/// Grid colour.
+const GRID: RGBColor = RGBColor(0xe5, 0xe7, 0xeb);
+/// Background of a timeline row during the safety phase.
+const ROW_BG: RGBColor = RGBColor(0xf3, 0xf4, 0xf6);
+/// Background during the liveness phase (after the horizon).
+const LIVENESS_BG: RGBColor = RGBColor(0xe2, 0xe5, 0xea);
+/// The horizon line.
+const HORIZON: RGBColor = RGBColor(0x11, 0x18, 0x27);
+
+/// Turns a plotters error into ours.
+fn chart_err<E: std::fmt::Display>(e: E) -> ReportError {
+    ReportError::Chart(e.to_string())
+}
+
+/// Draws with `draw` on a `w`×`h` SVG and returns the SVG, ready to inline in HTML.
+fn svg(
+    w: u32,
+    h: u32,
+    label: &'static str,
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), ReportError>,
+) -> Result<String, ReportError> {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (w, h)).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(chart_err)?;
+    }
+    // Inline SVG needs no namespace; without it the page refers to no URL at all.
+    let out = out.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1);
+    Ok(out.replacen(
+        "<svg ",
+        &format!("<svg role=\"img\" aria-label=\"{label}\" "),
+        1,
+    ))
+}
+
+/// The shared time axis: `[0, max]` mapped onto the plot area of every time-axis SVG.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TimeAxis {
+    /// End of the axis, nanoseconds; never zero.
+    max_ns: u64,
+    /// The horizon, nanoseconds, clamped to the axis.
+    horizon_ns: u64,
+}
+
+impl TimeAxis {
+    /// An axis ending at `max_ns` (1 s when zero), with the horizon marked.
+    pub(crate) fn new(max_ns: u64, horizon_ns: u64) -> Self {
+        let max_ns = if max_ns == 0 { 1_000_000_000 } else { max_ns };
+        TimeAxis {
+            max_ns,
+            horizon_ns: horizon_ns.min(max_ns),
+        }
+    }
+    /// End of the axis, nanoseconds.
+    pub(crate) fn max_ns(self) -> u64 {
+        self.max_ns
+    }
+    /// End of the axis, seconds (positive).
+    fn secs(self) -> f64 {
+        self.max_ns as f64 / 1e9
+    }
+    /// The horizon, seconds.
+    fn horizon_secs(self) -> f64 {
+        self.horizon_ns as f64 / 1e9
+    }
+    /// The pixel column of time `ns` (clamped to the axis).
+    fn px(self, ns: u64) -> i32 {
+        let frac = ns.min(self.max_ns) as f64 / self.max_ns as f64;
+        PAD_L + (frac * f64::from(PLOT_W)).round() as i32
+    }
+}
+
+/// One band on a timeline row: `[from, until)` in nanoseconds, its colour and opacity.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowBand {
+    /// Start, nanoseconds.
+    pub from_ns: u64,
+    /// End, nanoseconds.
+    pub until_ns: u64,
+    /// Colour.
+    pub colour: Rgb,
+    /// Opacity, 0 to 1 (overlapping bands show through each other below 1).
+    pub alpha: f64,
+}
+
+/// One timeline row: the phases as background, the bands, and the horizon line.
+pub(crate) fn timeline_row(axis: TimeAxis, bands: &[RowBand]) -> Result<String, ReportError> {
+    svg(TIME_SVG_W, ROW_H, "timeline row", |root| {
+        let h = ROW_H as i32;
+        let x0 = axis.px(0);
+        let xh = axis.px(axis.horizon_ns);
+        let x1 = axis.px(axis.max_ns);
+        let rect = |a: i32, b: i32, top: i32, bottom: i32, style: ShapeStyle| {
+            root.draw(&Rectangle::new([(a, top), (b, bottom)], style))
+                .map_err(chart_err)
+        };
+        rect(x0, xh, 1, h - 1, ROW_BG.filled())?;
+        if x1 > xh {
+            rect(xh, x1, 1, h - 1, LIVENESS_BG.filled())?;
+        }
+        for b in bands {
+            let (lo, hi) = (b.from_ns.min(b.until_ns), b.from_ns.max(b.until_ns));
+            let a = axis.px(lo);
+            // At least one pixel wide, so that short bands still show.
+            let z = axis.px(hi).max(a + 1);
+            let alpha = if b.alpha.is_finite() {
+                b.alpha.clamp(0.0, 1.0)
+            } else {
+                1.0
+            };
+            rect(a, z, 4, h - 4, b.colour.plot().mix(alpha).filled())?;
+        }
+        root.draw(&PathElement::new(
+            vec![(xh, 0), (xh, h)],
+            HORIZON.stroke_width(2),
+        ))
+        .map_err(chart_err)
+    })
+}
+
+/// The time axis under the timeline rows, with the horizon line.
+pub(crate) fn time_axis(axis: TimeAxis) -> Result<String, ReportError> {
+    svg(TIME_SVG_W, AXIS_H, "time axis", |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin_left(PAD_L)
+            .margin_right(RIGHT_W)
+            .x_label_area_size(AXIS_H - 2)
+            .build_cartesian_2d(0f64..axis.secs(), 0f64..1f64)
+            .map_err(chart_err)?;
+        let fx = |x: &f64| fmt::secs(*x);
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .disable_y_axis()
+            .x_labels(10)
+            .x_label_formatter(&fx)
+            .label_style((FONT.0, FONT.1, &TEXT))
+            .axis_style(AXIS)
+            .draw()
+            .map_err(chart_err)
+    })
+}
+
+/// A line chart of `points` (seconds, value) on the shared time axis, with the liveness
+/// phase shaded and the horizon marked. Points that are not finite, or lie beyond the
+/// axis, are left out.
+pub(crate) fn series_chart(
+    axis: TimeAxis,
+    points: &[(u64, f64)],
+    colour: Rgb,
+) -> Result<String, ReportError> {
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|(t, v)| *t <= axis.max_ns && v.is_finite())
+        .map(|&(t, v)| (t as f64 / 1e9, v.clamp(-VALUE_CAP, VALUE_CAP)))
+        .collect();
+    let (lo, hi) = value_range(pts.iter().map(|p| p.1));
+    svg(TIME_SVG_W, SERIES_H, "series chart", |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin_left(PAD_L)
+            .margin_top(8)
+            .right_y_label_area_size(RIGHT_W)
+            .x_label_area_size(24)
+            .build_cartesian_2d(0f64..axis.secs(), lo..hi)
+            .map_err(chart_err)?;
+        let fx = |x: &f64| fmt::secs(*x);
+        let fy = |y: &f64| fmt::num(*y);
+        chart
+            .configure_mesh()
+            .x_labels(10)
+            .y_labels(5)
+            .x_label_formatter(&fx)
+            .y_label_formatter(&fy)
+            .label_style((FONT.0, FONT.1, &TEXT))
+            .axis_style(AXIS)
+            .bold_line_style(GRID)
+            .light_line_style(TRANSPARENT)
+            .draw()
+            .map_err(chart_err)?;
+        let h = axis.horizon_secs();
+        if h < axis.secs() {
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(h, lo), (axis.secs(), hi)],
+                    LIVENESS_BG.mix(0.6).filled(),
+                )))
+                .map_err(chart_err)?;
+        }
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(h, lo), (h, hi)],
+                HORIZON.stroke_width(2),
+            )))
+            .map_err(chart_err)?;
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter().copied(),
+                colour.plot().stroke_width(2),
+            ))
+            .map_err(chart_err)?;
+        if pts.len() <= 1 {
+            // A single point draws no line: show it as a dot.
+            chart
+                .draw_series(
+                    pts.iter()
+                        .map(|&p| Circle::new(p, 3, colour.plot().filled())),
+                )
+                .map_err(chart_err)?;
+        }
+        Ok(())
+    })
+}
+
+/// A value range holding `values` that is never empty and never NaN: from 0 when every
+/// value is non-negative, with a little headroom.
+fn value_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !(lo.is_finite() && hi.is_finite()) {
+        return (0.0, 1.0);
+    }
+    if lo >= 0.0 {
+        lo = 0.0;
+    }
+    let span = hi - lo;
+    if !(span.is_finite() && span > 0.0) {
+        let pad = (hi.abs() * 0.1).max(1.0);
+        return (lo - if lo < 0.0 { pad } else { 0.0 }, hi + pad);
+    }
+    (lo, hi + span * 0.05)
+}
+
+/// Summary figures of a histogram's values.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct HistStats {
+    /// Finite values.
+    pub count: usize,
+    /// Values left out because they were NaN or infinite.
+    pub skipped: usize,
+    /// Least value.
+    pub min: f64,
+    /// Median.
+    pub median: f64,
+    /// Greatest value.
+    pub max: f64,
+}
+
+/// Count, min, median and max of the finite `values`; `None` when there are none.
+pub(crate) fn hist_stats(values: &[f64]) -> Option<HistStats> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        // Halves first, so that two huge values do not overflow.
+        v[n / 2 - 1] / 2.0 + v[n / 2] / 2.0
+    };
+    Some(HistStats {
+        count: n,
+        skipped: values.len() - n,
+        min: v[0],
+        median,
+        max: v[n - 1],
+    })
+}
+
+/// A bar histogram of the finite `values` in [`HIST_BINS`] bins, the median marked.
+pub(crate) fn histogram(values: &[f64], colour: Rgb) -> Result<String, ReportError> {
+    let vals: Vec<f64> = values
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .map(|x| x.clamp(-VALUE_CAP, VALUE_CAP))
+        .collect();
+    let stats = hist_stats(&vals);
+    let (lo, hi) = match &stats {
+        Some(s) if s.max > s.min => (s.min, s.max),
+        Some(s) => {
+            // All values equal: one bar around it, the value in the middle of its bin.
+            let pad = (s.min.abs() * 0.05).max(0.5);
+            (s.min - pad * 1.05, s.max + pad * 0.95)
+        }
+        None => (0.0, 1.0),
+    };
+    let width = (hi - lo) / HIST_BINS as f64;
+    let mut counts = [0u64; HIST_BINS];
+    for &x in &vals {
+        let k = ((x - lo) / width).floor();
+        let k = if k.is_finite() && k > 0.0 {
+            (k as usize).min(HIST_BINS - 1)
+        } else {
+            0
+        };
+        counts[k] += 1;
+    }
+    let top = counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.1;
+    svg(HIST_W, HIST_H, "histogram", |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(10)
+            .x_label_area_size(26)
+            .y_label_area_size(46)
+            .build_cartesian_2d(lo..hi, 0f64..top)
+            .map_err(chart_err)?;
+        let fx = |x: &f64| fmt::num(*x);
+        // Counts are whole numbers: label only whole ticks.
+        let fy = |y: &f64| {
+            if y.fract() == 0.0 {
+                fmt::num(*y)
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(8)
+            .y_labels(5)
+            .x_label_formatter(&fx)
+            .y_label_formatter(&fy)
+            .label_style((FONT.0, FONT.1, &TEXT))
+            .axis_style(AXIS)
+            .bold_line_style(GRID)
+            .light_line_style(TRANSPARENT)
+            .draw()
+            .map_err(chart_err)?;
+        chart
+            .draw_series(
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(k, &c)| {
+                        let x0 = lo + width * k as f64;
+                        let mut r = Rectangle::new(
+                            [(x0, 0.0), (x0 + width, c as f64)],
+                            colour.plot().filled(),
+                        );
+                        r.set_margin(0, 0, 1, 1);
+                        r
+                    }),
+            )
+            .map_err(chart_err)?;
+        if let Some(s) = &stats {
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(s.median, 0.0), (s.median, top)],
+                    HORIZON.stroke_width(2),
+                )))
+                .map_err(chart_err)?;
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plotters_svg_escapes_text() {
+        // Guard: if user text ever reached plotters, it would still come out escaped.
+        let mut out = String::new();
+        {
+            let root = SVGBackend::with_string(&mut out, (100, 20)).into_drawing_area();
+            root.draw(&Text::new(
+                "<script>alert(1)</script>&\"'",
+                (1, 1),
+                ("sans-serif", 10).into_font(),
+            ))
+            .unwrap();
+            root.present().unwrap();
+        }
+        assert!(!out.contains("<script"), "{out}");
+        assert!(out.contains("&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;&apos;"));
+    }
+
+    #[test]
+    fn ranges_are_never_empty() {
+        assert_eq!(value_range(std::iter::empty()), (0.0, 1.0));
+        assert_eq!(value_range([5.0, 5.0].into_iter()), (0.0, 5.25));
+        assert_eq!(value_range([0.0].into_iter()), (0.0, 1.0));
+        let (lo, hi) = value_range([-3.0].into_iter());
+        assert!(lo < -3.0 && hi > -3.0);
+        let (lo, hi) = value_range([-1e100, 1e100].into_iter());
+        assert!(lo.is_finite() && hi.is_finite() && hi > lo);
+    }
+
+    #[test]
+    fn stats_take_the_median() {
+        let s = hist_stats(&[3.0, 1.0, f64::NAN, 2.0, 10.0]).unwrap();
+        assert_eq!((s.count, s.skipped), (4, 1));
+        assert_eq!((s.min, s.median, s.max), (1.0, 2.5, 10.0));
+        assert_eq!(hist_stats(&[7.0]).unwrap().median, 7.0);
+        assert!(hist_stats(&[f64::NAN]).is_none());
+        assert!(hist_stats(&[]).is_none());
+    }
+
+    #[test]
+    fn charts_handle_degenerate_input() {
+        let axis = TimeAxis::new(0, 0);
+        for svg in [
+            timeline_row(axis, &[]).unwrap(),
+            time_axis(axis).unwrap(),
+            series_chart(axis, &[], fmt::GREEN).unwrap(),
+            series_chart(
+                axis,
+                &[(0, f64::NAN), (5, 1e300), (u64::MAX, 1.0)],
+                fmt::GREEN,
+            )
+            .unwrap(),
+            histogram(&[], fmt::GREEN).unwrap(),
+            histogram(&[4.0], fmt::GREEN).unwrap(),
+            histogram(&[4.0; 10], fmt::GREEN).unwrap(),
+            histogram(&[-1e300, 1e300, f64::INFINITY], fmt::GREEN).unwrap(),
+            histogram(&[0.0, 1e-12], fmt::GREEN).unwrap(),
+        ] {
+            assert!(svg.starts_with("<svg role=\"img\""), "{svg}");
+            assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+            assert!(!svg.contains("http"), "{svg}");
+        }
+        let huge = TimeAxis::new(u64::MAX, u64::MAX / 2);
+        let band = RowBand {
+            from_ns: 0,
+            until_ns: u64::MAX,
+            colour: fmt::RED,
+            alpha: f64::NAN,
+        };
+        let svg = timeline_row(huge, &[band]).unwrap();
+        assert!(!svg.contains("NaN"));
+        series_chart(huge, &[(0, 1.0), (u64::MAX, 2.0)], fmt::RED).unwrap();
+    }
+}

@@ -1,0 +1,172 @@
+//! The data a report shows. Patterns fill these in generic terms (lanes of labelled
+//! bands, numeric series, histograms); the renderer knows nothing of any pattern.
+
+use crate::fault::FaultPlan;
+use crate::run::Outcome;
+use crate::sweep::SweepSummary;
+use crate::time::SimTime;
+use crate::trace::{Coverage, TraceEntry};
+use serde::{Deserialize, Serialize};
+
+/// A labelled stretch of time on a lane (e.g. the breaker Open from 3 s to 5 s).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Band {
+    /// Start.
+    pub from: SimTime,
+    /// End.
+    pub until: SimTime,
+    /// What held during it (e.g. `open`); also picks its colour.
+    pub label: String,
+}
+
+/// A row of bands on the timeline (e.g. "breaker state").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lane {
+    /// The lane's name.
+    pub name: String,
+    /// Its bands, in time order, not overlapping.
+    pub bands: Vec<Band>,
+}
+
+/// A numeric series over time (e.g. calls reaching the API per second).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    /// The series' name.
+    pub name: String,
+    /// Unit of the values (e.g. `calls/s`, `ms`).
+    pub unit: String,
+    /// (time, value) points in time order.
+    pub points: Vec<(SimTime, f64)>,
+}
+
+/// What a pattern shows of one run over time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// State lanes, drawn under the fault bands.
+    pub lanes: Vec<Lane>,
+    /// Series, each drawn as its own chart sharing the time axis.
+    pub series: Vec<Series>,
+}
+
+/// One invariant's verdict in a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The invariant's name.
+    pub name: String,
+    /// True when it held for the whole run.
+    pub held: bool,
+    /// Details: the violation's message, or a figure showing how it held.
+    pub note: String,
+}
+
+/// Everything the report of one run shows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunView {
+    /// The pattern's name (e.g. `breaker`).
+    pub pattern: String,
+    /// The seed.
+    pub seed: u64,
+    /// The command that replays the run.
+    pub replay: String,
+    /// Every knob the seed expanded into, in order, as (name, value).
+    pub knobs: Vec<(String, String)>,
+    /// The fault plan.
+    pub plan: FaultPlan,
+    /// For each fault of the plan, how often it fired.
+    pub fault_hits: Vec<u64>,
+    /// End of the safety phase.
+    pub horizon: SimTime,
+    /// When the run stopped.
+    pub end: SimTime,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Each invariant's verdict.
+    pub verdicts: Vec<Verdict>,
+    /// Coverage marks.
+    pub coverage: Coverage,
+    /// Events processed.
+    pub events: u64,
+    /// The run's digest.
+    pub digest: u64,
+    /// Key figures of the run, as (name, value).
+    pub figures: Vec<(String, String)>,
+    /// The pattern's state over time.
+    pub timeline: Timeline,
+    /// Trace entries (for a failure: the run just before the violation).
+    pub trace: Vec<TraceEntry>,
+}
+
+/// The values of one metric across the seeds of a sweep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// The metric's name (e.g. `worst load / bound`).
+    pub name: String,
+    /// Unit of the values.
+    pub unit: String,
+    /// One value per seed that has one.
+    pub values: Vec<f64>,
+}
+
+/// A failing seed as the sweep report lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureView {
+    /// The seed.
+    pub seed: u64,
+    /// The invariant it broke.
+    pub invariant: String,
+    /// What happened.
+    pub message: String,
+    /// The command that replays it (with the shrunk plan, when there is one).
+    pub replay: String,
+    /// Link to its run report, relative to the sweep report.
+    pub report_href: Option<String>,
+    /// Link to its shrunk plan, relative to the sweep report.
+    pub plan_href: Option<String>,
+    /// Faults in the shrunk plan / in the original plan.
+    pub faults_shrunk: Option<(usize, usize)>,
+}
+
+/// One pattern's part of a sweep.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PatternSweep {
+    /// The pattern's name.
+    pub pattern: String,
+    /// The pattern's invariants, in order.
+    pub invariants: Vec<String>,
+    /// The merged summary (seeds, events, failures, coverage, wall time).
+    pub summary: SweepSummary,
+    /// Key metrics across seeds.
+    pub histograms: Vec<Histogram>,
+    /// The failing seeds, with links.
+    pub failures: Vec<FailureView>,
+}
+
+/// A mutant's row in the mutant table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MutantRow {
+    /// The pattern.
+    pub pattern: String,
+    /// The mutant's name.
+    pub mutant: String,
+    /// What is broken.
+    pub defect: String,
+    /// The invariant that caught it first, if any did.
+    pub caught_by: Option<String>,
+    /// Cases (seeds) run until the first catch, or in all when it survived.
+    pub cases: u64,
+    /// The catching seed, if any.
+    pub seed: Option<u64>,
+}
+
+/// Everything the index page (the sweep report) shows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SweepView {
+    /// The command that produced it.
+    pub command: String,
+    /// One section per pattern.
+    pub patterns: Vec<PatternSweep>,
+    /// The mutant table, when `mutants` was run.
+    pub mutants: Vec<MutantRow>,
+    /// Link to criterion's report, when it exists.
+    pub criterion_href: Option<String>,
+}

@@ -1,0 +1,726 @@
+//! The two pages: views turned into plain display rows, then into HTML by the askama
+//! templates in `sim/templates/report/` (which escape every interpolated value).
+
+use super::ReportError;
+use super::charts::{self, RowBand, TimeAxis};
+use super::fmt::{self, Rgb};
+use super::model::{Histogram, PatternSweep, RunView, SweepView};
+use crate::fault::{Fault, FaultKind, FaultKindTag};
+use crate::sweep::SeedFailure;
+use askama::Template;
+use std::collections::BTreeSet;
+
+/// How many seeds a row of the invariant table lists before summing up the rest.
+const SEEDS_LISTED: usize = 20;
+
+/// A colour swatch of a legend.
+struct Swatch {
+    /// What it stands for (user text: escaped by the template).
+    label: String,
+    /// `#rrggbb`.
+    css: String,
+}
+
+/// A link that is safe to follow, or the text of one that is not.
+struct Link {
+    /// The target, when it passed [`fmt::safe_href`].
+    href: Option<String>,
+    /// The text as given.
+    text: String,
+}
+
+impl Link {
+    /// A link to `href`, kept as text when it is not safe.
+    fn new(href: &str) -> Link {
+        Link {
+            href: fmt::safe_href(href).map(str::to_string),
+            text: href.to_string(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The run page.
+// ---------------------------------------------------------------------------------
+
+/// A row of the fault table.
+struct FaultRow {
+    /// 1-based position in the plan.
+    n: usize,
+    /// The kind's name.
+    kind: &'static str,
+    /// The kind's colour.
+    css: String,
+    /// The target.
+    target: String,
+    /// `t=1s → t=4s`.
+    window: String,
+    /// `cut at the horizon` and the like, or empty.
+    window_note: String,
+    /// The parameters in words, or `—`.
+    params: String,
+    /// Times fired, or `—` when not known.
+    fired: String,
+    /// True when it is known never to have fired.
+    never: bool,
+}
+
+/// A row of the timeline.
+struct TimelineRow {
+    /// What the row shows (a target or a lane name).
+    label: String,
+    /// A detail under the label (e.g. `2 faults`).
+    detail: String,
+    /// The row's SVG.
+    svg: String,
+}
+
+/// A series chart.
+struct SeriesView {
+    /// The series' name.
+    name: String,
+    /// Its unit.
+    unit: String,
+    /// Its colour.
+    css: String,
+    /// `n points · min … · max … · last …`, or `no points`.
+    stats: String,
+    /// The chart.
+    svg: String,
+}
+
+/// A row of the verdict table.
+struct VerdictRow {
+    /// The invariant.
+    name: String,
+    /// Whether it held.
+    held: bool,
+    /// The note.
+    note: String,
+}
+
+/// A row of a coverage table.
+struct MarkRow {
+    /// The mark.
+    name: String,
+    /// Seeds that hit it (sweep only).
+    seeds: String,
+    /// Hits.
+    hits: String,
+    /// Declared, yet never hit.
+    never: bool,
+    /// Hit without being declared.
+    undeclared: bool,
+}
+
+/// A row of the trace table.
+struct TraceRow {
+    /// Position in the run.
+    index: u64,
+    /// When.
+    time: String,
+    /// Who.
+    actor: String,
+    /// What.
+    what: String,
+    /// The violation (the last entry of a failed run).
+    violation: bool,
+}
+
+/// The run page.
+#[derive(Template)]
+#[template(path = "report/run.html")]
+struct RunPage<'a> {
+    title: String,
+    pattern: &'a str,
+    seed: u64,
+    replay: &'a str,
+    passed: bool,
+    outcome: String,
+    invariant: String,
+    events: String,
+    digest: String,
+    horizon: String,
+    end: String,
+    knobs: &'a [(String, String)],
+    faults: Vec<FaultRow>,
+    faults_never: usize,
+    plan_horizon: String,
+    fault_rows: Vec<TimelineRow>,
+    lane_rows: Vec<TimelineRow>,
+    axis_svg: String,
+    axis_end: String,
+    kind_legend: Vec<Swatch>,
+    label_legend: Vec<Swatch>,
+    series: Vec<SeriesView>,
+    verdicts: Vec<VerdictRow>,
+    marks: Vec<MarkRow>,
+    marks_hit: usize,
+    marks_total: usize,
+    undeclared: Vec<String>,
+    figures: &'a [(String, String)],
+    trace: Vec<TraceRow>,
+}
+
+/// Nanoseconds of `ms` milliseconds, saturating.
+fn ms_to_ns(ms: u64) -> u64 {
+    ms.saturating_mul(1_000_000)
+}
+
+/// A fault's parameters in words.
+fn fault_params(f: &Fault) -> String {
+    match f.kind {
+        FaultKind::Outage | FaultKind::Crash => "—".to_string(),
+        FaultKind::Slow {
+            latency_ms_min,
+            latency_ms_max,
+        } => format!("+{latency_ms_min}..={latency_ms_max} ms latency"),
+        FaultKind::Errors { ratio } => format!("ratio {ratio} of calls fail"),
+        FaultKind::Drop { ratio } => format!("ratio {ratio} of messages dropped"),
+        FaultKind::Duplicate { ratio } => format!("ratio {ratio} of messages duplicated"),
+        FaultKind::Delay {
+            ratio,
+            latency_ms_min,
+            latency_ms_max,
+        } => format!("ratio {ratio} of messages delayed +{latency_ms_min}..={latency_ms_max} ms"),
+    }
+}
+
+/// The time axis of a run: to the later of its end and its horizon, or, when both are
+/// zero, to the last thing shown.
+fn run_axis(view: &RunView) -> TimeAxis {
+    let horizon = view.horizon.as_nanos();
+    let mut max = view.end.as_nanos().max(horizon);
+    if max == 0 {
+        let faults = view.plan.faults.iter().map(|f| ms_to_ns(f.until_ms));
+        let bands = view
+            .timeline
+            .lanes
+            .iter()
+            .flat_map(|l| l.bands.iter())
+            .map(|b| b.until.as_nanos().max(b.from.as_nanos()));
+        let points = view
+            .timeline
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .map(|p| p.0.as_nanos());
+        max = faults.chain(bands).chain(points).max().unwrap_or(0);
+    }
+    TimeAxis::new(max, horizon)
+}
+
+/// Builds the run page.
+fn run_page(view: &RunView) -> Result<RunPage<'_>, ReportError> {
+    let axis = run_axis(view);
+    let horizon_ns = view.horizon.as_nanos();
+
+    // The fault table.
+    let faults: Vec<FaultRow> = view
+        .plan
+        .faults
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let hits = view.fault_hits.get(i).copied();
+            let window_note = if horizon_ns > 0 && ms_to_ns(f.from_ms) >= horizon_ns {
+                "starts at or after the horizon: never active".to_string()
+            } else if horizon_ns > 0 && ms_to_ns(f.until_ms) > horizon_ns {
+                format!("cut at the horizon ({})", view.horizon)
+            } else {
+                String::new()
+            };
+            FaultRow {
+                n: i + 1,
+                kind: f.kind.tag().name(),
+                css: fmt::kind_colour(f.kind.tag()).css(),
+                target: f.target.clone(),
+                window: format!("{} → {}", f.from(), f.until()),
+                window_note,
+                params: fault_params(f),
+                fired: hits.map_or_else(|| "—".to_string(), fmt::int),
+                never: hits == Some(0),
+            }
+        })
+        .collect();
+    let faults_never = faults.iter().filter(|f| f.never).count();
+
+    // Timeline: one row per fault target, in order of first appearance.
+    let mut targets: Vec<(&str, Vec<&Fault>)> = Vec::new();
+    for f in &view.plan.faults {
+        match targets.iter_mut().find(|(t, _)| *t == f.target) {
+            Some((_, fs)) => fs.push(f),
+            None => targets.push((f.target.as_str(), vec![f])),
+        }
+    }
+    let mut fault_rows = Vec::with_capacity(targets.len());
+    for (target, fs) in &targets {
+        let bands: Vec<RowBand> = fs
+            .iter()
+            .filter_map(|f| {
+                let from = ms_to_ns(f.from_ms);
+                let mut until = ms_to_ns(f.until_ms);
+                if horizon_ns > 0 {
+                    if from >= horizon_ns {
+                        return None;
+                    }
+                    until = until.min(horizon_ns);
+                }
+                Some(RowBand {
+                    from_ns: from,
+                    until_ns: until,
+                    colour: fmt::kind_colour(f.kind.tag()),
+                    alpha: 0.75,
+                })
+            })
+            .collect();
+        let kinds: BTreeSet<&str> = fs.iter().map(|f| f.kind.tag().name()).collect();
+        fault_rows.push(TimelineRow {
+            label: (*target).to_string(),
+            detail: kinds.into_iter().collect::<Vec<_>>().join(", "),
+            svg: charts::timeline_row(axis, &bands)?,
+        });
+    }
+    let kind_legend = FaultKindTag::ALL
+        .iter()
+        .filter(|k| view.plan.faults.iter().any(|f| f.kind.tag() == **k))
+        .map(|k| Swatch {
+            label: k.name().to_string(),
+            css: fmt::kind_colour(*k).css(),
+        })
+        .collect();
+
+    // Timeline: the lanes.
+    let colours = fmt::label_colours(
+        view.timeline
+            .lanes
+            .iter()
+            .flat_map(|l| l.bands.iter())
+            .map(|b| b.label.as_str()),
+    );
+    let colour_of = |label: &str| -> Rgb {
+        colours
+            .iter()
+            .find(|(l, _)| l == label)
+            .map_or(fmt::GREEN, |(_, c)| *c)
+    };
+    let mut lane_rows = Vec::with_capacity(view.timeline.lanes.len());
+    for lane in &view.timeline.lanes {
+        let bands: Vec<RowBand> = lane
+            .bands
+            .iter()
+            .map(|b| RowBand {
+                from_ns: b.from.as_nanos(),
+                until_ns: b.until.as_nanos(),
+                colour: colour_of(&b.label),
+                alpha: 1.0,
+            })
+            .collect();
+        lane_rows.push(TimelineRow {
+            label: lane.name.clone(),
+            detail: format!("{} bands", fmt::int(lane.bands.len() as u64)),
+            svg: charts::timeline_row(axis, &bands)?,
+        });
+    }
+    let label_legend = colours
+        .iter()
+        .map(|(l, c)| Swatch {
+            label: l.clone(),
+            css: c.css(),
+        })
+        .collect();
+
+    // Series charts on the same axis.
+    let mut series = Vec::with_capacity(view.timeline.series.len());
+    for (i, s) in view.timeline.series.iter().enumerate() {
+        let colour = fmt::palette(i);
+        let points: Vec<(u64, f64)> = s.points.iter().map(|(t, v)| (t.as_nanos(), *v)).collect();
+        let finite: Vec<f64> = points
+            .iter()
+            .map(|p| p.1)
+            .filter(|v| v.is_finite())
+            .collect();
+        let stats = match charts::hist_stats(&finite) {
+            None => "no points".to_string(),
+            Some(st) => format!(
+                "{} points · min {} · max {} · last {}",
+                fmt::int(st.count as u64),
+                fmt::num(st.min),
+                fmt::num(st.max),
+                fmt::num(finite.last().copied().unwrap_or(f64::NAN)),
+            ),
+        };
+        series.push(SeriesView {
+            name: s.name.clone(),
+            unit: s.unit.clone(),
+            css: colour.css(),
+            stats,
+            svg: charts::series_chart(axis, &points, colour)?,
+        });
+    }
+
+    let verdicts = view
+        .verdicts
+        .iter()
+        .map(|v| VerdictRow {
+            name: v.name.clone(),
+            held: v.held,
+            note: v.note.clone(),
+        })
+        .collect();
+
+    let cov = &view.coverage;
+    let marks: Vec<MarkRow> = cov
+        .hits
+        .iter()
+        .map(|(m, n)| {
+            let undeclared = cov.undeclared.contains(m);
+            MarkRow {
+                name: m.clone(),
+                seeds: String::new(),
+                hits: fmt::int(*n),
+                never: *n == 0 && !undeclared,
+                undeclared,
+            }
+        })
+        .collect();
+    let marks_total = marks.iter().filter(|m| !m.undeclared).count();
+    let marks_hit = marks_total - marks.iter().filter(|m| m.never).count();
+
+    let failed = !view.outcome.is_pass();
+    let last = view.trace.len().saturating_sub(1);
+    let trace = view
+        .trace
+        .iter()
+        .enumerate()
+        .map(|(i, e)| TraceRow {
+            index: e.index,
+            time: e.time.to_string(),
+            actor: e.actor.to_string(),
+            what: e.what.clone(),
+            violation: failed && i == last,
+        })
+        .collect();
+
+    Ok(RunPage {
+        title: format!("faultline · {} · seed {}", view.pattern, view.seed),
+        pattern: &view.pattern,
+        seed: view.seed,
+        replay: &view.replay,
+        passed: !failed,
+        outcome: view.outcome.to_string(),
+        invariant: view.outcome.invariant().unwrap_or("").to_string(),
+        events: fmt::int(view.events),
+        digest: format!("{:016x}", view.digest),
+        horizon: view.horizon.to_string(),
+        end: view.end.to_string(),
+        knobs: &view.knobs,
+        faults,
+        faults_never,
+        plan_horizon: crate::time::SimTime::from_millis(view.plan.horizon_ms).to_string(),
+        fault_rows,
+        lane_rows,
+        axis_svg: charts::time_axis(axis)?,
+        axis_end: crate::time::SimTime::from_nanos(axis.max_ns()).to_string(),
+        kind_legend,
+        label_legend,
+        series,
+        verdicts,
+        marks,
+        marks_hit,
+        marks_total,
+        undeclared: cov.undeclared.iter().cloned().collect(),
+        figures: &view.figures,
+        trace,
+    })
+}
+
+/// Renders the run page.
+pub(crate) fn render_run(view: &RunView) -> Result<String, ReportError> {
+    Ok(run_page(view)?.render()?)
+}
+
+// ---------------------------------------------------------------------------------
+// The index page.
+// ---------------------------------------------------------------------------------
+
+/// A row of a pattern's invariant table.
+struct InvariantRow {
+    /// The invariant.
+    name: String,
+    /// Seeds that violated it.
+    count: String,
+    /// True when none did.
+    clean: bool,
+    /// The first of those seeds, and how many more.
+    seeds: String,
+}
+
+/// A histogram with its figures.
+struct HistView {
+    /// The metric.
+    name: String,
+    /// Its unit.
+    unit: String,
+    /// `n … · min … · median … · max …`, or `no values`.
+    stats: String,
+    /// The chart; empty when there is nothing to draw.
+    svg: String,
+}
+
+/// A row of a pattern's failure table.
+struct FailureRow {
+    /// The seed.
+    seed: u64,
+    /// The invariant it broke.
+    invariant: String,
+    /// What happened.
+    message: String,
+    /// The replay command.
+    replay: String,
+    /// Its run report.
+    report: Option<Link>,
+    /// Its shrunk plan.
+    plan: Option<Link>,
+    /// `faults shrunk 7→2`, or empty.
+    shrunk: String,
+}
+
+/// A pattern's section.
+struct PatternSection {
+    name: String,
+    slug: String,
+    range: String,
+    runs: String,
+    passed: String,
+    failed: String,
+    failed_any: bool,
+    events: String,
+    wall: String,
+    shards: String,
+    shards_complete: bool,
+    digest: String,
+    invariants: Vec<InvariantRow>,
+    clean: String,
+    histograms: Vec<HistView>,
+    marks: Vec<MarkRow>,
+    marks_hit: usize,
+    marks_total: usize,
+    undeclared: Vec<String>,
+    failures: Vec<FailureRow>,
+    failures_total: usize,
+}
+
+/// A row of the mutant table.
+struct MutantView {
+    pattern: String,
+    mutant: String,
+    defect: String,
+    caught_by: String,
+    survived: bool,
+    cases: String,
+    seed: String,
+}
+
+/// The index page.
+#[derive(Template)]
+#[template(path = "report/index.html")]
+struct IndexPage<'a> {
+    command: &'a str,
+    sections: Vec<PatternSection>,
+    mutants: Vec<MutantView>,
+    mutants_survived: usize,
+    criterion: Option<Link>,
+}
+
+/// The seeds listed in an invariant row.
+fn seed_list(seeds: &[u64]) -> String {
+    let mut out = seeds
+        .iter()
+        .take(SEEDS_LISTED)
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if seeds.len() > SEEDS_LISTED {
+        out.push_str(&format!(
+            " … and {} more",
+            fmt::int((seeds.len() - SEEDS_LISTED) as u64)
+        ));
+    }
+    out
+}
+
+/// A histogram's view.
+fn hist_view(h: &Histogram, i: usize) -> Result<HistView, ReportError> {
+    let stats = match charts::hist_stats(&h.values) {
+        None => "no values".to_string(),
+        Some(s) => {
+            let mut t = format!(
+                "n = {} · min {} · median {} · max {}",
+                fmt::int(s.count as u64),
+                fmt::num(s.min),
+                fmt::num(s.median),
+                fmt::num(s.max)
+            );
+            if s.skipped > 0 {
+                t.push_str(&format!(" · {} not finite, left out", s.skipped));
+            }
+            t
+        }
+    };
+    Ok(HistView {
+        name: h.name.clone(),
+        unit: h.unit.clone(),
+        stats,
+        svg: if h.values.iter().any(|v| v.is_finite()) {
+            charts::histogram(&h.values, fmt::palette(i))?
+        } else {
+            String::new()
+        },
+    })
+}
+
+/// A pattern's section.
+fn pattern_section(
+    p: &PatternSweep,
+    used: &mut BTreeSet<String>,
+) -> Result<PatternSection, ReportError> {
+    let s = &p.summary;
+    let failed = s.runs.saturating_sub(s.passed);
+
+    // Seeds per invariant: the declared ones in order, then any other that failed.
+    let mut groups: Vec<(String, Vec<u64>)> = p
+        .invariants
+        .iter()
+        .map(|i| (i.clone(), Vec::new()))
+        .collect();
+    for f in &s.failures {
+        match groups.iter_mut().find(|(i, _)| *i == f.invariant) {
+            Some((_, seeds)) => seeds.push(f.seed),
+            None => groups.push((f.invariant.clone(), vec![f.seed])),
+        }
+    }
+    let invariants = groups
+        .iter()
+        .map(|(name, seeds)| InvariantRow {
+            name: name.clone(),
+            count: fmt::int(seeds.len() as u64),
+            clean: seeds.is_empty(),
+            seeds: seed_list(seeds),
+        })
+        .collect();
+
+    let mut histograms = Vec::with_capacity(p.histograms.len());
+    for (i, h) in p.histograms.iter().enumerate() {
+        histograms.push(hist_view(h, i)?);
+    }
+
+    let marks: Vec<MarkRow> = s
+        .coverage
+        .iter()
+        .map(|(m, c)| {
+            let undeclared = s.undeclared_marks.contains(m);
+            MarkRow {
+                name: m.clone(),
+                seeds: fmt::int(c.seeds_hit),
+                hits: fmt::int(c.hits),
+                never: c.seeds_hit == 0 && !undeclared,
+                undeclared,
+            }
+        })
+        .collect();
+    let marks_total = marks.iter().filter(|m| !m.undeclared).count();
+    let marks_hit = marks_total - marks.iter().filter(|m| m.never).count();
+
+    let failures: Vec<FailureRow> = if p.failures.is_empty() {
+        // No views with links: list the summary's failures as they are.
+        s.failures.iter().map(plain_failure).collect()
+    } else {
+        p.failures
+            .iter()
+            .map(|f| FailureRow {
+                seed: f.seed,
+                invariant: f.invariant.clone(),
+                message: f.message.clone(),
+                replay: f.replay.clone(),
+                report: f.report_href.as_deref().map(Link::new),
+                plan: f.plan_href.as_deref().map(Link::new),
+                shrunk: f
+                    .faults_shrunk
+                    .map(|(shrunk, original)| format!("faults shrunk {original}→{shrunk}"))
+                    .unwrap_or_default(),
+            })
+            .collect()
+    };
+
+    Ok(PatternSection {
+        name: p.pattern.clone(),
+        slug: fmt::slug(&p.pattern, used),
+        range: s.range.to_string(),
+        runs: fmt::int(s.runs),
+        passed: fmt::int(s.passed),
+        failed: fmt::int(failed),
+        failed_any: failed > 0,
+        events: fmt::int(s.events),
+        wall: fmt::wall(s.wall_ms),
+        shards: format!("{} of {}", s.shards.len(), s.shard_count()),
+        shards_complete: s.is_complete(),
+        digest: format!("{:016x}", s.digest),
+        invariants,
+        clean: fmt::int(s.passed),
+        histograms,
+        marks,
+        marks_hit,
+        marks_total,
+        undeclared: s.undeclared_marks.iter().cloned().collect(),
+        failures_total: s.failures.len(),
+        failures,
+    })
+}
+
+/// A failure row from a summary's failure, without links.
+fn plain_failure(f: &SeedFailure) -> FailureRow {
+    FailureRow {
+        seed: f.seed,
+        invariant: f.invariant.clone(),
+        message: f.message.clone(),
+        replay: f.replay.clone(),
+        report: None,
+        plan: None,
+        shrunk: String::new(),
+    }
+}
+
+/// Builds the index page.
+fn index_page(view: &SweepView) -> Result<IndexPage<'_>, ReportError> {
+    let mut used = BTreeSet::new();
+    let mut sections = Vec::with_capacity(view.patterns.len());
+    for p in &view.patterns {
+        sections.push(pattern_section(p, &mut used)?);
+    }
+    let mutants: Vec<MutantView> = view
+        .mutants
+        .iter()
+        .map(|m| MutantView {
+            pattern: m.pattern.clone(),
+            mutant: m.mutant.clone(),
+            defect: m.defect.clone(),
+            caught_by: m.caught_by.clone().unwrap_or_default(),
+            survived: m.caught_by.is_none(),
+            cases: fmt::int(m.cases),
+            seed: m.seed.map(|s| s.to_string()).unwrap_or_default(),
+        })
+        .collect();
+    Ok(IndexPage {
+        command: &view.command,
+        sections,
+        mutants_survived: mutants.iter().filter(|m| m.survived).count(),
+        mutants,
+        criterion: view.criterion_href.as_deref().map(Link::new),
+    })
+}
+
+/// Renders the index page.
+pub(crate) fn render_index(view: &SweepView) -> Result<String, ReportError> {
+    Ok(index_page(view)?.render()?)
+}

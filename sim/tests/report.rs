@@ -1,0 +1,566 @@
+//! HTML report tests: sections present, hostile text escaped (also in attributes and
+//! next to the SVG charts), no script and no URL, byte-identical re-rendering, and
+//! degenerate views (empty, zero-length, huge values) rendered without panicking.
+//!
+//! Set `FAULTLINE_REPORT_SAMPLES=<dir>` to also write the sample pages to
+//! `<dir>/report-sample.html` and `<dir>/index-sample.html`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use faultline_sim::report::{
+    Band, FailureView, Histogram, Lane, MutantRow, PatternSweep, RunView, Series, SweepView,
+    Timeline, Verdict, render_index, render_run,
+};
+use faultline_sim::sweep::{MarkSummary, SeedFailure};
+use faultline_sim::{
+    Coverage, Fault, FaultKind, FaultPlan, Outcome, Ratio, SeedRange, Shard, SimTime, SweepSummary,
+    TraceEntry, Violation,
+};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+const XSS: &str = "<script>alert(1)</script>";
+const XSS_ESCAPED: &str = "&lt;script&gt;alert(1)&lt;/script&gt;";
+
+fn ms(n: u64) -> SimTime {
+    SimTime::from_millis(n)
+}
+
+fn band(from: u64, until: u64, label: &str) -> Band {
+    Band {
+        from: ms(from),
+        until: ms(until),
+        label: label.to_string(),
+    }
+}
+
+fn sample_run() -> RunView {
+    let plan = FaultPlan {
+        horizon_ms: 8_000,
+        faults: vec![
+            Fault::new(FaultKind::Outage, "sms_api", 1_000, 4_000).unwrap(),
+            Fault::new(
+                FaultKind::Slow {
+                    latency_ms_min: 200,
+                    latency_ms_max: 900,
+                },
+                "sms_api",
+                5_000,
+                8_000,
+            )
+            .unwrap(),
+            Fault::new(
+                FaultKind::Errors {
+                    ratio: Ratio::new(1, 3).unwrap(),
+                },
+                XSS,
+                2_000,
+                12_000,
+            )
+            .unwrap(),
+            Fault::new(FaultKind::Crash, "node-b", 6_000, 7_000).unwrap(),
+        ],
+        ..FaultPlan::default()
+    };
+    let mut coverage = Coverage::declare([
+        "breaker.open",
+        "breaker.half_open",
+        "breaker.probe_failed",
+        "breaker.reset_race",
+    ]);
+    for _ in 0..3 {
+        coverage.hit("breaker.open");
+    }
+    coverage.hit("breaker.half_open");
+    coverage.hit("breaker.probe_failed");
+    coverage.hit("breaker.opne");
+    let calls: Vec<(SimTime, f64)> = (0..94)
+        .map(|i| {
+            let t = i * 100;
+            let open = (1_200..3_200).contains(&t) || (5_100..7_100).contains(&t);
+            (ms(t), if open { 0.0 } else { 40.0 + (i % 7) as f64 })
+        })
+        .collect();
+    let latency: Vec<(SimTime, f64)> = (0..47)
+        .map(|i| {
+            let t = i * 200;
+            let slow = (5_000..8_000).contains(&t);
+            (
+                ms(t),
+                if slow {
+                    650.0 + (i % 5) as f64 * 40.0
+                } else {
+                    35.0
+                },
+            )
+        })
+        .collect();
+    let violation = Violation {
+        invariant: Cow::Borrowed("breaker.no_call_while_open"),
+        message: format!("call #412 reached {XSS} at t=9.4s while the breaker was open"),
+        at: ms(9_400),
+    };
+    let trace: Vec<TraceEntry> = (0..12u64)
+        .map(|i| TraceEntry {
+            index: 1_000 + i,
+            time: ms(9_000 + i * 35),
+            actor: Cow::Borrowed(if i % 2 == 0 { "client" } else { "breaker" }),
+            what: if i == 11 {
+                format!("call reached {XSS} while open")
+            } else {
+                format!(
+                    "event {i}: state <{}>",
+                    if i % 3 == 0 { "open" } else { "closed" }
+                )
+            },
+        })
+        .collect();
+    RunView {
+        pattern: "breaker".into(),
+        seed: 42,
+        replay: "faultline replay breaker --seed 42 --plan 'plans/breaker-42.json'".into(),
+        knobs: vec![
+            ("failure_threshold".into(), "5".into()),
+            ("open_for".into(), "2s".into()),
+            ("half_open_probes".into(), "1".into()),
+            ("timeout".into(), "250ms".into()),
+            ("label".into(), "<b>\"quoted\" & 'single'</b>".into()),
+        ],
+        plan,
+        fault_hits: vec![120, 31, 7, 0],
+        horizon: ms(8_000),
+        end: ms(9_400),
+        outcome: Outcome::Violated(violation),
+        verdicts: vec![
+            Verdict {
+                name: "breaker.no_call_while_open".into(),
+                held: false,
+                note: format!("call #412 reached {XSS} while open"),
+            },
+            Verdict {
+                name: "breaker.recovers".into(),
+                held: true,
+                note: "closed again 0.2s after the faults healed".into(),
+            },
+        ],
+        coverage,
+        events: 123_456,
+        digest: 0x00ab_cdef_0123_4567,
+        figures: vec![
+            ("calls".into(), "3,412".into()),
+            ("rejected while open".into(), "311".into()),
+            ("worst load / bound".into(), "0.82".into()),
+        ],
+        timeline: Timeline {
+            lanes: vec![
+                Lane {
+                    name: "breaker state".into(),
+                    bands: vec![
+                        band(0, 1_200, "closed"),
+                        band(1_200, 3_200, "open"),
+                        band(3_200, 3_400, "half_open"),
+                        band(3_400, 5_100, "closed"),
+                        band(5_100, 7_100, "open"),
+                        band(7_100, 7_300, "half_open"),
+                        band(7_300, 9_300, "open"),
+                        band(9_300, 9_400, "half_open"),
+                    ],
+                },
+                Lane {
+                    name: format!("lane {XSS}"),
+                    bands: vec![
+                        band(0, 2_000, "idle"),
+                        band(2_000, 6_000, XSS),
+                        band(6_000, 9_400, "busy"),
+                    ],
+                },
+            ],
+            series: vec![
+                Series {
+                    name: "calls reaching sms_api".into(),
+                    unit: "calls/s".into(),
+                    points: calls,
+                },
+                Series {
+                    name: format!("p99 {XSS}"),
+                    unit: "ms".into(),
+                    points: latency,
+                },
+            ],
+        },
+        trace,
+    }
+}
+
+fn empty_run() -> RunView {
+    RunView {
+        pattern: String::new(),
+        seed: 0,
+        replay: String::new(),
+        knobs: vec![],
+        plan: FaultPlan::default(),
+        fault_hits: vec![],
+        horizon: SimTime::ZERO,
+        end: SimTime::ZERO,
+        outcome: Outcome::Passed,
+        verdicts: vec![],
+        coverage: Coverage::default(),
+        events: 0,
+        digest: 0,
+        figures: vec![],
+        timeline: Timeline::default(),
+        trace: vec![],
+    }
+}
+
+fn summary(range: (u64, u64), shards: &[Shard], failures: Vec<SeedFailure>) -> SweepSummary {
+    let range = SeedRange::new(range.0, range.1).unwrap();
+    let mut s = SweepSummary::new(range, shards[0]);
+    s.shards = shards.iter().copied().collect();
+    s.runs = range.len();
+    s.passed = range.len() - failures.len() as u64;
+    s.events = 98_765_432;
+    s.failures = failures;
+    s.coverage = BTreeMap::from([
+        (
+            "breaker.open".to_string(),
+            MarkSummary {
+                seeds_hit: 990,
+                hits: 5_123,
+            },
+        ),
+        (
+            "breaker.reset_race".to_string(),
+            MarkSummary {
+                seeds_hit: 0,
+                hits: 0,
+            },
+        ),
+        (
+            XSS.to_string(),
+            MarkSummary {
+                seeds_hit: 3,
+                hits: 4,
+            },
+        ),
+    ]);
+    s.undeclared_marks = BTreeSet::from([XSS.to_string()]);
+    s.digest = 0x1234_5678_9abc_def0;
+    s.wall_ms = 12_345;
+    s
+}
+
+fn sample_sweep() -> SweepView {
+    let failures = vec![
+        SeedFailure {
+            seed: 42,
+            invariant: "breaker.no_call_while_open".into(),
+            message: format!("call reached {XSS} while open"),
+            replay: "faultline replay breaker --seed 42".into(),
+        },
+        SeedFailure {
+            seed: 77,
+            invariant: "sim.liveness".into(),
+            message: "the world did not settle".into(),
+            replay: "faultline replay breaker --seed 77".into(),
+        },
+    ];
+    let loads: Vec<f64> = (0..1000)
+        .map(|i| 0.3 + ((i * 37) % 100) as f64 / 150.0)
+        .collect();
+    SweepView {
+        command: format!("faultline sweep --seeds 0..1000 --pattern breaker {XSS}"),
+        patterns: vec![
+            PatternSweep {
+                pattern: "breaker".into(),
+                invariants: vec![
+                    "breaker.no_call_while_open".into(),
+                    "breaker.recovers".into(),
+                ],
+                summary: summary((0, 1000), &[Shard::ALL], failures),
+                histograms: vec![
+                    Histogram {
+                        name: "worst load / bound".into(),
+                        unit: String::new(),
+                        values: loads,
+                    },
+                    Histogram {
+                        name: format!("one value {XSS}"),
+                        unit: "ms".into(),
+                        values: vec![250.0],
+                    },
+                    Histogram {
+                        name: "identical values".into(),
+                        unit: "calls".into(),
+                        values: vec![7.0; 50],
+                    },
+                    Histogram {
+                        name: "nothing".into(),
+                        unit: "s".into(),
+                        values: vec![],
+                    },
+                ],
+                failures: vec![
+                    FailureView {
+                        seed: 42,
+                        invariant: "breaker.no_call_while_open".into(),
+                        message: format!("call reached {XSS} while open"),
+                        replay: "faultline replay breaker --seed 42 --plan plans/breaker-42.json"
+                            .into(),
+                        report_href: Some("runs/breaker-42.html".into()),
+                        plan_href: Some("plans/breaker-42.json".into()),
+                        faults_shrunk: Some((2, 7)),
+                    },
+                    FailureView {
+                        seed: 77,
+                        invariant: "sim.liveness".into(),
+                        message: "the world did not settle".into(),
+                        replay: "faultline replay breaker --seed 77".into(),
+                        report_href: Some("javascript:alert(1)".into()),
+                        plan_href: None,
+                        faults_shrunk: None,
+                    },
+                ],
+            },
+            PatternSweep {
+                pattern: "retry".into(),
+                invariants: vec!["retry.bounded_attempts".into()],
+                summary: summary((0, 1000), &[Shard::new(1, 4).unwrap()], vec![]),
+                histograms: vec![],
+                failures: vec![],
+            },
+        ],
+        mutants: vec![
+            MutantRow {
+                pattern: "breaker".into(),
+                mutant: "never_opens".into(),
+                defect: "the breaker ignores failures".into(),
+                caught_by: Some("breaker.no_call_while_open".into()),
+                cases: 3,
+                seed: Some(2),
+            },
+            MutantRow {
+                pattern: "breaker".into(),
+                mutant: format!("sneaky {XSS}"),
+                defect: "half-open admits two probes".into(),
+                caught_by: None,
+                cases: 1_000,
+                seed: None,
+            },
+        ],
+        criterion_href: Some("../criterion/report/index.html".into()),
+    }
+}
+
+fn empty_sweep() -> SweepView {
+    SweepView {
+        command: String::new(),
+        patterns: vec![],
+        mutants: vec![],
+        criterion_href: None,
+    }
+}
+
+/// What every page must satisfy: nothing hostile raw, no script, no URL, no NaN.
+fn assert_clean(html: &str) {
+    assert!(!html.contains(XSS), "raw hostile text in the page");
+    assert!(
+        !html.to_ascii_lowercase().contains("<script"),
+        "a script tag in the page"
+    );
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    assert!(!html.contains("NaN") && !html.contains("inf\""));
+    assert!(!html.contains("javascript:alert(1)\""), "an unsafe link");
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.trim_end().ends_with("</html>"));
+}
+
+fn assert_ids(html: &str, ids: &[&str]) {
+    for id in ids {
+        assert!(
+            html.contains(&format!("id=\"{id}\"")),
+            "section {id} missing"
+        );
+    }
+}
+
+fn write_sample(name: &str, html: &str) {
+    if let Some(dir) = std::env::var_os("FAULTLINE_REPORT_SAMPLES") {
+        std::fs::write(std::path::Path::new(&dir).join(name), html).unwrap();
+    }
+}
+
+#[test]
+fn run_page_has_every_section_and_escapes_everything() {
+    let html = render_run(&sample_run()).unwrap();
+    write_sample("report-sample.html", &html);
+    assert_clean(&html);
+    assert_ids(
+        &html,
+        &[
+            "summary", "knobs", "faults", "timeline", "verdicts", "coverage", "figures", "trace",
+        ],
+    );
+    assert!(html.contains("<title>faultline · breaker · seed 42</title>"));
+    assert!(html.contains(XSS_ESCAPED));
+    // In an attribute (the timeline label's tooltip) too.
+    assert!(html.contains(&format!("title=\"lane {XSS_ESCAPED}\"")));
+    assert!(html.contains("&lt;b&gt;&quot;quoted&quot; &amp; &#39;single&#39;&lt;/b&gt;"));
+    assert!(html.contains("✘ failed"));
+    assert!(html.contains("00abcdef01234567"));
+    assert!(html.contains("never fired"));
+    assert!(html.contains("cut at the horizon"));
+    assert!(html.contains("✔ held") && html.contains("✘ violated"));
+    assert!(html.contains("never hit") && html.contains("breaker.opne"));
+    assert!(html.contains("<b>3/4</b> declared marks hit"));
+    // The violation, and only it, is highlighted.
+    assert_eq!(html.matches("class=\"violation\"").count(), 1);
+    let last = html.split("class=\"violation\"").nth(1).unwrap();
+    assert!(last.contains("1011") && last.contains("call reached"));
+    // Rows: 3 fault targets + 2 lanes + the axis + 2 series charts.
+    assert_eq!(html.matches("<svg ").count(), 8);
+    // Fixed colours for the breaker states.
+    assert!(html.contains("background: #2e9d4f\"></span>closed"));
+    assert!(html.contains("background: #d64545\"></span>open"));
+    assert!(html.contains("background: #e3a21a\"></span>half_open"));
+    assert!(html.contains(
+        "<code>faultline replay breaker --seed 42 --plan &#39;plans/breaker-42.json&#39;</code>"
+    ));
+}
+
+#[test]
+fn index_page_has_every_section_and_escapes_everything() {
+    let html = render_index(&sample_sweep()).unwrap();
+    write_sample("index-sample.html", &html);
+    assert_clean(&html);
+    assert_ids(
+        &html,
+        &[
+            "overview",
+            "pattern-breaker",
+            "pattern-retry",
+            "mutants",
+            "benchmarks",
+        ],
+    );
+    assert!(html.contains(XSS_ESCAPED));
+    assert!(html.contains("href=\"../criterion/report/index.html\""));
+    assert!(html.contains("href=\"runs/breaker-42.html\""));
+    assert!(html.contains("href=\"plans/breaker-42.json\""));
+    assert!(html.contains("report: <code>javascript:alert(1)</code>"));
+    assert!(html.contains("faults shrunk 7→2"));
+    assert!(html.contains("never hit"));
+    assert!(html.contains("<b>1/2</b> declared marks hit"));
+    assert!(html.contains("survived"));
+    assert!(html.contains("1 of 4"));
+    // Histograms with many, one, identical and no values.
+    assert!(html.contains("n = 1 · min 250 · median 250 · max 250"));
+    assert!(html.contains("n = 50 · min 7 · median 7 · max 7"));
+    assert!(html.contains("no values"));
+    // Both liveness and the declared invariant show their seeds.
+    assert!(html.contains("<code>sim.liveness</code>"));
+    assert!(html.contains("98,765,432"));
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let (run, sweep) = (sample_run(), sample_sweep());
+    assert_eq!(render_run(&run).unwrap(), render_run(&run.clone()).unwrap());
+    assert_eq!(
+        render_index(&sweep).unwrap(),
+        render_index(&sweep.clone()).unwrap()
+    );
+}
+
+#[test]
+fn empty_views_render() {
+    let run = render_run(&empty_run()).unwrap();
+    write_sample("report-empty.html", &run);
+    assert_clean(&run);
+    assert_ids(
+        &run,
+        &["summary", "knobs", "faults", "timeline", "verdicts"],
+    );
+    assert!(run.contains("trace off"));
+    assert!(run.contains("the plan is empty"));
+    assert!(run.contains("✔ passed"));
+
+    let index = render_index(&empty_sweep()).unwrap();
+    write_sample("index-empty.html", &index);
+    assert_clean(&index);
+    assert_ids(&index, &["overview", "mutants", "benchmarks"]);
+    assert!(index.contains("<code>cargo bench</code>"));
+    assert!(index.contains("<code>faultline mutants</code>"));
+}
+
+#[test]
+fn degenerate_values_render() {
+    let mut run = sample_run();
+    run.end = SimTime::MAX;
+    run.horizon = SimTime::MAX;
+    run.plan.horizon_ms = u64::MAX;
+    run.plan
+        .faults
+        .push(Fault::new(FaultKind::Outage, "far", u64::MAX - 1, u64::MAX).unwrap());
+    run.fault_hits.clear();
+    run.timeline.lanes[0].bands.push(Band {
+        from: SimTime::MAX,
+        until: SimTime::ZERO,
+        label: "inverted".into(),
+    });
+    run.timeline.series.push(Series {
+        name: "wild".into(),
+        unit: "x".into(),
+        points: vec![
+            (SimTime::ZERO, f64::MAX),
+            (ms(1), f64::MIN),
+            (ms(2), f64::NAN),
+            (ms(3), f64::INFINITY),
+            (SimTime::MAX, 1e300),
+        ],
+    });
+    run.timeline.series.push(Series {
+        name: "empty".into(),
+        unit: "x".into(),
+        points: vec![],
+    });
+    run.timeline.series.push(Series {
+        name: "single".into(),
+        unit: "x".into(),
+        points: vec![(ms(5), -3.0)],
+    });
+    let html = render_run(&run).unwrap();
+    assert_clean(&html);
+
+    // A zero-length run with content at t=0 only.
+    let mut zero = empty_run();
+    zero.timeline.lanes.push(Lane {
+        name: "l".into(),
+        bands: vec![band(0, 0, "closed")],
+    });
+    zero.timeline.series.push(Series {
+        name: "s".into(),
+        unit: "u".into(),
+        points: vec![(SimTime::ZERO, 0.0)],
+    });
+    assert_clean(&render_run(&zero).unwrap());
+
+    let mut sweep = sample_sweep();
+    sweep.patterns[0].histograms = vec![
+        Histogram {
+            name: "huge".into(),
+            unit: String::new(),
+            values: vec![f64::MAX, f64::MIN, f64::NAN, 0.0],
+        },
+        Histogram {
+            name: "tiny".into(),
+            unit: String::new(),
+            values: vec![1e-300, 2e-300],
+        },
+    ];
+    sweep.patterns[0].summary.runs = 0;
+    sweep.patterns[0].summary.passed = 0;
+    sweep.patterns[0].summary.wall_ms = u64::MAX;
+    let html = render_index(&sweep).unwrap();
+    assert_clean(&html);
+    assert!(html.contains("1 not finite, left out"));
+}

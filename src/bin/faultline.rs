@@ -1,0 +1,710 @@
+//! `faultline`: run, replay, sweep, merge and mutate the patterns' simulations, and
+//! write self-contained HTML reports.
+//!
+//! Exit codes: 0 every invariant held; 1 a violation was found (printed with the
+//! command that replays it); 2 bad usage or bad input.
+
+use clap::{Parser, Subcommand};
+use faultline::harness::{self, Pattern, Run, replay_command};
+use faultline_sim::report::model::{FailureView, Histogram, MutantRow, PatternSweep, SweepView};
+use faultline_sim::report::{render_index, render_run};
+use faultline_sim::shrink::shrink_plan;
+use faultline_sim::sweep::{SeedRange, Shard, SweepProgress, SweepSummary, sweep};
+use faultline_sim::{FaultPlan, TraceMode};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Instant as WallClock;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "faultline",
+    version,
+    about = "Deterministic chaos tests for resilience patterns: run, replay, sweep, merge, mutants.",
+    after_help = "Exit codes: 0 every invariant held, 1 a violation was found, 2 bad usage or input."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one seed of a pattern: print the knobs, the plan and the verdicts, and write
+    /// the run's HTML report.
+    Run {
+        /// The pattern (e.g. `breaker`).
+        pattern: String,
+        /// The seed: it expands into every knob and, without --plan, the fault plan.
+        #[arg(long)]
+        seed: u64,
+        /// A fault plan (JSON) to use instead of the seed's.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Run this mutant of the pattern's catalog instead of the reference.
+        #[arg(long)]
+        mutant: Option<String>,
+        /// Where reports go.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+    },
+    /// Reproduce a run exactly (from a seed, a plan file, or both) and write its report.
+    Replay {
+        /// The pattern.
+        pattern: String,
+        /// The seed (optional when the plan file records one).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The fault plan to replay (failures are written to reports/failures/).
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Replay this mutant of the pattern's catalog instead of the reference.
+        #[arg(long)]
+        mutant: Option<String>,
+        /// Where reports go.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+    },
+    /// Run many seeds on all cores; shrink failures; write index.html and summary.json.
+    Sweep {
+        /// Patterns to sweep (default: all).
+        patterns: Vec<String>,
+        /// Seeds as A..B or A..=B (default: each pattern's own range).
+        #[arg(long)]
+        seeds: Option<SeedRange>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run only shard I of N (1-based), e.g. 2/4; merge the shards' summary.json
+        /// files with `faultline merge`.
+        #[arg(long)]
+        shard: Option<Shard>,
+        /// Failing seeds to shrink and report per pattern.
+        #[arg(long, default_value_t = 10)]
+        shrink_max: usize,
+        /// Where reports go.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+    },
+    /// Merge shard summaries (summary.json files of `sweep --shard`) into one report.
+    Merge {
+        /// The summary.json files.
+        #[arg(required = true)]
+        summaries: Vec<PathBuf>,
+        /// Where the merged report goes.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+    },
+    /// Run every mutant of the patterns' catalogs until an invariant catches it; exit 1
+    /// if any survives.
+    Mutants {
+        /// Patterns (default: all).
+        patterns: Vec<String>,
+        /// Seeds to try per mutant.
+        #[arg(long, default_value = "0..500")]
+        seeds: SeedRange,
+        /// Where reports go.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+    },
+}
+
+/// Bad usage or input: printed, exit code 2.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl<E: std::error::Error> From<E> for UsageError {
+    fn from(e: E) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
+type CliResult = Result<bool, UsageError>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = std::iter::once("faultline".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let result = match cli.command {
+        Command::Run {
+            pattern,
+            seed,
+            plan,
+            mutant,
+            out,
+        } => run_one(
+            &pattern,
+            Some(seed),
+            plan.as_deref(),
+            mutant.as_deref(),
+            &out,
+            false,
+        ),
+        Command::Replay {
+            pattern,
+            seed,
+            plan,
+            mutant,
+            out,
+        } => run_one(
+            &pattern,
+            seed,
+            plan.as_deref(),
+            mutant.as_deref(),
+            &out,
+            true,
+        ),
+        Command::Sweep {
+            patterns,
+            seeds,
+            jobs,
+            shard,
+            shrink_max,
+            out,
+        } => sweep_cmd(&command, &patterns, seeds, jobs, shard, shrink_max, &out),
+        Command::Merge { summaries, out } => merge_cmd(&command, &summaries, &out),
+        Command::Mutants {
+            patterns,
+            seeds,
+            out,
+        } => mutants_cmd(&command, &patterns, seeds, &out),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(UsageError(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn resolve(names: &[String]) -> Result<Vec<&'static dyn Pattern>, UsageError> {
+    if names.is_empty() {
+        return Ok(harness::patterns());
+    }
+    names
+        .iter()
+        .map(|n| harness::find(n).map_err(UsageError::from))
+        .collect()
+}
+
+fn read_plan(path: &Path) -> Result<FaultPlan, UsageError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("cannot read plan {}: {e}", path.display())))?;
+    FaultPlan::from_json(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), UsageError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| UsageError(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    std::fs::write(path, contents)
+        .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Faults on names the world does not know never fire: say so rather than stay silent.
+fn warn_unknown_targets(pattern: &dyn Pattern, plan: &FaultPlan) {
+    let known = pattern.known_targets();
+    for (i, f) in plan.faults.iter().enumerate() {
+        if !known.contains(&f.target) {
+            eprintln!(
+                "warning: fault {i} targets `{}`, which the {} world does not know (it knows: {}); it will never fire",
+                f.target,
+                pattern.name(),
+                known.join(", ")
+            );
+        }
+    }
+}
+
+fn run_one(
+    name: &str,
+    seed: Option<u64>,
+    plan_file: Option<&Path>,
+    mutant: Option<&str>,
+    out: &Path,
+    replay: bool,
+) -> CliResult {
+    let pattern = harness::find(name)?;
+    let mutant_index = mutant.map(|m| pattern.mutant_index(m)).transpose()?;
+    let file_plan = plan_file.map(read_plan).transpose()?;
+    let seed = match (seed, file_plan.as_ref().and_then(|p| p.seed)) {
+        (Some(s), Some(recorded)) if s != recorded => {
+            eprintln!(
+                "note: the plan was recorded with seed {recorded}; running seed {s} as asked"
+            );
+            s
+        }
+        (Some(s), _) => s,
+        (None, Some(recorded)) => recorded,
+        (None, None) => {
+            return Err(UsageError(
+                "give --seed, or a --plan file that records its seed".to_string(),
+            ));
+        }
+    };
+    let plan = match file_plan {
+        Some(p) => p,
+        None => pattern.plan(seed),
+    };
+    warn_unknown_targets(pattern, &plan);
+    println!(
+        "{} {} seed {seed}{}",
+        if replay { "replaying" } else { "running" },
+        pattern.name(),
+        mutant.map_or(String::new(), |m| format!(" (mutant {m})"))
+    );
+    println!("knobs:");
+    for (k, v) in pattern.knobs(seed) {
+        println!("  {k} = {v}");
+    }
+    println!(
+        "fault plan: {} faults, horizon {} ms{}",
+        plan.faults.len(),
+        plan.horizon_ms,
+        plan_file.map_or(String::new(), |p| format!(" (from {})", p.display()))
+    );
+    for (i, f) in plan.faults.iter().enumerate() {
+        println!("  [{i}] {f}");
+    }
+    let mut view = pattern.view(seed, &plan, mutant_index)?;
+    let plan_arg = plan_file.map(|p| p.display().to_string());
+    view.replay = replay_command(pattern.name(), seed, plan_arg.as_deref(), mutant);
+    println!("invariants:");
+    for v in &view.verdicts {
+        println!(
+            "  {} {}{}",
+            if v.held { "held    " } else { "VIOLATED" },
+            v.name,
+            if v.note.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", v.note)
+            }
+        );
+    }
+    let stem = match (plan_file, mutant) {
+        (None, None) => format!("{}-seed-{seed}", pattern.name()),
+        (Some(p), None) => format!(
+            "{}-seed-{seed}-{}",
+            pattern.name(),
+            p.file_stem()
+                .map_or("plan".into(), |s| s.to_string_lossy().into_owned())
+        ),
+        (_, Some(m)) => format!("{}-seed-{seed}-mutant-{m}", pattern.name()),
+    };
+    let html = render_run(&view)?;
+    let path = out.join("runs").join(format!("{stem}.html"));
+    write(&path, &html)?;
+    println!("report: {}", path.display());
+    if view.outcome.is_pass() {
+        println!("passed: every invariant held");
+        Ok(true)
+    } else {
+        println!("FAILED: {}", view.outcome);
+        println!("  seed:   {seed}");
+        println!("  replay: {}", view.replay);
+        Ok(false)
+    }
+}
+
+/// Progress on a terminal as a bar, otherwise as a plain line every tenth.
+struct Progress {
+    bar: Option<ProgressBar>,
+    name: &'static str,
+    last_tenth: Mutex<u64>,
+}
+
+impl Progress {
+    fn new(name: &'static str, total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{prefix:>10} [{bar:40}] {pos}/{len} seeds {per_sec} eta {eta} {msg}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(name);
+            bar
+        });
+        Progress {
+            bar,
+            name,
+            last_tenth: Mutex::new(0),
+        }
+    }
+
+    fn update(&self, p: SweepProgress) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(p.done);
+                if p.failed > 0 {
+                    bar.set_message(format!("{} failing", p.failed));
+                }
+            }
+            None => {
+                let tenth = p.done * 10 / p.total.max(1);
+                if let Ok(mut last) = self.last_tenth.lock()
+                    && tenth > *last
+                {
+                    *last = tenth;
+                    eprintln!(
+                        "{}: {}/{} seeds, {} failing",
+                        self.name, p.done, p.total, p.failed
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
+fn relative_href(from_dir: &Path, to: &Path) -> Option<String> {
+    let from = std::fs::canonicalize(from_dir).ok()?;
+    let to = std::fs::canonicalize(to).ok()?;
+    let a: Vec<Component> = from.components().collect();
+    let b: Vec<Component> = to.components().collect();
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut parts: Vec<String> = vec!["..".to_string(); a.len() - common];
+    parts.extend(
+        b[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    Some(parts.join("/"))
+}
+
+fn criterion_href(out: &Path) -> Option<String> {
+    let report = Path::new("target/criterion/report/index.html");
+    report
+        .exists()
+        .then(|| relative_href(out, report))
+        .flatten()
+}
+
+fn load_mutants(out: &Path) -> Vec<MutantRow> {
+    std::fs::read_to_string(out.join("mutants.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+fn write_index(out: &Path, view: &mut SweepView) -> Result<(), UsageError> {
+    view.criterion_href = criterion_href(out);
+    let json = serde_json::to_string_pretty(view)?;
+    write(&out.join("summary.json"), &json)?;
+    let html = render_index(view)?;
+    let path = out.join("index.html");
+    write(&path, &html)?;
+    println!("report: {}", path.display());
+    Ok(())
+}
+
+fn sweep_cmd(
+    command: &str,
+    names: &[String],
+    seeds: Option<SeedRange>,
+    jobs: Option<usize>,
+    shard: Option<Shard>,
+    shrink_max: usize,
+    out: &Path,
+) -> CliResult {
+    let patterns = resolve(names)?;
+    let jobs = match jobs {
+        Some(0) => return Err(UsageError("--jobs must be at least 1".into())),
+        Some(j) => j,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let shard = shard.unwrap_or(Shard::ALL);
+    let mut view = SweepView {
+        command: command.to_string(),
+        patterns: Vec::new(),
+        mutants: load_mutants(out),
+        criterion_href: None,
+    };
+    let mut all_passed = true;
+    for pattern in patterns {
+        let range = seeds.unwrap_or_else(|| pattern.default_seeds());
+        let total = shard.seeds(range).count() as u64;
+        println!(
+            "sweeping {} seeds {range} shard {shard} ({total} seeds) on {jobs} threads",
+            pattern.name()
+        );
+        let started = WallClock::now();
+        let progress = Progress::new(pattern.name(), total);
+        let results = sweep(
+            range,
+            shard,
+            jobs,
+            |seed| pattern.run(seed, &pattern.plan(seed), TraceMode::Off, None),
+            |r| !matches!(r, Ok(Run { report, .. }) if report.outcome.is_pass()),
+            |p| progress.update(p),
+        )?;
+        progress.finish();
+        let mut summary = SweepSummary::new(range, shard);
+        let mut histograms: Vec<Histogram> = pattern
+            .metrics()
+            .iter()
+            .map(|(name, unit)| Histogram {
+                name: name.to_string(),
+                unit: unit.to_string(),
+                values: Vec::new(),
+            })
+            .collect();
+        for r in &results {
+            match &r.result {
+                Ok(Ok(run)) => {
+                    summary.add(&run.report);
+                    for (h, v) in histograms.iter_mut().zip(&run.metrics) {
+                        if let Some(v) = v {
+                            h.values.push((v * 10_000.0).round() / 10_000.0);
+                        }
+                    }
+                }
+                Ok(Err(e)) => summary.add_panic(
+                    r.seed,
+                    e.to_string(),
+                    replay_command(pattern.name(), r.seed, None, None),
+                ),
+                Err(panic) => summary.add_panic(
+                    r.seed,
+                    panic.clone(),
+                    replay_command(pattern.name(), r.seed, None, None),
+                ),
+            }
+        }
+        summary.wall_ms = started.elapsed().as_millis() as u64;
+        let failures = report_failures(pattern, &summary, shrink_max, out)?;
+        if !summary.failures.is_empty() {
+            all_passed = false;
+        }
+        println!(
+            "{}: {} seeds, {} passed, {} failed, {} simulated events, {} of {} coverage marks hit, {:.1} s",
+            pattern.name(),
+            summary.runs,
+            summary.passed,
+            summary.failures.len(),
+            summary.events,
+            summary
+                .coverage
+                .values()
+                .filter(|m| m.seeds_hit > 0)
+                .count(),
+            summary.coverage.len(),
+            summary.wall_ms as f64 / 1000.0
+        );
+        for f in &failures {
+            println!(
+                "  seed {} broke {}: replay with {}",
+                f.seed, f.invariant, f.replay
+            );
+        }
+        view.patterns.push(PatternSweep {
+            pattern: pattern.name().to_string(),
+            invariants: pattern.invariants().iter().map(|s| s.to_string()).collect(),
+            summary,
+            histograms,
+            failures,
+        });
+    }
+    write_index(out, &mut view)?;
+    Ok(all_passed)
+}
+
+/// Shrinks the first `shrink_max` failing seeds, writes each shrunk plan and its report,
+/// and returns the failures as the report lists them.
+fn report_failures(
+    pattern: &dyn Pattern,
+    summary: &SweepSummary,
+    shrink_max: usize,
+    out: &Path,
+) -> Result<Vec<FailureView>, UsageError> {
+    let mut views = Vec::new();
+    for (k, f) in summary.failures.iter().enumerate() {
+        let mut view = FailureView {
+            seed: f.seed,
+            invariant: f.invariant.clone(),
+            message: f.message.clone(),
+            replay: replay_command(pattern.name(), f.seed, None, None),
+            report_href: None,
+            plan_href: None,
+            faults_shrunk: None,
+        };
+        if k < shrink_max && f.invariant != "sim.panic" {
+            let original = pattern.plan(f.seed);
+            let same_failure = |p: &FaultPlan| {
+                pattern
+                    .run(f.seed, p, TraceMode::Off, None)
+                    .is_ok_and(|r| r.report.outcome.invariant() == Some(f.invariant.as_str()))
+            };
+            let shrunk = shrink_plan(&original, same_failure, 400);
+            let plan = shrunk.plan.with_seed(f.seed);
+            let stem = format!("{}-seed-{}", pattern.name(), f.seed);
+            let plan_rel = format!("failures/{stem}.json");
+            write(&out.join(&plan_rel), &plan.to_json())?;
+            let plan_arg = out.join(&plan_rel).display().to_string();
+            let mut run_view = pattern.view(f.seed, &plan, None)?;
+            run_view.replay = replay_command(pattern.name(), f.seed, Some(&plan_arg), None);
+            write(
+                &out.join(format!("failures/{stem}.html")),
+                &render_run(&run_view)?,
+            )?;
+            view.replay = run_view.replay.clone();
+            view.report_href = Some(format!("failures/{stem}.html"));
+            view.plan_href = Some(plan_rel);
+            view.faults_shrunk = Some((plan.faults.len(), shrunk.faults_before));
+        }
+        views.push(view);
+    }
+    Ok(views)
+}
+
+fn merge_cmd(command: &str, files: &[PathBuf], out: &Path) -> CliResult {
+    let mut merged: Option<SweepView> = None;
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
+        let part: SweepView = serde_json::from_str(&text)
+            .map_err(|e| UsageError(format!("{} is not a sweep summary: {e}", file.display())))?;
+        match &mut merged {
+            None => merged = Some(part),
+            Some(m) => {
+                for p in part.patterns {
+                    match m.patterns.iter_mut().find(|q| q.pattern == p.pattern) {
+                        Some(q) => {
+                            q.summary
+                                .merge(p.summary)
+                                .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
+                            for (h, ph) in q.histograms.iter_mut().zip(p.histograms) {
+                                h.values.extend(ph.values);
+                            }
+                            q.failures.extend(p.failures);
+                            q.failures.sort_by_key(|f| f.seed);
+                        }
+                        None => m.patterns.push(p),
+                    }
+                }
+                for row in part.mutants {
+                    if !m.mutants.contains(&row) {
+                        m.mutants.push(row);
+                    }
+                }
+            }
+        }
+    }
+    let Some(mut view) = merged else {
+        return Err(UsageError("no summaries to merge".into()));
+    };
+    view.command = command.to_string();
+    let mut passed = true;
+    for p in &view.patterns {
+        let s = &p.summary;
+        passed &= s.failures.is_empty();
+        println!(
+            "{}: {} seeds in {} of {} shards{}, {} failed",
+            p.pattern,
+            s.runs,
+            s.shards.len(),
+            s.shard_count(),
+            if s.is_complete() { "" } else { " (incomplete)" },
+            s.failures.len()
+        );
+    }
+    write_index(out, &mut view)?;
+    Ok(passed)
+}
+
+fn mutants_cmd(command: &str, names: &[String], seeds: SeedRange, out: &Path) -> CliResult {
+    let patterns = resolve(names)?;
+    let mut rows = Vec::new();
+    for pattern in patterns {
+        let mutants = pattern.mutants();
+        let found: Vec<MutantRow> = std::thread::scope(|s| {
+            let handles: Vec<_> = mutants
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    s.spawn(move || {
+                        let mut row = MutantRow {
+                            pattern: pattern.name().to_string(),
+                            mutant: m.name.to_string(),
+                            defect: m.defect.to_string(),
+                            caught_by: None,
+                            cases: 0,
+                            seed: None,
+                        };
+                        for seed in seeds.start..seeds.end {
+                            row.cases += 1;
+                            let plan = pattern.plan(seed);
+                            let caught = match pattern.run(seed, &plan, TraceMode::Off, Some(i)) {
+                                Ok(run) => run.report.outcome.invariant().map(str::to_string),
+                                Err(e) => Some(format!("harness error: {e}")),
+                            };
+                            if let Some(inv) = caught {
+                                row.caught_by = Some(inv);
+                                row.seed = Some(seed);
+                                break;
+                            }
+                        }
+                        row
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        rows.extend(found);
+    }
+    println!(
+        "{:<10} {:<28} {:<32} {:>6}  defect",
+        "pattern", "mutant", "caught by", "cases"
+    );
+    let mut all_caught = true;
+    for r in &rows {
+        all_caught &= r.caught_by.is_some();
+        println!(
+            "{:<10} {:<28} {:<32} {:>6}  {}",
+            r.pattern,
+            r.mutant,
+            r.caught_by.as_deref().unwrap_or("SURVIVED"),
+            r.cases,
+            r.defect
+        );
+        if let (Some(seed), Some(_)) = (r.seed, &r.caught_by) {
+            println!(
+                "{:>10} see it fail: {}",
+                "",
+                replay_command(&r.pattern, seed, None, Some(&r.mutant))
+            );
+        }
+    }
+    write(
+        &out.join("mutants.json"),
+        &serde_json::to_string_pretty(&rows)?,
+    )?;
+    let mut view = std::fs::read_to_string(out.join("summary.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<SweepView>(&t).ok())
+        .unwrap_or(SweepView {
+            command: command.to_string(),
+            patterns: Vec::new(),
+            mutants: Vec::new(),
+            criterion_href: None,
+        });
+    view.mutants = rows;
+    write_index(out, &mut view)?;
+    if !all_caught {
+        println!("a mutant survived: the invariants missed a deliberately broken implementation");
+    }
+    Ok(all_caught)
+}

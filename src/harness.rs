@@ -1,0 +1,158 @@
+//! The harness: every pattern behind one interface, so the `faultline` command (and the
+//! tests) can run, replay, sweep and mutate any of them by name.
+//!
+//! A pattern says what a seed expands into (its knobs and its fault plan), runs its
+//! reference implementation (or one of its mutants) in its simulated world, and
+//! describes a run for the HTML report.
+
+use crate::breaker::ConfigError;
+use faultline_sim::report::model::RunView;
+use faultline_sim::{FaultPlan, RunReport, SeedRange, TraceMode};
+
+/// One run of a pattern's world.
+#[derive(Debug)]
+pub struct Run {
+    /// What the engine reported.
+    pub report: RunReport,
+    /// Key metrics of the run, in the order of [`Pattern::metrics`]; `None` where the
+    /// run has no value (e.g. no outage happened).
+    pub metrics: Vec<Option<f64>>,
+}
+
+/// A deliberately broken implementation in a pattern's catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MutantInfo {
+    /// Short name.
+    pub name: &'static str,
+    /// What is broken, in words.
+    pub defect: &'static str,
+    /// The invariant meant to catch it.
+    pub expected: &'static str,
+}
+
+/// Why the harness could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HarnessError {
+    /// No pattern has that name.
+    #[error("unknown pattern `{name}`; known patterns: {known}")]
+    UnknownPattern {
+        /// The name given.
+        name: String,
+        /// The known names, comma-separated.
+        known: String,
+    },
+    /// No mutant has that index.
+    #[error("pattern `{pattern}` has no mutant number {index}")]
+    UnknownMutant {
+        /// The pattern.
+        pattern: String,
+        /// The index given.
+        index: usize,
+    },
+    /// No mutant has that name.
+    #[error("pattern `{pattern}` has no mutant `{name}`; its mutants: {known}")]
+    UnknownMutantName {
+        /// The pattern.
+        pattern: String,
+        /// The name given.
+        name: String,
+        /// The known names, comma-separated.
+        known: String,
+    },
+    /// A seed expanded into an invalid configuration (a bug in the pattern's knobs).
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+}
+
+/// A pattern the harness can drive.
+pub trait Pattern: Send + Sync {
+    /// The name used on the command line (e.g. `breaker`).
+    fn name(&self) -> &'static str;
+    /// One line on what it is.
+    fn about(&self) -> &'static str;
+    /// Its invariants, in order.
+    fn invariants(&self) -> &'static [&'static str];
+    /// Its key metrics as (name, unit), shown as histograms across a sweep.
+    fn metrics(&self) -> &'static [(&'static str, &'static str)];
+    /// The seeds `faultline sweep` runs by default.
+    fn default_seeds(&self) -> SeedRange;
+    /// The fault targets, nodes and links its world knows.
+    fn known_targets(&self) -> Vec<String>;
+    /// Every knob `seed` expands into, as (name, value), in a fixed order.
+    fn knobs(&self, seed: u64) -> Vec<(String, String)>;
+    /// The fault plan `seed` generates.
+    fn plan(&self, seed: u64) -> FaultPlan;
+    /// Runs the reference implementation, or mutant `mutant` of the catalog.
+    fn run(
+        &self,
+        seed: u64,
+        plan: &FaultPlan,
+        trace: TraceMode,
+        mutant: Option<usize>,
+    ) -> Result<Run, HarnessError>;
+    /// Runs like [`run`](Pattern::run) and describes the run for a report.
+    fn view(
+        &self,
+        seed: u64,
+        plan: &FaultPlan,
+        mutant: Option<usize>,
+    ) -> Result<RunView, HarnessError>;
+    /// The mutant catalog.
+    fn mutants(&self) -> Vec<MutantInfo>;
+    /// The index of the mutant called `name`.
+    fn mutant_index(&self, name: &str) -> Result<usize, HarnessError> {
+        self.mutants()
+            .iter()
+            .position(|m| m.name == name)
+            .ok_or_else(|| HarnessError::UnknownMutantName {
+                pattern: self.name().to_string(),
+                name: name.to_string(),
+                known: self
+                    .mutants()
+                    .iter()
+                    .map(|m| m.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+/// Every pattern, in the order the command and the reports list them.
+pub fn patterns() -> Vec<&'static dyn Pattern> {
+    vec![&crate::breaker::pattern::BreakerPattern]
+}
+
+/// The pattern called `name`.
+pub fn find(name: &str) -> Result<&'static dyn Pattern, HarnessError> {
+    patterns()
+        .into_iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| HarnessError::UnknownPattern {
+            name: name.to_string(),
+            known: patterns()
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// The command that replays a run of `pattern`: by seed, or by seed and plan file, of
+/// the reference implementation or of a mutant.
+pub fn replay_command(
+    pattern: &str,
+    seed: u64,
+    plan_file: Option<&str>,
+    mutant: Option<&str>,
+) -> String {
+    let mut cmd = format!("cargo run --release -- replay {pattern} --seed {seed}");
+    if let Some(file) = plan_file {
+        cmd.push_str(" --plan ");
+        cmd.push_str(file);
+    }
+    if let Some(m) = mutant {
+        cmd.push_str(" --mutant ");
+        cmd.push_str(m);
+    }
+    cmd
+}

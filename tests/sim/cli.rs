@@ -1,0 +1,361 @@
+//! The `faultline` command: every subcommand's happy path and each class of bad input,
+//! asserting exit codes and messages; byte-identical reports; escaping.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn faultline(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(args)
+        .output()
+        .expect("the faultline binary runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("faultline-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn run_prints_knobs_and_verdicts_and_writes_a_report() {
+    let out = scratch("run");
+    let o = faultline(&["run", "breaker", "--seed", "7", "--out", s(&out)]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    for needle in [
+        "running breaker seed 7",
+        "knobs:",
+        "steady_per_sec = ",
+        "fault plan:",
+        "invariants:",
+        "held",
+        "breaker.load_bound",
+        "passed",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in\n{stdout}");
+    }
+    assert!(out.join("runs/breaker-seed-7.html").exists());
+}
+
+#[test]
+fn run_twice_writes_byte_identical_html() {
+    let a = scratch("det-a");
+    let b = scratch("det-b");
+    assert_eq!(
+        faultline(&["run", "breaker", "--seed", "11", "--out", s(&a)])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        faultline(&["run", "breaker", "--seed", "11", "--out", s(&b)])
+            .status
+            .code(),
+        Some(0)
+    );
+    let x = std::fs::read(a.join("runs/breaker-seed-11.html")).unwrap();
+    let y = std::fs::read(b.join("runs/breaker-seed-11.html")).unwrap();
+    assert!(x == y, "reports differ");
+}
+
+#[test]
+fn a_violation_exits_1_with_the_replay_command() {
+    let out = scratch("violation");
+    let o = faultline(&[
+        "run",
+        "breaker",
+        "--seed",
+        "0",
+        "--mutant",
+        "half_open_admits_all",
+        "--out",
+        s(&out),
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("VIOLATED breaker.half_open_limit"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "replay: cargo run --release -- replay breaker --seed 0 --mutant half_open_admits_all"
+        ),
+        "{stdout}"
+    );
+    // The replay reproduces it, and writes the same report.
+    let again = faultline(&[
+        "replay",
+        "breaker",
+        "--seed",
+        "0",
+        "--mutant",
+        "half_open_admits_all",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+}
+
+#[test]
+fn replay_from_a_plan_file_that_records_its_seed() {
+    let out = scratch("replay-plan");
+    let plan = out.join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"seed": 5, "horizon_ms": 30000, "faults": [
+            {"kind": "outage", "target": "sms_api", "from_ms": 2000, "until_ms": 9000}]}"#,
+    )
+    .unwrap();
+    let o = faultline(&["replay", "breaker", "--plan", s(&plan), "--out", s(&out)]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("replaying breaker seed 5"), "{stdout}");
+    let first = std::fs::read(out.join("runs/breaker-seed-5-plan.html")).unwrap();
+    assert_eq!(
+        faultline(&["replay", "breaker", "--plan", s(&plan), "--out", s(&out)])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert!(first == std::fs::read(out.join("runs/breaker-seed-5-plan.html")).unwrap());
+    // Without a recorded seed, --seed is required.
+    std::fs::write(&plan, r#"{"horizon_ms": 1000, "faults": []}"#).unwrap();
+    let o = faultline(&["replay", "breaker", "--plan", s(&plan), "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("give --seed"));
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message_that_names_the_problem() {
+    let out = scratch("bad");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["run".into(), "nope".into(), "--seed".into(), "1".into()],
+            "known patterns: breaker",
+        ),
+        (
+            vec!["sweep".into(), "nope".into()],
+            "known patterns: breaker",
+        ),
+        (
+            vec!["sweep".into(), "--seeds".into(), "10..3".into()],
+            "empty or inverted",
+        ),
+        (
+            vec!["sweep".into(), "--seeds".into(), "ten".into()],
+            "not of the form A..B",
+        ),
+        (
+            vec!["sweep".into(), "--shard".into(), "0/0".into()],
+            "out of range",
+        ),
+        (
+            vec!["sweep".into(), "--shard".into(), "3/2".into()],
+            "out of range",
+        ),
+        (
+            vec![
+                "run".into(),
+                "breaker".into(),
+                "--seed".into(),
+                "1".into(),
+                "--mutant".into(),
+                "nope".into(),
+            ],
+            "its mutants: half_open_admits_all",
+        ),
+        (vec!["run".into(), "breaker".into()], "--seed"),
+        (vec!["frobnicate".into()], "unrecognized subcommand"),
+    ];
+    for (args, needle) in cases {
+        let mut args = args;
+        args.extend(["--out".into(), s(&out).into()]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = faultline(&refs);
+        let (stdout, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: expected {needle:?} in {stderr}"
+        );
+    }
+    let plan = out.join("bad.json");
+    for (json, needles) in [
+        (
+            "{\"horizon_ms\": 100,\n \"faults\": [{\"kind\": \"outage\", \"target\": \"sms_api\" \"from_ms\": 1}]}",
+            vec!["line 2", "column"],
+        ),
+        (
+            r#"{"horizon_ms": 100, "faults": [{"kind": "outage", "target": "sms_api", "from_ms": 1, "until_ms": 2, "severity": 9}]}"#,
+            vec!["faults[0]", "severity"],
+        ),
+        (
+            r#"{"horizon_ms": 100, "faults": [{"kind": "meteor", "target": "sms_api", "from_ms": 1, "until_ms": 2}]}"#,
+            vec!["faults[0].kind", "meteor"],
+        ),
+        (
+            r#"{"horizon_ms": 100, "faults": [{"kind": "errors", "target": "sms_api", "from_ms": 1, "until_ms": 2, "ratio": "3/2"}]}"#,
+            vec!["faults[0].ratio", "above 1"],
+        ),
+        (
+            r#"{"horizon_ms": 100, "faults": [{"kind": "outage", "target": "sms_api", "from_ms": 9, "until_ms": 2}]}"#,
+            vec!["until_ms", "inverted"],
+        ),
+    ] {
+        std::fs::write(&plan, json).unwrap();
+        let o = faultline(&[
+            "run",
+            "breaker",
+            "--seed",
+            "1",
+            "--plan",
+            s(&plan),
+            "--out",
+            s(&out),
+        ]);
+        let (_, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{json}: {stderr}");
+        for n in needles {
+            assert!(stderr.contains(n), "expected {n:?} in {stderr}");
+        }
+    }
+    let o = faultline(&[
+        "run",
+        "breaker",
+        "--seed",
+        "1",
+        "--plan",
+        "/no/such/plan.json",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("cannot read plan"));
+}
+
+#[test]
+fn labels_from_a_plan_are_escaped_in_the_report() {
+    let out = scratch("escape");
+    let plan = out.join("xss.json");
+    std::fs::write(
+        &plan,
+        r#"{"horizon_ms": 5000, "faults": [
+            {"kind": "outage", "target": "<script>alert(1)</script>", "from_ms": 100, "until_ms": 900}]}"#,
+    )
+    .unwrap();
+    let o = faultline(&[
+        "run",
+        "breaker",
+        "--seed",
+        "3",
+        "--plan",
+        s(&plan),
+        "--out",
+        s(&out),
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("will never fire"), "{stderr}");
+    let html = std::fs::read_to_string(out.join("runs/breaker-seed-3-xss.html")).unwrap();
+    assert!(!html.contains("<script"), "raw script tag in the report");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "escaped label missing"
+    );
+}
+
+#[test]
+fn sweep_shards_merge_into_the_same_summary() {
+    let whole = scratch("sweep-whole");
+    let o = faultline(&[
+        "sweep",
+        "breaker",
+        "--seeds",
+        "0..40",
+        "--jobs",
+        "2",
+        "--out",
+        s(&whole),
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("breaker: 40 seeds, 40 passed, 0 failed"),
+        "{stdout}"
+    );
+    assert!(whole.join("index.html").exists());
+    let summary = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+    };
+    let w = summary(&whole);
+    let part = |i: &str| {
+        let dir = scratch(&format!("sweep-shard-{}", i.replace('/', "of")));
+        let o = faultline(&[
+            "sweep",
+            "breaker",
+            "--seeds",
+            "0..40",
+            "--shard",
+            i,
+            "--jobs",
+            "1",
+            "--out",
+            s(&dir),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+        dir.join("summary.json")
+    };
+    let (a, b) = (part("1/2"), part("2/2"));
+    let merged = scratch("sweep-merged");
+    let o = faultline(&["merge", s(&a), s(&b), "--out", s(&merged)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let m = summary(&merged);
+    let field = |v: &serde_json::Value, f: &str| v["patterns"][0]["summary"][f].clone();
+    for f in ["runs", "passed", "events", "digest", "coverage"] {
+        assert_eq!(field(&m, f), field(&w, f), "{f}");
+    }
+    // The same shard twice is refused.
+    let o = faultline(&["merge", s(&a), s(&a), "--out", s(&merged)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("appears twice"));
+    // A file that is not a summary is refused.
+    let o = faultline(&["merge", "Cargo.toml", "--out", s(&merged)]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn mutants_prints_the_table_and_every_mutant_is_caught() {
+    let out = scratch("mutants");
+    let o = faultline(&["mutants", "breaker", "--seeds", "0..100", "--out", s(&out)]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    for m in [
+        "half_open_admits_all",
+        "no_timeout",
+        "permit_leak_on_cancel",
+        "retries_outside_breaker",
+        "bypass_breaker",
+        "ignored_counted_as_failure",
+    ] {
+        assert!(stdout.contains(m), "{m} missing from\n{stdout}");
+    }
+    assert!(!stdout.contains("SURVIVED"));
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("id=\"mutants\""));
+    // With too few seeds a mutant survives, and the command says so.
+    let o = faultline(&["mutants", "breaker", "--seeds", "0..1", "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).0);
+    assert!(text(&o).0.contains("SURVIVED"));
+}
