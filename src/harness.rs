@@ -119,7 +119,10 @@ pub trait Pattern: Send + Sync {
 
 /// Every pattern, in the order the command and the reports list them.
 pub fn patterns() -> Vec<&'static dyn Pattern> {
-    vec![&crate::breaker::pattern::BreakerPattern]
+    vec![
+        &crate::breaker::pattern::BreakerPattern,
+        &crate::bus::pattern::BusPattern,
+    ]
 }
 
 /// The pattern called `name`.

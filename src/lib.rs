@@ -12,5 +12,6 @@
 pub use faultline_sim as sim;
 
 pub mod breaker;
+pub mod bus;
 pub mod clock;
 pub mod harness;

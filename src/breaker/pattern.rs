@@ -79,11 +79,11 @@ impl Pattern for BreakerPattern {
         ]
     }
 
-    /// About a minute on 2 cores (`cargo run --release -- sweep`).
+    /// With the bus's, about a minute on 2 cores (`cargo run --release -- sweep`).
     fn default_seeds(&self) -> SeedRange {
         SeedRange {
             start: 0,
-            end: 150_000,
+            end: 80_000,
         }
     }
 

@@ -48,6 +48,10 @@ fn run_prints_knobs_and_verdicts_and_writes_a_report() {
         assert!(stdout.contains(needle), "missing {needle:?} in\n{stdout}");
     }
     assert!(out.join("runs/breaker-seed-7.html").exists());
+    let o = faultline(&["run", "bus", "--seed", "2", "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", text(&o).0, text(&o).1);
+    assert!(text(&o).0.contains("bus.exactly_once"));
+    assert!(out.join("runs/bus-seed-2.html").exists());
 }
 
 #[test]

@@ -6,4 +6,5 @@
 mod support;
 
 mod breaker;
+mod bus;
 mod cli;

@@ -1,0 +1,115 @@
+//! The contract the simulated world drives: [`EventBus`]. The reference [`Bus`]
+//! implements it; so can your own bus, which then gets the invariants, the fault plans,
+//! shrinking and the reports.
+
+use crate::bus::core::{Bus, BusFull, Published, SubscriberId};
+use crate::clock::Instant;
+use std::fmt;
+
+/// What a delivery tells the world.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handed<T> {
+    /// Hand back with `ack` or `nack`.
+    pub token: T,
+    /// The topic.
+    pub topic: std::sync::Arc<str>,
+    /// The event's position in its topic.
+    pub seq: u64,
+    /// The event (the world's event number).
+    pub payload: u64,
+    /// 1 for a first attempt, more for retries.
+    pub attempt: u32,
+    /// The subscriber had it in hand before a crash.
+    pub redelivery: bool,
+    /// A dead letter handed back by `redrive`.
+    pub redriven: bool,
+}
+
+/// An event bus the world can drive (payloads are the world's event numbers).
+pub trait EventBus {
+    /// The handle of one delivery.
+    type Token: fmt::Debug + Clone;
+
+    /// Subscribes to `topics` from now on.
+    fn subscribe(&mut self, topics: &[&str], now: Instant) -> SubscriberId;
+    /// Stops delivery to `id` at once.
+    fn unsubscribe(&mut self, id: SubscriberId, now: Instant);
+    /// Publishes event `payload` on `topic`.
+    fn publish(&mut self, topic: &str, payload: u64, now: Instant) -> Result<Published, BusFull>;
+    /// The next event for `id`, if any.
+    fn next_delivery(&mut self, id: SubscriberId, now: Instant) -> Option<Handed<Self::Token>>;
+    /// The handler finished the delivery.
+    fn ack(&mut self, token: &Self::Token, now: Instant);
+    /// The handler failed the delivery.
+    fn nack(&mut self, token: &Self::Token, now: Instant);
+    /// `id` crashed: what it had in hand is lost.
+    fn crash(&mut self, id: SubscriberId, now: Instant);
+    /// `id` is back.
+    fn resume(&mut self, id: SubscriberId, now: Instant);
+    /// Hands `id`'s dead letters back for delivery; returns how many.
+    fn redrive(&mut self, id: SubscriberId, now: Instant) -> usize;
+    /// `id`'s dead letters as (topic, seq).
+    fn dead_letters(&self, id: SubscriberId) -> Vec<(String, u64)>;
+    /// When the next retry strictly after `now` is due.
+    fn poll_timeout(&self, now: Instant) -> Option<Instant>;
+    /// The most events any topic retains now.
+    fn retained_max(&self) -> usize;
+    /// Events published to topics nobody subscribed to.
+    fn dead_events(&self) -> u64;
+}
+
+impl EventBus for Bus<u64> {
+    type Token = crate::bus::core::DeliveryToken;
+
+    fn subscribe(&mut self, topics: &[&str], now: Instant) -> SubscriberId {
+        Bus::subscribe(self, topics, now)
+    }
+    fn unsubscribe(&mut self, id: SubscriberId, _now: Instant) {
+        Bus::unsubscribe(self, id);
+    }
+    fn publish(&mut self, topic: &str, payload: u64, now: Instant) -> Result<Published, BusFull> {
+        Bus::publish(self, topic, payload, now)
+    }
+    fn next_delivery(&mut self, id: SubscriberId, now: Instant) -> Option<Handed<Self::Token>> {
+        let d = Bus::next_delivery(self, id, now)?;
+        Some(Handed {
+            token: d.token,
+            topic: self.topic_arc(d.topic),
+            seq: d.seq,
+            payload: d.payload,
+            attempt: d.attempt,
+            redelivery: d.redelivery,
+            redriven: d.redriven,
+        })
+    }
+    fn ack(&mut self, token: &Self::Token, now: Instant) {
+        Bus::ack(self, token, now);
+    }
+    fn nack(&mut self, token: &Self::Token, now: Instant) {
+        Bus::nack(self, token, now);
+    }
+    fn crash(&mut self, id: SubscriberId, now: Instant) {
+        Bus::crash(self, id, now);
+    }
+    fn resume(&mut self, id: SubscriberId, now: Instant) {
+        Bus::resume(self, id, now);
+    }
+    fn redrive(&mut self, id: SubscriberId, _now: Instant) -> usize {
+        Bus::redrive(self, id)
+    }
+    fn dead_letters(&self, id: SubscriberId) -> Vec<(String, u64)> {
+        Bus::dead_letters(self, id)
+            .iter()
+            .map(|l| (l.topic.to_string(), l.seq))
+            .collect()
+    }
+    fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        Bus::poll_timeout_after(self, now)
+    }
+    fn retained_max(&self) -> usize {
+        Bus::retained_max(self)
+    }
+    fn dead_events(&self) -> u64 {
+        self.totals().dead_events
+    }
+}

@@ -1,0 +1,427 @@
+//! The bus's promises, checked by the world against its own records:
+//!
+//! 1. `bus.exactly_once`: each subscriber gets each event it is owed handled exactly
+//!    once or dead-lettered: at rest, handled + dead-lettered = events published on its
+//!    topics while it was subscribed, with no duplicates; a failed event is retried or
+//!    dead-lettered, never skipped.
+//! 2. `bus.fifo`: per (topic, subscriber), events come in publish order with no gaps
+//!    (a gap is a lost event), and each carries the payload that was published.
+//! 3. `bus.nothing_after_unsubscribe`: once unsubscribed, a subscriber gets nothing.
+//! 4. `bus.bounded_retention`: no topic ever retains more than the capacity.
+//! 5. `bus.isolation`: a subscriber that is up, idle and owed an available event is
+//!    never refused it (a slow or failing subscriber delays no other beyond the
+//!    capacity bound, which shows up as `BusFull` to publishers, not as a stall).
+//! 6. `bus.dead_events_counted`: events published to a topic nobody subscribes to are
+//!    counted, not vanished.
+//! 7. `bus.drained`: after the faults heal, every owed event is delivered or
+//!    dead-lettered.
+
+use faultline_sim::{SimTime, Violation};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Names of the invariants, in order.
+pub const INVARIANTS: [&str; 7] = [
+    "bus.exactly_once",
+    "bus.fifo",
+    "bus.nothing_after_unsubscribe",
+    "bus.bounded_retention",
+    "bus.isolation",
+    "bus.dead_events_counted",
+    "bus.drained",
+];
+
+/// What the world knows of one (subscriber, topic).
+#[derive(Clone, Debug, Default)]
+pub struct Track {
+    /// First seq owed (the topic's next seq when the subscriber joined).
+    pub from: u64,
+    /// Owed up to (exclusive) this seq: the topic's next seq when it left, or open.
+    pub until: Option<u64>,
+    /// Next seq not yet settled (handled or dead-lettered).
+    pub next: u64,
+    /// Failures of the event at `next`.
+    pub failures: u32,
+    /// Events handled (acked by the handler).
+    pub handled: BTreeSet<u64>,
+    /// Events dead-lettered, as the world saw them go.
+    pub dead: BTreeSet<u64>,
+    /// Dead letters handed back by a redrive and not yet settled again.
+    pub redriving: BTreeSet<u64>,
+}
+
+/// The bus checker: fed by the world as the run goes, asked at rest.
+#[derive(Clone, Debug, Default)]
+pub struct BusChecker {
+    /// Attempts before dead-lettering, per the configuration.
+    pub attempts_max: u32,
+    /// Retention bound, per the configuration.
+    pub capacity: usize,
+    /// Per topic: the events published, by seq: (payload, time).
+    pub published: BTreeMap<String, Vec<(u64, SimTime)>>,
+    /// Per (subscriber, topic).
+    pub tracks: BTreeMap<(u32, String), Track>,
+    /// Dead events the world expects the bus to have counted.
+    pub dead_events: u64,
+    /// Publishes refused with `BusFull`.
+    pub full: u64,
+    /// Highest retention seen.
+    pub retained_max: usize,
+    /// Delivery lags (publish to first handling), ms, per subscriber.
+    pub lags: BTreeMap<u32, Vec<(SimTime, f64)>>,
+}
+
+impl BusChecker {
+    /// A checker for these settings.
+    pub fn new(attempts_max: u32, capacity: usize) -> Self {
+        BusChecker {
+            attempts_max,
+            capacity,
+            ..BusChecker::default()
+        }
+    }
+
+    fn next_seq(&self, topic: &str) -> u64 {
+        self.published.get(topic).map_or(0, |v| v.len() as u64)
+    }
+
+    /// Subscriber `sub` joined `topics` now.
+    pub fn on_join(&mut self, sub: u32, topics: &[String]) {
+        for t in topics {
+            let from = self.next_seq(t);
+            self.tracks.insert(
+                (sub, t.clone()),
+                Track {
+                    from,
+                    next: from,
+                    ..Track::default()
+                },
+            );
+        }
+    }
+
+    /// Subscriber `sub` left now: it is owed nothing published from here on.
+    pub fn on_leave(&mut self, sub: u32) {
+        let next: BTreeMap<String, u64> = self
+            .published
+            .iter()
+            .map(|(t, v)| (t.clone(), v.len() as u64))
+            .collect();
+        for ((s, t), track) in self.tracks.iter_mut() {
+            if *s == sub && track.until.is_none() {
+                track.until = Some(next.get(t).copied().unwrap_or(0));
+            }
+        }
+    }
+
+    /// An event was published (retained) with `seq`; `subscribed` says whether the world
+    /// has any subscriber on the topic.
+    pub fn on_published(
+        &mut self,
+        topic: &str,
+        seq: Option<u64>,
+        payload: u64,
+        now: SimTime,
+        subscribed: bool,
+        retained_max: usize,
+    ) -> Result<(), Violation> {
+        self.retained_max = self.retained_max.max(retained_max);
+        if retained_max > self.capacity {
+            return Err(Violation::new(
+                "bus.bounded_retention",
+                format!(
+                    "a topic retains {retained_max} events; the capacity is {}",
+                    self.capacity
+                ),
+            ));
+        }
+        match seq {
+            None => {
+                if subscribed {
+                    return Err(Violation::new(
+                        "bus.dead_events_counted",
+                        format!(
+                            "event {payload} on `{topic}` was called a dead event, but the topic has subscribers"
+                        ),
+                    ));
+                }
+                self.dead_events += 1;
+            }
+            Some(seq) => {
+                let expected = self.next_seq(topic);
+                if seq != expected {
+                    return Err(Violation::new(
+                        "bus.fifo",
+                        format!(
+                            "event {payload} on `{topic}` got seq {seq}; the next seq is {expected}"
+                        ),
+                    ));
+                }
+                self.published
+                    .entry(topic.to_string())
+                    .or_default()
+                    .push((payload, now));
+            }
+        }
+        Ok(())
+    }
+
+    /// The bus handed `sub` event `seq` of `topic`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_delivery(
+        &mut self,
+        sub: u32,
+        left: bool,
+        topic: &str,
+        seq: u64,
+        payload: u64,
+        redriven: bool,
+    ) -> Result<(), Violation> {
+        if left {
+            return Err(Violation::new(
+                "bus.nothing_after_unsubscribe",
+                format!("subscriber {sub} got event {seq} of `{topic}` after it unsubscribed"),
+            ));
+        }
+        let published = self
+            .published
+            .get(topic)
+            .and_then(|v| v.get(seq as usize))
+            .map(|p| p.0);
+        let Some(track) = self.tracks.get_mut(&(sub, topic.to_string())) else {
+            return Err(Violation::new(
+                "bus.exactly_once",
+                format!(
+                    "subscriber {sub} got event {seq} of `{topic}`, a topic it never subscribed to"
+                ),
+            ));
+        };
+        if published != Some(payload) {
+            return Err(Violation::new(
+                "bus.fifo",
+                format!(
+                    "subscriber {sub} got payload {payload} as event {seq} of `{topic}`, which was published as {published:?}"
+                ),
+            ));
+        }
+        if redriven {
+            if !track.redriving.contains(&seq) {
+                return Err(Violation::new(
+                    "bus.exactly_once",
+                    format!(
+                        "subscriber {sub} got event {seq} of `{topic}` as a redriven dead letter, but it was not one"
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if seq < track.from || track.until.is_some_and(|u| seq >= u) {
+            return Err(Violation::new(
+                "bus.exactly_once",
+                format!(
+                    "subscriber {sub} got event {seq} of `{topic}`, published while it was not subscribed"
+                ),
+            ));
+        }
+        if seq < track.next {
+            return Err(Violation::new(
+                "bus.exactly_once",
+                format!(
+                    "subscriber {sub} got event {seq} of `{topic}` again after it was {}",
+                    if track.dead.contains(&seq) {
+                        "dead-lettered"
+                    } else {
+                        "handled"
+                    }
+                ),
+            ));
+        }
+        if seq > track.next {
+            return Err(if track.failures > 0 {
+                Violation::new(
+                    "bus.exactly_once",
+                    format!(
+                        "event {} of `{topic}` failed {} time(s) for subscriber {sub} and was then skipped: \
+                         neither retried up to {} attempts nor dead-lettered",
+                        track.next, track.failures, self.attempts_max
+                    ),
+                )
+            } else {
+                Violation::new(
+                    "bus.fifo",
+                    format!(
+                        "subscriber {sub} got event {seq} of `{topic}` but never event {}: lost or out of order",
+                        track.next
+                    ),
+                )
+            });
+        }
+        Ok(())
+    }
+
+    /// The handler of `sub` finished event `seq` of `topic` successfully.
+    pub fn on_handled(&mut self, sub: u32, topic: &str, seq: u64, redriven: bool, now: SimTime) {
+        let published_at = self
+            .published
+            .get(topic)
+            .and_then(|v| v.get(seq as usize))
+            .map(|p| p.1);
+        let Some(track) = self.tracks.get_mut(&(sub, topic.to_string())) else {
+            return;
+        };
+        if redriven {
+            track.redriving.remove(&seq);
+            track.dead.remove(&seq);
+            track.handled.insert(seq);
+            return;
+        }
+        if seq == track.next {
+            track.handled.insert(seq);
+            track.next += 1;
+            track.failures = 0;
+            if let Some(at) = published_at {
+                self.lags
+                    .entry(sub)
+                    .or_default()
+                    .push((now, (now - at).as_nanos() as f64 / 1e6));
+            }
+        }
+    }
+
+    /// The handler of `sub` failed event `seq` of `topic`; `dead` says whether the bus
+    /// now lists it as a dead letter.
+    pub fn on_failed(
+        &mut self,
+        sub: u32,
+        topic: &str,
+        seq: u64,
+        redriven: bool,
+        dead: bool,
+    ) -> Result<(), Violation> {
+        let attempts_max = self.attempts_max;
+        let Some(track) = self.tracks.get_mut(&(sub, topic.to_string())) else {
+            return Ok(());
+        };
+        if redriven {
+            track.redriving.remove(&seq);
+            return Ok(());
+        }
+        if seq != track.next {
+            return Ok(());
+        }
+        track.failures += 1;
+        if dead {
+            if track.failures < attempts_max {
+                return Err(Violation::new(
+                    "bus.exactly_once",
+                    format!(
+                        "event {seq} of `{topic}` was dead-lettered for subscriber {sub} after {} attempt(s); {attempts_max} are configured",
+                        track.failures
+                    ),
+                ));
+            }
+            track.dead.insert(seq);
+            track.next += 1;
+            track.failures = 0;
+        }
+        Ok(())
+    }
+
+    /// `sub`'s dead letters were handed back for delivery.
+    pub fn on_redrive(&mut self, sub: u32, letters: &[(String, u64)]) {
+        for (t, seq) in letters {
+            if let Some(track) = self.tracks.get_mut(&(sub, t.clone())) {
+                track.redriving.insert(*seq);
+            }
+        }
+    }
+
+    /// True when `sub` is owed an event on `topic` that it could be handed now (not
+    /// waiting for a retry).
+    pub fn owed_now(&self, sub: u32, topic: &str) -> bool {
+        let Some(track) = self.tracks.get(&(sub, topic.to_string())) else {
+            return false;
+        };
+        let end = track.until.unwrap_or(self.next_seq(topic));
+        (track.next < end && track.failures == 0) || !track.redriving.is_empty()
+    }
+
+    /// True when everything owed to `sub` is settled.
+    pub fn settled(&self, sub: u32) -> bool {
+        self.tracks
+            .iter()
+            .filter(|((s, _), _)| *s == sub)
+            .all(|((_, t), track)| {
+                let end = track.until.unwrap_or(self.next_seq(t));
+                track.next >= end && track.redriving.is_empty()
+            })
+    }
+
+    /// At rest: handled + dead-lettered = owed, for every subscriber still subscribed,
+    /// checked against the bus's own dead letters; dead events counted.
+    pub fn finish(
+        &self,
+        bus_dead_letters: &BTreeMap<u32, Vec<(String, u64)>>,
+        bus_dead_events: u64,
+    ) -> Result<(), Violation> {
+        for ((sub, topic), track) in &self.tracks {
+            let end = track.until.unwrap_or(self.next_seq(topic));
+            if track.until.is_none() && (track.next < end || !track.redriving.is_empty()) {
+                return Err(Violation::new(
+                    "bus.drained",
+                    format!(
+                        "after the faults healed and everything went quiet, subscriber {sub} on `{topic}` was still owed \
+                         events {}..{end} (none delivered or dead-lettered){}",
+                        track.next,
+                        if track.failures > 0 {
+                            format!(
+                                "; event {} failed {} time(s) and was never retried",
+                                track.next, track.failures
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
+            }
+            let owed = end.saturating_sub(track.from);
+            let handled = track.handled.iter().filter(|s| **s < end).count() as u64;
+            let dead = track.dead.len() as u64;
+            if track.until.is_none() && handled + dead != owed {
+                return Err(Violation::new(
+                    "bus.drained",
+                    format!(
+                        "subscriber {sub} on `{topic}`: {handled} handled + {dead} dead-lettered, but {owed} events are owed"
+                    ),
+                ));
+            }
+            if track.until.is_none() {
+                let listed: BTreeSet<u64> = bus_dead_letters
+                    .get(sub)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(t, _)| t == topic)
+                    .map(|(_, s)| *s)
+                    .collect();
+                if listed != track.dead {
+                    return Err(Violation::new(
+                        "bus.exactly_once",
+                        format!(
+                            "subscriber {sub} on `{topic}`: the bus lists dead letters {listed:?}, the world saw {:?} dead-lettered",
+                            track.dead
+                        ),
+                    ));
+                }
+            }
+        }
+        if bus_dead_events != self.dead_events {
+            return Err(Violation::new(
+                "bus.dead_events_counted",
+                format!(
+                    "{} events went to topics with no subscriber, the bus counted {bus_dead_events}",
+                    self.dead_events
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,696 @@
+//! The simulated bus world: publishers at varying rates on a few topics, subscribers
+//! with random processing times (one of them slow), handler error bursts, crashes and
+//! restarts, subscribes and unsubscribes during the run. The [`BusChecker`] checks every
+//! promise against the world's own records.
+
+use crate::breaker::ConfigError;
+use crate::bus::contract::EventBus;
+use crate::bus::core::{Bus, BusConfig, Published, SubscriberId};
+use crate::bus::invariants::BusChecker;
+use crate::clock::Instant;
+use faultline_sim::prelude::*;
+use faultline_sim::{FaultKindTag, TraceMode};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Coverage marks of the bus world.
+pub const MARKS: &[&str] = &[
+    "bus.backpressure",
+    "bus.full_returned",
+    "bus.retry",
+    "bus.dead_letter",
+    "bus.redrive",
+    "bus.resume_after_crash",
+    "bus.redelivery",
+    "bus.dead_event",
+    "bus.late_subscribe",
+    "bus.unsubscribe",
+];
+
+/// One subscriber's knobs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SubscriberKnobs {
+    /// Its name (also its fault target and node).
+    pub name: String,
+    /// Indexes of the topics it subscribes to.
+    pub topics: Vec<usize>,
+    /// When it subscribes, ms.
+    pub join_ms: u64,
+    /// When it unsubscribes, ms, if it does.
+    pub leave_ms: Option<u64>,
+    /// Processing time per event, ms (min, max).
+    pub work_ms: (u64, u64),
+    /// Share of events its handler fails on its own, percent.
+    pub error_percent: u32,
+}
+
+/// Every knob of one bus scenario, all from one seed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BusKnobs {
+    /// The seed.
+    pub seed: u64,
+    /// End of the safety phase, ms.
+    pub horizon_ms: u64,
+    /// Topic names.
+    pub topics: Vec<String>,
+    /// Publish rate per topic, events per second.
+    pub publish_per_sec: Vec<u32>,
+    /// Share of publishes that go to a topic nobody subscribes to, percent.
+    pub stray_percent: u32,
+    /// The subscribers.
+    pub subscribers: Vec<SubscriberKnobs>,
+    /// Retained events per topic.
+    pub capacity: usize,
+    /// Attempts before dead-lettering.
+    pub attempts_max: u32,
+    /// Retry backoff (base, cap), ms.
+    pub backoff_ms: (u64, u64),
+    /// Publishers wait when a topic is full (else they give up on `BusFull`).
+    pub wait_on_full: bool,
+    /// How often a waiting publisher tries again, ms.
+    pub publish_retry_ms: u64,
+}
+
+impl BusKnobs {
+    /// Expands `seed` into every knob.
+    pub fn from_seed(seed: u64) -> BusKnobs {
+        let mut r = SimRng::new(seed).fork("bus.knobs");
+        let all = ["orders", "payments", "profiles"];
+        let topic_count = r.between(1, 3) as usize;
+        let topics: Vec<String> = all[..topic_count].iter().map(|s| s.to_string()).collect();
+        let horizon_ms = 20_000;
+        let subscriber_count = r.between(2, 5) as usize;
+        let slow = r.below(subscriber_count as u64) as usize;
+        let subscribers = (0..subscriber_count)
+            .map(|i| {
+                let mut ts: Vec<usize> = (0..topic_count).filter(|_| r.below(2) == 1).collect();
+                if ts.is_empty() {
+                    ts.push(r.below(topic_count as u64) as usize);
+                }
+                let join_ms = if r.below(4) == 0 {
+                    r.between(1, horizon_ms / 2)
+                } else {
+                    0
+                };
+                let leave_ms = (r.below(6) == 0).then(|| r.between(join_ms + 1, horizon_ms - 1));
+                let work_ms = if i == slow {
+                    let lo = r.between(20, 100);
+                    (lo, lo + r.between(0, 200))
+                } else {
+                    let lo = r.between(0, 5);
+                    (lo, lo + r.between(0, 10))
+                };
+                SubscriberKnobs {
+                    name: format!("sub-{i}"),
+                    topics: ts,
+                    join_ms,
+                    leave_ms,
+                    work_ms,
+                    error_percent: r.between(0, 10) as u32,
+                }
+            })
+            .collect();
+        let base = r.between(10, 300);
+        BusKnobs {
+            seed,
+            horizon_ms,
+            publish_per_sec: (0..topic_count).map(|_| r.between(5, 100) as u32).collect(),
+            stray_percent: r.between(0, 5) as u32,
+            topics,
+            subscribers,
+            capacity: r.between(4, 256) as usize,
+            attempts_max: r.between(1, 5) as u32,
+            backoff_ms: (base, base * r.between(1, 10)),
+            wait_on_full: r.below(2) == 1,
+            publish_retry_ms: r.between(1, 20),
+        }
+    }
+
+    /// The fault plans this world understands: handler error bursts and slowness of a
+    /// subscriber, and subscriber crashes.
+    pub fn fault_profile(&self) -> FaultProfile {
+        let mut p = FaultProfile::new(self.horizon_ms)
+            .kinds([
+                FaultKindTag::Errors,
+                FaultKindTag::Slow,
+                FaultKindTag::Crash,
+            ])
+            .faults(1, 8)
+            .duration_ms(100, 5_000)
+            .latency_ms_max(500);
+        for s in &self.subscribers {
+            p = p.target(s.name.clone()).node(s.name.clone());
+        }
+        p
+    }
+
+    /// The fault plan this seed generates.
+    pub fn fault_plan(&self) -> FaultPlan {
+        FaultPlan::generate(
+            &mut SimRng::new(self.seed).fork("bus.plan"),
+            &self.fault_profile(),
+        )
+    }
+
+    /// The bus configuration.
+    pub fn bus_config(&self) -> Result<BusConfig, ConfigError> {
+        BusConfig::builder()
+            .capacity(self.capacity)
+            .attempts_max(self.attempts_max)
+            .backoff(
+                Duration::from_millis(self.backoff_ms.0),
+                Duration::from_millis(self.backoff_ms.1),
+            )
+            .dead_letters_max(1_000_000)
+            .build()
+    }
+
+    /// The reference bus for these knobs.
+    pub fn reference_bus(&self) -> Result<Bus<u64>, ConfigError> {
+        Ok(Bus::new(self.bus_config()?))
+    }
+}
+
+/// The bus world's events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusEvent {
+    /// The publisher of topic `topic` publishes its next event.
+    Publish {
+        /// Topic index.
+        topic: u32,
+    },
+    /// A waiting publisher tries again.
+    PublishRetry {
+        /// Topic index.
+        topic: u32,
+    },
+    /// Subscriber `sub`'s handler finished.
+    HandlerDone {
+        /// Subscriber index.
+        sub: u32,
+        /// The subscriber's life (crashes end a life).
+        life: u64,
+        /// Whether the handler succeeded.
+        ok: bool,
+    },
+    /// A retry may be due.
+    Wake,
+    /// Subscriber `sub` subscribes.
+    Join {
+        /// Subscriber index.
+        sub: u32,
+    },
+    /// Subscriber `sub` unsubscribes.
+    Leave {
+        /// Subscriber index.
+        sub: u32,
+    },
+}
+
+struct Sub<T> {
+    id: Option<SubscriberId>,
+    left: Option<SubscriberId>,
+    up: bool,
+    life: u64,
+    busy: Option<(T, String, u64, bool)>,
+}
+
+/// Figures of one run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BusStats {
+    /// Events published (retained).
+    pub published: u64,
+    /// Events handled.
+    pub handled: u64,
+    /// Handler failures.
+    pub failures: u64,
+    /// Publishes refused (given up) with `BusFull`.
+    pub refused: u64,
+    /// Publishes that had to wait for space.
+    pub waited: u64,
+    /// Dead events.
+    pub dead_events: u64,
+    /// Highest retention seen.
+    pub retained_max: usize,
+    /// Longest delivery lag, ms.
+    pub lag_ms_max: f64,
+}
+
+/// The bus world, generic over the bus under test.
+pub struct BusWorld<B: EventBus> {
+    knobs: BusKnobs,
+    bus: B,
+    subs: Vec<Sub<B::Token>>,
+    /// The invariant checker.
+    pub checker: BusChecker,
+    /// Per topic: a publish waiting for space (its payload).
+    waiting: Vec<Option<u64>>,
+    next_payload: u64,
+    wake_at: Option<SimTime>,
+    rng_publish: SimRng,
+    rng_work: SimRng,
+    /// Figures of the run.
+    pub stats: BusStats,
+    /// Retention over time: (time, most events retained by a topic).
+    pub retention: Vec<(SimTime, usize)>,
+    /// Subscriber state changes: (time, subscriber, state).
+    pub states: Vec<(SimTime, u32, &'static str)>,
+}
+
+impl<B: EventBus> BusWorld<B> {
+    /// A world for `knobs` around `bus`.
+    pub fn new(knobs: BusKnobs, bus: B) -> Self {
+        let root = SimRng::new(knobs.seed);
+        BusWorld {
+            checker: BusChecker::new(knobs.attempts_max, knobs.capacity),
+            subs: (0..knobs.subscribers.len())
+                .map(|_| Sub {
+                    id: None,
+                    left: None,
+                    up: true,
+                    life: 0,
+                    busy: None,
+                })
+                .collect(),
+            waiting: vec![None; knobs.topics.len()],
+            next_payload: 0,
+            wake_at: None,
+            rng_publish: root.fork("bus.publish"),
+            rng_work: root.fork("bus.work"),
+            stats: BusStats::default(),
+            retention: Vec::new(),
+            states: Vec::new(),
+            bus,
+            knobs,
+        }
+    }
+
+    /// The knobs.
+    pub fn knobs(&self) -> &BusKnobs {
+        &self.knobs
+    }
+
+    fn now(ctx: &Ctx<BusEvent>) -> Instant {
+        Instant::from_nanos(ctx.now().as_nanos())
+    }
+
+    fn schedule_publish(&mut self, ctx: &mut Ctx<BusEvent>, topic: u32) {
+        let rate = u64::from(self.knobs.publish_per_sec[topic as usize].max(1));
+        let mean = 1_000_000_000 / rate;
+        let next = ctx.now()
+            + SimDuration::from_nanos(self.rng_publish.between(mean / 2, mean + mean / 2));
+        if next < ctx.horizon() {
+            ctx.schedule_at(next, BusEvent::Publish { topic });
+        }
+    }
+
+    /// Tries to publish `payload` on topic `t` (or a stray topic): true when done.
+    fn try_publish(
+        &mut self,
+        ctx: &mut Ctx<BusEvent>,
+        t: u32,
+        payload: u64,
+        stray: bool,
+    ) -> Result<bool, Violation> {
+        let name = if stray {
+            format!("{}.stray", self.knobs.topics[t as usize])
+        } else {
+            self.knobs.topics[t as usize].clone()
+        };
+        let now = Self::now(ctx);
+        let subscribed = self.subs.iter().enumerate().any(|(i, s)| {
+            s.id.is_some() && !stray && self.knobs.subscribers[i].topics.contains(&(t as usize))
+        });
+        match self.bus.publish(&name, payload, now) {
+            Ok(published) => {
+                let seq = match published {
+                    Published::Retained { seq, .. } => Some(seq),
+                    Published::DeadEvent => {
+                        ctx.cover("bus.dead_event");
+                        self.stats.dead_events += 1;
+                        None
+                    }
+                };
+                let retained = self.bus.retained_max();
+                self.stats.retained_max = self.stats.retained_max.max(retained);
+                self.retention.push((ctx.now(), retained));
+                if seq.is_some() {
+                    self.stats.published += 1;
+                }
+                ctx.record(
+                    "publisher",
+                    format_args!("{name} <- event {payload} as {seq:?}"),
+                );
+                self.checker
+                    .on_published(&name, seq, payload, ctx.now(), subscribed, retained)?;
+                if seq.is_some() {
+                    self.pump_all(ctx)?;
+                }
+                Ok(true)
+            }
+            Err(full) => {
+                ctx.record("publisher", format_args!("{full}"));
+                if self.knobs.wait_on_full {
+                    ctx.cover("bus.backpressure");
+                    Ok(false)
+                } else {
+                    ctx.cover("bus.full_returned");
+                    self.stats.refused += 1;
+                    self.checker.full += 1;
+                    Ok(true)
+                }
+            }
+        }
+    }
+
+    fn pump_all(&mut self, ctx: &mut Ctx<BusEvent>) -> Result<(), Violation> {
+        for i in 0..self.subs.len() {
+            self.pump(ctx, i as u32)?;
+        }
+        Ok(())
+    }
+
+    /// Gives an idle subscriber its next event, if the bus has one.
+    fn pump(&mut self, ctx: &mut Ctx<BusEvent>, i: u32) -> Result<(), Violation> {
+        let now = Self::now(ctx);
+        // A subscriber that left must get nothing more.
+        if let Some(old) = self.subs[i as usize].left
+            && let Some(d) = self.bus.next_delivery(old, now)
+        {
+            return self
+                .checker
+                .on_delivery(i, true, &d.topic, d.seq, d.payload, d.redriven);
+        }
+        let s = &self.subs[i as usize];
+        let (Some(id), true, None) = (s.id, s.up, s.busy.as_ref()) else {
+            return Ok(());
+        };
+        let Some(d) = self.bus.next_delivery(id, now) else {
+            // Isolation: an idle subscriber owed an available event must get it.
+            let topics = &self.knobs.subscribers[i as usize].topics;
+            for t in topics {
+                let name = &self.knobs.topics[*t];
+                if self.checker.owed_now(i, name) {
+                    return Err(Violation::new(
+                        "bus.isolation",
+                        format!(
+                            "subscriber {i} is up, idle and owed event {} on `{name}`, yet the bus gave it nothing \
+                             (held back by another subscriber, or lost)",
+                            self.checker
+                                .tracks
+                                .get(&(i, name.clone()))
+                                .map_or(0, |t| t.next)
+                        ),
+                    ));
+                }
+            }
+            self.schedule_wake(ctx);
+            return Ok(());
+        };
+        if d.redelivery {
+            ctx.cover("bus.redelivery");
+        }
+        self.checker
+            .on_delivery(i, false, &d.topic, d.seq, d.payload, d.redriven)?;
+        let sk = &self.knobs.subscribers[i as usize];
+        let name = sk.name.clone();
+        let mut work = SimDuration::from_micros(
+            self.rng_work
+                .between(sk.work_ms.0 * 1_000, sk.work_ms.1 * 1_000),
+        );
+        let fails_alone = self.rng_work.below(100) < u64::from(sk.error_percent);
+        let mut faults = ctx.faults();
+        work = work + faults.extra_latency(&name);
+        let ok = !(faults.injects_error(&name) || fails_alone);
+        ctx.record(
+            name.clone(),
+            format_args!(
+                "handles {}#{} attempt {} -> {}",
+                d.topic,
+                d.seq,
+                d.attempt,
+                if ok { "ok" } else { "error" }
+            ),
+        );
+        let life = self.subs[i as usize].life;
+        self.subs[i as usize].busy = Some((d.token, d.topic.to_string(), d.seq, d.redriven));
+        ctx.schedule_in(work, BusEvent::HandlerDone { sub: i, life, ok });
+        Ok(())
+    }
+
+    fn schedule_wake(&mut self, ctx: &mut Ctx<BusEvent>) {
+        // A retry already due waits for its busy subscriber's handler (which pumps when
+        // done): only a future retry needs a wake-up.
+        if let Some(at) = self.bus.poll_timeout(Self::now(ctx)) {
+            let at = SimTime::from_nanos(at.as_nanos());
+            if at > ctx.now() && self.wake_at.is_none_or(|w| at < w || w <= ctx.now()) {
+                self.wake_at = Some(at);
+                ctx.schedule_at(at, BusEvent::Wake);
+            }
+        }
+    }
+
+    /// Nothing more can happen: no publisher waits, no handler runs, no retry is due
+    /// later, and (the world pumps after every event) no idle subscriber has anything
+    /// to take. Whether everything owed was settled is then checked by `finish`.
+    fn quiet(&self, now: Instant) -> bool {
+        self.waiting.iter().all(Option::is_none)
+            && self.subs.iter().all(|s| s.busy.is_none())
+            && self.bus.poll_timeout(now).is_none()
+    }
+}
+
+impl<B: EventBus> World for BusWorld<B> {
+    type Event = BusEvent;
+
+    fn marks(&self) -> Vec<&'static str> {
+        MARKS.to_vec()
+    }
+
+    fn start(&mut self, ctx: &mut Ctx<BusEvent>) -> Result<(), Violation> {
+        for (i, s) in self.knobs.subscribers.clone().iter().enumerate() {
+            ctx.schedule_at(
+                SimTime::from_millis(s.join_ms),
+                BusEvent::Join { sub: i as u32 },
+            );
+            if let Some(leave) = s.leave_ms {
+                ctx.schedule_at(
+                    SimTime::from_millis(leave),
+                    BusEvent::Leave { sub: i as u32 },
+                );
+            }
+        }
+        for t in 0..self.knobs.topics.len() {
+            self.schedule_publish(ctx, t as u32);
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, ctx: &mut Ctx<BusEvent>, event: BusEvent) -> Result<(), Violation> {
+        let now = Self::now(ctx);
+        match event {
+            BusEvent::Publish { topic } => {
+                self.schedule_publish(ctx, topic);
+                if self.waiting[topic as usize].is_some() {
+                    // This publisher is blocked on a full topic: it publishes nothing new.
+                    return Ok(());
+                }
+                let payload = self.next_payload;
+                self.next_payload += 1;
+                let stray = self.rng_publish.below(100) < u64::from(self.knobs.stray_percent);
+                if !self.try_publish(ctx, topic, payload, stray)? {
+                    self.waiting[topic as usize] = Some(payload);
+                    self.stats.waited += 1;
+                    ctx.schedule_in(
+                        SimDuration::from_millis(self.knobs.publish_retry_ms),
+                        BusEvent::PublishRetry { topic },
+                    );
+                }
+            }
+            BusEvent::PublishRetry { topic } => {
+                if let Some(payload) = self.waiting[topic as usize] {
+                    if self.try_publish(ctx, topic, payload, false)? {
+                        self.waiting[topic as usize] = None;
+                    } else {
+                        ctx.schedule_in(
+                            SimDuration::from_millis(self.knobs.publish_retry_ms),
+                            BusEvent::PublishRetry { topic },
+                        );
+                    }
+                }
+            }
+            BusEvent::HandlerDone { sub, life, ok } => {
+                let s = &mut self.subs[sub as usize];
+                if s.life != life || !s.up {
+                    return Ok(());
+                }
+                let Some((token, topic, seq, redriven)) = s.busy.take() else {
+                    return Ok(());
+                };
+                let still = s.id.is_some();
+                if ok {
+                    self.bus.ack(&token, now);
+                    if still {
+                        self.stats.handled += 1;
+                        self.checker
+                            .on_handled(sub, &topic, seq, redriven, ctx.now());
+                    }
+                } else {
+                    self.stats.failures += 1;
+                    self.bus.nack(&token, now);
+                    if let (true, Some(id)) = (still, self.subs[sub as usize].id) {
+                        let dead = self
+                            .bus
+                            .dead_letters(id)
+                            .iter()
+                            .any(|(t, s)| *t == topic && *s == seq);
+                        ctx.cover(if dead { "bus.dead_letter" } else { "bus.retry" });
+                        self.checker.on_failed(sub, &topic, seq, redriven, dead)?;
+                    }
+                }
+                self.pump(ctx, sub)?;
+                self.schedule_wake(ctx);
+            }
+            BusEvent::Wake => {
+                self.wake_at = None;
+                self.pump_all(ctx)?;
+                self.schedule_wake(ctx);
+            }
+            BusEvent::Join { sub } => {
+                let topics: Vec<String> = self.knobs.subscribers[sub as usize]
+                    .topics
+                    .iter()
+                    .map(|t| self.knobs.topics[*t].clone())
+                    .collect();
+                let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+                let id = self.bus.subscribe(&refs, now);
+                if ctx.now() > SimTime::ZERO {
+                    ctx.cover("bus.late_subscribe");
+                }
+                self.checker.on_join(sub, &topics);
+                let s = &mut self.subs[sub as usize];
+                s.id = Some(id);
+                self.states
+                    .push((ctx.now(), sub, if s.up { "up" } else { "crashed" }));
+                if !s.up {
+                    self.bus.crash(id, now);
+                }
+                self.pump(ctx, sub)?;
+            }
+            BusEvent::Leave { sub } => {
+                if let Some(id) = self.subs[sub as usize].id.take() {
+                    self.bus.unsubscribe(id, now);
+                    ctx.cover("bus.unsubscribe");
+                    self.checker.on_leave(sub);
+                    self.subs[sub as usize].left = Some(id);
+                    self.subs[sub as usize].busy = None;
+                    self.states.push((ctx.now(), sub, "left"));
+                    self.pump(ctx, sub)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_fault(&mut self, ctx: &mut Ctx<BusEvent>, edge: FaultEdge) -> Result<(), Violation> {
+        if edge.fault.kind != FaultKind::Crash {
+            return Ok(());
+        }
+        let Some(i) = self
+            .knobs
+            .subscribers
+            .iter()
+            .position(|s| s.name == edge.fault.target)
+        else {
+            return Ok(());
+        };
+        let now = Self::now(ctx);
+        let s = &mut self.subs[i];
+        if edge.started && s.up {
+            s.up = false;
+            s.life += 1;
+            s.busy = None;
+            if let Some(id) = s.id {
+                self.bus.crash(id, now);
+                self.states.push((ctx.now(), i as u32, "crashed"));
+            }
+        } else if !edge.started && !s.up {
+            s.up = true;
+            if let Some(id) = s.id {
+                self.bus.resume(id, now);
+                ctx.cover("bus.resume_after_crash");
+                self.states.push((ctx.now(), i as u32, "up"));
+            }
+            self.pump(ctx, i as u32)?;
+        }
+        Ok(())
+    }
+
+    fn heal(&mut self, ctx: &mut Ctx<BusEvent>) -> Result<(), Violation> {
+        // Dead letters get another chance once the faults are over.
+        let now = Self::now(ctx);
+        for i in 0..self.subs.len() {
+            if let Some(id) = self.subs[i].id {
+                let letters = self.bus.dead_letters(id);
+                if !letters.is_empty() {
+                    self.checker.on_redrive(i as u32, &letters);
+                    self.bus.redrive(id, now);
+                    ctx.cover("bus.redrive");
+                }
+            }
+        }
+        self.pump_all(ctx)?;
+        self.schedule_wake(ctx);
+        Ok(())
+    }
+
+    fn is_quiescent(&self, ctx: &Ctx<BusEvent>) -> bool {
+        ctx.is_healed() && self.quiet(Self::now(ctx))
+    }
+
+    fn finish(&mut self, _ctx: &mut Ctx<BusEvent>) -> Result<(), Violation> {
+        let mut letters = BTreeMap::new();
+        for (i, s) in self.subs.iter().enumerate() {
+            if let Some(id) = s.id {
+                letters.insert(i as u32, self.bus.dead_letters(id));
+            }
+        }
+        self.stats.lag_ms_max = self
+            .checker
+            .lags
+            .values()
+            .flatten()
+            .map(|(_, l)| *l)
+            .fold(0.0, f64::max);
+        self.checker.finish(&letters, self.bus.dead_events())
+    }
+}
+
+/// Runs `bus` in the world for `knobs` under `plan`.
+pub fn run<B: EventBus>(
+    knobs: &BusKnobs,
+    plan: FaultPlan,
+    bus: B,
+    trace: TraceMode,
+) -> (RunReport, BusWorld<B>) {
+    let mut world = BusWorld::new(knobs.clone(), bus);
+    let report = Simulation::new(knobs.seed)
+        .plan(plan)
+        .trace(trace)
+        .events_max(5_000_000)
+        .liveness_max(SimDuration::from_secs(3_600))
+        .replay_hint("cargo run --release -- replay bus --seed {seed}")
+        .run(&mut world);
+    (report, world)
+}
+
+/// Runs the reference bus for `seed`.
+pub fn run_seed(
+    seed: u64,
+    trace: TraceMode,
+) -> Result<(RunReport, BusWorld<Bus<u64>>), ConfigError> {
+    let knobs = BusKnobs::from_seed(seed);
+    let bus = knobs.reference_bus()?;
+    Ok(run(&knobs, knobs.fault_plan(), bus, trace))
+}
