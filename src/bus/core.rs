@@ -1168,7 +1168,11 @@ mod tests {
         });
         assert_eq!(n, 3);
         assert_eq!(seen, vec![(0, 0), (1, 1), (2, 2)]);
-        assert_eq!(b.handle_available(s, t(0), usize::MAX, |_, _, _| true), 0, "waiting");
+        assert_eq!(
+            b.handle_available(s, t(0), usize::MAX, |_, _, _| true),
+            0,
+            "waiting"
+        );
         let due = b.poll_timeout().unwrap();
         // The retry fails again: dead letter (2 attempts), then the rest goes through.
         let n = b.handle_available(s, due, usize::MAX, |_, _, p| *p != 2);
@@ -1176,7 +1180,11 @@ mod tests {
         assert_eq!(b.dead_letters(s).len(), 1);
         assert_eq!(b.lag(s, "a"), 0);
         // The other subscriber was never held back, and once it is done, nothing is kept.
-        assert_eq!(b.handle_available(other, t(0), 2, |_, _, _| true), 2, "at most max");
+        assert_eq!(
+            b.handle_available(other, t(0), 2, |_, _, _| true),
+            2,
+            "at most max"
+        );
         assert_eq!(drain(&mut b, other, t(0)), vec![2, 3, 4]);
         assert_eq!(b.retained("a"), 0);
     }
