@@ -15,3 +15,4 @@ pub mod breaker;
 pub mod bus;
 pub mod clock;
 pub mod harness;
+pub mod saga;

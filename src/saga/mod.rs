@@ -1,0 +1,58 @@
+//! Sagas: a checkout that spans three independent services (create the order, reserve
+//! inventory, charge the payment), where a failure at any step undoes the steps before
+//! it, orchestrated from a durable log.
+//!
+//! - [`services`]: the three participants as plain, durable, idempotent state machines
+//!   ([`OrderService`], [`InventoryService`], [`PaymentService`], bundled as
+//!   [`Services`]). A duplicated or retried [`Command`] has the effect of one and gets
+//!   the same [`Reply`]; a compensation is safe when its action never took effect, and
+//!   an action arriving after its compensation takes no effect.
+//! - [`orchestrator`]: the sans-IO [`Orchestrator`] for many concurrent sagas. It emits
+//!   log records and commands in the order they must happen (write-ahead: the intent
+//!   before the command), retries on timeout with the same idempotency key, compensates
+//!   in reverse order, and [recovers](Orchestrator::recover) from its log after a crash
+//!   at any point.
+//!
+//! ```
+//! use faultline::clock::Instant;
+//! use faultline::saga::{
+//!     InventoryService, Orchestrator, Order, Output, PaymentService, SagaConfig, SagaId,
+//!     SagaState, Services,
+//! };
+//!
+//! let mut services = Services::new(InventoryService::new([(1, 10)]), PaymentService::new());
+//! let mut orchestrator = Orchestrator::new(SagaConfig::default());
+//! let mut log = Vec::new(); // stands for durable storage
+//! let now = Instant::ZERO;
+//! orchestrator.start(SagaId(1), Order { item: 1, qty: 2, amount: 500 }, now);
+//! while let Some(output) = orchestrator.poll_output() {
+//!     match output {
+//!         Output::Append(record) => log.push(record),
+//!         Output::Send(cmd, attempt) => {
+//!             let reply = services.handle(&cmd);
+//!             orchestrator.on_reply(cmd.saga, cmd.step, cmd.kind, attempt, reply, now);
+//!         }
+//!         Output::Alert { saga, reason } => eprintln!("{saga}: {reason}"),
+//!     }
+//! }
+//! assert_eq!(orchestrator.state(SagaId(1)), Some(SagaState::Completed));
+//! assert_eq!(services.inventory.available(1), 8);
+//! assert_eq!(services.payment.captured_total(), 500);
+//!
+//! // After a crash, a new orchestrator rebuilds the same state from the log.
+//! let recovered = Orchestrator::recover(SagaConfig::default(), &log, now);
+//! assert_eq!(recovered.state(SagaId(1)), Some(SagaState::Completed));
+//! ```
+
+pub mod orchestrator;
+pub mod services;
+
+pub use self::orchestrator::{
+    AlertReason, LogRecord, Orchestrator, Output, SagaConfig, SagaConfigBuilder, SagaState,
+    SagaTotals, StepProgress,
+};
+pub use self::services::{
+    Charge, ChargeState, Command, EffectLedger, IdempotencyKey, InventoryService, Kind, Order,
+    OrderService, OrderStatus, PaymentService, Refusal, Reply, Reservation, ReservationState,
+    SagaId, Services, StepId,
+};
