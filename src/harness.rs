@@ -122,6 +122,7 @@ pub fn patterns() -> Vec<&'static dyn Pattern> {
     vec![
         &crate::breaker::pattern::BreakerPattern,
         &crate::bus::pattern::BusPattern,
+        &crate::saga::pattern::SagaPattern,
     ]
 }
 

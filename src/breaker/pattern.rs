@@ -83,7 +83,7 @@ impl Pattern for BreakerPattern {
     fn default_seeds(&self) -> SeedRange {
         SeedRange {
             start: 0,
-            end: 80_000,
+            end: 70_000,
         }
     }
 

@@ -44,8 +44,11 @@
 //! assert_eq!(recovered.state(SagaId(1)), Some(SagaState::Completed));
 //! ```
 
+pub mod mutants;
 pub mod orchestrator;
+pub mod pattern;
 pub mod services;
+pub mod world;
 
 pub use self::orchestrator::{
     AlertReason, LogRecord, Orchestrator, Output, SagaConfig, SagaConfigBuilder, SagaState,

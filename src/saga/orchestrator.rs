@@ -410,7 +410,6 @@ pub struct SagaTotals {
 
 /// A deliberate defect, set only by mutation tests. The reference has none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) enum Flaw {
     None,
     /// A failed or timed-out compensation is dropped and recorded as done: the saga
@@ -422,6 +421,8 @@ pub(crate) enum Flaw {
     SendBeforeLog,
     /// Steps that were never sent are compensated too.
     CompensateNeverSent,
+    /// A saga whose compensation is exhausted ends Failed without an alert.
+    SilentFailure,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -928,6 +929,11 @@ impl Orchestrator {
     }
 
     fn fail(&mut self, id: SagaId, saga: &mut Saga, index: usize) {
+        if self.flaw == Flaw::SilentFailure {
+            // The defect: the saga is given up on without telling anyone.
+            self.end(id, saga, SagaState::Failed);
+            return;
+        }
         if let Some(&step) = self.config.steps.get(index) {
             let attempts = saga.steps[index].compensation_attempts;
             self.outputs.push_back(Output::Alert {

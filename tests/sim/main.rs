@@ -8,3 +8,4 @@ mod support;
 mod breaker;
 mod bus;
 mod cli;
+mod saga;

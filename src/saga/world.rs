@@ -1,0 +1,753 @@
+//! The simulated checkout: customers check out at a steady rate; the orchestrator
+//! writes its log to a durable store (each append takes disk time, and nothing after it
+//! happens before it is durable), sends commands over links that drop, duplicate and
+//! delay, to services that go down, get slow, or do the work and lose the reply; the
+//! orchestrator itself crashes and recovers from its log. The checks run at rest.
+
+use crate::breaker::ConfigError;
+use crate::clock::Instant;
+use crate::saga::orchestrator::{Flaw, LogRecord, Orchestrator, Output, SagaConfig, SagaState};
+use crate::saga::services::{
+    Command, InventoryService, Kind, Order, PaymentService, Reply, SagaId, Services, StepId,
+};
+use faultline_sim::prelude::*;
+use faultline_sim::{FaultKindTag, TraceMode};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// The saga invariants, in order.
+pub const INVARIANTS: [&str; 5] = [
+    "saga.at_rest",
+    "saga.conservation",
+    "saga.compensation_order",
+    "saga.idempotent",
+    "saga.write_ahead",
+];
+
+/// Coverage marks of the saga world.
+pub const MARKS: &[&str] = &[
+    "saga.completed",
+    "saga.compensated",
+    "saga.failed",
+    "saga.recovered_from_log",
+    "saga.unknown_outcome_timeout",
+    "saga.compensation_retry",
+    "saga.refused",
+    "saga.duplicate_delivered",
+    "saga.reply_lost",
+];
+
+const SERVICES: [&str; 3] = ["orders", "inventory", "payment"];
+const ORCHESTRATOR: &str = "orchestrator";
+
+fn service(step: StepId) -> &'static str {
+    match step {
+        StepId::Order => "orders",
+        StepId::Inventory => "inventory",
+        StepId::Payment => "payment",
+    }
+}
+
+/// Every knob of one checkout scenario, all from one seed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SagaKnobs {
+    /// The seed.
+    pub seed: u64,
+    /// End of the safety phase, ms.
+    pub horizon_ms: u64,
+    /// Checkouts per second.
+    pub checkouts_per_sec: u32,
+    /// Items on sale, each with this stock.
+    pub stock: Vec<u32>,
+    /// Share of checkouts whose card is declined, percent.
+    pub decline_percent: u32,
+    /// Network latency per message, ms (min, max).
+    pub latency_ms: (u64, u64),
+    /// Time to make one log record durable, ms.
+    pub disk_ms: u64,
+    /// Per-attempt step timeout, ms.
+    pub step_timeout_ms: u64,
+    /// Attempts per step action.
+    pub attempts_max: u32,
+    /// Attempts per compensation before the saga fails.
+    pub compensation_attempts_max: u32,
+    /// Retry backoff (base, cap), ms.
+    pub backoff_ms: (u64, u64),
+}
+
+impl SagaKnobs {
+    /// Expands `seed` into every knob.
+    pub fn from_seed(seed: u64) -> SagaKnobs {
+        let mut r = SimRng::new(seed).fork("saga.knobs");
+        let items = r.between(1, 3) as usize;
+        let base = r.between(10, 100);
+        SagaKnobs {
+            seed,
+            horizon_ms: 20_000,
+            checkouts_per_sec: r.between(2, 30) as u32,
+            stock: (0..items).map(|_| r.between(10, 300) as u32).collect(),
+            decline_percent: r.between(0, 20) as u32,
+            latency_ms: {
+                let lo = r.between(1, 10);
+                (lo, lo + r.between(0, 20))
+            },
+            disk_ms: r.between(1, 5),
+            step_timeout_ms: r.between(100, 800),
+            attempts_max: r.between(1, 4) as u32,
+            compensation_attempts_max: r.between(5, 12) as u32,
+            backoff_ms: (base, base * r.between(1, 10)),
+        }
+    }
+
+    /// The saga configuration.
+    pub fn config(&self) -> Result<SagaConfig, ConfigError> {
+        SagaConfig::builder()
+            .step_timeout(Duration::from_millis(self.step_timeout_ms))
+            .attempts_max(self.attempts_max)
+            .compensation_attempts_max(self.compensation_attempts_max)
+            .backoff(
+                Duration::from_millis(self.backoff_ms.0),
+                Duration::from_millis(self.backoff_ms.1),
+            )
+            .seed(self.seed)
+            .build()
+    }
+
+    /// The fault plans this world understands.
+    pub fn fault_profile(&self) -> FaultProfile {
+        let mut p = FaultProfile::new(self.horizon_ms)
+            .kinds([
+                FaultKindTag::Outage,
+                FaultKindTag::Slow,
+                FaultKindTag::Errors,
+                FaultKindTag::Crash,
+                FaultKindTag::Drop,
+                FaultKindTag::Duplicate,
+                FaultKindTag::Delay,
+            ])
+            .faults(1, 8)
+            .duration_ms(100, 4_000)
+            .latency_ms_max(1_500)
+            .node(ORCHESTRATOR);
+        for s in SERVICES {
+            p = p
+                .target(s)
+                .node(s)
+                .link(format!("to-{s}"))
+                .link(format!("from-{s}"));
+        }
+        p
+    }
+
+    /// The fault plan this seed generates.
+    pub fn fault_plan(&self) -> FaultPlan {
+        FaultPlan::generate(
+            &mut SimRng::new(self.seed).fork("saga.plan"),
+            &self.fault_profile(),
+        )
+    }
+}
+
+/// The world's events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SagaEvent {
+    /// A customer checks out.
+    Checkout,
+    /// The record being written is durable.
+    AppendDone {
+        /// The orchestrator's life (a crash ends it).
+        life: u64,
+    },
+    /// A command reaches its service.
+    Deliver {
+        /// The command.
+        cmd: Command,
+        /// Its attempt number.
+        attempt: u32,
+    },
+    /// A reply reaches the orchestrator.
+    Reply {
+        /// The command answered.
+        cmd: Command,
+        /// Its attempt number.
+        attempt: u32,
+        /// The answer.
+        reply: Reply,
+    },
+    /// A timer of the orchestrator may be due.
+    Tick,
+}
+
+/// Figures of one run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SagaStats {
+    /// Sagas started.
+    pub started: u64,
+    /// Completed.
+    pub completed: u64,
+    /// Compensated.
+    pub compensated: u64,
+    /// Failed (with an alert).
+    pub failed: u64,
+    /// Orchestrator recoveries from the log.
+    pub recoveries: u64,
+    /// Commands sent.
+    pub sends: u64,
+    /// Log records made durable.
+    pub records: u64,
+}
+
+/// The checkout world. `flaw` and `idempotent_payment` select mutants.
+pub struct SagaWorld {
+    knobs: SagaKnobs,
+    config: SagaConfig,
+    flaw: Flaw,
+    orchestrator: Option<Orchestrator>,
+    life: u64,
+    /// The durable log.
+    pub log: Vec<LogRecord>,
+    /// The intents in the durable log (for the write-ahead check).
+    durable_intents: BTreeSet<(SagaId, StepId, Kind, u32)>,
+    /// Sagas already seen at rest (for the swimlanes).
+    ended: BTreeSet<SagaId>,
+    settled_seen: u64,
+    pipeline: VecDeque<Output>,
+    writing: bool,
+    /// The three services (durable).
+    pub services: Services,
+    next_saga: u64,
+    waiting_starts: Vec<(SagaId, Order)>,
+    orders: BTreeMap<SagaId, Order>,
+    alerts: BTreeSet<SagaId>,
+    /// Actions sent, per (saga, step).
+    sent: BTreeSet<(SagaId, StepId)>,
+    /// Compensations that took effect, per saga, in order.
+    compensation_effects: BTreeMap<SagaId, Vec<StepId>>,
+    tick_at: Option<SimTime>,
+    rng: SimRng,
+    /// Figures of the run.
+    pub stats: SagaStats,
+    /// Saga swimlanes: (saga, time, what).
+    pub lanes: Vec<(SagaId, SimTime, String)>,
+}
+
+impl SagaWorld {
+    /// A world for `knobs`; `flaw` is `None` for the reference.
+    pub(crate) fn with(
+        knobs: SagaKnobs,
+        flaw: Flaw,
+        idempotent_payment: bool,
+    ) -> Result<Self, ConfigError> {
+        let config = knobs.config()?;
+        let mut r = SimRng::new(knobs.seed).fork("saga.declines");
+        let declined: Vec<SagaId> = (0..10_000)
+            .filter(|_| r.below(100) < u64::from(knobs.decline_percent))
+            .map(SagaId)
+            .collect();
+        let mut payment = PaymentService::new().with_declined(declined);
+        payment.idempotent = idempotent_payment;
+        let inventory =
+            InventoryService::new(knobs.stock.iter().enumerate().map(|(i, s)| (i as u32, *s)));
+        Ok(SagaWorld {
+            orchestrator: Some(Orchestrator::new(config.clone()).with_flaw(flaw)),
+            config,
+            flaw,
+            life: 0,
+            log: Vec::new(),
+            durable_intents: BTreeSet::new(),
+            ended: BTreeSet::new(),
+            settled_seen: u64::MAX,
+            pipeline: VecDeque::new(),
+            writing: false,
+            services: Services::new(inventory, payment),
+            next_saga: 0,
+            waiting_starts: Vec::new(),
+            orders: BTreeMap::new(),
+            alerts: BTreeSet::new(),
+            sent: BTreeSet::new(),
+            compensation_effects: BTreeMap::new(),
+            tick_at: None,
+            rng: SimRng::new(knobs.seed).fork("saga.world"),
+            stats: SagaStats::default(),
+            lanes: Vec::new(),
+            knobs,
+        })
+    }
+
+    /// The reference world for `knobs`.
+    pub fn new(knobs: SagaKnobs) -> Result<Self, ConfigError> {
+        Self::with(knobs, Flaw::None, true)
+    }
+
+    /// The knobs.
+    pub fn knobs(&self) -> &SagaKnobs {
+        &self.knobs
+    }
+
+    fn now(ctx: &Ctx<SagaEvent>) -> Instant {
+        Instant::from_nanos(ctx.now().as_nanos())
+    }
+
+    fn latency(&mut self) -> SimDuration {
+        let (lo, hi) = self.knobs.latency_ms;
+        SimDuration::from_micros(self.rng.between(lo * 1_000, hi * 1_000))
+    }
+
+    /// Drains the orchestrator's outputs into the pipeline and runs it.
+    fn pump(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
+        let Some(o) = self.orchestrator.as_mut() else {
+            return Ok(());
+        };
+        while let Some(out) = o.poll_output() {
+            self.pipeline.push_back(out);
+        }
+        self.run_pipeline(ctx)?;
+        if let Some(o) = &self.orchestrator
+            && let Some(at) = o.poll_timeout()
+        {
+            let at = SimTime::from_nanos(at.as_nanos()).max(ctx.now());
+            if self.tick_at.is_none_or(|t| at < t || t < ctx.now()) {
+                self.tick_at = Some(at);
+                ctx.schedule_at(at, SagaEvent::Tick);
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out outputs in order; an append blocks what follows until durable.
+    fn run_pipeline(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
+        while !self.writing {
+            let Some(out) = self.pipeline.front().copied() else {
+                return Ok(());
+            };
+            match out {
+                Output::Append(_) => {
+                    self.writing = true;
+                    ctx.schedule_in(
+                        SimDuration::from_millis(self.knobs.disk_ms),
+                        SagaEvent::AppendDone { life: self.life },
+                    );
+                    return Ok(());
+                }
+                Output::Send(cmd, attempt) => {
+                    self.pipeline.pop_front();
+                    self.send(ctx, cmd, attempt)?;
+                }
+                Output::Alert { saga, reason } => {
+                    self.pipeline.pop_front();
+                    ctx.record(ORCHESTRATOR, format_args!("ALERT {saga}: {reason}"));
+                    self.alerts.insert(saga);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send(
+        &mut self,
+        ctx: &mut Ctx<SagaEvent>,
+        cmd: Command,
+        attempt: u32,
+    ) -> Result<(), Violation> {
+        // Write-ahead: the intent must be durable before its command leaves.
+        if !self
+            .durable_intents
+            .contains(&(cmd.saga, cmd.step, cmd.kind, attempt))
+        {
+            return Err(Violation::new(
+                "saga.write_ahead",
+                format!("{cmd} (attempt {attempt}) was sent before the log recorded its intent"),
+            ));
+        }
+        // A compensation only for a step whose action the log says was attempted.
+        if cmd.kind == Kind::Compensation
+            && !self
+                .durable_intents
+                .range(
+                    (cmd.saga, cmd.step, Kind::Action, 0)
+                        ..=(cmd.saga, cmd.step, Kind::Action, u32::MAX),
+                )
+                .any(|_| true)
+        {
+            return Err(Violation::new(
+                "saga.compensation_order",
+                format!("{cmd} compensates a step whose action was never attempted"),
+            ));
+        }
+        self.stats.sends += 1;
+        if cmd.kind == Kind::Action {
+            self.sent.insert((cmd.saga, cmd.step));
+        }
+        if attempt > 1 && cmd.kind == Kind::Compensation {
+            ctx.cover("saga.compensation_retry");
+        }
+        ctx.record(ORCHESTRATOR, format_args!("send {cmd} attempt {attempt}"));
+        let svc = service(cmd.step);
+        let fate = ctx.faults().link(&format!("to-{svc}"));
+        if fate.copies > 1 {
+            ctx.cover("saga.duplicate_delivered");
+        }
+        for _ in 0..fate.copies {
+            let delay = self.latency() + fate.extra_delay;
+            ctx.schedule_in(delay, SagaEvent::Deliver { cmd, attempt });
+        }
+        Ok(())
+    }
+
+    fn start_saga(
+        &mut self,
+        ctx: &mut Ctx<SagaEvent>,
+        saga: SagaId,
+        order: Order,
+    ) -> Result<(), Violation> {
+        if let Some(o) = self.orchestrator.as_mut() {
+            o.start(saga, order, Self::now(ctx));
+            self.lanes.push((saga, ctx.now(), "started".into()));
+            self.pump(ctx)
+        } else {
+            self.waiting_starts.push((saga, order));
+            Ok(())
+        }
+    }
+
+    fn note_rest_states(&mut self, ctx: &mut Ctx<SagaEvent>) {
+        let Some(o) = &self.orchestrator else { return };
+        let t = o.totals();
+        let settled = t.completed + t.compensated + t.failed;
+        if settled == self.settled_seen {
+            return;
+        }
+        self.settled_seen = settled;
+        let ended: Vec<(SagaId, SagaState)> = o
+            .sagas()
+            .filter(|(s, st)| st.is_at_rest() && !self.ended.contains(s))
+            .collect();
+        for (s, st) in ended {
+            self.ended.insert(s);
+            self.lanes.push((s, ctx.now(), format!("ended {st:?}")));
+        }
+    }
+}
+
+impl World for SagaWorld {
+    type Event = SagaEvent;
+
+    fn marks(&self) -> Vec<&'static str> {
+        MARKS.to_vec()
+    }
+
+    fn start(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
+        ctx.schedule_in(SimDuration::from_millis(1), SagaEvent::Checkout);
+        Ok(())
+    }
+
+    fn handle(&mut self, ctx: &mut Ctx<SagaEvent>, event: SagaEvent) -> Result<(), Violation> {
+        let now = Self::now(ctx);
+        match event {
+            SagaEvent::Checkout => {
+                let mean = 1_000_000_000 / u64::from(self.knobs.checkouts_per_sec.max(1));
+                let next = ctx.now()
+                    + SimDuration::from_nanos(self.rng.between(mean / 2, mean + mean / 2));
+                if next < ctx.horizon() {
+                    ctx.schedule_at(next, SagaEvent::Checkout);
+                }
+                let saga = SagaId(self.next_saga);
+                self.next_saga += 1;
+                let order = Order {
+                    item: self.rng.below(self.knobs.stock.len() as u64) as u32,
+                    qty: self.rng.between(1, 3) as u32,
+                    amount: self.rng.between(100, 5_000),
+                };
+                self.start_saga(ctx, saga, order)?;
+            }
+            SagaEvent::AppendDone { life } => {
+                if life != self.life || self.orchestrator.is_none() {
+                    return Ok(());
+                }
+                self.writing = false;
+                if let Some(Output::Append(record)) = self.pipeline.pop_front() {
+                    match record {
+                        LogRecord::StepIntent {
+                            saga,
+                            step,
+                            attempt,
+                        } => {
+                            self.durable_intents
+                                .insert((saga, step, Kind::Action, attempt));
+                        }
+                        LogRecord::CompensationIntent {
+                            saga,
+                            step,
+                            attempt,
+                        } => {
+                            self.durable_intents
+                                .insert((saga, step, Kind::Compensation, attempt));
+                        }
+                        LogRecord::Started { saga, order } => {
+                            // Only now is the checkout accepted.
+                            self.orders.insert(saga, order);
+                            self.stats.started += 1;
+                        }
+                        _ => {}
+                    }
+                    self.log.push(record);
+                    self.stats.records += 1;
+                }
+                self.run_pipeline(ctx)?;
+            }
+            SagaEvent::Deliver { cmd, attempt } => {
+                let svc = service(cmd.step);
+                let mut faults = ctx.faults();
+                if faults.is_down(svc) || faults.is_crashed(svc) {
+                    return Ok(());
+                }
+                let extra = faults.extra_latency(svc);
+                let lose_reply = faults.injects_error(svc);
+                let key = cmd.key();
+                let before = self.services.effects(key);
+                let reply = self.services.handle(&cmd);
+                if cmd.kind == Kind::Compensation && before == 0 && self.services.effects(key) > 0 {
+                    self.compensation_effects
+                        .entry(cmd.saga)
+                        .or_default()
+                        .push(cmd.step);
+                }
+                if !reply.is_ok() && cmd.kind == Kind::Action {
+                    ctx.cover("saga.refused");
+                }
+                ctx.record(svc, format_args!("{cmd} attempt {attempt} -> {reply:?}"));
+                if lose_reply {
+                    ctx.cover("saga.reply_lost");
+                    return Ok(());
+                }
+                let fate = ctx.faults().link(&format!("from-{svc}"));
+                for _ in 0..fate.copies {
+                    let delay = self.latency() + extra + fate.extra_delay;
+                    ctx.schedule_in(
+                        delay,
+                        SagaEvent::Reply {
+                            cmd,
+                            attempt,
+                            reply,
+                        },
+                    );
+                }
+            }
+            SagaEvent::Reply {
+                cmd,
+                attempt,
+                reply,
+            } => {
+                if let Some(o) = self.orchestrator.as_mut() {
+                    o.on_reply(cmd.saga, cmd.step, cmd.kind, attempt, reply, now);
+                    self.pump(ctx)?;
+                }
+            }
+            SagaEvent::Tick => {
+                self.tick_at = None;
+                if let Some(o) = self.orchestrator.as_mut() {
+                    let before = o.totals().timeouts;
+                    o.handle_timeout(now);
+                    if o.totals().timeouts > before {
+                        ctx.cover("saga.unknown_outcome_timeout");
+                    }
+                    self.pump(ctx)?;
+                }
+            }
+        }
+        self.note_rest_states(ctx);
+        Ok(())
+    }
+
+    fn on_fault(&mut self, ctx: &mut Ctx<SagaEvent>, edge: FaultEdge) -> Result<(), Violation> {
+        if edge.fault.kind != FaultKind::Crash || edge.fault.target != ORCHESTRATOR {
+            return Ok(());
+        }
+        if edge.started && self.orchestrator.is_some() {
+            // Memory is lost: what was not durable is gone. Checkouts whose start was
+            // not yet durable were never accepted: their customers try again.
+            for out in &self.pipeline {
+                if let Output::Append(LogRecord::Started { saga, order }) = out {
+                    self.waiting_starts.push((*saga, *order));
+                }
+            }
+            self.orchestrator = None;
+            self.pipeline.clear();
+            self.writing = false;
+            self.life += 1;
+            ctx.record(ORCHESTRATOR, "crashed");
+        } else if !edge.started && self.orchestrator.is_none() {
+            let o = Orchestrator::recover_flawed(
+                self.config.clone(),
+                &self.log,
+                Self::now(ctx),
+                self.flaw,
+            );
+            self.orchestrator = Some(o);
+            self.settled_seen = u64::MAX;
+            self.stats.recoveries += 1;
+            ctx.cover("saga.recovered_from_log");
+            ctx.record(
+                ORCHESTRATOR,
+                format_args!("recovered from {} log records", self.log.len()),
+            );
+            for (saga, order) in std::mem::take(&mut self.waiting_starts) {
+                self.start_saga(ctx, saga, order)?;
+            }
+            self.pump(ctx)?;
+        }
+        Ok(())
+    }
+
+    fn heal(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
+        self.pump(ctx)
+    }
+
+    fn is_quiescent(&self, ctx: &Ctx<SagaEvent>) -> bool {
+        ctx.is_healed()
+            && self.waiting_starts.is_empty()
+            && self.pipeline.is_empty()
+            && self.orchestrator.as_ref().is_some_and(|o| o.is_at_rest())
+    }
+
+    fn finish(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
+        let Some(o) = &self.orchestrator else {
+            return Err(Violation::new(
+                "saga.at_rest",
+                "the orchestrator is down at rest",
+            ));
+        };
+        // 1. Every saga at rest; Failed only with an alert, after its compensation
+        //    kept failing.
+        for saga in self.orders.keys() {
+            match o.state(*saga) {
+                None => {
+                    return Err(Violation::new(
+                        "saga.at_rest",
+                        format!("{saga} was started but is unknown to the orchestrator"),
+                    ));
+                }
+                Some(st) if !st.is_at_rest() => {
+                    return Err(Violation::new(
+                        "saga.at_rest",
+                        format!("{saga} is left {st:?}"),
+                    ));
+                }
+                Some(SagaState::Failed) => {
+                    ctx.cover("saga.failed");
+                    self.stats.failed += 1;
+                    let exhausted = StepId::ALL.iter().any(|s| {
+                        o.progress(*saga, *s).is_some_and(|p| {
+                            p.compensation_attempts >= self.knobs.compensation_attempts_max
+                        })
+                    });
+                    if !self.alerts.contains(saga) || !exhausted {
+                        return Err(Violation::new(
+                            "saga.at_rest",
+                            format!(
+                                "{saga} ended Failed without an alert after an exhausted compensation"
+                            ),
+                        ));
+                    }
+                }
+                Some(SagaState::Completed) => {
+                    ctx.cover("saga.completed");
+                    self.stats.completed += 1;
+                }
+                Some(_) => {
+                    ctx.cover("saga.compensated");
+                    self.stats.compensated += 1;
+                }
+            }
+        }
+        // 4. Duplicates had no extra effect.
+        let most = self.services.effects_max();
+        if most > 1 {
+            return Err(Violation::new(
+                "saga.idempotent",
+                format!("one command took effect {most} times"),
+            ));
+        }
+        // 2. Conservation.
+        if !self.services.is_conserved() {
+            return Err(Violation::new(
+                "saga.conservation",
+                "stock or money is not conserved",
+            ));
+        }
+        for saga in self.orders.keys() {
+            match o.state(*saga) {
+                Some(SagaState::Completed) if !self.services.holds_all(*saga) => {
+                    return Err(Violation::new(
+                        "saga.conservation",
+                        format!("{saga} completed but does not hold its order, stock and payment"),
+                    ));
+                }
+                Some(SagaState::Compensated) if self.services.holds(*saga) => {
+                    return Err(Violation::new(
+                        "saga.conservation",
+                        format!("{saga} was compensated but still holds an order, stock or money"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        // 3. Compensations in reverse order, only for steps that were sent.
+        for (saga, effects) in &self.compensation_effects {
+            for w in effects.windows(2) {
+                if w[0] <= w[1] {
+                    return Err(Violation::new(
+                        "saga.compensation_order",
+                        format!("{saga}: {:?} was compensated before {:?}", w[0], w[1]),
+                    ));
+                }
+            }
+        }
+        for key in self
+            .services
+            .orders
+            .ledger()
+            .all_effects()
+            .chain(self.services.inventory.ledger().all_effects())
+            .chain(self.services.payment.ledger().all_effects())
+        {
+            let (k, n) = key;
+            if n > 0 && k.kind == Kind::Compensation && !self.sent.contains(&(k.saga, k.step)) {
+                return Err(Violation::new(
+                    "saga.compensation_order",
+                    format!(
+                        "{} of {:?} was compensated though its action was never sent",
+                        k.saga, k.step
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the world for `knobs` under `plan`.
+pub(crate) fn run_world(
+    world: SagaWorld,
+    plan: FaultPlan,
+    trace: TraceMode,
+) -> (RunReport, SagaWorld) {
+    let mut world = world;
+    let seed = world.knobs.seed;
+    let report = Simulation::new(seed)
+        .plan(plan)
+        .trace(trace)
+        .events_max(5_000_000)
+        .liveness_max(SimDuration::from_secs(3_600))
+        .replay_hint("cargo run --release -- replay saga --seed {seed}")
+        .run(&mut world);
+    (report, world)
+}
+
+/// Runs the reference for `seed`.
+pub fn run_seed(seed: u64, trace: TraceMode) -> Result<(RunReport, SagaWorld), ConfigError> {
+    let knobs = SagaKnobs::from_seed(seed);
+    let plan = knobs.fault_plan();
+    Ok(run_world(SagaWorld::new(knobs)?, plan, trace))
+}
