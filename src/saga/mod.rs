@@ -48,6 +48,7 @@ pub mod mutants;
 pub mod orchestrator;
 pub mod pattern;
 pub mod services;
+pub mod tokio;
 pub mod world;
 
 pub use self::orchestrator::{

@@ -1,0 +1,205 @@
+//! Saga throughput: checkouts driven to rest per second by the sans-IO orchestrator, and
+//! simulated events per second of the whole checkout world.
+//!
+//! - `saga/orchestrator`: [`SAGAS`] checkouts are started on one [`Orchestrator`] (all
+//!   in flight at once) and driven to rest against in-memory [`Services`], every
+//!   [`Output::Send`] delivered synchronously and its reply fed straight back (as in
+//!   the `faultline::saga` module example), every [`Output::Append`] pushed to a `Vec`
+//!   standing for the durable log. No message is lost, so no timer fires. Throughput is
+//!   in sagas.
+//!   - `no_faults`: enough stock, no declines: every saga completes (3 steps, 8 log
+//!     records, 3 commands).
+//!   - `refusals`: every 5th saga's card is declined: those compensate inventory and
+//!     order in reverse (12 records, 5 commands), the others complete.
+//! - `saga/world`: the whole simulated checkout world of seed 7 (its knobs and its
+//!   default-profile fault plan, trace off), run through `faultline_sim::Simulation`
+//!   with the reference bounds. Throughput is in simulated events.
+//!
+//! Setup (building the orchestrator, the services, the world and its plan) is outside
+//! the timed part; every figure is checked once before it is measured.
+//!
+//! Run with `cargo bench --bench saga`; `cargo bench --bench saga -- --test` runs each
+//! function once as a smoke test.
+
+// Bench code, not user input: a failed setup should abort loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use faultline::clock::Instant;
+use faultline::saga::world::{SagaKnobs, SagaWorld, run_seed};
+use faultline::saga::{
+    InventoryService, LogRecord, Orchestrator, Order, Output, PaymentService, SagaConfig, SagaId,
+    SagaState, Services,
+};
+use faultline_sim::{SimDuration, Simulation, TraceMode};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// Sagas per iteration of the orchestrator benchmarks.
+const SAGAS: u64 = 1_000;
+/// Every `DECLINE_EVERY`-th saga is declined in `refusals`.
+const DECLINE_EVERY: u64 = 5;
+/// The item every order buys.
+const ITEM: u32 = 1;
+/// Items per order.
+const QTY: u32 = 2;
+/// The world's seed (the golden seed).
+const WORLD_SEED: u64 = 7;
+
+/// The orders: saga `i` (1-based) buys [`QTY`] of [`ITEM`] for `100 + i`.
+fn orders() -> Vec<(SagaId, Order)> {
+    (1..=SAGAS)
+        .map(|i| {
+            let order = Order {
+                item: ITEM,
+                qty: QTY,
+                amount: 100 + i,
+            };
+            (SagaId(i), order)
+        })
+        .collect()
+}
+
+fn declined(id: SagaId) -> bool {
+    id.0.is_multiple_of(DECLINE_EVERY)
+}
+
+/// Fresh services with stock for every order; `refusals` declines every 5th card.
+fn services(refusals: bool) -> Services {
+    let stock = u32::try_from(SAGAS).unwrap() * QTY;
+    let mut payment = PaymentService::new();
+    if refusals {
+        payment = payment.with_declined((1..=SAGAS).map(SagaId).filter(|s| declined(*s)));
+    }
+    Services::new(InventoryService::new([(ITEM, stock)]), payment)
+}
+
+/// Everything one iteration leaves behind (dropped outside the timed part).
+struct Run {
+    orchestrator: Orchestrator,
+    services: Services,
+    log: Vec<LogRecord>,
+}
+
+/// Starts every order, then drains the outputs, delivering each command synchronously.
+fn drive(orders: &[(SagaId, Order)], mut run: Run) -> Run {
+    let now = Instant::ZERO;
+    for &(saga, order) in orders {
+        run.orchestrator.start(saga, order, now);
+    }
+    while let Some(output) = run.orchestrator.poll_output() {
+        match output {
+            Output::Append(record) => run.log.push(record),
+            Output::Send(cmd, attempt) => {
+                let reply = run.services.handle(&cmd);
+                run.orchestrator
+                    .on_reply(cmd.saga, cmd.step, cmd.kind, attempt, reply, now);
+            }
+            Output::Alert { saga, reason } => panic!("{saga}: {reason}"),
+        }
+    }
+    run
+}
+
+fn fresh(refusals: bool) -> Run {
+    Run {
+        orchestrator: Orchestrator::new(SagaConfig::default()),
+        services: services(refusals),
+        log: Vec::new(),
+    }
+}
+
+/// Checks one run: every saga at rest in the expected state, stock and money conserved.
+fn check(orders: &[(SagaId, Order)], run: &Run, refusals: bool) {
+    let o = &run.orchestrator;
+    assert!(o.is_at_rest());
+    assert_eq!(o.poll_timeout(), None, "no timer left");
+    let mut captured: u128 = 0;
+    let mut completed = 0;
+    for &(saga, order) in orders {
+        let expected = if refusals && declined(saga) {
+            SagaState::Compensated
+        } else {
+            captured += u128::from(order.amount);
+            completed += 1;
+            SagaState::Completed
+        };
+        assert_eq!(o.state(saga), Some(expected), "{saga}");
+    }
+    let totals = o.totals();
+    assert_eq!(totals.started, SAGAS);
+    assert_eq!(totals.completed, completed);
+    assert_eq!(totals.compensated, SAGAS - completed);
+    assert_eq!(totals.failed, 0);
+    assert!(run.services.is_conserved());
+    assert_eq!(run.services.payment.captured_total(), captured);
+    assert_eq!(
+        run.services.inventory.available(ITEM),
+        u32::try_from(SAGAS - completed).unwrap() * QTY
+    );
+}
+
+fn orchestrator(c: &mut Criterion) {
+    let orders = orders();
+    let mut group = c.benchmark_group("saga/orchestrator");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(SAGAS));
+    for (name, refusals) in [("no_faults", false), ("refusals", true)] {
+        check(&orders, &drive(&orders, fresh(refusals)), refusals);
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || fresh(refusals),
+                |run| drive(black_box(&orders), run),
+                BatchSize::LargeInput,
+            );
+        });
+    }
+    group.finish();
+}
+
+/// The world of `seed` and its fault plan, bounded as the reference runs are.
+fn world_run(seed: u64) -> (Simulation, SagaWorld) {
+    let knobs = SagaKnobs::from_seed(seed);
+    let plan = knobs.fault_plan();
+    let sim = Simulation::new(seed)
+        .plan(plan)
+        .trace(TraceMode::Off)
+        .events_max(5_000_000)
+        .liveness_max(SimDuration::from_secs(3_600));
+    (sim, SagaWorld::new(knobs).unwrap())
+}
+
+fn world(c: &mut Criterion) {
+    let (sim, mut w) = world_run(WORLD_SEED);
+    let report = sim.run(&mut w);
+    report.assert_pass();
+    // The same run as the reference's.
+    let (reference, _) = run_seed(WORLD_SEED, TraceMode::Off).unwrap();
+    assert_eq!(report.digest, reference.digest);
+    assert_eq!(report.events, reference.events);
+
+    let mut group = c.benchmark_group("saga/world");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(report.events));
+    group.bench_function("events", |b| {
+        b.iter_batched(
+            || world_run(WORLD_SEED),
+            |(sim, mut w)| {
+                let report = sim.run(black_box(&mut w));
+                debug_assert!(report.outcome.is_pass());
+                (report.events, w)
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, orchestrator, world);
+criterion_main!(benches);

@@ -1,0 +1,1281 @@
+//! The tokio adapter for sagas: a [`SagaRunner`] that drives the sans-IO
+//! [`Orchestrator`] with async participants, a pluggable durable log ([`LogStore`]) with
+//! an in-memory ([`MemoryLog`]) and a file ([`FileLog`]) implementation, and recovery
+//! after a process crash.
+//!
+//! The runner performs the orchestrator's outputs in order, on a background task:
+//!
+//! - [`Output::Append`]: [`LogStore::append`] is called synchronously, before any later
+//!   output is performed (write-ahead). If it fails, the runner *halts*: it performs
+//!   nothing more, and [`wait_at_rest`](SagaRunner::wait_at_rest) reports
+//!   [`RunnerError::Halted`]. Build a new runner over the log to recover.
+//! - [`Output::Send`]: the step's participant is called on its own task; its reply
+//!   (if any) is fed back with [`Orchestrator::on_reply`]. A participant answers
+//!   `None` (or never answers) for a transport failure: the attempt then times out and
+//!   the orchestrator retries or compensates.
+//! - Timers: the driver sleeps until [`Orchestrator::poll_timeout`] (or until woken by a
+//!   reply or a new saga) and calls [`Orchestrator::handle_timeout`].
+//! - [`Output::Alert`]: kept, see [`alerts`](SagaRunner::alerts).
+//!
+//! A runner always starts from its log: [`SagaRunnerBuilder::build`] loads the store and
+//! [recovers](Orchestrator::recover) every saga not at rest (over an empty log, that is a
+//! fresh orchestrator). Restarting after a crash is building a new runner over the same
+//! store. Dropping a runner stops it at once (in-flight participant calls are
+//! cancelled, as in a crash) and it writes nothing to its store afterwards.
+//!
+//! Time comes from `tokio::time::Instant` (nanoseconds since the runner was built), so
+//! tokio's paused clock drives everything in tests. Log appends run on the runtime's
+//! thread while a lock is held: a [`FileLog`]'s fsync blocks that thread for its
+//! duration.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
+//!
+//! use faultline::saga::tokio::{MemoryLog, SagaRunner};
+//! use faultline::saga::{
+//!     Command, InventoryService, Order, PaymentService, SagaConfig, SagaId, SagaState,
+//!     Services, StepId,
+//! };
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // The three services, reached over the network in real life.
+//!     let services = Arc::new(Mutex::new(Services::new(
+//!         InventoryService::new([(1, 10)]),
+//!         PaymentService::new(),
+//!     )));
+//!     let call = {
+//!         let services = Arc::clone(&services);
+//!         move |cmd: Command| {
+//!             let services = Arc::clone(&services);
+//!             async move {
+//!                 tokio::time::sleep(Duration::from_millis(5)).await; // the round trip
+//!                 services.lock().ok().map(|mut s| s.handle(&cmd))
+//!             }
+//!         }
+//!     };
+//!     let log = MemoryLog::new();
+//!     let runner = SagaRunner::builder(SagaConfig::default(), log.clone())
+//!         .step(StepId::Order, call.clone(), call.clone())
+//!         .step(StepId::Inventory, call.clone(), call.clone())
+//!         .step(StepId::Payment, call.clone(), call)
+//!         .build()?;
+//!     runner.start(SagaId(1), Order { item: 1, qty: 2, amount: 500 })?;
+//!     runner.wait_at_rest().await?;
+//!     assert_eq!(runner.state(SagaId(1)), Some(SagaState::Completed));
+//!     assert_eq!(services.lock().map_err(|e| e.to_string())?.inventory.available(1), 8);
+//!     assert!(log.len() > 6, "every intent, outcome and the end were logged");
+//!     Ok(())
+//! }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use ::tokio::runtime::Handle;
+use ::tokio::sync::{Notify, watch};
+use ::tokio::task::{JoinHandle, JoinSet};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Instant;
+use crate::saga::orchestrator::{
+    AlertReason, LogRecord, Orchestrator, Output, SagaConfig, SagaState, SagaTotals,
+};
+use crate::saga::services::{Command, Kind, Order, Reply, SagaId, StepId};
+
+/// Locks `mutex`, recovering the data if another thread panicked while holding it.
+///
+/// Every critical section here leaves its data consistent at each step that can panic
+/// (the orchestrator never panics on its inputs), so the data is still good to use.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ----- the durable log -----
+
+/// Why a [`LogStore`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing the storage failed.
+    #[error("saga log i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A complete line of the log (1-based `line`) could not be read back: the log was
+    /// damaged, not merely cut short by a crash.
+    #[error("saga log line {line} is corrupt: {message}")]
+    Corrupt {
+        /// The line, counting from 1.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// Durable storage for the saga log.
+///
+/// `append` must make the record durable before it returns (the runner performs the
+/// next output only then); `load` returns every record appended so far, in order.
+pub trait LogStore: Send {
+    /// Makes `record` durable at the end of the log.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the record may not be durable; the runner then halts.
+    fn append(&mut self, record: &LogRecord) -> Result<(), StoreError>;
+
+    /// Every durable record, in the order appended.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the log cannot be read.
+    fn load(&mut self) -> Result<Vec<LogRecord>, StoreError>;
+}
+
+/// An in-memory log: a shared `Vec`. Clones are handles to the same records, so a test
+/// can drop a runner and build another over the same log (a process restart in which
+/// the log survives).
+#[derive(Clone, Debug, Default)]
+pub struct MemoryLog {
+    records: Arc<Mutex<Vec<LogRecord>>>,
+}
+
+impl MemoryLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        MemoryLog::default()
+    }
+
+    /// A copy of the records so far.
+    pub fn records(&self) -> Vec<LogRecord> {
+        lock(&self.records).clone()
+    }
+
+    /// How many records were appended.
+    pub fn len(&self) -> usize {
+        lock(&self.records).len()
+    }
+
+    /// True when no record was appended.
+    pub fn is_empty(&self) -> bool {
+        lock(&self.records).is_empty()
+    }
+}
+
+impl LogStore for MemoryLog {
+    fn append(&mut self, record: &LogRecord) -> Result<(), StoreError> {
+        lock(&self.records).push(*record);
+        Ok(())
+    }
+
+    fn load(&mut self) -> Result<Vec<LogRecord>, StoreError> {
+        Ok(self.records())
+    }
+}
+
+/// An append-only JSON-lines file, one record per line, synced
+/// ([`File::sync_data`]) on every append.
+///
+/// A crash in the middle of an append leaves an incomplete last line (no newline): it
+/// is ignored (the record was never durable, so nothing was done after it) and cut off
+/// by [`open`](FileLog::open) so that later appends start on a fresh line. A complete
+/// line that cannot be read is [`StoreError::Corrupt`].
+#[derive(Debug)]
+pub struct FileLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl FileLog {
+    /// Opens the log at `path`, creating it if missing, after checking its records.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`] if the file cannot be opened, read or truncated;
+    /// [`StoreError::Corrupt`] for a complete line that is not a record.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let (_, complete) = parse_lines(&bytes)?;
+        if complete < bytes.len() {
+            // Cut the torn tail off, so the next append starts on its own line.
+            file.set_len(u64::try_from(complete).unwrap_or(u64::MAX))?;
+            file.sync_data()?;
+        }
+        Ok(FileLog { path, file })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl LogStore for FileLog {
+    fn append(&mut self, record: &LogRecord) -> Result<(), StoreError> {
+        let mut line = serde_json::to_string(&Line::from(*record))
+            .map_err(|e| StoreError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        line.push('\n');
+        self.file.write_all(line.as_bytes())?;
+        self.file.sync_data()?;
+        Ok(())
+    }
+
+    fn load(&mut self) -> Result<Vec<LogRecord>, StoreError> {
+        let bytes = std::fs::read(&self.path)?;
+        Ok(parse_lines(&bytes)?.0)
+    }
+}
+
+/// The records of the complete lines of `bytes`, and the length of those lines (an
+/// incomplete last line, without its newline, is left out).
+fn parse_lines(bytes: &[u8]) -> Result<(Vec<LogRecord>, usize), StoreError> {
+    let mut records = Vec::new();
+    let mut complete = 0;
+    for (index, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        let Some(body) = line.strip_suffix(b"\n") else {
+            break; // torn by a crash mid-append
+        };
+        let corrupt = |message: String| StoreError::Corrupt {
+            line: index + 1,
+            message,
+        };
+        let parsed: Line = serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
+        records.push(LogRecord::try_from(parsed).map_err(corrupt)?);
+        complete += line.len();
+    }
+    Ok((records, complete))
+}
+
+/// The file format of one [`LogRecord`] (kept apart from the core's types).
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum Line {
+    Started {
+        saga: u64,
+        item: u32,
+        qty: u32,
+        amount: u64,
+    },
+    StepIntent {
+        saga: u64,
+        step: StepName,
+        attempt: u32,
+    },
+    StepOutcome {
+        saga: u64,
+        step: StepName,
+        ok: bool,
+    },
+    CompensationIntent {
+        saga: u64,
+        step: StepName,
+        attempt: u32,
+    },
+    CompensationDone {
+        saga: u64,
+        step: StepName,
+    },
+    Ended {
+        saga: u64,
+        state: StateName,
+    },
+}
+
+#[derive(Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StepName {
+    Order,
+    Inventory,
+    Payment,
+}
+
+#[derive(Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StateName {
+    Running,
+    Compensating,
+    Completed,
+    Compensated,
+    Failed,
+}
+
+impl From<StepId> for StepName {
+    fn from(step: StepId) -> Self {
+        match step {
+            StepId::Order => StepName::Order,
+            StepId::Inventory => StepName::Inventory,
+            StepId::Payment => StepName::Payment,
+        }
+    }
+}
+
+impl From<StepName> for StepId {
+    fn from(step: StepName) -> Self {
+        match step {
+            StepName::Order => StepId::Order,
+            StepName::Inventory => StepId::Inventory,
+            StepName::Payment => StepId::Payment,
+        }
+    }
+}
+
+impl From<SagaState> for StateName {
+    fn from(state: SagaState) -> Self {
+        match state {
+            SagaState::Running => StateName::Running,
+            SagaState::Compensating => StateName::Compensating,
+            SagaState::Completed => StateName::Completed,
+            SagaState::Compensated => StateName::Compensated,
+            SagaState::Failed => StateName::Failed,
+        }
+    }
+}
+
+impl From<LogRecord> for Line {
+    fn from(record: LogRecord) -> Self {
+        match record {
+            LogRecord::Started { saga, order } => Line::Started {
+                saga: saga.0,
+                item: order.item,
+                qty: order.qty,
+                amount: order.amount,
+            },
+            LogRecord::StepIntent {
+                saga,
+                step,
+                attempt,
+            } => Line::StepIntent {
+                saga: saga.0,
+                step: step.into(),
+                attempt,
+            },
+            LogRecord::StepOutcome { saga, step, ok } => Line::StepOutcome {
+                saga: saga.0,
+                step: step.into(),
+                ok,
+            },
+            LogRecord::CompensationIntent {
+                saga,
+                step,
+                attempt,
+            } => Line::CompensationIntent {
+                saga: saga.0,
+                step: step.into(),
+                attempt,
+            },
+            LogRecord::CompensationDone { saga, step } => Line::CompensationDone {
+                saga: saga.0,
+                step: step.into(),
+            },
+            LogRecord::Ended { saga, state } => Line::Ended {
+                saga: saga.0,
+                state: state.into(),
+            },
+        }
+    }
+}
+
+impl TryFrom<Line> for LogRecord {
+    type Error = String;
+
+    fn try_from(line: Line) -> Result<Self, String> {
+        Ok(match line {
+            Line::Started {
+                saga,
+                item,
+                qty,
+                amount,
+            } => LogRecord::Started {
+                saga: SagaId(saga),
+                order: Order { item, qty, amount },
+            },
+            Line::StepIntent {
+                saga,
+                step,
+                attempt,
+            } => LogRecord::StepIntent {
+                saga: SagaId(saga),
+                step: step.into(),
+                attempt,
+            },
+            Line::StepOutcome { saga, step, ok } => LogRecord::StepOutcome {
+                saga: SagaId(saga),
+                step: step.into(),
+                ok,
+            },
+            Line::CompensationIntent {
+                saga,
+                step,
+                attempt,
+            } => LogRecord::CompensationIntent {
+                saga: SagaId(saga),
+                step: step.into(),
+                attempt,
+            },
+            Line::CompensationDone { saga, step } => LogRecord::CompensationDone {
+                saga: SagaId(saga),
+                step: step.into(),
+            },
+            Line::Ended { saga, state } => LogRecord::Ended {
+                saga: SagaId(saga),
+                state: match state {
+                    StateName::Completed => SagaState::Completed,
+                    StateName::Compensated => SagaState::Compensated,
+                    StateName::Failed => SagaState::Failed,
+                    StateName::Running | StateName::Compensating => {
+                        return Err("a saga cannot end in a state not at rest".to_string());
+                    }
+                },
+            },
+        })
+    }
+}
+
+// ----- the runner -----
+
+/// Why the runner could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// A configured step has no participant.
+    #[error("no participant for the {0} step")]
+    MissingStep(StepId),
+    /// The runner must be built inside a tokio runtime.
+    #[error("no tokio runtime: build the saga runner inside one")]
+    NoRuntime,
+    /// Loading the log failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The saga id is already known (started before, possibly before a restart).
+    #[error("{0} is already known")]
+    AlreadyKnown(SagaId),
+    /// A log append failed, so the runner stopped; build a new runner over the log to
+    /// recover.
+    #[error("the saga runner halted after a log append failed: {0}")]
+    Halted(String),
+}
+
+/// What a participant's call resolves to: the service's reply, or `None` when there is
+/// none (a transport failure: the attempt will time out).
+pub type ReplyFuture = Pin<Box<dyn Future<Output = Option<Reply>> + Send>>;
+
+/// A participant: sends one command to its service and resolves to the reply.
+///
+/// It is called with the orchestrator's lock released, and the returned future runs on
+/// its own task; it may be cancelled at any await point (when the runner is dropped).
+pub type Participant = Arc<dyn Fn(Command) -> ReplyFuture + Send + Sync>;
+
+fn participant<F, Fut>(f: F) -> Participant
+where
+    F: Fn(Command) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<Reply>> + Send + 'static,
+{
+    Arc::new(move |cmd| Box::pin(f(cmd)) as ReplyFuture)
+}
+
+/// Builder for [`SagaRunner`]: the configuration, the log, and one action and one
+/// compensation participant per configured step.
+pub struct SagaRunnerBuilder {
+    config: SagaConfig,
+    store: Box<dyn LogStore>,
+    steps: BTreeMap<(StepId, Kind), Participant>,
+}
+
+impl std::fmt::Debug for SagaRunnerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SagaRunnerBuilder")
+            .field("config", &self.config)
+            .field("steps", &self.steps.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SagaRunnerBuilder {
+    /// The participants of `step`: `action` does it, `compensation` undoes it. Each is
+    /// an async function of the [`Command`] resolving to `Some(reply)`, or `None` for a
+    /// transport failure. Replaces any participants given before for `step`.
+    pub fn step<A, AF, C, CF>(mut self, step: StepId, action: A, compensation: C) -> Self
+    where
+        A: Fn(Command) -> AF + Send + Sync + 'static,
+        AF: Future<Output = Option<Reply>> + Send + 'static,
+        C: Fn(Command) -> CF + Send + Sync + 'static,
+        CF: Future<Output = Option<Reply>> + Send + 'static,
+    {
+        self.steps.insert((step, Kind::Action), participant(action));
+        self.steps
+            .insert((step, Kind::Compensation), participant(compensation));
+        self
+    }
+
+    /// Loads the log, recovers every saga not at rest (resending what may not have
+    /// been done) and starts the driver task on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`RunnerError::MissingStep`] if a configured step has no participants,
+    /// [`RunnerError::NoRuntime`] outside a tokio runtime, [`RunnerError::Store`] if
+    /// the log cannot be loaded.
+    pub fn build(mut self) -> Result<SagaRunner, RunnerError> {
+        if let Some(step) = self
+            .config
+            .steps()
+            .iter()
+            .find(|s| !self.steps.contains_key(&(**s, Kind::Action)))
+        {
+            return Err(RunnerError::MissingStep(*step));
+        }
+        let handle = Handle::try_current().map_err(|_| RunnerError::NoRuntime)?;
+        let records = self.store.load()?;
+        let origin = ::tokio::time::Instant::now();
+        let orch = Orchestrator::recover(self.config, &records, Instant::ZERO);
+        let (changes, _) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                orch,
+                store: self.store,
+                alerts: Vec::new(),
+                halted: None,
+                stopped: false,
+            }),
+            tasks: Mutex::new(Tasks {
+                set: JoinSet::new(),
+                stopped: false,
+            }),
+            steps: self.steps,
+            handle: handle.clone(),
+            origin,
+            wake: Notify::new(),
+            changes,
+        });
+        let sends = {
+            let mut inner = lock(&shared.inner);
+            pump(&shared, &mut inner, true)
+        };
+        dispatch(&shared, sends);
+        let driver = handle.spawn(drive(Arc::clone(&shared)));
+        Ok(SagaRunner { shared, driver })
+    }
+}
+
+struct Inner {
+    orch: Orchestrator,
+    store: Box<dyn LogStore>,
+    alerts: Vec<(SagaId, AlertReason)>,
+    /// Set when an append failed: nothing more is performed.
+    halted: Option<String>,
+    /// Set when the runner was dropped: nothing more is performed.
+    stopped: bool,
+}
+
+struct Tasks {
+    set: JoinSet<()>,
+    stopped: bool,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    tasks: Mutex<Tasks>,
+    steps: BTreeMap<(StepId, Kind), Participant>,
+    handle: Handle,
+    origin: ::tokio::time::Instant,
+    /// Wakes the driver: the earliest timer may have changed.
+    wake: Notify,
+    /// Bumped whenever the orchestrator may have changed.
+    changes: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn now(&self) -> Instant {
+        let elapsed = ::tokio::time::Instant::now().saturating_duration_since(self.origin);
+        Instant::ZERO.saturating_add(elapsed)
+    }
+
+    fn deadline(&self, at: Instant) -> Option<::tokio::time::Instant> {
+        self.origin.checked_add(Duration::from_nanos(at.as_nanos()))
+    }
+}
+
+/// Performs the orchestrator's pending outputs in order: appends and alerts now, and
+/// returns the sends (their intents are durable) for [`dispatch`]. Wakes the driver
+/// (the earliest timer may have changed) unless the driver is the caller.
+fn pump(shared: &Shared, inner: &mut Inner, wake_driver: bool) -> Vec<(Command, u32)> {
+    let mut sends = Vec::new();
+    if inner.stopped || inner.halted.is_some() {
+        return sends;
+    }
+    while let Some(output) = inner.orch.poll_output() {
+        match output {
+            Output::Append(record) => {
+                if let Err(e) = inner.store.append(&record) {
+                    inner.halted = Some(e.to_string());
+                    break;
+                }
+            }
+            Output::Send(cmd, attempt) => sends.push((cmd, attempt)),
+            Output::Alert { saga, reason } => inner.alerts.push((saga, reason)),
+        }
+    }
+    shared.changes.send_modify(|n| *n = n.wrapping_add(1));
+    if wake_driver {
+        shared.wake.notify_one();
+    }
+    sends
+}
+
+/// Calls the participants of `sends`, each on its own task, feeding replies back.
+fn dispatch(shared: &Arc<Shared>, sends: Vec<(Command, u32)>) {
+    for (cmd, attempt) in sends {
+        // A command without a participant gets no reply: it times out.
+        let Some(call) = shared.steps.get(&(cmd.step, cmd.kind)) else {
+            continue;
+        };
+        let reply = call(cmd);
+        let task_shared = Arc::clone(shared);
+        let task = async move {
+            let Some(reply) = reply.await else {
+                return;
+            };
+            let sends = {
+                let mut inner = lock(&task_shared.inner);
+                if inner.stopped || inner.halted.is_some() {
+                    return;
+                }
+                let now = task_shared.now();
+                inner
+                    .orch
+                    .on_reply(cmd.saga, cmd.step, cmd.kind, attempt, reply, now);
+                pump(&task_shared, &mut inner, true)
+            };
+            dispatch(&task_shared, sends);
+        };
+        let mut tasks = lock(&shared.tasks);
+        if tasks.stopped {
+            return;
+        }
+        while tasks.set.try_join_next().is_some() {}
+        tasks.set.spawn_on(task, &shared.handle);
+    }
+}
+
+/// The driver: handles the timers, and stops when the runner halts or is dropped.
+async fn drive(shared: Arc<Shared>) {
+    loop {
+        let (sends, next) = {
+            let mut inner = lock(&shared.inner);
+            if inner.stopped || inner.halted.is_some() {
+                return;
+            }
+            let now = shared.now();
+            inner.orch.handle_timeout(now);
+            let sends = pump(&shared, &mut inner, false);
+            (sends, inner.orch.poll_timeout())
+        };
+        dispatch(&shared, sends);
+        let woken = shared.wake.notified();
+        match next.and_then(|at| shared.deadline(at)) {
+            Some(deadline) => {
+                let _ = ::tokio::time::timeout_at(deadline, woken).await;
+            }
+            None => woken.await,
+        }
+    }
+}
+
+/// Runs sagas against async participants, durably, on a background task. See the
+/// [module docs](self).
+///
+/// Dropping the runner stops it at once, like a crash: in-flight calls are cancelled
+/// and nothing more is written to the log.
+pub struct SagaRunner {
+    shared: Arc<Shared>,
+    driver: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SagaRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = lock(&self.shared.inner);
+        f.debug_struct("SagaRunner")
+            .field("in_flight", &inner.orch.in_flight())
+            .field("alerts", &inner.alerts)
+            .field("halted", &inner.halted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SagaRunner {
+    /// A builder over `config` and the durable `store` (which may hold the log of a
+    /// previous run: [`build`](SagaRunnerBuilder::build) recovers from it).
+    pub fn builder(config: SagaConfig, store: impl LogStore + 'static) -> SagaRunnerBuilder {
+        SagaRunnerBuilder {
+            config,
+            store: Box::new(store),
+            steps: BTreeMap::new(),
+        }
+    }
+
+    /// Starts `saga` for `order`: its `Started` record and first intent are durable
+    /// when this returns, and its first command is on its way.
+    ///
+    /// # Errors
+    ///
+    /// [`RunnerError::AlreadyKnown`] if the id was started before (a client resubmitting
+    /// after a restart can treat it as success), [`RunnerError::Halted`] after a log
+    /// append failed (this one included).
+    pub fn start(&self, saga: SagaId, order: Order) -> Result<(), RunnerError> {
+        let sends = {
+            let mut inner = lock(&self.shared.inner);
+            if let Some(message) = &inner.halted {
+                return Err(RunnerError::Halted(message.clone()));
+            }
+            let now = self.shared.now();
+            if !inner.orch.start(saga, order, now) {
+                return Err(RunnerError::AlreadyKnown(saga));
+            }
+            let sends = pump(&self.shared, &mut inner, true);
+            if let Some(message) = &inner.halted {
+                return Err(RunnerError::Halted(message.clone()));
+            }
+            sends
+        };
+        dispatch(&self.shared, sends);
+        Ok(())
+    }
+
+    /// Waits until every saga is at rest (completed, compensated or failed).
+    ///
+    /// # Errors
+    ///
+    /// [`RunnerError::Halted`] if a log append failed: the sagas will not progress.
+    pub async fn wait_at_rest(&self) -> Result<(), RunnerError> {
+        let mut changes = self.shared.changes.subscribe();
+        loop {
+            {
+                let inner = lock(&self.shared.inner);
+                if let Some(message) = &inner.halted {
+                    return Err(RunnerError::Halted(message.clone()));
+                }
+                if inner.orch.is_at_rest() {
+                    return Ok(());
+                }
+            }
+            // The sender lives in `shared`, which outlives this borrow of `self`.
+            if changes.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// `saga`'s state, if known.
+    pub fn state(&self, saga: SagaId) -> Option<SagaState> {
+        lock(&self.shared.inner).orch.state(saga)
+    }
+
+    /// Every known saga with its state, in id order.
+    pub fn sagas(&self) -> Vec<(SagaId, SagaState)> {
+        lock(&self.shared.inner).orch.sagas().collect()
+    }
+
+    /// True when every saga is at rest.
+    pub fn is_at_rest(&self) -> bool {
+        lock(&self.shared.inner).orch.is_at_rest()
+    }
+
+    /// The orchestrator's counters since this runner was built.
+    pub fn totals(&self) -> SagaTotals {
+        lock(&self.shared.inner).orch.totals()
+    }
+
+    /// The alerts raised since this runner was built: sagas that ended
+    /// [`SagaState::Failed`] and need a human.
+    pub fn alerts(&self) -> Vec<(SagaId, AlertReason)> {
+        lock(&self.shared.inner).alerts.clone()
+    }
+}
+
+impl Drop for SagaRunner {
+    fn drop(&mut self) {
+        // After this, no task performs anything (they check `stopped` under the lock).
+        lock(&self.shared.inner).stopped = true;
+        self.driver.abort();
+        let mut tasks = lock(&self.shared.tasks);
+        tasks.stopped = true;
+        tasks.set.abort_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saga::services::{InventoryService, OrderStatus, PaymentService, Services};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const ORDER: Order = Order {
+        item: 1,
+        qty: 2,
+        amount: 500,
+    };
+    const S1: SagaId = SagaId(1);
+    const LATENCY: Duration = Duration::from_millis(10);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn config() -> SagaConfig {
+        SagaConfig::builder()
+            .step_timeout(ms(100))
+            .backoff(ms(10), ms(100))
+            .build()
+            .unwrap()
+    }
+
+    type Shared = Arc<Mutex<Services>>;
+
+    fn services(payment: PaymentService) -> Shared {
+        Arc::new(Mutex::new(Services::new(
+            InventoryService::new([(1, 10)]),
+            payment,
+        )))
+    }
+
+    /// The real service behind an async call with some latency.
+    fn call(
+        services: &Shared,
+    ) -> impl Fn(Command) -> Pin<Box<dyn Future<Output = Option<Reply>> + Send>>
+    + Clone
+    + Send
+    + Sync
+    + 'static {
+        let services = Arc::clone(services);
+        move |cmd| {
+            let services = Arc::clone(&services);
+            Box::pin(async move {
+                ::tokio::time::sleep(LATENCY).await;
+                Some(services.lock().unwrap().handle(&cmd))
+            })
+        }
+    }
+
+    fn runner(store: impl LogStore + 'static, services: &Shared) -> SagaRunner {
+        let c = call(services);
+        SagaRunner::builder(config(), store)
+            .step(StepId::Order, c.clone(), c.clone())
+            .step(StepId::Inventory, c.clone(), c.clone())
+            .step(StepId::Payment, c.clone(), c)
+            .build()
+            .unwrap()
+    }
+
+    /// The invariants at rest: conserved, no extra effects, completed sagas hold all
+    /// their effects and compensated ones none.
+    fn check(runner: &SagaRunner, services: &Shared) {
+        let s = services.lock().unwrap();
+        assert!(s.is_conserved());
+        assert!(s.effects_max() <= 1);
+        for (saga, state) in runner.sagas() {
+            match state {
+                SagaState::Completed => assert!(s.holds_all(saga), "{saga}"),
+                SagaState::Compensated => assert!(!s.holds(saga), "{saga}"),
+                other => panic!("{saga} is {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn happy_path_completes() {
+        let svc = services(PaymentService::new());
+        let log = MemoryLog::new();
+        let r = runner(log.clone(), &svc);
+        r.start(S1, ORDER).unwrap();
+        r.start(SagaId(2), ORDER).unwrap();
+        assert!(matches!(
+            r.start(S1, ORDER),
+            Err(RunnerError::AlreadyKnown(S1))
+        ));
+        r.wait_at_rest().await.unwrap();
+        assert_eq!(r.state(S1), Some(SagaState::Completed));
+        assert_eq!(r.state(SagaId(2)), Some(SagaState::Completed));
+        assert_eq!(svc.lock().unwrap().inventory.available(1), 6);
+        assert_eq!(svc.lock().unwrap().payment.captured_total(), 1_000);
+        check(&r, &svc);
+        let ones: Vec<LogRecord> = log
+            .records()
+            .into_iter()
+            .filter(|x| x.saga() == S1)
+            .collect();
+        assert_eq!(ones.len(), 8, "{ones:?}");
+        assert_eq!(
+            ones.last(),
+            Some(&LogRecord::Ended {
+                saga: S1,
+                state: SagaState::Completed
+            })
+        );
+        assert!(r.alerts().is_empty());
+        assert_eq!(r.totals().sends, 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_compensates_in_reverse() {
+        let svc = services(PaymentService::new().with_declined([S1]));
+        let log = MemoryLog::new();
+        let r = runner(log.clone(), &svc);
+        r.start(S1, ORDER).unwrap();
+        r.wait_at_rest().await.unwrap();
+        assert_eq!(r.state(S1), Some(SagaState::Compensated));
+        let compensations: Vec<StepId> = log
+            .records()
+            .into_iter()
+            .filter_map(|x| match x {
+                LogRecord::CompensationDone { step, .. } => Some(step),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(compensations, vec![StepId::Inventory, StepId::Order]);
+        let s = svc.lock().unwrap();
+        assert_eq!(s.inventory.available(1), 10);
+        assert_eq!(s.orders.status(S1), Some(OrderStatus::Cancelled));
+        drop(s);
+        check(&r, &svc);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_participant_times_out_is_retried_then_compensated() {
+        let svc = services(PaymentService::new());
+        let c = call(&svc);
+        let begun = ::tokio::time::Instant::now();
+        let r = SagaRunner::builder(config(), MemoryLog::new())
+            .step(StepId::Order, c.clone(), c.clone())
+            .step(StepId::Inventory, c.clone(), c.clone())
+            // The charge never answers (a black-holed request), its refund does.
+            .step(StepId::Payment, |_| std::future::pending(), c)
+            .build()
+            .unwrap();
+        r.start(S1, ORDER).unwrap();
+        r.wait_at_rest().await.unwrap();
+        assert_eq!(r.state(S1), Some(SagaState::Compensated));
+        let t = r.totals();
+        assert_eq!((t.timeouts, t.action_retries), (3, 2));
+        assert_eq!(t.compensations, 3, "payment (unknown outcome) included");
+        assert!(begun.elapsed() >= ms(300), "{:?}", begun.elapsed());
+        check(&r, &svc);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transport_failure_is_no_reply_and_is_retried() {
+        let svc = services(PaymentService::new());
+        let c = call(&svc);
+        let failures = Arc::new(AtomicU64::new(0));
+        let flaky = {
+            let (c, failures) = (c.clone(), Arc::clone(&failures));
+            move |cmd| {
+                let first = failures.fetch_add(1, Ordering::SeqCst) == 0;
+                let reply = c(cmd);
+                async move { if first { None } else { reply.await } }
+            }
+        };
+        let r = SagaRunner::builder(config(), MemoryLog::new())
+            .step(StepId::Order, c.clone(), c.clone())
+            .step(StepId::Inventory, flaky, c.clone())
+            .step(StepId::Payment, c.clone(), c)
+            .build()
+            .unwrap();
+        r.start(S1, ORDER).unwrap();
+        r.wait_at_rest().await.unwrap();
+        assert_eq!(r.state(S1), Some(SagaState::Completed));
+        assert_eq!(r.totals().action_retries, 1);
+        check(&r, &svc);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_compensation_that_never_answers_fails_with_an_alert() {
+        let svc = services(PaymentService::new().with_declined([S1]));
+        let c = call(&svc);
+        let config = SagaConfig::builder()
+            .step_timeout(ms(100))
+            .backoff(ms(10), ms(100))
+            .compensation_attempts_max(2)
+            .build()
+            .unwrap();
+        let r = SagaRunner::builder(config, MemoryLog::new())
+            .step(StepId::Order, c.clone(), c.clone())
+            .step(StepId::Inventory, c.clone(), |_| std::future::pending())
+            .step(StepId::Payment, c.clone(), c)
+            .build()
+            .unwrap();
+        r.start(S1, ORDER).unwrap();
+        r.wait_at_rest().await.unwrap();
+        assert_eq!(r.state(S1), Some(SagaState::Failed));
+        assert_eq!(r.alerts().len(), 1);
+        assert_eq!(r.alerts()[0].0, S1);
+    }
+
+    fn mixed_orders() -> Vec<(SagaId, Order)> {
+        (1..=4)
+            .map(|n| {
+                (
+                    SagaId(n),
+                    Order {
+                        item: 1,
+                        qty: 1,
+                        amount: 100 * n,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_runner_dropped_mid_flight_is_recovered_over_the_same_log() {
+        let mut resent = 0;
+        for crash_after in (0..=60).step_by(5) {
+            let svc = services(PaymentService::new().with_declined([SagaId(2)]));
+            let log = MemoryLog::new();
+            let first = runner(log.clone(), &svc);
+            for (saga, order) in mixed_orders() {
+                first.start(saga, order).unwrap();
+            }
+            ::tokio::time::sleep(ms(crash_after)).await;
+            drop(first);
+            let written = log.len();
+            ::tokio::time::sleep(ms(500)).await;
+            assert_eq!(log.len(), written, "a dropped runner writes nothing");
+
+            let second = runner(log.clone(), &svc);
+            second.wait_at_rest().await.unwrap();
+            let states: Vec<SagaState> = second.sagas().into_iter().map(|x| x.1).collect();
+            use SagaState::{Compensated, Completed};
+            assert_eq!(
+                states,
+                vec![Completed, Compensated, Completed, Completed],
+                "crash after {crash_after} ms"
+            );
+            check(&second, &svc);
+            assert_eq!(svc.lock().unwrap().inventory.available(1), 7);
+            resent += second.totals().action_retries + second.totals().compensation_retries;
+        }
+        assert!(resent > 0, "some crash left an intent without its outcome");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_append_halts_the_runner() {
+        struct Failing(usize);
+        impl LogStore for Failing {
+            fn append(&mut self, _: &LogRecord) -> Result<(), StoreError> {
+                if self.0 == 0 {
+                    return Err(std::io::Error::other("disk full").into());
+                }
+                self.0 -= 1;
+                Ok(())
+            }
+            fn load(&mut self) -> Result<Vec<LogRecord>, StoreError> {
+                Ok(Vec::new())
+            }
+        }
+        let svc = services(PaymentService::new());
+        let r = runner(Failing(3), &svc);
+        r.start(S1, ORDER).unwrap();
+        let err = r.wait_at_rest().await.unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert!(matches!(
+            r.start(SagaId(2), ORDER),
+            Err(RunnerError::Halted(_))
+        ));
+        // The third append (the inventory intent) failed: its command was never sent.
+        let s = svc.lock().unwrap();
+        assert_eq!(s.orders.status(S1), Some(OrderStatus::Placed));
+        assert_eq!(s.inventory.reservation(S1), None);
+    }
+
+    #[tokio::test]
+    async fn a_missing_participant_is_a_build_error() {
+        let svc = services(PaymentService::new());
+        let c = call(&svc);
+        let err = SagaRunner::builder(config(), MemoryLog::new())
+            .step(StepId::Order, c.clone(), c)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, RunnerError::MissingStep(StepId::Inventory)));
+    }
+
+    #[test]
+    fn building_outside_a_runtime_is_an_error() {
+        let svc = services(PaymentService::new());
+        let c = call(&svc);
+        let err = SagaRunner::builder(config(), MemoryLog::new())
+            .step(StepId::Order, c.clone(), c.clone())
+            .step(StepId::Inventory, c.clone(), c.clone())
+            .step(StepId::Payment, c.clone(), c)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, RunnerError::NoRuntime));
+    }
+
+    // ----- the file log -----
+
+    fn temp_path(name: &str) -> PathBuf {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!(
+            "faultline-saga-{}-{n}-{name}.jsonl",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    fn every_kind() -> Vec<LogRecord> {
+        vec![
+            LogRecord::Started {
+                saga: S1,
+                order: ORDER,
+            },
+            LogRecord::StepIntent {
+                saga: S1,
+                step: StepId::Order,
+                attempt: 1,
+            },
+            LogRecord::StepOutcome {
+                saga: S1,
+                step: StepId::Order,
+                ok: true,
+            },
+            LogRecord::StepIntent {
+                saga: S1,
+                step: StepId::Inventory,
+                attempt: 2,
+            },
+            LogRecord::StepOutcome {
+                saga: S1,
+                step: StepId::Inventory,
+                ok: false,
+            },
+            LogRecord::CompensationIntent {
+                saga: S1,
+                step: StepId::Order,
+                attempt: 1,
+            },
+            LogRecord::CompensationDone {
+                saga: S1,
+                step: StepId::Order,
+            },
+            LogRecord::Ended {
+                saga: S1,
+                state: SagaState::Compensated,
+            },
+            LogRecord::Ended {
+                saga: SagaId(u64::MAX),
+                state: SagaState::Failed,
+            },
+        ]
+    }
+
+    #[test]
+    fn file_log_round_trips_every_record() {
+        let path = temp_path("round-trip");
+        let mut log = FileLog::open(&path).unwrap();
+        assert_eq!(log.load().unwrap(), Vec::new());
+        for record in every_kind() {
+            log.append(&record).unwrap();
+        }
+        assert_eq!(log.load().unwrap(), every_kind());
+        drop(log);
+        let mut reopened = FileLog::open(&path).unwrap();
+        assert_eq!(reopened.load().unwrap(), every_kind());
+        assert_eq!(reopened.path(), path.as_path());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn file_log_ignores_a_torn_last_line_and_appends_after_it() {
+        let path = temp_path("torn");
+        let mut log = FileLog::open(&path).unwrap();
+        let records = every_kind();
+        for record in &records[..3] {
+            log.append(record).unwrap();
+        }
+        drop(log);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(br#"{"type":"step_intent","saga":1,"st"#)
+            .unwrap();
+        drop(file);
+        let mut log = FileLog::open(&path).unwrap();
+        assert_eq!(log.load().unwrap(), records[..3].to_vec());
+        log.append(&records[3]).unwrap();
+        drop(log);
+        let mut log = FileLog::open(&path).unwrap();
+        assert_eq!(log.load().unwrap(), records[..4].to_vec());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn file_log_reports_a_corrupt_line_in_the_middle() {
+        let path = temp_path("corrupt");
+        let mut log = FileLog::open(&path).unwrap();
+        log.append(&every_kind()[0]).unwrap();
+        drop(log);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"type\":\"started\",\"saga\":\n")
+            .unwrap();
+        drop(file);
+        let mut log = FileLog::open(&path).unwrap_err();
+        assert!(matches!(log, StoreError::Corrupt { line: 2, .. }), "{log}");
+        // Also a well-formed line that is not a record, followed by more records.
+        std::fs::write(
+            &path,
+            "{\"type\":\"ended\",\"saga\":1,\"state\":\"running\"}\n{}\n",
+        )
+        .unwrap();
+        log = FileLog::open(&path).unwrap_err();
+        assert!(matches!(log, StoreError::Corrupt { line: 1, .. }), "{log}");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_runner_over_a_reopened_file_log_completes_the_saga() {
+        let path = temp_path("restart");
+        let svc = services(PaymentService::new());
+        let first = runner(FileLog::open(&path).unwrap(), &svc);
+        first.start(S1, ORDER).unwrap();
+        first.start(SagaId(2), ORDER).unwrap();
+        ::tokio::time::sleep(ms(15)).await; // the orders are placed, inventory in flight
+        drop(first);
+        let before = FileLog::open(&path).unwrap().load().unwrap();
+        assert!(before.len() >= 4, "{before:?}");
+        assert!(!before.iter().any(|x| matches!(x, LogRecord::Ended { .. })));
+
+        // A "process restart": a new file handle on the same path.
+        let second = runner(FileLog::open(&path).unwrap(), &svc);
+        assert!(matches!(
+            second.start(S1, ORDER),
+            Err(RunnerError::AlreadyKnown(S1))
+        ));
+        second.wait_at_rest().await.unwrap();
+        assert_eq!(second.state(S1), Some(SagaState::Completed));
+        assert_eq!(second.state(SagaId(2)), Some(SagaState::Completed));
+        assert_eq!(second.totals().recovered, 2);
+        check(&second, &svc);
+        drop(second);
+        let after = FileLog::open(&path).unwrap().load().unwrap();
+        for saga in [S1, SagaId(2)] {
+            assert!(after.contains(&LogRecord::Ended {
+                saga,
+                state: SagaState::Completed
+            }));
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+}
