@@ -16,3 +16,4 @@ pub mod bus;
 pub mod clock;
 pub mod harness;
 pub mod saga;
+mod splitmix;

@@ -37,6 +37,7 @@
 
 use crate::breaker::error::ConfigError;
 use crate::clock::Instant;
+use crate::splitmix::SplitMix64;
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
@@ -760,31 +761,6 @@ struct Episode {
     slow: u32,
 }
 
-/// A small deterministic generator for jitter when the caller gives none (SplitMix64).
-#[derive(Clone, Debug)]
-struct SplitMix(u64);
-
-impl rand::TryRng for SplitMix {
-    type Error = std::convert::Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        Ok((self.try_next_u64()? >> 32) as u32)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Ok(z ^ (z >> 31))
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-        for chunk in dst.chunks_mut(8) {
-            let bytes = self.try_next_u64()?.to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-        Ok(())
-    }
-}
-
 /// The circuit breaker. See the [module docs](self) for the call order.
 pub struct CircuitBreaker {
     config: BreakerConfig,
@@ -818,7 +794,7 @@ impl CircuitBreaker {
     /// A closed breaker. Jitter (if the wait in open uses any) comes from a fixed-seed
     /// generator; give your own with [`with_rng`](CircuitBreaker::with_rng).
     pub fn new(config: BreakerConfig) -> Self {
-        Self::with_rng(config, SplitMix(0x6661_756c_746c_696e))
+        Self::with_rng(config, SplitMix64(0x6661_756c_746c_696e))
     }
 
     /// A closed breaker drawing wait-in-open jitter from `rng`.

@@ -6,8 +6,8 @@ use crate::breaker::guard::Guard;
 use crate::breaker::invariants::INVARIANTS;
 use crate::breaker::mutants::CATALOG;
 use crate::breaker::world::{API, SmsKnobs, SmsWorld, run};
-use crate::harness::{HarnessError, MutantInfo, Pattern, Run, replay_command};
-use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline, Verdict};
+use crate::harness::{HarnessError, MutantInfo, Pattern, Run, knob_list, replay_command, verdicts};
+use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, SimDuration, SimTime, TraceMode};
 
 /// The circuit breaker in front of the simulated SMS gateway.
@@ -39,22 +39,6 @@ impl BreakerPattern {
             s.time_to_close_ms.map(|ms| ms as f64 / 1000.0),
             (s.requests > 0).then(|| 100.0 * s.rejected as f64 / s.requests as f64),
         ]
-    }
-}
-
-fn knob_list(knobs: &SmsKnobs) -> Vec<(String, String)> {
-    match serde_json::to_value(knobs) {
-        Ok(serde_json::Value::Object(map)) => map
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    serde_json::Value::Null => "none".to_string(),
-                    other => other.to_string(),
-                };
-                (k, v)
-            })
-            .collect(),
-        _ => vec![("knobs".to_string(), format!("{knobs:?}"))],
     }
 }
 
@@ -220,8 +204,6 @@ fn describe(
             },
         ],
     };
-    let violated = report.outcome.invariant().map(str::to_string);
-    let stopped_early = violated.is_some();
     let note_for = |name: &str| -> String {
         match name {
             "breaker.load_bound" => match stats.worst_load {
@@ -247,33 +229,7 @@ fn describe(
             _ => String::new(),
         }
     };
-    let verdicts = INVARIANTS
-        .iter()
-        .map(|name| {
-            let broken = violated.as_deref() == Some(*name);
-            Verdict {
-                name: name.to_string(),
-                held: !broken,
-                note: if broken {
-                    report.outcome.to_string()
-                } else if stopped_early {
-                    "held until the run stopped".into()
-                } else {
-                    note_for(name)
-                },
-            }
-        })
-        .chain(
-            violated
-                .iter()
-                .filter(|v| !INVARIANTS.contains(&v.as_str()))
-                .map(|v| Verdict {
-                    name: v.clone(),
-                    held: false,
-                    note: report.outcome.to_string(),
-                }),
-        )
-        .collect();
+    let verdicts = verdicts(&INVARIANTS, &report, note_for);
     let opt = |v: Option<u64>, unit: &str| v.map_or("none".to_string(), |v| format!("{v} {unit}"));
     let figures = vec![
         ("requests".into(), stats.requests.to_string()),

@@ -661,28 +661,22 @@ impl<G: CallGuard> World for SmsWorld<G> {
                 attempt,
                 reply,
             } => {
-                let rq = &mut self.requests[req as usize];
-                if rq.phase != Phase::Awaiting || rq.attempt != attempt {
-                    return self.after(ctx);
-                }
-                let Some(ticket) = rq.ticket.take() else {
+                let Some((ticket, sent_at, episode)) =
+                    self.take_ticket(req, attempt, Phase::Awaiting)
+                else {
                     return self.after(ctx);
                 };
-                let (sent_at, episode) = (rq.sent_at, rq.sent_episode);
                 self.checker
                     .on_outcome(ctx.now(), sent_at, episode, classify(&reply));
                 let step = self.guard.on_reply(ticket, now, reply);
                 self.apply(ctx, req, step)?;
             }
             SmsEvent::Timeout { req, attempt } => {
-                let rq = &mut self.requests[req as usize];
-                if rq.phase != Phase::Awaiting || rq.attempt != attempt {
-                    return self.after(ctx);
-                }
-                let Some(ticket) = rq.ticket.take() else {
+                let Some((ticket, sent_at, episode)) =
+                    self.take_ticket(req, attempt, Phase::Awaiting)
+                else {
                     return self.after(ctx);
                 };
-                let (sent_at, episode) = (rq.sent_at, rq.sent_episode);
                 ctx.cover("timeout.fired");
                 self.checker
                     .on_outcome(ctx.now(), sent_at, episode, CallOutcome::Failure);
@@ -690,11 +684,7 @@ impl<G: CallGuard> World for SmsWorld<G> {
                 self.apply(ctx, req, step)?;
             }
             SmsEvent::RetryDue { req, attempt } => {
-                let rq = &mut self.requests[req as usize];
-                if rq.phase != Phase::Waiting || rq.attempt != attempt {
-                    return self.after(ctx);
-                }
-                let Some(ticket) = rq.ticket.take() else {
+                let Some((ticket, _, _)) = self.take_ticket(req, attempt, Phase::Waiting) else {
                     return self.after(ctx);
                 };
                 let step = self.guard.on_retry_due(ticket, now);
@@ -778,6 +768,22 @@ impl<G: CallGuard> World for SmsWorld<G> {
 }
 
 impl<G: CallGuard> SmsWorld<G> {
+    /// The ticket of request `req` if it is still at `attempt` in `phase` (a reply,
+    /// timeout or retry for an earlier attempt is stale), with its send time and episode.
+    fn take_ticket(
+        &mut self,
+        req: u32,
+        attempt: u32,
+        phase: Phase,
+    ) -> Option<(G::Ticket, SimTime, u64)> {
+        let rq = &mut self.requests[req as usize];
+        if rq.phase != phase || rq.attempt != attempt {
+            return None;
+        }
+        let ticket = rq.ticket.take()?;
+        Some((ticket, rq.sent_at, rq.sent_episode))
+    }
+
     /// Checks that run after every event.
     fn after(&mut self, ctx: &mut Ctx<SmsEvent>) -> Result<(), Violation> {
         if ctx.is_healed() {

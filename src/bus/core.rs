@@ -35,6 +35,7 @@
 use crate::breaker::ConfigError;
 use crate::breaker::retry::Backoff;
 use crate::clock::Instant;
+use crate::splitmix::SplitMix64;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -321,7 +322,7 @@ pub struct Bus<P> {
     topic_index: BTreeMap<String, u32>,
     subscribers: Vec<Option<Subscriber<P>>>,
     totals: BusTotals,
-    rng: u64,
+    rng: SplitMix64,
     pub(crate) flaw: Flaw,
 }
 
@@ -334,7 +335,7 @@ impl<P: Clone> Bus<P> {
             topic_index: BTreeMap::new(),
             subscribers: Vec::new(),
             totals: BusTotals::default(),
-            rng: 0x6275_735f_6a69_7474,
+            rng: SplitMix64(0x6275_735f_6a69_7474),
             flaw: Flaw::None,
         }
     }
@@ -696,19 +697,9 @@ impl<P: Clone> Bus<P> {
                     });
                     self.totals.dead_lettered += 1;
                 } else {
-                    self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                    let mut z = self.rng;
-                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                    let ceiling = crate::clock::saturating_nanos(backoff.ceiling(attempt));
-                    let delay = if ceiling == 0 {
-                        0
-                    } else {
-                        (z ^ (z >> 31)) % (ceiling + 1)
-                    };
                     c.hand = Hand::Waiting {
                         attempt,
-                        at: now + Duration::from_nanos(delay),
+                        at: now + jitter_within(self.rng.next(), backoff, attempt),
                     };
                     self.totals.retries += 1;
                     break;
@@ -770,14 +761,7 @@ impl<P: Clone> Bus<P> {
         }
         let attempts_max = self.config.attempts_max;
         let backoff = self.config.backoff;
-        let mut draw = || {
-            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
-        let jitter = draw();
+        let jitter = self.rng.next();
         let topics = &self.topics;
         let Some(sub) = self
             .subscribers
@@ -829,15 +813,9 @@ impl<P: Clone> Bus<P> {
         } else if self.flaw == Flaw::ForgetRetries {
             // The defect: the event stays "in hand" forever; nothing retries it.
         } else {
-            let ceiling = crate::clock::saturating_nanos(backoff.ceiling(attempt));
-            let delay = if ceiling == 0 {
-                0
-            } else {
-                jitter % (ceiling + 1)
-            };
             c.hand = Hand::Waiting {
                 attempt,
-                at: now + Duration::from_nanos(delay),
+                at: now + jitter_within(jitter, backoff, attempt),
             };
             self.totals.retries += 1;
         }
@@ -994,6 +972,16 @@ impl<P: Clone> Bus<P> {
                 self.trim(t);
             }
         }
+    }
+}
+
+/// The retry delay after failed attempt `attempt`: `draw` reduced into
+/// `[0, min(cap, base·2^(attempt−1))]` (full jitter).
+fn jitter_within(draw: u64, backoff: Backoff, attempt: u32) -> Duration {
+    let ceiling = crate::clock::saturating_nanos(backoff.ceiling(attempt));
+    match ceiling.checked_add(1) {
+        Some(span) => Duration::from_nanos(draw % span),
+        None => Duration::from_nanos(draw),
     }
 }
 

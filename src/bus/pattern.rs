@@ -4,32 +4,17 @@ use crate::bus::contract::EventBus;
 use crate::bus::invariants::INVARIANTS;
 use crate::bus::mutants::CATALOG;
 use crate::bus::world::{BusKnobs, BusWorld, run};
-use crate::harness::{HarnessError, MutantInfo, Pattern, Run, replay_command};
-use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline, Verdict};
+use crate::harness::{
+    HarnessError, MutantInfo, Pattern, Run, knob_list, per_second, replay_command, verdicts,
+};
+use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, SimTime, TraceMode};
-use std::collections::BTreeMap;
 
 /// The in-memory event bus with publishers, subscribers and their faults.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BusPattern;
 
 const REPORT_TRACE: usize = 300;
-
-fn knob_list(knobs: &BusKnobs) -> Vec<(String, String)> {
-    match serde_json::to_value(knobs) {
-        Ok(serde_json::Value::Object(map)) => map
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    serde_json::Value::Null => "none".to_string(),
-                    other => other.to_string(),
-                };
-                (k, v)
-            })
-            .collect(),
-        _ => vec![("knobs".to_string(), format!("{knobs:?}"))],
-    }
-}
 
 fn metrics_of<B: EventBus>(world: &BusWorld<B>) -> Vec<Option<f64>> {
     let s = &world.stats;
@@ -48,18 +33,6 @@ fn metrics_of<B: EventBus>(world: &BusWorld<B>) -> Vec<Option<f64>> {
         );
     }
     m
-}
-
-/// Per-second maxima of `(time, value)` points.
-fn per_second(points: impl Iterator<Item = (SimTime, f64)>) -> Vec<(SimTime, f64)> {
-    let mut by: BTreeMap<u64, f64> = BTreeMap::new();
-    for (t, v) in points {
-        let e = by.entry(t.as_millis() / 1000).or_insert(v);
-        *e = e.max(v);
-    }
-    by.into_iter()
-        .map(|(s, v)| (SimTime::from_secs(s), v))
-        .collect()
 }
 
 fn describe<B: EventBus>(
@@ -104,7 +77,10 @@ fn describe<B: EventBus>(
     let mut series = vec![Series {
         name: format!("events retained (capacity {})", knobs.capacity),
         unit: "events".into(),
-        points: per_second(world.retention.iter().map(|(t, n)| (*t, *n as f64))),
+        points: per_second(
+            world.retention.iter().map(|(t, n)| (*t, *n as f64)),
+            f64::max,
+        ),
     }];
     for (sub, lags) in &world.checker.lags {
         series.push(Series {
@@ -116,52 +92,24 @@ fn describe<B: EventBus>(
                     .map_or("?", |s| s.name.as_str())
             ),
             unit: "ms".into(),
-            points: per_second(lags.iter().copied()),
+            points: per_second(lags.iter().copied(), f64::max),
         });
     }
-    let violated = report.outcome.invariant().map(str::to_string);
-    let stopped = violated.is_some();
     let s = &world.stats;
-    let verdicts = INVARIANTS
-        .iter()
-        .map(|name| {
-            let broken = violated.as_deref() == Some(*name);
-            Verdict {
-                name: name.to_string(),
-                held: !broken,
-                note: if broken {
-                    report.outcome.to_string()
-                } else if stopped {
-                    "held until the run stopped".into()
-                } else {
-                    match *name {
-                        "bus.bounded_retention" => format!(
-                            "at most {} events retained; capacity {}",
-                            s.retained_max, knobs.capacity
-                        ),
-                        "bus.dead_events_counted" => {
-                            format!("{} dead events counted", s.dead_events)
-                        }
-                        "bus.drained" => format!(
-                            "{} events handled, {} handler failures",
-                            s.handled, s.failures
-                        ),
-                        _ => String::new(),
-                    }
-                },
-            }
-        })
-        .chain(
-            violated
-                .iter()
-                .filter(|v| !INVARIANTS.contains(&v.as_str()))
-                .map(|v| Verdict {
-                    name: v.clone(),
-                    held: false,
-                    note: report.outcome.to_string(),
-                }),
-        )
-        .collect();
+    let verdicts = verdicts(&INVARIANTS, &report, |name| match name {
+        "bus.bounded_retention" => format!(
+            "at most {} events retained; capacity {}",
+            s.retained_max, knobs.capacity
+        ),
+        "bus.dead_events_counted" => {
+            format!("{} dead events counted", s.dead_events)
+        }
+        "bus.drained" => format!(
+            "{} events handled, {} handler failures",
+            s.handled, s.failures
+        ),
+        _ => String::new(),
+    });
     let figures = vec![
         ("events published".into(), s.published.to_string()),
         ("events handled".into(), s.handled.to_string()),

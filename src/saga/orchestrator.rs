@@ -42,8 +42,9 @@
 
 use crate::breaker::ConfigError;
 use crate::breaker::retry::Backoff;
-use crate::clock::{Instant, saturating_nanos};
+use crate::clock::Instant;
 use crate::saga::services::{Command, Kind, Order, Reply, SagaId, StepId};
+use crate::splitmix::SplitMix64;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
@@ -460,14 +461,14 @@ pub struct Orchestrator {
     timers: BTreeSet<(Instant, SagaId)>,
     outputs: VecDeque<Output>,
     totals: SagaTotals,
-    rng: u64,
+    rng: SplitMix64,
     flaw: Flaw,
 }
 
 impl Orchestrator {
     /// An orchestrator with no sagas.
     pub fn new(config: SagaConfig) -> Self {
-        let rng = config.seed;
+        let rng = SplitMix64(config.seed);
         Orchestrator {
             config,
             sagas: BTreeMap::new(),
@@ -963,32 +964,7 @@ impl Orchestrator {
     /// The backoff before the attempt after `attempt`: uniform in
     /// `[0, ceiling(attempt)]`, both ends included.
     fn jitter(&mut self, attempt: u32) -> Duration {
-        let ceiling = saturating_nanos(self.config.backoff.ceiling(attempt));
-        Duration::from_nanos(uniform_inclusive(&mut self.rng, ceiling))
-    }
-}
-
-/// SplitMix64 (Steele, Lea, Flood 2014): a tiny, well-mixed 64-bit generator.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Uniform in `[0, max]` by Lemire's multiply-and-reject, exact (unbiased).
-fn uniform_inclusive(state: &mut u64, max: u64) -> u64 {
-    let Some(n) = max.checked_add(1) else {
-        return splitmix64(state);
-    };
-    let threshold = n.wrapping_neg() % n; // 2^64 mod n
-    loop {
-        let product = u128::from(splitmix64(state)) * u128::from(n);
-        // Truncation intended: the low word decides the rejection.
-        if (product as u64) >= threshold {
-            return (product >> 64) as u64;
-        }
+        self.config.backoff.delay(attempt, &mut self.rng)
     }
 }
 
@@ -1970,11 +1946,11 @@ mod tests {
     }
 
     fn noisy_fate(cmd: &Command, attempt: u32) -> Fate {
-        let mut x = cmd.saga.0 * 1_000
+        let x = cmd.saga.0 * 1_000
             + (cmd.step as u64) * 100
             + (cmd.kind as u64) * 10
             + u64::from(attempt);
-        match splitmix64(&mut x) % 10 {
+        match SplitMix64(x).next() % 10 {
             0 | 1 => Fate::LoseRequest,
             2 => Fate::LoseReply,
             3 => Fate::Duplicate,

@@ -1,9 +1,11 @@
 //! The orchestrated checkout saga as a [`Pattern`] of the harness.
 
-use crate::harness::{HarnessError, MutantInfo, Pattern, Run, replay_command};
+use crate::harness::{
+    HarnessError, MutantInfo, Pattern, Run, knob_list, per_second, replay_command, verdicts,
+};
 use crate::saga::mutants::CATALOG;
 use crate::saga::world::{INVARIANTS, SagaKnobs, SagaWorld, run_world};
-use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline, Verdict};
+use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, SimTime, TraceMode};
 use std::collections::BTreeMap;
 
@@ -14,15 +16,6 @@ pub struct SagaPattern;
 const REPORT_TRACE: usize = 300;
 /// Sagas drawn as swimlanes in a run report.
 const LANES_MAX: usize = 12;
-
-fn knob_list(knobs: &SagaKnobs) -> Vec<(String, String)> {
-    match serde_json::to_value(knobs) {
-        Ok(serde_json::Value::Object(map)) => {
-            map.into_iter().map(|(k, v)| (k, v.to_string())).collect()
-        }
-        _ => vec![("knobs".to_string(), format!("{knobs:?}"))],
-    }
-}
 
 fn metrics_of(world: &SagaWorld) -> Vec<Option<f64>> {
     let s = &world.stats;
@@ -103,50 +96,20 @@ fn describe(
             }
         })
         .collect();
-    let mut per_second: BTreeMap<u64, f64> = BTreeMap::new();
-    for (_, t, w) in &world.lanes {
-        if w.starts_with("ended") {
-            *per_second.entry(t.as_millis() / 1000).or_default() += 1.0;
-        }
-    }
     let series = vec![Series {
         name: "sagas coming to rest".into(),
         unit: "sagas/s".into(),
-        points: per_second
-            .into_iter()
-            .map(|(s, v)| (SimTime::from_secs(s), v))
-            .collect(),
-    }];
-    let violated = report.outcome.invariant().map(str::to_string);
-    let stopped = violated.is_some();
-    let s = &world.stats;
-    let verdicts = INVARIANTS
-        .iter()
-        .map(|name| {
-            let broken = violated.as_deref() == Some(*name);
-            Verdict {
-                name: name.to_string(),
-                held: !broken,
-                note: if broken {
-                    report.outcome.to_string()
-                } else if stopped {
-                    "held until the run stopped".into()
-                } else {
-                    String::new()
-                },
-            }
-        })
-        .chain(
-            violated
+        points: per_second(
+            world
+                .lanes
                 .iter()
-                .filter(|v| !INVARIANTS.contains(&v.as_str()))
-                .map(|v| Verdict {
-                    name: v.clone(),
-                    held: false,
-                    note: report.outcome.to_string(),
-                }),
-        )
-        .collect();
+                .filter(|(_, _, w)| w.starts_with("ended"))
+                .map(|(_, t, _)| (*t, 1.0)),
+            |a, b| a + b,
+        ),
+    }];
+    let s = &world.stats;
+    let verdicts = verdicts(&INVARIANTS, &report, |_| String::new());
     let figures = vec![
         ("sagas started".into(), s.started.to_string()),
         ("completed".into(), s.completed.to_string()),

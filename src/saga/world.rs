@@ -117,15 +117,7 @@ impl SagaKnobs {
     /// The fault plans this world understands.
     pub fn fault_profile(&self) -> FaultProfile {
         let mut p = FaultProfile::new(self.horizon_ms)
-            .kinds([
-                FaultKindTag::Outage,
-                FaultKindTag::Slow,
-                FaultKindTag::Errors,
-                FaultKindTag::Crash,
-                FaultKindTag::Drop,
-                FaultKindTag::Duplicate,
-                FaultKindTag::Delay,
-            ])
+            .kinds(FaultKindTag::ALL)
             .faults(1, 8)
             .duration_ms(100, 4_000)
             .latency_ms_max(1_500)

@@ -1,13 +1,13 @@
 //! The circuit breaker in the simulated SMS world: every invariant under proptest
 //! (knob seeds x fault plans), determinism, a golden digest, coverage, and the mutants.
 
-use crate::support::failure_message;
+use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
 use faultline::breaker::guard::Guard;
 use faultline::breaker::invariants::INVARIANTS;
-use faultline::breaker::mutants::CATALOG;
+use faultline::breaker::pattern::BreakerPattern;
 use faultline::breaker::world::{MARKS, SmsKnobs, SmsWorld, run, run_seed};
+use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
-use faultline_sim::{Coverage, check_determinism};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -114,26 +114,7 @@ fn golden_digest() {
 
 #[test]
 fn every_mark_is_hit_over_1000_seeds() {
-    let mut seen = Coverage::declare(MARKS.iter().copied());
-    for seed in 0..1000 {
-        let (report, _) = run_seed(seed, TraceMode::Off).unwrap();
-        report.assert_pass();
-        for (mark, hits) in &report.coverage.hits {
-            if *hits > 0 {
-                seen.hit(mark);
-            }
-        }
-    }
-    assert!(
-        seen.undeclared.is_empty(),
-        "undeclared marks: {:?}",
-        seen.undeclared
-    );
-    assert!(
-        seen.missed().is_empty(),
-        "never hit in 1000 seeds: {:?}",
-        seen.missed()
-    );
+    assert_every_mark_hit(&BreakerPattern, MARKS, 1000);
 }
 
 /// Every mutant is caught, and every invariant catches at least one mutant. Prints the
@@ -141,46 +122,5 @@ fn every_mark_is_hit_over_1000_seeds() {
 /// expected invariant caught it.
 #[test]
 fn mutants_are_caught() {
-    const SEEDS: u64 = 500;
-    let mut catchers = std::collections::BTreeSet::new();
-    println!(
-        "{:<28} {:<32} {:>6} {:>10}",
-        "mutant", "caught by", "cases", "expected@"
-    );
-    for m in CATALOG {
-        let mut first: Option<(u64, String)> = None;
-        let mut expected_at = None;
-        for seed in 0..SEEDS {
-            let knobs = SmsKnobs::from_seed(seed);
-            let (report, _) = run(
-                &knobs,
-                knobs.fault_plan(),
-                m.guard(&knobs).unwrap(),
-                TraceMode::Off,
-            )
-            .unwrap();
-            if let Some(inv) = report.outcome.invariant() {
-                catchers.insert(inv.to_string());
-                if first.is_none() {
-                    first = Some((seed + 1, inv.to_string()));
-                }
-                if inv == m.expected {
-                    expected_at = Some(seed + 1);
-                    break;
-                }
-            }
-        }
-        let (cases, inv) =
-            first.unwrap_or_else(|| panic!("mutant {} survived {SEEDS} seeds", m.name));
-        let expected = expected_at.unwrap_or_else(|| {
-            panic!(
-                "mutant {} was never caught by {} in {SEEDS} seeds",
-                m.name, m.expected
-            )
-        });
-        println!("{:<28} {:<32} {:>6} {:>10}", m.name, inv, cases, expected);
-    }
-    for inv in INVARIANTS {
-        assert!(catchers.contains(inv), "invariant {inv} caught no mutant");
-    }
+    assert_mutants_caught(&BreakerPattern, &INVARIANTS, 500);
 }

@@ -2,11 +2,11 @@
 //! proptest (knob seeds x fault plans), determinism, a golden digest, coverage, and the
 //! mutants.
 
-use crate::support::failure_message;
-use faultline::saga::mutants::CATALOG;
+use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
+use faultline::saga::pattern::SagaPattern;
 use faultline::saga::world::{INVARIANTS, MARKS, SagaKnobs, SagaWorld, run_seed};
+use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
-use faultline_sim::{Coverage, check_determinism};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -17,15 +17,7 @@ fn plans(kinds: &'static [FaultKindTag]) -> BoxedStrategy<FaultPlan> {
     FaultPlan::strategy(&profile)
 }
 
-const ALL: &[FaultKindTag] = &[
-    FaultKindTag::Outage,
-    FaultKindTag::Slow,
-    FaultKindTag::Errors,
-    FaultKindTag::Crash,
-    FaultKindTag::Drop,
-    FaultKindTag::Duplicate,
-    FaultKindTag::Delay,
-];
+const ALL: &[FaultKindTag] = &FaultKindTag::ALL;
 
 fn check(property: &str, seed: u64, plan: FaultPlan) -> Result<SagaWorld, TestCaseError> {
     let knobs = SagaKnobs::from_seed(seed);
@@ -93,62 +85,11 @@ fn golden_digest() {
 
 #[test]
 fn every_mark_is_hit_over_500_seeds() {
-    let mut seen = Coverage::declare(MARKS.iter().copied());
-    for seed in 0..500 {
-        let (report, _) = run_seed(seed, TraceMode::Off).unwrap();
-        report.assert_pass();
-        for (mark, hits) in &report.coverage.hits {
-            if *hits > 0 {
-                seen.hit(mark);
-            }
-        }
-    }
-    assert!(
-        seen.undeclared.is_empty(),
-        "undeclared marks: {:?}",
-        seen.undeclared
-    );
-    assert!(
-        seen.missed().is_empty(),
-        "never hit in 500 seeds: {:?}",
-        seen.missed()
-    );
+    assert_every_mark_hit(&SagaPattern, MARKS, 500);
 }
 
 /// Every mutant is caught by its expected invariant, and every invariant catches one.
 #[test]
 fn mutants_are_caught() {
-    const SEEDS: u64 = 200;
-    let mut catchers = std::collections::BTreeSet::new();
-    println!(
-        "{:<28} {:<28} {:>6} {:>10}",
-        "mutant", "caught by", "cases", "expected@"
-    );
-    for m in CATALOG {
-        let mut first: Option<(u64, String)> = None;
-        let mut expected_at = None;
-        for seed in 0..SEEDS {
-            let (report, _) = m.run(seed, TraceMode::Off).unwrap();
-            if let Some(inv) = report.outcome.invariant() {
-                catchers.insert(inv.to_string());
-                first.get_or_insert((seed + 1, inv.to_string()));
-                if inv == m.expected {
-                    expected_at = Some(seed + 1);
-                    break;
-                }
-            }
-        }
-        let (cases, inv) =
-            first.unwrap_or_else(|| panic!("mutant {} survived {SEEDS} seeds", m.name));
-        let expected = expected_at.unwrap_or_else(|| {
-            panic!(
-                "mutant {} never caught by {} in {SEEDS} seeds",
-                m.name, m.expected
-            )
-        });
-        println!("{:<28} {:<28} {:>6} {:>10}", m.name, inv, cases, expected);
-    }
-    for inv in INVARIANTS {
-        assert!(catchers.contains(inv), "invariant {inv} caught no mutant");
-    }
+    assert_mutants_caught(&SagaPattern, &INVARIANTS, 200);
 }
