@@ -19,6 +19,19 @@ pub struct Mutant {
     idempotent_payment: bool,
 }
 
+/// Recovery that presumes an action in flight at the crash failed and compensates the
+/// saga. No single run can tell (compensating is a legal ending), so it is not in the
+/// [`CATALOG`] that `faultline mutants` sweeps; the crash-equivalence property (a run
+/// with orchestrator crashes ends every saga as the same run without them) catches it,
+/// in `tests/sim/saga.rs`.
+pub const RECOVERY_PRESUMES_FAILURE: Mutant = Mutant {
+    name: "recovery_presumes_failure",
+    defect: "recovery presumes an action in flight at the crash failed, and compensates the saga",
+    expected: "saga.crash_equivalence",
+    flaw: Flaw::RecoveryPresumesFailure,
+    idempotent_payment: true,
+};
+
 impl Mutant {
     /// The world for `knobs` with this mutant in it.
     pub fn world(&self, knobs: SagaKnobs) -> Result<SagaWorld, ConfigError> {
@@ -78,6 +91,13 @@ pub const CATALOG: &[Mutant] = &[
         defect: "compensations run for steps that never happened (release of stock never reserved)",
         expected: "saga.compensation_order",
         flaw: Flaw::CompensateNeverSent,
+        idempotent_payment: true,
+    },
+    Mutant {
+        name: "uncapped_backoff",
+        defect: "the retry backoff ignores its cap: delays double without bound, so sagas settle long after the faults healed",
+        expected: "saga.settling",
+        flaw: Flaw::UncappedBackoff,
         idempotent_payment: true,
     },
     Mutant {

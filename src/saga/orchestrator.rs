@@ -18,8 +18,9 @@
 //! A crash may happen between any two outputs. [`Orchestrator::recover`] rebuilds every
 //! saga from the records that were made durable and decides what to do next: an intent
 //! without its outcome means the outcome is unknown (the command may or may not have
-//! taken effect), so it is sent again with the same idempotency key (as a retry), or,
-//! when the attempts are spent, compensated.
+//! taken effect), so that same attempt is sent again, with the same idempotency key and
+//! a fresh deadline. A crash costs time, never an attempt: a run with crashes ends every
+//! saga in the state it would have reached without them.
 //!
 //! # The rules
 //!
@@ -84,6 +85,7 @@ pub struct SagaConfig {
     backoff: Backoff,
     steps: Vec<StepId>,
     seed: u64,
+    deadline_from_sent: bool,
 }
 
 impl Default for SagaConfig {
@@ -97,9 +99,14 @@ impl Default for SagaConfig {
                 .unwrap_or_default(),
             steps: StepId::ALL.to_vec(),
             seed: DEFAULT_SEED,
+            deadline_from_sent: false,
         }
     }
 }
+
+/// The deadline of an attempt not yet reported sent (see
+/// [`SagaConfigBuilder::deadline_from_sent`]): no timer runs for it.
+const UNSENT: Instant = Instant::from_nanos(u64::MAX);
 
 const DEFAULT_SEED: u64 = 0x5a6a_5f73_6167_6121;
 
@@ -114,7 +121,12 @@ impl SagaConfig {
             backoff: (Duration::from_millis(50), Duration::from_secs(2)),
             steps: StepId::ALL.to_vec(),
             seed: DEFAULT_SEED,
+            deadline_from_sent: false,
         }
+    }
+    /// True when each attempt's deadline starts at [`Orchestrator::on_sent`].
+    pub fn deadline_from_sent(&self) -> bool {
+        self.deadline_from_sent
     }
     /// How long an attempt waits for its reply.
     pub fn step_timeout(&self) -> Duration {
@@ -151,9 +163,20 @@ pub struct SagaConfigBuilder {
     backoff: (Duration, Duration),
     steps: Vec<StepId>,
     seed: u64,
+    deadline_from_sent: bool,
 }
 
 impl SagaConfigBuilder {
+    /// When true, an attempt's deadline starts only when the driver reports that its
+    /// command left ([`Orchestrator::on_sent`]); until then no timer runs for it. Use it
+    /// when commands may wait behind log writes (a busy disk), so that the wait is not
+    /// taken for a silent service; the driver must then report every send. Default
+    /// false: the deadline counts from when the command was emitted, and `on_sent` may
+    /// only move it later.
+    pub fn deadline_from_sent(mut self, on: bool) -> Self {
+        self.deadline_from_sent = on;
+        self
+    }
     /// How long an attempt waits for its reply (more than zero).
     pub fn step_timeout(mut self, d: Duration) -> Self {
         self.step_timeout = d;
@@ -231,6 +254,7 @@ impl SagaConfigBuilder {
             backoff,
             steps: self.steps,
             seed: self.seed,
+            deadline_from_sent: self.deadline_from_sent,
         })
     }
 }
@@ -407,6 +431,9 @@ pub struct SagaTotals {
     pub timeouts: u64,
     /// Replies ignored as stale.
     pub stale_replies: u64,
+    /// Attempts in flight at a crash, sent again by recovery under the same attempt
+    /// number.
+    pub resumed: u64,
 }
 
 /// A deliberate defect, set only by mutation tests. The reference has none.
@@ -424,6 +451,11 @@ pub(crate) enum Flaw {
     CompensateNeverSent,
     /// A saga whose compensation is exhausted ends Failed without an alert.
     SilentFailure,
+    /// Recovery presumes that an action in flight at the crash failed, and compensates
+    /// the saga (a crash then changes how sagas end).
+    RecoveryPresumesFailure,
+    /// Retry backoff ignores its cap: delays double without bound.
+    UncappedBackoff,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -514,9 +546,82 @@ impl Orchestrator {
             .collect();
         for id in pending {
             orch.totals.recovered += 1;
-            orch.with_saga(id, |o, saga| o.advance(id, saga, now));
+            orch.with_saga(id, |o, saga| o.resume(id, saga, now));
         }
         orch
+    }
+
+    /// After a recovery: the attempt in flight at the crash (its intent durable, its
+    /// outcome not) is sent again under the same attempt number and idempotency key, so
+    /// a crash costs time, never an attempt: the saga ends as it would have without the
+    /// crash. Anything else is decided as in a live run.
+    fn resume(&mut self, id: SagaId, saga: &mut Saga, now: Instant) {
+        if self.flaw == Flaw::RecoveryPresumesFailure && saga.state == SagaState::Running {
+            // The defect: whatever was in flight is presumed to have failed.
+            if let Some(p) = saga.steps.iter_mut().find(|p| p.outcome.is_none())
+                && p.attempts > 0
+            {
+                p.attempts = p.attempts.max(self.config.attempts_max);
+            }
+            return self.advance(id, saga, now);
+        }
+        let in_flight = match saga.state {
+            SagaState::Running => saga
+                .steps
+                .iter()
+                .position(|p| p.outcome != Some(true))
+                .filter(|&i| saga.steps[i].outcome.is_none() && saga.steps[i].attempts > 0)
+                .map(|i| (i, Kind::Action, saga.steps[i].attempts)),
+            SagaState::Compensating => self
+                .next_compensation(saga)
+                .filter(|&j| saga.steps[j].compensation_attempts > 0)
+                .map(|j| (j, Kind::Compensation, saga.steps[j].compensation_attempts)),
+            _ => None,
+        };
+        match in_flight {
+            Some((index, kind, attempt)) => self.resend(id, saga, index, kind, attempt, now),
+            None => self.advance(id, saga, now),
+        }
+    }
+
+    /// Sends attempt `attempt` of `kind` of step `index` again: its intent is durable
+    /// already, so only the command goes out, with a fresh deadline.
+    fn resend(
+        &mut self,
+        id: SagaId,
+        saga: &mut Saga,
+        index: usize,
+        kind: Kind,
+        attempt: u32,
+        now: Instant,
+    ) {
+        let Some(&step) = self.config.steps.get(index) else {
+            return;
+        };
+        let cmd = Command {
+            saga: id,
+            step,
+            kind,
+            order: saga.order,
+        };
+        self.outputs.push_back(Output::Send(cmd, attempt));
+        self.totals.sends += 1;
+        self.totals.resumed += 1;
+        let deadline = if self.config.deadline_from_sent {
+            UNSENT
+        } else {
+            now + self.config.step_timeout
+        };
+        self.set_phase(
+            id,
+            saga,
+            Phase::Awaiting {
+                index,
+                kind,
+                attempt,
+                deadline,
+            },
+        );
     }
 
     /// The orchestrator with a defect (for mutation tests).
@@ -637,9 +742,17 @@ impl Orchestrator {
             self.totals.stale_replies += 1;
             return false;
         };
+        // A reply to an earlier attempt of what the saga is doing now counts as well:
+        // every attempt carries the same idempotency key, so the service answers each
+        // alike. (A refused compensation counts only for the attempt awaited.)
         let expected = self.sagas.get(&saga).is_some_and(|s| {
-            matches!(s.phase, Phase::Awaiting { index: i, kind: k, attempt: a, .. }
-                if i == index && k == kind && a == attempt)
+            let awaited = matches!(s.phase, Phase::Awaiting { attempt: a, .. } if a == attempt);
+            self.current(s).is_some_and(|(i, k, tried)| {
+                i == index
+                    && k == kind
+                    && (1..=tried).contains(&attempt)
+                    && (awaited || kind == Kind::Action || reply.is_ok())
+            })
         });
         if !expected {
             self.totals.stale_replies += 1;
@@ -662,6 +775,77 @@ impl Orchestrator {
             }
         });
         true
+    }
+
+    /// Tells the orchestrator that attempt `attempt` of `kind` of `step` actually left
+    /// now (after its intent became durable): its deadline counts from here, so time
+    /// spent queued behind log writes is not held against the service. Optional: a
+    /// driver that never calls it gets deadlines counted from when the command was
+    /// emitted. False if that attempt is not the one awaited.
+    pub fn on_sent(
+        &mut self,
+        saga: SagaId,
+        step: StepId,
+        kind: Kind,
+        attempt: u32,
+        now: Instant,
+    ) -> bool {
+        let Some(index) = self.index_of(step) else {
+            return false;
+        };
+        let deadline = now + self.config.step_timeout;
+        let mut rearmed = false;
+        self.with_saga(saga, |o, s| {
+            if let Phase::Awaiting {
+                index: i,
+                kind: k,
+                attempt: a,
+                deadline: old,
+            } = s.phase
+                && i == index
+                && k == kind
+                && a == attempt
+                && (old == UNSENT || deadline > old)
+            {
+                o.set_phase(
+                    saga,
+                    s,
+                    Phase::Awaiting {
+                        index,
+                        kind,
+                        attempt,
+                        deadline,
+                    },
+                );
+                rearmed = true;
+            }
+        });
+        rearmed
+    }
+
+    /// What `saga` is doing now: the step, the kind and how many attempts it has made
+    /// (in flight or backing off before the next); `None` when idle or at rest.
+    fn current(&self, saga: &Saga) -> Option<(usize, Kind, u32)> {
+        match saga.phase {
+            Phase::Idle => None,
+            Phase::Awaiting {
+                index,
+                kind,
+                attempt,
+                ..
+            } => Some((index, kind, attempt)),
+            Phase::Waiting { .. } => match saga.state {
+                SagaState::Running => {
+                    let i = saga.steps.iter().position(|p| p.outcome != Some(true))?;
+                    Some((i, Kind::Action, saga.steps[i].attempts))
+                }
+                SagaState::Compensating => {
+                    let j = self.next_compensation(saga)?;
+                    Some((j, Kind::Compensation, saga.steps[j].compensation_attempts))
+                }
+                _ => None,
+            },
+        }
     }
 
     /// Handles every deadline and retry time up to `now`: an attempt without a reply
@@ -904,7 +1088,11 @@ impl Orchestrator {
             self.outputs.push_back(send);
         }
         self.totals.sends += 1;
-        let deadline = now + self.config.step_timeout;
+        let deadline = if self.config.deadline_from_sent {
+            UNSENT
+        } else {
+            now + self.config.step_timeout
+        };
         self.set_phase(
             id,
             saga,
@@ -952,7 +1140,7 @@ impl Orchestrator {
         saga.phase = phase;
         let at = match phase {
             Phase::Idle => None,
-            Phase::Awaiting { deadline, .. } => Some(deadline),
+            Phase::Awaiting { deadline, .. } => Some(deadline).filter(|d| *d != UNSENT),
             Phase::Waiting { at } => Some(at),
         };
         if let Some(at) = at {
@@ -964,6 +1152,11 @@ impl Orchestrator {
     /// The backoff before the attempt after `attempt`: uniform in
     /// `[0, ceiling(attempt)]`, both ends included.
     fn jitter(&mut self, attempt: u32) -> Duration {
+        if self.flaw == Flaw::UncappedBackoff {
+            // The defect: the delay doubles without its cap (and without jitter).
+            let base = self.config.backoff.base();
+            return base.saturating_mul(1u32 << attempt.saturating_sub(1).min(30));
+        }
         self.config.backoff.delay(attempt, &mut self.rng)
     }
 }
@@ -1678,15 +1871,49 @@ mod tests {
         assert_eq!(o.awaiting(S1), Some((StepId::Payment, Kind::Action, 1)));
         assert_eq!(o.progress(S1, StepId::Inventory), None);
         drain(&mut o);
-        // An attempt that timed out is not awaited any more either.
+        // A late reply to an attempt that timed out still counts: every attempt has
+        // the same idempotency key, so the service answers each alike.
         let (_, out) = fire(&mut o);
         assert_eq!(
             out[1],
             Output::Send(Command::action(S1, StepId::Payment, ORDER), 2)
         );
-        assert!(!o.on_reply(S1, StepId::Payment, Kind::Action, 1, Reply::Ok, at(500)));
-        assert!(o.on_reply(S1, StepId::Payment, Kind::Action, 2, Reply::Ok, at(500)));
+        assert!(!o.on_reply(S1, StepId::Payment, Kind::Action, 3, Reply::Ok, at(500)));
+        assert!(o.on_reply(S1, StepId::Payment, Kind::Action, 1, Reply::Ok, at(500)));
         assert_eq!(o.state(S1), Some(SagaState::Completed));
+        assert!(!o.on_reply(S1, StepId::Payment, Kind::Action, 2, Reply::Ok, at(500)));
+    }
+
+    #[test]
+    fn a_deadline_counts_from_when_the_command_left() {
+        let mut o = Orchestrator::new(config());
+        assert!(o.start(S1, ORDER, at(0)));
+        drain(&mut o);
+        assert_eq!(o.poll_timeout(), Some(at(100)));
+        // Queued behind log writes for 80 ms, then sent.
+        assert!(o.on_sent(S1, StepId::Order, Kind::Action, 1, at(80)));
+        assert_eq!(o.poll_timeout(), Some(at(180)));
+        // Not the attempt awaited: nothing changes.
+        assert!(!o.on_sent(S1, StepId::Order, Kind::Action, 2, at(90)));
+        assert!(!o.on_sent(S1, StepId::Payment, Kind::Action, 1, at(90)));
+        assert_eq!(o.poll_timeout(), Some(at(180)));
+        o.handle_timeout(at(150));
+        assert_eq!(o.awaiting(S1), Some((StepId::Order, Kind::Action, 1)));
+
+        // With deadline_from_sent, no timer runs until the command is reported sent.
+        let config = SagaConfig::builder()
+            .step_timeout(Duration::from_millis(100))
+            .deadline_from_sent(true)
+            .build()
+            .unwrap();
+        let mut o = Orchestrator::new(config);
+        assert!(o.start(S1, ORDER, at(0)));
+        drain(&mut o);
+        assert_eq!(o.poll_timeout(), None);
+        o.handle_timeout(at(10_000));
+        assert_eq!(o.awaiting(S1), Some((StepId::Order, Kind::Action, 1)));
+        assert!(o.on_sent(S1, StepId::Order, Kind::Action, 1, at(10_000)));
+        assert_eq!(o.poll_timeout(), Some(at(10_100)));
     }
 
     #[test]
@@ -1758,10 +1985,11 @@ mod tests {
         };
         let cd = |n, step| LogRecord::CompensationDone { saga: s(n), step };
         let records = vec![
-            // 1: the first intent, no outcome: resend as attempt 2.
+            // 1: the first intent, no outcome: resend attempt 1.
             started(1),
             si(1, StepId::Order, 1),
-            // 2: the last attempt of inventory, no outcome: compensate it, then order.
+            // 2: the last attempt of inventory, no outcome: resend it too (a crash
+            //    costs no attempt).
             started(2),
             si(2, StepId::Order, 1),
             so(2, StepId::Order, true),
@@ -1789,7 +2017,7 @@ mod tests {
             so(5, StepId::Inventory, true),
             si(5, StepId::Payment, 2),
             so(5, StepId::Payment, true),
-            // 6: the last compensation attempt without done: fail.
+            // 6: the last compensation attempt without done: resend it.
             started(6),
             si(6, StepId::Order, 1),
             so(6, StepId::Order, true),
@@ -1814,53 +2042,47 @@ mod tests {
         assert_eq!(
             drain(&mut o),
             vec![
-                append(si(1, StepId::Order, 2)),
-                Output::Send(act(1, StepId::Order), 2),
-                append(ci(2, StepId::Inventory, 1)),
-                Output::Send(comp(2, StepId::Inventory), 1),
-                append(ci(3, StepId::Order, 3)),
-                Output::Send(comp(3, StepId::Order), 3),
+                Output::Send(act(1, StepId::Order), 1),
+                Output::Send(act(2, StepId::Inventory), 3),
+                Output::Send(comp(3, StepId::Order), 2),
                 append(LogRecord::Ended {
                     saga: s(5),
                     state: SagaState::Completed
                 }),
-                Output::Alert {
-                    saga: s(6),
-                    reason: AlertReason::CompensationExhausted {
-                        step: StepId::Order,
-                        attempts: 4
-                    }
-                },
-                append(LogRecord::Ended {
-                    saga: s(6),
-                    state: SagaState::Failed
-                }),
+                Output::Send(comp(6, StepId::Order), 4),
                 append(ci(7, StepId::Inventory, 1)),
                 Output::Send(comp(7, StepId::Inventory), 1),
             ]
         );
         assert_eq!(o.state(s(4)), Some(SagaState::Compensated));
-        assert_eq!(o.state(s(2)), Some(SagaState::Compensating));
+        assert_eq!(o.state(s(2)), Some(SagaState::Running));
+        assert_eq!(o.awaiting(s(2)), Some((StepId::Inventory, Kind::Action, 3)));
         assert_eq!(o.state(s(8)), None);
         assert_eq!(o.poll_timeout(), Some(at(1_100)));
         let t = o.totals();
         assert_eq!(
-            (t.recovered, t.action_retries, t.compensation_retries),
-            (6, 1, 1)
+            (
+                t.recovered,
+                t.resumed,
+                t.action_retries,
+                t.compensation_retries
+            ),
+            (6, 4, 0, 0)
         );
-        // The recovered orchestrator goes on: saga 2's compensations run in reverse.
+        // The recovered orchestrator goes on: saga 2's inventory is refused, so its
+        // order is compensated.
         assert!(o.on_reply(
             s(2),
             StepId::Inventory,
-            Kind::Compensation,
-            1,
-            Reply::Ok,
+            Kind::Action,
+            3,
+            Reply::Refused(Refusal::OutOfStock),
             at(1_001)
         ));
         assert_eq!(
             drain(&mut o),
             vec![
-                append(cd(2, StepId::Inventory)),
+                append(so(2, StepId::Inventory, false)),
                 append(ci(2, StepId::Order, 1)),
                 Output::Send(comp(2, StepId::Order), 1),
             ]

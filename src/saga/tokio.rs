@@ -1065,7 +1065,7 @@ mod tests {
             );
             check(&second, &svc);
             assert_eq!(svc.lock().unwrap().inventory.available(1), 7);
-            resent += second.totals().action_retries + second.totals().compensation_retries;
+            resent += second.totals().resumed;
         }
         assert!(resent > 0, "some crash left an intent without its outcome");
     }

@@ -17,12 +17,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// The saga invariants, in order.
-pub const INVARIANTS: [&str; 5] = [
+pub const INVARIANTS: [&str; 6] = [
     "saga.at_rest",
     "saga.conservation",
     "saga.compensation_order",
     "saga.idempotent",
     "saga.write_ahead",
+    "saga.settling",
 ];
 
 /// Coverage marks of the saga world.
@@ -30,7 +31,12 @@ pub const MARKS: &[&str] = &[
     "saga.completed",
     "saga.compensated",
     "saga.failed",
+    "saga.running_to_compensating",
+    "saga.running_to_completed",
+    "saga.compensating_to_compensated",
+    "saga.compensating_to_failed",
     "saga.recovered_from_log",
+    "saga.resumed_in_flight",
     "saga.unknown_outcome_timeout",
     "saga.compensation_retry",
     "saga.refused",
@@ -111,7 +117,23 @@ impl SagaKnobs {
                 Duration::from_millis(self.backoff_ms.1),
             )
             .seed(self.seed)
+            .deadline_from_sent(true)
             .build()
+    }
+
+    /// How long a saga may take to come to rest once no fault is active (not counting
+    /// waits for the disk behind other sagas): once everything works, at most one
+    /// attempt times out and backs off (it was in flight, or backing off, when the last
+    /// fault ended); then every remaining action and compensation succeeds first time.
+    /// That is one `step_timeout + backoff cap`, doubled for safety, plus a round trip
+    /// and two log writes for each of the six commands a saga can send. Far below the
+    /// issue's `step timeouts x attempts`, so it catches slow settling, not only none.
+    pub fn settle_bound(&self) -> Duration {
+        let commands = 6;
+        let per_command = 2 * self.latency_ms.1 + 2 * self.disk_ms;
+        Duration::from_millis(
+            2 * (self.step_timeout_ms + self.backoff_ms.1) + commands * per_command,
+        )
     }
 
     /// The fault plans this world understands.
@@ -205,6 +227,10 @@ pub struct SagaWorld {
     ended: BTreeSet<SagaId>,
     settled_seen: u64,
     pipeline: VecDeque<Output>,
+    /// When each output in the pipeline was queued (in step with `pipeline`).
+    queued_at: VecDeque<SimTime>,
+    /// Per saga, the spans its outputs waited in the pipeline for their turn.
+    queue_waits: BTreeMap<SagaId, Vec<(SimTime, SimTime)>>,
     writing: bool,
     /// The three services (durable).
     pub services: Services,
@@ -217,7 +243,16 @@ pub struct SagaWorld {
     /// Compensations that took effect, per saga, in order.
     compensation_effects: BTreeMap<SagaId, Vec<StepId>>,
     tick_at: Option<SimTime>,
+    /// Arrivals and orders (apart from the latency draws, so a run with crashes sees
+    /// the same checkouts as the same run without them).
+    arrivals: SimRng,
     rng: SimRng,
+    /// When each saga's customer checked out.
+    checkout_at: BTreeMap<SagaId, SimTime>,
+    /// When each saga reached a rest state.
+    rested_at: BTreeMap<SagaId, SimTime>,
+    /// Fault windows seen: (start, end; `None` while active).
+    fault_windows: Vec<(SimTime, Option<SimTime>)>,
     /// Figures of the run.
     pub stats: SagaStats,
     /// Saga swimlanes: (saga, time, what).
@@ -251,6 +286,8 @@ impl SagaWorld {
             ended: BTreeSet::new(),
             settled_seen: u64::MAX,
             pipeline: VecDeque::new(),
+            queued_at: VecDeque::new(),
+            queue_waits: BTreeMap::new(),
             writing: false,
             services: Services::new(inventory, payment),
             next_saga: 0,
@@ -260,7 +297,11 @@ impl SagaWorld {
             sent: BTreeSet::new(),
             compensation_effects: BTreeMap::new(),
             tick_at: None,
+            arrivals: SimRng::new(knobs.seed).fork("saga.arrivals"),
             rng: SimRng::new(knobs.seed).fork("saga.world"),
+            checkout_at: BTreeMap::new(),
+            rested_at: BTreeMap::new(),
+            fault_windows: Vec::new(),
             stats: SagaStats::default(),
             lanes: Vec::new(),
             knobs,
@@ -270,6 +311,43 @@ impl SagaWorld {
     /// The reference world for `knobs`.
     pub fn new(knobs: SagaKnobs) -> Result<Self, ConfigError> {
         Self::with(knobs, Flaw::None, true)
+    }
+
+    /// For each saga at rest: how long it took to come to rest after the later of its
+    /// checkout and the end of the last fault that began before it came to rest, not
+    /// counting the time its log records and commands waited behind other sagas' for
+    /// the disk (the log's throughput is the environment's, not the retry logic's).
+    pub fn settle_times(&self) -> Vec<(SagaId, SimDuration)> {
+        self.rested_at
+            .iter()
+            .filter_map(|(saga, rested)| {
+                let checkout = *self.checkout_at.get(saga)?;
+                let calm = self
+                    .fault_windows
+                    .iter()
+                    .filter(|(start, _)| start < rested)
+                    .map(|(_, end)| end.unwrap_or(*rested))
+                    .fold(checkout, SimTime::max);
+                let queued: u64 = self
+                    .queue_waits
+                    .get(saga)
+                    .into_iter()
+                    .flatten()
+                    .map(|(from, until)| (*until.min(rested) - *from.max(&calm)).as_nanos())
+                    .sum();
+                let took = (*rested - calm).as_nanos().saturating_sub(queued);
+                Some((*saga, SimDuration::from_nanos(took)))
+            })
+            .collect()
+    }
+
+    /// Every saga the (live) orchestrator knows, with its state, in id order; empty
+    /// while it is down.
+    pub fn saga_states(&self) -> Vec<(SagaId, SagaState)> {
+        self.orchestrator
+            .as_ref()
+            .map(|o| o.sagas().collect())
+            .unwrap_or_default()
     }
 
     /// The knobs.
@@ -293,6 +371,7 @@ impl SagaWorld {
         };
         while let Some(out) = o.poll_output() {
             self.pipeline.push_back(out);
+            self.queued_at.push_back(ctx.now());
         }
         self.run_pipeline(ctx)?;
         if let Some(o) = &self.orchestrator
@@ -313,6 +392,19 @@ impl SagaWorld {
             let Some(out) = self.pipeline.front().copied() else {
                 return Ok(());
             };
+            if let Some(queued) = self.queued_at.pop_front() {
+                let saga = match out {
+                    Output::Append(r) => r.saga(),
+                    Output::Send(cmd, _) => cmd.saga,
+                    Output::Alert { saga, .. } => saga,
+                };
+                if ctx.now() > queued {
+                    self.queue_waits
+                        .entry(saga)
+                        .or_default()
+                        .push((queued, ctx.now()));
+                }
+            }
             match out {
                 Output::Append(_) => {
                     self.writing = true;
@@ -368,6 +460,9 @@ impl SagaWorld {
             ));
         }
         self.stats.sends += 1;
+        if let Some(o) = self.orchestrator.as_mut() {
+            o.on_sent(cmd.saga, cmd.step, cmd.kind, attempt, Self::now(ctx));
+        }
         if cmd.kind == Kind::Action {
             self.sent.insert((cmd.saga, cmd.step));
         }
@@ -375,6 +470,15 @@ impl SagaWorld {
             ctx.cover("saga.compensation_retry");
         }
         ctx.record(ORCHESTRATOR, format_args!("send {cmd} attempt {attempt}"));
+        let verb = match cmd.kind {
+            Kind::Action => "do",
+            Kind::Compensation => "undo",
+        };
+        self.lanes.push((
+            cmd.saga,
+            ctx.now(),
+            format!("{verb} {:?} #{attempt}", cmd.step),
+        ));
         let svc = service(cmd.step);
         let fate = ctx.faults().link(&format!("to-{svc}"));
         if fate.copies > 1 {
@@ -417,6 +521,17 @@ impl SagaWorld {
             .collect();
         for (s, st) in ended {
             self.ended.insert(s);
+            self.rested_at.insert(s, ctx.now());
+            let mark = match st {
+                SagaState::Completed => "saga.running_to_completed",
+                SagaState::Failed => "saga.compensating_to_failed",
+                _ => "saga.compensating_to_compensated",
+            };
+            if st != SagaState::Completed {
+                // Running -> Compensating happened, with or without a step to undo.
+                ctx.cover("saga.running_to_compensating");
+            }
+            ctx.cover(mark);
             self.lanes.push((s, ctx.now(), format!("ended {st:?}")));
         }
     }
@@ -440,17 +555,18 @@ impl World for SagaWorld {
             SagaEvent::Checkout => {
                 let mean = 1_000_000_000 / u64::from(self.knobs.checkouts_per_sec.max(1));
                 let next = ctx.now()
-                    + SimDuration::from_nanos(self.rng.between(mean / 2, mean + mean / 2));
+                    + SimDuration::from_nanos(self.arrivals.between(mean / 2, mean + mean / 2));
                 if next < ctx.horizon() {
                     ctx.schedule_at(next, SagaEvent::Checkout);
                 }
                 let saga = SagaId(self.next_saga);
                 self.next_saga += 1;
                 let order = Order {
-                    item: self.rng.below(self.knobs.stock.len() as u64) as u32,
-                    qty: self.rng.between(1, 3) as u32,
-                    amount: self.rng.between(100, 5_000),
+                    item: self.arrivals.below(self.knobs.stock.len() as u64) as u32,
+                    qty: self.arrivals.between(1, 3) as u32,
+                    amount: self.arrivals.between(100, 5_000),
                 };
+                self.checkout_at.insert(saga, ctx.now());
                 self.start_saga(ctx, saga, order)?;
             }
             SagaEvent::AppendDone { life } => {
@@ -532,7 +648,12 @@ impl World for SagaWorld {
                 reply,
             } => {
                 if let Some(o) = self.orchestrator.as_mut() {
-                    o.on_reply(cmd.saga, cmd.step, cmd.kind, attempt, reply, now);
+                    if !o.on_reply(cmd.saga, cmd.step, cmd.kind, attempt, reply, now) {
+                        ctx.record(
+                            ORCHESTRATOR,
+                            format_args!("stale reply to {cmd} attempt {attempt}: {reply:?}"),
+                        );
+                    }
                     self.pump(ctx)?;
                 }
             }
@@ -553,6 +674,11 @@ impl World for SagaWorld {
     }
 
     fn on_fault(&mut self, ctx: &mut Ctx<SagaEvent>, edge: FaultEdge) -> Result<(), Violation> {
+        if edge.started {
+            self.fault_windows.push((ctx.now(), None));
+        } else if let Some(w) = self.fault_windows.iter_mut().find(|w| w.1.is_none()) {
+            w.1 = Some(ctx.now());
+        }
         if edge.fault.kind != FaultKind::Crash || edge.fault.target != ORCHESTRATOR {
             return Ok(());
         }
@@ -566,6 +692,7 @@ impl World for SagaWorld {
             }
             self.orchestrator = None;
             self.pipeline.clear();
+            self.queued_at.clear();
             self.writing = false;
             self.life += 1;
             ctx.record(ORCHESTRATOR, "crashed");
@@ -580,6 +707,13 @@ impl World for SagaWorld {
             self.settled_seen = u64::MAX;
             self.stats.recoveries += 1;
             ctx.cover("saga.recovered_from_log");
+            if self
+                .orchestrator
+                .as_ref()
+                .is_some_and(|o| o.totals().resumed > 0)
+            {
+                ctx.cover("saga.resumed_in_flight");
+            }
             ctx.record(
                 ORCHESTRATOR,
                 format_args!("recovered from {} log records", self.log.len()),
@@ -685,6 +819,21 @@ impl World for SagaWorld {
                 _ => {}
             }
         }
+        // 6. Each saga came to rest within its retry budget of the later of its
+        //    checkout and the end of the last fault before it came to rest.
+        let bound = SimDuration::from_nanos(self.knobs.settle_bound().as_nanos() as u64);
+        if let Some((saga, took)) = self
+            .settle_times()
+            .into_iter()
+            .find(|(_, took)| *took > bound)
+        {
+            return Err(Violation::new(
+                "saga.settling",
+                format!(
+                    "{saga} came to rest {took} after the later of its checkout and the last fault's end, past its bound of {bound}"
+                ),
+            ));
+        }
         // 3. Compensations in reverse order, only for steps that were sent.
         for (saga, effects) in &self.compensation_effects {
             for w in effects.windows(2) {
@@ -719,12 +868,8 @@ impl World for SagaWorld {
     }
 }
 
-/// Runs the world for `knobs` under `plan`.
-pub(crate) fn run_world(
-    world: SagaWorld,
-    plan: FaultPlan,
-    trace: TraceMode,
-) -> (RunReport, SagaWorld) {
+/// Runs `world` under `plan`.
+pub fn run_world(world: SagaWorld, plan: FaultPlan, trace: TraceMode) -> (RunReport, SagaWorld) {
     let mut world = world;
     let seed = world.knobs.seed;
     let report = Simulation::new(seed)

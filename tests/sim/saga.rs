@@ -3,8 +3,9 @@
 //! mutants.
 
 use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
+use faultline::saga::mutants::RECOVERY_PRESUMES_FAILURE;
 use faultline::saga::pattern::SagaPattern;
-use faultline::saga::world::{INVARIANTS, MARKS, SagaKnobs, SagaWorld, run_seed};
+use faultline::saga::world::{INVARIANTS, MARKS, SagaKnobs, SagaWorld, run_seed, run_world};
 use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
@@ -34,7 +35,75 @@ fn check(property: &str, seed: u64, plan: FaultPlan) -> Result<SagaWorld, TestCa
     Ok(world)
 }
 
+/// The seed's knobs with stock for every checkout, so that no saga's ending depends on
+/// which saga reached the inventory first.
+fn uncontended(seed: u64) -> SagaKnobs {
+    let mut knobs = SagaKnobs::from_seed(seed);
+    for s in &mut knobs.stock {
+        *s = 1_000_000;
+    }
+    knobs
+}
+
+/// Plans of orchestrator crashes alone (1 to 8, 100 ms to 4 s each).
+fn crash_profile() -> FaultProfile {
+    FaultProfile::new(SagaKnobs::from_seed(0).horizon_ms)
+        .kinds([FaultKindTag::Crash])
+        .faults(1, 8)
+        .duration_ms(100, 4_000)
+        .node("orchestrator")
+}
+
+/// Invariant 5, crash equivalence: the run under `plan` (orchestrator crashes) ends
+/// every saga in the state the same run without the crashes ends it in. `world` builds
+/// the reference or a mutant.
+fn crash_equivalence(
+    seed: u64,
+    plan: &FaultPlan,
+    world: impl Fn(SagaKnobs) -> SagaWorld,
+) -> Result<(), String> {
+    let knobs = uncontended(seed);
+    let healthy = FaultPlan::healthy(plan.horizon_ms);
+    let (calm, calm_world) = run_world(world(knobs.clone()), healthy, TraceMode::Off);
+    let (crashed, crashed_world) = run_world(world(knobs), plan.clone(), TraceMode::Off);
+    for (name, r) in [("without crashes", &calm), ("with crashes", &crashed)] {
+        if r.outcome.invariant().is_some() {
+            return Err(format!("seed {seed}, run {name}: {}", r.outcome));
+        }
+    }
+    let (a, b) = (calm_world.saga_states(), crashed_world.saga_states());
+    if a.len() != b.len() {
+        return Err(format!(
+            "seed {seed}: {} sagas without crashes, {} with",
+            a.len(),
+            b.len()
+        ));
+    }
+    match a.iter().zip(&b).find(|(x, y)| x != y) {
+        Some((x, y)) => Err(format!(
+            "saga.crash_equivalence violated at seed {seed}: {} ends {:?} without crashes but {:?} with them; plan: {}",
+            x.0,
+            x.1,
+            y.1,
+            serde_json::to_string(plan).unwrap_or_default()
+        )),
+        None => Ok(()),
+    }
+}
+
 proptest! {
+    /// Invariant 5: a run with orchestrator crashes ends every saga in the same state
+    /// as the same run without them (recovery resends what was in flight; a crash
+    /// costs time, never an attempt).
+    #[test]
+    fn orchestrator_crashes_do_not_change_how_sagas_end(
+        seed in any::<u64>(),
+        plan in FaultPlan::strategy(&crash_profile()),
+    ) {
+        crash_equivalence(seed, &plan, |k| SagaWorld::new(k).unwrap())
+            .map_err(TestCaseError::fail)?;
+    }
+
     /// Every invariant under every kind of fault.
     #[test]
     fn every_invariant_holds(seed in any::<u64>(), plan in plans(ALL)) {
@@ -78,7 +147,7 @@ fn golden_digest() {
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.completed),
-        (16_066_983_235_679_128_140, 5_781, 44),
+        (14_621_201_772_007_601_378, 5_510, 48),
         "golden digest changed"
     );
 }
@@ -92,4 +161,21 @@ fn every_mark_is_hit_over_500_seeds() {
 #[test]
 fn mutants_are_caught() {
     assert_mutants_caught(&SagaPattern, &INVARIANTS, 200);
+}
+
+/// The crash-equivalence check catches recovery that presumes failure: a mutant no
+/// single run can tell from the reference.
+#[test]
+fn crash_equivalence_catches_recovery_that_presumes_failure() {
+    let m = RECOVERY_PRESUMES_FAILURE;
+    let profile = crash_profile();
+    let caught = (0..100u64).find_map(|seed| {
+        let plan = FaultPlan::generate(&mut SimRng::new(seed).fork("crashes"), &profile);
+        crash_equivalence(seed, &plan, |k| m.world(k).unwrap())
+            .err()
+            .map(|e| (seed, e))
+    });
+    let (seed, why) = caught.expect("recovery_presumes_failure survived 100 seeds");
+    println!("{} caught at case {}: {why}", m.name, seed + 1);
+    assert!(why.contains("saga.crash_equivalence"), "{why}");
 }
