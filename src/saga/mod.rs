@@ -44,6 +44,9 @@
 //! assert_eq!(recovered.state(SagaId(1)), Some(SagaState::Completed));
 //! ```
 
+pub mod choreo_pattern;
+pub mod choreo_world;
+pub mod choreography;
 pub mod mutants;
 pub mod orchestrator;
 pub mod pattern;

@@ -4,6 +4,7 @@ use crate::harness::{
     HarnessError, MutantInfo, Pattern, Run, knob_list, per_second, replay_command, verdicts,
 };
 use crate::saga::mutants::CATALOG;
+use crate::saga::services::SagaId;
 use crate::saga::world::{INVARIANTS, SagaKnobs, SagaWorld, run_world};
 use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, SimTime, TraceMode};
@@ -44,17 +45,12 @@ impl SagaPattern {
     }
 }
 
-fn describe(
-    plan: &FaultPlan,
-    report: RunReport,
-    world: &SagaWorld,
-    mutant: Option<&str>,
-) -> RunView {
-    let knobs = world.knobs();
-    let end = report.end;
-    // Swimlanes: the sagas that did not simply complete come first.
+/// Swimlanes of up to [`LANES_MAX`] sagas from `(saga, time, what)` notes, the sagas
+/// that did not simply complete first: one band per step attempt or compensation (from
+/// when it began to the next note), the lane named after how the saga ended.
+pub(crate) fn saga_lanes(notes: &[(SagaId, SimTime, String)], end: SimTime) -> Vec<Lane> {
     let mut by_saga: BTreeMap<u64, Vec<(SimTime, String)>> = BTreeMap::new();
-    for (saga, t, what) in &world.lanes {
+    for (saga, t, what) in notes {
         by_saga.entry(saga.0).or_default().push((*t, what.clone()));
     }
     let mut chosen: Vec<u64> = by_saga
@@ -64,7 +60,7 @@ fn describe(
                 .any(|(_, w)| w.contains("Compensated") || w.contains("Failed"))
         })
         .map(|(s, _)| *s)
-        .take(LANES_MAX)
+        .take(LANES_MAX / 2)
         .collect();
     for s in by_saga.keys() {
         if chosen.len() >= LANES_MAX {
@@ -75,27 +71,44 @@ fn describe(
         }
     }
     chosen.sort();
-    let lanes = chosen
+    chosen
         .iter()
         .map(|s| {
-            let ev = &by_saga[s];
-            let start = ev.first().map_or(SimTime::ZERO, |e| e.0);
-            let (until, label) = ev
+            let mut ev = by_saga[s].clone();
+            ev.sort_by_key(|e| e.0);
+            let ending = ev
                 .iter()
                 .find(|(_, w)| w.starts_with("ended"))
-                .map_or((end, "running".to_string()), |(t, w)| {
-                    (*t, w.trim_start_matches("ended ").to_lowercase())
+                .map_or("running".to_string(), |(_, w)| {
+                    w.trim_start_matches("ended ").to_lowercase()
                 });
+            let bands = ev
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, w))| !w.starts_with("ended"))
+                .map(|(i, (t, w))| Band {
+                    from: *t,
+                    until: ev.get(i + 1).map_or(end, |n| n.0).max(*t),
+                    label: w.clone(),
+                })
+                .collect();
             Lane {
-                name: format!("saga {s}"),
-                bands: vec![Band {
-                    from: start,
-                    until: until.max(start),
-                    label,
-                }],
+                name: format!("saga {s}: {ending}"),
+                bands,
             }
         })
-        .collect();
+        .collect()
+}
+
+fn describe(
+    plan: &FaultPlan,
+    report: RunReport,
+    world: &SagaWorld,
+    mutant: Option<&str>,
+) -> RunView {
+    let knobs = world.knobs();
+    let end = report.end;
+    let lanes = saga_lanes(&world.lanes, end);
     let series = vec![Series {
         name: "sagas coming to rest".into(),
         unit: "sagas/s".into(),

@@ -7,5 +7,6 @@ mod support;
 
 mod breaker;
 mod bus;
+mod choreo;
 mod cli;
 mod saga;

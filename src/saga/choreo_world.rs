@@ -1,0 +1,768 @@
+//! The choreographed checkout in its simulated world: the same customers, stock,
+//! declines, latencies and fault plans as the orchestrated one (the same
+//! [`SagaKnobs`]), but no orchestrator: the three services react to each other's
+//! events over an [`EventBus`] (the reference [`Bus`], or yours).
+//!
+//! The bus hands a service one event at a time per topic; the delivery travels over
+//! the link `to-<service>`, the service reacts (one durable local step), and its
+//! outbox (the events to publish, with the acknowledgement) travels back over
+//! `from-<service>`. A delivery not acknowledged within the step timeout is failed
+//! (`nack`) and redelivered after the bus's backoff, as a broker's ack deadline does.
+//! A service that is down does not answer; one that crashes loses what it had in
+//! hand, which the bus redelivers when it is back; an `errors` fault makes the service
+//! react and then lose the outbox message. Faults on the `orchestrator` node do not
+//! apply: there is none. Dead letters are redriven once the faults heal.
+//!
+//! Checked at rest, with the orchestrated saga's names: `saga.at_rest`,
+//! `saga.conservation`, `saga.compensation_order` (also checked as each compensation
+//! is issued: only for a step whose action took effect), `saga.idempotent`, and
+//! `saga.settling`.
+
+use crate::breaker::ConfigError;
+use crate::bus::contract::EventBus;
+use crate::bus::core::{Bus, BusConfig, SubscriberId};
+use crate::clock::Instant;
+use crate::saga::choreography::{CheckoutEvent, ChoreoFlaw, Participant, Reactor};
+use crate::saga::orchestrator::SagaState;
+use crate::saga::services::{
+    InventoryService, Kind, Order, PaymentService, Reply, SagaId, Services, StepId,
+};
+use crate::saga::world::SagaKnobs;
+use faultline_sim::TraceMode;
+use faultline_sim::prelude::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// The choreography's invariants, in order.
+pub const INVARIANTS: [&str; 5] = [
+    "saga.at_rest",
+    "saga.conservation",
+    "saga.compensation_order",
+    "saga.idempotent",
+    "saga.settling",
+];
+
+/// Coverage marks of the choreographed world.
+pub const MARKS: &[&str] = &[
+    "choreo.completed",
+    "choreo.compensated_after_refusal",
+    "choreo.compensated_after_decline",
+    "choreo.redelivered_after_deadline",
+    "choreo.redelivered_after_crash",
+    "choreo.outbox_lost",
+    "choreo.duplicate_delivered",
+    "choreo.duplicate_reaction",
+    "choreo.redrive",
+];
+
+/// The world's events; `T` is the bus's delivery token.
+#[derive(Clone, Debug)]
+pub enum ChoreoEvent<T> {
+    /// A customer checks out.
+    Checkout,
+    /// A delivery reaches its service.
+    Handle {
+        /// The service.
+        who: Participant,
+        /// Which hand-out this is.
+        hand: u64,
+        /// The bus's token.
+        token: T,
+        /// The event.
+        event: CheckoutEvent,
+        /// The service's life when it was handed out (a crash ends it).
+        life: u64,
+    },
+    /// A service's outbox message (its events and the acknowledgement) reaches the bus.
+    Outbox {
+        /// The service.
+        who: Participant,
+        /// Which hand-out it answers.
+        hand: u64,
+        /// The bus's token.
+        token: T,
+        /// The events to publish.
+        publish: Vec<CheckoutEvent>,
+    },
+    /// The ack deadline of a hand-out.
+    Deadline {
+        /// The service.
+        who: Participant,
+        /// Which hand-out.
+        hand: u64,
+        /// The bus's token.
+        token: T,
+    },
+    /// The bus may have a retry due.
+    Wake,
+}
+
+/// Figures of one run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChoreoStats {
+    /// Checkouts.
+    pub started: u64,
+    /// Completed.
+    pub completed: u64,
+    /// Compensated.
+    pub compensated: u64,
+    /// Events published.
+    pub published: u64,
+    /// Deliveries handed out.
+    pub deliveries: u64,
+    /// Deliveries failed at their ack deadline.
+    pub deadlines: u64,
+    /// Reactions run (including repeated ones).
+    pub reactions: u64,
+}
+
+/// The choreographed checkout world over the bus `B`.
+pub struct ChoreoWorld<B: EventBus = Bus<u64>> {
+    knobs: SagaKnobs,
+    /// How long a hand-out may go unacknowledged before it is failed.
+    ack_deadline: SimDuration,
+    bus: B,
+    subs: [SubscriberId; 3],
+    up: [bool; 3],
+    life: [u64; 3],
+    reactor: Reactor,
+    /// Events by payload number, with when each was published.
+    events: Vec<(CheckoutEvent, SimTime)>,
+    /// (payload, service) pairs handed out at least once.
+    handed: BTreeSet<(u64, Participant)>,
+    /// Per saga, the spans its events waited on the bus before their first hand-out,
+    /// behind the event their topic had in hand.
+    queue_waits: BTreeMap<SagaId, Vec<(SimTime, SimTime)>>,
+    /// Events waiting for room on the bus.
+    outbox: VecDeque<CheckoutEvent>,
+    /// The hand-outs not yet settled, by number: (service, topic, seq).
+    in_hand: BTreeMap<u64, (Participant, String, u64)>,
+    next_hand: u64,
+    /// Deliveries and outbox messages on the wire.
+    on_the_wire: u64,
+    /// Actions that took effect (their reply was Ok), per saga and step.
+    took_effect: BTreeSet<(SagaId, StepId)>,
+    /// Compensations that took effect, per saga, in order.
+    compensation_effects: BTreeMap<SagaId, Vec<StepId>>,
+    checkout_at: BTreeMap<SagaId, SimTime>,
+    rested_at: BTreeMap<SagaId, SimTime>,
+    fault_windows: Vec<(SimTime, Option<SimTime>)>,
+    next_saga: u64,
+    wake_at: Option<SimTime>,
+    arrivals: SimRng,
+    rng: SimRng,
+    /// Figures of the run.
+    pub stats: ChoreoStats,
+    /// Saga swimlanes: (saga, time, what).
+    pub lanes: Vec<(SagaId, SimTime, String)>,
+}
+
+impl ChoreoWorld<Bus<u64>> {
+    /// The reference world: the reference bus and reactions.
+    pub fn new(knobs: SagaKnobs) -> Result<Self, ConfigError> {
+        Self::with(knobs, ChoreoFlaw::None, true, |config| Ok(Bus::new(config)))
+    }
+}
+
+impl<B: EventBus> ChoreoWorld<B> {
+    /// The bus configuration the world uses: 256 events retained per topic (a full
+    /// topic makes publishers wait in their outbox), 10 attempts per delivery with the
+    /// knobs' backoff, then the dead-letter queue (redriven whenever no fault is
+    /// active).
+    pub fn bus_config(knobs: &SagaKnobs) -> Result<BusConfig, ConfigError> {
+        BusConfig::builder()
+            .capacity(256)
+            .attempts_max(10)
+            .backoff(
+                Duration::from_millis(knobs.backoff_ms.0),
+                Duration::from_millis(knobs.backoff_ms.1),
+            )
+            .build()
+    }
+
+    /// The world over the bus `make_bus` builds (from [`bus_config`](Self::bus_config)):
+    /// plug your own [`EventBus`] in here.
+    pub fn with_bus(
+        knobs: SagaKnobs,
+        make_bus: impl FnOnce(BusConfig) -> Result<B, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        Self::with(knobs, ChoreoFlaw::None, true, make_bus)
+    }
+
+    pub(crate) fn with(
+        knobs: SagaKnobs,
+        flaw: ChoreoFlaw,
+        idempotent_payment: bool,
+        make_bus: impl FnOnce(BusConfig) -> Result<B, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        let mut bus = make_bus(Self::bus_config(&knobs)?)?;
+        let mut r = SimRng::new(knobs.seed).fork("saga.declines");
+        let declined: Vec<SagaId> = (0..10_000)
+            .filter(|_| r.below(100) < u64::from(knobs.decline_percent))
+            .map(SagaId)
+            .collect();
+        let mut payment = PaymentService::new().with_declined(declined);
+        payment.idempotent = idempotent_payment;
+        let inventory =
+            InventoryService::new(knobs.stock.iter().enumerate().map(|(i, s)| (i as u32, *s)));
+        let reactor = Reactor::new(Services::new(inventory, payment)).with_flaw(flaw);
+        let subscribe = |bus: &mut B, p: Participant| {
+            let mut topics: Vec<&str> = p.topics().to_vec();
+            if flaw == ChoreoFlaw::SkipRelease && p == Participant::Orders {
+                topics.push("payment.declined");
+            }
+            if flaw == ChoreoFlaw::ReleaseOnRefusal && p == Participant::Inventory {
+                topics.push("stock.refused");
+            }
+            bus.subscribe(&topics, Instant::ZERO)
+        };
+        let subs = [
+            subscribe(&mut bus, Participant::Orders),
+            subscribe(&mut bus, Participant::Inventory),
+            subscribe(&mut bus, Participant::Payment),
+        ];
+        let ack_deadline = if flaw == ChoreoFlaw::DefaultAckDeadline {
+            SimDuration::from_secs(30)
+        } else {
+            SimDuration::from_millis(knobs.step_timeout_ms)
+        };
+        Ok(ChoreoWorld {
+            ack_deadline,
+            bus,
+            subs,
+            up: [true; 3],
+            life: [0; 3],
+            reactor,
+            events: Vec::new(),
+            handed: BTreeSet::new(),
+            queue_waits: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            in_hand: BTreeMap::new(),
+            next_hand: 0,
+            on_the_wire: 0,
+            took_effect: BTreeSet::new(),
+            compensation_effects: BTreeMap::new(),
+            checkout_at: BTreeMap::new(),
+            rested_at: BTreeMap::new(),
+            fault_windows: Vec::new(),
+            next_saga: 0,
+            wake_at: None,
+            arrivals: SimRng::new(knobs.seed).fork("saga.arrivals"),
+            rng: SimRng::new(knobs.seed).fork("choreo.world"),
+            stats: ChoreoStats::default(),
+            lanes: Vec::new(),
+            knobs,
+        })
+    }
+
+    /// The knobs.
+    pub fn knobs(&self) -> &SagaKnobs {
+        &self.knobs
+    }
+
+    /// The reactions and the services' state.
+    pub fn reactor(&self) -> &Reactor {
+        &self.reactor
+    }
+
+    /// Every saga the order service knows, with its state, in id order.
+    pub fn saga_states(&self) -> Vec<(SagaId, SagaState)> {
+        self.reactor.states().collect()
+    }
+
+    /// For each saga at rest: how long it took to come to rest after the later of its
+    /// checkout and the end of the last fault that began before it came to rest, not
+    /// counting the time its events waited on the bus for their first hand-out behind
+    /// other sagas' events (the bus hands a service one event per topic at a time: that
+    /// is throughput, not the reactions' retry logic).
+    pub fn settle_times(&self) -> Vec<(SagaId, SimDuration)> {
+        self.rested_at
+            .iter()
+            .filter_map(|(saga, rested)| {
+                let checkout = *self.checkout_at.get(saga)?;
+                let calm = self
+                    .fault_windows
+                    .iter()
+                    .filter(|(start, _)| start < rested)
+                    .map(|(_, end)| end.unwrap_or(*rested))
+                    .fold(checkout, SimTime::max);
+                let mut spans: Vec<(SimTime, SimTime)> = self
+                    .queue_waits
+                    .get(saga)
+                    .into_iter()
+                    .flatten()
+                    .map(|(from, until)| ((*from).max(calm), (*until).min(*rested)))
+                    .filter(|(from, until)| from < until)
+                    .collect();
+                spans.sort();
+                // The union of the spans.
+                let mut queued = 0u64;
+                let mut reach = calm;
+                for (from, until) in spans {
+                    let from = from.max(reach);
+                    if until > from {
+                        queued += (until - from).as_nanos();
+                        reach = until;
+                    }
+                }
+                let took = (*rested - calm).as_nanos().saturating_sub(queued);
+                Some((*saga, SimDuration::from_nanos(took)))
+            })
+            .collect()
+    }
+
+    /// How long a saga may take to come to rest once no fault is active: one delivery
+    /// that waits out its ack deadline and the bus's longest backoff (it was lost, or
+    /// backing off, when the last fault ended), doubled for safety, plus a round trip
+    /// for each of the five reactions on the longest path (checkout, order, stock,
+    /// payment, release, cancel), each of which may queue behind the one event its
+    /// topic has in hand.
+    pub fn settle_bound(&self) -> SimDuration {
+        let k = &self.knobs;
+        let reactions = 6;
+        let per_reaction = 2 * (2 * k.latency_ms.1);
+        SimDuration::from_millis(
+            2 * (k.step_timeout_ms + k.backoff_ms.1) + reactions * per_reaction,
+        )
+    }
+
+    fn now(ctx: &Ctx<ChoreoEvent<B::Token>>) -> Instant {
+        Instant::from_nanos(ctx.now().as_nanos())
+    }
+
+    fn latency(&mut self) -> SimDuration {
+        let (lo, hi) = self.knobs.latency_ms;
+        SimDuration::from_micros(self.rng.between(lo * 1_000, hi * 1_000))
+    }
+
+    fn publish(&mut self, ctx: &mut Ctx<ChoreoEvent<B::Token>>, event: CheckoutEvent) {
+        self.outbox.push_back(event);
+        self.flush_outbox(ctx);
+    }
+
+    fn flush_outbox(&mut self, ctx: &mut Ctx<ChoreoEvent<B::Token>>) {
+        let now = Self::now(ctx);
+        while let Some(event) = self.outbox.front().copied() {
+            let payload = self.events.len() as u64;
+            match self.bus.publish(event.topic(), payload, now) {
+                Ok(_) => {
+                    self.outbox.pop_front();
+                    self.events.push((event, ctx.now()));
+                    self.stats.published += 1;
+                }
+                // The topic is full: the outbox keeps it until there is room.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Hands out what each live service can take now.
+    fn pump(&mut self, ctx: &mut Ctx<ChoreoEvent<B::Token>>) {
+        let now = Self::now(ctx);
+        // An operator redrives dead letters whenever no fault is active.
+        if self.fault_windows.iter().all(|w| w.1.is_some()) {
+            for i in 0..3 {
+                if !self.bus.dead_letters(self.subs[i]).is_empty() {
+                    self.bus.redrive(self.subs[i], now);
+                    ctx.cover("choreo.redrive");
+                }
+            }
+        }
+        self.flush_outbox(ctx);
+        for p in Participant::ALL {
+            let i = p as usize;
+            if !self.up[i] {
+                continue;
+            }
+            while let Some(d) = self.bus.next_delivery(self.subs[i], now) {
+                let Some((event, published)) = self.events.get(d.payload as usize).copied() else {
+                    continue;
+                };
+                if self.handed.insert((d.payload, p)) && ctx.now() > published {
+                    self.queue_waits
+                        .entry(event.saga())
+                        .or_default()
+                        .push((published, ctx.now()));
+                }
+                let hand = self.next_hand;
+                self.next_hand += 1;
+                self.stats.deliveries += 1;
+                if d.redelivery {
+                    ctx.cover("choreo.redelivered_after_crash");
+                }
+                self.in_hand.insert(hand, (p, d.topic.to_string(), d.seq));
+                ctx.schedule_in(
+                    self.ack_deadline,
+                    ChoreoEvent::Deadline {
+                        who: p,
+                        hand,
+                        token: d.token.clone(),
+                    },
+                );
+                let fate = ctx.faults().link(&format!("to-{}", p.name()));
+                if fate.copies > 1 {
+                    ctx.cover("choreo.duplicate_delivered");
+                }
+                for _ in 0..fate.copies {
+                    let delay = self.latency() + fate.extra_delay;
+                    self.on_the_wire += 1;
+                    ctx.schedule_in(
+                        delay,
+                        ChoreoEvent::Handle {
+                            who: p,
+                            hand,
+                            token: d.token.clone(),
+                            event,
+                            life: self.life[i],
+                        },
+                    );
+                }
+            }
+        }
+        self.schedule_wake(ctx);
+    }
+
+    fn schedule_wake(&mut self, ctx: &mut Ctx<ChoreoEvent<B::Token>>) {
+        if let Some(at) = self.bus.poll_timeout(Self::now(ctx)) {
+            let at = SimTime::from_nanos(at.as_nanos()).max(ctx.now());
+            if self.wake_at.is_none_or(|w| at < w || w < ctx.now()) {
+                self.wake_at = Some(at);
+                ctx.schedule_at(at, ChoreoEvent::Wake);
+            }
+        }
+    }
+
+    /// One reaction of `who` to `event`, checked as it happens.
+    fn react(
+        &mut self,
+        ctx: &mut Ctx<ChoreoEvent<B::Token>>,
+        who: Participant,
+        event: &CheckoutEvent,
+    ) -> Result<Vec<CheckoutEvent>, Violation> {
+        let before = self.reactor.state(event.saga());
+        let key = self.reactor.command_for(who, event).map(|c| c.key());
+        let effects_before = key.map_or(0, |k| self.reactor.services().effects(k));
+        // A compensation only for a step whose action took effect.
+        if let Some(cmd) = self.reactor.command_for(who, event)
+            && cmd.kind == Kind::Compensation
+            && !self.took_effect.contains(&(cmd.saga, cmd.step))
+        {
+            return Err(Violation::new(
+                "saga.compensation_order",
+                format!("{cmd} compensates a step whose action never took effect"),
+            ));
+        }
+        let (out, ran) = self.reactor.react_with_reply(who, event);
+        self.stats.reactions += 1;
+        if let Some((cmd, reply)) = ran {
+            let key = cmd.key();
+            let effects = self.reactor.services().effects(key);
+            if effects_before > 0 || (reply.is_ok() && effects == 0) {
+                ctx.cover("choreo.duplicate_reaction");
+            }
+            if cmd.kind == Kind::Action && reply == Reply::Ok {
+                self.took_effect.insert((cmd.saga, cmd.step));
+            }
+            if cmd.kind == Kind::Compensation && effects_before == 0 && effects > 0 {
+                self.compensation_effects
+                    .entry(cmd.saga)
+                    .or_default()
+                    .push(cmd.step);
+            }
+            let verb = if cmd.kind == Kind::Action {
+                "do"
+            } else {
+                "undo"
+            };
+            self.lanes.push((
+                cmd.saga,
+                ctx.now(),
+                format!("{verb} {:?} -> {reply:?}", cmd.step),
+            ));
+            ctx.record(who.name(), format_args!("{event}: {cmd} -> {reply:?}"));
+        }
+        let saga = event.saga();
+        let after = self.reactor.state(saga);
+        if after != before
+            && let Some(st) = after.filter(|s| s.is_at_rest())
+        {
+            self.rested_at.entry(saga).or_insert(ctx.now());
+            self.lanes.push((saga, ctx.now(), format!("ended {st:?}")));
+            ctx.cover(match (st, event) {
+                (SagaState::Completed, _) => "choreo.completed",
+                (_, CheckoutEvent::StockRefused { .. }) => "choreo.compensated_after_refusal",
+                _ => "choreo.compensated_after_decline",
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl<B: EventBus> World for ChoreoWorld<B> {
+    type Event = ChoreoEvent<B::Token>;
+
+    fn marks(&self) -> Vec<&'static str> {
+        MARKS.to_vec()
+    }
+
+    fn start(&mut self, ctx: &mut Ctx<Self::Event>) -> Result<(), Violation> {
+        ctx.schedule_in(SimDuration::from_millis(1), ChoreoEvent::Checkout);
+        Ok(())
+    }
+
+    fn handle(&mut self, ctx: &mut Ctx<Self::Event>, event: Self::Event) -> Result<(), Violation> {
+        let now = Self::now(ctx);
+        match event {
+            ChoreoEvent::Checkout => {
+                let mean = 1_000_000_000 / u64::from(self.knobs.checkouts_per_sec.max(1));
+                let next = ctx.now()
+                    + SimDuration::from_nanos(self.arrivals.between(mean / 2, mean + mean / 2));
+                if next < ctx.horizon() {
+                    ctx.schedule_at(next, ChoreoEvent::Checkout);
+                }
+                let saga = SagaId(self.next_saga);
+                self.next_saga += 1;
+                let order = Order {
+                    item: self.arrivals.below(self.knobs.stock.len() as u64) as u32,
+                    qty: self.arrivals.between(1, 3) as u32,
+                    amount: self.arrivals.between(100, 5_000),
+                };
+                self.checkout_at.insert(saga, ctx.now());
+                self.stats.started += 1;
+                self.lanes.push((saga, ctx.now(), "started".into()));
+                self.publish(ctx, CheckoutEvent::CheckoutRequested { saga, order });
+                self.pump(ctx);
+            }
+            ChoreoEvent::Handle {
+                who,
+                hand,
+                token,
+                event,
+                life,
+            } => {
+                self.on_the_wire = self.on_the_wire.saturating_sub(1);
+                let i = who as usize;
+                let mut faults = ctx.faults();
+                if !self.up[i] || life != self.life[i] || faults.is_down(who.name()) {
+                    return Ok(());
+                }
+                let extra = faults.extra_latency(who.name());
+                let lose_outbox = faults.injects_error(who.name());
+                let publish = self.react(ctx, who, &event)?;
+                if lose_outbox {
+                    ctx.cover("choreo.outbox_lost");
+                    return Ok(());
+                }
+                let fate = ctx.faults().link(&format!("from-{}", who.name()));
+                for _ in 0..fate.copies {
+                    let delay = self.latency() + extra + fate.extra_delay;
+                    self.on_the_wire += 1;
+                    ctx.schedule_in(
+                        delay,
+                        ChoreoEvent::Outbox {
+                            who,
+                            hand,
+                            token: token.clone(),
+                            publish: publish.clone(),
+                        },
+                    );
+                }
+            }
+            ChoreoEvent::Outbox {
+                who: _,
+                hand,
+                token,
+                publish,
+            } => {
+                self.on_the_wire = self.on_the_wire.saturating_sub(1);
+                // Publish and acknowledge together (the outbox relay). A late or
+                // repeated message publishes again: consumers absorb it by key.
+                for e in publish {
+                    self.publish(ctx, e);
+                }
+                if self.in_hand.remove(&hand).is_some() {
+                    self.bus.ack(&token, now);
+                }
+                self.pump(ctx);
+            }
+            ChoreoEvent::Deadline {
+                who: _,
+                hand,
+                token,
+            } => {
+                if self.in_hand.remove(&hand).is_some() {
+                    self.stats.deadlines += 1;
+                    ctx.cover("choreo.redelivered_after_deadline");
+                    self.bus.nack(&token, now);
+                    self.pump(ctx);
+                }
+            }
+            ChoreoEvent::Wake => {
+                self.wake_at = None;
+                self.flush_outbox(ctx);
+                self.pump(ctx);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_fault(&mut self, ctx: &mut Ctx<Self::Event>, edge: FaultEdge) -> Result<(), Violation> {
+        if edge.started {
+            self.fault_windows.push((ctx.now(), None));
+        } else if let Some(w) = self.fault_windows.iter_mut().find(|w| w.1.is_none()) {
+            w.1 = Some(ctx.now());
+        }
+        if edge.fault.kind != FaultKind::Crash {
+            if !edge.started {
+                self.pump(ctx);
+            }
+            return Ok(());
+        }
+        let Some(p) = Participant::ALL
+            .into_iter()
+            .find(|p| p.name() == edge.fault.target)
+        else {
+            // The orchestrator: there is none here.
+            if !edge.started {
+                self.pump(ctx);
+            }
+            return Ok(());
+        };
+        let i = p as usize;
+        let now = Self::now(ctx);
+        if edge.started && self.up[i] {
+            self.up[i] = false;
+            self.life[i] += 1;
+            self.in_hand.retain(|_, (who, _, _)| *who != p);
+            self.bus.crash(self.subs[i], now);
+            ctx.record(p.name(), "crashed");
+        } else if !edge.started && !self.up[i] {
+            self.up[i] = true;
+            self.bus.resume(self.subs[i], now);
+            ctx.record(p.name(), "restarted");
+            self.pump(ctx);
+        }
+        Ok(())
+    }
+
+    fn heal(&mut self, ctx: &mut Ctx<Self::Event>) -> Result<(), Violation> {
+        // Dead letters get another chance once the faults are over (in pump).
+        self.pump(ctx);
+        Ok(())
+    }
+
+    fn is_quiescent(&self, ctx: &Ctx<Self::Event>) -> bool {
+        ctx.is_healed()
+            && self.outbox.is_empty()
+            && self.in_hand.is_empty()
+            && self.bus.poll_timeout(Self::now(ctx)).is_none()
+            && self.on_the_wire == 0
+            && self.bus.retained_max() == 0
+    }
+
+    fn finish(&mut self, ctx: &mut Ctx<Self::Event>) -> Result<(), Violation> {
+        let services = self.reactor.services();
+        // 1. Every saga at rest.
+        for s in 0..self.next_saga {
+            let saga = SagaId(s);
+            match self.reactor.state(saga) {
+                Some(st) if st.is_at_rest() => {}
+                other => {
+                    return Err(Violation::new(
+                        "saga.at_rest",
+                        format!("{saga} is left {other:?}"),
+                    ));
+                }
+            }
+        }
+        // 4. Duplicates had no extra effect.
+        let most = services.effects_max();
+        if most > 1 {
+            return Err(Violation::new(
+                "saga.idempotent",
+                format!("one command took effect {most} times"),
+            ));
+        }
+        // 2. Conservation.
+        if !services.is_conserved() {
+            return Err(Violation::new(
+                "saga.conservation",
+                "stock or money is not conserved",
+            ));
+        }
+        for (saga, st) in self.reactor.states() {
+            match st {
+                SagaState::Completed if !services.holds_all(saga) => {
+                    return Err(Violation::new(
+                        "saga.conservation",
+                        format!("{saga} completed but does not hold its order, stock and payment"),
+                    ));
+                }
+                SagaState::Compensated if services.holds(saga) => {
+                    return Err(Violation::new(
+                        "saga.conservation",
+                        format!("{saga} was compensated but still holds an order, stock or money"),
+                    ));
+                }
+                SagaState::Completed => self.stats.completed += 1,
+                _ => self.stats.compensated += 1,
+            }
+        }
+        // 3. Compensations in reverse order.
+        for (saga, effects) in &self.compensation_effects {
+            for w in effects.windows(2) {
+                if w[0] <= w[1] {
+                    return Err(Violation::new(
+                        "saga.compensation_order",
+                        format!("{saga}: {:?} was compensated before {:?}", w[0], w[1]),
+                    ));
+                }
+            }
+        }
+        // 6. Settling.
+        let bound = self.settle_bound();
+        if let Some((saga, took)) = self
+            .settle_times()
+            .into_iter()
+            .find(|(_, took)| *took > bound)
+        {
+            return Err(Violation::new(
+                "saga.settling",
+                format!(
+                    "{saga} came to rest {took} after the later of its checkout and the last fault's end, past its bound of {bound}"
+                ),
+            ));
+        }
+        let _ = ctx;
+        Ok(())
+    }
+}
+
+/// Runs `world` under `plan`.
+pub fn run_world<B: EventBus>(
+    world: ChoreoWorld<B>,
+    plan: FaultPlan,
+    trace: TraceMode,
+) -> (RunReport, ChoreoWorld<B>) {
+    let mut world = world;
+    let seed = world.knobs.seed;
+    let report = Simulation::new(seed)
+        .plan(plan)
+        .trace(trace)
+        .events_max(5_000_000)
+        .liveness_max(SimDuration::from_secs(3_600))
+        .replay_hint("cargo run --release -- replay saga-choreo --seed {seed}")
+        .run(&mut world);
+    (report, world)
+}
+
+/// Runs the reference for `seed` under the seed's plan.
+pub fn run_seed(
+    seed: u64,
+    trace: TraceMode,
+) -> Result<(RunReport, ChoreoWorld<Bus<u64>>), ConfigError> {
+    let knobs = SagaKnobs::from_seed(seed);
+    let plan = knobs.fault_plan();
+    Ok(run_world(ChoreoWorld::new(knobs)?, plan, trace))
+}
