@@ -9,3 +9,4 @@ mod breaker;
 mod bus;
 mod cli;
 mod saga;
+mod twopc;
