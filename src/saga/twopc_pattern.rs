@@ -160,7 +160,7 @@ fn describe(
     }
     let series = vec![
         Series {
-            name: "lock-held time per second".into(),
+            name: "lock-held time of the locks taken that second".into(),
             unit: "ms".into(),
             points: per_second(
                 world

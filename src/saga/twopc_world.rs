@@ -1,11 +1,13 @@
 //! The checkout run as two-phase commit, in the same simulated world as the saga: the
-//! same [`SagaKnobs`] (one seed gives the same arrivals, orders, declined cards,
-//! latencies, disk time and timeout) and the same fault plans (the node `orchestrator`
-//! is the coordinator; `orders`, `inventory` and `payment` are the participants, over
-//! the same `to-*` and `from-*` links). The coordinator's log is durable (each append
-//! takes disk time and nothing after it happens before it is durable); a coordinator
-//! crash loses its memory, and every participant in doubt keeps its locks until the
-//! recovered coordinator re-sends the decision. The checks run at rest.
+//! same [`SagaKnobs`] (one seed gives the same rate, stock, declined cards, latency
+//! range, disk time and timeout) and the same fault plans (the node `orchestrator` is
+//! the coordinator; `orders`, `inventory` and `payment` are the participants, over the
+//! same `to-*` and `from-*` links). Arrivals and orders come from [`checkouts`], a
+//! stream of their own, so they do not depend on how many messages the protocol sends.
+//! The coordinator's log is durable (each append takes disk time and nothing after it
+//! happens before it is durable); a coordinator crash loses its memory, and every
+//! participant in doubt keeps its locks until the recovered coordinator re-sends the
+//! decision. The checks run at rest.
 
 use crate::breaker::ConfigError;
 use crate::clock::Instant;
@@ -63,11 +65,34 @@ pub fn config_of(knobs: &SagaKnobs) -> Result<TwoPcConfig, ConfigError> {
         .build()
 }
 
+/// The checkouts of a run, from the knobs alone: (arrival, transaction, order), in
+/// arrival order, from their own random stream (`saga.checkouts`), so that they do not
+/// depend on how many messages the protocol sends. Any world of the checkout that draws
+/// its arrivals from here sees the same customers for the same seed.
+pub fn checkouts(knobs: &SagaKnobs) -> Vec<(SimTime, SagaId, Order)> {
+    let mut r = SimRng::new(knobs.seed).fork("saga.checkouts");
+    let mean = 1_000_000_000 / u64::from(knobs.checkouts_per_sec.max(1));
+    let horizon = SimTime::from_millis(knobs.horizon_ms);
+    let mut out = Vec::new();
+    let mut at = SimTime::from_millis(1);
+    while at < horizon {
+        let next = at + SimDuration::from_nanos(r.between(mean / 2, mean + mean / 2));
+        let order = Order {
+            item: r.below(knobs.stock.len() as u64) as u32,
+            qty: r.between(1, 3) as u32,
+            amount: r.between(100, 5_000),
+        };
+        out.push((at, SagaId(out.len() as u64), order));
+        at = next;
+    }
+    out
+}
+
 /// The world's events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TwoPcEvent {
-    /// A customer checks out.
-    Checkout,
+    /// A customer checks out: the checkout of this index in [`checkouts`].
+    Checkout(usize),
     /// The record being written is durable.
     AppendDone {
         /// The coordinator's life (a crash ends it).
@@ -133,7 +158,7 @@ pub struct TwoPcStats {
     pub crashes: Vec<(SimTime, SimTime)>,
     /// Transactions that met a locked stock row at least once (delayed by locks).
     pub delayed_by_locks: u64,
-    /// Of those, transactions that ended aborted (refused because of locks).
+    /// Of those, transactions that ended aborted.
     pub refused_by_locks: u64,
     /// Transactions whose participants disagree at rest (atomicity broken).
     pub inconsistent: u64,
@@ -182,7 +207,7 @@ pub struct TwoPcWorld {
     /// The participants (durable), by step index.
     pub participants: [Participant; 3],
     participant_tick_at: [Option<SimTime>; 3],
-    next_tx: u64,
+    checkouts: Vec<(SimTime, SagaId, Order)>,
     waiting_starts: Vec<(SagaId, Order)>,
     orders: BTreeMap<SagaId, Order>,
     arrived: BTreeMap<SagaId, SimTime>,
@@ -226,7 +251,7 @@ impl TwoPcWorld {
             writing: false,
             participants,
             participant_tick_at: [None; 3],
-            next_tx: 0,
+            checkouts: checkouts(&knobs),
             waiting_starts: Vec::new(),
             orders: BTreeMap::new(),
             arrived: BTreeMap::new(),
@@ -236,8 +261,7 @@ impl TwoPcWorld {
             lock_since: BTreeMap::new(),
             crashed_at: None,
             tick_at: None,
-            // The same arrivals, orders and latencies as the saga world's.
-            rng: SimRng::new(knobs.seed).fork("saga.world"),
+            rng: SimRng::new(knobs.seed).fork("twopc.world"),
             stats: TwoPcStats {
                 horizon: SimDuration::from_millis(knobs.horizon_ms),
                 ..TwoPcStats::default()
@@ -480,28 +504,22 @@ impl World for TwoPcWorld {
     }
 
     fn start(&mut self, ctx: &mut Ctx<TwoPcEvent>) -> Result<(), Violation> {
-        ctx.schedule_in(SimDuration::from_millis(1), TwoPcEvent::Checkout);
+        if let Some(&(at, _, _)) = self.checkouts.first() {
+            ctx.schedule_at(at, TwoPcEvent::Checkout(0));
+        }
         Ok(())
     }
 
     fn handle(&mut self, ctx: &mut Ctx<TwoPcEvent>, event: TwoPcEvent) -> Result<(), Violation> {
         let now = Self::now(ctx);
         match event {
-            TwoPcEvent::Checkout => {
-                // The same draws in the same order as the saga world's checkout.
-                let mean = 1_000_000_000 / u64::from(self.knobs.checkouts_per_sec.max(1));
-                let next = ctx.now()
-                    + SimDuration::from_nanos(self.rng.between(mean / 2, mean + mean / 2));
-                if next < ctx.horizon() {
-                    ctx.schedule_at(next, TwoPcEvent::Checkout);
-                }
-                let tx = SagaId(self.next_tx);
-                self.next_tx += 1;
-                let order = Order {
-                    item: self.rng.below(self.knobs.stock.len() as u64) as u32,
-                    qty: self.rng.between(1, 3) as u32,
-                    amount: self.rng.between(100, 5_000),
+            TwoPcEvent::Checkout(i) => {
+                let Some(&(_, tx, order)) = self.checkouts.get(i) else {
+                    return Ok(());
                 };
+                if let Some(&(at, _, _)) = self.checkouts.get(i + 1) {
+                    ctx.schedule_at(at, TwoPcEvent::Checkout(i + 1));
+                }
                 self.arrived.insert(tx, ctx.now());
                 self.start_tx(ctx, tx, order)?;
             }
