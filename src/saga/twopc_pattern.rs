@@ -282,7 +282,7 @@ impl Pattern for TwoPcPattern {
     }
 
     /// About 10 s on this shared 2-core machine (`cargo run --release -- sweep twopc`:
-    /// 11.3 s measured under load, 6.9 s of CPU).
+    /// 8.8 to 11.3 s measured while others were building, 7 s of CPU).
     fn default_seeds(&self) -> SeedRange {
         SeedRange {
             start: 0,
