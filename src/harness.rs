@@ -126,6 +126,7 @@ pub fn patterns() -> Vec<&'static dyn Pattern> {
         &crate::bus::pattern::BusPattern,
         &crate::saga::pattern::SagaPattern,
         &crate::saga::choreo_pattern::ChoreoPattern,
+        &crate::saga::twopc_pattern::TwoPcPattern,
     ]
 }
 

@@ -52,6 +52,10 @@ pub mod orchestrator;
 pub mod pattern;
 pub mod services;
 pub mod tokio;
+pub mod twopc;
+pub mod twopc_mutants;
+pub mod twopc_pattern;
+pub mod twopc_world;
 pub mod world;
 
 pub use self::orchestrator::{

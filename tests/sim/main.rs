@@ -10,3 +10,4 @@ mod bus;
 mod choreo;
 mod cli;
 mod saga;
+mod twopc;

@@ -1,0 +1,830 @@
+//! The checkout run as two-phase commit, in the same simulated world as the saga: the
+//! same [`SagaKnobs`] (one seed gives the same rate, stock, declined cards, latency
+//! range, disk time and timeout) and the same fault plans (the node `orchestrator` is
+//! the coordinator; `orders`, `inventory` and `payment` are the participants, over the
+//! same `to-*` and `from-*` links). Arrivals and orders come from [`checkouts`], a
+//! stream of their own, so they do not depend on how many messages the protocol sends.
+//! The coordinator's log is durable (each append takes disk time and nothing after it
+//! happens before it is durable); a coordinator crash loses its memory, and every
+//! participant in doubt keeps its locks until the recovered coordinator re-sends the
+//! decision. The checks run at rest.
+
+use crate::breaker::ConfigError;
+use crate::clock::Instant;
+use crate::saga::services::{Order, SagaId, StepId};
+use crate::saga::twopc::{
+    Coordinator, Decision, Flaw, Local, LogRecord, Output, Participant, Reply, Request,
+    ToCoordinator, ToParticipant, TwoPcConfig, TxState, Vote, step_index,
+};
+use crate::saga::world::SagaKnobs;
+use faultline_sim::TraceMode;
+use faultline_sim::prelude::*;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// The 2PC invariants, in order.
+pub const INVARIANTS: [&str; 5] = [
+    "twopc.at_rest",
+    "twopc.locks_released",
+    "twopc.conservation",
+    "twopc.idempotent",
+    "twopc.write_ahead",
+];
+
+/// Coverage marks of the 2PC world.
+pub const MARKS: &[&str] = &[
+    "twopc.commit",
+    "twopc.abort",
+    "twopc.vote_no",
+    "twopc.vote_timeout",
+    "twopc.lock_conflict",
+    "twopc.in_doubt_blocked_by_crash",
+    "twopc.recovered_from_log",
+    "twopc.presumed_abort",
+    "twopc.decision_resent",
+    "twopc.duplicate_delivered",
+    "twopc.reply_lost",
+];
+
+const COORDINATOR: &str = "orchestrator";
+
+fn node(step: StepId) -> &'static str {
+    match step {
+        StepId::Order => "orders",
+        StepId::Inventory => "inventory",
+        StepId::Payment => "payment",
+    }
+}
+
+/// The 2PC configuration for `knobs`: the vote timeout is the saga's step timeout, and
+/// messages are re-sent at the saga's base backoff.
+pub fn config_of(knobs: &SagaKnobs) -> Result<TwoPcConfig, ConfigError> {
+    TwoPcConfig::builder()
+        .vote_timeout(Duration::from_millis(knobs.step_timeout_ms))
+        .resend_interval(Duration::from_millis(knobs.backoff_ms.0))
+        .build()
+}
+
+/// The checkouts of a run, from the knobs alone: (arrival, transaction, order), in
+/// arrival order, from their own random stream (`saga.checkouts`), so that they do not
+/// depend on how many messages the protocol sends. Any world of the checkout that draws
+/// its arrivals from here sees the same customers for the same seed.
+pub fn checkouts(knobs: &SagaKnobs) -> Vec<(SimTime, SagaId, Order)> {
+    let mut r = SimRng::new(knobs.seed).fork("saga.checkouts");
+    let mean = 1_000_000_000 / u64::from(knobs.checkouts_per_sec.max(1));
+    let horizon = SimTime::from_millis(knobs.horizon_ms);
+    let mut out = Vec::new();
+    let mut at = SimTime::from_millis(1);
+    while at < horizon {
+        let next = at + SimDuration::from_nanos(r.between(mean / 2, mean + mean / 2));
+        let order = Order {
+            item: r.below(knobs.stock.len() as u64) as u32,
+            qty: r.between(1, 3) as u32,
+            amount: r.between(100, 5_000),
+        };
+        out.push((at, SagaId(out.len() as u64), order));
+        at = next;
+    }
+    out
+}
+
+/// The world's events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TwoPcEvent {
+    /// A customer checks out: the checkout of this index in [`checkouts`].
+    Checkout(usize),
+    /// The record being written is durable.
+    AppendDone {
+        /// The coordinator's life (a crash ends it).
+        life: u64,
+    },
+    /// A request reaches its participant.
+    Deliver(ToParticipant),
+    /// An answer reaches the coordinator.
+    Answer(ToCoordinator),
+    /// A timer of the coordinator may be due.
+    Tick,
+    /// A timer of the participant (by step index) may be due.
+    ParticipantTick(usize),
+}
+
+/// One lock held by a participant for a transaction, from its Yes vote to the decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockHold {
+    /// The participant.
+    pub participant: StepId,
+    /// The transaction.
+    pub tx: SagaId,
+    /// Acquired.
+    pub from: SimTime,
+    /// Released.
+    pub until: SimTime,
+}
+
+impl LockHold {
+    /// How long it was held.
+    pub fn duration(&self) -> SimDuration {
+        self.until - self.from
+    }
+}
+
+/// Figures of one run.
+#[derive(Clone, Debug, Default)]
+pub struct TwoPcStats {
+    /// Transactions started (checkouts).
+    pub started: u64,
+    /// Committed at rest.
+    pub committed: u64,
+    /// Aborted at rest (by decision or presumed).
+    pub aborted: u64,
+    /// Of those, aborted by presumption (the coordinator crashed before deciding).
+    pub presumed_aborted: u64,
+    /// Coordinator recoveries from the log.
+    pub recoveries: u64,
+    /// Messages sent by the coordinator.
+    pub sends: u64,
+    /// Log records made durable.
+    pub records: u64,
+    /// Per transaction: checkout to the decision known to the client (durable, or
+    /// presumed at recovery).
+    pub latencies: Vec<SimDuration>,
+    /// Every lock released, acquire to release.
+    pub lock_holds: Vec<LockHold>,
+    /// The longest of them.
+    pub longest_lock_hold: SimDuration,
+    /// Lock-held time (summed over locks) that fell inside a coordinator crash window.
+    pub locked_during_crash: SimDuration,
+    /// Coordinator crash windows.
+    pub crashes: Vec<(SimTime, SimTime)>,
+    /// Transactions that met a locked stock row at least once (delayed by locks).
+    pub delayed_by_locks: u64,
+    /// Of those, transactions that ended aborted.
+    pub refused_by_locks: u64,
+    /// Transactions whose participants disagree at rest (atomicity broken).
+    pub inconsistent: u64,
+    /// End of the arrivals (the horizon).
+    pub horizon: SimDuration,
+}
+
+impl TwoPcStats {
+    /// Committed transactions per simulated second of arrivals.
+    pub fn throughput_per_sec(&self) -> f64 {
+        let secs = self.horizon.as_nanos() as f64 / 1e9;
+        if secs > 0.0 {
+            self.committed as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// The `p`-th percentile (0 to 100, nearest rank) of the latencies, in ms.
+    pub fn latency_ms(&self, p: u32) -> Option<f64> {
+        if self.latencies.is_empty() {
+            return None;
+        }
+        let mut v: Vec<u64> = self.latencies.iter().map(|d| d.as_nanos()).collect();
+        v.sort_unstable();
+        let rank = (u64::from(p.min(100)) * v.len() as u64)
+            .div_ceil(100)
+            .max(1);
+        let i = usize::try_from(rank).unwrap_or(usize::MAX).min(v.len()) - 1;
+        Some(v[i] as f64 / 1e6)
+    }
+}
+
+/// The 2PC checkout world. `flaw` selects a mutant.
+pub struct TwoPcWorld {
+    knobs: SagaKnobs,
+    config: TwoPcConfig,
+    flaw: Flaw,
+    coordinator: Option<Coordinator>,
+    life: u64,
+    /// The durable log.
+    pub log: Vec<LogRecord>,
+    durable: BTreeMap<SagaId, Decision>,
+    pipeline: VecDeque<Output>,
+    writing: bool,
+    /// The participants (durable), by step index.
+    pub participants: [Participant; 3],
+    participant_tick_at: [Option<SimTime>; 3],
+    checkouts: Vec<(SimTime, SagaId, Order)>,
+    waiting_starts: Vec<(SagaId, Order)>,
+    orders: BTreeMap<SagaId, Order>,
+    arrived: BTreeMap<SagaId, SimTime>,
+    known: BTreeSet<SagaId>,
+    presumed: BTreeSet<SagaId>,
+    locked_out: BTreeSet<SagaId>,
+    lock_since: BTreeMap<(usize, SagaId), SimTime>,
+    crashed_at: Option<SimTime>,
+    tick_at: Option<SimTime>,
+    rng: SimRng,
+    /// Figures of the run.
+    pub stats: TwoPcStats,
+    /// Transaction swimlanes: (transaction, time, what).
+    pub lanes: Vec<(SagaId, SimTime, String)>,
+}
+
+impl TwoPcWorld {
+    /// A world for `knobs`; `flaw` is `None` for the reference.
+    pub(crate) fn with(knobs: SagaKnobs, flaw: Flaw) -> Result<Self, ConfigError> {
+        let config = config_of(&knobs)?;
+        // The same declined cards as the saga world's.
+        let mut r = SimRng::new(knobs.seed).fork("saga.declines");
+        let declined: Vec<SagaId> = (0..10_000)
+            .filter(|_| r.below(100) < u64::from(knobs.decline_percent))
+            .map(SagaId)
+            .collect();
+        let stock = knobs.stock.iter().enumerate().map(|(i, s)| (i as u32, *s));
+        let participants = [
+            Participant::orders(config.clone()).with_flaw(flaw),
+            Participant::inventory(config.clone(), stock).with_flaw(flaw),
+            Participant::payment(config.clone(), declined).with_flaw(flaw),
+        ];
+        Ok(TwoPcWorld {
+            coordinator: Some(Coordinator::new(config.clone()).with_flaw(flaw)),
+            config,
+            flaw,
+            life: 0,
+            log: Vec::new(),
+            durable: BTreeMap::new(),
+            pipeline: VecDeque::new(),
+            writing: false,
+            participants,
+            participant_tick_at: [None; 3],
+            checkouts: checkouts(&knobs),
+            waiting_starts: Vec::new(),
+            orders: BTreeMap::new(),
+            arrived: BTreeMap::new(),
+            known: BTreeSet::new(),
+            presumed: BTreeSet::new(),
+            locked_out: BTreeSet::new(),
+            lock_since: BTreeMap::new(),
+            crashed_at: None,
+            tick_at: None,
+            rng: SimRng::new(knobs.seed).fork("twopc.world"),
+            stats: TwoPcStats {
+                horizon: SimDuration::from_millis(knobs.horizon_ms),
+                ..TwoPcStats::default()
+            },
+            lanes: Vec::new(),
+            knobs,
+        })
+    }
+
+    /// The reference world for `knobs`.
+    pub fn new(knobs: SagaKnobs) -> Result<Self, ConfigError> {
+        Self::with(knobs, Flaw::None)
+    }
+
+    /// The knobs.
+    pub fn knobs(&self) -> &SagaKnobs {
+        &self.knobs
+    }
+
+    /// The coordinator, unless it is crashed.
+    pub fn coordinator(&self) -> Option<&Coordinator> {
+        self.coordinator.as_ref()
+    }
+
+    fn now(ctx: &Ctx<TwoPcEvent>) -> Instant {
+        Instant::from_nanos(ctx.now().as_nanos())
+    }
+
+    fn latency(&mut self) -> SimDuration {
+        let (lo, hi) = self.knobs.latency_ms;
+        SimDuration::from_micros(self.rng.between(lo * 1_000, hi * 1_000))
+    }
+
+    fn note_totals(ctx: &mut Ctx<TwoPcEvent>, c: &Coordinator, before: (u64, u64, u64)) {
+        let t = c.totals();
+        if t.vote_timeouts > before.0 {
+            ctx.cover("twopc.vote_timeout");
+        }
+        if t.presumed_aborts > before.1 {
+            ctx.cover("twopc.presumed_abort");
+        }
+        if t.decisions_resent > before.2 {
+            ctx.cover("twopc.decision_resent");
+        }
+    }
+
+    fn totals_key(c: &Coordinator) -> (u64, u64, u64) {
+        let t = c.totals();
+        (t.vote_timeouts, t.presumed_aborts, t.decisions_resent)
+    }
+
+    /// Drains the coordinator's outputs into the pipeline and runs it.
+    fn pump(&mut self, ctx: &mut Ctx<TwoPcEvent>) -> Result<(), Violation> {
+        let Some(c) = self.coordinator.as_mut() else {
+            return Ok(());
+        };
+        while let Some(out) = c.poll_output() {
+            self.pipeline.push_back(out);
+        }
+        self.run_pipeline(ctx)?;
+        if let Some(c) = &self.coordinator
+            && let Some(at) = c.poll_timeout()
+        {
+            let at = SimTime::from_nanos(at.as_nanos()).max(ctx.now());
+            if self.tick_at.is_none_or(|t| at < t || t < ctx.now()) {
+                self.tick_at = Some(at);
+                ctx.schedule_at(at, TwoPcEvent::Tick);
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out outputs in order; an append blocks what follows until durable.
+    fn run_pipeline(&mut self, ctx: &mut Ctx<TwoPcEvent>) -> Result<(), Violation> {
+        while !self.writing {
+            let Some(out) = self.pipeline.front().copied() else {
+                return Ok(());
+            };
+            match out {
+                Output::Append(_) => {
+                    self.writing = true;
+                    ctx.schedule_in(
+                        SimDuration::from_millis(self.knobs.disk_ms),
+                        TwoPcEvent::AppendDone { life: self.life },
+                    );
+                    return Ok(());
+                }
+                Output::Send(msg) => {
+                    self.pipeline.pop_front();
+                    self.send(ctx, msg)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, ctx: &mut Ctx<TwoPcEvent>, msg: ToParticipant) -> Result<(), Violation> {
+        // Write-ahead: a decision leaves only once it is durable; an abort without a
+        // record only for a transaction the coordinator does not know (presumed abort).
+        if let Request::Decide(d) = msg.request {
+            let known = self
+                .coordinator
+                .as_ref()
+                .and_then(|c| c.state(msg.tx))
+                .is_some();
+            let ok = match self.durable.get(&msg.tx) {
+                Some(logged) => *logged == d,
+                None => d == Decision::Abort && !known,
+            };
+            if !ok {
+                return Err(Violation::new(
+                    "twopc.write_ahead",
+                    format!(
+                        "{msg} was sent while the log holds {:?} for it",
+                        self.durable.get(&msg.tx)
+                    ),
+                ));
+            }
+        }
+        self.stats.sends += 1;
+        ctx.record(COORDINATOR, format_args!("send {msg}"));
+        let svc = node(msg.step);
+        let fate = ctx.faults().link(&format!("to-{svc}"));
+        if fate.copies > 1 {
+            ctx.cover("twopc.duplicate_delivered");
+        }
+        for _ in 0..fate.copies {
+            let delay = self.latency() + fate.extra_delay;
+            ctx.schedule_in(delay, TwoPcEvent::Deliver(msg));
+        }
+        Ok(())
+    }
+
+    /// Sends a participant's answer back over its link (unless the node is down).
+    fn answer(&mut self, ctx: &mut Ctx<TwoPcEvent>, msg: ToCoordinator, extra: SimDuration) {
+        let svc = node(msg.step);
+        let fate = ctx.faults().link(&format!("from-{svc}"));
+        if fate.copies > 1 {
+            ctx.cover("twopc.duplicate_delivered");
+        }
+        for _ in 0..fate.copies {
+            let delay = self.latency() + extra + fate.extra_delay;
+            ctx.schedule_in(delay, TwoPcEvent::Answer(msg));
+        }
+    }
+
+    /// Notes locks taken or released by participant `i` for `txs`.
+    fn sync_locks(&mut self, ctx: &Ctx<TwoPcEvent>, i: usize, txs: &[SagaId]) {
+        for tx in txs {
+            let locked = self.participants[i].is_locked(*tx);
+            match (self.lock_since.get(&(i, *tx)).copied(), locked) {
+                (None, true) => {
+                    self.lock_since.insert((i, *tx), ctx.now());
+                }
+                (Some(from), false) => {
+                    self.lock_since.remove(&(i, *tx));
+                    self.stats.lock_holds.push(LockHold {
+                        participant: StepId::ALL[i],
+                        tx: *tx,
+                        from,
+                        until: ctx.now(),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn arm_participant(&mut self, ctx: &mut Ctx<TwoPcEvent>, i: usize) {
+        if let Some(at) = self.participants[i].poll_timeout() {
+            let at = SimTime::from_nanos(at.as_nanos()).max(ctx.now());
+            let armed = self.participant_tick_at[i];
+            if armed.is_none_or(|t| at < t || t < ctx.now()) {
+                self.participant_tick_at[i] = Some(at);
+                ctx.schedule_at(at, TwoPcEvent::ParticipantTick(i));
+            }
+        }
+    }
+
+    fn start_tx(
+        &mut self,
+        ctx: &mut Ctx<TwoPcEvent>,
+        tx: SagaId,
+        order: Order,
+    ) -> Result<(), Violation> {
+        if let Some(c) = self.coordinator.as_mut() {
+            c.start(tx, order, Self::now(ctx));
+            self.orders.insert(tx, order);
+            self.stats.started += 1;
+            self.lanes.push((tx, ctx.now(), "started".into()));
+            self.pump(ctx)
+        } else {
+            self.waiting_starts.push((tx, order));
+            Ok(())
+        }
+    }
+
+    fn client_knows(&mut self, ctx: &Ctx<TwoPcEvent>, tx: SagaId, what: &str) {
+        if self.known.insert(tx) {
+            if let Some(at) = self.arrived.get(&tx) {
+                self.stats.latencies.push(ctx.now() - *at);
+            }
+            self.lanes.push((tx, ctx.now(), what.to_string()));
+        }
+    }
+
+    fn finish_stats(&mut self, end: SimTime) {
+        let mut holds = self.stats.lock_holds.clone();
+        for ((i, tx), from) in &self.lock_since {
+            holds.push(LockHold {
+                participant: StepId::ALL[*i],
+                tx: *tx,
+                from: *from,
+                until: end,
+            });
+        }
+        self.stats.longest_lock_hold = holds
+            .iter()
+            .map(LockHold::duration)
+            .max()
+            .unwrap_or_default();
+        let mut overlap = SimDuration::ZERO;
+        for h in &holds {
+            for (from, until) in &self.stats.crashes {
+                let a = h.from.max(*from);
+                let b = h.until.min(*until);
+                overlap = overlap + (b - a);
+            }
+        }
+        self.stats.locked_during_crash = overlap;
+        self.stats.delayed_by_locks = self.locked_out.len() as u64;
+    }
+}
+
+impl World for TwoPcWorld {
+    type Event = TwoPcEvent;
+
+    fn marks(&self) -> Vec<&'static str> {
+        MARKS.to_vec()
+    }
+
+    fn start(&mut self, ctx: &mut Ctx<TwoPcEvent>) -> Result<(), Violation> {
+        if let Some(&(at, _, _)) = self.checkouts.first() {
+            ctx.schedule_at(at, TwoPcEvent::Checkout(0));
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, ctx: &mut Ctx<TwoPcEvent>, event: TwoPcEvent) -> Result<(), Violation> {
+        let now = Self::now(ctx);
+        match event {
+            TwoPcEvent::Checkout(i) => {
+                let Some(&(_, tx, order)) = self.checkouts.get(i) else {
+                    return Ok(());
+                };
+                if let Some(&(at, _, _)) = self.checkouts.get(i + 1) {
+                    ctx.schedule_at(at, TwoPcEvent::Checkout(i + 1));
+                }
+                self.arrived.insert(tx, ctx.now());
+                self.start_tx(ctx, tx, order)?;
+            }
+            TwoPcEvent::AppendDone { life } => {
+                if life != self.life || self.coordinator.is_none() {
+                    return Ok(());
+                }
+                self.writing = false;
+                if let Some(Output::Append(record)) = self.pipeline.pop_front() {
+                    match record {
+                        LogRecord::Decision { tx, decision, .. } => {
+                            self.durable.insert(tx, decision);
+                            self.client_knows(ctx, tx, &format!("decided {decision:?}"));
+                        }
+                        LogRecord::Ended { tx } => {
+                            self.lanes.push((tx, ctx.now(), "ended".into()));
+                        }
+                    }
+                    self.log.push(record);
+                    self.stats.records += 1;
+                }
+                self.run_pipeline(ctx)?;
+            }
+            TwoPcEvent::Deliver(msg) => {
+                let svc = node(msg.step);
+                let mut faults = ctx.faults();
+                if faults.is_down(svc) || faults.is_crashed(svc) {
+                    return Ok(());
+                }
+                let extra = faults.extra_latency(svc);
+                let lose_reply = faults.injects_error(svc);
+                let i = step_index(msg.step);
+                let answer = self.participants[i].handle(&msg, now);
+                self.sync_locks(ctx, i, &[msg.tx]);
+                match answer.reply {
+                    Reply::Vote(Vote::No) => ctx.cover("twopc.vote_no"),
+                    Reply::Vote(Vote::Locked) => {
+                        ctx.cover("twopc.lock_conflict");
+                        self.locked_out.insert(msg.tx);
+                    }
+                    _ => {}
+                }
+                ctx.record(svc, format_args!("{msg} -> {:?}", answer.reply));
+                self.arm_participant(ctx, i);
+                if lose_reply {
+                    ctx.cover("twopc.reply_lost");
+                    return Ok(());
+                }
+                self.answer(ctx, answer, extra);
+            }
+            TwoPcEvent::Answer(msg) => {
+                if let Some(c) = self.coordinator.as_mut() {
+                    let before = Self::totals_key(c);
+                    c.on_answer(&msg, now);
+                    Self::note_totals(ctx, c, before);
+                    self.pump(ctx)?;
+                }
+            }
+            TwoPcEvent::Tick => {
+                self.tick_at = None;
+                if let Some(c) = self.coordinator.as_mut() {
+                    let before = Self::totals_key(c);
+                    c.handle_timeout(now);
+                    Self::note_totals(ctx, c, before);
+                    self.pump(ctx)?;
+                }
+            }
+            TwoPcEvent::ParticipantTick(i) => {
+                if i >= self.participants.len() {
+                    return Ok(());
+                }
+                self.participant_tick_at[i] = None;
+                let in_doubt: Vec<SagaId> = self
+                    .lock_since
+                    .keys()
+                    .filter(|(p, _)| *p == i)
+                    .map(|(_, tx)| *tx)
+                    .collect();
+                self.participants[i].handle_timeout(now);
+                self.sync_locks(ctx, i, &in_doubt);
+                let svc = node(StepId::ALL[i]);
+                let mut faults = ctx.faults();
+                let silent = faults.is_down(svc) || faults.is_crashed(svc);
+                let extra = faults.extra_latency(svc);
+                while let Some(msg) = self.participants[i].poll_output() {
+                    if !silent {
+                        ctx.record(svc, format_args!("asks again: {msg}"));
+                        self.answer(ctx, msg, extra);
+                    }
+                }
+                self.arm_participant(ctx, i);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_fault(&mut self, ctx: &mut Ctx<TwoPcEvent>, edge: FaultEdge) -> Result<(), Violation> {
+        if edge.fault.kind != FaultKind::Crash || edge.fault.target != COORDINATOR {
+            return Ok(());
+        }
+        if edge.started && self.coordinator.is_some() {
+            // Memory is lost: what was not durable is gone.
+            self.coordinator = None;
+            self.pipeline.clear();
+            self.writing = false;
+            self.life += 1;
+            self.crashed_at = Some(ctx.now());
+            if !self.lock_since.is_empty() {
+                ctx.cover("twopc.in_doubt_blocked_by_crash");
+            }
+            ctx.record(COORDINATOR, "crashed");
+        } else if !edge.started && self.coordinator.is_none() {
+            if let Some(from) = self.crashed_at.take() {
+                self.stats.crashes.push((from, ctx.now()));
+            }
+            let c = Coordinator::recover_flawed(
+                self.config.clone(),
+                &self.log,
+                Self::now(ctx),
+                self.flaw,
+            );
+            self.coordinator = Some(c);
+            self.stats.recoveries += 1;
+            ctx.cover("twopc.recovered_from_log");
+            ctx.record(
+                COORDINATOR,
+                format_args!("recovered from {} log records", self.log.len()),
+            );
+            // Presumed abort: every started transaction without a logged decision is
+            // aborted, and its client learns so now.
+            let lost: Vec<SagaId> = self
+                .orders
+                .keys()
+                .filter(|tx| !self.durable.contains_key(tx) && !self.known.contains(tx))
+                .copied()
+                .collect();
+            for tx in lost {
+                self.presumed.insert(tx);
+                self.client_knows(ctx, tx, "presumed Abort");
+            }
+            for (tx, order) in std::mem::take(&mut self.waiting_starts) {
+                self.start_tx(ctx, tx, order)?;
+            }
+            self.pump(ctx)?;
+        }
+        Ok(())
+    }
+
+    fn heal(&mut self, ctx: &mut Ctx<TwoPcEvent>) -> Result<(), Violation> {
+        for i in 0..self.participants.len() {
+            self.arm_participant(ctx, i);
+        }
+        self.pump(ctx)
+    }
+
+    fn is_quiescent(&self, ctx: &Ctx<TwoPcEvent>) -> bool {
+        ctx.is_healed()
+            && self.waiting_starts.is_empty()
+            && self.pipeline.is_empty()
+            && self.coordinator.as_ref().is_some_and(|c| c.is_at_rest())
+            && self.participants.iter().all(|p| p.poll_timeout().is_none())
+    }
+
+    fn finish(&mut self, ctx: &mut Ctx<TwoPcEvent>) -> Result<(), Violation> {
+        self.finish_stats(ctx.now());
+        let Some(c) = &self.coordinator else {
+            return Err(Violation::new(
+                "twopc.at_rest",
+                "the coordinator is down at rest",
+            ));
+        };
+        // 1. Every transaction decided, and every participant agrees with the decision.
+        let mut first_disagreement = None;
+        let (mut committed, mut aborted, mut inconsistent, mut refused) = (0, 0, 0, 0);
+        for tx in self.orders.keys() {
+            if let Some(st) = c.state(*tx)
+                && !matches!(st, TxState::Ended(_))
+            {
+                return Err(Violation::new(
+                    "twopc.at_rest",
+                    format!("{tx} is left {st:?}"),
+                ));
+            }
+            let decision = self.durable.get(tx).copied().unwrap_or(Decision::Abort);
+            let locals: Vec<Option<Local>> =
+                self.participants.iter().map(|p| p.local(*tx)).collect();
+            let agrees = match decision {
+                Decision::Commit => locals.iter().all(|l| *l == Some(Local::Committed)),
+                Decision::Abort => locals
+                    .iter()
+                    .all(|l| matches!(l, None | Some(Local::Aborted))),
+            };
+            if !agrees {
+                inconsistent += 1;
+                first_disagreement.get_or_insert((*tx, decision, locals));
+            }
+            match decision {
+                Decision::Commit => {
+                    ctx.cover("twopc.commit");
+                    committed += 1;
+                }
+                Decision::Abort => {
+                    ctx.cover("twopc.abort");
+                    aborted += 1;
+                    if self.locked_out.contains(tx) {
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        self.stats.committed = committed;
+        self.stats.aborted = aborted;
+        self.stats.inconsistent = inconsistent;
+        self.stats.refused_by_locks = refused;
+        self.stats.presumed_aborted = self.presumed.len() as u64;
+        if let Some((tx, decision, locals)) = first_disagreement {
+            return Err(Violation::new(
+                "twopc.at_rest",
+                format!(
+                    "{tx} was decided {decision:?} but its participants (order, inventory, \
+                     payment) are {locals:?}; {inconsistent} transactions disagree"
+                ),
+            ));
+        }
+        // 2. No lock outlives its transaction.
+        for p in &self.participants {
+            let held = p.locks_held();
+            if held > 0 {
+                return Err(Violation::new(
+                    "twopc.locks_released",
+                    format!("{} still holds {held} locks at rest", p.step()),
+                ));
+            }
+        }
+        // 3. Duplicates had no extra effect.
+        for p in &self.participants {
+            let most = p.effects_max();
+            if most > 1 {
+                return Err(Violation::new(
+                    "twopc.idempotent",
+                    format!("one request to {} took effect {most} times", p.step()),
+                ));
+            }
+        }
+        // 4. Conservation: stock and money.
+        let inventory = &self.participants[step_index(StepId::Inventory)];
+        for (item, row) in inventory.rows() {
+            let sold: u64 = inventory
+                .transactions()
+                .filter(|(_, o, l)| o.item == item && *l == Local::Committed)
+                .map(|(_, o, _)| u64::from(o.qty))
+                .sum();
+            let total = u64::from(row.available) + u64::from(row.held) + u64::from(row.sold);
+            if total != u64::from(row.initial) || row.held != 0 || u64::from(row.sold) != sold {
+                return Err(Violation::new(
+                    "twopc.conservation",
+                    format!(
+                        "item {item}: {} available + {} held + {} sold != {} initial, \
+                         or {sold} sold by committed transactions",
+                        row.available, row.held, row.sold, row.initial
+                    ),
+                ));
+            }
+        }
+        let payment = &self.participants[step_index(StepId::Payment)];
+        let (authorised, held, captured, released) = payment.money();
+        let committed_money: u128 = payment
+            .transactions()
+            .filter(|(_, _, l)| *l == Local::Committed)
+            .map(|(_, o, _)| u128::from(o.amount))
+            .sum();
+        if authorised != held + captured + released || held != 0 || captured != committed_money {
+            return Err(Violation::new(
+                "twopc.conservation",
+                format!(
+                    "money: {authorised} authorised != {held} held + {captured} captured + \
+                     {released} released, or {committed_money} due from committed transactions"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs `world` under `plan`.
+pub(crate) fn run_world(
+    world: TwoPcWorld,
+    plan: FaultPlan,
+    trace: TraceMode,
+) -> (RunReport, TwoPcWorld) {
+    let mut world = world;
+    let seed = world.knobs.seed;
+    let report = Simulation::new(seed)
+        .plan(plan)
+        .trace(trace)
+        .events_max(5_000_000)
+        .liveness_max(SimDuration::from_secs(3_600))
+        .replay_hint("cargo run --release -- replay twopc --seed {seed}")
+        .run(&mut world);
+    (report, world)
+}
+
+/// Runs the reference for `seed` (the saga's knobs and fault plan of that seed).
+pub fn run_seed(seed: u64, trace: TraceMode) -> Result<(RunReport, TwoPcWorld), ConfigError> {
+    let knobs = SagaKnobs::from_seed(seed);
+    let plan = knobs.fault_plan();
+    Ok(run_world(TwoPcWorld::new(knobs)?, plan, trace))
+}
