@@ -66,11 +66,12 @@ pub fn config_of(knobs: &SagaKnobs) -> Result<TwoPcConfig, ConfigError> {
 }
 
 /// The checkouts of a run, from the knobs alone: (arrival, transaction, order), in
-/// arrival order, from their own random stream (`saga.checkouts`), so that they do not
-/// depend on how many messages the protocol sends. Any world of the checkout that draws
-/// its arrivals from here sees the same customers for the same seed.
+/// arrival order, from their own random stream (`saga.arrivals`), so that they do not
+/// depend on how many messages the protocol sends. The orchestrated and choreographed
+/// worlds draw from the same stream in the same order, so all three see the same
+/// customers for the same seed.
 pub fn checkouts(knobs: &SagaKnobs) -> Vec<(SimTime, SagaId, Order)> {
-    let mut r = SimRng::new(knobs.seed).fork("saga.checkouts");
+    let mut r = SimRng::new(knobs.seed).fork("saga.arrivals");
     let mean = 1_000_000_000 / u64::from(knobs.checkouts_per_sec.max(1));
     let horizon = SimTime::from_millis(knobs.horizon_ms);
     let mut out = Vec::new();
