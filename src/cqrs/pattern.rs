@@ -107,6 +107,7 @@ fn describe<E: EventSourced>(
         "cqrs.idempotent_replay" => {
             format!("{} events handed again changed nothing", s.reapplied)
         }
+        "cqrs.monotonic_reads" => format!("{} queries never saw a read model go back", s.queries),
         _ => String::new(),
     });
     let figures = vec![
@@ -207,7 +208,7 @@ impl Pattern for CqrsPattern {
     fn default_seeds(&self) -> SeedRange {
         SeedRange {
             start: 0,
-            end: 2_000,
+            end: 6_000,
         }
     }
 

@@ -248,6 +248,8 @@ pub struct CqrsStats {
     pub rebuilds: u64,
     /// Largest projection lag seen, events.
     pub lag_max: u64,
+    /// Queries of the read models (one after everything a projection handles).
+    pub queries: u64,
 }
 
 /// The CQRS world, generic over the system under test.
@@ -488,6 +490,7 @@ impl<E: EventSourced> CqrsWorld<E> {
         reapplied: Option<u64>,
     ) -> Result<(), Violation> {
         let after = self.system.query(p);
+        self.stats.queries += 1;
         let checkpoint = self.system.checkpoint(p);
         let lag = self.checker.head().saturating_sub(after.position);
         self.stats.lag_max = self.stats.lag_max.max(lag);

@@ -6,6 +6,7 @@ use faultline::cqrs::contract::Inventory;
 use faultline::cqrs::invariants::INVARIANTS;
 use faultline::cqrs::pattern::CqrsPattern;
 use faultline::cqrs::world::{CqrsKnobs, CqrsWorld, MARKS, run, run_seed};
+use faultline::harness::Pattern;
 use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
@@ -82,6 +83,42 @@ proptest! {
             prop_assert_eq!(snapshot.is_some(), rec.events.len() as u64 >= knobs.snapshot_every);
         }
     }
+}
+
+/// Mutant (a) in isolation: with the writer crashing (and no link fault), the
+/// reference loses a dispatch and still converges through its checkpoint, while the
+/// push-only projection loses those read-model updates.
+#[test]
+fn a_crash_between_append_and_dispatch_needs_the_checkpoint() {
+    let push = CqrsPattern.mutant_index("push_without_checkpoint").unwrap();
+    let mut shown = 0;
+    for seed in 0..100 {
+        let knobs = CqrsKnobs::from_seed(seed);
+        let plan = FaultPlan::from_json(&format!(
+            r#"{{"horizon_ms": {}, "faults": [
+                {{"kind": "crash", "target": "writer", "from_ms": 1500, "until_ms": 2500}},
+                {{"kind": "crash", "target": "writer", "from_ms": 4000, "until_ms": 4500}}]}}"#,
+            knobs.horizon_ms
+        ))
+        .unwrap();
+        let reference = CqrsPattern.run(seed, &plan, TraceMode::Off, None).unwrap();
+        reference.report.assert_pass();
+        if reference.report.coverage.count("cqrs.dispatch_lost") == 0 {
+            continue;
+        }
+        let mutant = CqrsPattern
+            .run(seed, &plan, TraceMode::Off, Some(push))
+            .unwrap();
+        assert_eq!(
+            mutant.report.outcome.invariant(),
+            Some("cqrs.caught_up"),
+            "seed {seed}: {}",
+            mutant.report.outcome
+        );
+        assert!(mutant.report.outcome.to_string().contains("read model is"));
+        shown += 1;
+    }
+    assert!(shown >= 5, "only {shown} seeds lost a dispatch");
 }
 
 #[test]
