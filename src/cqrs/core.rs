@@ -513,7 +513,7 @@ where
     /// last one; returns its version.
     pub fn snapshot_if_due(&mut self, stream: StreamId) -> Option<u64> {
         let since = self.snapshots.get(&stream).map_or(0, |s| s.version);
-        if self.store.version(stream) < since + self.snapshot_every {
+        if self.store.version(stream) < since.saturating_add(self.snapshot_every) {
             return None;
         }
         let loaded = self.rehydrate(stream);
