@@ -235,19 +235,25 @@ impl<S> EventStore<S> {
     /// [`AppendError::WrongExpectedVersion`] when another writer got there first;
     /// [`AppendError::Empty`] and [`AppendError::BatchTooLarge`] on the size. Nothing
     /// is written on any error.
-    pub fn append(
+    pub fn append<I>(
         &mut self,
         stream: StreamId,
         expected: ExpectedVersion,
-        events: Vec<S>,
-    ) -> Result<Appended, AppendError> {
-        if events.is_empty() {
+        events: I,
+    ) -> Result<Appended, AppendError>
+    where
+        I: IntoIterator<Item = S>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let events = events.into_iter();
+        let len = events.len();
+        if len == 0 {
             return Err(AppendError::Empty { stream });
         }
-        if events.len() > self.batch_max {
+        if len > self.batch_max {
             return Err(AppendError::BatchTooLarge {
                 stream,
-                len: events.len(),
+                len,
                 max: self.batch_max,
             });
         }
@@ -261,7 +267,9 @@ impl<S> EventStore<S> {
         }
         let positions = self.streams.entry(stream).or_default();
         let first_position = self.log.len() as u64 + 1;
-        for event in events {
+        positions.reserve(len);
+        self.log.reserve(len);
+        for event in events.take(len) {
             let position = self.log.len() as u64 + 1;
             positions.push(position);
             self.log.push(Recorded {
@@ -500,12 +508,16 @@ where
     /// # Errors
     ///
     /// As [`EventStore::append`].
-    pub fn append(
+    pub fn append<I>(
         &mut self,
         stream: StreamId,
         expected: ExpectedVersion,
-        events: Vec<S>,
-    ) -> Result<Appended, AppendError> {
+        events: I,
+    ) -> Result<Appended, AppendError>
+    where
+        I: IntoIterator<Item = S>,
+        I::IntoIter: ExactSizeIterator,
+    {
         self.store.append(stream, expected, events)
     }
 
@@ -592,7 +604,7 @@ where
                 snapshot: None,
             });
         }
-        let stored = events.iter().cloned().map(S::from).collect();
+        let stored = events.iter().cloned().map(S::from);
         let appended = self.store.append(stream, expected, stored)?;
         let snapshot = self.snapshot_if_due(stream);
         Ok(Executed {
