@@ -157,3 +157,135 @@ fn every_mark_is_hit_over_300_seeds() {
 fn mutants_are_caught() {
     assert_mutants_caught(&CqrsPattern, &INVARIANTS, 200);
 }
+
+/// A user's own system through the contract: a `Vec` log, no snapshots, projections that
+/// pull one event at a time and checkpoint after each. It keeps every promise.
+mod plug_in {
+    use super::*;
+    use faultline::cqrs::contract::EventSourced;
+    use faultline::cqrs::{
+        Aggregate, AppendError, Appended, ExpectedVersion, Item, ItemEvent, Projection, Recorded,
+        Rehydrated, Step, StockView, StoredEvent, StreamId, Upcast,
+    };
+
+    #[derive(Default)]
+    struct VecSystem {
+        log: Vec<Recorded<StoredEvent>>,
+        views: Vec<(StockView, u64)>,
+    }
+
+    impl VecSystem {
+        fn upcast_stream(&self, item: StreamId) -> Vec<Recorded<ItemEvent>> {
+            self.log
+                .iter()
+                .filter(|r| r.stream == item)
+                .map(|r| r.map(Upcast::upcast))
+                .collect()
+        }
+    }
+
+    impl EventSourced for VecSystem {
+        fn rehydrate(&self, item: StreamId) -> Rehydrated<Item> {
+            let events = self.upcast_stream(item);
+            Rehydrated {
+                state: Item::default().fold(events.iter().map(|r| &r.event)),
+                version: events.len() as u64,
+                snapshot_version: None,
+                folded: events.len() as u64,
+                upcast: 0,
+            }
+        }
+        fn read_stream(&self, item: StreamId) -> Vec<Recorded<ItemEvent>> {
+            self.upcast_stream(item)
+        }
+        fn append(
+            &mut self,
+            item: StreamId,
+            expected: ExpectedVersion,
+            events: Vec<StoredEvent>,
+        ) -> Result<Appended, AppendError> {
+            let version = self.log.iter().filter(|r| r.stream == item).count() as u64;
+            if !expected.admits(version) {
+                return Err(AppendError::WrongExpectedVersion {
+                    stream: item,
+                    expected,
+                    actual: version,
+                });
+            }
+            let first = self.log.len() as u64 + 1;
+            for (i, event) in events.into_iter().enumerate() {
+                self.log.push(Recorded {
+                    stream: item,
+                    version: version + 1 + i as u64,
+                    position: self.log.len() as u64 + 1,
+                    event,
+                });
+            }
+            let last = self.log.len() as u64;
+            Ok(Appended {
+                from_version: version,
+                to_version: version + (last + 1 - first),
+                first_position: first,
+                last_position: last,
+            })
+        }
+        fn snapshot_if_due(&mut self, _item: StreamId) -> Option<u64> {
+            None
+        }
+        fn head(&self) -> u64 {
+            self.log.len() as u64
+        }
+        fn read_all(&self) -> Vec<Recorded<ItemEvent>> {
+            self.log.iter().map(|r| r.map(Upcast::upcast)).collect()
+        }
+        fn projections(&self) -> usize {
+            2
+        }
+        fn deliver(&mut self, _p: usize, _record: &Recorded<ItemEvent>) {}
+        fn step(&mut self, p: usize) -> Step {
+            if self.views.len() < 2 {
+                self.views.resize(2, (StockView::default(), 0));
+            }
+            let (view, checkpoint) = &mut self.views[p];
+            if *checkpoint < view.position {
+                *checkpoint = view.position;
+                return Step::Checkpointed {
+                    position: *checkpoint,
+                };
+            }
+            match self.log.get(view.position as usize) {
+                Some(r) => {
+                    view.apply(&r.map(Upcast::upcast));
+                    Step::Applied {
+                        position: r.position,
+                        replay: false,
+                    }
+                }
+                None => Step::Idle,
+            }
+        }
+        fn crash(&mut self, _p: usize) {}
+        fn rebuild(&mut self, _p: usize) {}
+        fn query(&self, p: usize) -> StockView {
+            self.views.get(p).map(|v| v.0.clone()).unwrap_or_default()
+        }
+        fn checkpoint(&self, p: usize) -> u64 {
+            self.views.get(p).map_or(0, |v| v.1)
+        }
+    }
+
+    #[test]
+    fn a_hand_rolled_system_keeps_every_promise() {
+        for seed in 0..30 {
+            let knobs = CqrsKnobs::from_seed(seed);
+            let (report, world) = run(
+                &knobs,
+                knobs.fault_plan(),
+                VecSystem::default(),
+                TraceMode::Off,
+            );
+            report.assert_pass();
+            assert_eq!(world.checker.log.len() as u64, world.stats.events);
+        }
+    }
+}
