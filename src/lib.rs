@@ -14,6 +14,7 @@ pub use faultline_sim as sim;
 pub mod breaker;
 pub mod bus;
 pub mod clock;
+pub mod cqrs;
 pub mod harness;
 pub mod saga;
 mod splitmix;

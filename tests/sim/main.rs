@@ -9,5 +9,6 @@ mod breaker;
 mod bus;
 mod choreo;
 mod cli;
+mod cqrs;
 mod saga;
 mod twopc;

@@ -1,0 +1,432 @@
+//! The tokio adapter: an [`EventSourcedService`] that handles commands from many tasks
+//! (load, decide — possibly async —, append at the version loaded, retry on conflict
+//! with jittered backoff), and [`ProjectionTask`]s that run a [`ProjectionRunner`] in
+//! the background, woken by every append and polling as a fallback.
+//!
+//! The store lives behind a `std::sync::Mutex` held only for the synchronous store
+//! calls, never across an `.await`: the decision runs unlocked, which is exactly where
+//! two commands on one aggregate can race, and the version check settles it. Time is
+//! `tokio::time`, so tests drive it with a paused clock.
+//!
+//! ```
+//! use faultline::cqrs::tokio::EventSourcedService;
+//! use faultline::cqrs::{Item, ItemCommand, ProjectionRunner, Repository, StockView, StreamId};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let service = EventSourcedService::new(Repository::<Item>::new(50)?, 5)?;
+//! let view = service.spawn_projection(ProjectionRunner::<StockView>::new(100)?, Duration::from_secs(1));
+//! service.execute(StreamId(1), ItemCommand::Restock { units: 9 }).await?;
+//! service.execute(StreamId(1), ItemCommand::Withdraw { units: 2 }).await?;
+//! let model = view.wait_for(service.head()).await;
+//! assert_eq!(model.stock[&StreamId(1)], 7);
+//! # Ok(())
+//! # }
+//! ```
+
+use crate::breaker::ConfigError;
+use crate::breaker::retry::Backoff;
+use crate::cqrs::core::{
+    Aggregate, AppendError, ExecuteError, Executed, ExpectedVersion, Projection, ProjectionRunner,
+    Rehydrated, Repository, Step, StreamId, Upcast,
+};
+use crate::splitmix::SplitMix64;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Steps a projection task takes before yielding to other tasks.
+const STEPS_PER_TURN: usize = 1_024;
+
+struct Shared<A: Aggregate, S> {
+    repo: Mutex<Repository<A, S>>,
+    head: watch::Sender<u64>,
+    conflicts: AtomicU64,
+    jitter: Mutex<SplitMix64>,
+}
+
+/// Command handling over a shared [`Repository`], for many tasks at once. Cheap to
+/// clone (an `Arc`).
+pub struct EventSourcedService<A: Aggregate, S = <A as Aggregate>::Event> {
+    shared: Arc<Shared<A, S>>,
+    attempts_max: u32,
+    backoff: Backoff,
+}
+
+impl<A: Aggregate, S> std::fmt::Debug for EventSourcedService<A, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSourcedService")
+            .field("attempts_max", &self.attempts_max)
+            .field("backoff", &self.backoff)
+            .field("conflicts", &self.shared.conflicts.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Aggregate, S> Clone for EventSourcedService<A, S> {
+    fn clone(&self) -> Self {
+        EventSourcedService {
+            shared: Arc::clone(&self.shared),
+            attempts_max: self.attempts_max,
+            backoff: self.backoff,
+        }
+    }
+}
+
+impl<A, S> EventSourcedService<A, S>
+where
+    A: Aggregate + Send + 'static,
+    A::Event: Send,
+    S: Upcast<Current = A::Event> + From<A::Event> + Clone + Send + Sync + 'static,
+{
+    /// A service over `repo` that tries a conflicting command up to `attempts_max`
+    /// times, with a jittered backoff from 1 ms doubling to 100 ms between tries.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] on `attempts_max` outside 1 to 100.
+    pub fn new(repo: Repository<A, S>, attempts_max: u32) -> Result<Self, ConfigError> {
+        if attempts_max == 0 || attempts_max > 100 {
+            return Err(ConfigError::new(
+                "attempts_max",
+                format!("must be 1 to 100, got {attempts_max}"),
+            ));
+        }
+        let head = repo.store().head();
+        Ok(EventSourcedService {
+            shared: Arc::new(Shared {
+                repo: Mutex::new(repo),
+                head: watch::Sender::new(head),
+                conflicts: AtomicU64::new(0),
+                jitter: Mutex::new(SplitMix64(0x6371_7273_5f6a_6974)),
+            }),
+            attempts_max,
+            backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(100))?,
+        })
+    }
+
+    /// Loads `stream` (from its snapshot, then the later events).
+    pub fn rehydrate(&self, stream: StreamId) -> Rehydrated<A> {
+        lock(&self.shared.repo).rehydrate(stream)
+    }
+
+    /// The global log's head.
+    pub fn head(&self) -> u64 {
+        lock(&self.shared.repo).store().head()
+    }
+
+    /// Conflicts met so far (each one retried or returned).
+    pub fn conflicts(&self) -> u64 {
+        self.shared.conflicts.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the repository (reads, or appends a user makes by hand).
+    pub fn with_repository<R>(&self, f: impl FnOnce(&mut Repository<A, S>) -> R) -> R {
+        let mut repo = lock(&self.shared.repo);
+        let before = repo.store().head();
+        let r = f(&mut repo);
+        let after = repo.store().head();
+        drop(repo);
+        if after != before {
+            self.shared.head.send_replace(after);
+        }
+        r
+    }
+
+    /// Handles `command` on `stream`: load, decide, append at the version loaded;
+    /// on a conflict, backs off and does it all again.
+    ///
+    /// # Errors
+    ///
+    /// [`ExecuteError::Rejected`] when the aggregate refuses; [`ExecuteError::Append`]
+    /// with the last conflict after `attempts_max` tries. Nothing is written on error.
+    pub async fn execute(
+        &self,
+        stream: StreamId,
+        command: A::Command,
+    ) -> Result<Executed<A::Event>, ExecuteError<A::Rejection>> {
+        self.execute_with(stream, |state: A| {
+            let decided = state.decide(&command);
+            async move { decided }
+        })
+        .await
+    }
+
+    /// Like [`execute`](Self::execute) with an async decision: `decide` gets the state
+    /// loaded and may await (call another service, say) before returning the events.
+    /// The store is not locked meanwhile; if another command appended to `stream` in
+    /// the meantime, the append conflicts and `decide` runs again on the new state.
+    ///
+    /// # Errors
+    ///
+    /// As [`execute`](Self::execute).
+    pub async fn execute_with<F, Fut>(
+        &self,
+        stream: StreamId,
+        mut decide: F,
+    ) -> Result<Executed<A::Event>, ExecuteError<A::Rejection>>
+    where
+        F: FnMut(A) -> Fut,
+        Fut: Future<Output = Result<Vec<A::Event>, A::Rejection>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let loaded = self.rehydrate(stream);
+            let events = decide(loaded.state).await.map_err(ExecuteError::Rejected)?;
+            let expected = ExpectedVersion::Exact(loaded.version);
+            let result = lock(&self.shared.repo).commit(stream, expected, events);
+            match result {
+                Ok(done) => {
+                    if done.appended.last_position >= done.appended.first_position {
+                        self.shared.head.send_replace(done.appended.last_position);
+                    }
+                    return Ok(done);
+                }
+                Err(ExecuteError::Append(conflict @ AppendError::WrongExpectedVersion { .. })) => {
+                    self.shared.conflicts.fetch_add(1, Ordering::Relaxed);
+                    if attempt >= self.attempts_max {
+                        return Err(ExecuteError::Append(conflict));
+                    }
+                    let delay = self.backoff.delay(attempt, &mut *lock(&self.shared.jitter));
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// Spawns a task that runs `runner` against this service's store: it steps until
+    /// idle whenever an append lands (and every `poll` as a fallback), and publishes
+    /// its read model's position. Must be called inside a tokio runtime.
+    pub fn spawn_projection<P>(
+        &self,
+        runner: ProjectionRunner<P>,
+        poll: Duration,
+    ) -> ProjectionTask<P>
+    where
+        P: Projection<Event = A::Event> + Send + 'static,
+    {
+        let runner = Arc::new(Mutex::new(runner));
+        let position = watch::Sender::new(lock(&runner).read_model().position());
+        let shared = Arc::clone(&self.shared);
+        let task_runner = Arc::clone(&runner);
+        let task_position = position.clone();
+        let mut head = shared.head.subscribe();
+        let handle = tokio::spawn(async move {
+            loop {
+                let mut steps = 0;
+                let idle = loop {
+                    let step = {
+                        let repo = lock(&shared.repo);
+                        let mut r = lock(&task_runner);
+                        let step = r.step(repo.store());
+                        task_position.send_replace(r.read_model().position());
+                        step
+                    };
+                    if step == Step::Idle {
+                        break true;
+                    }
+                    steps += 1;
+                    if steps >= STEPS_PER_TURN {
+                        break false;
+                    }
+                };
+                if idle {
+                    // Woken by an append, or by the poll as a fallback.
+                    let _ = tokio::time::timeout(poll, head.changed()).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        ProjectionTask {
+            runner,
+            position: position.subscribe(),
+            handle,
+        }
+    }
+}
+
+/// A projection running in its own task; the task stops when this is dropped.
+pub struct ProjectionTask<P: Projection> {
+    runner: Arc<Mutex<ProjectionRunner<P>>>,
+    position: watch::Receiver<u64>,
+    handle: JoinHandle<()>,
+}
+
+impl<P: Projection> ProjectionTask<P> {
+    /// The read model now (a query).
+    pub fn query(&self) -> P {
+        lock(&self.runner).read_model().clone()
+    }
+
+    /// The durable checkpoint now.
+    pub fn checkpoint(&self) -> u64 {
+        lock(&self.runner).checkpoint()
+    }
+
+    /// Waits until the read model has applied `position`, and returns it (read your
+    /// own writes: pass the position an append returned).
+    pub async fn wait_for(&self, position: u64) -> P {
+        let mut rx = self.position.clone();
+        // An error means the task is gone; the model is then as it will stay.
+        let _ = rx.wait_for(|p| *p >= position).await;
+        self.query()
+    }
+
+    /// Starts rebuilding the read model from scratch beside the live one.
+    pub fn rebuild(&self) {
+        lock(&self.runner).rebuild();
+    }
+
+    /// Simulates a crash and restart of the runner (its volatile state is lost).
+    pub fn crash(&self) {
+        lock(&self.runner).crash();
+    }
+}
+
+impl<P: Projection> Drop for ProjectionTask<P> {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cqrs::item::{Item, ItemCommand, ItemEvent, ItemRejection, StockView, StoredEvent};
+    use std::sync::atomic::AtomicU32;
+    use tokio_test::{assert_err, assert_ok};
+
+    fn service(attempts_max: u32) -> EventSourcedService<Item, StoredEvent> {
+        EventSourcedService::new(Repository::new(4).unwrap(), attempts_max).unwrap()
+    }
+
+    /// Two commands load version 1 at once and decide slowly: one appends, the other
+    /// conflicts, decides again on the new state, and appends.
+    #[tokio::test(start_paused = true)]
+    async fn racing_commands_conflict_and_retry() {
+        let s = service(3);
+        assert_ok!(
+            s.execute(StreamId(1), ItemCommand::Restock { units: 10 })
+                .await
+        );
+        let decisions = Arc::new(AtomicU32::new(0));
+        let slow_withdraw = |units: u64| {
+            let s = s.clone();
+            let decisions = Arc::clone(&decisions);
+            tokio::spawn(async move {
+                s.execute_with(StreamId(1), move |state: Item| {
+                    let decisions = Arc::clone(&decisions);
+                    async move {
+                        decisions.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        state.decide(&ItemCommand::Withdraw { units })
+                    }
+                })
+                .await
+            })
+        };
+        let (a, b) = (slow_withdraw(3), slow_withdraw(4));
+        assert_ok!(a.await.unwrap());
+        assert_ok!(b.await.unwrap());
+        assert_eq!(s.conflicts(), 1);
+        assert_eq!(decisions.load(Ordering::Relaxed), 3);
+        let loaded = s.rehydrate(StreamId(1));
+        assert_eq!(loaded.state.stock, 3);
+        assert_eq!(loaded.version, 4, "restock, withdraw, withdraw + low stock");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_conflict_is_returned_after_attempts_max_and_a_refusal_at_once() {
+        let s = service(1);
+        let slow = |units: u64| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.execute_with(StreamId(2), move |state: Item| async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    state.decide(&ItemCommand::Restock { units })
+                })
+                .await
+            })
+        };
+        let (a, b) = (slow(1), slow(2));
+        let results = [a.await.unwrap(), b.await.unwrap()];
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+        assert!(results.iter().any(|r| matches!(
+            r,
+            Err(ExecuteError::Append(AppendError::WrongExpectedVersion {
+                actual: 1,
+                ..
+            }))
+        )));
+        let refused = s
+            .execute(StreamId(2), ItemCommand::Withdraw { units: 99 })
+            .await;
+        assert!(matches!(
+            refused,
+            Err(ExecuteError::Rejected(ItemRejection::Insufficient { .. }))
+        ));
+        assert_eq!(s.rehydrate(StreamId(2)).version, 1);
+        assert_err!(EventSourcedService::new(
+            Repository::<Item>::new(4).unwrap(),
+            0
+        ));
+    }
+
+    /// The projection task follows appends, replays after a crash without changing the
+    /// model, and a rebuild ends equal to the live model.
+    #[tokio::test(start_paused = true)]
+    async fn projection_task_follows_the_log() {
+        let s = service(3);
+        let view = s.spawn_projection(
+            ProjectionRunner::<StockView>::new(3).unwrap(),
+            Duration::from_secs(1),
+        );
+        for i in 0..20u64 {
+            let cmd = if i % 3 == 2 {
+                ItemCommand::Withdraw { units: 1 }
+            } else {
+                ItemCommand::Restock { units: 2 }
+            };
+            assert_ok!(s.execute(StreamId((i % 2) as u32), cmd).await);
+        }
+        // An old client's event, written by hand in schema 1.
+        s.with_repository(|r| {
+            r.append(
+                StreamId(0),
+                ExpectedVersion::Any,
+                vec![StoredEvent::RestockedV1 { dozens: 1 }],
+            )
+        })
+        .unwrap();
+        let head = s.head();
+        let model = view.wait_for(head).await;
+        let log: Vec<_> = s.with_repository(|r| {
+            r.store()
+                .read_all(0, usize::MAX)
+                .iter()
+                .map(|x| x.map(Upcast::upcast))
+                .collect()
+        });
+        assert_eq!(model, StockView::fold(&log));
+        assert!(
+            log.iter()
+                .any(|r| r.event == ItemEvent::Restocked { units: 12 })
+        );
+        view.crash();
+        view.rebuild();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(view.query(), model);
+        assert_eq!(view.checkpoint(), head);
+    }
+}

@@ -1,0 +1,291 @@
+//! CQRS with event sourcing in its simulated world: every invariant under proptest
+//! (knob seeds x fault plans), determinism, a golden digest, coverage, and the mutants.
+
+use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
+use faultline::cqrs::contract::Inventory;
+use faultline::cqrs::invariants::INVARIANTS;
+use faultline::cqrs::pattern::CqrsPattern;
+use faultline::cqrs::world::{CqrsKnobs, CqrsWorld, MARKS, run, run_seed};
+use faultline::harness::Pattern;
+use faultline_sim::check_determinism;
+use faultline_sim::prelude::*;
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+
+fn plans(seed: u64, kinds: &[FaultKindTag]) -> BoxedStrategy<FaultPlan> {
+    let profile = CqrsKnobs::from_seed(seed)
+        .fault_profile()
+        .kinds(kinds.iter().copied());
+    FaultPlan::strategy(&profile)
+}
+
+fn seed_and_plan(kinds: &'static [FaultKindTag]) -> impl Strategy<Value = (u64, FaultPlan)> {
+    any::<u64>().prop_flat_map(move |seed| (Just(seed), plans(seed, kinds)))
+}
+
+const ALL: &[FaultKindTag] = &[
+    FaultKindTag::Crash,
+    FaultKindTag::Drop,
+    FaultKindTag::Duplicate,
+    FaultKindTag::Delay,
+];
+
+fn check(
+    property: &str,
+    seed: u64,
+    plan: FaultPlan,
+) -> Result<CqrsWorld<Inventory>, TestCaseError> {
+    let knobs = CqrsKnobs::from_seed(seed);
+    let system = knobs
+        .reference()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let (report, world) = run(&knobs, plan.clone(), system, TraceMode::Off);
+    if let Some(msg) = failure_message("cqrs", property, seed, &plan, &report) {
+        return Err(TestCaseError::fail(msg));
+    }
+    Ok(world)
+}
+
+proptest! {
+    /// All five invariants under every kind of fault the world knows.
+    #[test]
+    fn every_invariant_holds((seed, plan) in seed_and_plan(ALL)) {
+        check("every_invariant_holds", seed, plan)?;
+    }
+
+    /// 1, 3, 4. Crashes of the writer (between append and dispatch) and of the
+    /// projections (between apply and checkpoint): nothing acknowledged is lost, replays
+    /// change nothing, and every read model catches up with the log.
+    #[test]
+    fn crashes_lose_nothing_and_replays_change_nothing((seed, plan) in seed_and_plan(&[FaultKindTag::Crash])) {
+        let world = check("crashes_lose_nothing_and_replays_change_nothing", seed, plan)?;
+        prop_assert_eq!(world.checker.log.len() as u64, world.stats.events);
+    }
+
+    /// 3, 4, 5. Dropped, duplicated and delayed deliveries: the read models still
+    /// converge, duplicates change nothing, queries never go back.
+    #[test]
+    fn faulty_deliveries_still_converge(
+        (seed, plan) in seed_and_plan(&[FaultKindTag::Drop, FaultKindTag::Duplicate, FaultKindTag::Delay]),
+    ) {
+        check("faulty_deliveries_still_converge", seed, plan)?;
+    }
+
+    /// 2. Any snapshot interval: loading from a snapshot equals folding every event.
+    #[test]
+    fn snapshots_fold_like_the_whole_stream(seed in any::<u64>()) {
+        let knobs = CqrsKnobs::from_seed(seed);
+        let plan = FaultPlan::healthy(knobs.horizon_ms);
+        let world = check("snapshots_fold_like_the_whole_stream", seed, plan)?;
+        // Every item with `snapshot_every` events or more has a snapshot, the others none.
+        for (item, rec) in &world.checker.streams {
+            let snapshot = world.system().repository.snapshot(*item);
+            prop_assert_eq!(snapshot.is_some(), rec.events.len() as u64 >= knobs.snapshot_every);
+        }
+    }
+}
+
+/// Mutant (a) in isolation: with the writer crashing (and no link fault), the
+/// reference loses a dispatch and still converges through its checkpoint, while the
+/// push-only projection loses those read-model updates.
+#[test]
+fn a_crash_between_append_and_dispatch_needs_the_checkpoint() {
+    let push = CqrsPattern.mutant_index("push_without_checkpoint").unwrap();
+    let mut shown = 0;
+    for seed in 0..100 {
+        let knobs = CqrsKnobs::from_seed(seed);
+        let plan = FaultPlan::from_json(&format!(
+            r#"{{"horizon_ms": {}, "faults": [
+                {{"kind": "crash", "target": "writer", "from_ms": 1500, "until_ms": 2500}},
+                {{"kind": "crash", "target": "writer", "from_ms": 4000, "until_ms": 4500}}]}}"#,
+            knobs.horizon_ms
+        ))
+        .unwrap();
+        let reference = CqrsPattern.run(seed, &plan, TraceMode::Off, None).unwrap();
+        reference.report.assert_pass();
+        if reference.report.coverage.count("cqrs.dispatch_lost") == 0 {
+            continue;
+        }
+        let mutant = CqrsPattern
+            .run(seed, &plan, TraceMode::Off, Some(push))
+            .unwrap();
+        assert_eq!(
+            mutant.report.outcome.invariant(),
+            Some("cqrs.caught_up"),
+            "seed {seed}: {}",
+            mutant.report.outcome
+        );
+        assert!(mutant.report.outcome.to_string().contains("read model is"));
+        shown += 1;
+    }
+    assert!(shown >= 5, "only {shown} seeds lost a dispatch");
+}
+
+#[test]
+fn same_seed_same_digest() {
+    for seed in 0..6 {
+        let knobs = CqrsKnobs::from_seed(seed);
+        let sim = Simulation::new(seed)
+            .plan(knobs.fault_plan())
+            .liveness_max(SimDuration::from_secs(3_600));
+        check_determinism(&sim, || {
+            CqrsWorld::new(knobs.clone(), knobs.reference().unwrap())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Changes only on purpose; update it in the same commit and say why.
+#[test]
+fn golden_digest() {
+    let (report, world) = run_seed(7, TraceMode::Full).unwrap();
+    report.assert_pass();
+    assert_eq!(
+        (report.digest, report.events, world.stats.events),
+        (10_800_743_942_483_925_765, 3_803, 389),
+        "golden digest changed"
+    );
+}
+
+#[test]
+fn every_mark_is_hit_over_300_seeds() {
+    assert_every_mark_hit(&CqrsPattern, MARKS, 300);
+}
+
+/// Every mutant is caught by its expected invariant, and every invariant catches one.
+#[test]
+fn mutants_are_caught() {
+    assert_mutants_caught(&CqrsPattern, &INVARIANTS, 200);
+}
+
+/// A user's own system through the contract: a `Vec` log, no snapshots, projections that
+/// pull one event at a time and checkpoint after each. It keeps every promise.
+mod plug_in {
+    use super::*;
+    use faultline::cqrs::contract::EventSourced;
+    use faultline::cqrs::{
+        Aggregate, AppendError, Appended, ExpectedVersion, Item, ItemEvent, Projection, Recorded,
+        Rehydrated, Step, StockView, StoredEvent, StreamId, Upcast,
+    };
+
+    #[derive(Default)]
+    struct VecSystem {
+        log: Vec<Recorded<StoredEvent>>,
+        views: Vec<(StockView, u64)>,
+    }
+
+    impl VecSystem {
+        fn upcast_stream(&self, item: StreamId) -> Vec<Recorded<ItemEvent>> {
+            self.log
+                .iter()
+                .filter(|r| r.stream == item)
+                .map(|r| r.map(Upcast::upcast))
+                .collect()
+        }
+    }
+
+    impl EventSourced for VecSystem {
+        fn rehydrate(&self, item: StreamId) -> Rehydrated<Item> {
+            let events = self.upcast_stream(item);
+            Rehydrated {
+                state: Item::default().fold(events.iter().map(|r| &r.event)),
+                version: events.len() as u64,
+                snapshot_version: None,
+                folded: events.len() as u64,
+                upcast: 0,
+            }
+        }
+        fn read_stream(&self, item: StreamId) -> Vec<Recorded<ItemEvent>> {
+            self.upcast_stream(item)
+        }
+        fn append(
+            &mut self,
+            item: StreamId,
+            expected: ExpectedVersion,
+            events: Vec<StoredEvent>,
+        ) -> Result<Appended, AppendError> {
+            let version = self.log.iter().filter(|r| r.stream == item).count() as u64;
+            if !expected.admits(version) {
+                return Err(AppendError::WrongExpectedVersion {
+                    stream: item,
+                    expected,
+                    actual: version,
+                });
+            }
+            let first = self.log.len() as u64 + 1;
+            for (i, event) in events.into_iter().enumerate() {
+                self.log.push(Recorded {
+                    stream: item,
+                    version: version + 1 + i as u64,
+                    position: self.log.len() as u64 + 1,
+                    event,
+                });
+            }
+            let last = self.log.len() as u64;
+            Ok(Appended {
+                from_version: version,
+                to_version: version + (last + 1 - first),
+                first_position: first,
+                last_position: last,
+            })
+        }
+        fn snapshot_if_due(&mut self, _item: StreamId) -> Option<u64> {
+            None
+        }
+        fn head(&self) -> u64 {
+            self.log.len() as u64
+        }
+        fn read_all(&self) -> Vec<Recorded<ItemEvent>> {
+            self.log.iter().map(|r| r.map(Upcast::upcast)).collect()
+        }
+        fn projections(&self) -> usize {
+            2
+        }
+        fn deliver(&mut self, _p: usize, _record: &Recorded<ItemEvent>) {}
+        fn step(&mut self, p: usize) -> Step {
+            if self.views.len() < 2 {
+                self.views.resize(2, (StockView::default(), 0));
+            }
+            let (view, checkpoint) = &mut self.views[p];
+            if *checkpoint < view.position {
+                *checkpoint = view.position;
+                return Step::Checkpointed {
+                    position: *checkpoint,
+                };
+            }
+            match self.log.get(view.position as usize) {
+                Some(r) => {
+                    view.apply(&r.map(Upcast::upcast));
+                    Step::Applied {
+                        position: r.position,
+                        replay: false,
+                    }
+                }
+                None => Step::Idle,
+            }
+        }
+        fn crash(&mut self, _p: usize) {}
+        fn rebuild(&mut self, _p: usize) {}
+        fn query(&self, p: usize) -> StockView {
+            self.views.get(p).map(|v| v.0.clone()).unwrap_or_default()
+        }
+        fn checkpoint(&self, p: usize) -> u64 {
+            self.views.get(p).map_or(0, |v| v.1)
+        }
+    }
+
+    #[test]
+    fn a_hand_rolled_system_keeps_every_promise() {
+        for seed in 0..30 {
+            let knobs = CqrsKnobs::from_seed(seed);
+            let (report, world) = run(
+                &knobs,
+                knobs.fault_plan(),
+                VecSystem::default(),
+                TraceMode::Off,
+            );
+            report.assert_pass();
+            assert_eq!(world.checker.log.len() as u64, world.stats.events);
+        }
+    }
+}
