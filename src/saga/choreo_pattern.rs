@@ -7,7 +7,7 @@ use crate::harness::{
 };
 use crate::saga::choreo_world::{ChoreoWorld, INVARIANTS, run_world};
 use crate::saga::choreography::ChoreoFlaw;
-use crate::saga::pattern::saga_lanes;
+use crate::saga::pattern::{COMPARED, compared_metrics, saga_lanes};
 use crate::saga::world::SagaKnobs;
 use faultline_sim::report::model::{RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, TraceMode};
@@ -96,12 +96,16 @@ fn metrics_of(world: &ChoreoWorld) -> Vec<Option<f64>> {
         .iter()
         .map(|(_, d)| d.as_nanos() as f64 / 1e6)
         .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
-    vec![
-        Some(100.0 * s.completed as f64 / started),
-        Some(100.0 * s.compensated as f64 / started),
-        Some(s.deadlines as f64),
-        settle,
-    ]
+    let mut m = compared_metrics(
+        s.completed,
+        world.knobs().horizon_ms,
+        &world.latencies(),
+        world.inconsistent(),
+    );
+    m.push(Some(100.0 * s.completed as f64 / started));
+    m.push(Some(s.deadlines as f64));
+    m.push(settle);
+    m
 }
 
 impl ChoreoPattern {
@@ -190,8 +194,13 @@ impl Pattern for ChoreoPattern {
 
     fn metrics(&self) -> &'static [(&'static str, &'static str)] {
         &[
+            COMPARED[0],
+            COMPARED[1],
+            COMPARED[2],
+            COMPARED[3],
+            COMPARED[4],
+            COMPARED[5],
             ("sagas completed", "%"),
-            ("sagas compensated", "%"),
             ("deliveries failed at their deadline", "count"),
             ("slowest settling after the faults", "ms"),
         ]

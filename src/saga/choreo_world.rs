@@ -266,6 +266,28 @@ impl<B: EventBus> ChoreoWorld<B> {
         &self.reactor
     }
 
+    /// Sagas left inconsistent: not at rest, completed without holding all three
+    /// effects, or compensated while still holding one (0 when the invariants hold).
+    pub fn inconsistent(&self) -> u64 {
+        let services = self.reactor.services();
+        (0..self.next_saga)
+            .map(SagaId)
+            .filter(|saga| match self.reactor.state(*saga) {
+                Some(SagaState::Completed) => !services.holds_all(*saga),
+                Some(SagaState::Compensated) => services.holds(*saga),
+                _ => true,
+            })
+            .count() as u64
+    }
+
+    /// Each saga's time from checkout to rest, in saga order.
+    pub fn latencies(&self) -> Vec<SimDuration> {
+        self.rested_at
+            .iter()
+            .filter_map(|(saga, rested)| Some(*rested - *self.checkout_at.get(saga)?))
+            .collect()
+    }
+
     /// Every saga the order service knows, with its state, in id order.
     pub fn saga_states(&self) -> Vec<(SagaId, SagaState)> {
         self.reactor.states().collect()

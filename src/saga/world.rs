@@ -341,6 +341,14 @@ impl SagaWorld {
             .collect()
     }
 
+    /// Each saga's time from checkout to rest, in saga order.
+    pub fn latencies(&self) -> Vec<SimDuration> {
+        self.rested_at
+            .iter()
+            .filter_map(|(saga, rested)| Some(*rested - *self.checkout_at.get(saga)?))
+            .collect()
+    }
+
     /// Every saga the (live) orchestrator knows, with its state, in id order; empty
     /// while it is down.
     pub fn saga_states(&self) -> Vec<(SagaId, SagaState)> {
