@@ -47,6 +47,7 @@
 pub mod choreo_pattern;
 pub mod choreo_world;
 pub mod choreography;
+pub mod contract;
 pub mod mutants;
 pub mod orchestrator;
 pub mod pattern;
@@ -58,6 +59,7 @@ pub mod twopc_pattern;
 pub mod twopc_world;
 pub mod world;
 
+pub use self::contract::SagaCoordinator;
 pub use self::orchestrator::{
     AlertReason, LogRecord, Orchestrator, Output, SagaConfig, SagaConfigBuilder, SagaState,
     SagaTotals, StepProgress,

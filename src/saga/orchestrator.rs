@@ -494,7 +494,7 @@ pub struct Orchestrator {
     outputs: VecDeque<Output>,
     totals: SagaTotals,
     rng: SplitMix64,
-    flaw: Flaw,
+    pub(crate) flaw: Flaw,
 }
 
 impl Orchestrator {

@@ -6,6 +6,7 @@
 
 use crate::breaker::ConfigError;
 use crate::clock::Instant;
+use crate::saga::contract::SagaCoordinator;
 use crate::saga::orchestrator::{Flaw, LogRecord, Orchestrator, Output, SagaConfig, SagaState};
 use crate::saga::services::{
     Command, InventoryService, Kind, Order, PaymentService, Reply, SagaId, Services, StepId,
@@ -212,12 +213,13 @@ pub struct SagaStats {
     pub records: u64,
 }
 
-/// The checkout world. `flaw` and `idempotent_payment` select mutants.
-pub struct SagaWorld {
+/// The checkout world around a [`SagaCoordinator`] (the reference [`Orchestrator`] by
+/// default, or yours: [`SagaWorld::with_coordinator`]).
+pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     knobs: SagaKnobs,
-    config: SagaConfig,
-    flaw: Flaw,
-    orchestrator: Option<Orchestrator>,
+    /// A coordinator never run: what a recovery is built from (code and configuration).
+    blueprint: O,
+    orchestrator: Option<O>,
     life: u64,
     /// The durable log.
     pub log: Vec<LogRecord>,
@@ -259,14 +261,33 @@ pub struct SagaWorld {
     pub lanes: Vec<(SagaId, SimTime, String)>,
 }
 
-impl SagaWorld {
+impl SagaWorld<Orchestrator> {
     /// A world for `knobs`; `flaw` is `None` for the reference.
     pub(crate) fn with(
         knobs: SagaKnobs,
         flaw: Flaw,
         idempotent_payment: bool,
     ) -> Result<Self, ConfigError> {
-        let config = knobs.config()?;
+        let config: SagaConfig = knobs.config()?;
+        let coordinator = Orchestrator::new(config).with_flaw(flaw);
+        Ok(SagaWorld::build(knobs, coordinator, idempotent_payment))
+    }
+
+    /// The reference world for `knobs`.
+    pub fn new(knobs: SagaKnobs) -> Result<Self, ConfigError> {
+        Self::with(knobs, Flaw::None, true)
+    }
+}
+
+impl<O: SagaCoordinator> SagaWorld<O> {
+    /// The world for `knobs` around your coordinator (configure it from
+    /// [`SagaKnobs::config`] to meet the knobs' timeouts and attempts: the settling
+    /// bound and the checks of Failed sagas read them from the knobs).
+    pub fn with_coordinator(knobs: SagaKnobs, coordinator: O) -> Self {
+        SagaWorld::build(knobs, coordinator, true)
+    }
+
+    fn build(knobs: SagaKnobs, coordinator: O, idempotent_payment: bool) -> Self {
         let mut r = SimRng::new(knobs.seed).fork("saga.declines");
         let declined: Vec<SagaId> = (0..10_000)
             .filter(|_| r.below(100) < u64::from(knobs.decline_percent))
@@ -276,10 +297,9 @@ impl SagaWorld {
         payment.idempotent = idempotent_payment;
         let inventory =
             InventoryService::new(knobs.stock.iter().enumerate().map(|(i, s)| (i as u32, *s)));
-        Ok(SagaWorld {
-            orchestrator: Some(Orchestrator::new(config.clone()).with_flaw(flaw)),
-            config,
-            flaw,
+        SagaWorld {
+            orchestrator: Some(coordinator.recovered(&[], Instant::ZERO)),
+            blueprint: coordinator,
             life: 0,
             log: Vec::new(),
             durable_intents: BTreeSet::new(),
@@ -305,12 +325,7 @@ impl SagaWorld {
             stats: SagaStats::default(),
             lanes: Vec::new(),
             knobs,
-        })
-    }
-
-    /// The reference world for `knobs`.
-    pub fn new(knobs: SagaKnobs) -> Result<Self, ConfigError> {
-        Self::with(knobs, Flaw::None, true)
+        }
     }
 
     /// For each saga at rest: how long it took to come to rest after the later of its
@@ -354,7 +369,7 @@ impl SagaWorld {
     pub fn saga_states(&self) -> Vec<(SagaId, SagaState)> {
         self.orchestrator
             .as_ref()
-            .map(|o| o.sagas().collect())
+            .map(|o| o.sagas())
             .unwrap_or_default()
     }
 
@@ -525,6 +540,7 @@ impl SagaWorld {
         self.settled_seen = settled;
         let ended: Vec<(SagaId, SagaState)> = o
             .sagas()
+            .into_iter()
             .filter(|(s, st)| st.is_at_rest() && !self.ended.contains(s))
             .collect();
         for (s, st) in ended {
@@ -545,7 +561,7 @@ impl SagaWorld {
     }
 }
 
-impl World for SagaWorld {
+impl<O: SagaCoordinator> World for SagaWorld<O> {
     type Event = SagaEvent;
 
     fn marks(&self) -> Vec<&'static str> {
@@ -705,12 +721,7 @@ impl World for SagaWorld {
             self.life += 1;
             ctx.record(ORCHESTRATOR, "crashed");
         } else if !edge.started && self.orchestrator.is_none() {
-            let o = Orchestrator::recover_flawed(
-                self.config.clone(),
-                &self.log,
-                Self::now(ctx),
-                self.flaw,
-            );
+            let o = self.blueprint.recovered(&self.log, Self::now(ctx));
             self.orchestrator = Some(o);
             self.settled_seen = u64::MAX;
             self.stats.recoveries += 1;
@@ -877,7 +888,11 @@ impl World for SagaWorld {
 }
 
 /// Runs `world` under `plan`.
-pub fn run_world(world: SagaWorld, plan: FaultPlan, trace: TraceMode) -> (RunReport, SagaWorld) {
+pub fn run_world<O: SagaCoordinator>(
+    world: SagaWorld<O>,
+    plan: FaultPlan,
+    trace: TraceMode,
+) -> (RunReport, SagaWorld<O>) {
     let mut world = world;
     let seed = world.knobs.seed;
     let report = Simulation::new(seed)

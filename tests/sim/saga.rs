@@ -179,3 +179,114 @@ fn crash_equivalence_catches_recovery_that_presumes_failure() {
     println!("{} caught at case {}: {why}", m.name, seed + 1);
     assert!(why.contains("saga.crash_equivalence"), "{why}");
 }
+
+/// Your own coordinator plugs in through `SagaCoordinator`: here one that wraps the
+/// reference but sends each command before its intent is durable. The world catches it.
+mod plug_in {
+    use faultline::clock::Instant;
+    use faultline::saga::world::{SagaKnobs, SagaWorld, run_world};
+    use faultline::saga::{
+        Kind, LogRecord, Orchestrator, Order, Output, Reply, SagaCoordinator, SagaId, SagaState,
+        SagaTotals, StepId, StepProgress,
+    };
+    use faultline_sim::TraceMode;
+
+    /// Delegates everything; with `eager`, moves each `Send` ahead of the `Append`
+    /// before it.
+    struct Mine {
+        inner: Orchestrator,
+        eager: bool,
+        held: Option<Output>,
+    }
+
+    impl SagaCoordinator for Mine {
+        fn start(&mut self, saga: SagaId, order: Order, now: Instant) -> bool {
+            self.inner.start(saga, order, now)
+        }
+        fn on_reply(
+            &mut self,
+            saga: SagaId,
+            step: StepId,
+            kind: Kind,
+            attempt: u32,
+            reply: Reply,
+            now: Instant,
+        ) -> bool {
+            self.inner.on_reply(saga, step, kind, attempt, reply, now)
+        }
+        fn on_sent(&mut self, saga: SagaId, step: StepId, kind: Kind, attempt: u32, now: Instant) {
+            self.inner.on_sent(saga, step, kind, attempt, now);
+        }
+        fn handle_timeout(&mut self, now: Instant) {
+            self.inner.handle_timeout(now);
+        }
+        fn poll_output(&mut self) -> Option<Output> {
+            if let Some(out) = self.held.take() {
+                return Some(out);
+            }
+            let out = self.inner.poll_output()?;
+            if self.eager && matches!(out, Output::Append(_)) {
+                match self.inner.poll_output() {
+                    Some(next @ Output::Send(..)) => {
+                        self.held = Some(out);
+                        return Some(next);
+                    }
+                    other => self.held = other,
+                }
+            }
+            Some(out)
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            self.inner.poll_timeout()
+        }
+        fn state(&self, saga: SagaId) -> Option<SagaState> {
+            self.inner.state(saga)
+        }
+        fn progress(&self, saga: SagaId, step: StepId) -> Option<StepProgress> {
+            self.inner.progress(saga, step)
+        }
+        fn sagas(&self) -> Vec<(SagaId, SagaState)> {
+            self.inner.sagas().collect()
+        }
+        fn totals(&self) -> SagaTotals {
+            self.inner.totals()
+        }
+        fn recovered(&self, log: &[LogRecord], now: Instant) -> Self {
+            Mine {
+                inner: Orchestrator::recover(self.inner.config().clone(), log, now),
+                eager: self.eager,
+                held: None,
+            }
+        }
+    }
+
+    fn run(seed: u64, eager: bool) -> faultline_sim::RunReport {
+        let knobs = SagaKnobs::from_seed(seed);
+        let plan = knobs.fault_plan();
+        let mine = Mine {
+            inner: Orchestrator::new(knobs.config().unwrap()),
+            eager,
+            held: None,
+        };
+        run_world(
+            SagaWorld::with_coordinator(knobs, mine),
+            plan,
+            TraceMode::Off,
+        )
+        .0
+    }
+
+    #[test]
+    fn a_faithful_coordinator_passes_and_an_eager_one_is_caught() {
+        for seed in 0..10 {
+            run(seed, false).assert_pass();
+        }
+        let report = run(0, true);
+        assert_eq!(
+            report.outcome.invariant(),
+            Some("saga.write_ahead"),
+            "{}",
+            report.outcome
+        );
+    }
+}
