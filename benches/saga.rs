@@ -11,9 +11,14 @@
 //!     records, 3 commands).
 //!   - `refusals`: every 5th saga's card is declined: those compensate inventory and
 //!     order in reverse (12 records, 5 commands), the others complete.
-//! - `saga/world`: the whole simulated checkout world of seed 7 (its knobs and its
-//!   default-profile fault plan, trace off), run through `faultline_sim::Simulation`
-//!   with the reference bounds. Throughput is in simulated events.
+//!   - `choreography_no_faults` / `choreography_refusals`: the same checkouts through
+//!     the choreography's sans-IO [`Reactor`]: each event handed to every participant
+//!     that reacts to it, the events it publishes queued in a `VecDeque` standing for
+//!     the bus, until none is left.
+//! - `saga/world`, `saga/choreo_world`: the whole simulated checkout world of seed 7,
+//!   orchestrated or choreographed (its knobs and its default-profile fault plan, trace
+//!   off), run through `faultline_sim::Simulation` with the reference bounds. Throughput
+//!   is in simulated events.
 //!
 //! Setup (building the orchestrator, the services, the world and its plan) is outside
 //! the timed part; every figure is checked once before it is measured.
@@ -26,12 +31,15 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use faultline::clock::Instant;
+use faultline::saga::choreo_world::{self, ChoreoWorld};
+use faultline::saga::choreography::{CheckoutEvent, Participant, Reactor};
 use faultline::saga::world::{SagaKnobs, SagaWorld, run_seed};
 use faultline::saga::{
     InventoryService, LogRecord, Orchestrator, Order, Output, PaymentService, SagaConfig, SagaId,
     SagaState, Services,
 };
 use faultline_sim::{SimDuration, Simulation, TraceMode};
+use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -160,6 +168,75 @@ fn orchestrator(c: &mut Criterion) {
     group.finish();
 }
 
+/// Drives `orders` through the choreography's reactions to rest.
+fn choreograph(orders: &[(SagaId, Order)], mut reactor: Reactor) -> Reactor {
+    let mut bus: VecDeque<CheckoutEvent> = orders
+        .iter()
+        .map(|&(saga, order)| CheckoutEvent::CheckoutRequested { saga, order })
+        .collect();
+    while let Some(event) = bus.pop_front() {
+        for p in Participant::ALL {
+            if reactor.reacts_to(p, &event) {
+                bus.extend(reactor.react(p, &event));
+            }
+        }
+    }
+    reactor
+}
+
+fn choreography(c: &mut Criterion) {
+    let orders = orders();
+    let mut group = c.benchmark_group("saga/orchestrator");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(SAGAS));
+    for (name, refusals) in [
+        ("choreography_no_faults", false),
+        ("choreography_refusals", true),
+    ] {
+        let r = choreograph(&orders, Reactor::new(services(refusals)));
+        for &(saga, _) in &orders {
+            let expected = if refusals && declined(saga) {
+                SagaState::Compensated
+            } else {
+                SagaState::Completed
+            };
+            assert_eq!(r.state(saga), Some(expected), "{saga}");
+        }
+        assert!(r.services().is_conserved());
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || Reactor::new(services(refusals)),
+                |reactor| choreograph(black_box(&orders), reactor),
+                BatchSize::LargeInput,
+            );
+        });
+    }
+    group.finish();
+}
+
+fn choreo_world(c: &mut Criterion) {
+    let run = || {
+        let knobs = SagaKnobs::from_seed(WORLD_SEED);
+        let plan = knobs.fault_plan();
+        choreo_world::run_world(ChoreoWorld::new(knobs).unwrap(), plan, TraceMode::Off)
+    };
+    let (report, _) = run();
+    report.assert_pass();
+    let mut group = c.benchmark_group("saga/choreo_world");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(report.events));
+    group.bench_function("events", |b| {
+        b.iter(|| black_box(run()).0.events);
+    });
+    group.finish();
+}
+
 /// The world of `seed` and its fault plan, bounded as the reference runs are.
 fn world_run(seed: u64) -> (Simulation, SagaWorld) {
     let knobs = SagaKnobs::from_seed(seed);
@@ -201,5 +278,5 @@ fn world(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, orchestrator, world);
+criterion_group!(benches, orchestrator, choreography, world, choreo_world);
 criterion_main!(benches);
