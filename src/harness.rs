@@ -125,6 +125,7 @@ pub fn patterns() -> Vec<&'static dyn Pattern> {
         &crate::breaker::pattern::BreakerPattern,
         &crate::bus::pattern::BusPattern,
         &crate::saga::pattern::SagaPattern,
+        &crate::queue::pattern::QueuePattern,
     ]
 }
 

@@ -15,5 +15,6 @@ pub mod breaker;
 pub mod bus;
 pub mod clock;
 pub mod harness;
+pub mod queue;
 pub mod saga;
 mod splitmix;

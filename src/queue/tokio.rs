@@ -1,0 +1,1 @@
+//! The tokio adapter (placeholder while the core is built).
