@@ -348,7 +348,8 @@ pub(crate) enum Flaw {
     // World-side flaws (the queue ignores them).
     /// The worker acks the lease before it delivers.
     AckBeforeDelivery,
-    /// The replica applies any version, older or not.
+    /// The replica writes whatever version arrives unless it holds that very one: no
+    /// version check, and no fence check (which is a version check of the lease).
     NoVersionCheck,
     /// The replica re-applies the version it holds.
     ReapplySameVersion,
@@ -979,11 +980,11 @@ impl Replica {
     /// Applies `version` of `profile`, delivered under fencing token `fence`.
     pub fn apply(&mut self, profile: ProfileId, version: u64, fence: u64) -> Applied {
         let (held, seen) = self.held.get(&profile).copied().unwrap_or((0, 0));
-        if fence < seen {
+        if fence < seen && self.flaw != Some(Flaw::NoVersionCheck) {
             return Applied::Fenced;
         }
         let newer = match self.flaw {
-            Some(Flaw::NoVersionCheck) => true,
+            Some(Flaw::NoVersionCheck) => version != held,
             Some(Flaw::ReapplySameVersion) => version >= held,
             _ => version > held,
         };

@@ -60,7 +60,7 @@ pub const CATALOG: &[Mutant] = &[
     },
     Mutant {
         name: "apply_without_version_check",
-        defect: "(d) a target applies any delivery: an older update overwrites a newer one",
+        defect: "(d) a target writes whatever version arrives (no version check, nor its disguise, the fence check): a delayed older update overwrites a newer one",
         expected: "queue.never_backwards",
         flaw: Flaw::NoVersionCheck,
     },
@@ -84,8 +84,8 @@ pub const CATALOG: &[Mutant] = &[
     },
     Mutant {
         name: "no_fencing",
-        defect: "an ack is taken without checking the lease: a late worker settles a newer version it never delivered",
-        expected: "queue.no_lost_update",
+        defect: "an ack is taken without checking the fencing token: a late worker ends the lease of the worker that took over, so the task is handed out a third time",
+        expected: "queue.single_lease",
         flaw: Flaw::NoFencing,
     },
     Mutant {

@@ -8,4 +8,5 @@ mod support;
 mod breaker;
 mod bus;
 mod cli;
+mod queue;
 mod saga;
