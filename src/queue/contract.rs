@@ -26,8 +26,8 @@ pub trait TaskQueue {
     fn nack(&mut self, token: &LeaseToken, now: Instant) -> Result<Nacked, Fenced>;
     /// The unexpired lease on `key`, if any.
     fn lease_of(&self, key: TaskKey, now: Instant) -> Option<LeaseToken>;
-    /// Where the tasks are (enqueued = done + superseded + pending + leased + retrying
-    /// + dead).
+    /// Where the tasks are (enqueued = done + superseded + pending + leased +
+    /// retrying + dead).
     fn counts(&self) -> QueueCounts;
     /// Every dead letter, redriven ones included.
     fn dead_letters(&self) -> Vec<DeadLetter>;

@@ -8,9 +8,9 @@
 //! 4. `queue.single_lease`: at most one unexpired lease per task; the task of a crashed
 //!    worker is leasable again once its lease's deadline has passed (the world's idle
 //!    workers poll every poll interval, so it runs again within lease + poll interval).
-//! 5. `queue.conservation`: at every step, tasks enqueued = done + superseded + pending
-//!    + leased + retrying + dead, and the queue's count of enqueued tasks is the number
-//!    the producers were told were accepted.
+//! 5. `queue.conservation`: at every step, tasks enqueued = done + superseded +
+//!    pending + leased + retrying + dead, and the queue's count of enqueued tasks is the
+//!    number the producers were told were accepted.
 //! 6. `queue.backoff_bounds`: the delay before retry n lies in
 //!    `[0, min(cap, base·2^(n−1))]` and the task is not handed out before it; after the
 //!    last attempt the task is in the dead-letter queue (or superseded by a newer
