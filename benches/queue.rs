@@ -178,7 +178,8 @@ async fn pool_run() -> u64 {
             delivered.fetch_add(1, Ordering::Relaxed);
             async { Ok::<(), ()>(()) }
         }
-    });
+    })
+    .unwrap();
     for i in 0..TASKS {
         queue.enqueue(task(i));
     }

@@ -11,7 +11,7 @@
 //! 5. `queue.conservation`: at every step, tasks enqueued = done + superseded +
 //!    pending + leased + retrying + dead, and the queue's count of enqueued tasks is the
 //!    number the producers were told were accepted.
-//! 6. `queue.backoff_bounds`: the delay before retry n lies in
+//! 6. `queue.retry_or_dead_letter`: the delay before retry n lies in
 //!    `[0, min(cap, base·2^(n−1))]` and the task is not handed out before it; after the
 //!    last attempt the task is in the dead-letter queue (or superseded by a newer
 //!    version), never nowhere.
@@ -31,7 +31,7 @@ pub const INVARIANTS: [&str; 7] = [
     "queue.at_most_once",
     "queue.single_lease",
     "queue.conservation",
-    "queue.backoff_bounds",
+    "queue.retry_or_dead_letter",
     "queue.redrive_order",
 ];
 
@@ -117,7 +117,7 @@ impl QueueChecker {
             && now < *at
         {
             return Err(Violation::new(
-                "queue.backoff_bounds",
+                "queue.retry_or_dead_letter",
                 format!("{key} version {v} was retried at {now}, before its backoff ended at {at}"),
             ));
         }
@@ -172,7 +172,7 @@ impl QueueChecker {
                 let delay = at.saturating_since(now);
                 if at < now || delay > ceiling {
                     return Err(Violation::new(
-                        "queue.backoff_bounds",
+                        "queue.retry_or_dead_letter",
                         format!(
                             "{key} attempt {attempt} failed at {now}; the retry is due at {at}, \
                              outside [0, min(cap, base·2^(n−1))] = [0, {ceiling:?}]"
@@ -181,7 +181,7 @@ impl QueueChecker {
                 }
                 if attempt >= self.attempts_max {
                     return Err(Violation::new(
-                        "queue.backoff_bounds",
+                        "queue.retry_or_dead_letter",
                         format!(
                             "{key} failed its last attempt ({attempt} of {}) and was scheduled for another",
                             self.attempts_max
@@ -193,7 +193,7 @@ impl QueueChecker {
             Nacked::Superseded => {
                 if !newer {
                     return Err(Violation::new(
-                        "queue.backoff_bounds",
+                        "queue.retry_or_dead_letter",
                         format!(
                             "{key} version {} was called superseded, but no newer version was enqueued",
                             task.version
@@ -208,7 +208,7 @@ impl QueueChecker {
                     .any(|d| d.task == task && d.redriven_at.is_none());
                 if !there {
                     return Err(Violation::new(
-                        "queue.backoff_bounds",
+                        "queue.retry_or_dead_letter",
                         format!(
                             "{key} version {} failed its last attempt ({attempt}) and is not in the dead-letter queue: \
                              it is nowhere",

@@ -49,7 +49,7 @@ pub const CATALOG: &[Mutant] = &[
     Mutant {
         name: "dropped_after_max_attempts",
         defect: "(b) a task is dropped after its last attempt instead of dead-lettered (the Go outbox's `MarkFailed`)",
-        expected: "queue.backoff_bounds",
+        expected: "queue.retry_or_dead_letter",
         flaw: Flaw::DropAfterMaxAttempts,
     },
     Mutant {

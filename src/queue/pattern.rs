@@ -142,7 +142,7 @@ fn describe(
             "{} enqueued = {} done + {} superseded + {} pending + {} leased + {} retrying + {} dead",
             c.enqueued, c.done, c.superseded, c.pending, c.leased, c.retrying, c.dead
         ),
-        "queue.backoff_bounds" => format!(
+        "queue.retry_or_dead_letter" => format!(
             "{} retries within the bounds, {} dead letters",
             s.retries, s.dead_lettered
         ),

@@ -50,7 +50,7 @@
 //!                 Ok::<(), String>(())
 //!             }
 //!         }
-//!     });
+//!     })?;
 //!
 //!     let mut outbox = Outbox::new(&[TargetId(0), TargetId(1)]);
 //!     outbox.update(ProfileId(1));
@@ -316,6 +316,14 @@ pub struct PoolReport {
     pub panicked: usize,
 }
 
+/// Why a pool could not be spawned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpawnError {
+    /// Not called from within a tokio runtime, so there is nowhere to run the workers.
+    #[error("WorkerPool::spawn must be called within a tokio runtime")]
+    NoRuntime,
+}
+
 /// N worker tasks delivering the tasks of a [`SharedQueue`].
 #[derive(Debug)]
 pub struct WorkerPool {
@@ -330,18 +338,27 @@ impl WorkerPool {
     /// leases with `deliver`: `Ok` acks the task, `Err` nacks it. The lease gives the
     /// task and its fencing token (send the token along, so a target can refuse a
     /// worker whose lease was taken over).
-    pub fn spawn<F, Fut, E>(queue: &SharedQueue, config: PoolConfig, deliver: F) -> WorkerPool
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::NoRuntime`] outside a tokio runtime.
+    pub fn spawn<F, Fut, E>(
+        queue: &SharedQueue,
+        config: PoolConfig,
+        deliver: F,
+    ) -> Result<WorkerPool, SpawnError>
     where
         F: Fn(Lease) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Send + 'static,
     {
+        let runtime = ::tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
         let deliver = Arc::new(deliver);
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(PoolCounters::default());
         let handles = (0..config.workers)
             .map(|_| {
-                ::tokio::spawn(work(
+                runtime.spawn(work(
                     queue.clone(),
                     config,
                     Arc::clone(&deliver),
@@ -350,12 +367,12 @@ impl WorkerPool {
                 ))
             })
             .collect();
-        WorkerPool {
+        Ok(WorkerPool {
             queue: queue.clone(),
             stop,
             counters,
             handles,
-        }
+        })
     }
 
     /// Stops taking tasks, lets every worker finish the delivery in hand, and joins
@@ -480,6 +497,17 @@ mod tests {
     }
 
     #[test]
+    fn spawning_outside_a_runtime_is_an_error() {
+        let q = ::tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(async { SharedQueue::new(config(5)) });
+        let err = WorkerPool::spawn(&q, pool(1), |_lease| async { Ok::<(), ()>(()) }).unwrap_err();
+        assert_eq!(err, SpawnError::NoRuntime);
+    }
+
+    #[test]
     fn pool_config_is_validated() {
         assert!(PoolConfig::builder().workers(0).build().is_err());
         assert!(
@@ -515,7 +543,8 @@ mod tests {
                     Ok::<(), ()>(())
                 }
             }
-        });
+        })
+        .unwrap();
         let mut outbox = Outbox::new(&[TargetId(0), TargetId(1), TargetId(2)]);
         for round in 0..5 {
             for p in 0..4 {
@@ -553,7 +582,8 @@ mod tests {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async move { if up { Ok(()) } else { Err("target down") } }
             }
-        });
+        })
+        .unwrap();
         q.enqueue(task(1, 0, 1));
         let start = ::tokio::time::Instant::now();
         while q.counts().dead == 0 {
@@ -586,7 +616,8 @@ mod tests {
                     Ok::<(), ()>(())
                 }
             }
-        });
+        })
+        .unwrap();
         q.enqueue(task(1, 0, 1));
         q.settled().await;
         let report = p.shutdown().await;
@@ -601,7 +632,8 @@ mod tests {
         let p = WorkerPool::spawn(&q, pool(1), |_lease| async {
             ::tokio::time::sleep(Duration::from_millis(500)).await;
             Ok::<(), ()>(())
-        });
+        })
+        .unwrap();
         q.enqueue(task(1, 0, 1));
         q.enqueue(task(2, 0, 1));
         ::tokio::time::sleep(Duration::from_millis(100)).await;
