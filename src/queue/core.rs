@@ -70,7 +70,7 @@ use crate::breaker::ConfigError;
 use crate::breaker::retry::Backoff;
 use crate::clock::Instant;
 use crate::splitmix::SplitMix64;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
 use std::fmt;
 use std::time::Duration;
 
@@ -527,51 +527,53 @@ impl Queue {
     /// coalesces with a waiting one or waits behind a leased one.
     pub fn enqueue(&mut self, task: Task, now: Instant) -> Enqueued {
         let key = task.key;
-        if self
-            .store
-            .high
-            .get(&key)
-            .is_some_and(|h| *h >= task.version)
-        {
-            return Enqueued::Duplicate;
+        match self.store.high.entry(key) {
+            btree_map::Entry::Occupied(mut o) => {
+                if *o.get() >= task.version {
+                    return Enqueued::Duplicate;
+                }
+                o.insert(task.version);
+            }
+            btree_map::Entry::Vacant(v) => {
+                v.insert(task.version);
+            }
         }
-        self.store.high.insert(key, task.version);
         self.store.counts.enqueued += 1;
-        let out = match self.store.entries.get_mut(&key) {
-            None => {
-                self.store.entries.insert(
-                    key,
-                    Entry {
-                        version: task.version,
-                        attempts: 0,
-                        state: State::Ready { due: now },
-                        next: None,
-                        redriven: false,
-                    },
-                );
+        let out = match self.store.entries.entry(key) {
+            btree_map::Entry::Vacant(slot) => {
+                slot.insert(Entry {
+                    version: task.version,
+                    attempts: 0,
+                    state: State::Ready { due: now },
+                    next: None,
+                    redriven: false,
+                });
                 self.ready.insert((now, key));
                 Enqueued::New
             }
-            Some(e) => match e.state {
-                State::Ready { due } => {
-                    self.store.counts.superseded += 1;
-                    e.version = task.version;
-                    e.attempts = 0;
-                    e.redriven = false;
-                    e.state = State::Ready { due: now };
-                    self.ready.remove(&(due, key));
-                    self.ready.insert((now, key));
-                    Enqueued::Coalesced
-                }
-                State::Leased { .. } => {
-                    if e.next.replace(task.version).is_some() {
+            btree_map::Entry::Occupied(mut slot) => {
+                let e = slot.get_mut();
+                match e.state {
+                    State::Ready { due } => {
                         self.store.counts.superseded += 1;
+                        e.version = task.version;
+                        e.attempts = 0;
+                        e.redriven = false;
+                        e.state = State::Ready { due: now };
+                        self.ready.remove(&(due, key));
+                        self.ready.insert((now, key));
                         Enqueued::Coalesced
-                    } else {
-                        Enqueued::Queued
+                    }
+                    State::Leased { .. } => {
+                        if e.next.replace(task.version).is_some() {
+                            self.store.counts.superseded += 1;
+                            Enqueued::Coalesced
+                        } else {
+                            Enqueued::Queued
+                        }
                     }
                 }
-            },
+            }
         };
         self.sync();
         out
@@ -581,43 +583,44 @@ impl Queue {
     /// Expired leases are processed first.
     pub fn lease(&mut self, now: Instant) -> Option<Lease> {
         self.expire(now);
-        let (due, key) = loop {
+        let lease = loop {
             let &(due, key) = self.ready.first()?;
             if due > now {
                 return None;
             }
-            if matches!(
-                self.store.entries.get(&key).map(|e| e.state),
-                Some(State::Ready { due: d }) if d == due
-            ) {
-                break (due, key);
+            let Some(e) = self
+                .store
+                .entries
+                .get_mut(&key)
+                .filter(|e| e.state == State::Ready { due })
+            else {
+                // A stale index entry (only a flawed queue leaves one).
+                self.ready.pop_first();
+                continue;
+            };
+            let fence = self.store.fence_next;
+            self.store.fence_next += 1;
+            let deadline = now + self.config.visibility_timeout;
+            e.attempts += 1;
+            let lease = Lease {
+                task: Task {
+                    key,
+                    version: e.version,
+                },
+                token: LeaseToken { key, fence },
+                attempt: e.attempts,
+                deadline,
+                redriven: e.redriven,
+            };
+            // Under the `DueWithoutLeases` defect the task stays due, so the next poll
+            // hands it out again.
+            if self.flaw != Flaw::DueWithoutLeases {
+                e.state = State::Leased { fence, deadline };
+                self.ready.pop_first();
+                self.expiries.insert((deadline, key));
             }
-            // A stale index entry (only a flawed queue leaves one).
-            self.ready.pop_first();
+            break lease;
         };
-        let fence = self.store.fence_next;
-        self.store.fence_next += 1;
-        let deadline = now + self.config.visibility_timeout;
-        let e = self.store.entries.get_mut(&key)?;
-        e.attempts += 1;
-        e.state = State::Leased { fence, deadline };
-        let lease = Lease {
-            task: Task {
-                key,
-                version: e.version,
-            },
-            token: LeaseToken { key, fence },
-            attempt: e.attempts,
-            deadline,
-            redriven: e.redriven,
-        };
-        if self.flaw == Flaw::DueWithoutLeases {
-            // The defect: the task stays due, so the next poll hands it out again.
-            e.state = State::Ready { due };
-        } else {
-            self.ready.remove(&(due, key));
-            self.expiries.insert((deadline, key));
-        }
         self.sync();
         Some(lease)
     }
@@ -841,12 +844,16 @@ impl Queue {
     /// The current version of `key` is settled: a version waiting behind it becomes
     /// due, or the key leaves the queue.
     fn finish(&mut self, key: TaskKey, now: Instant) {
-        self.unlease(key);
         let Some(e) = self.store.entries.get_mut(&key) else {
             return;
         };
-        if let State::Ready { due } = e.state {
-            self.ready.remove(&(due, key));
+        match e.state {
+            State::Leased { deadline, .. } => {
+                self.expiries.remove(&(deadline, key));
+            }
+            State::Ready { due } => {
+                self.ready.remove(&(due, key));
+            }
         }
         match e.next.take() {
             Some(v) => {
