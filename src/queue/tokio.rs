@@ -23,8 +23,8 @@
 //!
 //! A poisoned lock is recovered, never turned into a panic: every critical section only
 //! calls the core, which never panics on its inputs. A delivery function that panics
-//! ends its worker task (reported by [`shutdown`](WorkerPool::shutdown)); its lease
-//! expires and the task is delivered again by another worker.
+//! (when called or while polled) counts as a failed delivery: the task is nacked and
+//! retried like on an `Err`, and the worker goes on.
 //!
 //! # Example: sync profile updates to two services
 //!
@@ -69,6 +69,7 @@
 
 use std::fmt;
 use std::future::{Future, poll_fn};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -299,6 +300,7 @@ struct PoolCounters {
     failed: AtomicU64,
     abandoned: AtomicU64,
     heartbeats: AtomicU64,
+    panics: AtomicU64,
 }
 
 /// What a pool did, as [`WorkerPool::shutdown`] reports it.
@@ -312,8 +314,8 @@ pub struct PoolReport {
     pub abandoned: u64,
     /// Heartbeats sent.
     pub heartbeats: u64,
-    /// Worker tasks that ended in a panic.
-    pub panicked: usize,
+    /// Deliveries that panicked (counted as failed too: nacked like an `Err`).
+    pub panicked: u64,
 }
 
 /// Why a pool could not be spawned.
@@ -380,11 +382,10 @@ impl WorkerPool {
     pub async fn shutdown(self) -> PoolReport {
         self.stop.store(true, Ordering::SeqCst);
         self.queue.shared.work.notify_waiters();
-        let mut panicked = 0;
         for h in self.handles {
-            if h.await.is_err() {
-                panicked += 1;
-            }
+            // A worker never panics (deliveries are guarded); a join error means the
+            // runtime is shutting down, and the worker's lease simply expires.
+            let _ = h.await;
         }
         let c = &self.counters;
         PoolReport {
@@ -392,9 +393,30 @@ impl WorkerPool {
             failed: c.failed.load(Ordering::Relaxed),
             abandoned: c.abandoned.load(Ordering::Relaxed),
             heartbeats: c.heartbeats.load(Ordering::Relaxed),
-            panicked,
+            panicked: c.panics.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Runs `deliver(lease)`, turning a panic (in the call or in the future) into a
+/// failure: `Err(true)` for a panic, `Err(false)` for the function's own error.
+async fn guarded<F, Fut, E>(deliver: &F, lease: Lease) -> Result<(), bool>
+where
+    F: Fn(Lease) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let Ok(fut) = catch_unwind(AssertUnwindSafe(|| deliver(lease))) else {
+        return Err(true);
+    };
+    let mut fut = pin!(fut);
+    poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(r)) => Poll::Ready(r.map_err(|_| false)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_panic) => Poll::Ready(Err(true)),
+        },
+    )
+    .await
 }
 
 async fn work<F, Fut, E>(
@@ -420,7 +442,7 @@ async fn work<F, Fut, E>(
         };
         let every =
             (lock(&shared.queue).config().visibility_timeout() / 3).max(Duration::from_millis(1));
-        let mut delivery = pin!(deliver(lease));
+        let mut delivery = pin!(guarded(&*deliver, lease));
         let result = loop {
             match race(delivery.as_mut(), ::tokio::time::sleep(every)).await {
                 Either::Left(r) => break Some(r),
@@ -445,7 +467,10 @@ async fn work<F, Fut, E>(
                 }
                 ok
             }
-            Some(Err(_)) => {
+            Some(Err(panicked)) => {
+                if panicked {
+                    counters.panics.fetch_add(1, Ordering::Relaxed);
+                }
                 let r = lock(&shared.queue).nack(&lease.token, now);
                 if r.is_ok() {
                     counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -601,6 +626,33 @@ mod tests {
         let c = q.counts();
         assert_eq!((c.done, c.dead, c.redriven), (1, 0, 1));
         assert_eq!(q.dead_letters().len(), 1, "never deleted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_delivery_is_a_failure_and_the_worker_goes_on() {
+        let q = SharedQueue::new(config(5));
+        let calls = Arc::new(AtomicU32::new(0));
+        let p = WorkerPool::spawn(&q, pool(1), {
+            let calls = Arc::clone(&calls);
+            move |_lease| {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                assert!(n != 0, "the delivery function panics (on purpose)");
+                async move {
+                    assert!(n != 1, "the delivery future panics (on purpose)");
+                    Ok::<(), ()>(())
+                }
+            }
+        })
+        .unwrap();
+        q.enqueue(task(1, 0, 1));
+        q.settled().await;
+        let report = p.shutdown().await;
+        assert_eq!(
+            (report.panicked, report.failed, report.delivered),
+            (2, 2, 1)
+        );
+        let c = q.counts();
+        assert_eq!((c.done, c.retries, c.expired), (1, 2, 0));
     }
 
     #[tokio::test(start_paused = true)]
