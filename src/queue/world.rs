@@ -1007,6 +1007,10 @@ impl<Q: TaskQueue> World for QueueWorld<Q> {
             return Ok(());
         }
         let now = Self::now(ctx);
+        if edge.started {
+            // Counts the crash as fired in the report (the node goes down now).
+            let _ = ctx.faults().is_crashed(&edge.fault.target);
+        }
         if edge.fault.target == QUEUE_NODE {
             if edge.started {
                 self.queue_down += 1;
