@@ -3,7 +3,11 @@
 //! golden digest, coverage, and the mutants (a) to (e) of the issue and more.
 
 use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
-use faultline::queue::core::Queue;
+use faultline::clock::Instant;
+use faultline::queue::contract::TaskQueue;
+use faultline::queue::core::{
+    DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, Queue, QueueCounts, Task, TaskKey,
+};
 use faultline::queue::pattern::QueuePattern;
 use faultline::queue::world::{INVARIANTS, MARKS, QueueKnobs, QueueWorld, run, run_seed};
 use faultline_sim::check_determinism;
@@ -140,4 +144,56 @@ fn every_mark_is_hit_over_500_seeds() {
 #[test]
 fn mutants_are_caught() {
     assert_mutants_caught(&QueuePattern, &INVARIANTS, 300);
+}
+
+/// A queue of your own, plugged in through the contract: here one that delegates to the
+/// reference, so the run must be the reference's, byte for byte.
+struct Yours(Queue);
+
+impl TaskQueue for Yours {
+    fn enqueue(&mut self, task: Task, now: Instant) -> Enqueued {
+        self.0.enqueue(task, now)
+    }
+    fn lease(&mut self, now: Instant) -> Option<Lease> {
+        self.0.lease(now)
+    }
+    fn heartbeat(&mut self, token: &LeaseToken, now: Instant) -> Result<Instant, Fenced> {
+        self.0.heartbeat(token, now)
+    }
+    fn ack(&mut self, token: &LeaseToken, now: Instant) -> Result<(), Fenced> {
+        self.0.ack(token, now)
+    }
+    fn nack(&mut self, token: &LeaseToken, now: Instant) -> Result<Nacked, Fenced> {
+        self.0.nack(token, now)
+    }
+    fn lease_of(&self, key: TaskKey, now: Instant) -> Option<LeaseToken> {
+        self.0.lease_of(key, now)
+    }
+    fn counts(&self) -> QueueCounts {
+        self.0.counts()
+    }
+    fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.0.dead_letters().to_vec()
+    }
+    fn redrive(&mut self, now: Instant) -> usize {
+        self.0.redrive(now)
+    }
+    fn restart(&mut self, _now: Instant) {
+        self.0 = Queue::recover(*self.0.config(), self.0.store().clone());
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+}
+
+#[test]
+fn a_queue_plugged_in_through_the_contract_gets_the_same_run() {
+    for seed in [3, 7, 11] {
+        let knobs = QueueKnobs::from_seed(seed);
+        let (reference, _) = run_seed(seed, TraceMode::Off).unwrap();
+        let yours = Yours(knobs.reference_queue().unwrap());
+        let (report, _) = run(&knobs, knobs.fault_plan(), yours, TraceMode::Off).unwrap();
+        report.assert_pass();
+        assert_eq!(report.digest, reference.digest, "seed {seed}");
+    }
 }
