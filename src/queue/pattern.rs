@@ -252,7 +252,7 @@ impl Pattern for QueuePattern {
     fn default_seeds(&self) -> SeedRange {
         SeedRange {
             start: 0,
-            end: 20_000,
+            end: 50_000,
         }
     }
 
