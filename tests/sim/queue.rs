@@ -6,7 +6,8 @@ use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_messa
 use faultline::clock::Instant;
 use faultline::queue::contract::TaskQueue;
 use faultline::queue::core::{
-    DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, Queue, QueueCounts, Task, TaskKey,
+    DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, ProfileId, Queue, QueueConfig,
+    QueueCounts, TargetId, Task, TaskKey,
 };
 use faultline::queue::pattern::QueuePattern;
 use faultline::queue::world::{INVARIANTS, MARKS, QueueKnobs, QueueWorld, run, run_seed};
@@ -14,6 +15,8 @@ use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The fault plans of the queue world for `seed`'s targets and workers, narrowed to
 /// `kinds`.
@@ -195,5 +198,89 @@ fn a_queue_plugged_in_through_the_contract_gets_the_same_run() {
         let (report, _) = run(&knobs, knobs.fault_plan(), yours, TraceMode::Off).unwrap();
         report.assert_pass();
         assert_eq!(report.digest, reference.digest, "seed {seed}");
+    }
+}
+
+/// One step of a producer, the workers and the operator against the core.
+#[derive(Clone, Debug)]
+enum Op {
+    Enqueue(u64, u32),
+    Lease,
+    Ack(usize),
+    Nack(usize),
+    Heartbeat(usize),
+    Advance(u64),
+    Redrive,
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..4u64, 0..2u32).prop_map(|(p, t)| Op::Enqueue(p, t)),
+        3 => Just(Op::Lease),
+        2 => any::<usize>().prop_map(Op::Ack),
+        2 => any::<usize>().prop_map(Op::Nack),
+        1 => any::<usize>().prop_map(Op::Heartbeat),
+        2 => (0..400u64).prop_map(Op::Advance),
+        1 => Just(Op::Redrive),
+        1 => Just(Op::Restart),
+    ]
+}
+
+proptest! {
+    /// Durability: a queue restarted from its store at any points answers every later
+    /// call exactly as one that never restarted, and stays balanced at every step.
+    #[test]
+    fn a_restart_from_the_store_changes_nothing(ops in proptest::collection::vec(op(), 1..200)) {
+        let config = QueueConfig::builder()
+            .visibility_timeout(Duration::from_millis(300))
+            .attempts_max(3)
+            .backoff(Duration::from_millis(10), Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let mut a = Queue::new(config);
+        let mut b = Queue::new(config);
+        let mut now = Instant::ZERO;
+        let mut versions: BTreeMap<(u64, u32), u64> = BTreeMap::new();
+        let mut leases: Vec<LeaseToken> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Enqueue(p, t) => {
+                    let v = versions.entry((p, t)).or_insert(0);
+                    *v += 1;
+                    let task = Task {
+                        key: TaskKey { profile: ProfileId(p), target: TargetId(t) },
+                        version: *v,
+                    };
+                    prop_assert_eq!(a.enqueue(task, now), b.enqueue(task, now));
+                }
+                Op::Lease => {
+                    let (la, lb) = (a.lease(now), b.lease(now));
+                    prop_assert_eq!(la, lb);
+                    if let Some(l) = la {
+                        leases.push(l.token);
+                    }
+                }
+                Op::Ack(i) if !leases.is_empty() => {
+                    let t = leases[i % leases.len()];
+                    prop_assert_eq!(a.ack(&t, now), b.ack(&t, now));
+                }
+                Op::Nack(i) if !leases.is_empty() => {
+                    let t = leases[i % leases.len()];
+                    prop_assert_eq!(a.nack(&t, now), b.nack(&t, now));
+                }
+                Op::Heartbeat(i) if !leases.is_empty() => {
+                    let t = leases[i % leases.len()];
+                    prop_assert_eq!(a.heartbeat(&t, now), b.heartbeat(&t, now));
+                }
+                Op::Advance(ms) => now = now + Duration::from_millis(ms),
+                Op::Redrive => prop_assert_eq!(a.redrive(now), b.redrive(now)),
+                Op::Restart => b = Queue::recover(config, b.store().clone()),
+                _ => {}
+            }
+            prop_assert_eq!(a.counts(), b.counts());
+            prop_assert!(a.counts().balanced(), "{:?}", a.counts());
+            prop_assert_eq!(a.dead_letters(), b.dead_letters());
+        }
     }
 }
