@@ -127,6 +127,7 @@ pub fn patterns() -> Vec<&'static dyn Pattern> {
         &crate::saga::pattern::SagaPattern,
         &crate::saga::choreo_pattern::ChoreoPattern,
         &crate::saga::twopc_pattern::TwoPcPattern,
+        &crate::queue::pattern::QueuePattern,
         &crate::cqrs::pattern::CqrsPattern,
     ]
 }

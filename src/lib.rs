@@ -16,5 +16,6 @@ pub mod bus;
 pub mod clock;
 pub mod cqrs;
 pub mod harness;
+pub mod queue;
 pub mod saga;
 mod splitmix;

@@ -10,5 +10,6 @@ mod bus;
 mod choreo;
 mod cli;
 mod cqrs;
+mod queue;
 mod saga;
 mod twopc;

@@ -1,0 +1,28 @@
+//! A task queue for profile sync that keeps "no lost updates" under faults: a profile
+//! change reaches every target service eventually, even ones that are down for a
+//! while, never goes backwards, and takes effect once however often it is delivered.
+//!
+//! - [`core`]: the sans-IO pieces: the profile service's [`Outbox`] (the write and its
+//!   tasks in one step), the [`Queue`] (one task per (profile, target), leases with a
+//!   visibility timeout, heartbeats, fencing tokens, coalescing, capped full-jitter
+//!   backoff, a dead-letter queue that can be redriven, a durable [`Store`]), and the
+//!   targets' [`Replica`] (applies with a version check).
+//! - [`contract`]: [`TaskQueue`](contract::TaskQueue), the trait the simulated world
+//!   drives; plug your own queue in through it.
+//! - [`tokio`](mod@tokio): a worker pool of N tasks around a shared [`Queue`], driving
+//!   an async delivery function, with graceful shutdown.
+//! - [`world`], [`invariants`], [`mutants`], [`pattern`]: the simulated profile sync,
+//!   its seven promises, the broken queues they must catch, and the harness entry.
+
+pub mod contract;
+pub mod core;
+pub mod invariants;
+pub mod mutants;
+pub mod pattern;
+pub mod tokio;
+pub mod world;
+
+pub use self::core::{
+    Applied, DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, Outbox, ProfileId, Queue,
+    QueueConfig, QueueConfigBuilder, QueueCounts, Replica, Store, TargetId, Task, TaskKey,
+};

@@ -1,0 +1,709 @@
+//! The tokio adapter: [`SharedQueue`], the sans-IO [`Queue`] behind a mutex, and a
+//! [`WorkerPool`] of N tasks that lease tasks, run a pluggable async delivery function,
+//! extend their leases with heartbeats while it runs, and ack or nack the result.
+//!
+//! - **Producing.** [`enqueue`](SharedQueue::enqueue) (or
+//!   [`relay`](SharedQueue::relay) from an [`Outbox`]) accepts tasks and wakes an idle
+//!   worker.
+//! - **Delivering.** Each worker takes the earliest due task, calls the delivery
+//!   function with it, and meanwhile sends a heartbeat every third of the visibility
+//!   timeout. `Ok` acks the task; `Err` nacks it (retried after the backoff,
+//!   dead-lettered after `attempts_max`). If a heartbeat is refused (the lease expired,
+//!   e.g. the process was paused longer than the timeout), the worker drops the delivery
+//!   future at once: it has lost the task to another worker and must not act on it.
+//!   An idle worker sleeps until a task is enqueued, the next retry is due, or the poll
+//!   interval passes, whichever comes first.
+//! - **Shutdown** ([`WorkerPool::shutdown`]) is graceful: no worker takes a new task;
+//!   each finishes (and acks or nacks) the delivery in hand; then the tasks are joined.
+//!   What is still queued stays queued (and, with a durable store, survives).
+//!
+//! Time comes from `tokio::time::Instant`, converted to the core's [`Instant`]
+//! (nanoseconds since the queue was built), so a paused tokio clock
+//! (`#[tokio::test(start_paused = true)]`) drives leases and backoff in tests.
+//!
+//! A poisoned lock is recovered, never turned into a panic: every critical section only
+//! calls the core, which never panics on its inputs. A delivery function that panics
+//! (when called or while polled) counts as a failed delivery: the task is nacked and
+//! retried like on an `Err`, and the worker goes on.
+//!
+//! # Example: sync profile updates to two services
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//!
+//! use faultline::queue::tokio::{PoolConfig, SharedQueue, WorkerPool};
+//! use faultline::queue::{Outbox, ProfileId, QueueConfig, Replica, TargetId};
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let queue = SharedQueue::new(QueueConfig::builder().build()?);
+//!     let replicas = Arc::new(Mutex::new([Replica::new(), Replica::new()]));
+//!     let pool = WorkerPool::spawn(&queue, PoolConfig::builder().workers(2).build()?, {
+//!         let replicas = Arc::clone(&replicas);
+//!         move |lease| {
+//!             let replicas = Arc::clone(&replicas);
+//!             async move {
+//!                 // An HTTP call to the target service in real life.
+//!                 let mut r = replicas.lock().map_err(|e| e.to_string())?;
+//!                 let key = lease.task.key;
+//!                 r[key.target.0 as usize].apply(key.profile, lease.task.version, lease.token.fence());
+//!                 Ok::<(), String>(())
+//!             }
+//!         }
+//!     })?;
+//!
+//!     let mut outbox = Outbox::new(&[TargetId(0), TargetId(1)]);
+//!     outbox.update(ProfileId(1));
+//!     outbox.update(ProfileId(1));
+//!     queue.relay(&mut outbox);
+//!     queue.settled().await;
+//!
+//!     let report = pool.shutdown().await;
+//!     assert_eq!(report.panicked, 0);
+//!     let r = replicas.lock().map_err(|e| e.to_string())?;
+//!     assert_eq!(r[0].version(ProfileId(1)), Some(2));
+//!     assert_eq!(r[1].version(ProfileId(1)), Some(2));
+//!     Ok(())
+//! }
+//! ```
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+use std::time::Duration;
+
+use ::tokio::sync::Notify;
+use ::tokio::task::JoinHandle;
+
+use crate::breaker::ConfigError;
+use crate::clock::{Instant, saturating_nanos};
+use crate::queue::core::{
+    DeadLetter, Enqueued, Lease, Nacked, Outbox, Queue, QueueConfig, QueueCounts, Task,
+};
+
+/// Locks `mutex`, recovering the data if another thread panicked while holding it.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// Whichever of `a` and `b` finishes first (`a` when both are ready).
+async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    poll_fn(|cx| {
+        if let Poll::Ready(x) = a.as_mut().poll(cx) {
+            return Poll::Ready(Either::Left(x));
+        }
+        if let Poll::Ready(y) = b.as_mut().poll(cx) {
+            return Poll::Ready(Either::Right(y));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    origin: ::tokio::time::Instant,
+    /// Woken when a task is enqueued or redriven.
+    work: Notify,
+    /// Woken whenever a task settles (for [`SharedQueue::settled`]).
+    settled: Notify,
+}
+
+/// The queue shared between producers and a [`WorkerPool`]. Cloning is cheap (an
+/// `Arc`).
+#[derive(Clone)]
+pub struct SharedQueue {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SharedQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedQueue")
+            .field("counts", &self.counts())
+            .finish()
+    }
+}
+
+impl SharedQueue {
+    /// An empty queue. Call inside a tokio runtime (it reads tokio's clock).
+    pub fn new(config: QueueConfig) -> Self {
+        Self::from_queue(Queue::new(config))
+    }
+
+    /// Wraps `queue`, e.g. one [recovered](Queue::recover) from its store.
+    pub fn from_queue(queue: Queue) -> Self {
+        SharedQueue {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(queue),
+                origin: ::tokio::time::Instant::now(),
+                work: Notify::new(),
+                settled: Notify::new(),
+            }),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_nanos(saturating_nanos(self.shared.origin.elapsed()))
+    }
+
+    /// Accepts `task` and wakes an idle worker.
+    pub fn enqueue(&self, task: Task) -> Enqueued {
+        let now = self.now();
+        let r = lock(&self.shared.queue).enqueue(task, now);
+        self.shared.work.notify_waiters();
+        r
+    }
+
+    /// Moves every row of `outbox` into the queue; returns how many.
+    pub fn relay(&self, outbox: &mut Outbox) -> usize {
+        let now = self.now();
+        let n = {
+            let mut q = lock(&self.shared.queue);
+            outbox.relay(|task| {
+                q.enqueue(task, now);
+                true
+            })
+        };
+        self.shared.work.notify_waiters();
+        n
+    }
+
+    /// Where the tasks are.
+    pub fn counts(&self) -> QueueCounts {
+        lock(&self.shared.queue).counts()
+    }
+
+    /// Every dead letter, redriven ones included.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        lock(&self.shared.queue).dead_letters().to_vec()
+    }
+
+    /// Puts the dead letters back (keeping each key's order); returns how many.
+    pub fn redrive(&self) -> usize {
+        let now = self.now();
+        let n = lock(&self.shared.queue).redrive(now);
+        self.shared.work.notify_waiters();
+        n
+    }
+
+    /// A copy of the queue's durable store (what a restart would keep).
+    pub fn store(&self) -> crate::queue::core::Store {
+        lock(&self.shared.queue).store().clone()
+    }
+
+    /// Waits until no task is pending, leased or retrying (dead letters may remain).
+    pub async fn settled(&self) {
+        loop {
+            let notified = self.shared.settled.notified();
+            if self.counts().in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn lease(&self) -> Option<Lease> {
+        let now = self.now();
+        lock(&self.shared.queue).lease(now)
+    }
+
+    /// How long an idle worker may sleep: until the next due time, at most `poll`.
+    fn idle_for(&self, poll: Duration) -> Duration {
+        let now = self.now();
+        let next = lock(&self.shared.queue).poll_timeout();
+        next.map_or(poll, |t| t.saturating_since(now).min(poll))
+            .max(Duration::from_millis(1))
+    }
+}
+
+/// A validated pool configuration; build it with [`PoolConfig::builder`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    workers: usize,
+    poll_interval: Duration,
+}
+
+impl PoolConfig {
+    /// Defaults: 4 workers, a 1 s poll interval.
+    pub fn builder() -> PoolConfigBuilder {
+        PoolConfigBuilder {
+            workers: 4,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+    /// Worker tasks.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+    /// Longest sleep of an idle worker.
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+}
+
+/// Builder for [`PoolConfig`].
+#[derive(Clone, Debug)]
+pub struct PoolConfigBuilder {
+    workers: usize,
+    poll_interval: Duration,
+}
+
+impl PoolConfigBuilder {
+    /// Worker tasks (1 to 1,024).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+    /// Longest sleep of an idle worker (1 ms to 1 hour).
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.poll_interval = d;
+        self
+    }
+    /// Validates and returns the configuration.
+    pub fn build(self) -> Result<PoolConfig, ConfigError> {
+        if self.workers == 0 || self.workers > 1_024 {
+            return Err(ConfigError::new(
+                "workers",
+                format!("must be 1 to 1024, got {}", self.workers),
+            ));
+        }
+        if self.poll_interval < Duration::from_millis(1)
+            || self.poll_interval > Duration::from_secs(3_600)
+        {
+            return Err(ConfigError::new(
+                "poll_interval",
+                format!("must be 1 ms to 1 h, got {:?}", self.poll_interval),
+            ));
+        }
+        Ok(PoolConfig {
+            workers: self.workers,
+            poll_interval: self.poll_interval,
+        })
+    }
+}
+
+/// Counters of a pool, shared by its workers.
+#[derive(Debug, Default)]
+struct PoolCounters {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    abandoned: AtomicU64,
+    heartbeats: AtomicU64,
+    panics: AtomicU64,
+}
+
+/// What a pool did, as [`WorkerPool::shutdown`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolReport {
+    /// Deliveries acked.
+    pub delivered: u64,
+    /// Deliveries that failed (nacked).
+    pub failed: u64,
+    /// Deliveries dropped because their lease was lost (a heartbeat or the ack refused).
+    pub abandoned: u64,
+    /// Heartbeats sent.
+    pub heartbeats: u64,
+    /// Deliveries that panicked (counted as failed too: nacked like an `Err`).
+    pub panicked: u64,
+}
+
+/// Why a pool could not be spawned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpawnError {
+    /// Not called from within a tokio runtime, so there is nowhere to run the workers.
+    #[error("WorkerPool::spawn must be called within a tokio runtime")]
+    NoRuntime,
+}
+
+/// N worker tasks delivering the tasks of a [`SharedQueue`].
+#[derive(Debug)]
+pub struct WorkerPool {
+    queue: SharedQueue,
+    stop: Arc<AtomicBool>,
+    counters: Arc<PoolCounters>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl WorkerPool {
+    /// Spawns `config.workers()` tasks on the current tokio runtime, each delivering
+    /// leases with `deliver`: `Ok` acks the task, `Err` nacks it. The lease gives the
+    /// task and its fencing token (send the token along, so a target can refuse a
+    /// worker whose lease was taken over).
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::NoRuntime`] outside a tokio runtime.
+    pub fn spawn<F, Fut, E>(
+        queue: &SharedQueue,
+        config: PoolConfig,
+        deliver: F,
+    ) -> Result<WorkerPool, SpawnError>
+    where
+        F: Fn(Lease) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        let runtime = ::tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
+        let deliver = Arc::new(deliver);
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(PoolCounters::default());
+        let handles = (0..config.workers)
+            .map(|_| {
+                runtime.spawn(work(
+                    queue.clone(),
+                    config,
+                    Arc::clone(&deliver),
+                    Arc::clone(&stop),
+                    Arc::clone(&counters),
+                ))
+            })
+            .collect();
+        Ok(WorkerPool {
+            queue: queue.clone(),
+            stop,
+            counters,
+            handles,
+        })
+    }
+
+    /// Stops taking tasks, lets every worker finish the delivery in hand, and joins
+    /// them.
+    pub async fn shutdown(self) -> PoolReport {
+        self.stop.store(true, Ordering::SeqCst);
+        self.queue.shared.work.notify_waiters();
+        for h in self.handles {
+            // A worker never panics (deliveries are guarded); a join error means the
+            // runtime is shutting down, and the worker's lease simply expires.
+            let _ = h.await;
+        }
+        let c = &self.counters;
+        PoolReport {
+            delivered: c.delivered.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            abandoned: c.abandoned.load(Ordering::Relaxed),
+            heartbeats: c.heartbeats.load(Ordering::Relaxed),
+            panicked: c.panics.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Runs `deliver(lease)`, turning a panic (in the call or in the future) into a
+/// failure: `Err(true)` for a panic, `Err(false)` for the function's own error.
+async fn guarded<F, Fut, E>(deliver: &F, lease: Lease) -> Result<(), bool>
+where
+    F: Fn(Lease) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let Ok(fut) = catch_unwind(AssertUnwindSafe(|| deliver(lease))) else {
+        return Err(true);
+    };
+    let mut fut = pin!(fut);
+    poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(r)) => Poll::Ready(r.map_err(|_| false)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_panic) => Poll::Ready(Err(true)),
+        },
+    )
+    .await
+}
+
+async fn work<F, Fut, E>(
+    queue: SharedQueue,
+    config: PoolConfig,
+    deliver: Arc<F>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<PoolCounters>,
+) where
+    F: Fn(Lease) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+{
+    let shared = &queue.shared;
+    while !stop.load(Ordering::SeqCst) {
+        let notified = shared.work.notified();
+        let Some(lease) = queue.lease() else {
+            let wait = queue.idle_for(config.poll_interval);
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            race(notified, ::tokio::time::sleep(wait)).await;
+            continue;
+        };
+        let every =
+            (lock(&shared.queue).config().visibility_timeout() / 3).max(Duration::from_millis(1));
+        let mut delivery = pin!(guarded(&*deliver, lease));
+        let result = loop {
+            match race(delivery.as_mut(), ::tokio::time::sleep(every)).await {
+                Either::Left(r) => break Some(r),
+                Either::Right(()) => {
+                    let now = queue.now();
+                    let beat = lock(&shared.queue).heartbeat(&lease.token, now);
+                    counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+                    if beat.is_err() {
+                        // The lease is gone: another worker may have the task now.
+                        break None;
+                    }
+                }
+            }
+        };
+        let now = queue.now();
+        let settled = match result {
+            None => false,
+            Some(Ok(())) => {
+                let ok = lock(&shared.queue).ack(&lease.token, now).is_ok();
+                if ok {
+                    counters.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                ok
+            }
+            Some(Err(panicked)) => {
+                if panicked {
+                    counters.panics.fetch_add(1, Ordering::Relaxed);
+                }
+                let r = lock(&shared.queue).nack(&lease.token, now);
+                if r.is_ok() {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                if matches!(r, Ok(Nacked::Superseded)) {
+                    shared.work.notify_waiters();
+                }
+                r.is_ok()
+            }
+        };
+        if !settled {
+            counters.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
+        shared.settled.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::core::{ProfileId, Replica, TargetId, TaskKey};
+    use std::sync::atomic::AtomicU32;
+
+    fn task(p: u64, t: u32, v: u64) -> Task {
+        Task {
+            key: TaskKey {
+                profile: ProfileId(p),
+                target: TargetId(t),
+            },
+            version: v,
+        }
+    }
+
+    fn config(attempts: u32) -> QueueConfig {
+        QueueConfig::builder()
+            .visibility_timeout(Duration::from_secs(3))
+            .attempts_max(attempts)
+            .backoff(Duration::from_millis(100), Duration::from_secs(1))
+            .build()
+            .unwrap()
+    }
+
+    fn pool(n: usize) -> PoolConfig {
+        PoolConfig::builder()
+            .workers(n)
+            .poll_interval(Duration::from_millis(50))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn spawning_outside_a_runtime_is_an_error() {
+        let q = ::tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(async { SharedQueue::new(config(5)) });
+        let err = WorkerPool::spawn(&q, pool(1), |_lease| async { Ok::<(), ()>(()) }).unwrap_err();
+        assert_eq!(err, SpawnError::NoRuntime);
+    }
+
+    #[test]
+    fn pool_config_is_validated() {
+        assert!(PoolConfig::builder().workers(0).build().is_err());
+        assert!(
+            PoolConfig::builder()
+                .poll_interval(Duration::ZERO)
+                .build()
+                .is_err()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_update_reaches_every_target_once_at_its_latest_version() {
+        let q = SharedQueue::new(config(5));
+        let replicas = Arc::new(Mutex::new(vec![Replica::new(); 3]));
+        let effects = Arc::new(AtomicU32::new(0));
+        let p = WorkerPool::spawn(&q, pool(4), {
+            let replicas = Arc::clone(&replicas);
+            let effects = Arc::clone(&effects);
+            move |lease: Lease| {
+                let replicas = Arc::clone(&replicas);
+                let effects = Arc::clone(&effects);
+                async move {
+                    ::tokio::time::sleep(Duration::from_millis(20)).await;
+                    let k = lease.task.key;
+                    let r = lock(&replicas)[k.target.0 as usize].apply(
+                        k.profile,
+                        lease.task.version,
+                        lease.token.fence(),
+                    );
+                    if r == crate::queue::Applied::Applied {
+                        effects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok::<(), ()>(())
+                }
+            }
+        })
+        .unwrap();
+        let mut outbox = Outbox::new(&[TargetId(0), TargetId(1), TargetId(2)]);
+        for round in 0..5 {
+            for p in 0..4 {
+                outbox.update(ProfileId(p));
+            }
+            q.relay(&mut outbox);
+            ::tokio::time::sleep(Duration::from_millis(7 * round)).await;
+        }
+        q.settled().await;
+        let report = p.shutdown().await;
+        let r = lock(&replicas);
+        for t in 0..3 {
+            for p in 0..4 {
+                assert_eq!(r[t].version(ProfileId(p)), Some(5));
+            }
+        }
+        let c = q.counts();
+        assert!(c.balanced());
+        assert_eq!(c.enqueued, 60);
+        assert_eq!(u64::from(effects.load(Ordering::Relaxed)), c.done);
+        assert_eq!(report.delivered, c.done);
+        assert!(c.superseded > 0, "bursts coalesce");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_back_off_then_dead_letter_and_a_redrive_delivers() {
+        let q = SharedQueue::new(config(3));
+        let up = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicU32::new(0));
+        let p = WorkerPool::spawn(&q, pool(2), {
+            let up = Arc::clone(&up);
+            let calls = Arc::clone(&calls);
+            move |_lease| {
+                let up = up.load(Ordering::SeqCst);
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move { if up { Ok(()) } else { Err("target down") } }
+            }
+        })
+        .unwrap();
+        q.enqueue(task(1, 0, 1));
+        let start = ::tokio::time::Instant::now();
+        while q.counts().dead == 0 {
+            ::tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // Two backoffs of at most 100 ms and 200 ms, plus polling.
+        assert!(start.elapsed() <= Duration::from_millis(300 + 2 * 60));
+        assert_eq!(q.dead_letters().len(), 1);
+        up.store(true, Ordering::SeqCst);
+        assert_eq!(q.redrive(), 1);
+        q.settled().await;
+        let report = p.shutdown().await;
+        assert_eq!((report.delivered, report.failed), (1, 3));
+        let c = q.counts();
+        assert_eq!((c.done, c.dead, c.redriven), (1, 0, 1));
+        assert_eq!(q.dead_letters().len(), 1, "never deleted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_delivery_is_a_failure_and_the_worker_goes_on() {
+        let q = SharedQueue::new(config(5));
+        let calls = Arc::new(AtomicU32::new(0));
+        let p = WorkerPool::spawn(&q, pool(1), {
+            let calls = Arc::clone(&calls);
+            move |_lease| {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                assert!(n != 0, "the delivery function panics (on purpose)");
+                async move {
+                    assert!(n != 1, "the delivery future panics (on purpose)");
+                    Ok::<(), ()>(())
+                }
+            }
+        })
+        .unwrap();
+        q.enqueue(task(1, 0, 1));
+        q.settled().await;
+        let report = p.shutdown().await;
+        assert_eq!(
+            (report.panicked, report.failed, report.delivered),
+            (2, 2, 1)
+        );
+        let c = q.counts();
+        assert_eq!((c.done, c.retries, c.expired), (1, 2, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_keep_a_slow_delivery_leased() {
+        let q = SharedQueue::new(config(5));
+        let calls = Arc::new(AtomicU32::new(0));
+        let p = WorkerPool::spawn(&q, pool(3), {
+            let calls = Arc::clone(&calls);
+            move |_lease| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    ::tokio::time::sleep(Duration::from_secs(10)).await;
+                    Ok::<(), ()>(())
+                }
+            }
+        })
+        .unwrap();
+        q.enqueue(task(1, 0, 1));
+        q.settled().await;
+        let report = p.shutdown().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "no other worker got it");
+        assert_eq!(q.counts().expired, 0);
+        assert!(report.heartbeats >= 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_lets_the_delivery_in_hand_finish_and_takes_nothing_new() {
+        let q = SharedQueue::new(config(5));
+        let p = WorkerPool::spawn(&q, pool(1), |_lease| async {
+            ::tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        q.enqueue(task(1, 0, 1));
+        q.enqueue(task(2, 0, 1));
+        ::tokio::time::sleep(Duration::from_millis(100)).await;
+        let report = p.shutdown().await;
+        assert_eq!(report.delivered, 1);
+        let c = q.counts();
+        assert_eq!((c.done, c.pending, c.leased), (1, 1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_from_the_store_keeps_what_was_accepted() {
+        let q = SharedQueue::new(config(5));
+        q.enqueue(task(1, 0, 1));
+        q.enqueue(task(1, 1, 1));
+        let store = q.store();
+        let r = SharedQueue::from_queue(Queue::recover(config(5), store));
+        assert_eq!(r.counts(), q.counts());
+        let mut t = tokio_test::task::spawn(r.settled());
+        assert!(t.poll().is_pending());
+    }
+}

@@ -1,0 +1,1140 @@
+//! The simulated profile sync: users update their profiles in bursts (the same users
+//! several times in a row); the profile service writes each change with its outbox rows
+//! and relays them to the queue; N workers lease tasks and deliver them over links that
+//! drop, duplicate and delay, to K target services that go down, get slow or fail; the
+//! workers crash mid-task and the queue process restarts. An operator redrives the
+//! dead-letter queue (now and then, and after the faults heal). The [`QueueChecker`]
+//! checks every promise against the world's own records; conservation at every step.
+
+use crate::breaker::ConfigError;
+use crate::clock::Instant;
+use crate::queue::contract::TaskQueue;
+use crate::queue::core::{
+    Applied, Enqueued, Flaw, Lease, Nacked, Outbox, ProfileId, Queue, QueueConfig, Replica,
+    TargetId, Task, TaskKey,
+};
+pub use crate::queue::invariants::INVARIANTS;
+use crate::queue::invariants::QueueChecker;
+use faultline_sim::prelude::*;
+use faultline_sim::{FaultKindTag, TraceMode};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Coverage marks of the queue world.
+pub const MARKS: &[&str] = &[
+    "queue.coalesced",
+    "queue.queued_behind_lease",
+    "queue.lease_expired",
+    "queue.heartbeat",
+    "queue.fenced_ack",
+    "queue.fenced_apply",
+    "queue.retry",
+    "queue.dead_letter",
+    "queue.redrive",
+    "queue.restart",
+    "queue.outbox_waits_for_queue",
+    "queue.worker_crash_mid_task",
+    "queue.crashed_worker_task_released",
+    "queue.duplicate_delivery",
+    "queue.dropped_delivery",
+    "queue.stale_delivery",
+    "queue.delivery_timeout",
+    "queue.superseded_after_failure",
+];
+
+const QUEUE_NODE: &str = "queue";
+
+/// Every knob of one profile-sync scenario, all from one seed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QueueKnobs {
+    /// The seed.
+    pub seed: u64,
+    /// End of the safety phase, ms.
+    pub horizon_ms: u64,
+    /// Users (profiles).
+    pub profiles: u32,
+    /// Target services (`target-0` ..).
+    pub targets: u32,
+    /// Workers (`worker-0` ..).
+    pub workers: u32,
+    /// Mean gap between bursts of updates, ms.
+    pub burst_gap_ms: u64,
+    /// Most users updated in one burst.
+    pub burst_profiles_max: u32,
+    /// Most updates of one user in one burst.
+    pub burst_updates_max: u32,
+    /// Gap between the updates of one user in a burst, ms.
+    pub burst_spacing_ms: u64,
+    /// The queue's visibility timeout, ms.
+    pub visibility_timeout_ms: u64,
+    /// Workers extend their leases with heartbeats (every third of the timeout).
+    pub heartbeat: bool,
+    /// How often an idle worker polls, ms.
+    pub poll_ms: u64,
+    /// Attempts before dead-lettering.
+    pub attempts_max: u32,
+    /// Retry backoff (base, cap), ms.
+    pub backoff_ms: (u64, u64),
+    /// A worker gives up waiting for a target's reply after this, ms.
+    pub delivery_timeout_ms: u64,
+    /// Per target: time to apply one delivery, ms (min, max).
+    pub work_ms: Vec<(u64, u64)>,
+    /// Link latency each way, ms (min, max).
+    pub link_ms: (u64, u64),
+    /// The operator redrives the dead-letter queue this often during the run, if at all.
+    pub redrive_every_ms: Option<u64>,
+    /// And this long after the faults heal (then again until the queue is empty).
+    pub redrive_after_heal_ms: u64,
+}
+
+impl QueueKnobs {
+    /// Expands `seed` into every knob.
+    pub fn from_seed(seed: u64) -> QueueKnobs {
+        let mut r = SimRng::new(seed).fork("queue.knobs");
+        let targets = r.between(2, 4) as u32;
+        let base = r.between(5, 200);
+        QueueKnobs {
+            seed,
+            horizon_ms: 10_000,
+            profiles: r.between(2, 12) as u32,
+            targets,
+            workers: r.between(1, 4) as u32,
+            burst_gap_ms: r.between(100, 1_500),
+            burst_profiles_max: r.between(1, 3) as u32,
+            burst_updates_max: r.between(1, 6) as u32,
+            burst_spacing_ms: r.between(0, 30),
+            visibility_timeout_ms: r.between(100, 1_500),
+            heartbeat: r.below(4) != 0,
+            poll_ms: r.between(5, 100),
+            attempts_max: r.between(1, 6) as u32,
+            backoff_ms: (base, base * r.between(1, 20)),
+            delivery_timeout_ms: r.between(50, 1_000),
+            work_ms: (0..targets)
+                .map(|_| {
+                    let lo = r.between(0, 10);
+                    (lo, lo + r.between(0, 40))
+                })
+                .collect(),
+            link_ms: {
+                let lo = r.between(1, 5);
+                (lo, lo + r.between(0, 10))
+            },
+            redrive_every_ms: (r.below(2) == 0).then(|| r.between(1_000, 5_000)),
+            redrive_after_heal_ms: r.between(0, 1_000),
+        }
+    }
+
+    /// The name of target `k` (also its fault target).
+    pub fn target_name(k: u32) -> String {
+        format!("target-{k}")
+    }
+
+    /// The name of the link to target `k`.
+    pub fn link_name(k: u32) -> String {
+        format!("link-{k}")
+    }
+
+    /// The name of worker `i` (also its fault node).
+    pub fn worker_name(i: u32) -> String {
+        format!("worker-{i}")
+    }
+
+    /// The fault plans this world understands: target outages, slowness and errors;
+    /// crashes of the workers and of the queue; drops, duplicates and delays on the
+    /// links to the targets.
+    pub fn fault_profile(&self) -> FaultProfile {
+        let mut p = FaultProfile::new(self.horizon_ms)
+            .kinds(FaultKindTag::ALL)
+            .faults(1, 10)
+            .duration_ms(50, 4_000)
+            .latency_ms_max(1_500)
+            .node(QUEUE_NODE);
+        for k in 0..self.targets {
+            p = p.target(Self::target_name(k)).link(Self::link_name(k));
+        }
+        for i in 0..self.workers {
+            p = p.node(Self::worker_name(i));
+        }
+        p
+    }
+
+    /// The fault plan this seed generates.
+    pub fn fault_plan(&self) -> FaultPlan {
+        FaultPlan::generate(
+            &mut SimRng::new(self.seed).fork("queue.plan"),
+            &self.fault_profile(),
+        )
+    }
+
+    /// The queue configuration.
+    pub fn queue_config(&self) -> Result<QueueConfig, ConfigError> {
+        QueueConfig::builder()
+            .visibility_timeout(Duration::from_millis(self.visibility_timeout_ms))
+            .attempts_max(self.attempts_max)
+            .backoff(
+                Duration::from_millis(self.backoff_ms.0),
+                Duration::from_millis(self.backoff_ms.1),
+            )
+            .build()
+    }
+
+    /// The reference queue for these knobs.
+    pub fn reference_queue(&self) -> Result<Queue, ConfigError> {
+        Ok(Queue::new(self.queue_config()?))
+    }
+}
+
+/// What a target's reply says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Applied (or already held): ack.
+    Delivered,
+    /// The delivery's lease was taken over: drop it.
+    Fenced,
+    /// The target failed: nack.
+    Failed,
+}
+
+/// The queue world's events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueEvent {
+    /// A burst of updates starts.
+    Burst,
+    /// A user updates profile `profile`.
+    Update {
+        /// The profile.
+        profile: u32,
+    },
+    /// Worker `worker` polls the queue (`round` tells stale polls apart).
+    Poll {
+        /// The worker.
+        worker: u32,
+        /// The worker's poll round.
+        round: u64,
+    },
+    /// A delivery reaches its target.
+    Arrive {
+        /// The sending worker.
+        worker: u32,
+        /// Its job number.
+        job: u64,
+        /// The task.
+        task: Task,
+        /// The lease's fencing token.
+        fence: u64,
+    },
+    /// The target has done the work and applies the delivery.
+    Apply {
+        /// The sending worker.
+        worker: u32,
+        /// Its job number.
+        job: u64,
+        /// The task.
+        task: Task,
+        /// The lease's fencing token.
+        fence: u64,
+    },
+    /// The target's reply reaches the worker.
+    Reply {
+        /// The worker.
+        worker: u32,
+        /// Its job number.
+        job: u64,
+        /// What the target said.
+        outcome: Answer,
+    },
+    /// The worker stops waiting for the reply.
+    Timeout {
+        /// The worker.
+        worker: u32,
+        /// Its job number.
+        job: u64,
+    },
+    /// The worker extends its lease.
+    Heartbeat {
+        /// The worker.
+        worker: u32,
+        /// Its job number.
+        job: u64,
+    },
+    /// The lease of a crashed worker must have ended by now.
+    LeaseCheck {
+        /// The task's key.
+        key: TaskKey,
+        /// The crashed worker's fencing token.
+        fence: u64,
+    },
+    /// The operator redrives the dead-letter queue.
+    Redrive,
+    /// The last fault has healed: what was written until now must converge.
+    LastFaultHealed,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Job {
+    id: u64,
+    lease: Lease,
+    /// Acked before delivery (the mutant).
+    acked: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Worker {
+    down: u32,
+    round: u64,
+    jobs: u64,
+    job: Option<Job>,
+}
+
+/// Figures of one run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct QueueStats {
+    /// Profile updates committed.
+    pub updates: u64,
+    /// Tasks the queue accepted.
+    pub accepted: u64,
+    /// Tasks coalesced with a waiting older version.
+    pub coalesced: u64,
+    /// Deliveries sent by workers.
+    pub deliveries: u64,
+    /// Deliveries dropped on a link.
+    pub dropped: u64,
+    /// Deliveries duplicated on a link.
+    pub duplicated: u64,
+    /// Applies that took effect.
+    pub applied: u64,
+    /// Deliveries acknowledged without effect (stale or duplicate).
+    pub stale: u64,
+    /// Applies refused for an old fencing token.
+    pub fenced_applies: u64,
+    /// Acks, nacks and heartbeats refused for an expired lease.
+    pub fenced_acks: u64,
+    /// Retries scheduled.
+    pub retries: u64,
+    /// Tasks dead-lettered.
+    pub dead_lettered: u64,
+    /// Dead letters redriven.
+    pub redriven: u64,
+    /// Leases that expired.
+    pub expired: u64,
+    /// Queue restarts.
+    pub restarts: u64,
+    /// Worker crashes with a task in hand.
+    pub crashes_mid_task: u64,
+    /// Tasks lost by a dual write (the non-atomic outbox mutant only).
+    pub dual_write_lost: u64,
+    /// When the last fault healed.
+    pub last_fault_healed: Option<SimTime>,
+    /// Per target: when it held everything written before the last fault healed.
+    pub converged_at: Vec<Option<SimTime>>,
+}
+
+impl QueueStats {
+    /// Milliseconds from the last fault's healing until every target held every update
+    /// written before it; `None` without faults or when it never converged.
+    pub fn convergence_ms(&self) -> Option<f64> {
+        let healed = self.last_fault_healed?;
+        let mut last = healed;
+        for c in &self.converged_at {
+            last = last.max((*c)?);
+        }
+        Some(last.saturating_since(healed).as_nanos() as f64 / 1e6)
+    }
+}
+
+/// The queue world, generic over the queue under test.
+pub struct QueueWorld<Q: TaskQueue> {
+    knobs: QueueKnobs,
+    queue: Q,
+    queue_down: u32,
+    outbox: Outbox,
+    replicas: Vec<Replica>,
+    workers: Vec<Worker>,
+    flaw: Flaw,
+    /// The invariant checker.
+    pub checker: QueueChecker,
+    rng_burst: SimRng,
+    rng_net: SimRng,
+    last_expired: u64,
+    last_dead: u64,
+    /// What was written when the last fault healed: profile -> version.
+    snapshot: Option<BTreeMap<ProfileId, u64>>,
+    /// Per target: profiles it still misses from the snapshot.
+    remaining: Vec<usize>,
+    /// Per target: profiles whose latest version it misses now.
+    behind: Vec<usize>,
+    /// Figures of the run.
+    pub stats: QueueStats,
+    /// Per target: (time, profiles behind) at every change.
+    pub behind_series: Vec<Vec<(SimTime, f64)>>,
+    /// Per target: (time, in sync) at every change.
+    pub sync_states: Vec<Vec<(SimTime, bool)>>,
+    /// (time, dead letters waiting) at every change.
+    pub dead_series: Vec<(SimTime, f64)>,
+    /// Queue process changes: (time, up).
+    pub queue_states: Vec<(SimTime, bool)>,
+}
+
+impl<Q: TaskQueue> QueueWorld<Q> {
+    /// A world for `knobs` around `queue`.
+    pub fn new(knobs: QueueKnobs, queue: Q) -> Result<Self, ConfigError> {
+        Self::with_flaw(knobs, queue, Flaw::None)
+    }
+
+    pub(crate) fn with_flaw(knobs: QueueKnobs, queue: Q, flaw: Flaw) -> Result<Self, ConfigError> {
+        let config = knobs.queue_config()?;
+        let root = SimRng::new(knobs.seed);
+        let k = knobs.targets as usize;
+        let targets: Vec<TargetId> = (0..knobs.targets).map(TargetId).collect();
+        let replica_flaw =
+            matches!(flaw, Flaw::NoVersionCheck | Flaw::ReapplySameVersion).then_some(flaw);
+        Ok(QueueWorld {
+            checker: QueueChecker::new(config.attempts_max(), config.backoff()),
+            queue,
+            queue_down: 0,
+            outbox: Outbox::new(&targets),
+            replicas: (0..k)
+                .map(|_| {
+                    let mut r = Replica::new();
+                    r.flaw = replica_flaw;
+                    r
+                })
+                .collect(),
+            workers: vec![Worker::default(); knobs.workers as usize],
+            flaw,
+            rng_burst: root.fork("queue.burst"),
+            rng_net: root.fork("queue.net"),
+            last_expired: 0,
+            last_dead: 0,
+            snapshot: None,
+            remaining: vec![0; k],
+            behind: vec![0; k],
+            stats: QueueStats {
+                converged_at: vec![None; k],
+                ..QueueStats::default()
+            },
+            behind_series: vec![Vec::new(); k],
+            sync_states: vec![vec![(SimTime::ZERO, true)]; k],
+            dead_series: Vec::new(),
+            queue_states: vec![(SimTime::ZERO, true)],
+            knobs,
+        })
+    }
+
+    /// The knobs.
+    pub fn knobs(&self) -> &QueueKnobs {
+        &self.knobs
+    }
+
+    /// The queue under test.
+    pub fn queue(&self) -> &Q {
+        &self.queue
+    }
+
+    fn now(ctx: &Ctx<QueueEvent>) -> Instant {
+        Instant::from_nanos(ctx.now().as_nanos())
+    }
+
+    fn link_delay(&mut self) -> SimDuration {
+        let (lo, hi) = self.knobs.link_ms;
+        SimDuration::from_micros(self.rng_net.between(lo * 1_000, hi * 1_000))
+    }
+
+    fn schedule_poll(&mut self, ctx: &mut Ctx<QueueEvent>, worker: u32, delay: SimDuration) {
+        let w = &mut self.workers[worker as usize];
+        if w.down > 0 {
+            return;
+        }
+        w.round += 1;
+        let round = w.round;
+        ctx.schedule_in(delay, QueueEvent::Poll { worker, round });
+    }
+
+    fn held(&self, key: TaskKey) -> u64 {
+        self.replicas
+            .get(key.target.0 as usize)
+            .and_then(|r| r.version(key.profile))
+            .unwrap_or(0)
+    }
+
+    fn set_behind(&mut self, ctx: &Ctx<QueueEvent>, k: usize, delta: isize) {
+        if delta == 0 {
+            return;
+        }
+        let before = self.behind[k];
+        self.behind[k] = before.saturating_add_signed(delta);
+        self.behind_series[k].push((ctx.now(), self.behind[k] as f64));
+        if (before == 0) != (self.behind[k] == 0) {
+            self.sync_states[k].push((ctx.now(), self.behind[k] == 0));
+        }
+    }
+
+    /// Accepts the results of enqueues: counts, marks, checker.
+    fn on_enqueued(&mut self, ctx: &mut Ctx<QueueEvent>, task: Task, r: Enqueued) {
+        match r {
+            Enqueued::Duplicate => return,
+            Enqueued::Coalesced => {
+                ctx.cover("queue.coalesced");
+                self.stats.coalesced += 1;
+            }
+            Enqueued::Queued => ctx.cover("queue.queued_behind_lease"),
+            Enqueued::New => {}
+        }
+        self.stats.accepted += 1;
+        self.checker.on_accepted(task);
+    }
+
+    fn relay(&mut self, ctx: &mut Ctx<QueueEvent>) {
+        if self.queue_down > 0 {
+            if self.outbox.backlog() > 0 {
+                ctx.cover("queue.outbox_waits_for_queue");
+            }
+            return;
+        }
+        let now = Self::now(ctx);
+        let queue = &mut self.queue;
+        let mut done = Vec::new();
+        self.outbox.relay(|task| {
+            done.push((task, queue.enqueue(task, now)));
+            true
+        });
+        for (task, r) in done {
+            self.on_enqueued(ctx, task, r);
+        }
+    }
+
+    fn update(&mut self, ctx: &mut Ctx<QueueEvent>, profile: ProfileId) {
+        let old = self.outbox.version(profile).unwrap_or(0);
+        let v = if self.flaw == Flaw::NonAtomicOutbox {
+            // The defect: the write commits, then the tasks go straight to the queue.
+            let v = self.outbox.write(profile);
+            let now = Self::now(ctx);
+            for k in 0..self.knobs.targets {
+                let task = Task {
+                    key: TaskKey {
+                        profile,
+                        target: TargetId(k),
+                    },
+                    version: v,
+                };
+                if self.queue_down > 0 {
+                    self.stats.dual_write_lost += 1;
+                } else {
+                    let r = self.queue.enqueue(task, now);
+                    self.on_enqueued(ctx, task, r);
+                }
+            }
+            v
+        } else {
+            let v = self.outbox.update(profile);
+            self.relay(ctx);
+            v
+        };
+        self.stats.updates += 1;
+        ctx.record("profiles", format_args!("p{} -> version {v}", profile.0));
+        for k in 0..self.knobs.targets {
+            let held = self.held(TaskKey {
+                profile,
+                target: TargetId(k),
+            });
+            if held >= old {
+                self.set_behind(ctx, k as usize, 1);
+            }
+        }
+    }
+
+    fn poll(&mut self, ctx: &mut Ctx<QueueEvent>, worker: u32) -> Result<(), Violation> {
+        let poll = SimDuration::from_millis(self.knobs.poll_ms);
+        if self.queue_down > 0 {
+            self.schedule_poll(ctx, worker, poll);
+            return Ok(());
+        }
+        let now = Self::now(ctx);
+        let Some(lease) = self.queue.lease(now) else {
+            self.schedule_poll(ctx, worker, poll);
+            return Ok(());
+        };
+        self.checker.on_lease(&lease, now)?;
+        if lease.attempt > 1 {
+            ctx.cover("queue.retry");
+        }
+        let w = &mut self.workers[worker as usize];
+        w.jobs += 1;
+        let id = w.jobs;
+        let mut job = Job {
+            id,
+            lease,
+            acked: false,
+        };
+        ctx.record(
+            QueueKnobs::worker_name(worker),
+            format_args!(
+                "leases {} v{} attempt {} fence {}",
+                lease.task.key,
+                lease.task.version,
+                lease.attempt,
+                lease.token.fence()
+            ),
+        );
+        if self.flaw == Flaw::AckBeforeDelivery {
+            // The defect: the task is acknowledged before it is delivered.
+            if self.queue.ack(&lease.token, now).is_ok() {
+                self.checker
+                    .on_ack(lease.task.key, lease.token.fence(), lease.attempt);
+            }
+            job.acked = true;
+        }
+        self.workers[worker as usize].job = Some(job);
+        self.send(ctx, worker, job);
+        ctx.schedule_in(
+            SimDuration::from_millis(self.knobs.delivery_timeout_ms),
+            QueueEvent::Timeout { worker, job: id },
+        );
+        if self.knobs.heartbeat {
+            ctx.schedule_in(
+                SimDuration::from_millis((self.knobs.visibility_timeout_ms / 3).max(1)),
+                QueueEvent::Heartbeat { worker, job: id },
+            );
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, ctx: &mut Ctx<QueueEvent>, worker: u32, job: Job) {
+        self.stats.deliveries += 1;
+        let link = QueueKnobs::link_name(job.lease.task.key.target.0);
+        let fate = ctx.faults().link(&link);
+        if fate.dropped {
+            ctx.cover("queue.dropped_delivery");
+            self.stats.dropped += 1;
+            return;
+        }
+        if fate.copies > 1 {
+            ctx.cover("queue.duplicate_delivery");
+            self.stats.duplicated += 1;
+        }
+        for _ in 0..fate.copies {
+            let delay = self.link_delay() + fate.extra_delay;
+            ctx.schedule_in(
+                delay,
+                QueueEvent::Arrive {
+                    worker,
+                    job: job.id,
+                    task: job.lease.task,
+                    fence: job.lease.token.fence(),
+                },
+            );
+        }
+    }
+
+    fn reply(&mut self, ctx: &mut Ctx<QueueEvent>, worker: u32, job: u64, outcome: Answer, k: u32) {
+        let fate = ctx.faults().link(&QueueKnobs::link_name(k));
+        if fate.dropped {
+            ctx.cover("queue.dropped_delivery");
+            return;
+        }
+        let delay = self.link_delay() + fate.extra_delay;
+        ctx.schedule_in(
+            delay,
+            QueueEvent::Reply {
+                worker,
+                job,
+                outcome,
+            },
+        );
+    }
+
+    fn apply(
+        &mut self,
+        ctx: &mut Ctx<QueueEvent>,
+        worker: u32,
+        job: u64,
+        task: Task,
+        fence: u64,
+    ) -> Result<(), Violation> {
+        let k = task.key.target.0;
+        let name = QueueKnobs::target_name(k);
+        if ctx.faults().is_down(&name) || ctx.faults().injects_error(&name) {
+            self.reply(ctx, worker, job, Answer::Failed, k);
+            return Ok(());
+        }
+        let before = self.held(task.key);
+        let r = self.replicas[k as usize].apply(task.key.profile, task.version, fence);
+        ctx.record(
+            name,
+            format_args!("{} v{} fence {fence}: {r:?}", task.key, task.version),
+        );
+        let outcome = match r {
+            Applied::Applied => {
+                self.stats.applied += 1;
+                self.checker.on_applied(task.key, task.version)?;
+                self.after_apply(ctx, task, before);
+                Answer::Delivered
+            }
+            Applied::Stale => {
+                ctx.cover("queue.stale_delivery");
+                self.stats.stale += 1;
+                Answer::Delivered
+            }
+            Applied::Fenced => {
+                ctx.cover("queue.fenced_apply");
+                self.stats.fenced_applies += 1;
+                Answer::Fenced
+            }
+        };
+        self.reply(ctx, worker, job, outcome, k);
+        Ok(())
+    }
+
+    /// Tracks who is behind and convergence after an apply that took effect.
+    fn after_apply(&mut self, ctx: &mut Ctx<QueueEvent>, task: Task, before: u64) {
+        let k = task.key.target.0 as usize;
+        let latest = self.outbox.version(task.key.profile).unwrap_or(0);
+        let was = before < latest;
+        let is = task.version < latest;
+        self.set_behind(ctx, k, isize::from(is) - isize::from(was));
+        if let Some(snap) = &self.snapshot
+            && self.stats.converged_at[k].is_none()
+        {
+            let want = snap.get(&task.key.profile).copied().unwrap_or(0);
+            if before < want && task.version >= want {
+                self.remaining[k] = self.remaining[k].saturating_sub(1);
+                if self.remaining[k] == 0 {
+                    self.stats.converged_at[k] = Some(ctx.now());
+                }
+            }
+        }
+    }
+
+    /// The worker's job `job` is over (or abandoned): it polls again.
+    fn end_job(&mut self, ctx: &mut Ctx<QueueEvent>, worker: u32) {
+        self.workers[worker as usize].job = None;
+        self.schedule_poll(ctx, worker, SimDuration::ZERO);
+    }
+
+    fn current_job(&self, worker: u32, job: u64) -> Option<Job> {
+        let w = &self.workers[worker as usize];
+        w.job.filter(|j| j.id == job && w.down == 0)
+    }
+
+    fn settle(
+        &mut self,
+        ctx: &mut Ctx<QueueEvent>,
+        worker: u32,
+        job: Job,
+        outcome: Answer,
+    ) -> Result<(), Violation> {
+        self.end_job(ctx, worker);
+        if job.acked {
+            return Ok(());
+        }
+        let now = Self::now(ctx);
+        let l = job.lease;
+        match outcome {
+            Answer::Fenced => {}
+            _ if self.queue_down > 0 => {}
+            Answer::Delivered => match self.queue.ack(&l.token, now) {
+                Ok(()) => {
+                    self.checker.on_ack(l.task.key, l.token.fence(), l.attempt);
+                }
+                Err(_) => {
+                    ctx.cover("queue.fenced_ack");
+                    self.stats.fenced_acks += 1;
+                }
+            },
+            Answer::Failed => match self.queue.nack(&l.token, now) {
+                Ok(r) => {
+                    match r {
+                        Nacked::Retry { .. } => self.stats.retries += 1,
+                        Nacked::DeadLettered => {
+                            ctx.cover("queue.dead_letter");
+                            self.stats.dead_lettered += 1;
+                        }
+                        Nacked::Superseded => ctx.cover("queue.superseded_after_failure"),
+                    }
+                    let dead = if r == Nacked::DeadLettered {
+                        self.queue.dead_letters()
+                    } else {
+                        Vec::new()
+                    };
+                    self.checker
+                        .on_nack(l.task, l.token.fence(), l.attempt, r, now, &dead)?;
+                }
+                Err(_) => {
+                    ctx.cover("queue.fenced_ack");
+                    self.stats.fenced_acks += 1;
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn redrive(&mut self, ctx: &mut Ctx<QueueEvent>) {
+        if self.queue_down > 0 || self.queue.counts().dead == 0 {
+            return;
+        }
+        let n = self.queue.redrive(Self::now(ctx));
+        if n > 0 {
+            ctx.cover("queue.redrive");
+            self.stats.redriven += n as u64;
+            ctx.record("operator", format_args!("redrives {n} dead letters"));
+        }
+    }
+
+    /// The checks and bookkeeping after every step.
+    fn step(&mut self, ctx: &mut Ctx<QueueEvent>) -> Result<(), Violation> {
+        let c = self.queue.counts();
+        if c.expired > self.last_expired {
+            ctx.cover("queue.lease_expired");
+            self.stats.expired += c.expired - self.last_expired;
+            self.last_expired = c.expired;
+        }
+        if c.dead != self.last_dead {
+            self.last_dead = c.dead;
+            self.dead_series.push((ctx.now(), c.dead as f64));
+        }
+        self.checker.check_conservation(&c)
+    }
+
+    fn is_quiet(&self) -> bool {
+        let c = self.queue.counts();
+        self.queue_down == 0
+            && self.outbox.backlog() == 0
+            && c.in_flight() == 0
+            && c.dead == 0
+            && self.workers.iter().all(|w| w.job.is_none())
+    }
+
+    fn handle_event(
+        &mut self,
+        ctx: &mut Ctx<QueueEvent>,
+        event: QueueEvent,
+    ) -> Result<(), Violation> {
+        let now = Self::now(ctx);
+        match event {
+            QueueEvent::Burst => {
+                let gap = self.knobs.burst_gap_ms;
+                let next = ctx.now()
+                    + SimDuration::from_millis(self.rng_burst.between(gap / 2, gap + gap / 2));
+                if next < ctx.horizon() {
+                    ctx.schedule_at(next, QueueEvent::Burst);
+                }
+                let users = self
+                    .rng_burst
+                    .between(1, u64::from(self.knobs.burst_profiles_max));
+                for _ in 0..users {
+                    let profile = self.rng_burst.below(u64::from(self.knobs.profiles)) as u32;
+                    let n = self
+                        .rng_burst
+                        .between(1, u64::from(self.knobs.burst_updates_max));
+                    for i in 0..n {
+                        let at =
+                            ctx.now() + SimDuration::from_millis(i * self.knobs.burst_spacing_ms);
+                        if at < ctx.horizon() {
+                            ctx.schedule_at(at, QueueEvent::Update { profile });
+                        }
+                    }
+                }
+            }
+            QueueEvent::Update { profile } => self.update(ctx, ProfileId(u64::from(profile))),
+            QueueEvent::Poll { worker, round } => {
+                let w = &self.workers[worker as usize];
+                if w.round == round && w.down == 0 && w.job.is_none() {
+                    self.poll(ctx, worker)?;
+                }
+            }
+            QueueEvent::Arrive {
+                worker,
+                job,
+                task,
+                fence,
+            } => {
+                let k = task.key.target.0;
+                let name = QueueKnobs::target_name(k);
+                if ctx.faults().is_down(&name) {
+                    self.reply(ctx, worker, job, Answer::Failed, k);
+                } else {
+                    let (lo, hi) = self.knobs.work_ms[k as usize];
+                    let work =
+                        SimDuration::from_micros(self.rng_net.between(lo * 1_000, hi * 1_000))
+                            + ctx.faults().extra_latency(&name);
+                    ctx.schedule_in(
+                        work,
+                        QueueEvent::Apply {
+                            worker,
+                            job,
+                            task,
+                            fence,
+                        },
+                    );
+                }
+            }
+            QueueEvent::Apply {
+                worker,
+                job,
+                task,
+                fence,
+            } => self.apply(ctx, worker, job, task, fence)?,
+            QueueEvent::Reply {
+                worker,
+                job,
+                outcome,
+            } => {
+                if let Some(j) = self.current_job(worker, job) {
+                    if outcome == Answer::Fenced {
+                        ctx.record(
+                            QueueKnobs::worker_name(worker),
+                            format_args!("fenced by the target: drops {}", j.lease.task.key),
+                        );
+                    }
+                    self.settle(ctx, worker, j, outcome)?;
+                }
+            }
+            QueueEvent::Timeout { worker, job } => {
+                if let Some(j) = self.current_job(worker, job) {
+                    ctx.cover("queue.delivery_timeout");
+                    self.settle(ctx, worker, j, Answer::Failed)?;
+                }
+            }
+            QueueEvent::Heartbeat { worker, job } => {
+                if let Some(j) = self.current_job(worker, job).filter(|j| !j.acked) {
+                    let every =
+                        SimDuration::from_millis((self.knobs.visibility_timeout_ms / 3).max(1));
+                    if self.queue_down > 0 {
+                        ctx.schedule_in(every, QueueEvent::Heartbeat { worker, job });
+                    } else {
+                        let token = j.lease.token;
+                        match self.queue.heartbeat(&token, now) {
+                            Ok(deadline) => {
+                                ctx.cover("queue.heartbeat");
+                                self.checker
+                                    .on_heartbeat(token.key(), token.fence(), deadline);
+                                ctx.schedule_in(every, QueueEvent::Heartbeat { worker, job });
+                            }
+                            Err(_) => {
+                                // The lease is gone: stop working on it.
+                                ctx.cover("queue.fenced_ack");
+                                self.stats.fenced_acks += 1;
+                                self.end_job(ctx, worker);
+                            }
+                        }
+                    }
+                }
+            }
+            QueueEvent::LeaseCheck { key, fence } => {
+                let still = self.queue.lease_of(key, now).map(|t| t.fence());
+                self.checker
+                    .on_crashed_lease_check(key, fence, still, now)?;
+                if still != Some(fence) {
+                    ctx.cover("queue.crashed_worker_task_released");
+                }
+            }
+            QueueEvent::Redrive => {
+                self.redrive(ctx);
+                let every = if ctx.is_healed() {
+                    Some(self.knobs.redrive_after_heal_ms.max(100))
+                } else {
+                    self.knobs.redrive_every_ms
+                };
+                if let Some(every) = every
+                    && (ctx.is_healed()
+                        || ctx.now() + SimDuration::from_millis(every) < ctx.horizon())
+                {
+                    ctx.schedule_in(SimDuration::from_millis(every), QueueEvent::Redrive);
+                }
+            }
+            QueueEvent::LastFaultHealed => {
+                let snap = self.outbox.versions().clone();
+                for k in 0..self.knobs.targets {
+                    let missing = snap
+                        .iter()
+                        .filter(|(p, v)| {
+                            self.held(TaskKey {
+                                profile: **p,
+                                target: TargetId(k),
+                            }) < **v
+                        })
+                        .count();
+                    self.remaining[k as usize] = missing;
+                    if missing == 0 {
+                        self.stats.converged_at[k as usize] = Some(ctx.now());
+                    }
+                }
+                self.stats.last_fault_healed = Some(ctx.now());
+                self.snapshot = Some(snap);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<Q: TaskQueue> World for QueueWorld<Q> {
+    type Event = QueueEvent;
+
+    fn marks(&self) -> Vec<&'static str> {
+        MARKS.to_vec()
+    }
+
+    fn start(&mut self, ctx: &mut Ctx<QueueEvent>) -> Result<(), Violation> {
+        ctx.schedule_at(SimTime::ZERO, QueueEvent::Burst);
+        for i in 0..self.knobs.workers {
+            self.schedule_poll(ctx, i, SimDuration::ZERO);
+        }
+        if let Some(every) = self.knobs.redrive_every_ms {
+            ctx.schedule_at(SimTime::from_millis(every), QueueEvent::Redrive);
+        }
+        let horizon = ctx.horizon();
+        let healed = ctx
+            .plan()
+            .faults
+            .iter()
+            .filter(|f| f.from() < horizon)
+            .map(|f| f.until().min(horizon))
+            .max();
+        if let Some(at) = healed {
+            ctx.schedule_at(at, QueueEvent::LastFaultHealed);
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, ctx: &mut Ctx<QueueEvent>, event: QueueEvent) -> Result<(), Violation> {
+        self.handle_event(ctx, event)?;
+        self.step(ctx)
+    }
+
+    fn on_fault(&mut self, ctx: &mut Ctx<QueueEvent>, edge: FaultEdge) -> Result<(), Violation> {
+        if edge.fault.kind != FaultKind::Crash {
+            return Ok(());
+        }
+        let now = Self::now(ctx);
+        if edge.started {
+            // Counts the crash as fired in the report (the node goes down now).
+            let _ = ctx.faults().is_crashed(&edge.fault.target);
+        }
+        if edge.fault.target == QUEUE_NODE {
+            if edge.started {
+                self.queue_down += 1;
+                if self.queue_down == 1 {
+                    self.queue_states.push((ctx.now(), false));
+                    ctx.record(QUEUE_NODE, "crashes");
+                }
+            } else if self.queue_down > 0 {
+                self.queue_down -= 1;
+                if self.queue_down == 0 {
+                    self.queue.restart(now);
+                    ctx.cover("queue.restart");
+                    self.stats.restarts += 1;
+                    self.queue_states.push((ctx.now(), true));
+                    ctx.record(QUEUE_NODE, "restarts from its durable store");
+                    self.relay(ctx);
+                }
+            }
+            return self.step(ctx);
+        }
+        let Some(i) =
+            (0..self.knobs.workers).find(|i| QueueKnobs::worker_name(*i) == edge.fault.target)
+        else {
+            return Ok(());
+        };
+        let w = &mut self.workers[i as usize];
+        if edge.started {
+            w.down += 1;
+            w.round += 1;
+            if let Some(job) = w.job.take() {
+                ctx.cover("queue.worker_crash_mid_task");
+                self.stats.crashes_mid_task += 1;
+                let key = job.lease.task.key;
+                let fence = job.lease.token.fence();
+                let deadline = self
+                    .checker
+                    .leases
+                    .get(&key)
+                    .filter(|l| l.0 == fence)
+                    .map_or(job.lease.deadline, |l| l.1);
+                if !job.acked {
+                    let at = SimTime::from_nanos(deadline.as_nanos());
+                    ctx.schedule_at(at, QueueEvent::LeaseCheck { key, fence });
+                }
+            }
+            ctx.record(QueueKnobs::worker_name(i), "crashes");
+        } else if w.down > 0 {
+            w.down -= 1;
+            if w.down == 0 {
+                ctx.record(QueueKnobs::worker_name(i), "restarts");
+                self.schedule_poll(ctx, i, SimDuration::ZERO);
+            }
+        }
+        Ok(())
+    }
+
+    fn heal(&mut self, ctx: &mut Ctx<QueueEvent>) -> Result<(), Violation> {
+        // The operator redrives the dead letters once the faults are over.
+        ctx.schedule_in(
+            SimDuration::from_millis(self.knobs.redrive_after_heal_ms),
+            QueueEvent::Redrive,
+        );
+        self.relay(ctx);
+        self.step(ctx)
+    }
+
+    fn is_quiescent(&self, ctx: &Ctx<QueueEvent>) -> bool {
+        ctx.is_healed() && self.is_quiet()
+    }
+
+    fn finish(&mut self, _ctx: &mut Ctx<QueueEvent>) -> Result<(), Violation> {
+        let mut latest = Vec::new();
+        for (p, v) in self.outbox.versions() {
+            for k in 0..self.knobs.targets {
+                latest.push((
+                    TaskKey {
+                        profile: *p,
+                        target: TargetId(k),
+                    },
+                    *v,
+                ));
+            }
+        }
+        self.checker
+            .finish(&latest, self.outbox.backlog(), &self.queue.counts())
+    }
+}
+
+/// Runs `world` under `plan`.
+pub(crate) fn run_world<Q: TaskQueue>(
+    mut world: QueueWorld<Q>,
+    plan: FaultPlan,
+    trace: TraceMode,
+) -> (RunReport, QueueWorld<Q>) {
+    let report = Simulation::new(world.knobs.seed)
+        .plan(plan)
+        .trace(trace)
+        .events_max(5_000_000)
+        .liveness_max(SimDuration::from_secs(3_600))
+        .replay_hint("cargo run --release -- replay queue --seed {seed}")
+        .run(&mut world);
+    (report, world)
+}
+
+/// Runs `queue` in the world for `knobs` under `plan`.
+pub fn run<Q: TaskQueue>(
+    knobs: &QueueKnobs,
+    plan: FaultPlan,
+    queue: Q,
+    trace: TraceMode,
+) -> Result<(RunReport, QueueWorld<Q>), ConfigError> {
+    Ok(run_world(
+        QueueWorld::new(knobs.clone(), queue)?,
+        plan,
+        trace,
+    ))
+}
+
+/// Runs the reference queue for `seed`.
+pub fn run_seed(
+    seed: u64,
+    trace: TraceMode,
+) -> Result<(RunReport, QueueWorld<Queue>), ConfigError> {
+    let knobs = QueueKnobs::from_seed(seed);
+    let queue = knobs.reference_queue()?;
+    run(&knobs, knobs.fault_plan(), queue, trace)
+}

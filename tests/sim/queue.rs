@@ -1,0 +1,286 @@
+//! The profile-sync task queue in its simulated world: a property per invariant
+//! (knob seeds x fault plans narrowed to the faults that threaten it), determinism, a
+//! golden digest, coverage, and the mutants (a) to (e) of the issue and more.
+
+use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
+use faultline::clock::Instant;
+use faultline::queue::contract::TaskQueue;
+use faultline::queue::core::{
+    DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, ProfileId, Queue, QueueConfig,
+    QueueCounts, TargetId, Task, TaskKey,
+};
+use faultline::queue::pattern::QueuePattern;
+use faultline::queue::world::{INVARIANTS, MARKS, QueueKnobs, QueueWorld, run, run_seed};
+use faultline_sim::check_determinism;
+use faultline_sim::prelude::*;
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The fault plans of the queue world for `seed`'s targets and workers, narrowed to
+/// `kinds`.
+fn plans(seed: u64, kinds: &[FaultKindTag]) -> BoxedStrategy<FaultPlan> {
+    let profile = QueueKnobs::from_seed(seed)
+        .fault_profile()
+        .kinds(kinds.iter().copied());
+    FaultPlan::strategy(&profile)
+}
+
+fn seed_and_plan(kinds: &'static [FaultKindTag]) -> impl Strategy<Value = (u64, FaultPlan)> {
+    any::<u64>().prop_flat_map(move |seed| (Just(seed), plans(seed, kinds)))
+}
+
+const ALL: &[FaultKindTag] = &FaultKindTag::ALL;
+
+fn check(property: &str, seed: u64, plan: FaultPlan) -> Result<QueueWorld<Queue>, TestCaseError> {
+    let knobs = QueueKnobs::from_seed(seed);
+    let queue = knobs
+        .reference_queue()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let (report, world) = run(&knobs, plan.clone(), queue, TraceMode::Off)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    if let Some(msg) = failure_message("queue", property, seed, &plan, &report) {
+        return Err(TestCaseError::fail(msg));
+    }
+    Ok(world)
+}
+
+proptest! {
+    /// All seven invariants under every kind of fault at once.
+    #[test]
+    fn every_invariant_holds((seed, plan) in seed_and_plan(ALL)) {
+        check("every_invariant_holds", seed, plan)?;
+    }
+
+    /// 1. No lost update: through target outages, worker crashes and queue restarts,
+    /// every target ends with the latest version of every profile, and it got there.
+    #[test]
+    fn no_update_is_lost_through_outages_and_restarts(
+        (seed, plan) in seed_and_plan(&[FaultKindTag::Outage, FaultKindTag::Crash, FaultKindTag::Errors]),
+    ) {
+        let world = check("no_update_is_lost_through_outages_and_restarts", seed, plan)?;
+        prop_assert!(world.stats.updates == 0 || world.stats.applied > 0);
+    }
+
+    /// 2, 3. Dropped, duplicated and delayed deliveries: versions never go backwards
+    /// and each (update, target) takes effect once.
+    #[test]
+    fn repeated_and_reordered_deliveries_never_go_backwards_nor_apply_twice(
+        (seed, plan) in seed_and_plan(&[FaultKindTag::Duplicate, FaultKindTag::Delay, FaultKindTag::Drop]),
+    ) {
+        let world = check("repeated_and_reordered_deliveries_never_go_backwards_nor_apply_twice", seed, plan)?;
+        prop_assert!(world.stats.applied <= world.stats.accepted);
+    }
+
+    /// 4. Slow targets and crashing workers: one unexpired lease per task, and a
+    /// crashed worker's task is released by its deadline.
+    #[test]
+    fn one_lease_per_task_and_crashed_workers_release_theirs(
+        (seed, plan) in seed_and_plan(&[FaultKindTag::Slow, FaultKindTag::Crash]),
+    ) {
+        check("one_lease_per_task_and_crashed_workers_release_theirs", seed, plan)?;
+    }
+
+    /// 5. Queue restarts at any point: every task accepted is accounted for at every
+    /// step.
+    #[test]
+    fn tasks_are_conserved_at_every_step_through_restarts(
+        (seed, plan) in seed_and_plan(&[FaultKindTag::Crash]),
+    ) {
+        let world = check("tasks_are_conserved_at_every_step_through_restarts", seed, plan)?;
+        prop_assert!(world.queue().counts().balanced());
+    }
+
+    /// 6. Failing targets: each retry waits within the backoff formula's bounds, and a
+    /// task out of attempts is in the dead-letter queue.
+    #[test]
+    fn retries_back_off_within_bounds_then_dead_letter(
+        (seed, plan) in seed_and_plan(&[FaultKindTag::Errors, FaultKindTag::Outage]),
+    ) {
+        let world = check("retries_back_off_within_bounds_then_dead_letter", seed, plan)?;
+        prop_assert!(world.stats.dead_lettered as usize <= world.queue().dead_letters().len());
+    }
+
+    /// 7. Dead letters redriven during and after the faults keep each key's order.
+    #[test]
+    fn redrive_keeps_the_order_of_each_profile_and_target(
+        (seed, plan) in seed_and_plan(&[FaultKindTag::Outage, FaultKindTag::Errors, FaultKindTag::Crash]),
+    ) {
+        let world = check("redrive_keeps_the_order_of_each_profile_and_target", seed, plan)?;
+        prop_assert_eq!(world.stats.redriven, world.queue().counts().redriven);
+    }
+}
+
+#[test]
+fn same_seed_same_digest() {
+    for seed in 0..8 {
+        let knobs = QueueKnobs::from_seed(seed);
+        let sim = Simulation::new(seed)
+            .plan(knobs.fault_plan())
+            .liveness_max(SimDuration::from_secs(3_600));
+        check_determinism(&sim, || {
+            QueueWorld::new(knobs.clone(), knobs.reference_queue().unwrap()).unwrap()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Changes only on purpose; update it in the same commit and say why.
+#[test]
+fn golden_digest() {
+    let (report, world) = run_seed(7, TraceMode::Full).unwrap();
+    report.assert_pass();
+    assert_eq!(
+        (report.digest, report.events, world.stats.updates),
+        (9_411_495_114_951_963_576, 1_588, 81),
+        "golden digest changed"
+    );
+}
+
+#[test]
+fn every_mark_is_hit_over_500_seeds() {
+    assert_every_mark_hit(&QueuePattern, MARKS, 500);
+}
+
+/// Every mutant is caught by its expected invariant, and every invariant catches one.
+#[test]
+fn mutants_are_caught() {
+    assert_mutants_caught(&QueuePattern, &INVARIANTS, 300);
+}
+
+/// A queue of your own, plugged in through the contract: here one that delegates to the
+/// reference, so the run must be the reference's, byte for byte.
+struct Yours(Queue);
+
+impl TaskQueue for Yours {
+    fn enqueue(&mut self, task: Task, now: Instant) -> Enqueued {
+        self.0.enqueue(task, now)
+    }
+    fn lease(&mut self, now: Instant) -> Option<Lease> {
+        self.0.lease(now)
+    }
+    fn heartbeat(&mut self, token: &LeaseToken, now: Instant) -> Result<Instant, Fenced> {
+        self.0.heartbeat(token, now)
+    }
+    fn ack(&mut self, token: &LeaseToken, now: Instant) -> Result<(), Fenced> {
+        self.0.ack(token, now)
+    }
+    fn nack(&mut self, token: &LeaseToken, now: Instant) -> Result<Nacked, Fenced> {
+        self.0.nack(token, now)
+    }
+    fn lease_of(&self, key: TaskKey, now: Instant) -> Option<LeaseToken> {
+        self.0.lease_of(key, now)
+    }
+    fn counts(&self) -> QueueCounts {
+        self.0.counts()
+    }
+    fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.0.dead_letters().to_vec()
+    }
+    fn redrive(&mut self, now: Instant) -> usize {
+        self.0.redrive(now)
+    }
+    fn restart(&mut self, _now: Instant) {
+        self.0 = Queue::recover(*self.0.config(), self.0.store().clone());
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+}
+
+#[test]
+fn a_queue_plugged_in_through_the_contract_gets_the_same_run() {
+    for seed in [3, 7, 11] {
+        let knobs = QueueKnobs::from_seed(seed);
+        let (reference, _) = run_seed(seed, TraceMode::Off).unwrap();
+        let yours = Yours(knobs.reference_queue().unwrap());
+        let (report, _) = run(&knobs, knobs.fault_plan(), yours, TraceMode::Off).unwrap();
+        report.assert_pass();
+        assert_eq!(report.digest, reference.digest, "seed {seed}");
+    }
+}
+
+/// One step of a producer, the workers and the operator against the core.
+#[derive(Clone, Debug)]
+enum Op {
+    Enqueue(u64, u32),
+    Lease,
+    Ack(usize),
+    Nack(usize),
+    Heartbeat(usize),
+    Advance(u64),
+    Redrive,
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..4u64, 0..2u32).prop_map(|(p, t)| Op::Enqueue(p, t)),
+        3 => Just(Op::Lease),
+        2 => any::<usize>().prop_map(Op::Ack),
+        2 => any::<usize>().prop_map(Op::Nack),
+        1 => any::<usize>().prop_map(Op::Heartbeat),
+        2 => (0..400u64).prop_map(Op::Advance),
+        1 => Just(Op::Redrive),
+        1 => Just(Op::Restart),
+    ]
+}
+
+proptest! {
+    /// Durability: a queue restarted from its store at any points answers every later
+    /// call exactly as one that never restarted, and stays balanced at every step.
+    #[test]
+    fn a_restart_from_the_store_changes_nothing(ops in proptest::collection::vec(op(), 1..200)) {
+        let config = QueueConfig::builder()
+            .visibility_timeout(Duration::from_millis(300))
+            .attempts_max(3)
+            .backoff(Duration::from_millis(10), Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let mut a = Queue::new(config);
+        let mut b = Queue::new(config);
+        let mut now = Instant::ZERO;
+        let mut versions: BTreeMap<(u64, u32), u64> = BTreeMap::new();
+        let mut leases: Vec<LeaseToken> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Enqueue(p, t) => {
+                    let v = versions.entry((p, t)).or_insert(0);
+                    *v += 1;
+                    let task = Task {
+                        key: TaskKey { profile: ProfileId(p), target: TargetId(t) },
+                        version: *v,
+                    };
+                    prop_assert_eq!(a.enqueue(task, now), b.enqueue(task, now));
+                }
+                Op::Lease => {
+                    let (la, lb) = (a.lease(now), b.lease(now));
+                    prop_assert_eq!(la, lb);
+                    if let Some(l) = la {
+                        leases.push(l.token);
+                    }
+                }
+                Op::Ack(i) if !leases.is_empty() => {
+                    let t = leases[i % leases.len()];
+                    prop_assert_eq!(a.ack(&t, now), b.ack(&t, now));
+                }
+                Op::Nack(i) if !leases.is_empty() => {
+                    let t = leases[i % leases.len()];
+                    prop_assert_eq!(a.nack(&t, now), b.nack(&t, now));
+                }
+                Op::Heartbeat(i) if !leases.is_empty() => {
+                    let t = leases[i % leases.len()];
+                    prop_assert_eq!(a.heartbeat(&t, now), b.heartbeat(&t, now));
+                }
+                Op::Advance(ms) => now = now + Duration::from_millis(ms),
+                Op::Redrive => prop_assert_eq!(a.redrive(now), b.redrive(now)),
+                Op::Restart => b = Queue::recover(config, b.store().clone()),
+                _ => {}
+            }
+            prop_assert_eq!(a.counts(), b.counts());
+            prop_assert!(a.counts().balanced(), "{:?}", a.counts());
+            prop_assert_eq!(a.dead_letters(), b.dead_letters());
+        }
+    }
+}
