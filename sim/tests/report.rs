@@ -7,8 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use faultline_sim::report::{
-    Band, FailureView, Histogram, Lane, MutantRow, PatternSweep, RunView, Series, SweepView,
-    Timeline, Verdict, render_index, render_run,
+    Band, Comparison, FailureView, Histogram, Lane, MutantRow, PatternSweep, RunView, Series,
+    SweepView, Timeline, Verdict, render_index, render_run,
 };
 use faultline_sim::sweep::{MarkSummary, SeedFailure};
 use faultline_sim::{
@@ -348,6 +348,7 @@ fn sample_sweep() -> SweepView {
             },
         ],
         criterion_href: Some("../criterion/report/index.html".into()),
+        comparisons: vec![],
     }
 }
 
@@ -357,6 +358,7 @@ fn empty_sweep() -> SweepView {
         patterns: vec![],
         mutants: vec![],
         criterion_href: None,
+        comparisons: vec![],
     }
 }
 
@@ -563,4 +565,148 @@ fn degenerate_values_render() {
     let html = render_index(&sweep).unwrap();
     assert_clean(&html);
     assert!(html.contains("1 not finite, left out"));
+}
+
+/// The sample sweep with a comparison of `breaker`, `retry` and a pattern it lacks, on
+/// a metric with known values, one only `breaker` has, and one nobody has.
+fn compared_sweep() -> SweepView {
+    let mut sweep = sample_sweep();
+    sweep.patterns[0].histograms.push(Histogram {
+        name: "latency".into(),
+        unit: "ms".into(),
+        // Out of order: median 5.5, p90 9, max 10.
+        values: vec![10.0, 1.0, 9.0, 2.0, 8.0, 3.0, 7.0, 4.0, 6.0, 5.0],
+    });
+    sweep.patterns[1].histograms.push(Histogram {
+        name: "latency".into(),
+        unit: "ms".into(),
+        values: vec![4.0, 2.0, f64::NAN],
+    });
+    sweep.comparisons = vec![
+        Comparison {
+            title: format!("Breaker vs retry {XSS}"),
+            note: format!("Same seeds for both; {XSS} & friends."),
+            patterns: vec!["breaker".into(), "retry".into(), format!("absent {XSS}")],
+            metrics: vec![
+                ("latency".into(), "ms".into()),
+                ("identical values".into(), "calls".into()),
+                ("never reported".into(), String::new()),
+            ],
+        },
+        Comparison {
+            title: "Breaker vs retry <script>alert(1)</script>".into(),
+            note: String::new(),
+            patterns: vec!["retry".into()],
+            metrics: vec![],
+        },
+    ];
+    sweep
+}
+
+/// The `<tr>` of the table row whose first cell starts with `metric`.
+fn table_row<'a>(html: &'a str, metric: &str) -> &'a str {
+    let start = html
+        .find(&format!("<tr><td>{metric}"))
+        .unwrap_or_else(|| panic!("no row {metric}"));
+    let row = &html[start..];
+    &row[..row.find("</tr>").unwrap()]
+}
+
+/// The `<td>` cells of a table row, markup and all.
+fn cells(row: &str) -> Vec<&str> {
+    row.split("<td")
+        .skip(1)
+        .map(|c| c.split_once('>').unwrap().1.trim_end_matches("</td>"))
+        .collect()
+}
+
+#[test]
+fn comparisons_show_medians_side_by_side() {
+    let html = render_index(&compared_sweep()).unwrap();
+    write_sample("index-comparison.html", &html);
+    assert_clean(&html);
+    let id = "comparison-breaker-vs-retry-script-alert-1-script";
+    assert_ids(&html, &[id, &format!("{id}-2")]);
+    // Listed in the navigation, after the patterns and before the mutants.
+    let nav = &html[html.find("<nav>").unwrap()..html.find("</nav>").unwrap()];
+    let (pattern, compare, mutants) = (
+        nav.find("#pattern-retry").unwrap(),
+        nav.find(&format!("href=\"#{id}\"")).unwrap(),
+        nav.find("#mutants").unwrap(),
+    );
+    assert!(pattern < compare && compare < mutants, "{nav}");
+    // The section sits between the last pattern's and the mutants'.
+    let at = |needle: &str| html.find(needle).unwrap();
+    assert!(at("id=\"pattern-retry\"") < at(&format!("id=\"{id}\"")));
+    assert!(at(&format!("id=\"{id}-2\"")) < at("id=\"mutants\""));
+    let section = &html[at(&format!("id=\"{id}\""))..at(&format!("id=\"{id}-2\""))];
+
+    // Title and note escaped.
+    assert!(section.contains(&format!("<h2>Breaker vs retry {XSS_ESCAPED}</h2>")));
+    assert!(section.contains(&format!(
+        "Same seeds for both; {XSS_ESCAPED} &amp; friends."
+    )));
+    assert!(section.contains(&format!("absent {XSS_ESCAPED}")));
+    assert!(section.contains("not in this sweep"));
+
+    // Medians, p90s and maxima from the values; "—" for the missing pattern.
+    let latency = cells(table_row(section, "latency"));
+    assert_eq!(latency.len(), 4, "{latency:?}");
+    assert_eq!(
+        latency[1],
+        "5.5 (9 · 10) ms<br><small class=\"muted\">n = 10</small>"
+    );
+    assert_eq!(
+        latency[2],
+        "3 (4 · 4) ms<br><small class=\"muted\">n = 2</small>"
+    );
+    assert_eq!(latency[3], "—");
+    // A histogram only the first has (50 sevens), and one nobody has.
+    let identical = cells(table_row(section, "identical values"));
+    assert_eq!(
+        identical[1],
+        "7 (7 · 7) calls<br><small class=\"muted\">n = 50</small>"
+    );
+    assert_eq!(&identical[2..], ["—", "—"]);
+    let never = cells(table_row(section, "never reported"));
+    assert_eq!(&never[1..], ["—", "—", "—"]);
+
+    // One chart per metric, a bar per pattern with a value, the medians labelled.
+    assert_eq!(
+        section.matches("aria-label=\"comparison chart\"").count(),
+        3
+    );
+    let chart = section
+        .split("aria-label=\"comparison chart\"")
+        .nth(1)
+        .unwrap();
+    let chart = &chart[..chart.find("</svg>").unwrap()];
+    let labels: Vec<&str> = chart
+        .split("<text")
+        .skip(1)
+        .map(|t| {
+            t.split_once('>')
+                .unwrap()
+                .1
+                .split('<')
+                .next()
+                .unwrap()
+                .trim()
+        })
+        .collect();
+    for label in ["5.5", "3", "—"] {
+        assert!(labels.contains(&label), "{label} not in {labels:?}");
+    }
+}
+
+#[test]
+fn summaries_without_comparisons_still_load() {
+    let mut json: serde_json::Value = serde_json::to_value(sample_sweep()).unwrap();
+    json.as_object_mut().unwrap().remove("comparisons");
+    let view: SweepView = serde_json::from_value(json).unwrap();
+    assert!(view.comparisons.is_empty());
+    let mut with = sample_sweep();
+    with.comparisons = compared_sweep().comparisons;
+    let back: SweepView = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+    assert_eq!(back.comparisons, with.comparisons);
 }

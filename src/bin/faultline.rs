@@ -432,6 +432,7 @@ fn sweep_cmd(
         patterns: Vec::new(),
         mutants: load_mutants(out),
         criterion_href: None,
+        comparisons: Vec::new(),
     };
     let mut all_passed = true;
     for pattern in patterns {
@@ -518,8 +519,24 @@ fn sweep_cmd(
             failures,
         });
     }
+    add_comparisons(&mut view);
     write_index(out, &mut view)?;
     Ok(all_passed)
+}
+
+/// Adds every comparison of the harness with at least two of its patterns in `view` and
+/// none of its title there yet.
+fn add_comparisons(view: &mut SweepView) {
+    for c in harness::comparisons() {
+        let swept = c
+            .patterns
+            .iter()
+            .filter(|name| view.patterns.iter().any(|p| p.pattern == **name))
+            .count();
+        if swept >= 2 && !view.comparisons.iter().any(|d| d.title == c.title) {
+            view.comparisons.push(c);
+        }
+    }
 }
 
 /// Shrinks the first `shrink_max` failing seeds, writes each shrunk plan and its report,
@@ -600,6 +617,11 @@ fn merge_cmd(command: &str, files: &[PathBuf], out: &Path) -> CliResult {
                         m.mutants.push(row);
                     }
                 }
+                for c in part.comparisons {
+                    if !m.comparisons.iter().any(|d| d.title == c.title) {
+                        m.comparisons.push(c);
+                    }
+                }
             }
         }
     }
@@ -607,6 +629,8 @@ fn merge_cmd(command: &str, files: &[PathBuf], out: &Path) -> CliResult {
         return Err(UsageError("no summaries to merge".into()));
     };
     view.command = command.to_string();
+    // Parts sweeping different patterns may add up to a comparison none held alone.
+    add_comparisons(&mut view);
     let mut passed = true;
     for p in &view.patterns {
         let s = &p.summary;
@@ -700,6 +724,7 @@ fn mutants_cmd(command: &str, names: &[String], seeds: SeedRange, out: &Path) ->
             patterns: Vec::new(),
             mutants: Vec::new(),
             criterion_href: None,
+            comparisons: Vec::new(),
         });
     view.mutants = rows;
     write_index(out, &mut view)?;

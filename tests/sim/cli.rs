@@ -363,3 +363,72 @@ fn mutants_prints_the_table_and_every_mutant_is_caught() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o).0);
     assert!(text(&o).0.contains("SURVIVED"));
 }
+
+#[test]
+fn sweep_and_merge_show_the_saga_vs_2pc_comparison() {
+    let id = "id=\"comparison-saga-vs-two-phase-commit\"";
+    let sweep = |names: &[&str], dir: &Path| {
+        let mut args = vec!["sweep"];
+        args.extend(names);
+        args.extend(["--seeds", "0..3", "--jobs", "1", "--out", s(dir)]);
+        let o = faultline(&args);
+        assert_eq!(o.status.code(), Some(0), "{}{}", text(&o).0, text(&o).1);
+        std::fs::read_to_string(dir.join("index.html")).unwrap()
+    };
+    let both = scratch("compare-both");
+    let html = sweep(&["saga", "twopc"], &both);
+    assert!(html.contains(id), "no comparison section");
+    assert!(html.contains("href=\"#comparison-saga-vs-two-phase-commit\""));
+    // twopc reports every metric of the comparison: its column has no empty cell.
+    let section = &html[html.find(id).unwrap()..html.find("id=\"mutants\"").unwrap()];
+    assert!(section.contains("longest lock hold"), "{section}");
+    assert!(section.contains("3 seeds"), "{section}");
+
+    // One of its patterns alone makes no comparison; two parts merged do.
+    let saga = scratch("compare-saga");
+    let twopc = scratch("compare-twopc");
+    assert!(!sweep(&["saga"], &saga).contains(id));
+    assert!(!sweep(&["twopc"], &twopc).contains(id));
+    let merged = scratch("compare-merged");
+    let o = faultline(&[
+        "merge",
+        s(&saga.join("summary.json")),
+        s(&twopc.join("summary.json")),
+        "--out",
+        s(&merged),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let html = std::fs::read_to_string(merged.join("index.html")).unwrap();
+    assert_eq!(html.matches("id=\"comparison-").count(), 1);
+    assert!(html.contains(id));
+
+    // Shards that each hold the comparison: merged, it is there once.
+    let shard = |i: &str| {
+        let dir = scratch(&format!("compare-shard-{}", i.replace('/', "of")));
+        let o = faultline(&[
+            "sweep",
+            "saga",
+            "twopc",
+            "--seeds",
+            "0..4",
+            "--shard",
+            i,
+            "--jobs",
+            "1",
+            "--out",
+            s(&dir),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+        dir.join("summary.json")
+    };
+    let (a, b) = (shard("1/2"), shard("2/2"));
+    let kept = scratch("compare-kept");
+    let o = faultline(&["merge", s(&a), s(&b), "--out", s(&kept)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let html = std::fs::read_to_string(kept.join("index.html")).unwrap();
+    assert_eq!(html.matches("id=\"comparison-").count(), 1);
+    assert!(html.contains(id) && html.contains("4 seeds"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(kept.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["comparisons"].as_array().map(Vec::len), Some(1));
+}

@@ -288,11 +288,13 @@ pub(crate) struct HistStats {
     pub min: f64,
     /// Median.
     pub median: f64,
+    /// 90th percentile (nearest rank: the least value at or above 90 % of the values).
+    pub p90: f64,
     /// Greatest value.
     pub max: f64,
 }
 
-/// Count, min, median and max of the finite `values`; `None` when there are none.
+/// Count, min, median, p90 and max of the finite `values`; `None` when there are none.
 pub(crate) fn hist_stats(values: &[f64]) -> Option<HistStats> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -311,6 +313,8 @@ pub(crate) fn hist_stats(values: &[f64]) -> Option<HistStats> {
         skipped: values.len() - n,
         min: v[0],
         median,
+        // Nearest rank: the ⌈0.9·n⌉-th least value.
+        p90: v[(n * 9).div_ceil(10).clamp(1, n) - 1],
         max: v[n - 1],
     })
 }
@@ -403,6 +407,118 @@ pub(crate) fn histogram(values: &[f64], colour: Rgb) -> Result<String, ReportErr
     })
 }
 
+/// One bar of a comparison chart: a pattern's median and p90, or nothing to draw.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CompareBar {
+    /// (median, p90), when the pattern has values.
+    pub figures: Option<(f64, f64)>,
+    /// The pattern's colour.
+    pub colour: Rgb,
+}
+
+/// Width of a comparison chart.
+const COMPARE_W: u32 = 300;
+/// Height of one bar's row in a comparison chart.
+const COMPARE_ROW_H: u32 = 26;
+/// Height of a comparison chart's value axis.
+const COMPARE_AXIS_H: u32 = 22;
+
+/// A comparison chart of one metric: one horizontal bar per pattern, top to bottom in
+/// order, from zero to its median, with a whisker on to its p90, the median written at
+/// the end of the whisker. A pattern without values gets an empty row marked `—`.
+pub(crate) fn comparison_chart(bars: &[CompareBar]) -> Result<String, ReportError> {
+    let clamp = |x: f64| x.clamp(-VALUE_CAP, VALUE_CAP);
+    let figures: Vec<Option<(f64, f64)>> = bars
+        .iter()
+        .map(|b| {
+            b.figures
+                .filter(|(m, p)| m.is_finite() && p.is_finite())
+                .map(|(m, p)| (clamp(m), clamp(p)))
+        })
+        .collect();
+    let (lo, hi) = value_range(figures.iter().flatten().flat_map(|&(m, p)| [m, p]));
+    // Room on the right for the last value's label.
+    let hi = hi + (hi - lo) * 0.22;
+    let n = bars.len().max(1);
+    let h = COMPARE_ROW_H * n as u32 + COMPARE_AXIS_H + 8;
+    svg(COMPARE_W, h, "comparison chart", |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin_left(10)
+            .margin_right(10)
+            .margin_top(6)
+            .x_label_area_size(COMPARE_AXIS_H)
+            .build_cartesian_2d(lo..hi, 0f64..n as f64)
+            .map_err(chart_err)?;
+        let fx = |x: &f64| fmt::num(*x);
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .disable_y_axis()
+            .x_labels(4)
+            .x_label_formatter(&fx)
+            .label_style((FONT.0, FONT.1, &TEXT))
+            .axis_style(AXIS)
+            .bold_line_style(GRID)
+            .light_line_style(TRANSPARENT)
+            .draw()
+            .map_err(chart_err)?;
+        let base = 0f64.clamp(lo, hi);
+        let label = (FONT.0, FONT.1 * 0.9).into_font().color(&TEXT).pos(
+            plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Left,
+                plotters::style::text_anchor::VPos::Center,
+            ),
+        );
+        for (i, (bar, fig)) in bars.iter().zip(&figures).enumerate() {
+            // The first bar on top.
+            let y = (n - 1 - i) as f64;
+            let mid = y + 0.5;
+            match fig {
+                None => {
+                    chart
+                        .draw_series(std::iter::once(Text::new(
+                            "—".to_string(),
+                            (base, mid),
+                            label.clone(),
+                        )))
+                        .map_err(chart_err)?;
+                }
+                Some((median, p90)) => {
+                    let colour = bar.colour.plot();
+                    chart
+                        .draw_series(std::iter::once(Rectangle::new(
+                            [(base, y + 0.22), (*median, y + 0.78)],
+                            colour.filled(),
+                        )))
+                        .map_err(chart_err)?;
+                    let end = median.max(*p90);
+                    chart
+                        .draw_series([
+                            PathElement::new(
+                                vec![(*median, mid), (*p90, mid)],
+                                HORIZON.stroke_width(2),
+                            ),
+                            PathElement::new(
+                                vec![(*p90, y + 0.34), (*p90, y + 0.66)],
+                                HORIZON.stroke_width(2),
+                            ),
+                        ])
+                        .map_err(chart_err)?;
+                    let dx = (hi - lo) * 0.015;
+                    chart
+                        .draw_series(std::iter::once(Text::new(
+                            fmt::num(*median),
+                            (end + dx, mid),
+                            label.clone(),
+                        )))
+                        .map_err(chart_err)?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,8 +556,13 @@ mod tests {
     fn stats_take_the_median() {
         let s = hist_stats(&[3.0, 1.0, f64::NAN, 2.0, 10.0]).unwrap();
         assert_eq!((s.count, s.skipped), (4, 1));
-        assert_eq!((s.min, s.median, s.max), (1.0, 2.5, 10.0));
+        assert_eq!((s.min, s.median, s.p90, s.max), (1.0, 2.5, 10.0, 10.0));
         assert_eq!(hist_stats(&[7.0]).unwrap().median, 7.0);
+        assert_eq!(hist_stats(&[7.0]).unwrap().p90, 7.0);
+        let ten: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(hist_stats(&ten).unwrap().p90, 9.0);
+        let hundred: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(hist_stats(&hundred).unwrap().p90, 90.0);
         assert!(hist_stats(&[f64::NAN]).is_none());
         assert!(hist_stats(&[]).is_none());
     }
@@ -464,6 +585,29 @@ mod tests {
             histogram(&[4.0; 10], fmt::GREEN).unwrap(),
             histogram(&[-1e300, 1e300, f64::INFINITY], fmt::GREEN).unwrap(),
             histogram(&[0.0, 1e-12], fmt::GREEN).unwrap(),
+            comparison_chart(&[]).unwrap(),
+            comparison_chart(&[
+                CompareBar {
+                    figures: None,
+                    colour: fmt::GREEN,
+                },
+                CompareBar {
+                    figures: Some((f64::NAN, 1.0)),
+                    colour: fmt::RED,
+                },
+            ])
+            .unwrap(),
+            comparison_chart(&[
+                CompareBar {
+                    figures: Some((0.0, 0.0)),
+                    colour: fmt::GREEN,
+                },
+                CompareBar {
+                    figures: Some((-1e300, 1e300)),
+                    colour: fmt::RED,
+                },
+            ])
+            .unwrap(),
         ] {
             assert!(svg.starts_with("<svg role=\"img\""), "{svg}");
             assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");

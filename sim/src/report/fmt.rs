@@ -91,6 +91,24 @@ pub(crate) fn slug(name: &str, used: &mut BTreeSet<String>) -> String {
     candidate
 }
 
+/// An id for a title, unique among `used`: lowercase, every run of characters other
+/// than ASCII letters and digits made one `-`, none at either end
+/// (`Saga vs two-phase commit` → `saga-vs-two-phase-commit`).
+pub(crate) fn title_slug(title: &str, used: &mut BTreeSet<String>) -> String {
+    let mut s = String::with_capacity(title.len());
+    for c in title.chars() {
+        if c.is_ascii_alphanumeric() {
+            s.push(c.to_ascii_lowercase());
+        } else if !s.is_empty() && !s.ends_with('-') {
+            s.push('-');
+        }
+    }
+    while s.ends_with('-') {
+        s.pop();
+    }
+    slug(&s, used)
+}
+
 /// `href` when it is safe to put in a link: a relative reference (no scheme) or an
 /// `http`/`https` URL. Anything else (`javascript:`, `data:`, …) gives `None`, and the
 /// report shows it as text instead.
@@ -229,6 +247,11 @@ mod tests {
         assert_eq!(slug("breaker", &mut used), "breaker-2");
         assert_eq!(slug("a b<c>", &mut used), "a-b-c-");
         assert_eq!(slug("", &mut used), "-");
+        let mut used = BTreeSet::new();
+        let t = "Saga vs two-phase commit";
+        assert_eq!(title_slug(t, &mut used), "saga-vs-two-phase-commit");
+        assert_eq!(title_slug(t, &mut used), "saga-vs-two-phase-commit-2");
+        assert_eq!(title_slug(" A <b>&amp; B!</b> ", &mut used), "a-b-amp-b-b");
     }
 
     #[test]

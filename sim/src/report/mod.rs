@@ -17,7 +17,10 @@
 //!
 //! `overview` (one row per pattern), one `pattern-{name}` section per pattern (totals,
 //! seeds per violated invariant, histograms, coverage, failures with links and replay
-//! commands), `mutants` and `benchmarks` (a link to criterion's report).
+//! commands), one `comparison-{slug of the title}` section per [`Comparison`] (a table of
+//! each metric's median, p90 and max per pattern, and small multiples: a chart per
+//! metric with a bar per pattern to its median and a whisker to its p90), `mutants` and
+//! `benchmarks` (a link to criterion's report).
 //!
 //! # Escaping
 //!
@@ -61,8 +64,8 @@ pub fn render_run(view: &RunView) -> Result<String, ReportError> {
     pages::render_run(view)
 }
 
-/// The sweep report (the reports' entry page): an overview, a section per pattern, the
-/// mutant table and a link to criterion's benchmark report, as one self-contained HTML
+/// The sweep report (the reports' entry page): an overview, a section per pattern, a
+/// section per comparison, the mutant table and a link to criterion's benchmark report, as one self-contained HTML
 /// page.
 pub fn render_index(view: &SweepView) -> Result<String, ReportError> {
     pages::render_index(view)

@@ -158,6 +158,21 @@ pub struct MutantRow {
     pub seed: Option<u64>,
 }
 
+/// Patterns set side by side on the same metrics (e.g. saga vs two-phase commit): the
+/// index page shows a table and a chart of each metric's median, p90 and max per pattern,
+/// taken from the histograms of the same name in each pattern's sweep.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// The title; also names the section (`comparison-{slug of the title}`).
+    pub title: String,
+    /// What is compared and how to read it, in plain words.
+    pub note: String,
+    /// The patterns, one column each, in order.
+    pub patterns: Vec<String>,
+    /// The metrics, one row each, as (name, unit): the names of the patterns' histograms.
+    pub metrics: Vec<(String, String)>,
+}
+
 /// Everything the index page (the sweep report) shows.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SweepView {
@@ -169,4 +184,7 @@ pub struct SweepView {
     pub mutants: Vec<MutantRow>,
     /// Link to criterion's report, when it exists.
     pub criterion_href: Option<String>,
+    /// Comparisons across patterns, one section each (absent from older summaries).
+    #[serde(default)]
+    pub comparisons: Vec<Comparison>,
 }

@@ -4,7 +4,7 @@
 use super::ReportError;
 use super::charts::{self, RowBand, TimeAxis};
 use super::fmt::{self, Rgb};
-use super::model::{Histogram, PatternSweep, RunView, SweepView};
+use super::model::{Comparison, Histogram, PatternSweep, RunView, SweepView};
 use crate::fault::{Fault, FaultKind, FaultKindTag};
 use crate::sweep::SeedFailure;
 use askama::Template;
@@ -522,12 +522,54 @@ struct MutantView {
     seed: String,
 }
 
+/// A pattern's column of a comparison.
+struct CompareColumn {
+    /// The pattern.
+    name: String,
+    /// Its colour in the charts.
+    css: String,
+    /// `n seeds`, or `not in this sweep`.
+    seeds: String,
+    /// True when the sweep holds the pattern.
+    present: bool,
+}
+
+/// A cell of a comparison table.
+struct CompareCell {
+    /// `median (p90 · max) unit`, or `—`.
+    text: String,
+    /// `n = 12` when fewer seeds than the column's have a value, else empty.
+    count: String,
+}
+
+/// A metric's row of a comparison table.
+struct CompareRow {
+    /// The metric.
+    name: String,
+    /// Its unit.
+    unit: String,
+    /// One cell per column.
+    cells: Vec<CompareCell>,
+    /// The metric's chart.
+    svg: String,
+}
+
+/// A comparison's section.
+struct CompareSection {
+    title: String,
+    slug: String,
+    note: String,
+    columns: Vec<CompareColumn>,
+    rows: Vec<CompareRow>,
+}
+
 /// The index page.
 #[derive(Template)]
 #[template(path = "report/index.html")]
 struct IndexPage<'a> {
     command: &'a str,
     sections: Vec<PatternSection>,
+    comparisons: Vec<CompareSection>,
     mutants: Vec<MutantView>,
     mutants_survived: usize,
     criterion: Option<Link>,
@@ -577,6 +619,90 @@ fn hist_view(h: &Histogram, i: usize) -> Result<HistView, ReportError> {
         } else {
             String::new()
         },
+    })
+}
+
+/// A comparison's section: for each metric and pattern, the median, p90 and max of the
+/// values of the pattern's histogram of that name (`—` when the sweep holds no such
+/// pattern, histogram or value).
+fn comparison_section(
+    c: &Comparison,
+    view: &SweepView,
+    used: &mut BTreeSet<String>,
+) -> Result<CompareSection, ReportError> {
+    let swept: Vec<Option<&PatternSweep>> = c
+        .patterns
+        .iter()
+        .map(|name| view.patterns.iter().find(|p| p.pattern == *name))
+        .collect();
+    let columns = c
+        .patterns
+        .iter()
+        .zip(&swept)
+        .enumerate()
+        .map(|(i, (name, p))| CompareColumn {
+            name: name.clone(),
+            css: fmt::palette(i).css(),
+            seeds: p.map_or_else(
+                || "not in this sweep".to_string(),
+                |p| format!("{} seeds", fmt::int(p.summary.runs)),
+            ),
+            present: p.is_some(),
+        })
+        .collect();
+    let mut rows = Vec::with_capacity(c.metrics.len());
+    for (metric, unit) in &c.metrics {
+        let mut cells = Vec::with_capacity(swept.len());
+        let mut bars = Vec::with_capacity(swept.len());
+        for (i, p) in swept.iter().enumerate() {
+            let stats = p.and_then(|p| {
+                let h = p.histograms.iter().find(|h| h.name == *metric)?;
+                Some((charts::hist_stats(&h.values)?, p.summary.runs))
+            });
+            bars.push(charts::CompareBar {
+                figures: stats.as_ref().map(|(s, _)| (s.median, s.p90)),
+                colour: fmt::palette(i),
+            });
+            cells.push(match stats {
+                None => CompareCell {
+                    text: "—".to_string(),
+                    count: String::new(),
+                },
+                Some((s, runs)) => {
+                    let mut text = format!(
+                        "{} ({} · {})",
+                        fmt::num(s.median),
+                        fmt::num(s.p90),
+                        fmt::num(s.max)
+                    );
+                    if !unit.is_empty() {
+                        text.push(' ');
+                        text.push_str(unit);
+                    }
+                    CompareCell {
+                        text,
+                        count: if (s.count as u64) < runs {
+                            format!("n = {}", fmt::int(s.count as u64))
+                        } else {
+                            String::new()
+                        },
+                    }
+                }
+            });
+        }
+        rows.push(CompareRow {
+            name: metric.clone(),
+            unit: unit.clone(),
+            cells,
+            svg: charts::comparison_chart(&bars)?,
+        });
+    }
+    Ok(CompareSection {
+        title: c.title.clone(),
+        slug: fmt::title_slug(&c.title, used),
+        note: c.note.clone(),
+        columns,
+        rows,
     })
 }
 
@@ -698,6 +824,11 @@ fn index_page(view: &SweepView) -> Result<IndexPage<'_>, ReportError> {
     for p in &view.patterns {
         sections.push(pattern_section(p, &mut used)?);
     }
+    let mut used = BTreeSet::new();
+    let mut comparisons = Vec::with_capacity(view.comparisons.len());
+    for c in &view.comparisons {
+        comparisons.push(comparison_section(c, view, &mut used)?);
+    }
     let mutants: Vec<MutantView> = view
         .mutants
         .iter()
@@ -714,6 +845,7 @@ fn index_page(view: &SweepView) -> Result<IndexPage<'_>, ReportError> {
     Ok(IndexPage {
         command: &view.command,
         sections,
+        comparisons,
         mutants_survived: mutants.iter().filter(|m| m.survived).count(),
         mutants,
         criterion: view.criterion_href.as_deref().map(Link::new),
