@@ -18,7 +18,8 @@
 //! - `saga/world`, `saga/choreo_world`: the whole simulated checkout world of seed 7,
 //!   orchestrated or choreographed (its knobs and its default-profile fault plan, trace
 //!   off), run through `faultline_sim::Simulation` with the reference bounds. Throughput
-//!   is in simulated events.
+//!   is in simulated events; `saga/world_sagas` counts the same orchestrated run in
+//!   sagas (checkouts driven to rest under the default fault profile).
 //!
 //! Setup (building the orchestrator, the services, the world and its plan) is outside
 //! the timed part; every figure is checked once before it is measured.
@@ -271,6 +272,28 @@ fn world(c: &mut Criterion) {
                 let report = sim.run(black_box(&mut w));
                 debug_assert!(report.outcome.is_pass());
                 (report.events, w)
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+
+    // The same run counted in sagas: checkouts driven to rest per second through the
+    // orchestrator under the seed's default-profile fault plan, log disk and network
+    // included (simulated, so no time is actually waited).
+    let (_, done) = run_seed(WORLD_SEED, TraceMode::Off).unwrap();
+    let mut group = c.benchmark_group("saga/world_sagas");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(done.stats.started));
+    group.bench_function("default_fault_profile", |b| {
+        b.iter_batched(
+            || world_run(WORLD_SEED),
+            |(sim, mut w)| {
+                sim.run(black_box(&mut w));
+                w
             },
             BatchSize::SmallInput,
         );
