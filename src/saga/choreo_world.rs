@@ -134,8 +134,9 @@ pub struct ChoreoWorld<B: EventBus = Bus<u64>> {
     /// Per saga, the spans its events waited on the bus before their first hand-out,
     /// behind the event their topic had in hand.
     queue_waits: BTreeMap<SagaId, Vec<(SimTime, SimTime)>>,
-    /// Events waiting for room on the bus.
-    outbox: VecDeque<CheckoutEvent>,
+    /// Events waiting for room on the bus, per topic (a full topic holds up only its
+    /// own), with when each entered the outbox.
+    outbox: BTreeMap<&'static str, VecDeque<(CheckoutEvent, SimTime)>>,
     /// The hand-outs not yet settled, by number: (service, topic, seq).
     in_hand: BTreeMap<u64, (Participant, String, u64)>,
     next_hand: u64,
@@ -237,7 +238,7 @@ impl<B: EventBus> ChoreoWorld<B> {
             events: Vec::new(),
             handed: BTreeSet::new(),
             queue_waits: BTreeMap::new(),
-            outbox: VecDeque::new(),
+            outbox: BTreeMap::new(),
             in_hand: BTreeMap::new(),
             next_hand: 0,
             on_the_wire: 0,
@@ -359,22 +360,27 @@ impl<B: EventBus> ChoreoWorld<B> {
     }
 
     fn publish(&mut self, ctx: &mut Ctx<ChoreoEvent<B::Token>>, event: CheckoutEvent) {
-        self.outbox.push_back(event);
+        self.outbox
+            .entry(event.topic())
+            .or_default()
+            .push_back((event, ctx.now()));
         self.flush_outbox(ctx);
     }
 
     fn flush_outbox(&mut self, ctx: &mut Ctx<ChoreoEvent<B::Token>>) {
         let now = Self::now(ctx);
-        while let Some(event) = self.outbox.front().copied() {
-            let payload = self.events.len() as u64;
-            match self.bus.publish(event.topic(), payload, now) {
-                Ok(_) => {
-                    self.outbox.pop_front();
-                    self.events.push((event, ctx.now()));
-                    self.stats.published += 1;
+        for queue in self.outbox.values_mut() {
+            while let Some((event, entered)) = queue.front().copied() {
+                let payload = self.events.len() as u64;
+                if self.bus.publish(event.topic(), payload, now).is_err() {
+                    // The topic is full: the outbox keeps it until there is room.
+                    break;
                 }
-                // The topic is full: the outbox keeps it until there is room.
-                Err(_) => return,
+                queue.pop_front();
+                // Its wait counts from the outbox: time spent waiting for room on a
+                // full topic is queueing behind other sagas too.
+                self.events.push((event, entered));
+                self.stats.published += 1;
             }
         }
     }
@@ -676,7 +682,7 @@ impl<B: EventBus> World for ChoreoWorld<B> {
 
     fn is_quiescent(&self, ctx: &Ctx<Self::Event>) -> bool {
         ctx.is_healed()
-            && self.outbox.is_empty()
+            && self.outbox.values().all(VecDeque::is_empty)
             && self.in_hand.is_empty()
             && self.bus.poll_timeout(Self::now(ctx)).is_none()
             && self.on_the_wire == 0

@@ -397,6 +397,13 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             self.queued_at.push_back(ctx.now());
         }
         self.run_pipeline(ctx)?;
+        self.arm_tick(ctx);
+        Ok(())
+    }
+
+    /// Makes sure a tick comes at the orchestrator's next deadline or retry time
+    /// (a send reported with `on_sent` arms a deadline, so call it after every send).
+    fn arm_tick(&mut self, ctx: &mut Ctx<SagaEvent>) {
         if let Some(o) = &self.orchestrator
             && let Some(at) = o.poll_timeout()
         {
@@ -406,7 +413,6 @@ impl<O: SagaCoordinator> SagaWorld<O> {
                 ctx.schedule_at(at, SagaEvent::Tick);
             }
         }
-        Ok(())
     }
 
     /// Carries out outputs in order; an append blocks what follows until durable.
@@ -627,6 +633,8 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                     self.stats.records += 1;
                 }
                 self.run_pipeline(ctx)?;
+                // The sends just released armed their deadlines.
+                self.arm_tick(ctx);
             }
             SagaEvent::Deliver { cmd, attempt } => {
                 let svc = service(cmd.step);
@@ -712,6 +720,22 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
             for out in &self.pipeline {
                 if let Output::Append(LogRecord::Started { saga, order }) = out {
                     self.waiting_starts.push((*saga, *order));
+                }
+            }
+            // What was still queued for the disk waited until now (the record being
+            // written, if any, is first in the pipeline and left the queue already).
+            let writing = usize::from(self.writing);
+            for (out, queued) in self.pipeline.iter().skip(writing).zip(&self.queued_at) {
+                let saga = match out {
+                    Output::Append(r) => r.saga(),
+                    Output::Send(cmd, _) => cmd.saga,
+                    Output::Alert { saga, .. } => *saga,
+                };
+                if ctx.now() > *queued {
+                    self.queue_waits
+                        .entry(saga)
+                        .or_default()
+                        .push((*queued, ctx.now()));
                 }
             }
             self.orchestrator = None;

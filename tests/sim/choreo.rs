@@ -3,7 +3,7 @@
 
 use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
 use faultline::saga::choreo_pattern::ChoreoPattern;
-use faultline::saga::choreo_world::{ChoreoWorld, INVARIANTS, MARKS, run_seed};
+use faultline::saga::choreo_world::{ChoreoWorld, INVARIANTS, MARKS, run_seed, run_world};
 use faultline::saga::world::SagaKnobs;
 use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
@@ -91,4 +91,21 @@ fn every_mark_is_hit_over_500_seeds() {
 #[test]
 fn mutants_are_caught() {
     assert_mutants_caught(&ChoreoPattern, &INVARIANTS, 200);
+}
+
+/// Shrunk plans on which a 30,000-seed sweep (5000..35000) broke `saga.settling`: one
+/// outbox for all topics let a full topic hold up every other topic's events, and that
+/// wait was not counted as queueing. Now the outbox is per topic and its wait counts.
+#[test]
+fn sweep_found_settling_regressions() {
+    for json in [
+        r#"{"seed":5630,"horizon_ms":20000,"faults":[{"kind":"drop","target":"to-inventory","from_ms":15709,"until_ms":18923,"ratio":"29/100"},{"kind":"outage","target":"inventory","from_ms":11258,"until_ms":12625},{"kind":"drop","target":"to-inventory","from_ms":7537,"until_ms":11499,"ratio":"58/100"},{"kind":"outage","target":"orders","from_ms":2343,"until_ms":5122}]}"#,
+        r#"{"seed":11610,"horizon_ms":20000,"faults":[{"kind":"outage","target":"orders","from_ms":16784,"until_ms":19371},{"kind":"drop","target":"to-orders","from_ms":12005,"until_ms":14969,"ratio":"100/100"},{"kind":"drop","target":"to-orders","from_ms":2197,"until_ms":5345,"ratio":"45/100"},{"kind":"drop","target":"from-orders","from_ms":15206,"until_ms":16146,"ratio":"5/100"},{"kind":"drop","target":"to-orders","from_ms":9374,"until_ms":10840,"ratio":"47/100"}]}"#,
+    ] {
+        let plan = FaultPlan::from_json(json).unwrap();
+        let seed = plan.seed.unwrap();
+        let knobs = SagaKnobs::from_seed(seed);
+        let (report, _) = run_world(ChoreoWorld::new(knobs).unwrap(), plan, TraceMode::Off);
+        assert!(report.outcome.is_pass(), "seed {seed}: {}", report.outcome);
+    }
 }
