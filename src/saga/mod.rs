@@ -54,6 +54,7 @@ pub mod pattern;
 pub mod services;
 pub mod tokio;
 pub mod twopc;
+pub mod twopc_contract;
 pub mod twopc_mutants;
 pub mod twopc_pattern;
 pub mod twopc_world;
@@ -69,3 +70,4 @@ pub use self::services::{
     OrderService, OrderStatus, PaymentService, Refusal, Reply, Reservation, ReservationState,
     SagaId, Services, StepId,
 };
+pub use self::twopc_contract::TwoPcCoordinator;

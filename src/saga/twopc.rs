@@ -314,7 +314,7 @@ struct Tx {
 #[derive(Clone, Debug)]
 pub struct Coordinator {
     config: TwoPcConfig,
-    flaw: Flaw,
+    pub(crate) flaw: Flaw,
     txs: BTreeMap<SagaId, Tx>,
     /// Transactions not yet ended.
     active: BTreeSet<SagaId>,

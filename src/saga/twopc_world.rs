@@ -8,6 +8,10 @@
 //! happens before it is durable); a coordinator crash loses its memory, and every
 //! participant in doubt keeps its locks until the recovered coordinator re-sends the
 //! decision. The checks run at rest.
+//!
+//! The world drives the coordinator through [`TwoPcCoordinator`] (the reference
+//! [`Coordinator`] by default; yours with [`TwoPcWorld::with_coordinator`]), and the
+//! reference [`Participant`]s directly: they are the services.
 
 use crate::breaker::ConfigError;
 use crate::clock::Instant;
@@ -16,6 +20,7 @@ use crate::saga::twopc::{
     Coordinator, Decision, Flaw, Local, LogRecord, Output, Participant, Reply, Request,
     ToCoordinator, ToParticipant, TwoPcConfig, TxState, Vote, step_index,
 };
+use crate::saga::twopc_contract::TwoPcCoordinator;
 use crate::saga::world::SagaKnobs;
 use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
@@ -193,12 +198,14 @@ impl TwoPcStats {
     }
 }
 
-/// The 2PC checkout world. `flaw` selects a mutant.
-pub struct TwoPcWorld {
+/// The 2PC checkout world around a [`TwoPcCoordinator`] (the reference [`Coordinator`]
+/// by default, or yours: [`TwoPcWorld::with_coordinator`]) and the reference
+/// [`Participant`]s.
+pub struct TwoPcWorld<C: TwoPcCoordinator = Coordinator> {
     knobs: SagaKnobs,
-    config: TwoPcConfig,
-    flaw: Flaw,
-    coordinator: Option<Coordinator>,
+    /// A coordinator never run: what a recovery is built from (code and configuration).
+    blueprint: C,
+    coordinator: Option<C>,
     life: u64,
     /// The durable log.
     pub log: Vec<LogRecord>,
@@ -225,10 +232,32 @@ pub struct TwoPcWorld {
     pub lanes: Vec<(SagaId, SimTime, String)>,
 }
 
-impl TwoPcWorld {
+impl TwoPcWorld<Coordinator> {
     /// A world for `knobs`; `flaw` is `None` for the reference.
     pub(crate) fn with(knobs: SagaKnobs, flaw: Flaw) -> Result<Self, ConfigError> {
         let config = config_of(&knobs)?;
+        let coordinator = Coordinator::new(config.clone()).with_flaw(flaw);
+        Ok(TwoPcWorld::build(knobs, config, coordinator, flaw))
+    }
+
+    /// The reference world for `knobs`.
+    pub fn new(knobs: SagaKnobs) -> Result<Self, ConfigError> {
+        Self::with(knobs, Flaw::None)
+    }
+}
+
+impl<C: TwoPcCoordinator> TwoPcWorld<C> {
+    /// The world for `knobs` around your coordinator, with the reference participants
+    /// configured by [`config_of`] (configure yours from it too, to meet the knobs'
+    /// vote timeout and re-send interval). Fails if the knobs make no valid
+    /// configuration.
+    pub fn with_coordinator(knobs: SagaKnobs, coordinator: C) -> Result<Self, ConfigError> {
+        let config = config_of(&knobs)?;
+        Ok(TwoPcWorld::build(knobs, config, coordinator, Flaw::None))
+    }
+
+    /// `flaw` goes to the participants (the coordinator carries its own).
+    fn build(knobs: SagaKnobs, config: TwoPcConfig, coordinator: C, flaw: Flaw) -> Self {
         // The same declined cards as the saga world's.
         let mut r = SimRng::new(knobs.seed).fork("saga.declines");
         let declined: Vec<SagaId> = (0..10_000)
@@ -239,12 +268,11 @@ impl TwoPcWorld {
         let participants = [
             Participant::orders(config.clone()).with_flaw(flaw),
             Participant::inventory(config.clone(), stock).with_flaw(flaw),
-            Participant::payment(config.clone(), declined).with_flaw(flaw),
+            Participant::payment(config, declined).with_flaw(flaw),
         ];
-        Ok(TwoPcWorld {
-            coordinator: Some(Coordinator::new(config.clone()).with_flaw(flaw)),
-            config,
-            flaw,
+        TwoPcWorld {
+            coordinator: Some(coordinator.recovered(&[], Instant::ZERO)),
+            blueprint: coordinator,
             life: 0,
             log: Vec::new(),
             durable: BTreeMap::new(),
@@ -269,12 +297,7 @@ impl TwoPcWorld {
             },
             lanes: Vec::new(),
             knobs,
-        })
-    }
-
-    /// The reference world for `knobs`.
-    pub fn new(knobs: SagaKnobs) -> Result<Self, ConfigError> {
-        Self::with(knobs, Flaw::None)
+        }
     }
 
     /// The knobs.
@@ -283,7 +306,7 @@ impl TwoPcWorld {
     }
 
     /// The coordinator, unless it is crashed.
-    pub fn coordinator(&self) -> Option<&Coordinator> {
+    pub fn coordinator(&self) -> Option<&C> {
         self.coordinator.as_ref()
     }
 
@@ -296,7 +319,7 @@ impl TwoPcWorld {
         SimDuration::from_micros(self.rng.between(lo * 1_000, hi * 1_000))
     }
 
-    fn note_totals(ctx: &mut Ctx<TwoPcEvent>, c: &Coordinator, before: (u64, u64, u64)) {
+    fn note_totals(ctx: &mut Ctx<TwoPcEvent>, c: &C, before: (u64, u64, u64)) {
         let t = c.totals();
         if t.vote_timeouts > before.0 {
             ctx.cover("twopc.vote_timeout");
@@ -309,7 +332,7 @@ impl TwoPcWorld {
         }
     }
 
-    fn totals_key(c: &Coordinator) -> (u64, u64, u64) {
+    fn totals_key(c: &C) -> (u64, u64, u64) {
         let t = c.totals();
         (t.vote_timeouts, t.presumed_aborts, t.decisions_resent)
     }
@@ -497,7 +520,7 @@ impl TwoPcWorld {
     }
 }
 
-impl World for TwoPcWorld {
+impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
     type Event = TwoPcEvent;
 
     fn marks(&self) -> Vec<&'static str> {
@@ -636,12 +659,7 @@ impl World for TwoPcWorld {
             if let Some(from) = self.crashed_at.take() {
                 self.stats.crashes.push((from, ctx.now()));
             }
-            let c = Coordinator::recover_flawed(
-                self.config.clone(),
-                &self.log,
-                Self::now(ctx),
-                self.flaw,
-            );
+            let c = self.blueprint.recovered(&self.log, Self::now(ctx));
             self.coordinator = Some(c);
             self.stats.recoveries += 1;
             ctx.cover("twopc.recovered_from_log");
@@ -806,11 +824,11 @@ impl World for TwoPcWorld {
 }
 
 /// Runs `world` under `plan`.
-pub(crate) fn run_world(
-    world: TwoPcWorld,
+pub fn run_world<C: TwoPcCoordinator>(
+    world: TwoPcWorld<C>,
     plan: FaultPlan,
     trace: TraceMode,
-) -> (RunReport, TwoPcWorld) {
+) -> (RunReport, TwoPcWorld<C>) {
     let mut world = world;
     let seed = world.knobs.seed;
     let report = Simulation::new(seed)

@@ -216,3 +216,181 @@ fn all_three_worlds_see_the_same_checkouts() {
         assert_eq!(started(&c.lanes), expected, "choreographed, seed {seed}");
     }
 }
+
+/// Your own coordinator plugs in through `TwoPcCoordinator`: here one that wraps the
+/// reference. Faithful, it runs exactly as the reference does; sending a decision before
+/// it is durable, or forgetting the log at recovery, the world catches it.
+mod plug_in {
+    use faultline::clock::Instant;
+    use faultline::saga::twopc::{
+        Coordinator, CoordinatorTotals, LogRecord, Output, ToCoordinator, TxState,
+    };
+    use faultline::saga::twopc_world::{TwoPcWorld, config_of, run_seed, run_world};
+    use faultline::saga::world::SagaKnobs;
+    use faultline::saga::{Order, SagaId, TwoPcCoordinator};
+    use faultline_sim::prelude::*;
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Defect {
+        None,
+        /// Moves the first `Send` after a decision's `Append` ahead of it.
+        Eager,
+        /// Recovers from an empty log, whatever the durable one holds.
+        Amnesiac,
+    }
+
+    /// Delegates everything to the reference, but for its `defect`.
+    struct Mine {
+        inner: Coordinator,
+        defect: Defect,
+        held: Option<Output>,
+    }
+
+    impl TwoPcCoordinator for Mine {
+        fn start(&mut self, tx: SagaId, order: Order, now: Instant) {
+            self.inner.start(tx, order, now);
+        }
+        fn on_answer(&mut self, answer: &ToCoordinator, now: Instant) {
+            self.inner.on_answer(answer, now);
+        }
+        fn handle_timeout(&mut self, now: Instant) {
+            self.inner.handle_timeout(now);
+        }
+        fn poll_output(&mut self) -> Option<Output> {
+            if let Some(out) = self.held.take() {
+                return Some(out);
+            }
+            let out = self.inner.poll_output()?;
+            if self.defect == Defect::Eager
+                && matches!(out, Output::Append(LogRecord::Decision { .. }))
+            {
+                match self.inner.poll_output() {
+                    Some(next @ Output::Send(..)) => {
+                        self.held = Some(out);
+                        return Some(next);
+                    }
+                    other => self.held = other,
+                }
+            }
+            Some(out)
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            self.inner.poll_timeout()
+        }
+        fn state(&self, tx: SagaId) -> Option<TxState> {
+            self.inner.state(tx)
+        }
+        fn totals(&self) -> CoordinatorTotals {
+            self.inner.totals()
+        }
+        fn is_at_rest(&self) -> bool {
+            self.held.is_none() && self.inner.is_at_rest()
+        }
+        fn recovered(&self, log: &[LogRecord], now: Instant) -> Self {
+            let log = if self.defect == Defect::Amnesiac {
+                &[]
+            } else {
+                log
+            };
+            Mine {
+                inner: Coordinator::recover(self.inner.config().clone(), log, now),
+                defect: self.defect,
+                held: None,
+            }
+        }
+    }
+
+    fn run(seed: u64, defect: Defect) -> RunReport {
+        run_plan(seed, defect, SagaKnobs::from_seed(seed).fault_plan())
+    }
+
+    fn run_plan(seed: u64, defect: Defect, plan: FaultPlan) -> RunReport {
+        let knobs = SagaKnobs::from_seed(seed);
+        let mine = Mine {
+            inner: Coordinator::new(config_of(&knobs).unwrap()),
+            defect,
+            held: None,
+        };
+        let world = TwoPcWorld::with_coordinator(knobs, mine).unwrap();
+        run_world(world, plan, TraceMode::Off).0
+    }
+
+    #[test]
+    fn a_faithful_coordinator_runs_as_the_reference_does() {
+        for seed in 0..8 {
+            let report = run(seed, Defect::None);
+            report.assert_pass();
+            let (reference, _) = run_seed(seed, TraceMode::Off).unwrap();
+            assert_eq!(
+                (report.digest, report.events),
+                (reference.digest, reference.events),
+                "seed {seed}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_decision_sent_before_it_is_durable_is_caught() {
+        let report = run(0, Defect::Eager);
+        assert_eq!(
+            report.outcome.invariant(),
+            Some("twopc.write_ahead"),
+            "{}",
+            report.outcome
+        );
+    }
+
+    /// A plan that leaves the payment in doubt on a durable Commit across a
+    /// coordinator crash: seed 7's first commit after 1 s, its `Commit` to the payment
+    /// dropped, and the coordinator crashed 1 ms later for a second.
+    fn commit_in_doubt_across_a_crash(seed: u64) -> FaultPlan {
+        let horizon = SagaKnobs::from_seed(seed).horizon_ms;
+        let (healthy, calm) = run_world(
+            TwoPcWorld::new(SagaKnobs::from_seed(seed)).unwrap(),
+            FaultPlan::healthy(horizon),
+            TraceMode::Off,
+        );
+        healthy.assert_pass();
+        let (_, decided, _) = calm
+            .lanes
+            .iter()
+            .find(|(_, t, what)| *t >= SimTime::from_secs(1) && what == "decided Commit")
+            .unwrap();
+        let at = decided.as_millis();
+        let mut plan = FaultPlan::healthy(horizon);
+        plan.faults.push(
+            Fault::new(
+                FaultKind::Drop { ratio: Ratio::ONE },
+                "to-payment",
+                at,
+                at + 1,
+            )
+            .unwrap(),
+        );
+        plan.faults
+            .push(Fault::new(FaultKind::Crash, "orchestrator", at + 1, at + 1_001).unwrap());
+        plan
+    }
+
+    #[test]
+    fn a_recovery_that_forgets_the_log_is_caught() {
+        const SEED: u64 = 7;
+        let plan = commit_in_doubt_across_a_crash(SEED);
+        // The reference recovers the Commit from its log and re-sends it.
+        run_plan(SEED, Defect::None, plan.clone()).assert_pass();
+        // Recovered from nothing, it answers the payment's renewed vote with a presumed
+        // Abort while its log holds Commit.
+        let report = run_plan(SEED, Defect::Amnesiac, plan);
+        assert_eq!(
+            report.outcome.invariant(),
+            Some("twopc.write_ahead"),
+            "{}",
+            report.outcome
+        );
+        let why = report.outcome.to_string();
+        assert!(
+            why.contains("Abort payment") && why.contains("Some(Commit)"),
+            "{why}"
+        );
+    }
+}

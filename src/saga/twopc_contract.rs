@@ -1,0 +1,98 @@
+//! The contract the simulated 2PC checkout world drives: [`TwoPcCoordinator`]. The
+//! reference [`Coordinator`] implements it; so can your own 2PC coordinator, which then
+//! meets the reference [`Participant`](crate::saga::twopc::Participant)s over the same
+//! messages and gets the 2PC invariants, the fault plans (coordinator crashes at every
+//! point included), shrinking and the reports:
+//!
+//! ```
+//! use faultline::saga::twopc::Coordinator;
+//! use faultline::saga::twopc_world::{TwoPcWorld, config_of, run_world};
+//! use faultline::saga::world::SagaKnobs;
+//!
+//! let knobs = SagaKnobs::from_seed(7);
+//! let plan = knobs.fault_plan();
+//! // Any `TwoPcCoordinator` in place of the reference `Coordinator`:
+//! let mine = Coordinator::new(config_of(&knobs)?);
+//! let world = TwoPcWorld::with_coordinator(knobs, mine)?;
+//! let (report, world) = run_world(world, plan, Default::default());
+//! assert!(report.outcome.is_pass(), "{}", report.outcome);
+//! assert!(world.participants.iter().all(|p| p.locks_held() == 0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::clock::Instant;
+use crate::saga::services::{Order, SagaId};
+use crate::saga::twopc::{
+    Coordinator, CoordinatorTotals, LogRecord, Output, ToCoordinator, TxState,
+};
+
+/// A sans-IO 2PC coordinator, as the world drives it. The calls and their order are
+/// those of [`Coordinator`] (see the [`twopc`](crate::saga::twopc) module docs): inputs
+/// ([`start`](TwoPcCoordinator::start), [`on_answer`](TwoPcCoordinator::on_answer),
+/// [`handle_timeout`](TwoPcCoordinator::handle_timeout)), then every output drained and
+/// carried out in order, every [`Output::Append`] durable before anything after it
+/// happens, then a timer armed for [`poll_timeout`](TwoPcCoordinator::poll_timeout).
+/// On a crash the world throws the coordinator away and builds a new one with
+/// [`recovered`](TwoPcCoordinator::recovered) from the durable log alone.
+///
+/// The world holds a coordinator to the protocol: a `Decide` leaves only once the log
+/// holds that decision (an `Abort` without a record only for a transaction the
+/// coordinator does not know: presumed abort), and at rest every transaction it knows
+/// has [ended](TxState::Ended).
+pub trait TwoPcCoordinator {
+    /// Starts transaction `tx` for `order` (`Prepare` to every participant); starting a
+    /// known transaction again does nothing.
+    fn start(&mut self, tx: SagaId, order: Order, now: Instant);
+    /// A participant's answer arrived (a vote or an acknowledgement; duplicated, late
+    /// and for transactions this coordinator does not know).
+    fn on_answer(&mut self, answer: &ToCoordinator, now: Instant);
+    /// Handles every vote deadline and re-send due at `now`.
+    fn handle_timeout(&mut self, now: Instant);
+    /// The next thing to do, in order.
+    fn poll_output(&mut self) -> Option<Output>;
+    /// When [`handle_timeout`](TwoPcCoordinator::handle_timeout) must be called next.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Where `tx` stands, if this coordinator knows it.
+    fn state(&self, tx: SagaId) -> Option<TxState>;
+    /// Counters since this coordinator was made. The world reads `vote_timeouts`,
+    /// `presumed_aborts` and `decisions_resent` (coverage): keep those; the rest may
+    /// stay zero.
+    fn totals(&self) -> CoordinatorTotals;
+    /// True when every known transaction has ended and no output is waiting.
+    fn is_at_rest(&self) -> bool;
+    /// A new coordinator with this one's code and configuration (nothing from its
+    /// memory), rebuilt from the durable `log` after a crash.
+    fn recovered(&self, log: &[LogRecord], now: Instant) -> Self
+    where
+        Self: Sized;
+}
+
+impl TwoPcCoordinator for Coordinator {
+    fn start(&mut self, tx: SagaId, order: Order, now: Instant) {
+        Coordinator::start(self, tx, order, now);
+    }
+    fn on_answer(&mut self, answer: &ToCoordinator, now: Instant) {
+        Coordinator::on_answer(self, answer, now);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Coordinator::handle_timeout(self, now);
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        Coordinator::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Coordinator::poll_timeout(self)
+    }
+    fn state(&self, tx: SagaId) -> Option<TxState> {
+        Coordinator::state(self, tx)
+    }
+    fn totals(&self) -> CoordinatorTotals {
+        Coordinator::totals(self)
+    }
+    fn is_at_rest(&self) -> bool {
+        Coordinator::is_at_rest(self)
+    }
+    fn recovered(&self, log: &[LogRecord], now: Instant) -> Self {
+        Coordinator::recover_flawed(self.config().clone(), log, now, self.flaw)
+    }
+}
