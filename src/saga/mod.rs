@@ -52,6 +52,7 @@ pub mod mutants;
 pub mod orchestrator;
 pub mod pattern;
 pub mod services;
+mod settle;
 pub mod tokio;
 pub mod twopc;
 pub mod twopc_contract;

@@ -595,33 +595,8 @@ impl Orchestrator {
         attempt: u32,
         now: Instant,
     ) {
-        let Some(&step) = self.config.steps.get(index) else {
-            return;
-        };
-        let cmd = Command {
-            saga: id,
-            step,
-            kind,
-            order: saga.order,
-        };
-        self.outputs.push_back(Output::Send(cmd, attempt));
-        self.totals.sends += 1;
         self.totals.resumed += 1;
-        let deadline = if self.config.deadline_from_sent {
-            UNSENT
-        } else {
-            now + self.config.step_timeout
-        };
-        self.set_phase(
-            id,
-            saga,
-            Phase::Awaiting {
-                index,
-                kind,
-                attempt,
-                deadline,
-            },
-        );
+        self.dispatch(id, saga, index, kind, attempt, now, false);
     }
 
     /// The orchestrator with a defect (for mutation tests).
@@ -1064,27 +1039,50 @@ impl Orchestrator {
         attempt: u32,
         now: Instant,
     ) {
-        let Some(&step) = self.config.steps.get(index) else {
+        let Some(p) = saga.steps.get_mut(index) else {
             return;
         };
-        let p = &mut saga.steps[index];
         match kind {
             Kind::Action => p.attempts = attempt,
             Kind::Compensation => p.compensation_attempts = attempt,
         }
+        self.dispatch(id, saga, index, kind, attempt, now, true);
+    }
+
+    /// Emits the command of attempt `attempt` (after its intent record when
+    /// `with_intent`) and awaits its reply: the deadline counts from now, or from
+    /// [`on_sent`](Orchestrator::on_sent) with `deadline_from_sent`.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        &mut self,
+        id: SagaId,
+        saga: &mut Saga,
+        index: usize,
+        kind: Kind,
+        attempt: u32,
+        now: Instant,
+        with_intent: bool,
+    ) {
+        let Some(&step) = self.config.steps.get(index) else {
+            return;
+        };
         let cmd = Command {
             saga: id,
             step,
             kind,
             order: saga.order,
         };
-        let intent = Output::Append(LogRecord::intent_for(&cmd, attempt));
         let send = Output::Send(cmd, attempt);
-        if self.flaw == Flaw::SendBeforeLog {
-            self.outputs.push_back(send);
-            self.outputs.push_back(intent);
+        if with_intent {
+            let intent = Output::Append(LogRecord::intent_for(&cmd, attempt));
+            if self.flaw == Flaw::SendBeforeLog {
+                self.outputs.push_back(send);
+                self.outputs.push_back(intent);
+            } else {
+                self.outputs.push_back(intent);
+                self.outputs.push_back(send);
+            }
         } else {
-            self.outputs.push_back(intent);
             self.outputs.push_back(send);
         }
         self.totals.sends += 1;

@@ -71,27 +71,10 @@ pub fn config_of(knobs: &SagaKnobs) -> Result<TwoPcConfig, ConfigError> {
 }
 
 /// The checkouts of a run, from the knobs alone: (arrival, transaction, order), in
-/// arrival order, from their own random stream (`saga.arrivals`), so that they do not
-/// depend on how many messages the protocol sends. The orchestrated and choreographed
-/// worlds draw from the same stream in the same order, so all three see the same
-/// customers for the same seed.
+/// arrival order, up to the knobs' horizon. The same as the orchestrated and
+/// choreographed worlds see: see [`crate::saga::world::checkouts`].
 pub fn checkouts(knobs: &SagaKnobs) -> Vec<(SimTime, SagaId, Order)> {
-    let mut r = SimRng::new(knobs.seed).fork("saga.arrivals");
-    let mean = 1_000_000_000 / u64::from(knobs.checkouts_per_sec.max(1));
-    let horizon = SimTime::from_millis(knobs.horizon_ms);
-    let mut out = Vec::new();
-    let mut at = SimTime::from_millis(1);
-    while at < horizon {
-        let next = at + SimDuration::from_nanos(r.between(mean / 2, mean + mean / 2));
-        let order = Order {
-            item: r.below(knobs.stock.len() as u64) as u32,
-            qty: r.between(1, 3) as u32,
-            amount: r.between(100, 5_000),
-        };
-        out.push((at, SagaId(out.len() as u64), order));
-        at = next;
-    }
-    out
+    crate::saga::world::checkouts(knobs, SimTime::from_millis(knobs.horizon_ms))
 }
 
 /// The world's events.

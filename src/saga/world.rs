@@ -11,6 +11,7 @@ use crate::saga::orchestrator::{Flaw, LogRecord, Orchestrator, Output, SagaConfi
 use crate::saga::services::{
     Command, InventoryService, Kind, Order, PaymentService, Reply, SagaId, Services, StepId,
 };
+use crate::saga::settle::Settling;
 use faultline_sim::prelude::*;
 use faultline_sim::{FaultKindTag, TraceMode};
 use serde::Serialize;
@@ -164,6 +165,28 @@ impl SagaKnobs {
     }
 }
 
+/// The checkouts of a run up to `horizon`: (arrival, saga, order), in arrival order,
+/// from their own random stream (`saga.arrivals`), so that they do not depend on how
+/// many messages a protocol sends or on crashes. The orchestrated, choreographed and
+/// 2PC worlds all take their customers from here: the same seed, the same customers.
+pub fn checkouts(knobs: &SagaKnobs, horizon: SimTime) -> Vec<(SimTime, SagaId, Order)> {
+    let mut r = SimRng::new(knobs.seed).fork("saga.arrivals");
+    let mean = 1_000_000_000 / u64::from(knobs.checkouts_per_sec.max(1));
+    let mut out = Vec::new();
+    let mut at = SimTime::from_millis(1);
+    while at < horizon {
+        let next = at + SimDuration::from_nanos(r.between(mean / 2, mean + mean / 2));
+        let order = Order {
+            item: r.below(knobs.stock.len() as u64) as u32,
+            qty: r.between(1, 3) as u32,
+            amount: r.between(100, 5_000),
+        };
+        out.push((at, SagaId(out.len() as u64), order));
+        at = next;
+    }
+    out
+}
+
 /// The world's events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SagaEvent {
@@ -225,18 +248,17 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     pub log: Vec<LogRecord>,
     /// The intents in the durable log (for the write-ahead check).
     durable_intents: BTreeSet<(SagaId, StepId, Kind, u32)>,
-    /// Sagas already seen at rest (for the swimlanes).
-    ended: BTreeSet<SagaId>,
     settled_seen: u64,
     pipeline: VecDeque<Output>,
     /// When each output in the pipeline was queued (in step with `pipeline`).
     queued_at: VecDeque<SimTime>,
     /// Per saga, the spans its outputs waited in the pipeline for their turn.
-    queue_waits: BTreeMap<SagaId, Vec<(SimTime, SimTime)>>,
     writing: bool,
     /// The three services (durable).
     pub services: Services,
-    next_saga: u64,
+    /// The run's checkouts (made at start, up to the plan's horizon), and the next.
+    checkouts: Vec<(SimTime, SagaId, Order)>,
+    next_checkout: usize,
     waiting_starts: Vec<(SagaId, Order)>,
     orders: BTreeMap<SagaId, Order>,
     alerts: BTreeSet<SagaId>,
@@ -245,16 +267,9 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     /// Compensations that took effect, per saga, in order.
     compensation_effects: BTreeMap<SagaId, Vec<StepId>>,
     tick_at: Option<SimTime>,
-    /// Arrivals and orders (apart from the latency draws, so a run with crashes sees
-    /// the same checkouts as the same run without them).
-    arrivals: SimRng,
     rng: SimRng,
-    /// When each saga's customer checked out.
-    checkout_at: BTreeMap<SagaId, SimTime>,
-    /// When each saga reached a rest state.
-    rested_at: BTreeMap<SagaId, SimTime>,
-    /// Fault windows seen: (start, end; `None` while active).
-    fault_windows: Vec<(SimTime, Option<SimTime>)>,
+    /// Checkouts, rests, fault windows and queueing, for `saga.settling`.
+    settling: Settling,
     /// Figures of the run.
     pub stats: SagaStats,
     /// Saga swimlanes: (saga, time, what).
@@ -303,25 +318,21 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             life: 0,
             log: Vec::new(),
             durable_intents: BTreeSet::new(),
-            ended: BTreeSet::new(),
             settled_seen: u64::MAX,
             pipeline: VecDeque::new(),
             queued_at: VecDeque::new(),
-            queue_waits: BTreeMap::new(),
             writing: false,
             services: Services::new(inventory, payment),
-            next_saga: 0,
+            checkouts: Vec::new(),
+            next_checkout: 0,
             waiting_starts: Vec::new(),
             orders: BTreeMap::new(),
             alerts: BTreeSet::new(),
             sent: BTreeSet::new(),
             compensation_effects: BTreeMap::new(),
             tick_at: None,
-            arrivals: SimRng::new(knobs.seed).fork("saga.arrivals"),
             rng: SimRng::new(knobs.seed).fork("saga.world"),
-            checkout_at: BTreeMap::new(),
-            rested_at: BTreeMap::new(),
-            fault_windows: Vec::new(),
+            settling: Settling::default(),
             stats: SagaStats::default(),
             lanes: Vec::new(),
             knobs,
@@ -333,35 +344,12 @@ impl<O: SagaCoordinator> SagaWorld<O> {
     /// counting the time its log records and commands waited behind other sagas' for
     /// the disk (the log's throughput is the environment's, not the retry logic's).
     pub fn settle_times(&self) -> Vec<(SagaId, SimDuration)> {
-        self.rested_at
-            .iter()
-            .filter_map(|(saga, rested)| {
-                let checkout = *self.checkout_at.get(saga)?;
-                let calm = self
-                    .fault_windows
-                    .iter()
-                    .filter(|(start, _)| start < rested)
-                    .map(|(_, end)| end.unwrap_or(*rested))
-                    .fold(checkout, SimTime::max);
-                let queued: u64 = self
-                    .queue_waits
-                    .get(saga)
-                    .into_iter()
-                    .flatten()
-                    .map(|(from, until)| (*until.min(rested) - *from.max(&calm)).as_nanos())
-                    .sum();
-                let took = (*rested - calm).as_nanos().saturating_sub(queued);
-                Some((*saga, SimDuration::from_nanos(took)))
-            })
-            .collect()
+        self.settling.settle_times()
     }
 
     /// Each saga's time from checkout to rest, in saga order.
     pub fn latencies(&self) -> Vec<SimDuration> {
-        self.rested_at
-            .iter()
-            .filter_map(|(saga, rested)| Some(*rested - *self.checkout_at.get(saga)?))
-            .collect()
+        self.settling.latencies()
     }
 
     /// Every saga the (live) orchestrator knows, with its state, in id order; empty
@@ -396,13 +384,10 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             self.pipeline.push_back(out);
             self.queued_at.push_back(ctx.now());
         }
-        self.run_pipeline(ctx)?;
-        self.arm_tick(ctx);
-        Ok(())
+        self.run_pipeline(ctx)
     }
 
-    /// Makes sure a tick comes at the orchestrator's next deadline or retry time
-    /// (a send reported with `on_sent` arms a deadline, so call it after every send).
+    /// Makes sure a tick comes at the orchestrator's next deadline or retry time.
     fn arm_tick(&mut self, ctx: &mut Ctx<SagaEvent>) {
         if let Some(o) = &self.orchestrator
             && let Some(at) = o.poll_timeout()
@@ -415,8 +400,16 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         }
     }
 
-    /// Carries out outputs in order; an append blocks what follows until durable.
+    /// Carries out outputs in order, then arms the tick (a send reported with
+    /// `on_sent` may have armed a deadline).
     fn run_pipeline(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
+        let result = self.drain_pipeline(ctx);
+        self.arm_tick(ctx);
+        result
+    }
+
+    /// Carries out outputs in order; an append blocks what follows until durable.
+    fn drain_pipeline(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
         while !self.writing {
             let Some(out) = self.pipeline.front().copied() else {
                 return Ok(());
@@ -427,12 +420,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
                     Output::Send(cmd, _) => cmd.saga,
                     Output::Alert { saga, .. } => saga,
                 };
-                if ctx.now() > queued {
-                    self.queue_waits
-                        .entry(saga)
-                        .or_default()
-                        .push((queued, ctx.now()));
-                }
+                self.settling.queued(saga, queued, ctx.now());
             }
             match out {
                 Output::Append(_) => {
@@ -547,11 +535,12 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         let ended: Vec<(SagaId, SagaState)> = o
             .sagas()
             .into_iter()
-            .filter(|(s, st)| st.is_at_rest() && !self.ended.contains(s))
+            .filter(|(_, st)| st.is_at_rest())
             .collect();
         for (s, st) in ended {
-            self.ended.insert(s);
-            self.rested_at.insert(s, ctx.now());
+            if !self.settling.rested(s, ctx.now()) {
+                continue;
+            }
             let mark = match st {
                 SagaState::Completed => "saga.running_to_completed",
                 SagaState::Failed => "saga.compensating_to_failed",
@@ -575,7 +564,10 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
     }
 
     fn start(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
-        ctx.schedule_in(SimDuration::from_millis(1), SagaEvent::Checkout);
+        self.checkouts = checkouts(&self.knobs, ctx.horizon());
+        if let Some(&(at, _, _)) = self.checkouts.first() {
+            ctx.schedule_at(at, SagaEvent::Checkout);
+        }
         Ok(())
     }
 
@@ -583,20 +575,14 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         let now = Self::now(ctx);
         match event {
             SagaEvent::Checkout => {
-                let mean = 1_000_000_000 / u64::from(self.knobs.checkouts_per_sec.max(1));
-                let next = ctx.now()
-                    + SimDuration::from_nanos(self.arrivals.between(mean / 2, mean + mean / 2));
-                if next < ctx.horizon() {
+                let Some(&(_, saga, order)) = self.checkouts.get(self.next_checkout) else {
+                    return Ok(());
+                };
+                self.next_checkout += 1;
+                if let Some(&(next, _, _)) = self.checkouts.get(self.next_checkout) {
                     ctx.schedule_at(next, SagaEvent::Checkout);
                 }
-                let saga = SagaId(self.next_saga);
-                self.next_saga += 1;
-                let order = Order {
-                    item: self.arrivals.below(self.knobs.stock.len() as u64) as u32,
-                    qty: self.arrivals.between(1, 3) as u32,
-                    amount: self.arrivals.between(100, 5_000),
-                };
-                self.checkout_at.insert(saga, ctx.now());
+                self.settling.checkout(saga, ctx.now());
                 self.start_saga(ctx, saga, order)?;
             }
             SagaEvent::AppendDone { life } => {
@@ -633,8 +619,6 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                     self.stats.records += 1;
                 }
                 self.run_pipeline(ctx)?;
-                // The sends just released armed their deadlines.
-                self.arm_tick(ctx);
             }
             SagaEvent::Deliver { cmd, attempt } => {
                 let svc = service(cmd.step);
@@ -706,11 +690,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
     }
 
     fn on_fault(&mut self, ctx: &mut Ctx<SagaEvent>, edge: FaultEdge) -> Result<(), Violation> {
-        if edge.started {
-            self.fault_windows.push((ctx.now(), None));
-        } else if let Some(w) = self.fault_windows.iter_mut().find(|w| w.1.is_none()) {
-            w.1 = Some(ctx.now());
-        }
+        self.settling.fault_edge(edge.started, ctx.now());
         if edge.fault.kind != FaultKind::Crash || edge.fault.target != ORCHESTRATOR {
             return Ok(());
         }
@@ -731,12 +711,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                     Output::Send(cmd, _) => cmd.saga,
                     Output::Alert { saga, .. } => *saga,
                 };
-                if ctx.now() > *queued {
-                    self.queue_waits
-                        .entry(saga)
-                        .or_default()
-                        .push((*queued, ctx.now()));
-                }
+                self.settling.queued(saga, *queued, ctx.now());
             }
             self.orchestrator = None;
             self.pipeline.clear();
@@ -865,18 +840,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         // 6. Each saga came to rest within its retry budget of the later of its
         //    checkout and the end of the last fault before it came to rest.
         let bound = SimDuration::from_nanos(self.knobs.settle_bound().as_nanos() as u64);
-        if let Some((saga, took)) = self
-            .settle_times()
-            .into_iter()
-            .find(|(_, took)| *took > bound)
-        {
-            return Err(Violation::new(
-                "saga.settling",
-                format!(
-                    "{saga} came to rest {took} after the later of its checkout and the last fault's end, past its bound of {bound}"
-                ),
-            ));
-        }
+        self.settling.check(bound)?;
         // 3. Compensations in reverse order, only for steps that were sent.
         for (saga, effects) in &self.compensation_effects {
             for w in effects.windows(2) {
