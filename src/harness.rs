@@ -119,6 +119,39 @@ pub trait Pattern: Send + Sync {
     }
 }
 
+/// Entry `index` of `pattern`'s mutant catalog, or [`HarnessError::UnknownMutant`].
+pub fn catalog_entry<'a, T>(
+    pattern: &str,
+    catalog: &'a [T],
+    index: usize,
+) -> Result<&'a T, HarnessError> {
+    catalog
+        .get(index)
+        .ok_or_else(|| HarnessError::UnknownMutant {
+            pattern: pattern.to_string(),
+            index,
+        })
+}
+
+/// A mutant catalog as [`MutantInfo`]s, from each entry's (name, defect, expected
+/// invariant).
+pub fn catalog_infos<T>(
+    catalog: &[T],
+    info: impl Fn(&T) -> (&'static str, &'static str, &'static str),
+) -> Vec<MutantInfo> {
+    catalog
+        .iter()
+        .map(|m| {
+            let (name, defect, expected) = info(m);
+            MutantInfo {
+                name,
+                defect,
+                expected,
+            }
+        })
+        .collect()
+}
+
 /// Every pattern, in the order the command and the reports list them.
 pub fn patterns() -> Vec<&'static dyn Pattern> {
     vec![

@@ -6,7 +6,10 @@ use crate::breaker::guard::Guard;
 use crate::breaker::invariants::INVARIANTS;
 use crate::breaker::mutants::CATALOG;
 use crate::breaker::world::{API, SmsKnobs, SmsWorld, run};
-use crate::harness::{HarnessError, MutantInfo, Pattern, Run, knob_list, replay_command, verdicts};
+use crate::harness::{
+    HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list,
+    replay_command, verdicts,
+};
 use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, SimDuration, SimTime, TraceMode};
 
@@ -22,10 +25,7 @@ impl BreakerPattern {
         match mutant {
             None => Ok(knobs.reference_guard()?),
             Some(index) => {
-                let m = CATALOG.get(index).ok_or(HarnessError::UnknownMutant {
-                    pattern: self.name().to_string(),
-                    index,
-                })?;
+                let m = catalog_entry(self.name(), CATALOG, index)?;
                 Ok(m.guard(knobs)?)
             }
         }
@@ -116,14 +116,7 @@ impl Pattern for BreakerPattern {
     }
 
     fn mutants(&self) -> Vec<MutantInfo> {
-        CATALOG
-            .iter()
-            .map(|m| MutantInfo {
-                name: m.name,
-                defect: m.defect,
-                expected: m.expected,
-            })
-            .collect()
+        catalog_infos(CATALOG, |m| (m.name, m.defect, m.expected))
     }
 }
 

@@ -5,7 +5,8 @@ use crate::bus::invariants::INVARIANTS;
 use crate::bus::mutants::CATALOG;
 use crate::bus::world::{BusKnobs, BusWorld, run};
 use crate::harness::{
-    HarnessError, MutantInfo, Pattern, Run, knob_list, per_second, replay_command, verdicts,
+    HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
+    replay_command, verdicts,
 };
 use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, SimTime, TraceMode};
@@ -151,10 +152,7 @@ fn describe<B: EventBus>(
 
 impl BusPattern {
     fn mutant(&self, index: usize) -> Result<&'static crate::bus::mutants::Mutant, HarnessError> {
-        CATALOG.get(index).ok_or(HarnessError::UnknownMutant {
-            pattern: self.name().to_string(),
-            index,
-        })
+        catalog_entry(self.name(), CATALOG, index)
     }
 }
 
@@ -252,13 +250,6 @@ impl Pattern for BusPattern {
     }
 
     fn mutants(&self) -> Vec<MutantInfo> {
-        CATALOG
-            .iter()
-            .map(|m| MutantInfo {
-                name: m.name,
-                defect: m.defect,
-                expected: m.expected,
-            })
-            .collect()
+        catalog_infos(CATALOG, |m| (m.name, m.defect, m.expected))
     }
 }

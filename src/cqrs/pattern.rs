@@ -5,7 +5,8 @@ use crate::cqrs::invariants::INVARIANTS;
 use crate::cqrs::mutants::{CATALOG, Mutant};
 use crate::cqrs::world::{CqrsKnobs, CqrsWorld, PROJECTIONS, WRITER, projection_name, run};
 use crate::harness::{
-    HarnessError, MutantInfo, Pattern, Run, knob_list, per_second, replay_command, verdicts,
+    HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
+    replay_command, verdicts,
 };
 use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, SimTime, TraceMode};
@@ -175,10 +176,7 @@ fn describe<E: EventSourced>(
 
 impl CqrsPattern {
     fn mutant(&self, index: usize) -> Result<&'static Mutant, HarnessError> {
-        CATALOG.get(index).ok_or(HarnessError::UnknownMutant {
-            pattern: self.name().to_string(),
-            index,
-        })
+        catalog_entry(self.name(), CATALOG, index)
     }
 }
 
@@ -267,13 +265,6 @@ impl Pattern for CqrsPattern {
     }
 
     fn mutants(&self) -> Vec<MutantInfo> {
-        CATALOG
-            .iter()
-            .map(|m| MutantInfo {
-                name: m.name,
-                defect: m.defect,
-                expected: m.expected,
-            })
-            .collect()
+        catalog_infos(CATALOG, |m| (m.name, m.defect, m.expected))
     }
 }

@@ -1,7 +1,8 @@
 //! The profile-sync task queue as a [`Pattern`] of the harness.
 
 use crate::harness::{
-    HarnessError, MutantInfo, Pattern, Run, knob_list, per_second, replay_command, verdicts,
+    HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
+    replay_command, verdicts,
 };
 use crate::queue::core::Queue;
 use crate::queue::mutants::CATALOG;
@@ -35,10 +36,7 @@ impl QueuePattern {
                 Ok(QueueWorld::new(knobs, queue)?)
             }
             Some(i) => {
-                let m = CATALOG.get(i).ok_or(HarnessError::UnknownMutant {
-                    pattern: self.name().to_string(),
-                    index: i,
-                })?;
+                let m = catalog_entry(self.name(), CATALOG, i)?;
                 Ok(m.world(knobs)?)
             }
         }
@@ -299,13 +297,6 @@ impl Pattern for QueuePattern {
     }
 
     fn mutants(&self) -> Vec<MutantInfo> {
-        CATALOG
-            .iter()
-            .map(|m| MutantInfo {
-                name: m.name,
-                defect: m.defect,
-                expected: m.expected,
-            })
-            .collect()
+        catalog_infos(CATALOG, |m| (m.name, m.defect, m.expected))
     }
 }

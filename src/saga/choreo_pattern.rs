@@ -3,7 +3,8 @@
 use crate::breaker::ConfigError;
 use crate::bus::core::{Bus, Flaw as BusFlaw};
 use crate::harness::{
-    HarnessError, MutantInfo, Pattern, Run, knob_list, per_second, replay_command, verdicts,
+    HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
+    replay_command, verdicts,
 };
 use crate::saga::choreo_world::{ChoreoWorld, INVARIANTS, run_world};
 use crate::saga::choreography::ChoreoFlaw;
@@ -114,10 +115,7 @@ impl ChoreoPattern {
         match mutant {
             None => Ok(ChoreoWorld::new(knobs)?),
             Some(i) => {
-                let m = CATALOG.get(i).ok_or(HarnessError::UnknownMutant {
-                    pattern: self.name().to_string(),
-                    index: i,
-                })?;
+                let m = catalog_entry(self.name(), CATALOG, i)?;
                 Ok(m.world(knobs)?)
             }
         }
@@ -256,13 +254,6 @@ impl Pattern for ChoreoPattern {
     }
 
     fn mutants(&self) -> Vec<MutantInfo> {
-        CATALOG
-            .iter()
-            .map(|m| MutantInfo {
-                name: m.name,
-                defect: m.defect,
-                expected: m.expected,
-            })
-            .collect()
+        catalog_infos(CATALOG, |m| (m.name, m.defect, m.expected))
     }
 }

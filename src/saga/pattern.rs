@@ -1,7 +1,8 @@
 //! The orchestrated checkout saga as a [`Pattern`] of the harness.
 
 use crate::harness::{
-    HarnessError, MutantInfo, Pattern, Run, knob_list, per_second, replay_command, verdicts,
+    HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
+    replay_command, verdicts,
 };
 use crate::saga::mutants::CATALOG;
 use crate::saga::services::SagaId;
@@ -78,10 +79,7 @@ impl SagaPattern {
         match mutant {
             None => Ok(SagaWorld::new(knobs)?),
             Some(i) => {
-                let m = CATALOG.get(i).ok_or(HarnessError::UnknownMutant {
-                    pattern: self.name().to_string(),
-                    index: i,
-                })?;
+                let m = catalog_entry(self.name(), CATALOG, i)?;
                 Ok(m.world(knobs)?)
             }
         }
@@ -278,13 +276,6 @@ impl Pattern for SagaPattern {
     }
 
     fn mutants(&self) -> Vec<MutantInfo> {
-        CATALOG
-            .iter()
-            .map(|m| MutantInfo {
-                name: m.name,
-                defect: m.defect,
-                expected: m.expected,
-            })
-            .collect()
+        catalog_infos(CATALOG, |m| (m.name, m.defect, m.expected))
     }
 }

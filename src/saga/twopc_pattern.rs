@@ -3,7 +3,8 @@
 //! lines up side by side.
 
 use crate::harness::{
-    HarnessError, MutantInfo, Pattern, Run, knob_list, per_second, replay_command, verdicts,
+    HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
+    replay_command, verdicts,
 };
 use crate::saga::twopc_mutants::CATALOG;
 use crate::saga::twopc_world::{INVARIANTS, TwoPcWorld, run_world};
@@ -42,10 +43,7 @@ impl TwoPcPattern {
         match mutant {
             None => Ok(TwoPcWorld::new(knobs)?),
             Some(i) => {
-                let m = CATALOG.get(i).ok_or(HarnessError::UnknownMutant {
-                    pattern: self.name().to_string(),
-                    index: i,
-                })?;
+                let m = catalog_entry(self.name(), CATALOG, i)?;
                 Ok(m.world(knobs)?)
             }
         }
@@ -338,13 +336,6 @@ impl Pattern for TwoPcPattern {
     }
 
     fn mutants(&self) -> Vec<MutantInfo> {
-        CATALOG
-            .iter()
-            .map(|m| MutantInfo {
-                name: m.name,
-                defect: m.defect,
-                expected: m.expected,
-            })
-            .collect()
+        catalog_infos(CATALOG, |m| (m.name, m.defect, m.expected))
     }
 }
