@@ -61,6 +61,14 @@ impl Sub<Instant> for Instant {
     }
 }
 
+/// The simulator's virtual time, on the cores' clock: the simulation's start is the origin.
+impl From<faultline_sim::SimTime> for Instant {
+    #[inline]
+    fn from(t: faultline_sim::SimTime) -> Instant {
+        Instant(t.as_nanos())
+    }
+}
+
 impl fmt::Display for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (secs, nanos) = (self.0 / 1_000_000_000, self.0 % 1_000_000_000);

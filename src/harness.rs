@@ -5,7 +5,7 @@
 //! reference implementation (or one of its mutants) in its simulated world, and
 //! describes a run for the HTML report.
 
-use crate::breaker::ConfigError;
+use crate::config::ConfigError;
 use faultline_sim::report::model::{Comparison, RunView, Verdict};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, SimTime, TraceMode};
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! SplitMix64 (Steele, Lea, Flood 2014): the one small deterministic generator the
 //! cores use for backoff jitter when no RNG is handed in. It implements `rand`'s `Rng`,
-//! so [`Backoff::delay`](crate::breaker::retry::Backoff::delay) draws from it directly.
+//! so [`Backoff::delay`](crate::retry::Backoff::delay) draws from it directly.
 
 /// A SplitMix64 stream.
 #[derive(Clone, Debug)]

@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::breaker::error::ConfigError;
+use crate::config::ConfigError;
 
 /// Resilience4j's default limit on concurrent calls.
 const MAX_CONCURRENT_DEFAULT: u32 = 25;

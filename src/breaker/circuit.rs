@@ -32,11 +32,11 @@
 //! assert_eq!(breaker.state(), State::Open);
 //! let rejected = breaker.try_acquire(t0 + Duration::from_secs(1)).unwrap_err();
 //! assert_eq!(rejected.retry_after, Duration::from_secs(4));
-//! # Ok::<(), faultline::breaker::ConfigError>(())
+//! # Ok::<(), faultline::config::ConfigError>(())
 //! ```
 
-use crate::breaker::error::ConfigError;
 use crate::clock::Instant;
+use crate::config::ConfigError;
 use crate::splitmix::SplitMix64;
 use std::collections::VecDeque;
 use std::fmt;

@@ -19,9 +19,9 @@ use crate::breaker::contract::{
     Answer, ApiError, ApiReply, CallGuard, GuardMetrics, Step, Transition, Why,
 };
 use crate::breaker::fallback::{Fallback, FallbackPolicy};
-use crate::breaker::retry::{RetryBudget, RetryPolicy};
 use crate::breaker::timeout::TimeoutPolicy;
 use crate::clock::Instant;
+use crate::retry::{RetryBudget, RetryPolicy};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -119,7 +119,7 @@ impl Guard {
     pub fn new(
         config: GuardConfig,
         rng: impl rand::Rng + Send + 'static,
-    ) -> Result<Self, crate::breaker::ConfigError> {
+    ) -> Result<Self, crate::config::ConfigError> {
         let bulkhead = Bulkhead::new(config.bulkhead_max)?;
         let budget = match config.budget {
             Some((ttl, min_per_sec, percent)) => Some(RetryBudget::new(ttl, min_per_sec, percent)?),

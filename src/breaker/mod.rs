@@ -14,7 +14,7 @@ pub mod guard;
 pub mod invariants;
 pub mod mutants;
 pub mod pattern;
-pub mod retry;
+pub use crate::retry;
 pub mod timeout;
 pub mod tokio;
 pub mod world;

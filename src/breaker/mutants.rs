@@ -4,9 +4,9 @@
 
 use crate::breaker::circuit::CallOutcome;
 use crate::breaker::contract::{ApiError, ApiReply};
-use crate::breaker::error::ConfigError;
 use crate::breaker::guard::{Flaw, Guard, classify};
 use crate::breaker::world::SmsKnobs;
+use crate::config::ConfigError;
 use faultline_sim::SimRng;
 
 /// One mutant of the catalog.

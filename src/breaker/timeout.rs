@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::breaker::error::ConfigError;
 use crate::clock::Instant;
+use crate::config::ConfigError;
 
 /// How long a single call may take before it counts as timed out.
 ///
@@ -23,7 +23,7 @@ use crate::clock::Instant;
 /// assert_eq!(policy.deadline(started), Instant::from_millis(1_250));
 /// assert!(!policy.is_expired(started, Instant::from_millis(1_249)));
 /// assert!(policy.is_expired(started, Instant::from_millis(1_250)));
-/// # Ok::<(), faultline::breaker::error::ConfigError>(())
+/// # Ok::<(), faultline::config::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimeoutPolicy {

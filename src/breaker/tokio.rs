@@ -21,7 +21,7 @@
 //! use std::time::Duration;
 //!
 //! use faultline::breaker::fallback::FallbackPolicy;
-//! use faultline::breaker::retry::{Backoff, RetryBudget, RetryPolicy};
+//! use faultline::retry::{Backoff, RetryBudget, RetryPolicy};
 //! use faultline::breaker::tokio::Resilient;
 //! use faultline::breaker::{BreakerConfig, CallError, CallOutcome};
 //!
@@ -106,7 +106,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -118,18 +118,11 @@ use crate::breaker::circuit::{
 };
 use crate::breaker::error::{CallError, ConfigError};
 use crate::breaker::fallback::{Fallback, FallbackPolicy};
-use crate::breaker::retry::{RetryBudget, RetryPolicy};
 use crate::breaker::timeout::TimeoutPolicy;
 use crate::clock::Instant;
+use crate::retry::{RetryBudget, RetryPolicy};
 
-/// Locks `mutex`, recovering the data if another thread panicked while holding it.
-///
-/// Every critical section here leaves its data consistent at each step that can panic
-/// (the cores never panic on their inputs), so the data behind a poisoned lock is still
-/// good to use.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::rt::lock;
 
 /// The `open_until` value published while the breaker is not Open: no `now` is below it,
 /// so the fast path never fires. (A real `open_until` is never 0: the wait in open is
@@ -193,7 +186,7 @@ struct Core {
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-/// # async fn main() -> Result<(), faultline::breaker::ConfigError> {
+/// # async fn main() -> Result<(), faultline::config::ConfigError> {
 /// let breaker = SharedBreaker::new(
 ///     BreakerConfig::builder()
 ///         .count_window(2)
@@ -293,8 +286,7 @@ impl SharedBreaker {
     /// read from `tokio::time::Instant::now()` (so a paused tokio clock drives it).
     #[inline]
     pub fn now(&self) -> Instant {
-        let elapsed = ::tokio::time::Instant::now().saturating_duration_since(self.origin);
-        Instant::ZERO.saturating_add(elapsed)
+        crate::rt::now_since(self.origin)
     }
 
     // ----- getters -----
@@ -878,8 +870,8 @@ impl<T: Clone, E> ResilientBuilder<T, E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::breaker::retry::Backoff;
     use crate::breaker::{TransitionReason, circuit::Totals};
+    use crate::retry::Backoff;
     use std::sync::Arc;
     use std::sync::atomic::AtomicU32;
     use tokio_test::{assert_pending, assert_ready, task};

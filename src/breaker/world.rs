@@ -8,12 +8,12 @@
 
 use crate::breaker::circuit::{BreakerConfig, CallOutcome, SlidingWindow, State};
 use crate::breaker::contract::{Answer, ApiError, ApiReply, CallGuard, Step, Why};
-use crate::breaker::error::ConfigError;
 use crate::breaker::guard::{Guard, GuardConfig, classify};
 use crate::breaker::invariants::BreakerChecker;
-use crate::breaker::retry::{Backoff, RetryPolicy};
 use crate::breaker::timeout::TimeoutPolicy;
 use crate::clock::Instant;
+use crate::config::ConfigError;
+use crate::retry::{Backoff, RetryPolicy};
 use faultline_sim::prelude::*;
 use faultline_sim::{FaultKindTag, TraceMode};
 use serde::Serialize;
@@ -454,10 +454,6 @@ impl<G: CallGuard> SmsWorld<G> {
         }
     }
 
-    fn now(ctx: &Ctx<SmsEvent>) -> Instant {
-        Instant::from_nanos(ctx.now().as_nanos())
-    }
-
     /// Applies what the guard said, after looking at its transitions.
     fn apply(
         &mut self,
@@ -620,7 +616,7 @@ impl<G: CallGuard> World for SmsWorld<G> {
     }
 
     fn handle(&mut self, ctx: &mut Ctx<SmsEvent>, event: SmsEvent) -> Result<(), Violation> {
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         match event {
             SmsEvent::Arrive(source) => {
                 if source == Source::Liveness {

@@ -32,9 +32,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use crate::breaker::ConfigError;
-use crate::breaker::retry::Backoff;
 use crate::clock::Instant;
+use crate::config::ConfigError;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::splitmix::SplitMix64;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -135,23 +135,20 @@ impl BusConfigBuilder {
                 format!("must be 1 to 1000000 events, got {}", self.capacity),
             ));
         }
-        if self.attempts_max == 0 || self.attempts_max > 100 {
-            return Err(ConfigError::new(
-                "attempts_max",
-                format!("must be 1 to 100, got {}", self.attempts_max),
-            ));
-        }
         if self.dead_letters_max == 0 {
             return Err(ConfigError::new(
                 "dead_letters_max",
                 "must be at least 1, got 0",
             ));
         }
-        let backoff = Backoff::new(self.backoff.0, self.backoff.1)?;
+        let retry = RetryPolicy::new(
+            self.attempts_max,
+            Backoff::new(self.backoff.0, self.backoff.1)?,
+        )?;
         Ok(BusConfig {
             capacity: self.capacity,
-            attempts_max: self.attempts_max,
-            backoff,
+            attempts_max: retry.attempts_max(),
+            backoff: retry.backoff(),
             dead_letters_max: self.dead_letters_max,
         })
     }

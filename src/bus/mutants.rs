@@ -1,11 +1,11 @@
 //! Deliberately broken buses ("mutants") the invariants must catch: the reference with
 //! one defect, and a task-per-publish bus.
 
-use crate::breaker::ConfigError;
 use crate::bus::contract::{EventBus, Handed};
 use crate::bus::core::{Bus, BusFull, DeliveryToken, Flaw, Published, SubscriberId};
 use crate::bus::world::BusKnobs;
 use crate::clock::Instant;
+use crate::config::ConfigError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

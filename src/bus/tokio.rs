@@ -92,7 +92,7 @@ use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -107,13 +107,7 @@ use crate::bus::core::{
 };
 use crate::clock::Instant;
 
-/// Locks `mutex`, recovering the data if another thread panicked while holding it.
-///
-/// Every critical section here only calls the core (which never panics on its inputs)
-/// and updates plain bookkeeping, so the data behind a poisoned lock is still good.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::rt::lock;
 
 // ----- errors -----
 
@@ -306,8 +300,7 @@ struct Inner<P> {
 
 impl<P> Inner<P> {
     fn clock(&self) -> Instant {
-        let elapsed = ::tokio::time::Instant::now().saturating_duration_since(self.origin);
-        Instant::ZERO.saturating_add(elapsed)
+        crate::rt::now_since(self.origin)
     }
 
     /// The lock and the latest time, without reading the clock.
@@ -328,7 +321,7 @@ impl<P> Inner<P> {
     }
 
     fn tokio_instant(&self, at: Instant) -> Option<::tokio::time::Instant> {
-        self.origin.checked_add(Duration::from_nanos(at.as_nanos()))
+        crate::rt::tokio_instant(self.origin, at)
     }
 }
 

@@ -3,11 +3,11 @@
 //! restarts, subscribes and unsubscribes during the run. The [`BusChecker`] checks every
 //! promise against the world's own records.
 
-use crate::breaker::ConfigError;
 use crate::bus::contract::EventBus;
 use crate::bus::core::{Bus, BusConfig, Published, SubscriberId};
 use crate::bus::invariants::BusChecker;
 use crate::clock::Instant;
+use crate::config::ConfigError;
 use faultline_sim::prelude::*;
 use faultline_sim::{FaultKindTag, TraceMode};
 use serde::Serialize;
@@ -291,10 +291,6 @@ impl<B: EventBus> BusWorld<B> {
         &self.knobs
     }
 
-    fn now(ctx: &Ctx<BusEvent>) -> Instant {
-        Instant::from_nanos(ctx.now().as_nanos())
-    }
-
     fn schedule_publish(&mut self, ctx: &mut Ctx<BusEvent>, topic: u32) {
         let rate = u64::from(self.knobs.publish_per_sec[topic as usize].max(1));
         let mean = 1_000_000_000 / rate;
@@ -318,7 +314,7 @@ impl<B: EventBus> BusWorld<B> {
         } else {
             self.knobs.topics[t as usize].clone()
         };
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         let subscribed = self.subs.iter().enumerate().any(|(i, s)| {
             s.id.is_some() && !stray && self.knobs.subscribers[i].topics.contains(&(t as usize))
         });
@@ -373,7 +369,7 @@ impl<B: EventBus> BusWorld<B> {
 
     /// Gives an idle subscriber its next event, if the bus has one.
     fn pump(&mut self, ctx: &mut Ctx<BusEvent>, i: u32) -> Result<(), Violation> {
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         // A subscriber that left must get nothing more.
         if let Some(old) = self.subs[i as usize].left
             && let Some(d) = self.bus.next_delivery(old, now)
@@ -442,7 +438,7 @@ impl<B: EventBus> BusWorld<B> {
     fn schedule_wake(&mut self, ctx: &mut Ctx<BusEvent>) {
         // A retry already due waits for its busy subscriber's handler (which pumps when
         // done): only a future retry needs a wake-up.
-        if let Some(at) = self.bus.poll_timeout(Self::now(ctx)) {
+        if let Some(at) = self.bus.poll_timeout(Instant::from(ctx.now())) {
             let at = SimTime::from_nanos(at.as_nanos());
             if at > ctx.now() && self.wake_at.is_none_or(|w| at < w || w <= ctx.now()) {
                 self.wake_at = Some(at);
@@ -488,7 +484,7 @@ impl<B: EventBus> World for BusWorld<B> {
     }
 
     fn handle(&mut self, ctx: &mut Ctx<BusEvent>, event: BusEvent) -> Result<(), Violation> {
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         match event {
             BusEvent::Publish { topic } => {
                 self.schedule_publish(ctx, topic);
@@ -605,7 +601,7 @@ impl<B: EventBus> World for BusWorld<B> {
         else {
             return Ok(());
         };
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         let s = &mut self.subs[i];
         if edge.started && s.up {
             s.up = false;
@@ -629,7 +625,7 @@ impl<B: EventBus> World for BusWorld<B> {
 
     fn heal(&mut self, ctx: &mut Ctx<BusEvent>) -> Result<(), Violation> {
         // Dead letters get another chance once the faults are over.
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         for i in 0..self.subs.len() {
             if let Some(id) = self.subs[i].id {
                 let letters = self.bus.dead_letters(id);
@@ -646,7 +642,7 @@ impl<B: EventBus> World for BusWorld<B> {
     }
 
     fn is_quiescent(&self, ctx: &Ctx<BusEvent>) -> bool {
-        ctx.is_healed() && self.quiet(Self::now(ctx))
+        ctx.is_healed() && self.quiet(Instant::from(ctx.now()))
     }
 
     fn finish(&mut self, _ctx: &mut Ctx<BusEvent>) -> Result<(), Violation> {

@@ -7,7 +7,7 @@
 //! dispatcher that pushes committed events to the projections over a faulty link, the
 //! crashes, the rebuilds and the queries.
 
-use crate::breaker::ConfigError;
+use crate::config::ConfigError;
 use crate::cqrs::core::{
     AppendError, Appended, ExpectedVersion, ProjectionRunner, Recorded, Rehydrated, Repository,
     Step, StreamId, Upcast,

@@ -7,7 +7,7 @@
 //! None of them reads a clock or spawns a task; the tokio adapter and the simulated
 //! world drive them.
 
-use crate::breaker::ConfigError;
+use crate::config::ConfigError;
 use std::collections::BTreeMap;
 use std::fmt;
 

@@ -2,7 +2,7 @@
 //! reference with one defect each, (a) to (d) from the issue and two more so every
 //! invariant has a mutant to catch.
 
-use crate::breaker::ConfigError;
+use crate::config::ConfigError;
 use crate::cqrs::contract::Inventory;
 use crate::cqrs::core::Flaw;
 use crate::cqrs::world::{CqrsKnobs, CqrsWorld, run};

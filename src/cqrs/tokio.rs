@@ -25,23 +25,21 @@
 //! # }
 //! ```
 
-use crate::breaker::ConfigError;
-use crate::breaker::retry::Backoff;
+use crate::config::ConfigError;
 use crate::cqrs::core::{
     Aggregate, AppendError, ExecuteError, Executed, ExpectedVersion, Projection, ProjectionRunner,
     Rehydrated, Repository, Step, StreamId, Upcast,
 };
+use crate::retry::{Backoff, RetryPolicy};
 use crate::splitmix::SplitMix64;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::rt::lock;
 
 /// Steps a projection task takes before yielding to other tasks.
 const STEPS_PER_TURN: usize = 1_024;
@@ -92,14 +90,9 @@ where
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] on `attempts_max` outside 1 to 100.
+    /// [`ConfigError`] on `attempts_max` outside 1 to [`RetryPolicy::ATTEMPTS_MAX_LIMIT`].
     pub fn new(repo: Repository<A, S>, attempts_max: u32) -> Result<Self, ConfigError> {
-        if attempts_max == 0 || attempts_max > 100 {
-            return Err(ConfigError::new(
-                "attempts_max",
-                format!("must be 1 to 100, got {attempts_max}"),
-            ));
-        }
+        RetryPolicy::new(attempts_max, Backoff::default())?;
         let head = repo.store().head();
         Ok(EventSourcedService {
             shared: Arc::new(Shared {

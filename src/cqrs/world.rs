@@ -6,7 +6,7 @@
 //! checkpoint); rebuilds of a read model during the run. The [`CqrsChecker`] checks
 //! every promise against the world's own record of what was acknowledged.
 
-use crate::breaker::ConfigError;
+use crate::config::ConfigError;
 use crate::cqrs::contract::{EventSourced, Inventory};
 use crate::cqrs::core::{Aggregate, AppendError, ExpectedVersion, Recorded, Step, StreamId};
 use crate::cqrs::invariants::CqrsChecker;

@@ -66,9 +66,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use crate::breaker::ConfigError;
-use crate::breaker::retry::Backoff;
 use crate::clock::Instant;
+use crate::config::ConfigError;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::splitmix::SplitMix64;
 use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
 use std::fmt;
@@ -315,16 +315,14 @@ impl QueueConfigBuilder {
                 format!("must be 1 ms to 12 h, got {:?}", self.visibility_timeout),
             ));
         }
-        if self.attempts_max == 0 || self.attempts_max > 1_000 {
-            return Err(ConfigError::new(
-                "attempts_max",
-                format!("must be 1 to 1000, got {}", self.attempts_max),
-            ));
-        }
+        let retry = RetryPolicy::new(
+            self.attempts_max,
+            Backoff::new(self.backoff.0, self.backoff.1)?,
+        )?;
         Ok(QueueConfig {
             visibility_timeout: self.visibility_timeout,
-            attempts_max: self.attempts_max,
-            backoff: Backoff::new(self.backoff.0, self.backoff.1)?,
+            attempts_max: retry.attempts_max(),
+            backoff: retry.backoff(),
         })
     }
 }

@@ -18,9 +18,9 @@
 //! 7. `queue.redrive_order`: per (profile, target), the queue never hands out a version
 //!    older than one it handed out before, redriven dead letters included.
 
-use crate::breaker::retry::Backoff;
 use crate::clock::Instant;
 use crate::queue::core::{DeadLetter, Lease, Nacked, QueueCounts, Task, TaskKey};
+use crate::retry::Backoff;
 use faultline_sim::Violation;
 use std::collections::{BTreeMap, BTreeSet};
 

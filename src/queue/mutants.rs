@@ -1,7 +1,7 @@
 //! Deliberately broken queues, workers, targets and producers ("mutants") that the
 //! queue invariants must catch. The first five are the issue's: (a) to (e).
 
-use crate::breaker::ConfigError;
+use crate::config::ConfigError;
 use crate::queue::core::{Flaw, Queue};
 use crate::queue::world::{QueueKnobs, QueueWorld, run_world};
 use faultline_sim::{FaultPlan, RunReport, TraceMode};

@@ -72,23 +72,20 @@ use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
 use ::tokio::sync::Notify;
 use ::tokio::task::JoinHandle;
 
-use crate::breaker::ConfigError;
-use crate::clock::{Instant, saturating_nanos};
+use crate::clock::Instant;
+use crate::config::ConfigError;
 use crate::queue::core::{
     DeadLetter, Enqueued, Lease, Nacked, Outbox, Queue, QueueConfig, QueueCounts, Task,
 };
 
-/// Locks `mutex`, recovering the data if another thread panicked while holding it.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::rt::lock;
 
 enum Either<A, B> {
     Left(A),
@@ -154,7 +151,7 @@ impl SharedQueue {
     }
 
     fn now(&self) -> Instant {
-        Instant::from_nanos(saturating_nanos(self.shared.origin.elapsed()))
+        crate::rt::now_since(self.shared.origin)
     }
 
     /// Accepts `task` and wakes an idle worker.

@@ -6,8 +6,8 @@
 //! dead-letter queue (now and then, and after the faults heal). The [`QueueChecker`]
 //! checks every promise against the world's own records; conservation at every step.
 
-use crate::breaker::ConfigError;
 use crate::clock::Instant;
+use crate::config::ConfigError;
 use crate::queue::contract::TaskQueue;
 use crate::queue::core::{
     Applied, Enqueued, Flaw, Lease, Nacked, Outbox, ProfileId, Queue, QueueConfig, Replica,
@@ -432,10 +432,6 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         &self.queue
     }
 
-    fn now(ctx: &Ctx<QueueEvent>) -> Instant {
-        Instant::from_nanos(ctx.now().as_nanos())
-    }
-
     fn link_delay(&mut self) -> SimDuration {
         let (lo, hi) = self.knobs.link_ms;
         SimDuration::from_micros(self.rng_net.between(lo * 1_000, hi * 1_000))
@@ -492,7 +488,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
             }
             return;
         }
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         let queue = &mut self.queue;
         let mut done = Vec::new();
         self.outbox.relay(|task| {
@@ -509,7 +505,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         let v = if self.flaw == Flaw::NonAtomicOutbox {
             // The defect: the write commits, then the tasks go straight to the queue.
             let v = self.outbox.write(profile);
-            let now = Self::now(ctx);
+            let now = Instant::from(ctx.now());
             for k in 0..self.knobs.targets {
                 let task = Task {
                     key: TaskKey {
@@ -550,7 +546,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
             self.schedule_poll(ctx, worker, poll);
             return Ok(());
         }
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         let Some(lease) = self.queue.lease(now) else {
             self.schedule_poll(ctx, worker, poll);
             return Ok(());
@@ -728,7 +724,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         if job.acked {
             return Ok(());
         }
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         let l = job.lease;
         match outcome {
             Answer::Fenced => {}
@@ -773,7 +769,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         if self.queue_down > 0 || self.queue.counts().dead == 0 {
             return;
         }
-        let n = self.queue.redrive(Self::now(ctx));
+        let n = self.queue.redrive(Instant::from(ctx.now()));
         if n > 0 {
             ctx.cover("queue.redrive");
             self.stats.redriven += n as u64;
@@ -810,7 +806,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         ctx: &mut Ctx<QueueEvent>,
         event: QueueEvent,
     ) -> Result<(), Violation> {
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         match event {
             QueueEvent::Burst => {
                 let gap = self.knobs.burst_gap_ms;
@@ -1006,7 +1002,7 @@ impl<Q: TaskQueue> World for QueueWorld<Q> {
         if edge.fault.kind != FaultKind::Crash {
             return Ok(());
         }
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         if edge.started {
             // Counts the crash as fired in the report (the node goes down now).
             let _ = ctx.faults().is_crashed(&edge.fault.target);

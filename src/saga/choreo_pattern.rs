@@ -1,7 +1,7 @@
 //! The choreographed checkout saga as a [`Pattern`] of the harness, with its mutants.
 
-use crate::breaker::ConfigError;
 use crate::bus::core::{Bus, Flaw as BusFlaw};
+use crate::config::ConfigError;
 use crate::harness::{
     HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
     replay_command, verdicts,

@@ -18,10 +18,10 @@
 //! is issued: only for a step whose action took effect), `saga.idempotent`, and
 //! `saga.settling`.
 
-use crate::breaker::ConfigError;
 use crate::bus::contract::EventBus;
 use crate::bus::core::{Bus, BusConfig, SubscriberId};
 use crate::clock::Instant;
+use crate::config::ConfigError;
 use crate::saga::choreography::{CheckoutEvent, ChoreoFlaw, Participant, Reactor};
 use crate::saga::orchestrator::SagaState;
 use crate::saga::services::{
@@ -311,10 +311,6 @@ impl<B: EventBus> ChoreoWorld<B> {
         )
     }
 
-    fn now(ctx: &Ctx<ChoreoEvent<B::Token>>) -> Instant {
-        Instant::from_nanos(ctx.now().as_nanos())
-    }
-
     fn latency(&mut self) -> SimDuration {
         let (lo, hi) = self.knobs.latency_ms;
         SimDuration::from_micros(self.rng.between(lo * 1_000, hi * 1_000))
@@ -329,7 +325,7 @@ impl<B: EventBus> ChoreoWorld<B> {
     }
 
     fn flush_outbox(&mut self, ctx: &mut Ctx<ChoreoEvent<B::Token>>) {
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         for queue in self.outbox.values_mut() {
             while let Some((event, entered)) = queue.front().copied() {
                 let payload = self.events.len() as u64;
@@ -352,7 +348,7 @@ impl<B: EventBus> ChoreoWorld<B> {
         if !self.settling.is_calm() {
             return;
         }
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         for sub in self.subs {
             if !self.bus.dead_letters(sub).is_empty() {
                 self.bus.redrive(sub, now);
@@ -363,7 +359,7 @@ impl<B: EventBus> ChoreoWorld<B> {
 
     /// Hands out what each live service can take now.
     fn pump(&mut self, ctx: &mut Ctx<ChoreoEvent<B::Token>>) {
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         self.flush_outbox(ctx);
         for p in Participant::ALL {
             let i = p as usize;
@@ -416,7 +412,7 @@ impl<B: EventBus> ChoreoWorld<B> {
     }
 
     fn schedule_wake(&mut self, ctx: &mut Ctx<ChoreoEvent<B::Token>>) {
-        if let Some(at) = self.bus.poll_timeout(Self::now(ctx)) {
+        if let Some(at) = self.bus.poll_timeout(Instant::from(ctx.now())) {
             let at = SimTime::from_nanos(at.as_nanos()).max(ctx.now());
             if self.wake_at.is_none_or(|w| at < w || w < ctx.now()) {
                 self.wake_at = Some(at);
@@ -507,7 +503,7 @@ impl<B: EventBus> World for ChoreoWorld<B> {
     }
 
     fn handle(&mut self, ctx: &mut Ctx<Self::Event>, event: Self::Event) -> Result<(), Violation> {
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         match event {
             ChoreoEvent::Checkout => {
                 let Some(&(_, saga, order)) = self.checkouts.get(self.next_checkout) else {
@@ -620,7 +616,7 @@ impl<B: EventBus> World for ChoreoWorld<B> {
             return Ok(());
         };
         let i = p as usize;
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         if edge.started && self.up[i] {
             self.up[i] = false;
             self.life[i] += 1;
@@ -646,7 +642,7 @@ impl<B: EventBus> World for ChoreoWorld<B> {
         ctx.is_healed()
             && self.outbox.values().all(VecDeque::is_empty)
             && self.in_hand.is_empty()
-            && self.bus.poll_timeout(Self::now(ctx)).is_none()
+            && self.bus.poll_timeout(Instant::from(ctx.now())).is_none()
             && self.on_the_wire == 0
             && self.bus.retained_max() == 0
     }

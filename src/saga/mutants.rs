@@ -1,7 +1,7 @@
 //! Deliberately broken orchestrators and services ("mutants") that the saga invariants
 //! must catch.
 
-use crate::breaker::ConfigError;
+use crate::config::ConfigError;
 use crate::saga::orchestrator::Flaw;
 use crate::saga::world::{SagaKnobs, SagaWorld, run_world};
 use faultline_sim::{FaultPlan, RunReport, TraceMode};

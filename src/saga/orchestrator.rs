@@ -41,9 +41,9 @@
 //! Deterministic: ordered maps only, no clock, and the backoff jitter comes from a small
 //! SplitMix64 generator seeded by [`SagaConfigBuilder::seed`].
 
-use crate::breaker::ConfigError;
-use crate::breaker::retry::Backoff;
 use crate::clock::Instant;
+use crate::config::ConfigError;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::saga::services::{Command, Kind, Order, Reply, SagaId, StepId};
 use crate::splitmix::SplitMix64;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -182,12 +182,13 @@ impl SagaConfigBuilder {
         self.step_timeout = d;
         self
     }
-    /// Attempts per step action (1 to 100).
+    /// Attempts per step action (1 to [`RetryPolicy::ATTEMPTS_MAX_LIMIT`]).
     pub fn attempts_max(mut self, n: u32) -> Self {
         self.attempts_max = n;
         self
     }
-    /// Attempts per compensation before the saga fails (1 to 1,000).
+    /// Attempts per compensation before the saga fails (1 to
+    /// [`RetryPolicy::ATTEMPTS_MAX_LIMIT`]).
     pub fn compensation_attempts_max(mut self, n: u32) -> Self {
         self.compensation_attempts_max = n;
         self
@@ -221,18 +222,10 @@ impl SagaConfigBuilder {
                 "must be greater than zero, got 0ns",
             ));
         }
-        if self.attempts_max == 0 || self.attempts_max > 100 {
-            return Err(ConfigError::new(
-                "attempts_max",
-                format!("must be 1 to 100, got {}", self.attempts_max),
-            ));
-        }
-        if self.compensation_attempts_max == 0 || self.compensation_attempts_max > 1_000 {
-            return Err(ConfigError::new(
-                "compensation_attempts_max",
-                format!("must be 1 to 1000, got {}", self.compensation_attempts_max),
-            ));
-        }
+        let backoff = Backoff::new(self.backoff.0, self.backoff.1)?;
+        let retry = RetryPolicy::new(self.attempts_max, backoff)?;
+        let compensation = RetryPolicy::new(self.compensation_attempts_max, backoff)
+            .map_err(|e| ConfigError::new("compensation_attempts_max", e.reason))?;
         if self.steps.is_empty() {
             return Err(ConfigError::new(
                 "steps",
@@ -246,11 +239,10 @@ impl SagaConfigBuilder {
                 format!("must not repeat a step, got {:?}", self.steps),
             ));
         }
-        let backoff = Backoff::new(self.backoff.0, self.backoff.1)?;
         Ok(SagaConfig {
             step_timeout: self.step_timeout,
-            attempts_max: self.attempts_max,
-            compensation_attempts_max: self.compensation_attempts_max,
+            attempts_max: retry.attempts_max(),
+            compensation_attempts_max: compensation.attempts_max(),
             backoff,
             steps: self.steps,
             seed: self.seed,
@@ -1557,7 +1549,7 @@ mod tests {
                 "step_timeout",
             ),
             (SagaConfig::builder().attempts_max(0), "attempts_max"),
-            (SagaConfig::builder().attempts_max(101), "attempts_max"),
+            (SagaConfig::builder().attempts_max(1_001), "attempts_max"),
             (
                 SagaConfig::builder().compensation_attempts_max(0),
                 "compensation_attempts_max",

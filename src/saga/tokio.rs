@@ -78,8 +78,7 @@ use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use ::tokio::runtime::Handle;
 use ::tokio::sync::{Notify, watch};
@@ -92,13 +91,7 @@ use crate::saga::orchestrator::{
 };
 use crate::saga::services::{Command, Kind, Order, Reply, SagaId, StepId};
 
-/// Locks `mutex`, recovering the data if another thread panicked while holding it.
-///
-/// Every critical section here leaves its data consistent at each step that can panic
-/// (the orchestrator never panics on its inputs), so the data is still good to use.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::rt::lock;
 
 // ----- the durable log -----
 
@@ -599,12 +592,11 @@ struct Shared {
 
 impl Shared {
     fn now(&self) -> Instant {
-        let elapsed = ::tokio::time::Instant::now().saturating_duration_since(self.origin);
-        Instant::ZERO.saturating_add(elapsed)
+        crate::rt::now_since(self.origin)
     }
 
     fn deadline(&self, at: Instant) -> Option<::tokio::time::Instant> {
-        self.origin.checked_add(Duration::from_nanos(at.as_nanos()))
+        crate::rt::tokio_instant(self.origin, at)
     }
 }
 
@@ -821,6 +813,7 @@ mod tests {
     use super::*;
     use crate::saga::services::{InventoryService, OrderStatus, PaymentService, Services};
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
 
     const ORDER: Order = Order {
         item: 1,

@@ -51,8 +51,8 @@
 //! assert_eq!(participants.iter().map(|p| p.locks_held()).sum::<usize>(), 0);
 //! ```
 
-use crate::breaker::ConfigError;
 use crate::clock::Instant;
+use crate::config::ConfigError;
 use crate::saga::services::{Order, SagaId, StepId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;

@@ -1,7 +1,7 @@
 //! Deliberately broken coordinators and participants ("mutants") that the 2PC
 //! invariants must catch.
 
-use crate::breaker::ConfigError;
+use crate::config::ConfigError;
 use crate::saga::twopc::Flaw;
 use crate::saga::twopc_world::{TwoPcWorld, run_world};
 use crate::saga::world::SagaKnobs;

@@ -13,8 +13,8 @@
 //! [`Coordinator`] by default; yours with [`TwoPcWorld::with_coordinator`]), and the
 //! reference [`Participant`]s directly: they are the services.
 
-use crate::breaker::ConfigError;
 use crate::clock::Instant;
+use crate::config::ConfigError;
 use crate::saga::services::{Order, SagaId, StepId};
 use crate::saga::twopc::{
     Coordinator, Decision, Flaw, Local, LogRecord, Output, Participant, Reply, Request,
@@ -293,10 +293,6 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
         self.coordinator.as_ref()
     }
 
-    fn now(ctx: &Ctx<TwoPcEvent>) -> Instant {
-        Instant::from_nanos(ctx.now().as_nanos())
-    }
-
     fn latency(&mut self) -> SimDuration {
         let (lo, hi) = self.knobs.latency_ms;
         SimDuration::from_micros(self.rng.between(lo * 1_000, hi * 1_000))
@@ -455,7 +451,7 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
         order: Order,
     ) -> Result<(), Violation> {
         if let Some(c) = self.coordinator.as_mut() {
-            c.start(tx, order, Self::now(ctx));
+            c.start(tx, order, Instant::from(ctx.now()));
             self.orders.insert(tx, order);
             self.stats.started += 1;
             self.lanes.push((tx, ctx.now(), "started".into()));
@@ -518,7 +514,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
     }
 
     fn handle(&mut self, ctx: &mut Ctx<TwoPcEvent>, event: TwoPcEvent) -> Result<(), Violation> {
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         match event {
             TwoPcEvent::Checkout(i) => {
                 let Some(&(_, tx, order)) = self.checkouts.get(i) else {
@@ -642,7 +638,9 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
             if let Some(from) = self.crashed_at.take() {
                 self.stats.crashes.push((from, ctx.now()));
             }
-            let c = self.blueprint.recovered(&self.log, Self::now(ctx));
+            let c = self
+                .blueprint
+                .recovered(&self.log, Instant::from(ctx.now()));
             self.coordinator = Some(c);
             self.stats.recoveries += 1;
             ctx.cover("twopc.recovered_from_log");

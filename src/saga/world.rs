@@ -4,8 +4,8 @@
 //! delay, to services that go down, get slow, or do the work and lose the reply; the
 //! orchestrator itself crashes and recovers from its log. The checks run at rest.
 
-use crate::breaker::ConfigError;
 use crate::clock::Instant;
+use crate::config::ConfigError;
 use crate::saga::contract::SagaCoordinator;
 use crate::saga::orchestrator::{Flaw, LogRecord, Orchestrator, Output, SagaConfig, SagaState};
 use crate::saga::services::{
@@ -366,10 +366,6 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         &self.knobs
     }
 
-    fn now(ctx: &Ctx<SagaEvent>) -> Instant {
-        Instant::from_nanos(ctx.now().as_nanos())
-    }
-
     fn latency(&mut self) -> SimDuration {
         let (lo, hi) = self.knobs.latency_ms;
         SimDuration::from_micros(self.rng.between(lo * 1_000, hi * 1_000))
@@ -478,7 +474,13 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         }
         self.stats.sends += 1;
         if let Some(o) = self.orchestrator.as_mut() {
-            o.on_sent(cmd.saga, cmd.step, cmd.kind, attempt, Self::now(ctx));
+            o.on_sent(
+                cmd.saga,
+                cmd.step,
+                cmd.kind,
+                attempt,
+                Instant::from(ctx.now()),
+            );
         }
         if cmd.kind == Kind::Action {
             self.sent.insert((cmd.saga, cmd.step));
@@ -515,7 +517,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         order: Order,
     ) -> Result<(), Violation> {
         if let Some(o) = self.orchestrator.as_mut() {
-            o.start(saga, order, Self::now(ctx));
+            o.start(saga, order, Instant::from(ctx.now()));
             self.lanes.push((saga, ctx.now(), "started".into()));
             self.pump(ctx)
         } else {
@@ -572,7 +574,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
     }
 
     fn handle(&mut self, ctx: &mut Ctx<SagaEvent>, event: SagaEvent) -> Result<(), Violation> {
-        let now = Self::now(ctx);
+        let now = Instant::from(ctx.now());
         match event {
             SagaEvent::Checkout => {
                 let Some(&(_, saga, order)) = self.checkouts.get(self.next_checkout) else {
@@ -720,7 +722,9 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
             self.life += 1;
             ctx.record(ORCHESTRATOR, "crashed");
         } else if !edge.started && self.orchestrator.is_none() {
-            let o = self.blueprint.recovered(&self.log, Self::now(ctx));
+            let o = self
+                .blueprint
+                .recovered(&self.log, Instant::from(ctx.now()));
             self.orchestrator = Some(o);
             self.settled_seen = u64::MAX;
             self.stats.recoveries += 1;

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use crate::breaker::error::ConfigError;
 use crate::clock::Instant;
+use crate::config::ConfigError;
 
 /// Exponential backoff with *full jitter* and a cap.
 ///
@@ -26,7 +26,7 @@ use crate::clock::Instant;
 ///
 /// ```
 /// use std::time::Duration;
-/// use faultline::breaker::retry::Backoff;
+/// use faultline::retry::Backoff;
 /// use rand::SeedableRng;
 ///
 /// let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1))?;
@@ -37,7 +37,7 @@ use crate::clock::Instant;
 /// let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(7);
 /// let delay = backoff.delay(3, &mut rng);
 /// assert!(delay <= Duration::from_millis(400));
-/// # Ok::<(), faultline::breaker::error::ConfigError>(())
+/// # Ok::<(), faultline::config::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Backoff {
@@ -198,7 +198,7 @@ struct BudgetSlot {
 ///
 /// ```
 /// use std::time::Duration;
-/// use faultline::breaker::retry::RetryBudget;
+/// use faultline::retry::RetryBudget;
 /// use faultline::clock::Instant;
 ///
 /// // Retries up to 20% of first attempts, no reserve.
@@ -213,7 +213,7 @@ struct BudgetSlot {
 /// assert_eq!(budget.exhausted_total(), 1);
 /// // Ten seconds later the window has moved on.
 /// assert_eq!(budget.first_attempts(Instant::from_millis(10_000)), 0);
-/// # Ok::<(), faultline::breaker::error::ConfigError>(())
+/// # Ok::<(), faultline::config::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryBudget {
@@ -408,7 +408,7 @@ impl RetryBudget {
 ///
 /// ```
 /// use std::time::Duration;
-/// use faultline::breaker::retry::{Backoff, RetryPolicy};
+/// use faultline::retry::{Backoff, RetryPolicy};
 /// use rand::SeedableRng;
 ///
 /// let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2))?;
@@ -420,7 +420,7 @@ impl RetryBudget {
 /// let after_second = policy.next_delay(2, &mut rng).unwrap_or_default();
 /// assert!(after_second <= Duration::from_millis(100));
 /// assert_eq!(policy.next_delay(3, &mut rng), None); // three attempts spent
-/// # Ok::<(), faultline::breaker::error::ConfigError>(())
+/// # Ok::<(), faultline::config::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RetryPolicy {
@@ -430,14 +430,15 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// The largest accepted `attempts_max`.
-    pub const ATTEMPTS_MAX_LIMIT: u32 = 100;
+    pub const ATTEMPTS_MAX_LIMIT: u32 = 1_000;
 
     /// At most `attempts_max` attempts in total (the first one included), waiting per
     /// `backoff` between them.
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] on field `attempts_max` if it is 0 or above 100.
+    /// [`ConfigError`] on field `attempts_max` if it is 0 or above
+    /// [`ATTEMPTS_MAX_LIMIT`](Self::ATTEMPTS_MAX_LIMIT).
     pub fn new(attempts_max: u32, backoff: Backoff) -> Result<Self, ConfigError> {
         if attempts_max == 0 || attempts_max > Self::ATTEMPTS_MAX_LIMIT {
             return Err(ConfigError::new(
