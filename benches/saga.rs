@@ -32,9 +32,9 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use faultline::clock::Instant;
-use faultline::saga::choreo_world::{self, ChoreoWorld};
-use faultline::saga::choreography::{CheckoutEvent, Participant, Reactor};
-use faultline::saga::world::{SagaKnobs, SagaWorld, run_seed};
+use faultline::saga::choreographed::core::{CheckoutEvent, Participant, Reactor};
+use faultline::saga::choreographed::world::{self as choreo_world, ChoreoWorld};
+use faultline::saga::orchestrated::world::{SagaKnobs, SagaWorld, run_seed};
 use faultline::saga::{
     InventoryService, LogRecord, Orchestrator, Order, Output, PaymentService, SagaConfig, SagaId,
     SagaState, Services,

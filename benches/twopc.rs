@@ -26,11 +26,11 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use faultline::clock::Instant;
-use faultline::saga::twopc::{
-    self, Coordinator, Decision, Participant, TwoPcConfig, TxState, step_index,
+use faultline::saga::orchestrated::world::SagaKnobs;
+use faultline::saga::twopc::core::{
+    self as twopc, Coordinator, Decision, Participant, TwoPcConfig, TxState, step_index,
 };
-use faultline::saga::twopc_world::{TwoPcWorld, run_seed};
-use faultline::saga::world::SagaKnobs;
+use faultline::saga::twopc::world::{TwoPcWorld, run_seed};
 use faultline::saga::{
     InventoryService, LogRecord, Orchestrator, Order, Output, PaymentService, SagaConfig, SagaId,
     SagaState, Services,

@@ -157,9 +157,9 @@ pub fn patterns() -> Vec<&'static dyn Pattern> {
     vec![
         &crate::breaker::pattern::BreakerPattern,
         &crate::bus::pattern::BusPattern,
-        &crate::saga::pattern::SagaPattern,
-        &crate::saga::choreo_pattern::ChoreoPattern,
-        &crate::saga::twopc_pattern::TwoPcPattern,
+        &crate::saga::orchestrated::pattern::SagaPattern,
+        &crate::saga::choreographed::pattern::ChoreoPattern,
+        &crate::saga::twopc::pattern::TwoPcPattern,
         &crate::queue::pattern::QueuePattern,
         &crate::cqrs::pattern::CqrsPattern,
     ]

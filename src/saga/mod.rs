@@ -7,7 +7,7 @@
 //!   [`Services`]). A duplicated or retried [`Command`] has the effect of one and gets
 //!   the same [`Reply`]; a compensation is safe when its action never took effect, and
 //!   an action arriving after its compensation takes no effect.
-//! - [`orchestrator`]: the sans-IO [`Orchestrator`] for many concurrent sagas. It emits
+//! - [`orchestrated`]: the sans-IO [`Orchestrator`] for many concurrent sagas. It emits
 //!   log records and commands in the order they must happen (write-ahead: the intent
 //!   before the command), retries on timeout with the same idempotency key, compensates
 //!   in reverse order, and [recovers](Orchestrator::recover) from its log after a crash
@@ -44,25 +44,14 @@
 //! assert_eq!(recovered.state(SagaId(1)), Some(SagaState::Completed));
 //! ```
 
-pub mod choreo_pattern;
-pub mod choreo_world;
-pub mod choreography;
-pub mod contract;
-pub mod mutants;
-pub mod orchestrator;
-pub mod pattern;
+mod checkout;
+pub mod choreographed;
+pub mod orchestrated;
 pub mod services;
-mod settle;
-pub mod tokio;
 pub mod twopc;
-pub mod twopc_contract;
-pub mod twopc_mutants;
-pub mod twopc_pattern;
-pub mod twopc_world;
-pub mod world;
 
-pub use self::contract::SagaCoordinator;
-pub use self::orchestrator::{
+pub use self::orchestrated::contract::SagaCoordinator;
+pub use self::orchestrated::core::{
     AlertReason, LogRecord, Orchestrator, Output, SagaConfig, SagaConfigBuilder, SagaState,
     SagaTotals, StepProgress,
 };
@@ -71,4 +60,4 @@ pub use self::services::{
     OrderService, OrderStatus, PaymentService, Refusal, Reply, Reservation, ReservationState,
     SagaId, Services, StepId,
 };
-pub use self::twopc_contract::TwoPcCoordinator;
+pub use self::twopc::contract::TwoPcCoordinator;

@@ -3,9 +3,11 @@
 //! mutants.
 
 use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
-use faultline::saga::mutants::RECOVERY_PRESUMES_FAILURE;
-use faultline::saga::pattern::SagaPattern;
-use faultline::saga::world::{INVARIANTS, MARKS, SagaKnobs, SagaWorld, run_seed, run_world};
+use faultline::saga::orchestrated::mutants::RECOVERY_PRESUMES_FAILURE;
+use faultline::saga::orchestrated::pattern::SagaPattern;
+use faultline::saga::orchestrated::world::{
+    INVARIANTS, MARKS, SagaKnobs, SagaWorld, run_seed, run_world,
+};
 use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
@@ -184,7 +186,7 @@ fn crash_equivalence_catches_recovery_that_presumes_failure() {
 /// reference but sends each command before its intent is durable. The world catches it.
 mod plug_in {
     use faultline::clock::Instant;
-    use faultline::saga::world::{SagaKnobs, SagaWorld, run_world};
+    use faultline::saga::orchestrated::world::{SagaKnobs, SagaWorld, run_world};
     use faultline::saga::{
         Kind, LogRecord, Orchestrator, Order, Output, Reply, SagaCoordinator, SagaId, SagaState,
         SagaTotals, StepId, StepProgress,

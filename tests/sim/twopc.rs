@@ -3,9 +3,9 @@
 //! golden digest, coverage, the mutants, and the blocking a coordinator crash causes.
 
 use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
-use faultline::saga::twopc_pattern::TwoPcPattern;
-use faultline::saga::twopc_world::{INVARIANTS, MARKS, TwoPcWorld, checkouts, run_seed};
-use faultline::saga::world::SagaKnobs;
+use faultline::saga::orchestrated::world::SagaKnobs;
+use faultline::saga::twopc::pattern::TwoPcPattern;
+use faultline::saga::twopc::world::{INVARIANTS, MARKS, TwoPcWorld, checkouts, run_seed};
 use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
@@ -184,9 +184,9 @@ fn coordinator_crash_after_prepare_holds_locks_for_the_crash() {
 /// so the saga-vs-2PC comparison compares like with like.
 #[test]
 fn all_three_worlds_see_the_same_checkouts() {
-    use faultline::saga::choreo_world::{self, ChoreoWorld};
-    use faultline::saga::twopc_world::checkouts;
-    use faultline::saga::world::{self as saga_world, SagaKnobs, SagaWorld};
+    use faultline::saga::choreographed::world::{self as choreo_world, ChoreoWorld};
+    use faultline::saga::orchestrated::world::{self as saga_world, SagaKnobs, SagaWorld};
+    use faultline::saga::twopc::world::checkouts;
     for seed in 0..4 {
         let knobs = SagaKnobs::from_seed(seed);
         let expected: Vec<(u64, SimTime)> = checkouts(&knobs)
@@ -222,11 +222,11 @@ fn all_three_worlds_see_the_same_checkouts() {
 /// it is durable, or forgetting the log at recovery, the world catches it.
 mod plug_in {
     use faultline::clock::Instant;
-    use faultline::saga::twopc::{
+    use faultline::saga::orchestrated::world::SagaKnobs;
+    use faultline::saga::twopc::core::{
         Coordinator, CoordinatorTotals, LogRecord, Output, ToCoordinator, TxState,
     };
-    use faultline::saga::twopc_world::{TwoPcWorld, config_of, run_seed, run_world};
-    use faultline::saga::world::SagaKnobs;
+    use faultline::saga::twopc::world::{TwoPcWorld, config_of, run_seed, run_world};
     use faultline::saga::{Order, SagaId, TwoPcCoordinator};
     use faultline_sim::prelude::*;
 

@@ -22,13 +22,13 @@ use crate::bus::contract::EventBus;
 use crate::bus::core::{Bus, BusConfig, SubscriberId};
 use crate::clock::Instant;
 use crate::config::ConfigError;
-use crate::saga::choreography::{CheckoutEvent, ChoreoFlaw, Participant, Reactor};
-use crate::saga::orchestrator::SagaState;
+use crate::saga::checkout::Settling;
+use crate::saga::choreographed::core::{CheckoutEvent, ChoreoFlaw, Participant, Reactor};
+use crate::saga::orchestrated::core::SagaState;
+use crate::saga::orchestrated::world::{SagaKnobs, checkouts};
 use crate::saga::services::{
     InventoryService, Kind, Order, PaymentService, Reply, SagaId, Services, StepId,
 };
-use crate::saga::settle::Settling;
-use crate::saga::world::{SagaKnobs, checkouts};
 use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
 use serde::Serialize;

@@ -1,13 +1,13 @@
 //! The contract the simulated 2PC checkout world drives: [`TwoPcCoordinator`]. The
 //! reference [`Coordinator`] implements it; so can your own 2PC coordinator, which then
-//! meets the reference [`Participant`](crate::saga::twopc::Participant)s over the same
+//! meets the reference [`Participant`](crate::saga::twopc::core::Participant)s over the same
 //! messages and gets the 2PC invariants, the fault plans (coordinator crashes at every
 //! point included), shrinking and the reports:
 //!
 //! ```
-//! use faultline::saga::twopc::Coordinator;
-//! use faultline::saga::twopc_world::{TwoPcWorld, config_of, run_world};
-//! use faultline::saga::world::SagaKnobs;
+//! use faultline::saga::twopc::core::Coordinator;
+//! use faultline::saga::twopc::world::{TwoPcWorld, config_of, run_world};
+//! use faultline::saga::orchestrated::world::SagaKnobs;
 //!
 //! let knobs = SagaKnobs::from_seed(7);
 //! let plan = knobs.fault_plan();
@@ -22,7 +22,7 @@
 
 use crate::clock::Instant;
 use crate::saga::services::{Order, SagaId};
-use crate::saga::twopc::{
+use crate::saga::twopc::core::{
     Coordinator, CoordinatorTotals, LogRecord, Output, ToCoordinator, TxState,
 };
 

@@ -4,7 +4,7 @@
 //! included), shrinking and the reports:
 //!
 //! ```
-//! use faultline::saga::world::{SagaKnobs, SagaWorld, run_world};
+//! use faultline::saga::orchestrated::world::{SagaKnobs, SagaWorld, run_world};
 //! use faultline::saga::Orchestrator;
 //!
 //! let knobs = SagaKnobs::from_seed(7);
@@ -17,7 +17,7 @@
 //! ```
 
 use crate::clock::Instant;
-use crate::saga::orchestrator::{
+use crate::saga::orchestrated::core::{
     LogRecord, Orchestrator, Output, SagaState, SagaTotals, StepProgress,
 };
 use crate::saga::services::{Kind, Order, Reply, SagaId, StepId};

@@ -6,9 +6,9 @@ use crate::harness::{
     HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
     replay_command, verdicts,
 };
-use crate::saga::twopc_mutants::CATALOG;
-use crate::saga::twopc_world::{INVARIANTS, TwoPcWorld, run_world};
-use crate::saga::world::SagaKnobs;
+use crate::saga::orchestrated::world::SagaKnobs;
+use crate::saga::twopc::mutants::CATALOG;
+use crate::saga::twopc::world::{INVARIANTS, TwoPcWorld, run_world};
 use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, SimTime, TraceMode};
 use std::collections::BTreeMap;

@@ -34,7 +34,7 @@
 //! use std::sync::{Arc, Mutex};
 //! use std::time::Duration;
 //!
-//! use faultline::saga::tokio::{MemoryLog, SagaRunner};
+//! use faultline::saga::orchestrated::tokio::{MemoryLog, SagaRunner};
 //! use faultline::saga::{
 //!     Command, InventoryService, Order, PaymentService, SagaConfig, SagaId, SagaState,
 //!     Services, StepId,
@@ -86,7 +86,7 @@ use ::tokio::task::{JoinHandle, JoinSet};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Instant;
-use crate::saga::orchestrator::{
+use crate::saga::orchestrated::core::{
     AlertReason, LogRecord, Orchestrator, Output, SagaConfig, SagaState, SagaTotals,
 };
 use crate::saga::services::{Command, Kind, Order, Reply, SagaId, StepId};

@@ -15,13 +15,13 @@
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
+use crate::saga::orchestrated::world::SagaKnobs;
 use crate::saga::services::{Order, SagaId, StepId};
-use crate::saga::twopc::{
+use crate::saga::twopc::contract::TwoPcCoordinator;
+use crate::saga::twopc::core::{
     Coordinator, Decision, Flaw, Local, LogRecord, Output, Participant, Reply, Request,
     ToCoordinator, ToParticipant, TwoPcConfig, TxState, Vote, step_index,
 };
-use crate::saga::twopc_contract::TwoPcCoordinator;
-use crate::saga::world::SagaKnobs;
 use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -72,9 +72,9 @@ pub fn config_of(knobs: &SagaKnobs) -> Result<TwoPcConfig, ConfigError> {
 
 /// The checkouts of a run, from the knobs alone: (arrival, transaction, order), in
 /// arrival order, up to the knobs' horizon. The same as the orchestrated and
-/// choreographed worlds see: see [`crate::saga::world::checkouts`].
+/// choreographed worlds see: see [`crate::saga::orchestrated::world::checkouts`].
 pub fn checkouts(knobs: &SagaKnobs) -> Vec<(SimTime, SagaId, Order)> {
-    crate::saga::world::checkouts(knobs, SimTime::from_millis(knobs.horizon_ms))
+    crate::saga::orchestrated::world::checkouts(knobs, SimTime::from_millis(knobs.horizon_ms))
 }
 
 /// The world's events.

@@ -21,7 +21,7 @@
 //!
 //! ```
 //! use faultline::clock::Instant;
-//! use faultline::saga::twopc::{
+//! use faultline::saga::twopc::core::{
 //!     Coordinator, Decision, Output, Participant, TwoPcConfig, TxState, step_index,
 //! };
 //! use faultline::saga::{Order, SagaId, StepId};

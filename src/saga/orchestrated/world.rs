@@ -6,12 +6,14 @@
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
-use crate::saga::contract::SagaCoordinator;
-use crate::saga::orchestrator::{Flaw, LogRecord, Orchestrator, Output, SagaConfig, SagaState};
+use crate::saga::checkout::Settling;
+use crate::saga::orchestrated::contract::SagaCoordinator;
+use crate::saga::orchestrated::core::{
+    Flaw, LogRecord, Orchestrator, Output, SagaConfig, SagaState,
+};
 use crate::saga::services::{
     Command, InventoryService, Kind, Order, PaymentService, Reply, SagaId, Services, StepId,
 };
-use crate::saga::settle::Settling;
 use faultline_sim::prelude::*;
 use faultline_sim::{FaultKindTag, TraceMode};
 use serde::Serialize;

@@ -15,7 +15,7 @@
 //! again, which their consumers absorb by the same keys.
 //!
 //! ```
-//! use faultline::saga::choreography::{CheckoutEvent, Participant, Reactor};
+//! use faultline::saga::choreographed::core::{CheckoutEvent, Participant, Reactor};
 //! use faultline::saga::{InventoryService, Order, PaymentService, SagaId, SagaState, Services};
 //!
 //! let services = Services::new(InventoryService::new([(1, 5)]), PaymentService::new());
@@ -34,7 +34,7 @@
 //! assert_eq!(reactor.services().inventory.available(1), 3);
 //! ```
 
-use crate::saga::orchestrator::SagaState;
+use crate::saga::orchestrated::core::SagaState;
 use crate::saga::services::{Command, Kind, Order, Reply, SagaId, Services, StepId};
 use std::collections::BTreeMap;
 use std::fmt;

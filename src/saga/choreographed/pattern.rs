@@ -6,10 +6,10 @@ use crate::harness::{
     HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
     replay_command, verdicts,
 };
-use crate::saga::choreo_world::{ChoreoWorld, INVARIANTS, run_world};
-use crate::saga::choreography::ChoreoFlaw;
-use crate::saga::pattern::{COMPARED, compared_metrics, saga_lanes};
-use crate::saga::world::SagaKnobs;
+use crate::saga::choreographed::core::ChoreoFlaw;
+use crate::saga::choreographed::world::{ChoreoWorld, INVARIANTS, run_world};
+use crate::saga::orchestrated::pattern::{COMPARED, compared_metrics, saga_lanes};
+use crate::saga::orchestrated::world::SagaKnobs;
 use faultline_sim::report::model::{RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, TraceMode};
 
@@ -213,7 +213,7 @@ impl Pattern for ChoreoPattern {
     }
 
     fn known_targets(&self) -> Vec<String> {
-        crate::saga::pattern::SagaPattern.known_targets()
+        crate::saga::orchestrated::pattern::SagaPattern.known_targets()
     }
 
     fn knobs(&self, seed: u64) -> Vec<(String, String)> {

@@ -4,9 +4,9 @@ use crate::harness::{
     HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
     replay_command, verdicts,
 };
-use crate::saga::mutants::CATALOG;
+use crate::saga::orchestrated::mutants::CATALOG;
+use crate::saga::orchestrated::world::{INVARIANTS, SagaKnobs, SagaWorld, run_world};
 use crate::saga::services::SagaId;
-use crate::saga::world::{INVARIANTS, SagaKnobs, SagaWorld, run_world};
 use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, SimDuration, SimTime, TraceMode};
 use std::collections::BTreeMap;

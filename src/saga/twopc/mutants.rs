@@ -2,9 +2,9 @@
 //! invariants must catch.
 
 use crate::config::ConfigError;
-use crate::saga::twopc::Flaw;
-use crate::saga::twopc_world::{TwoPcWorld, run_world};
-use crate::saga::world::SagaKnobs;
+use crate::saga::orchestrated::world::SagaKnobs;
+use crate::saga::twopc::core::Flaw;
+use crate::saga::twopc::world::{TwoPcWorld, run_world};
 use faultline_sim::{FaultPlan, RunReport, TraceMode};
 
 /// One mutant of the catalog.

@@ -1,0 +1,10 @@
+//! The choreographed saga: no coordinator; the participants react to one another's
+//! events over the event bus.
+//!
+//! - [`core`]: the sans-IO reactions of each participant.
+//! - [`world`], [`pattern`]: the simulated checkout over the bus, and the harness's
+//!   view of it (with its mutants).
+
+pub mod core;
+pub mod pattern;
+pub mod world;

@@ -1,0 +1,13 @@
+//! Two-phase commit: the baseline the sagas replace, for the same checkout.
+//!
+//! - [`core`]: the sans-IO coordinator and participants (prepare, vote, decide).
+//! - [`contract`]: [`TwoPcCoordinator`](contract::TwoPcCoordinator), the trait the world
+//!   drives.
+//! - [`world`], [`mutants`], [`pattern`]: the simulated checkout, the broken coordinators
+//!   it must catch, and the harness's view of it.
+
+pub mod contract;
+pub mod core;
+pub mod mutants;
+pub mod pattern;
+pub mod world;
