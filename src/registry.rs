@@ -64,3 +64,51 @@ pub fn find(name: &str) -> Result<&'static dyn Pattern, HarnessError> {
                 .join(", "),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The names a pattern says its world knows are the names its plans target: every
+    /// fault of every generated plan targets a known name, and every known name is
+    /// targeted by some plan.
+    #[test]
+    fn known_targets_are_what_the_plans_target() {
+        for pattern in patterns() {
+            let mut known = BTreeSet::new();
+            let mut targeted = BTreeSet::new();
+            for seed in 0..300 {
+                let names = pattern.known_targets(seed);
+                for fault in pattern.plan(seed).faults {
+                    assert!(
+                        names.contains(&fault.target),
+                        "{} seed {seed}: a plan targets `{}`, not among {names:?}",
+                        pattern.name(),
+                        fault.target
+                    );
+                    targeted.insert(fault.target);
+                }
+                known.extend(names);
+            }
+            assert_eq!(known, targeted, "{}: known but never targeted", pattern.name());
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_found() {
+        let names: BTreeSet<_> = patterns().iter().map(|p| p.name()).collect();
+        assert_eq!(names.len(), patterns().len());
+        for p in patterns() {
+            assert_eq!(find(p.name()).map(|f| f.name()), Ok(p.name()));
+            let metrics: BTreeSet<_> = p.metrics().iter().map(|m| m.0).collect();
+            assert_eq!(metrics.len(), p.metrics().len(), "{}", p.name());
+            let mutants: BTreeSet<_> = p.mutants().iter().map(|m| m.name).collect();
+            assert_eq!(mutants.len(), p.mutants().len(), "{}", p.name());
+        }
+        assert!(matches!(
+            find("nope"),
+            Err(HarnessError::UnknownPattern { .. })
+        ));
+    }
+}
