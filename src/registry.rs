@@ -91,7 +91,12 @@ mod tests {
                 }
                 known.extend(names);
             }
-            assert_eq!(known, targeted, "{}: known but never targeted", pattern.name());
+            assert_eq!(
+                known,
+                targeted,
+                "{}: known but never targeted",
+                pattern.name()
+            );
         }
     }
 
