@@ -1,7 +1,10 @@
 //! The registry: every pattern the command knows and the comparisons across them. The
 //! only file that names every pattern (the harness names none).
 
-use crate::harness::{HarnessError, Pattern};
+use crate::harness::{HarnessError, Pattern, Scenario};
+use crate::saga::choreographed::pattern::ChoreoPattern;
+use crate::saga::orchestrated::pattern::{COMPARED, SagaPattern};
+use crate::saga::twopc::pattern::TwoPcPattern;
 use faultline_sim::report::model::Comparison;
 
 /// Every pattern, in the order the command and the reports list them.
@@ -35,18 +38,11 @@ pub fn comparisons() -> Vec<Comparison> {
                with participants disagreeing on the outcome (2PC), or a saga that ended \
                Failed with an alert, half done."
             .to_string(),
-        patterns: strings(&["saga", "saga-choreo", "twopc"]),
-        metrics: [
-            ("throughput", "per s"),
-            ("latency p50", "ms"),
-            ("latency p99", "ms"),
-            ("longest lock hold", "ms"),
-            ("locked during crash", "ms"),
-            ("inconsistent", "sagas"),
-        ]
-        .iter()
-        .map(|(m, u)| (m.to_string(), u.to_string()))
-        .collect(),
+        patterns: strings(&[SagaPattern::NAME, ChoreoPattern::NAME, TwoPcPattern::NAME]),
+        metrics: COMPARED
+            .iter()
+            .map(|(m, u)| (m.to_string(), u.to_string()))
+            .collect(),
     }]
 }
 

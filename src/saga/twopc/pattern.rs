@@ -4,6 +4,7 @@
 
 use crate::config::ConfigError;
 use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
+use crate::saga::orchestrated::pattern::COMPARED;
 use crate::saga::orchestrated::world::SagaKnobs;
 use crate::saga::twopc::mutants::CATALOG;
 use crate::saga::twopc::world::{INVARIANTS, TwoPcWorld, run};
@@ -22,36 +23,36 @@ fn ms(d: faultline_sim::SimDuration) -> f64 {
     d.as_nanos() as f64 / 1e6
 }
 
-/// The key metrics of a run, under the saga comparison's names and units.
+/// The key metrics of a run, under the saga comparison's names and units ([`COMPARED`]).
 const METRICS: &[Metric<TwoPcWorld>] = &[
     Metric {
-        name: "throughput",
-        unit: "per s",
+        name: COMPARED[0].0,
+        unit: COMPARED[0].1,
         value: |w| Some(w.stats.throughput_per_sec()),
     },
     Metric {
-        name: "latency p50",
-        unit: "ms",
+        name: COMPARED[1].0,
+        unit: COMPARED[1].1,
         value: |w| w.stats.latency_ms(50),
     },
     Metric {
-        name: "latency p99",
-        unit: "ms",
+        name: COMPARED[2].0,
+        unit: COMPARED[2].1,
         value: |w| w.stats.latency_ms(99),
     },
     Metric {
-        name: "longest lock hold",
-        unit: "ms",
+        name: COMPARED[3].0,
+        unit: COMPARED[3].1,
         value: |w| Some(ms(w.stats.longest_lock_hold)),
     },
     Metric {
-        name: "locked during crash",
-        unit: "ms",
+        name: COMPARED[4].0,
+        unit: COMPARED[4].1,
         value: |w| Some(ms(w.stats.locked_during_crash)),
     },
     Metric {
-        name: "inconsistent",
-        unit: "sagas",
+        name: COMPARED[5].0,
+        unit: COMPARED[5].1,
         value: |w| Some(w.stats.inconsistent as f64),
     },
 ];
