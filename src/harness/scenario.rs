@@ -127,6 +127,82 @@ pub struct Description {
 /// A pattern in the simulator, typed: its knobs, its fault plan, its reference world and
 /// mutants, its metrics, and how a run is described. Every scenario is a [`Pattern`]
 /// (the blanket impl runs it), so the command and the tests drive it by name.
+///
+/// ```
+/// use faultline::config::ConfigError;
+/// use faultline::harness::{Description, Metric, Mutant, Pattern, Scenario};
+/// use faultline_sim::prelude::*;
+/// use faultline_sim::SeedRange;
+///
+/// /// A world that pings an API every 10 ms until the faults heal.
+/// struct Pinger { seed: u64, pings: u32, in_flight: u32 }
+///
+/// impl World for Pinger {
+///     type Event = &'static str;
+///     fn start(&mut self, ctx: &mut Ctx<Self::Event>) -> Result<(), Violation> {
+///         ctx.schedule_in(SimDuration::from_millis(10), "ping");
+///         Ok(())
+///     }
+///     fn handle(&mut self, ctx: &mut Ctx<Self::Event>, ev: Self::Event) -> Result<(), Violation> {
+///         match ev {
+///             "ping" if !ctx.is_healed() => {
+///                 let extra = ctx.faults().extra_latency("api");
+///                 self.pings += 1;
+///                 self.in_flight += 1;
+///                 ctx.schedule_in(SimDuration::from_millis(5) + extra, "reply");
+///                 ctx.schedule_in(SimDuration::from_millis(10), "ping");
+///             }
+///             "reply" => self.in_flight -= 1,
+///             _ => {}
+///         }
+///         Ok(())
+///     }
+///     fn is_quiescent(&self, _: &Ctx<Self::Event>) -> bool { self.in_flight == 0 }
+/// }
+///
+/// struct PingScenario;
+///
+/// impl Scenario for PingScenario {
+///     type Knobs = u64; // the seed is the only knob
+///     type World = Pinger;
+///     const NAME: &'static str = "pinger";
+///     const ABOUT: &'static str = "pings an API";
+///     const INVARIANTS: &'static [&'static str] = &[];
+///     const METRICS: &'static [Metric<Pinger>] =
+///         &[Metric { name: "pings", unit: "count", value: |w| Some(w.pings as f64) }];
+///     const MUTANTS: &'static [Mutant<Self>] = &[];
+///     const DEFAULT_SEEDS: SeedRange = SeedRange { start: 0, end: 100 };
+///
+///     fn seed_knobs(&self, seed: u64) -> u64 { seed }
+///     fn fault_profile(&self, _: &u64) -> FaultProfile {
+///         FaultProfile::new(10_000).target("api").faults(0, 4)
+///     }
+///     fn fault_plan(&self, seed: &u64) -> FaultPlan {
+///         FaultPlan::generate(&mut SimRng::new(*seed).fork("plan"), &self.fault_profile(seed))
+///     }
+///     fn reference(&self, seed: &u64) -> Result<Pinger, ConfigError> {
+///         Ok(Pinger { seed: *seed, pings: 0, in_flight: 0 })
+///     }
+///     fn simulate(&self, mut w: Pinger, plan: FaultPlan, trace: TraceMode) -> (RunReport, Pinger) {
+///         let report = Simulation::new(w.seed).plan(plan).trace(trace).run(&mut w);
+///         (report, w)
+///     }
+///     fn describe(&self, _: &u64, _: &RunReport, w: &Pinger) -> Description {
+///         Description {
+///             figures: vec![("pings".into(), w.pings.to_string())],
+///             ..Description::default()
+///         }
+///     }
+/// }
+///
+/// // The harness drives it as it drives the built-in patterns.
+/// let pattern: &dyn Pattern = &PingScenario;
+/// let run = pattern.run(7, &pattern.plan(7), TraceMode::Off, None)?;
+/// run.report.assert_pass();
+/// assert_eq!(run.metrics[0].name, "pings");
+/// assert_eq!(pattern.known_targets(7), ["api"]);
+/// # Ok::<(), faultline::harness::HarnessError>(())
+/// ```
 pub trait Scenario: Send + Sync + Sized + 'static {
     /// Every knob a seed expands into.
     type Knobs: serde::Serialize + fmt::Debug;
