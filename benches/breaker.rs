@@ -26,8 +26,12 @@
 // Bench code, not user input: a failed setup should abort loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use failsafe::CircuitBreaker as _;
+use faultline::breaker::pattern::BreakerPattern;
 use faultline::breaker::tokio::SharedBreaker;
 use faultline::breaker::{BreakerConfig, CallOutcome, CircuitBreaker, State};
 use faultline::clock::Instant;
@@ -204,23 +208,7 @@ fn guarded_call(c: &mut Criterion) {
 /// The SMS world: simulated events per second of whole runs (reference guard, the
 /// knobs and fault plan of seed 7, trace off).
 fn sms_world(c: &mut Criterion) {
-    use faultline::breaker::world::run_seed;
-    use faultline_sim::TraceMode;
-    let (report, _) = run_seed(7, TraceMode::Off).unwrap();
-    report.assert_pass();
-    let mut group = c.benchmark_group("breaker/sms_world");
-    group
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(criterion::Throughput::Elements(report.events));
-    group.bench_function("events", |b| {
-        b.iter(|| {
-            let (report, _) = run_seed(black_box(7), TraceMode::Off).unwrap();
-            black_box(report.events)
-        });
-    });
-    group.finish();
+    support::world_events(c, "breaker/sms_world", &BreakerPattern, 7);
 }
 
 criterion_group!(benches, guarded_call, sms_world);

@@ -32,12 +32,14 @@
 // Bench code, not user input: a failed setup or a wrong count should abort loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use faultline::clock::Instant;
+use faultline::queue::pattern::QueuePattern;
 use faultline::queue::tokio::{PoolConfig, SharedQueue, WorkerPool};
-use faultline::queue::world::{QueueKnobs, QueueWorld, run_seed};
 use faultline::queue::{ProfileId, Queue, QueueConfig, TargetId, Task, TaskKey};
-use faultline_sim::{SimDuration, Simulation, TraceMode};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hint::black_box;
@@ -242,43 +244,8 @@ fn pool(c: &mut Criterion) {
     group.finish();
 }
 
-fn world_run(seed: u64) -> (Simulation, QueueWorld<Queue>) {
-    let knobs = QueueKnobs::from_seed(seed);
-    let sim = Simulation::new(seed)
-        .plan(knobs.fault_plan())
-        .trace(TraceMode::Off)
-        .events_max(5_000_000)
-        .liveness_max(SimDuration::from_secs(3_600));
-    let queue = knobs.reference_queue().unwrap();
-    (sim, QueueWorld::new(knobs, queue).unwrap())
-}
-
 fn world(c: &mut Criterion) {
-    let (sim, mut w) = world_run(WORLD_SEED);
-    let report = sim.run(&mut w);
-    report.assert_pass();
-    let (reference, _) = run_seed(WORLD_SEED, TraceMode::Off).unwrap();
-    assert_eq!(report.digest, reference.digest);
-    assert_eq!(report.events, reference.events);
-
-    let mut group = c.benchmark_group("queue/world");
-    group
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(report.events));
-    group.bench_function("events", |b| {
-        b.iter_batched(
-            || world_run(WORLD_SEED),
-            |(sim, mut w)| {
-                let report = sim.run(black_box(&mut w));
-                debug_assert!(report.outcome.is_pass());
-                (report.events, w)
-            },
-            BatchSize::SmallInput,
-        );
-    });
-    group.finish();
+    support::world_events(c, "queue/world", &QueuePattern, WORLD_SEED);
 }
 
 criterion_group!(benches, core, pool, world);

@@ -30,16 +30,18 @@
 // Bench code, not user input: a failed setup should abort loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use faultline::clock::Instant;
 use faultline::saga::choreographed::core::{CheckoutEvent, Participant, Reactor};
-use faultline::saga::choreographed::world::{self as choreo_world, ChoreoWorld};
-use faultline::saga::orchestrated::world::{SagaKnobs, SagaWorld, run_seed};
+use faultline::saga::choreographed::pattern::ChoreoPattern;
+use faultline::saga::orchestrated::pattern::SagaPattern;
 use faultline::saga::{
     InventoryService, LogRecord, Orchestrator, Order, Output, PaymentService, SagaConfig, SagaId,
     SagaState, Services,
 };
-use faultline_sim::{SimDuration, Simulation, TraceMode};
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::Duration;
@@ -219,86 +221,22 @@ fn choreography(c: &mut Criterion) {
 }
 
 fn choreo_world(c: &mut Criterion) {
-    let run = || {
-        let knobs = SagaKnobs::from_seed(WORLD_SEED);
-        let plan = knobs.fault_plan();
-        choreo_world::run_world(ChoreoWorld::new(knobs).unwrap(), plan, TraceMode::Off)
-    };
-    let (report, _) = run();
-    report.assert_pass();
-    let mut group = c.benchmark_group("saga/choreo_world");
-    group
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(report.events));
-    group.bench_function("events", |b| {
-        b.iter(|| black_box(run()).0.events);
-    });
-    group.finish();
-}
-
-/// The world of `seed` and its fault plan, bounded as the reference runs are.
-fn world_run(seed: u64) -> (Simulation, SagaWorld) {
-    let knobs = SagaKnobs::from_seed(seed);
-    let plan = knobs.fault_plan();
-    let sim = Simulation::new(seed)
-        .plan(plan)
-        .trace(TraceMode::Off)
-        .events_max(5_000_000)
-        .liveness_max(SimDuration::from_secs(3_600));
-    (sim, SagaWorld::new(knobs).unwrap())
+    support::world_events(c, "saga/choreo_world", &ChoreoPattern, WORLD_SEED);
 }
 
 fn world(c: &mut Criterion) {
-    let (sim, mut w) = world_run(WORLD_SEED);
-    let report = sim.run(&mut w);
-    report.assert_pass();
-    // The same run as the reference's.
-    let (reference, _) = run_seed(WORLD_SEED, TraceMode::Off).unwrap();
-    assert_eq!(report.digest, reference.digest);
-    assert_eq!(report.events, reference.events);
-
-    let mut group = c.benchmark_group("saga/world");
-    group
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(report.events));
-    group.bench_function("events", |b| {
-        b.iter_batched(
-            || world_run(WORLD_SEED),
-            |(sim, mut w)| {
-                let report = sim.run(black_box(&mut w));
-                debug_assert!(report.outcome.is_pass());
-                (report.events, w)
-            },
-            BatchSize::SmallInput,
-        );
-    });
-    group.finish();
-
+    let done = support::world_events(c, "saga/world", &SagaPattern, WORLD_SEED);
     // The same run counted in sagas: checkouts driven to rest per second through the
     // orchestrator under the seed's default-profile fault plan, log disk and network
     // included (simulated, so no time is actually waited).
-    let (_, done) = run_seed(WORLD_SEED, TraceMode::Off).unwrap();
-    let mut group = c.benchmark_group("saga/world_sagas");
-    group
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(done.stats.started));
-    group.bench_function("default_fault_profile", |b| {
-        b.iter_batched(
-            || world_run(WORLD_SEED),
-            |(sim, mut w)| {
-                sim.run(black_box(&mut w));
-                w
-            },
-            BatchSize::SmallInput,
-        );
-    });
-    group.finish();
+    support::bench_world(
+        c,
+        "saga/world_sagas",
+        "default_fault_profile",
+        &SagaPattern,
+        WORLD_SEED,
+        done.stats.started,
+    );
 }
 
 criterion_group!(benches, orchestrator, choreography, world, choreo_world);

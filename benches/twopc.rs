@@ -24,18 +24,19 @@
 // Bench code, not user input: a failed setup should abort loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use faultline::clock::Instant;
-use faultline::saga::orchestrated::world::SagaKnobs;
 use faultline::saga::twopc::core::{
     self as twopc, Coordinator, Decision, Participant, TwoPcConfig, TxState, step_index,
 };
-use faultline::saga::twopc::world::{TwoPcWorld, run_seed};
+use faultline::saga::twopc::pattern::TwoPcPattern;
 use faultline::saga::{
     InventoryService, LogRecord, Orchestrator, Order, Output, PaymentService, SagaConfig, SagaId,
     SagaState, Services,
 };
-use faultline_sim::{SimDuration, Simulation, TraceMode};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -189,45 +190,8 @@ fn checkout(c: &mut Criterion) {
     group.finish();
 }
 
-/// The world of `seed` and its fault plan, bounded as the reference runs are.
-fn world_run(seed: u64) -> (Simulation, TwoPcWorld) {
-    let knobs = SagaKnobs::from_seed(seed);
-    let plan = knobs.fault_plan();
-    let sim = Simulation::new(seed)
-        .plan(plan)
-        .trace(TraceMode::Off)
-        .events_max(5_000_000)
-        .liveness_max(SimDuration::from_secs(3_600));
-    (sim, TwoPcWorld::new(knobs).unwrap())
-}
-
 fn world(c: &mut Criterion) {
-    let (sim, mut w) = world_run(WORLD_SEED);
-    let report = sim.run(&mut w);
-    report.assert_pass();
-    // The same run as the reference's.
-    let (reference, _) = run_seed(WORLD_SEED, TraceMode::Off).unwrap();
-    assert_eq!(report.digest, reference.digest);
-    assert_eq!(report.events, reference.events);
-
-    let mut group = c.benchmark_group("twopc/world");
-    group
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(report.events));
-    group.bench_function("events", |b| {
-        b.iter_batched(
-            || world_run(WORLD_SEED),
-            |(sim, mut w)| {
-                let report = sim.run(black_box(&mut w));
-                debug_assert!(report.outcome.is_pass());
-                (report.events, w)
-            },
-            BatchSize::SmallInput,
-        );
-    });
-    group.finish();
+    support::world_events(c, "twopc/world", &TwoPcPattern, WORLD_SEED);
 }
 
 criterion_group!(benches, checkout, world);

@@ -18,6 +18,7 @@ pub mod config;
 pub mod cqrs;
 pub mod harness;
 pub mod queue;
+pub mod registry;
 pub mod retry;
 mod rt;
 pub mod saga;

@@ -5,7 +5,8 @@
 //! command that replays it); 2 bad usage or bad input.
 
 use clap::{Parser, Subcommand};
-use faultline::harness::{self, Pattern, Run, replay_command};
+use faultline::harness::{Pattern, Run, replay_command};
+use faultline::registry;
 use faultline_sim::report::model::{FailureView, Histogram, MutantRow, PatternSweep, SweepView};
 use faultline_sim::report::{render_index, render_run};
 use faultline_sim::shrink::shrink_plan;
@@ -185,11 +186,11 @@ fn main() -> ExitCode {
 
 fn resolve(names: &[String]) -> Result<Vec<&'static dyn Pattern>, UsageError> {
     if names.is_empty() {
-        return Ok(harness::patterns());
+        return Ok(registry::patterns());
     }
     names
         .iter()
-        .map(|n| harness::find(n).map_err(UsageError::from))
+        .map(|n| registry::find(n).map_err(UsageError::from))
         .collect()
 }
 
@@ -209,8 +210,8 @@ fn write(path: &Path, contents: &str) -> Result<(), UsageError> {
 }
 
 /// Faults on names the world does not know never fire: say so rather than stay silent.
-fn warn_unknown_targets(pattern: &dyn Pattern, plan: &FaultPlan) {
-    let known = pattern.known_targets();
+fn warn_unknown_targets(pattern: &dyn Pattern, seed: u64, plan: &FaultPlan) {
+    let known = pattern.known_targets(seed);
     for (i, f) in plan.faults.iter().enumerate() {
         if !known.contains(&f.target) {
             eprintln!(
@@ -231,8 +232,10 @@ fn run_one(
     out: &Path,
     replay: bool,
 ) -> CliResult {
-    let pattern = harness::find(name)?;
-    let mutant_index = mutant.map(|m| pattern.mutant_index(m)).transpose()?;
+    let pattern = registry::find(name)?;
+    if let Some(m) = mutant {
+        pattern.mutant_info(m)?;
+    }
     let file_plan = plan_file.map(read_plan).transpose()?;
     let seed = match (seed, file_plan.as_ref().and_then(|p| p.seed)) {
         (Some(s), Some(recorded)) if s != recorded => {
@@ -253,7 +256,7 @@ fn run_one(
         Some(p) => p,
         None => pattern.plan(seed),
     };
-    warn_unknown_targets(pattern, &plan);
+    warn_unknown_targets(pattern, seed, &plan);
     println!(
         "{} {} seed {seed}{}",
         if replay { "replaying" } else { "running" },
@@ -273,7 +276,7 @@ fn run_one(
     for (i, f) in plan.faults.iter().enumerate() {
         println!("  [{i}] {f}");
     }
-    let mut view = pattern.view(seed, &plan, mutant_index)?;
+    let mut view = pattern.view(seed, &plan, mutant)?;
     let plan_arg = plan_file.map(|p| p.display().to_string());
     view.replay = replay_command(pattern.name(), seed, plan_arg.as_deref(), mutant);
     println!("invariants:");
@@ -467,8 +470,9 @@ fn sweep_cmd(
             match &r.result {
                 Ok(Ok(run)) => {
                     summary.add(&run.report);
-                    for (h, v) in histograms.iter_mut().zip(&run.metrics) {
-                        if let Some(v) = v {
+                    for reading in &run.metrics {
+                        let histogram = histograms.iter_mut().find(|h| h.name == reading.name);
+                        if let (Some(h), Some(v)) = (histogram, reading.value) {
                             h.values.push((v * 10_000.0).round() / 10_000.0);
                         }
                     }
@@ -524,10 +528,10 @@ fn sweep_cmd(
     Ok(all_passed)
 }
 
-/// Adds every comparison of the harness with at least two of its patterns in `view` and
+/// Adds every comparison of the registry with at least two of its patterns in `view` and
 /// none of its title there yet.
 fn add_comparisons(view: &mut SweepView) {
-    for c in harness::comparisons() {
+    for c in registry::comparisons() {
         let swept = c
             .patterns
             .iter()
@@ -657,8 +661,7 @@ fn mutants_cmd(command: &str, names: &[String], seeds: SeedRange, out: &Path) ->
         let found: Vec<MutantRow> = std::thread::scope(|s| {
             let handles: Vec<_> = mutants
                 .iter()
-                .enumerate()
-                .map(|(i, m)| {
+                .map(|m| {
                     s.spawn(move || {
                         let mut row = MutantRow {
                             pattern: pattern.name().to_string(),
@@ -671,10 +674,11 @@ fn mutants_cmd(command: &str, names: &[String], seeds: SeedRange, out: &Path) ->
                         for seed in seeds.start..seeds.end {
                             row.cases += 1;
                             let plan = pattern.plan(seed);
-                            let caught = match pattern.run(seed, &plan, TraceMode::Off, Some(i)) {
-                                Ok(run) => run.report.outcome.invariant().map(str::to_string),
-                                Err(e) => Some(format!("harness error: {e}")),
-                            };
+                            let caught =
+                                match pattern.run(seed, &plan, TraceMode::Off, Some(m.name)) {
+                                    Ok(run) => run.report.outcome.invariant().map(str::to_string),
+                                    Err(e) => Some(format!("harness error: {e}")),
+                                };
                             if let Some(inv) = caught {
                                 row.caught_by = Some(inv);
                                 row.seed = Some(seed);

@@ -30,14 +30,29 @@ use serde::Serialize;
 
 /// Names of the invariants, in order.
 pub const INVARIANTS: [&str; 7] = [
-    "breaker.no_call_while_open",
-    "breaker.half_open_limit",
-    "breaker.trip_soundness",
-    "breaker.load_bound",
-    "breaker.responsiveness",
-    "breaker.closes_after_recovery",
-    "breaker.accounting",
+    NO_CALL_WHILE_OPEN,
+    HALF_OPEN_LIMIT,
+    TRIP_SOUNDNESS,
+    LOAD_BOUND,
+    RESPONSIVENESS,
+    CLOSES_AFTER_RECOVERY,
+    ACCOUNTING,
 ];
+
+/// The invariant `breaker.no_call_while_open` (see the list above).
+pub const NO_CALL_WHILE_OPEN: &str = "breaker.no_call_while_open";
+/// The invariant `breaker.half_open_limit` (see the list above).
+pub const HALF_OPEN_LIMIT: &str = "breaker.half_open_limit";
+/// The invariant `breaker.trip_soundness` (see the list above).
+pub const TRIP_SOUNDNESS: &str = "breaker.trip_soundness";
+/// The invariant `breaker.load_bound` (see the list above).
+pub const LOAD_BOUND: &str = "breaker.load_bound";
+/// The invariant `breaker.responsiveness` (see the list above).
+pub const RESPONSIVENESS: &str = "breaker.responsiveness";
+/// The invariant `breaker.closes_after_recovery` (see the list above).
+pub const CLOSES_AFTER_RECOVERY: &str = "breaker.closes_after_recovery";
+/// The invariant `breaker.accounting` (see the list above).
+pub const ACCOUNTING: &str = "breaker.accounting";
 
 /// The world's own model of the breaker's sliding window: the outcomes the breaker
 /// should have recorded in the current Closed episode.
@@ -234,7 +249,7 @@ impl BreakerChecker {
     pub fn on_transition(&mut self, t: Transition, now: SimTime) -> Result<(), Violation> {
         if t.from != self.state {
             return Err(Violation::new(
-                "breaker.accounting",
+                ACCOUNTING,
                 format!(
                     "transition {} -> {} does not start from the state the breaker was in ({})",
                     t.from, t.to, self.state
@@ -251,7 +266,7 @@ impl BreakerChecker {
         );
         if !allowed {
             return Err(Violation::new(
-                "breaker.accounting",
+                ACCOUNTING,
                 format!(
                     "transition {} -> {} is not a valid breaker transition",
                     t.from, t.to
@@ -281,7 +296,7 @@ impl BreakerChecker {
         }
         let (calls, failed, slow) = self.model.counts(now);
         Err(Violation::new(
-            "breaker.trip_soundness",
+            TRIP_SOUNDNESS,
             format!(
                 "the breaker opened with {calls} calls in its window ({failed} failed, {slow} slow); \
                  it needs at least {} calls and a failure rate of {} % or a slow-call rate of {} % \
@@ -300,7 +315,7 @@ impl BreakerChecker {
         self.in_flight += 1;
         if state.rejects_all() {
             return Err(Violation::new(
-                "breaker.no_call_while_open",
+                NO_CALL_WHILE_OPEN,
                 format!("a call reached the API while the breaker was {state}"),
             ));
         }
@@ -309,7 +324,7 @@ impl BreakerChecker {
             let permitted = u64::from(self.config.half_open_calls_permitted());
             if self.episode_sends > permitted {
                 return Err(Violation::new(
-                    "breaker.half_open_limit",
+                    HALF_OPEN_LIMIT,
                     format!(
                         "{} calls reached the API in one half-open episode; at most {permitted} are permitted",
                         self.episode_sends
@@ -369,7 +384,7 @@ impl BreakerChecker {
         let limit = self.timeout + SimDuration::from_millis(1);
         if latency > limit {
             return Err(Violation::new(
-                "breaker.responsiveness",
+                RESPONSIVENESS,
                 format!(
                     "a caller waited {latency} for an answer ({answer:?}); the timeout is {}",
                     self.timeout
@@ -381,7 +396,7 @@ impl BreakerChecker {
             && retry_after.is_zero()
         {
             return Err(Violation::new(
-                "breaker.responsiveness",
+                RESPONSIVENESS,
                 "a caller was told the API is unavailable with retry_after = 0",
             ));
         }
@@ -426,7 +441,7 @@ impl BreakerChecker {
             && self.state != State::Closed
         {
             return Err(Violation::new(
-                "breaker.closes_after_recovery",
+                CLOSES_AFTER_RECOVERY,
                 format!(
                     "the API recovered at {} but the breaker is still {} at {now} (deadline {deadline})",
                     self.healed_at.unwrap_or(SimTime::ZERO),
@@ -517,7 +532,7 @@ impl BreakerChecker {
             });
             if calls > bound {
                 return Err(Violation::new(
-                    "breaker.load_bound",
+                    LOAD_BOUND,
                     format!(
                         "{calls} calls reached the API during the outage [{from}, {until}); the bound is {bound} \
                          ({closed_part} to trip + {held_back} held back by {late_successes} late successes \
@@ -550,7 +565,7 @@ impl BreakerChecker {
         let w = self.counts;
         if guard != w {
             return Err(Violation::new(
-                "breaker.accounting",
+                ACCOUNTING,
                 format!(
                     "the guard counts {guard:?} but the world saw {w:?} \
                      (admitted = succeeded + failed + ignored + released must match call for call)"
@@ -560,7 +575,7 @@ impl BreakerChecker {
         let settled = w.succeeded + w.failed + w.ignored + w.released;
         if w.admitted != settled {
             return Err(Violation::new(
-                "breaker.accounting",
+                ACCOUNTING,
                 format!("{} calls admitted but {settled} settled", w.admitted),
             ));
         }

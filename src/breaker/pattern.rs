@@ -1,134 +1,102 @@
-//! The breaker as a [`Pattern`] of the harness: knobs and plans from a seed, runs of the
-//! reference guard and of the mutants, and the run's report view.
+//! The breaker as a [`Scenario`] of the harness: knobs and plans from a seed, the
+//! reference guard and the mutants in the SMS world, the metrics, and the run's report
+//! view.
 
 use crate::breaker::circuit::State;
 use crate::breaker::guard::Guard;
-use crate::breaker::invariants::INVARIANTS;
+use crate::breaker::invariants::{self, INVARIANTS};
 use crate::breaker::mutants::CATALOG;
-use crate::breaker::world::{API, SmsKnobs, SmsWorld, run};
-use crate::harness::{
-    HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list,
-    replay_command, verdicts,
+use crate::breaker::world::{SmsKnobs, SmsWorld, run};
+use crate::config::ConfigError;
+use crate::harness::{Description, Metric, Mutant, Scenario, notes};
+use faultline_sim::report::model::{Band, Lane, Series, Timeline};
+use faultline_sim::{
+    FaultPlan, FaultProfile, RunReport, SeedRange, SimDuration, SimTime, TraceMode,
 };
-use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
-use faultline_sim::{FaultPlan, RunReport, SeedRange, SimDuration, SimTime, TraceMode};
 
 /// The circuit breaker in front of the simulated SMS gateway.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BreakerPattern;
 
-/// Trace entries kept for a report (the run just before a violation).
-const REPORT_TRACE: usize = 300;
+/// The key metrics of a run.
+const METRICS: &[Metric<SmsWorld<Guard>>] = &[
+    Metric {
+        name: "worst outage load / bound",
+        unit: "ratio",
+        value: |w| {
+            w.stats
+                .worst_load
+                .map(|(calls, bound)| calls as f64 / bound.max(1) as f64)
+        },
+    },
+    Metric {
+        name: "time to close after recovery",
+        unit: "s",
+        value: |w| w.stats.time_to_close_ms.map(|ms| ms as f64 / 1000.0),
+    },
+    Metric {
+        name: "rejection rate",
+        unit: "%",
+        value: |w| {
+            let s = &w.stats;
+            (s.requests > 0).then(|| 100.0 * s.rejected as f64 / s.requests as f64)
+        },
+    },
+];
 
-impl BreakerPattern {
-    fn guard(&self, knobs: &SmsKnobs, mutant: Option<usize>) -> Result<Guard, HarnessError> {
-        match mutant {
-            None => Ok(knobs.reference_guard()?),
-            Some(index) => {
-                let m = catalog_entry(self.name(), CATALOG, index)?;
-                Ok(m.guard(knobs)?)
-            }
-        }
-    }
+impl Scenario for BreakerPattern {
+    type Knobs = SmsKnobs;
+    type World = SmsWorld<Guard>;
 
-    fn metrics_of(world: &SmsWorld<Guard>) -> Vec<Option<f64>> {
-        let s = &world.stats;
-        vec![
-            s.worst_load
-                .map(|(calls, bound)| calls as f64 / bound.max(1) as f64),
-            s.time_to_close_ms.map(|ms| ms as f64 / 1000.0),
-            (s.requests > 0).then(|| 100.0 * s.rejected as f64 / s.requests as f64),
-        ]
-    }
-}
-
-impl Pattern for BreakerPattern {
-    fn name(&self) -> &'static str {
-        "breaker"
-    }
-
-    fn about(&self) -> &'static str {
-        "circuit breaker (+ timeout, retry budget, bulkhead, fallback) in front of a flaky SMS API"
-    }
-
-    fn invariants(&self) -> &'static [&'static str] {
-        &INVARIANTS
-    }
-
-    fn metrics(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            ("worst outage load / bound", "ratio"),
-            ("time to close after recovery", "s"),
-            ("rejection rate", "%"),
-        ]
-    }
-
+    const NAME: &'static str = "breaker";
+    const ABOUT: &'static str =
+        "circuit breaker (+ timeout, retry budget, bulkhead, fallback) in front of a flaky SMS API";
+    const INVARIANTS: &'static [&'static str] = &INVARIANTS;
+    const METRICS: &'static [Metric<SmsWorld<Guard>>] = METRICS;
+    const MUTANTS: &'static [Mutant<Self>] = CATALOG;
     /// With the bus's, about a minute on 2 cores (`cargo run --release -- sweep`).
-    fn default_seeds(&self) -> SeedRange {
-        SeedRange {
-            start: 0,
-            end: 70_000,
-        }
+    const DEFAULT_SEEDS: SeedRange = SeedRange {
+        start: 0,
+        end: 70_000,
+    };
+
+    fn seed_knobs(&self, seed: u64) -> SmsKnobs {
+        SmsKnobs::from_seed(seed)
     }
 
-    fn known_targets(&self) -> Vec<String> {
-        vec![API.to_string()]
+    fn fault_profile(&self, knobs: &SmsKnobs) -> FaultProfile {
+        knobs.fault_profile()
     }
 
-    fn knobs(&self, seed: u64) -> Vec<(String, String)> {
-        knob_list(&SmsKnobs::from_seed(seed))
+    fn fault_plan(&self, knobs: &SmsKnobs) -> FaultPlan {
+        knobs.fault_plan()
     }
 
-    fn plan(&self, seed: u64) -> FaultPlan {
-        SmsKnobs::from_seed(seed).fault_plan()
+    fn reference(&self, knobs: &SmsKnobs) -> Result<SmsWorld<Guard>, ConfigError> {
+        SmsWorld::new(knobs.clone(), knobs.reference_guard()?)
     }
 
-    fn run(
+    fn simulate(
         &self,
-        seed: u64,
-        plan: &FaultPlan,
+        world: SmsWorld<Guard>,
+        plan: FaultPlan,
         trace: TraceMode,
-        mutant: Option<usize>,
-    ) -> Result<Run, HarnessError> {
-        let knobs = SmsKnobs::from_seed(seed);
-        let (report, world) = run(&knobs, plan.clone(), self.guard(&knobs, mutant)?, trace)?;
-        Ok(Run {
-            metrics: Self::metrics_of(&world),
-            report,
-        })
+    ) -> (RunReport, SmsWorld<Guard>) {
+        run(world, plan, trace)
     }
 
-    fn view(
+    fn describe(
         &self,
-        seed: u64,
-        plan: &FaultPlan,
-        mutant: Option<usize>,
-    ) -> Result<RunView, HarnessError> {
-        let knobs = SmsKnobs::from_seed(seed);
-        let (report, world) = run(
-            &knobs,
-            plan.clone(),
-            self.guard(&knobs, mutant)?,
-            TraceMode::Ring(REPORT_TRACE),
-        )?;
-        let name = mutant.and_then(|i| CATALOG.get(i)).map(|m| m.name);
-        Ok(describe(self, &knobs, plan, report, &world, name))
-    }
-
-    fn mutants(&self) -> Vec<MutantInfo> {
-        catalog_infos(CATALOG, |m| (m.name, m.defect, m.expected))
+        knobs: &SmsKnobs,
+        report: &RunReport,
+        world: &SmsWorld<Guard>,
+    ) -> Description {
+        describe(knobs, report, world)
     }
 }
 
 /// The report view of one run.
-fn describe(
-    pattern: &BreakerPattern,
-    knobs: &SmsKnobs,
-    plan: &FaultPlan,
-    report: RunReport,
-    world: &SmsWorld<Guard>,
-    mutant: Option<&str>,
-) -> RunView {
+fn describe(knobs: &SmsKnobs, report: &RunReport, world: &SmsWorld<Guard>) -> Description {
     let checker = &world.checker;
     let stats = &world.stats;
     let end = report.end;
@@ -199,19 +167,19 @@ fn describe(
     };
     let note_for = |name: &str| -> String {
         match name {
-            "breaker.load_bound" => match stats.worst_load {
+            invariants::LOAD_BOUND => match stats.worst_load {
                 Some((c, b)) => format!("worst outage: {c} calls against a bound of {b}"),
                 None => "no outage in this plan".into(),
             },
-            "breaker.responsiveness" => format!(
+            invariants::RESPONSIVENESS => format!(
                 "slowest answer {} ms; timeout {} ms",
                 stats.answer_latency_ms_max, knobs.timeout_ms
             ),
-            "breaker.closes_after_recovery" => match stats.time_to_close_ms {
+            invariants::CLOSES_AFTER_RECOVERY => match stats.time_to_close_ms {
                 Some(ms) => format!("closed {ms} ms after the faults healed"),
                 None => "did not close".into(),
             },
-            "breaker.accounting" => format!(
+            invariants::ACCOUNTING => format!(
                 "{} calls admitted = {} succeeded + {} failed + {} ignored + {} released",
                 checker.counts.admitted,
                 checker.counts.succeeded,
@@ -222,7 +190,7 @@ fn describe(
             _ => String::new(),
         }
     };
-    let verdicts = verdicts(&INVARIANTS, &report, note_for);
+    let notes = notes(&INVARIANTS, note_for);
     let opt = |v: Option<u64>, unit: &str| v.map_or("none".to_string(), |v| format!("{v} {unit}"));
     let figures = vec![
         ("requests".into(), stats.requests.to_string()),
@@ -258,22 +226,9 @@ fn describe(
             format!("{} ms", stats.answer_latency_ms_max),
         ),
     ];
-    RunView {
-        pattern: pattern.name().to_string(),
-        seed: knobs.seed,
-        replay: replay_command(pattern.name(), knobs.seed, None, mutant),
-        knobs: knob_list(knobs),
-        plan: plan.clone(),
-        fault_hits: report.fault_hits.clone(),
-        horizon: report.horizon,
-        end,
-        outcome: report.outcome.clone(),
-        verdicts,
-        coverage: report.coverage.clone(),
-        events: report.events,
-        digest: report.digest,
+    Description {
+        notes,
         figures,
         timeline,
-        trace: report.trace,
     }
 }

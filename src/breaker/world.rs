@@ -9,6 +9,7 @@
 use crate::breaker::circuit::{BreakerConfig, CallOutcome, SlidingWindow, State};
 use crate::breaker::contract::{Answer, ApiError, ApiReply, CallGuard, Step, Why};
 use crate::breaker::guard::{Guard, GuardConfig, classify};
+use crate::breaker::invariants;
 use crate::breaker::invariants::BreakerChecker;
 use crate::breaker::timeout::TimeoutPolicy;
 use crate::clock::Instant;
@@ -730,7 +731,7 @@ impl<G: CallGuard> World for SmsWorld<G> {
         self.drain_transitions(ctx)?;
         if let Some(r) = self.requests.iter().position(|r| r.phase != Phase::Done) {
             return Err(Violation::new(
-                "breaker.responsiveness",
+                invariants::RESPONSIVENESS,
                 format!("request {r} was never answered"),
             ));
         }
@@ -795,30 +796,21 @@ impl<G: CallGuard> SmsWorld<G> {
     }
 }
 
-/// Runs `guard` in the SMS world for `knobs` under `plan`. `trace` as for
-/// [`Simulation::trace`].
+/// Runs `world` under `plan`, the one way the SMS world is run (the harness, the tests and
+/// the benches all come through here). `trace` as for [`Simulation::trace`].
 pub fn run<G: CallGuard>(
-    knobs: &SmsKnobs,
+    mut world: SmsWorld<G>,
     plan: FaultPlan,
-    guard: G,
     trace: TraceMode,
-) -> Result<(RunReport, SmsWorld<G>), ConfigError> {
-    let mut world = SmsWorld::new(knobs.clone(), guard)?;
-    let report = Simulation::new(knobs.seed)
+) -> (RunReport, SmsWorld<G>) {
+    let report = Simulation::new(world.knobs().seed)
         .plan(plan)
         .trace(trace)
         .events_max(5_000_000)
         .liveness_max(SimDuration::from_secs(600))
         .replay_hint("cargo run --release -- replay breaker --seed {seed}")
         .run(&mut world);
-    Ok((report, world))
-}
-
-/// Runs the reference guard for `seed`: knobs and plan both from the seed.
-pub fn run_seed(seed: u64, trace: TraceMode) -> Result<(RunReport, SmsWorld<Guard>), ConfigError> {
-    let knobs = SmsKnobs::from_seed(seed);
-    let guard = knobs.reference_guard()?;
-    run(&knobs, knobs.fault_plan(), guard, trace)
+    (report, world)
 }
 
 /// A window description for display.

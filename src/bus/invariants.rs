@@ -21,14 +21,29 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Names of the invariants, in order.
 pub const INVARIANTS: [&str; 7] = [
-    "bus.exactly_once",
-    "bus.fifo",
-    "bus.nothing_after_unsubscribe",
-    "bus.bounded_retention",
-    "bus.isolation",
-    "bus.dead_events_counted",
-    "bus.drained",
+    EXACTLY_ONCE,
+    FIFO,
+    NOTHING_AFTER_UNSUBSCRIBE,
+    BOUNDED_RETENTION,
+    ISOLATION,
+    DEAD_EVENTS_COUNTED,
+    DRAINED,
 ];
+
+/// The invariant `bus.exactly_once` (see the list above).
+pub const EXACTLY_ONCE: &str = "bus.exactly_once";
+/// The invariant `bus.fifo` (see the list above).
+pub const FIFO: &str = "bus.fifo";
+/// The invariant `bus.nothing_after_unsubscribe` (see the list above).
+pub const NOTHING_AFTER_UNSUBSCRIBE: &str = "bus.nothing_after_unsubscribe";
+/// The invariant `bus.bounded_retention` (see the list above).
+pub const BOUNDED_RETENTION: &str = "bus.bounded_retention";
+/// The invariant `bus.isolation` (see the list above).
+pub const ISOLATION: &str = "bus.isolation";
+/// The invariant `bus.dead_events_counted` (see the list above).
+pub const DEAD_EVENTS_COUNTED: &str = "bus.dead_events_counted";
+/// The invariant `bus.drained` (see the list above).
+pub const DRAINED: &str = "bus.drained";
 
 /// What the world knows of one (subscriber, topic).
 #[derive(Clone, Debug, Default)]
@@ -127,7 +142,7 @@ impl BusChecker {
         self.retained_max = self.retained_max.max(retained_max);
         if retained_max > self.capacity {
             return Err(Violation::new(
-                "bus.bounded_retention",
+                BOUNDED_RETENTION,
                 format!(
                     "a topic retains {retained_max} events; the capacity is {}",
                     self.capacity
@@ -138,7 +153,7 @@ impl BusChecker {
             None => {
                 if subscribed {
                     return Err(Violation::new(
-                        "bus.dead_events_counted",
+                        DEAD_EVENTS_COUNTED,
                         format!(
                             "event {payload} on `{topic}` was called a dead event, but the topic has subscribers"
                         ),
@@ -150,7 +165,7 @@ impl BusChecker {
                 let expected = self.next_seq(topic);
                 if seq != expected {
                     return Err(Violation::new(
-                        "bus.fifo",
+                        FIFO,
                         format!(
                             "event {payload} on `{topic}` got seq {seq}; the next seq is {expected}"
                         ),
@@ -178,7 +193,7 @@ impl BusChecker {
     ) -> Result<(), Violation> {
         if left {
             return Err(Violation::new(
-                "bus.nothing_after_unsubscribe",
+                NOTHING_AFTER_UNSUBSCRIBE,
                 format!("subscriber {sub} got event {seq} of `{topic}` after it unsubscribed"),
             ));
         }
@@ -189,7 +204,7 @@ impl BusChecker {
             .map(|p| p.0);
         let Some(track) = self.tracks.get_mut(&(sub, topic.to_string())) else {
             return Err(Violation::new(
-                "bus.exactly_once",
+                EXACTLY_ONCE,
                 format!(
                     "subscriber {sub} got event {seq} of `{topic}`, a topic it never subscribed to"
                 ),
@@ -197,7 +212,7 @@ impl BusChecker {
         };
         if published != Some(payload) {
             return Err(Violation::new(
-                "bus.fifo",
+                FIFO,
                 format!(
                     "subscriber {sub} got payload {payload} as event {seq} of `{topic}`, which was published as {published:?}"
                 ),
@@ -206,7 +221,7 @@ impl BusChecker {
         if redriven {
             if !track.redriving.contains(&seq) {
                 return Err(Violation::new(
-                    "bus.exactly_once",
+                    EXACTLY_ONCE,
                     format!(
                         "subscriber {sub} got event {seq} of `{topic}` as a redriven dead letter, but it was not one"
                     ),
@@ -216,7 +231,7 @@ impl BusChecker {
         }
         if seq < track.from || track.until.is_some_and(|u| seq >= u) {
             return Err(Violation::new(
-                "bus.exactly_once",
+                EXACTLY_ONCE,
                 format!(
                     "subscriber {sub} got event {seq} of `{topic}`, published while it was not subscribed"
                 ),
@@ -224,7 +239,7 @@ impl BusChecker {
         }
         if seq < track.next {
             return Err(Violation::new(
-                "bus.exactly_once",
+                EXACTLY_ONCE,
                 format!(
                     "subscriber {sub} got event {seq} of `{topic}` again after it was {}",
                     if track.dead.contains(&seq) {
@@ -238,7 +253,7 @@ impl BusChecker {
         if seq > track.next {
             return Err(if track.failures > 0 {
                 Violation::new(
-                    "bus.exactly_once",
+                    EXACTLY_ONCE,
                     format!(
                         "event {} of `{topic}` failed {} time(s) for subscriber {sub} and was then skipped: \
                          neither retried up to {} attempts nor dead-lettered",
@@ -247,7 +262,7 @@ impl BusChecker {
                 )
             } else {
                 Violation::new(
-                    "bus.fifo",
+                    FIFO,
                     format!(
                         "subscriber {sub} got event {seq} of `{topic}` but never event {}: lost or out of order",
                         track.next
@@ -312,7 +327,7 @@ impl BusChecker {
         if dead {
             if track.failures < attempts_max {
                 return Err(Violation::new(
-                    "bus.exactly_once",
+                    EXACTLY_ONCE,
                     format!(
                         "event {seq} of `{topic}` was dead-lettered for subscriber {sub} after {} attempt(s); {attempts_max} are configured",
                         track.failures
@@ -367,7 +382,7 @@ impl BusChecker {
             let end = track.until.unwrap_or(self.next_seq(topic));
             if track.until.is_none() && (track.next < end || !track.redriving.is_empty()) {
                 return Err(Violation::new(
-                    "bus.drained",
+                    DRAINED,
                     format!(
                         "after the faults healed and everything went quiet, subscriber {sub} on `{topic}` was still owed \
                          events {}..{end} (none delivered or dead-lettered){}",
@@ -388,7 +403,7 @@ impl BusChecker {
             let dead = track.dead.len() as u64;
             if track.until.is_none() && handled + dead != owed {
                 return Err(Violation::new(
-                    "bus.drained",
+                    DRAINED,
                     format!(
                         "subscriber {sub} on `{topic}`: {handled} handled + {dead} dead-lettered, but {owed} events are owed"
                     ),
@@ -404,7 +419,7 @@ impl BusChecker {
                     .collect();
                 if listed != track.dead {
                     return Err(Violation::new(
-                        "bus.exactly_once",
+                        EXACTLY_ONCE,
                         format!(
                             "subscriber {sub} on `{topic}`: the bus lists dead letters {listed:?}, the world saw {:?} dead-lettered",
                             track.dead
@@ -415,7 +430,7 @@ impl BusChecker {
         }
         if bus_dead_events != self.dead_events {
             return Err(Violation::new(
-                "bus.dead_events_counted",
+                DEAD_EVENTS_COUNTED,
                 format!(
                     "{} events went to topics with no subscriber, the bus counted {bus_dead_events}",
                     self.dead_events

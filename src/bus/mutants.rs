@@ -3,96 +3,88 @@
 
 use crate::bus::contract::{EventBus, Handed};
 use crate::bus::core::{Bus, BusFull, DeliveryToken, Flaw, Published, SubscriberId};
-use crate::bus::world::BusKnobs;
+use crate::bus::invariants;
+use crate::bus::pattern::BusPattern;
+use crate::bus::world::{BusKnobs, BusWorld};
 use crate::clock::Instant;
 use crate::config::ConfigError;
+use crate::harness::Mutant;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// One mutant of the catalog.
-#[derive(Clone, Copy, Debug)]
-pub struct Mutant {
-    /// Short name.
-    pub name: &'static str,
-    /// What is broken.
-    pub defect: &'static str,
-    /// The invariant expected to catch it.
-    pub expected: &'static str,
-    make: fn(&BusKnobs) -> Result<MutantBus, ConfigError>,
-}
-
-impl Mutant {
-    /// The broken bus for these knobs.
-    pub fn bus(&self, knobs: &BusKnobs) -> Result<MutantBus, ConfigError> {
-        (self.make)(knobs)
-    }
-}
-
-fn flawed(knobs: &BusKnobs, flaw: Flaw) -> Result<MutantBus, ConfigError> {
+fn flawed(knobs: &BusKnobs, flaw: Flaw) -> Result<BusWorld<MutantBus>, ConfigError> {
     let mut bus = knobs.reference_bus()?;
     bus.flaw = flaw;
-    Ok(MutantBus::Flawed(bus))
+    Ok(BusWorld::new(knobs.clone(), MutantBus::Flawed(bus)))
 }
 
 /// The catalog.
-pub const CATALOG: &[Mutant] = &[
-    Mutant {
-        name: "lossy_ring",
-        defect: "a full topic overwrites its oldest event, so a lagging subscriber skips it (tokio broadcast)",
-        expected: "bus.fifo",
-        make: |k| flawed(k, Flaw::LossyRing),
-    },
-    Mutant {
-        name: "task_per_publish",
-        defect: "each publish spawns a task per subscriber: events arrive in any order, nothing is bounded",
-        expected: "bus.fifo",
-        make: |_| Ok(MutantBus::TaskPerPublish(TaskPerPublish::default())),
-    },
-    Mutant {
-        name: "swallowed_errors",
-        defect: "a handler error is swallowed: no retry, no dead letter",
-        expected: "bus.exactly_once",
-        make: |k| flawed(k, Flaw::SwallowErrors),
-    },
-    Mutant {
-        name: "slowest_blocks_all",
-        defect: "one shared cursor: no subscriber gets an event before the slowest has it",
-        expected: "bus.isolation",
-        make: |k| flawed(k, Flaw::SlowestBlocksAll),
-    },
-    Mutant {
-        name: "resume_from_latest",
-        defect: "after a crash, a subscriber resumes from the newest event, not its last acknowledged one",
-        expected: "bus.isolation",
-        make: |k| flawed(k, Flaw::ResumeFromLatest),
-    },
-    Mutant {
-        name: "ignore_unsubscribe",
-        defect: "unsubscribe does nothing: delivery goes on",
-        expected: "bus.nothing_after_unsubscribe",
-        make: |k| flawed(k, Flaw::IgnoreUnsubscribe),
-    },
-    Mutant {
-        name: "unbounded_retention",
-        defect: "the capacity is not enforced: a slow subscriber makes memory grow without bound",
-        expected: "bus.bounded_retention",
-        make: |k| flawed(k, Flaw::Unbounded),
-    },
-    Mutant {
-        name: "uncounted_dead_events",
-        defect: "events to a topic nobody subscribes to vanish without being counted",
-        expected: "bus.dead_events_counted",
-        make: |k| flawed(k, Flaw::UncountedDeadEvents),
-    },
-    Mutant {
-        name: "forget_retries",
-        defect: "a failed event is never retried nor dead-lettered: its topic stalls for that subscriber",
-        expected: "bus.drained",
-        make: |k| flawed(k, Flaw::ForgetRetries),
-    },
+pub const CATALOG: &[Mutant<BusPattern>] = &[
+    Mutant::new(
+        "lossy_ring",
+        "a full topic overwrites its oldest event, so a lagging subscriber skips it (tokio broadcast)",
+        invariants::FIFO,
+        |k| flawed(k, Flaw::LossyRing),
+    ),
+    Mutant::new(
+        "task_per_publish",
+        "each publish spawns a task per subscriber: events arrive in any order, nothing is bounded",
+        invariants::FIFO,
+        |k: &BusKnobs| {
+            Ok(BusWorld::new(
+                k.clone(),
+                MutantBus::TaskPerPublish(TaskPerPublish::default()),
+            ))
+        },
+    ),
+    Mutant::new(
+        "swallowed_errors",
+        "a handler error is swallowed: no retry, no dead letter",
+        invariants::EXACTLY_ONCE,
+        |k| flawed(k, Flaw::SwallowErrors),
+    ),
+    Mutant::new(
+        "slowest_blocks_all",
+        "one shared cursor: no subscriber gets an event before the slowest has it",
+        invariants::ISOLATION,
+        |k| flawed(k, Flaw::SlowestBlocksAll),
+    ),
+    Mutant::new(
+        "resume_from_latest",
+        "after a crash, a subscriber resumes from the newest event, not its last acknowledged one",
+        invariants::ISOLATION,
+        |k| flawed(k, Flaw::ResumeFromLatest),
+    ),
+    Mutant::new(
+        "ignore_unsubscribe",
+        "unsubscribe does nothing: delivery goes on",
+        invariants::NOTHING_AFTER_UNSUBSCRIBE,
+        |k| flawed(k, Flaw::IgnoreUnsubscribe),
+    ),
+    Mutant::new(
+        "unbounded_retention",
+        "the capacity is not enforced: a slow subscriber makes memory grow without bound",
+        invariants::BOUNDED_RETENTION,
+        |k| flawed(k, Flaw::Unbounded),
+    ),
+    Mutant::new(
+        "uncounted_dead_events",
+        "events to a topic nobody subscribes to vanish without being counted",
+        invariants::DEAD_EVENTS_COUNTED,
+        |k| flawed(k, Flaw::UncountedDeadEvents),
+    ),
+    Mutant::new(
+        "forget_retries",
+        "a failed event is never retried nor dead-lettered: its topic stalls for that subscriber",
+        invariants::DRAINED,
+        |k| flawed(k, Flaw::ForgetRetries),
+    ),
 ];
 
-/// A bus of the catalog: the reference with a defect, or a task-per-publish bus.
+/// A bus of the catalog: the reference with a defect, or a task-per-publish bus. The
+/// harness runs the reference as `Flawed` with no flaw, which makes the same calls on
+/// the same [`Bus`] as the plain reference, so every run of the pattern, reference or
+/// mutant, happens in one world type.
 #[derive(Debug)]
 pub enum MutantBus {
     /// The reference with one defect.

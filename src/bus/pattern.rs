@@ -1,48 +1,123 @@
-//! The event bus as a [`Pattern`] of the harness.
+//! The event bus as a [`Scenario`] of the harness.
 
 use crate::bus::contract::EventBus;
-use crate::bus::invariants::INVARIANTS;
-use crate::bus::mutants::CATALOG;
+use crate::bus::invariants::{self, INVARIANTS};
+use crate::bus::mutants::{CATALOG, MutantBus};
 use crate::bus::world::{BusKnobs, BusWorld, run};
-use crate::harness::{
-    HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
-    replay_command, verdicts,
-};
-use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
-use faultline_sim::{FaultPlan, RunReport, SeedRange, SimTime, TraceMode};
+use crate::config::ConfigError;
+use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
+use faultline_sim::report::model::{Band, Lane, Series, Timeline};
+use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimTime, TraceMode};
 
 /// The in-memory event bus with publishers, subscribers and their faults.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BusPattern;
 
-const REPORT_TRACE: usize = 300;
-
-fn metrics_of<B: EventBus>(world: &BusWorld<B>) -> Vec<Option<f64>> {
-    let s = &world.stats;
-    let mut m = vec![
-        Some(s.retained_max as f64 / world.knobs().capacity.max(1) as f64),
-        Some(s.failures as f64),
-    ];
-    // The longest delivery lag of each subscriber (sub-0 .. sub-4), where it exists.
-    for i in 0..5u32 {
-        m.push(
-            world
-                .checker
-                .lags
-                .get(&i)
-                .and_then(|l| l.iter().map(|(_, v)| *v).reduce(f64::max)),
-        );
-    }
-    m
+/// The longest delivery lag of subscriber `sub`, where it has one.
+fn lag_max<B: EventBus>(world: &BusWorld<B>, sub: u32) -> Option<f64> {
+    world
+        .checker
+        .lags
+        .get(&sub)
+        .and_then(|l| l.iter().map(|(_, v)| *v).reduce(f64::max))
 }
 
-fn describe<B: EventBus>(
-    knobs: &BusKnobs,
-    plan: &FaultPlan,
-    report: RunReport,
-    world: &BusWorld<B>,
-    mutant: Option<&str>,
-) -> RunView {
+/// The key metrics of a run.
+const METRICS: &[Metric<BusWorld<MutantBus>>] = &[
+    Metric {
+        name: "peak retention / capacity",
+        unit: "ratio",
+        value: |w| Some(w.stats.retained_max as f64 / w.knobs().capacity.max(1) as f64),
+    },
+    Metric {
+        name: "handler failures",
+        unit: "count",
+        value: |w| Some(w.stats.failures as f64),
+    },
+    Metric {
+        name: "longest delivery lag of sub-0",
+        unit: "ms",
+        value: |w| lag_max(w, 0),
+    },
+    Metric {
+        name: "longest delivery lag of sub-1",
+        unit: "ms",
+        value: |w| lag_max(w, 1),
+    },
+    Metric {
+        name: "longest delivery lag of sub-2",
+        unit: "ms",
+        value: |w| lag_max(w, 2),
+    },
+    Metric {
+        name: "longest delivery lag of sub-3",
+        unit: "ms",
+        value: |w| lag_max(w, 3),
+    },
+    Metric {
+        name: "longest delivery lag of sub-4",
+        unit: "ms",
+        value: |w| lag_max(w, 4),
+    },
+];
+
+impl Scenario for BusPattern {
+    type Knobs = BusKnobs;
+    /// The reference runs as [`MutantBus::Flawed`] without a flaw (the same calls on
+    /// the same bus), so the reference and the mutants share one world type.
+    type World = BusWorld<MutantBus>;
+
+    const NAME: &'static str = "bus";
+    const ABOUT: &'static str =
+        "in-memory event bus: every subscriber gets every event, in order, with bounded memory";
+    const INVARIANTS: &'static [&'static str] = &INVARIANTS;
+    const METRICS: &'static [Metric<BusWorld<MutantBus>>] = METRICS;
+    const MUTANTS: &'static [Mutant<Self>] = CATALOG;
+    /// With the breaker's, about a minute on 2 cores (`cargo run --release -- sweep`).
+    const DEFAULT_SEEDS: SeedRange = SeedRange {
+        start: 0,
+        end: 25_000,
+    };
+
+    fn seed_knobs(&self, seed: u64) -> BusKnobs {
+        BusKnobs::from_seed(seed)
+    }
+
+    fn fault_profile(&self, knobs: &BusKnobs) -> FaultProfile {
+        knobs.fault_profile()
+    }
+
+    fn fault_plan(&self, knobs: &BusKnobs) -> FaultPlan {
+        knobs.fault_plan()
+    }
+
+    fn reference(&self, knobs: &BusKnobs) -> Result<BusWorld<MutantBus>, ConfigError> {
+        Ok(BusWorld::new(
+            knobs.clone(),
+            MutantBus::Flawed(knobs.reference_bus()?),
+        ))
+    }
+
+    fn simulate(
+        &self,
+        world: BusWorld<MutantBus>,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, BusWorld<MutantBus>) {
+        run(world, plan, trace)
+    }
+
+    fn describe(
+        &self,
+        knobs: &BusKnobs,
+        report: &RunReport,
+        world: &BusWorld<MutantBus>,
+    ) -> Description {
+        describe(knobs, report, world)
+    }
+}
+
+fn describe<B: EventBus>(knobs: &BusKnobs, report: &RunReport, world: &BusWorld<B>) -> Description {
     let end = report.end;
     let mut lanes = Vec::new();
     for (i, s) in knobs.subscribers.iter().enumerate() {
@@ -97,15 +172,15 @@ fn describe<B: EventBus>(
         });
     }
     let s = &world.stats;
-    let verdicts = verdicts(&INVARIANTS, &report, |name| match name {
-        "bus.bounded_retention" => format!(
+    let notes = notes(&INVARIANTS, |name| match name {
+        invariants::BOUNDED_RETENTION => format!(
             "at most {} events retained; capacity {}",
             s.retained_max, knobs.capacity
         ),
-        "bus.dead_events_counted" => {
+        invariants::DEAD_EVENTS_COUNTED => {
             format!("{} dead events counted", s.dead_events)
         }
-        "bus.drained" => format!(
+        invariants::DRAINED => format!(
             "{} events handled, {} handler failures",
             s.handled, s.failures
         ),
@@ -130,126 +205,9 @@ fn describe<B: EventBus>(
             format!("{:.1} ms", s.lag_ms_max),
         ),
     ];
-    RunView {
-        pattern: "bus".into(),
-        seed: knobs.seed,
-        replay: replay_command("bus", knobs.seed, None, mutant),
-        knobs: knob_list(knobs),
-        plan: plan.clone(),
-        fault_hits: report.fault_hits.clone(),
-        horizon: report.horizon,
-        end,
-        outcome: report.outcome.clone(),
-        verdicts,
-        coverage: report.coverage.clone(),
-        events: report.events,
-        digest: report.digest,
+    Description {
+        notes,
         figures,
         timeline: Timeline { lanes, series },
-        trace: report.trace,
-    }
-}
-
-impl BusPattern {
-    fn mutant(&self, index: usize) -> Result<&'static crate::bus::mutants::Mutant, HarnessError> {
-        catalog_entry(self.name(), CATALOG, index)
-    }
-}
-
-impl Pattern for BusPattern {
-    fn name(&self) -> &'static str {
-        "bus"
-    }
-
-    fn about(&self) -> &'static str {
-        "in-memory event bus: every subscriber gets every event, in order, with bounded memory"
-    }
-
-    fn invariants(&self) -> &'static [&'static str] {
-        &INVARIANTS
-    }
-
-    fn metrics(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            ("peak retention / capacity", "ratio"),
-            ("handler failures", "count"),
-            ("longest delivery lag of sub-0", "ms"),
-            ("longest delivery lag of sub-1", "ms"),
-            ("longest delivery lag of sub-2", "ms"),
-            ("longest delivery lag of sub-3", "ms"),
-            ("longest delivery lag of sub-4", "ms"),
-        ]
-    }
-
-    /// With the breaker's, about a minute on 2 cores (`cargo run --release -- sweep`).
-    fn default_seeds(&self) -> SeedRange {
-        SeedRange {
-            start: 0,
-            end: 25_000,
-        }
-    }
-
-    fn known_targets(&self) -> Vec<String> {
-        (0..5).map(|i| format!("sub-{i}")).collect()
-    }
-
-    fn knobs(&self, seed: u64) -> Vec<(String, String)> {
-        knob_list(&BusKnobs::from_seed(seed))
-    }
-
-    fn plan(&self, seed: u64) -> FaultPlan {
-        BusKnobs::from_seed(seed).fault_plan()
-    }
-
-    fn run(
-        &self,
-        seed: u64,
-        plan: &FaultPlan,
-        trace: TraceMode,
-        mutant: Option<usize>,
-    ) -> Result<Run, HarnessError> {
-        let knobs = BusKnobs::from_seed(seed);
-        Ok(match mutant {
-            None => {
-                let (report, world) = run(&knobs, plan.clone(), knobs.reference_bus()?, trace);
-                Run {
-                    metrics: metrics_of(&world),
-                    report,
-                }
-            }
-            Some(i) => {
-                let (report, world) =
-                    run(&knobs, plan.clone(), self.mutant(i)?.bus(&knobs)?, trace);
-                Run {
-                    metrics: metrics_of(&world),
-                    report,
-                }
-            }
-        })
-    }
-
-    fn view(
-        &self,
-        seed: u64,
-        plan: &FaultPlan,
-        mutant: Option<usize>,
-    ) -> Result<RunView, HarnessError> {
-        let knobs = BusKnobs::from_seed(seed);
-        let trace = TraceMode::Ring(REPORT_TRACE);
-        Ok(match mutant {
-            None => {
-                let (report, world) = run(&knobs, plan.clone(), knobs.reference_bus()?, trace);
-                describe(&knobs, plan, report, &world, None)
-            }
-            Some(i) => {
-                let m = self.mutant(i)?;
-                let (report, world) = run(&knobs, plan.clone(), m.bus(&knobs)?, trace);
-                describe(&knobs, plan, report, &world, Some(m.name))
-            }
-        })
-    }
-
-    fn mutants(&self) -> Vec<MutantInfo> {
-        catalog_infos(CATALOG, |m| (m.name, m.defect, m.expected))
     }
 }

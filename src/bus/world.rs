@@ -5,6 +5,7 @@
 
 use crate::bus::contract::EventBus;
 use crate::bus::core::{Bus, BusConfig, Published, SubscriberId};
+use crate::bus::invariants;
 use crate::bus::invariants::BusChecker;
 use crate::clock::Instant;
 use crate::config::ConfigError;
@@ -389,7 +390,7 @@ impl<B: EventBus> BusWorld<B> {
                 let name = &self.knobs.topics[*t];
                 if self.checker.owed_now(i, name) {
                     return Err(Violation::new(
-                        "bus.isolation",
+                        invariants::ISOLATION,
                         format!(
                             "subscriber {i} is up, idle and owed event {} on `{name}`, yet the bus gave it nothing \
                              (held back by another subscriber, or lost)",
@@ -663,15 +664,14 @@ impl<B: EventBus> World for BusWorld<B> {
     }
 }
 
-/// Runs `bus` in the world for `knobs` under `plan`.
+/// Runs `world` under `plan`, the one way the bus world is run (the harness, the tests and
+/// the benches all come through here). `trace` as for [`Simulation::trace`].
 pub fn run<B: EventBus>(
-    knobs: &BusKnobs,
+    mut world: BusWorld<B>,
     plan: FaultPlan,
-    bus: B,
     trace: TraceMode,
 ) -> (RunReport, BusWorld<B>) {
-    let mut world = BusWorld::new(knobs.clone(), bus);
-    let report = Simulation::new(knobs.seed)
+    let report = Simulation::new(world.knobs().seed)
         .plan(plan)
         .trace(trace)
         .events_max(5_000_000)
@@ -679,14 +679,4 @@ pub fn run<B: EventBus>(
         .replay_hint("cargo run --release -- replay bus --seed {seed}")
         .run(&mut world);
     (report, world)
-}
-
-/// Runs the reference bus for `seed`.
-pub fn run_seed(
-    seed: u64,
-    trace: TraceMode,
-) -> Result<(RunReport, BusWorld<Bus<u64>>), ConfigError> {
-    let knobs = BusKnobs::from_seed(seed);
-    let bus = knobs.reference_bus()?;
-    Ok(run(&knobs, knobs.fault_plan(), bus, trace))
 }

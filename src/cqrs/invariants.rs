@@ -21,12 +21,23 @@ use std::collections::BTreeMap;
 
 /// Names of the invariants, in order.
 pub const INVARIANTS: [&str; 5] = [
-    "cqrs.no_lost_write",
-    "cqrs.snapshot_fold",
-    "cqrs.caught_up",
-    "cqrs.idempotent_replay",
-    "cqrs.monotonic_reads",
+    NO_LOST_WRITE,
+    SNAPSHOT_FOLD,
+    CAUGHT_UP,
+    IDEMPOTENT_REPLAY,
+    MONOTONIC_READS,
 ];
+
+/// The invariant `cqrs.no_lost_write` (see the list above).
+pub const NO_LOST_WRITE: &str = "cqrs.no_lost_write";
+/// The invariant `cqrs.snapshot_fold` (see the list above).
+pub const SNAPSHOT_FOLD: &str = "cqrs.snapshot_fold";
+/// The invariant `cqrs.caught_up` (see the list above).
+pub const CAUGHT_UP: &str = "cqrs.caught_up";
+/// The invariant `cqrs.idempotent_replay` (see the list above).
+pub const IDEMPOTENT_REPLAY: &str = "cqrs.idempotent_replay";
+/// The invariant `cqrs.monotonic_reads` (see the list above).
+pub const MONOTONIC_READS: &str = "cqrs.monotonic_reads";
 
 /// The world's record of one item: every acknowledged event, and their fold.
 #[derive(Clone, Debug, Default)]
@@ -70,7 +81,7 @@ impl CqrsChecker {
         let version = self.version(item);
         if !expected.admits(version) {
             return Err(Violation::new(
-                "cqrs.no_lost_write",
+                NO_LOST_WRITE,
                 format!(
                     "an append to {item} expecting {expected} was accepted, but {version} events were \
                      already acknowledged: two commands that loaded the same version both appended"
@@ -85,7 +96,7 @@ impl CqrsChecker {
             || appended.last_position != head + n
         {
             return Err(Violation::new(
-                "cqrs.no_lost_write",
+                NO_LOST_WRITE,
                 format!(
                     "{n} events appended to {item} got versions {}..={} at positions {}..={}; \
                      expected versions {}..={} at positions {}..={}",
@@ -125,7 +136,7 @@ impl CqrsChecker {
         let version = self.version(item);
         if expected.admits(version) || actual != version {
             return Err(Violation::new(
-                "cqrs.no_lost_write",
+                NO_LOST_WRITE,
                 format!(
                     "an append to {item} expecting {expected} was refused as a conflict at version {actual}, \
                      but {version} events are acknowledged: a write that should have gone in was lost"
@@ -147,7 +158,7 @@ impl CqrsChecker {
         let at = self.version(item);
         if *state != want || version != at {
             return Err(Violation::new(
-                "cqrs.snapshot_fold",
+                SNAPSHOT_FOLD,
                 format!(
                     "{item} loaded {}as {state:?} at version {version}; the fold of its {at} acknowledged \
                      events is {want:?}",
@@ -175,7 +186,7 @@ impl CqrsChecker {
             && after != before
         {
             return Err(Violation::new(
-                "cqrs.idempotent_replay",
+                IDEMPOTENT_REPLAY,
                 format!(
                     "proj-{p} was handed event {position} again (its read model was at {}), and the read model \
                      changed: {before:?} became {after:?}",
@@ -185,7 +196,7 @@ impl CqrsChecker {
         }
         if checkpoint > after.position {
             return Err(Violation::new(
-                "cqrs.caught_up",
+                CAUGHT_UP,
                 format!(
                     "proj-{p}'s checkpoint is {checkpoint}, but its read model has applied events only up to {}: \
                      a crash now would skip events {}..={checkpoint}",
@@ -197,7 +208,7 @@ impl CqrsChecker {
         let seen = self.seen.entry(p).or_insert(0);
         if after.position < *seen {
             return Err(Violation::new(
-                "cqrs.monotonic_reads",
+                MONOTONIC_READS,
                 format!(
                     "a query of proj-{p} saw its read model at position {}, after one had seen it at {}",
                     after.position, *seen
@@ -224,7 +235,7 @@ impl CqrsChecker {
                 let found = stored.iter().find(|r| r.version == version);
                 if found.is_none_or(|r| r.position != *position || r.event != *e) {
                     return Err(Violation::new(
-                        "cqrs.no_lost_write",
+                        NO_LOST_WRITE,
                         format!(
                             "acknowledged event {version} of {item} ({e:?} at position {position}) is missing: \
                              the stream holds {found:?}"
@@ -234,7 +245,7 @@ impl CqrsChecker {
             }
             if stored.len() != rec.events.len() {
                 return Err(Violation::new(
-                    "cqrs.no_lost_write",
+                    NO_LOST_WRITE,
                     format!(
                         "{item} holds {} events, {} were acknowledged",
                         stored.len(),
@@ -250,7 +261,7 @@ impl CqrsChecker {
                 .position(|(a, b)| a != b)
                 .unwrap_or(log.len().min(self.log.len()));
             return Err(Violation::new(
-                "cqrs.no_lost_write",
+                NO_LOST_WRITE,
                 format!(
                     "the global log differs from the acknowledged one at index {at}: {} events stored, {} acknowledged",
                     log.len(),
@@ -262,7 +273,7 @@ impl CqrsChecker {
         for (p, (view, checkpoint)) in views.iter().enumerate() {
             if *view != want {
                 return Err(Violation::new(
-                    "cqrs.caught_up",
+                    CAUGHT_UP,
                     format!(
                         "at rest proj-{p}'s read model is {view:?}; the fold of the log is {want:?}"
                     ),
@@ -270,7 +281,7 @@ impl CqrsChecker {
             }
             if *checkpoint != self.head() {
                 return Err(Violation::new(
-                    "cqrs.caught_up",
+                    CAUGHT_UP,
                     format!(
                         "at rest proj-{p}'s checkpoint is {checkpoint}, the log's head is {}",
                         self.head()

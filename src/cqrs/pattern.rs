@@ -1,40 +1,101 @@
-//! CQRS with event sourcing as a [`Pattern`] of the harness.
+//! CQRS with event sourcing as a [`Scenario`] of the harness.
 
-use crate::cqrs::contract::EventSourced;
-use crate::cqrs::invariants::INVARIANTS;
-use crate::cqrs::mutants::{CATALOG, Mutant};
+use crate::config::ConfigError;
+use crate::cqrs::contract::{EventSourced, Inventory};
+use crate::cqrs::invariants::{self, INVARIANTS};
+use crate::cqrs::mutants::CATALOG;
 use crate::cqrs::world::{CqrsKnobs, CqrsWorld, PROJECTIONS, WRITER, projection_name, run};
-use crate::harness::{
-    HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
-    replay_command, verdicts,
-};
-use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
-use faultline_sim::{FaultPlan, RunReport, SeedRange, SimTime, TraceMode};
+use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
+use faultline_sim::report::model::{Band, Lane, Series, Timeline};
+use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimTime, TraceMode};
 
 /// The event-sourced inventory with racing clients, a crashing writer and projections.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CqrsPattern;
 
-const REPORT_TRACE: usize = 300;
+/// The key metrics of a run.
+const METRICS: &[Metric<CqrsWorld<Inventory>>] = &[
+    Metric {
+        name: "conflicts per second",
+        unit: "1/s",
+        value: |w| Some(w.stats.conflicts as f64 / (w.knobs().horizon_ms as f64 / 1000.0)),
+    },
+    Metric {
+        name: "largest projection lag",
+        unit: "events",
+        value: |w| Some(w.stats.lag_max as f64),
+    },
+    Metric {
+        name: "events re-applied",
+        unit: "count",
+        value: |w| Some(w.stats.reapplied as f64),
+    },
+    Metric {
+        name: "commands refused / sent",
+        unit: "ratio",
+        value: |w| {
+            let s = &w.stats;
+            (s.commands > 0).then(|| s.rejected as f64 / s.commands as f64)
+        },
+    },
+];
 
-fn metrics_of<E: EventSourced>(world: &CqrsWorld<E>) -> Vec<Option<f64>> {
-    let s = &world.stats;
-    let secs = world.knobs().horizon_ms as f64 / 1000.0;
-    vec![
-        Some(s.conflicts as f64 / secs),
-        Some(s.lag_max as f64),
-        Some(s.reapplied as f64),
-        (s.commands > 0).then(|| s.rejected as f64 / s.commands as f64),
-    ]
+impl Scenario for CqrsPattern {
+    type Knobs = CqrsKnobs;
+    type World = CqrsWorld<Inventory>;
+
+    const NAME: &'static str = "cqrs";
+    const ABOUT: &'static str =
+        "CQRS + event sourcing: conflicting writes never vanish, read models converge to the log";
+    const INVARIANTS: &'static [&'static str] = &INVARIANTS;
+    const METRICS: &'static [Metric<CqrsWorld<Inventory>>] = METRICS;
+    const MUTANTS: &'static [Mutant<Self>] = CATALOG;
+    /// About 10 seconds on 2 cores (`cargo run --release -- sweep cqrs`).
+    const DEFAULT_SEEDS: SeedRange = SeedRange {
+        start: 0,
+        end: 6_000,
+    };
+
+    fn seed_knobs(&self, seed: u64) -> CqrsKnobs {
+        CqrsKnobs::from_seed(seed)
+    }
+
+    fn fault_profile(&self, knobs: &CqrsKnobs) -> FaultProfile {
+        knobs.fault_profile()
+    }
+
+    fn fault_plan(&self, knobs: &CqrsKnobs) -> FaultPlan {
+        knobs.fault_plan()
+    }
+
+    fn reference(&self, knobs: &CqrsKnobs) -> Result<CqrsWorld<Inventory>, ConfigError> {
+        Ok(CqrsWorld::new(knobs.clone(), knobs.reference()?))
+    }
+
+    fn simulate(
+        &self,
+        world: CqrsWorld<Inventory>,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, CqrsWorld<Inventory>) {
+        run(world, plan, trace)
+    }
+
+    fn describe(
+        &self,
+        knobs: &CqrsKnobs,
+        report: &RunReport,
+        world: &CqrsWorld<Inventory>,
+    ) -> Description {
+        describe(knobs, report, world)
+    }
 }
 
 fn describe<E: EventSourced>(
     knobs: &CqrsKnobs,
-    plan: &FaultPlan,
-    report: RunReport,
+    report: &RunReport,
     world: &CqrsWorld<E>,
-    mutant: Option<&str>,
-) -> RunView {
+) -> Description {
     let end = report.end;
     let nodes: Vec<String> = std::iter::once(WRITER.to_string())
         .chain((0..PROJECTIONS).map(projection_name))
@@ -92,23 +153,25 @@ fn describe<E: EventSourced>(
         points: per_second(world.conflict_times.iter().map(|t| (*t, 1.0)), |a, b| a + b),
     });
     let s = &world.stats;
-    let verdicts = verdicts(&INVARIANTS, &report, |name| match name {
-        "cqrs.no_lost_write" => format!(
+    let notes = notes(&INVARIANTS, |name| match name {
+        invariants::NO_LOST_WRITE => format!(
             "{} events acknowledged, all stored; {} conflicts refused",
             s.events, s.conflicts
         ),
-        "cqrs.snapshot_fold" => format!(
+        invariants::SNAPSHOT_FOLD => format!(
             "{} loads from a snapshot equal the fold of all events",
             s.snapshot_loads
         ),
-        "cqrs.caught_up" => format!(
+        invariants::CAUGHT_UP => format!(
             "every read model at the log's head ({} events) at rest",
             world.checker.head()
         ),
-        "cqrs.idempotent_replay" => {
+        invariants::IDEMPOTENT_REPLAY => {
             format!("{} events handed again changed nothing", s.reapplied)
         }
-        "cqrs.monotonic_reads" => format!("{} queries never saw a read model go back", s.queries),
+        invariants::MONOTONIC_READS => {
+            format!("{} queries never saw a read model go back", s.queries)
+        }
         _ => String::new(),
     });
     let figures = vec![
@@ -154,117 +217,9 @@ fn describe<E: EventSourced>(
             format!("{} events", s.lag_max),
         ),
     ];
-    RunView {
-        pattern: "cqrs".into(),
-        seed: knobs.seed,
-        replay: replay_command("cqrs", knobs.seed, None, mutant),
-        knobs: knob_list(knobs),
-        plan: plan.clone(),
-        fault_hits: report.fault_hits.clone(),
-        horizon: report.horizon,
-        end,
-        outcome: report.outcome.clone(),
-        verdicts,
-        coverage: report.coverage.clone(),
-        events: report.events,
-        digest: report.digest,
+    Description {
+        notes,
         figures,
         timeline: Timeline { lanes, series },
-        trace: report.trace,
-    }
-}
-
-impl CqrsPattern {
-    fn mutant(&self, index: usize) -> Result<&'static Mutant, HarnessError> {
-        catalog_entry(self.name(), CATALOG, index)
-    }
-}
-
-impl Pattern for CqrsPattern {
-    fn name(&self) -> &'static str {
-        "cqrs"
-    }
-
-    fn about(&self) -> &'static str {
-        "CQRS + event sourcing: conflicting writes never vanish, read models converge to the log"
-    }
-
-    fn invariants(&self) -> &'static [&'static str] {
-        &INVARIANTS
-    }
-
-    fn metrics(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            ("conflicts per second", "1/s"),
-            ("largest projection lag", "events"),
-            ("events re-applied", "count"),
-            ("commands refused / sent", "ratio"),
-        ]
-    }
-
-    /// About 10 seconds on 2 cores (`cargo run --release -- sweep cqrs`).
-    fn default_seeds(&self) -> SeedRange {
-        SeedRange {
-            start: 0,
-            end: 6_000,
-        }
-    }
-
-    fn known_targets(&self) -> Vec<String> {
-        let mut t = vec![WRITER.to_string()];
-        for p in 0..PROJECTIONS {
-            t.push(projection_name(p));
-            t.push(crate::cqrs::world::dispatch_link(p));
-        }
-        t
-    }
-
-    fn knobs(&self, seed: u64) -> Vec<(String, String)> {
-        knob_list(&CqrsKnobs::from_seed(seed))
-    }
-
-    fn plan(&self, seed: u64) -> FaultPlan {
-        CqrsKnobs::from_seed(seed).fault_plan()
-    }
-
-    fn run(
-        &self,
-        seed: u64,
-        plan: &FaultPlan,
-        trace: TraceMode,
-        mutant: Option<usize>,
-    ) -> Result<Run, HarnessError> {
-        let knobs = CqrsKnobs::from_seed(seed);
-        let system = match mutant {
-            None => knobs.reference()?,
-            Some(i) => self.mutant(i)?.inventory(&knobs)?,
-        };
-        let (report, world) = run(&knobs, plan.clone(), system, trace);
-        Ok(Run {
-            metrics: metrics_of(&world),
-            report,
-        })
-    }
-
-    fn view(
-        &self,
-        seed: u64,
-        plan: &FaultPlan,
-        mutant: Option<usize>,
-    ) -> Result<RunView, HarnessError> {
-        let knobs = CqrsKnobs::from_seed(seed);
-        let (system, name) = match mutant {
-            None => (knobs.reference()?, None),
-            Some(i) => {
-                let m = self.mutant(i)?;
-                (m.inventory(&knobs)?, Some(m.name))
-            }
-        };
-        let (report, world) = run(&knobs, plan.clone(), system, TraceMode::Ring(REPORT_TRACE));
-        Ok(describe(&knobs, plan, report, &world, name))
-    }
-
-    fn mutants(&self) -> Vec<MutantInfo> {
-        catalog_infos(CATALOG, |m| (m.name, m.defect, m.expected))
     }
 }

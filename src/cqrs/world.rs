@@ -9,6 +9,7 @@
 use crate::config::ConfigError;
 use crate::cqrs::contract::{EventSourced, Inventory};
 use crate::cqrs::core::{Aggregate, AppendError, ExpectedVersion, Recorded, Step, StreamId};
+use crate::cqrs::invariants;
 use crate::cqrs::invariants::CqrsChecker;
 use crate::cqrs::item::{ItemCommand, ItemEvent, StockView, StoredEvent};
 use faultline_sim::prelude::*;
@@ -464,7 +465,7 @@ impl<E: EventSourced> CqrsWorld<E> {
             }
             Err(other) => {
                 return Err(Violation::new(
-                    "cqrs.no_lost_write",
+                    invariants::NO_LOST_WRITE,
                     format!(
                         "an append of {} event(s) was refused: {other}",
                         pending.events.len()
@@ -756,15 +757,14 @@ impl<E: EventSourced> World for CqrsWorld<E> {
     }
 }
 
-/// Runs `system` in the world for `knobs` under `plan`.
+/// Runs `world` under `plan`, the one way the CQRS world is run (the harness, the tests and
+/// the benches all come through here). `trace` as for [`Simulation::trace`].
 pub fn run<E: EventSourced>(
-    knobs: &CqrsKnobs,
+    mut world: CqrsWorld<E>,
     plan: FaultPlan,
-    system: E,
     trace: TraceMode,
 ) -> (RunReport, CqrsWorld<E>) {
-    let mut world = CqrsWorld::new(knobs.clone(), system);
-    let report = Simulation::new(knobs.seed)
+    let report = Simulation::new(world.knobs().seed)
         .plan(plan)
         .trace(trace)
         .events_max(5_000_000)
@@ -772,14 +772,4 @@ pub fn run<E: EventSourced>(
         .replay_hint("cargo run --release -- replay cqrs --seed {seed}")
         .run(&mut world);
     (report, world)
-}
-
-/// Runs the reference inventory for `seed`.
-pub fn run_seed(
-    seed: u64,
-    trace: TraceMode,
-) -> Result<(RunReport, CqrsWorld<Inventory>), ConfigError> {
-    let knobs = CqrsKnobs::from_seed(seed);
-    let system = knobs.reference()?;
-    Ok(run(&knobs, knobs.fault_plan(), system, trace))
 }

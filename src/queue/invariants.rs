@@ -26,14 +26,29 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Names of the invariants, in order.
 pub const INVARIANTS: [&str; 7] = [
-    "queue.no_lost_update",
-    "queue.never_backwards",
-    "queue.at_most_once",
-    "queue.single_lease",
-    "queue.conservation",
-    "queue.retry_or_dead_letter",
-    "queue.redrive_order",
+    NO_LOST_UPDATE,
+    NEVER_BACKWARDS,
+    AT_MOST_ONCE,
+    SINGLE_LEASE,
+    CONSERVATION,
+    RETRY_OR_DEAD_LETTER,
+    REDRIVE_ORDER,
 ];
+
+/// The invariant `queue.no_lost_update` (see the list above).
+pub const NO_LOST_UPDATE: &str = "queue.no_lost_update";
+/// The invariant `queue.never_backwards` (see the list above).
+pub const NEVER_BACKWARDS: &str = "queue.never_backwards";
+/// The invariant `queue.at_most_once` (see the list above).
+pub const AT_MOST_ONCE: &str = "queue.at_most_once";
+/// The invariant `queue.single_lease` (see the list above).
+pub const SINGLE_LEASE: &str = "queue.single_lease";
+/// The invariant `queue.conservation` (see the list above).
+pub const CONSERVATION: &str = "queue.conservation";
+/// The invariant `queue.retry_or_dead_letter` (see the list above).
+pub const RETRY_OR_DEAD_LETTER: &str = "queue.retry_or_dead_letter";
+/// The invariant `queue.redrive_order` (see the list above).
+pub const REDRIVE_ORDER: &str = "queue.redrive_order";
 
 /// The queue checker: fed by the world as the run goes, asked at rest.
 #[derive(Clone, Debug)]
@@ -93,7 +108,7 @@ impl QueueChecker {
             && *fence != lease.token.fence()
         {
             return Err(Violation::new(
-                "queue.single_lease",
+                SINGLE_LEASE,
                 format!(
                     "{key} was leased again (fence {}, version {v}) while lease {fence} was unexpired until {deadline}: \
                      two workers deliver the same task",
@@ -105,7 +120,7 @@ impl QueueChecker {
             && v < *high
         {
             return Err(Violation::new(
-                "queue.redrive_order",
+                REDRIVE_ORDER,
                 format!(
                     "{key}: version {v}{} was handed out after version {high}",
                     if lease.redriven { " (redriven)" } else { "" }
@@ -117,7 +132,7 @@ impl QueueChecker {
             && now < *at
         {
             return Err(Violation::new(
-                "queue.retry_or_dead_letter",
+                RETRY_OR_DEAD_LETTER,
                 format!("{key} version {v} was retried at {now}, before its backoff ended at {at}"),
             ));
         }
@@ -172,7 +187,7 @@ impl QueueChecker {
                 let delay = at.saturating_since(now);
                 if at < now || delay > ceiling {
                     return Err(Violation::new(
-                        "queue.retry_or_dead_letter",
+                        RETRY_OR_DEAD_LETTER,
                         format!(
                             "{key} attempt {attempt} failed at {now}; the retry is due at {at}, \
                              outside [0, min(cap, base·2^(n−1))] = [0, {ceiling:?}]"
@@ -181,7 +196,7 @@ impl QueueChecker {
                 }
                 if attempt >= self.attempts_max {
                     return Err(Violation::new(
-                        "queue.retry_or_dead_letter",
+                        RETRY_OR_DEAD_LETTER,
                         format!(
                             "{key} failed its last attempt ({attempt} of {}) and was scheduled for another",
                             self.attempts_max
@@ -193,7 +208,7 @@ impl QueueChecker {
             Nacked::Superseded => {
                 if !newer {
                     return Err(Violation::new(
-                        "queue.retry_or_dead_letter",
+                        RETRY_OR_DEAD_LETTER,
                         format!(
                             "{key} version {} was called superseded, but no newer version was enqueued",
                             task.version
@@ -208,7 +223,7 @@ impl QueueChecker {
                     .any(|d| d.task == task && d.redriven_at.is_none());
                 if !there {
                     return Err(Violation::new(
-                        "queue.retry_or_dead_letter",
+                        RETRY_OR_DEAD_LETTER,
                         format!(
                             "{key} version {} failed its last attempt ({attempt}) and is not in the dead-letter queue: \
                              it is nowhere",
@@ -226,13 +241,13 @@ impl QueueChecker {
         let held = self.held.get(&key).copied().unwrap_or(0);
         if version < held {
             return Err(Violation::new(
-                "queue.never_backwards",
+                NEVER_BACKWARDS,
                 format!("{key} went back from version {held} to {version}"),
             ));
         }
         if !self.applied.insert((key, version)) {
             return Err(Violation::new(
-                "queue.at_most_once",
+                AT_MOST_ONCE,
                 format!("{key} version {version} took effect a second time"),
             ));
         }
@@ -251,7 +266,7 @@ impl QueueChecker {
     ) -> Result<(), Violation> {
         if still == Some(fence) {
             return Err(Violation::new(
-                "queue.single_lease",
+                SINGLE_LEASE,
                 format!(
                     "the worker holding lease {fence} on {key} crashed; at {now}, past the lease's deadline, \
                      the task is still hidden"
@@ -265,7 +280,7 @@ impl QueueChecker {
     pub fn check_conservation(&self, c: &QueueCounts) -> Result<(), Violation> {
         if !c.balanced() || c.enqueued != self.accepted {
             return Err(Violation::new(
-                "queue.conservation",
+                CONSERVATION,
                 format!(
                     "{} tasks accepted from producers, the queue counts {} enqueued; \
                      done {} + superseded {} + pending {} + leased {} + retrying {} + dead {} = {}",
@@ -293,7 +308,7 @@ impl QueueChecker {
     ) -> Result<(), Violation> {
         if backlog > 0 {
             return Err(Violation::new(
-                "queue.no_lost_update",
+                NO_LOST_UPDATE,
                 format!("{backlog} outbox rows never reached the queue"),
             ));
         }
@@ -306,7 +321,7 @@ impl QueueChecker {
         }
         if let Some(first) = lost.first() {
             return Err(Violation::new(
-                "queue.no_lost_update",
+                NO_LOST_UPDATE,
                 format!(
                     "at rest, {} (profile, target) pairs miss the latest version, e.g. {first}; \
                      the queue: {} in flight, {} dead",

@@ -1,45 +1,94 @@
-//! The profile-sync task queue as a [`Pattern`] of the harness.
+//! The profile-sync task queue as a [`Scenario`] of the harness.
 
-use crate::harness::{
-    HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
-    replay_command, verdicts,
-};
+use crate::config::ConfigError;
+use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
 use crate::queue::core::Queue;
+use crate::queue::invariants::{self, INVARIANTS};
 use crate::queue::mutants::CATALOG;
-use crate::queue::world::{INVARIANTS, QueueKnobs, QueueWorld, run_world};
-use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
-use faultline_sim::{FaultPlan, RunReport, SeedRange, SimTime, TraceMode};
+use crate::queue::world::{QueueKnobs, QueueWorld, run};
+use faultline_sim::report::model::{Band, Lane, Series, Timeline};
+use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimTime, TraceMode};
 
 /// The task queue for profile sync: outbox, leases, retries, dead letters, workers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QueuePattern;
 
-const REPORT_TRACE: usize = 300;
+/// The key metrics of a run.
+const METRICS: &[Metric<QueueWorld<Queue>>] = &[
+    Metric {
+        name: "convergence after the last fault heals",
+        unit: "ms",
+        value: |w| w.stats.convergence_ms(),
+    },
+    Metric {
+        name: "retries",
+        unit: "count",
+        value: |w| Some(w.stats.retries as f64),
+    },
+    Metric {
+        name: "dead letters",
+        unit: "count",
+        value: |w| Some(w.stats.dead_lettered as f64),
+    },
+    Metric {
+        name: "coalesced updates",
+        unit: "count",
+        value: |w| Some(w.stats.coalesced as f64),
+    },
+    Metric {
+        name: "leases expired",
+        unit: "count",
+        value: |w| Some(w.stats.expired as f64),
+    },
+];
 
-fn metrics_of(world: &QueueWorld<Queue>) -> Vec<Option<f64>> {
-    let s = &world.stats;
-    vec![
-        s.convergence_ms(),
-        Some(s.retries as f64),
-        Some(s.dead_lettered as f64),
-        Some(s.coalesced as f64),
-        Some(s.expired as f64),
-    ]
-}
+impl Scenario for QueuePattern {
+    type Knobs = QueueKnobs;
+    type World = QueueWorld<Queue>;
 
-impl QueuePattern {
-    fn world(&self, seed: u64, mutant: Option<usize>) -> Result<QueueWorld<Queue>, HarnessError> {
-        let knobs = QueueKnobs::from_seed(seed);
-        match mutant {
-            None => {
-                let queue = knobs.reference_queue()?;
-                Ok(QueueWorld::new(knobs, queue)?)
-            }
-            Some(i) => {
-                let m = catalog_entry(self.name(), CATALOG, i)?;
-                Ok(m.world(knobs)?)
-            }
-        }
+    const NAME: &'static str = "queue";
+    const ABOUT: &'static str = "task queue for profile sync: every target converges to the latest version, never backwards";
+    const INVARIANTS: &'static [&'static str] = &INVARIANTS;
+    const METRICS: &'static [Metric<QueueWorld<Queue>>] = METRICS;
+    const MUTANTS: &'static [Mutant<Self>] = CATALOG;
+    /// About 10 seconds on 2 cores (`cargo run --release -- sweep queue`).
+    const DEFAULT_SEEDS: SeedRange = SeedRange {
+        start: 0,
+        end: 50_000,
+    };
+
+    fn seed_knobs(&self, seed: u64) -> QueueKnobs {
+        QueueKnobs::from_seed(seed)
+    }
+
+    fn fault_profile(&self, knobs: &QueueKnobs) -> FaultProfile {
+        knobs.fault_profile()
+    }
+
+    fn fault_plan(&self, knobs: &QueueKnobs) -> FaultPlan {
+        knobs.fault_plan()
+    }
+
+    fn reference(&self, knobs: &QueueKnobs) -> Result<QueueWorld<Queue>, ConfigError> {
+        QueueWorld::new(knobs.clone(), knobs.reference_queue()?)
+    }
+
+    fn simulate(
+        &self,
+        world: QueueWorld<Queue>,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, QueueWorld<Queue>) {
+        run(world, plan, trace)
+    }
+
+    fn describe(
+        &self,
+        _knobs: &QueueKnobs,
+        report: &RunReport,
+        world: &QueueWorld<Queue>,
+    ) -> Description {
+        describe(report, world)
     }
 }
 
@@ -63,12 +112,7 @@ fn bands(changes: &[(SimTime, &str)], end: SimTime) -> Vec<Band> {
     out
 }
 
-fn describe(
-    plan: &FaultPlan,
-    report: RunReport,
-    world: &QueueWorld<Queue>,
-    mutant: Option<&str>,
-) -> RunView {
+fn describe(report: &RunReport, world: &QueueWorld<Queue>) -> Description {
     let knobs = world.knobs();
     let end = report.end;
     let s = &world.stats;
@@ -124,28 +168,28 @@ fn describe(
         points: per_second(world.dead_series.iter().copied(), f64::max),
     });
     let c = world.queue().counts();
-    let verdicts = verdicts(&INVARIANTS, &report, |name| match name {
-        "queue.no_lost_update" => format!(
+    let notes = notes(&INVARIANTS, |name| match name {
+        invariants::NO_LOST_UPDATE => format!(
             "{} updates reached {} targets; converged {} after the last fault healed",
             s.updates,
             knobs.targets,
             s.convergence_ms()
                 .map_or("(no fault)".to_string(), |ms| format!("{ms:.0} ms"))
         ),
-        "queue.at_most_once" => format!(
+        invariants::AT_MOST_ONCE => format!(
             "{} applies, {} deliveries without effect ({} duplicated)",
             s.applied, s.stale, s.duplicated
         ),
-        "queue.conservation" => format!(
+        invariants::CONSERVATION => format!(
             "{} enqueued = {} done + {} superseded + {} pending + {} leased + {} retrying + {} dead",
             c.enqueued, c.done, c.superseded, c.pending, c.leased, c.retrying, c.dead
         ),
-        "queue.retry_or_dead_letter" => format!(
+        invariants::RETRY_OR_DEAD_LETTER => format!(
             "{} retries within the bounds, {} dead letters",
             s.retries, s.dead_lettered
         ),
-        "queue.redrive_order" => format!("{} dead letters redriven", s.redriven),
-        "queue.single_lease" => format!(
+        invariants::REDRIVE_ORDER => format!("{} dead letters redriven", s.redriven),
+        invariants::SINGLE_LEASE => format!(
             "{} leases expired, {} workers crashed mid-task",
             s.expired, s.crashes_mid_task
         ),
@@ -203,100 +247,9 @@ fn describe(
     for (attempt, n) in &world.checker.attempts_histogram {
         figures.push((format!("tasks done at attempt {attempt}"), n.to_string()));
     }
-    RunView {
-        pattern: "queue".into(),
-        seed: knobs.seed,
-        replay: replay_command("queue", knobs.seed, None, mutant),
-        knobs: knob_list(knobs),
-        plan: plan.clone(),
-        fault_hits: report.fault_hits.clone(),
-        horizon: report.horizon,
-        end,
-        outcome: report.outcome.clone(),
-        verdicts,
-        coverage: report.coverage.clone(),
-        events: report.events,
-        digest: report.digest,
+    Description {
+        notes,
         figures,
         timeline: Timeline { lanes, series },
-        trace: report.trace,
-    }
-}
-
-impl Pattern for QueuePattern {
-    fn name(&self) -> &'static str {
-        "queue"
-    }
-
-    fn about(&self) -> &'static str {
-        "task queue for profile sync: every target converges to the latest version, never backwards"
-    }
-
-    fn invariants(&self) -> &'static [&'static str] {
-        &INVARIANTS
-    }
-
-    fn metrics(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            ("convergence after the last fault heals", "ms"),
-            ("retries", "count"),
-            ("dead letters", "count"),
-            ("coalesced updates", "count"),
-            ("leases expired", "count"),
-        ]
-    }
-
-    /// About 10 seconds on 2 cores (`cargo run --release -- sweep queue`).
-    fn default_seeds(&self) -> SeedRange {
-        SeedRange {
-            start: 0,
-            end: 50_000,
-        }
-    }
-
-    fn known_targets(&self) -> Vec<String> {
-        let mut v = vec!["queue".to_string()];
-        v.extend((0..4).map(QueueKnobs::target_name));
-        v.extend((0..4).map(QueueKnobs::link_name));
-        v.extend((0..4).map(QueueKnobs::worker_name));
-        v
-    }
-
-    fn knobs(&self, seed: u64) -> Vec<(String, String)> {
-        knob_list(&QueueKnobs::from_seed(seed))
-    }
-
-    fn plan(&self, seed: u64) -> FaultPlan {
-        QueueKnobs::from_seed(seed).fault_plan()
-    }
-
-    fn run(
-        &self,
-        seed: u64,
-        plan: &FaultPlan,
-        trace: TraceMode,
-        mutant: Option<usize>,
-    ) -> Result<Run, HarnessError> {
-        let (report, world) = run_world(self.world(seed, mutant)?, plan.clone(), trace);
-        Ok(Run {
-            metrics: metrics_of(&world),
-            report,
-        })
-    }
-
-    fn view(
-        &self,
-        seed: u64,
-        plan: &FaultPlan,
-        mutant: Option<usize>,
-    ) -> Result<RunView, HarnessError> {
-        let world = self.world(seed, mutant)?;
-        let name = mutant.and_then(|i| CATALOG.get(i)).map(|m| m.name);
-        let (report, world) = run_world(world, plan.clone(), TraceMode::Ring(REPORT_TRACE));
-        Ok(describe(plan, report, &world, name))
-    }
-
-    fn mutants(&self) -> Vec<MutantInfo> {
-        catalog_infos(CATALOG, |m| (m.name, m.defect, m.expected))
     }
 }

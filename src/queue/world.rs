@@ -1095,13 +1095,14 @@ impl<Q: TaskQueue> World for QueueWorld<Q> {
     }
 }
 
-/// Runs `world` under `plan`.
-pub(crate) fn run_world<Q: TaskQueue>(
+/// Runs `world` under `plan`, the one way the queue world is run (the harness, the tests and
+/// the benches all come through here). `trace` as for [`Simulation::trace`].
+pub fn run<Q: TaskQueue>(
     mut world: QueueWorld<Q>,
     plan: FaultPlan,
     trace: TraceMode,
 ) -> (RunReport, QueueWorld<Q>) {
-    let report = Simulation::new(world.knobs.seed)
+    let report = Simulation::new(world.knobs().seed)
         .plan(plan)
         .trace(trace)
         .events_max(5_000_000)
@@ -1109,28 +1110,4 @@ pub(crate) fn run_world<Q: TaskQueue>(
         .replay_hint("cargo run --release -- replay queue --seed {seed}")
         .run(&mut world);
     (report, world)
-}
-
-/// Runs `queue` in the world for `knobs` under `plan`.
-pub fn run<Q: TaskQueue>(
-    knobs: &QueueKnobs,
-    plan: FaultPlan,
-    queue: Q,
-    trace: TraceMode,
-) -> Result<(RunReport, QueueWorld<Q>), ConfigError> {
-    Ok(run_world(
-        QueueWorld::new(knobs.clone(), queue)?,
-        plan,
-        trace,
-    ))
-}
-
-/// Runs the reference queue for `seed`.
-pub fn run_seed(
-    seed: u64,
-    trace: TraceMode,
-) -> Result<(RunReport, QueueWorld<Queue>), ConfigError> {
-    let knobs = QueueKnobs::from_seed(seed);
-    let queue = knobs.reference_queue()?;
-    run(&knobs, knobs.fault_plan(), queue, trace)
 }

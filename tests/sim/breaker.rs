@@ -1,15 +1,13 @@
 //! The circuit breaker in the simulated SMS world: every invariant under proptest
 //! (knob seeds x fault plans), determinism, a golden digest, coverage, and the mutants.
 
-use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
-use faultline::breaker::guard::Guard;
+use crate::support::{assert_deterministic, assert_every_mark_hit, assert_mutants_caught, check};
 use faultline::breaker::invariants::INVARIANTS;
 use faultline::breaker::pattern::BreakerPattern;
-use faultline::breaker::world::{MARKS, SmsKnobs, SmsWorld, run, run_seed};
-use faultline_sim::check_determinism;
+use faultline::breaker::world::{MARKS, SmsKnobs};
+use faultline::harness::Scenario;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
 
 /// The fault plans of the SMS world, narrowed to `kinds`.
 fn plans(kinds: &[FaultKindTag], faults_min: usize) -> BoxedStrategy<FaultPlan> {
@@ -26,32 +24,17 @@ const ALL: &[FaultKindTag] = &[
     FaultKindTag::Errors,
 ];
 
-/// Runs the reference guard for `seed`'s knobs under `plan`; fails the property with
-/// the invariant, the seed, the plan file and the replay command.
-fn check(property: &str, seed: u64, plan: FaultPlan) -> Result<SmsWorld<Guard>, TestCaseError> {
-    let knobs = SmsKnobs::from_seed(seed);
-    let guard = knobs
-        .reference_guard()
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let (report, world) = run(&knobs, plan.clone(), guard, TraceMode::Off)
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    if let Some(msg) = failure_message("breaker", property, seed, &plan, &report) {
-        return Err(TestCaseError::fail(msg));
-    }
-    Ok(world)
-}
-
 proptest! {
     /// All seven invariants over swarm-free random plans of every kind.
     #[test]
     fn every_invariant_holds(seed in any::<u64>(), plan in plans(ALL, 0)) {
-        check("every_invariant_holds", seed, plan)?;
+        check(&BreakerPattern, "every_invariant_holds", seed, plan)?;
     }
 
     /// 4. The API is never flooded: over each outage, calls stay within the bound.
     #[test]
     fn load_bound_holds_over_outages(seed in any::<u64>(), plan in plans(&[FaultKindTag::Outage], 1)) {
-        let world = check("load_bound_holds_over_outages", seed, plan)?;
+        let world = check(&BreakerPattern, "load_bound_holds_over_outages", seed, plan)?;
         prop_assert!(!world.checker.outage_loads.is_empty(), "an outage was checked");
     }
 
@@ -61,7 +44,7 @@ proptest! {
         seed in any::<u64>(),
         plan in plans(&[FaultKindTag::Slow, FaultKindTag::Outage], 1),
     ) {
-        let world = check("callers_get_a_timely_answer_under_slowness", seed, plan)?;
+        let world = check(&BreakerPattern, "callers_get_a_timely_answer_under_slowness", seed, plan)?;
         let limit = world.knobs().timeout_ms + 1;
         prop_assert!(world.stats.answer_latency_ms_max <= limit);
     }
@@ -72,7 +55,7 @@ proptest! {
         seed in any::<u64>().prop_filter("many bad requests", |s| SmsKnobs::from_seed(*s).invalid_number_percent >= 15),
         plan in plans(&[FaultKindTag::Errors], 0),
     ) {
-        check("bad_requests_never_trip_it", seed, plan)?;
+        check(&BreakerPattern, "bad_requests_never_trip_it", seed, plan)?;
     }
 
     /// 2, 6, 7. Callers who give up mid-call never leave the breaker stuck in half-open,
@@ -82,28 +65,21 @@ proptest! {
         seed in any::<u64>().prop_filter("many cancellations", |s| SmsKnobs::from_seed(*s).cancel_percent >= 8),
         plan in plans(ALL, 1),
     ) {
-        let world = check("cancelled_calls_never_leave_it_stuck", seed, plan)?;
+        let world = check(&BreakerPattern, "cancelled_calls_never_leave_it_stuck", seed, plan)?;
         prop_assert!(world.stats.time_to_close_ms.is_some());
     }
 }
 
 #[test]
 fn same_seed_same_digest() {
-    for seed in 0..8 {
-        let knobs = SmsKnobs::from_seed(seed);
-        let sim = Simulation::new(seed).plan(knobs.fault_plan());
-        check_determinism(&sim, || {
-            SmsWorld::new(knobs.clone(), knobs.reference_guard().unwrap()).unwrap()
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
+    assert_deterministic(&BreakerPattern, 0..8);
 }
 
 /// Changes only on purpose (engine, knobs, plan generator, world or reference guard);
 /// update it in the same commit and say why.
 #[test]
 fn golden_digest() {
-    let (report, world) = run_seed(7, TraceMode::Full).unwrap();
+    let (report, world) = BreakerPattern.run_seed(7, TraceMode::Full).unwrap();
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.api_calls),

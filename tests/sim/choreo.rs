@@ -1,14 +1,13 @@
 //! The choreographed checkout saga in its simulated world: the same invariants as the
 //! orchestrated one under proptest, determinism, a golden digest, coverage, mutants.
 
-use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
+use crate::support::{assert_deterministic, assert_every_mark_hit, assert_mutants_caught, check};
+use faultline::harness::Scenario;
 use faultline::saga::choreographed::pattern::ChoreoPattern;
-use faultline::saga::choreographed::world::{ChoreoWorld, INVARIANTS, MARKS, run_seed, run_world};
+use faultline::saga::choreographed::world::{ChoreoWorld, INVARIANTS, MARKS, run};
 use faultline::saga::orchestrated::world::SagaKnobs;
-use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
 
 fn plans(kinds: &'static [FaultKindTag]) -> BoxedStrategy<FaultPlan> {
     let profile = SagaKnobs::from_seed(0)
@@ -19,31 +18,17 @@ fn plans(kinds: &'static [FaultKindTag]) -> BoxedStrategy<FaultPlan> {
 
 const ALL: &[FaultKindTag] = &FaultKindTag::ALL;
 
-fn check(property: &str, seed: u64, plan: FaultPlan) -> Result<ChoreoWorld, TestCaseError> {
-    let knobs = SagaKnobs::from_seed(seed);
-    let mut world = ChoreoWorld::new(knobs).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let report = Simulation::new(seed)
-        .plan(plan.clone())
-        .events_max(5_000_000)
-        .liveness_max(SimDuration::from_secs(3_600))
-        .run(&mut world);
-    if let Some(msg) = failure_message("saga-choreo", property, seed, &plan, &report) {
-        return Err(TestCaseError::fail(msg));
-    }
-    Ok(world)
-}
-
 proptest! {
     /// Every invariant under every kind of fault.
     #[test]
     fn every_invariant_holds(seed in any::<u64>(), plan in plans(ALL)) {
-        check("every_invariant_holds", seed, plan)?;
+        check(&ChoreoPattern, "every_invariant_holds", seed, plan)?;
     }
 
     /// Service crashes: what a service had in hand is redelivered when it is back.
     #[test]
     fn service_crashes_lose_nothing(seed in any::<u64>(), plan in plans(&[FaultKindTag::Crash, FaultKindTag::Outage])) {
-        check("service_crashes_lose_nothing", seed, plan)?;
+        check(&ChoreoPattern, "service_crashes_lose_nothing", seed, plan)?;
     }
 
     /// Duplicated, dropped and delayed deliveries and lost outbox messages have no
@@ -53,27 +38,20 @@ proptest! {
         seed in any::<u64>(),
         plan in plans(&[FaultKindTag::Duplicate, FaultKindTag::Drop, FaultKindTag::Delay, FaultKindTag::Errors]),
     ) {
-        let world = check("redeliveries_have_no_extra_effect", seed, plan)?;
+        let world = check(&ChoreoPattern, "redeliveries_have_no_extra_effect", seed, plan)?;
         prop_assert!(world.reactor().services().effects_max() <= 1);
     }
 }
 
 #[test]
 fn same_seed_same_digest() {
-    for seed in 0..6 {
-        let knobs = SagaKnobs::from_seed(seed);
-        let sim = Simulation::new(seed)
-            .plan(knobs.fault_plan())
-            .liveness_max(SimDuration::from_secs(3_600));
-        check_determinism(&sim, || ChoreoWorld::new(knobs.clone()).unwrap())
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    assert_deterministic(&ChoreoPattern, 0..6);
 }
 
 /// Changes only on purpose; update it in the same commit and say why.
 #[test]
 fn golden_digest() {
-    let (report, world) = run_seed(7, TraceMode::Full).unwrap();
+    let (report, world) = ChoreoPattern.run_seed(7, TraceMode::Full).unwrap();
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.completed),
@@ -105,7 +83,7 @@ fn sweep_found_settling_regressions() {
         let plan = FaultPlan::from_json(json).unwrap();
         let seed = plan.seed.unwrap();
         let knobs = SagaKnobs::from_seed(seed);
-        let (report, _) = run_world(ChoreoWorld::new(knobs).unwrap(), plan, TraceMode::Off);
+        let (report, _) = run(ChoreoWorld::new(knobs).unwrap(), plan, TraceMode::Off);
         assert!(report.outcome.is_pass(), "seed {seed}: {}", report.outcome);
     }
 }

@@ -1,27 +1,16 @@
 //! CQRS with event sourcing in its simulated world: every invariant under proptest
 //! (knob seeds x fault plans), determinism, a golden digest, coverage, and the mutants.
 
-use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
-use faultline::cqrs::contract::Inventory;
+use crate::support::{
+    assert_deterministic, assert_every_mark_hit, assert_mutants_caught, check, seed_and_plan,
+};
 use faultline::cqrs::invariants::INVARIANTS;
 use faultline::cqrs::pattern::CqrsPattern;
-use faultline::cqrs::world::{CqrsKnobs, CqrsWorld, MARKS, run, run_seed};
+use faultline::cqrs::world::{CqrsKnobs, CqrsWorld, MARKS, run};
 use faultline::harness::Pattern;
-use faultline_sim::check_determinism;
+use faultline::harness::Scenario;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
-
-fn plans(seed: u64, kinds: &[FaultKindTag]) -> BoxedStrategy<FaultPlan> {
-    let profile = CqrsKnobs::from_seed(seed)
-        .fault_profile()
-        .kinds(kinds.iter().copied());
-    FaultPlan::strategy(&profile)
-}
-
-fn seed_and_plan(kinds: &'static [FaultKindTag]) -> impl Strategy<Value = (u64, FaultPlan)> {
-    any::<u64>().prop_flat_map(move |seed| (Just(seed), plans(seed, kinds)))
-}
 
 const ALL: &[FaultKindTag] = &[
     FaultKindTag::Crash,
@@ -30,35 +19,19 @@ const ALL: &[FaultKindTag] = &[
     FaultKindTag::Delay,
 ];
 
-fn check(
-    property: &str,
-    seed: u64,
-    plan: FaultPlan,
-) -> Result<CqrsWorld<Inventory>, TestCaseError> {
-    let knobs = CqrsKnobs::from_seed(seed);
-    let system = knobs
-        .reference()
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let (report, world) = run(&knobs, plan.clone(), system, TraceMode::Off);
-    if let Some(msg) = failure_message("cqrs", property, seed, &plan, &report) {
-        return Err(TestCaseError::fail(msg));
-    }
-    Ok(world)
-}
-
 proptest! {
     /// All five invariants under every kind of fault the world knows.
     #[test]
-    fn every_invariant_holds((seed, plan) in seed_and_plan(ALL)) {
-        check("every_invariant_holds", seed, plan)?;
+    fn every_invariant_holds((seed, plan) in seed_and_plan(CqrsPattern, ALL)) {
+        check(&CqrsPattern, "every_invariant_holds", seed, plan)?;
     }
 
     /// 1, 3, 4. Crashes of the writer (between append and dispatch) and of the
     /// projections (between apply and checkpoint): nothing acknowledged is lost, replays
     /// change nothing, and every read model catches up with the log.
     #[test]
-    fn crashes_lose_nothing_and_replays_change_nothing((seed, plan) in seed_and_plan(&[FaultKindTag::Crash])) {
-        let world = check("crashes_lose_nothing_and_replays_change_nothing", seed, plan)?;
+    fn crashes_lose_nothing_and_replays_change_nothing((seed, plan) in seed_and_plan(CqrsPattern, &[FaultKindTag::Crash])) {
+        let world = check(&CqrsPattern, "crashes_lose_nothing_and_replays_change_nothing", seed, plan)?;
         prop_assert_eq!(world.checker.log.len() as u64, world.stats.events);
     }
 
@@ -66,9 +39,9 @@ proptest! {
     /// converge, duplicates change nothing, queries never go back.
     #[test]
     fn faulty_deliveries_still_converge(
-        (seed, plan) in seed_and_plan(&[FaultKindTag::Drop, FaultKindTag::Duplicate, FaultKindTag::Delay]),
+        (seed, plan) in seed_and_plan(CqrsPattern, &[FaultKindTag::Drop, FaultKindTag::Duplicate, FaultKindTag::Delay]),
     ) {
-        check("faulty_deliveries_still_converge", seed, plan)?;
+        check(&CqrsPattern, "faulty_deliveries_still_converge", seed, plan)?;
     }
 
     /// 2. Any snapshot interval: loading from a snapshot equals folding every event.
@@ -76,7 +49,7 @@ proptest! {
     fn snapshots_fold_like_the_whole_stream(seed in any::<u64>()) {
         let knobs = CqrsKnobs::from_seed(seed);
         let plan = FaultPlan::healthy(knobs.horizon_ms);
-        let world = check("snapshots_fold_like_the_whole_stream", seed, plan)?;
+        let world = check(&CqrsPattern, "snapshots_fold_like_the_whole_stream", seed, plan)?;
         // Every item with `snapshot_every` events or more has a snapshot, the others none.
         for (item, rec) in &world.checker.streams {
             let snapshot = world.system().repository.snapshot(*item);
@@ -90,7 +63,10 @@ proptest! {
 /// push-only projection loses those read-model updates.
 #[test]
 fn a_crash_between_append_and_dispatch_needs_the_checkpoint() {
-    let push = CqrsPattern.mutant_index("push_without_checkpoint").unwrap();
+    let push = CqrsPattern
+        .mutant_info("push_without_checkpoint")
+        .unwrap()
+        .name;
     let mut shown = 0;
     for seed in 0..100 {
         let knobs = CqrsKnobs::from_seed(seed);
@@ -123,22 +99,13 @@ fn a_crash_between_append_and_dispatch_needs_the_checkpoint() {
 
 #[test]
 fn same_seed_same_digest() {
-    for seed in 0..6 {
-        let knobs = CqrsKnobs::from_seed(seed);
-        let sim = Simulation::new(seed)
-            .plan(knobs.fault_plan())
-            .liveness_max(SimDuration::from_secs(3_600));
-        check_determinism(&sim, || {
-            CqrsWorld::new(knobs.clone(), knobs.reference().unwrap())
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
+    assert_deterministic(&CqrsPattern, 0..6);
 }
 
 /// Changes only on purpose; update it in the same commit and say why.
 #[test]
 fn golden_digest() {
-    let (report, world) = run_seed(7, TraceMode::Full).unwrap();
+    let (report, world) = CqrsPattern.run_seed(7, TraceMode::Full).unwrap();
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.events),
@@ -279,9 +246,8 @@ mod plug_in {
         for seed in 0..30 {
             let knobs = CqrsKnobs::from_seed(seed);
             let (report, world) = run(
-                &knobs,
+                CqrsWorld::new(knobs.clone(), VecSystem::default()),
                 knobs.fault_plan(),
-                VecSystem::default(),
                 TraceMode::Off,
             );
             report.assert_pass();

@@ -2,64 +2,39 @@
 //! (knob seeds x fault plans narrowed to the faults that threaten it), determinism, a
 //! golden digest, coverage, and the mutants (a) to (e) of the issue and more.
 
-use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
+use crate::support::{
+    assert_deterministic, assert_every_mark_hit, assert_mutants_caught, check, seed_and_plan,
+};
 use faultline::clock::Instant;
+use faultline::harness::Scenario;
 use faultline::queue::contract::TaskQueue;
 use faultline::queue::core::{
     DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, ProfileId, Queue, QueueConfig,
     QueueCounts, TargetId, Task, TaskKey,
 };
 use faultline::queue::pattern::QueuePattern;
-use faultline::queue::world::{INVARIANTS, MARKS, QueueKnobs, QueueWorld, run, run_seed};
-use faultline_sim::check_determinism;
+use faultline::queue::world::{INVARIANTS, MARKS, QueueKnobs, QueueWorld, run};
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The fault plans of the queue world for `seed`'s targets and workers, narrowed to
-/// `kinds`.
-fn plans(seed: u64, kinds: &[FaultKindTag]) -> BoxedStrategy<FaultPlan> {
-    let profile = QueueKnobs::from_seed(seed)
-        .fault_profile()
-        .kinds(kinds.iter().copied());
-    FaultPlan::strategy(&profile)
-}
-
-fn seed_and_plan(kinds: &'static [FaultKindTag]) -> impl Strategy<Value = (u64, FaultPlan)> {
-    any::<u64>().prop_flat_map(move |seed| (Just(seed), plans(seed, kinds)))
-}
-
 const ALL: &[FaultKindTag] = &FaultKindTag::ALL;
-
-fn check(property: &str, seed: u64, plan: FaultPlan) -> Result<QueueWorld<Queue>, TestCaseError> {
-    let knobs = QueueKnobs::from_seed(seed);
-    let queue = knobs
-        .reference_queue()
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let (report, world) = run(&knobs, plan.clone(), queue, TraceMode::Off)
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    if let Some(msg) = failure_message("queue", property, seed, &plan, &report) {
-        return Err(TestCaseError::fail(msg));
-    }
-    Ok(world)
-}
 
 proptest! {
     /// All seven invariants under every kind of fault at once.
     #[test]
-    fn every_invariant_holds((seed, plan) in seed_and_plan(ALL)) {
-        check("every_invariant_holds", seed, plan)?;
+    fn every_invariant_holds((seed, plan) in seed_and_plan(QueuePattern, ALL)) {
+        check(&QueuePattern, "every_invariant_holds", seed, plan)?;
     }
 
     /// 1. No lost update: through target outages, worker crashes and queue restarts,
     /// every target ends with the latest version of every profile, and it got there.
     #[test]
     fn no_update_is_lost_through_outages_and_restarts(
-        (seed, plan) in seed_and_plan(&[FaultKindTag::Outage, FaultKindTag::Crash, FaultKindTag::Errors]),
+        (seed, plan) in seed_and_plan(QueuePattern, &[FaultKindTag::Outage, FaultKindTag::Crash, FaultKindTag::Errors]),
     ) {
-        let world = check("no_update_is_lost_through_outages_and_restarts", seed, plan)?;
+        let world = check(&QueuePattern, "no_update_is_lost_through_outages_and_restarts", seed, plan)?;
         prop_assert!(world.stats.updates == 0 || world.stats.applied > 0);
     }
 
@@ -67,9 +42,9 @@ proptest! {
     /// and each (update, target) takes effect once.
     #[test]
     fn repeated_and_reordered_deliveries_never_go_backwards_nor_apply_twice(
-        (seed, plan) in seed_and_plan(&[FaultKindTag::Duplicate, FaultKindTag::Delay, FaultKindTag::Drop]),
+        (seed, plan) in seed_and_plan(QueuePattern, &[FaultKindTag::Duplicate, FaultKindTag::Delay, FaultKindTag::Drop]),
     ) {
-        let world = check("repeated_and_reordered_deliveries_never_go_backwards_nor_apply_twice", seed, plan)?;
+        let world = check(&QueuePattern, "repeated_and_reordered_deliveries_never_go_backwards_nor_apply_twice", seed, plan)?;
         prop_assert!(world.stats.applied <= world.stats.accepted);
     }
 
@@ -77,18 +52,18 @@ proptest! {
     /// crashed worker's task is released by its deadline.
     #[test]
     fn one_lease_per_task_and_crashed_workers_release_theirs(
-        (seed, plan) in seed_and_plan(&[FaultKindTag::Slow, FaultKindTag::Crash]),
+        (seed, plan) in seed_and_plan(QueuePattern, &[FaultKindTag::Slow, FaultKindTag::Crash]),
     ) {
-        check("one_lease_per_task_and_crashed_workers_release_theirs", seed, plan)?;
+        check(&QueuePattern, "one_lease_per_task_and_crashed_workers_release_theirs", seed, plan)?;
     }
 
     /// 5. Queue restarts at any point: every task accepted is accounted for at every
     /// step.
     #[test]
     fn tasks_are_conserved_at_every_step_through_restarts(
-        (seed, plan) in seed_and_plan(&[FaultKindTag::Crash]),
+        (seed, plan) in seed_and_plan(QueuePattern, &[FaultKindTag::Crash]),
     ) {
-        let world = check("tasks_are_conserved_at_every_step_through_restarts", seed, plan)?;
+        let world = check(&QueuePattern, "tasks_are_conserved_at_every_step_through_restarts", seed, plan)?;
         prop_assert!(world.queue().counts().balanced());
     }
 
@@ -96,40 +71,31 @@ proptest! {
     /// task out of attempts is in the dead-letter queue.
     #[test]
     fn retries_back_off_within_bounds_then_dead_letter(
-        (seed, plan) in seed_and_plan(&[FaultKindTag::Errors, FaultKindTag::Outage]),
+        (seed, plan) in seed_and_plan(QueuePattern, &[FaultKindTag::Errors, FaultKindTag::Outage]),
     ) {
-        let world = check("retries_back_off_within_bounds_then_dead_letter", seed, plan)?;
+        let world = check(&QueuePattern, "retries_back_off_within_bounds_then_dead_letter", seed, plan)?;
         prop_assert!(world.stats.dead_lettered as usize <= world.queue().dead_letters().len());
     }
 
     /// 7. Dead letters redriven during and after the faults keep each key's order.
     #[test]
     fn redrive_keeps_the_order_of_each_profile_and_target(
-        (seed, plan) in seed_and_plan(&[FaultKindTag::Outage, FaultKindTag::Errors, FaultKindTag::Crash]),
+        (seed, plan) in seed_and_plan(QueuePattern, &[FaultKindTag::Outage, FaultKindTag::Errors, FaultKindTag::Crash]),
     ) {
-        let world = check("redrive_keeps_the_order_of_each_profile_and_target", seed, plan)?;
+        let world = check(&QueuePattern, "redrive_keeps_the_order_of_each_profile_and_target", seed, plan)?;
         prop_assert_eq!(world.stats.redriven, world.queue().counts().redriven);
     }
 }
 
 #[test]
 fn same_seed_same_digest() {
-    for seed in 0..8 {
-        let knobs = QueueKnobs::from_seed(seed);
-        let sim = Simulation::new(seed)
-            .plan(knobs.fault_plan())
-            .liveness_max(SimDuration::from_secs(3_600));
-        check_determinism(&sim, || {
-            QueueWorld::new(knobs.clone(), knobs.reference_queue().unwrap()).unwrap()
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
+    assert_deterministic(&QueuePattern, 0..8);
 }
 
 /// Changes only on purpose; update it in the same commit and say why.
 #[test]
 fn golden_digest() {
-    let (report, world) = run_seed(7, TraceMode::Full).unwrap();
+    let (report, world) = QueuePattern.run_seed(7, TraceMode::Full).unwrap();
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.updates),
@@ -193,9 +159,10 @@ impl TaskQueue for Yours {
 fn a_queue_plugged_in_through_the_contract_gets_the_same_run() {
     for seed in [3, 7, 11] {
         let knobs = QueueKnobs::from_seed(seed);
-        let (reference, _) = run_seed(seed, TraceMode::Off).unwrap();
+        let (reference, _) = QueuePattern.run_seed(seed, TraceMode::Off).unwrap();
         let yours = Yours(knobs.reference_queue().unwrap());
-        let (report, _) = run(&knobs, knobs.fault_plan(), yours, TraceMode::Off).unwrap();
+        let world = QueueWorld::new(knobs.clone(), yours).unwrap();
+        let (report, _) = run(world, knobs.fault_plan(), TraceMode::Off);
         report.assert_pass();
         assert_eq!(report.digest, reference.digest, "seed {seed}");
     }

@@ -2,13 +2,13 @@
 //! proptest (knob seeds x fault plans), determinism, a golden digest, coverage, and the
 //! mutants.
 
-use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
+use crate::support::{assert_deterministic, assert_every_mark_hit, assert_mutants_caught, check};
+use faultline::harness::Scenario;
 use faultline::saga::orchestrated::mutants::RECOVERY_PRESUMES_FAILURE;
 use faultline::saga::orchestrated::pattern::SagaPattern;
 use faultline::saga::orchestrated::world::{
-    INVARIANTS, MARKS, SagaKnobs, SagaWorld, run_seed, run_world,
+    INVARIANTS, MARKS, SagaKnobs, SagaWorld, run as run_world,
 };
-use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -21,21 +21,6 @@ fn plans(kinds: &'static [FaultKindTag]) -> BoxedStrategy<FaultPlan> {
 }
 
 const ALL: &[FaultKindTag] = &FaultKindTag::ALL;
-
-fn check(property: &str, seed: u64, plan: FaultPlan) -> Result<SagaWorld, TestCaseError> {
-    let knobs = SagaKnobs::from_seed(seed);
-    let world = SagaWorld::new(knobs).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let mut world = world;
-    let report = Simulation::new(seed)
-        .plan(plan.clone())
-        .events_max(5_000_000)
-        .liveness_max(SimDuration::from_secs(3_600))
-        .run(&mut world);
-    if let Some(msg) = failure_message("saga", property, seed, &plan, &report) {
-        return Err(TestCaseError::fail(msg));
-    }
-    Ok(world)
-}
 
 /// The seed's knobs with stock for every checkout, so that no saga's ending depends on
 /// which saga reached the inventory first.
@@ -109,14 +94,14 @@ proptest! {
     /// Every invariant under every kind of fault.
     #[test]
     fn every_invariant_holds(seed in any::<u64>(), plan in plans(ALL)) {
-        check("every_invariant_holds", seed, plan)?;
+        check(&SagaPattern, "every_invariant_holds", seed, plan)?;
     }
 
     /// Orchestrator crashes at any point: recovery from the log leaves every saga at
     /// rest, stock and money conserved.
     #[test]
     fn orchestrator_crashes_are_recovered_from_the_log(seed in any::<u64>(), plan in plans(&[FaultKindTag::Crash])) {
-        check("orchestrator_crashes_are_recovered_from_the_log", seed, plan)?;
+        check(&SagaPattern, "orchestrator_crashes_are_recovered_from_the_log", seed, plan)?;
     }
 
     /// Duplicated, dropped and delayed messages and lost replies have no extra effect.
@@ -125,27 +110,20 @@ proptest! {
         seed in any::<u64>(),
         plan in plans(&[FaultKindTag::Duplicate, FaultKindTag::Drop, FaultKindTag::Delay, FaultKindTag::Errors]),
     ) {
-        let world = check("duplicates_and_lost_replies_have_no_extra_effect", seed, plan)?;
+        let world = check(&SagaPattern, "duplicates_and_lost_replies_have_no_extra_effect", seed, plan)?;
         prop_assert!(world.services.effects_max() <= 1);
     }
 }
 
 #[test]
 fn same_seed_same_digest() {
-    for seed in 0..6 {
-        let knobs = SagaKnobs::from_seed(seed);
-        let sim = Simulation::new(seed)
-            .plan(knobs.fault_plan())
-            .liveness_max(SimDuration::from_secs(3_600));
-        check_determinism(&sim, || SagaWorld::new(knobs.clone()).unwrap())
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    assert_deterministic(&SagaPattern, 0..6);
 }
 
 /// Changes only on purpose; update it in the same commit and say why.
 #[test]
 fn golden_digest() {
-    let (report, world) = run_seed(7, TraceMode::Full).unwrap();
+    let (report, world) = SagaPattern.run_seed(7, TraceMode::Full).unwrap();
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.completed),
@@ -173,7 +151,7 @@ fn crash_equivalence_catches_recovery_that_presumes_failure() {
     let profile = crash_profile();
     let caught = (0..100u64).find_map(|seed| {
         let plan = FaultPlan::generate(&mut SimRng::new(seed).fork("crashes"), &profile);
-        crash_equivalence(seed, &plan, |k| m.world(k).unwrap())
+        crash_equivalence(seed, &plan, |k| m.world(&k).unwrap())
             .err()
             .map(|e| (seed, e))
     });
@@ -186,7 +164,7 @@ fn crash_equivalence_catches_recovery_that_presumes_failure() {
 /// reference but sends each command before its intent is durable. The world catches it.
 mod plug_in {
     use faultline::clock::Instant;
-    use faultline::saga::orchestrated::world::{SagaKnobs, SagaWorld, run_world};
+    use faultline::saga::orchestrated::world::{SagaKnobs, SagaWorld, run as run_world};
     use faultline::saga::{
         Kind, LogRecord, Orchestrator, Order, Output, Reply, SagaCoordinator, SagaId, SagaState,
         SagaTotals, StepId, StepProgress,

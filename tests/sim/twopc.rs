@@ -2,14 +2,13 @@
 //! invariant it can meet under proptest (knob seeds x fault plans), determinism, a
 //! golden digest, coverage, the mutants, and the blocking a coordinator crash causes.
 
-use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
+use crate::support::{assert_deterministic, assert_every_mark_hit, assert_mutants_caught, check};
+use faultline::harness::Scenario;
 use faultline::saga::orchestrated::world::SagaKnobs;
 use faultline::saga::twopc::pattern::TwoPcPattern;
-use faultline::saga::twopc::world::{INVARIANTS, MARKS, TwoPcWorld, checkouts, run_seed};
-use faultline_sim::check_determinism;
+use faultline::saga::twopc::world::{INVARIANTS, MARKS, TwoPcWorld, checkouts};
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
 
 fn plans(kinds: &'static [FaultKindTag]) -> BoxedStrategy<FaultPlan> {
     let profile = SagaKnobs::from_seed(0)
@@ -21,35 +20,23 @@ fn plans(kinds: &'static [FaultKindTag]) -> BoxedStrategy<FaultPlan> {
 const ALL: &[FaultKindTag] = &FaultKindTag::ALL;
 
 fn run(seed: u64, plan: FaultPlan) -> (RunReport, TwoPcWorld) {
-    let mut world = TwoPcWorld::new(SagaKnobs::from_seed(seed)).unwrap();
-    let report = Simulation::new(seed)
-        .plan(plan)
-        .events_max(5_000_000)
-        .liveness_max(SimDuration::from_secs(3_600))
-        .run(&mut world);
-    (report, world)
-}
-
-fn check(property: &str, seed: u64, plan: FaultPlan) -> Result<TwoPcWorld, TestCaseError> {
-    let (report, world) = run(seed, plan.clone());
-    if let Some(msg) = failure_message("twopc", property, seed, &plan, &report) {
-        return Err(TestCaseError::fail(msg));
-    }
-    Ok(world)
+    TwoPcPattern
+        .run_reference(seed, plan, TraceMode::Off)
+        .unwrap()
 }
 
 proptest! {
     /// Every invariant under every kind of fault.
     #[test]
     fn every_invariant_holds(seed in any::<u64>(), plan in plans(ALL)) {
-        check("every_invariant_holds", seed, plan)?;
+        check(&TwoPcPattern, "every_invariant_holds", seed, plan)?;
     }
 
     /// Coordinator crashes at any point: recovery from the log (and presumed abort)
     /// leaves every transaction decided, every participant agreeing, no lock held.
     #[test]
     fn coordinator_crashes_are_recovered_from_the_log(seed in any::<u64>(), plan in plans(&[FaultKindTag::Crash])) {
-        let world = check("coordinator_crashes_are_recovered_from_the_log", seed, plan)?;
+        let world = check(&TwoPcPattern, "coordinator_crashes_are_recovered_from_the_log", seed, plan)?;
         prop_assert_eq!(world.stats.inconsistent, 0);
         prop_assert!(world.participants.iter().all(|p| p.locks_held() == 0));
     }
@@ -60,7 +47,7 @@ proptest! {
         seed in any::<u64>(),
         plan in plans(&[FaultKindTag::Duplicate, FaultKindTag::Drop, FaultKindTag::Delay, FaultKindTag::Errors]),
     ) {
-        let world = check("duplicates_and_lost_replies_have_no_extra_effect", seed, plan)?;
+        let world = check(&TwoPcPattern, "duplicates_and_lost_replies_have_no_extra_effect", seed, plan)?;
         prop_assert!(world.participants.iter().all(|p| p.effects_max() <= 1));
     }
 
@@ -70,26 +57,19 @@ proptest! {
         seed in any::<u64>(),
         plan in plans(&[FaultKindTag::Outage, FaultKindTag::Slow]),
     ) {
-        check("outages_and_slowness_abort_and_release", seed, plan)?;
+        check(&TwoPcPattern, "outages_and_slowness_abort_and_release", seed, plan)?;
     }
 }
 
 #[test]
 fn same_seed_same_digest() {
-    for seed in 0..6 {
-        let knobs = SagaKnobs::from_seed(seed);
-        let sim = Simulation::new(seed)
-            .plan(knobs.fault_plan())
-            .liveness_max(SimDuration::from_secs(3_600));
-        check_determinism(&sim, || TwoPcWorld::new(knobs.clone()).unwrap())
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    assert_deterministic(&TwoPcPattern, 0..6);
 }
 
 /// Changes only on purpose; update it in the same commit and say why.
 #[test]
 fn golden_digest() {
-    let (report, world) = run_seed(7, TraceMode::Full).unwrap();
+    let (report, world) = TwoPcPattern.run_seed(7, TraceMode::Full).unwrap();
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.committed),
@@ -202,12 +182,12 @@ fn all_three_worlds_see_the_same_checkouts() {
                     .map(|(s, t, _)| (s.0, *t))
                     .collect()
             };
-        let (_, o) = saga_world::run_world(
+        let (_, o) = saga_world::run(
             SagaWorld::new(knobs.clone()).unwrap(),
             healthy.clone(),
             TraceMode::Off,
         );
-        let (_, c) = choreo_world::run_world(
+        let (_, c) = choreo_world::run(
             ChoreoWorld::new(knobs.clone()).unwrap(),
             healthy,
             TraceMode::Off,
@@ -222,11 +202,13 @@ fn all_three_worlds_see_the_same_checkouts() {
 /// it is durable, or forgetting the log at recovery, the world catches it.
 mod plug_in {
     use faultline::clock::Instant;
+    use faultline::harness::Scenario;
     use faultline::saga::orchestrated::world::SagaKnobs;
     use faultline::saga::twopc::core::{
         Coordinator, CoordinatorTotals, LogRecord, Output, ToCoordinator, TxState,
     };
-    use faultline::saga::twopc::world::{TwoPcWorld, config_of, run_seed, run_world};
+    use faultline::saga::twopc::pattern::TwoPcPattern;
+    use faultline::saga::twopc::world::{TwoPcWorld, config_of, run as run_world};
     use faultline::saga::{Order, SagaId, TwoPcCoordinator};
     use faultline_sim::prelude::*;
 
@@ -320,7 +302,7 @@ mod plug_in {
         for seed in 0..8 {
             let report = run(seed, Defect::None);
             report.assert_pass();
-            let (reference, _) = run_seed(seed, TraceMode::Off).unwrap();
+            let (reference, _) = TwoPcPattern.run_seed(seed, TraceMode::Off).unwrap();
             assert_eq!(
                 (report.digest, report.events),
                 (reference.digest, reference.events),

@@ -1,8 +1,14 @@
-//! Helpers shared by the property tests: turning a failed run into a message a user can
-//! act on (the invariant, the seed, the shrunk plan written to `reports/failures/`, and
-//! the command that replays it).
+//! Helpers shared by the property tests: one property check for every pattern (a failed
+//! run becomes a message a user can act on: the invariant, the seed, the shrunk plan
+//! written to `reports/failures/`, and the command that replays it), one determinism
+//! check, and the mutant and coverage sweeps.
 
-use faultline_sim::{FaultPlan, RunReport};
+use faultline::harness::{Pattern, Scenario};
+use faultline_sim::{Coverage, FaultKindTag, FaultPlan, RunReport, TraceMode};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use std::collections::BTreeSet;
+use std::ops::Range;
 use std::path::PathBuf;
 
 /// Where failing plans are written: `reports/failures/` at the repository root.
@@ -49,9 +55,64 @@ pub fn failure_message(
     ))
 }
 
-use faultline::harness::Pattern;
-use faultline_sim::{Coverage, TraceMode};
-use std::collections::BTreeSet;
+/// Runs the reference of `scenario` for `seed`'s knobs under `plan` (the run the
+/// harness makes); fails the property `property` with the invariant, the seed, the plan
+/// file and the replay command. Returns the finished world for the property's own
+/// assertions.
+pub fn check<S: Scenario>(
+    scenario: &S,
+    property: &str,
+    seed: u64,
+    plan: FaultPlan,
+) -> Result<S::World, TestCaseError> {
+    let (report, world) = scenario
+        .run_reference(seed, plan.clone(), TraceMode::Off)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    if let Some(msg) = failure_message(S::NAME, property, seed, &plan, &report) {
+        return Err(TestCaseError::fail(msg));
+    }
+    Ok(world)
+}
+
+/// A seed, and a plan from the fault profile of that seed's world narrowed to `kinds`.
+pub fn seed_and_plan<S: Scenario>(
+    scenario: S,
+    kinds: &'static [FaultKindTag],
+) -> impl Strategy<Value = (u64, FaultPlan)> {
+    any::<u64>().prop_flat_map(move |seed| {
+        let profile = scenario
+            .fault_profile(&scenario.seed_knobs(seed))
+            .kinds(kinds.iter().copied());
+        let plans: BoxedStrategy<FaultPlan> = FaultPlan::strategy(&profile);
+        (Just(seed), plans)
+    })
+}
+
+/// Runs the reference of `scenario` twice for each seed of `seeds` (knobs and plan from
+/// the seed, the full trace kept) and requires the same digest and outcome; names the
+/// first trace entry where the runs part otherwise.
+pub fn assert_deterministic<S: Scenario>(scenario: &S, seeds: Range<u64>) {
+    for seed in seeds {
+        let run = || {
+            scenario
+                .run_seed(seed, TraceMode::Full)
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"))
+                .0
+        };
+        let (a, b) = (run(), run());
+        if a.digest != b.digest || a.outcome != b.outcome {
+            let first = (0..a.trace.len().max(b.trace.len()))
+                .find(|i| a.trace.get(*i) != b.trace.get(*i))
+                .map(|i| (a.trace.get(i).cloned(), b.trace.get(i).cloned()));
+            panic!(
+                "{} seed {seed} is not deterministic: digests {} and {}; first difference {first:?}",
+                S::NAME,
+                a.digest,
+                b.digest
+            );
+        }
+    }
+}
 
 /// Runs every mutant of `pattern`'s catalog over seeds `0..seeds` until its expected
 /// invariant catches it, and prints the table: mutant, first invariant to catch it,
@@ -64,12 +125,12 @@ pub fn assert_mutants_caught(pattern: &dyn Pattern, invariants: &[&str], seeds: 
         "{:<28} {:<32} {:>6} {:>10}",
         "mutant", "caught by", "cases", "expected@"
     );
-    for (i, m) in pattern.mutants().iter().enumerate() {
+    for m in pattern.mutants() {
         let mut first: Option<(u64, String)> = None;
         let mut expected_at = None;
         for seed in 0..seeds {
             let run = pattern
-                .run(seed, &pattern.plan(seed), TraceMode::Off, Some(i))
+                .run(seed, &pattern.plan(seed), TraceMode::Off, Some(m.name))
                 .unwrap_or_else(|e| panic!("mutant {} at seed {seed}: {e}", m.name));
             if let Some(inv) = run.report.outcome.invariant() {
                 catchers.insert(inv.to_string());

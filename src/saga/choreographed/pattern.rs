@@ -1,134 +1,163 @@
-//! The choreographed checkout saga as a [`Pattern`] of the harness, with its mutants.
+//! The choreographed checkout saga as a [`Scenario`] of the harness, with its mutants.
 
 use crate::bus::core::{Bus, Flaw as BusFlaw};
 use crate::config::ConfigError;
-use crate::harness::{
-    HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
-    replay_command, verdicts,
-};
+use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
 use crate::saga::choreographed::core::ChoreoFlaw;
-use crate::saga::choreographed::world::{ChoreoWorld, INVARIANTS, run_world};
-use crate::saga::orchestrated::pattern::{COMPARED, compared_metrics, saga_lanes};
+use crate::saga::choreographed::world::{ChoreoWorld, INVARIANTS, run};
+use crate::saga::orchestrated::pattern::{Checkouts, compared_metrics, saga_lanes};
 use crate::saga::orchestrated::world::SagaKnobs;
-use faultline_sim::report::model::{RunView, Series, Timeline};
-use faultline_sim::{FaultPlan, RunReport, SeedRange, TraceMode};
+use faultline_sim::report::model::{Series, Timeline};
+use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimDuration, TraceMode};
 
 /// The checkout saga, choreographed over the event bus.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ChoreoPattern;
 
-/// One mutant of the choreography's catalog.
-#[derive(Clone, Copy, Debug)]
-pub struct ChoreoMutant {
-    /// Short name.
-    pub name: &'static str,
-    /// What is broken.
-    pub defect: &'static str,
-    /// The invariant expected to catch it.
-    pub expected: &'static str,
+/// The world for `knobs` with the services carrying `flaw`, payment idempotent or not,
+/// and the bus carrying `bus_flaw`.
+fn flawed(
+    knobs: &SagaKnobs,
     flaw: ChoreoFlaw,
     idempotent_payment: bool,
     bus_flaw: BusFlaw,
-}
-
-impl ChoreoMutant {
-    /// The world for `knobs` with this mutant in it.
-    pub fn world(&self, knobs: SagaKnobs) -> Result<ChoreoWorld<Bus<u64>>, ConfigError> {
-        let bus_flaw = self.bus_flaw;
-        ChoreoWorld::with(knobs, self.flaw, self.idempotent_payment, move |config| {
-            let mut bus = Bus::new(config);
-            bus.flaw = bus_flaw;
-            Ok(bus)
-        })
-    }
+) -> Result<ChoreoWorld<Bus<u64>>, ConfigError> {
+    ChoreoWorld::with(knobs.clone(), flaw, idempotent_payment, move |config| {
+        let mut bus = Bus::new(config);
+        bus.flaw = bus_flaw;
+        Ok(bus)
+    })
 }
 
 /// The catalog.
-pub const CATALOG: &[ChoreoMutant] = &[
-    ChoreoMutant {
-        name: "errors_ignored",
-        defect: "a delivery whose reaction failed (service down, reply lost) is acknowledged as if handled, so its event is lost",
-        expected: "saga.at_rest",
-        flaw: ChoreoFlaw::None,
-        idempotent_payment: true,
-        bus_flaw: BusFlaw::SwallowErrors,
-    },
-    ChoreoMutant {
-        name: "skip_release",
-        defect: "on a decline the order service cancels the order, but nobody releases the stock (the last completed step is not compensated)",
-        expected: "saga.conservation",
-        flaw: ChoreoFlaw::SkipRelease,
-        idempotent_payment: true,
-        bus_flaw: BusFlaw::None,
-    },
-    ChoreoMutant {
-        name: "payment_not_idempotent",
-        defect: "payment without idempotency: a redelivered stock.reserved charges twice",
-        expected: "saga.idempotent",
-        flaw: ChoreoFlaw::None,
-        idempotent_payment: false,
-        bus_flaw: BusFlaw::None,
-    },
-    ChoreoMutant {
-        name: "release_on_refusal",
-        defect: "inventory also reacts to stock.refused by releasing stock it never reserved",
-        expected: "saga.compensation_order",
-        flaw: ChoreoFlaw::ReleaseOnRefusal,
-        idempotent_payment: true,
-        bus_flaw: BusFlaw::None,
-    },
-    ChoreoMutant {
-        name: "default_ack_deadline",
-        defect: "the bus's ack deadline is left at a broker default of 30 s (SQS's visibility timeout), so a lost delivery waits 30 s to be retried",
-        expected: "saga.settling",
-        flaw: ChoreoFlaw::DefaultAckDeadline,
-        idempotent_payment: true,
-        bus_flaw: BusFlaw::None,
-    },
+pub const CATALOG: &[Mutant<ChoreoPattern>] = &[
+    Mutant::new(
+        "errors_ignored",
+        "a delivery whose reaction failed (service down, reply lost) is acknowledged as if handled, so its event is lost",
+        "saga.at_rest",
+        |k| flawed(k, ChoreoFlaw::None, true, BusFlaw::SwallowErrors),
+    ),
+    Mutant::new(
+        "skip_release",
+        "on a decline the order service cancels the order, but nobody releases the stock (the last completed step is not compensated)",
+        "saga.conservation",
+        |k| flawed(k, ChoreoFlaw::SkipRelease, true, BusFlaw::None),
+    ),
+    Mutant::new(
+        "payment_not_idempotent",
+        "payment without idempotency: a redelivered stock.reserved charges twice",
+        "saga.idempotent",
+        |k| flawed(k, ChoreoFlaw::None, false, BusFlaw::None),
+    ),
+    Mutant::new(
+        "release_on_refusal",
+        "inventory also reacts to stock.refused by releasing stock it never reserved",
+        "saga.compensation_order",
+        |k| flawed(k, ChoreoFlaw::ReleaseOnRefusal, true, BusFlaw::None),
+    ),
+    Mutant::new(
+        "default_ack_deadline",
+        "the bus's ack deadline is left at a broker default of 30 s (SQS's visibility timeout), so a lost delivery waits 30 s to be retried",
+        "saga.settling",
+        |k| flawed(k, ChoreoFlaw::DefaultAckDeadline, true, BusFlaw::None),
+    ),
 ];
 
-const REPORT_TRACE: usize = 300;
-
-fn metrics_of(world: &ChoreoWorld) -> Vec<Option<f64>> {
-    let s = &world.stats;
-    let started = s.started.max(1) as f64;
-    let settle = world
-        .settle_times()
-        .iter()
-        .map(|(_, d)| d.as_nanos() as f64 / 1e6)
-        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
-    let mut m = compared_metrics(
-        s.completed,
-        world.knobs().horizon_ms,
-        &world.latencies(),
-        world.inconsistent(),
-    );
-    m.push(Some(100.0 * s.completed as f64 / started));
-    m.push(Some(s.deadlines as f64));
-    m.push(settle);
-    m
-}
-
-impl ChoreoPattern {
-    fn world(&self, seed: u64, mutant: Option<usize>) -> Result<ChoreoWorld, HarnessError> {
-        let knobs = SagaKnobs::from_seed(seed);
-        match mutant {
-            None => Ok(ChoreoWorld::new(knobs)?),
-            Some(i) => {
-                let m = catalog_entry(self.name(), CATALOG, i)?;
-                Ok(m.world(knobs)?)
-            }
-        }
+impl Checkouts for ChoreoWorld {
+    fn completed_sagas(&self) -> u64 {
+        self.stats.completed
+    }
+    fn arrivals_ms(&self) -> u64 {
+        self.knobs().horizon_ms
+    }
+    fn rest_latencies(&self) -> Vec<SimDuration> {
+        self.latencies()
+    }
+    fn half_done(&self) -> u64 {
+        self.inconsistent()
     }
 }
 
-fn describe(
-    plan: &FaultPlan,
-    report: RunReport,
-    world: &ChoreoWorld,
-    mutant: Option<&str>,
-) -> RunView {
-    let knobs = world.knobs();
+/// The compared metrics of the choreographed world.
+const COMPARED_METRICS: [Metric<ChoreoWorld>; 6] = compared_metrics();
+
+/// The key metrics of a run.
+const METRICS: &[Metric<ChoreoWorld>] = &[
+    COMPARED_METRICS[0],
+    COMPARED_METRICS[1],
+    COMPARED_METRICS[2],
+    COMPARED_METRICS[3],
+    COMPARED_METRICS[4],
+    COMPARED_METRICS[5],
+    Metric {
+        name: "sagas completed",
+        unit: "%",
+        value: |w| Some(100.0 * w.stats.completed as f64 / w.stats.started.max(1) as f64),
+    },
+    Metric {
+        name: "deliveries failed at their deadline",
+        unit: "count",
+        value: |w| Some(w.stats.deadlines as f64),
+    },
+    Metric {
+        name: "slowest settling after the faults",
+        unit: "ms",
+        value: |w| {
+            w.settle_times()
+                .iter()
+                .map(|(_, d)| d.as_nanos() as f64 / 1e6)
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+        },
+    },
+];
+
+impl Scenario for ChoreoPattern {
+    type Knobs = SagaKnobs;
+    type World = ChoreoWorld;
+
+    const NAME: &'static str = "saga-choreo";
+    const ABOUT: &'static str =
+        "the same checkout, choreographed: each service reacts to the others' events on the bus";
+    const INVARIANTS: &'static [&'static str] = &INVARIANTS;
+    const METRICS: &'static [Metric<ChoreoWorld>] = METRICS;
+    const MUTANTS: &'static [Mutant<Self>] = CATALOG;
+    /// With the others', about a minute on 2 cores (`cargo run --release -- sweep`).
+    const DEFAULT_SEEDS: SeedRange = SeedRange {
+        start: 0,
+        end: 3_000,
+    };
+
+    fn seed_knobs(&self, seed: u64) -> SagaKnobs {
+        SagaKnobs::from_seed(seed)
+    }
+
+    fn fault_profile(&self, knobs: &SagaKnobs) -> FaultProfile {
+        knobs.fault_profile()
+    }
+
+    fn fault_plan(&self, knobs: &SagaKnobs) -> FaultPlan {
+        knobs.fault_plan()
+    }
+
+    fn reference(&self, knobs: &SagaKnobs) -> Result<ChoreoWorld, ConfigError> {
+        ChoreoWorld::new(knobs.clone())
+    }
+
+    fn simulate(
+        &self,
+        world: ChoreoWorld,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, ChoreoWorld) {
+        run(world, plan, trace)
+    }
+
+    fn describe(&self, _knobs: &SagaKnobs, report: &RunReport, world: &ChoreoWorld) -> Description {
+        describe(report, world)
+    }
+}
+
+fn describe(report: &RunReport, world: &ChoreoWorld) -> Description {
     let end = report.end;
     let lanes = saga_lanes(&world.lanes, end);
     let series = vec![Series {
@@ -144,7 +173,7 @@ fn describe(
         ),
     }];
     let s = &world.stats;
-    let verdicts = verdicts(&INVARIANTS, &report, |_| String::new());
+    let notes = notes(&INVARIANTS, |_| String::new());
     let figures = vec![
         ("sagas started".into(), s.started.to_string()),
         ("completed".into(), s.completed.to_string()),
@@ -157,103 +186,9 @@ fn describe(
             s.deadlines.to_string(),
         ),
     ];
-    RunView {
-        pattern: "saga-choreo".into(),
-        seed: knobs.seed,
-        replay: replay_command("saga-choreo", knobs.seed, None, mutant),
-        knobs: knob_list(knobs),
-        plan: plan.clone(),
-        fault_hits: report.fault_hits.clone(),
-        horizon: report.horizon,
-        end,
-        outcome: report.outcome.clone(),
-        verdicts,
-        coverage: report.coverage.clone(),
-        events: report.events,
-        digest: report.digest,
+    Description {
+        notes,
         figures,
         timeline: Timeline { lanes, series },
-        trace: report.trace,
-    }
-}
-
-impl Pattern for ChoreoPattern {
-    fn name(&self) -> &'static str {
-        "saga-choreo"
-    }
-
-    fn about(&self) -> &'static str {
-        "the same checkout, choreographed: each service reacts to the others' events on the bus"
-    }
-
-    fn invariants(&self) -> &'static [&'static str] {
-        &INVARIANTS
-    }
-
-    fn metrics(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            COMPARED[0],
-            COMPARED[1],
-            COMPARED[2],
-            COMPARED[3],
-            COMPARED[4],
-            COMPARED[5],
-            ("sagas completed", "%"),
-            ("deliveries failed at their deadline", "count"),
-            ("slowest settling after the faults", "ms"),
-        ]
-    }
-
-    /// With the others', about a minute on 2 cores (`cargo run --release -- sweep`).
-    fn default_seeds(&self) -> SeedRange {
-        SeedRange {
-            start: 0,
-            end: 3_000,
-        }
-    }
-
-    fn known_targets(&self) -> Vec<String> {
-        crate::saga::orchestrated::pattern::SagaPattern.known_targets()
-    }
-
-    fn knobs(&self, seed: u64) -> Vec<(String, String)> {
-        knob_list(&SagaKnobs::from_seed(seed))
-    }
-
-    fn plan(&self, seed: u64) -> FaultPlan {
-        SagaKnobs::from_seed(seed).fault_plan()
-    }
-
-    fn run(
-        &self,
-        seed: u64,
-        plan: &FaultPlan,
-        trace: TraceMode,
-        mutant: Option<usize>,
-    ) -> Result<Run, HarnessError> {
-        let (report, world) = run_world(self.world(seed, mutant)?, plan.clone(), trace);
-        Ok(Run {
-            metrics: metrics_of(&world),
-            report,
-        })
-    }
-
-    fn view(
-        &self,
-        seed: u64,
-        plan: &FaultPlan,
-        mutant: Option<usize>,
-    ) -> Result<RunView, HarnessError> {
-        let (report, world) = run_world(
-            self.world(seed, mutant)?,
-            plan.clone(),
-            TraceMode::Ring(REPORT_TRACE),
-        );
-        let name = mutant.and_then(|i| CATALOG.get(i)).map(|m| m.name);
-        Ok(describe(plan, report, &world, name))
-    }
-
-    fn mutants(&self) -> Vec<MutantInfo> {
-        catalog_infos(CATALOG, |m| (m.name, m.defect, m.expected))
     }
 }

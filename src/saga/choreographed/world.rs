@@ -712,15 +712,14 @@ impl<B: EventBus> World for ChoreoWorld<B> {
     }
 }
 
-/// Runs `world` under `plan`.
-pub fn run_world<B: EventBus>(
-    world: ChoreoWorld<B>,
+/// Runs `world` under `plan`, the one way the choreographed checkout world is run (the harness, the tests and
+/// the benches all come through here). `trace` as for [`Simulation::trace`].
+pub fn run<B: EventBus>(
+    mut world: ChoreoWorld<B>,
     plan: FaultPlan,
     trace: TraceMode,
 ) -> (RunReport, ChoreoWorld<B>) {
-    let mut world = world;
-    let seed = world.knobs.seed;
-    let report = Simulation::new(seed)
+    let report = Simulation::new(world.knobs().seed)
         .plan(plan)
         .trace(trace)
         .events_max(5_000_000)
@@ -728,14 +727,4 @@ pub fn run_world<B: EventBus>(
         .replay_hint("cargo run --release -- replay saga-choreo --seed {seed}")
         .run(&mut world);
     (report, world)
-}
-
-/// Runs the reference for `seed` under the seed's plan.
-pub fn run_seed(
-    seed: u64,
-    trace: TraceMode,
-) -> Result<(RunReport, ChoreoWorld<Bus<u64>>), ConfigError> {
-    let knobs = SagaKnobs::from_seed(seed);
-    let plan = knobs.fault_plan();
-    Ok(run_world(ChoreoWorld::new(knobs)?, plan, trace))
 }

@@ -4,14 +4,14 @@
 //! included), shrinking and the reports:
 //!
 //! ```
-//! use faultline::saga::orchestrated::world::{SagaKnobs, SagaWorld, run_world};
+//! use faultline::saga::orchestrated::world::{SagaKnobs, SagaWorld, run};
 //! use faultline::saga::Orchestrator;
 //!
 //! let knobs = SagaKnobs::from_seed(7);
 //! let plan = knobs.fault_plan();
 //! // Any `SagaCoordinator` in place of the reference `Orchestrator`:
 //! let mine = Orchestrator::new(knobs.config()?);
-//! let (report, _world) = run_world(SagaWorld::with_coordinator(knobs, mine), plan, Default::default());
+//! let (report, _world) = run(SagaWorld::with_coordinator(knobs, mine), plan, Default::default());
 //! assert!(report.outcome.is_pass(), "{}", report.outcome);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -1,26 +1,25 @@
-//! The orchestrated checkout saga as a [`Pattern`] of the harness.
+//! The orchestrated checkout saga as a [`Scenario`] of the harness.
 
-use crate::harness::{
-    HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
-    replay_command, verdicts,
-};
+use crate::config::ConfigError;
+use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
 use crate::saga::orchestrated::mutants::CATALOG;
-use crate::saga::orchestrated::world::{INVARIANTS, SagaKnobs, SagaWorld, run_world};
+use crate::saga::orchestrated::world::{INVARIANTS, SagaKnobs, SagaWorld, run};
 use crate::saga::services::SagaId;
-use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
-use faultline_sim::{FaultPlan, RunReport, SeedRange, SimDuration, SimTime, TraceMode};
+use faultline_sim::report::model::{Band, Lane, Series, Timeline};
+use faultline_sim::{
+    FaultPlan, FaultProfile, RunReport, SeedRange, SimDuration, SimTime, TraceMode,
+};
 use std::collections::BTreeMap;
 
 /// The checkout saga, orchestrated from a durable log.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SagaPattern;
 
-const REPORT_TRACE: usize = 300;
 /// Sagas drawn as swimlanes in a run report.
 const LANES_MAX: usize = 12;
 
 /// The metrics every checkout pattern reports under the same names, so the sweep
-/// report can set the sagas beside two-phase commit (see `harness::comparisons`).
+/// report can set the sagas beside two-phase commit (see `registry::comparisons`).
 pub(crate) const COMPARED: [(&str, &str); 6] = [
     ("throughput", "per s"),
     ("latency p50", "ms"),
@@ -39,50 +38,145 @@ pub(crate) fn percentile_ms(d: &[SimDuration], p: u64) -> Option<f64> {
     v.get(i).map(|n| *n as f64 / 1e6)
 }
 
-/// The compared metrics of a saga world: completed per simulated second of arrivals,
-/// checkout-to-rest latency, no locks (a saga takes none: its reservations do not block
-/// other checkouts), and the sagas left half-done (Failed, with an alert).
-pub(crate) fn compared_metrics(
-    completed: u64,
-    horizon_ms: u64,
-    latencies: &[SimDuration],
-    failed: u64,
-) -> Vec<Option<f64>> {
-    vec![
-        Some(completed as f64 / (horizon_ms.max(1) as f64 / 1000.0)),
-        percentile_ms(latencies, 50),
-        percentile_ms(latencies, 99),
-        Some(0.0),
-        Some(0.0),
-        Some(failed as f64),
+/// What a saga world tells the compared metrics.
+pub(crate) trait Checkouts {
+    /// Sagas completed.
+    fn completed_sagas(&self) -> u64;
+    /// End of the arrivals, ms.
+    fn arrivals_ms(&self) -> u64;
+    /// Checkout-to-rest latency of each saga at rest.
+    fn rest_latencies(&self) -> Vec<SimDuration>;
+    /// Sagas left half-done (Failed, with an alert).
+    fn half_done(&self) -> u64;
+}
+
+fn throughput<W: Checkouts>(w: &W) -> Option<f64> {
+    Some(w.completed_sagas() as f64 / (w.arrivals_ms().max(1) as f64 / 1000.0))
+}
+
+fn latency_p50<W: Checkouts>(w: &W) -> Option<f64> {
+    percentile_ms(&w.rest_latencies(), 50)
+}
+
+fn latency_p99<W: Checkouts>(w: &W) -> Option<f64> {
+    percentile_ms(&w.rest_latencies(), 99)
+}
+
+fn no_lock<W>(_: &W) -> Option<f64> {
+    Some(0.0)
+}
+
+fn half_done<W: Checkouts>(w: &W) -> Option<f64> {
+    Some(w.half_done() as f64)
+}
+
+/// The compared metrics of a saga world, in [`COMPARED`]'s order: completed per
+/// simulated second of arrivals, checkout-to-rest latency, no locks (a saga takes none:
+/// its reservations do not block other checkouts), and the sagas left half-done.
+pub(crate) const fn compared_metrics<W: Checkouts>() -> [Metric<W>; 6] {
+    const fn m<W>(i: usize, value: fn(&W) -> Option<f64>) -> Metric<W> {
+        Metric {
+            name: COMPARED[i].0,
+            unit: COMPARED[i].1,
+            value,
+        }
+    }
+    [
+        m(0, throughput::<W>),
+        m(1, latency_p50::<W>),
+        m(2, latency_p99::<W>),
+        m(3, no_lock::<W>),
+        m(4, no_lock::<W>),
+        m(5, half_done::<W>),
     ]
 }
 
-fn metrics_of(world: &SagaWorld) -> Vec<Option<f64>> {
-    let s = &world.stats;
-    let started = s.started.max(1) as f64;
-    let mut m = compared_metrics(
-        s.completed,
-        world.knobs().horizon_ms,
-        &world.latencies(),
-        s.failed,
-    );
-    m.push(Some(100.0 * s.completed as f64 / started));
-    m.push(Some(100.0 * s.compensated as f64 / started));
-    m.push(Some(s.recoveries as f64));
-    m
+impl Checkouts for SagaWorld {
+    fn completed_sagas(&self) -> u64 {
+        self.stats.completed
+    }
+    fn arrivals_ms(&self) -> u64 {
+        self.knobs().horizon_ms
+    }
+    fn rest_latencies(&self) -> Vec<SimDuration> {
+        self.latencies()
+    }
+    fn half_done(&self) -> u64 {
+        self.stats.failed
+    }
 }
 
-impl SagaPattern {
-    fn world(&self, seed: u64, mutant: Option<usize>) -> Result<SagaWorld, HarnessError> {
-        let knobs = SagaKnobs::from_seed(seed);
-        match mutant {
-            None => Ok(SagaWorld::new(knobs)?),
-            Some(i) => {
-                let m = catalog_entry(self.name(), CATALOG, i)?;
-                Ok(m.world(knobs)?)
-            }
-        }
+/// The compared metrics of the orchestrated world.
+const COMPARED_METRICS: [Metric<SagaWorld>; 6] = compared_metrics();
+
+/// The key metrics of a run.
+const METRICS: &[Metric<SagaWorld>] = &[
+    COMPARED_METRICS[0],
+    COMPARED_METRICS[1],
+    COMPARED_METRICS[2],
+    COMPARED_METRICS[3],
+    COMPARED_METRICS[4],
+    COMPARED_METRICS[5],
+    Metric {
+        name: "sagas completed",
+        unit: "%",
+        value: |w| Some(100.0 * w.stats.completed as f64 / w.stats.started.max(1) as f64),
+    },
+    Metric {
+        name: "sagas compensated",
+        unit: "%",
+        value: |w| Some(100.0 * w.stats.compensated as f64 / w.stats.started.max(1) as f64),
+    },
+    Metric {
+        name: "orchestrator recoveries",
+        unit: "count",
+        value: |w| Some(w.stats.recoveries as f64),
+    },
+];
+
+impl Scenario for SagaPattern {
+    type Knobs = SagaKnobs;
+    type World = SagaWorld;
+
+    const NAME: &'static str = "saga";
+    const ABOUT: &'static str =
+        "checkout saga across order, inventory and payment, orchestrated from a durable log";
+    const INVARIANTS: &'static [&'static str] = &INVARIANTS;
+    const METRICS: &'static [Metric<SagaWorld>] = METRICS;
+    const MUTANTS: &'static [Mutant<Self>] = CATALOG;
+    /// With the others', about a minute on 2 cores (`cargo run --release -- sweep`).
+    const DEFAULT_SEEDS: SeedRange = SeedRange {
+        start: 0,
+        end: 5_000,
+    };
+
+    fn seed_knobs(&self, seed: u64) -> SagaKnobs {
+        SagaKnobs::from_seed(seed)
+    }
+
+    fn fault_profile(&self, knobs: &SagaKnobs) -> FaultProfile {
+        knobs.fault_profile()
+    }
+
+    fn fault_plan(&self, knobs: &SagaKnobs) -> FaultPlan {
+        knobs.fault_plan()
+    }
+
+    fn reference(&self, knobs: &SagaKnobs) -> Result<SagaWorld, ConfigError> {
+        SagaWorld::new(knobs.clone())
+    }
+
+    fn simulate(
+        &self,
+        world: SagaWorld,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, SagaWorld) {
+        run(world, plan, trace)
+    }
+
+    fn describe(&self, _knobs: &SagaKnobs, report: &RunReport, world: &SagaWorld) -> Description {
+        describe(report, world)
     }
 }
 
@@ -141,13 +235,7 @@ pub(crate) fn saga_lanes(notes: &[(SagaId, SimTime, String)], end: SimTime) -> V
         .collect()
 }
 
-fn describe(
-    plan: &FaultPlan,
-    report: RunReport,
-    world: &SagaWorld,
-    mutant: Option<&str>,
-) -> RunView {
-    let knobs = world.knobs();
+fn describe(report: &RunReport, world: &SagaWorld) -> Description {
     let end = report.end;
     let lanes = saga_lanes(&world.lanes, end);
     let series = vec![Series {
@@ -163,7 +251,7 @@ fn describe(
         ),
     }];
     let s = &world.stats;
-    let verdicts = verdicts(&INVARIANTS, &report, |_| String::new());
+    let notes = notes(&INVARIANTS, |_| String::new());
     let figures = vec![
         ("sagas started".into(), s.started.to_string()),
         ("completed".into(), s.completed.to_string()),
@@ -173,109 +261,9 @@ fn describe(
         ("commands sent".into(), s.sends.to_string()),
         ("log records made durable".into(), s.records.to_string()),
     ];
-    RunView {
-        pattern: "saga".into(),
-        seed: knobs.seed,
-        replay: replay_command("saga", knobs.seed, None, mutant),
-        knobs: knob_list(knobs),
-        plan: plan.clone(),
-        fault_hits: report.fault_hits.clone(),
-        horizon: report.horizon,
-        end,
-        outcome: report.outcome.clone(),
-        verdicts,
-        coverage: report.coverage.clone(),
-        events: report.events,
-        digest: report.digest,
+    Description {
+        notes,
         figures,
         timeline: Timeline { lanes, series },
-        trace: report.trace,
-    }
-}
-
-impl Pattern for SagaPattern {
-    fn name(&self) -> &'static str {
-        "saga"
-    }
-
-    fn about(&self) -> &'static str {
-        "checkout saga across order, inventory and payment, orchestrated from a durable log"
-    }
-
-    fn invariants(&self) -> &'static [&'static str] {
-        &INVARIANTS
-    }
-
-    fn metrics(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            COMPARED[0],
-            COMPARED[1],
-            COMPARED[2],
-            COMPARED[3],
-            COMPARED[4],
-            COMPARED[5],
-            ("sagas completed", "%"),
-            ("sagas compensated", "%"),
-            ("orchestrator recoveries", "count"),
-        ]
-    }
-
-    /// With the others', about a minute on 2 cores (`cargo run --release -- sweep`).
-    fn default_seeds(&self) -> SeedRange {
-        SeedRange {
-            start: 0,
-            end: 5_000,
-        }
-    }
-
-    fn known_targets(&self) -> Vec<String> {
-        let mut t = vec!["orchestrator".to_string()];
-        for s in ["orders", "inventory", "payment"] {
-            t.push(s.to_string());
-            t.push(format!("to-{s}"));
-            t.push(format!("from-{s}"));
-        }
-        t
-    }
-
-    fn knobs(&self, seed: u64) -> Vec<(String, String)> {
-        knob_list(&SagaKnobs::from_seed(seed))
-    }
-
-    fn plan(&self, seed: u64) -> FaultPlan {
-        SagaKnobs::from_seed(seed).fault_plan()
-    }
-
-    fn run(
-        &self,
-        seed: u64,
-        plan: &FaultPlan,
-        trace: TraceMode,
-        mutant: Option<usize>,
-    ) -> Result<Run, HarnessError> {
-        let (report, world) = run_world(self.world(seed, mutant)?, plan.clone(), trace);
-        Ok(Run {
-            metrics: metrics_of(&world),
-            report,
-        })
-    }
-
-    fn view(
-        &self,
-        seed: u64,
-        plan: &FaultPlan,
-        mutant: Option<usize>,
-    ) -> Result<RunView, HarnessError> {
-        let (report, world) = run_world(
-            self.world(seed, mutant)?,
-            plan.clone(),
-            TraceMode::Ring(REPORT_TRACE),
-        );
-        let name = mutant.and_then(|i| CATALOG.get(i)).map(|m| m.name);
-        Ok(describe(plan, report, &world, name))
-    }
-
-    fn mutants(&self) -> Vec<MutantInfo> {
-        catalog_infos(CATALOG, |m| (m.name, m.defect, m.expected))
     }
 }

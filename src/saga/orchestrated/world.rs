@@ -881,15 +881,14 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
     }
 }
 
-/// Runs `world` under `plan`.
-pub fn run_world<O: SagaCoordinator>(
-    world: SagaWorld<O>,
+/// Runs `world` under `plan`, the one way the checkout world is run (the harness, the tests and
+/// the benches all come through here). `trace` as for [`Simulation::trace`].
+pub fn run<O: SagaCoordinator>(
+    mut world: SagaWorld<O>,
     plan: FaultPlan,
     trace: TraceMode,
 ) -> (RunReport, SagaWorld<O>) {
-    let mut world = world;
-    let seed = world.knobs.seed;
-    let report = Simulation::new(seed)
+    let report = Simulation::new(world.knobs().seed)
         .plan(plan)
         .trace(trace)
         .events_max(5_000_000)
@@ -897,11 +896,4 @@ pub fn run_world<O: SagaCoordinator>(
         .replay_hint("cargo run --release -- replay saga --seed {seed}")
         .run(&mut world);
     (report, world)
-}
-
-/// Runs the reference for `seed`.
-pub fn run_seed(seed: u64, trace: TraceMode) -> Result<(RunReport, SagaWorld), ConfigError> {
-    let knobs = SagaKnobs::from_seed(seed);
-    let plan = knobs.fault_plan();
-    Ok(run_world(SagaWorld::new(knobs)?, plan, trace))
 }

@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use faultline::saga::twopc::core::Coordinator;
-//! use faultline::saga::twopc::world::{TwoPcWorld, config_of, run_world};
+//! use faultline::saga::twopc::world::{TwoPcWorld, config_of, run};
 //! use faultline::saga::orchestrated::world::SagaKnobs;
 //!
 //! let knobs = SagaKnobs::from_seed(7);
@@ -14,7 +14,7 @@
 //! // Any `TwoPcCoordinator` in place of the reference `Coordinator`:
 //! let mine = Coordinator::new(config_of(&knobs)?);
 //! let world = TwoPcWorld::with_coordinator(knobs, mine)?;
-//! let (report, world) = run_world(world, plan, Default::default());
+//! let (report, world) = run(world, plan, Default::default());
 //! assert!(report.outcome.is_pass(), "{}", report.outcome);
 //! assert!(world.participants.iter().all(|p| p.locks_held() == 0));
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -2,77 +2,47 @@
 //! invariants must catch.
 
 use crate::config::ConfigError;
+use crate::harness::Mutant;
 use crate::saga::orchestrated::world::SagaKnobs;
 use crate::saga::twopc::core::Flaw;
-use crate::saga::twopc::world::{TwoPcWorld, run_world};
-use faultline_sim::{FaultPlan, RunReport, TraceMode};
+use crate::saga::twopc::pattern::TwoPcPattern;
+use crate::saga::twopc::world::TwoPcWorld;
 
-/// One mutant of the catalog.
-#[derive(Clone, Copy, Debug)]
-pub struct Mutant {
-    /// Short name.
-    pub name: &'static str,
-    /// What is broken.
-    pub defect: &'static str,
-    /// The invariant expected to catch it.
-    pub expected: &'static str,
-    flaw: Flaw,
-}
-
-impl Mutant {
-    /// The world for `knobs` with this mutant in it.
-    pub fn world(&self, knobs: SagaKnobs) -> Result<TwoPcWorld, ConfigError> {
-        TwoPcWorld::with(knobs, self.flaw)
-    }
-
-    /// Runs this mutant for `seed` under `plan`.
-    pub fn run_plan(
-        &self,
-        seed: u64,
-        plan: FaultPlan,
-        trace: TraceMode,
-    ) -> Result<(RunReport, TwoPcWorld), ConfigError> {
-        let knobs = SagaKnobs::from_seed(seed);
-        Ok(run_world(self.world(knobs)?, plan, trace))
-    }
-
-    /// Runs this mutant for `seed` under the seed's plan.
-    pub fn run(&self, seed: u64, trace: TraceMode) -> Result<(RunReport, TwoPcWorld), ConfigError> {
-        let plan = SagaKnobs::from_seed(seed).fault_plan();
-        self.run_plan(seed, plan, trace)
-    }
+/// The world for `knobs` with the coordinator or a participant carrying `flaw`.
+fn flawed(knobs: &SagaKnobs, flaw: Flaw) -> Result<TwoPcWorld, ConfigError> {
+    TwoPcWorld::with(knobs.clone(), flaw)
 }
 
 /// The catalog.
-pub const CATALOG: &[Mutant] = &[
-    Mutant {
-        name: "decision_before_log",
-        defect: "the coordinator sends Commit or Abort before the decision is durable (a crash then presumes abort after a commit went out)",
-        expected: "twopc.write_ahead",
-        flaw: Flaw::SendBeforeLog,
-    },
-    Mutant {
-        name: "unilateral_abort",
-        defect: "a participant in doubt gives up after the vote timeout and aborts on its own, though it voted Yes",
-        expected: "twopc.at_rest",
-        flaw: Flaw::UnilateralAbort,
-    },
-    Mutant {
-        name: "prepare_not_idempotent",
-        defect: "a duplicated Prepare makes its tentative change again (stock held, card authorised twice)",
-        expected: "twopc.idempotent",
-        flaw: Flaw::PrepareNotIdempotent,
-    },
-    Mutant {
-        name: "lock_leak_on_abort",
-        defect: "the inventory does not release the stock row's lock when a transaction aborts",
-        expected: "twopc.locks_released",
-        flaw: Flaw::LockLeak,
-    },
-    Mutant {
-        name: "abort_loses_stock",
-        defect: "the inventory releases an aborted reservation without returning its stock",
-        expected: "twopc.conservation",
-        flaw: Flaw::AbortLosesStock,
-    },
+pub const CATALOG: &[Mutant<TwoPcPattern>] = &[
+    Mutant::new(
+        "decision_before_log",
+        "the coordinator sends Commit or Abort before the decision is durable (a crash then presumes abort after a commit went out)",
+        "twopc.write_ahead",
+        |k| flawed(k, Flaw::SendBeforeLog),
+    ),
+    Mutant::new(
+        "unilateral_abort",
+        "a participant in doubt gives up after the vote timeout and aborts on its own, though it voted Yes",
+        "twopc.at_rest",
+        |k| flawed(k, Flaw::UnilateralAbort),
+    ),
+    Mutant::new(
+        "prepare_not_idempotent",
+        "a duplicated Prepare makes its tentative change again (stock held, card authorised twice)",
+        "twopc.idempotent",
+        |k| flawed(k, Flaw::PrepareNotIdempotent),
+    ),
+    Mutant::new(
+        "lock_leak_on_abort",
+        "the inventory does not release the stock row's lock when a transaction aborts",
+        "twopc.locks_released",
+        |k| flawed(k, Flaw::LockLeak),
+    ),
+    Mutant::new(
+        "abort_loses_stock",
+        "the inventory releases an aborted reservation without returning its stock",
+        "twopc.conservation",
+        |k| flawed(k, Flaw::AbortLosesStock),
+    ),
 ];

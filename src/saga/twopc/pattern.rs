@@ -1,23 +1,21 @@
-//! The checkout as two-phase commit, the saga's baseline, as a [`Pattern`] of the
+//! The checkout as two-phase commit, the saga's baseline, as a [`Scenario`] of the
 //! harness. Its metrics use the saga comparison's names and units, so a sweep of both
 //! lines up side by side.
 
-use crate::harness::{
-    HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
-    replay_command, verdicts,
-};
+use crate::config::ConfigError;
+use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
+use crate::saga::orchestrated::pattern::COMPARED;
 use crate::saga::orchestrated::world::SagaKnobs;
 use crate::saga::twopc::mutants::CATALOG;
-use crate::saga::twopc::world::{INVARIANTS, TwoPcWorld, run_world};
-use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
-use faultline_sim::{FaultPlan, RunReport, SeedRange, SimTime, TraceMode};
+use crate::saga::twopc::world::{INVARIANTS, TwoPcWorld, run};
+use faultline_sim::report::model::{Band, Lane, Series, Timeline};
+use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimTime, TraceMode};
 use std::collections::BTreeMap;
 
 /// The checkout as two-phase commit, with a durable coordinator log.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TwoPcPattern;
 
-const REPORT_TRACE: usize = 300;
 /// Transactions drawn as swimlanes in a run report.
 const LANES_MAX: usize = 12;
 
@@ -25,38 +23,87 @@ fn ms(d: faultline_sim::SimDuration) -> f64 {
     d.as_nanos() as f64 / 1e6
 }
 
-fn metrics_of(world: &TwoPcWorld) -> Vec<Option<f64>> {
-    let s = &world.stats;
-    vec![
-        Some(s.throughput_per_sec()),
-        s.latency_ms(50),
-        s.latency_ms(99),
-        Some(ms(s.longest_lock_hold)),
-        Some(ms(s.locked_during_crash)),
-        Some(s.inconsistent as f64),
-    ]
-}
+/// The key metrics of a run, under the saga comparison's names and units ([`COMPARED`]).
+const METRICS: &[Metric<TwoPcWorld>] = &[
+    Metric {
+        name: COMPARED[0].0,
+        unit: COMPARED[0].1,
+        value: |w| Some(w.stats.throughput_per_sec()),
+    },
+    Metric {
+        name: COMPARED[1].0,
+        unit: COMPARED[1].1,
+        value: |w| w.stats.latency_ms(50),
+    },
+    Metric {
+        name: COMPARED[2].0,
+        unit: COMPARED[2].1,
+        value: |w| w.stats.latency_ms(99),
+    },
+    Metric {
+        name: COMPARED[3].0,
+        unit: COMPARED[3].1,
+        value: |w| Some(ms(w.stats.longest_lock_hold)),
+    },
+    Metric {
+        name: COMPARED[4].0,
+        unit: COMPARED[4].1,
+        value: |w| Some(ms(w.stats.locked_during_crash)),
+    },
+    Metric {
+        name: COMPARED[5].0,
+        unit: COMPARED[5].1,
+        value: |w| Some(w.stats.inconsistent as f64),
+    },
+];
 
-impl TwoPcPattern {
-    fn world(&self, seed: u64, mutant: Option<usize>) -> Result<TwoPcWorld, HarnessError> {
-        let knobs = SagaKnobs::from_seed(seed);
-        match mutant {
-            None => Ok(TwoPcWorld::new(knobs)?),
-            Some(i) => {
-                let m = catalog_entry(self.name(), CATALOG, i)?;
-                Ok(m.world(knobs)?)
-            }
-        }
+impl Scenario for TwoPcPattern {
+    type Knobs = SagaKnobs;
+    type World = TwoPcWorld;
+
+    const NAME: &'static str = "twopc";
+    const ABOUT: &'static str = "the checkout as two-phase commit (the saga's baseline): locks held from prepare to decision";
+    const INVARIANTS: &'static [&'static str] = &INVARIANTS;
+    const METRICS: &'static [Metric<TwoPcWorld>] = METRICS;
+    const MUTANTS: &'static [Mutant<Self>] = CATALOG;
+    /// About 10 s on this shared 2-core machine (`cargo run --release -- sweep twopc`:
+    /// 8.8 to 11.3 s measured while others were building, 7 s of CPU).
+    const DEFAULT_SEEDS: SeedRange = SeedRange {
+        start: 0,
+        end: 1_000,
+    };
+
+    fn seed_knobs(&self, seed: u64) -> SagaKnobs {
+        SagaKnobs::from_seed(seed)
+    }
+
+    fn fault_profile(&self, knobs: &SagaKnobs) -> FaultProfile {
+        knobs.fault_profile()
+    }
+
+    fn fault_plan(&self, knobs: &SagaKnobs) -> FaultPlan {
+        knobs.fault_plan()
+    }
+
+    fn reference(&self, knobs: &SagaKnobs) -> Result<TwoPcWorld, ConfigError> {
+        TwoPcWorld::new(knobs.clone())
+    }
+
+    fn simulate(
+        &self,
+        world: TwoPcWorld,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, TwoPcWorld) {
+        run(world, plan, trace)
+    }
+
+    fn describe(&self, _knobs: &SagaKnobs, report: &RunReport, world: &TwoPcWorld) -> Description {
+        describe(report, world)
     }
 }
 
-fn describe(
-    plan: &FaultPlan,
-    report: RunReport,
-    world: &TwoPcWorld,
-    mutant: Option<&str>,
-) -> RunView {
-    let knobs = world.knobs();
+fn describe(report: &RunReport, world: &TwoPcWorld) -> Description {
     let end = report.end;
     let mut by_tx: BTreeMap<u64, Vec<(SimTime, String)>> = BTreeMap::new();
     for (tx, t, what) in &world.lanes {
@@ -195,7 +242,7 @@ fn describe(
         },
     ];
     let s = &world.stats;
-    let verdicts = verdicts(&INVARIANTS, &report, |_| String::new());
+    let notes = notes(&INVARIANTS, |_| String::new());
     let opt = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("{v:.1}"));
     let figures = vec![
         ("transactions started".into(), s.started.to_string()),
@@ -235,107 +282,9 @@ fn describe(
         ),
         ("log records made durable".into(), s.records.to_string()),
     ];
-    RunView {
-        pattern: "twopc".into(),
-        seed: knobs.seed,
-        replay: replay_command("twopc", knobs.seed, None, mutant),
-        knobs: knob_list(knobs),
-        plan: plan.clone(),
-        fault_hits: report.fault_hits.clone(),
-        horizon: report.horizon,
-        end,
-        outcome: report.outcome.clone(),
-        verdicts,
-        coverage: report.coverage.clone(),
-        events: report.events,
-        digest: report.digest,
+    Description {
+        notes,
         figures,
         timeline: Timeline { lanes, series },
-        trace: report.trace,
-    }
-}
-
-impl Pattern for TwoPcPattern {
-    fn name(&self) -> &'static str {
-        "twopc"
-    }
-
-    fn about(&self) -> &'static str {
-        "the checkout as two-phase commit (the saga's baseline): locks held from prepare to decision"
-    }
-
-    fn invariants(&self) -> &'static [&'static str] {
-        &INVARIANTS
-    }
-
-    fn metrics(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            ("throughput", "per s"),
-            ("latency p50", "ms"),
-            ("latency p99", "ms"),
-            ("longest lock hold", "ms"),
-            ("locked during crash", "ms"),
-            ("inconsistent", "sagas"),
-        ]
-    }
-
-    /// About 10 s on this shared 2-core machine (`cargo run --release -- sweep twopc`:
-    /// 8.8 to 11.3 s measured while others were building, 7 s of CPU).
-    fn default_seeds(&self) -> SeedRange {
-        SeedRange {
-            start: 0,
-            end: 1_000,
-        }
-    }
-
-    fn known_targets(&self) -> Vec<String> {
-        let mut t = vec!["orchestrator".to_string()];
-        for s in ["orders", "inventory", "payment"] {
-            t.push(s.to_string());
-            t.push(format!("to-{s}"));
-            t.push(format!("from-{s}"));
-        }
-        t
-    }
-
-    fn knobs(&self, seed: u64) -> Vec<(String, String)> {
-        knob_list(&SagaKnobs::from_seed(seed))
-    }
-
-    fn plan(&self, seed: u64) -> FaultPlan {
-        SagaKnobs::from_seed(seed).fault_plan()
-    }
-
-    fn run(
-        &self,
-        seed: u64,
-        plan: &FaultPlan,
-        trace: TraceMode,
-        mutant: Option<usize>,
-    ) -> Result<Run, HarnessError> {
-        let (report, world) = run_world(self.world(seed, mutant)?, plan.clone(), trace);
-        Ok(Run {
-            metrics: metrics_of(&world),
-            report,
-        })
-    }
-
-    fn view(
-        &self,
-        seed: u64,
-        plan: &FaultPlan,
-        mutant: Option<usize>,
-    ) -> Result<RunView, HarnessError> {
-        let (report, world) = run_world(
-            self.world(seed, mutant)?,
-            plan.clone(),
-            TraceMode::Ring(REPORT_TRACE),
-        );
-        let name = mutant.and_then(|i| CATALOG.get(i)).map(|m| m.name);
-        Ok(describe(plan, report, &world, name))
-    }
-
-    fn mutants(&self) -> Vec<MutantInfo> {
-        catalog_infos(CATALOG, |m| (m.name, m.defect, m.expected))
     }
 }

@@ -804,15 +804,14 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
     }
 }
 
-/// Runs `world` under `plan`.
-pub fn run_world<C: TwoPcCoordinator>(
-    world: TwoPcWorld<C>,
+/// Runs `world` under `plan`, the one way the 2PC checkout world is run (the harness, the tests and
+/// the benches all come through here). `trace` as for [`Simulation::trace`].
+pub fn run<C: TwoPcCoordinator>(
+    mut world: TwoPcWorld<C>,
     plan: FaultPlan,
     trace: TraceMode,
 ) -> (RunReport, TwoPcWorld<C>) {
-    let mut world = world;
-    let seed = world.knobs.seed;
-    let report = Simulation::new(seed)
+    let report = Simulation::new(world.knobs().seed)
         .plan(plan)
         .trace(trace)
         .events_max(5_000_000)
@@ -820,11 +819,4 @@ pub fn run_world<C: TwoPcCoordinator>(
         .replay_hint("cargo run --release -- replay twopc --seed {seed}")
         .run(&mut world);
     (report, world)
-}
-
-/// Runs the reference for `seed` (the saga's knobs and fault plan of that seed).
-pub fn run_seed(seed: u64, trace: TraceMode) -> Result<(RunReport, TwoPcWorld), ConfigError> {
-    let knobs = SagaKnobs::from_seed(seed);
-    let plan = knobs.fault_plan();
-    Ok(run_world(TwoPcWorld::new(knobs)?, plan, trace))
 }
