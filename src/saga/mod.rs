@@ -52,12 +52,12 @@ pub mod twopc;
 
 pub use self::orchestrated::contract::SagaCoordinator;
 pub use self::orchestrated::core::{
-    AlertReason, LogRecord, Orchestrator, Output, SagaConfig, SagaConfigBuilder, SagaState,
-    SagaTotals, StepProgress,
+    AlertReason, LogRecord, Orchestrator, Output, SagaConfig, SagaConfigBuilder, SagaTotals,
+    StepProgress,
 };
 pub use self::services::{
     Charge, ChargeState, Command, EffectLedger, IdempotencyKey, InventoryService, Kind, Order,
     OrderService, OrderStatus, PaymentService, Refusal, Reply, Reservation, ReservationState,
-    SagaId, Services, StepId,
+    SagaId, SagaState, Services, StepId,
 };
 pub use self::twopc::contract::TwoPcCoordinator;

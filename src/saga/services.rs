@@ -28,6 +28,32 @@ impl fmt::Display for SagaId {
     }
 }
 
+/// Where a saga is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SagaState {
+    /// Doing its steps.
+    Running,
+    /// Undoing the steps that may have taken effect.
+    Compensating,
+    /// At rest: every step succeeded.
+    Completed,
+    /// At rest: every step that may have taken effect was compensated.
+    Compensated,
+    /// At rest: a compensation could not be done within its attempts; an alert was
+    /// emitted.
+    Failed,
+}
+
+impl SagaState {
+    /// True for the states at rest: completed, compensated or failed.
+    pub fn is_at_rest(self) -> bool {
+        matches!(
+            self,
+            SagaState::Completed | SagaState::Compensated | SagaState::Failed
+        )
+    }
+}
+
 /// One step of the checkout. The derived order is the execution order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum StepId {

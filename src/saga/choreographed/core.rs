@@ -34,7 +34,7 @@
 //! assert_eq!(reactor.services().inventory.available(1), 3);
 //! ```
 
-use crate::saga::orchestrated::core::SagaState;
+use crate::saga::services::SagaState;
 use crate::saga::services::{Command, Kind, Order, Reply, SagaId, Services, StepId};
 use std::collections::BTreeMap;
 use std::fmt;

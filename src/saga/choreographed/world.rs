@@ -24,7 +24,7 @@ use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::saga::checkout::Settling;
 use crate::saga::choreographed::core::{CheckoutEvent, ChoreoFlaw, Participant, Reactor};
-use crate::saga::orchestrated::core::SagaState;
+use crate::saga::services::SagaState;
 use crate::saga::orchestrated::world::{SagaKnobs, checkouts};
 use crate::saga::services::{
     InventoryService, Kind, Order, PaymentService, Reply, SagaId, Services, StepId,

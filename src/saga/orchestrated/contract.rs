@@ -18,9 +18,9 @@
 
 use crate::clock::Instant;
 use crate::saga::orchestrated::core::{
-    LogRecord, Orchestrator, Output, SagaState, SagaTotals, StepProgress,
+    LogRecord, Orchestrator, Output, SagaTotals, StepProgress,
 };
-use crate::saga::services::{Kind, Order, Reply, SagaId, StepId};
+use crate::saga::services::{Kind, Order, Reply, SagaId, SagaState, StepId};
 
 /// A sans-IO saga coordinator, as the world drives it. The calls and their order are
 /// those of [`Orchestrator`] (see its module docs); the world carries out each

@@ -44,37 +44,11 @@
 use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::retry::{Backoff, RetryPolicy};
-use crate::saga::services::{Command, Kind, Order, Reply, SagaId, StepId};
+use crate::saga::services::{Command, Kind, Order, Reply, SagaId, SagaState, StepId};
 use crate::splitmix::SplitMix64;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
-
-/// Where a saga is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum SagaState {
-    /// Doing its steps.
-    Running,
-    /// Undoing the steps that may have taken effect.
-    Compensating,
-    /// At rest: every step succeeded.
-    Completed,
-    /// At rest: every step that may have taken effect was compensated.
-    Compensated,
-    /// At rest: a compensation could not be done within its attempts; an alert was
-    /// emitted.
-    Failed,
-}
-
-impl SagaState {
-    /// True for the states at rest: completed, compensated or failed.
-    pub fn is_at_rest(self) -> bool {
-        matches!(
-            self,
-            SagaState::Completed | SagaState::Compensated | SagaState::Failed
-        )
-    }
-}
 
 /// A validated orchestrator configuration; build it with [`SagaConfig::builder`].
 #[derive(Clone, Debug, PartialEq, Eq)]

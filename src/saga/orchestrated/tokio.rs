@@ -87,9 +87,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Instant;
 use crate::saga::orchestrated::core::{
-    AlertReason, LogRecord, Orchestrator, Output, SagaConfig, SagaState, SagaTotals,
+    AlertReason, LogRecord, Orchestrator, Output, SagaConfig, SagaTotals,
 };
-use crate::saga::services::{Command, Kind, Order, Reply, SagaId, StepId};
+use crate::saga::services::{Command, Kind, Order, Reply, SagaId, SagaState, StepId};
 
 use crate::rt::lock;
 

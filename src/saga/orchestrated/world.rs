@@ -8,11 +8,10 @@ use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::saga::checkout::Settling;
 use crate::saga::orchestrated::contract::SagaCoordinator;
-use crate::saga::orchestrated::core::{
-    Flaw, LogRecord, Orchestrator, Output, SagaConfig, SagaState,
-};
+use crate::saga::orchestrated::core::{Flaw, LogRecord, Orchestrator, Output, SagaConfig};
 use crate::saga::services::{
-    Command, InventoryService, Kind, Order, PaymentService, Reply, SagaId, Services, StepId,
+    Command, InventoryService, Kind, Order, PaymentService, Reply, SagaId, SagaState, Services,
+    StepId,
 };
 use faultline_sim::prelude::*;
 use faultline_sim::{FaultKindTag, TraceMode};
