@@ -32,9 +32,10 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use faultline::clock::Instant;
+use faultline::saga::checkout::SagaKnobs;
 use faultline::saga::choreographed::core::{CheckoutEvent, Participant, Reactor};
 use faultline::saga::choreographed::world::{self as choreo_world, ChoreoWorld};
-use faultline::saga::orchestrated::world::{SagaKnobs, SagaWorld, run_seed};
+use faultline::saga::orchestrated::world::{SagaWorld, run_seed};
 use faultline::saga::{
     InventoryService, LogRecord, Orchestrator, Order, Output, PaymentService, SagaConfig, SagaId,
     SagaState, Services,

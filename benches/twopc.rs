@@ -26,7 +26,7 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use faultline::clock::Instant;
-use faultline::saga::orchestrated::world::SagaKnobs;
+use faultline::saga::checkout::SagaKnobs;
 use faultline::saga::twopc::core::{
     self as twopc, Coordinator, Decision, Participant, TwoPcConfig, TxState, step_index,
 };

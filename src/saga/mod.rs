@@ -44,7 +44,7 @@
 //! assert_eq!(recovered.state(SagaId(1)), Some(SagaState::Completed));
 //! ```
 
-mod checkout;
+pub mod checkout;
 pub mod choreographed;
 pub mod orchestrated;
 pub mod services;

@@ -2,9 +2,9 @@
 //! orchestrated one under proptest, determinism, a golden digest, coverage, mutants.
 
 use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
+use faultline::saga::checkout::SagaKnobs;
 use faultline::saga::choreographed::pattern::ChoreoPattern;
 use faultline::saga::choreographed::world::{ChoreoWorld, INVARIANTS, MARKS, run_seed, run_world};
-use faultline::saga::orchestrated::world::SagaKnobs;
 use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;

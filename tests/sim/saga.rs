@@ -3,11 +3,10 @@
 //! mutants.
 
 use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
+use faultline::saga::checkout::SagaKnobs;
 use faultline::saga::orchestrated::mutants::RECOVERY_PRESUMES_FAILURE;
 use faultline::saga::orchestrated::pattern::SagaPattern;
-use faultline::saga::orchestrated::world::{
-    INVARIANTS, MARKS, SagaKnobs, SagaWorld, run_seed, run_world,
-};
+use faultline::saga::orchestrated::world::{INVARIANTS, MARKS, SagaWorld, run_seed, run_world};
 use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
@@ -186,7 +185,8 @@ fn crash_equivalence_catches_recovery_that_presumes_failure() {
 /// reference but sends each command before its intent is durable. The world catches it.
 mod plug_in {
     use faultline::clock::Instant;
-    use faultline::saga::orchestrated::world::{SagaKnobs, SagaWorld, run_world};
+    use faultline::saga::checkout::SagaKnobs;
+    use faultline::saga::orchestrated::world::{SagaWorld, run_world};
     use faultline::saga::{
         Kind, LogRecord, Orchestrator, Order, Output, Reply, SagaCoordinator, SagaId, SagaState,
         SagaTotals, StepId, StepProgress,

@@ -3,7 +3,7 @@
 //! golden digest, coverage, the mutants, and the blocking a coordinator crash causes.
 
 use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
-use faultline::saga::orchestrated::world::SagaKnobs;
+use faultline::saga::checkout::SagaKnobs;
 use faultline::saga::twopc::pattern::TwoPcPattern;
 use faultline::saga::twopc::world::{INVARIANTS, MARKS, TwoPcWorld, checkouts, run_seed};
 use faultline_sim::check_determinism;
@@ -184,8 +184,9 @@ fn coordinator_crash_after_prepare_holds_locks_for_the_crash() {
 /// so the saga-vs-2PC comparison compares like with like.
 #[test]
 fn all_three_worlds_see_the_same_checkouts() {
+    use faultline::saga::checkout::SagaKnobs;
     use faultline::saga::choreographed::world::{self as choreo_world, ChoreoWorld};
-    use faultline::saga::orchestrated::world::{self as saga_world, SagaKnobs, SagaWorld};
+    use faultline::saga::orchestrated::world::{self as saga_world, SagaWorld};
     use faultline::saga::twopc::world::checkouts;
     for seed in 0..4 {
         let knobs = SagaKnobs::from_seed(seed);
@@ -222,7 +223,7 @@ fn all_three_worlds_see_the_same_checkouts() {
 /// it is durable, or forgetting the log at recovery, the world catches it.
 mod plug_in {
     use faultline::clock::Instant;
-    use faultline::saga::orchestrated::world::SagaKnobs;
+    use faultline::saga::checkout::SagaKnobs;
     use faultline::saga::twopc::core::{
         Coordinator, CoordinatorTotals, LogRecord, Output, ToCoordinator, TxState,
     };

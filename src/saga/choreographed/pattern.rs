@@ -6,10 +6,10 @@ use crate::harness::{
     HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
     replay_command, verdicts,
 };
+use crate::saga::checkout::SagaKnobs;
 use crate::saga::choreographed::core::ChoreoFlaw;
 use crate::saga::choreographed::world::{ChoreoWorld, INVARIANTS, run_world};
 use crate::saga::orchestrated::pattern::{COMPARED, compared_metrics, saga_lanes};
-use crate::saga::orchestrated::world::SagaKnobs;
 use faultline_sim::report::model::{RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, TraceMode};
 

@@ -22,13 +22,10 @@ use crate::bus::contract::EventBus;
 use crate::bus::core::{Bus, BusConfig, SubscriberId};
 use crate::clock::Instant;
 use crate::config::ConfigError;
-use crate::saga::checkout::Settling;
+use crate::saga::checkout::{SagaKnobs, Settling, checkouts};
 use crate::saga::choreographed::core::{CheckoutEvent, ChoreoFlaw, Participant, Reactor};
 use crate::saga::services::SagaState;
-use crate::saga::orchestrated::world::{SagaKnobs, checkouts};
-use crate::saga::services::{
-    InventoryService, Kind, Order, PaymentService, Reply, SagaId, Services, StepId,
-};
+use crate::saga::services::{Kind, Order, Reply, SagaId, StepId};
 use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
 use serde::Serialize;
@@ -196,16 +193,7 @@ impl<B: EventBus> ChoreoWorld<B> {
         make_bus: impl FnOnce(BusConfig) -> Result<B, ConfigError>,
     ) -> Result<Self, ConfigError> {
         let mut bus = make_bus(Self::bus_config(&knobs)?)?;
-        let mut r = SimRng::new(knobs.seed).fork("saga.declines");
-        let declined: Vec<SagaId> = (0..10_000)
-            .filter(|_| r.below(100) < u64::from(knobs.decline_percent))
-            .map(SagaId)
-            .collect();
-        let mut payment = PaymentService::new().with_declined(declined);
-        payment.idempotent = idempotent_payment;
-        let inventory =
-            InventoryService::new(knobs.stock.iter().enumerate().map(|(i, s)| (i as u32, *s)));
-        let reactor = Reactor::new(Services::new(inventory, payment)).with_flaw(flaw);
+        let reactor = Reactor::new(knobs.services(idempotent_payment)).with_flaw(flaw);
         let subscribe = |bus: &mut B, p: Participant| {
             let mut topics: Vec<&str> = p.topics().to_vec();
             if flaw == ChoreoFlaw::SkipRelease && p == Participant::Orders {

@@ -4,7 +4,8 @@
 //! included), shrinking and the reports:
 //!
 //! ```
-//! use faultline::saga::orchestrated::world::{SagaKnobs, SagaWorld, run_world};
+//! use faultline::saga::checkout::SagaKnobs;
+//! use faultline::saga::orchestrated::world::{SagaWorld, run_world};
 //! use faultline::saga::Orchestrator;
 //!
 //! let knobs = SagaKnobs::from_seed(7);
@@ -17,9 +18,7 @@
 //! ```
 
 use crate::clock::Instant;
-use crate::saga::orchestrated::core::{
-    LogRecord, Orchestrator, Output, SagaTotals, StepProgress,
-};
+use crate::saga::orchestrated::core::{LogRecord, Orchestrator, Output, SagaTotals, StepProgress};
 use crate::saga::services::{Kind, Order, Reply, SagaId, SagaState, StepId};
 
 /// A sans-IO saga coordinator, as the world drives it. The calls and their order are

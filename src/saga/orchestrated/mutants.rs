@@ -2,8 +2,9 @@
 //! must catch.
 
 use crate::config::ConfigError;
+use crate::saga::checkout::SagaKnobs;
 use crate::saga::orchestrated::core::Flaw;
-use crate::saga::orchestrated::world::{SagaKnobs, SagaWorld, run_world};
+use crate::saga::orchestrated::world::{SagaWorld, run_world};
 use faultline_sim::{FaultPlan, RunReport, TraceMode};
 
 /// One mutant of the catalog.

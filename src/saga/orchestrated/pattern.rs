@@ -4,8 +4,9 @@ use crate::harness::{
     HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
     replay_command, verdicts,
 };
+use crate::saga::checkout::SagaKnobs;
 use crate::saga::orchestrated::mutants::CATALOG;
-use crate::saga::orchestrated::world::{INVARIANTS, SagaKnobs, SagaWorld, run_world};
+use crate::saga::orchestrated::world::{INVARIANTS, SagaWorld, run_world};
 use crate::saga::services::SagaId;
 use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, SimDuration, SimTime, TraceMode};

@@ -6,15 +6,12 @@
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
-use crate::saga::checkout::Settling;
+use crate::saga::checkout::{COORDINATOR_NODE, SagaKnobs, Settling, checkouts, service_node};
 use crate::saga::orchestrated::contract::SagaCoordinator;
 use crate::saga::orchestrated::core::{Flaw, LogRecord, Orchestrator, Output, SagaConfig};
-use crate::saga::services::{
-    Command, InventoryService, Kind, Order, PaymentService, Reply, SagaId, SagaState, Services,
-    StepId,
-};
+use crate::saga::services::{Command, Kind, Order, Reply, SagaId, SagaState, Services, StepId};
+use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
-use faultline_sim::{FaultKindTag, TraceMode};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -47,69 +44,11 @@ pub const MARKS: &[&str] = &[
     "saga.reply_lost",
 ];
 
-const SERVICES: [&str; 3] = ["orders", "inventory", "payment"];
-const ORCHESTRATOR: &str = "orchestrator";
+const ORCHESTRATOR: &str = COORDINATOR_NODE;
 
-fn service(step: StepId) -> &'static str {
-    match step {
-        StepId::Order => "orders",
-        StepId::Inventory => "inventory",
-        StepId::Payment => "payment",
-    }
-}
-
-/// Every knob of one checkout scenario, all from one seed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SagaKnobs {
-    /// The seed.
-    pub seed: u64,
-    /// End of the safety phase, ms.
-    pub horizon_ms: u64,
-    /// Checkouts per second.
-    pub checkouts_per_sec: u32,
-    /// Items on sale, each with this stock.
-    pub stock: Vec<u32>,
-    /// Share of checkouts whose card is declined, percent.
-    pub decline_percent: u32,
-    /// Network latency per message, ms (min, max).
-    pub latency_ms: (u64, u64),
-    /// Time to make one log record durable, ms.
-    pub disk_ms: u64,
-    /// Per-attempt step timeout, ms.
-    pub step_timeout_ms: u64,
-    /// Attempts per step action.
-    pub attempts_max: u32,
-    /// Attempts per compensation before the saga fails.
-    pub compensation_attempts_max: u32,
-    /// Retry backoff (base, cap), ms.
-    pub backoff_ms: (u64, u64),
-}
-
+/// What the knobs mean for the orchestrated saga.
 impl SagaKnobs {
-    /// Expands `seed` into every knob.
-    pub fn from_seed(seed: u64) -> SagaKnobs {
-        let mut r = SimRng::new(seed).fork("saga.knobs");
-        let items = r.between(1, 3) as usize;
-        let base = r.between(10, 100);
-        SagaKnobs {
-            seed,
-            horizon_ms: 20_000,
-            checkouts_per_sec: r.between(2, 30) as u32,
-            stock: (0..items).map(|_| r.between(10, 300) as u32).collect(),
-            decline_percent: r.between(0, 20) as u32,
-            latency_ms: {
-                let lo = r.between(1, 10);
-                (lo, lo + r.between(0, 20))
-            },
-            disk_ms: r.between(1, 5),
-            step_timeout_ms: r.between(100, 800),
-            attempts_max: r.between(1, 4) as u32,
-            compensation_attempts_max: r.between(5, 12) as u32,
-            backoff_ms: (base, base * r.between(1, 10)),
-        }
-    }
-
-    /// The saga configuration.
+    /// The orchestrator's configuration.
     pub fn config(&self) -> Result<SagaConfig, ConfigError> {
         SagaConfig::builder()
             .step_timeout(Duration::from_millis(self.step_timeout_ms))
@@ -138,54 +77,6 @@ impl SagaKnobs {
             2 * (self.step_timeout_ms + self.backoff_ms.1) + commands * per_command,
         )
     }
-
-    /// The fault plans this world understands.
-    pub fn fault_profile(&self) -> FaultProfile {
-        let mut p = FaultProfile::new(self.horizon_ms)
-            .kinds(FaultKindTag::ALL)
-            .faults(1, 8)
-            .duration_ms(100, 4_000)
-            .latency_ms_max(1_500)
-            .node(ORCHESTRATOR);
-        for s in SERVICES {
-            p = p
-                .target(s)
-                .node(s)
-                .link(format!("to-{s}"))
-                .link(format!("from-{s}"));
-        }
-        p
-    }
-
-    /// The fault plan this seed generates.
-    pub fn fault_plan(&self) -> FaultPlan {
-        FaultPlan::generate(
-            &mut SimRng::new(self.seed).fork("saga.plan"),
-            &self.fault_profile(),
-        )
-    }
-}
-
-/// The checkouts of a run up to `horizon`: (arrival, saga, order), in arrival order,
-/// from their own random stream (`saga.arrivals`), so that they do not depend on how
-/// many messages a protocol sends or on crashes. The orchestrated, choreographed and
-/// 2PC worlds all take their customers from here: the same seed, the same customers.
-pub fn checkouts(knobs: &SagaKnobs, horizon: SimTime) -> Vec<(SimTime, SagaId, Order)> {
-    let mut r = SimRng::new(knobs.seed).fork("saga.arrivals");
-    let mean = 1_000_000_000 / u64::from(knobs.checkouts_per_sec.max(1));
-    let mut out = Vec::new();
-    let mut at = SimTime::from_millis(1);
-    while at < horizon {
-        let next = at + SimDuration::from_nanos(r.between(mean / 2, mean + mean / 2));
-        let order = Order {
-            item: r.below(knobs.stock.len() as u64) as u32,
-            qty: r.between(1, 3) as u32,
-            amount: r.between(100, 5_000),
-        };
-        out.push((at, SagaId(out.len() as u64), order));
-        at = next;
-    }
-    out
 }
 
 /// The world's events.
@@ -304,15 +195,6 @@ impl<O: SagaCoordinator> SagaWorld<O> {
     }
 
     fn build(knobs: SagaKnobs, coordinator: O, idempotent_payment: bool) -> Self {
-        let mut r = SimRng::new(knobs.seed).fork("saga.declines");
-        let declined: Vec<SagaId> = (0..10_000)
-            .filter(|_| r.below(100) < u64::from(knobs.decline_percent))
-            .map(SagaId)
-            .collect();
-        let mut payment = PaymentService::new().with_declined(declined);
-        payment.idempotent = idempotent_payment;
-        let inventory =
-            InventoryService::new(knobs.stock.iter().enumerate().map(|(i, s)| (i as u32, *s)));
         SagaWorld {
             orchestrator: Some(coordinator.recovered(&[], Instant::ZERO)),
             blueprint: coordinator,
@@ -323,7 +205,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             pipeline: VecDeque::new(),
             queued_at: VecDeque::new(),
             writing: false,
-            services: Services::new(inventory, payment),
+            services: knobs.services(idempotent_payment),
             checkouts: Vec::new(),
             next_checkout: 0,
             waiting_starts: Vec::new(),
@@ -499,7 +381,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             ctx.now(),
             format!("{verb} {:?} #{attempt}", cmd.step),
         ));
-        let svc = service(cmd.step);
+        let svc = service_node(cmd.step);
         let fate = ctx.faults().link(&format!("to-{svc}"));
         if fate.copies > 1 {
             ctx.cover("saga.duplicate_delivered");
@@ -624,7 +506,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 self.run_pipeline(ctx)?;
             }
             SagaEvent::Deliver { cmd, attempt } => {
-                let svc = service(cmd.step);
+                let svc = service_node(cmd.step);
                 let mut faults = ctx.faults();
                 if faults.is_down(svc) || faults.is_crashed(svc) {
                     return Ok(());

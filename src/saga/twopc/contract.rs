@@ -5,9 +5,9 @@
 //! point included), shrinking and the reports:
 //!
 //! ```
+//! use faultline::saga::checkout::SagaKnobs;
 //! use faultline::saga::twopc::core::Coordinator;
 //! use faultline::saga::twopc::world::{TwoPcWorld, config_of, run_world};
-//! use faultline::saga::orchestrated::world::SagaKnobs;
 //!
 //! let knobs = SagaKnobs::from_seed(7);
 //! let plan = knobs.fault_plan();

@@ -2,7 +2,7 @@
 //! invariants must catch.
 
 use crate::config::ConfigError;
-use crate::saga::orchestrated::world::SagaKnobs;
+use crate::saga::checkout::SagaKnobs;
 use crate::saga::twopc::core::Flaw;
 use crate::saga::twopc::world::{TwoPcWorld, run_world};
 use faultline_sim::{FaultPlan, RunReport, TraceMode};

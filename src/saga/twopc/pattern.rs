@@ -6,7 +6,7 @@ use crate::harness::{
     HarnessError, MutantInfo, Pattern, Run, catalog_entry, catalog_infos, knob_list, per_second,
     replay_command, verdicts,
 };
-use crate::saga::orchestrated::world::SagaKnobs;
+use crate::saga::checkout::SagaKnobs;
 use crate::saga::twopc::mutants::CATALOG;
 use crate::saga::twopc::world::{INVARIANTS, TwoPcWorld, run_world};
 use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};

@@ -15,7 +15,7 @@
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
-use crate::saga::orchestrated::world::SagaKnobs;
+use crate::saga::checkout::{self, COORDINATOR_NODE, SagaKnobs, service_node};
 use crate::saga::services::{Order, SagaId, StepId};
 use crate::saga::twopc::contract::TwoPcCoordinator;
 use crate::saga::twopc::core::{
@@ -51,15 +51,7 @@ pub const MARKS: &[&str] = &[
     "twopc.reply_lost",
 ];
 
-const COORDINATOR: &str = "orchestrator";
-
-fn node(step: StepId) -> &'static str {
-    match step {
-        StepId::Order => "orders",
-        StepId::Inventory => "inventory",
-        StepId::Payment => "payment",
-    }
-}
+const COORDINATOR: &str = COORDINATOR_NODE;
 
 /// The 2PC configuration for `knobs`: the vote timeout is the saga's step timeout, and
 /// messages are re-sent at the saga's base backoff.
@@ -72,9 +64,9 @@ pub fn config_of(knobs: &SagaKnobs) -> Result<TwoPcConfig, ConfigError> {
 
 /// The checkouts of a run, from the knobs alone: (arrival, transaction, order), in
 /// arrival order, up to the knobs' horizon. The same as the orchestrated and
-/// choreographed worlds see: see [`crate::saga::orchestrated::world::checkouts`].
+/// choreographed worlds see: see [`crate::saga::checkout::checkouts`].
 pub fn checkouts(knobs: &SagaKnobs) -> Vec<(SimTime, SagaId, Order)> {
-    crate::saga::orchestrated::world::checkouts(knobs, SimTime::from_millis(knobs.horizon_ms))
+    checkout::checkouts(knobs, SimTime::from_millis(knobs.horizon_ms))
 }
 
 /// The world's events.
@@ -242,12 +234,8 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
     /// `flaw` goes to the participants (the coordinator carries its own).
     fn build(knobs: SagaKnobs, config: TwoPcConfig, coordinator: C, flaw: Flaw) -> Self {
         // The same declined cards as the saga world's.
-        let mut r = SimRng::new(knobs.seed).fork("saga.declines");
-        let declined: Vec<SagaId> = (0..10_000)
-            .filter(|_| r.below(100) < u64::from(knobs.decline_percent))
-            .map(SagaId)
-            .collect();
-        let stock = knobs.stock.iter().enumerate().map(|(i, s)| (i as u32, *s));
+        let declined = knobs.declined();
+        let stock = knobs.stock_rows();
         let participants = [
             Participant::orders(config.clone()).with_flaw(flaw),
             Participant::inventory(config.clone(), stock).with_flaw(flaw),
@@ -386,7 +374,7 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
         }
         self.stats.sends += 1;
         ctx.record(COORDINATOR, format_args!("send {msg}"));
-        let svc = node(msg.step);
+        let svc = service_node(msg.step);
         let fate = ctx.faults().link(&format!("to-{svc}"));
         if fate.copies > 1 {
             ctx.cover("twopc.duplicate_delivered");
@@ -400,7 +388,7 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
 
     /// Sends a participant's answer back over its link (unless the node is down).
     fn answer(&mut self, ctx: &mut Ctx<TwoPcEvent>, msg: ToCoordinator, extra: SimDuration) {
-        let svc = node(msg.step);
+        let svc = service_node(msg.step);
         let fate = ctx.faults().link(&format!("from-{svc}"));
         if fate.copies > 1 {
             ctx.cover("twopc.duplicate_delivered");
@@ -547,7 +535,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
                 self.run_pipeline(ctx)?;
             }
             TwoPcEvent::Deliver(msg) => {
-                let svc = node(msg.step);
+                let svc = service_node(msg.step);
                 let mut faults = ctx.faults();
                 if faults.is_down(svc) || faults.is_crashed(svc) {
                     return Ok(());
@@ -603,7 +591,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
                     .collect();
                 self.participants[i].handle_timeout(now);
                 self.sync_locks(ctx, i, &in_doubt);
-                let svc = node(StepId::ALL[i]);
+                let svc = service_node(StepId::ALL[i]);
                 let mut faults = ctx.faults();
                 let silent = faults.is_down(svc) || faults.is_crashed(svc);
                 let extra = faults.extra_latency(svc);
