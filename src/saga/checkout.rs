@@ -13,6 +13,7 @@
 //!   the fault windows, and the spans each saga spent queueing behind other sagas (for
 //!   the disk, or on the bus), to check `saga.settling` and to measure latency.
 
+use crate::saga::invariants::SETTLING;
 use crate::saga::services::{InventoryService, Order, PaymentService, SagaId, Services, StepId};
 use faultline_sim::FaultKindTag;
 use faultline_sim::prelude::*;
@@ -256,7 +257,7 @@ impl Settling {
             .collect()
     }
 
-    /// `saga.settling`: every saga came to rest within `bound` (see
+    /// [`SETTLING`]: every saga came to rest within `bound` (see
     /// [`settle_times`](Settling::settle_times)).
     pub(crate) fn check(&self, bound: SimDuration) -> Result<(), Violation> {
         match self
@@ -265,7 +266,7 @@ impl Settling {
             .find(|(_, took)| *took > bound)
         {
             Some((saga, took)) => Err(Violation::new(
-                "saga.settling",
+                SETTLING,
                 format!(
                     "{saga} came to rest {took} after the later of its checkout and the last fault's end, past its bound of {bound}"
                 ),

@@ -46,6 +46,7 @@
 
 pub mod checkout;
 pub mod choreographed;
+pub mod invariants;
 pub mod orchestrated;
 pub mod services;
 pub mod twopc;

@@ -4,7 +4,8 @@
 use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
 use faultline::saga::checkout::SagaKnobs;
 use faultline::saga::choreographed::pattern::ChoreoPattern;
-use faultline::saga::choreographed::world::{ChoreoWorld, INVARIANTS, MARKS, run_seed, run_world};
+use faultline::saga::choreographed::world::{ChoreoWorld, MARKS, run_seed, run_world};
+use faultline::saga::invariants::CHOREOGRAPHED as INVARIANTS;
 use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;

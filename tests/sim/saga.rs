@@ -4,9 +4,10 @@
 
 use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
 use faultline::saga::checkout::SagaKnobs;
+use faultline::saga::invariants::ORCHESTRATED as INVARIANTS;
 use faultline::saga::orchestrated::mutants::RECOVERY_PRESUMES_FAILURE;
 use faultline::saga::orchestrated::pattern::SagaPattern;
-use faultline::saga::orchestrated::world::{INVARIANTS, MARKS, SagaWorld, run_seed, run_world};
+use faultline::saga::orchestrated::world::{MARKS, SagaWorld, run_seed, run_world};
 use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;

@@ -4,8 +4,9 @@
 
 use crate::support::{assert_every_mark_hit, assert_mutants_caught, failure_message};
 use faultline::saga::checkout::SagaKnobs;
+use faultline::saga::twopc::invariants::INVARIANTS;
 use faultline::saga::twopc::pattern::TwoPcPattern;
-use faultline::saga::twopc::world::{INVARIANTS, MARKS, TwoPcWorld, checkouts, run_seed};
+use faultline::saga::twopc::world::{MARKS, TwoPcWorld, checkouts, run_seed};
 use faultline_sim::check_determinism;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;

@@ -8,7 +8,8 @@ use crate::harness::{
 };
 use crate::saga::checkout::SagaKnobs;
 use crate::saga::choreographed::core::ChoreoFlaw;
-use crate::saga::choreographed::world::{ChoreoWorld, INVARIANTS, run_world};
+use crate::saga::choreographed::world::{ChoreoWorld, run_world};
+use crate::saga::invariants::CHOREOGRAPHED as INVARIANTS;
 use crate::saga::orchestrated::pattern::{COMPARED, compared_metrics, saga_lanes};
 use faultline_sim::report::model::{RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, TraceMode};

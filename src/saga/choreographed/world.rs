@@ -24,6 +24,7 @@ use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::saga::checkout::{SagaKnobs, Settling, checkouts};
 use crate::saga::choreographed::core::{CheckoutEvent, ChoreoFlaw, Participant, Reactor};
+use crate::saga::invariants::{self, COMPENSATION_ORDER};
 use crate::saga::services::SagaState;
 use crate::saga::services::{Kind, Order, Reply, SagaId, StepId};
 use faultline_sim::TraceMode;
@@ -31,15 +32,6 @@ use faultline_sim::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
-
-/// The choreography's invariants, in order.
-pub const INVARIANTS: [&str; 5] = [
-    "saga.at_rest",
-    "saga.conservation",
-    "saga.compensation_order",
-    "saga.idempotent",
-    "saga.settling",
-];
 
 /// Coverage marks of the choreographed world.
 pub const MARKS: &[&str] = &[
@@ -425,7 +417,7 @@ impl<B: EventBus> ChoreoWorld<B> {
             && !self.took_effect.contains(&(cmd.saga, cmd.step))
         {
             return Err(Violation::new(
-                "saga.compensation_order",
+                COMPENSATION_ORDER,
                 format!("{cmd} compensates a step whose action never took effect"),
             ));
         }
@@ -641,58 +633,22 @@ impl<B: EventBus> World for ChoreoWorld<B> {
         for &(_, saga, _) in &self.checkouts[..self.next_checkout] {
             match self.reactor.state(saga) {
                 Some(st) if st.is_at_rest() => {}
-                other => {
-                    return Err(Violation::new(
-                        "saga.at_rest",
-                        format!("{saga} is left {other:?}"),
-                    ));
-                }
+                other => return Err(invariants::left_in(saga, other)),
             }
         }
         // 4. Duplicates had no extra effect.
-        let most = services.effects_max();
-        if most > 1 {
-            return Err(Violation::new(
-                "saga.idempotent",
-                format!("one command took effect {most} times"),
-            ));
-        }
+        invariants::check_idempotent(services)?;
         // 2. Conservation.
-        if !services.is_conserved() {
-            return Err(Violation::new(
-                "saga.conservation",
-                "stock or money is not conserved",
-            ));
-        }
+        invariants::check_conserved(services)?;
         for (saga, st) in self.reactor.states() {
+            invariants::check_holdings(services, saga, st)?;
             match st {
-                SagaState::Completed if !services.holds_all(saga) => {
-                    return Err(Violation::new(
-                        "saga.conservation",
-                        format!("{saga} completed but does not hold its order, stock and payment"),
-                    ));
-                }
-                SagaState::Compensated if services.holds(saga) => {
-                    return Err(Violation::new(
-                        "saga.conservation",
-                        format!("{saga} was compensated but still holds an order, stock or money"),
-                    ));
-                }
                 SagaState::Completed => self.stats.completed += 1,
                 _ => self.stats.compensated += 1,
             }
         }
         // 3. Compensations in reverse order.
-        for (saga, effects) in &self.compensation_effects {
-            for w in effects.windows(2) {
-                if w[0] <= w[1] {
-                    return Err(Violation::new(
-                        "saga.compensation_order",
-                        format!("{saga}: {:?} was compensated before {:?}", w[0], w[1]),
-                    ));
-                }
-            }
-        }
+        invariants::check_reverse_order(&self.compensation_effects)?;
         // 6. Settling.
         self.settling.check(self.settle_bound())?;
         let _ = ctx;

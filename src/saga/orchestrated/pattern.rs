@@ -5,8 +5,9 @@ use crate::harness::{
     replay_command, verdicts,
 };
 use crate::saga::checkout::SagaKnobs;
+use crate::saga::invariants::ORCHESTRATED as INVARIANTS;
 use crate::saga::orchestrated::mutants::CATALOG;
-use crate::saga::orchestrated::world::{INVARIANTS, SagaWorld, run_world};
+use crate::saga::orchestrated::world::{SagaWorld, run_world};
 use crate::saga::services::SagaId;
 use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, SimDuration, SimTime, TraceMode};

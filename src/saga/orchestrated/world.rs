@@ -7,6 +7,7 @@
 use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::saga::checkout::{COORDINATOR_NODE, SagaKnobs, Settling, checkouts, service_node};
+use crate::saga::invariants::{self, AT_REST, COMPENSATION_ORDER, WRITE_AHEAD};
 use crate::saga::orchestrated::contract::SagaCoordinator;
 use crate::saga::orchestrated::core::{Flaw, LogRecord, Orchestrator, Output, SagaConfig};
 use crate::saga::services::{Command, Kind, Order, Reply, SagaId, SagaState, Services, StepId};
@@ -15,16 +16,6 @@ use faultline_sim::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
-
-/// The saga invariants, in order.
-pub const INVARIANTS: [&str; 6] = [
-    "saga.at_rest",
-    "saga.conservation",
-    "saga.compensation_order",
-    "saga.idempotent",
-    "saga.write_ahead",
-    "saga.settling",
-];
 
 /// Coverage marks of the saga world.
 pub const MARKS: &[&str] = &[
@@ -336,7 +327,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             .contains(&(cmd.saga, cmd.step, cmd.kind, attempt))
         {
             return Err(Violation::new(
-                "saga.write_ahead",
+                WRITE_AHEAD,
                 format!("{cmd} (attempt {attempt}) was sent before the log recorded its intent"),
             ));
         }
@@ -351,7 +342,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
                 .any(|_| true)
         {
             return Err(Violation::new(
-                "saga.compensation_order",
+                COMPENSATION_ORDER,
                 format!("{cmd} compensates a step whose action was never attempted"),
             ));
         }
@@ -644,10 +635,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
 
     fn finish(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
         let Some(o) = &self.orchestrator else {
-            return Err(Violation::new(
-                "saga.at_rest",
-                "the orchestrator is down at rest",
-            ));
+            return Err(Violation::new(AT_REST, "the orchestrator is down at rest"));
         };
         // 1. Every saga at rest; Failed only with an alert, after its compensation
         //    kept failing.
@@ -655,16 +643,11 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
             match o.state(*saga) {
                 None => {
                     return Err(Violation::new(
-                        "saga.at_rest",
+                        AT_REST,
                         format!("{saga} was started but is unknown to the orchestrator"),
                     ));
                 }
-                Some(st) if !st.is_at_rest() => {
-                    return Err(Violation::new(
-                        "saga.at_rest",
-                        format!("{saga} is left {st:?}"),
-                    ));
-                }
+                Some(st) if !st.is_at_rest() => return Err(invariants::left_in(*saga, st)),
                 Some(SagaState::Failed) => {
                     ctx.cover("saga.failed");
                     self.stats.failed += 1;
@@ -675,7 +658,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                     });
                     if !self.alerts.contains(saga) || !exhausted {
                         return Err(Violation::new(
-                            "saga.at_rest",
+                            AT_REST,
                             format!(
                                 "{saga} ended Failed without an alert after an exhausted compensation"
                             ),
@@ -693,35 +676,12 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
             }
         }
         // 4. Duplicates had no extra effect.
-        let most = self.services.effects_max();
-        if most > 1 {
-            return Err(Violation::new(
-                "saga.idempotent",
-                format!("one command took effect {most} times"),
-            ));
-        }
+        invariants::check_idempotent(&self.services)?;
         // 2. Conservation.
-        if !self.services.is_conserved() {
-            return Err(Violation::new(
-                "saga.conservation",
-                "stock or money is not conserved",
-            ));
-        }
+        invariants::check_conserved(&self.services)?;
         for saga in self.orders.keys() {
-            match o.state(*saga) {
-                Some(SagaState::Completed) if !self.services.holds_all(*saga) => {
-                    return Err(Violation::new(
-                        "saga.conservation",
-                        format!("{saga} completed but does not hold its order, stock and payment"),
-                    ));
-                }
-                Some(SagaState::Compensated) if self.services.holds(*saga) => {
-                    return Err(Violation::new(
-                        "saga.conservation",
-                        format!("{saga} was compensated but still holds an order, stock or money"),
-                    ));
-                }
-                _ => {}
+            if let Some(st) = o.state(*saga) {
+                invariants::check_holdings(&self.services, *saga, st)?;
             }
         }
         // 6. Each saga came to rest within its retry budget of the later of its
@@ -729,16 +689,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         let bound = SimDuration::from_nanos(self.knobs.settle_bound().as_nanos() as u64);
         self.settling.check(bound)?;
         // 3. Compensations in reverse order, only for steps that were sent.
-        for (saga, effects) in &self.compensation_effects {
-            for w in effects.windows(2) {
-                if w[0] <= w[1] {
-                    return Err(Violation::new(
-                        "saga.compensation_order",
-                        format!("{saga}: {:?} was compensated before {:?}", w[0], w[1]),
-                    ));
-                }
-            }
-        }
+        invariants::check_reverse_order(&self.compensation_effects)?;
         for key in self
             .services
             .orders
@@ -750,7 +701,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
             let (k, n) = key;
             if n > 0 && k.kind == Kind::Compensation && !self.sent.contains(&(k.saga, k.step)) {
                 return Err(Violation::new(
-                    "saga.compensation_order",
+                    COMPENSATION_ORDER,
                     format!(
                         "{} of {:?} was compensated though its action was never sent",
                         k.saga, k.step

@@ -7,8 +7,9 @@ use crate::harness::{
     replay_command, verdicts,
 };
 use crate::saga::checkout::SagaKnobs;
+use crate::saga::twopc::invariants::INVARIANTS;
 use crate::saga::twopc::mutants::CATALOG;
-use crate::saga::twopc::world::{INVARIANTS, TwoPcWorld, run_world};
+use crate::saga::twopc::world::{TwoPcWorld, run_world};
 use faultline_sim::report::model::{Band, Lane, RunView, Series, Timeline};
 use faultline_sim::{FaultPlan, RunReport, SeedRange, SimTime, TraceMode};
 use std::collections::BTreeMap;

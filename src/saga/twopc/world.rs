@@ -22,19 +22,11 @@ use crate::saga::twopc::core::{
     Coordinator, Decision, Flaw, Local, LogRecord, Output, Participant, Reply, Request,
     ToCoordinator, ToParticipant, TwoPcConfig, TxState, Vote, step_index,
 };
+use crate::saga::twopc::invariants::{self, AT_REST, WRITE_AHEAD};
 use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
-
-/// The 2PC invariants, in order.
-pub const INVARIANTS: [&str; 5] = [
-    "twopc.at_rest",
-    "twopc.locks_released",
-    "twopc.conservation",
-    "twopc.idempotent",
-    "twopc.write_ahead",
-];
 
 /// Coverage marks of the 2PC world.
 pub const MARKS: &[&str] = &[
@@ -364,7 +356,7 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
             };
             if !ok {
                 return Err(Violation::new(
-                    "twopc.write_ahead",
+                    WRITE_AHEAD,
                     format!(
                         "{msg} was sent while the log holds {:?} for it",
                         self.durable.get(&msg.tx)
@@ -674,10 +666,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
     fn finish(&mut self, ctx: &mut Ctx<TwoPcEvent>) -> Result<(), Violation> {
         self.finish_stats(ctx.now());
         let Some(c) = &self.coordinator else {
-            return Err(Violation::new(
-                "twopc.at_rest",
-                "the coordinator is down at rest",
-            ));
+            return Err(Violation::new(AT_REST, "the coordinator is down at rest"));
         };
         // 1. Every transaction decided, and every participant agrees with the decision.
         let mut first_disagreement = None;
@@ -686,10 +675,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
             if let Some(st) = c.state(*tx)
                 && !matches!(st, TxState::Ended(_))
             {
-                return Err(Violation::new(
-                    "twopc.at_rest",
-                    format!("{tx} is left {st:?}"),
-                ));
+                return Err(Violation::new(AT_REST, format!("{tx} is left {st:?}")));
             }
             let decision = self.durable.get(tx).copied().unwrap_or(Decision::Abort);
             let locals: Vec<Option<Local>> =
@@ -725,7 +711,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
         self.stats.presumed_aborted = self.presumed.len() as u64;
         if let Some((tx, decision, locals)) = first_disagreement {
             return Err(Violation::new(
-                "twopc.at_rest",
+                AT_REST,
                 format!(
                     "{tx} was decided {decision:?} but its participants (order, inventory, \
                      payment) are {locals:?}; {inconsistent} transactions disagree"
@@ -733,62 +719,11 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
             ));
         }
         // 2. No lock outlives its transaction.
-        for p in &self.participants {
-            let held = p.locks_held();
-            if held > 0 {
-                return Err(Violation::new(
-                    "twopc.locks_released",
-                    format!("{} still holds {held} locks at rest", p.step()),
-                ));
-            }
-        }
+        invariants::check_locks_released(&self.participants)?;
         // 3. Duplicates had no extra effect.
-        for p in &self.participants {
-            let most = p.effects_max();
-            if most > 1 {
-                return Err(Violation::new(
-                    "twopc.idempotent",
-                    format!("one request to {} took effect {most} times", p.step()),
-                ));
-            }
-        }
+        invariants::check_idempotent(&self.participants)?;
         // 4. Conservation: stock and money.
-        let inventory = &self.participants[step_index(StepId::Inventory)];
-        for (item, row) in inventory.rows() {
-            let sold: u64 = inventory
-                .transactions()
-                .filter(|(_, o, l)| o.item == item && *l == Local::Committed)
-                .map(|(_, o, _)| u64::from(o.qty))
-                .sum();
-            let total = u64::from(row.available) + u64::from(row.held) + u64::from(row.sold);
-            if total != u64::from(row.initial) || row.held != 0 || u64::from(row.sold) != sold {
-                return Err(Violation::new(
-                    "twopc.conservation",
-                    format!(
-                        "item {item}: {} available + {} held + {} sold != {} initial, \
-                         or {sold} sold by committed transactions",
-                        row.available, row.held, row.sold, row.initial
-                    ),
-                ));
-            }
-        }
-        let payment = &self.participants[step_index(StepId::Payment)];
-        let (authorised, held, captured, released) = payment.money();
-        let committed_money: u128 = payment
-            .transactions()
-            .filter(|(_, _, l)| *l == Local::Committed)
-            .map(|(_, o, _)| u128::from(o.amount))
-            .sum();
-        if authorised != held + captured + released || held != 0 || captured != committed_money {
-            return Err(Violation::new(
-                "twopc.conservation",
-                format!(
-                    "money: {authorised} authorised != {held} held + {captured} captured + \
-                     {released} released, or {committed_money} due from committed transactions"
-                ),
-            ));
-        }
-        Ok(())
+        invariants::check_conservation(&self.participants)
     }
 }
 
