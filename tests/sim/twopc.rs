@@ -226,7 +226,7 @@ mod plug_in {
     use faultline::clock::Instant;
     use faultline::saga::checkout::SagaKnobs;
     use faultline::saga::twopc::core::{
-        Coordinator, CoordinatorTotals, LogRecord, Output, ToCoordinator, TxState,
+        Coordinator, CoordinatorOutput, CoordinatorTotals, ToCoordinator, TxRecord, TxState,
     };
     use faultline::saga::twopc::world::{TwoPcWorld, config_of, run_seed, run_world};
     use faultline::saga::{Order, SagaId, TwoPcCoordinator};
@@ -245,7 +245,7 @@ mod plug_in {
     struct Mine {
         inner: Coordinator,
         defect: Defect,
-        held: Option<Output>,
+        held: Option<CoordinatorOutput>,
     }
 
     impl TwoPcCoordinator for Mine {
@@ -258,16 +258,16 @@ mod plug_in {
         fn handle_timeout(&mut self, now: Instant) {
             self.inner.handle_timeout(now);
         }
-        fn poll_output(&mut self) -> Option<Output> {
+        fn poll_output(&mut self) -> Option<CoordinatorOutput> {
             if let Some(out) = self.held.take() {
                 return Some(out);
             }
             let out = self.inner.poll_output()?;
             if self.defect == Defect::Eager
-                && matches!(out, Output::Append(LogRecord::Decision { .. }))
+                && matches!(out, CoordinatorOutput::Append(TxRecord::Decision { .. }))
             {
                 match self.inner.poll_output() {
-                    Some(next @ Output::Send(..)) => {
+                    Some(next @ CoordinatorOutput::Send(..)) => {
                         self.held = Some(out);
                         return Some(next);
                     }
@@ -288,7 +288,7 @@ mod plug_in {
         fn is_at_rest(&self) -> bool {
             self.held.is_none() && self.inner.is_at_rest()
         }
-        fn recovered(&self, log: &[LogRecord], now: Instant) -> Self {
+        fn recovered(&self, log: &[TxRecord], now: Instant) -> Self {
             let log = if self.defect == Defect::Amnesiac {
                 &[]
             } else {

@@ -23,10 +23,9 @@ use crate::bus::core::{Bus, BusConfig, SubscriberId};
 use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::saga::checkout::{SagaKnobs, Settling, checkouts};
-use crate::saga::choreographed::core::{CheckoutEvent, ChoreoFlaw, Participant, Reactor};
+use crate::saga::choreographed::core::{CheckoutEvent, ChoreoFlaw, Reactor, Service};
 use crate::saga::invariants::{self, COMPENSATION_ORDER};
-use crate::saga::services::SagaState;
-use crate::saga::services::{Kind, Order, Reply, SagaId, StepId};
+use crate::saga::services::{Kind, Order, Reply, SagaId, SagaState, StepId};
 use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
 use serde::Serialize;
@@ -54,7 +53,7 @@ pub enum ChoreoEvent<T> {
     /// A delivery reaches its service.
     Handle {
         /// The service.
-        who: Participant,
+        who: Service,
         /// Which hand-out this is.
         hand: u64,
         /// The bus's token.
@@ -67,7 +66,7 @@ pub enum ChoreoEvent<T> {
     /// A service's outbox message (its events and the acknowledgement) reaches the bus.
     Outbox {
         /// The service.
-        who: Participant,
+        who: Service,
         /// Which hand-out it answers.
         hand: u64,
         /// The bus's token.
@@ -78,7 +77,7 @@ pub enum ChoreoEvent<T> {
     /// The ack deadline of a hand-out.
     Deadline {
         /// The service.
-        who: Participant,
+        who: Service,
         /// Which hand-out.
         hand: u64,
         /// The bus's token.
@@ -120,12 +119,12 @@ pub struct ChoreoWorld<B: EventBus = Bus<u64>> {
     /// Events by payload number, with when each was published.
     events: Vec<(CheckoutEvent, SimTime)>,
     /// (payload, service) pairs handed out at least once.
-    handed: BTreeSet<(u64, Participant)>,
+    handed: BTreeSet<(u64, Service)>,
     /// Events waiting for room on the bus, per topic (a full topic holds up only its
     /// own), with when each entered the outbox.
     outbox: BTreeMap<&'static str, VecDeque<(CheckoutEvent, SimTime)>>,
     /// The hand-outs not yet settled, by number: (service, topic, seq).
-    in_hand: BTreeMap<u64, (Participant, String, u64)>,
+    in_hand: BTreeMap<u64, (Service, String, u64)>,
     next_hand: u64,
     /// Deliveries and outbox messages on the wire.
     on_the_wire: u64,
@@ -186,20 +185,20 @@ impl<B: EventBus> ChoreoWorld<B> {
     ) -> Result<Self, ConfigError> {
         let mut bus = make_bus(Self::bus_config(&knobs)?)?;
         let reactor = Reactor::new(knobs.services(idempotent_payment)).with_flaw(flaw);
-        let subscribe = |bus: &mut B, p: Participant| {
+        let subscribe = |bus: &mut B, p: Service| {
             let mut topics: Vec<&str> = p.topics().to_vec();
-            if flaw == ChoreoFlaw::SkipRelease && p == Participant::Orders {
+            if flaw == ChoreoFlaw::SkipRelease && p == Service::Orders {
                 topics.push("payment.declined");
             }
-            if flaw == ChoreoFlaw::ReleaseOnRefusal && p == Participant::Inventory {
+            if flaw == ChoreoFlaw::ReleaseOnRefusal && p == Service::Inventory {
                 topics.push("stock.refused");
             }
             bus.subscribe(&topics, Instant::ZERO)
         };
         let subs = [
-            subscribe(&mut bus, Participant::Orders),
-            subscribe(&mut bus, Participant::Inventory),
-            subscribe(&mut bus, Participant::Payment),
+            subscribe(&mut bus, Service::Orders),
+            subscribe(&mut bus, Service::Inventory),
+            subscribe(&mut bus, Service::Payment),
         ];
         let ack_deadline = if flaw == ChoreoFlaw::DefaultAckDeadline {
             SimDuration::from_secs(30)
@@ -341,7 +340,7 @@ impl<B: EventBus> ChoreoWorld<B> {
     fn pump(&mut self, ctx: &mut Ctx<ChoreoEvent<B::Token>>) {
         let now = Instant::from(ctx.now());
         self.flush_outbox(ctx);
-        for p in Participant::ALL {
+        for p in Service::ALL {
             let i = p as usize;
             if !self.up[i] {
                 continue;
@@ -405,7 +404,7 @@ impl<B: EventBus> ChoreoWorld<B> {
     fn react(
         &mut self,
         ctx: &mut Ctx<ChoreoEvent<B::Token>>,
-        who: Participant,
+        who: Service,
         event: &CheckoutEvent,
     ) -> Result<Vec<CheckoutEvent>, Violation> {
         let before = self.reactor.state(event.saga());
@@ -585,7 +584,7 @@ impl<B: EventBus> World for ChoreoWorld<B> {
             }
             return Ok(());
         }
-        let Some(p) = Participant::ALL
+        let Some(p) = Service::ALL
             .into_iter()
             .find(|p| p.name() == edge.fault.target)
         else {

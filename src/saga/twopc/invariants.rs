@@ -15,7 +15,7 @@
 //! ([`saga::invariants`](crate::saga::invariants)).
 
 use crate::saga::services::StepId;
-use crate::saga::twopc::core::{Local, Participant, step_index};
+use crate::saga::twopc::core::{Cohort, Local, step_index};
 use faultline_sim::Violation;
 
 /// Every transaction decided and ended, every participant agreeing with the decision.
@@ -39,7 +39,7 @@ pub const INVARIANTS: [&str; 5] = [
 ];
 
 /// [`LOCKS_RELEASED`]: no participant holds a lock at rest.
-pub(crate) fn check_locks_released(cohorts: &[Participant; 3]) -> Result<(), Violation> {
+pub(crate) fn check_locks_released(cohorts: &[Cohort; 3]) -> Result<(), Violation> {
     for p in cohorts {
         let held = p.locks_held();
         if held > 0 {
@@ -53,7 +53,7 @@ pub(crate) fn check_locks_released(cohorts: &[Participant; 3]) -> Result<(), Vio
 }
 
 /// [`IDEMPOTENT`]: no request took effect more than once at any participant.
-pub(crate) fn check_idempotent(cohorts: &[Participant; 3]) -> Result<(), Violation> {
+pub(crate) fn check_idempotent(cohorts: &[Cohort; 3]) -> Result<(), Violation> {
     for p in cohorts {
         let most = p.effects_max();
         if most > 1 {
@@ -69,7 +69,7 @@ pub(crate) fn check_idempotent(cohorts: &[Participant; 3]) -> Result<(), Violati
 /// [`CONSERVATION`]: per item, available + held + sold = initial, nothing held, and
 /// sold = what committed transactions bought; for the money, authorised = held +
 /// captured + released, nothing held, and captured = what committed transactions owe.
-pub(crate) fn check_conservation(cohorts: &[Participant; 3]) -> Result<(), Violation> {
+pub(crate) fn check_conservation(cohorts: &[Cohort; 3]) -> Result<(), Violation> {
     let inventory = &cohorts[step_index(StepId::Inventory)];
     for (item, row) in inventory.rows() {
         let sold: u64 = inventory

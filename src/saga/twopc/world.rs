@@ -11,7 +11,7 @@
 //!
 //! The world drives the coordinator through [`TwoPcCoordinator`] (the reference
 //! [`Coordinator`] by default; yours with [`TwoPcWorld::with_coordinator`]), and the
-//! reference [`Participant`]s directly: they are the services.
+//! reference [`Cohort`]s directly: they are the services.
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
@@ -19,8 +19,8 @@ use crate::saga::checkout::{self, COORDINATOR_NODE, SagaKnobs, service_node};
 use crate::saga::services::{Order, SagaId, StepId};
 use crate::saga::twopc::contract::TwoPcCoordinator;
 use crate::saga::twopc::core::{
-    Coordinator, Decision, Flaw, Local, LogRecord, Output, Participant, Reply, Request,
-    ToCoordinator, ToParticipant, TwoPcConfig, TxState, Vote, step_index,
+    Cohort, Coordinator, CoordinatorOutput, Decision, Flaw, Local, Request, Response,
+    ToCoordinator, ToParticipant, TwoPcConfig, TxRecord, TxState, Vote, step_index,
 };
 use crate::saga::twopc::invariants::{self, AT_REST, WRITE_AHEAD};
 use faultline_sim::TraceMode;
@@ -167,7 +167,7 @@ impl TwoPcStats {
 
 /// The 2PC checkout world around a [`TwoPcCoordinator`] (the reference [`Coordinator`]
 /// by default, or yours: [`TwoPcWorld::with_coordinator`]) and the reference
-/// [`Participant`]s.
+/// [`Cohort`]s.
 pub struct TwoPcWorld<C: TwoPcCoordinator = Coordinator> {
     knobs: SagaKnobs,
     /// A coordinator never run: what a recovery is built from (code and configuration).
@@ -175,12 +175,12 @@ pub struct TwoPcWorld<C: TwoPcCoordinator = Coordinator> {
     coordinator: Option<C>,
     life: u64,
     /// The durable log.
-    pub log: Vec<LogRecord>,
+    pub log: Vec<TxRecord>,
     durable: BTreeMap<SagaId, Decision>,
-    pipeline: VecDeque<Output>,
+    pipeline: VecDeque<CoordinatorOutput>,
     writing: bool,
     /// The participants (durable), by step index.
-    pub participants: [Participant; 3],
+    pub participants: [Cohort; 3],
     participant_tick_at: [Option<SimTime>; 3],
     checkouts: Vec<(SimTime, SagaId, Order)>,
     waiting_starts: Vec<(SagaId, Order)>,
@@ -229,9 +229,9 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
         let declined = knobs.declined();
         let stock = knobs.stock_rows();
         let participants = [
-            Participant::orders(config.clone()).with_flaw(flaw),
-            Participant::inventory(config.clone(), stock).with_flaw(flaw),
-            Participant::payment(config, declined).with_flaw(flaw),
+            Cohort::orders(config.clone()).with_flaw(flaw),
+            Cohort::inventory(config.clone(), stock).with_flaw(flaw),
+            Cohort::payment(config, declined).with_flaw(flaw),
         ];
         TwoPcWorld {
             coordinator: Some(coordinator.recovered(&[], Instant::ZERO)),
@@ -324,7 +324,7 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
                 return Ok(());
             };
             match out {
-                Output::Append(_) => {
+                CoordinatorOutput::Append(_) => {
                     self.writing = true;
                     ctx.schedule_in(
                         SimDuration::from_millis(self.knobs.disk_ms),
@@ -332,7 +332,7 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
                     );
                     return Ok(());
                 }
-                Output::Send(msg) => {
+                CoordinatorOutput::Send(msg) => {
                     self.pipeline.pop_front();
                     self.send(ctx, msg)?;
                 }
@@ -511,13 +511,13 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
                     return Ok(());
                 }
                 self.writing = false;
-                if let Some(Output::Append(record)) = self.pipeline.pop_front() {
+                if let Some(CoordinatorOutput::Append(record)) = self.pipeline.pop_front() {
                     match record {
-                        LogRecord::Decision { tx, decision, .. } => {
+                        TxRecord::Decision { tx, decision, .. } => {
                             self.durable.insert(tx, decision);
                             self.client_knows(ctx, tx, &format!("decided {decision:?}"));
                         }
-                        LogRecord::Ended { tx } => {
+                        TxRecord::Ended { tx } => {
                             self.lanes.push((tx, ctx.now(), "ended".into()));
                         }
                     }
@@ -538,8 +538,8 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
                 let answer = self.participants[i].handle(&msg, now);
                 self.sync_locks(ctx, i, &[msg.tx]);
                 match answer.reply {
-                    Reply::Vote(Vote::No) => ctx.cover("twopc.vote_no"),
-                    Reply::Vote(Vote::Locked) => {
+                    Response::Vote(Vote::No) => ctx.cover("twopc.vote_no"),
+                    Response::Vote(Vote::Locked) => {
                         ctx.cover("twopc.lock_conflict");
                         self.locked_out.insert(msg.tx);
                     }
