@@ -51,11 +51,10 @@ pub mod orchestrated;
 pub mod services;
 pub mod twopc;
 
+pub use self::orchestrated::config::{SagaConfig, SagaConfigBuilder};
 pub use self::orchestrated::contract::SagaCoordinator;
-pub use self::orchestrated::core::{
-    AlertReason, LogRecord, Orchestrator, Output, SagaConfig, SagaConfigBuilder, SagaTotals,
-    StepProgress,
-};
+pub use self::orchestrated::core::{AlertReason, Orchestrator, Output, SagaTotals, StepProgress};
+pub use self::orchestrated::log::LogRecord;
 pub use self::services::{
     Charge, ChargeState, Command, EffectLedger, IdempotencyKey, InventoryService, Kind, Order,
     OrderService, OrderStatus, PaymentService, Refusal, Reply, Reservation, ReservationState,

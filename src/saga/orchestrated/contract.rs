@@ -18,7 +18,8 @@
 //! ```
 
 use crate::clock::Instant;
-use crate::saga::orchestrated::core::{LogRecord, Orchestrator, Output, SagaTotals, StepProgress};
+use crate::saga::orchestrated::core::{Orchestrator, Output, SagaTotals, StepProgress};
+use crate::saga::orchestrated::log::LogRecord;
 use crate::saga::services::{Kind, Order, Reply, SagaId, SagaState, StepId};
 
 /// A sans-IO saga coordinator, as the world drives it. The calls and their order are

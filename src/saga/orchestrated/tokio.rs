@@ -86,9 +86,9 @@ use ::tokio::task::{JoinHandle, JoinSet};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Instant;
-use crate::saga::orchestrated::core::{
-    AlertReason, LogRecord, Orchestrator, Output, SagaConfig, SagaTotals,
-};
+use crate::saga::orchestrated::config::SagaConfig;
+use crate::saga::orchestrated::core::{AlertReason, Orchestrator, Output, SagaTotals};
+use crate::saga::orchestrated::log::LogRecord;
 use crate::saga::services::{Command, Kind, Order, Reply, SagaId, SagaState, StepId};
 
 use crate::rt::lock;
