@@ -1,6 +1,8 @@
 //! The checkout's three participants as plain, durable, idempotent state machines:
 //! [`OrderService`], [`InventoryService`] and [`PaymentService`] (bundled as
-//! [`Services`]).
+//! [`Services`]), the ids and commands they share, and [`SagaState`], where a saga
+//! stands in either saga (the orchestrator keeps it; in the choreography, the order
+//! service does).
 //!
 //! Every [`Command`] carries an [`IdempotencyKey`] (saga, step, action or compensation):
 //! a service applies a key at most once and answers a duplicate, or a retry, with the
