@@ -20,7 +20,7 @@
 //! choreography's compensations as they are issued). Two-phase commit keeps promises
 //! of its own: [`twopc::invariants`](crate::saga::twopc::invariants).
 
-use crate::saga::services::{SagaId, SagaState, Services, StepId};
+use crate::saga::services::{Command, Kind, SagaId, SagaState, Services, StepId};
 use faultline_sim::Violation;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -107,20 +107,33 @@ pub(crate) fn check_holdings(
     }
 }
 
-/// [`COMPENSATION_ORDER`]: per saga, the compensations that took effect (in the order
-/// they did) undo the steps in reverse order.
-pub(crate) fn check_reverse_order(
-    compensation_effects: &BTreeMap<SagaId, Vec<StepId>>,
-) -> Result<(), Violation> {
-    for (saga, effects) in compensation_effects {
-        for w in effects.windows(2) {
-            if w[0] <= w[1] {
-                return Err(Violation::new(
-                    COMPENSATION_ORDER,
-                    format!("{saga}: {:?} was compensated before {:?}", w[0], w[1]),
-                ));
-            }
+/// The compensations that took effect, per saga, in the order they did: what
+/// [`COMPENSATION_ORDER`] is checked against at rest.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CompensationEffects(BTreeMap<SagaId, Vec<StepId>>);
+
+impl CompensationEffects {
+    /// `cmd` was handled by its service: its key had taken effect `before` times and
+    /// has now taken effect `after` times. Notes a compensation's first effect.
+    pub(crate) fn observe(&mut self, cmd: &Command, before: u32, after: u32) {
+        if cmd.kind == Kind::Compensation && before == 0 && after > 0 {
+            self.0.entry(cmd.saga).or_default().push(cmd.step);
         }
     }
-    Ok(())
+
+    /// [`COMPENSATION_ORDER`]: per saga, the compensations that took effect (in the
+    /// order they did) undo the steps in reverse order.
+    pub(crate) fn check_reverse_order(&self) -> Result<(), Violation> {
+        for (saga, effects) in &self.0 {
+            for w in effects.windows(2) {
+                if w[0] <= w[1] {
+                    return Err(Violation::new(
+                        COMPENSATION_ORDER,
+                        format!("{saga}: {:?} was compensated before {:?}", w[0], w[1]),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }

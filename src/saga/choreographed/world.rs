@@ -24,7 +24,7 @@ use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::saga::checkout::{SagaKnobs, Settling, checkouts};
 use crate::saga::choreographed::core::{CheckoutEvent, ChoreoFlaw, Reactor, Service};
-use crate::saga::invariants::{self, COMPENSATION_ORDER};
+use crate::saga::invariants::{self, COMPENSATION_ORDER, CompensationEffects};
 use crate::saga::services::{Kind, Order, Reply, SagaId, SagaState, StepId};
 use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
@@ -131,7 +131,7 @@ pub struct ChoreoWorld<B: EventBus = Bus<u64>> {
     /// Actions that took effect (their reply was Ok), per saga and step.
     took_effect: BTreeSet<(SagaId, StepId)>,
     /// Compensations that took effect, per saga, in order.
-    compensation_effects: BTreeMap<SagaId, Vec<StepId>>,
+    compensation_effects: CompensationEffects,
     /// Checkouts, rests, fault windows and queueing, for `saga.settling`.
     settling: Settling,
     /// The run's checkouts (made at start, up to the plan's horizon), and the next.
@@ -219,7 +219,7 @@ impl<B: EventBus> ChoreoWorld<B> {
             next_hand: 0,
             on_the_wire: 0,
             took_effect: BTreeSet::new(),
-            compensation_effects: BTreeMap::new(),
+            compensation_effects: CompensationEffects::default(),
             settling: Settling::default(),
             checkouts: Vec::new(),
             next_checkout: 0,
@@ -431,12 +431,8 @@ impl<B: EventBus> ChoreoWorld<B> {
             if cmd.kind == Kind::Action && reply == Reply::Ok {
                 self.took_effect.insert((cmd.saga, cmd.step));
             }
-            if cmd.kind == Kind::Compensation && effects_before == 0 && effects > 0 {
-                self.compensation_effects
-                    .entry(cmd.saga)
-                    .or_default()
-                    .push(cmd.step);
-            }
+            self.compensation_effects
+                .observe(&cmd, effects_before, effects);
             let verb = if cmd.kind == Kind::Action {
                 "do"
             } else {
@@ -647,7 +643,7 @@ impl<B: EventBus> World for ChoreoWorld<B> {
             }
         }
         // 3. Compensations in reverse order.
-        invariants::check_reverse_order(&self.compensation_effects)?;
+        self.compensation_effects.check_reverse_order()?;
         // 6. Settling.
         self.settling.check(self.settle_bound())?;
         let _ = ctx;

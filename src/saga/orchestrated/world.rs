@@ -7,7 +7,9 @@
 use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::saga::checkout::{COORDINATOR_NODE, SagaKnobs, Settling, checkouts, service_node};
-use crate::saga::invariants::{self, AT_REST, COMPENSATION_ORDER, WRITE_AHEAD};
+use crate::saga::invariants::{
+    self, AT_REST, COMPENSATION_ORDER, CompensationEffects, WRITE_AHEAD,
+};
 use crate::saga::orchestrated::config::SagaConfig;
 use crate::saga::orchestrated::contract::SagaCoordinator;
 use crate::saga::orchestrated::core::{Flaw, Orchestrator, Output};
@@ -150,7 +152,7 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     /// Actions sent, per (saga, step).
     sent: BTreeSet<(SagaId, StepId)>,
     /// Compensations that took effect, per saga, in order.
-    compensation_effects: BTreeMap<SagaId, Vec<StepId>>,
+    compensation_effects: CompensationEffects,
     tick_at: Option<SimTime>,
     rng: SimRng,
     /// Checkouts, rests, fault windows and queueing, for `saga.settling`.
@@ -205,7 +207,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             orders: BTreeMap::new(),
             alerts: BTreeSet::new(),
             sent: BTreeSet::new(),
-            compensation_effects: BTreeMap::new(),
+            compensation_effects: CompensationEffects::default(),
             tick_at: None,
             rng: SimRng::new(knobs.seed).fork("saga.world"),
             settling: Settling::default(),
@@ -509,12 +511,8 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 let key = cmd.key();
                 let before = self.services.effects(key);
                 let reply = self.services.handle(&cmd);
-                if cmd.kind == Kind::Compensation && before == 0 && self.services.effects(key) > 0 {
-                    self.compensation_effects
-                        .entry(cmd.saga)
-                        .or_default()
-                        .push(cmd.step);
-                }
+                self.compensation_effects
+                    .observe(&cmd, before, self.services.effects(key));
                 if !reply.is_ok() && cmd.kind == Kind::Action {
                     ctx.cover("saga.refused");
                 }
@@ -691,7 +689,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         let bound = SimDuration::from_nanos(self.knobs.settle_bound().as_nanos() as u64);
         self.settling.check(bound)?;
         // 3. Compensations in reverse order, only for steps that were sent.
-        invariants::check_reverse_order(&self.compensation_effects)?;
+        self.compensation_effects.check_reverse_order()?;
         for key in self
             .services
             .orders
