@@ -161,6 +161,43 @@ pub fn checkouts(knobs: &SagaKnobs, horizon: SimTime) -> Vec<(SimTime, SagaId, O
     out
 }
 
+/// A run's customers as they arrive: the [`checkouts`] made at the start, and how many
+/// have checked out so far.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Arrivals {
+    list: Vec<(SimTime, SagaId, Order)>,
+    next: usize,
+}
+
+impl Arrivals {
+    /// The customers of `knobs` up to `horizon` (the plan's), none arrived yet.
+    pub(crate) fn new(knobs: &SagaKnobs, horizon: SimTime) -> Self {
+        Arrivals {
+            list: checkouts(knobs, horizon),
+            next: 0,
+        }
+    }
+
+    /// When the first customer arrives.
+    pub(crate) fn first_at(&self) -> Option<SimTime> {
+        self.list.first().map(|&(at, _, _)| at)
+    }
+
+    /// The next customer checks out: its saga and order, and when the one after it
+    /// arrives; `None` once every customer has.
+    pub(crate) fn arrive(&mut self) -> Option<(SagaId, Order, Option<SimTime>)> {
+        let &(_, saga, order) = self.list.get(self.next)?;
+        self.next += 1;
+        let then = self.list.get(self.next).map(|&(at, _, _)| at);
+        Some((saga, order, then))
+    }
+
+    /// The sagas of the customers who have checked out, in arrival order.
+    pub(crate) fn arrived(&self) -> impl Iterator<Item = SagaId> + '_ {
+        self.list[..self.next].iter().map(|&(_, saga, _)| saga)
+    }
+}
+
 /// The settling ledger of one run.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Settling {

@@ -22,10 +22,10 @@ use crate::bus::contract::EventBus;
 use crate::bus::core::{Bus, BusConfig, SubscriberId};
 use crate::clock::Instant;
 use crate::config::ConfigError;
-use crate::saga::checkout::{SagaKnobs, Settling, checkouts};
+use crate::saga::checkout::{Arrivals, SagaKnobs, Settling};
 use crate::saga::choreographed::core::{CheckoutEvent, ChoreoFlaw, Reactor, Service};
 use crate::saga::invariants::{self, COMPENSATION_ORDER, CompensationEffects};
-use crate::saga::services::{Kind, Order, Reply, SagaId, SagaState, StepId};
+use crate::saga::services::{Kind, Reply, SagaId, SagaState, StepId};
 use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
 use serde::Serialize;
@@ -135,8 +135,7 @@ pub struct ChoreoWorld<B: EventBus = Bus<u64>> {
     /// Checkouts, rests, fault windows and queueing, for `saga.settling`.
     settling: Settling,
     /// The run's checkouts (made at start, up to the plan's horizon), and the next.
-    checkouts: Vec<(SimTime, SagaId, Order)>,
-    next_checkout: usize,
+    arrivals: Arrivals,
     wake_at: Option<SimTime>,
     rng: SimRng,
     /// Figures of the run.
@@ -221,8 +220,7 @@ impl<B: EventBus> ChoreoWorld<B> {
             took_effect: BTreeSet::new(),
             compensation_effects: CompensationEffects::default(),
             settling: Settling::default(),
-            checkouts: Vec::new(),
-            next_checkout: 0,
+            arrivals: Arrivals::default(),
             wake_at: None,
             rng: SimRng::new(knobs.seed).fork("choreo.world"),
             stats: ChoreoStats::default(),
@@ -245,9 +243,8 @@ impl<B: EventBus> ChoreoWorld<B> {
     /// effects, or compensated while still holding one (0 when the invariants hold).
     pub fn inconsistent(&self) -> u64 {
         let services = self.reactor.services();
-        self.checkouts[..self.next_checkout]
-            .iter()
-            .map(|&(_, saga, _)| saga)
+        self.arrivals
+            .arrived()
             .filter(|saga| match self.reactor.state(*saga) {
                 Some(SagaState::Completed) => !services.holds_all(*saga),
                 Some(SagaState::Compensated) => services.holds(*saga),
@@ -470,8 +467,8 @@ impl<B: EventBus> World for ChoreoWorld<B> {
     }
 
     fn start(&mut self, ctx: &mut Ctx<Self::Event>) -> Result<(), Violation> {
-        self.checkouts = checkouts(&self.knobs, ctx.horizon());
-        if let Some(&(at, _, _)) = self.checkouts.first() {
+        self.arrivals = Arrivals::new(&self.knobs, ctx.horizon());
+        if let Some(at) = self.arrivals.first_at() {
             ctx.schedule_at(at, ChoreoEvent::Checkout);
         }
         Ok(())
@@ -481,11 +478,10 @@ impl<B: EventBus> World for ChoreoWorld<B> {
         let now = Instant::from(ctx.now());
         match event {
             ChoreoEvent::Checkout => {
-                let Some(&(_, saga, order)) = self.checkouts.get(self.next_checkout) else {
+                let Some((saga, order, then)) = self.arrivals.arrive() else {
                     return Ok(());
                 };
-                self.next_checkout += 1;
-                if let Some(&(next, _, _)) = self.checkouts.get(self.next_checkout) {
+                if let Some(next) = then {
                     ctx.schedule_at(next, ChoreoEvent::Checkout);
                 }
                 self.settling.checkout(saga, ctx.now());
@@ -625,7 +621,7 @@ impl<B: EventBus> World for ChoreoWorld<B> {
     fn finish(&mut self, ctx: &mut Ctx<Self::Event>) -> Result<(), Violation> {
         let services = self.reactor.services();
         // 1. Every saga at rest.
-        for &(_, saga, _) in &self.checkouts[..self.next_checkout] {
+        for saga in self.arrivals.arrived() {
             match self.reactor.state(saga) {
                 Some(st) if st.is_at_rest() => {}
                 other => return Err(invariants::left_in(saga, other)),

@@ -6,7 +6,7 @@
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
-use crate::saga::checkout::{COORDINATOR_NODE, SagaKnobs, Settling, checkouts, service_node};
+use crate::saga::checkout::{Arrivals, COORDINATOR_NODE, SagaKnobs, Settling, service_node};
 use crate::saga::invariants::{
     self, AT_REST, COMPENSATION_ORDER, CompensationEffects, WRITE_AHEAD,
 };
@@ -144,8 +144,7 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     /// The three services (durable).
     pub services: Services,
     /// The run's checkouts (made at start, up to the plan's horizon), and the next.
-    checkouts: Vec<(SimTime, SagaId, Order)>,
-    next_checkout: usize,
+    arrivals: Arrivals,
     waiting_starts: Vec<(SagaId, Order)>,
     orders: BTreeMap<SagaId, Order>,
     alerts: BTreeSet<SagaId>,
@@ -201,8 +200,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             queued_at: VecDeque::new(),
             writing: false,
             services: knobs.services(idempotent_payment),
-            checkouts: Vec::new(),
-            next_checkout: 0,
+            arrivals: Arrivals::default(),
             waiting_starts: Vec::new(),
             orders: BTreeMap::new(),
             alerts: BTreeSet::new(),
@@ -444,8 +442,8 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
     }
 
     fn start(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
-        self.checkouts = checkouts(&self.knobs, ctx.horizon());
-        if let Some(&(at, _, _)) = self.checkouts.first() {
+        self.arrivals = Arrivals::new(&self.knobs, ctx.horizon());
+        if let Some(at) = self.arrivals.first_at() {
             ctx.schedule_at(at, SagaEvent::Checkout);
         }
         Ok(())
@@ -455,11 +453,10 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         let now = Instant::from(ctx.now());
         match event {
             SagaEvent::Checkout => {
-                let Some(&(_, saga, order)) = self.checkouts.get(self.next_checkout) else {
+                let Some((saga, order, then)) = self.arrivals.arrive() else {
                     return Ok(());
                 };
-                self.next_checkout += 1;
-                if let Some(&(next, _, _)) = self.checkouts.get(self.next_checkout) {
+                if let Some(next) = then {
                     ctx.schedule_at(next, SagaEvent::Checkout);
                 }
                 self.settling.checkout(saga, ctx.now());
