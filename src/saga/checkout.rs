@@ -8,7 +8,10 @@
 //!   settling bound (`SagaKnobs::config`, `SagaKnobs::settle_bound`, in
 //!   [`orchestrated::world`](crate::saga::orchestrated::world)), the bus's
 //!   configuration (`ChoreoWorld::bus_config`), the 2PC timing (`twopc::world::config_of`).
-//! - [`checkouts`]: the customers of a run, from their own random stream.
+//! - [`checkouts`]: the customers of a run, from their own random stream (and, inside
+//!   the crate, the arrivals the saga worlds schedule from it).
+//! - [`service_node`], [`COORDINATOR_NODE`], [`SERVICE_NODES`]: the nodes fault plans
+//!   name.
 //! - The settling ledger (crate-private): when each saga checked out and came to rest,
 //!   the fault windows, and the spans each saga spent queueing behind other sagas (for
 //!   the disk, or on the bus), to check `saga.settling` and to measure latency.
