@@ -35,7 +35,7 @@ mod support;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use faultline::clock::Instant;
-use faultline::saga::choreographed::core::{CheckoutEvent, Participant, Reactor};
+use faultline::saga::choreographed::core::{CheckoutEvent, Reactor, Service};
 use faultline::saga::choreographed::pattern::ChoreoPattern;
 use faultline::saga::orchestrated::pattern::SagaPattern;
 use faultline::saga::{
@@ -178,7 +178,7 @@ fn choreograph(orders: &[(SagaId, Order)], mut reactor: Reactor) -> Reactor {
         .map(|&(saga, order)| CheckoutEvent::CheckoutRequested { saga, order })
         .collect();
     while let Some(event) = bus.pop_front() {
-        for p in Participant::ALL {
+        for p in Service::ALL {
             if reactor.reacts_to(p, &event) {
                 bus.extend(reactor.react(p, &event));
             }

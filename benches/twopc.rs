@@ -7,7 +7,7 @@
 //!   driven to rest with every message delivered synchronously and its answer fed
 //!   straight back, every log append pushed to a `Vec` standing for the durable log.
 //!   No message is lost, so no timer fires. Throughput is in checkouts.
-//!   - `twopc_coordinator`: a [`Coordinator`] and three [`Participant`]s; each
+//!   - `twopc_coordinator`: a [`Coordinator`] and three [`Cohort`]s; each
 //!     transaction is 3 prepares, 3 votes, a decision record, 3 commits, 3 acks and an
 //!     end record.
 //!   - `saga_orchestrator`: the saga [`Orchestrator`] and [`Services`] on the same
@@ -30,7 +30,7 @@ mod support;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use faultline::clock::Instant;
 use faultline::saga::twopc::core::{
-    self as twopc, Coordinator, Decision, Participant, TwoPcConfig, TxState, step_index,
+    self as twopc, Cohort, Coordinator, Decision, TwoPcConfig, TxState, step_index,
 };
 use faultline::saga::twopc::pattern::TwoPcPattern;
 use faultline::saga::{
@@ -70,8 +70,8 @@ fn stock() -> Vec<(u32, u32)> {
 /// Everything one 2PC iteration leaves behind (dropped outside the timed part).
 struct TwoPc {
     coordinator: Coordinator,
-    participants: [Participant; 3],
-    log: Vec<twopc::LogRecord>,
+    participants: [Cohort; 3],
+    log: Vec<twopc::TxRecord>,
 }
 
 fn fresh_twopc() -> TwoPc {
@@ -79,9 +79,9 @@ fn fresh_twopc() -> TwoPc {
     TwoPc {
         coordinator: Coordinator::new(config.clone()),
         participants: [
-            Participant::orders(config.clone()),
-            Participant::inventory(config.clone(), stock()),
-            Participant::payment(config, []),
+            Cohort::orders(config.clone()),
+            Cohort::inventory(config.clone(), stock()),
+            Cohort::payment(config, []),
         ],
         log: Vec::new(),
     }
@@ -94,8 +94,8 @@ fn drive_twopc(orders: &[(SagaId, Order)], mut run: TwoPc) -> TwoPc {
     }
     while let Some(output) = run.coordinator.poll_output() {
         match output {
-            twopc::Output::Append(record) => run.log.push(record),
-            twopc::Output::Send(msg) => {
+            twopc::CoordinatorOutput::Append(record) => run.log.push(record),
+            twopc::CoordinatorOutput::Send(msg) => {
                 let answer = run.participants[step_index(msg.step)].handle(&msg, now);
                 run.coordinator.on_answer(&answer, now);
             }

@@ -1,10 +1,205 @@
-//! What the saga worlds share to check `saga.settling` and to measure latency: when
-//! each saga checked out and came to rest, the fault windows, and the spans each saga
-//! spent queueing behind other sagas (for the disk, or on the bus).
+//! What the checkout worlds share, whichever protocol runs the checkout (the
+//! orchestrated saga, the choreographed saga, two-phase commit):
+//!
+//! - [`SagaKnobs`]: every knob of one checkout scenario, from one seed (rate, stock,
+//!   declined cards, latency, disk time, timeouts, attempts, backoff), and the fault
+//!   plans over the same nodes and links. One seed gives all three worlds the same
+//!   scenario. Each room adds what is its own: the orchestrator's configuration and
+//!   settling bound (`SagaKnobs::config`, `SagaKnobs::settle_bound`, in
+//!   [`orchestrated::world`](crate::saga::orchestrated::world)), the bus's
+//!   configuration (`ChoreoWorld::bus_config`), the 2PC timing (`twopc::world::config_of`).
+//! - [`checkouts`]: the customers of a run, from their own random stream (and, inside
+//!   the crate, the arrivals the saga worlds schedule from it).
+//! - [`service_node`], [`COORDINATOR_NODE`], [`SERVICE_NODES`]: the nodes fault plans
+//!   name.
+//! - The settling ledger (crate-private): when each saga checked out and came to rest,
+//!   the fault windows, and the spans each saga spent queueing behind other sagas (for
+//!   the disk, or on the bus), to check `saga.settling` and to measure latency.
 
-use crate::saga::services::SagaId;
+use crate::saga::invariants::SETTLING;
+use crate::saga::services::{InventoryService, Order, PaymentService, SagaId, Services, StepId};
+use faultline_sim::FaultKindTag;
 use faultline_sim::prelude::*;
+use serde::Serialize;
 use std::collections::BTreeMap;
+
+/// The node of the coordinator in fault plans (the orchestrator, or 2PC's
+/// coordinator; the choreography has none).
+pub const COORDINATOR_NODE: &str = "orchestrator";
+
+/// The nodes of the three services in fault plans, in step order.
+pub const SERVICE_NODES: [&str; 3] = ["orders", "inventory", "payment"];
+
+/// The node of the service that runs `step`.
+pub fn service_node(step: StepId) -> &'static str {
+    match step {
+        StepId::Order => "orders",
+        StepId::Inventory => "inventory",
+        StepId::Payment => "payment",
+    }
+}
+
+/// Every knob of one checkout scenario, all from one seed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SagaKnobs {
+    /// The seed.
+    pub seed: u64,
+    /// End of the safety phase, ms.
+    pub horizon_ms: u64,
+    /// Checkouts per second.
+    pub checkouts_per_sec: u32,
+    /// Items on sale, each with this stock.
+    pub stock: Vec<u32>,
+    /// Share of checkouts whose card is declined, percent.
+    pub decline_percent: u32,
+    /// Network latency per message, ms (min, max).
+    pub latency_ms: (u64, u64),
+    /// Time to make one log record durable, ms.
+    pub disk_ms: u64,
+    /// Per-attempt step timeout, ms.
+    pub step_timeout_ms: u64,
+    /// Attempts per step action.
+    pub attempts_max: u32,
+    /// Attempts per compensation before the saga fails.
+    pub compensation_attempts_max: u32,
+    /// Retry backoff (base, cap), ms.
+    pub backoff_ms: (u64, u64),
+}
+
+impl SagaKnobs {
+    /// Expands `seed` into every knob.
+    pub fn from_seed(seed: u64) -> SagaKnobs {
+        let mut r = SimRng::new(seed).fork("saga.knobs");
+        let items = r.between(1, 3) as usize;
+        let base = r.between(10, 100);
+        SagaKnobs {
+            seed,
+            horizon_ms: 20_000,
+            checkouts_per_sec: r.between(2, 30) as u32,
+            stock: (0..items).map(|_| r.between(10, 300) as u32).collect(),
+            decline_percent: r.between(0, 20) as u32,
+            latency_ms: {
+                let lo = r.between(1, 10);
+                (lo, lo + r.between(0, 20))
+            },
+            disk_ms: r.between(1, 5),
+            step_timeout_ms: r.between(100, 800),
+            attempts_max: r.between(1, 4) as u32,
+            compensation_attempts_max: r.between(5, 12) as u32,
+            backoff_ms: (base, base * r.between(1, 10)),
+        }
+    }
+
+    /// The fault plans the checkout worlds understand: crashes, outages, slowness,
+    /// errors and lossy links, on the coordinator node (`orchestrator`) and the three
+    /// services (`orders`, `inventory`, `payment`) and their `to-*` and `from-*` links.
+    pub fn fault_profile(&self) -> FaultProfile {
+        let mut p = FaultProfile::new(self.horizon_ms)
+            .kinds(FaultKindTag::ALL)
+            .faults(1, 8)
+            .duration_ms(100, 4_000)
+            .latency_ms_max(1_500)
+            .node(COORDINATOR_NODE);
+        for s in SERVICE_NODES {
+            p = p
+                .target(s)
+                .node(s)
+                .link(format!("to-{s}"))
+                .link(format!("from-{s}"));
+        }
+        p
+    }
+
+    /// The fault plan this seed generates.
+    pub fn fault_plan(&self) -> FaultPlan {
+        FaultPlan::generate(
+            &mut SimRng::new(self.seed).fork("saga.plan"),
+            &self.fault_profile(),
+        )
+    }
+
+    /// The items on sale with their stock: (item, units).
+    pub(crate) fn stock_rows(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.stock.iter().enumerate().map(|(i, s)| (i as u32, *s))
+    }
+
+    /// The sagas whose card is declined, from their own random stream
+    /// (`saga.declines`): the same customers' cards in every world.
+    pub(crate) fn declined(&self) -> Vec<SagaId> {
+        let mut r = SimRng::new(self.seed).fork("saga.declines");
+        (0..10_000)
+            .filter(|_| r.below(100) < u64::from(self.decline_percent))
+            .map(SagaId)
+            .collect()
+    }
+
+    /// The three saga services with the knobs' stock and declined cards; payment's
+    /// idempotency is switched off only by a mutant.
+    pub(crate) fn services(&self, idempotent_payment: bool) -> Services {
+        let mut payment = PaymentService::new().with_declined(self.declined());
+        payment.idempotent = idempotent_payment;
+        Services::new(InventoryService::new(self.stock_rows()), payment)
+    }
+}
+
+/// The checkouts of a run up to `horizon`: (arrival, saga, order), in arrival order,
+/// from their own random stream (`saga.arrivals`), so that they do not depend on how
+/// many messages a protocol sends or on crashes. The orchestrated, choreographed and
+/// 2PC worlds all take their customers from here: the same seed, the same customers.
+pub fn checkouts(knobs: &SagaKnobs, horizon: SimTime) -> Vec<(SimTime, SagaId, Order)> {
+    let mut r = SimRng::new(knobs.seed).fork("saga.arrivals");
+    let mean = 1_000_000_000 / u64::from(knobs.checkouts_per_sec.max(1));
+    let mut out = Vec::new();
+    let mut at = SimTime::from_millis(1);
+    while at < horizon {
+        let next = at + SimDuration::from_nanos(r.between(mean / 2, mean + mean / 2));
+        let order = Order {
+            item: r.below(knobs.stock.len() as u64) as u32,
+            qty: r.between(1, 3) as u32,
+            amount: r.between(100, 5_000),
+        };
+        out.push((at, SagaId(out.len() as u64), order));
+        at = next;
+    }
+    out
+}
+
+/// A run's customers as they arrive: the [`checkouts`] made at the start, and how many
+/// have checked out so far.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Arrivals {
+    list: Vec<(SimTime, SagaId, Order)>,
+    next: usize,
+}
+
+impl Arrivals {
+    /// The customers of `knobs` up to `horizon` (the plan's), none arrived yet.
+    pub(crate) fn new(knobs: &SagaKnobs, horizon: SimTime) -> Self {
+        Arrivals {
+            list: checkouts(knobs, horizon),
+            next: 0,
+        }
+    }
+
+    /// When the first customer arrives.
+    pub(crate) fn first_at(&self) -> Option<SimTime> {
+        self.list.first().map(|&(at, _, _)| at)
+    }
+
+    /// The next customer checks out: its saga and order, and when the one after it
+    /// arrives; `None` once every customer has.
+    pub(crate) fn arrive(&mut self) -> Option<(SagaId, Order, Option<SimTime>)> {
+        let &(_, saga, order) = self.list.get(self.next)?;
+        self.next += 1;
+        let then = self.list.get(self.next).map(|&(at, _, _)| at);
+        Some((saga, order, then))
+    }
+
+    /// The sagas of the customers who have checked out, in arrival order.
+    pub(crate) fn arrived(&self) -> impl Iterator<Item = SagaId> + '_ {
+        self.list[..self.next].iter().map(|&(_, saga, _)| saga)
+    }
+}
 
 /// The settling ledger of one run.
 #[derive(Clone, Debug, Default)]
@@ -102,7 +297,7 @@ impl Settling {
             .collect()
     }
 
-    /// `saga.settling`: every saga came to rest within `bound` (see
+    /// [`SETTLING`]: every saga came to rest within `bound` (see
     /// [`settle_times`](Settling::settle_times)).
     pub(crate) fn check(&self, bound: SimDuration) -> Result<(), Violation> {
         match self
@@ -111,7 +306,7 @@ impl Settling {
             .find(|(_, took)| *took > bound)
         {
             Some((saga, took)) => Err(Violation::new(
-                "saga.settling",
+                SETTLING,
                 format!(
                     "{saga} came to rest {took} after the later of its checkout and the last fault's end, past its bound of {bound}"
                 ),

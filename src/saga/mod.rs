@@ -1,17 +1,34 @@
 //! Sagas: a checkout that spans three independent services (create the order, reserve
 //! inventory, charge the payment), where a failure at any step undoes the steps before
-//! it, orchestrated from a durable log.
+//! it; orchestrated from a durable log, or choreographed over the event bus; and
+//! two-phase commit, the baseline they replace, on the same checkout.
+//!
+//! What the family shares:
 //!
 //! - [`services`]: the three participants as plain, durable, idempotent state machines
 //!   ([`OrderService`], [`InventoryService`], [`PaymentService`], bundled as
-//!   [`Services`]). A duplicated or retried [`Command`] has the effect of one and gets
-//!   the same [`Reply`]; a compensation is safe when its action never took effect, and
-//!   an action arriving after its compensation takes no effect.
+//!   [`Services`]), their commands and ids, and [`SagaState`]. A duplicated or retried
+//!   [`Command`] has the effect of one and gets the same [`Reply`]; a compensation is
+//!   safe when its action never took effect, and an action arriving after its
+//!   compensation takes no effect.
+//! - [`checkout`]: the simulated checkout every world runs: the knobs of a scenario
+//!   from one seed ([`SagaKnobs`](checkout::SagaKnobs)), its fault plans, the customers
+//!   ([`checkouts`](checkout::checkouts)), and the settling ledger.
+//! - [`invariants`]: the promises both sagas keep, as named constants, with one copy of
+//!   the checks they share.
+//!
+//! Three rooms built on the shared files above (the choreography also rides
+//! [`crate::bus`]):
+//!
 //! - [`orchestrated`]: the sans-IO [`Orchestrator`] for many concurrent sagas. It emits
 //!   log records and commands in the order they must happen (write-ahead: the intent
 //!   before the command), retries on timeout with the same idempotency key, compensates
 //!   in reverse order, and [recovers](Orchestrator::recover) from its log after a crash
-//!   at any point.
+//!   at any point. With its [`SagaCoordinator`] contract, tokio runner, world, mutants.
+//! - [`choreographed`]: no coordinator; the services react to each other's events on
+//!   the bus, with the same idempotency keys.
+//! - [`twopc`]: two-phase commit with a durable coordinator log (presumed abort), and
+//!   its [`TwoPcCoordinator`] contract.
 //!
 //! ```
 //! use faultline::clock::Instant;
@@ -44,20 +61,20 @@
 //! assert_eq!(recovered.state(SagaId(1)), Some(SagaState::Completed));
 //! ```
 
-mod checkout;
+pub mod checkout;
 pub mod choreographed;
+pub mod invariants;
 pub mod orchestrated;
 pub mod services;
 pub mod twopc;
 
+pub use self::orchestrated::config::{SagaConfig, SagaConfigBuilder};
 pub use self::orchestrated::contract::SagaCoordinator;
-pub use self::orchestrated::core::{
-    AlertReason, LogRecord, Orchestrator, Output, SagaConfig, SagaConfigBuilder, SagaState,
-    SagaTotals, StepProgress,
-};
+pub use self::orchestrated::core::{AlertReason, Orchestrator, Output, SagaTotals, StepProgress};
+pub use self::orchestrated::log::LogRecord;
 pub use self::services::{
     Charge, ChargeState, Command, EffectLedger, IdempotencyKey, InventoryService, Kind, Order,
     OrderService, OrderStatus, PaymentService, Refusal, Reply, Reservation, ReservationState,
-    SagaId, Services, StepId,
+    SagaId, SagaState, Services, StepId,
 };
 pub use self::twopc::contract::TwoPcCoordinator;

@@ -1,6 +1,8 @@
 //! The checkout's three participants as plain, durable, idempotent state machines:
 //! [`OrderService`], [`InventoryService`] and [`PaymentService`] (bundled as
-//! [`Services`]).
+//! [`Services`]), the ids and commands they share, and [`SagaState`], where a saga
+//! stands in either saga (the orchestrator keeps it; in the choreography, the order
+//! service does).
 //!
 //! Every [`Command`] carries an [`IdempotencyKey`] (saga, step, action or compensation):
 //! a service applies a key at most once and answers a duplicate, or a retry, with the
@@ -25,6 +27,32 @@ pub struct SagaId(pub u64);
 impl fmt::Display for SagaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "saga {}", self.0)
+    }
+}
+
+/// Where a saga is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SagaState {
+    /// Doing its steps.
+    Running,
+    /// Undoing the steps that may have taken effect.
+    Compensating,
+    /// At rest: every step succeeded.
+    Completed,
+    /// At rest: every step that may have taken effect was compensated.
+    Compensated,
+    /// At rest: a compensation could not be done within its attempts; an alert was
+    /// emitted.
+    Failed,
+}
+
+impl SagaState {
+    /// True for the states at rest: completed, compensated or failed.
+    pub fn is_at_rest(self) -> bool {
+        matches!(
+            self,
+            SagaState::Completed | SagaState::Compensated | SagaState::Failed
+        )
     }
 }
 

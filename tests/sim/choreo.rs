@@ -3,9 +3,10 @@
 
 use crate::support::{assert_deterministic, assert_every_mark_hit, assert_mutants_caught, check};
 use faultline::harness::Scenario;
+use faultline::saga::checkout::SagaKnobs;
 use faultline::saga::choreographed::pattern::ChoreoPattern;
-use faultline::saga::choreographed::world::{ChoreoWorld, INVARIANTS, MARKS, run};
-use faultline::saga::orchestrated::world::SagaKnobs;
+use faultline::saga::choreographed::world::{ChoreoWorld, MARKS, run};
+use faultline::saga::invariants::CHOREOGRAPHED as INVARIANTS;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
 

@@ -4,11 +4,11 @@
 
 use crate::support::{assert_deterministic, assert_every_mark_hit, assert_mutants_caught, check};
 use faultline::harness::Scenario;
+use faultline::saga::checkout::SagaKnobs;
+use faultline::saga::invariants::ORCHESTRATED as INVARIANTS;
 use faultline::saga::orchestrated::mutants::RECOVERY_PRESUMES_FAILURE;
 use faultline::saga::orchestrated::pattern::SagaPattern;
-use faultline::saga::orchestrated::world::{
-    INVARIANTS, MARKS, SagaKnobs, SagaWorld, run as run_world,
-};
+use faultline::saga::orchestrated::world::{MARKS, SagaWorld, run as run_world};
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -164,7 +164,8 @@ fn crash_equivalence_catches_recovery_that_presumes_failure() {
 /// reference but sends each command before its intent is durable. The world catches it.
 mod plug_in {
     use faultline::clock::Instant;
-    use faultline::saga::orchestrated::world::{SagaKnobs, SagaWorld, run as run_world};
+    use faultline::saga::checkout::SagaKnobs;
+    use faultline::saga::orchestrated::world::{SagaWorld, run as run_world};
     use faultline::saga::{
         Kind, LogRecord, Orchestrator, Order, Output, Reply, SagaCoordinator, SagaId, SagaState,
         SagaTotals, StepId, StepProgress,

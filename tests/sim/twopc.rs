@@ -4,9 +4,10 @@
 
 use crate::support::{assert_deterministic, assert_every_mark_hit, assert_mutants_caught, check};
 use faultline::harness::Scenario;
-use faultline::saga::orchestrated::world::SagaKnobs;
+use faultline::saga::checkout::SagaKnobs;
+use faultline::saga::twopc::invariants::INVARIANTS;
 use faultline::saga::twopc::pattern::TwoPcPattern;
-use faultline::saga::twopc::world::{INVARIANTS, MARKS, TwoPcWorld, checkouts};
+use faultline::saga::twopc::world::{MARKS, TwoPcWorld, checkouts};
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
 
@@ -164,8 +165,9 @@ fn coordinator_crash_after_prepare_holds_locks_for_the_crash() {
 /// so the saga-vs-2PC comparison compares like with like.
 #[test]
 fn all_three_worlds_see_the_same_checkouts() {
+    use faultline::saga::checkout::SagaKnobs;
     use faultline::saga::choreographed::world::{self as choreo_world, ChoreoWorld};
-    use faultline::saga::orchestrated::world::{self as saga_world, SagaKnobs, SagaWorld};
+    use faultline::saga::orchestrated::world::{self as saga_world, SagaWorld};
     use faultline::saga::twopc::world::checkouts;
     for seed in 0..4 {
         let knobs = SagaKnobs::from_seed(seed);
@@ -203,9 +205,9 @@ fn all_three_worlds_see_the_same_checkouts() {
 mod plug_in {
     use faultline::clock::Instant;
     use faultline::harness::Scenario;
-    use faultline::saga::orchestrated::world::SagaKnobs;
+    use faultline::saga::checkout::SagaKnobs;
     use faultline::saga::twopc::core::{
-        Coordinator, CoordinatorTotals, LogRecord, Output, ToCoordinator, TxState,
+        Coordinator, CoordinatorOutput, CoordinatorTotals, ToCoordinator, TxRecord, TxState,
     };
     use faultline::saga::twopc::pattern::TwoPcPattern;
     use faultline::saga::twopc::world::{TwoPcWorld, config_of, run as run_world};
@@ -225,7 +227,7 @@ mod plug_in {
     struct Mine {
         inner: Coordinator,
         defect: Defect,
-        held: Option<Output>,
+        held: Option<CoordinatorOutput>,
     }
 
     impl TwoPcCoordinator for Mine {
@@ -238,16 +240,16 @@ mod plug_in {
         fn handle_timeout(&mut self, now: Instant) {
             self.inner.handle_timeout(now);
         }
-        fn poll_output(&mut self) -> Option<Output> {
+        fn poll_output(&mut self) -> Option<CoordinatorOutput> {
             if let Some(out) = self.held.take() {
                 return Some(out);
             }
             let out = self.inner.poll_output()?;
             if self.defect == Defect::Eager
-                && matches!(out, Output::Append(LogRecord::Decision { .. }))
+                && matches!(out, CoordinatorOutput::Append(TxRecord::Decision { .. }))
             {
                 match self.inner.poll_output() {
-                    Some(next @ Output::Send(..)) => {
+                    Some(next @ CoordinatorOutput::Send(..)) => {
                         self.held = Some(out);
                         return Some(next);
                     }
@@ -268,7 +270,7 @@ mod plug_in {
         fn is_at_rest(&self) -> bool {
             self.held.is_none() && self.inner.is_at_rest()
         }
-        fn recovered(&self, log: &[LogRecord], now: Instant) -> Self {
+        fn recovered(&self, log: &[TxRecord], now: Instant) -> Self {
             let log = if self.defect == Defect::Amnesiac {
                 &[]
             } else {

@@ -2,14 +2,14 @@
 //! [`Resilient`], the whole stack (bulkhead, circuit breaker, timeouts, retries with
 //! backoff and a budget, fallback) around one async API.
 //!
-//! Time comes from `tokio::time::Instant`, converted to the cores' [`Instant`]
+//! Time comes from `tokio::time::Instant`, converted to the cores' [`Instant`](crate::clock::Instant)
 //! (nanoseconds since the adapter was built), so tokio's paused clock
 //! (`#[tokio::test(start_paused = true)]`, `tokio::time::advance`) drives everything in
 //! tests.
 //!
 //! Cancellation safety: a [`SharedPermit`] dropped without
 //! [`record`](SharedPermit::record) (because the caller's future was dropped) hands its
-//! permit back with [`CircuitBreaker::release`], and the bulkhead slot frees itself on
+//! permit back with [`CircuitBreaker::release`](crate::breaker::CircuitBreaker::release), and the bulkhead slot frees itself on
 //! drop, so a cancelled half-open probe never leaves the breaker stuck and a cancelled
 //! call never holds a slot. Dropping [`Resilient::call`]'s future at any await point is
 //! safe.

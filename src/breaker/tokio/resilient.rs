@@ -23,7 +23,7 @@ type Classifier<E> = Box<dyn Fn(&E) -> CallOutcome + Send + Sync>;
 
 /// The full resilience stack for one async API: bulkhead, then per attempt the circuit
 /// breaker and a timeout, retries with backoff (full jitter) under a retry budget, and a
-/// fallback. Build it with [`Resilient::builder`]; see the [module docs](self) for an
+/// fallback. Build it with [`Resilient::builder`]; see the [module docs](super) for an
 /// example.
 ///
 /// One [`call`](Resilient::call):

@@ -15,7 +15,7 @@
 //! again, which their consumers absorb by the same keys.
 //!
 //! ```
-//! use faultline::saga::choreographed::core::{CheckoutEvent, Participant, Reactor};
+//! use faultline::saga::choreographed::core::{CheckoutEvent, Service, Reactor};
 //! use faultline::saga::{InventoryService, Order, PaymentService, SagaId, SagaState, Services};
 //!
 //! let services = Services::new(InventoryService::new([(1, 5)]), PaymentService::new());
@@ -24,7 +24,7 @@
 //! // Hand every event to every participant that listens to it until none is left.
 //! let mut pending = vec![CheckoutEvent::CheckoutRequested { saga: SagaId(1), order }];
 //! while let Some(event) = pending.pop() {
-//!     for p in Participant::ALL {
+//!     for p in Service::ALL {
 //!         if p.listens_to(event.topic()) {
 //!             pending.extend(reactor.react(p, &event));
 //!         }
@@ -34,8 +34,7 @@
 //! assert_eq!(reactor.services().inventory.available(1), 3);
 //! ```
 
-use crate::saga::orchestrated::core::SagaState;
-use crate::saga::services::{Command, Kind, Order, Reply, SagaId, Services, StepId};
+use crate::saga::services::{Command, Kind, Order, Reply, SagaId, SagaState, Services, StepId};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -158,9 +157,10 @@ impl fmt::Display for CheckoutEvent {
     }
 }
 
-/// One of the three services taking part.
+/// One of the three services taking part in the choreography (its identity: node
+/// name and subscriptions; the state is in [`Services`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Participant {
+pub enum Service {
     /// The order service (it also keeps each saga's state).
     Orders,
     /// The inventory service.
@@ -169,34 +169,30 @@ pub enum Participant {
     Payment,
 }
 
-impl Participant {
+impl Service {
     /// All three.
-    pub const ALL: [Participant; 3] = [
-        Participant::Orders,
-        Participant::Inventory,
-        Participant::Payment,
-    ];
+    pub const ALL: [Service; 3] = [Service::Orders, Service::Inventory, Service::Payment];
 
     /// Its node name in fault plans (as in the orchestrated world).
     pub fn name(self) -> &'static str {
         match self {
-            Participant::Orders => "orders",
-            Participant::Inventory => "inventory",
-            Participant::Payment => "payment",
+            Service::Orders => "orders",
+            Service::Inventory => "inventory",
+            Service::Payment => "payment",
         }
     }
 
     /// The topics it subscribes to.
     pub fn topics(self) -> &'static [&'static str] {
         match self {
-            Participant::Orders => &[
+            Service::Orders => &[
                 "checkout.requested",
                 "stock.refused",
                 "stock.released",
                 "payment.captured",
             ],
-            Participant::Inventory => &["order.created", "payment.declined"],
-            Participant::Payment => &["stock.reserved"],
+            Service::Inventory => &["order.created", "payment.declined"],
+            Service::Payment => &["stock.reserved"],
         }
     }
 
@@ -265,9 +261,9 @@ impl Reactor {
     }
 
     /// The command `participant` runs for `event`, if any.
-    pub fn command_for(&self, participant: Participant, event: &CheckoutEvent) -> Option<Command> {
+    pub fn command_for(&self, participant: Service, event: &CheckoutEvent) -> Option<Command> {
         use CheckoutEvent as E;
-        use Participant as P;
+        use Service as P;
         match (participant, *event) {
             (P::Orders, E::CheckoutRequested { saga, order }) => {
                 Some(Command::action(saga, StepId::Order, order))
@@ -301,31 +297,31 @@ impl Reactor {
     }
 
     /// True when `participant` reacts to `event` (with the flaw's extra subscriptions).
-    pub fn reacts_to(&self, participant: Participant, event: &CheckoutEvent) -> bool {
+    pub fn reacts_to(&self, participant: Service, event: &CheckoutEvent) -> bool {
         self.command_for(participant, event).is_some()
             || matches!(
                 (participant, event),
-                (Participant::Orders, CheckoutEvent::PaymentCaptured { .. })
+                (Service::Orders, CheckoutEvent::PaymentCaptured { .. })
             )
     }
 
     /// `participant` reacts to `event`: one local durable step that applies its command
     /// (idempotently) and returns the events to publish. Reacting again to the same
     /// event returns the same events and has no further effect.
-    pub fn react(&mut self, participant: Participant, event: &CheckoutEvent) -> Vec<CheckoutEvent> {
+    pub fn react(&mut self, participant: Service, event: &CheckoutEvent) -> Vec<CheckoutEvent> {
         self.react_with_reply(participant, event).0
     }
 
     /// [`react`](Reactor::react), also returning the command run and its reply.
     pub fn react_with_reply(
         &mut self,
-        participant: Participant,
+        participant: Service,
         event: &CheckoutEvent,
     ) -> (Vec<CheckoutEvent>, Option<(Command, Reply)>) {
         use CheckoutEvent as E;
         let saga = event.saga();
         let Some(cmd) = self.command_for(participant, event) else {
-            if let (Participant::Orders, E::PaymentCaptured { .. }) = (participant, *event) {
+            if let (Service::Orders, E::PaymentCaptured { .. }) = (participant, *event) {
                 // The last step: the order service confirms the order.
                 let st = self.states.entry(saga).or_insert(SagaState::Running);
                 if *st == SagaState::Running {
@@ -394,7 +390,7 @@ mod tests {
         while !pending.is_empty() {
             let event = pending.remove(0);
             seen.push(event.topic());
-            for p in Participant::ALL {
+            for p in Service::ALL {
                 if r.reacts_to(p, &event) {
                     let mut out = Vec::new();
                     for _ in 0..copies {
@@ -470,7 +466,7 @@ mod tests {
             order: ORDER,
         };
         assert_eq!(
-            r.command_for(Participant::Inventory, &refused),
+            r.command_for(Service::Inventory, &refused),
             Some(Command::compensation(SagaId(1), StepId::Inventory, ORDER)),
             "a release of stock never reserved is sent"
         );

@@ -3,10 +3,11 @@
 use crate::bus::core::{Bus, Flaw as BusFlaw};
 use crate::config::ConfigError;
 use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
+use crate::saga::checkout::SagaKnobs;
 use crate::saga::choreographed::core::ChoreoFlaw;
-use crate::saga::choreographed::world::{ChoreoWorld, INVARIANTS, run};
+use crate::saga::choreographed::world::{ChoreoWorld, run};
+use crate::saga::invariants::CHOREOGRAPHED as INVARIANTS;
 use crate::saga::orchestrated::pattern::{Checkouts, compared_metrics, saga_lanes};
-use crate::saga::orchestrated::world::SagaKnobs;
 use faultline_sim::report::model::{Series, Timeline};
 use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimDuration, TraceMode};
 

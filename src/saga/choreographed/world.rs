@@ -22,27 +22,15 @@ use crate::bus::contract::EventBus;
 use crate::bus::core::{Bus, BusConfig, SubscriberId};
 use crate::clock::Instant;
 use crate::config::ConfigError;
-use crate::saga::checkout::Settling;
-use crate::saga::choreographed::core::{CheckoutEvent, ChoreoFlaw, Participant, Reactor};
-use crate::saga::orchestrated::core::SagaState;
-use crate::saga::orchestrated::world::{SagaKnobs, checkouts};
-use crate::saga::services::{
-    InventoryService, Kind, Order, PaymentService, Reply, SagaId, Services, StepId,
-};
+use crate::saga::checkout::{Arrivals, SagaKnobs, Settling};
+use crate::saga::choreographed::core::{CheckoutEvent, ChoreoFlaw, Reactor, Service};
+use crate::saga::invariants::{self, COMPENSATION_ORDER, CompensationEffects};
+use crate::saga::services::{Kind, Reply, SagaId, SagaState, StepId};
 use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
-
-/// The choreography's invariants, in order.
-pub const INVARIANTS: [&str; 5] = [
-    "saga.at_rest",
-    "saga.conservation",
-    "saga.compensation_order",
-    "saga.idempotent",
-    "saga.settling",
-];
 
 /// Coverage marks of the choreographed world.
 pub const MARKS: &[&str] = &[
@@ -65,7 +53,7 @@ pub enum ChoreoEvent<T> {
     /// A delivery reaches its service.
     Handle {
         /// The service.
-        who: Participant,
+        who: Service,
         /// Which hand-out this is.
         hand: u64,
         /// The bus's token.
@@ -78,7 +66,7 @@ pub enum ChoreoEvent<T> {
     /// A service's outbox message (its events and the acknowledgement) reaches the bus.
     Outbox {
         /// The service.
-        who: Participant,
+        who: Service,
         /// Which hand-out it answers.
         hand: u64,
         /// The bus's token.
@@ -89,7 +77,7 @@ pub enum ChoreoEvent<T> {
     /// The ack deadline of a hand-out.
     Deadline {
         /// The service.
-        who: Participant,
+        who: Service,
         /// Which hand-out.
         hand: u64,
         /// The bus's token.
@@ -131,24 +119,23 @@ pub struct ChoreoWorld<B: EventBus = Bus<u64>> {
     /// Events by payload number, with when each was published.
     events: Vec<(CheckoutEvent, SimTime)>,
     /// (payload, service) pairs handed out at least once.
-    handed: BTreeSet<(u64, Participant)>,
+    handed: BTreeSet<(u64, Service)>,
     /// Events waiting for room on the bus, per topic (a full topic holds up only its
     /// own), with when each entered the outbox.
     outbox: BTreeMap<&'static str, VecDeque<(CheckoutEvent, SimTime)>>,
     /// The hand-outs not yet settled, by number: (service, topic, seq).
-    in_hand: BTreeMap<u64, (Participant, String, u64)>,
+    in_hand: BTreeMap<u64, (Service, String, u64)>,
     next_hand: u64,
     /// Deliveries and outbox messages on the wire.
     on_the_wire: u64,
     /// Actions that took effect (their reply was Ok), per saga and step.
     took_effect: BTreeSet<(SagaId, StepId)>,
     /// Compensations that took effect, per saga, in order.
-    compensation_effects: BTreeMap<SagaId, Vec<StepId>>,
+    compensation_effects: CompensationEffects,
     /// Checkouts, rests, fault windows and queueing, for `saga.settling`.
     settling: Settling,
     /// The run's checkouts (made at start, up to the plan's horizon), and the next.
-    checkouts: Vec<(SimTime, SagaId, Order)>,
-    next_checkout: usize,
+    arrivals: Arrivals,
     wake_at: Option<SimTime>,
     rng: SimRng,
     /// Figures of the run.
@@ -196,30 +183,21 @@ impl<B: EventBus> ChoreoWorld<B> {
         make_bus: impl FnOnce(BusConfig) -> Result<B, ConfigError>,
     ) -> Result<Self, ConfigError> {
         let mut bus = make_bus(Self::bus_config(&knobs)?)?;
-        let mut r = SimRng::new(knobs.seed).fork("saga.declines");
-        let declined: Vec<SagaId> = (0..10_000)
-            .filter(|_| r.below(100) < u64::from(knobs.decline_percent))
-            .map(SagaId)
-            .collect();
-        let mut payment = PaymentService::new().with_declined(declined);
-        payment.idempotent = idempotent_payment;
-        let inventory =
-            InventoryService::new(knobs.stock.iter().enumerate().map(|(i, s)| (i as u32, *s)));
-        let reactor = Reactor::new(Services::new(inventory, payment)).with_flaw(flaw);
-        let subscribe = |bus: &mut B, p: Participant| {
+        let reactor = Reactor::new(knobs.services(idempotent_payment)).with_flaw(flaw);
+        let subscribe = |bus: &mut B, p: Service| {
             let mut topics: Vec<&str> = p.topics().to_vec();
-            if flaw == ChoreoFlaw::SkipRelease && p == Participant::Orders {
+            if flaw == ChoreoFlaw::SkipRelease && p == Service::Orders {
                 topics.push("payment.declined");
             }
-            if flaw == ChoreoFlaw::ReleaseOnRefusal && p == Participant::Inventory {
+            if flaw == ChoreoFlaw::ReleaseOnRefusal && p == Service::Inventory {
                 topics.push("stock.refused");
             }
             bus.subscribe(&topics, Instant::ZERO)
         };
         let subs = [
-            subscribe(&mut bus, Participant::Orders),
-            subscribe(&mut bus, Participant::Inventory),
-            subscribe(&mut bus, Participant::Payment),
+            subscribe(&mut bus, Service::Orders),
+            subscribe(&mut bus, Service::Inventory),
+            subscribe(&mut bus, Service::Payment),
         ];
         let ack_deadline = if flaw == ChoreoFlaw::DefaultAckDeadline {
             SimDuration::from_secs(30)
@@ -240,10 +218,9 @@ impl<B: EventBus> ChoreoWorld<B> {
             next_hand: 0,
             on_the_wire: 0,
             took_effect: BTreeSet::new(),
-            compensation_effects: BTreeMap::new(),
+            compensation_effects: CompensationEffects::default(),
             settling: Settling::default(),
-            checkouts: Vec::new(),
-            next_checkout: 0,
+            arrivals: Arrivals::default(),
             wake_at: None,
             rng: SimRng::new(knobs.seed).fork("choreo.world"),
             stats: ChoreoStats::default(),
@@ -266,9 +243,8 @@ impl<B: EventBus> ChoreoWorld<B> {
     /// effects, or compensated while still holding one (0 when the invariants hold).
     pub fn inconsistent(&self) -> u64 {
         let services = self.reactor.services();
-        self.checkouts[..self.next_checkout]
-            .iter()
-            .map(|&(_, saga, _)| saga)
+        self.arrivals
+            .arrived()
             .filter(|saga| match self.reactor.state(*saga) {
                 Some(SagaState::Completed) => !services.holds_all(*saga),
                 Some(SagaState::Compensated) => services.holds(*saga),
@@ -361,7 +337,7 @@ impl<B: EventBus> ChoreoWorld<B> {
     fn pump(&mut self, ctx: &mut Ctx<ChoreoEvent<B::Token>>) {
         let now = Instant::from(ctx.now());
         self.flush_outbox(ctx);
-        for p in Participant::ALL {
+        for p in Service::ALL {
             let i = p as usize;
             if !self.up[i] {
                 continue;
@@ -425,7 +401,7 @@ impl<B: EventBus> ChoreoWorld<B> {
     fn react(
         &mut self,
         ctx: &mut Ctx<ChoreoEvent<B::Token>>,
-        who: Participant,
+        who: Service,
         event: &CheckoutEvent,
     ) -> Result<Vec<CheckoutEvent>, Violation> {
         let before = self.reactor.state(event.saga());
@@ -437,7 +413,7 @@ impl<B: EventBus> ChoreoWorld<B> {
             && !self.took_effect.contains(&(cmd.saga, cmd.step))
         {
             return Err(Violation::new(
-                "saga.compensation_order",
+                COMPENSATION_ORDER,
                 format!("{cmd} compensates a step whose action never took effect"),
             ));
         }
@@ -452,12 +428,8 @@ impl<B: EventBus> ChoreoWorld<B> {
             if cmd.kind == Kind::Action && reply == Reply::Ok {
                 self.took_effect.insert((cmd.saga, cmd.step));
             }
-            if cmd.kind == Kind::Compensation && effects_before == 0 && effects > 0 {
-                self.compensation_effects
-                    .entry(cmd.saga)
-                    .or_default()
-                    .push(cmd.step);
-            }
+            self.compensation_effects
+                .observe(&cmd, effects_before, effects);
             let verb = if cmd.kind == Kind::Action {
                 "do"
             } else {
@@ -495,8 +467,8 @@ impl<B: EventBus> World for ChoreoWorld<B> {
     }
 
     fn start(&mut self, ctx: &mut Ctx<Self::Event>) -> Result<(), Violation> {
-        self.checkouts = checkouts(&self.knobs, ctx.horizon());
-        if let Some(&(at, _, _)) = self.checkouts.first() {
+        self.arrivals = Arrivals::new(&self.knobs, ctx.horizon());
+        if let Some(at) = self.arrivals.first_at() {
             ctx.schedule_at(at, ChoreoEvent::Checkout);
         }
         Ok(())
@@ -506,11 +478,10 @@ impl<B: EventBus> World for ChoreoWorld<B> {
         let now = Instant::from(ctx.now());
         match event {
             ChoreoEvent::Checkout => {
-                let Some(&(_, saga, order)) = self.checkouts.get(self.next_checkout) else {
+                let Some((saga, order, then)) = self.arrivals.arrive() else {
                     return Ok(());
                 };
-                self.next_checkout += 1;
-                if let Some(&(next, _, _)) = self.checkouts.get(self.next_checkout) {
+                if let Some(next) = then {
                     ctx.schedule_at(next, ChoreoEvent::Checkout);
                 }
                 self.settling.checkout(saga, ctx.now());
@@ -605,7 +576,7 @@ impl<B: EventBus> World for ChoreoWorld<B> {
             }
             return Ok(());
         }
-        let Some(p) = Participant::ALL
+        let Some(p) = Service::ALL
             .into_iter()
             .find(|p| p.name() == edge.fault.target)
         else {
@@ -650,61 +621,25 @@ impl<B: EventBus> World for ChoreoWorld<B> {
     fn finish(&mut self, ctx: &mut Ctx<Self::Event>) -> Result<(), Violation> {
         let services = self.reactor.services();
         // 1. Every saga at rest.
-        for &(_, saga, _) in &self.checkouts[..self.next_checkout] {
+        for saga in self.arrivals.arrived() {
             match self.reactor.state(saga) {
                 Some(st) if st.is_at_rest() => {}
-                other => {
-                    return Err(Violation::new(
-                        "saga.at_rest",
-                        format!("{saga} is left {other:?}"),
-                    ));
-                }
+                other => return Err(invariants::left_in(saga, other)),
             }
         }
         // 4. Duplicates had no extra effect.
-        let most = services.effects_max();
-        if most > 1 {
-            return Err(Violation::new(
-                "saga.idempotent",
-                format!("one command took effect {most} times"),
-            ));
-        }
+        invariants::check_idempotent(services)?;
         // 2. Conservation.
-        if !services.is_conserved() {
-            return Err(Violation::new(
-                "saga.conservation",
-                "stock or money is not conserved",
-            ));
-        }
+        invariants::check_conserved(services)?;
         for (saga, st) in self.reactor.states() {
+            invariants::check_holdings(services, saga, st)?;
             match st {
-                SagaState::Completed if !services.holds_all(saga) => {
-                    return Err(Violation::new(
-                        "saga.conservation",
-                        format!("{saga} completed but does not hold its order, stock and payment"),
-                    ));
-                }
-                SagaState::Compensated if services.holds(saga) => {
-                    return Err(Violation::new(
-                        "saga.conservation",
-                        format!("{saga} was compensated but still holds an order, stock or money"),
-                    ));
-                }
                 SagaState::Completed => self.stats.completed += 1,
                 _ => self.stats.compensated += 1,
             }
         }
         // 3. Compensations in reverse order.
-        for (saga, effects) in &self.compensation_effects {
-            for w in effects.windows(2) {
-                if w[0] <= w[1] {
-                    return Err(Violation::new(
-                        "saga.compensation_order",
-                        format!("{saga}: {:?} was compensated before {:?}", w[0], w[1]),
-                    ));
-                }
-            }
-        }
+        self.compensation_effects.check_reverse_order()?;
         // 6. Settling.
         self.settling.check(self.settle_bound())?;
         let _ = ctx;

@@ -4,7 +4,8 @@
 //! included), shrinking and the reports:
 //!
 //! ```
-//! use faultline::saga::orchestrated::world::{SagaKnobs, SagaWorld, run};
+//! use faultline::saga::checkout::SagaKnobs;
+//! use faultline::saga::orchestrated::world::{SagaWorld, run};
 //! use faultline::saga::Orchestrator;
 //!
 //! let knobs = SagaKnobs::from_seed(7);
@@ -17,10 +18,9 @@
 //! ```
 
 use crate::clock::Instant;
-use crate::saga::orchestrated::core::{
-    LogRecord, Orchestrator, Output, SagaState, SagaTotals, StepProgress,
-};
-use crate::saga::services::{Kind, Order, Reply, SagaId, StepId};
+use crate::saga::orchestrated::core::{Orchestrator, Output, SagaTotals, StepProgress};
+use crate::saga::orchestrated::log::LogRecord;
+use crate::saga::services::{Kind, Order, Reply, SagaId, SagaState, StepId};
 
 /// A sans-IO saga coordinator, as the world drives it. The calls and their order are
 /// those of [`Orchestrator`] (see its module docs); the world carries out each

@@ -1,16 +1,25 @@
 //! The orchestrated saga: one coordinator drives each checkout step by step from a
 //! durable log.
 //!
-//! - [`core`]: the sans-IO [`Orchestrator`](core::Orchestrator).
+//! - [`core`]: the sans-IO [`Orchestrator`](core::Orchestrator), its state machine.
+//! - [`config`]: [`SagaConfig`](config::SagaConfig) and its validating builder.
+//! - [`log`]: [`LogRecord`](log::LogRecord), the durable log it writes ahead of every
+//!   command and recovers from.
 //! - [`contract`]: [`SagaCoordinator`](contract::SagaCoordinator), the trait the world
 //!   drives (implement it to plug in your own coordinator).
 //! - [`tokio`]: the adapter that runs it in a service.
 //! - [`world`], [`mutants`], [`pattern`]: the simulated checkout, the broken
 //!   coordinators it must catch, and the harness's view of it.
+//!
+//! The unit tests of config, log and core are in `tests.rs` beside them.
 
+pub mod config;
 pub mod contract;
 pub mod core;
+pub mod log;
 pub mod mutants;
 pub mod pattern;
+#[cfg(test)]
+mod tests;
 pub mod tokio;
 pub mod world;

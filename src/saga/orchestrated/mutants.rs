@@ -3,9 +3,10 @@
 
 use crate::config::ConfigError;
 use crate::harness::Mutant;
+use crate::saga::checkout::SagaKnobs;
 use crate::saga::orchestrated::core::Flaw;
 use crate::saga::orchestrated::pattern::SagaPattern;
-use crate::saga::orchestrated::world::{SagaKnobs, SagaWorld};
+use crate::saga::orchestrated::world::SagaWorld;
 
 /// The world for `knobs` with the orchestrator carrying `flaw`, and payment idempotent
 /// or not.

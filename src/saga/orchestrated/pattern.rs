@@ -2,8 +2,10 @@
 
 use crate::config::ConfigError;
 use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
+use crate::saga::checkout::SagaKnobs;
+use crate::saga::invariants::ORCHESTRATED as INVARIANTS;
 use crate::saga::orchestrated::mutants::CATALOG;
-use crate::saga::orchestrated::world::{INVARIANTS, SagaKnobs, SagaWorld, run};
+use crate::saga::orchestrated::world::{SagaWorld, run};
 use crate::saga::services::SagaId;
 use faultline_sim::report::model::{Band, Lane, Series, Timeline};
 use faultline_sim::{

@@ -86,10 +86,10 @@ use ::tokio::task::{JoinHandle, JoinSet};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Instant;
-use crate::saga::orchestrated::core::{
-    AlertReason, LogRecord, Orchestrator, Output, SagaConfig, SagaState, SagaTotals,
-};
-use crate::saga::services::{Command, Kind, Order, Reply, SagaId, StepId};
+use crate::saga::orchestrated::config::SagaConfig;
+use crate::saga::orchestrated::core::{AlertReason, Orchestrator, Output, SagaTotals};
+use crate::saga::orchestrated::log::LogRecord;
+use crate::saga::services::{Command, Kind, Order, Reply, SagaId, SagaState, StepId};
 
 use crate::rt::lock;
 
@@ -469,9 +469,9 @@ pub type ReplyFuture = Pin<Box<dyn Future<Output = Option<Reply>> + Send>>;
 ///
 /// It is called with the orchestrator's lock released, and the returned future runs on
 /// its own task; it may be cancelled at any await point (when the runner is dropped).
-pub type Participant = Arc<dyn Fn(Command) -> ReplyFuture + Send + Sync>;
+pub type ServiceCall = Arc<dyn Fn(Command) -> ReplyFuture + Send + Sync>;
 
-fn participant<F, Fut>(f: F) -> Participant
+fn service_call<F, Fut>(f: F) -> ServiceCall
 where
     F: Fn(Command) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Option<Reply>> + Send + 'static,
@@ -484,7 +484,7 @@ where
 pub struct SagaRunnerBuilder {
     config: SagaConfig,
     store: Box<dyn LogStore>,
-    steps: BTreeMap<(StepId, Kind), Participant>,
+    steps: BTreeMap<(StepId, Kind), ServiceCall>,
 }
 
 impl std::fmt::Debug for SagaRunnerBuilder {
@@ -507,9 +507,10 @@ impl SagaRunnerBuilder {
         C: Fn(Command) -> CF + Send + Sync + 'static,
         CF: Future<Output = Option<Reply>> + Send + 'static,
     {
-        self.steps.insert((step, Kind::Action), participant(action));
         self.steps
-            .insert((step, Kind::Compensation), participant(compensation));
+            .insert((step, Kind::Action), service_call(action));
+        self.steps
+            .insert((step, Kind::Compensation), service_call(compensation));
         self
     }
 
@@ -581,7 +582,7 @@ struct Tasks {
 struct Shared {
     inner: Mutex<Inner>,
     tasks: Mutex<Tasks>,
-    steps: BTreeMap<(StepId, Kind), Participant>,
+    steps: BTreeMap<(StepId, Kind), ServiceCall>,
     handle: Handle,
     origin: ::tokio::time::Instant,
     /// Wakes the driver: the earliest timer may have changed.

@@ -6,29 +6,20 @@
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
-use crate::saga::checkout::Settling;
+use crate::saga::checkout::{Arrivals, COORDINATOR_NODE, SagaKnobs, Settling, service_node};
+use crate::saga::invariants::{
+    self, AT_REST, COMPENSATION_ORDER, CompensationEffects, WRITE_AHEAD,
+};
+use crate::saga::orchestrated::config::SagaConfig;
 use crate::saga::orchestrated::contract::SagaCoordinator;
-use crate::saga::orchestrated::core::{
-    Flaw, LogRecord, Orchestrator, Output, SagaConfig, SagaState,
-};
-use crate::saga::services::{
-    Command, InventoryService, Kind, Order, PaymentService, Reply, SagaId, Services, StepId,
-};
+use crate::saga::orchestrated::core::{Flaw, Orchestrator, Output};
+use crate::saga::orchestrated::log::LogRecord;
+use crate::saga::services::{Command, Kind, Order, Reply, SagaId, SagaState, Services, StepId};
+use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
-use faultline_sim::{FaultKindTag, TraceMode};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
-
-/// The saga invariants, in order.
-pub const INVARIANTS: [&str; 6] = [
-    "saga.at_rest",
-    "saga.conservation",
-    "saga.compensation_order",
-    "saga.idempotent",
-    "saga.write_ahead",
-    "saga.settling",
-];
 
 /// Coverage marks of the saga world.
 pub const MARKS: &[&str] = &[
@@ -48,69 +39,11 @@ pub const MARKS: &[&str] = &[
     "saga.reply_lost",
 ];
 
-const SERVICES: [&str; 3] = ["orders", "inventory", "payment"];
-const ORCHESTRATOR: &str = "orchestrator";
+const ORCHESTRATOR: &str = COORDINATOR_NODE;
 
-fn service(step: StepId) -> &'static str {
-    match step {
-        StepId::Order => "orders",
-        StepId::Inventory => "inventory",
-        StepId::Payment => "payment",
-    }
-}
-
-/// Every knob of one checkout scenario, all from one seed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SagaKnobs {
-    /// The seed.
-    pub seed: u64,
-    /// End of the safety phase, ms.
-    pub horizon_ms: u64,
-    /// Checkouts per second.
-    pub checkouts_per_sec: u32,
-    /// Items on sale, each with this stock.
-    pub stock: Vec<u32>,
-    /// Share of checkouts whose card is declined, percent.
-    pub decline_percent: u32,
-    /// Network latency per message, ms (min, max).
-    pub latency_ms: (u64, u64),
-    /// Time to make one log record durable, ms.
-    pub disk_ms: u64,
-    /// Per-attempt step timeout, ms.
-    pub step_timeout_ms: u64,
-    /// Attempts per step action.
-    pub attempts_max: u32,
-    /// Attempts per compensation before the saga fails.
-    pub compensation_attempts_max: u32,
-    /// Retry backoff (base, cap), ms.
-    pub backoff_ms: (u64, u64),
-}
-
+/// What the knobs mean for the orchestrated saga.
 impl SagaKnobs {
-    /// Expands `seed` into every knob.
-    pub fn from_seed(seed: u64) -> SagaKnobs {
-        let mut r = SimRng::new(seed).fork("saga.knobs");
-        let items = r.between(1, 3) as usize;
-        let base = r.between(10, 100);
-        SagaKnobs {
-            seed,
-            horizon_ms: 20_000,
-            checkouts_per_sec: r.between(2, 30) as u32,
-            stock: (0..items).map(|_| r.between(10, 300) as u32).collect(),
-            decline_percent: r.between(0, 20) as u32,
-            latency_ms: {
-                let lo = r.between(1, 10);
-                (lo, lo + r.between(0, 20))
-            },
-            disk_ms: r.between(1, 5),
-            step_timeout_ms: r.between(100, 800),
-            attempts_max: r.between(1, 4) as u32,
-            compensation_attempts_max: r.between(5, 12) as u32,
-            backoff_ms: (base, base * r.between(1, 10)),
-        }
-    }
-
-    /// The saga configuration.
+    /// The orchestrator's configuration.
     pub fn config(&self) -> Result<SagaConfig, ConfigError> {
         SagaConfig::builder()
             .step_timeout(Duration::from_millis(self.step_timeout_ms))
@@ -139,54 +72,6 @@ impl SagaKnobs {
             2 * (self.step_timeout_ms + self.backoff_ms.1) + commands * per_command,
         )
     }
-
-    /// The fault plans this world understands.
-    pub fn fault_profile(&self) -> FaultProfile {
-        let mut p = FaultProfile::new(self.horizon_ms)
-            .kinds(FaultKindTag::ALL)
-            .faults(1, 8)
-            .duration_ms(100, 4_000)
-            .latency_ms_max(1_500)
-            .node(ORCHESTRATOR);
-        for s in SERVICES {
-            p = p
-                .target(s)
-                .node(s)
-                .link(format!("to-{s}"))
-                .link(format!("from-{s}"));
-        }
-        p
-    }
-
-    /// The fault plan this seed generates.
-    pub fn fault_plan(&self) -> FaultPlan {
-        FaultPlan::generate(
-            &mut SimRng::new(self.seed).fork("saga.plan"),
-            &self.fault_profile(),
-        )
-    }
-}
-
-/// The checkouts of a run up to `horizon`: (arrival, saga, order), in arrival order,
-/// from their own random stream (`saga.arrivals`), so that they do not depend on how
-/// many messages a protocol sends or on crashes. The orchestrated, choreographed and
-/// 2PC worlds all take their customers from here: the same seed, the same customers.
-pub fn checkouts(knobs: &SagaKnobs, horizon: SimTime) -> Vec<(SimTime, SagaId, Order)> {
-    let mut r = SimRng::new(knobs.seed).fork("saga.arrivals");
-    let mean = 1_000_000_000 / u64::from(knobs.checkouts_per_sec.max(1));
-    let mut out = Vec::new();
-    let mut at = SimTime::from_millis(1);
-    while at < horizon {
-        let next = at + SimDuration::from_nanos(r.between(mean / 2, mean + mean / 2));
-        let order = Order {
-            item: r.below(knobs.stock.len() as u64) as u32,
-            qty: r.between(1, 3) as u32,
-            amount: r.between(100, 5_000),
-        };
-        out.push((at, SagaId(out.len() as u64), order));
-        at = next;
-    }
-    out
 }
 
 /// The world's events.
@@ -259,15 +144,14 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     /// The three services (durable).
     pub services: Services,
     /// The run's checkouts (made at start, up to the plan's horizon), and the next.
-    checkouts: Vec<(SimTime, SagaId, Order)>,
-    next_checkout: usize,
+    arrivals: Arrivals,
     waiting_starts: Vec<(SagaId, Order)>,
     orders: BTreeMap<SagaId, Order>,
     alerts: BTreeSet<SagaId>,
     /// Actions sent, per (saga, step).
     sent: BTreeSet<(SagaId, StepId)>,
     /// Compensations that took effect, per saga, in order.
-    compensation_effects: BTreeMap<SagaId, Vec<StepId>>,
+    compensation_effects: CompensationEffects,
     tick_at: Option<SimTime>,
     rng: SimRng,
     /// Checkouts, rests, fault windows and queueing, for `saga.settling`.
@@ -305,15 +189,6 @@ impl<O: SagaCoordinator> SagaWorld<O> {
     }
 
     fn build(knobs: SagaKnobs, coordinator: O, idempotent_payment: bool) -> Self {
-        let mut r = SimRng::new(knobs.seed).fork("saga.declines");
-        let declined: Vec<SagaId> = (0..10_000)
-            .filter(|_| r.below(100) < u64::from(knobs.decline_percent))
-            .map(SagaId)
-            .collect();
-        let mut payment = PaymentService::new().with_declined(declined);
-        payment.idempotent = idempotent_payment;
-        let inventory =
-            InventoryService::new(knobs.stock.iter().enumerate().map(|(i, s)| (i as u32, *s)));
         SagaWorld {
             orchestrator: Some(coordinator.recovered(&[], Instant::ZERO)),
             blueprint: coordinator,
@@ -324,14 +199,13 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             pipeline: VecDeque::new(),
             queued_at: VecDeque::new(),
             writing: false,
-            services: Services::new(inventory, payment),
-            checkouts: Vec::new(),
-            next_checkout: 0,
+            services: knobs.services(idempotent_payment),
+            arrivals: Arrivals::default(),
             waiting_starts: Vec::new(),
             orders: BTreeMap::new(),
             alerts: BTreeSet::new(),
             sent: BTreeSet::new(),
-            compensation_effects: BTreeMap::new(),
+            compensation_effects: CompensationEffects::default(),
             tick_at: None,
             rng: SimRng::new(knobs.seed).fork("saga.world"),
             settling: Settling::default(),
@@ -455,7 +329,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             .contains(&(cmd.saga, cmd.step, cmd.kind, attempt))
         {
             return Err(Violation::new(
-                "saga.write_ahead",
+                WRITE_AHEAD,
                 format!("{cmd} (attempt {attempt}) was sent before the log recorded its intent"),
             ));
         }
@@ -470,7 +344,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
                 .any(|_| true)
         {
             return Err(Violation::new(
-                "saga.compensation_order",
+                COMPENSATION_ORDER,
                 format!("{cmd} compensates a step whose action was never attempted"),
             ));
         }
@@ -500,7 +374,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             ctx.now(),
             format!("{verb} {:?} #{attempt}", cmd.step),
         ));
-        let svc = service(cmd.step);
+        let svc = service_node(cmd.step);
         let fate = ctx.faults().link(&format!("to-{svc}"));
         if fate.copies > 1 {
             ctx.cover("saga.duplicate_delivered");
@@ -568,8 +442,8 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
     }
 
     fn start(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
-        self.checkouts = checkouts(&self.knobs, ctx.horizon());
-        if let Some(&(at, _, _)) = self.checkouts.first() {
+        self.arrivals = Arrivals::new(&self.knobs, ctx.horizon());
+        if let Some(at) = self.arrivals.first_at() {
             ctx.schedule_at(at, SagaEvent::Checkout);
         }
         Ok(())
@@ -579,11 +453,10 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         let now = Instant::from(ctx.now());
         match event {
             SagaEvent::Checkout => {
-                let Some(&(_, saga, order)) = self.checkouts.get(self.next_checkout) else {
+                let Some((saga, order, then)) = self.arrivals.arrive() else {
                     return Ok(());
                 };
-                self.next_checkout += 1;
-                if let Some(&(next, _, _)) = self.checkouts.get(self.next_checkout) {
+                if let Some(next) = then {
                     ctx.schedule_at(next, SagaEvent::Checkout);
                 }
                 self.settling.checkout(saga, ctx.now());
@@ -625,7 +498,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 self.run_pipeline(ctx)?;
             }
             SagaEvent::Deliver { cmd, attempt } => {
-                let svc = service(cmd.step);
+                let svc = service_node(cmd.step);
                 let mut faults = ctx.faults();
                 if faults.is_down(svc) || faults.is_crashed(svc) {
                     return Ok(());
@@ -635,12 +508,8 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 let key = cmd.key();
                 let before = self.services.effects(key);
                 let reply = self.services.handle(&cmd);
-                if cmd.kind == Kind::Compensation && before == 0 && self.services.effects(key) > 0 {
-                    self.compensation_effects
-                        .entry(cmd.saga)
-                        .or_default()
-                        .push(cmd.step);
-                }
+                self.compensation_effects
+                    .observe(&cmd, before, self.services.effects(key));
                 if !reply.is_ok() && cmd.kind == Kind::Action {
                     ctx.cover("saga.refused");
                 }
@@ -763,10 +632,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
 
     fn finish(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
         let Some(o) = &self.orchestrator else {
-            return Err(Violation::new(
-                "saga.at_rest",
-                "the orchestrator is down at rest",
-            ));
+            return Err(Violation::new(AT_REST, "the orchestrator is down at rest"));
         };
         // 1. Every saga at rest; Failed only with an alert, after its compensation
         //    kept failing.
@@ -774,16 +640,11 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
             match o.state(*saga) {
                 None => {
                     return Err(Violation::new(
-                        "saga.at_rest",
+                        AT_REST,
                         format!("{saga} was started but is unknown to the orchestrator"),
                     ));
                 }
-                Some(st) if !st.is_at_rest() => {
-                    return Err(Violation::new(
-                        "saga.at_rest",
-                        format!("{saga} is left {st:?}"),
-                    ));
-                }
+                Some(st) if !st.is_at_rest() => return Err(invariants::left_in(*saga, st)),
                 Some(SagaState::Failed) => {
                     ctx.cover("saga.failed");
                     self.stats.failed += 1;
@@ -794,7 +655,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                     });
                     if !self.alerts.contains(saga) || !exhausted {
                         return Err(Violation::new(
-                            "saga.at_rest",
+                            AT_REST,
                             format!(
                                 "{saga} ended Failed without an alert after an exhausted compensation"
                             ),
@@ -812,35 +673,12 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
             }
         }
         // 4. Duplicates had no extra effect.
-        let most = self.services.effects_max();
-        if most > 1 {
-            return Err(Violation::new(
-                "saga.idempotent",
-                format!("one command took effect {most} times"),
-            ));
-        }
+        invariants::check_idempotent(&self.services)?;
         // 2. Conservation.
-        if !self.services.is_conserved() {
-            return Err(Violation::new(
-                "saga.conservation",
-                "stock or money is not conserved",
-            ));
-        }
+        invariants::check_conserved(&self.services)?;
         for saga in self.orders.keys() {
-            match o.state(*saga) {
-                Some(SagaState::Completed) if !self.services.holds_all(*saga) => {
-                    return Err(Violation::new(
-                        "saga.conservation",
-                        format!("{saga} completed but does not hold its order, stock and payment"),
-                    ));
-                }
-                Some(SagaState::Compensated) if self.services.holds(*saga) => {
-                    return Err(Violation::new(
-                        "saga.conservation",
-                        format!("{saga} was compensated but still holds an order, stock or money"),
-                    ));
-                }
-                _ => {}
+            if let Some(st) = o.state(*saga) {
+                invariants::check_holdings(&self.services, *saga, st)?;
             }
         }
         // 6. Each saga came to rest within its retry budget of the later of its
@@ -848,16 +686,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         let bound = SimDuration::from_nanos(self.knobs.settle_bound().as_nanos() as u64);
         self.settling.check(bound)?;
         // 3. Compensations in reverse order, only for steps that were sent.
-        for (saga, effects) in &self.compensation_effects {
-            for w in effects.windows(2) {
-                if w[0] <= w[1] {
-                    return Err(Violation::new(
-                        "saga.compensation_order",
-                        format!("{saga}: {:?} was compensated before {:?}", w[0], w[1]),
-                    ));
-                }
-            }
-        }
+        self.compensation_effects.check_reverse_order()?;
         for key in self
             .services
             .orders
@@ -869,7 +698,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
             let (k, n) = key;
             if n > 0 && k.kind == Kind::Compensation && !self.sent.contains(&(k.saga, k.step)) {
                 return Err(Violation::new(
-                    "saga.compensation_order",
+                    COMPENSATION_ORDER,
                     format!(
                         "{} of {:?} was compensated though its action was never sent",
                         k.saga, k.step

@@ -1,13 +1,14 @@
 //! The contract the simulated 2PC checkout world drives: [`TwoPcCoordinator`]. The
 //! reference [`Coordinator`] implements it; so can your own 2PC coordinator, which then
-//! meets the reference [`Participant`](crate::saga::twopc::core::Participant)s over the same
+//! meets the reference [`Cohort`](crate::saga::twopc::core::Cohort)s over the same
 //! messages and gets the 2PC invariants, the fault plans (coordinator crashes at every
 //! point included), shrinking and the reports:
 //!
 //! ```
+//! use faultline::saga::checkout::SagaKnobs;
 //! use faultline::saga::twopc::core::Coordinator;
 //! use faultline::saga::twopc::world::{TwoPcWorld, config_of, run};
-//! use faultline::saga::orchestrated::world::SagaKnobs;
+//! use faultline::saga::checkout::SagaKnobs;
 //!
 //! let knobs = SagaKnobs::from_seed(7);
 //! let plan = knobs.fault_plan();
@@ -23,14 +24,14 @@
 use crate::clock::Instant;
 use crate::saga::services::{Order, SagaId};
 use crate::saga::twopc::core::{
-    Coordinator, CoordinatorTotals, LogRecord, Output, ToCoordinator, TxState,
+    Coordinator, CoordinatorOutput, CoordinatorTotals, ToCoordinator, TxRecord, TxState,
 };
 
 /// A sans-IO 2PC coordinator, as the world drives it. The calls and their order are
 /// those of [`Coordinator`] (see the [`twopc`](crate::saga::twopc) module docs): inputs
 /// ([`start`](TwoPcCoordinator::start), [`on_answer`](TwoPcCoordinator::on_answer),
 /// [`handle_timeout`](TwoPcCoordinator::handle_timeout)), then every output drained and
-/// carried out in order, every [`Output::Append`] durable before anything after it
+/// carried out in order, every [`CoordinatorOutput::Append`] durable before anything after it
 /// happens, then a timer armed for [`poll_timeout`](TwoPcCoordinator::poll_timeout).
 /// On a crash the world throws the coordinator away and builds a new one with
 /// [`recovered`](TwoPcCoordinator::recovered) from the durable log alone.
@@ -49,7 +50,7 @@ pub trait TwoPcCoordinator {
     /// Handles every vote deadline and re-send due at `now`.
     fn handle_timeout(&mut self, now: Instant);
     /// The next thing to do, in order.
-    fn poll_output(&mut self) -> Option<Output>;
+    fn poll_output(&mut self) -> Option<CoordinatorOutput>;
     /// When [`handle_timeout`](TwoPcCoordinator::handle_timeout) must be called next.
     fn poll_timeout(&self) -> Option<Instant>;
     /// Where `tx` stands, if this coordinator knows it.
@@ -62,7 +63,7 @@ pub trait TwoPcCoordinator {
     fn is_at_rest(&self) -> bool;
     /// A new coordinator with this one's code and configuration (nothing from its
     /// memory), rebuilt from the durable `log` after a crash.
-    fn recovered(&self, log: &[LogRecord], now: Instant) -> Self
+    fn recovered(&self, log: &[TxRecord], now: Instant) -> Self
     where
         Self: Sized;
 }
@@ -77,7 +78,7 @@ impl TwoPcCoordinator for Coordinator {
     fn handle_timeout(&mut self, now: Instant) {
         Coordinator::handle_timeout(self, now);
     }
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<CoordinatorOutput> {
         Coordinator::poll_output(self)
     }
     fn poll_timeout(&self) -> Option<Instant> {
@@ -92,7 +93,7 @@ impl TwoPcCoordinator for Coordinator {
     fn is_at_rest(&self) -> bool {
         Coordinator::is_at_rest(self)
     }
-    fn recovered(&self, log: &[LogRecord], now: Instant) -> Self {
+    fn recovered(&self, log: &[TxRecord], now: Instant) -> Self {
         Coordinator::recover_flawed(self.config().clone(), log, now, self.flaw)
     }
 }

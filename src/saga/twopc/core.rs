@@ -1,12 +1,13 @@
 //! Two-phase commit (2PC): the baseline the checkout saga replaces. A sans-IO
 //! [`Coordinator`] runs many concurrent transactions (one per checkout) against three
-//! [`Participant`]s (order, inventory, payment).
+//! participants, the [`Cohort`]s (order, inventory, payment; "cohort" as in the 2PC
+//! literature, so the name is not taken for the saga's services).
 //!
 //! Phase one: the coordinator sends `Prepare`; each participant takes its locks (the
 //! inventory locks the item's stock row, so another transaction on the same item gets a
 //! retryable [`Vote::Locked`]), makes its tentative change (order pending, stock held,
 //! card authorised) and votes. Phase two: the coordinator makes its decision durable in
-//! its log ([`LogRecord::Decision`]) and only then sends `Commit` or `Abort`, re-sending
+//! its log ([`TxRecord::Decision`]) and only then sends `Commit` or `Abort`, re-sending
 //! until every participant acknowledges. A participant that voted Yes is *in doubt*: it
 //! holds its locks until the decision arrives and may not decide on its own (it asks
 //! again by re-sending its vote). The coordinator presumes abort: a transaction with no
@@ -16,30 +17,30 @@
 //! Call order, as for the saga [`Orchestrator`](crate::saga::Orchestrator): inputs
 //! (`start`, `on_answer`, `handle_timeout`, with `now`), then drain
 //! [`poll_output`](Coordinator::poll_output) and carry the outputs out in order (an
-//! [`Output::Append`] must be durable before anything after it happens), then arm a
+//! [`CoordinatorOutput::Append`] must be durable before anything after it happens), then arm a
 //! timer for [`poll_timeout`](Coordinator::poll_timeout).
 //!
 //! ```
 //! use faultline::clock::Instant;
 //! use faultline::saga::twopc::core::{
-//!     Coordinator, Decision, Output, Participant, TwoPcConfig, TxState, step_index,
+//!     Coordinator, Decision, CoordinatorOutput, Cohort, TwoPcConfig, TxState, step_index,
 //! };
 //! use faultline::saga::{Order, SagaId, StepId};
 //!
 //! let config = TwoPcConfig::default();
 //! let mut coordinator = Coordinator::new(config.clone());
 //! let mut participants = [
-//!     Participant::orders(config.clone()),
-//!     Participant::inventory(config.clone(), [(1, 10)]),
-//!     Participant::payment(config, []),
+//!     Cohort::orders(config.clone()),
+//!     Cohort::inventory(config.clone(), [(1, 10)]),
+//!     Cohort::payment(config, []),
 //! ];
 //! let mut log = Vec::new(); // stands for durable storage
 //! let now = Instant::ZERO;
 //! coordinator.start(SagaId(1), Order { item: 1, qty: 2, amount: 500 }, now);
 //! while let Some(output) = coordinator.poll_output() {
 //!     match output {
-//!         Output::Append(record) => log.push(record),
-//!         Output::Send(msg) => {
+//!         CoordinatorOutput::Append(record) => log.push(record),
+//!         CoordinatorOutput::Send(msg) => {
 //!             let answer = participants[step_index(msg.step)].handle(&msg, now);
 //!             coordinator.on_answer(&answer, now);
 //!         }
@@ -118,7 +119,7 @@ impl fmt::Display for ToParticipant {
 
 /// What a participant answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reply {
+pub enum Response {
     /// Its vote (also re-sent by an in-doubt participant to ask for the decision).
     Vote(Vote),
     /// It applied (or had already applied) this decision.
@@ -133,7 +134,7 @@ pub struct ToCoordinator {
     /// The participant.
     pub step: StepId,
     /// The answer.
-    pub reply: Reply,
+    pub reply: Response,
 }
 
 impl fmt::Display for ToCoordinator {
@@ -218,7 +219,7 @@ impl TwoPcConfigBuilder {
 /// A record of the coordinator's durable log. Presumed abort: nothing is logged before
 /// the decision, and a transaction without a decision record is aborted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogRecord {
+pub enum TxRecord {
     /// The decision, durable before any participant hears of it.
     Decision {
         /// The transaction.
@@ -237,9 +238,9 @@ pub enum LogRecord {
 
 /// What the coordinator asks its environment to do, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
+pub enum CoordinatorOutput {
     /// Make this record durable; nothing after it may happen before it is.
-    Append(LogRecord),
+    Append(TxRecord),
     /// Send this message.
     Send(ToParticipant),
 }
@@ -318,7 +319,7 @@ pub struct Coordinator {
     txs: BTreeMap<SagaId, Tx>,
     /// Transactions not yet ended.
     active: BTreeSet<SagaId>,
-    outputs: VecDeque<Output>,
+    outputs: VecDeque<CoordinatorOutput>,
     totals: CoordinatorTotals,
 }
 
@@ -343,20 +344,20 @@ impl Coordinator {
     /// A coordinator rebuilt after a crash from its durable `log`: every decided
     /// transaction that did not end gets its decision re-sent at once; every other
     /// transaction is presumed aborted.
-    pub fn recover(config: TwoPcConfig, log: &[LogRecord], now: Instant) -> Self {
+    pub fn recover(config: TwoPcConfig, log: &[TxRecord], now: Instant) -> Self {
         Self::recover_flawed(config, log, now, Flaw::None)
     }
 
     pub(crate) fn recover_flawed(
         config: TwoPcConfig,
-        log: &[LogRecord],
+        log: &[TxRecord],
         now: Instant,
         flaw: Flaw,
     ) -> Self {
         let mut c = Coordinator::new(config).with_flaw(flaw);
         for record in log {
             match *record {
-                LogRecord::Decision {
+                TxRecord::Decision {
                     tx,
                     decision,
                     order,
@@ -374,7 +375,7 @@ impl Coordinator {
                     );
                     c.active.insert(tx);
                 }
-                LogRecord::Ended { tx } => {
+                TxRecord::Ended { tx } => {
                     if let Some(t) = c.txs.get_mut(&tx)
                         && let TxState::Decided(d) = t.state
                     {
@@ -440,11 +441,12 @@ impl Coordinator {
         );
         self.active.insert(tx);
         for step in StepId::ALL {
-            self.outputs.push_back(Output::Send(ToParticipant {
-                tx,
-                step,
-                request: Request::Prepare(order),
-            }));
+            self.outputs
+                .push_back(CoordinatorOutput::Send(ToParticipant {
+                    tx,
+                    step,
+                    request: Request::Prepare(order),
+                }));
         }
     }
 
@@ -453,46 +455,48 @@ impl Coordinator {
         let i = step_index(answer.step);
         let Some(t) = self.txs.get_mut(&answer.tx) else {
             // Presumed abort: no record means no commit.
-            if let Reply::Vote(_) = answer.reply {
+            if let Response::Vote(_) = answer.reply {
                 self.totals.presumed_aborts += 1;
-                self.outputs.push_back(Output::Send(ToParticipant {
-                    tx: answer.tx,
-                    step: answer.step,
-                    request: Request::Decide(Decision::Abort),
-                }));
+                self.outputs
+                    .push_back(CoordinatorOutput::Send(ToParticipant {
+                        tx: answer.tx,
+                        step: answer.step,
+                        request: Request::Decide(Decision::Abort),
+                    }));
             }
             return;
         };
         match (t.state, answer.reply) {
-            (TxState::Voting, Reply::Vote(Vote::Yes)) => {
+            (TxState::Voting, Response::Vote(Vote::Yes)) => {
                 t.yes[i] = true;
                 if t.yes.iter().all(|y| *y) {
                     self.decide(answer.tx, Decision::Commit, now);
                 }
             }
-            (TxState::Voting, Reply::Vote(Vote::No)) => {
+            (TxState::Voting, Response::Vote(Vote::No)) => {
                 self.decide(answer.tx, Decision::Abort, now);
             }
             (TxState::Voting, _) => {}
-            (TxState::Decided(d) | TxState::Ended(d), Reply::Vote(_)) => {
+            (TxState::Decided(d) | TxState::Ended(d), Response::Vote(_)) => {
                 // An in-doubt participant asking again, or a late duplicate.
                 self.totals.decisions_resent += 1;
-                self.outputs.push_back(Output::Send(ToParticipant {
-                    tx: answer.tx,
-                    step: answer.step,
-                    request: Request::Decide(d),
-                }));
+                self.outputs
+                    .push_back(CoordinatorOutput::Send(ToParticipant {
+                        tx: answer.tx,
+                        step: answer.step,
+                        request: Request::Decide(d),
+                    }));
             }
-            (TxState::Decided(d), Reply::Ack(_)) => {
+            (TxState::Decided(d), Response::Ack(_)) => {
                 t.acked[i] = true;
                 if t.acked.iter().all(|a| *a) {
                     t.state = TxState::Ended(d);
                     self.active.remove(&answer.tx);
                     self.outputs
-                        .push_back(Output::Append(LogRecord::Ended { tx: answer.tx }));
+                        .push_back(CoordinatorOutput::Append(TxRecord::Ended { tx: answer.tx }));
                 }
             }
-            (TxState::Ended(_), Reply::Ack(_)) => {}
+            (TxState::Ended(_), Response::Ack(_)) => {}
         }
     }
 
@@ -523,11 +527,12 @@ impl Coordinator {
                     let order = t.order;
                     for step in StepId::ALL {
                         if !t.yes[step_index(step)] {
-                            self.outputs.push_back(Output::Send(ToParticipant {
-                                tx,
-                                step,
-                                request: Request::Prepare(order),
-                            }));
+                            self.outputs
+                                .push_back(CoordinatorOutput::Send(ToParticipant {
+                                    tx,
+                                    step,
+                                    request: Request::Prepare(order),
+                                }));
                         }
                     }
                 }
@@ -541,7 +546,7 @@ impl Coordinator {
 
     /// The next output, in the order they must be carried out.
     #[must_use]
-    pub fn poll_output(&mut self) -> Option<Output> {
+    pub fn poll_output(&mut self) -> Option<CoordinatorOutput> {
         self.outputs.pop_front()
     }
 
@@ -569,17 +574,17 @@ impl Coordinator {
             Decision::Commit => self.totals.committed += 1,
             Decision::Abort => self.totals.aborted += 1,
         }
-        let record = LogRecord::Decision {
+        let record = TxRecord::Decision {
             tx,
             decision,
             order: t.order,
         };
         if self.flaw == Flaw::SendBeforeLog {
             self.send_decision(tx, now, false);
-            self.outputs.push_back(Output::Append(record));
+            self.outputs.push_back(CoordinatorOutput::Append(record));
         } else {
             // Write-ahead: the decision is durable before anyone hears of it.
-            self.outputs.push_back(Output::Append(record));
+            self.outputs.push_back(CoordinatorOutput::Append(record));
             self.send_decision(tx, now, false);
         }
     }
@@ -595,11 +600,12 @@ impl Coordinator {
                 if resend {
                     self.totals.decisions_resent += 1;
                 }
-                self.outputs.push_back(Output::Send(ToParticipant {
-                    tx,
-                    step,
-                    request: Request::Decide(d),
-                }));
+                self.outputs
+                    .push_back(CoordinatorOutput::Send(ToParticipant {
+                        tx,
+                        step,
+                        request: Request::Decide(d),
+                    }));
             }
         }
     }
@@ -663,7 +669,7 @@ pub enum Effect {
 /// further effect. In doubt it holds its locks until the decision arrives, re-sending
 /// its Yes vote every resend interval to ask for it.
 #[derive(Clone, Debug)]
-pub struct Participant {
+pub struct Cohort {
     step: StepId,
     config: TwoPcConfig,
     flaw: Flaw,
@@ -675,9 +681,9 @@ pub struct Participant {
     outputs: VecDeque<ToCoordinator>,
 }
 
-impl Participant {
+impl Cohort {
     fn with_resource(step: StepId, config: TwoPcConfig, resource: Resource) -> Self {
-        Participant {
+        Cohort {
             step,
             config,
             flaw: Flaw::None,
@@ -838,8 +844,8 @@ impl Participant {
     /// Handles a request from the coordinator and returns the answer to send back.
     pub fn handle(&mut self, msg: &ToParticipant, now: Instant) -> ToCoordinator {
         let reply = match msg.request {
-            Request::Prepare(order) => Reply::Vote(self.prepare(msg.tx, order, now)),
-            Request::Decide(d) => Reply::Ack(self.decide(msg.tx, d)),
+            Request::Prepare(order) => Response::Vote(self.prepare(msg.tx, order, now)),
+            Request::Decide(d) => Response::Ack(self.decide(msg.tx, d)),
         };
         ToCoordinator {
             tx: msg.tx,
@@ -870,7 +876,7 @@ impl Participant {
             self.outputs.push_back(ToCoordinator {
                 tx,
                 step: self.step,
-                reply: Reply::Vote(Vote::Yes),
+                reply: Response::Vote(Vote::Yes),
             });
         }
     }
@@ -1059,16 +1065,16 @@ mod tests {
     #[test]
     fn second_transaction_on_a_locked_row_is_told_locked() {
         let now = Instant::ZERO;
-        let mut inv = Participant::inventory(TwoPcConfig::default(), [(1, 10)]);
+        let mut inv = Cohort::inventory(TwoPcConfig::default(), [(1, 10)]);
         let a = inv.handle(&prepare(1, StepId::Inventory), now);
-        assert_eq!(a.reply, Reply::Vote(Vote::Yes));
+        assert_eq!(a.reply, Response::Vote(Vote::Yes));
         let b = inv.handle(&prepare(2, StepId::Inventory), now);
-        assert_eq!(b.reply, Reply::Vote(Vote::Locked));
+        assert_eq!(b.reply, Response::Vote(Vote::Locked));
         assert_eq!(inv.available(1), 8);
         // The duplicate Prepare has no further effect.
         assert_eq!(
             inv.handle(&prepare(1, StepId::Inventory), now).reply,
-            Reply::Vote(Vote::Yes)
+            Response::Vote(Vote::Yes)
         );
         assert_eq!(inv.available(1), 8);
         let abort = ToParticipant {
@@ -1076,30 +1082,33 @@ mod tests {
             step: StepId::Inventory,
             request: Request::Decide(Decision::Abort),
         };
-        assert_eq!(inv.handle(&abort, now).reply, Reply::Ack(Decision::Abort));
+        assert_eq!(
+            inv.handle(&abort, now).reply,
+            Response::Ack(Decision::Abort)
+        );
         assert_eq!(inv.available(1), 10);
         assert_eq!(inv.locks_held(), 0);
         // A late Prepare after the abort is refused.
         assert_eq!(
             inv.handle(&prepare(1, StepId::Inventory), now).reply,
-            Reply::Vote(Vote::No)
+            Response::Vote(Vote::No)
         );
         assert_eq!(
             inv.handle(&prepare(2, StepId::Inventory), now).reply,
-            Reply::Vote(Vote::Yes)
+            Response::Vote(Vote::Yes)
         );
     }
 
     #[test]
     fn in_doubt_participant_asks_and_never_decides_alone() {
         let config = TwoPcConfig::default();
-        let mut p = Participant::payment(config.clone(), []);
+        let mut p = Cohort::payment(config.clone(), []);
         p.handle(&prepare(1, StepId::Payment), Instant::ZERO);
         let later = Instant::from_millis(60_000);
         p.handle_timeout(later);
         assert_eq!(
             p.poll_output().map(|m| m.reply),
-            Some(Reply::Vote(Vote::Yes))
+            Some(Response::Vote(Vote::Yes))
         );
         assert!(p.is_locked(SagaId(1)));
         assert!(p.poll_timeout().is_some());
@@ -1114,18 +1123,18 @@ mod tests {
         assert_eq!(c.state(SagaId(1)), Some(TxState::Decided(Decision::Abort)));
         assert!(matches!(
             c.poll_output(),
-            Some(Output::Append(LogRecord::Decision {
+            Some(CoordinatorOutput::Append(TxRecord::Decision {
                 decision: Decision::Abort,
                 ..
             }))
         ));
-        assert!(matches!(c.poll_output(), Some(Output::Send(_))));
+        assert!(matches!(c.poll_output(), Some(CoordinatorOutput::Send(_))));
         assert_eq!(c.totals().vote_timeouts, 1);
     }
 
     #[test]
     fn recovery_resends_logged_decisions_and_presumes_abort() {
-        let log = [LogRecord::Decision {
+        let log = [TxRecord::Decision {
             tx: SagaId(1),
             decision: Decision::Commit,
             order: order(1),
@@ -1135,7 +1144,7 @@ mod tests {
         while let Some(o) = c.poll_output() {
             assert!(matches!(
                 o,
-                Output::Send(ToParticipant {
+                CoordinatorOutput::Send(ToParticipant {
                     request: Request::Decide(Decision::Commit),
                     ..
                 })
@@ -1147,13 +1156,13 @@ mod tests {
             &ToCoordinator {
                 tx: SagaId(9),
                 step: StepId::Payment,
-                reply: Reply::Vote(Vote::Yes),
+                reply: Response::Vote(Vote::Yes),
             },
             Instant::ZERO,
         );
         assert!(matches!(
             c.poll_output(),
-            Some(Output::Send(ToParticipant {
+            Some(CoordinatorOutput::Send(ToParticipant {
                 request: Request::Decide(Decision::Abort),
                 ..
             }))

@@ -3,7 +3,7 @@
 
 use crate::config::ConfigError;
 use crate::harness::Mutant;
-use crate::saga::orchestrated::world::SagaKnobs;
+use crate::saga::checkout::SagaKnobs;
 use crate::saga::twopc::core::Flaw;
 use crate::saga::twopc::pattern::TwoPcPattern;
 use crate::saga::twopc::world::TwoPcWorld;

@@ -4,10 +4,11 @@
 
 use crate::config::ConfigError;
 use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
+use crate::saga::checkout::SagaKnobs;
 use crate::saga::orchestrated::pattern::COMPARED;
-use crate::saga::orchestrated::world::SagaKnobs;
+use crate::saga::twopc::invariants::INVARIANTS;
 use crate::saga::twopc::mutants::CATALOG;
-use crate::saga::twopc::world::{INVARIANTS, TwoPcWorld, run};
+use crate::saga::twopc::world::{TwoPcWorld, run};
 use faultline_sim::report::model::{Band, Lane, Series, Timeline};
 use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimTime, TraceMode};
 use std::collections::BTreeMap;

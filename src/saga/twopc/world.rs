@@ -11,30 +11,22 @@
 //!
 //! The world drives the coordinator through [`TwoPcCoordinator`] (the reference
 //! [`Coordinator`] by default; yours with [`TwoPcWorld::with_coordinator`]), and the
-//! reference [`Participant`]s directly: they are the services.
+//! reference [`Cohort`]s directly: they are the services.
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
-use crate::saga::orchestrated::world::SagaKnobs;
+use crate::saga::checkout::{self, COORDINATOR_NODE, SagaKnobs, service_node};
 use crate::saga::services::{Order, SagaId, StepId};
 use crate::saga::twopc::contract::TwoPcCoordinator;
 use crate::saga::twopc::core::{
-    Coordinator, Decision, Flaw, Local, LogRecord, Output, Participant, Reply, Request,
-    ToCoordinator, ToParticipant, TwoPcConfig, TxState, Vote, step_index,
+    Cohort, Coordinator, CoordinatorOutput, Decision, Flaw, Local, Request, Response,
+    ToCoordinator, ToParticipant, TwoPcConfig, TxRecord, TxState, Vote, step_index,
 };
+use crate::saga::twopc::invariants::{self, AT_REST, WRITE_AHEAD};
 use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
-
-/// The 2PC invariants, in order.
-pub const INVARIANTS: [&str; 5] = [
-    "twopc.at_rest",
-    "twopc.locks_released",
-    "twopc.conservation",
-    "twopc.idempotent",
-    "twopc.write_ahead",
-];
 
 /// Coverage marks of the 2PC world.
 pub const MARKS: &[&str] = &[
@@ -51,15 +43,7 @@ pub const MARKS: &[&str] = &[
     "twopc.reply_lost",
 ];
 
-const COORDINATOR: &str = "orchestrator";
-
-fn node(step: StepId) -> &'static str {
-    match step {
-        StepId::Order => "orders",
-        StepId::Inventory => "inventory",
-        StepId::Payment => "payment",
-    }
-}
+const COORDINATOR: &str = COORDINATOR_NODE;
 
 /// The 2PC configuration for `knobs`: the vote timeout is the saga's step timeout, and
 /// messages are re-sent at the saga's base backoff.
@@ -72,9 +56,9 @@ pub fn config_of(knobs: &SagaKnobs) -> Result<TwoPcConfig, ConfigError> {
 
 /// The checkouts of a run, from the knobs alone: (arrival, transaction, order), in
 /// arrival order, up to the knobs' horizon. The same as the orchestrated and
-/// choreographed worlds see: see [`crate::saga::orchestrated::world::checkouts`].
+/// choreographed worlds see: see [`crate::saga::checkout::checkouts`].
 pub fn checkouts(knobs: &SagaKnobs) -> Vec<(SimTime, SagaId, Order)> {
-    crate::saga::orchestrated::world::checkouts(knobs, SimTime::from_millis(knobs.horizon_ms))
+    checkout::checkouts(knobs, SimTime::from_millis(knobs.horizon_ms))
 }
 
 /// The world's events.
@@ -183,7 +167,7 @@ impl TwoPcStats {
 
 /// The 2PC checkout world around a [`TwoPcCoordinator`] (the reference [`Coordinator`]
 /// by default, or yours: [`TwoPcWorld::with_coordinator`]) and the reference
-/// [`Participant`]s.
+/// [`Cohort`]s.
 pub struct TwoPcWorld<C: TwoPcCoordinator = Coordinator> {
     knobs: SagaKnobs,
     /// A coordinator never run: what a recovery is built from (code and configuration).
@@ -191,12 +175,12 @@ pub struct TwoPcWorld<C: TwoPcCoordinator = Coordinator> {
     coordinator: Option<C>,
     life: u64,
     /// The durable log.
-    pub log: Vec<LogRecord>,
+    pub log: Vec<TxRecord>,
     durable: BTreeMap<SagaId, Decision>,
-    pipeline: VecDeque<Output>,
+    pipeline: VecDeque<CoordinatorOutput>,
     writing: bool,
     /// The participants (durable), by step index.
-    pub participants: [Participant; 3],
+    pub participants: [Cohort; 3],
     participant_tick_at: [Option<SimTime>; 3],
     checkouts: Vec<(SimTime, SagaId, Order)>,
     waiting_starts: Vec<(SagaId, Order)>,
@@ -242,16 +226,12 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
     /// `flaw` goes to the participants (the coordinator carries its own).
     fn build(knobs: SagaKnobs, config: TwoPcConfig, coordinator: C, flaw: Flaw) -> Self {
         // The same declined cards as the saga world's.
-        let mut r = SimRng::new(knobs.seed).fork("saga.declines");
-        let declined: Vec<SagaId> = (0..10_000)
-            .filter(|_| r.below(100) < u64::from(knobs.decline_percent))
-            .map(SagaId)
-            .collect();
-        let stock = knobs.stock.iter().enumerate().map(|(i, s)| (i as u32, *s));
+        let declined = knobs.declined();
+        let stock = knobs.stock_rows();
         let participants = [
-            Participant::orders(config.clone()).with_flaw(flaw),
-            Participant::inventory(config.clone(), stock).with_flaw(flaw),
-            Participant::payment(config, declined).with_flaw(flaw),
+            Cohort::orders(config.clone()).with_flaw(flaw),
+            Cohort::inventory(config.clone(), stock).with_flaw(flaw),
+            Cohort::payment(config, declined).with_flaw(flaw),
         ];
         TwoPcWorld {
             coordinator: Some(coordinator.recovered(&[], Instant::ZERO)),
@@ -344,7 +324,7 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
                 return Ok(());
             };
             match out {
-                Output::Append(_) => {
+                CoordinatorOutput::Append(_) => {
                     self.writing = true;
                     ctx.schedule_in(
                         SimDuration::from_millis(self.knobs.disk_ms),
@@ -352,7 +332,7 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
                     );
                     return Ok(());
                 }
-                Output::Send(msg) => {
+                CoordinatorOutput::Send(msg) => {
                     self.pipeline.pop_front();
                     self.send(ctx, msg)?;
                 }
@@ -376,7 +356,7 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
             };
             if !ok {
                 return Err(Violation::new(
-                    "twopc.write_ahead",
+                    WRITE_AHEAD,
                     format!(
                         "{msg} was sent while the log holds {:?} for it",
                         self.durable.get(&msg.tx)
@@ -386,7 +366,7 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
         }
         self.stats.sends += 1;
         ctx.record(COORDINATOR, format_args!("send {msg}"));
-        let svc = node(msg.step);
+        let svc = service_node(msg.step);
         let fate = ctx.faults().link(&format!("to-{svc}"));
         if fate.copies > 1 {
             ctx.cover("twopc.duplicate_delivered");
@@ -400,7 +380,7 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
 
     /// Sends a participant's answer back over its link (unless the node is down).
     fn answer(&mut self, ctx: &mut Ctx<TwoPcEvent>, msg: ToCoordinator, extra: SimDuration) {
-        let svc = node(msg.step);
+        let svc = service_node(msg.step);
         let fate = ctx.faults().link(&format!("from-{svc}"));
         if fate.copies > 1 {
             ctx.cover("twopc.duplicate_delivered");
@@ -531,13 +511,13 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
                     return Ok(());
                 }
                 self.writing = false;
-                if let Some(Output::Append(record)) = self.pipeline.pop_front() {
+                if let Some(CoordinatorOutput::Append(record)) = self.pipeline.pop_front() {
                     match record {
-                        LogRecord::Decision { tx, decision, .. } => {
+                        TxRecord::Decision { tx, decision, .. } => {
                             self.durable.insert(tx, decision);
                             self.client_knows(ctx, tx, &format!("decided {decision:?}"));
                         }
-                        LogRecord::Ended { tx } => {
+                        TxRecord::Ended { tx } => {
                             self.lanes.push((tx, ctx.now(), "ended".into()));
                         }
                     }
@@ -547,7 +527,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
                 self.run_pipeline(ctx)?;
             }
             TwoPcEvent::Deliver(msg) => {
-                let svc = node(msg.step);
+                let svc = service_node(msg.step);
                 let mut faults = ctx.faults();
                 if faults.is_down(svc) || faults.is_crashed(svc) {
                     return Ok(());
@@ -558,8 +538,8 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
                 let answer = self.participants[i].handle(&msg, now);
                 self.sync_locks(ctx, i, &[msg.tx]);
                 match answer.reply {
-                    Reply::Vote(Vote::No) => ctx.cover("twopc.vote_no"),
-                    Reply::Vote(Vote::Locked) => {
+                    Response::Vote(Vote::No) => ctx.cover("twopc.vote_no"),
+                    Response::Vote(Vote::Locked) => {
                         ctx.cover("twopc.lock_conflict");
                         self.locked_out.insert(msg.tx);
                     }
@@ -603,7 +583,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
                     .collect();
                 self.participants[i].handle_timeout(now);
                 self.sync_locks(ctx, i, &in_doubt);
-                let svc = node(StepId::ALL[i]);
+                let svc = service_node(StepId::ALL[i]);
                 let mut faults = ctx.faults();
                 let silent = faults.is_down(svc) || faults.is_crashed(svc);
                 let extra = faults.extra_latency(svc);
@@ -686,10 +666,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
     fn finish(&mut self, ctx: &mut Ctx<TwoPcEvent>) -> Result<(), Violation> {
         self.finish_stats(ctx.now());
         let Some(c) = &self.coordinator else {
-            return Err(Violation::new(
-                "twopc.at_rest",
-                "the coordinator is down at rest",
-            ));
+            return Err(Violation::new(AT_REST, "the coordinator is down at rest"));
         };
         // 1. Every transaction decided, and every participant agrees with the decision.
         let mut first_disagreement = None;
@@ -698,10 +675,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
             if let Some(st) = c.state(*tx)
                 && !matches!(st, TxState::Ended(_))
             {
-                return Err(Violation::new(
-                    "twopc.at_rest",
-                    format!("{tx} is left {st:?}"),
-                ));
+                return Err(Violation::new(AT_REST, format!("{tx} is left {st:?}")));
             }
             let decision = self.durable.get(tx).copied().unwrap_or(Decision::Abort);
             let locals: Vec<Option<Local>> =
@@ -737,7 +711,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
         self.stats.presumed_aborted = self.presumed.len() as u64;
         if let Some((tx, decision, locals)) = first_disagreement {
             return Err(Violation::new(
-                "twopc.at_rest",
+                AT_REST,
                 format!(
                     "{tx} was decided {decision:?} but its participants (order, inventory, \
                      payment) are {locals:?}; {inconsistent} transactions disagree"
@@ -745,62 +719,11 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
             ));
         }
         // 2. No lock outlives its transaction.
-        for p in &self.participants {
-            let held = p.locks_held();
-            if held > 0 {
-                return Err(Violation::new(
-                    "twopc.locks_released",
-                    format!("{} still holds {held} locks at rest", p.step()),
-                ));
-            }
-        }
+        invariants::check_locks_released(&self.participants)?;
         // 3. Duplicates had no extra effect.
-        for p in &self.participants {
-            let most = p.effects_max();
-            if most > 1 {
-                return Err(Violation::new(
-                    "twopc.idempotent",
-                    format!("one request to {} took effect {most} times", p.step()),
-                ));
-            }
-        }
+        invariants::check_idempotent(&self.participants)?;
         // 4. Conservation: stock and money.
-        let inventory = &self.participants[step_index(StepId::Inventory)];
-        for (item, row) in inventory.rows() {
-            let sold: u64 = inventory
-                .transactions()
-                .filter(|(_, o, l)| o.item == item && *l == Local::Committed)
-                .map(|(_, o, _)| u64::from(o.qty))
-                .sum();
-            let total = u64::from(row.available) + u64::from(row.held) + u64::from(row.sold);
-            if total != u64::from(row.initial) || row.held != 0 || u64::from(row.sold) != sold {
-                return Err(Violation::new(
-                    "twopc.conservation",
-                    format!(
-                        "item {item}: {} available + {} held + {} sold != {} initial, \
-                         or {sold} sold by committed transactions",
-                        row.available, row.held, row.sold, row.initial
-                    ),
-                ));
-            }
-        }
-        let payment = &self.participants[step_index(StepId::Payment)];
-        let (authorised, held, captured, released) = payment.money();
-        let committed_money: u128 = payment
-            .transactions()
-            .filter(|(_, _, l)| *l == Local::Committed)
-            .map(|(_, o, _)| u128::from(o.amount))
-            .sum();
-        if authorised != held + captured + released || held != 0 || captured != committed_money {
-            return Err(Violation::new(
-                "twopc.conservation",
-                format!(
-                    "money: {authorised} authorised != {held} held + {captured} captured + \
-                     {released} released, or {committed_money} due from committed transactions"
-                ),
-            ));
-        }
-        Ok(())
+        invariants::check_conservation(&self.participants)
     }
 }
 
