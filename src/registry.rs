@@ -3,7 +3,8 @@
 
 use crate::harness::{HarnessError, Pattern, Scenario};
 use crate::saga::choreographed::pattern::ChoreoPattern;
-use crate::saga::orchestrated::pattern::{COMPARED, SagaPattern};
+use crate::saga::orchestrated::pattern::SagaPattern;
+use crate::saga::report::COMPARED;
 use crate::saga::twopc::pattern::TwoPcPattern;
 use faultline_sim::report::model::Comparison;
 

@@ -65,6 +65,7 @@ pub mod checkout;
 pub mod choreographed;
 pub mod invariants;
 pub mod orchestrated;
+pub(crate) mod report;
 pub mod services;
 pub mod twopc;
 

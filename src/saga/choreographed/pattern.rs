@@ -6,8 +6,9 @@ use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
 use crate::saga::checkout::SagaKnobs;
 use crate::saga::choreographed::core::ChoreoFlaw;
 use crate::saga::choreographed::world::{ChoreoWorld, run};
+use crate::saga::invariants as inv;
 use crate::saga::invariants::CHOREOGRAPHED as INVARIANTS;
-use crate::saga::orchestrated::pattern::{Checkouts, compared_metrics, saga_lanes};
+use crate::saga::report::{Checkouts, compared_metrics, saga_lanes};
 use faultline_sim::report::model::{Series, Timeline};
 use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimDuration, TraceMode};
 
@@ -35,31 +36,31 @@ pub const CATALOG: &[Mutant<ChoreoPattern>] = &[
     Mutant::new(
         "errors_ignored",
         "a delivery whose reaction failed (service down, reply lost) is acknowledged as if handled, so its event is lost",
-        "saga.at_rest",
+        inv::AT_REST,
         |k| flawed(k, ChoreoFlaw::None, true, BusFlaw::SwallowErrors),
     ),
     Mutant::new(
         "skip_release",
         "on a decline the order service cancels the order, but nobody releases the stock (the last completed step is not compensated)",
-        "saga.conservation",
+        inv::CONSERVATION,
         |k| flawed(k, ChoreoFlaw::SkipRelease, true, BusFlaw::None),
     ),
     Mutant::new(
         "payment_not_idempotent",
         "payment without idempotency: a redelivered stock.reserved charges twice",
-        "saga.idempotent",
+        inv::IDEMPOTENT,
         |k| flawed(k, ChoreoFlaw::None, false, BusFlaw::None),
     ),
     Mutant::new(
         "release_on_refusal",
         "inventory also reacts to stock.refused by releasing stock it never reserved",
-        "saga.compensation_order",
+        inv::COMPENSATION_ORDER,
         |k| flawed(k, ChoreoFlaw::ReleaseOnRefusal, true, BusFlaw::None),
     ),
     Mutant::new(
         "default_ack_deadline",
         "the bus's ack deadline is left at a broker default of 30 s (SQS's visibility timeout), so a lost delivery waits 30 s to be retried",
-        "saga.settling",
+        inv::SETTLING,
         |k| flawed(k, ChoreoFlaw::DefaultAckDeadline, true, BusFlaw::None),
     ),
 ];

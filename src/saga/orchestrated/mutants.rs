@@ -4,6 +4,7 @@
 use crate::config::ConfigError;
 use crate::harness::Mutant;
 use crate::saga::checkout::SagaKnobs;
+use crate::saga::invariants as inv;
 use crate::saga::orchestrated::core::Flaw;
 use crate::saga::orchestrated::pattern::SagaPattern;
 use crate::saga::orchestrated::world::SagaWorld;
@@ -35,43 +36,43 @@ pub const CATALOG: &[Mutant<SagaPattern>] = &[
     Mutant::new(
         "compensations_not_retried",
         "a failed compensation is not retried and its error ignored (the brief's original Go orchestrator)",
-        "saga.conservation",
+        inv::CONSERVATION,
         |k| flawed(k, Flaw::CompensationsNotRetried, true),
     ),
     Mutant::new(
         "skip_last_compensation",
         "the last completed step is not compensated",
-        "saga.conservation",
+        inv::CONSERVATION,
         |k| flawed(k, Flaw::SkipLastCompensation, true),
     ),
     Mutant::new(
         "payment_not_idempotent",
         "payment without idempotency: a duplicated charge is applied twice",
-        "saga.idempotent",
+        inv::IDEMPOTENT,
         |k| flawed(k, Flaw::None, false),
     ),
     Mutant::new(
         "send_before_log",
         "a command is sent before the log records its intent",
-        "saga.write_ahead",
+        inv::WRITE_AHEAD,
         |k| flawed(k, Flaw::SendBeforeLog, true),
     ),
     Mutant::new(
         "compensate_never_sent",
         "compensations run for steps that never happened (release of stock never reserved)",
-        "saga.compensation_order",
+        inv::COMPENSATION_ORDER,
         |k| flawed(k, Flaw::CompensateNeverSent, true),
     ),
     Mutant::new(
         "uncapped_backoff",
         "the retry backoff ignores its cap: delays double without bound, so sagas settle long after the faults healed",
-        "saga.settling",
+        inv::SETTLING,
         |k| flawed(k, Flaw::UncappedBackoff, true),
     ),
     Mutant::new(
         "silent_failure",
         "a saga whose compensation keeps failing is given up on without an alert (left half-done, silently)",
-        "saga.at_rest",
+        inv::AT_REST,
         |k| flawed(k, Flaw::SilentFailure, true),
     ),
 ];

@@ -5,6 +5,7 @@ use crate::config::ConfigError;
 use crate::harness::Mutant;
 use crate::saga::checkout::SagaKnobs;
 use crate::saga::twopc::core::Flaw;
+use crate::saga::twopc::invariants as inv;
 use crate::saga::twopc::pattern::TwoPcPattern;
 use crate::saga::twopc::world::TwoPcWorld;
 
@@ -18,31 +19,31 @@ pub const CATALOG: &[Mutant<TwoPcPattern>] = &[
     Mutant::new(
         "decision_before_log",
         "the coordinator sends Commit or Abort before the decision is durable (a crash then presumes abort after a commit went out)",
-        "twopc.write_ahead",
+        inv::WRITE_AHEAD,
         |k| flawed(k, Flaw::SendBeforeLog),
     ),
     Mutant::new(
         "unilateral_abort",
         "a participant in doubt gives up after the vote timeout and aborts on its own, though it voted Yes",
-        "twopc.at_rest",
+        inv::AT_REST,
         |k| flawed(k, Flaw::UnilateralAbort),
     ),
     Mutant::new(
         "prepare_not_idempotent",
         "a duplicated Prepare makes its tentative change again (stock held, card authorised twice)",
-        "twopc.idempotent",
+        inv::IDEMPOTENT,
         |k| flawed(k, Flaw::PrepareNotIdempotent),
     ),
     Mutant::new(
         "lock_leak_on_abort",
         "the inventory does not release the stock row's lock when a transaction aborts",
-        "twopc.locks_released",
+        inv::LOCKS_RELEASED,
         |k| flawed(k, Flaw::LockLeak),
     ),
     Mutant::new(
         "abort_loses_stock",
         "the inventory releases an aborted reservation without returning its stock",
-        "twopc.conservation",
+        inv::CONSERVATION,
         |k| flawed(k, Flaw::AbortLosesStock),
     ),
 ];

@@ -5,7 +5,7 @@
 use crate::config::ConfigError;
 use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
 use crate::saga::checkout::SagaKnobs;
-use crate::saga::orchestrated::pattern::COMPARED;
+use crate::saga::report::{COMPARED, LANES_MAX};
 use crate::saga::twopc::invariants::INVARIANTS;
 use crate::saga::twopc::mutants::CATALOG;
 use crate::saga::twopc::world::{TwoPcWorld, run};
@@ -16,9 +16,6 @@ use std::collections::BTreeMap;
 /// The checkout as two-phase commit, with a durable coordinator log.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TwoPcPattern;
-
-/// Transactions drawn as swimlanes in a run report.
-const LANES_MAX: usize = 12;
 
 fn ms(d: faultline_sim::SimDuration) -> f64 {
     d.as_nanos() as f64 / 1e6
