@@ -44,6 +44,7 @@
 //! assert_eq!(recovered.state(SagaId(1)), Some(SagaState::Completed));
 //! ```
 
+#[cfg(feature = "sim")]
 mod checkout;
 pub mod choreographed;
 pub mod orchestrated;

@@ -10,7 +10,11 @@
 
 pub mod contract;
 pub mod core;
+#[cfg(feature = "sim")]
 pub mod mutants;
+#[cfg(feature = "sim")]
 pub mod pattern;
+#[cfg(feature = "tokio")]
 pub mod tokio;
+#[cfg(feature = "sim")]
 pub mod world;

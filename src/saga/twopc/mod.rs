@@ -8,6 +8,9 @@
 
 pub mod contract;
 pub mod core;
+#[cfg(feature = "sim")]
 pub mod mutants;
+#[cfg(feature = "sim")]
 pub mod pattern;
+#[cfg(feature = "sim")]
 pub mod world;
