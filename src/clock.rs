@@ -62,6 +62,7 @@ impl Sub<Instant> for Instant {
 }
 
 /// The simulator's virtual time, on the cores' clock: the simulation's start is the origin.
+#[cfg(feature = "sim")]
 impl From<faultline_sim::SimTime> for Instant {
     #[inline]
     fn from(t: faultline_sim::SimTime) -> Instant {

@@ -8,7 +8,30 @@
 //! in, no clock, no tokio), a contract trait that the simulated world drives (so a
 //! user's own implementation can be plugged into the harness), a tokio adapter, the
 //! simulated world, and its invariants.
+//!
+//! # Features
+//!
+//! - `tokio`: the tokio adapters (each pattern's `tokio` module).
+//! - `sim`: the simulated worlds, invariants, mutants and scenarios, the harness, and the
+//!   engine they run on ([`faultline_sim`]).
+//! - `cli`: the `faultline` command (clap, indicatif, the engine's HTML reports).
+//!
+//! All three are on by default. A service that only uses the patterns depends on
+//! `faultline = { default-features = false, features = ["tokio"] }`: the sans-IO cores
+//! and the tokio adapters, without the simulator.
 
+// The cores carry the hooks the `sim` feature's mutants switch on (each pattern's `Flaw`
+// and `with_flaw`); without `sim` nothing sets them. The default build checks dead code
+// everywhere, so only those hooks go unchecked here.
+#![cfg_attr(not(feature = "sim"), allow(dead_code))]
+// Without `sim` or `tokio`, the module docs name modules that are not compiled; the
+// default build checks every link.
+#![cfg_attr(
+    not(all(feature = "sim", feature = "tokio")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
+
+#[cfg(feature = "sim")]
 pub use faultline_sim as sim;
 
 pub mod breaker;
@@ -16,10 +39,13 @@ pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod cqrs;
+#[cfg(feature = "sim")]
 pub mod harness;
 pub mod queue;
+#[cfg(feature = "sim")]
 pub mod registry;
 pub mod retry;
+#[cfg(feature = "tokio")]
 mod rt;
 pub mod saga;
 mod splitmix;

@@ -952,10 +952,15 @@ mod tests {
         let backoff = Backoff::default();
         let err = RetryPolicy::new(0, backoff).unwrap_err();
         assert_eq!(err.field, "attempts_max");
-        let err = RetryPolicy::new(101, backoff).unwrap_err();
+        let limit = RetryPolicy::ATTEMPTS_MAX_LIMIT;
+        let err = RetryPolicy::new(limit + 1, backoff).unwrap_err();
         assert_eq!(err.field, "attempts_max");
         assert_eq!(RetryPolicy::new(1, backoff).unwrap().attempts_max(), 1);
         assert_eq!(RetryPolicy::new(100, backoff).unwrap().attempts_max(), 100);
+        assert_eq!(
+            RetryPolicy::new(limit, backoff).unwrap().attempts_max(),
+            limit
+        );
         assert_eq!(RetryPolicy::new(100, backoff).unwrap().backoff(), backoff);
     }
 

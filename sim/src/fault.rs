@@ -23,8 +23,8 @@
 
 use crate::rng::{Ratio, SimRng};
 use crate::time::{SimDuration, SimTime};
-use proptest::prelude::*;
-use proptest::strategy::BoxedStrategy;
+#[cfg(feature = "proptest")]
+use proptest::{prelude::*, strategy::BoxedStrategy};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -592,6 +592,7 @@ impl FaultPlan {
     /// from the horizon, which shrinks toward zero; a fault is cut off at the horizon),
     /// lowers its ratios and latencies, and simplifies its kind toward `outage`. So a
     /// failing plan shrinks to the few faults that matter.
+    #[cfg(feature = "proptest")]
     pub fn strategy(profile: &FaultProfile) -> BoxedStrategy<FaultPlan> {
         let horizon = profile.horizon_ms;
         let kinds = profile.usable_kinds();
@@ -698,6 +699,7 @@ impl FaultPlan {
     }
 }
 
+#[cfg(feature = "proptest")]
 fn make(kind: FaultKind, (target, from_ms, until_ms): (String, u64, u64)) -> Fault {
     Fault {
         kind,

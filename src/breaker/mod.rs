@@ -11,12 +11,17 @@ pub mod contract;
 pub mod error;
 pub mod fallback;
 pub mod guard;
+#[cfg(feature = "sim")]
 pub mod invariants;
+#[cfg(feature = "sim")]
 pub mod mutants;
+#[cfg(feature = "sim")]
 pub mod pattern;
 pub use crate::retry;
 pub mod timeout;
+#[cfg(feature = "tokio")]
 pub mod tokio;
+#[cfg(feature = "sim")]
 pub mod world;
 
 pub use circuit::{

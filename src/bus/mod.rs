@@ -7,10 +7,15 @@
 
 pub mod contract;
 pub mod core;
+#[cfg(feature = "sim")]
 pub mod invariants;
+#[cfg(feature = "sim")]
 pub mod mutants;
+#[cfg(feature = "sim")]
 pub mod pattern;
+#[cfg(feature = "tokio")]
 pub mod tokio;
+#[cfg(feature = "sim")]
 pub mod world;
 
 pub use self::core::{

@@ -34,11 +34,16 @@
 
 pub mod contract;
 pub mod core;
+#[cfg(feature = "sim")]
 pub mod invariants;
 pub mod item;
+#[cfg(feature = "sim")]
 pub mod mutants;
+#[cfg(feature = "sim")]
 pub mod pattern;
+#[cfg(feature = "tokio")]
 pub mod tokio;
+#[cfg(feature = "sim")]
 pub mod world;
 
 pub use self::core::{

@@ -331,9 +331,10 @@ impl QueueConfigBuilder {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Flaw {
     None,
-    /// `due()` without leases: a task handed out stays due (the brief's Go outbox).
+    /// `due()` without leases: a task handed out stays due (a lease-less outbox poller).
     DueWithoutLeases,
-    /// A task is dropped after its last attempt (the Go outbox's `MarkFailed`).
+    /// A task is dropped after its last attempt (an outbox's `MarkFailed` with no dead
+    /// letter).
     DropAfterMaxAttempts,
     /// Leases never expire: a crashed worker's task is stuck.
     LeaseNeverExpires,

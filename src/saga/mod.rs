@@ -61,10 +61,13 @@
 //! assert_eq!(recovered.state(SagaId(1)), Some(SagaState::Completed));
 //! ```
 
+#[cfg(feature = "sim")]
 pub mod checkout;
 pub mod choreographed;
+#[cfg(feature = "sim")]
 pub mod invariants;
 pub mod orchestrated;
+#[cfg(feature = "sim")]
 pub(crate) mod report;
 pub mod services;
 pub mod twopc;

@@ -36,15 +36,20 @@
 //! The same view renders the same bytes: no clock, no hash-map iteration, and fixed
 //! number formatting.
 
+#[cfg(feature = "report")]
 mod charts;
+#[cfg(feature = "report")]
 mod escape;
+#[cfg(feature = "report")]
 mod fmt;
 pub mod model;
+#[cfg(feature = "report")]
 mod pages;
 
 pub use model::*;
 
 /// Why a report could not be rendered.
+#[cfg(feature = "report")]
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// A template failed to render.
@@ -60,6 +65,7 @@ pub enum ReportError {
 
 /// The report of one run, as one self-contained HTML page titled
 /// `faultline · {pattern} · seed {seed}`.
+#[cfg(feature = "report")]
 pub fn render_run(view: &RunView) -> Result<String, ReportError> {
     pages::render_run(view)
 }
@@ -67,6 +73,7 @@ pub fn render_run(view: &RunView) -> Result<String, ReportError> {
 /// The sweep report (the reports' entry page): an overview, a section per pattern, a
 /// section per comparison, the mutant table and a link to criterion's benchmark report, as one self-contained HTML
 /// page.
+#[cfg(feature = "report")]
 pub fn render_index(view: &SweepView) -> Result<String, ReportError> {
     pages::render_index(view)
 }

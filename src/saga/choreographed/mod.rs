@@ -6,5 +6,7 @@
 //!   view of it (with its mutants).
 
 pub mod core;
+#[cfg(feature = "sim")]
 pub mod pattern;
+#[cfg(feature = "sim")]
 pub mod world;

@@ -17,9 +17,13 @@ pub mod config;
 pub mod contract;
 pub mod core;
 pub mod log;
+#[cfg(feature = "sim")]
 pub mod mutants;
+#[cfg(feature = "sim")]
 pub mod pattern;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "tokio")]
 pub mod tokio;
+#[cfg(feature = "sim")]
 pub mod world;

@@ -9,7 +9,11 @@
 
 pub mod contract;
 pub mod core;
+#[cfg(feature = "sim")]
 pub mod invariants;
+#[cfg(feature = "sim")]
 pub mod mutants;
+#[cfg(feature = "sim")]
 pub mod pattern;
+#[cfg(feature = "sim")]
 pub mod world;
