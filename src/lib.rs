@@ -20,10 +20,6 @@
 //! `faultline = { default-features = false, features = ["tokio"] }`: the sans-IO cores
 //! and the tokio adapters, without the simulator.
 
-// The cores carry the hooks the `sim` feature's mutants switch on (each pattern's `Flaw`
-// and `with_flaw`); without `sim` nothing sets them. The default build checks dead code
-// everywhere, so only those hooks go unchecked here.
-#![cfg_attr(not(feature = "sim"), allow(dead_code))]
 // Without `sim` or `tokio`, the module docs name modules that are not compiled; the
 // default build checks every link.
 #![cfg_attr(

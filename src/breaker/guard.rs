@@ -142,6 +142,7 @@ impl Guard {
         })
     }
 
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))] // a hook of the sim feature's mutants
     pub(crate) fn with_flaw(mut self, flaw: Flaw) -> Self {
         self.flaw = flaw;
         self

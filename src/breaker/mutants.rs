@@ -33,7 +33,7 @@ fn classify_ignored_as_failure(reply: &ApiReply) -> CallOutcome {
 pub const CATALOG: &[Mutant<BreakerPattern>] = &[
     Mutant::new(
         "half_open_admits_all",
-        "half-open admits every call (failsafe-rs, recloser, the brief's Go breaker)",
+        "half-open admits every call (as failsafe-rs and recloser do)",
         invariants::HALF_OPEN_LIMIT,
         |k| flawed(k, Flaw::HalfOpenAdmitsAll),
     ),

@@ -456,6 +456,7 @@ where
     }
 
     /// Gives the repository and its store a defect (the mutants).
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))] // a hook of the sim feature's mutants
     pub(crate) fn set_flaw(&mut self, flaw: Flaw) {
         self.flaw = flaw;
         self.store.flaw = flaw;

@@ -1,5 +1,5 @@
 //! Deliberately broken inventories ("mutants") the CQRS invariants must catch: the
-//! reference with one defect each, (a) to (d) from the issue and two more so every
+//! reference with one defect each, (a) to (d) the classic event-sourcing bugs, and two more so every
 //! invariant has a mutant to catch.
 
 use crate::config::ConfigError;

@@ -328,6 +328,7 @@ impl QueueConfigBuilder {
 }
 
 /// A deliberate defect, set only by [`crate::queue::mutants`]. The reference has none.
+#[cfg_attr(not(feature = "sim"), allow(dead_code))] // a hook of the sim feature's mutants
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Flaw {
     None,

@@ -1,5 +1,5 @@
 //! Deliberately broken queues, workers, targets and producers ("mutants") that the
-//! queue invariants must catch. The first five are the issue's: (a) to (e).
+//! queue invariants must catch. The first five, (a) to (e), are the classic outbox bugs.
 
 use crate::config::ConfigError;
 use crate::harness::Mutant;
@@ -20,7 +20,7 @@ fn flawed(knobs: &QueueKnobs, flaw: Flaw) -> Result<QueueWorld<Queue>, ConfigErr
 pub const CATALOG: &[Mutant<QueuePattern>] = &[
     Mutant::new(
         "due_without_leases",
-        "(a) `due()` without leases: a task handed out stays due, so two workers deliver it (the brief's Go outbox)",
+        "(a) `due()` without leases: a task handed out stays due, so two workers deliver it (a naive outbox poller)",
         invariants::SINGLE_LEASE,
         |k| flawed(k, Flaw::DueWithoutLeases),
     ),

@@ -1,6 +1,6 @@
 //! The profile-sync task queue in its simulated world: a property per invariant
 //! (knob seeds x fault plans narrowed to the faults that threaten it), determinism, a
-//! golden digest, coverage, and the mutants (a) to (e) of the issue and more.
+//! golden digest, coverage, and the mutants, (a) to (e) the classic outbox bugs, and more.
 
 use crate::support::{
     assert_deterministic, assert_every_mark_hit, assert_mutants_caught, check, seed_and_plan,

@@ -203,6 +203,7 @@ impl Service {
 }
 
 /// A deliberate defect, set only by mutation tests. The reference has none.
+#[cfg_attr(not(feature = "sim"), allow(dead_code))] // a hook of the sim feature's mutants
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ChoreoFlaw {
     None,
@@ -235,6 +236,7 @@ impl Reactor {
         }
     }
 
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))] // a hook of the sim feature's mutants
     pub(crate) fn with_flaw(mut self, flaw: ChoreoFlaw) -> Self {
         self.flaw = flaw;
         self

@@ -146,6 +146,7 @@ pub struct SagaTotals {
 }
 
 /// A deliberate defect, set only by mutation tests. The reference has none.
+#[cfg_attr(not(feature = "sim"), allow(dead_code))] // a hook of the sim feature's mutants
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Flaw {
     None,

@@ -35,7 +35,7 @@ pub const RECOVERY_PRESUMES_FAILURE: Mutant<SagaPattern> = Mutant::new(
 pub const CATALOG: &[Mutant<SagaPattern>] = &[
     Mutant::new(
         "compensations_not_retried",
-        "a failed compensation is not retried and its error ignored (the brief's original Go orchestrator)",
+        "a failed compensation is not retried and its error ignored (a common first-draft orchestrator)",
         inv::CONSERVATION,
         |k| flawed(k, Flaw::CompensationsNotRetried, true),
     ),
