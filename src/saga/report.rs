@@ -3,8 +3,9 @@
 //! swimlanes of a run report.
 
 use crate::harness::Metric;
+use crate::harness::per_second;
 use crate::saga::services::SagaId;
-use faultline_sim::report::model::{Band, Lane};
+use faultline_sim::report::model::{Band, Lane, Series, Timeline};
 use faultline_sim::{SimDuration, SimTime};
 use std::collections::BTreeMap;
 
@@ -137,4 +138,24 @@ pub(crate) fn saga_lanes(notes: &[(SagaId, SimTime, String)], end: SimTime) -> V
             }
         })
         .collect()
+}
+
+/// A saga run's timeline: the swimlanes of [`saga_lanes`] and the sagas coming to rest
+/// per second, from the world's `(saga, time, what)` notes.
+pub(crate) fn saga_timeline(notes: &[(SagaId, SimTime, String)], end: SimTime) -> Timeline {
+    let series = vec![Series {
+        name: "sagas coming to rest".into(),
+        unit: "sagas/s".into(),
+        points: per_second(
+            notes
+                .iter()
+                .filter(|(_, _, w)| w.starts_with("ended"))
+                .map(|(_, t, _)| (*t, 1.0)),
+            |a, b| a + b,
+        ),
+    }];
+    Timeline {
+        lanes: saga_lanes(notes, end),
+        series,
+    }
 }

@@ -2,14 +2,13 @@
 
 use crate::bus::core::{Bus, Flaw as BusFlaw};
 use crate::config::ConfigError;
-use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
+use crate::harness::{Description, Metric, Mutant, Scenario, notes};
 use crate::saga::checkout::SagaKnobs;
 use crate::saga::choreographed::core::ChoreoFlaw;
 use crate::saga::choreographed::world::{ChoreoWorld, run};
 use crate::saga::invariants as inv;
 use crate::saga::invariants::CHOREOGRAPHED as INVARIANTS;
-use crate::saga::report::{Checkouts, compared_metrics, saga_lanes};
-use faultline_sim::report::model::{Series, Timeline};
+use crate::saga::report::{Checkouts, compared_metrics, saga_timeline};
 use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimDuration, TraceMode};
 
 /// The checkout saga, choreographed over the event bus.
@@ -160,20 +159,6 @@ impl Scenario for ChoreoPattern {
 }
 
 fn describe(report: &RunReport, world: &ChoreoWorld) -> Description {
-    let end = report.end;
-    let lanes = saga_lanes(&world.lanes, end);
-    let series = vec![Series {
-        name: "sagas coming to rest".into(),
-        unit: "sagas/s".into(),
-        points: per_second(
-            world
-                .lanes
-                .iter()
-                .filter(|(_, _, w)| w.starts_with("ended"))
-                .map(|(_, t, _)| (*t, 1.0)),
-            |a, b| a + b,
-        ),
-    }];
     let s = &world.stats;
     let notes = notes(&INVARIANTS, |_| String::new());
     let figures = vec![
@@ -191,6 +176,6 @@ fn describe(report: &RunReport, world: &ChoreoWorld) -> Description {
     Description {
         notes,
         figures,
-        timeline: Timeline { lanes, series },
+        timeline: saga_timeline(&world.lanes, report.end),
     }
 }

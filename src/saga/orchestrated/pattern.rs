@@ -1,13 +1,12 @@
 //! The orchestrated checkout saga as a [`Scenario`] of the harness.
 
 use crate::config::ConfigError;
-use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
+use crate::harness::{Description, Metric, Mutant, Scenario, notes};
 use crate::saga::checkout::SagaKnobs;
 use crate::saga::invariants::ORCHESTRATED as INVARIANTS;
 use crate::saga::orchestrated::mutants::CATALOG;
 use crate::saga::orchestrated::world::{SagaWorld, run};
-use crate::saga::report::{Checkouts, compared_metrics, saga_lanes};
-use faultline_sim::report::model::{Series, Timeline};
+use crate::saga::report::{Checkouts, compared_metrics, saga_timeline};
 use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimDuration, TraceMode};
 
 /// The checkout saga, orchestrated from a durable log.
@@ -104,20 +103,6 @@ impl Scenario for SagaPattern {
 }
 
 fn describe(report: &RunReport, world: &SagaWorld) -> Description {
-    let end = report.end;
-    let lanes = saga_lanes(&world.lanes, end);
-    let series = vec![Series {
-        name: "sagas coming to rest".into(),
-        unit: "sagas/s".into(),
-        points: per_second(
-            world
-                .lanes
-                .iter()
-                .filter(|(_, _, w)| w.starts_with("ended"))
-                .map(|(_, t, _)| (*t, 1.0)),
-            |a, b| a + b,
-        ),
-    }];
     let s = &world.stats;
     let notes = notes(&INVARIANTS, |_| String::new());
     let figures = vec![
@@ -132,6 +117,6 @@ fn describe(report: &RunReport, world: &SagaWorld) -> Description {
     Description {
         notes,
         figures,
-        timeline: Timeline { lanes, series },
+        timeline: saga_timeline(&world.lanes, report.end),
     }
 }
