@@ -8,7 +8,6 @@
 //! use faultline::saga::checkout::SagaKnobs;
 //! use faultline::saga::twopc::core::Coordinator;
 //! use faultline::saga::twopc::world::{TwoPcWorld, config_of, run};
-//! use faultline::saga::checkout::SagaKnobs;
 //!
 //! let knobs = SagaKnobs::from_seed(7);
 //! let plan = knobs.fault_plan();
