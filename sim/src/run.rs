@@ -99,6 +99,36 @@ impl Simulation {
     /// Runs `world` to the end and reports what happened. One thread, no wall clock:
     /// the same seed, plan and world always give the same report and digest.
     pub fn run<W: World>(&self, world: &mut W) -> RunReport {
+        self.run_explained(world, |_| None)
+    }
+
+    /// [`run`](Simulation::run), with `pending` to say what a run that stalls or does
+    /// not settle left unfinished: when it returns words (naming the entities still in
+    /// flight: the saga, the task, the subscriber), the outcome is a [`Violation`] of
+    /// the same name (`sim.stalled`, `sim.liveness`) whose message ends with them. A
+    /// passing run is the same as under `run`, digest included.
+    ///
+    /// ```
+    /// use faultline_sim::prelude::*;
+    ///
+    /// /// Never settles and schedules nothing: a deadlock.
+    /// struct Stuck;
+    /// impl World for Stuck {
+    ///     type Event = ();
+    ///     fn start(&mut self, _: &mut Ctx<()>) -> Result<(), Violation> { Ok(()) }
+    ///     fn handle(&mut self, _: &mut Ctx<()>, _: ()) -> Result<(), Violation> { Ok(()) }
+    ///     fn is_quiescent(&self, _: &Ctx<()>) -> bool { false }
+    /// }
+    ///
+    /// let report = Simulation::new(1).run_explained(&mut Stuck, |_| Some("job 7 waits for a lock".into()));
+    /// assert_eq!(report.outcome.invariant(), Some("sim.stalled"));
+    /// assert!(report.outcome.to_string().contains("job 7 waits for a lock"));
+    /// ```
+    pub fn run_explained<W: World>(
+        &self,
+        world: &mut W,
+        pending: impl Fn(&W) -> Option<String>,
+    ) -> RunReport {
         let marks = world.marks();
         let mut ctx: Ctx<W::Event> = Ctx::new(self.seed, self.plan.clone(), self.trace, &marks);
         let horizon = self.plan.horizon();
@@ -126,6 +156,16 @@ impl Simulation {
             &mut events,
             &mut deadline,
         );
+        let outcome = match outcome {
+            Ok(o @ (Outcome::Stalled | Outcome::NotQuiescent { .. })) => match pending(world) {
+                Some(what) => Err(Violation::new(
+                    o.invariant().unwrap_or_default().to_string(),
+                    format!("{}; still pending: {what}", o.reason()),
+                )),
+                None => Ok(o),
+            },
+            other => other,
+        };
         let outcome = match outcome {
             Err(mut v) => {
                 v.at = ctx.now();
@@ -308,22 +348,31 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// What went wrong, in words, without the invariant's name.
+    fn reason(&self) -> String {
+        match self {
+            Outcome::Passed => "passed".into(),
+            Outcome::Violated(v) => v.message.clone(),
+            Outcome::NotQuiescent { liveness_max } => {
+                format!("the world did not settle within {liveness_max} after the faults healed")
+            }
+            Outcome::Stalled => {
+                "nothing is scheduled, yet the world has not settled (deadlock)".into()
+            }
+            Outcome::EventsExhausted { events_max } => {
+                format!("the run reached {events_max} events (a livelock, or raise events_max)")
+            }
+        }
+    }
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Outcome::Passed => f.write_str("passed"),
-            Outcome::Violated(v) => write!(f, "{v}"),
-            Outcome::NotQuiescent { liveness_max } => write!(
-                f,
-                "sim.liveness violated: the world did not settle within {liveness_max} after the faults healed"
-            ),
-            Outcome::Stalled => f.write_str(
-                "sim.stalled violated: nothing is scheduled, yet the world has not settled (deadlock)",
-            ),
-            Outcome::EventsExhausted { events_max } => write!(
-                f,
-                "sim.events_max violated: the run reached {events_max} events (a livelock, or raise events_max)"
-            ),
+        match (self, self.invariant()) {
+            (Outcome::Violated(v), _) => write!(f, "{v}"),
+            (_, Some(name)) => write!(f, "{name} violated: {}", self.reason()),
+            (_, None) => f.write_str("passed"),
         }
     }
 }

@@ -20,9 +20,12 @@
 //! choreography's compensations as they are issued). Two-phase commit keeps promises
 //! of its own: [`twopc::invariants`](crate::saga::twopc::invariants).
 
-use crate::saga::services::{Command, Kind, SagaId, SagaState, Services, StepId};
+use crate::saga::services::{
+    ChargeState, Command, IdempotencyKey, Kind, OrderStatus, ReservationState, SagaId, SagaState,
+    Services, StepId,
+};
 use faultline_sim::Violation;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// Every accepted saga comes to rest (Failed only with an alert, after an exhausted
@@ -64,20 +67,89 @@ pub(crate) fn left_in(saga: SagaId, state: impl fmt::Debug) -> Violation {
     Violation::new(AT_REST, format!("{saga} is left {state:?}"))
 }
 
-/// [`IDEMPOTENT`]: no command took effect more than once at any service.
+/// Every key of the three services' ledgers that took effect more than once, with how
+/// many times, in service then key order.
+fn repeated_effects(services: &Services) -> impl Iterator<Item = (IdempotencyKey, u32)> + '_ {
+    services
+        .orders
+        .ledger()
+        .all_effects()
+        .chain(services.inventory.ledger().all_effects())
+        .chain(services.payment.ledger().all_effects())
+        .filter(|(_, n)| *n > 1)
+}
+
+/// [`IDEMPOTENT`]: no command took effect more than once at any service (the message
+/// names the first that did).
 pub(crate) fn check_idempotent(services: &Services) -> Result<(), Violation> {
-    let most = services.effects_max();
-    if most > 1 {
+    if let Some((key, n)) = repeated_effects(services).next() {
         return Err(Violation::new(
             IDEMPOTENT,
-            format!("one command took effect {most} times"),
+            format!("{key} took effect {n} times"),
         ));
     }
     Ok(())
 }
 
-/// [`CONSERVATION`]: the stock and the money add up.
+/// The commands of `step` that took effect more than once, in words (`""` if none):
+/// the cause, when the world's ledgers know it, of a resource that does not add up.
+fn repeated_cause(services: &Services, step: StepId) -> String {
+    let repeated: Vec<String> = repeated_effects(services)
+        .filter(|(key, _)| key.step == step)
+        .take(3)
+        .map(|(key, n)| format!("{key} took effect {n} times"))
+        .collect();
+    if repeated.is_empty() {
+        String::new()
+    } else {
+        format!(" (cause: {})", repeated.join(", "))
+    }
+}
+
+/// [`CONSERVATION`]: the stock and the money add up. The message names what does not:
+/// the item, with its initial stock against what is available plus what the live
+/// reservations hold, or the money, with what was captured net of refunds against
+/// what the live charges hold; and the cause where the ledgers show one (a command
+/// that took effect twice).
 pub(crate) fn check_conserved(services: &Services) -> Result<(), Violation> {
+    let inventory = &services.inventory;
+    let mut held: BTreeMap<u32, u64> = BTreeMap::new();
+    for (_, r) in inventory.reservations() {
+        if r.state == ReservationState::Reserved {
+            *held.entry(r.item).or_insert(0) += u64::from(r.qty);
+        }
+    }
+    let items: BTreeSet<u32> = inventory.items().chain(held.keys().copied()).collect();
+    for item in items {
+        let expected = u64::from(inventory.initial(item));
+        let available = u64::from(inventory.available(item));
+        let reserved = held.get(&item).copied().unwrap_or(0);
+        if available + reserved != expected {
+            return Err(Violation::new(
+                CONSERVATION,
+                format!(
+                    "stock of item {item} is not conserved: {expected} at the start, but {available} available + {reserved} held by live reservations = {}{}",
+                    available + reserved,
+                    repeated_cause(services, StepId::Inventory)
+                ),
+            ));
+        }
+    }
+    let payment = &services.payment;
+    let (captured, refunded, held) = (
+        payment.captured_total(),
+        payment.refunded_total(),
+        payment.held_total(),
+    );
+    if captured.checked_sub(refunded) != Some(held) {
+        return Err(Violation::new(
+            CONSERVATION,
+            format!(
+                "money is not conserved: {captured} captured - {refunded} refunded, but the live charges hold {held}{}",
+                repeated_cause(services, StepId::Payment)
+            ),
+        ));
+    }
     if !services.is_conserved() {
         return Err(Violation::new(
             CONSERVATION,
@@ -87,24 +159,80 @@ pub(crate) fn check_conserved(services: &Services) -> Result<(), Violation> {
     Ok(())
 }
 
+/// What `saga` holds at `step`'s service, in words, and whether it is a live effect
+/// (a placed order, a reservation, a captured charge).
+fn holding(services: &Services, saga: SagaId, step: StepId) -> (bool, String) {
+    match step {
+        StepId::Order => match services.orders.status(saga) {
+            Some(OrderStatus::Placed) => (true, "the order is placed".into()),
+            Some(st) => (false, format!("the order is {st:?}")),
+            None => (false, "there is no order".into()),
+        },
+        StepId::Inventory => match services.inventory.reservation(saga) {
+            Some(r) if r.state == ReservationState::Reserved => (
+                true,
+                format!("stock: {} of item {} is reserved", r.qty, r.item),
+            ),
+            Some(r) => (
+                false,
+                format!(
+                    "stock: the reservation of {} of item {} is {:?}",
+                    r.qty, r.item, r.state
+                ),
+            ),
+            None => (false, "stock: nothing is reserved".into()),
+        },
+        StepId::Payment => match services.payment.charge(saga) {
+            Some(c) if c.state == ChargeState::Captured => {
+                (true, format!("money: {} is captured", c.amount))
+            }
+            Some(c) => (
+                false,
+                format!("money: the charge of {} is {:?}", c.amount, c.state),
+            ),
+            None => (false, "money: nothing is captured".into()),
+        },
+    }
+}
+
 /// [`CONSERVATION`]: `saga`, in `state`, holds what its end says: all of its order,
-/// stock and payment when completed, none of them when compensated.
+/// stock and payment when completed, none of them when compensated. The message names
+/// each resource that is off (order, stock with its item and quantity, money with its
+/// amount) and, where `cause` knows it (from what the world saw sent), why:
+/// `cause(saga, step, kind)` explains the missing `kind` command of `step`.
 pub(crate) fn check_holdings(
     services: &Services,
     saga: SagaId,
     state: SagaState,
+    cause: impl Fn(SagaId, StepId, Kind) -> Option<String>,
 ) -> Result<(), Violation> {
-    match state {
-        SagaState::Completed if !services.holds_all(saga) => Err(Violation::new(
-            CONSERVATION,
-            format!("{saga} completed but does not hold its order, stock and payment"),
-        )),
-        SagaState::Compensated if services.holds(saga) => Err(Violation::new(
-            CONSERVATION,
-            format!("{saga} was compensated but still holds an order, stock or money"),
-        )),
-        _ => Ok(()),
+    let (want_live, kind, end) = match state {
+        SagaState::Completed => (true, Kind::Action, "completed"),
+        SagaState::Compensated => (false, Kind::Compensation, "was compensated"),
+        _ => return Ok(()),
+    };
+    let off: Vec<String> = StepId::ALL
+        .iter()
+        .filter_map(|&step| {
+            let (live, words) = holding(services, saga, step);
+            (live != want_live).then(|| match cause(saga, step, kind) {
+                Some(why) => format!("{words} ({why})"),
+                None => words,
+            })
+        })
+        .collect();
+    if off.is_empty() {
+        return Ok(());
     }
+    let promise = if want_live {
+        "does not hold its order, stock and payment"
+    } else {
+        "still holds an order, stock or money"
+    };
+    Err(Violation::new(
+        CONSERVATION,
+        format!("{saga} {end} but {promise}: {}", off.join("; ")),
+    ))
 }
 
 /// The compensations that took effect, per saga, in the order they did: what

@@ -289,3 +289,490 @@ fn sweep_found_settling_regressions() {
         assert!(report.outcome.is_pass(), "seed {seed}: {}", report.outcome);
     }
 }
+
+/// A coordinator written from scratch against `SagaCoordinator` (no line of the
+/// reference `Orchestrator`): each saga is a small state machine over per-step records,
+/// the same records it writes to the log, so a live run and a recovery decide alike.
+/// It retries a timed-out attempt at once (no backoff), counts its deadlines from
+/// `on_sent`, and after a crash resends the attempt in flight under the same number.
+/// It must pass every invariant: no false positives.
+mod from_scratch {
+    use faultline::clock::Instant;
+    use faultline::harness::Pattern;
+    use faultline::saga::checkout::SagaKnobs;
+    use faultline::saga::invariants::{AT_REST, CONSERVATION, WRITE_AHEAD};
+    use faultline::saga::orchestrated::pattern::SagaPattern;
+    use faultline::saga::orchestrated::world::{SagaWorld, run as run_world};
+    use faultline::saga::{
+        AlertReason, Kind, LogRecord, Order, Output, Reply, SagaCoordinator, SagaId, SagaState,
+        SagaTotals, StepId, StepProgress,
+    };
+    use faultline_sim::{FaultPlan, RunReport, TraceMode};
+    use std::collections::{BTreeMap, VecDeque};
+    use std::time::Duration;
+
+    /// What the coordinator knows of one saga.
+    #[derive(Clone, Debug)]
+    struct Checkout {
+        order: Order,
+        state: SagaState,
+        steps: [StepProgress; 3],
+        /// The attempt awaited: step index, kind, attempt, deadline once sent.
+        awaiting: Option<(usize, Kind, u32, Option<Instant>)>,
+    }
+
+    /// The plug-in. `deaf` (for the stall test only) never arms a deadline, so a lost
+    /// reply leaves its saga waiting forever; `drop_every` (for the at-rest test only)
+    /// silently ignores every n-th checkout it is given.
+    #[derive(Clone, Debug)]
+    pub struct Plain {
+        timeout: Duration,
+        attempts_max: u32,
+        compensation_attempts_max: u32,
+        deaf: bool,
+        drop_every: u64,
+        sagas: BTreeMap<SagaId, Checkout>,
+        out: VecDeque<Output>,
+        totals: SagaTotals,
+    }
+
+    impl Plain {
+        pub fn new(knobs: &SagaKnobs) -> Self {
+            Plain {
+                timeout: Duration::from_millis(knobs.step_timeout_ms),
+                attempts_max: knobs.attempts_max,
+                compensation_attempts_max: knobs.compensation_attempts_max,
+                deaf: false,
+                drop_every: 0,
+                sagas: BTreeMap::new(),
+                out: VecDeque::new(),
+                totals: SagaTotals::default(),
+            }
+        }
+
+        fn emit_send(&mut self, id: SagaId, c: &mut Checkout, i: usize, kind: Kind, n: u32) {
+            let step = StepId::ALL[i];
+            let cmd = match kind {
+                Kind::Action => faultline::saga::Command::action(id, step, c.order),
+                Kind::Compensation => faultline::saga::Command::compensation(id, step, c.order),
+            };
+            self.out.push_back(Output::Send(cmd, n));
+            self.totals.sends += 1;
+            c.awaiting = Some((i, kind, n, None));
+        }
+
+        /// Writes the intent of attempt `n`, then sends it.
+        fn attempt(&mut self, id: SagaId, c: &mut Checkout, i: usize, kind: Kind, n: u32) {
+            let step = StepId::ALL[i];
+            let record = match kind {
+                Kind::Action => {
+                    c.steps[i].attempts = n;
+                    LogRecord::StepIntent {
+                        saga: id,
+                        step,
+                        attempt: n,
+                    }
+                }
+                Kind::Compensation => {
+                    c.steps[i].compensation_attempts = n;
+                    LogRecord::CompensationIntent {
+                        saga: id,
+                        step,
+                        attempt: n,
+                    }
+                }
+            };
+            self.out.push_back(Output::Append(record));
+            self.emit_send(id, c, i, kind, n);
+        }
+
+        fn end(&mut self, id: SagaId, c: &mut Checkout, state: SagaState) {
+            c.state = state;
+            c.awaiting = None;
+            match state {
+                SagaState::Completed => self.totals.completed += 1,
+                SagaState::Compensated => self.totals.compensated += 1,
+                _ => self.totals.failed += 1,
+            }
+            self.out
+                .push_back(Output::Append(LogRecord::Ended { saga: id, state }));
+        }
+
+        /// The next step to undo: the last that may have taken effect, not undone.
+        fn to_undo(c: &Checkout) -> Option<usize> {
+            (0..3).rev().find(|&j| {
+                let p = c.steps[j];
+                p.attempts > 0 && p.outcome != Some(false) && !p.compensated
+            })
+        }
+
+        /// Decides what an idle saga does next, from its records alone.
+        fn decide(&mut self, id: SagaId, c: &mut Checkout) {
+            if c.state == SagaState::Running {
+                match (0..3).find(|&i| c.steps[i].outcome != Some(true)) {
+                    None => return self.end(id, c, SagaState::Completed),
+                    Some(i) if c.steps[i].outcome == Some(false) => {
+                        c.state = SagaState::Compensating
+                    }
+                    Some(i) if c.steps[i].attempts < self.attempts_max => {
+                        let n = c.steps[i].attempts + 1;
+                        return self.attempt(id, c, i, Kind::Action, n);
+                    }
+                    Some(_) => c.state = SagaState::Compensating,
+                }
+            }
+            if c.state == SagaState::Compensating {
+                let Some(j) = Self::to_undo(c) else {
+                    return self.end(id, c, SagaState::Compensated);
+                };
+                let tried = c.steps[j].compensation_attempts;
+                if tried < self.compensation_attempts_max {
+                    return self.attempt(id, c, j, Kind::Compensation, tried + 1);
+                }
+                self.out.push_back(Output::Alert {
+                    saga: id,
+                    reason: AlertReason::CompensationExhausted {
+                        step: StepId::ALL[j],
+                        attempts: tried,
+                    },
+                });
+                self.end(id, c, SagaState::Failed);
+            }
+        }
+
+        fn with(&mut self, id: SagaId, f: impl FnOnce(&mut Self, &mut Checkout)) {
+            if let Some(mut c) = self.sagas.remove(&id) {
+                f(self, &mut c);
+                self.sagas.insert(id, c);
+            }
+        }
+    }
+
+    impl SagaCoordinator for Plain {
+        fn start(&mut self, saga: SagaId, order: Order, _now: Instant) -> bool {
+            if self.sagas.contains_key(&saga) {
+                return false;
+            }
+            if self.drop_every > 0 && saga.0.is_multiple_of(self.drop_every) {
+                return true; // the defect: accepted, and forgotten
+            }
+            self.totals.started += 1;
+            self.out
+                .push_back(Output::Append(LogRecord::Started { saga, order }));
+            let mut c = Checkout {
+                order,
+                state: SagaState::Running,
+                steps: [StepProgress::default(); 3],
+                awaiting: None,
+            };
+            self.decide(saga, &mut c);
+            self.sagas.insert(saga, c);
+            true
+        }
+
+        fn on_reply(
+            &mut self,
+            saga: SagaId,
+            step: StepId,
+            kind: Kind,
+            attempt: u32,
+            reply: Reply,
+            _now: Instant,
+        ) -> bool {
+            let i = step as usize;
+            let ok = self.sagas.get(&saga).is_some_and(|c| {
+                matches!(c.awaiting, Some((j, k, n, _))
+                    if j == i && k == kind && (attempt == n || (attempt < n && (kind == Kind::Action || reply.is_ok()))))
+            });
+            if !ok {
+                self.totals.stale_replies += 1;
+                return false;
+            }
+            self.with(saga, |me, c| {
+                c.awaiting = None;
+                match (kind, reply.is_ok()) {
+                    (Kind::Action, ok) => {
+                        c.steps[i].outcome = Some(ok);
+                        me.out
+                            .push_back(Output::Append(LogRecord::StepOutcome { saga, step, ok }));
+                    }
+                    (Kind::Compensation, true) => {
+                        c.steps[i].compensated = true;
+                        me.out
+                            .push_back(Output::Append(LogRecord::CompensationDone { saga, step }));
+                    }
+                    // A refused compensation is a failed attempt: try again.
+                    (Kind::Compensation, false) => {}
+                }
+                me.decide(saga, c);
+            });
+            true
+        }
+
+        fn on_sent(&mut self, saga: SagaId, step: StepId, kind: Kind, attempt: u32, now: Instant) {
+            if self.deaf {
+                return;
+            }
+            let timeout = self.timeout;
+            if let Some(c) = self.sagas.get_mut(&saga)
+                && let Some((i, k, n, deadline @ None)) = &mut c.awaiting
+                && *i == step as usize
+                && *k == kind
+                && *n == attempt
+            {
+                *deadline = Some(now + timeout);
+            }
+        }
+
+        fn handle_timeout(&mut self, now: Instant) {
+            let due: Vec<SagaId> = self
+                .sagas
+                .iter()
+                .filter(|(_, c)| matches!(c.awaiting, Some((_, _, _, Some(d))) if d <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                self.totals.timeouts += 1;
+                self.with(id, |me, c| {
+                    c.awaiting = None;
+                    me.decide(id, c);
+                });
+            }
+        }
+
+        fn poll_output(&mut self) -> Option<Output> {
+            self.out.pop_front()
+        }
+
+        fn poll_timeout(&self) -> Option<Instant> {
+            self.sagas
+                .values()
+                .filter_map(|c| c.awaiting.and_then(|(_, _, _, d)| d))
+                .min()
+        }
+
+        fn state(&self, saga: SagaId) -> Option<SagaState> {
+            self.sagas.get(&saga).map(|c| c.state)
+        }
+
+        fn progress(&self, saga: SagaId, step: StepId) -> Option<StepProgress> {
+            self.sagas.get(&saga).map(|c| c.steps[step as usize])
+        }
+
+        fn sagas(&self) -> Vec<(SagaId, SagaState)> {
+            self.sagas.iter().map(|(id, c)| (*id, c.state)).collect()
+        }
+
+        fn totals(&self) -> SagaTotals {
+            self.totals
+        }
+
+        fn recovered(&self, log: &[LogRecord], _now: Instant) -> Self {
+            let mut me = Plain {
+                sagas: BTreeMap::new(),
+                out: VecDeque::new(),
+                totals: SagaTotals::default(),
+                ..self.clone()
+            };
+            for record in log {
+                if let LogRecord::Started { saga, order } = *record {
+                    me.sagas.entry(saga).or_insert(Checkout {
+                        order,
+                        state: SagaState::Running,
+                        steps: [StepProgress::default(); 3],
+                        awaiting: None,
+                    });
+                    continue;
+                }
+                let Some(c) = me.sagas.get_mut(&record.saga()) else {
+                    continue;
+                };
+                match *record {
+                    LogRecord::StepIntent { step, attempt, .. } => {
+                        let p = &mut c.steps[step as usize];
+                        p.attempts = p.attempts.max(attempt);
+                    }
+                    LogRecord::StepOutcome { step, ok, .. } => {
+                        c.steps[step as usize].outcome = Some(ok)
+                    }
+                    LogRecord::CompensationIntent { step, attempt, .. } => {
+                        let p = &mut c.steps[step as usize];
+                        p.compensation_attempts = p.compensation_attempts.max(attempt);
+                        c.state = SagaState::Compensating;
+                    }
+                    LogRecord::CompensationDone { step, .. } => {
+                        c.steps[step as usize].compensated = true;
+                        c.state = SagaState::Compensating;
+                    }
+                    LogRecord::Ended { state, .. } => c.state = state,
+                    LogRecord::Started { .. } => {}
+                }
+            }
+            let pending: Vec<SagaId> = me
+                .sagas
+                .iter()
+                .filter(|(_, c)| !c.state.is_at_rest())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in pending {
+                me.with(id, |me, c| {
+                    // The attempt in flight at the crash (intent durable, no outcome)
+                    // goes again under the same number; anything else is decided anew.
+                    let in_flight = match c.state {
+                        SagaState::Running => (0..3)
+                            .find(|&i| c.steps[i].outcome != Some(true))
+                            .filter(|&i| c.steps[i].outcome.is_none() && c.steps[i].attempts > 0)
+                            .map(|i| (i, Kind::Action, c.steps[i].attempts)),
+                        _ => Plain::to_undo(c)
+                            .filter(|&j| c.steps[j].compensation_attempts > 0)
+                            .map(|j| (j, Kind::Compensation, c.steps[j].compensation_attempts)),
+                    };
+                    match in_flight {
+                        Some((i, kind, n)) => {
+                            me.totals.resumed += 1;
+                            me.emit_send(id, c, i, kind, n);
+                        }
+                        None => me.decide(id, c),
+                    }
+                });
+            }
+            me
+        }
+    }
+
+    fn run_plain(seed: u64, plan: FaultPlan, tweak: impl FnOnce(&mut Plain)) -> RunReport {
+        let knobs = SagaKnobs::from_seed(seed);
+        let mut mine = Plain::new(&knobs);
+        tweak(&mut mine);
+        run_world(
+            SagaWorld::with_coordinator(knobs, mine),
+            plan,
+            TraceMode::Off,
+        )
+        .0
+    }
+
+    /// No false positives: the from-scratch coordinator passes every invariant over the
+    /// default seeds' plans (every kind of fault, orchestrator crashes included).
+    #[test]
+    fn a_coordinator_written_from_scratch_passes() {
+        for seed in 0..300 {
+            let plan = SagaKnobs::from_seed(seed).fault_plan();
+            let report = run_plain(seed, plan, |_| {});
+            assert!(report.outcome.is_pass(), "seed {seed}: {}", report.outcome);
+        }
+    }
+
+    proptest::proptest! {
+        /// No false positives under any plan of orchestrator crashes or of every kind
+        /// of fault.
+        #[test]
+        fn a_coordinator_written_from_scratch_passes_any_plan(
+            seed in proptest::prelude::any::<u64>(),
+            plan in super::plans(super::ALL),
+            crashes in super::plans(&[faultline_sim::FaultKindTag::Crash]),
+        ) {
+            for plan in [plan, crashes] {
+                let report = run_plain(seed, plan, |_| {});
+                proptest::prop_assert!(report.outcome.is_pass(), "seed {}: {}", seed, report.outcome);
+            }
+        }
+    }
+
+    /// A coordinator that accepts a checkout and forgets it writes nothing and sends
+    /// nothing for it: only the world's own record of what it submitted shows it.
+    #[test]
+    fn a_coordinator_that_forgets_checkouts_is_caught_by_at_rest() {
+        let plan = SagaKnobs::from_seed(0).fault_plan();
+        let report = run_plain(0, plan, |p| p.drop_every = 5);
+        assert_eq!(
+            report.outcome.invariant(),
+            Some(AT_REST),
+            "{}",
+            report.outcome
+        );
+        let text = report.outcome.to_string();
+        assert!(
+            text.contains("saga 0 was submitted but is unknown"),
+            "{text}"
+        );
+    }
+
+    /// A stalled run names the sagas left waiting, their state and their last command.
+    #[test]
+    fn a_stalled_run_names_the_stuck_sagas() {
+        let (seed, text) = (0..200)
+            .find_map(|seed| {
+                let plan = SagaKnobs::from_seed(seed).fault_plan();
+                let report = run_plain(seed, plan, |p| p.deaf = true);
+                (report.outcome.invariant() == Some("sim.stalled"))
+                    .then(|| (seed, report.outcome.to_string()))
+            })
+            .expect("a coordinator without deadlines never stalled in 200 seeds");
+        println!("seed {seed}: {text}");
+        for words in [
+            "saga(s) not at rest: saga ",
+            "last command sent: ",
+            "attempt ",
+            "no timer armed",
+        ] {
+            assert!(text.contains(words), "{words:?} missing from: {text}");
+        }
+    }
+
+    /// The new mutant, a coordinator that never writes a start record, over the
+    /// default seeds of `faultline mutants` (0..500): the share of seeds that catch it.
+    #[test]
+    fn no_start_record_is_caught_on_every_default_seed() {
+        let (mut caught, mut by_write_ahead) = (0, 0);
+        let seeds = 0..500u64;
+        for seed in seeds.clone() {
+            let run = SagaPattern
+                .run(
+                    seed,
+                    &SagaPattern.plan(seed),
+                    TraceMode::Off,
+                    Some("no_start_record"),
+                )
+                .unwrap();
+            if let Some(inv) = run.report.outcome.invariant() {
+                caught += 1;
+                by_write_ahead += usize::from(inv == WRITE_AHEAD);
+            }
+        }
+        let n = seeds.count();
+        println!(
+            "no_start_record caught on {caught}/{n} seeds ({:.1} %), {by_write_ahead} by {WRITE_AHEAD}",
+            100.0 * caught as f64 / n as f64
+        );
+        assert_eq!(caught, n);
+    }
+
+    /// `saga.conservation` names the resource that is off (order, stock or money), and
+    /// the cause the world saw.
+    #[test]
+    fn conservation_names_the_resource_and_the_cause() {
+        for (mutant, cause) in [
+            ("skip_last_compensation", "the coordinator never sent its"),
+            ("compensations_not_retried", "was sent"),
+        ] {
+            let text = (0..200)
+                .find_map(|seed| {
+                    let run = SagaPattern
+                        .run(seed, &SagaPattern.plan(seed), TraceMode::Off, Some(mutant))
+                        .unwrap();
+                    (run.report.outcome.invariant() == Some(CONSERVATION))
+                        .then(|| run.report.outcome.to_string())
+                })
+                .unwrap_or_else(|| panic!("{mutant} never broke conservation"));
+            println!("{mutant}: {text}");
+            assert!(
+                ["the order", "stock", "money"]
+                    .iter()
+                    .any(|r| text.contains(r)),
+                "{text}"
+            );
+            assert!(text.contains(cause), "{text}");
+        }
+    }
+}

@@ -287,6 +287,54 @@ impl<B: EventBus> ChoreoWorld<B> {
         )
     }
 
+    /// The sagas not at rest, in words: each one's state at the order service (or that
+    /// it has none), the last event of it published on the bus and when, and how many
+    /// of its events wait in an outbox. `None` when every checkout is at rest. The
+    /// failure of a run that stalls or does not settle ends with this.
+    pub fn pending(&self) -> Option<String> {
+        let stuck: Vec<String> = self
+            .arrivals
+            .arrived()
+            .filter_map(|saga| {
+                let state = match self.reactor.state(saga) {
+                    Some(st) if st.is_at_rest() => return None,
+                    Some(st) => format!("{st:?}"),
+                    None => "unknown to the order service".to_string(),
+                };
+                let last = match self.events.iter().rev().find(|(e, _)| e.saga() == saga) {
+                    Some((e, at)) => format!(", last event published: {e} at {at}"),
+                    None => ", no event published".to_string(),
+                };
+                let waiting = self
+                    .outbox
+                    .values()
+                    .flatten()
+                    .filter(|(e, _)| e.saga() == saga)
+                    .count();
+                let outbox = if waiting > 0 {
+                    format!(", {waiting} event(s) waiting in an outbox")
+                } else {
+                    String::new()
+                };
+                Some(format!("{saga} {state}{last}{outbox}"))
+            })
+            .collect();
+        if stuck.is_empty() {
+            return None;
+        }
+        let more = stuck.len().saturating_sub(5);
+        Some(format!(
+            "{} saga(s) not at rest: {}{}",
+            stuck.len(),
+            stuck[..stuck.len() - more].join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
+        ))
+    }
+
     fn latency(&mut self) -> SimDuration {
         let (lo, hi) = self.knobs.latency_ms;
         SimDuration::from_micros(self.rng.between(lo * 1_000, hi * 1_000))
@@ -624,7 +672,13 @@ impl<B: EventBus> World for ChoreoWorld<B> {
         for saga in self.arrivals.arrived() {
             match self.reactor.state(saga) {
                 Some(st) if st.is_at_rest() => {}
-                other => return Err(invariants::left_in(saga, other)),
+                Some(st) => return Err(invariants::left_in(saga, st)),
+                None => {
+                    return Err(Violation::new(
+                        invariants::AT_REST,
+                        format!("{saga} checked out but the order service never heard of it"),
+                    ));
+                }
             }
         }
         // 4. Duplicates had no extra effect.
@@ -632,7 +686,7 @@ impl<B: EventBus> World for ChoreoWorld<B> {
         // 2. Conservation.
         invariants::check_conserved(services)?;
         for (saga, st) in self.reactor.states() {
-            invariants::check_holdings(services, saga, st)?;
+            invariants::check_holdings(services, saga, st, |_, _, _| None)?;
             match st {
                 SagaState::Completed => self.stats.completed += 1,
                 _ => self.stats.compensated += 1,
@@ -660,6 +714,6 @@ pub fn run<B: EventBus>(
         .events_max(5_000_000)
         .liveness_max(SimDuration::from_secs(3_600))
         .replay_hint("cargo run --release -- replay saga-choreo --seed {seed}")
-        .run(&mut world);
+        .run_explained(&mut world, ChoreoWorld::pending);
     (report, world)
 }

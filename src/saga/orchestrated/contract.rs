@@ -16,6 +16,26 @@
 //! assert!(report.outcome.is_pass(), "{}", report.outcome);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # What the world observes, and what it trusts
+//!
+//! The invariants are checked from what the world itself sees at the boundary it owns:
+//! the checkouts it submits, the log records it makes durable, the commands it carries
+//! to the services (and what the services did with them), the alerts it raises. What a
+//! coordinator says about itself is compared with those facts, never used instead of
+//! them. Per method:
+//!
+//! | method | observed or trusted | why |
+//! |---|---|---|
+//! | [`start`](SagaCoordinator::start) | observed: every checkout the world submits must end at rest, whatever `start` returns and whatever the log says | a coordinator that drops a checkout, or writes no `Started` record for it, would otherwise switch the at-rest and conservation checks off for that saga |
+//! | [`poll_output`](SagaCoordinator::poll_output) | observed: the world carries out each output itself, so it knows which records are durable (a command must follow its intent and its saga's `Started` record: `saga.write_ahead`), which commands left and how often, and which alerts were raised | these are the facts the checks rest on |
+//! | [`on_reply`](SagaCoordinator::on_reply), [`on_sent`](SagaCoordinator::on_sent), [`handle_timeout`](SagaCoordinator::handle_timeout) | inputs the world gives; `on_reply`'s answer (stale or not) only goes to the trace | |
+//! | [`poll_timeout`](SagaCoordinator::poll_timeout) | trusted to schedule the next `handle_timeout` | a coordinator that arms no timer stalls; the failure then lists the sagas left waiting and says no timer is armed |
+//! | [`state`](SagaCoordinator::state) | compared: a saga's claimed end is checked against the services (Completed holds its order, stock and payment; Compensated holds none; Failed only after the world sent a compensation's last attempt and carried out an alert); a submitted saga it does not know is `saga.at_rest` | only the coordinator can say how a saga ended; the services say whether that is true |
+//! | [`sagas`](SagaCoordinator::sagas), [`is_at_rest`](SagaCoordinator::is_at_rest) | trusted only to tell when the run may stop; the checks then run over the submitted checkouts | stopping early cannot hide a saga: each submitted one is checked at rest |
+//! | [`progress`](SagaCoordinator::progress) | not read by the world (the crash-equivalence test and reports may) | the attempts the world sent are the facts |
+//! | [`totals`](SagaCoordinator::totals) | `timeouts` and `resumed` feed coverage marks only; no verdict reads them | a counter left at zero hides a coverage mark, never a bug |
+//! | [`recovered`](SagaCoordinator::recovered) | observed: built from the durable log alone (the world keeps it; memory is gone), then judged like any coordinator | |
 
 use crate::clock::Instant;
 use crate::saga::orchestrated::core::{Orchestrator, Output, SagaTotals, StepProgress};
@@ -28,7 +48,12 @@ use crate::saga::services::{Kind, Order, Reply, SagaId, SagaState, StepId};
 /// it happens, and on a crash throws the coordinator away and builds a new one with
 /// [`recovered`](SagaCoordinator::recovered) from the durable log alone.
 pub trait SagaCoordinator {
-    /// Accepts a new saga (false, and nothing happens, if the id is known).
+    /// Accepts a new saga (false, and nothing happens, if the id is known). The
+    /// acceptance is durable once the saga's [`LogRecord::Started`] (one of the outputs
+    /// `start` emits) is: the world submits each checkout once, again after a crash only
+    /// if that record was still waiting for the disk, and requires every checkout it
+    /// submitted to end at rest, and its `Started` record to be durable before its first
+    /// command leaves.
     fn start(&mut self, saga: SagaId, order: Order, now: Instant) -> bool;
     /// A service's reply to attempt `attempt` of `kind` of `step` (false if stale).
     fn on_reply(
@@ -50,18 +75,19 @@ pub trait SagaCoordinator {
     fn poll_output(&mut self) -> Option<Output>;
     /// When [`handle_timeout`](SagaCoordinator::handle_timeout) must be called next.
     fn poll_timeout(&self) -> Option<Instant>;
-    /// `saga`'s state, if known.
+    /// `saga`'s state, if known. The world asks it for each submitted saga not yet
+    /// seen at rest after every event, and checks the claimed end against the services.
     fn state(&self, saga: SagaId) -> Option<SagaState>;
-    /// What is known about `step` of `saga` (the world reads
-    /// `compensation_attempts` to check that a Failed saga did exhaust one).
+    /// What is known about `step` of `saga` (the world does not read it: it counts
+    /// the attempts it sent).
     fn progress(&self, saga: SagaId, step: StepId) -> Option<StepProgress>;
     /// Every saga with its state, in id order.
     fn sagas(&self) -> Vec<(SagaId, SagaState)>;
-    /// Counters since this coordinator was made. The world uses `completed`,
-    /// `compensated`, `failed` (to notice sagas coming to rest), `timeouts` and
-    /// `resumed` (coverage): keep those; the rest may stay zero.
+    /// Counters since this coordinator was made. The world reads `timeouts` and
+    /// `resumed` for coverage marks only; the rest may stay zero.
     fn totals(&self) -> SagaTotals;
-    /// True when every saga is at rest.
+    /// True when every saga is at rest (the world stops the run once it is, after the
+    /// faults, and then checks every submitted checkout).
     fn is_at_rest(&self) -> bool {
         self.sagas().iter().all(|(_, s)| s.is_at_rest())
     }

@@ -166,6 +166,9 @@ pub(crate) enum Flaw {
     RecoveryPresumesFailure,
     /// Retry backoff ignores its cap: delays double without bound.
     UncappedBackoff,
+    /// `start` writes no `Started` record: the saga runs, but its log records belong to
+    /// a saga a recovery does not know (it ignores them), so a crash loses it.
+    NoStartRecord,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -399,8 +402,10 @@ impl Orchestrator {
             return false;
         }
         self.totals.started += 1;
-        self.outputs
-            .push_back(Output::Append(LogRecord::Started { saga, order }));
+        if self.flaw != Flaw::NoStartRecord {
+            self.outputs
+                .push_back(Output::Append(LogRecord::Started { saga, order }));
+        }
         let mut s = self.new_saga(order);
         self.advance(saga, &mut s, now);
         self.sagas.insert(saga, s);

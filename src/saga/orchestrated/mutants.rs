@@ -75,4 +75,10 @@ pub const CATALOG: &[Mutant<SagaPattern>] = &[
         inv::AT_REST,
         |k| flawed(k, Flaw::SilentFailure, true),
     ),
+    Mutant::new(
+        "no_start_record",
+        "a saga is started without writing its start record: it runs, but a recovery does not know it",
+        inv::WRITE_AHEAD,
+        |k| flawed(k, Flaw::NoStartRecord, true),
+    ),
 ];

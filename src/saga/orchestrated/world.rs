@@ -14,7 +14,9 @@ use crate::saga::orchestrated::config::SagaConfig;
 use crate::saga::orchestrated::contract::SagaCoordinator;
 use crate::saga::orchestrated::core::{Flaw, Orchestrator, Output};
 use crate::saga::orchestrated::log::LogRecord;
-use crate::saga::services::{Command, Kind, Order, Reply, SagaId, SagaState, Services, StepId};
+use crate::saga::services::{
+    Command, IdempotencyKey, Kind, Order, Reply, SagaId, SagaState, Services, StepId,
+};
 use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
 use serde::Serialize;
@@ -135,7 +137,8 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     pub log: Vec<LogRecord>,
     /// The intents in the durable log (for the write-ahead check).
     durable_intents: BTreeSet<(SagaId, StepId, Kind, u32)>,
-    settled_seen: u64,
+    /// The sagas whose `Started` record is durable (for the write-ahead check).
+    durable_started: BTreeSet<SagaId>,
     pipeline: VecDeque<Output>,
     /// When each output in the pipeline was queued (in step with `pipeline`).
     queued_at: VecDeque<SimTime>,
@@ -146,10 +149,19 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     /// The run's checkouts (made at start, up to the plan's horizon), and the next.
     arrivals: Arrivals,
     waiting_starts: Vec<(SagaId, Order)>,
-    orders: BTreeMap<SagaId, Order>,
+    /// Every checkout the world submitted (every customer who arrived), with its
+    /// order: each must end at rest, whatever the coordinator's log says.
+    submitted: BTreeMap<SagaId, Order>,
+    /// The submitted sagas the world has not yet seen at rest, in id order.
+    unsettled: BTreeSet<SagaId>,
     alerts: BTreeSet<SagaId>,
     /// Actions sent, per (saga, step).
     sent: BTreeSet<(SagaId, StepId)>,
+    /// The highest attempt of each command the world carried out (sent), per (saga,
+    /// step, kind).
+    attempts_sent: BTreeMap<(SagaId, StepId, Kind), u32>,
+    /// Each saga's last command sent: the command, its attempt and when.
+    last_sent: BTreeMap<SagaId, (Command, u32, SimTime)>,
     /// Compensations that took effect, per saga, in order.
     compensation_effects: CompensationEffects,
     tick_at: Option<SimTime>,
@@ -195,16 +207,19 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             life: 0,
             log: Vec::new(),
             durable_intents: BTreeSet::new(),
-            settled_seen: u64::MAX,
+            durable_started: BTreeSet::new(),
             pipeline: VecDeque::new(),
             queued_at: VecDeque::new(),
             writing: false,
             services: knobs.services(idempotent_payment),
             arrivals: Arrivals::default(),
             waiting_starts: Vec::new(),
-            orders: BTreeMap::new(),
+            submitted: BTreeMap::new(),
+            unsettled: BTreeSet::new(),
             alerts: BTreeSet::new(),
             sent: BTreeSet::new(),
+            attempts_sent: BTreeMap::new(),
+            last_sent: BTreeMap::new(),
             compensation_effects: CompensationEffects::default(),
             tick_at: None,
             rng: SimRng::new(knobs.seed).fork("saga.world"),
@@ -333,6 +348,18 @@ impl<O: SagaCoordinator> SagaWorld<O> {
                 format!("{cmd} (attempt {attempt}) was sent before the log recorded its intent"),
             ));
         }
+        // ... and the saga's start (its order) before its first command: a recovery
+        // ignores the records of a saga it has no start of, so whatever was sent would
+        // be left in place.
+        if !self.durable_started.contains(&cmd.saga) {
+            return Err(Violation::new(
+                WRITE_AHEAD,
+                format!(
+                    "{cmd} (attempt {attempt}) was sent before the log recorded the start of {}: a recovery from this log would not know the saga",
+                    cmd.saga
+                ),
+            ));
+        }
         // A compensation only for a step whose action the log says was attempted.
         if cmd.kind == Kind::Compensation
             && !self
@@ -361,6 +388,12 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         if cmd.kind == Kind::Action {
             self.sent.insert((cmd.saga, cmd.step));
         }
+        let most = self
+            .attempts_sent
+            .entry((cmd.saga, cmd.step, cmd.kind))
+            .or_insert(0);
+        *most = (*most).max(attempt);
+        self.last_sent.insert(cmd.saga, (cmd, attempt, ctx.now()));
         if attempt > 1 && cmd.kind == Kind::Compensation {
             ctx.cover("saga.compensation_retry");
         }
@@ -402,20 +435,17 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         }
     }
 
+    /// Notes the submitted sagas the coordinator now reports at rest (the world asks
+    /// about each one it has not yet seen at rest; its counters are not relied on).
     fn note_rest_states(&mut self, ctx: &mut Ctx<SagaEvent>) {
         let Some(o) = &self.orchestrator else { return };
-        let t = o.totals();
-        let settled = t.completed + t.compensated + t.failed;
-        if settled == self.settled_seen {
-            return;
-        }
-        self.settled_seen = settled;
-        let ended: Vec<(SagaId, SagaState)> = o
-            .sagas()
-            .into_iter()
-            .filter(|(_, st)| st.is_at_rest())
+        let ended: Vec<(SagaId, SagaState)> = self
+            .unsettled
+            .iter()
+            .filter_map(|s| o.state(*s).filter(|st| st.is_at_rest()).map(|st| (*s, st)))
             .collect();
         for (s, st) in ended {
+            self.unsettled.remove(&s);
             if !self.settling.rested(s, ctx.now()) {
                 continue;
             }
@@ -431,6 +461,69 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             ctx.cover(mark);
             self.lanes.push((s, ctx.now(), format!("ended {st:?}")));
         }
+    }
+
+    /// Why `saga` does not hold at `step` what its end says (the `kind` command
+    /// missing), from what the world sent and the services did: never sent, sent and
+    /// never taken effect, or taken effect and then reverted.
+    fn holding_cause(&self, saga: SagaId, step: StepId, kind: Kind) -> Option<String> {
+        let op = step.operation(kind);
+        let key = IdempotencyKey { saga, step, kind };
+        Some(match self.attempts_sent.get(&(saga, step, kind)) {
+            None => format!("the coordinator never sent its {op}"),
+            Some(n) if self.services.effects(key) == 0 => format!(
+                "its {op} was sent ({n} attempt(s)) and never took effect, and the coordinator did not go on trying"
+            ),
+            Some(_) => format!("its {op} took effect, and a later command reverted it"),
+        })
+    }
+
+    /// The sagas not at rest, in words: each one's state as the coordinator reports
+    /// it (or that it does not know it, or is down) and the last command the world
+    /// sent for it. `None` when every submitted saga is at rest. The failure of a run
+    /// that stalls or does not settle ends with this.
+    pub fn pending(&self) -> Option<String> {
+        let stuck: Vec<(SagaId, String)> = self
+            .submitted
+            .keys()
+            .filter_map(|saga| {
+                let state = match &self.orchestrator {
+                    None => "waiting (the coordinator is down)".to_string(),
+                    Some(o) => match o.state(*saga) {
+                        Some(st) if st.is_at_rest() => return None,
+                        Some(st) => format!("{st:?}"),
+                        None => "unknown to the coordinator".to_string(),
+                    },
+                };
+                let last = match self.last_sent.get(saga) {
+                    Some((cmd, attempt, at)) => format!(
+                        ", last command sent: {} attempt {attempt} at {at}",
+                        cmd.step.operation(cmd.kind)
+                    ),
+                    None => ", no command sent".to_string(),
+                };
+                Some((*saga, format!("{saga} {state}{last}")))
+            })
+            .collect();
+        if stuck.is_empty() {
+            return None;
+        }
+        let shown: Vec<&str> = stuck.iter().take(5).map(|(_, w)| w.as_str()).collect();
+        let more = stuck.len().saturating_sub(shown.len());
+        let timer = match self.orchestrator.as_ref().map(|o| o.poll_timeout()) {
+            Some(None) => "; the coordinator has no timer armed",
+            _ => "",
+        };
+        Some(format!(
+            "{} saga(s) not at rest: {}{}{timer}",
+            stuck.len(),
+            shown.join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
+        ))
     }
 }
 
@@ -460,6 +553,8 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                     ctx.schedule_at(next, SagaEvent::Checkout);
                 }
                 self.settling.checkout(saga, ctx.now());
+                self.submitted.insert(saga, order);
+                self.unsettled.insert(saga);
                 self.start_saga(ctx, saga, order)?;
             }
             SagaEvent::AppendDone { life } => {
@@ -485,9 +580,9 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                             self.durable_intents
                                 .insert((saga, step, Kind::Compensation, attempt));
                         }
-                        LogRecord::Started { saga, order } => {
-                            // Only now is the checkout accepted.
-                            self.orders.insert(saga, order);
+                        LogRecord::Started { saga, .. } => {
+                            // Only now is the checkout accepted (durably).
+                            self.durable_started.insert(saga);
                             self.stats.started += 1;
                         }
                         _ => {}
@@ -597,7 +692,6 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 .blueprint
                 .recovered(&self.log, Instant::from(ctx.now()));
             self.orchestrator = Some(o);
-            self.settled_seen = u64::MAX;
             self.stats.recoveries += 1;
             ctx.cover("saga.recovered_from_log");
             if self
@@ -634,14 +728,20 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         let Some(o) = &self.orchestrator else {
             return Err(Violation::new(AT_REST, "the orchestrator is down at rest"));
         };
-        // 1. Every saga at rest; Failed only with an alert, after its compensation
-        //    kept failing.
-        for saga in self.orders.keys() {
+        // 1. Every saga the world submitted is at rest (the coordinator's log and
+        //    counters are not relied on); Failed only with an alert, after the world
+        //    sent the last attempt a compensation had.
+        for saga in self.submitted.keys() {
             match o.state(*saga) {
                 None => {
+                    let why = if self.durable_started.contains(saga) {
+                        "though its start record is in the log"
+                    } else {
+                        "and no start record of it ever became durable (a crash lost it, or the coordinator never accepted it)"
+                    };
                     return Err(Violation::new(
                         AT_REST,
-                        format!("{saga} was started but is unknown to the orchestrator"),
+                        format!("{saga} was submitted but is unknown to the coordinator, {why}"),
                     ));
                 }
                 Some(st) if !st.is_at_rest() => return Err(invariants::left_in(*saga, st)),
@@ -649,9 +749,9 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                     ctx.cover("saga.failed");
                     self.stats.failed += 1;
                     let exhausted = StepId::ALL.iter().any(|s| {
-                        o.progress(*saga, *s).is_some_and(|p| {
-                            p.compensation_attempts >= self.knobs.compensation_attempts_max
-                        })
+                        self.attempts_sent
+                            .get(&(*saga, *s, Kind::Compensation))
+                            .is_some_and(|n| *n >= self.knobs.compensation_attempts_max)
                     });
                     if !self.alerts.contains(saga) || !exhausted {
                         return Err(Violation::new(
@@ -676,9 +776,11 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         invariants::check_idempotent(&self.services)?;
         // 2. Conservation.
         invariants::check_conserved(&self.services)?;
-        for saga in self.orders.keys() {
+        for saga in self.submitted.keys() {
             if let Some(st) = o.state(*saga) {
-                invariants::check_holdings(&self.services, *saga, st)?;
+                invariants::check_holdings(&self.services, *saga, st, |s, step, kind| {
+                    self.holding_cause(s, step, kind)
+                })?;
             }
         }
         // 6. Each saga came to rest within its retry budget of the later of its
@@ -723,6 +825,6 @@ pub fn run<O: SagaCoordinator>(
         .events_max(5_000_000)
         .liveness_max(SimDuration::from_secs(3_600))
         .replay_hint("cargo run --release -- replay saga --seed {seed}")
-        .run(&mut world);
+        .run_explained(&mut world, SagaWorld::pending);
     (report, world)
 }
