@@ -104,6 +104,9 @@ pub(crate) enum Flaw {
     DeclaresLongerWait,
     /// `state()` always says Closed, whatever the transitions say.
     StateAlwaysClosed,
+    /// In half-open, a call the breaker rejects is sent anyway, after reporting a fresh
+    /// half-open episode that never began (to pass for a probe of a new episode).
+    HalfOpenAdmitsAllDisguised,
 }
 
 /// The reference guard. See the [module docs](self).
@@ -182,6 +185,22 @@ impl Guard {
             };
         }
         match self.breaker.try_acquire(now) {
+            Err(rejected)
+                if self.flaw == Flaw::HalfOpenAdmitsAllDisguised
+                    && rejected.state == State::HalfOpen =>
+            {
+                self.drain_events();
+                self.transitions.push_back(Transition {
+                    from: State::HalfOpen,
+                    to: State::HalfOpen,
+                    at: now,
+                });
+                ticket.attempts += 1;
+                Step::Send {
+                    ticket,
+                    timeout: Some(deadline - now),
+                }
+            }
             Err(rejected)
                 if self.flaw == Flaw::HalfOpenAdmitsAll && rejected.state == State::HalfOpen =>
             {

@@ -8,7 +8,8 @@
 //! 1. `breaker.no_call_while_open`: no call reaches the API while the breaker is Open
 //!    or ForcedOpen, and Open lasts at least the declared shortest wait in open.
 //! 2. `breaker.half_open_limit`: per half-open episode, calls admitted ≤ the declared
-//!    permitted calls in half-open.
+//!    permitted calls in half-open; a fresh episode (HalfOpen → HalfOpen) begins only
+//!    when the world saw a probe cancelled or ignored at that moment.
 //! 3. `breaker.trip_soundness`: Closed → Open only when the declared trip rule holds,
 //!    counted by the world's own model of it over the outcomes it saw in the Closed
 //!    episode: for a rate, at least the minimum number of calls recorded and the
@@ -421,6 +422,20 @@ impl BreakerChecker {
         }
         if t.from == State::Closed && t.to == State::Open {
             self.trip_soundness(now)?;
+        }
+        if t.from == State::HalfOpen
+            && t.to == State::HalfOpen
+            && self.inconclusive.last() != Some(&now)
+        {
+            // A fresh episode (fresh probes) only when the last probe said nothing.
+            return Err(Violation::new(
+                HALF_OPEN_LIMIT,
+                format!(
+                    "the breaker reported a fresh half-open episode at {now} after {} probes, \
+                     but no probe was cancelled or ignored then",
+                    self.episode_sends
+                ),
+            ));
         }
         if t.from == State::Open {
             let wait = SimDuration::from_nanos(crate::clock::saturating_nanos(

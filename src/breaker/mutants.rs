@@ -39,6 +39,12 @@ pub const CATALOG: &[Mutant<BreakerPattern>] = &[
         |k| flawed(k, Flaw::HalfOpenAdmitsAll),
     ),
     Mutant::new(
+        "half_open_fake_restarts",
+        "half-open admits every call, reporting a fresh half-open episode before each extra one",
+        invariants::HALF_OPEN_LIMIT,
+        |k| flawed(k, Flaw::HalfOpenAdmitsAllDisguised),
+    ),
+    Mutant::new(
         "no_timeout",
         "no timeout on slow calls",
         invariants::RESPONSIVENESS,

@@ -369,7 +369,7 @@ proptest! {
 /// opens where that rule would not.
 #[test]
 fn consecutive_failures_breaker_declaring_a_rate_is_caught() {
-    let mut caught = 0;
+    let mut caught = 0u32;
     for seed in 0..200 {
         let knobs = SmsKnobs::from_seed(seed);
         let rate = knobs.reference_policy().unwrap();
@@ -382,6 +382,7 @@ fn consecutive_failures_breaker_declaring_a_rate_is_caught() {
             caught += 1;
         }
     }
+    println!("caught on {caught} of 200 seeds");
     assert!(caught >= 40, "caught on {caught} of 200 seeds");
 }
 
@@ -389,7 +390,7 @@ fn consecutive_failures_breaker_declaring_a_rate_is_caught() {
 /// than it trips on is caught by trip soundness.
 #[test]
 fn consecutive_failures_breaker_declaring_one_more_failure_is_caught() {
-    let mut caught = 0;
+    let mut caught = 0u32;
     for seed in 0..200 {
         let guard = streak(seed);
         let mut policy = guard.policy();
@@ -408,6 +409,7 @@ fn consecutive_failures_breaker_declaring_one_more_failure_is_caught() {
             caught += 1;
         }
     }
+    println!("caught on {caught} of 200 seeds");
     assert!(caught >= 40, "caught on {caught} of 200 seeds");
 }
 
