@@ -9,11 +9,38 @@
 //! implementation gets the whole invariant suite, the fault plans, shrinking and
 //! reports by implementing this trait.
 //!
-//! The world observes the guard only through [`state`](CallGuard::state),
-//! [`poll_transition`](CallGuard::poll_transition) and [`metrics`](CallGuard::metrics),
-//! and checks the promises against its own counts.
+//! # Declared policies
+//!
+//! A guard is judged by the [`Policy`] it declares through [`CallGuard::policy`], built
+//! from its own configuration: its [`TripRule`] (a failure or slow-call rate over a
+//! window, as the reference, or N consecutive failures), the probes it permits per
+//! half-open episode, the bounds of its wait in open, how soon it answers a caller and
+//! how many requests it lets in at once. The universal promises (no flood beyond what
+//! the declared policy allows, no call while open within the declared wait, half-open
+//! probes within the declared limit, a timely answer, Closed again after recovery) are
+//! checked against that declaration. Whether the declaration equals the reference's
+//! exact settings for a seed's knobs is a separate check,
+//! `breaker.conformance`, which the reference
+//! scenario turns on and a plug-in does not need.
+//!
+//! # What the world observes and what it trusts
+//!
+//! The world's facts are its own: which calls reach the API and when (every
+//! [`Step::Send`]), what the API answered and how long it took (the world made both up
+//! from the fault plan), which caller got which answer and when (every
+//! [`Step::Answer`]), which callers went away. Every verdict is computed from those
+//! facts and the declared policy. The guard's self-reports are only compared with them:
+//!
+//! | method | observed or trusted | why |
+//! |---|---|---|
+//! | [`on_request`](CallGuard::on_request), [`on_reply`](CallGuard::on_reply), [`on_timeout`](CallGuard::on_timeout), [`on_retry_due`](CallGuard::on_retry_due) | observed: the [`Step`] each returns is an action the world carries out and times itself | a send is a call arriving at the API, an answer is what the caller gets |
+//! | [`on_cancel`](CallGuard::on_cancel) | observed: the world decided the caller left | |
+//! | [`policy`](CallGuard::policy) | trusted, read once when the world is made | it is the yardstick, not a fact; a guard that breaks its own declaration is caught by the checks that use it, and `breaker.conformance` compares it with the reference's settings where asked |
+//! | [`poll_transition`](CallGuard::poll_transition) | compared: the path must be valid, a trip must be justified by the world's own model of the declared trip rule over the outcomes it saw, Open must last the declared wait, a fresh half-open episode must follow a probe the world saw cancelled or ignored | the breaker's state is internal; the world cannot see it except through what the guard does. The load bound counts calls at the API over each outage whatever the guard says, and the re-closings and fresh half-open episodes it allows for are capped by the successes, cancellations and ignored outcomes the world itself saw |
+//! | [`state`](CallGuard::state) | compared: at every send it must equal the state the transitions lead to | the world steers by the transitions, never by `state` alone |
+//! | [`metrics`](CallGuard::metrics) | compared: at rest it must equal the world's own counts call for call | |
 
-use crate::breaker::circuit::State;
+use crate::breaker::circuit::{BreakerConfig, SlidingWindow, State};
 use crate::clock::Instant;
 use std::fmt;
 use std::time::Duration;
@@ -129,6 +156,102 @@ pub struct GuardMetrics {
     pub released: u64,
 }
 
+/// The rule by which a breaker goes from Closed to Open, as a guard declares it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TripRule {
+    /// The reference's (Resilience4j's): over the sliding `window`, once at least
+    /// `minimum_calls` outcomes are recorded, the failure rate reaches
+    /// `failure_rate_threshold_percent` or the share of calls that took
+    /// `slow_call_duration` or longer reaches `slow_call_rate_threshold_percent`.
+    /// Ignored outcomes change no count; the window starts empty on every Closed.
+    Rate {
+        /// The window the rates are computed over.
+        window: SlidingWindow,
+        /// Outcomes needed in the window before it may trip.
+        minimum_calls: u32,
+        /// Failure rate at which it trips, percent.
+        failure_rate_threshold_percent: u32,
+        /// Slow-call rate at which it trips, percent.
+        slow_call_rate_threshold_percent: u32,
+        /// A call this long or longer is slow.
+        slow_call_duration: Duration,
+    },
+    /// `failures` failures in a row (API errors and timeouts): a success starts the
+    /// count again, an ignored outcome changes nothing, the count starts at zero on
+    /// every Closed.
+    ConsecutiveFailures {
+        /// Failures in a row that trip it (at least 1).
+        failures: u32,
+    },
+}
+
+/// The policy a guard declares it implements, from its own configuration: what the
+/// invariants judge it by (see the [module docs](self)).
+///
+/// A breaker that trips after five failures in a row, waits 2 to 4 s in open, lets one
+/// probe through per half-open episode, answers within 800 ms and admits 20 requests
+/// at once declares:
+///
+/// ```
+/// use faultline::breaker::contract::{Policy, TripRule};
+/// use std::time::Duration;
+///
+/// let policy = Policy {
+///     trip: TripRule::ConsecutiveFailures { failures: 5 },
+///     half_open_calls_permitted: 1,
+///     wait_in_open_min: Duration::from_secs(2),
+///     wait_in_open_max: Duration::from_secs(4),
+///     answer_within: Duration::from_millis(800),
+///     in_progress_max: 20,
+/// };
+/// # let _ = policy;
+/// ```
+///
+/// Retries, their backoff and the retry budget are not part of it: every attempt asks
+/// the breaker for a permit, so the bounds above hold whatever the retry policy is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// How it trips.
+    pub trip: TripRule,
+    /// Most calls sent in one half-open episode (a total, not a concurrency limit).
+    pub half_open_calls_permitted: u32,
+    /// Shortest wait in open before a probe may be sent.
+    pub wait_in_open_min: Duration,
+    /// Longest wait in open (bounds how soon it closes after the API recovers).
+    pub wait_in_open_max: Duration,
+    /// Longest a caller waits for an answer, retries included.
+    pub answer_within: Duration,
+    /// Most requests in progress at once (the bulkhead; `u32::MAX` for none).
+    pub in_progress_max: u32,
+}
+
+impl Policy {
+    /// The policy of a reference [`CircuitBreaker`](crate::breaker::CircuitBreaker)
+    /// configured by `breaker`, answering within `answer_within` and admitting
+    /// `in_progress_max` requests at once.
+    pub fn of_breaker(
+        breaker: &BreakerConfig,
+        answer_within: Duration,
+        in_progress_max: u32,
+    ) -> Policy {
+        let wait = breaker.wait_in_open();
+        Policy {
+            trip: TripRule::Rate {
+                window: breaker.window(),
+                minimum_calls: breaker.minimum_calls(),
+                failure_rate_threshold_percent: breaker.failure_rate_threshold_percent(),
+                slow_call_rate_threshold_percent: breaker.slow_call_rate_threshold_percent(),
+                slow_call_duration: breaker.slow_call_duration(),
+            },
+            half_open_calls_permitted: breaker.half_open_calls_permitted(),
+            wait_in_open_min: wait.min_wait(),
+            wait_in_open_max: wait.ceiling(u32::MAX),
+            answer_within,
+            in_progress_max,
+        }
+    }
+}
+
 /// A guard between callers and a flaky API, driven by events. See the module docs.
 ///
 /// Every ticket the guard hands out comes back exactly once: through
@@ -166,4 +289,8 @@ pub trait CallGuard {
 
     /// The guard's counts.
     fn metrics(&self) -> GuardMetrics;
+
+    /// The policy this guard implements, from its own configuration: what the world
+    /// judges it by. Read once, when the world is made.
+    fn policy(&self) -> Policy;
 }

@@ -16,7 +16,7 @@ use crate::breaker::circuit::{
     BreakerConfig, BreakerEvent, CallOutcome, CircuitBreaker, Permit, State,
 };
 use crate::breaker::contract::{
-    Answer, ApiError, ApiReply, CallGuard, GuardMetrics, Step, Transition, Why,
+    Answer, ApiError, ApiReply, CallGuard, GuardMetrics, Policy, Step, Transition, Why,
 };
 use crate::breaker::fallback::{Fallback, FallbackPolicy};
 use crate::breaker::timeout::TimeoutPolicy;
@@ -100,6 +100,13 @@ pub(crate) enum Flaw {
     RetriesOutsideBreaker,
     /// Every call skips the breaker (a code path that forgot to wrap the call).
     BypassBreaker,
+    /// The declared policy promises a wait in open twice as long as the real one.
+    DeclaresLongerWait,
+    /// `state()` always says Closed, whatever the transitions say.
+    StateAlwaysClosed,
+    /// In half-open, a call the breaker rejects is sent anyway, after reporting a fresh
+    /// half-open episode that never began (to pass for a probe of a new episode).
+    HalfOpenAdmitsAllDisguised,
 }
 
 /// The reference guard. See the [module docs](self).
@@ -179,6 +186,22 @@ impl Guard {
             };
         }
         match self.breaker.try_acquire(now) {
+            Err(rejected)
+                if self.flaw == Flaw::HalfOpenAdmitsAllDisguised
+                    && rejected.state == State::HalfOpen =>
+            {
+                self.drain_events();
+                self.transitions.push_back(Transition {
+                    from: State::HalfOpen,
+                    to: State::HalfOpen,
+                    at: now,
+                });
+                ticket.attempts += 1;
+                Step::Send {
+                    ticket,
+                    timeout: Some(deadline - now),
+                }
+            }
             Err(rejected)
                 if self.flaw == Flaw::HalfOpenAdmitsAll && rejected.state == State::HalfOpen =>
             {
@@ -337,6 +360,9 @@ impl CallGuard for Guard {
     }
 
     fn state(&self) -> State {
+        if self.flaw == Flaw::StateAlwaysClosed {
+            return State::Closed;
+        }
         self.breaker.state()
     }
 
@@ -353,5 +379,20 @@ impl CallGuard for Guard {
             ignored: t.ignored,
             released: t.released,
         }
+    }
+
+    /// The reference's own settings: a rate over its window, its probes and waits in
+    /// open, its request deadline and its bulkhead.
+    fn policy(&self) -> Policy {
+        let mut policy = Policy::of_breaker(
+            &self.config.breaker,
+            self.config.timeout.duration(),
+            self.config.bulkhead_max,
+        );
+        if self.flaw == Flaw::DeclaresLongerWait {
+            policy.wait_in_open_min = policy.wait_in_open_min.saturating_mul(2);
+            policy.wait_in_open_max = policy.wait_in_open_max.saturating_mul(2);
+        }
+        policy
     }
 }

@@ -1,35 +1,51 @@
 //! The breaker's promises, checked by the SMS world over a run. Each is a named
-//! function of the checker with a message in words:
+//! function of the checker with a message in words. Every one is judged by the
+//! [`Policy`] the guard declares (its trip rule, probes, waits in open, answer deadline
+//! and bulkhead), computed from what the world itself sees (calls reaching the API,
+//! outcomes, answers, timings); the guard's self-reports (transitions, state, counts)
+//! are only compared with those facts (see [`contract`](crate::breaker::contract)).
 //!
 //! 1. `breaker.no_call_while_open`: no call reaches the API while the breaker is Open
-//!    or ForcedOpen.
-//! 2. `breaker.half_open_limit`: per half-open episode, calls admitted ≤ permitted calls
-//!    in half-open.
-//! 3. `breaker.trip_soundness`: Closed → Open only when at least the minimum number of
-//!    calls were recorded and the failure or slow-call rate met its threshold, counted
-//!    by the world's own model of the sliding window; ignored outcomes change no count.
+//!    or ForcedOpen, and Open lasts at least the declared shortest wait in open.
+//! 2. `breaker.half_open_limit`: per half-open episode, calls admitted ≤ the declared
+//!    permitted calls in half-open; a fresh episode (HalfOpen → HalfOpen) begins only
+//!    when the world saw a probe cancelled or ignored at that moment.
+//! 3. `breaker.trip_soundness`: Closed → Open only when the declared trip rule holds,
+//!    counted by the world's own model of it over the outcomes it saw in the Closed
+//!    episode: for a rate, at least the minimum number of calls recorded and the
+//!    failure or slow-call rate at its threshold in the sliding window; for
+//!    consecutive failures, that many failures in a row. Ignored outcomes change no
+//!    count.
 //! 4. `breaker.load_bound`: over any outage of length T, calls reaching the API ≤ calls
-//!    needed to trip from the window as it stood + in-flight calls (at most the
-//!    bulkhead) + (⌈T / shortest wait in open⌉ + 1) × permitted calls in half-open;
-//!    with a time window of S seconds, + ⌈T / S⌉ × minimum calls (a window that
-//!    forgets may take that many calls per window without tripping). Retries take
-//!    breaker permits like any call, so the budget only lowers this.
+//!    needed to trip by the declared rule from the window as it stood + in-flight calls
+//!    (at most the declared bulkhead) + (⌈T / shortest declared wait in open⌉ + 1) ×
+//!    permitted calls in half-open; with a time window of S seconds, + ⌈T / S⌉ ×
+//!    minimum calls (a window that forgets may take that many calls per window without
+//!    tripping). Re-closings and fresh half-open episodes during the outage add to it
+//!    only as far as the successes, cancellations and ignored outcomes the world saw
+//!    there can justify them. Retries take breaker permits like any call, so the budget
+//!    only lowers this.
 //! 5. `breaker.responsiveness`: every caller gets an answer (delivered, fallback, or
-//!    unavailable with a positive `retry_after`) within the request timeout + 1 ms; at
-//!    rest no request is left unanswered.
+//!    unavailable with a positive `retry_after`) within the declared answer deadline
+//!    (never beyond the world's callers' own deadline) + 1 ms; at rest no request is
+//!    left unanswered.
 //! 6. `breaker.closes_after_recovery`: once the API has recovered, the breaker is
-//!    Closed again within the waits in open and the probes' time.
+//!    Closed again within the declared longest wait in open and the probes' time.
 //! 7. `breaker.accounting`: admitted = succeeded + failed (errors and timeouts) +
 //!    ignored + released, each equal to the world's own count; transitions form a
-//!    valid path.
+//!    valid path; the state the guard reports at each send is the one its transitions
+//!    lead to.
+//! 8. `breaker.conformance` (optional; on for the reference and its mutants): the
+//!    declared policy is the reference's exact parameterisation for the seed's knobs.
+//!    A plug-in with settings of its own leaves it off and is judged by 1 to 7 alone.
 
-use crate::breaker::circuit::{BreakerConfig, CallOutcome, SlidingWindow, State};
-use crate::breaker::contract::{Answer, GuardMetrics, Transition, Why};
+use crate::breaker::circuit::{CallOutcome, SlidingWindow, State};
+use crate::breaker::contract::{Answer, GuardMetrics, Policy, Transition, TripRule, Why};
 use faultline_sim::{SimDuration, SimTime, Violation};
 use serde::Serialize;
 
 /// Names of the invariants, in order.
-pub const INVARIANTS: [&str; 7] = [
+pub const INVARIANTS: [&str; 8] = [
     NO_CALL_WHILE_OPEN,
     HALF_OPEN_LIMIT,
     TRIP_SOUNDNESS,
@@ -37,6 +53,7 @@ pub const INVARIANTS: [&str; 7] = [
     RESPONSIVENESS,
     CLOSES_AFTER_RECOVERY,
     ACCOUNTING,
+    CONFORMANCE,
 ];
 
 /// The invariant `breaker.no_call_while_open` (see the list above).
@@ -53,41 +70,68 @@ pub const RESPONSIVENESS: &str = "breaker.responsiveness";
 pub const CLOSES_AFTER_RECOVERY: &str = "breaker.closes_after_recovery";
 /// The invariant `breaker.accounting` (see the list above).
 pub const ACCOUNTING: &str = "breaker.accounting";
+/// The optional check `breaker.conformance` (see the list above).
+pub const CONFORMANCE: &str = "breaker.conformance";
 
-/// The world's own model of the breaker's sliding window: the outcomes the breaker
-/// should have recorded in the current Closed episode.
+/// The world's own model of the declared trip rule: the outcomes the breaker should
+/// have recorded in the current Closed episode.
 #[derive(Clone, Debug)]
-pub struct WindowModel {
-    kind: SlidingWindow,
-    /// (second of completion, failed, slow), oldest first.
+pub struct TripModel {
+    rule: TripRule,
+    /// Rate: (second of completion, failed, slow), oldest first.
     entries: Vec<(u64, bool, bool)>,
+    /// Consecutive failures: failures since the last success.
+    run: u64,
 }
 
-impl WindowModel {
-    fn new(kind: SlidingWindow) -> Self {
-        WindowModel {
-            kind,
+impl TripModel {
+    fn new(rule: TripRule) -> Self {
+        TripModel {
+            rule,
             entries: Vec::new(),
+            run: 0,
+        }
+    }
+
+    /// A call this long or longer is slow, if the rule counts slow calls.
+    fn slow_call_duration(&self) -> Option<SimDuration> {
+        match self.rule {
+            TripRule::Rate {
+                slow_call_duration, ..
+            } => Some(SimDuration::from_nanos(crate::clock::saturating_nanos(
+                slow_call_duration,
+            ))),
+            TripRule::ConsecutiveFailures { .. } => None,
         }
     }
 
     fn record(&mut self, now: SimTime, failed: bool, slow: bool) {
-        self.entries
-            .push((now.as_nanos() / 1_000_000_000, failed, slow));
-        if let SlidingWindow::Count { size } = self.kind
-            && self.entries.len() > size as usize
-        {
-            let extra = self.entries.len() - size as usize;
-            self.entries.drain(..extra);
+        match self.rule {
+            TripRule::Rate { window, .. } => {
+                self.entries
+                    .push((now.as_nanos() / 1_000_000_000, failed, slow));
+                if let SlidingWindow::Count { size } = window
+                    && self.entries.len() > size as usize
+                {
+                    let extra = self.entries.len() - size as usize;
+                    self.entries.drain(..extra);
+                }
+            }
+            TripRule::ConsecutiveFailures { .. } => {
+                self.run = if failed { self.run + 1 } else { 0 };
+            }
         }
     }
 
-    /// (calls, failed, slow) in the window as of `now`.
+    /// Rate: (calls, failed, slow) in the window as of `now`.
     fn counts(&self, now: SimTime) -> (u64, u64, u64) {
         let sec = now.as_nanos() / 1_000_000_000;
-        let live = |s: u64| match self.kind {
-            SlidingWindow::Count { .. } => true,
-            SlidingWindow::Time { size_secs } => s + u64::from(size_secs) > sec,
+        let live = |s: u64| match self.rule {
+            TripRule::Rate {
+                window: SlidingWindow::Time { size_secs },
+                ..
+            } => s + u64::from(size_secs) > sec,
+            _ => true,
         };
         self.entries
             .iter()
@@ -97,52 +141,136 @@ impl WindowModel {
             })
     }
 
-    /// The window as an outage could at worst find it: in a time window the failures
+    /// The model as an outage could at worst find it: in a time window the failures
     /// already there may leave before the successes do (making a trip need more calls),
     /// so they are dropped and the successes counted as fast; a count window forgets in
-    /// order, so it stays as it is.
-    fn worst_case_for_outage(&self) -> WindowModel {
-        match self.kind {
-            SlidingWindow::Count { .. } => self.clone(),
-            SlidingWindow::Time { .. } => WindowModel {
-                kind: self.kind,
+    /// order, and a run of failures does not forget, so they stay as they are.
+    fn worst_case_for_outage(&self) -> TripModel {
+        match self.rule {
+            TripRule::Rate {
+                window: SlidingWindow::Time { .. },
+                ..
+            } => TripModel {
+                rule: self.rule,
                 entries: self
                     .entries
                     .iter()
                     .filter(|(_, failed, _)| !failed)
                     .map(|(s, _, _)| (*s, false, false))
                     .collect(),
+                run: self.run,
             },
+            _ => self.clone(),
         }
     }
 
-    fn meets_threshold(&self, now: SimTime, config: &BreakerConfig) -> bool {
-        let (calls, failed, slow) = self.counts(now);
-        calls >= u64::from(config.minimum_calls())
-            && calls > 0
-            && (failed * 100 >= u64::from(config.failure_rate_threshold_percent()) * calls
-                || slow * 100 >= u64::from(config.slow_call_rate_threshold_percent()) * calls)
+    fn meets_threshold(&self, now: SimTime) -> bool {
+        match self.rule {
+            TripRule::Rate {
+                minimum_calls,
+                failure_rate_threshold_percent,
+                slow_call_rate_threshold_percent,
+                ..
+            } => {
+                let (calls, failed, slow) = self.counts(now);
+                calls >= u64::from(minimum_calls)
+                    && calls > 0
+                    && (failed * 100 >= u64::from(failure_rate_threshold_percent) * calls
+                        || slow * 100 >= u64::from(slow_call_rate_threshold_percent) * calls)
+            }
+            TripRule::ConsecutiveFailures { failures } => self.run >= u64::from(failures.max(1)),
+        }
     }
 
     /// Failures that must still be recorded, at `now`, after `successes` more successes,
-    /// before the threshold is met (capped).
-    fn calls_to_trip(&self, now: SimTime, successes: u64, config: &BreakerConfig) -> u64 {
+    /// before the rule trips (capped).
+    fn calls_to_trip(&self, now: SimTime, successes: u64) -> u64 {
         const CAP: u64 = 1_000_000;
         let mut m = self.clone();
-        for _ in 0..successes {
+        for _ in 0..successes.min(CAP) {
             m.record(now, false, false);
         }
         let mut n = 0;
-        while !m.meets_threshold(now, config) && n < CAP {
+        while !m.meets_threshold(now) && n < CAP {
             m.record(now, true, false);
             n += 1;
-            if let SlidingWindow::Count { size } = m.kind
+            if let TripRule::Rate {
+                window: SlidingWindow::Count { size },
+                ..
+            } = m.rule
                 && n > u64::from(size) + successes
             {
                 break;
             }
         }
         n
+    }
+
+    /// How many failures one success recorded in Closed can hold a trip back by: in a
+    /// count window until `size` more calls push it out; in a time window until enough
+    /// failures outweigh it; in a run of failures, a whole run.
+    fn held_back_per_success(&self) -> u64 {
+        match self.rule {
+            TripRule::Rate {
+                window: SlidingWindow::Count { size },
+                ..
+            } => u64::from(size),
+            TripRule::Rate {
+                window: SlidingWindow::Time { .. },
+                failure_rate_threshold_percent: threshold,
+                minimum_calls,
+                ..
+            } => {
+                let threshold = u64::from(threshold);
+                if threshold < 100 {
+                    threshold.div_ceil(100 - threshold) + 1
+                } else {
+                    u64::from(minimum_calls)
+                }
+            }
+            TripRule::ConsecutiveFailures { failures } => u64::from(failures),
+        }
+    }
+
+    /// A time window's size in nanoseconds and the calls each window may take without
+    /// tripping (the minimum), if the rule forgets with time.
+    fn forgetting(&self) -> Option<(u128, u64)> {
+        match self.rule {
+            TripRule::Rate {
+                window: SlidingWindow::Time { size_secs },
+                minimum_calls,
+                ..
+            } => Some((
+                u128::from(size_secs) * 1_000_000_000,
+                u64::from(minimum_calls),
+            )),
+            _ => None,
+        }
+    }
+
+    /// What the model holds and what the rule needs, in words.
+    fn describe(&self, now: SimTime) -> String {
+        match self.rule {
+            TripRule::Rate {
+                minimum_calls,
+                failure_rate_threshold_percent,
+                slow_call_rate_threshold_percent,
+                ..
+            } => {
+                let (calls, failed, slow) = self.counts(now);
+                format!(
+                    "the breaker opened with {calls} calls in its window ({failed} failed, {slow} slow); \
+                     its declared rule needs at least {minimum_calls} calls and a failure rate of \
+                     {failure_rate_threshold_percent} % or a slow-call rate of \
+                     {slow_call_rate_threshold_percent} % (ignored outcomes must not count)"
+                )
+            }
+            TripRule::ConsecutiveFailures { failures } => format!(
+                "the breaker opened after {} failures in a row; its declared rule needs {failures} \
+                 (a success starts the count again; ignored outcomes must not count)",
+                self.run
+            ),
+        }
     }
 }
 
@@ -164,14 +292,16 @@ pub struct OutageLoad {
 struct OutageStart {
     at: SimTime,
     state: State,
-    model: WindowModel,
+    model: TripModel,
     in_flight: u64,
 }
 
 /// The invariant checker: fed by the world as the run goes, asked at rest.
 #[derive(Clone, Debug)]
 pub struct BreakerChecker {
-    config: BreakerConfig,
+    policy: Policy,
+    /// The longest a caller may wait: the declared answer deadline, never beyond the
+    /// world's callers' own.
     timeout: SimDuration,
     bulkhead_max: u64,
     liveness_interarrival: SimDuration,
@@ -180,7 +310,9 @@ pub struct BreakerChecker {
     /// Transitions seen (also the episode number of the current state).
     episode: u64,
     episode_sends: u64,
-    model: WindowModel,
+    /// When the breaker last went to Open.
+    opened_at: SimTime,
+    model: TripModel,
     outage_starts: Vec<OutageStart>,
     /// All transitions: (time, from, to).
     pub transitions: Vec<(SimTime, State, State)>,
@@ -189,6 +321,11 @@ pub struct BreakerChecker {
     /// Times at which successes entered the Closed window (the outage's late successes
     /// among them: each holds a trip back).
     closed_successes: Vec<SimTime>,
+    /// Times of every success the world saw (each may justify a closing).
+    successes: Vec<SimTime>,
+    /// Times of every cancelled attempt and ignored outcome the world saw (each may
+    /// justify a fresh half-open episode).
+    inconclusive: Vec<SimTime>,
     /// World counts for accounting.
     pub counts: GuardMetrics,
     /// Attempts in flight now.
@@ -205,26 +342,31 @@ pub struct BreakerChecker {
 }
 
 impl BreakerChecker {
-    /// A checker for a guard with these settings.
+    /// A checker for a guard that declares `policy`, in a world whose callers wait at
+    /// most `callers_timeout` for an answer.
     pub fn new(
-        config: BreakerConfig,
-        timeout: SimDuration,
-        bulkhead_max: u32,
+        policy: Policy,
+        callers_timeout: SimDuration,
         liveness_interarrival: SimDuration,
     ) -> Self {
+        let declared =
+            SimDuration::from_nanos(crate::clock::saturating_nanos(policy.answer_within));
         BreakerChecker {
-            model: WindowModel::new(config.window()),
-            config,
-            timeout,
-            bulkhead_max: u64::from(bulkhead_max),
+            model: TripModel::new(policy.trip),
+            policy,
+            timeout: declared.min(callers_timeout),
+            bulkhead_max: u64::from(policy.in_progress_max),
             liveness_interarrival,
             state: State::Closed,
             episode: 0,
             episode_sends: 0,
+            opened_at: SimTime::ZERO,
             outage_starts: Vec::new(),
             transitions: Vec::new(),
             sends: Vec::new(),
             closed_successes: Vec::new(),
+            successes: Vec::new(),
+            inconclusive: Vec::new(),
             counts: GuardMetrics::default(),
             in_flight: 0,
             healed_at: None,
@@ -233,6 +375,11 @@ impl BreakerChecker {
             answers: Vec::new(),
             outage_loads: Vec::new(),
         }
+    }
+
+    /// The policy the guard declared.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// The state as seen through transitions.
@@ -245,7 +392,7 @@ impl BreakerChecker {
         self.episode
     }
 
-    /// Invariant 7 (path) and 3 (soundness), on each transition.
+    /// Invariants 7 (path), 3 (soundness) and 1 (the wait in open), on each transition.
     pub fn on_transition(&mut self, t: Transition, now: SimTime) -> Result<(), Violation> {
         if t.from != self.state {
             return Err(Violation::new(
@@ -276,8 +423,40 @@ impl BreakerChecker {
         if t.from == State::Closed && t.to == State::Open {
             self.trip_soundness(now)?;
         }
+        if t.from == State::HalfOpen
+            && t.to == State::HalfOpen
+            && self.inconclusive.last() != Some(&now)
+        {
+            // A fresh episode (fresh probes) only when the last probe said nothing.
+            return Err(Violation::new(
+                HALF_OPEN_LIMIT,
+                format!(
+                    "the breaker reported a fresh half-open episode at {now} after {} probes, \
+                     but no probe was cancelled or ignored then",
+                    self.episode_sends
+                ),
+            ));
+        }
+        if t.from == State::Open {
+            let wait = SimDuration::from_nanos(crate::clock::saturating_nanos(
+                self.policy.wait_in_open_min,
+            ));
+            if now < self.opened_at + wait {
+                return Err(Violation::new(
+                    NO_CALL_WHILE_OPEN,
+                    format!(
+                        "the breaker left Open for {} after {}; its declared wait in open is at least {wait}",
+                        t.to,
+                        now - self.opened_at
+                    ),
+                ));
+            }
+        }
+        if t.to == State::Open {
+            self.opened_at = now;
+        }
         if t.to == State::Closed {
-            self.model = WindowModel::new(self.config.window());
+            self.model = TripModel::new(self.policy.trip);
             if self.healed_at.is_some() && self.closed_after_heal.is_none() {
                 self.closed_after_heal = Some(now);
             }
@@ -291,37 +470,39 @@ impl BreakerChecker {
 
     /// Invariant 3.
     fn trip_soundness(&self, now: SimTime) -> Result<(), Violation> {
-        if self.model.meets_threshold(now, &self.config) {
+        if self.model.meets_threshold(now) {
             return Ok(());
         }
-        let (calls, failed, slow) = self.model.counts(now);
-        Err(Violation::new(
-            TRIP_SOUNDNESS,
-            format!(
-                "the breaker opened with {calls} calls in its window ({failed} failed, {slow} slow); \
-                 it needs at least {} calls and a failure rate of {} % or a slow-call rate of {} % \
-                 (ignored outcomes must not count)",
-                self.config.minimum_calls(),
-                self.config.failure_rate_threshold_percent(),
-                self.config.slow_call_rate_threshold_percent()
-            ),
-        ))
+        Err(Violation::new(TRIP_SOUNDNESS, self.model.describe(now)))
     }
 
-    /// Invariants 1 and 2, when a call reaches the API.
-    pub fn on_send(&mut self, now: SimTime, state: State) -> Result<(), Violation> {
+    /// Invariants 1, 2 and 7 (the reported state), when a call reaches the API while
+    /// the guard reports `reported` as its state.
+    pub fn on_send(&mut self, now: SimTime, reported: State) -> Result<(), Violation> {
         self.sends.push(now);
         self.counts.admitted += 1;
         self.in_flight += 1;
-        if state.rejects_all() {
+        let state = self.state;
+        for s in [state, reported] {
+            if s.rejects_all() {
+                return Err(Violation::new(
+                    NO_CALL_WHILE_OPEN,
+                    format!("a call reached the API while the breaker was {s}"),
+                ));
+            }
+        }
+        if reported != state {
             return Err(Violation::new(
-                NO_CALL_WHILE_OPEN,
-                format!("a call reached the API while the breaker was {state}"),
+                ACCOUNTING,
+                format!(
+                    "a call was sent while the guard reported {reported}, but its transitions \
+                     put the breaker in {state}"
+                ),
             ));
         }
         if state == State::HalfOpen {
             self.episode_sends += 1;
-            let permitted = u64::from(self.config.half_open_calls_permitted());
+            let permitted = u64::from(self.policy.half_open_calls_permitted);
             if self.episode_sends > permitted {
                 return Err(Violation::new(
                     HALF_OPEN_LIMIT,
@@ -346,9 +527,15 @@ impl BreakerChecker {
     ) {
         self.in_flight = self.in_flight.saturating_sub(1);
         match outcome {
-            CallOutcome::Success => self.counts.succeeded += 1,
+            CallOutcome::Success => {
+                self.counts.succeeded += 1;
+                self.successes.push(now);
+            }
             CallOutcome::Failure => self.counts.failed += 1,
-            CallOutcome::Ignored => self.counts.ignored += 1,
+            CallOutcome::Ignored => {
+                self.counts.ignored += 1;
+                self.inconclusive.push(now);
+            }
         }
         if outcome == CallOutcome::Ignored
             || sent_episode != self.episode
@@ -356,9 +543,10 @@ impl BreakerChecker {
         {
             return;
         }
-        let slow_nanos =
-            u64::try_from(self.config.slow_call_duration().as_nanos()).unwrap_or(u64::MAX);
-        let slow = now - sent_at >= SimDuration::from_nanos(slow_nanos);
+        let slow = self
+            .model
+            .slow_call_duration()
+            .is_some_and(|d| now - sent_at >= d);
         if outcome == CallOutcome::Success {
             self.closed_successes.push(now);
         }
@@ -366,10 +554,11 @@ impl BreakerChecker {
             .record(now, outcome == CallOutcome::Failure, slow);
     }
 
-    /// An attempt in flight was cancelled by its caller.
-    pub fn on_cancel_in_flight(&mut self) {
+    /// An attempt in flight was cancelled by its caller at `now`.
+    pub fn on_cancel_in_flight(&mut self, now: SimTime) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.counts.released += 1;
+        self.inconclusive.push(now);
     }
 
     /// Invariant 5, when a caller gets an answer after `latency`.
@@ -386,7 +575,7 @@ impl BreakerChecker {
             return Err(Violation::new(
                 RESPONSIVENESS,
                 format!(
-                    "a caller waited {latency} for an answer ({answer:?}); the timeout is {}",
+                    "a caller waited {latency} for an answer ({answer:?}); the answer deadline is {}",
                     self.timeout
                 ),
             ));
@@ -424,12 +613,11 @@ impl BreakerChecker {
     /// The latest time by which the breaker must be Closed after the faults healed.
     pub fn close_deadline(&self) -> Option<SimTime> {
         let healed = self.healed_at?;
-        let wait_max = SimDuration::from_nanos(crate::clock::saturating_nanos(
-            self.config.wait_in_open().ceiling(u32::MAX),
-        ));
+        let wait_max =
+            SimDuration::from_nanos(crate::clock::saturating_nanos(self.policy.wait_in_open_max));
         let probes = self
             .liveness_interarrival
-            .saturating_mul(u64::from(self.config.half_open_calls_permitted()) + 1);
+            .saturating_mul(u64::from(self.policy.half_open_calls_permitted) + 1);
         let episode = wait_max + self.timeout + probes;
         Some(healed + self.timeout + episode + episode + SimDuration::from_secs(2))
     }
@@ -454,76 +642,70 @@ impl BreakerChecker {
 
     /// Invariant 4 over the outages `windows` (merged, clipped), at rest.
     pub fn check_load(&mut self, windows: &[(SimTime, SimTime)]) -> Result<(), Violation> {
-        let permitted = u64::from(self.config.half_open_calls_permitted());
-        let wait_min = self.config.wait_in_open().min_wait().as_nanos().max(1);
-        let fresh = WindowModel::new(self.config.window());
+        let permitted = u64::from(self.policy.half_open_calls_permitted);
+        let wait_min = self.policy.wait_in_open_min.as_nanos().max(1);
+        let fresh = TripModel::new(self.policy.trip);
         for &(from, until) in windows {
-            let calls = self
-                .sends
-                .iter()
-                .filter(|t| **t >= from && **t < until)
-                .count() as u64;
+            let in_window = |t: &SimTime| *t >= from && *t < until;
+            let seen = |times: &[SimTime]| times.iter().filter(|t| in_window(t)).count() as u64;
+            let calls = seen(&self.sends);
             let start = self.outage_starts.iter().find(|s| s.at == from);
             let closed_part = match start {
                 Some(s) if s.state == State::Closed => s
                     .model
                     .worst_case_for_outage()
-                    .calls_to_trip(from, s.in_flight, &self.config),
+                    .calls_to_trip(from, s.in_flight),
                 Some(_) => 0,
-                None => fresh.calls_to_trip(from, self.bulkhead_max, &self.config),
+                None => fresh.calls_to_trip(from, self.bulkhead_max),
             };
-            let in_window = |t: &SimTime| *t >= from && *t < until;
-            let reclosed = self
+            // The guard's word on re-closings and fresh half-open episodes counts only
+            // as far as the world's facts justify it: each is decided by the last probe
+            // of its episode settling in the outage, a closing by a success or (its
+            // other probes having succeeded) a probe cancelled or ignored, a fresh
+            // episode by a probe cancelled or ignored.
+            let reported_reclosed = self
                 .transitions
                 .iter()
                 .filter(|(t, _, to)| in_window(t) && *to == State::Closed)
                 .count() as u64;
-            let restarts = self
+            let reclosed = reported_reclosed.min(seen(&self.successes) + seen(&self.inconclusive));
+            let restarts = (self
                 .transitions
                 .iter()
                 .filter(|(t, f, to)| {
                     in_window(t) && *f == State::HalfOpen && *to == State::HalfOpen
                 })
-                .count() as u64;
+                .count() as u64)
+                .min(seen(&self.inconclusive));
             let length = (until - from).as_nanos() as u128;
-            let episodes = length.div_ceil(wait_min) as u64 + 1 + restarts;
-            let fresh_trip = fresh.calls_to_trip(from, 0, &self.config);
+            let episodes = (length.div_ceil(wait_min) as u64)
+                .saturating_add(1)
+                .saturating_add(restarts);
+            let fresh_trip = fresh.calls_to_trip(from, 0);
             // Calls sent before the outage may still succeed during it. Each such success
-            // sits in the window and holds a trip back: in a count window until `size`
-            // more calls push it out; in a time window until enough failures outweigh it.
-            let late_successes = self
-                .closed_successes
-                .iter()
-                .filter(|t| in_window(t))
-                .count() as u64;
-            let threshold = u64::from(self.config.failure_rate_threshold_percent());
-            let per_success = match self.config.window() {
-                SlidingWindow::Count { size } => u64::from(size),
-                SlidingWindow::Time { .. } if threshold < 100 => {
-                    threshold.div_ceil(100 - threshold) + 1
-                }
-                SlidingWindow::Time { .. } => u64::from(self.config.minimum_calls()),
-            };
-            let held_back = late_successes * per_success;
+            // sits in the window and holds a trip back.
+            let late_successes = seen(&self.closed_successes);
+            let held_back = late_successes.saturating_mul(fresh.held_back_per_success());
             // A time window forgets: each window's worth of seconds may take up to the
             // minimum number of calls without tripping (fewer calls than that never
             // trip it, whatever they say), in every Closed stretch of the outage.
-            let forgetting = match self.config.window() {
-                SlidingWindow::Time { size_secs } => {
-                    let size = u128::from(size_secs) * 1_000_000_000;
+            let forgetting = match fresh.forgetting() {
+                Some((size, minimum)) => {
                     let closed_stretches = reclosed + u64::from(closed_part > 0);
-                    length.div_ceil(size) as u64
-                        * u64::from(self.config.minimum_calls())
-                        * closed_stretches
+                    (length.div_ceil(size) as u64)
+                        .saturating_mul(minimum)
+                        .saturating_mul(closed_stretches)
                 }
-                SlidingWindow::Count { .. } => 0,
+                None => 0,
             };
             let bound = closed_part
-                + held_back
-                + forgetting
-                + self.bulkhead_max
-                + reclosed * (fresh_trip + self.bulkhead_max)
-                + episodes * permitted;
+                .saturating_add(held_back)
+                .saturating_add(forgetting)
+                .saturating_add(self.bulkhead_max)
+                .saturating_add(
+                    reclosed.saturating_mul(fresh_trip.saturating_add(self.bulkhead_max)),
+                )
+                .saturating_add(episodes.saturating_mul(permitted));
             self.outage_loads.push(OutageLoad {
                 from_ms: from.as_millis(),
                 until_ms: until.as_millis(),

@@ -1,8 +1,9 @@
 //! Deliberately broken guards ("mutants") that the invariants must catch. Each is the
-//! reference [`Guard`] with one defect; `faultline mutants` and the tests run them
-//! through the harness and require a violation.
+//! reference [`Guard`] with one defect, in a world that also checks conformance to the
+//! reference's settings, as the reference's is; `faultline mutants` and the tests run
+//! them through the harness and require a violation.
 
-use crate::breaker::circuit::CallOutcome;
+use crate::breaker::circuit::{BreakerConfig, CallOutcome, SlidingWindow, WaitInOpen};
 use crate::breaker::contract::{ApiError, ApiReply};
 use crate::breaker::guard::{Flaw, Guard, classify};
 use crate::breaker::invariants;
@@ -12,9 +13,9 @@ use crate::config::ConfigError;
 use crate::harness::Mutant;
 use faultline_sim::SimRng;
 
-/// The SMS world with `guard` in it.
+/// The SMS world with `guard` in it, held to the reference's settings.
 fn world(knobs: &SmsKnobs, guard: Guard) -> Result<SmsWorld<Guard>, ConfigError> {
-    SmsWorld::new(knobs.clone(), guard)
+    SmsWorld::new(knobs.clone(), guard)?.conforming_to_reference()
 }
 
 fn flawed(knobs: &SmsKnobs, flaw: Flaw) -> Result<SmsWorld<Guard>, ConfigError> {
@@ -36,6 +37,12 @@ pub const CATALOG: &[Mutant<BreakerPattern>] = &[
         "half-open admits every call (as failsafe-rs and recloser do)",
         invariants::HALF_OPEN_LIMIT,
         |k| flawed(k, Flaw::HalfOpenAdmitsAll),
+    ),
+    Mutant::new(
+        "half_open_fake_restarts",
+        "half-open admits every call, reporting a fresh half-open episode before each extra one",
+        invariants::HALF_OPEN_LIMIT,
+        |k| flawed(k, Flaw::HalfOpenAdmitsAllDisguised),
     ),
     Mutant::new(
         "no_timeout",
@@ -74,4 +81,60 @@ pub const CATALOG: &[Mutant<BreakerPattern>] = &[
             )
         },
     ),
+    Mutant::new(
+        "declares_longer_wait",
+        "declares a wait in open twice as long as the one it keeps (a declaration that overpromises)",
+        invariants::NO_CALL_WHILE_OPEN,
+        // Judged by its declaration alone: conformance would catch the declaration first.
+        |k: &SmsKnobs| {
+            SmsWorld::new(
+                k.clone(),
+                k.reference_guard()?.with_flaw(Flaw::DeclaresLongerWait),
+            )
+        },
+    ),
+    Mutant::new(
+        "state_always_closed",
+        "state() always says Closed, whatever the breaker did (a self-report that lies)",
+        invariants::ACCOUNTING,
+        |k| flawed(k, Flaw::StateAlwaysClosed),
+    ),
+    Mutant::new(
+        "misconfigured",
+        "the reference built with other settings than the knobs' (minimum calls 1, one more probe), declared honestly",
+        invariants::CONFORMANCE,
+        |k: &SmsKnobs| {
+            let mut config = k.guard_config()?;
+            config.breaker = misconfigured(&config.breaker)?;
+            world(
+                k,
+                Guard::new(config, SimRng::new(k.seed).fork("sms.guard"))?,
+            )
+        },
+    ),
 ];
+
+/// `breaker` with a minimum of one call and one more half-open probe.
+fn misconfigured(breaker: &BreakerConfig) -> Result<BreakerConfig, ConfigError> {
+    let mut b = BreakerConfig::builder()
+        .minimum_calls(1)
+        .failure_rate_threshold_percent(breaker.failure_rate_threshold_percent())
+        .slow_call_rate_threshold_percent(breaker.slow_call_rate_threshold_percent())
+        .slow_call_duration(breaker.slow_call_duration())
+        .half_open_calls_permitted(breaker.half_open_calls_permitted() + 1)
+        .half_open_wait_max(breaker.half_open_wait_max());
+    b = match breaker.window() {
+        SlidingWindow::Count { size } => b.count_window(size),
+        SlidingWindow::Time { size_secs } => b.time_window(size_secs),
+    };
+    b = match breaker.wait_in_open() {
+        WaitInOpen::Fixed(d) => b.wait_in_open(d),
+        WaitInOpen::Exponential {
+            initial,
+            multiplier,
+            max,
+            jitter_percent,
+        } => b.wait_in_open_exponential(initial, multiplier, max, jitter_percent),
+    };
+    b.build()
+}

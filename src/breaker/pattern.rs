@@ -72,8 +72,10 @@ impl Scenario for BreakerPattern {
         knobs.fault_plan()
     }
 
+    /// The reference guard, judged by the policy it declares and held to the reference's
+    /// exact settings for the knobs (`breaker.conformance`).
     fn reference(&self, knobs: &SmsKnobs) -> Result<SmsWorld<Guard>, ConfigError> {
-        SmsWorld::new(knobs.clone(), knobs.reference_guard()?)
+        SmsWorld::new(knobs.clone(), knobs.reference_guard()?)?.conforming_to_reference()
     }
 
     fn simulate(

@@ -7,7 +7,7 @@
 //! ([`SmsKnobs::fault_plan`]); [`run`] ties them together.
 
 use crate::breaker::circuit::{BreakerConfig, CallOutcome, SlidingWindow, State};
-use crate::breaker::contract::{Answer, ApiError, ApiReply, CallGuard, Step, Why};
+use crate::breaker::contract::{Answer, ApiError, ApiReply, CallGuard, Policy, Step, Why};
 use crate::breaker::guard::{Guard, GuardConfig, classify};
 use crate::breaker::invariants;
 use crate::breaker::invariants::BreakerChecker;
@@ -258,6 +258,16 @@ impl SmsKnobs {
         Ok(c)
     }
 
+    /// The policy the reference guard for these knobs declares: what
+    /// [`breaker.conformance`](invariants::CONFORMANCE) compares a declaration with.
+    pub fn reference_policy(&self) -> Result<Policy, ConfigError> {
+        Ok(Policy::of_breaker(
+            &self.breaker_config()?,
+            Duration::from_millis(self.timeout_ms),
+            self.bulkhead_max,
+        ))
+    }
+
     /// The reference guard for these knobs, with its own random stream.
     pub fn reference_guard(&self) -> Result<Guard, ConfigError> {
         Guard::new(
@@ -363,9 +373,15 @@ pub struct SmsStats {
 }
 
 /// The SMS gateway world, generic over the guard under test.
+///
+/// The world judges the guard by the [`Policy`] it declares
+/// ([`CallGuard::policy`]); [`conforming_to_reference`](SmsWorld::conforming_to_reference)
+/// adds the check that the declaration is the reference's exact settings for the knobs.
 pub struct SmsWorld<G: CallGuard> {
     knobs: SmsKnobs,
     guard: G,
+    /// The policy the guard must declare, when conformance is checked.
+    conform_to: Option<Policy>,
     /// The invariant checker (public for reports).
     pub checker: BreakerChecker,
     requests: Vec<Request<G::Ticket>>,
@@ -380,18 +396,19 @@ pub struct SmsWorld<G: CallGuard> {
 }
 
 impl<G: CallGuard> SmsWorld<G> {
-    /// A world for `knobs` around `guard`.
+    /// A world for `knobs` around `guard`, judged by the policy `guard` declares.
+    /// The knobs shape the traffic, the API and the callers' own deadline
+    /// (`timeout_ms`); the guard's settings are its own.
     pub fn new(knobs: SmsKnobs, guard: G) -> Result<Self, ConfigError> {
-        let config = knobs.breaker_config()?;
         let root = SimRng::new(knobs.seed);
         Ok(SmsWorld {
             checker: BreakerChecker::new(
-                config,
+                guard.policy(),
                 SimDuration::from_millis(knobs.timeout_ms),
-                knobs.bulkhead_max,
                 SimDuration::from_millis(knobs.liveness_interarrival_ms),
             ),
             guard,
+            conform_to: None,
             requests: Vec::new(),
             pending: 0,
             probing: false,
@@ -401,6 +418,14 @@ impl<G: CallGuard> SmsWorld<G> {
             stats: SmsStats::default(),
             knobs,
         })
+    }
+
+    /// Also checks [`breaker.conformance`](invariants::CONFORMANCE): the guard's
+    /// declared policy must be the reference's for these knobs
+    /// ([`SmsKnobs::reference_policy`]). On for the reference and its mutants.
+    pub fn conforming_to_reference(mut self) -> Result<Self, ConfigError> {
+        self.conform_to = Some(self.knobs.reference_policy()?);
+        Ok(self)
     }
 
     /// The guard under test.
@@ -610,6 +635,17 @@ impl<G: CallGuard> World for SmsWorld<G> {
     }
 
     fn start(&mut self, ctx: &mut Ctx<SmsEvent>) -> Result<(), Violation> {
+        if let Some(reference) = self.conform_to {
+            let declared = *self.checker.policy();
+            if declared != reference {
+                return Err(Violation::new(
+                    invariants::CONFORMANCE,
+                    format!(
+                        "the guard declares {declared:?}, but the reference's settings for these knobs are {reference:?}"
+                    ),
+                ));
+            }
+        }
         self.schedule_arrival(ctx, Source::Steady);
         self.schedule_arrival(ctx, Source::Burst);
         self.schedule_arrival(ctx, Source::Spike);
@@ -621,9 +657,10 @@ impl<G: CallGuard> World for SmsWorld<G> {
         match event {
             SmsEvent::Arrive(source) => {
                 if source == Source::Liveness {
-                    // Probe traffic runs only while the breaker is not Closed.
+                    // Probe traffic runs only while the breaker is not Closed (as its
+                    // transitions say: the world steers by them, never by `state`).
                     self.probing = false;
-                    if self.guard.state() == State::Closed {
+                    if self.checker.state() == State::Closed {
                         return self.after(ctx);
                     }
                 }
@@ -697,8 +734,8 @@ impl<G: CallGuard> World for SmsWorld<G> {
                     ctx.cover("client.cancelled");
                     if let Some(ticket) = rq.ticket.take() {
                         if in_flight {
-                            self.checker.on_cancel_in_flight();
-                            if self.guard.state() == State::HalfOpen {
+                            self.checker.on_cancel_in_flight(ctx.now());
+                            if self.checker.state() == State::HalfOpen {
                                 ctx.cover("client.cancelled_probe");
                             }
                         }
@@ -724,7 +761,7 @@ impl<G: CallGuard> World for SmsWorld<G> {
     }
 
     fn is_quiescent(&self, ctx: &Ctx<SmsEvent>) -> bool {
-        ctx.is_healed() && self.pending == 0 && self.guard.state() == State::Closed
+        ctx.is_healed() && self.pending == 0 && self.checker.state() == State::Closed
     }
 
     fn finish(&mut self, ctx: &mut Ctx<SmsEvent>) -> Result<(), Violation> {
@@ -787,7 +824,7 @@ impl<G: CallGuard> SmsWorld<G> {
             self.checker.check_recovery(ctx.now())?;
             // After the faults heal, a slow stream of callers probes the API until the
             // breaker is Closed (and starts again if it ever leaves Closed).
-            if !self.probing && self.guard.state() != State::Closed {
+            if !self.probing && self.checker.state() != State::Closed {
                 self.probing = true;
                 self.schedule_arrival(ctx, Source::Liveness);
             }

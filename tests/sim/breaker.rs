@@ -8,6 +8,7 @@ use faultline::breaker::world::{MARKS, SmsKnobs};
 use faultline::harness::Scenario;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 
 /// The fault plans of the SMS world, narrowed to `kinds`.
 fn plans(kinds: &[FaultKindTag], faults_min: usize) -> BoxedStrategy<FaultPlan> {
@@ -99,4 +100,331 @@ fn every_mark_is_hit_over_1000_seeds() {
 #[test]
 fn mutants_are_caught() {
     assert_mutants_caught(&BreakerPattern, &INVARIANTS, 500);
+}
+
+/// A breaker written from scratch against the `CallGuard` contract (nothing of the
+/// reference's `Guard` or `CircuitBreaker` in it): it trips after `failures_to_trip`
+/// failures in a row, waits a fixed time in open, then lets one probe through; no
+/// retries, no fallback, a plain in-progress limit.
+mod streak {
+    use faultline::breaker::State;
+    use faultline::breaker::contract::{
+        Answer, ApiError, ApiReply, CallGuard, GuardMetrics, Policy, Step, Transition, TripRule,
+        Why,
+    };
+    use faultline::breaker::world::SmsKnobs;
+    use faultline::clock::Instant;
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    /// The breaker's own settings.
+    #[derive(Clone, Copy, Debug)]
+    pub struct StreakConfig {
+        pub failures_to_trip: u32,
+        pub wait_in_open: Duration,
+        pub deadline: Duration,
+        pub in_progress_max: u32,
+    }
+
+    impl StreakConfig {
+        /// Settings for the SMS world of `knobs`: the callers' deadline and bulkhead, a
+        /// wait of the knobs' initial wait, and a trip after 3 to 7 failures in a row.
+        pub fn for_knobs(knobs: &SmsKnobs) -> Self {
+            StreakConfig {
+                failures_to_trip: 3 + (knobs.seed % 5) as u32,
+                wait_in_open: Duration::from_millis(knobs.wait_in_open.0),
+                deadline: Duration::from_millis(knobs.timeout_ms),
+                in_progress_max: knobs.bulkhead_max,
+            }
+        }
+    }
+
+    #[derive(Debug)]
+    pub struct Ticket {
+        generation: u64,
+    }
+
+    pub struct Streak {
+        config: StreakConfig,
+        /// What it declares, if not its own policy (to show a false declaration caught).
+        declared: Option<Policy>,
+        state: State,
+        generation: u64,
+        run: u32,
+        opened_at: Instant,
+        probes_sent: u32,
+        in_progress: u32,
+        transitions: VecDeque<Transition>,
+        metrics: GuardMetrics,
+    }
+
+    impl Streak {
+        pub fn new(config: StreakConfig) -> Self {
+            Streak {
+                config,
+                declared: None,
+                state: State::Closed,
+                generation: 0,
+                run: 0,
+                opened_at: Instant::ZERO,
+                probes_sent: 0,
+                in_progress: 0,
+                transitions: VecDeque::new(),
+                metrics: GuardMetrics::default(),
+            }
+        }
+
+        /// The same breaker, declaring `policy` instead of its own.
+        pub fn declaring(mut self, policy: Policy) -> Self {
+            self.declared = Some(policy);
+            self
+        }
+
+        fn go(&mut self, to: State, now: Instant) {
+            self.transitions.push_back(Transition {
+                from: self.state,
+                to,
+                at: now,
+            });
+            self.state = to;
+            self.generation += 1;
+            match to {
+                State::Closed => self.run = 0,
+                State::Open => self.opened_at = now,
+                _ => self.probes_sent = 0,
+            }
+        }
+
+        fn record(&mut self, ticket: Ticket, now: Instant, failed: Option<bool>) {
+            match failed {
+                Some(false) => self.metrics.succeeded += 1,
+                Some(true) => self.metrics.failed += 1,
+                None => self.metrics.ignored += 1,
+            }
+            self.settle(ticket, now, failed);
+        }
+
+        /// An attempt of `ticket` is over: a success, a failure, or nothing to count.
+        fn settle(&mut self, ticket: Ticket, now: Instant, failed: Option<bool>) {
+            self.in_progress -= 1;
+            if ticket.generation != self.generation {
+                return; // from an earlier state: says nothing about this one
+            }
+            match (self.state, failed) {
+                (State::Closed, Some(false)) => self.run = 0,
+                (State::Closed, Some(true)) => {
+                    self.run += 1;
+                    if self.run >= self.config.failures_to_trip {
+                        self.go(State::Open, now);
+                    }
+                }
+                (State::HalfOpen, Some(false)) => self.go(State::Closed, now),
+                (State::HalfOpen, Some(true)) => self.go(State::Open, now),
+                // The probe said nothing: a fresh half-open episode, a fresh probe.
+                (State::HalfOpen, None) => self.go(State::HalfOpen, now),
+                _ => {}
+            }
+        }
+    }
+
+    impl CallGuard for Streak {
+        type Ticket = Ticket;
+
+        fn on_request(&mut self, now: Instant) -> Step<Ticket> {
+            if self.in_progress >= self.config.in_progress_max {
+                return Step::Answer(Answer::Failed(Why::BulkheadFull));
+            }
+            if self.state == State::Open {
+                let until = self.opened_at + self.config.wait_in_open;
+                if now < until {
+                    return Step::Answer(Answer::Failed(Why::Rejected {
+                        retry_after: until - now,
+                    }));
+                }
+                self.go(State::HalfOpen, now);
+            }
+            if self.state == State::HalfOpen {
+                if self.probes_sent >= 1 {
+                    return Step::Answer(Answer::Failed(Why::Rejected {
+                        retry_after: self.config.wait_in_open,
+                    }));
+                }
+                self.probes_sent += 1;
+            }
+            self.in_progress += 1;
+            self.metrics.admitted += 1;
+            Step::Send {
+                ticket: Ticket {
+                    generation: self.generation,
+                },
+                timeout: Some(self.config.deadline),
+            }
+        }
+
+        fn on_reply(&mut self, ticket: Ticket, now: Instant, reply: ApiReply) -> Step<Ticket> {
+            match reply {
+                ApiReply::Ok => {
+                    self.record(ticket, now, Some(false));
+                    Step::Answer(Answer::Delivered)
+                }
+                ApiReply::Err(ApiError::InvalidNumber) => {
+                    self.record(ticket, now, None);
+                    Step::Answer(Answer::Failed(Why::Api(ApiError::InvalidNumber)))
+                }
+                ApiReply::Err(e) => {
+                    self.record(ticket, now, Some(true));
+                    Step::Answer(Answer::Failed(Why::Api(e)))
+                }
+            }
+        }
+
+        fn on_timeout(&mut self, ticket: Ticket, now: Instant) -> Step<Ticket> {
+            self.record(ticket, now, Some(true));
+            Step::Answer(Answer::Failed(Why::Timeout))
+        }
+
+        fn on_retry_due(&mut self, _: Ticket, _: Instant) -> Step<Ticket> {
+            unreachable!("this breaker never asks for a retry")
+        }
+
+        fn on_cancel(&mut self, ticket: Ticket, now: Instant) {
+            self.metrics.released += 1;
+            self.settle(ticket, now, None);
+        }
+
+        fn state(&self) -> State {
+            self.state
+        }
+
+        fn poll_transition(&mut self) -> Option<Transition> {
+            self.transitions.pop_front()
+        }
+
+        fn metrics(&self) -> GuardMetrics {
+            self.metrics
+        }
+
+        fn policy(&self) -> Policy {
+            self.declared.unwrap_or(Policy {
+                trip: TripRule::ConsecutiveFailures {
+                    failures: self.config.failures_to_trip,
+                },
+                half_open_calls_permitted: 1,
+                wait_in_open_min: self.config.wait_in_open,
+                wait_in_open_max: self.config.wait_in_open,
+                answer_within: self.config.deadline,
+                in_progress_max: self.config.in_progress_max,
+            })
+        }
+    }
+}
+
+use faultline::breaker::contract::{CallGuard, Policy, TripRule};
+use faultline::breaker::invariants::{CONFORMANCE, TRIP_SOUNDNESS};
+use faultline::breaker::world::{SmsWorld, run};
+use streak::{Streak, StreakConfig};
+
+/// Runs `guard` in the SMS world of `seed`'s knobs under `plan`, judged by the policy
+/// it declares (no conformance to the reference's settings).
+fn run_plugin<G: CallGuard>(seed: u64, plan: FaultPlan, guard: G) -> (RunReport, SmsWorld<G>) {
+    let knobs = SmsKnobs::from_seed(seed);
+    run(SmsWorld::new(knobs, guard).unwrap(), plan, TraceMode::Off)
+}
+
+fn streak(seed: u64) -> Streak {
+    Streak::new(StreakConfig::for_knobs(&SmsKnobs::from_seed(seed)))
+}
+
+/// The consecutive-failures breaker, declared as such, keeps every universal promise
+/// over the seeds' own plans: no false positives.
+#[test]
+fn consecutive_failures_breaker_passes_over_2000_seeds() {
+    let mut trips = 0;
+    for seed in 0..2_000 {
+        let plan = SmsKnobs::from_seed(seed).fault_plan();
+        let (report, world) = run_plugin(seed, plan, streak(seed));
+        if let Some(f) = report.failure() {
+            panic!("seed {seed}: {f}");
+        }
+        trips += world.checker.transitions.len();
+    }
+    assert!(
+        trips > 1_000,
+        "the breaker tripped and recovered ({trips} transitions)"
+    );
+}
+
+proptest! {
+    /// The same, over random plans of every kind.
+    #[test]
+    fn consecutive_failures_breaker_passes_every_invariant(seed in any::<u64>(), plan in plans(ALL, 0)) {
+        let (report, _) = run_plugin(seed, plan, streak(seed));
+        if let Some(f) = report.failure() {
+            return Err(TestCaseError::fail(format!("seed {seed}: {f}")));
+        }
+    }
+}
+
+/// The same breaker declaring the reference's rate-over-window settings is caught: it
+/// opens where that rule would not.
+#[test]
+fn consecutive_failures_breaker_declaring_a_rate_is_caught() {
+    let mut caught = 0u32;
+    for seed in 0..200 {
+        let knobs = SmsKnobs::from_seed(seed);
+        let rate = knobs.reference_policy().unwrap();
+        let guard = streak(seed).declaring(Policy {
+            answer_within: std::time::Duration::from_millis(knobs.timeout_ms),
+            ..rate
+        });
+        let (report, _) = run_plugin(seed, knobs.fault_plan(), guard);
+        if report.outcome.invariant() == Some(TRIP_SOUNDNESS) {
+            caught += 1;
+        }
+    }
+    println!("caught on {caught} of 200 seeds");
+    assert!(caught >= 40, "caught on {caught} of 200 seeds");
+}
+
+/// The consecutive-failures model has teeth too: the breaker declaring one failure more
+/// than it trips on is caught by trip soundness.
+#[test]
+fn consecutive_failures_breaker_declaring_one_more_failure_is_caught() {
+    let mut caught = 0u32;
+    for seed in 0..200 {
+        let guard = streak(seed);
+        let mut policy = guard.policy();
+        let TripRule::ConsecutiveFailures { failures } = policy.trip else {
+            unreachable!()
+        };
+        policy.trip = TripRule::ConsecutiveFailures {
+            failures: failures + 1,
+        };
+        let (report, _) = run_plugin(
+            seed,
+            SmsKnobs::from_seed(seed).fault_plan(),
+            guard.declaring(policy),
+        );
+        if report.outcome.invariant() == Some(TRIP_SOUNDNESS) {
+            caught += 1;
+        }
+    }
+    println!("caught on {caught} of 200 seeds");
+    assert!(caught >= 40, "caught on {caught} of 200 seeds");
+}
+
+/// Conformance to the reference's exact settings is separate and optional: the
+/// consecutive-failures breaker passes without it and fails it when asked.
+#[test]
+fn conformance_is_optional() {
+    let seed = 7;
+    let knobs = SmsKnobs::from_seed(seed);
+    let world = SmsWorld::new(knobs.clone(), streak(seed))
+        .unwrap()
+        .conforming_to_reference()
+        .unwrap();
+    let (report, _) = run(world, knobs.fault_plan(), TraceMode::Off);
+    assert_eq!(report.outcome.invariant(), Some(CONFORMANCE));
+    let (report, _) = run_plugin(seed, knobs.fault_plan(), streak(seed));
+    report.assert_pass();
 }
