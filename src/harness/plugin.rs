@@ -44,7 +44,7 @@ pub trait Host<W>: Scenario {
 type Make<K, W> = Box<dyn Fn(&K) -> Result<W, String> + Send + Sync>;
 
 /// A user's implementation in the world of the built-in scenario `S`, under a name of
-/// its own. See the [module docs](self).
+/// its own, a [`Pattern`]: the check API and the command drive it by that name.
 ///
 /// ```
 /// use faultline::breaker::pattern::BreakerPattern;
