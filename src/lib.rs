@@ -14,16 +14,19 @@
 //! - `tokio`: the tokio adapters (each pattern's `tokio` module).
 //! - `sim`: the simulated worlds, invariants, mutants and scenarios, the harness, and the
 //!   engine they run on ([`faultline_sim`]).
-//! - `cli`: the `faultline` command (clap, indicatif, the engine's HTML reports).
+//! - `check` (implies `sim`): the check API, [`check`]: your own implementation under
+//!   the whole harness from a `#[test]` (the engine's HTML reports).
+//! - `cli` (implies `check`): the `faultline` command, [`cli`], for the built-in patterns
+//!   and your own (clap, indicatif).
 //!
-//! All three are on by default. A service that only uses the patterns depends on
+//! All four are on by default. A service that only uses the patterns depends on
 //! `faultline = { default-features = false, features = ["tokio"] }`: the sans-IO cores
 //! and the tokio adapters, without the simulator.
 
 // Without `sim` or `tokio`, the module docs name modules that are not compiled; the
 // default build checks every link.
 #![cfg_attr(
-    not(all(feature = "sim", feature = "tokio")),
+    not(all(feature = "sim", feature = "tokio", feature = "check", feature = "cli")),
     allow(rustdoc::broken_intra_doc_links)
 )]
 
@@ -32,6 +35,10 @@ pub use faultline_sim as sim;
 
 pub mod breaker;
 pub mod bus;
+#[cfg(feature = "check")]
+pub mod check;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod cqrs;

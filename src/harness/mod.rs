@@ -10,11 +10,16 @@
 //!   [`Pattern`] through one blanket impl, which holds the only copy of the run, the
 //!   report view and the world run.
 //!
+//! A [`Plugin`] puts a user's own implementation into a built-in scenario's world (any
+//! scenario that is a [`Host`] of it), and is a [`Pattern`] too.
+//!
 //! The harness names no pattern; the list of them is [`crate::registry`].
 
+mod plugin;
 mod scenario;
 mod view;
 
+pub use plugin::{Host, Plugin};
 pub use scenario::{Description, Metric, Mutant, Scenario};
 pub use view::{knob_list, notes, per_second, replay_command, verdicts};
 
@@ -78,6 +83,14 @@ pub enum HarnessError {
     /// A seed expanded into an invalid configuration (a bug in the pattern's knobs).
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
+    /// A plug-in's constructor failed to build its world.
+    #[error("plug-in `{name}` could not build its world: {message}")]
+    Plugin {
+        /// The plug-in's name.
+        name: String,
+        /// The constructor's error.
+        message: String,
+    },
 }
 
 /// A pattern the harness can drive. Implement [`Scenario`] instead: every scenario is a

@@ -9,7 +9,7 @@ use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, TraceMode};
 use std::fmt;
 
 /// Trace entries kept for a report (the run just before a violation).
-const REPORT_TRACE: usize = 300;
+pub(crate) const REPORT_TRACE: usize = 300;
 
 /// A deliberately broken implementation of scenario `S`: the world it builds from the
 /// knobs has one defect that an invariant must catch.
@@ -360,38 +360,64 @@ impl<S: Scenario> Pattern for S {
         let knobs = self.seed_knobs(seed);
         let world = self.world(&knobs, mutant)?;
         let (report, world) = self.simulate(world, plan.clone(), TraceMode::Ring(REPORT_TRACE));
-        let Description {
-            notes,
-            figures,
-            timeline,
-        } = self.describe(&knobs, &report, &world);
-        let verdicts = verdicts(S::INVARIANTS, &report, |name| {
-            notes
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or_else(String::new, |(_, note)| note.clone())
-        });
-        Ok(RunView {
-            pattern: S::NAME.to_string(),
+        let description = self.describe(&knobs, &report, &world);
+        Ok(run_view(
+            S::NAME,
+            S::INVARIANTS,
             seed,
-            replay: replay_command(S::NAME, seed, None, mutant),
-            knobs: knob_list(&knobs),
-            plan: plan.clone(),
-            fault_hits: report.fault_hits.clone(),
-            horizon: report.horizon,
-            end: report.end,
-            outcome: report.outcome.clone(),
-            verdicts,
-            coverage: report.coverage.clone(),
-            events: report.events,
-            digest: report.digest,
-            figures,
-            timeline,
-            trace: report.trace,
-        })
+            &knobs,
+            plan,
+            report,
+            description,
+            replay_command(S::NAME, seed, None, mutant),
+        ))
     }
 
     fn mutants(&self) -> Vec<MutantInfo> {
         S::MUTANTS.iter().map(Mutant::info).collect()
+    }
+}
+
+/// The report view of one finished run of the pattern called `name`: the engine's
+/// report, the knobs, the plan and each invariant's verdict with the scenario's notes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_view<K: serde::Serialize + fmt::Debug>(
+    name: &str,
+    invariants: &[&str],
+    seed: u64,
+    knobs: &K,
+    plan: &FaultPlan,
+    report: RunReport,
+    description: Description,
+    replay: String,
+) -> RunView {
+    let Description {
+        notes,
+        figures,
+        timeline,
+    } = description;
+    let verdicts = verdicts(invariants, &report, |name| {
+        notes
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or_else(String::new, |(_, note)| note.clone())
+    });
+    RunView {
+        pattern: name.to_string(),
+        seed,
+        replay,
+        knobs: knob_list(knobs),
+        plan: plan.clone(),
+        fault_hits: report.fault_hits.clone(),
+        horizon: report.horizon,
+        end: report.end,
+        outcome: report.outcome.clone(),
+        verdicts,
+        coverage: report.coverage.clone(),
+        events: report.events,
+        digest: report.digest,
+        figures,
+        timeline,
+        trace: report.trace,
     }
 }

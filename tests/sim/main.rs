@@ -10,6 +10,7 @@ mod bus;
 mod choreo;
 mod cli;
 mod cqrs;
+mod plugin_api;
 mod queue;
 mod saga;
 mod twopc;

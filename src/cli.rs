@@ -1,0 +1,976 @@
+//! The `faultline` command as a library function, so you can build your own `faultline`
+//! binary that registers your implementations next to the built-in patterns: `run`,
+//! `replay`, `sweep`, `merge` and `mutants`, the HTML reports and `summary.json` then
+//! work for them as for the reference.
+//!
+//! ```no_run
+//! use faultline::breaker::pattern::BreakerPattern;
+//! use faultline::breaker::world::{SmsKnobs, SmsWorld};
+//! use faultline::harness::{Pattern, Plugin};
+//! use std::process::ExitCode;
+//!
+//! fn main() -> ExitCode {
+//!     // Your `CallGuard` goes where the reference guard is.
+//!     let mine = Plugin::new(BreakerPattern, "my-breaker", |knobs: &SmsKnobs| {
+//!         SmsWorld::new(knobs.clone(), knobs.reference_guard()?)
+//!     });
+//!     let mut patterns: Vec<&dyn Pattern> = faultline::registry::patterns();
+//!     patterns.push(&mine);
+//!     faultline::cli::main(&patterns)
+//! }
+//! ```
+//!
+//! Exit codes: 0 every invariant held; 1 a violation was found (printed with the
+//! command that replays it); 2 bad usage or bad input.
+//!
+//! The replay commands it prints name the binary that is running: `cargo run --release
+//! [--bin NAME | --example NAME] --` when it runs from a cargo target directory (the
+//! `faultline` binary needs no `--bin`), its path as invoked otherwise; they keep `--out`
+//! when one was given. A run's HTML report leaves `--out` out of its replay command, so
+//! the same run writes the same bytes wherever its report goes.
+
+use crate::harness::{HarnessError, Pattern, Run};
+use crate::registry;
+use clap::{Parser, Subcommand};
+use faultline_sim::report::model::{FailureView, Histogram, MutantRow, PatternSweep, SweepView};
+use faultline_sim::report::{render_index, render_run};
+use faultline_sim::shrink::shrink_plan;
+use faultline_sim::sweep::{SeedRange, Shard, SweepProgress, SweepSummary, sweep};
+use faultline_sim::{FaultPlan, TraceMode};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Instant as WallClock;
+
+/// Where reports go unless `--out` says otherwise.
+const OUT_DEFAULT: &str = "reports";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "faultline",
+    version,
+    about = "Deterministic chaos tests for resilience patterns: run, replay, sweep, merge, mutants, list.",
+    after_help = "Exit codes: 0 every invariant held, 1 a violation was found, 2 bad usage or input."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one seed of a pattern: print the knobs, the plan and the verdicts, and write
+    /// the run's HTML report.
+    Run {
+        /// The pattern (e.g. `breaker`).
+        pattern: String,
+        /// The seed: it expands into every knob and, without --plan, the fault plan.
+        #[arg(long)]
+        seed: u64,
+        /// A fault plan (JSON) to use instead of the seed's.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Run this mutant of the pattern's catalog instead of the reference.
+        #[arg(long)]
+        mutant: Option<String>,
+        /// Where reports go [default: reports].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Reproduce a run exactly (from a seed, a plan file, or both) and write its report.
+    Replay {
+        /// The pattern.
+        pattern: String,
+        /// The seed (optional when the plan file records one).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The fault plan to replay (failures are written to reports/failures/).
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Replay this mutant of the pattern's catalog instead of the reference.
+        #[arg(long)]
+        mutant: Option<String>,
+        /// Where reports go [default: reports].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run many seeds on all cores; shrink failures; write index.html and summary.json.
+    Sweep {
+        /// Patterns to sweep (default: all).
+        patterns: Vec<String>,
+        /// Seeds as A..B or A..=B (default: each pattern's own range).
+        #[arg(long)]
+        seeds: Option<SeedRange>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run only shard I of N (1-based), e.g. 2/4; merge the shards' summary.json
+        /// files with `faultline merge`.
+        #[arg(long)]
+        shard: Option<Shard>,
+        /// Failing seeds to shrink and report per pattern.
+        #[arg(long, default_value_t = 10)]
+        shrink_max: usize,
+        /// Where reports go [default: reports].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List the patterns this program knows: name, what it is, its invariants and
+    /// mutants.
+    List,
+    /// Merge shard summaries (summary.json files of `sweep --shard`) into one report.
+    Merge {
+        /// The summary.json files.
+        #[arg(required = true)]
+        summaries: Vec<PathBuf>,
+        /// Where the merged report goes [default: reports].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run every mutant of the patterns' catalogs until an invariant catches it; exit 1
+    /// if any survives.
+    Mutants {
+        /// Patterns (default: all).
+        patterns: Vec<String>,
+        /// Seeds to try per mutant.
+        #[arg(long, default_value = "0..500")]
+        seeds: SeedRange,
+        /// Where reports go [default: reports].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Bad usage or input: printed, exit code 2.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl<E: std::error::Error> From<E> for UsageError {
+    fn from(e: E) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
+type CliResult = Result<bool, UsageError>;
+
+/// The `faultline` command over `patterns`, with the process's arguments: parses them,
+/// runs the subcommand, prints, writes the reports, and gives the exit code.
+pub fn main(patterns: &[&dyn Pattern]) -> ExitCode {
+    run(patterns, std::env::args_os())
+}
+
+/// The `faultline` command over `patterns`, with `args` (the program's path first, as
+/// in [`std::env::args_os`]).
+pub fn run<I, T>(patterns: &[&dyn Pattern], args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with 0; usage errors to stderr with 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let program = args
+        .first()
+        .map(|a| program_name(Path::new(a)))
+        .unwrap_or_else(|| "faultline".to_string());
+    let command = std::iter::once("faultline".to_string())
+        .chain(
+            args.iter()
+                .skip(1)
+                .map(|a| a.to_string_lossy().into_owned()),
+        )
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cx = Context { patterns, program };
+    let result = match cli.command {
+        Command::Run {
+            pattern,
+            seed,
+            plan,
+            mutant,
+            out,
+        } => run_one(
+            &cx,
+            &pattern,
+            Some(seed),
+            plan.as_deref(),
+            mutant.as_deref(),
+            out.as_deref(),
+            false,
+        ),
+        Command::Replay {
+            pattern,
+            seed,
+            plan,
+            mutant,
+            out,
+        } => run_one(
+            &cx,
+            &pattern,
+            seed,
+            plan.as_deref(),
+            mutant.as_deref(),
+            out.as_deref(),
+            true,
+        ),
+        Command::Sweep {
+            patterns,
+            seeds,
+            jobs,
+            shard,
+            shrink_max,
+            out,
+        } => sweep_cmd(
+            &cx,
+            &command,
+            &patterns,
+            seeds,
+            jobs,
+            shard,
+            shrink_max,
+            out.as_deref(),
+        ),
+        Command::List => {
+            list_cmd(patterns);
+            Ok(true)
+        }
+        Command::Merge { summaries, out } => merge_cmd(
+            &command,
+            &summaries,
+            out.as_deref().unwrap_or(Path::new(OUT_DEFAULT)),
+        ),
+        Command::Mutants {
+            patterns,
+            seeds,
+            out,
+        } => mutants_cmd(&cx, &command, &patterns, seeds, out.as_deref()),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(UsageError(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// How the program that is running is invoked again: `cargo run --release [--bin NAME
+/// | --example NAME] --` for a binary in a cargo target directory, the path as given
+/// otherwise.
+fn program_name(argv0: &Path) -> String {
+    let name = argv0
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "faultline".to_string());
+    let dirs: Vec<String> = argv0
+        .parent()
+        .map(|p| {
+            p.components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(t) = dirs.iter().rposition(|d| d == "target") else {
+        return argv0.display().to_string();
+    };
+    // target/<profile>/NAME or target/<triple>/<profile>/NAME, and examples/ below.
+    let rest: Vec<&str> = dirs[t + 1..].iter().map(String::as_str).collect();
+    match rest.as_slice() {
+        [_, "examples"] | [_, _, "examples"] => format!("cargo run --release --example {name} --"),
+        [_] | [_, _] if name == "faultline" => "cargo run --release --".to_string(),
+        [_] | [_, _] => format!("cargo run --release --bin {name} --"),
+        _ => argv0.display().to_string(),
+    }
+}
+
+/// The patterns the command knows and how it is invoked.
+struct Context<'a> {
+    patterns: &'a [&'a dyn Pattern],
+    program: String,
+}
+
+impl<'a> Context<'a> {
+    /// The command that replays a run of `pattern`, by seed (and plan file), of the
+    /// reference or of a mutant, writing under `out` when one was given.
+    fn replay(
+        &self,
+        pattern: &str,
+        seed: u64,
+        plan_file: Option<&str>,
+        mutant: Option<&str>,
+        out: Option<&Path>,
+    ) -> String {
+        let mut cmd = format!("{} replay {pattern} --seed {seed}", self.program);
+        if let Some(file) = plan_file {
+            cmd.push_str(" --plan ");
+            cmd.push_str(file);
+        }
+        if let Some(m) = mutant {
+            cmd.push_str(" --mutant ");
+            cmd.push_str(m);
+        }
+        if let Some(dir) = out {
+            cmd.push_str(" --out ");
+            cmd.push_str(&dir.display().to_string());
+        }
+        cmd
+    }
+
+    /// The pattern called `name`.
+    fn find(&self, name: &str) -> Result<&'a dyn Pattern, UsageError> {
+        self.patterns
+            .iter()
+            .copied()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| {
+                UsageError::from(HarnessError::UnknownPattern {
+                    name: name.to_string(),
+                    known: self
+                        .patterns
+                        .iter()
+                        .map(|p| p.name())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+            })
+    }
+
+    fn resolve(&self, names: &[String]) -> Result<Vec<&'a dyn Pattern>, UsageError> {
+        if names.is_empty() {
+            return Ok(self.patterns.to_vec());
+        }
+        names.iter().map(|n| self.find(n)).collect()
+    }
+}
+
+fn list_cmd(patterns: &[&dyn Pattern]) {
+    for p in patterns {
+        println!("{:<14} {}", p.name(), p.about());
+        println!(
+            "{:<14} {} invariants, {} mutants, default seeds {}",
+            "",
+            p.invariants().len(),
+            p.mutants().len(),
+            p.default_seeds()
+        );
+    }
+}
+
+fn read_plan(path: &Path) -> Result<FaultPlan, UsageError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("cannot read plan {}: {e}", path.display())))?;
+    FaultPlan::from_json(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), UsageError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| UsageError(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    std::fs::write(path, contents)
+        .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Faults on names the world does not know never fire: say so rather than stay silent.
+fn warn_unknown_targets(pattern: &dyn Pattern, seed: u64, plan: &FaultPlan) {
+    let known = pattern.known_targets(seed);
+    for (i, f) in plan.faults.iter().enumerate() {
+        if !known.contains(&f.target) {
+            eprintln!(
+                "warning: fault {i} targets `{}`, which the {} world does not know (it knows: {}); it will never fire",
+                f.target,
+                pattern.name(),
+                known.join(", ")
+            );
+        }
+    }
+}
+
+fn run_one(
+    cx: &Context<'_>,
+    name: &str,
+    seed: Option<u64>,
+    plan_file: Option<&Path>,
+    mutant: Option<&str>,
+    out_arg: Option<&Path>,
+    replay: bool,
+) -> CliResult {
+    let out = out_arg.unwrap_or(Path::new(OUT_DEFAULT));
+    let pattern = cx.find(name)?;
+    if let Some(m) = mutant {
+        pattern.mutant_info(m)?;
+    }
+    let file_plan = plan_file.map(read_plan).transpose()?;
+    let seed = match (seed, file_plan.as_ref().and_then(|p| p.seed)) {
+        (Some(s), Some(recorded)) if s != recorded => {
+            eprintln!(
+                "note: the plan was recorded with seed {recorded}; running seed {s} as asked"
+            );
+            s
+        }
+        (Some(s), _) => s,
+        (None, Some(recorded)) => recorded,
+        (None, None) => {
+            return Err(UsageError(
+                "give --seed, or a --plan file that records its seed".to_string(),
+            ));
+        }
+    };
+    let plan = match file_plan {
+        Some(p) => p,
+        None => pattern.plan(seed),
+    };
+    warn_unknown_targets(pattern, seed, &plan);
+    println!(
+        "{} {} seed {seed}{}",
+        if replay { "replaying" } else { "running" },
+        pattern.name(),
+        mutant.map_or(String::new(), |m| format!(" (mutant {m})"))
+    );
+    println!("knobs:");
+    for (k, v) in pattern.knobs(seed) {
+        println!("  {k} = {v}");
+    }
+    println!(
+        "fault plan: {} faults, horizon {} ms{}",
+        plan.faults.len(),
+        plan.horizon_ms,
+        plan_file.map_or(String::new(), |p| format!(" (from {})", p.display()))
+    );
+    for (i, f) in plan.faults.iter().enumerate() {
+        println!("  [{i}] {f}");
+    }
+    let mut view = pattern.view(seed, &plan, mutant)?;
+    let plan_arg = plan_file.map(|p| p.display().to_string());
+    // The page leaves --out out, so the same run writes the same bytes anywhere.
+    view.replay = cx.replay(pattern.name(), seed, plan_arg.as_deref(), mutant, None);
+    println!("invariants:");
+    for v in &view.verdicts {
+        println!(
+            "  {} {}{}",
+            if v.held { "held    " } else { "VIOLATED" },
+            v.name,
+            if v.note.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", v.note)
+            }
+        );
+    }
+    let stem = match (plan_file, mutant) {
+        (None, None) => format!("{}-seed-{seed}", pattern.name()),
+        (Some(p), None) => format!(
+            "{}-seed-{seed}-{}",
+            pattern.name(),
+            p.file_stem()
+                .map_or("plan".into(), |s| s.to_string_lossy().into_owned())
+        ),
+        (_, Some(m)) => format!("{}-seed-{seed}-mutant-{m}", pattern.name()),
+    };
+    let html = render_run(&view)?;
+    let path = out.join("runs").join(format!("{stem}.html"));
+    write(&path, &html)?;
+    println!("report: {}", path.display());
+    if view.outcome.is_pass() {
+        println!("passed: every invariant held");
+        Ok(true)
+    } else {
+        println!("FAILED: {}", view.outcome);
+        println!("  seed:   {seed}");
+        println!(
+            "  replay: {}",
+            cx.replay(pattern.name(), seed, plan_arg.as_deref(), mutant, out_arg)
+        );
+        Ok(false)
+    }
+}
+
+/// Progress on a terminal as a bar, otherwise as a plain line every tenth.
+struct Progress {
+    bar: Option<ProgressBar>,
+    name: &'static str,
+    last_tenth: Mutex<u64>,
+}
+
+impl Progress {
+    fn new(name: &'static str, total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{prefix:>10} [{bar:40}] {pos}/{len} seeds {per_sec} eta {eta} {msg}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(name);
+            bar
+        });
+        Progress {
+            bar,
+            name,
+            last_tenth: Mutex::new(0),
+        }
+    }
+
+    fn update(&self, p: SweepProgress) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(p.done);
+                if p.failed > 0 {
+                    bar.set_message(format!("{} failing", p.failed));
+                }
+            }
+            None => {
+                let tenth = p.done * 10 / p.total.max(1);
+                if let Ok(mut last) = self.last_tenth.lock()
+                    && tenth > *last
+                {
+                    *last = tenth;
+                    eprintln!(
+                        "{}: {}/{} seeds, {} failing",
+                        self.name, p.done, p.total, p.failed
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
+fn relative_href(from_dir: &Path, to: &Path) -> Option<String> {
+    let from = std::fs::canonicalize(from_dir).ok()?;
+    let to = std::fs::canonicalize(to).ok()?;
+    let a: Vec<Component> = from.components().collect();
+    let b: Vec<Component> = to.components().collect();
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut parts: Vec<String> = vec!["..".to_string(); a.len() - common];
+    parts.extend(
+        b[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    Some(parts.join("/"))
+}
+
+fn criterion_href(out: &Path) -> Option<String> {
+    let report = Path::new("target/criterion/report/index.html");
+    report
+        .exists()
+        .then(|| relative_href(out, report))
+        .flatten()
+}
+
+fn load_mutants(out: &Path) -> Vec<MutantRow> {
+    std::fs::read_to_string(out.join("mutants.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+fn write_index(out: &Path, view: &mut SweepView) -> Result<(), UsageError> {
+    view.criterion_href = criterion_href(out);
+    let json = serde_json::to_string_pretty(view)?;
+    write(&out.join("summary.json"), &json)?;
+    let html = render_index(view)?;
+    let path = out.join("index.html");
+    write(&path, &html)?;
+    println!("report: {}", path.display());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sweep_cmd(
+    cx: &Context<'_>,
+    command: &str,
+    names: &[String],
+    seeds: Option<SeedRange>,
+    jobs: Option<usize>,
+    shard: Option<Shard>,
+    shrink_max: usize,
+    out_arg: Option<&Path>,
+) -> CliResult {
+    let out = out_arg.unwrap_or(Path::new(OUT_DEFAULT));
+    let patterns = cx.resolve(names)?;
+    let jobs = match jobs {
+        Some(0) => return Err(UsageError("--jobs must be at least 1".into())),
+        Some(j) => j,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let shard = shard.unwrap_or(Shard::ALL);
+    let mut view = SweepView {
+        command: command.to_string(),
+        patterns: Vec::new(),
+        mutants: load_mutants(out),
+        criterion_href: None,
+        comparisons: Vec::new(),
+    };
+    let mut all_passed = true;
+    for pattern in patterns {
+        let range = seeds.unwrap_or_else(|| pattern.default_seeds());
+        let total = shard.seeds(range).count() as u64;
+        println!(
+            "sweeping {} seeds {range} shard {shard} ({total} seeds) on {jobs} threads",
+            pattern.name()
+        );
+        let started = WallClock::now();
+        let progress = Progress::new(pattern.name(), total);
+        let results = sweep(
+            range,
+            shard,
+            jobs,
+            |seed| pattern.run(seed, &pattern.plan(seed), TraceMode::Off, None),
+            |r| !matches!(r, Ok(Run { report, .. }) if report.outcome.is_pass()),
+            |p| progress.update(p),
+        )?;
+        progress.finish();
+        let mut summary = SweepSummary::new(range, shard);
+        let mut histograms: Vec<Histogram> = pattern
+            .metrics()
+            .iter()
+            .map(|(name, unit)| Histogram {
+                name: name.to_string(),
+                unit: unit.to_string(),
+                values: Vec::new(),
+            })
+            .collect();
+        for r in &results {
+            match &r.result {
+                Ok(Ok(run)) => {
+                    summary.add(&run.report);
+                    for reading in &run.metrics {
+                        let histogram = histograms.iter_mut().find(|h| h.name == reading.name);
+                        if let (Some(h), Some(v)) = (histogram, reading.value) {
+                            h.values.push((v * 10_000.0).round() / 10_000.0);
+                        }
+                    }
+                }
+                Ok(Err(e)) => summary.add_panic(
+                    r.seed,
+                    e.to_string(),
+                    cx.replay(pattern.name(), r.seed, None, None, out_arg),
+                ),
+                Err(panic) => summary.add_panic(
+                    r.seed,
+                    panic.clone(),
+                    cx.replay(pattern.name(), r.seed, None, None, out_arg),
+                ),
+            }
+        }
+        summary.wall_ms = started.elapsed().as_millis() as u64;
+        // A failing run's report names the world's built-in replay hint: name this
+        // program and pattern instead.
+        for f in &mut summary.failures {
+            f.replay = cx.replay(pattern.name(), f.seed, None, None, out_arg);
+        }
+        let failures = report_failures(cx, pattern, &summary, shrink_max, out_arg)?;
+        if !summary.failures.is_empty() {
+            all_passed = false;
+        }
+        println!(
+            "{}: {} seeds, {} passed, {} failed, {} simulated events, {} of {} coverage marks hit, {:.1} s",
+            pattern.name(),
+            summary.runs,
+            summary.passed,
+            summary.failures.len(),
+            summary.events,
+            summary
+                .coverage
+                .values()
+                .filter(|m| m.seeds_hit > 0)
+                .count(),
+            summary.coverage.len(),
+            summary.wall_ms as f64 / 1000.0
+        );
+        for f in &failures {
+            println!(
+                "  seed {} broke {}: replay with {}",
+                f.seed, f.invariant, f.replay
+            );
+        }
+        view.patterns.push(PatternSweep {
+            pattern: pattern.name().to_string(),
+            invariants: pattern.invariants().iter().map(|s| s.to_string()).collect(),
+            summary,
+            histograms,
+            failures,
+        });
+    }
+    add_comparisons(&mut view);
+    write_index(out, &mut view)?;
+    Ok(all_passed)
+}
+
+/// Adds every comparison of the registry with at least two of its patterns in `view` and
+/// none of its title there yet.
+fn add_comparisons(view: &mut SweepView) {
+    for c in registry::comparisons() {
+        let swept = c
+            .patterns
+            .iter()
+            .filter(|name| view.patterns.iter().any(|p| p.pattern == **name))
+            .count();
+        if swept >= 2 && !view.comparisons.iter().any(|d| d.title == c.title) {
+            view.comparisons.push(c);
+        }
+    }
+}
+
+/// Shrinks the first `shrink_max` failing seeds, writes each shrunk plan and its report,
+/// and returns the failures as the report lists them.
+fn report_failures(
+    cx: &Context<'_>,
+    pattern: &dyn Pattern,
+    summary: &SweepSummary,
+    shrink_max: usize,
+    out_arg: Option<&Path>,
+) -> Result<Vec<FailureView>, UsageError> {
+    let out = out_arg.unwrap_or(Path::new(OUT_DEFAULT));
+    let mut views = Vec::new();
+    for (k, f) in summary.failures.iter().enumerate() {
+        let mut view = FailureView {
+            seed: f.seed,
+            invariant: f.invariant.clone(),
+            message: f.message.clone(),
+            replay: cx.replay(pattern.name(), f.seed, None, None, out_arg),
+            report_href: None,
+            plan_href: None,
+            faults_shrunk: None,
+        };
+        if k < shrink_max && f.invariant != "sim.panic" {
+            let original = pattern.plan(f.seed);
+            let same_failure = |p: &FaultPlan| {
+                pattern
+                    .run(f.seed, p, TraceMode::Off, None)
+                    .is_ok_and(|r| r.report.outcome.invariant() == Some(f.invariant.as_str()))
+            };
+            let shrunk = shrink_plan(&original, same_failure, 400);
+            let plan = shrunk.plan.with_seed(f.seed);
+            let stem = format!("{}-seed-{}", pattern.name(), f.seed);
+            let plan_rel = format!("failures/{stem}.json");
+            write(&out.join(&plan_rel), &plan.to_json())?;
+            let plan_arg = out.join(&plan_rel).display().to_string();
+            let mut run_view = pattern.view(f.seed, &plan, None)?;
+            run_view.replay = cx.replay(pattern.name(), f.seed, Some(&plan_arg), None, out_arg);
+            write(
+                &out.join(format!("failures/{stem}.html")),
+                &render_run(&run_view)?,
+            )?;
+            view.replay = run_view.replay.clone();
+            view.report_href = Some(format!("failures/{stem}.html"));
+            view.plan_href = Some(plan_rel);
+            view.faults_shrunk = Some((plan.faults.len(), shrunk.faults_before));
+        }
+        views.push(view);
+    }
+    Ok(views)
+}
+
+fn merge_cmd(command: &str, files: &[PathBuf], out: &Path) -> CliResult {
+    let mut merged: Option<SweepView> = None;
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
+        let part: SweepView = serde_json::from_str(&text)
+            .map_err(|e| UsageError(format!("{} is not a sweep summary: {e}", file.display())))?;
+        match &mut merged {
+            None => merged = Some(part),
+            Some(m) => {
+                for p in part.patterns {
+                    match m.patterns.iter_mut().find(|q| q.pattern == p.pattern) {
+                        Some(q) => {
+                            q.summary
+                                .merge(p.summary)
+                                .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
+                            for (h, ph) in q.histograms.iter_mut().zip(p.histograms) {
+                                h.values.extend(ph.values);
+                            }
+                            q.failures.extend(p.failures);
+                            q.failures.sort_by_key(|f| f.seed);
+                        }
+                        None => m.patterns.push(p),
+                    }
+                }
+                for row in part.mutants {
+                    if !m.mutants.contains(&row) {
+                        m.mutants.push(row);
+                    }
+                }
+                for c in part.comparisons {
+                    if !m.comparisons.iter().any(|d| d.title == c.title) {
+                        m.comparisons.push(c);
+                    }
+                }
+            }
+        }
+    }
+    let Some(mut view) = merged else {
+        return Err(UsageError("no summaries to merge".into()));
+    };
+    view.command = command.to_string();
+    // Parts sweeping different patterns may add up to a comparison none held alone.
+    add_comparisons(&mut view);
+    let mut passed = true;
+    for p in &view.patterns {
+        let s = &p.summary;
+        passed &= s.failures.is_empty();
+        println!(
+            "{}: {} seeds in {} of {} shards{}, {} failed",
+            p.pattern,
+            s.runs,
+            s.shards.len(),
+            s.shard_count(),
+            if s.is_complete() { "" } else { " (incomplete)" },
+            s.failures.len()
+        );
+    }
+    write_index(out, &mut view)?;
+    Ok(passed)
+}
+
+fn mutants_cmd(
+    cx: &Context<'_>,
+    command: &str,
+    names: &[String],
+    seeds: SeedRange,
+    out_arg: Option<&Path>,
+) -> CliResult {
+    let out = out_arg.unwrap_or(Path::new(OUT_DEFAULT));
+    let patterns = cx.resolve(names)?;
+    let mut rows = Vec::new();
+    for pattern in patterns {
+        let mutants = pattern.mutants();
+        let found: Vec<MutantRow> = std::thread::scope(|s| {
+            let handles: Vec<_> = mutants
+                .iter()
+                .map(|m| {
+                    s.spawn(move || {
+                        let mut row = MutantRow {
+                            pattern: pattern.name().to_string(),
+                            mutant: m.name.to_string(),
+                            defect: m.defect.to_string(),
+                            caught_by: None,
+                            cases: 0,
+                            seed: None,
+                        };
+                        for seed in seeds.start..seeds.end {
+                            row.cases += 1;
+                            let plan = pattern.plan(seed);
+                            let caught =
+                                match pattern.run(seed, &plan, TraceMode::Off, Some(m.name)) {
+                                    Ok(run) => run.report.outcome.invariant().map(str::to_string),
+                                    Err(e) => Some(format!("harness error: {e}")),
+                                };
+                            if let Some(inv) = caught {
+                                row.caught_by = Some(inv);
+                                row.seed = Some(seed);
+                                break;
+                            }
+                        }
+                        row
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        rows.extend(found);
+    }
+    println!(
+        "{:<10} {:<28} {:<32} {:>6}  defect",
+        "pattern", "mutant", "caught by", "cases"
+    );
+    let mut all_caught = true;
+    for r in &rows {
+        all_caught &= r.caught_by.is_some();
+        println!(
+            "{:<10} {:<28} {:<32} {:>6}  {}",
+            r.pattern,
+            r.mutant,
+            r.caught_by.as_deref().unwrap_or("SURVIVED"),
+            r.cases,
+            r.defect
+        );
+        if let (Some(seed), Some(_)) = (r.seed, &r.caught_by) {
+            println!(
+                "{:>10} see it fail: {}",
+                "",
+                cx.replay(&r.pattern, seed, None, Some(&r.mutant), out_arg)
+            );
+        }
+    }
+    write(
+        &out.join("mutants.json"),
+        &serde_json::to_string_pretty(&rows)?,
+    )?;
+    let mut view = std::fs::read_to_string(out.join("summary.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<SweepView>(&t).ok())
+        .unwrap_or(SweepView {
+            command: command.to_string(),
+            patterns: Vec::new(),
+            mutants: Vec::new(),
+            criterion_href: None,
+            comparisons: Vec::new(),
+        });
+    view.mutants = rows;
+    write_index(out, &mut view)?;
+    if !all_caught {
+        println!("a mutant survived: the invariants missed a deliberately broken implementation");
+    }
+    Ok(all_caught)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_commands_name_the_program_running() {
+        for (argv0, program) in [
+            ("/w/target/release/faultline", "cargo run --release --"),
+            ("target/debug/faultline", "cargo run --release --"),
+            (
+                "/w/target/x86_64-unknown-linux-gnu/release/faultline",
+                "cargo run --release --",
+            ),
+            (
+                "/w/target/release/my-faultline",
+                "cargo run --release --bin my-faultline --",
+            ),
+            (
+                "/w/target/release/examples/my_breaker",
+                "cargo run --release --example my_breaker --",
+            ),
+            ("faultline", "faultline"),
+            ("./bin/my-faultline", "./bin/my-faultline"),
+        ] {
+            assert_eq!(program_name(Path::new(argv0)), program, "{argv0}");
+        }
+        let patterns = registry::patterns();
+        let cx = Context {
+            patterns: &patterns,
+            program: "faultline".into(),
+        };
+        assert_eq!(
+            cx.replay("breaker", 3, Some("p.json"), None, Some(Path::new("out"))),
+            "faultline replay breaker --seed 3 --plan p.json --out out"
+        );
+        assert_eq!(
+            cx.replay("bus", 1, None, Some("lossy"), None),
+            "faultline replay bus --seed 1 --mutant lossy"
+        );
+    }
+}
