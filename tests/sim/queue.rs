@@ -7,7 +7,7 @@ use crate::support::{
 };
 use faultline::clock::Instant;
 use faultline::harness::Scenario;
-use faultline::queue::contract::TaskQueue;
+use faultline::queue::contract::{QueuePolicy, TaskQueue};
 use faultline::queue::core::{
     DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, ProfileId, Queue, QueueConfig,
     QueueCounts, TargetId, Task, TaskKey,
@@ -120,6 +120,9 @@ fn mutants_are_caught() {
 struct Yours(Queue);
 
 impl TaskQueue for Yours {
+    fn policy(&self) -> QueuePolicy {
+        QueuePolicy::from(self.0.config())
+    }
     fn enqueue(&mut self, task: Task, now: Instant) -> Enqueued {
         self.0.enqueue(task, now)
     }
