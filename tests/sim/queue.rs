@@ -6,12 +6,13 @@ use crate::support::{
     assert_deterministic, assert_every_mark_hit, assert_mutants_caught, check, seed_and_plan,
 };
 use faultline::clock::Instant;
-use faultline::harness::Scenario;
+use faultline::harness::{Pattern, Scenario};
 use faultline::queue::contract::{QueuePolicy, TaskQueue};
 use faultline::queue::core::{
     DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, ProfileId, Queue, QueueConfig,
     QueueCounts, TargetId, Task, TaskKey,
 };
+use faultline::queue::invariants::SINGLE_LEASE;
 use faultline::queue::pattern::QueuePattern;
 use faultline::queue::world::{INVARIANTS, MARKS, QueueKnobs, QueueWorld, run};
 use faultline_sim::prelude::*;
@@ -252,5 +253,48 @@ proptest! {
             prop_assert!(a.counts().balanced(), "{:?}", a.counts());
             prop_assert_eq!(a.dead_letters(), b.dead_letters());
         }
+    }
+}
+
+/// The first violation a mutant of the catalog shows over the default seeds `0..300`.
+fn first_violation(mutant: &str) -> (u64, String, String) {
+    for seed in 0..300 {
+        let run = Pattern::run(
+            &QueuePattern,
+            seed,
+            &Pattern::plan(&QueuePattern, seed),
+            TraceMode::Off,
+            Some(mutant),
+        )
+        .unwrap();
+        if let Some(inv) = run.report.outcome.invariant() {
+            return (seed, inv.to_string(), run.report.outcome.to_string());
+        }
+    }
+    panic!("mutant {mutant} survived 300 seeds");
+}
+
+/// `queue.single_lease` is judged from what the world observes: a queue that takes no
+/// lease and honestly says so is caught by the comparison of its reported deadline
+/// with the declared one; a queue that reports honest-looking deadlines but hides
+/// nothing (`due_without_leases`) or does not really extend on a heartbeat is caught by
+/// the world's own record of who holds which delivery since when.
+#[test]
+fn single_lease_is_judged_from_what_the_world_observes() {
+    let (_, inv, msg) = first_violation("no_lease_reports_none");
+    assert_eq!(inv, SINGLE_LEASE);
+    assert!(msg.contains("reports its deadline as"), "{msg}");
+    assert!(msg.contains("declared visibility timeout"), "{msg}");
+    for mutant in ["due_without_leases", "heartbeat_not_extended"] {
+        let (_, inv, msg) = first_violation(mutant);
+        assert_eq!(inv, SINGLE_LEASE, "{mutant}: {msg}");
+        assert!(
+            msg.contains("two workers deliver the same task"),
+            "{mutant}: {msg}"
+        );
+        assert!(
+            msg.contains("worker-"),
+            "{mutant}: names the workers: {msg}"
+        );
     }
 }
