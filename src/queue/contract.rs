@@ -302,3 +302,56 @@ impl TaskQueue for Queue {
         Queue::poll_timeout(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retry::Backoff;
+
+    #[test]
+    fn the_full_jitter_declaration_has_the_reference_ceilings() {
+        for (base, cap) in [(1, 1), (5, 100), (200, 4_000), (7, u64::MAX / 2)] {
+            let b = Backoff::new(Duration::from_nanos(base), Duration::from_nanos(cap)).unwrap();
+            let p = BackoffPolicy::full_jitter(b);
+            for n in 1..80 {
+                assert_eq!(
+                    p.bounds(n),
+                    (Duration::ZERO, b.ceiling(n)),
+                    "{base} {cap} {n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn additive_and_fixed_bounds_saturate_at_the_cap() {
+        let ms = Duration::from_millis;
+        let p = BackoffPolicy::AdditiveJitter {
+            base: ms(100),
+            jitter: ms(30),
+            cap: ms(250),
+        };
+        assert_eq!(p.bounds(1), (ms(100), ms(130)));
+        assert_eq!(p.bounds(2), (ms(200), ms(230)));
+        assert_eq!(p.bounds(3), (ms(250), ms(250)));
+        assert_eq!(p.bounds(u32::MAX), (ms(250), ms(250)));
+        let f = BackoffPolicy::Fixed { delay: ms(40) };
+        assert_eq!(f.bounds(9), (ms(40), ms(40)));
+    }
+
+    #[test]
+    fn a_declaration_that_makes_no_sense_is_refused() {
+        let ok = QueuePolicy::from(&QueueConfig::default());
+        ok.validate().unwrap();
+        let zero = QueuePolicy {
+            visibility_timeout: Duration::ZERO,
+            ..ok
+        };
+        assert_eq!(zero.validate().unwrap_err().field, "visibility_timeout");
+        let none = QueuePolicy {
+            attempts_max: 0,
+            ..ok
+        };
+        assert_eq!(none.validate().unwrap_err().field, "attempts_max");
+    }
+}

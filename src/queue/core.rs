@@ -339,6 +339,9 @@ pub(crate) enum Flaw {
     /// A heartbeat is accepted and reports the extended deadline, but the lease is not
     /// extended: the task is visible again at the original deadline.
     HeartbeatNotExtended,
+    /// A heartbeat is accepted but extends nothing, and honestly reports the unchanged
+    /// deadline.
+    HeartbeatIgnored,
     /// A task is dropped after its last attempt (an outbox's `MarkFailed` with no dead
     /// letter).
     DropAfterMaxAttempts,
@@ -664,6 +667,14 @@ impl Queue {
         if self.flaw == Flaw::HeartbeatNotExtended {
             // The defect: the extension is reported, not made.
             return Ok(deadline);
+        }
+        if self.flaw == Flaw::HeartbeatIgnored {
+            // The defect: nothing is extended, and the old deadline is reported.
+            if let Some(State::Leased { deadline: old, .. }) =
+                self.store.entries.get(&key).map(|e| e.state)
+            {
+                return Ok(old);
+            }
         }
         if let Some(e) = self.store.entries.get_mut(&key)
             && let State::Leased {

@@ -419,3 +419,129 @@ impl QueueChecker {
         self.check_conservation(counts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::core::{LeaseToken, ProfileId, TargetId};
+    use std::time::Duration;
+
+    const VT: Duration = Duration::from_millis(100);
+
+    fn key() -> TaskKey {
+        TaskKey {
+            profile: ProfileId(1),
+            target: TargetId(0),
+        }
+    }
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_millis(n)
+    }
+
+    fn checker(backoff: BackoffPolicy) -> QueueChecker {
+        QueueChecker::new(QueuePolicy {
+            visibility_timeout: VT,
+            attempts_max: 5,
+            backoff,
+        })
+    }
+
+    fn full_jitter() -> BackoffPolicy {
+        BackoffPolicy::FullJitterExponential {
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(1_000),
+        }
+    }
+
+    /// A lease of version 1 under `fence`, reporting `deadline`.
+    fn lease(fence: u64, deadline: Instant) -> Lease {
+        Lease {
+            task: Task {
+                key: key(),
+                version: 1,
+            },
+            token: LeaseToken::new(key(), fence),
+            attempt: 1,
+            deadline,
+            redriven: false,
+        }
+    }
+
+    fn invariant(r: Result<(), Violation>) -> String {
+        r.err().map(|v| v.invariant.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_second_worker_within_the_declared_timeout_is_caught_whatever_the_report() {
+        let mut c = checker(full_jitter());
+        c.on_lease(&lease(1, ms(100)), 0, ms(0)).unwrap();
+        let r = c.on_lease(&lease(2, ms(150)), 1, ms(50));
+        assert_eq!(invariant(r), SINGLE_LEASE);
+        // At the declared deadline the first hold is over.
+        c.on_lease(&lease(3, ms(200)), 1, ms(100)).unwrap();
+        // An accepted ack ends a hold early.
+        c.on_ack(key(), 3, 1);
+        c.on_lease(&lease(4, ms(220)), 0, ms(120)).unwrap();
+    }
+
+    #[test]
+    fn an_accepted_heartbeat_extends_the_hold_and_its_report_is_compared() {
+        let mut c = checker(full_jitter());
+        c.on_lease(&lease(1, ms(100)), 0, ms(0)).unwrap();
+        c.on_heartbeat(key(), 1, ms(190), ms(90)).unwrap();
+        let r = c.on_lease(&lease(2, ms(250)), 1, ms(150));
+        assert_eq!(invariant(r), SINGLE_LEASE, "held until 190 ms");
+        let r = c.on_heartbeat(key(), 1, ms(100), ms(95));
+        assert_eq!(
+            invariant(r),
+            SINGLE_LEASE,
+            "reported 100 ms, declared 195 ms"
+        );
+    }
+
+    #[test]
+    fn a_reported_deadline_other_than_the_declared_one_is_caught() {
+        let mut c = checker(full_jitter());
+        let r = c.on_lease(&lease(1, ms(0)), 0, ms(0));
+        let v = r.unwrap_err();
+        assert_eq!(v.invariant, SINGLE_LEASE);
+        assert!(v.to_string().contains("p1@t0"), "{v}");
+    }
+
+    #[test]
+    fn retries_are_judged_by_the_declared_backoff() {
+        let additive = BackoffPolicy::AdditiveJitter {
+            base: Duration::from_millis(10),
+            jitter: Duration::from_millis(10),
+            cap: Duration::from_millis(1_000),
+        };
+        let retry = |backoff, at| {
+            let mut c = checker(backoff);
+            c.on_accepted(Task {
+                key: key(),
+                version: 1,
+            });
+            c.on_nack(
+                Task {
+                    key: key(),
+                    version: 1,
+                },
+                1,
+                1,
+                Nacked::Retry { at },
+                ms(0),
+                &[],
+            )
+        };
+        // 15 ms after the first failure: additive allows [10, 20] ms, full jitter [0, 10].
+        retry(additive, ms(15)).unwrap();
+        assert_eq!(
+            invariant(retry(full_jitter(), ms(15))),
+            RETRY_OR_DEAD_LETTER
+        );
+        // 5 ms: below the additive floor.
+        assert_eq!(invariant(retry(additive, ms(5))), RETRY_OR_DEAD_LETTER);
+        retry(full_jitter(), ms(5)).unwrap();
+    }
+}

@@ -90,4 +90,10 @@ pub const CATALOG: &[Mutant<QueuePattern>] = &[
         invariants::SINGLE_LEASE,
         |k| flawed(k, Flaw::HeartbeatNotExtended),
     ),
+    Mutant::new(
+        "heartbeat_ignored",
+        "a heartbeat is accepted but extends nothing, and honestly reports the unchanged deadline: the worker's lease runs out under it",
+        invariants::SINGLE_LEASE,
+        |k| flawed(k, Flaw::HeartbeatIgnored),
+    ),
 ];

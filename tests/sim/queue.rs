@@ -639,7 +639,8 @@ fn first_violation(mutant: &str) -> (u64, String, String) {
 
 /// `queue.single_lease` is judged from what the world observes: a queue that takes no
 /// lease and honestly says so is caught by the comparison of its reported deadline
-/// with the declared one; a queue that reports honest-looking deadlines but hides
+/// with the declared one (and one whose heartbeats extend nothing and say so, by the
+/// same comparison for heartbeats); a queue that reports honest-looking deadlines but hides
 /// nothing (`due_without_leases`) or does not really extend on a heartbeat is caught by
 /// the world's own record of who holds which delivery since when.
 #[test]
@@ -648,6 +649,9 @@ fn single_lease_is_judged_from_what_the_world_observes() {
     assert_eq!(inv, SINGLE_LEASE);
     assert!(msg.contains("reports its deadline as"), "{msg}");
     assert!(msg.contains("declared visibility timeout"), "{msg}");
+    let (_, inv, msg) = first_violation("heartbeat_ignored");
+    assert_eq!(inv, SINGLE_LEASE);
+    assert!(msg.contains("reports the new deadline as"), "{msg}");
     for mutant in ["due_without_leases", "heartbeat_not_extended"] {
         let (_, inv, msg) = first_violation(mutant);
         assert_eq!(inv, SINGLE_LEASE, "{mutant}: {msg}");
