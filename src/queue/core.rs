@@ -334,6 +334,15 @@ pub(crate) enum Flaw {
     None,
     /// `due()` without leases: a task handed out stays due (a lease-less outbox poller).
     DueWithoutLeases,
+    /// The queue takes no lease and honestly says so: a task handed out stays due, and
+    /// the lease reports its deadline as `now`.
+    NoLease,
+    /// A heartbeat is accepted and reports the extended deadline, but the lease is not
+    /// extended: the task is visible again at the original deadline.
+    HeartbeatNotExtended,
+    /// A heartbeat is accepted but extends nothing, and honestly reports the unchanged
+    /// deadline.
+    HeartbeatIgnored,
     /// A task is dropped after its last attempt (an outbox's `MarkFailed` with no dead
     /// letter).
     DropAfterMaxAttempts,
@@ -600,7 +609,11 @@ impl Queue {
             };
             let fence = self.store.fence_next;
             self.store.fence_next += 1;
-            let deadline = now + self.config.visibility_timeout;
+            let deadline = if self.flaw == Flaw::NoLease {
+                now
+            } else {
+                now + self.config.visibility_timeout
+            };
             e.attempts += 1;
             let lease = Lease {
                 task: Task {
@@ -612,9 +625,9 @@ impl Queue {
                 deadline,
                 redriven: e.redriven,
             };
-            // Under the `DueWithoutLeases` defect the task stays due, so the next poll
-            // hands it out again.
-            if self.flaw != Flaw::DueWithoutLeases {
+            // Under the `DueWithoutLeases` and `NoLease` defects the task stays due, so
+            // the next poll hands it out again.
+            if !matches!(self.flaw, Flaw::DueWithoutLeases | Flaw::NoLease) {
                 e.state = State::Leased { fence, deadline };
                 self.ready.pop_first();
                 self.expiries.insert((deadline, key));
@@ -631,7 +644,9 @@ impl Queue {
             fence: token.fence,
         };
         let e = self.store.entries.get(&token.key).ok_or(fenced)?;
-        if self.flaw == Flaw::DueWithoutLeases || (ack && self.flaw == Flaw::NoFencing) {
+        if matches!(self.flaw, Flaw::DueWithoutLeases | Flaw::NoLease)
+            || (ack && self.flaw == Flaw::NoFencing)
+        {
             return Ok(());
         }
         match e.state {
@@ -650,6 +665,18 @@ impl Queue {
         self.valid(token, now, false)?;
         let deadline = now + self.config.visibility_timeout;
         let key = token.key;
+        if self.flaw == Flaw::HeartbeatNotExtended {
+            // The defect: the extension is reported, not made.
+            return Ok(deadline);
+        }
+        if self.flaw == Flaw::HeartbeatIgnored {
+            // The defect: nothing is extended, and the old deadline is reported.
+            if let Some(State::Leased { deadline: old, .. }) =
+                self.store.entries.get(&key).map(|e| e.state)
+            {
+                return Ok(old);
+            }
+        }
         if let Some(e) = self.store.entries.get_mut(&key)
             && let State::Leased {
                 fence,

@@ -1,26 +1,38 @@
-//! The queue's promises, checked by the world against its own records:
+//! The queue's promises, checked by the world against its own records (what it sees
+//! at the boundary it owns: which worker holds a delivery of which task since when,
+//! the heartbeats it sent and the queue accepted, what the targets applied, what the
+//! producers were told) and judged by the policy the queue *declares*
+//! ([`QueuePolicy`], from [`TaskQueue::policy`](crate::queue::contract::TaskQueue::policy)),
+//! not by the reference's settings:
 //!
 //! 1. `queue.no_lost_update`: at quiescence every target holds the latest version of
 //!    every profile (and the outbox is empty).
 //! 2. `queue.never_backwards`: a target's version of a profile never goes backwards.
 //! 3. `queue.at_most_once`: each (update, target) takes effect at most once, however
 //!    often it is delivered.
-//! 4. `queue.single_lease`: at most one unexpired lease per task; the task of a crashed
-//!    worker is leasable again once its lease's deadline has passed (the world's idle
-//!    workers poll every poll interval, so it runs again within lease + poll interval).
+//! 4. `queue.single_lease`: at most one worker holds a delivery of a task at a time.
+//!    The world itself records each delivery it was handed (worker, fence, since when)
+//!    and hides it until the lease time + the *declared* visibility timeout, extended by
+//!    every heartbeat the queue accepted; another worker handed the same task before
+//!    then is a violation whatever the queue reports. The deadline a lease or a
+//!    heartbeat reports must be that same instant (a mismatch is a violation of its
+//!    own). The task of a crashed worker is leasable again once that deadline has
+//!    passed (the world's idle workers poll every poll interval, so it runs again
+//!    within lease + poll interval).
 //! 5. `queue.conservation`: at every step, tasks enqueued = done + superseded +
 //!    pending + leased + retrying + dead, and the queue's count of enqueued tasks is the
 //!    number the producers were told were accepted.
-//! 6. `queue.retry_or_dead_letter`: the delay before retry n lies in
-//!    `[0, min(cap, base·2^(n−1))]` and the task is not handed out before it; after the
-//!    last attempt the task is in the dead-letter queue (or superseded by a newer
-//!    version), never nowhere.
+//! 6. `queue.retry_or_dead_letter`: the delay before retry n lies within the declared
+//!    backoff's bounds ([`BackoffPolicy::bounds`]; for the reference's full jitter
+//!    `[0, min(cap, base·2^(n−1))]`) and the task is not handed out before it; after
+//!    the declared last attempt the task is in the dead-letter queue (or superseded by
+//!    a newer version), never nowhere.
 //! 7. `queue.redrive_order`: per (profile, target), the queue never hands out a version
 //!    older than one it handed out before, redriven dead letters included.
 
 use crate::clock::Instant;
+use crate::queue::contract::{BackoffPolicy, QueuePolicy};
 use crate::queue::core::{DeadLetter, Lease, Nacked, QueueCounts, Task, TaskKey};
-use crate::retry::Backoff;
 use faultline_sim::Violation;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -50,13 +62,28 @@ pub const RETRY_OR_DEAD_LETTER: &str = "queue.retry_or_dead_letter";
 /// The invariant `queue.redrive_order` (see the list above).
 pub const REDRIVE_ORDER: &str = "queue.redrive_order";
 
+/// A delivery the world saw handed to one of its workers: who holds which task since
+/// when, and until when the declared visibility timeout hides it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// The worker (`worker-N`).
+    pub worker: u32,
+    /// The lease's fencing token.
+    pub fence: u64,
+    /// The version handed out.
+    pub version: u64,
+    /// When the worker was handed the task.
+    pub since: Instant,
+    /// The lease time (or the last accepted heartbeat) + the declared visibility
+    /// timeout: the world's own deadline, not the one the queue reports.
+    pub deadline: Instant,
+}
+
 /// The queue checker: fed by the world as the run goes, asked at rest.
 #[derive(Clone, Debug)]
 pub struct QueueChecker {
-    /// Attempts before dead-lettering, per the configuration.
-    pub attempts_max: u32,
-    /// The backoff, per the configuration.
-    pub backoff: Backoff,
+    /// The policy the queue declared: visibility timeout, attempts, backoff.
+    pub policy: QueuePolicy,
     /// Tasks the queue told producers it accepted (duplicates excluded).
     pub accepted: u64,
     /// Highest version enqueued per key.
@@ -65,8 +92,10 @@ pub struct QueueChecker {
     pub applied: BTreeSet<(TaskKey, u64)>,
     /// The version each target holds, as seen through its applies.
     pub held: BTreeMap<TaskKey, u64>,
-    /// Unexpired leases as the world saw them handed out: key -> (fence, deadline).
-    pub leases: BTreeMap<TaskKey, (u64, Instant)>,
+    /// Deliveries the world's workers hold, as the world saw them handed out and
+    /// extended: key -> the holder (until the observed deadline, or an accepted ack or
+    /// nack).
+    pub holds: BTreeMap<TaskKey, Hold>,
     /// Highest version handed out per key.
     pub leased_high: BTreeMap<TaskKey, u64>,
     /// A retry's due time per key: (version, at).
@@ -76,16 +105,15 @@ pub struct QueueChecker {
 }
 
 impl QueueChecker {
-    /// A checker for these settings.
-    pub fn new(attempts_max: u32, backoff: Backoff) -> Self {
+    /// A checker judging by the declared `policy`.
+    pub fn new(policy: QueuePolicy) -> Self {
         QueueChecker {
-            attempts_max,
-            backoff,
+            policy,
             accepted: 0,
             enqueued_high: BTreeMap::new(),
             applied: BTreeSet::new(),
             held: BTreeMap::new(),
-            leases: BTreeMap::new(),
+            holds: BTreeMap::new(),
             leased_high: BTreeMap::new(),
             retry_at: BTreeMap::new(),
             attempts_histogram: BTreeMap::new(),
@@ -99,20 +127,37 @@ impl QueueChecker {
         *h = (*h).max(task.version);
     }
 
-    /// The queue handed out `lease` at `now`.
-    pub fn on_lease(&mut self, lease: &Lease, now: Instant) -> Result<(), Violation> {
+    /// The queue handed `lease` to worker `worker` at `now`.
+    pub fn on_lease(&mut self, lease: &Lease, worker: u32, now: Instant) -> Result<(), Violation> {
         let key = lease.task.key;
         let v = lease.task.version;
-        if let Some((fence, deadline)) = self.leases.get(&key)
-            && *deadline > now
-            && *fence != lease.token.fence()
+        let fence = lease.token.fence();
+        if let Some(h) = self.holds.get(&key)
+            && h.deadline > now
         {
             return Err(Violation::new(
                 SINGLE_LEASE,
                 format!(
-                    "{key} was leased again (fence {}, version {v}) while lease {fence} was unexpired until {deadline}: \
-                     two workers deliver the same task",
-                    lease.token.fence()
+                    "{key} version {v} was handed to worker-{worker} (fence {fence}) at {now} while worker-{} \
+                     has held a delivery of it (version {}, fence {}) since {}, hidden by the declared visibility \
+                     timeout of {:?} until {}: two workers deliver the same task",
+                    h.worker,
+                    h.version,
+                    h.fence,
+                    h.since,
+                    self.policy.visibility_timeout,
+                    h.deadline
+                ),
+            ));
+        }
+        let deadline = now.saturating_add(self.policy.visibility_timeout);
+        if lease.deadline != deadline {
+            return Err(Violation::new(
+                SINGLE_LEASE,
+                format!(
+                    "{key} version {v}: the lease handed to worker-{worker} (fence {fence}) at {now} reports its \
+                     deadline as {}, but the declared visibility timeout of {:?} hides it until {deadline}",
+                    lease.deadline, self.policy.visibility_timeout
                 ),
             ));
         }
@@ -138,18 +183,55 @@ impl QueueChecker {
         }
         self.retry_at.remove(&key);
         self.leased_high.insert(key, v);
-        self.leases
-            .insert(key, (lease.token.fence(), lease.deadline));
+        self.holds.insert(
+            key,
+            Hold {
+                worker,
+                fence,
+                version: v,
+                since: now,
+                deadline,
+            },
+        );
         Ok(())
     }
 
-    /// A heartbeat extended the lease `fence` on `key` to `deadline`.
-    pub fn on_heartbeat(&mut self, key: TaskKey, fence: u64, deadline: Instant) {
-        if let Some(l) = self.leases.get_mut(&key)
-            && l.0 == fence
+    /// The queue accepted a heartbeat of lease `fence` on `key` at `now` and reported
+    /// the new deadline `reported`: the world's own deadline moves to `now` + the
+    /// declared visibility timeout, and the report must say the same.
+    pub fn on_heartbeat(
+        &mut self,
+        key: TaskKey,
+        fence: u64,
+        reported: Instant,
+        now: Instant,
+    ) -> Result<(), Violation> {
+        let deadline = now.saturating_add(self.policy.visibility_timeout);
+        if let Some(h) = self.holds.get_mut(&key)
+            && h.fence == fence
         {
-            l.1 = deadline;
+            h.deadline = deadline;
         }
+        if reported != deadline {
+            return Err(Violation::new(
+                SINGLE_LEASE,
+                format!(
+                    "{key}: the heartbeat of lease {fence} at {now} reports the new deadline as {reported}, \
+                     but the declared visibility timeout of {:?} extends it to {deadline}",
+                    self.policy.visibility_timeout
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The world's deadline of the delivery under lease `fence` on `key`, while the
+    /// world records one.
+    pub fn hold_deadline(&self, key: TaskKey, fence: u64) -> Option<Instant> {
+        self.holds
+            .get(&key)
+            .filter(|h| h.fence == fence)
+            .map(|h| h.deadline)
     }
 
     /// The lease `fence` on `key` was acked (`attempt` was its attempt number).
@@ -159,8 +241,8 @@ impl QueueChecker {
     }
 
     fn release(&mut self, key: TaskKey, fence: u64) {
-        if self.leases.get(&key).is_some_and(|l| l.0 == fence) {
-            self.leases.remove(&key);
+        if self.holds.get(&key).is_some_and(|h| h.fence == fence) {
+            self.holds.remove(&key);
         }
     }
 
@@ -183,23 +265,26 @@ impl QueueChecker {
             .is_some_and(|h| *h > task.version);
         match outcome {
             Nacked::Retry { at } => {
-                let ceiling = self.backoff.ceiling(attempt);
+                let backoff: BackoffPolicy = self.policy.backoff;
+                let (lo, hi) = backoff.bounds(attempt);
                 let delay = at.saturating_since(now);
-                if at < now || delay > ceiling {
+                if at < now || delay < lo || delay > hi {
                     return Err(Violation::new(
                         RETRY_OR_DEAD_LETTER,
                         format!(
-                            "{key} attempt {attempt} failed at {now}; the retry is due at {at}, \
-                             outside [0, min(cap, base·2^(n−1))] = [0, {ceiling:?}]"
+                            "{key} version {} attempt {attempt} failed at {now}; the retry is due at {at} \
+                             (after {delay:?}), outside [{lo:?}, {hi:?}], the bounds of the declared {backoff}",
+                            task.version
                         ),
                     ));
                 }
-                if attempt >= self.attempts_max {
+                if attempt >= self.policy.attempts_max {
                     return Err(Violation::new(
                         RETRY_OR_DEAD_LETTER,
                         format!(
-                            "{key} failed its last attempt ({attempt} of {}) and was scheduled for another",
-                            self.attempts_max
+                            "{key} version {} failed its last attempt ({attempt} of the declared {}) and was \
+                             scheduled for another",
+                            task.version, self.policy.attempts_max
                         ),
                     ));
                 }
@@ -332,5 +417,131 @@ impl QueueChecker {
             ));
         }
         self.check_conservation(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::core::{LeaseToken, ProfileId, TargetId};
+    use std::time::Duration;
+
+    const VT: Duration = Duration::from_millis(100);
+
+    fn key() -> TaskKey {
+        TaskKey {
+            profile: ProfileId(1),
+            target: TargetId(0),
+        }
+    }
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_millis(n)
+    }
+
+    fn checker(backoff: BackoffPolicy) -> QueueChecker {
+        QueueChecker::new(QueuePolicy {
+            visibility_timeout: VT,
+            attempts_max: 5,
+            backoff,
+        })
+    }
+
+    fn full_jitter() -> BackoffPolicy {
+        BackoffPolicy::FullJitterExponential {
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(1_000),
+        }
+    }
+
+    /// A lease of version 1 under `fence`, reporting `deadline`.
+    fn lease(fence: u64, deadline: Instant) -> Lease {
+        Lease {
+            task: Task {
+                key: key(),
+                version: 1,
+            },
+            token: LeaseToken::new(key(), fence),
+            attempt: 1,
+            deadline,
+            redriven: false,
+        }
+    }
+
+    fn invariant(r: Result<(), Violation>) -> String {
+        r.err().map(|v| v.invariant.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_second_worker_within_the_declared_timeout_is_caught_whatever_the_report() {
+        let mut c = checker(full_jitter());
+        c.on_lease(&lease(1, ms(100)), 0, ms(0)).unwrap();
+        let r = c.on_lease(&lease(2, ms(150)), 1, ms(50));
+        assert_eq!(invariant(r), SINGLE_LEASE);
+        // At the declared deadline the first hold is over.
+        c.on_lease(&lease(3, ms(200)), 1, ms(100)).unwrap();
+        // An accepted ack ends a hold early.
+        c.on_ack(key(), 3, 1);
+        c.on_lease(&lease(4, ms(220)), 0, ms(120)).unwrap();
+    }
+
+    #[test]
+    fn an_accepted_heartbeat_extends_the_hold_and_its_report_is_compared() {
+        let mut c = checker(full_jitter());
+        c.on_lease(&lease(1, ms(100)), 0, ms(0)).unwrap();
+        c.on_heartbeat(key(), 1, ms(190), ms(90)).unwrap();
+        let r = c.on_lease(&lease(2, ms(250)), 1, ms(150));
+        assert_eq!(invariant(r), SINGLE_LEASE, "held until 190 ms");
+        let r = c.on_heartbeat(key(), 1, ms(100), ms(95));
+        assert_eq!(
+            invariant(r),
+            SINGLE_LEASE,
+            "reported 100 ms, declared 195 ms"
+        );
+    }
+
+    #[test]
+    fn a_reported_deadline_other_than_the_declared_one_is_caught() {
+        let mut c = checker(full_jitter());
+        let r = c.on_lease(&lease(1, ms(0)), 0, ms(0));
+        let v = r.unwrap_err();
+        assert_eq!(v.invariant, SINGLE_LEASE);
+        assert!(v.to_string().contains("p1@t0"), "{v}");
+    }
+
+    #[test]
+    fn retries_are_judged_by_the_declared_backoff() {
+        let additive = BackoffPolicy::AdditiveJitter {
+            base: Duration::from_millis(10),
+            jitter: Duration::from_millis(10),
+            cap: Duration::from_millis(1_000),
+        };
+        let retry = |backoff, at| {
+            let mut c = checker(backoff);
+            c.on_accepted(Task {
+                key: key(),
+                version: 1,
+            });
+            c.on_nack(
+                Task {
+                    key: key(),
+                    version: 1,
+                },
+                1,
+                1,
+                Nacked::Retry { at },
+                ms(0),
+                &[],
+            )
+        };
+        // 15 ms after the first failure: additive allows [10, 20] ms, full jitter [0, 10].
+        retry(additive, ms(15)).unwrap();
+        assert_eq!(
+            invariant(retry(full_jitter(), ms(15))),
+            RETRY_OR_DEAD_LETTER
+        );
+        // 5 ms: below the additive floor.
+        assert_eq!(invariant(retry(additive, ms(5))), RETRY_OR_DEAD_LETTER);
+        retry(full_jitter(), ms(5)).unwrap();
     }
 }

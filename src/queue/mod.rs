@@ -8,7 +8,9 @@
 //!   backoff, a dead-letter queue that can be redriven, a durable [`Store`]), and the
 //!   targets' [`Replica`] (applies with a version check).
 //! - [`contract`]: [`TaskQueue`](contract::TaskQueue), the trait the simulated world
-//!   drives; plug your own queue in through it.
+//!   drives, and the [`QueuePolicy`] a queue declares (visibility timeout, attempts,
+//!   [`BackoffPolicy`]); plug your own queue in through it, and it is judged by the
+//!   policy it declares.
 //! - [`tokio`](mod@tokio): a worker pool of N tasks around a shared [`Queue`], driving
 //!   an async delivery function, with graceful shutdown.
 //! - [`world`], [`invariants`], [`mutants`], [`pattern`]: the simulated profile sync,
@@ -27,6 +29,7 @@ pub mod tokio;
 #[cfg(feature = "sim")]
 pub mod world;
 
+pub use self::contract::{BackoffPolicy, QueuePolicy};
 pub use self::core::{
     Applied, DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, Outbox, ProfileId, Queue,
     QueueConfig, QueueConfigBuilder, QueueCounts, Replica, Store, TargetId, Task, TaskKey,

@@ -78,4 +78,22 @@ pub const CATALOG: &[Mutant<QueuePattern>] = &[
         invariants::REDRIVE_ORDER,
         |k| flawed(k, Flaw::RedriveOutOfOrder),
     ),
+    Mutant::new(
+        "no_lease_reports_none",
+        "the queue takes no lease and honestly says so: a lease hands the task out without hiding it and reports its deadline as `now`, so two workers deliver the same task at once",
+        invariants::SINGLE_LEASE,
+        |k| flawed(k, Flaw::NoLease),
+    ),
+    Mutant::new(
+        "heartbeat_not_extended",
+        "a heartbeat is accepted and reports the extended deadline but extends nothing: the task of a worker still delivering is handed to another at the original deadline",
+        invariants::SINGLE_LEASE,
+        |k| flawed(k, Flaw::HeartbeatNotExtended),
+    ),
+    Mutant::new(
+        "heartbeat_ignored",
+        "a heartbeat is accepted but extends nothing, and honestly reports the unchanged deadline: the worker's lease runs out under it",
+        invariants::SINGLE_LEASE,
+        |k| flawed(k, Flaw::HeartbeatIgnored),
+    ),
 ];

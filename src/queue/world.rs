@@ -4,7 +4,10 @@
 //! drop, duplicate and delay, to K target services that go down, get slow or fail; the
 //! workers crash mid-task and the queue process restarts. An operator redrives the
 //! dead-letter queue (now and then, and after the faults heal). The [`QueueChecker`]
-//! checks every promise against the world's own records; conservation at every step.
+//! checks every promise against the world's own records (which worker holds a delivery
+//! of which task since when, the heartbeats the queue accepted, what the targets
+//! applied), judged by the policy the queue declares ([`TaskQueue::policy`]);
+//! conservation at every step.
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
@@ -275,6 +278,8 @@ pub enum QueueEvent {
 struct Job {
     id: u64,
     lease: Lease,
+    /// When the worker was handed the lease.
+    since: Instant,
     /// Acked before delivery (the mutant).
     acked: bool,
 }
@@ -377,20 +382,22 @@ pub struct QueueWorld<Q: TaskQueue> {
 }
 
 impl<Q: TaskQueue> QueueWorld<Q> {
-    /// A world for `knobs` around `queue`.
+    /// A world for `knobs` around `queue`, judged by the policy `queue` declares
+    /// ([`TaskQueue::policy`]); an error if that declaration makes no sense.
     pub fn new(knobs: QueueKnobs, queue: Q) -> Result<Self, ConfigError> {
         Self::with_flaw(knobs, queue, Flaw::None)
     }
 
     pub(crate) fn with_flaw(knobs: QueueKnobs, queue: Q, flaw: Flaw) -> Result<Self, ConfigError> {
-        let config = knobs.queue_config()?;
+        let policy = queue.policy();
+        policy.validate()?;
         let root = SimRng::new(knobs.seed);
         let k = knobs.targets as usize;
         let targets: Vec<TargetId> = (0..knobs.targets).map(TargetId).collect();
         let replica_flaw =
             matches!(flaw, Flaw::NoVersionCheck | Flaw::ReapplySameVersion).then_some(flaw);
         Ok(QueueWorld {
-            checker: QueueChecker::new(config.attempts_max(), config.backoff()),
+            checker: QueueChecker::new(policy),
             queue,
             queue_down: 0,
             outbox: Outbox::new(&targets),
@@ -430,6 +437,14 @@ impl<Q: TaskQueue> QueueWorld<Q> {
     /// The queue under test.
     pub fn queue(&self) -> &Q {
         &self.queue
+    }
+
+    /// How often a worker heartbeats: every third of the declared visibility timeout
+    /// (in whole milliseconds, at least 1 ms).
+    fn heartbeat_every(&self) -> SimDuration {
+        let ms =
+            u64::try_from(self.checker.policy.visibility_timeout.as_millis()).unwrap_or(u64::MAX);
+        SimDuration::from_millis((ms / 3).max(1))
     }
 
     fn link_delay(&mut self) -> SimDuration {
@@ -551,7 +566,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
             self.schedule_poll(ctx, worker, poll);
             return Ok(());
         };
-        self.checker.on_lease(&lease, now)?;
+        self.checker.on_lease(&lease, worker, now)?;
         if lease.attempt > 1 {
             ctx.cover("queue.retry");
         }
@@ -561,6 +576,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         let mut job = Job {
             id,
             lease,
+            since: now,
             acked: false,
         };
         ctx.record(
@@ -588,10 +604,8 @@ impl<Q: TaskQueue> QueueWorld<Q> {
             QueueEvent::Timeout { worker, job: id },
         );
         if self.knobs.heartbeat {
-            ctx.schedule_in(
-                SimDuration::from_millis((self.knobs.visibility_timeout_ms / 3).max(1)),
-                QueueEvent::Heartbeat { worker, job: id },
-            );
+            let every = self.heartbeat_every();
+            ctx.schedule_in(every, QueueEvent::Heartbeat { worker, job: id });
         }
         Ok(())
     }
@@ -894,8 +908,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
             }
             QueueEvent::Heartbeat { worker, job } => {
                 if let Some(j) = self.current_job(worker, job).filter(|j| !j.acked) {
-                    let every =
-                        SimDuration::from_millis((self.knobs.visibility_timeout_ms / 3).max(1));
+                    let every = self.heartbeat_every();
                     if self.queue_down > 0 {
                         ctx.schedule_in(every, QueueEvent::Heartbeat { worker, job });
                     } else {
@@ -903,8 +916,12 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                         match self.queue.heartbeat(&token, now) {
                             Ok(deadline) => {
                                 ctx.cover("queue.heartbeat");
-                                self.checker
-                                    .on_heartbeat(token.key(), token.fence(), deadline);
+                                self.checker.on_heartbeat(
+                                    token.key(),
+                                    token.fence(),
+                                    deadline,
+                                    now,
+                                )?;
                                 ctx.schedule_in(every, QueueEvent::Heartbeat { worker, job });
                             }
                             Err(_) => {
@@ -1041,12 +1058,11 @@ impl<Q: TaskQueue> World for QueueWorld<Q> {
                 self.stats.crashes_mid_task += 1;
                 let key = job.lease.task.key;
                 let fence = job.lease.token.fence();
-                let deadline = self
-                    .checker
-                    .leases
-                    .get(&key)
-                    .filter(|l| l.0 == fence)
-                    .map_or(job.lease.deadline, |l| l.1);
+                // The world's own deadline (the queue's report is not used).
+                let deadline = self.checker.hold_deadline(key, fence).unwrap_or_else(|| {
+                    job.since
+                        .saturating_add(self.checker.policy.visibility_timeout)
+                });
                 if !job.acked {
                     let at = SimTime::from_nanos(deadline.as_nanos());
                     ctx.schedule_at(at, QueueEvent::LeaseCheck { key, fence });
