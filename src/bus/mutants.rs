@@ -123,16 +123,15 @@ const TASK_DELAY_NS_MAX: u64 = 2_000_000;
 /// run when their delay has passed (at the next call), in the order their delays end,
 /// and a subscriber asking for its next event waits for the tasks of its topics that
 /// are still running (they finish in the same order). Two publishes closer together
-/// than the delays land out of order; nothing else is wrong with it. Its retention
-/// report counts the events its tasks still hold.
+/// than the delays land out of order; nothing else is wrong with it: the capacity is
+/// checked at hand-over, counting the events the tasks still hold, and so is its
+/// retention report.
 #[derive(Debug)]
 pub struct PublishInOwnTask {
     bus: Bus<u64>,
     /// Tasks not yet run: (due, task number, topic, payload).
     tasks: Vec<(u64, u64, String, u64)>,
     next_task: u64,
-    /// The seq reported to each topic's publisher.
-    reported: BTreeMap<String, u64>,
     rng: crate::splitmix::SplitMix64,
 }
 
@@ -143,7 +142,6 @@ impl PublishInOwnTask {
             bus,
             tasks: Vec::new(),
             next_task: 0,
-            reported: BTreeMap::new(),
             rng: crate::splitmix::SplitMix64(0x7461_736b_5f70_7562),
         }
     }
@@ -163,8 +161,7 @@ impl PublishInOwnTask {
         self.tasks = rest;
         ready.sort_by_key(|t| (t.0, t.1));
         for (_, _, topic, payload) in ready {
-            // A task that finds the topic full loses its event, as a blocked goroutine
-            // that is given up on would.
+            // The capacity was checked at hand-over: the topic has room for every task.
             let _ = self.bus.publish(&topic, payload, now);
         }
     }
@@ -245,6 +242,19 @@ impl EventBus for MutantBus {
                 if p.bus.publish_would_be_dead(topic) {
                     return p.bus.publish(topic, payload, now);
                 }
+                // The capacity is checked when the publish is handed over (counting the
+                // events the tasks still hold), so no task ever finds its topic full.
+                let capacity = p.bus.config().capacity();
+                if p.bus.retained(topic) + pending as usize >= capacity {
+                    if pending == 0 {
+                        // Nothing in flight: the reference decides (and trims) itself.
+                        return p.bus.publish(topic, payload, now);
+                    }
+                    return Err(BusFull {
+                        topic: topic.to_string(),
+                        capacity,
+                    });
+                }
                 let delay = p.rng.next() % TASK_DELAY_NS_MAX;
                 p.tasks.push((
                     now.as_nanos() + delay,
@@ -253,7 +263,6 @@ impl EventBus for MutantBus {
                     payload,
                 ));
                 p.next_task += 1;
-                p.reported.insert(topic.to_string(), next + 1);
                 Ok(Published::Retained {
                     seq: next,
                     subscribers: 1,
