@@ -1,6 +1,25 @@
 //! The contract the simulated world drives: [`EventBus`]. The reference [`Bus`]
 //! implements it; so can your own bus, which then gets the invariants, the fault plans,
 //! shrinking and the reports.
+//!
+//! # What the world observes and what it trusts
+//!
+//! The world owns the publishers and the handlers, so it checks the bus from what it sees
+//! at that boundary and keeps its own ledger (see [`crate::bus::invariants`]). Per method:
+//!
+//! | method | | why |
+//! |---|---|---|
+//! | `subscribe`, `unsubscribe` | observed | the world makes every subscription and ends it, so it knows who is owed what from when to when; the returned id is only a handle |
+//! | `publish` | compared | the world knows whether the topic had a subscriber, so whether the event must be a dead event; the seq returned must be the topic's next by the world's count; a `BusFull` is trusted as refusal, but a topic that must hold more than the capacity is a violation whatever the bus says |
+//! | `next_delivery` | observed | each delivery is checked against the ledger: the topic, the seq, the payload that was published as it, the order, and whether the subscriber is owed it; `redriven` is checked against the letters the world redrove; `attempt` and `redelivery` only feed the coverage marks and the trace |
+//! | `ack`, `nack` | observed | the world's handler decides the outcome, so the ledger records it, not the bus |
+//! | `crash`, `resume`, `redrive` | observed | the world decides when; what comes next is checked at delivery |
+//! | `dead_letters` | compared | after a failure, it says whether the bus dead-lettered the event (a dead letter before `attempts_max` failures is a violation); at rest, the listed letters must be exactly the events the world saw dead-lettered and not handled since |
+//! | `poll_timeout` | trusted | only to schedule wake-ups; a bus that never wakes is caught by `bus.drained` and the liveness bound, not believed |
+//! | `retained_max` | compared | it must lie between what the ledger says must be held (less is a loss: `bus.fifo`) and the capacity (`bus.bounded_retention`) |
+//! | `dead_events` | compared | at rest it must equal the dead events by the world's facts |
+//!
+//! Nothing a bus reports about itself replaces a fact the world has.
 
 use crate::bus::core::{Bus, BusFull, Published, SubscriberId};
 use crate::clock::Instant;

@@ -309,6 +309,9 @@ pub(crate) enum Flaw {
     UncountedDeadEvents,
     /// A failed event is never retried (nor dead-lettered): its topic stalls.
     ForgetRetries,
+    /// Events to a topic nobody subscribes to are kept in its log and reported as
+    /// retained (and not counted as dead events).
+    RetainUnsubscribed,
 }
 
 /// The event bus. See the [module docs](self).
@@ -385,6 +388,24 @@ impl<P: Clone> Bus<P> {
     /// True while `id` is subscribed.
     pub fn is_subscribed(&self, id: SubscriberId) -> bool {
         self.sub(id).is_some()
+    }
+
+    /// True when a publish on `topic` now would be a dead event (nobody subscribes).
+    pub(crate) fn publish_would_be_dead(&self, topic: &str) -> bool {
+        self.topic_index
+            .get(topic)
+            .and_then(|i| self.topics.get(*i as usize))
+            .is_none_or(|t| t.subscribers.is_empty())
+    }
+
+    /// The names of the topics `id` subscribes to.
+    pub(crate) fn topics_of(&self, id: SubscriberId) -> Vec<String> {
+        self.sub(id).map_or_else(Vec::new, |s| {
+            s.cursors
+                .iter()
+                .map(|c| self.topic_name(TopicId(c.topic)).to_string())
+                .collect()
+        })
     }
 
     /// `id`'s dead letters.
@@ -497,7 +518,7 @@ impl<P: Clone> Bus<P> {
     pub fn publish(&mut self, topic: &str, payload: P, now: Instant) -> Result<Published, BusFull> {
         let _ = now;
         let t = self.topic(topic);
-        if self.topics[t as usize].subscribers.is_empty() {
+        if self.topics[t as usize].subscribers.is_empty() && self.flaw != Flaw::RetainUnsubscribed {
             if self.flaw != Flaw::UncountedDeadEvents {
                 self.totals.dead_events += 1;
             }

@@ -7,7 +7,8 @@
 //! 2. `bus.fifo`: per (topic, subscriber), events come in publish order with no gaps
 //!    (a gap is a lost event), and each carries the payload that was published.
 //! 3. `bus.nothing_after_unsubscribe`: once unsubscribed, a subscriber gets nothing.
-//! 4. `bus.bounded_retention`: no topic ever retains more than the capacity.
+//! 4. `bus.bounded_retention`: no topic ever retains more than the capacity, and none
+//!    retains anything it was published to while nobody subscribed.
 //! 5. `bus.isolation`: a subscriber that is up, idle and owed an available event is
 //!    never refused it (a slow or failing subscriber delays no other beyond the
 //!    capacity bound, which shows up as `BusFull` to publishers, not as a stall).
@@ -15,6 +16,15 @@
 //!    counted, not vanished.
 //! 7. `bus.drained`: after the faults heal, every owed event is delivered or
 //!    dead-lettered.
+//!
+//! The checker keeps the world's own ledger and derives every fact from it: the
+//! subscriptions the world made and ended, which topics had a subscriber when each
+//! event was published (so which events must be dead events), and per (subscriber,
+//! topic) which events the handler received, handled and failed. From that it derives
+//! what each topic must retain ([`BusChecker::must_retain`]) and how many dead events
+//! there were. The bus's self-reports (`retained_max`, `dead_events`, `dead_letters`,
+//! the seq or dead event a publish returns) are only compared with those facts: a
+//! mismatch is a violation of its own, naming the topic, the subscriber and the seqs.
 
 use faultline_sim::{SimTime, Violation};
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,7 +85,8 @@ pub struct BusChecker {
     pub published: BTreeMap<String, Vec<(u64, SimTime)>>,
     /// Per (subscriber, topic).
     pub tracks: BTreeMap<(u32, String), Track>,
-    /// Dead events the world expects the bus to have counted.
+    /// Dead events by the world's facts: accepted publishes to a topic no subscription
+    /// of the world's covered.
     pub dead_events: u64,
     /// Publishes refused with `BusFull`.
     pub full: u64,
@@ -128,8 +139,24 @@ impl BusChecker {
         }
     }
 
-    /// An event was published (retained) with `seq`; `subscribed` says whether the world
-    /// has any subscriber on the topic.
+    /// How many events `topic` must hold now, from the world's own ledger: the events
+    /// owed to a subscriber still subscribed and not yet handled or dead-lettered by it
+    /// (in order, so the span from the laggiest such subscriber's next event to the
+    /// topic's next seq). Returns (count, laggiest subscriber, its next seq).
+    pub fn must_retain(&self, topic: &str) -> (u64, Option<u32>, u64) {
+        let end = self.next_seq(topic);
+        self.tracks
+            .iter()
+            .filter(|((_, t), track)| t == topic && track.until.is_none())
+            .map(|((s, _), track)| (end.saturating_sub(track.next), Some(*s), track.next))
+            .max_by_key(|(n, s, _)| (*n, std::cmp::Reverse(*s)))
+            .unwrap_or((0, None, end))
+    }
+
+    /// A publish of `payload` on `topic` was accepted; the bus said `seq` (`None`: a
+    /// dead event). `subscribed` is the world's own fact: whether a subscription it made
+    /// (and has not ended) covers the topic. `retained_max` is the bus's self-report,
+    /// compared with what the world's ledger says must be retained.
     pub fn on_published(
         &mut self,
         topic: &str,
@@ -140,28 +167,27 @@ impl BusChecker {
         retained_max: usize,
     ) -> Result<(), Violation> {
         self.retained_max = self.retained_max.max(retained_max);
-        if retained_max > self.capacity {
-            return Err(Violation::new(
-                BOUNDED_RETENTION,
-                format!(
-                    "a topic retains {retained_max} events; the capacity is {}",
-                    self.capacity
-                ),
-            ));
-        }
-        match seq {
-            None => {
-                if subscribed {
-                    return Err(Violation::new(
-                        DEAD_EVENTS_COUNTED,
-                        format!(
-                            "event {payload} on `{topic}` was called a dead event, but the topic has subscribers"
-                        ),
-                    ));
-                }
-                self.dead_events += 1;
+        match (seq, subscribed) {
+            (None, true) => {
+                return Err(Violation::new(
+                    DEAD_EVENTS_COUNTED,
+                    format!(
+                        "event {payload} on `{topic}` was called a dead event, but the topic has subscribers"
+                    ),
+                ));
             }
-            Some(seq) => {
+            (None, false) => self.dead_events += 1,
+            (Some(seq), false) => {
+                return Err(Violation::new(
+                    BOUNDED_RETENTION,
+                    format!(
+                        "the bus reports event {payload} on `{topic}` as retained (seq {seq}), but `{topic}` had no \
+                         subscriber when it was published: nothing is owed there, so nothing may be retained \
+                         (it is a dead event)"
+                    ),
+                ));
+            }
+            (Some(seq), true) => {
                 let expected = self.next_seq(topic);
                 if seq != expected {
                     return Err(Violation::new(
@@ -176,6 +202,48 @@ impl BusChecker {
                     .or_default()
                     .push((payload, now));
             }
+        }
+        // What must be retained, from the ledger, against the bus's report and the bound.
+        let topics: Vec<String> = self.published.keys().cloned().collect();
+        let mut most = (0, String::new(), None, 0);
+        for t in topics {
+            let (n, sub, from) = self.must_retain(&t);
+            if n > most.0 {
+                most = (n, t, sub, from);
+            }
+        }
+        let (must, t, sub, from) = most;
+        if let Some(sub) = sub {
+            let end = from + must;
+            if (retained_max as u64) < must {
+                return Err(Violation::new(
+                    FIFO,
+                    format!(
+                        "the bus reports at most {retained_max} events retained on any topic, but `{t}` must still hold \
+                         {must}: events {from}..{end}, owed to subscriber {sub} and not yet handled or dead-lettered \
+                         (the bus lost some, or misreports its retention)"
+                    ),
+                ));
+            }
+            if must > self.capacity as u64 {
+                return Err(Violation::new(
+                    BOUNDED_RETENTION,
+                    format!(
+                        "`{t}` must hold {must} events (events {from}..{end}, owed to subscriber {sub} and not yet \
+                         handled or dead-lettered), yet the bus accepted event {payload}; the capacity is {}",
+                        self.capacity
+                    ),
+                ));
+            }
+        }
+        if retained_max > self.capacity {
+            return Err(Violation::new(
+                BOUNDED_RETENTION,
+                format!(
+                    "the bus reports a topic retaining {retained_max} events; the capacity is {}",
+                    self.capacity
+                ),
+            ));
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! Deliberately broken buses ("mutants") the invariants must catch: the reference with
-//! one defect, and a task-per-publish bus.
+//! one defect, a task-per-publish bus, and the reference with each publish handed to
+//! its own task.
 
 use crate::bus::contract::{EventBus, Handed};
 use crate::bus::core::{Bus, BusFull, DeliveryToken, Flaw, Published, SubscriberId};
@@ -34,6 +35,18 @@ pub const CATALOG: &[Mutant<BusPattern>] = &[
             Ok(BusWorld::new(
                 k.clone(),
                 MutantBus::TaskPerPublish(TaskPerPublish::default()),
+            ))
+        },
+    ),
+    Mutant::new(
+        "publish_in_own_task",
+        "each publish is handed to its own task, which appends it after a small random delay: \
+         publishes close together land out of order (the goroutine-per-publish bug)",
+        invariants::FIFO,
+        |k: &BusKnobs| {
+            Ok(BusWorld::new(
+                k.clone(),
+                MutantBus::PublishInOwnTask(PublishInOwnTask::new(k.reference_bus()?)),
             ))
         },
     ),
@@ -74,6 +87,12 @@ pub const CATALOG: &[Mutant<BusPattern>] = &[
         |k| flawed(k, Flaw::UncountedDeadEvents),
     ),
     Mutant::new(
+        "retain_unsubscribed",
+        "events to a topic nobody subscribes to are kept and reported as retained, not as dead events",
+        invariants::BOUNDED_RETENTION,
+        |k| flawed(k, Flaw::RetainUnsubscribed),
+    ),
+    Mutant::new(
         "forget_retries",
         "a failed event is never retried nor dead-lettered: its topic stalls for that subscriber",
         invariants::DRAINED,
@@ -91,6 +110,66 @@ pub enum MutantBus {
     Flawed(Bus<u64>),
     /// A task per publish and subscriber.
     TaskPerPublish(TaskPerPublish),
+    /// The reference, with each publish handed to its own task.
+    PublishInOwnTask(PublishInOwnTask),
+}
+
+/// Longest delay before a publish's task runs, ns (2 ms).
+const TASK_DELAY_NS_MAX: u64 = 2_000_000;
+
+/// The goroutine-per-publish bug: `publish` hands the event to a task of its own and
+/// returns at once (with the seq the event would get if the tasks ran in order); each
+/// task appends its event to the reference bus after its own small random delay. Tasks
+/// run when their delay has passed (at the next call), in the order their delays end,
+/// and a subscriber asking for its next event waits for the tasks of its topics that
+/// are still running (they finish in the same order). Two publishes closer together
+/// than the delays land out of order; nothing else is wrong with it: the capacity is
+/// checked at hand-over, counting the events the tasks still hold, and so is its
+/// retention report.
+#[derive(Debug)]
+pub struct PublishInOwnTask {
+    bus: Bus<u64>,
+    /// Tasks not yet run: (due, task number, topic, payload).
+    tasks: Vec<(u64, u64, String, u64)>,
+    next_task: u64,
+    rng: crate::splitmix::SplitMix64,
+}
+
+impl PublishInOwnTask {
+    /// Around `bus`, no task running.
+    pub fn new(bus: Bus<u64>) -> Self {
+        PublishInOwnTask {
+            bus,
+            tasks: Vec::new(),
+            next_task: 0,
+            rng: crate::splitmix::SplitMix64(0x7461_736b_5f70_7562),
+        }
+    }
+
+    /// Runs the tasks whose delay ended by `now`, or (with `topics`) also every task of
+    /// those topics, in the order their delays end.
+    fn run_tasks(&mut self, now: Instant, topics: Option<&[String]>) {
+        let mut ready: Vec<(u64, u64, String, u64)> = Vec::new();
+        let mut rest = Vec::new();
+        for task in self.tasks.drain(..) {
+            if task.0 <= now.as_nanos() || topics.is_some_and(|ts| ts.contains(&task.2)) {
+                ready.push(task);
+            } else {
+                rest.push(task);
+            }
+        }
+        self.tasks = rest;
+        ready.sort_by_key(|t| (t.0, t.1));
+        for (_, _, topic, payload) in ready {
+            // The capacity was checked at hand-over: the topic has room for every task.
+            let _ = self.bus.publish(&topic, payload, now);
+        }
+    }
+
+    fn run_all(&mut self, now: Instant) {
+        let topics: Vec<String> = self.tasks.iter().map(|t| t.2.clone()).collect();
+        self.run_tasks(now, Some(&topics));
+    }
 }
 
 /// The token of a mutant's delivery.
@@ -125,6 +204,10 @@ impl EventBus for MutantBus {
     fn subscribe(&mut self, topics: &[&str], now: Instant) -> SubscriberId {
         match self {
             MutantBus::Flawed(b) => b.subscribe(topics, now),
+            MutantBus::PublishInOwnTask(p) => {
+                p.run_all(now);
+                p.bus.subscribe(topics, now)
+            }
             MutantBus::TaskPerPublish(t) => {
                 let id = t.next_sub;
                 t.next_sub += 1;
@@ -139,6 +222,10 @@ impl EventBus for MutantBus {
             MutantBus::Flawed(b) => {
                 b.unsubscribe(id);
             }
+            MutantBus::PublishInOwnTask(p) => {
+                p.run_all(_now);
+                p.bus.unsubscribe(id);
+            }
             MutantBus::TaskPerPublish(t) => {
                 t.subs.remove(&id.0);
                 t.tasks.retain(|task| task.1 != id.0);
@@ -148,6 +235,39 @@ impl EventBus for MutantBus {
     fn publish(&mut self, topic: &str, payload: u64, now: Instant) -> Result<Published, BusFull> {
         match self {
             MutantBus::Flawed(b) => b.publish(topic, payload, now),
+            MutantBus::PublishInOwnTask(p) => {
+                p.run_tasks(now, None);
+                let pending = p.tasks.iter().filter(|t| t.2 == topic).count() as u64;
+                let next = p.bus.next_seq(topic) + pending;
+                if p.bus.publish_would_be_dead(topic) {
+                    return p.bus.publish(topic, payload, now);
+                }
+                // The capacity is checked when the publish is handed over (counting the
+                // events the tasks still hold), so no task ever finds its topic full.
+                let capacity = p.bus.config().capacity();
+                if p.bus.retained(topic) + pending as usize >= capacity {
+                    if pending == 0 {
+                        // Nothing in flight: the reference decides (and trims) itself.
+                        return p.bus.publish(topic, payload, now);
+                    }
+                    return Err(BusFull {
+                        topic: topic.to_string(),
+                        capacity,
+                    });
+                }
+                let delay = p.rng.next() % TASK_DELAY_NS_MAX;
+                p.tasks.push((
+                    now.as_nanos() + delay,
+                    p.next_task,
+                    topic.to_string(),
+                    payload,
+                ));
+                p.next_task += 1;
+                Ok(Published::Retained {
+                    seq: next,
+                    subscribers: 1,
+                })
+            }
             MutantBus::TaskPerPublish(t) => {
                 let subscribers: Vec<u32> = t
                     .subs
@@ -186,6 +306,19 @@ impl EventBus for MutantBus {
                 redelivery: d.redelivery,
                 redriven: d.redriven,
             }),
+            MutantBus::PublishInOwnTask(p) => {
+                let topics = p.bus.topics_of(id);
+                p.run_tasks(now, Some(&topics));
+                p.bus.next_delivery(id, now).map(|d| Handed {
+                    token: MutantToken::Bus(d.token),
+                    topic: p.bus.topic_arc(d.topic),
+                    seq: d.seq,
+                    payload: d.payload,
+                    attempt: d.attempt,
+                    redelivery: d.redelivery,
+                    redriven: d.redriven,
+                })
+            }
             MutantBus::TaskPerPublish(t) => {
                 let ready: Vec<usize> = t
                     .tasks
@@ -222,6 +355,10 @@ impl EventBus for MutantBus {
             (MutantBus::Flawed(b), MutantToken::Bus(t)) => {
                 b.ack(t, now);
             }
+            (MutantBus::PublishInOwnTask(p), MutantToken::Bus(t)) => {
+                p.run_tasks(now, None);
+                p.bus.ack(t, now);
+            }
             (MutantBus::TaskPerPublish(t), MutantToken::Task(id)) => {
                 t.tasks.retain(|task| task.0 != *id)
             }
@@ -232,6 +369,10 @@ impl EventBus for MutantBus {
         match (self, token) {
             (MutantBus::Flawed(b), MutantToken::Bus(t)) => {
                 b.nack(t, now);
+            }
+            (MutantBus::PublishInOwnTask(p), MutantToken::Bus(t)) => {
+                p.run_tasks(now, None);
+                p.bus.nack(t, now);
             }
             (MutantBus::TaskPerPublish(t), MutantToken::Task(id)) => {
                 for task in t.tasks.iter_mut().filter(|task| task.0 == *id) {
@@ -246,6 +387,10 @@ impl EventBus for MutantBus {
             MutantBus::Flawed(b) => {
                 b.crash(id, now);
             }
+            MutantBus::PublishInOwnTask(p) => {
+                p.run_tasks(now, None);
+                p.bus.crash(id, now);
+            }
             MutantBus::TaskPerPublish(t) => {
                 for task in t.tasks.iter_mut().filter(|task| task.1 == id.0) {
                     task.6 = false;
@@ -254,37 +399,73 @@ impl EventBus for MutantBus {
         }
     }
     fn resume(&mut self, id: SubscriberId, now: Instant) {
-        if let MutantBus::Flawed(b) = self {
-            b.resume(id, now);
+        match self {
+            MutantBus::Flawed(b) => {
+                b.resume(id, now);
+            }
+            MutantBus::PublishInOwnTask(p) => {
+                p.run_tasks(now, None);
+                p.bus.resume(id, now);
+            }
+            MutantBus::TaskPerPublish(_) => {}
         }
     }
     fn redrive(&mut self, id: SubscriberId, _now: Instant) -> usize {
         match self {
             MutantBus::Flawed(b) => b.redrive(id),
+            MutantBus::PublishInOwnTask(p) => {
+                p.run_all(_now);
+                p.bus.redrive(id)
+            }
             MutantBus::TaskPerPublish(_) => 0,
         }
     }
     fn dead_letters(&self, id: SubscriberId) -> Vec<(String, u64)> {
         match self {
             MutantBus::Flawed(b) => EventBus::dead_letters(b, id),
+            MutantBus::PublishInOwnTask(p) => EventBus::dead_letters(&p.bus, id),
             MutantBus::TaskPerPublish(_) => Vec::new(),
         }
     }
     fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         match self {
             MutantBus::Flawed(b) => b.poll_timeout_after(now),
+            MutantBus::PublishInOwnTask(p) => {
+                let task = p
+                    .tasks
+                    .iter()
+                    .map(|t| t.0)
+                    .filter(|d| *d > now.as_nanos())
+                    .min();
+                let retry = p.bus.poll_timeout_after(now).map(|i| i.as_nanos());
+                task.into_iter().chain(retry).min().map(Instant::from_nanos)
+            }
             MutantBus::TaskPerPublish(_) => None,
         }
     }
     fn retained_max(&self) -> usize {
         match self {
             MutantBus::Flawed(b) => b.retained_max(),
+            MutantBus::PublishInOwnTask(p) => {
+                let mut held: BTreeMap<&str, usize> = BTreeMap::new();
+                for t in &p.tasks {
+                    *held.entry(t.2.as_str()).or_default() += 1;
+                }
+                let topics: Vec<&str> = held.keys().copied().collect();
+                topics
+                    .into_iter()
+                    .map(|t| p.bus.retained(t) + held[t])
+                    .chain(std::iter::once(p.bus.retained_max()))
+                    .max()
+                    .unwrap_or(0)
+            }
             MutantBus::TaskPerPublish(_) => 0,
         }
     }
     fn dead_events(&self) -> u64 {
         match self {
             MutantBus::Flawed(b) => b.totals().dead_events,
+            MutantBus::PublishInOwnTask(p) => p.bus.totals().dead_events,
             MutantBus::TaskPerPublish(t) => t.dead_events,
         }
     }

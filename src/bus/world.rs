@@ -1,7 +1,8 @@
-//! The simulated bus world: publishers at varying rates on a few topics, subscribers
-//! with random processing times (one of them slow), handler error bursts, crashes and
-//! restarts, subscribes and unsubscribes during the run. The [`BusChecker`] checks every
-//! promise against the world's own records.
+//! The simulated bus world: publishers at varying rates on a few topics, with bursts of
+//! events under a millisecond apart (where a bus that reorders concurrent publishes
+//! shows it), subscribers with random processing times (one of them slow), handler
+//! error bursts, crashes and restarts, subscribes and unsubscribes during the run. The
+//! [`BusChecker`] checks every promise against the world's own ledger.
 
 use crate::bus::contract::EventBus;
 use crate::bus::core::{Bus, BusConfig, Published, SubscriberId};
@@ -27,6 +28,7 @@ pub const MARKS: &[&str] = &[
     "bus.dead_event",
     "bus.late_subscribe",
     "bus.unsubscribe",
+    "bus.burst",
 ];
 
 /// One subscriber's knobs.
@@ -71,6 +73,12 @@ pub struct BusKnobs {
     pub wait_on_full: bool,
     /// How often a waiting publisher tries again, ms.
     pub publish_retry_ms: u64,
+    /// Share of publishes that start a burst, percent.
+    pub burst_percent: u32,
+    /// Most events in a burst (after the one that starts it).
+    pub burst_len_max: u32,
+    /// Longest spacing between two events of a burst, µs (under a millisecond).
+    pub burst_gap_us_max: u64,
 }
 
 impl BusKnobs {
@@ -113,6 +121,8 @@ impl BusKnobs {
             })
             .collect();
         let base = r.between(10, 300);
+        // Drawn from their own stream, so every knob above keeps its value.
+        let mut b = SimRng::new(seed).fork("bus.bursts");
         BusKnobs {
             seed,
             horizon_ms,
@@ -125,6 +135,9 @@ impl BusKnobs {
             backoff_ms: (base, base * r.between(1, 10)),
             wait_on_full: r.below(2) == 1,
             publish_retry_ms: r.between(1, 20),
+            burst_percent: b.between(2, 20) as u32,
+            burst_len_max: b.between(1, 8) as u32,
+            burst_gap_us_max: b.between(50, 900),
         }
     }
 
@@ -195,6 +208,13 @@ pub enum BusEvent {
         /// Whether the handler succeeded.
         ok: bool,
     },
+    /// The publisher of topic `topic` publishes the next event of a burst.
+    Burst {
+        /// Topic index.
+        topic: u32,
+        /// Events of the burst still to come, this one included.
+        left: u32,
+    },
     /// A retry may be due.
     Wake,
     /// Subscriber `sub` subscribes.
@@ -251,6 +271,7 @@ pub struct BusWorld<B: EventBus> {
     wake_at: Option<SimTime>,
     rng_publish: SimRng,
     rng_work: SimRng,
+    rng_burst: SimRng,
     /// Figures of the run.
     pub stats: BusStats,
     /// Retention over time: (time, most events retained by a topic).
@@ -279,6 +300,7 @@ impl<B: EventBus> BusWorld<B> {
             wake_at: None,
             rng_publish: root.fork("bus.publish"),
             rng_work: root.fork("bus.work"),
+            rng_burst: root.fork("bus.burst"),
             stats: BusStats::default(),
             retention: Vec::new(),
             states: Vec::new(),
@@ -302,6 +324,38 @@ impl<B: EventBus> BusWorld<B> {
         }
     }
 
+    /// Schedules the next event of a burst on `topic`, under a millisecond from now.
+    fn schedule_burst(&mut self, ctx: &mut Ctx<BusEvent>, topic: u32, left: u32) {
+        let gap_ns = self
+            .rng_burst
+            .between(20_000, self.knobs.burst_gap_us_max * 1_000);
+        let at = ctx.now() + SimDuration::from_nanos(gap_ns);
+        if left > 0 && at < ctx.horizon() {
+            ctx.schedule_at(at, BusEvent::Burst { topic, left });
+        }
+    }
+
+    /// Publishes a new event on topic `topic` (a stray topic when `stray`), unless its
+    /// publisher is blocked on a full topic; a refused event waits for space.
+    fn publish_next(
+        &mut self,
+        ctx: &mut Ctx<BusEvent>,
+        topic: u32,
+        stray: bool,
+    ) -> Result<(), Violation> {
+        let payload = self.next_payload;
+        self.next_payload += 1;
+        if !self.try_publish(ctx, topic, payload, stray)? {
+            self.waiting[topic as usize] = Some(payload);
+            self.stats.waited += 1;
+            ctx.schedule_in(
+                SimDuration::from_millis(self.knobs.publish_retry_ms),
+                BusEvent::PublishRetry { topic },
+            );
+        }
+        Ok(())
+    }
+
     /// Tries to publish `payload` on topic `t` (or a stray topic): true when done.
     fn try_publish(
         &mut self,
@@ -316,6 +370,8 @@ impl<B: EventBus> BusWorld<B> {
             self.knobs.topics[t as usize].clone()
         };
         let now = Instant::from(ctx.now());
+        // The world's own fact, not the bus's: a subscription it made and has not
+        // ended covers this topic (a crashed subscriber is still subscribed).
         let subscribed = self.subs.iter().enumerate().any(|(i, s)| {
             s.id.is_some() && !stray && self.knobs.subscribers[i].topics.contains(&(t as usize))
         });
@@ -489,21 +545,27 @@ impl<B: EventBus> World for BusWorld<B> {
         match event {
             BusEvent::Publish { topic } => {
                 self.schedule_publish(ctx, topic);
+                if self.rng_burst.below(100) < u64::from(self.knobs.burst_percent) {
+                    let len = self
+                        .rng_burst
+                        .between(1, u64::from(self.knobs.burst_len_max));
+                    self.schedule_burst(ctx, topic, len as u32);
+                }
                 if self.waiting[topic as usize].is_some() {
                     // This publisher is blocked on a full topic: it publishes nothing new.
                     return Ok(());
                 }
-                let payload = self.next_payload;
-                self.next_payload += 1;
                 let stray = self.rng_publish.below(100) < u64::from(self.knobs.stray_percent);
-                if !self.try_publish(ctx, topic, payload, stray)? {
-                    self.waiting[topic as usize] = Some(payload);
-                    self.stats.waited += 1;
-                    ctx.schedule_in(
-                        SimDuration::from_millis(self.knobs.publish_retry_ms),
-                        BusEvent::PublishRetry { topic },
-                    );
+                self.publish_next(ctx, topic, stray)?;
+            }
+            BusEvent::Burst { topic, left } => {
+                if self.waiting[topic as usize].is_some() {
+                    // Blocked on a full topic: the rest of the burst is not published.
+                    return Ok(());
                 }
+                ctx.cover("bus.burst");
+                self.publish_next(ctx, topic, false)?;
+                self.schedule_burst(ctx, topic, left - 1);
             }
             BusEvent::PublishRetry { topic } => {
                 if let Some(payload) = self.waiting[topic as usize] {
