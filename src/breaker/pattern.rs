@@ -234,3 +234,16 @@ fn describe(knobs: &SmsKnobs, report: &RunReport, world: &SmsWorld<Guard>) -> De
         timeline,
     }
 }
+
+/// Runs any implementation of the contract in this world, for a plug-in
+/// ([`Plugin`](crate::harness::Plugin)).
+impl<G: crate::breaker::contract::CallGuard> crate::harness::Host<SmsWorld<G>> for BreakerPattern {
+    fn simulate_in(
+        &self,
+        world: SmsWorld<G>,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, SmsWorld<G>) {
+        crate::breaker::world::run(world, plan, trace)
+    }
+}

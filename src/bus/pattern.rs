@@ -211,3 +211,16 @@ fn describe<B: EventBus>(knobs: &BusKnobs, report: &RunReport, world: &BusWorld<
         timeline: Timeline { lanes, series },
     }
 }
+
+/// Runs any implementation of the contract in this world, for a plug-in
+/// ([`Plugin`](crate::harness::Plugin)).
+impl<B: crate::bus::contract::EventBus> crate::harness::Host<BusWorld<B>> for BusPattern {
+    fn simulate_in(
+        &self,
+        world: BusWorld<B>,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, BusWorld<B>) {
+        crate::bus::world::run(world, plan, trace)
+    }
+}

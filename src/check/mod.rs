@@ -44,7 +44,6 @@
 //! }
 //! ```
 
-mod hosts;
 mod settings;
 
 pub use settings::{JOBS_VAR, REPLAY_VAR, SEEDS_VAR, Settings};

@@ -223,3 +223,16 @@ fn describe<E: EventSourced>(
         timeline: Timeline { lanes, series },
     }
 }
+
+/// Runs any implementation of the contract in this world, for a plug-in
+/// ([`Plugin`](crate::harness::Plugin)).
+impl<E: crate::cqrs::contract::EventSourced> crate::harness::Host<CqrsWorld<E>> for CqrsPattern {
+    fn simulate_in(
+        &self,
+        world: CqrsWorld<E>,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, CqrsWorld<E>) {
+        crate::cqrs::world::run(world, plan, trace)
+    }
+}

@@ -253,3 +253,16 @@ fn describe(report: &RunReport, world: &QueueWorld<Queue>) -> Description {
         timeline: Timeline { lanes, series },
     }
 }
+
+/// Runs any implementation of the contract in this world, for a plug-in
+/// ([`Plugin`](crate::harness::Plugin)).
+impl<Q: crate::queue::contract::TaskQueue> crate::harness::Host<QueueWorld<Q>> for QueuePattern {
+    fn simulate_in(
+        &self,
+        world: QueueWorld<Q>,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, QueueWorld<Q>) {
+        crate::queue::world::run(world, plan, trace)
+    }
+}

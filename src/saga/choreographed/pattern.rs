@@ -179,3 +179,16 @@ fn describe(report: &RunReport, world: &ChoreoWorld) -> Description {
         timeline: saga_timeline(&world.lanes, report.end),
     }
 }
+
+/// Runs any implementation of the contract in this world, for a plug-in
+/// ([`Plugin`](crate::harness::Plugin)).
+impl<B: crate::bus::contract::EventBus> crate::harness::Host<ChoreoWorld<B>> for ChoreoPattern {
+    fn simulate_in(
+        &self,
+        world: ChoreoWorld<B>,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, ChoreoWorld<B>) {
+        crate::saga::choreographed::world::run(world, plan, trace)
+    }
+}

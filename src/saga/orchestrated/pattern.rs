@@ -120,3 +120,16 @@ fn describe(report: &RunReport, world: &SagaWorld) -> Description {
         timeline: saga_timeline(&world.lanes, report.end),
     }
 }
+
+/// Runs any implementation of the contract in this world, for a plug-in
+/// ([`Plugin`](crate::harness::Plugin)).
+impl<O: crate::saga::SagaCoordinator> crate::harness::Host<SagaWorld<O>> for SagaPattern {
+    fn simulate_in(
+        &self,
+        world: SagaWorld<O>,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, SagaWorld<O>) {
+        crate::saga::orchestrated::world::run(world, plan, trace)
+    }
+}

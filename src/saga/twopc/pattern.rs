@@ -286,3 +286,16 @@ fn describe(report: &RunReport, world: &TwoPcWorld) -> Description {
         timeline: Timeline { lanes, series },
     }
 }
+
+/// Runs any implementation of the contract in this world, for a plug-in
+/// ([`Plugin`](crate::harness::Plugin)).
+impl<C: crate::saga::TwoPcCoordinator> crate::harness::Host<TwoPcWorld<C>> for TwoPcPattern {
+    fn simulate_in(
+        &self,
+        world: TwoPcWorld<C>,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, TwoPcWorld<C>) {
+        crate::saga::twopc::world::run(world, plan, trace)
+    }
+}
