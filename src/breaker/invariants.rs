@@ -659,16 +659,30 @@ impl BreakerChecker {
                 None => fresh.calls_to_trip(from, self.bulkhead_max),
             };
             // The guard's word on re-closings and fresh half-open episodes counts only
-            // as far as the world's facts justify it: each is decided by the last probe
-            // of its episode settling in the outage, a closing by a success or (its
-            // other probes having succeeded) a probe cancelled or ignored, a fresh
-            // episode by a probe cancelled or ignored.
-            let reported_reclosed = self
+            // as far as the world's facts justify it: a closing by a success or (its
+            // other probes having succeeded) a probe cancelled or ignored in the same
+            // half-open episode, a fresh episode by a probe cancelled or ignored. The
+            // world sees a transition when it next polls the guard, so the probe that
+            // decided a closing may have settled before the outage began: the facts
+            // are looked for from the start of the closing's episode, not of the window.
+            let justified = |closed_at: SimTime| {
+                let episode_start = self
+                    .transitions
+                    .iter()
+                    .filter(|(t, _, to)| *t <= closed_at && *to == State::HalfOpen)
+                    .map(|(t, _, _)| *t)
+                    .next_back()
+                    .unwrap_or(SimTime::ZERO);
+                self.successes
+                    .iter()
+                    .chain(&self.inconclusive)
+                    .any(|t| *t >= episode_start && *t <= closed_at)
+            };
+            let reclosed = self
                 .transitions
                 .iter()
-                .filter(|(t, _, to)| in_window(t) && *to == State::Closed)
+                .filter(|(t, _, to)| in_window(t) && *to == State::Closed && justified(*t))
                 .count() as u64;
-            let reclosed = reported_reclosed.min(seen(&self.successes) + seen(&self.inconclusive));
             let restarts = (self
                 .transitions
                 .iter()
