@@ -3,12 +3,13 @@
 //! view.
 
 use crate::breaker::circuit::State;
+use crate::breaker::contract::CallGuard;
 use crate::breaker::guard::Guard;
 use crate::breaker::invariants::{self, INVARIANTS};
 use crate::breaker::mutants::CATALOG;
 use crate::breaker::world::{SmsKnobs, SmsWorld, run};
 use crate::config::ConfigError;
-use crate::harness::{Description, Metric, Mutant, Scenario, notes};
+use crate::harness::{Description, Host, Metric, Mutant, Scenario, notes};
 use faultline_sim::report::model::{Band, Lane, Series, Timeline};
 use faultline_sim::{
     FaultPlan, FaultProfile, RunReport, SeedRange, SimDuration, SimTime, TraceMode,
@@ -18,31 +19,35 @@ use faultline_sim::{
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BreakerPattern;
 
-/// The key metrics of a run.
-const METRICS: &[Metric<SmsWorld<Guard>>] = &[
-    Metric {
-        name: "worst outage load / bound",
-        unit: "ratio",
-        value: |w| {
-            w.stats
-                .worst_load
-                .map(|(calls, bound)| calls as f64 / bound.max(1) as f64)
+/// The key metrics of a run of any guard, read from what the world observed (its
+/// stats): the reference's ([`Scenario::METRICS`]) and a plug-in's
+/// ([`Host::metrics_in`]).
+const fn metrics<G: CallGuard>() -> [Metric<SmsWorld<G>>; 3] {
+    [
+        Metric {
+            name: "worst outage load / bound",
+            unit: "ratio",
+            value: |w| {
+                w.stats
+                    .worst_load
+                    .map(|(calls, bound)| calls as f64 / bound.max(1) as f64)
+            },
         },
-    },
-    Metric {
-        name: "time to close after recovery",
-        unit: "s",
-        value: |w| w.stats.time_to_close_ms.map(|ms| ms as f64 / 1000.0),
-    },
-    Metric {
-        name: "rejection rate",
-        unit: "%",
-        value: |w| {
-            let s = &w.stats;
-            (s.requests > 0).then(|| 100.0 * s.rejected as f64 / s.requests as f64)
+        Metric {
+            name: "time to close after recovery",
+            unit: "s",
+            value: |w| w.stats.time_to_close_ms.map(|ms| ms as f64 / 1000.0),
         },
-    },
-];
+        Metric {
+            name: "rejection rate",
+            unit: "%",
+            value: |w| {
+                let s = &w.stats;
+                (s.requests > 0).then(|| 100.0 * s.rejected as f64 / s.requests as f64)
+            },
+        },
+    ]
+}
 
 impl Scenario for BreakerPattern {
     type Knobs = SmsKnobs;
@@ -52,7 +57,7 @@ impl Scenario for BreakerPattern {
     const ABOUT: &'static str =
         "circuit breaker (+ timeout, retry budget, bulkhead, fallback) in front of a flaky SMS API";
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
-    const METRICS: &'static [Metric<SmsWorld<Guard>>] = METRICS;
+    const METRICS: &'static [Metric<SmsWorld<Guard>>] = &metrics::<Guard>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;
     /// With the bus's, about a minute on 2 cores (`cargo run --release -- sweep`).
     const DEFAULT_SEEDS: SeedRange = SeedRange {
@@ -97,8 +102,14 @@ impl Scenario for BreakerPattern {
     }
 }
 
-/// The report view of one run.
-fn describe(knobs: &SmsKnobs, report: &RunReport, world: &SmsWorld<Guard>) -> Description {
+/// The report view of one run of any guard, from what the world observed (its checker
+/// and stats): the reference's ([`Scenario::describe`]) and a plug-in's
+/// ([`Host::describe_in`]).
+fn describe<G: CallGuard>(
+    knobs: &SmsKnobs,
+    report: &RunReport,
+    world: &SmsWorld<G>,
+) -> Description {
     let checker = &world.checker;
     let stats = &world.stats;
     let end = report.end;
@@ -236,14 +247,27 @@ fn describe(knobs: &SmsKnobs, report: &RunReport, world: &SmsWorld<Guard>) -> De
 }
 
 /// Runs any implementation of the contract in this world, for a plug-in
-/// ([`Plugin`](crate::harness::Plugin)).
-impl<G: crate::breaker::contract::CallGuard> crate::harness::Host<SmsWorld<G>> for BreakerPattern {
+/// ([`Plugin`](crate::harness::Plugin)), with the reference's metrics and report view.
+impl<G: CallGuard> Host<SmsWorld<G>> for BreakerPattern {
     fn simulate_in(
         &self,
         world: SmsWorld<G>,
         plan: FaultPlan,
         trace: TraceMode,
     ) -> (RunReport, SmsWorld<G>) {
-        crate::breaker::world::run(world, plan, trace)
+        run(world, plan, trace)
+    }
+
+    fn metrics_in(&self) -> Vec<Metric<SmsWorld<G>>> {
+        metrics::<G>().to_vec()
+    }
+
+    fn describe_in(
+        &self,
+        knobs: &SmsKnobs,
+        report: &RunReport,
+        world: &SmsWorld<G>,
+    ) -> Description {
+        describe(knobs, report, world)
     }
 }

@@ -5,7 +5,7 @@ use crate::bus::invariants::{self, INVARIANTS};
 use crate::bus::mutants::{CATALOG, MutantBus};
 use crate::bus::world::{BusKnobs, BusWorld, run};
 use crate::config::ConfigError;
-use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
+use crate::harness::{Description, Host, Metric, Mutant, Scenario, notes, per_second};
 use faultline_sim::report::model::{Band, Lane, Series, Timeline};
 use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimTime, TraceMode};
 
@@ -22,44 +22,48 @@ fn lag_max<B: EventBus>(world: &BusWorld<B>, sub: u32) -> Option<f64> {
         .and_then(|l| l.iter().map(|(_, v)| *v).reduce(f64::max))
 }
 
-/// The key metrics of a run.
-const METRICS: &[Metric<BusWorld<MutantBus>>] = &[
-    Metric {
-        name: "peak retention / capacity",
-        unit: "ratio",
-        value: |w| Some(w.stats.retained_max as f64 / w.knobs().capacity.max(1) as f64),
-    },
-    Metric {
-        name: "handler failures",
-        unit: "count",
-        value: |w| Some(w.stats.failures as f64),
-    },
-    Metric {
-        name: "longest delivery lag of sub-0",
-        unit: "ms",
-        value: |w| lag_max(w, 0),
-    },
-    Metric {
-        name: "longest delivery lag of sub-1",
-        unit: "ms",
-        value: |w| lag_max(w, 1),
-    },
-    Metric {
-        name: "longest delivery lag of sub-2",
-        unit: "ms",
-        value: |w| lag_max(w, 2),
-    },
-    Metric {
-        name: "longest delivery lag of sub-3",
-        unit: "ms",
-        value: |w| lag_max(w, 3),
-    },
-    Metric {
-        name: "longest delivery lag of sub-4",
-        unit: "ms",
-        value: |w| lag_max(w, 4),
-    },
-];
+/// The key metrics of a run of any bus, read from what the world observed (its stats
+/// and checker): the reference's ([`Scenario::METRICS`]) and a plug-in's
+/// ([`Host::metrics_in`]).
+const fn metrics<B: EventBus>() -> [Metric<BusWorld<B>>; 7] {
+    [
+        Metric {
+            name: "peak retention / capacity",
+            unit: "ratio",
+            value: |w| Some(w.stats.retained_max as f64 / w.knobs().capacity.max(1) as f64),
+        },
+        Metric {
+            name: "handler failures",
+            unit: "count",
+            value: |w| Some(w.stats.failures as f64),
+        },
+        Metric {
+            name: "longest delivery lag of sub-0",
+            unit: "ms",
+            value: |w| lag_max(w, 0),
+        },
+        Metric {
+            name: "longest delivery lag of sub-1",
+            unit: "ms",
+            value: |w| lag_max(w, 1),
+        },
+        Metric {
+            name: "longest delivery lag of sub-2",
+            unit: "ms",
+            value: |w| lag_max(w, 2),
+        },
+        Metric {
+            name: "longest delivery lag of sub-3",
+            unit: "ms",
+            value: |w| lag_max(w, 3),
+        },
+        Metric {
+            name: "longest delivery lag of sub-4",
+            unit: "ms",
+            value: |w| lag_max(w, 4),
+        },
+    ]
+}
 
 impl Scenario for BusPattern {
     type Knobs = BusKnobs;
@@ -71,7 +75,7 @@ impl Scenario for BusPattern {
     const ABOUT: &'static str =
         "in-memory event bus: every subscriber gets every event, in order, with bounded memory";
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
-    const METRICS: &'static [Metric<BusWorld<MutantBus>>] = METRICS;
+    const METRICS: &'static [Metric<BusWorld<MutantBus>>] = &metrics::<MutantBus>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;
     /// With the breaker's, about a minute on 2 cores (`cargo run --release -- sweep`).
     const DEFAULT_SEEDS: SeedRange = SeedRange {
@@ -117,6 +121,8 @@ impl Scenario for BusPattern {
     }
 }
 
+/// The report view of one run of any bus, from what the world observed: the
+/// reference's ([`Scenario::describe`]) and a plug-in's ([`Host::describe_in`]).
 fn describe<B: EventBus>(knobs: &BusKnobs, report: &RunReport, world: &BusWorld<B>) -> Description {
     let end = report.end;
     let mut lanes = Vec::new();
@@ -213,14 +219,27 @@ fn describe<B: EventBus>(knobs: &BusKnobs, report: &RunReport, world: &BusWorld<
 }
 
 /// Runs any implementation of the contract in this world, for a plug-in
-/// ([`Plugin`](crate::harness::Plugin)).
-impl<B: crate::bus::contract::EventBus> crate::harness::Host<BusWorld<B>> for BusPattern {
+/// ([`Plugin`](crate::harness::Plugin)), with the reference's metrics and report view.
+impl<B: EventBus> Host<BusWorld<B>> for BusPattern {
     fn simulate_in(
         &self,
         world: BusWorld<B>,
         plan: FaultPlan,
         trace: TraceMode,
     ) -> (RunReport, BusWorld<B>) {
-        crate::bus::world::run(world, plan, trace)
+        run(world, plan, trace)
+    }
+
+    fn metrics_in(&self) -> Vec<Metric<BusWorld<B>>> {
+        metrics::<B>().to_vec()
+    }
+
+    fn describe_in(
+        &self,
+        knobs: &BusKnobs,
+        report: &RunReport,
+        world: &BusWorld<B>,
+    ) -> Description {
+        describe(knobs, report, world)
     }
 }

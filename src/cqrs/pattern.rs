@@ -5,7 +5,7 @@ use crate::cqrs::contract::{EventSourced, Inventory};
 use crate::cqrs::invariants::{self, INVARIANTS};
 use crate::cqrs::mutants::CATALOG;
 use crate::cqrs::world::{CqrsKnobs, CqrsWorld, PROJECTIONS, WRITER, projection_name, run};
-use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
+use crate::harness::{Description, Host, Metric, Mutant, Scenario, notes, per_second};
 use faultline_sim::report::model::{Band, Lane, Series, Timeline};
 use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimTime, TraceMode};
 
@@ -13,32 +13,36 @@ use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimTime, Trac
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CqrsPattern;
 
-/// The key metrics of a run.
-const METRICS: &[Metric<CqrsWorld<Inventory>>] = &[
-    Metric {
-        name: "conflicts per second",
-        unit: "1/s",
-        value: |w| Some(w.stats.conflicts as f64 / (w.knobs().horizon_ms as f64 / 1000.0)),
-    },
-    Metric {
-        name: "largest projection lag",
-        unit: "events",
-        value: |w| Some(w.stats.lag_max as f64),
-    },
-    Metric {
-        name: "events re-applied",
-        unit: "count",
-        value: |w| Some(w.stats.reapplied as f64),
-    },
-    Metric {
-        name: "commands refused / sent",
-        unit: "ratio",
-        value: |w| {
-            let s = &w.stats;
-            (s.commands > 0).then(|| s.rejected as f64 / s.commands as f64)
+/// The key metrics of a run of any event-sourced store, read from what the world
+/// observed (its stats): the reference's ([`Scenario::METRICS`]) and a plug-in's
+/// ([`Host::metrics_in`]).
+const fn metrics<E: EventSourced>() -> [Metric<CqrsWorld<E>>; 4] {
+    [
+        Metric {
+            name: "conflicts per second",
+            unit: "1/s",
+            value: |w| Some(w.stats.conflicts as f64 / (w.knobs().horizon_ms as f64 / 1000.0)),
         },
-    },
-];
+        Metric {
+            name: "largest projection lag",
+            unit: "events",
+            value: |w| Some(w.stats.lag_max as f64),
+        },
+        Metric {
+            name: "events re-applied",
+            unit: "count",
+            value: |w| Some(w.stats.reapplied as f64),
+        },
+        Metric {
+            name: "commands refused / sent",
+            unit: "ratio",
+            value: |w| {
+                let s = &w.stats;
+                (s.commands > 0).then(|| s.rejected as f64 / s.commands as f64)
+            },
+        },
+    ]
+}
 
 impl Scenario for CqrsPattern {
     type Knobs = CqrsKnobs;
@@ -48,7 +52,7 @@ impl Scenario for CqrsPattern {
     const ABOUT: &'static str =
         "CQRS + event sourcing: conflicting writes never vanish, read models converge to the log";
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
-    const METRICS: &'static [Metric<CqrsWorld<Inventory>>] = METRICS;
+    const METRICS: &'static [Metric<CqrsWorld<Inventory>>] = &metrics::<Inventory>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;
     /// About 10 seconds on 2 cores (`cargo run --release -- sweep cqrs`).
     const DEFAULT_SEEDS: SeedRange = SeedRange {
@@ -91,6 +95,9 @@ impl Scenario for CqrsPattern {
     }
 }
 
+/// The report view of one run of any event-sourced store, from what the world
+/// observed: the reference's ([`Scenario::describe`]) and a plug-in's
+/// ([`Host::describe_in`]).
 fn describe<E: EventSourced>(
     knobs: &CqrsKnobs,
     report: &RunReport,
@@ -225,14 +232,27 @@ fn describe<E: EventSourced>(
 }
 
 /// Runs any implementation of the contract in this world, for a plug-in
-/// ([`Plugin`](crate::harness::Plugin)).
-impl<E: crate::cqrs::contract::EventSourced> crate::harness::Host<CqrsWorld<E>> for CqrsPattern {
+/// ([`Plugin`](crate::harness::Plugin)), with the reference's metrics and report view.
+impl<E: EventSourced> Host<CqrsWorld<E>> for CqrsPattern {
     fn simulate_in(
         &self,
         world: CqrsWorld<E>,
         plan: FaultPlan,
         trace: TraceMode,
     ) -> (RunReport, CqrsWorld<E>) {
-        crate::cqrs::world::run(world, plan, trace)
+        run(world, plan, trace)
+    }
+
+    fn metrics_in(&self) -> Vec<Metric<CqrsWorld<E>>> {
+        metrics::<E>().to_vec()
+    }
+
+    fn describe_in(
+        &self,
+        knobs: &CqrsKnobs,
+        report: &RunReport,
+        world: &CqrsWorld<E>,
+    ) -> Description {
+        describe(knobs, report, world)
     }
 }

@@ -20,20 +20,32 @@ use std::fmt;
 /// A scenario whose world can hold implementations other than the reference: `W` is
 /// its world with another implementation in it (e.g. `SmsWorld<MyGuard>` for the
 /// breaker). The built-in scenarios implement it for every implementation of their
-/// contract.
+/// contract, all three methods: a plug-in's sweep has the reference's histograms and
+/// its run reports the reference's notes, figures, lanes and series, because each
+/// pattern defines its metrics and its report view once, generic over the
+/// implementation (read from what the world observes, not from the reference), and
+/// uses them both for [`Scenario::METRICS`] and [`Scenario::describe`] and here.
+///
+/// Only [`simulate_in`](Host::simulate_in) is required: [`metrics_in`](Host::metrics_in)
+/// and [`describe_in`](Host::describe_in) default to nothing, so a third-party scenario
+/// can host other implementations before it has metrics or a view that read them (its
+/// plug-ins' sweeps then show no histograms, and their run reports the engine's part
+/// only). The built-in patterns override both; the tests hold each of them to the
+/// reference's readings and view.
 pub trait Host<W>: Scenario {
     /// Runs `world` under `plan`, the world's one run function.
     fn simulate_in(&self, world: W, plan: FaultPlan, trace: TraceMode) -> (RunReport, W);
 
-    /// The key metrics of a run in `W`, shown as histograms across a sweep (default:
+    /// The key metrics of a run in `W`, shown as histograms across a sweep, in the
+    /// order of [`Scenario::METRICS`] where the scenario has the same for `W` (default:
     /// none).
     fn metrics_in(&self) -> Vec<Metric<W>> {
         Vec::new()
     }
 
-    /// What a run report shows of a finished run in `W` beyond the engine's report
-    /// (default: nothing: the report still has the knobs, the plan, the verdicts, the
-    /// coverage and the trace).
+    /// What a run report shows of a finished run in `W` beyond the engine's report, as
+    /// [`Scenario::describe`] does for the reference's world (default: nothing: the
+    /// report still has the knobs, the plan, the verdicts, the coverage and the trace).
     fn describe_in(&self, knobs: &Self::Knobs, report: &RunReport, world: &W) -> Description {
         let _ = (knobs, report, world);
         Description::default()

@@ -1,7 +1,8 @@
 //! The profile-sync task queue as a [`Scenario`] of the harness.
 
 use crate::config::ConfigError;
-use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
+use crate::harness::{Description, Host, Metric, Mutant, Scenario, notes, per_second};
+use crate::queue::contract::TaskQueue;
 use crate::queue::core::Queue;
 use crate::queue::invariants::{self, INVARIANTS};
 use crate::queue::mutants::CATALOG;
@@ -13,34 +14,38 @@ use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimTime, Trac
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QueuePattern;
 
-/// The key metrics of a run.
-const METRICS: &[Metric<QueueWorld<Queue>>] = &[
-    Metric {
-        name: "convergence after the last fault heals",
-        unit: "ms",
-        value: |w| w.stats.convergence_ms(),
-    },
-    Metric {
-        name: "retries",
-        unit: "count",
-        value: |w| Some(w.stats.retries as f64),
-    },
-    Metric {
-        name: "dead letters",
-        unit: "count",
-        value: |w| Some(w.stats.dead_lettered as f64),
-    },
-    Metric {
-        name: "coalesced updates",
-        unit: "count",
-        value: |w| Some(w.stats.coalesced as f64),
-    },
-    Metric {
-        name: "leases expired",
-        unit: "count",
-        value: |w| Some(w.stats.expired as f64),
-    },
-];
+/// The key metrics of a run of any queue, read from what the world observed (its
+/// stats): the reference's ([`Scenario::METRICS`]) and a plug-in's
+/// ([`Host::metrics_in`]).
+const fn metrics<Q: TaskQueue>() -> [Metric<QueueWorld<Q>>; 5] {
+    [
+        Metric {
+            name: "convergence after the last fault heals",
+            unit: "ms",
+            value: |w| w.stats.convergence_ms(),
+        },
+        Metric {
+            name: "retries",
+            unit: "count",
+            value: |w| Some(w.stats.retries as f64),
+        },
+        Metric {
+            name: "dead letters",
+            unit: "count",
+            value: |w| Some(w.stats.dead_lettered as f64),
+        },
+        Metric {
+            name: "coalesced updates",
+            unit: "count",
+            value: |w| Some(w.stats.coalesced as f64),
+        },
+        Metric {
+            name: "leases expired",
+            unit: "count",
+            value: |w| Some(w.stats.expired as f64),
+        },
+    ]
+}
 
 impl Scenario for QueuePattern {
     type Knobs = QueueKnobs;
@@ -49,7 +54,7 @@ impl Scenario for QueuePattern {
     const NAME: &'static str = "queue";
     const ABOUT: &'static str = "task queue for profile sync: every target converges to the latest version, never backwards";
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
-    const METRICS: &'static [Metric<QueueWorld<Queue>>] = METRICS;
+    const METRICS: &'static [Metric<QueueWorld<Queue>>] = &metrics::<Queue>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;
     /// About 10 seconds on 2 cores (`cargo run --release -- sweep queue`).
     const DEFAULT_SEEDS: SeedRange = SeedRange {
@@ -112,7 +117,11 @@ fn bands(changes: &[(SimTime, &str)], end: SimTime) -> Vec<Band> {
     out
 }
 
-fn describe(report: &RunReport, world: &QueueWorld<Queue>) -> Description {
+/// The report view of one run of any queue, from what the world observed and what the
+/// contract lets it ask (the queue's `counts` and `dead_letters`, the conservation
+/// invariant's subject): the reference's ([`Scenario::describe`]) and a plug-in's
+/// ([`Host::describe_in`]).
+fn describe<Q: TaskQueue>(report: &RunReport, world: &QueueWorld<Q>) -> Description {
     let knobs = world.knobs();
     let end = report.end;
     let s = &world.stats;
@@ -255,14 +264,27 @@ fn describe(report: &RunReport, world: &QueueWorld<Queue>) -> Description {
 }
 
 /// Runs any implementation of the contract in this world, for a plug-in
-/// ([`Plugin`](crate::harness::Plugin)).
-impl<Q: crate::queue::contract::TaskQueue> crate::harness::Host<QueueWorld<Q>> for QueuePattern {
+/// ([`Plugin`](crate::harness::Plugin)), with the reference's metrics and report view.
+impl<Q: TaskQueue> Host<QueueWorld<Q>> for QueuePattern {
     fn simulate_in(
         &self,
         world: QueueWorld<Q>,
         plan: FaultPlan,
         trace: TraceMode,
     ) -> (RunReport, QueueWorld<Q>) {
-        crate::queue::world::run(world, plan, trace)
+        run(world, plan, trace)
+    }
+
+    fn metrics_in(&self) -> Vec<Metric<QueueWorld<Q>>> {
+        metrics::<Q>().to_vec()
+    }
+
+    fn describe_in(
+        &self,
+        _knobs: &QueueKnobs,
+        report: &RunReport,
+        world: &QueueWorld<Q>,
+    ) -> Description {
+        describe(report, world)
     }
 }

@@ -11,6 +11,7 @@ mod choreo;
 mod cli;
 mod cqrs;
 mod plugin_api;
+mod plugin_reports;
 mod queue;
 mod saga;
 mod twopc;

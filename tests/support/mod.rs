@@ -183,3 +183,80 @@ pub fn assert_every_mark_hit(pattern: &dyn Pattern, marks: &[&str], seeds: u64) 
         seen.missed()
     );
 }
+
+/// A run's report view as JSON, without what names the pattern (its name and replay
+/// command): what a plug-in holding the reference must show exactly as the reference.
+fn view_content(pattern: &dyn Pattern, seed: u64, plan: &FaultPlan) -> serde_json::Value {
+    let view = pattern
+        .view(seed, plan, None)
+        .unwrap_or_else(|e| panic!("{}: view of seed {seed}: {e}", pattern.name()));
+    let mut json = serde_json::to_value(&view).expect("a run view serializes");
+    for naming in ["pattern", "replay"] {
+        json.as_object_mut()
+            .expect("a run view is an object")
+            .remove(naming);
+    }
+    json
+}
+
+/// Holds `plugin`, a [`Plugin`](faultline::harness::Plugin) around the reference of the
+/// built-in `reference` under another name, to the built-in's metric readings and run
+/// report content (verdicts with their notes, figures, timeline lanes and series,
+/// trace) for every seed of `seeds`. Fails where a pattern's `Host` leaves
+/// `metrics_in` or `describe_in` at their empty defaults, or describes a plug-in's
+/// world otherwise than the reference's: the built-in shows metrics, figures and a
+/// timeline (checked, so the comparison is never of two empty reports).
+pub fn assert_plugin_reports_as_reference(
+    reference: &dyn Pattern,
+    plugin: &dyn Pattern,
+    seeds: Range<u64>,
+) {
+    let (r, p) = (reference.name(), plugin.name());
+    assert_ne!(r, p, "the plug-in goes under another name");
+    assert!(!reference.metrics().is_empty(), "{r} has metrics");
+    assert_eq!(
+        plugin.metrics(),
+        reference.metrics(),
+        "{p}'s metrics are {r}'s, in order"
+    );
+    let (mut valued, mut figures, mut timeline) = (false, false, false);
+    for seed in seeds {
+        let plan = reference.plan(seed);
+        assert_eq!(plugin.plan(seed), plan, "{p} seed {seed}: the same plan");
+        let run = |pattern: &dyn Pattern| {
+            pattern
+                .run(seed, &plan, TraceMode::Off, None)
+                .unwrap_or_else(|e| panic!("{}: seed {seed}: {e}", pattern.name()))
+        };
+        let (mine, theirs) = (run(plugin), run(reference));
+        theirs.report.assert_pass();
+        // Debug: NaN readings compare equal as text.
+        assert_eq!(
+            format!("{:?}", mine.metrics),
+            format!("{:?}", theirs.metrics),
+            "{p} seed {seed}: the metric readings of {r}"
+        );
+        valued |= theirs.metrics.iter().any(|m| m.value.is_some());
+        let (mine, theirs) = (
+            view_content(plugin, seed, &plan),
+            view_content(reference, seed, &plan),
+        );
+        for part in ["verdicts", "figures", "timeline", "trace"] {
+            assert_eq!(
+                mine[part], theirs[part],
+                "{p} seed {seed}: the {part} of {r}'s report"
+            );
+        }
+        assert_eq!(mine, theirs, "{p} seed {seed}: {r}'s report");
+        figures |= theirs["figures"].as_array().is_some_and(|f| !f.is_empty());
+        timeline |= ["lanes", "series"].iter().any(|k| {
+            theirs["timeline"][k]
+                .as_array()
+                .is_some_and(|v| !v.is_empty())
+        });
+    }
+    assert!(
+        valued && figures && timeline,
+        "{r} shows metric values ({valued}), figures ({figures}) and a timeline ({timeline})"
+    );
+}

@@ -1,8 +1,9 @@
 //! The choreographed checkout saga as a [`Scenario`] of the harness, with its mutants.
 
+use crate::bus::contract::EventBus;
 use crate::bus::core::{Bus, Flaw as BusFlaw};
 use crate::config::ConfigError;
-use crate::harness::{Description, Metric, Mutant, Scenario, notes};
+use crate::harness::{Description, Host, Metric, Mutant, Scenario, notes};
 use crate::saga::checkout::SagaKnobs;
 use crate::saga::choreographed::core::ChoreoFlaw;
 use crate::saga::choreographed::world::{ChoreoWorld, run};
@@ -64,7 +65,7 @@ pub const CATALOG: &[Mutant<ChoreoPattern>] = &[
     ),
 ];
 
-impl Checkouts for ChoreoWorld {
+impl<B: EventBus> Checkouts for ChoreoWorld<B> {
     fn completed_sagas(&self) -> u64 {
         self.stats.completed
     }
@@ -79,38 +80,40 @@ impl Checkouts for ChoreoWorld {
     }
 }
 
-/// The compared metrics of the choreographed world.
-const COMPARED_METRICS: [Metric<ChoreoWorld>; 6] = compared_metrics();
-
-/// The key metrics of a run.
-const METRICS: &[Metric<ChoreoWorld>] = &[
-    COMPARED_METRICS[0],
-    COMPARED_METRICS[1],
-    COMPARED_METRICS[2],
-    COMPARED_METRICS[3],
-    COMPARED_METRICS[4],
-    COMPARED_METRICS[5],
-    Metric {
-        name: "sagas completed",
-        unit: "%",
-        value: |w| Some(100.0 * w.stats.completed as f64 / w.stats.started.max(1) as f64),
-    },
-    Metric {
-        name: "deliveries failed at their deadline",
-        unit: "count",
-        value: |w| Some(w.stats.deadlines as f64),
-    },
-    Metric {
-        name: "slowest settling after the faults",
-        unit: "ms",
-        value: |w| {
-            w.settle_times()
-                .iter()
-                .map(|(_, d)| d.as_nanos() as f64 / 1e6)
-                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+/// The key metrics of a run over any bus, the compared ones first, read from what the
+/// world observed (its stats, latencies and settling times): the reference's
+/// ([`Scenario::METRICS`]) and a plug-in's ([`Host::metrics_in`]).
+const fn metrics<B: EventBus>() -> [Metric<ChoreoWorld<B>>; 9] {
+    let compared = compared_metrics::<ChoreoWorld<B>>();
+    [
+        compared[0],
+        compared[1],
+        compared[2],
+        compared[3],
+        compared[4],
+        compared[5],
+        Metric {
+            name: "sagas completed",
+            unit: "%",
+            value: |w| Some(100.0 * w.stats.completed as f64 / w.stats.started.max(1) as f64),
         },
-    },
-];
+        Metric {
+            name: "deliveries failed at their deadline",
+            unit: "count",
+            value: |w| Some(w.stats.deadlines as f64),
+        },
+        Metric {
+            name: "slowest settling after the faults",
+            unit: "ms",
+            value: |w| {
+                w.settle_times()
+                    .iter()
+                    .map(|(_, d)| d.as_nanos() as f64 / 1e6)
+                    .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+            },
+        },
+    ]
+}
 
 impl Scenario for ChoreoPattern {
     type Knobs = SagaKnobs;
@@ -120,7 +123,7 @@ impl Scenario for ChoreoPattern {
     const ABOUT: &'static str =
         "the same checkout, choreographed: each service reacts to the others' events on the bus";
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
-    const METRICS: &'static [Metric<ChoreoWorld>] = METRICS;
+    const METRICS: &'static [Metric<ChoreoWorld>] = &metrics::<Bus<u64>>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;
     /// With the others', about a minute on 2 cores (`cargo run --release -- sweep`).
     const DEFAULT_SEEDS: SeedRange = SeedRange {
@@ -158,7 +161,9 @@ impl Scenario for ChoreoPattern {
     }
 }
 
-fn describe(report: &RunReport, world: &ChoreoWorld) -> Description {
+/// The report view of one run over any bus, from what the world observed: the
+/// reference's ([`Scenario::describe`]) and a plug-in's ([`Host::describe_in`]).
+fn describe<B: EventBus>(report: &RunReport, world: &ChoreoWorld<B>) -> Description {
     let s = &world.stats;
     let notes = notes(&INVARIANTS, |_| String::new());
     let figures = vec![
@@ -181,14 +186,27 @@ fn describe(report: &RunReport, world: &ChoreoWorld) -> Description {
 }
 
 /// Runs any implementation of the contract in this world, for a plug-in
-/// ([`Plugin`](crate::harness::Plugin)).
-impl<B: crate::bus::contract::EventBus> crate::harness::Host<ChoreoWorld<B>> for ChoreoPattern {
+/// ([`Plugin`](crate::harness::Plugin)), with the reference's metrics and report view.
+impl<B: EventBus> Host<ChoreoWorld<B>> for ChoreoPattern {
     fn simulate_in(
         &self,
         world: ChoreoWorld<B>,
         plan: FaultPlan,
         trace: TraceMode,
     ) -> (RunReport, ChoreoWorld<B>) {
-        crate::saga::choreographed::world::run(world, plan, trace)
+        run(world, plan, trace)
+    }
+
+    fn metrics_in(&self) -> Vec<Metric<ChoreoWorld<B>>> {
+        metrics::<B>().to_vec()
+    }
+
+    fn describe_in(
+        &self,
+        _knobs: &SagaKnobs,
+        report: &RunReport,
+        world: &ChoreoWorld<B>,
+    ) -> Description {
+        describe(report, world)
     }
 }

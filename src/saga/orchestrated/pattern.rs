@@ -1,19 +1,20 @@
 //! The orchestrated checkout saga as a [`Scenario`] of the harness.
 
 use crate::config::ConfigError;
-use crate::harness::{Description, Metric, Mutant, Scenario, notes};
+use crate::harness::{Description, Host, Metric, Mutant, Scenario, notes};
 use crate::saga::checkout::SagaKnobs;
 use crate::saga::invariants::ORCHESTRATED as INVARIANTS;
 use crate::saga::orchestrated::mutants::CATALOG;
 use crate::saga::orchestrated::world::{SagaWorld, run};
 use crate::saga::report::{Checkouts, compared_metrics, saga_timeline};
+use crate::saga::{Orchestrator, SagaCoordinator};
 use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimDuration, TraceMode};
 
 /// The checkout saga, orchestrated from a durable log.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SagaPattern;
 
-impl Checkouts for SagaWorld {
+impl<O: SagaCoordinator> Checkouts for SagaWorld<O> {
     fn completed_sagas(&self) -> u64 {
         self.stats.completed
     }
@@ -28,33 +29,35 @@ impl Checkouts for SagaWorld {
     }
 }
 
-/// The compared metrics of the orchestrated world.
-const COMPARED_METRICS: [Metric<SagaWorld>; 6] = compared_metrics();
-
-/// The key metrics of a run.
-const METRICS: &[Metric<SagaWorld>] = &[
-    COMPARED_METRICS[0],
-    COMPARED_METRICS[1],
-    COMPARED_METRICS[2],
-    COMPARED_METRICS[3],
-    COMPARED_METRICS[4],
-    COMPARED_METRICS[5],
-    Metric {
-        name: "sagas completed",
-        unit: "%",
-        value: |w| Some(100.0 * w.stats.completed as f64 / w.stats.started.max(1) as f64),
-    },
-    Metric {
-        name: "sagas compensated",
-        unit: "%",
-        value: |w| Some(100.0 * w.stats.compensated as f64 / w.stats.started.max(1) as f64),
-    },
-    Metric {
-        name: "orchestrator recoveries",
-        unit: "count",
-        value: |w| Some(w.stats.recoveries as f64),
-    },
-];
+/// The key metrics of a run of any coordinator, the compared ones first, read from what
+/// the world observed (its stats and latencies): the reference's
+/// ([`Scenario::METRICS`]) and a plug-in's ([`Host::metrics_in`]).
+const fn metrics<O: SagaCoordinator>() -> [Metric<SagaWorld<O>>; 9] {
+    let compared = compared_metrics::<SagaWorld<O>>();
+    [
+        compared[0],
+        compared[1],
+        compared[2],
+        compared[3],
+        compared[4],
+        compared[5],
+        Metric {
+            name: "sagas completed",
+            unit: "%",
+            value: |w| Some(100.0 * w.stats.completed as f64 / w.stats.started.max(1) as f64),
+        },
+        Metric {
+            name: "sagas compensated",
+            unit: "%",
+            value: |w| Some(100.0 * w.stats.compensated as f64 / w.stats.started.max(1) as f64),
+        },
+        Metric {
+            name: "orchestrator recoveries",
+            unit: "count",
+            value: |w| Some(w.stats.recoveries as f64),
+        },
+    ]
+}
 
 impl Scenario for SagaPattern {
     type Knobs = SagaKnobs;
@@ -64,7 +67,7 @@ impl Scenario for SagaPattern {
     const ABOUT: &'static str =
         "checkout saga across order, inventory and payment, orchestrated from a durable log";
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
-    const METRICS: &'static [Metric<SagaWorld>] = METRICS;
+    const METRICS: &'static [Metric<SagaWorld>] = &metrics::<Orchestrator>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;
     /// With the others', about a minute on 2 cores (`cargo run --release -- sweep`).
     const DEFAULT_SEEDS: SeedRange = SeedRange {
@@ -102,7 +105,9 @@ impl Scenario for SagaPattern {
     }
 }
 
-fn describe(report: &RunReport, world: &SagaWorld) -> Description {
+/// The report view of one run of any coordinator, from what the world observed: the
+/// reference's ([`Scenario::describe`]) and a plug-in's ([`Host::describe_in`]).
+fn describe<O: SagaCoordinator>(report: &RunReport, world: &SagaWorld<O>) -> Description {
     let s = &world.stats;
     let notes = notes(&INVARIANTS, |_| String::new());
     let figures = vec![
@@ -122,14 +127,27 @@ fn describe(report: &RunReport, world: &SagaWorld) -> Description {
 }
 
 /// Runs any implementation of the contract in this world, for a plug-in
-/// ([`Plugin`](crate::harness::Plugin)).
-impl<O: crate::saga::SagaCoordinator> crate::harness::Host<SagaWorld<O>> for SagaPattern {
+/// ([`Plugin`](crate::harness::Plugin)), with the reference's metrics and report view.
+impl<O: SagaCoordinator> Host<SagaWorld<O>> for SagaPattern {
     fn simulate_in(
         &self,
         world: SagaWorld<O>,
         plan: FaultPlan,
         trace: TraceMode,
     ) -> (RunReport, SagaWorld<O>) {
-        crate::saga::orchestrated::world::run(world, plan, trace)
+        run(world, plan, trace)
+    }
+
+    fn metrics_in(&self) -> Vec<Metric<SagaWorld<O>>> {
+        metrics::<O>().to_vec()
+    }
+
+    fn describe_in(
+        &self,
+        _knobs: &SagaKnobs,
+        report: &RunReport,
+        world: &SagaWorld<O>,
+    ) -> Description {
+        describe(report, world)
     }
 }

@@ -3,9 +3,11 @@
 //! lines up side by side.
 
 use crate::config::ConfigError;
-use crate::harness::{Description, Metric, Mutant, Scenario, notes, per_second};
+use crate::harness::{Description, Host, Metric, Mutant, Scenario, notes, per_second};
+use crate::saga::TwoPcCoordinator;
 use crate::saga::checkout::SagaKnobs;
 use crate::saga::report::{COMPARED, LANES_MAX};
+use crate::saga::twopc::core::Coordinator;
 use crate::saga::twopc::invariants::INVARIANTS;
 use crate::saga::twopc::mutants::CATALOG;
 use crate::saga::twopc::world::{TwoPcWorld, run};
@@ -21,39 +23,43 @@ fn ms(d: faultline_sim::SimDuration) -> f64 {
     d.as_nanos() as f64 / 1e6
 }
 
-/// The key metrics of a run, under the saga comparison's names and units ([`COMPARED`]).
-const METRICS: &[Metric<TwoPcWorld>] = &[
-    Metric {
-        name: COMPARED[0].0,
-        unit: COMPARED[0].1,
-        value: |w| Some(w.stats.throughput_per_sec()),
-    },
-    Metric {
-        name: COMPARED[1].0,
-        unit: COMPARED[1].1,
-        value: |w| w.stats.latency_ms(50),
-    },
-    Metric {
-        name: COMPARED[2].0,
-        unit: COMPARED[2].1,
-        value: |w| w.stats.latency_ms(99),
-    },
-    Metric {
-        name: COMPARED[3].0,
-        unit: COMPARED[3].1,
-        value: |w| Some(ms(w.stats.longest_lock_hold)),
-    },
-    Metric {
-        name: COMPARED[4].0,
-        unit: COMPARED[4].1,
-        value: |w| Some(ms(w.stats.locked_during_crash)),
-    },
-    Metric {
-        name: COMPARED[5].0,
-        unit: COMPARED[5].1,
-        value: |w| Some(w.stats.inconsistent as f64),
-    },
-];
+/// The key metrics of a run of any coordinator, under the saga comparison's names and
+/// units ([`COMPARED`]), read from what the world observed (its stats): the reference's
+/// ([`Scenario::METRICS`]) and a plug-in's ([`Host::metrics_in`]).
+const fn metrics<C: TwoPcCoordinator>() -> [Metric<TwoPcWorld<C>>; 6] {
+    [
+        Metric {
+            name: COMPARED[0].0,
+            unit: COMPARED[0].1,
+            value: |w| Some(w.stats.throughput_per_sec()),
+        },
+        Metric {
+            name: COMPARED[1].0,
+            unit: COMPARED[1].1,
+            value: |w| w.stats.latency_ms(50),
+        },
+        Metric {
+            name: COMPARED[2].0,
+            unit: COMPARED[2].1,
+            value: |w| w.stats.latency_ms(99),
+        },
+        Metric {
+            name: COMPARED[3].0,
+            unit: COMPARED[3].1,
+            value: |w| Some(ms(w.stats.longest_lock_hold)),
+        },
+        Metric {
+            name: COMPARED[4].0,
+            unit: COMPARED[4].1,
+            value: |w| Some(ms(w.stats.locked_during_crash)),
+        },
+        Metric {
+            name: COMPARED[5].0,
+            unit: COMPARED[5].1,
+            value: |w| Some(w.stats.inconsistent as f64),
+        },
+    ]
+}
 
 impl Scenario for TwoPcPattern {
     type Knobs = SagaKnobs;
@@ -62,7 +68,7 @@ impl Scenario for TwoPcPattern {
     const NAME: &'static str = "twopc";
     const ABOUT: &'static str = "the checkout as two-phase commit (the saga's baseline): locks held from prepare to decision";
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
-    const METRICS: &'static [Metric<TwoPcWorld>] = METRICS;
+    const METRICS: &'static [Metric<TwoPcWorld>] = &metrics::<Coordinator>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;
     /// About 10 s on this shared 2-core machine (`cargo run --release -- sweep twopc`:
     /// 8.8 to 11.3 s measured while others were building, 7 s of CPU).
@@ -101,7 +107,10 @@ impl Scenario for TwoPcPattern {
     }
 }
 
-fn describe(report: &RunReport, world: &TwoPcWorld) -> Description {
+/// The report view of one run of any coordinator, from what the world observed (its
+/// notes and stats): the reference's ([`Scenario::describe`]) and a plug-in's
+/// ([`Host::describe_in`]).
+fn describe<C: TwoPcCoordinator>(report: &RunReport, world: &TwoPcWorld<C>) -> Description {
     let end = report.end;
     let mut by_tx: BTreeMap<u64, Vec<(SimTime, String)>> = BTreeMap::new();
     for (tx, t, what) in &world.lanes {
@@ -288,14 +297,27 @@ fn describe(report: &RunReport, world: &TwoPcWorld) -> Description {
 }
 
 /// Runs any implementation of the contract in this world, for a plug-in
-/// ([`Plugin`](crate::harness::Plugin)).
-impl<C: crate::saga::TwoPcCoordinator> crate::harness::Host<TwoPcWorld<C>> for TwoPcPattern {
+/// ([`Plugin`](crate::harness::Plugin)), with the reference's metrics and report view.
+impl<C: TwoPcCoordinator> Host<TwoPcWorld<C>> for TwoPcPattern {
     fn simulate_in(
         &self,
         world: TwoPcWorld<C>,
         plan: FaultPlan,
         trace: TraceMode,
     ) -> (RunReport, TwoPcWorld<C>) {
-        crate::saga::twopc::world::run(world, plan, trace)
+        run(world, plan, trace)
+    }
+
+    fn metrics_in(&self) -> Vec<Metric<TwoPcWorld<C>>> {
+        metrics::<C>().to_vec()
+    }
+
+    fn describe_in(
+        &self,
+        _knobs: &SagaKnobs,
+        report: &RunReport,
+        world: &TwoPcWorld<C>,
+    ) -> Description {
+        describe(report, world)
     }
 }
