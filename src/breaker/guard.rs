@@ -107,7 +107,14 @@ pub(crate) enum Flaw {
     /// In half-open, a call the breaker rejects is sent anyway, after reporting a fresh
     /// half-open episode that never began (to pass for a probe of a new episode).
     HalfOpenAdmitsAllDisguised,
+    /// The half-open probe count is read from a replica that sees each admission
+    /// [`PROBE_COUNT_LAG`] late (a breaker whose state is shared through a store): a
+    /// call arriving within that lag of the last probe is admitted past the limit.
+    HalfOpenCountLags,
 }
+
+/// How late [`Flaw::HalfOpenCountLags`] sees a half-open admission: 500 µs.
+const PROBE_COUNT_LAG: Duration = Duration::from_micros(500);
 
 /// The reference guard. See the [module docs](self).
 pub struct Guard {
@@ -119,6 +126,8 @@ pub struct Guard {
     fallback: Fallback<()>,
     rng: Box<dyn rand::Rng + Send>,
     transitions: VecDeque<Transition>,
+    /// When the last call was sent in half-open (read by [`Flaw::HalfOpenCountLags`]).
+    last_probe_at: Option<Instant>,
 }
 
 impl Guard {
@@ -146,6 +155,7 @@ impl Guard {
             fallback,
             rng: Box::new(rng),
             transitions: VecDeque::new(),
+            last_probe_at: None,
         })
     }
 
@@ -203,6 +213,22 @@ impl Guard {
                 }
             }
             Err(rejected)
+                if self.flaw == Flaw::HalfOpenCountLags
+                    && rejected.state == State::HalfOpen
+                    && self
+                        .last_probe_at
+                        .is_some_and(|t| now < t + PROBE_COUNT_LAG) =>
+            {
+                // The replica has not seen the last probe yet: the limit looks unmet.
+                self.drain_events();
+                self.last_probe_at = Some(now);
+                ticket.attempts += 1;
+                Step::Send {
+                    ticket,
+                    timeout: Some(deadline - now),
+                }
+            }
+            Err(rejected)
                 if self.flaw == Flaw::HalfOpenAdmitsAll && rejected.state == State::HalfOpen =>
             {
                 ticket.attempts += 1;
@@ -223,6 +249,9 @@ impl Guard {
             }
             Ok(permit) => {
                 self.drain_events();
+                if permit.state() == State::HalfOpen {
+                    self.last_probe_at = Some(now);
+                }
                 ticket.attempts += 1;
                 ticket.permit = Some(permit);
                 let left = deadline - now;

@@ -45,6 +45,12 @@ pub const CATALOG: &[Mutant<BreakerPattern>] = &[
         |k| flawed(k, Flaw::HalfOpenAdmitsAllDisguised),
     ),
     Mutant::new(
+        "half_open_count_lags",
+        "half-open reads its probe count from a replica 500 us behind (a breaker shared through a store): a caller within that of the last probe is admitted past the limit",
+        invariants::HALF_OPEN_LIMIT,
+        |k| flawed(k, Flaw::HalfOpenCountLags),
+    ),
+    Mutant::new(
         "no_timeout",
         "no timeout on slow calls",
         invariants::RESPONSIVENESS,

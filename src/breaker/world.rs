@@ -1,5 +1,6 @@
-//! The simulated SMS gateway: callers arrive (steady, in bursts, in a spike), each call
-//! goes through a [`CallGuard`] to a simulated SMS API whose latency and errors follow
+//! The simulated SMS gateway: callers arrive (steady, in bursts, in a spike, and now and
+//! then in a cluster under a millisecond apart, where a guard that races with itself
+//! shows it), each call goes through a [`CallGuard`] to a simulated SMS API whose latency and errors follow
 //! the fault plan (outages, slowness, error bursts, flapping), and the
 //! [`BreakerChecker`] checks every promise as the run goes.
 //!
@@ -42,6 +43,8 @@ pub const MARKS: &[&str] = &[
     "api.slow",
     "api.error",
     "api.invalid_number",
+    "breaker.burst",
+    "breaker.burst_half_open",
 ];
 
 /// Every knob of one SMS scenario. All derive from one seed; all are printed before a
@@ -97,6 +100,13 @@ pub struct SmsKnobs {
     pub bulkhead_max: u32,
     /// Answer with a fallback instead of an error.
     pub fallback: bool,
+    /// Share of arrivals (steady, burst or spike) that bring a cluster of callers
+    /// under a millisecond apart, percent (not the on/off `burst` stream above).
+    pub burst_percent: u32,
+    /// Most callers in a cluster (after the one that brings it).
+    pub burst_len_max: u32,
+    /// Longest spacing between two callers of a cluster, µs (under a millisecond).
+    pub burst_gap_us_max: u64,
 }
 
 impl SmsKnobs {
@@ -133,6 +143,8 @@ impl SmsKnobs {
         let attempt_timeout_ms =
             coin(&mut r).then(|| r.between(latency_max + 50, timeout_ms.max(latency_max + 50)));
         let backoff_base = r.between(10, 200);
+        // Drawn from their own stream, so every knob above and below keeps its value.
+        let mut b = SimRng::new(seed).fork("sms.bursts");
         SmsKnobs {
             seed,
             horizon_ms: 30_000,
@@ -181,6 +193,9 @@ impl SmsKnobs {
             }),
             bulkhead_max: r.between(5, 100) as u32,
             fallback: coin(&mut r),
+            burst_percent: b.between(1, 10) as u32,
+            burst_len_max: b.between(1, 8) as u32,
+            burst_gap_us_max: b.between(50, 900),
         }
     }
 
@@ -323,6 +338,11 @@ pub enum SmsEvent {
         /// Request index.
         req: u32,
     },
+    /// The next caller of a cluster arrives (under a millisecond after the one before).
+    Cluster {
+        /// Callers of the cluster still to come, this one included.
+        left: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -391,6 +411,7 @@ pub struct SmsWorld<G: CallGuard> {
     rng_arrivals: SimRng,
     rng_api: SimRng,
     rng_callers: SimRng,
+    rng_burst: SimRng,
     /// Figures of the run.
     pub stats: SmsStats,
 }
@@ -415,6 +436,7 @@ impl<G: CallGuard> SmsWorld<G> {
             rng_arrivals: root.fork("sms.arrivals"),
             rng_api: root.fork("sms.api"),
             rng_callers: root.fork("sms.callers"),
+            rng_burst: root.fork("sms.burst"),
             stats: SmsStats::default(),
             knobs,
         })
@@ -478,6 +500,42 @@ impl<G: CallGuard> SmsWorld<G> {
                 ctx.schedule_at(t, SmsEvent::Arrive(source));
             }
         }
+    }
+
+    /// Schedules the next caller of a cluster, under a millisecond from now (none when
+    /// `left` is 0 or the safety phase is over).
+    fn schedule_cluster(&mut self, ctx: &mut Ctx<SmsEvent>, left: u32) {
+        let gap_ns = self
+            .rng_burst
+            .between(20_000, self.knobs.burst_gap_us_max * 1_000);
+        let at = ctx.now() + SimDuration::from_nanos(gap_ns);
+        if left > 0 && at < ctx.horizon() {
+            ctx.schedule_at(at, SmsEvent::Cluster { left });
+        }
+    }
+
+    /// A caller arrives now with a request for the guard.
+    fn caller(&mut self, ctx: &mut Ctx<SmsEvent>) -> Result<(), Violation> {
+        let req = self.requests.len() as u32;
+        let invalid = self.rng_callers.below(100) < u64::from(self.knobs.invalid_number_percent);
+        let cancels = self.rng_callers.below(100) < u64::from(self.knobs.cancel_percent);
+        if cancels {
+            let after = self.rng_callers.between(1, self.knobs.timeout_ms);
+            ctx.schedule_in(SimDuration::from_millis(after), SmsEvent::Cancel { req });
+        }
+        self.requests.push(Request {
+            arrived: ctx.now(),
+            invalid,
+            ticket: None,
+            attempt: 0,
+            phase: Phase::Waiting,
+            sent_at: ctx.now(),
+            sent_episode: 0,
+        });
+        self.pending += 1;
+        self.stats.requests += 1;
+        let step = self.guard.on_request(Instant::from(ctx.now()));
+        self.apply(ctx, req, step)
     }
 
     /// Applies what the guard said, after looking at its transitions.
@@ -666,29 +724,25 @@ impl<G: CallGuard> World for SmsWorld<G> {
                 }
                 if source == Source::Liveness {
                     self.probing = true;
+                } else if self.rng_burst.below(100) < u64::from(self.knobs.burst_percent) {
+                    let len = self
+                        .rng_burst
+                        .between(1, u64::from(self.knobs.burst_len_max));
+                    self.schedule_cluster(ctx, len as u32);
                 }
                 self.schedule_arrival(ctx, source);
-                let req = self.requests.len() as u32;
-                let invalid =
-                    self.rng_callers.below(100) < u64::from(self.knobs.invalid_number_percent);
-                let cancels = self.rng_callers.below(100) < u64::from(self.knobs.cancel_percent);
-                if cancels {
-                    let after = self.rng_callers.between(1, self.knobs.timeout_ms);
-                    ctx.schedule_in(SimDuration::from_millis(after), SmsEvent::Cancel { req });
+                self.caller(ctx)?;
+            }
+            SmsEvent::Cluster { left } => {
+                ctx.cover("breaker.burst");
+                let half_open = self.checker.state() == State::HalfOpen;
+                self.schedule_cluster(ctx, left - 1);
+                self.caller(ctx)?;
+                if half_open || self.checker.state() == State::HalfOpen {
+                    // The cluster met the breaker half-open (or its caller turned it so):
+                    // how many of its callers the probe limit lets through is tested.
+                    ctx.cover("breaker.burst_half_open");
                 }
-                self.requests.push(Request {
-                    arrived: ctx.now(),
-                    invalid,
-                    ticket: None,
-                    attempt: 0,
-                    phase: Phase::Waiting,
-                    sent_at: ctx.now(),
-                    sent_episode: 0,
-                });
-                self.pending += 1;
-                self.stats.requests += 1;
-                let step = self.guard.on_request(now);
-                self.apply(ctx, req, step)?;
             }
             SmsEvent::Reply {
                 req,

@@ -354,6 +354,11 @@ pub(crate) enum Flaw {
     VolatileStore,
     /// Redrive puts a dead version back even when a newer one was enqueued since.
     RedriveOutOfOrder,
+    /// Each enqueue writes its version in a task of its own that lands up to
+    /// `ENQUEUE_TASK_LAG_NS` later, last write wins (no version guard on the write): of
+    /// two versions of a key enqueued closer together than that, the older may land
+    /// last and overwrite the newer one, which is never delivered.
+    EnqueueInOwnTask,
     // World-side flaws (the queue ignores them).
     /// The worker acks the lease before it delivers.
     AckBeforeDelivery,
@@ -386,6 +391,10 @@ struct Entry {
     redriven: bool,
 }
 
+/// The longest an enqueue's own task takes to land under [`Flaw::EnqueueInOwnTask`]:
+/// just under a millisecond.
+const ENQUEUE_TASK_LAG_NS: u64 = 999_999;
+
 /// The queue's durable state: everything a restart keeps. The reference [`Queue`]
 /// writes every change here before it returns.
 #[derive(Clone, Debug, Default)]
@@ -412,6 +421,10 @@ pub struct Queue {
     synced: Option<Store>,
     ops: u32,
     pub(crate) flaw: Flaw,
+    /// Under [`Flaw::EnqueueInOwnTask`]: per key, the version whose write lands last
+    /// and when, and the tasks' own delays.
+    landing: BTreeMap<TaskKey, (u64, Instant)>,
+    task_delays: SplitMix64,
 }
 
 impl Queue {
@@ -436,6 +449,8 @@ impl Queue {
             synced: None,
             ops: 0,
             flaw: Flaw::None,
+            landing: BTreeMap::new(),
+            task_delays: SplitMix64(0x656e_7175_6575_655f),
         };
         q.reindex();
         q
@@ -548,6 +563,13 @@ impl Queue {
             }
         }
         self.store.counts.enqueued += 1;
+        if self.flaw == Flaw::EnqueueInOwnTask && self.lands_under_an_older(task, now) {
+            // The defect: the older version's write lands after this one's and
+            // overwrites it; the newer version is gone as if superseded.
+            self.store.counts.superseded += 1;
+            self.sync();
+            return Enqueued::Coalesced;
+        }
         let out = match self.store.entries.entry(key) {
             btree_map::Entry::Vacant(slot) => {
                 slot.insert(Entry {
@@ -586,6 +608,25 @@ impl Queue {
         };
         self.sync();
         out
+    }
+
+    /// Under [`Flaw::EnqueueInOwnTask`]: whether `task`'s write, landing after its own
+    /// delay, is overwritten by the write of the version before it, still waiting and
+    /// landing later.
+    fn lands_under_an_older(&mut self, task: Task, now: Instant) -> bool {
+        let key = task.key;
+        let lands = now + Duration::from_nanos(self.task_delays.next() % ENQUEUE_TASK_LAG_NS);
+        let waiting = self.store.entries.get(&key).and_then(|e| match e.state {
+            State::Ready { .. } => Some(e.version),
+            State::Leased { .. } => e.next,
+        });
+        match self.landing.get(&key) {
+            Some(&(older, at)) if at > lands && waiting == Some(older) => true,
+            _ => {
+                self.landing.insert(key, (task.version, lands));
+                false
+            }
+        }
     }
 
     /// Hands out the earliest task due at `now`, hidden until the lease's deadline.

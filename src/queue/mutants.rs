@@ -73,6 +73,12 @@ pub const CATALOG: &[Mutant<QueuePattern>] = &[
         |k| flawed(k, Flaw::VolatileStore),
     ),
     Mutant::new(
+        "enqueue_in_own_task",
+        "each enqueue writes its version in a task of its own that lands up to 1 ms later, last write wins: of two versions enqueued closer together, the older may overwrite the newer, which is never delivered",
+        invariants::NO_LOST_UPDATE,
+        |k| flawed(k, Flaw::EnqueueInOwnTask),
+    ),
+    Mutant::new(
         "redrive_out_of_order",
         "redrive puts a dead version back even when a newer one was enqueued since",
         invariants::REDRIVE_ORDER,

@@ -1,5 +1,6 @@
 //! The simulated profile sync: users update their profiles in bursts (the same users
-//! several times in a row); the profile service writes each change with its outbox rows
+//! several times in a row, now and then several times within a millisecond, where a
+//! queue that races with itself shows it); the profile service writes each change with its outbox rows
 //! and relays them to the queue; N workers lease tasks and deliver them over links that
 //! drop, duplicate and delay, to K target services that go down, get slow or fail; the
 //! workers crash mid-task and the queue process restarts. An operator redrives the
@@ -44,6 +45,7 @@ pub const MARKS: &[&str] = &[
     "queue.stale_delivery",
     "queue.delivery_timeout",
     "queue.superseded_after_failure",
+    "queue.burst",
 ];
 
 const QUEUE_NODE: &str = "queue";
@@ -89,6 +91,13 @@ pub struct QueueKnobs {
     pub redrive_every_ms: Option<u64>,
     /// And this long after the faults heal (then again until the queue is empty).
     pub redrive_after_heal_ms: u64,
+    /// Share of updates that the same user follows with a rapid burst of more updates
+    /// of the same profile under a millisecond apart, percent.
+    pub burst_percent: u32,
+    /// Most updates in a rapid burst (after the one that starts it).
+    pub burst_len_max: u32,
+    /// Longest spacing between two updates of a rapid burst, µs (under a millisecond).
+    pub burst_gap_us_max: u64,
 }
 
 impl QueueKnobs {
@@ -97,6 +106,8 @@ impl QueueKnobs {
         let mut r = SimRng::new(seed).fork("queue.knobs");
         let targets = r.between(2, 4) as u32;
         let base = r.between(5, 200);
+        // Drawn from their own stream, so every knob above and below keeps its value.
+        let mut b = SimRng::new(seed).fork("queue.bursts");
         QueueKnobs {
             seed,
             horizon_ms: 10_000,
@@ -125,6 +136,9 @@ impl QueueKnobs {
             },
             redrive_every_ms: (r.below(2) == 0).then(|| r.between(1_000, 5_000)),
             redrive_after_heal_ms: r.between(0, 1_000),
+            burst_percent: b.between(2, 20) as u32,
+            burst_len_max: b.between(1, 4) as u32,
+            burst_gap_us_max: b.between(50, 900),
         }
     }
 
@@ -208,6 +222,14 @@ pub enum QueueEvent {
     Update {
         /// The profile.
         profile: u32,
+    },
+    /// The next update of a rapid burst of profile `profile` (under a millisecond after
+    /// the one before).
+    Rapid {
+        /// The profile.
+        profile: u32,
+        /// Updates of the burst still to come, this one included.
+        left: u32,
     },
     /// Worker `worker` polls the queue (`round` tells stale polls apart).
     Poll {
@@ -360,6 +382,7 @@ pub struct QueueWorld<Q: TaskQueue> {
     /// The invariant checker.
     pub checker: QueueChecker,
     rng_burst: SimRng,
+    rng_rapid: SimRng,
     rng_net: SimRng,
     last_expired: u64,
     last_dead: u64,
@@ -411,6 +434,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
             workers: vec![Worker::default(); knobs.workers as usize],
             flaw,
             rng_burst: root.fork("queue.burst"),
+            rng_rapid: root.fork("queue.rapid"),
             rng_net: root.fork("queue.net"),
             last_expired: 0,
             last_dead: 0,
@@ -460,6 +484,18 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         w.round += 1;
         let round = w.round;
         ctx.schedule_in(delay, QueueEvent::Poll { worker, round });
+    }
+
+    /// Schedules the next update of a rapid burst of `profile`, under a millisecond
+    /// from now (none when `left` is 0 or the safety phase is over).
+    fn schedule_rapid(&mut self, ctx: &mut Ctx<QueueEvent>, profile: u32, left: u32) {
+        let gap_ns = self
+            .rng_rapid
+            .between(20_000, self.knobs.burst_gap_us_max * 1_000);
+        let at = ctx.now() + SimDuration::from_nanos(gap_ns);
+        if left > 0 && at < ctx.horizon() {
+            ctx.schedule_at(at, QueueEvent::Rapid { profile, left });
+        }
     }
 
     fn held(&self, key: TaskKey) -> u64 {
@@ -846,7 +882,20 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                     }
                 }
             }
-            QueueEvent::Update { profile } => self.update(ctx, ProfileId(u64::from(profile))),
+            QueueEvent::Update { profile } => {
+                if self.rng_rapid.below(100) < u64::from(self.knobs.burst_percent) {
+                    let len = self
+                        .rng_rapid
+                        .between(1, u64::from(self.knobs.burst_len_max));
+                    self.schedule_rapid(ctx, profile, len as u32);
+                }
+                self.update(ctx, ProfileId(u64::from(profile)));
+            }
+            QueueEvent::Rapid { profile, left } => {
+                ctx.cover("queue.burst");
+                self.schedule_rapid(ctx, profile, left - 1);
+                self.update(ctx, ProfileId(u64::from(profile)));
+            }
             QueueEvent::Poll { worker, round } => {
                 let w = &self.workers[worker as usize];
                 if w.round == round && w.down == 0 && w.job.is_none() {
