@@ -811,10 +811,7 @@ impl<P: Projection> ProjectionRunner<P> {
         let position = r.position;
         self.cursor = position;
         self.since_checkpoint += 1;
-        if matches!(
-            self.flaw,
-            Flaw::CheckpointBeforeApply | Flaw::PositionAheadOfApply
-        ) {
+        if self.flaw == Flaw::CheckpointBeforeApply || self.flaw == Flaw::PositionAheadOfApply {
             self.checkpoint = position;
             self.since_checkpoint = 0;
             self.pending_checkpoint = Some(position);
