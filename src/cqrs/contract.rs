@@ -6,6 +6,24 @@
 //! The world plays the clients (load, decide, append at the version loaded), the
 //! dispatcher that pushes committed events to the projections over a faulty link, the
 //! crashes, the rebuilds and the queries.
+//!
+//! # What the world observes, and what it trusts
+//!
+//! The world keeps its own ledger of every append it got `Ok` for (the events, their
+//! versions and positions: [`CqrsChecker`](crate::cqrs::invariants::CqrsChecker)), and
+//! compares what the system reports with it. Per method:
+//!
+//! | method | observed or trusted | why |
+//! |---|---|---|
+//! | [`append`](EventSourced::append) | observed: an `Ok` must follow the versions and positions the ledger expects (no two commands that loaded the same version both append, no gap), and enters the ledger; a conflict must be one the ledger admits (`cqrs.no_lost_write`) | the ledger is the world's record of what was acknowledged |
+//! | [`rehydrate`](EventSourced::rehydrate) | compared at every load: state and version equal the fold of the ledger's events of the item (`cqrs.snapshot_fold`); `folded`, `upcast` and `snapshot_version` feed figures and coverage only | |
+//! | [`read_stream`](EventSourced::read_stream), [`read_all`](EventSourced::read_all) | compared at rest with the ledger, event by event (`cqrs.no_lost_write`); the dispatcher pushes events from the ledger, not from `read_all` | a store that drops an acknowledged append is caught however consistent its own head is |
+//! | [`head`](EventSourced::head) | not read: the log's head is the ledger's | |
+//! | [`query`](EventSourced::query) | compared at every step: a read model reporting position `n` must be the fold of the ledger's events 1..=`n` (`cqrs.caught_up`), its position never go back (`cqrs.monotonic_reads`), and at rest equal the fold of the whole ledger | the position is a self-report: trusted, a read model claiming events it had not applied made the checkpoint check pass and its late apply look like a replay (mutant `position_ahead_of_apply`: caught on 500/500 seeds before, all 500 as `cqrs.idempotent_replay`; after, all 500 as `cqrs.caught_up`) |
+//! | [`checkpoint`](EventSourced::checkpoint) | compared: never past the read model's position (itself checked against the ledger), and at rest the ledger's head (`cqrs.caught_up`) | a checkpoint is only the projection's say; the ledger says what it may say |
+//! | [`step`](EventSourced::step) | its report only labels the trace and tells the world when a projection is idle (the run may then stop); a re-applied event is checked for no change (`cqrs.idempotent_replay`), and any change the report hides breaks the fold check above | stopping early cannot hide a lag: at rest every read model is compared with the ledger |
+//! | [`deliver`](EventSourced::deliver), [`crash`](EventSourced::crash), [`rebuild`](EventSourced::rebuild), [`snapshot_if_due`](EventSourced::snapshot_if_due) | inputs the world gives; a snapshot is judged by the next load | |
+//! | [`projections`](EventSourced::projections) | trusted for how many read models there are | the world must know how many to drive |
 
 use crate::config::ConfigError;
 use crate::cqrs::core::{
@@ -141,7 +159,13 @@ impl EventSourced for Inventory {
     fn query(&self, p: usize) -> StockView {
         self.runners
             .get(p)
-            .map(|r| r.read_model().clone())
+            .map(|r| {
+                let mut view = r.read_model().clone();
+                if r.reports_checkpoint_as_position() {
+                    view.position = view.position.max(r.checkpoint());
+                }
+                view
+            })
             .unwrap_or_default()
     }
     fn checkpoint(&self, p: usize) -> u64 {

@@ -142,6 +142,9 @@ pub(crate) enum Flaw {
     StaleSnapshot,
     /// A rebuild resets the live read model instead of building a new one beside it.
     RebuildInPlace,
+    /// As [`CheckpointBeforeApply`](Flaw::CheckpointBeforeApply), and a query reports
+    /// the read model at the checkpoint, ahead of what it applied.
+    PositionAheadOfApply,
 }
 
 /// An in-memory event store: append-only streams with optimistic concurrency, and one
@@ -712,6 +715,11 @@ impl<P: Projection> ProjectionRunner<P> {
         &self.live
     }
 
+    /// Whether a query reports the read model at its checkpoint (a mutant's defect).
+    pub(crate) fn reports_checkpoint_as_position(&self) -> bool {
+        self.flaw == Flaw::PositionAheadOfApply
+    }
+
     /// The durable checkpoint.
     pub fn checkpoint(&self) -> u64 {
         self.checkpoint
@@ -803,7 +811,7 @@ impl<P: Projection> ProjectionRunner<P> {
         let position = r.position;
         self.cursor = position;
         self.since_checkpoint += 1;
-        if self.flaw == Flaw::CheckpointBeforeApply {
+        if self.flaw == Flaw::CheckpointBeforeApply || self.flaw == Flaw::PositionAheadOfApply {
             self.checkpoint = position;
             self.since_checkpoint = 0;
             self.pending_checkpoint = Some(position);

@@ -7,14 +7,16 @@
 //!    acknowledged event is ever missing from its stream or from the global log.
 //! 2. `cqrs.snapshot_fold`: an item loaded from a snapshot plus the later events equals
 //!    the fold of all its acknowledged events.
-//! 3. `cqrs.caught_up`: a checkpoint never passes an event the read model has not
-//!    applied; at rest every checkpoint is the log's head and every read model equals
+//! 3. `cqrs.caught_up`: a read model that reports position `n` is the fold of the
+//!    acknowledged events 1..=`n` (checked at every query, from the world's ledger, not
+//!    from what the read model says it applied); a checkpoint never passes that
+//!    position; at rest every checkpoint is the log's head and every read model equals
 //!    the fold of the log.
 //! 4. `cqrs.idempotent_replay`: an event applied again (a replay after a crash between
 //!    apply and checkpoint, or a duplicated delivery) leaves the read model unchanged.
 //! 5. `cqrs.monotonic_reads`: a query never sees a read model go back in position.
 
-use crate::cqrs::core::{Aggregate, Appended, ExpectedVersion, Recorded, StreamId};
+use crate::cqrs::core::{Aggregate, Appended, ExpectedVersion, Projection, Recorded, StreamId};
 use crate::cqrs::item::{Item, ItemEvent, StockView};
 use faultline_sim::Violation;
 use std::collections::BTreeMap;
@@ -57,6 +59,9 @@ pub struct CqrsChecker {
     pub log: Vec<Recorded<ItemEvent>>,
     /// Per projection: the highest position a query has seen.
     pub seen: BTreeMap<usize, u64>,
+    /// Per projection: the fold of the acknowledged log up to the position its last
+    /// query reported (kept forward as positions rise).
+    pub folded: BTreeMap<usize, StockView>,
 }
 
 impl CqrsChecker {
@@ -216,6 +221,43 @@ impl CqrsChecker {
             ));
         }
         *seen = after.position;
+        self.check_fold(p, after)
+    }
+
+    /// Observed, not trusted: a read model that reports position `n` is the fold of the
+    /// acknowledged events 1..=`n`, whatever it says it applied.
+    fn check_fold(&mut self, p: usize, view: &StockView) -> Result<(), Violation> {
+        let head = self.head();
+        if view.position > head {
+            return Err(Violation::new(
+                CAUGHT_UP,
+                format!(
+                    "a query of proj-{p} reports its read model at position {}, past the {head} \
+                     acknowledged events",
+                    view.position
+                ),
+            ));
+        }
+        let want = self.folded.entry(p).or_default();
+        if want.position > view.position {
+            *want = StockView::default();
+        }
+        let from = usize::try_from(want.position).unwrap_or(usize::MAX);
+        let to = usize::try_from(view.position).unwrap_or(usize::MAX);
+        for r in self.log.get(from..to).unwrap_or_default() {
+            want.apply(r);
+        }
+        if view != want {
+            return Err(Violation::new(
+                CAUGHT_UP,
+                format!(
+                    "a query of proj-{p} reports its read model at position {}, but it is \
+                     {view:?}; the fold of the acknowledged events 1..={} is {want:?}: it claims \
+                     more than it applied",
+                    view.position, view.position
+                ),
+            ));
+        }
         Ok(())
     }
 

@@ -60,4 +60,11 @@ pub const CATALOG: &[Mutant<CqrsPattern>] = &[
         invariants::MONOTONIC_READS,
         |k| flawed(k, Flaw::RebuildInPlace),
     ),
+    Mutant::new(
+        "position_ahead_of_apply",
+        "the checkpoint is written before the event is applied, and a query reports the read model at the checkpoint: \
+         its position is ahead of what it applied",
+        invariants::CAUGHT_UP,
+        |k| flawed(k, Flaw::PositionAheadOfApply),
+    ),
 ];

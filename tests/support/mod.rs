@@ -3,6 +3,8 @@
 //! written to `reports/failures/`, and the command that replays it), one determinism
 //! check, and the mutant and coverage sweeps.
 
+pub mod ledger_bus;
+
 use faultline::harness::{Pattern, Scenario};
 use faultline_sim::{Coverage, FaultKindTag, FaultPlan, RunReport, TraceMode};
 use proptest::prelude::*;

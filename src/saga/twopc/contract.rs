@@ -19,6 +19,29 @@
 //! assert!(world.participants.iter().all(|p| p.locks_held() == 0));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # What the world observes, and what it trusts
+//!
+//! The invariants are checked from what the world itself sees: the transactions it asks
+//! each life of the coordinator to start, the log records it makes durable, the
+//! messages it carries (and what the reference participants, the services, did with
+//! them). What a coordinator says about itself is compared with those facts, never used
+//! instead of them. Per method:
+//!
+//! | method | observed or trusted | why |
+//! |---|---|---|
+//! | [`start`](TwoPcCoordinator::start) | observed: every transaction the world started must, at rest, have a durable decision or have been presumed aborted by a coordinator crash after its start (`twopc.at_rest`), whatever the coordinator says of it | a coordinator that drops a transaction sends nothing and logs nothing for it: only the world's record of what it started shows it (mutant `start_dropped`: 0/500 seeds caught before, 500/500 after) |
+//! | [`poll_output`](TwoPcCoordinator::poll_output) | observed: the world carries out each output itself, so it knows which decisions are durable and which messages left; a `Decide` must match the durable decision, and an `Abort` without a record is presumed only for a transaction the world did not ask this life of the coordinator to start (`twopc.write_ahead`) | "not known" used to be the coordinator's own `state`: one that sends an unlogged `Abort` and forgets the transaction passed (mutant `abort_unlogged_forgotten`: 0/500 before, 499/500 after, the other seed has no abort) |
+//! | [`on_answer`](TwoPcCoordinator::on_answer), [`handle_timeout`](TwoPcCoordinator::handle_timeout) | inputs the world gives | |
+//! | [`poll_timeout`](TwoPcCoordinator::poll_timeout) | trusted to schedule the next `handle_timeout` | a coordinator that arms no timer stalls, and the run fails as stalled |
+//! | [`state`](TwoPcCoordinator::state) | compared at rest: a transaction it knows must be ended, with the decision the log holds (`twopc.at_rest`); no verdict takes it as the decision, which is the log's (none: presumed abort) | only the coordinator can say a transaction ended; the log says whether its decision is true (mutant `state_claims_commit`: 0/500 before, 499/500 after) |
+//! | [`is_at_rest`](TwoPcCoordinator::is_at_rest) | trusted only to tell when the run may stop (with every participant without a timer); the checks then run over every started transaction and every participant | stopping early cannot hide a transaction: each started one is checked, and an in-doubt participant still holds its locks (`twopc.locks_released`) |
+//! | [`totals`](TwoPcCoordinator::totals) | `vote_timeouts`, `presumed_aborts` and `decisions_resent` feed coverage marks only; no verdict reads them | a counter left at zero hides a coverage mark, never a bug |
+//! | [`recovered`](TwoPcCoordinator::recovered) | observed: built from the durable log alone (the world keeps it; memory is gone), then judged like any coordinator | |
+//!
+//! Atomicity, locks, conservation and idempotence (`twopc.at_rest`,
+//! `twopc.locks_released`, `twopc.conservation`, `twopc.idempotent`) are read from the
+//! participants, the world's own services, never from the coordinator.
 
 use crate::clock::Instant;
 use crate::saga::services::{Order, SagaId};
@@ -36,9 +59,11 @@ use crate::saga::twopc::core::{
 /// [`recovered`](TwoPcCoordinator::recovered) from the durable log alone.
 ///
 /// The world holds a coordinator to the protocol: a `Decide` leaves only once the log
-/// holds that decision (an `Abort` without a record only for a transaction the
-/// coordinator does not know: presumed abort), and at rest every transaction it knows
-/// has [ended](TxState::Ended).
+/// holds that decision (an `Abort` without a record only for a transaction this life of
+/// the coordinator was not asked to start: presumed abort), at rest every transaction
+/// the world started has a durable decision or was presumed aborted by a crash, and
+/// every transaction the coordinator knows has [ended](TxState::Ended) with the logged
+/// decision.
 pub trait TwoPcCoordinator {
     /// Starts transaction `tx` for `order` (`Prepare` to every participant); starting a
     /// known transaction again does nothing.

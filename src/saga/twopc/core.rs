@@ -297,6 +297,13 @@ pub(crate) enum Flaw {
     LockLeak,
     /// The inventory releases an aborted reservation without returning its stock.
     AbortLosesStock,
+    /// The coordinator sends an Abort decision at once, logs nothing and forgets the
+    /// transaction (so `state` no longer knows it).
+    AbortUnloggedForgotten,
+    /// The coordinator ignores every seventh `start` (no Prepare, no state).
+    StartDropped,
+    /// The coordinator's `state` reports every known transaction as ended committed.
+    StateClaimsCommit,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -406,7 +413,11 @@ impl Coordinator {
 
     /// Where `tx` stands, if this coordinator knows it.
     pub fn state(&self, tx: SagaId) -> Option<TxState> {
-        self.txs.get(&tx).map(|t| t.state)
+        let state = self.txs.get(&tx).map(|t| t.state);
+        if self.flaw == Flaw::StateClaimsCommit {
+            return state.map(|_| TxState::Ended(Decision::Commit));
+        }
+        state
     }
 
     /// Every known transaction and its state, in id order.
@@ -428,6 +439,9 @@ impl Coordinator {
             return;
         }
         self.totals.started += 1;
+        if self.flaw == Flaw::StartDropped && self.totals.started.is_multiple_of(7) {
+            return;
+        }
         self.txs.insert(
             tx,
             Tx {
@@ -579,7 +593,11 @@ impl Coordinator {
             decision,
             order: t.order,
         };
-        if self.flaw == Flaw::SendBeforeLog {
+        if self.flaw == Flaw::AbortUnloggedForgotten && decision == Decision::Abort {
+            self.send_decision(tx, now, false);
+            self.txs.remove(&tx);
+            self.active.remove(&tx);
+        } else if self.flaw == Flaw::SendBeforeLog {
             self.send_decision(tx, now, false);
             self.outputs.push_back(CoordinatorOutput::Append(record));
         } else {

@@ -1,14 +1,17 @@
 //! The promises of two-phase commit, checked by its world at rest from the
 //! participants' own durable state (and, for [`WRITE_AHEAD`], as each decision leaves):
 //!
-//! 1. [`AT_REST`]: every transaction is decided and ended, and every participant agrees
+//! 1. [`AT_REST`]: every transaction the world started has a durable decision (or was
+//!    presumed aborted by a coordinator crash after its start), the coordinator reports
+//!    each one it knows ended with the logged decision, and every participant agrees
 //!    with the decision (atomicity).
 //! 2. [`LOCKS_RELEASED`]: no lock outlives its transaction.
 //! 3. [`CONSERVATION`]: stock and money add up, and only committed transactions sold
 //!    stock or captured money.
 //! 4. [`IDEMPOTENT`]: a duplicated request has no extra effect.
 //! 5. [`WRITE_AHEAD`]: a decision leaves only once it is durable (an abort without a
-//!    record only for a transaction the coordinator does not know: presumed abort).
+//!    record only for a transaction the world did not ask this life of the coordinator
+//!    to start: presumed abort).
 //!
 //! The names are constants, so a misspelt one fails to compile. They are 2PC's own
 //! (`twopc.*`): a transaction promises other things than a saga

@@ -46,4 +46,22 @@ pub const CATALOG: &[Mutant<TwoPcPattern>] = &[
         inv::CONSERVATION,
         |k| flawed(k, Flaw::AbortLosesStock),
     ),
+    Mutant::new(
+        "abort_unlogged_forgotten",
+        "the coordinator sends an Abort it decided without logging it, and forgets the transaction so it claims not to know it (the world saw it start it)",
+        inv::WRITE_AHEAD,
+        |k| flawed(k, Flaw::AbortUnloggedForgotten),
+    ),
+    Mutant::new(
+        "start_dropped",
+        "the coordinator ignores every seventh transaction it is asked to start: no Prepare, no decision, and it does not know it at rest",
+        inv::AT_REST,
+        |k| flawed(k, Flaw::StartDropped),
+    ),
+    Mutant::new(
+        "state_claims_commit",
+        "the coordinator reports every transaction it knows as ended committed, whatever its log holds",
+        inv::AT_REST,
+        |k| flawed(k, Flaw::StateClaimsCommit),
+    ),
 ];

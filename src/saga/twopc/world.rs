@@ -185,6 +185,9 @@ pub struct TwoPcWorld<C: TwoPcCoordinator = Coordinator> {
     checkouts: Vec<(SimTime, SagaId, Order)>,
     waiting_starts: Vec<(SagaId, Order)>,
     orders: BTreeMap<SagaId, Order>,
+    /// The transactions the world asked the living coordinator to start (since its last
+    /// recovery): the ones it must know.
+    started_this_life: BTreeSet<SagaId>,
     arrived: BTreeMap<SagaId, SimTime>,
     known: BTreeSet<SagaId>,
     presumed: BTreeSet<SagaId>,
@@ -246,6 +249,7 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
             checkouts: checkouts(&knobs),
             waiting_starts: Vec::new(),
             orders: BTreeMap::new(),
+            started_this_life: BTreeSet::new(),
             arrived: BTreeMap::new(),
             known: BTreeSet::new(),
             presumed: BTreeSet::new(),
@@ -344,21 +348,24 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
     fn send(&mut self, ctx: &mut Ctx<TwoPcEvent>, msg: ToParticipant) -> Result<(), Violation> {
         // Write-ahead: a decision leaves only once it is durable; an abort without a
         // record only for a transaction the coordinator does not know (presumed abort).
+        // What it knows is what the world saw: the transactions it asked this life of
+        // the coordinator to start (whatever `state` says of them).
         if let Request::Decide(d) = msg.request {
-            let known = self
-                .coordinator
-                .as_ref()
-                .and_then(|c| c.state(msg.tx))
-                .is_some();
+            let known = self.started_this_life.contains(&msg.tx);
             let ok = match self.durable.get(&msg.tx) {
                 Some(logged) => *logged == d,
                 None => d == Decision::Abort && !known,
             };
             if !ok {
+                let why = if known && !self.durable.contains_key(&msg.tx) {
+                    " (this coordinator was asked to start it, so no Abort is presumed)"
+                } else {
+                    ""
+                };
                 return Err(Violation::new(
                     WRITE_AHEAD,
                     format!(
-                        "{msg} was sent while the log holds {:?} for it",
+                        "{msg} was sent while the log holds {:?} for it{why}",
                         self.durable.get(&msg.tx)
                     ),
                 ));
@@ -433,6 +440,7 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
         if let Some(c) = self.coordinator.as_mut() {
             c.start(tx, order, Instant::from(ctx.now()));
             self.orders.insert(tx, order);
+            self.started_this_life.insert(tx);
             self.stats.started += 1;
             self.lanes.push((tx, ctx.now(), "started".into()));
             self.pump(ctx)
@@ -606,6 +614,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
         if edge.started && self.coordinator.is_some() {
             // Memory is lost: what was not durable is gone.
             self.coordinator = None;
+            self.started_this_life.clear();
             self.pipeline.clear();
             self.writing = false;
             self.life += 1;
@@ -672,12 +681,36 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
         let mut first_disagreement = None;
         let (mut committed, mut aborted, mut inconsistent, mut refused) = (0, 0, 0, 0);
         for tx in self.orders.keys() {
-            if let Some(st) = c.state(*tx)
-                && !matches!(st, TxState::Ended(_))
-            {
-                return Err(Violation::new(AT_REST, format!("{tx} is left {st:?}")));
+            // Observed: every transaction the world started has a durable decision, or
+            // a coordinator crash since it started presumed it aborted.
+            let logged = self.durable.get(tx).copied();
+            if logged.is_none() && !self.presumed.contains(tx) {
+                return Err(Violation::new(
+                    AT_REST,
+                    format!(
+                        "{tx} was started but never decided: no decision of it is durable, \
+                         and no coordinator crash since its start presumed it aborted \
+                         (the coordinator reports it {:?})",
+                        c.state(*tx)
+                    ),
+                ));
             }
-            let decision = self.durable.get(tx).copied().unwrap_or(Decision::Abort);
+            // Compared: what the coordinator says of it, with its log.
+            if let Some(st) = c.state(*tx) {
+                if !matches!(st, TxState::Ended(_)) {
+                    return Err(Violation::new(AT_REST, format!("{tx} is left {st:?}")));
+                }
+                if st.decision() != logged {
+                    return Err(Violation::new(
+                        AT_REST,
+                        format!(
+                            "the coordinator reports {tx} {st:?}, but its log holds {logged:?} \
+                             for it"
+                        ),
+                    ));
+                }
+            }
+            let decision = logged.unwrap_or(Decision::Abort);
             let locals: Vec<Option<Local>> =
                 self.participants.iter().map(|p| p.local(*tx)).collect();
             let agrees = match decision {
