@@ -6,6 +6,7 @@
 //! cargo run --release --example my_breaker -- sweep my-breaker
 //! cargo run --release --example my_breaker -- run my-breaker --seed 7
 //! cargo run --release --example my_breaker -- list
+//! cargo test --release --example my_breaker
 //! ```
 //!
 //! `MyBreaker` trips after `failures_to_trip` failures in a row, rejects callers for a
@@ -215,10 +216,10 @@ impl CallGuard for MyBreaker {
     }
 }
 
-fn main() -> ExitCode {
-    // Each seed's SMS world, with your breaker in it, under its own name. The callers'
-    // deadline and bulkhead size come from the seed's knobs; the rest is yours.
-    let mine = Plugin::new(BreakerPattern, "my-breaker", |knobs: &SmsKnobs| {
+/// Your breaker in each seed's SMS world, under its own name. The callers' deadline and
+/// bulkhead size come from the seed's knobs; the rest of the settings are yours.
+fn my_breaker() -> Plugin<BreakerPattern, SmsWorld<MyBreaker>> {
+    Plugin::new(BreakerPattern, "my-breaker", |knobs: &SmsKnobs| {
         let breaker = MyBreaker::new(MyConfig {
             failures_to_trip: 5,
             wait_in_open: Duration::from_secs(1),
@@ -227,8 +228,24 @@ fn main() -> ExitCode {
         });
         SmsWorld::new(knobs.clone(), breaker)
     })
-    .about("my circuit breaker (5 failures in a row, 1 s open, 1 probe) in front of the SMS API");
+    .about("my circuit breaker (5 failures in a row, 1 s open, 1 probe) in front of the SMS API")
+}
+
+/// The command, with your breaker next to the built-in patterns.
+fn main() -> ExitCode {
+    let mine = my_breaker();
     let mut patterns: Vec<&dyn Pattern> = faultline::registry::patterns();
     patterns.push(&mine);
     faultline::cli::main(&patterns)
+}
+
+/// The same breaker from `cargo test --example my_breaker` (in your crate: a file in
+/// `tests/`): sweeps seeds 0..1000, or `FAULTLINE_SEEDS`, and on a failure writes the
+/// shrunk plan and fails with the line that replays it.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn my_breaker_keeps_its_promises() {
+        faultline::check::Check::new(&super::my_breaker()).run();
+    }
 }
