@@ -21,7 +21,9 @@
 //! ```
 //!
 //! Exit codes: 0 every invariant held; 1 a violation was found (printed with the
-//! command that replays it); 2 bad usage or bad input.
+//! command that replays it); 2 bad usage or bad input. A mutant's sweep (`sweep
+//! PATTERN --mutant NAME`, and the merge of its shards) turns the first two around, as
+//! `mutants` does: 0 some seed caught the mutant, 1 it survived every seed.
 //!
 //! The replay commands it prints name the binary that is running: `cargo run --release
 //! [--bin NAME | --example NAME] --` when it runs from a cargo target directory (the
@@ -32,7 +34,9 @@
 use crate::harness::{HarnessError, Pattern, Run};
 use crate::registry;
 use clap::{Parser, Subcommand};
-use faultline_sim::report::model::{FailureView, Histogram, MutantRow, PatternSweep, SweepView};
+use faultline_sim::report::model::{
+    FailureView, Histogram, MutantRow, PatternSweep, SweepView, SweptMutant,
+};
 use faultline_sim::report::{render_index, render_run};
 use faultline_sim::shrink::shrink_plan;
 use faultline_sim::sweep::{SeedRange, Shard, SweepProgress, SweepSummary, sweep};
@@ -53,7 +57,7 @@ const OUT_DEFAULT: &str = "reports";
     name = "faultline",
     version,
     about = "Deterministic chaos tests for resilience patterns: run, replay, sweep, merge, mutants, list.",
-    after_help = "Exit codes: 0 every invariant held, 1 a violation was found, 2 bad usage or input."
+    after_help = "Exit codes: 0 every invariant held, 1 a violation was found, 2 bad usage or input.\nsweep --mutant (and its merge): 0 some seed caught the mutant, 1 it survived every seed."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -114,6 +118,11 @@ enum Command {
         /// Failing seeds to shrink and report per pattern.
         #[arg(long, default_value_t = 10)]
         shrink_max: usize,
+        /// Sweep this mutant of the pattern's catalog instead of the reference, to see
+        /// on how many seeds the invariants catch it (one pattern only). Exits 0 when
+        /// some seed caught it, 1 when it survived every seed.
+        #[arg(long)]
+        mutant: Option<String>,
         /// Where reports go [default: reports].
         #[arg(long)]
         out: Option<PathBuf>,
@@ -228,15 +237,19 @@ where
             jobs,
             shard,
             shrink_max,
+            mutant,
             out,
         } => sweep_cmd(
             &cx,
             &command,
             &patterns,
-            seeds,
-            jobs,
-            shard,
-            shrink_max,
+            SweepArgs {
+                seeds,
+                jobs,
+                shard,
+                shrink_max,
+                mutant,
+            },
             out.as_deref(),
         ),
         Command::List => {
@@ -592,25 +605,69 @@ fn write_index(out: &Path, view: &mut SweepView) -> Result<(), UsageError> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn sweep_cmd(
-    cx: &Context<'_>,
-    command: &str,
-    names: &[String],
+/// What `sweep` was asked to do, beyond the patterns and `--out`.
+struct SweepArgs {
     seeds: Option<SeedRange>,
     jobs: Option<usize>,
     shard: Option<Shard>,
     shrink_max: usize,
+    mutant: Option<String>,
+}
+
+/// The mutant a `sweep --mutant NAME` of `patterns` runs: it needs exactly one pattern,
+/// whose catalog has a mutant of that name.
+fn swept_mutant(
+    cx: &Context<'_>,
+    patterns: &[&dyn Pattern],
+    name: &str,
+) -> Result<SweptMutant, UsageError> {
+    let [pattern] = patterns else {
+        let having: Vec<&str> = cx
+            .patterns
+            .iter()
+            .filter(|p| p.mutant_info(name).is_ok())
+            .map(|p| p.name())
+            .collect();
+        let hint = match having.as_slice() {
+            [] => String::new(),
+            [one] => format!(": `sweep {one} --mutant {name}`"),
+            many => format!(
+                " (the catalogs of {} have one of that name)",
+                many.join(", ")
+            ),
+        };
+        return Err(UsageError(format!(
+            "--mutant sweeps one pattern's mutant: name exactly one pattern{hint}"
+        )));
+    };
+    let info = pattern.mutant_info(name)?;
+    Ok(SweptMutant {
+        name: info.name.to_string(),
+        defect: info.defect.to_string(),
+    })
+}
+
+fn sweep_cmd(
+    cx: &Context<'_>,
+    command: &str,
+    names: &[String],
+    args: SweepArgs,
     out_arg: Option<&Path>,
 ) -> CliResult {
     let out = out_arg.unwrap_or(Path::new(OUT_DEFAULT));
     let patterns = cx.resolve(names)?;
-    let jobs = match jobs {
+    let swept = args
+        .mutant
+        .as_deref()
+        .map(|m| swept_mutant(cx, &patterns, m))
+        .transpose()?;
+    let mutant = swept.as_ref().map(|m| m.name.as_str());
+    let jobs = match args.jobs {
         Some(0) => return Err(UsageError("--jobs must be at least 1".into())),
         Some(j) => j,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let shard = shard.unwrap_or(Shard::ALL);
+    let shard = args.shard.unwrap_or(Shard::ALL);
     let mut view = SweepView {
         command: command.to_string(),
         patterns: Vec::new(),
@@ -620,11 +677,12 @@ fn sweep_cmd(
     };
     let mut all_passed = true;
     for pattern in patterns {
-        let range = seeds.unwrap_or_else(|| pattern.default_seeds());
+        let range = args.seeds.unwrap_or_else(|| pattern.default_seeds());
         let total = shard.seeds(range).count() as u64;
         println!(
-            "sweeping {} seeds {range} shard {shard} ({total} seeds) on {jobs} threads",
-            pattern.name()
+            "sweeping {}{} seeds {range} shard {shard} ({total} seeds) on {jobs} threads",
+            pattern.name(),
+            mutant.map_or(String::new(), |m| format!(" (mutant {m})"))
         );
         let started = WallClock::now();
         let progress = Progress::new(pattern.name(), total);
@@ -632,7 +690,7 @@ fn sweep_cmd(
             range,
             shard,
             jobs,
-            |seed| pattern.run(seed, &pattern.plan(seed), TraceMode::Off, None),
+            |seed| pattern.run(seed, &pattern.plan(seed), TraceMode::Off, mutant),
             |r| !matches!(r, Ok(Run { report, .. }) if report.outcome.is_pass()),
             |p| progress.update(p),
         )?;
@@ -647,6 +705,7 @@ fn sweep_cmd(
                 values: Vec::new(),
             })
             .collect();
+        let replay = |seed| cx.replay(pattern.name(), seed, None, mutant, out_arg);
         for r in &results {
             match &r.result {
                 Ok(Ok(run)) => {
@@ -658,28 +717,17 @@ fn sweep_cmd(
                         }
                     }
                 }
-                Ok(Err(e)) => summary.add_panic(
-                    r.seed,
-                    e.to_string(),
-                    cx.replay(pattern.name(), r.seed, None, None, out_arg),
-                ),
-                Err(panic) => summary.add_panic(
-                    r.seed,
-                    panic.clone(),
-                    cx.replay(pattern.name(), r.seed, None, None, out_arg),
-                ),
+                Ok(Err(e)) => summary.add_panic(r.seed, e.to_string(), replay(r.seed)),
+                Err(panic) => summary.add_panic(r.seed, panic.clone(), replay(r.seed)),
             }
         }
         summary.wall_ms = started.elapsed().as_millis() as u64;
         // A failing run's report names the world's built-in replay hint: name this
         // program and pattern instead.
         for f in &mut summary.failures {
-            f.replay = cx.replay(pattern.name(), f.seed, None, None, out_arg);
+            f.replay = replay(f.seed);
         }
-        let failures = report_failures(cx, pattern, &summary, shrink_max, out_arg)?;
-        if !summary.failures.is_empty() {
-            all_passed = false;
-        }
+        let failures = report_failures(cx, pattern, mutant, &summary, args.shrink_max, out_arg)?;
         println!(
             "{}: {} seeds, {} passed, {} failed, {} simulated events, {} of {} coverage marks hit, {:.1} s",
             pattern.name(),
@@ -695,23 +743,51 @@ fn sweep_cmd(
             summary.coverage.len(),
             summary.wall_ms as f64 / 1000.0
         );
-        for f in &failures {
-            println!(
-                "  seed {} broke {}: replay with {}",
-                f.seed, f.invariant, f.replay
-            );
-        }
-        view.patterns.push(PatternSweep {
+        let section = PatternSweep {
             pattern: pattern.name().to_string(),
             invariants: pattern.invariants().iter().map(|s| s.to_string()).collect(),
             summary,
             histograms,
             failures,
-        });
+            mutant: swept.clone(),
+        };
+        all_passed &= print_verdict(&section);
+        view.patterns.push(section);
     }
     add_comparisons(&mut view);
     write_index(out, &mut view)?;
     Ok(all_passed)
+}
+
+/// Prints what a pattern's sweep found beyond its counts, and says whether it is the
+/// outcome hoped for: for an implementation, that every seed passed (its failures are
+/// listed with their replay commands); for a mutant, that some seed caught it (the
+/// verdict line, and the command that replays its first catch).
+fn print_verdict(p: &PatternSweep) -> bool {
+    match p.mutant_verdict() {
+        None => {
+            for f in &p.failures {
+                println!(
+                    "  seed {} broke {}: replay with {}",
+                    f.seed, f.invariant, f.replay
+                );
+            }
+            p.summary.failures.is_empty()
+        }
+        Some(line) => {
+            println!("{line}");
+            // Every failing seed has a view, in seed order; the first ones carry the
+            // shrunk plan.
+            let first = p.failures.iter().min_by_key(|f| f.seed);
+            match first {
+                Some(f) => println!("  replay: {}", f.replay),
+                None => println!(
+                    "  the invariants missed this deliberately broken implementation on every seed"
+                ),
+            }
+            first.is_some()
+        }
+    }
 }
 
 /// Adds every comparison of the registry with at least two of its patterns in `view` and
@@ -734,6 +810,7 @@ fn add_comparisons(view: &mut SweepView) {
 fn report_failures(
     cx: &Context<'_>,
     pattern: &dyn Pattern,
+    mutant: Option<&str>,
     summary: &SweepSummary,
     shrink_max: usize,
     out_arg: Option<&Path>,
@@ -745,7 +822,7 @@ fn report_failures(
             seed: f.seed,
             invariant: f.invariant.clone(),
             message: f.message.clone(),
-            replay: cx.replay(pattern.name(), f.seed, None, None, out_arg),
+            replay: cx.replay(pattern.name(), f.seed, None, mutant, out_arg),
             report_href: None,
             plan_href: None,
             faults_shrunk: None,
@@ -754,17 +831,20 @@ fn report_failures(
             let original = pattern.plan(f.seed);
             let same_failure = |p: &FaultPlan| {
                 pattern
-                    .run(f.seed, p, TraceMode::Off, None)
+                    .run(f.seed, p, TraceMode::Off, mutant)
                     .is_ok_and(|r| r.report.outcome.invariant() == Some(f.invariant.as_str()))
             };
             let shrunk = shrink_plan(&original, same_failure, 400);
             let plan = shrunk.plan.with_seed(f.seed);
-            let stem = format!("{}-seed-{}", pattern.name(), f.seed);
+            let stem = match mutant {
+                None => format!("{}-seed-{}", pattern.name(), f.seed),
+                Some(m) => format!("{}-seed-{}-mutant-{m}", pattern.name(), f.seed),
+            };
             let plan_rel = format!("failures/{stem}.json");
             write(&out.join(&plan_rel), &plan.to_json())?;
             let plan_arg = out.join(&plan_rel).display().to_string();
-            let mut run_view = pattern.view(f.seed, &plan, None)?;
-            run_view.replay = cx.replay(pattern.name(), f.seed, Some(&plan_arg), None, out_arg);
+            let mut run_view = pattern.view(f.seed, &plan, mutant)?;
+            run_view.replay = cx.replay(pattern.name(), f.seed, Some(&plan_arg), mutant, out_arg);
             write(
                 &out.join(format!("failures/{stem}.html")),
                 &render_run(&run_view)?,
@@ -779,13 +859,50 @@ fn report_failures(
     Ok(views)
 }
 
+/// Which implementation a pattern's sweep ran: `None` for the pattern's own, else the
+/// pattern and the name of the mutant.
+fn swept_kind(p: &PatternSweep) -> Option<(&str, &str)> {
+    p.mutant
+        .as_ref()
+        .map(|m| (p.pattern.as_str(), m.name.as_str()))
+}
+
+/// `kind` in words.
+fn kind_words(kind: Option<(&str, &str)>) -> String {
+    match kind {
+        None => "the patterns' own implementations".to_string(),
+        Some((pattern, mutant)) => format!("mutant `{mutant}` of {pattern}"),
+    }
+}
+
 fn merge_cmd(command: &str, files: &[PathBuf], out: &Path) -> CliResult {
     let mut merged: Option<SweepView> = None;
+    // The first file and the kind of implementation it swept: every part must match.
+    let mut first: Option<(&Path, Option<(String, String)>)> = None;
     for file in files {
         let text = std::fs::read_to_string(file)
             .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
         let part: SweepView = serde_json::from_str(&text)
             .map_err(|e| UsageError(format!("{} is not a sweep summary: {e}", file.display())))?;
+        for p in &part.patterns {
+            let kind = swept_kind(p).map(|(a, b)| (a.to_string(), b.to_string()));
+            match &first {
+                None => first = Some((file.as_path(), kind)),
+                Some((_, k)) if *k == kind => {}
+                Some((f, k)) => {
+                    let words = |k: &Option<(String, String)>| {
+                        kind_words(k.as_ref().map(|(a, b)| (a.as_str(), b.as_str())))
+                    };
+                    return Err(UsageError(format!(
+                        "{} swept {}, {} swept {}: a mutant sweep's shards merge only with shards of the same mutant",
+                        file.display(),
+                        words(&kind),
+                        f.display(),
+                        words(k)
+                    )));
+                }
+            }
+        }
         match &mut merged {
             None => merged = Some(part),
             Some(m) => {
@@ -826,7 +943,6 @@ fn merge_cmd(command: &str, files: &[PathBuf], out: &Path) -> CliResult {
     let mut passed = true;
     for p in &view.patterns {
         let s = &p.summary;
-        passed &= s.failures.is_empty();
         println!(
             "{}: {} seeds in {} of {} shards{}, {} failed",
             p.pattern,
@@ -836,6 +952,7 @@ fn merge_cmd(command: &str, files: &[PathBuf], out: &Path) -> CliResult {
             if s.is_complete() { "" } else { " (incomplete)" },
             s.failures.len()
         );
+        passed &= print_verdict(p);
     }
     write_index(out, &mut view)?;
     Ok(passed)

@@ -8,7 +8,7 @@
 
 use faultline_sim::report::{
     Band, Comparison, FailureView, Histogram, Lane, MutantRow, PatternSweep, RunView, Series,
-    SweepView, Timeline, Verdict, render_index, render_run,
+    SweepView, SweptMutant, Timeline, Verdict, render_index, render_run,
 };
 use faultline_sim::sweep::{MarkSummary, SeedFailure};
 use faultline_sim::{
@@ -320,6 +320,7 @@ fn sample_sweep() -> SweepView {
                         faults_shrunk: None,
                     },
                 ],
+                mutant: None,
             },
             PatternSweep {
                 pattern: "retry".into(),
@@ -327,6 +328,7 @@ fn sample_sweep() -> SweepView {
                 summary: summary((0, 1000), &[Shard::new(1, 4).unwrap()], vec![]),
                 histograms: vec![],
                 failures: vec![],
+                mutant: None,
             },
         ],
         mutants: vec![
@@ -709,4 +711,59 @@ fn summaries_without_comparisons_still_load() {
     with.comparisons = compared_sweep().comparisons;
     let back: SweepView = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
     assert_eq!(back.comparisons, with.comparisons);
+}
+
+/// A mutant sweep: the page and the verdict line say which mutant ran and how often the
+/// seeds caught it; a sweep of the implementation itself carries no `mutant` key.
+#[test]
+fn a_mutant_sweep_says_which_mutant_ran_and_how_often_it_was_caught() {
+    let plain = serde_json::to_value(sample_sweep()).unwrap();
+    assert!(plain["patterns"][0].get("mutant").is_none());
+
+    let mut view = sample_sweep();
+    view.patterns.truncate(1);
+    view.patterns[0].mutant = Some(SweptMutant {
+        name: "never_opens".into(),
+        defect: format!("ignores failures {XSS}"),
+    });
+    let line = view.patterns[0].mutant_verdict().unwrap();
+    assert_eq!(
+        line,
+        "mutant never_opens: caught on 2 of 1000 seeds (0.2 %), first by breaker.no_call_while_open at seed 42"
+    );
+    let html = render_index(&view).unwrap();
+    assert_clean(&html);
+    assert!(html.contains("mutant <code>never_opens</code>"), "{html}");
+    assert!(html.contains("✔ caught on 2 of 1,000 seeds"));
+    assert!(html.contains(&line));
+    assert!(html.contains(&format!("ignores failures {XSS_ESCAPED}")));
+    let back: SweepView = serde_json::from_str(&serde_json::to_string(&view).unwrap()).unwrap();
+    assert_eq!(back.patterns[0].mutant, view.patterns[0].mutant);
+
+    // Never caught: it survived, and the page says so.
+    view.patterns[0].summary = summary((0, 1000), &[Shard::ALL], vec![]);
+    view.patterns[0].failures.clear();
+    assert_eq!(
+        view.patterns[0].mutant_verdict().unwrap(),
+        "mutant never_opens: survived all 1000 seeds, no invariant caught it"
+    );
+    let html = render_index(&view).unwrap();
+    assert!(html.contains("✘ survived"));
+    // The tenth is rounded down: only every seed makes 100.0 %.
+    let s = &mut view.patterns[0].summary;
+    s.failures = (0..999)
+        .map(|seed| SeedFailure {
+            seed,
+            invariant: "breaker.recovers".into(),
+            message: String::new(),
+            replay: String::new(),
+        })
+        .collect();
+    s.passed = 1;
+    assert!(
+        view.patterns[0]
+            .mutant_verdict()
+            .unwrap()
+            .contains("caught on 999 of 1000 seeds (99.9 %), first by breaker.recovers at seed 0")
+    );
 }

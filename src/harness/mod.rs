@@ -71,7 +71,7 @@ pub enum HarnessError {
         known: String,
     },
     /// No mutant has that name.
-    #[error("pattern `{pattern}` has no mutant `{name}`; its mutants: {known}")]
+    #[error("pattern `{pattern}` has no mutant `{name}`; {}", mutant_list(known))]
     UnknownMutant {
         /// The pattern.
         pattern: String,
@@ -138,6 +138,15 @@ pub trait Pattern: Send + Sync {
             .find(|m| m.name == name)
             .copied()
             .ok_or_else(|| unknown_mutant(self.name(), name, mutants.iter().map(|m| m.name)))
+    }
+}
+
+/// The known mutants of an [`HarnessError::UnknownMutant`] in words.
+fn mutant_list(known: &str) -> String {
+    if known.is_empty() {
+        "it has no mutant catalog (a plug-in has none; its scenario's mutants run under the built-in pattern's name)".to_string()
+    } else {
+        format!("its mutants: {known}")
     }
 }
 

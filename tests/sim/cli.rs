@@ -432,3 +432,201 @@ fn sweep_and_merge_show_the_saga_vs_2pc_comparison() {
         serde_json::from_str(&std::fs::read_to_string(kept.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["comparisons"].as_array().map(Vec::len), Some(1));
 }
+
+/// `sweep PATTERN --mutant NAME` measures on how many seeds the invariants catch a
+/// mutant: the line, the replay with `--mutant`, the report and summary.json name it; it
+/// exits 0 when caught, 1 when it survived; its shards merge only with their own kind.
+#[test]
+fn sweep_of_a_mutant_counts_the_seeds_that_catch_it() {
+    let out = scratch("sweep-mutant");
+    let sweep = |seeds: &str, extra: &[&str], dir: &Path| {
+        let mut args = vec![
+            "sweep",
+            "breaker",
+            "--mutant",
+            "no_timeout",
+            "--seeds",
+            seeds,
+            "--jobs",
+            "2",
+            "--shrink-max",
+            "1",
+            "--out",
+            s(dir),
+        ];
+        args.extend(extra);
+        faultline(&args)
+    };
+    let summary = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+    };
+    let o = sweep("0..40", &[], &out);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("sweeping breaker (mutant no_timeout) seeds 0..40"),
+        "{stdout}"
+    );
+    let sum = summary(&out);
+    let p = &sum["patterns"][0];
+    assert_eq!(p["mutant"]["name"], "no_timeout");
+    assert_eq!(p["mutant"]["defect"], "no timeout on slow calls");
+    let caught = 40 - p["summary"]["passed"].as_u64().unwrap();
+    assert!(
+        caught > 0 && caught < 40,
+        "{caught}: a range it is caught on only in part"
+    );
+    assert_eq!(p["failures"].as_array().unwrap().len() as u64, caught);
+    // Seeds 0 and 1 do not catch it, seed 2 does: the command runs the mutant, checked
+    // seed by seed with `run --mutant`.
+    let line = format!(
+        "mutant no_timeout: caught on {caught} of 40 seeds ({}.{} %), first by breaker.responsiveness at seed 2",
+        caught * 1000 / 40 / 10,
+        caught * 1000 / 40 % 10
+    );
+    assert!(stdout.contains(&line), "{line:?} missing from\n{stdout}");
+    for (seed, code) in [("0", 0), ("1", 0), ("2", 1)] {
+        let o = faultline(&[
+            "run",
+            "breaker",
+            "--seed",
+            seed,
+            "--mutant",
+            "no_timeout",
+            "--out",
+            s(&out),
+        ]);
+        assert_eq!(o.status.code(), Some(code), "seed {seed}: {}", text(&o).0);
+    }
+    // The replay line names the mutant and the shrunk plan, and reproduces the catch.
+    let plan = out.join("failures/breaker-seed-2-mutant-no_timeout.json");
+    assert!(
+        plan.exists()
+            && out
+                .join("failures/breaker-seed-2-mutant-no_timeout.html")
+                .exists()
+    );
+    let replay = format!(
+        "  replay: cargo run --release -- replay breaker --seed 2 --plan {} --mutant no_timeout --out {}",
+        plan.display(),
+        out.display()
+    );
+    assert!(
+        stdout.contains(&replay),
+        "{replay:?} missing from\n{stdout}"
+    );
+    let again = faultline(&[
+        "replay",
+        "breaker",
+        "--seed",
+        "2",
+        "--plan",
+        s(&plan),
+        "--mutant",
+        "no_timeout",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again).0);
+    assert!(text(&again).0.contains("FAILED: breaker.responsiveness"));
+    for f in p["failures"].as_array().unwrap() {
+        assert!(
+            f["replay"]
+                .as_str()
+                .unwrap()
+                .contains("--mutant no_timeout"),
+            "{f}"
+        );
+    }
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("breaker, mutant <code>no_timeout</code>"));
+    assert!(html.contains(&line[..line.find(" (").unwrap()]));
+
+    // Seeds that never catch it: it survived, exit 1.
+    let survived = scratch("sweep-mutant-survived");
+    let o = sweep("0..2", &[], &survived);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).0);
+    assert!(
+        text(&o)
+            .0
+            .contains("mutant no_timeout: survived all 2 seeds, no invariant caught it"),
+        "{}",
+        text(&o).0
+    );
+
+    // Shards of a mutant sweep merge into the whole's figures, and only with their kind.
+    let shard = |i: &str, mutant: Option<&str>| {
+        let dir = scratch(&format!(
+            "sweep-mutant-shard-{}-{}",
+            i.replace('/', "of"),
+            mutant.unwrap_or("reference")
+        ));
+        let mut args = vec!["sweep", "breaker", "--seeds", "0..40", "--shard", i];
+        if let Some(m) = mutant {
+            args.extend(["--mutant", m]);
+        }
+        args.extend(["--jobs", "1", "--shrink-max", "0", "--out", s(&dir)]);
+        let o = faultline(&args);
+        assert!(o.status.code().is_some_and(|c| c < 2), "{}", text(&o).1);
+        dir.join("summary.json")
+    };
+    let (a, b) = (
+        shard("1/2", Some("no_timeout")),
+        shard("2/2", Some("no_timeout")),
+    );
+    let merged = scratch("sweep-mutant-merged");
+    let o = faultline(&["merge", s(&a), s(&b), "--out", s(&merged)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert!(text(&o).0.contains(&line), "{}", text(&o).0);
+    let m = summary(&merged);
+    assert_eq!(m["patterns"][0]["mutant"]["name"], "no_timeout");
+    assert_eq!(
+        m["patterns"][0]["summary"]["passed"],
+        p["summary"]["passed"]
+    );
+    assert_eq!(
+        m["patterns"][0]["summary"]["digest"],
+        p["summary"]["digest"]
+    );
+    let reference = shard("2/2", None);
+    let other = shard("2/2", Some("bypass_breaker"));
+    for (x, y, needle) in [
+        (&a, &reference, "the patterns' own implementations"),
+        (&reference, &a, "mutant `no_timeout` of breaker"),
+        (&a, &other, "mutant `bypass_breaker` of breaker"),
+    ] {
+        let o = faultline(&["merge", s(x), s(y), "--out", s(&merged)]);
+        let (_, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(needle) && stderr.contains("merge only with shards of the same mutant"),
+            "{needle:?} missing from {stderr}"
+        );
+    }
+
+    // Bad usage: an unknown mutant lists the catalog; --mutant needs one pattern.
+    for (args, needle) in [
+        (
+            vec!["sweep", "breaker", "--mutant", "nope"],
+            "pattern `breaker` has no mutant `nope`; its mutants: half_open_admits_all, ",
+        ),
+        (
+            vec!["sweep", "--mutant", "no_timeout"],
+            "name exactly one pattern: `sweep breaker --mutant no_timeout`",
+        ),
+        (
+            vec!["sweep", "breaker", "bus", "--mutant", "no_timeout"],
+            "name exactly one pattern",
+        ),
+    ] {
+        let mut args = args;
+        args.extend(["--seeds", "0..2", "--out", s(&out)]);
+        let o = faultline(&args);
+        let (stdout, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {needle:?} missing from {stderr}"
+        );
+    }
+}

@@ -267,4 +267,40 @@ fn a_binary_of_ones_own_sweeps_plugins_into_the_same_reports() {
         code(&mutant),
         format!("{:?}", std::process::ExitCode::from(2))
     );
+    // Nor can it sweep one; the built-in pattern's mutants sweep under its own name,
+    // and a mutant caught on some seed is the outcome hoped for (0).
+    let sweep_mutant = [
+        "x",
+        "sweep",
+        "my-breaker",
+        "--mutant",
+        "no_timeout",
+        "--seeds",
+        "0..3",
+        "--out",
+        o,
+    ];
+    assert_eq!(
+        code(&sweep_mutant),
+        format!("{:?}", std::process::ExitCode::from(2))
+    );
+    let sweep_builtin = [
+        "x",
+        "sweep",
+        "breaker",
+        "--mutant",
+        "no_timeout",
+        "--seeds",
+        "0..3",
+        "--out",
+        o,
+    ];
+    assert_eq!(code(&sweep_builtin), ok);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["patterns"][0]["mutant"]["name"], "no_timeout");
+    assert!(
+        out.join("failures/breaker-seed-2-mutant-no_timeout.json")
+            .exists()
+    );
 }

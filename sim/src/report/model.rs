@@ -139,6 +139,56 @@ pub struct PatternSweep {
     pub histograms: Vec<Histogram>,
     /// The failing seeds, with links.
     pub failures: Vec<FailureView>,
+    /// The mutant of the pattern's catalog that ran instead of its reference, when the
+    /// sweep measured one (`faultline sweep PATTERN --mutant NAME`): its failing seeds
+    /// are the seeds that caught it. Absent for a sweep of the implementation itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutant: Option<SweptMutant>,
+}
+
+impl PatternSweep {
+    /// For a mutant sweep, the line that says how often the invariants caught it;
+    /// `None` for a sweep of the implementation itself.
+    pub fn mutant_verdict(&self) -> Option<String> {
+        self.mutant.as_ref().map(|m| m.verdict(&self.summary))
+    }
+}
+
+/// A mutant a sweep ran instead of the pattern's reference implementation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweptMutant {
+    /// The mutant's name in the pattern's catalog.
+    pub name: String,
+    /// What is broken in it, in words.
+    pub defect: String,
+}
+
+impl SweptMutant {
+    /// How often `summary`'s seeds caught this mutant, in words: `mutant NAME: caught
+    /// on N of M seeds (P %), first by INVARIANT at seed S`, or `mutant NAME: survived
+    /// all M seeds, no invariant caught it`. The percentage is rounded down to a tenth,
+    /// so only a mutant caught on every seed shows 100.0 %.
+    pub fn verdict(&self, summary: &SweepSummary) -> String {
+        let caught = summary.runs.saturating_sub(summary.passed);
+        match summary.failures.iter().min_by_key(|f| f.seed) {
+            Some(first) if caught > 0 => {
+                let permille = caught * 1000 / summary.runs.max(1);
+                format!(
+                    "mutant {}: caught on {caught} of {} seeds ({}.{} %), first by {} at seed {}",
+                    self.name,
+                    summary.runs,
+                    permille / 10,
+                    permille % 10,
+                    first.invariant,
+                    first.seed
+                )
+            }
+            _ => format!(
+                "mutant {}: survived all {} seeds, no invariant caught it",
+                self.name, summary.runs
+            ),
+        }
+    }
 }
 
 /// A mutant's row in the mutant table.

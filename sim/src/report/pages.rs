@@ -509,6 +509,12 @@ struct PatternSection {
     undeclared: Vec<String>,
     failures: Vec<FailureRow>,
     failures_total: usize,
+    /// For a mutant sweep: the mutant's name, what is broken, the verdict line, and
+    /// whether any seed caught it; `mutant` is empty for a sweep of the implementation.
+    mutant: String,
+    mutant_defect: String,
+    mutant_verdict: String,
+    mutant_caught: bool,
 }
 
 /// A row of the mutant table.
@@ -801,6 +807,18 @@ fn pattern_section(
         undeclared: s.undeclared_marks.iter().cloned().collect(),
         failures_total: s.failures.len(),
         failures,
+        mutant: p
+            .mutant
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default(),
+        mutant_defect: p
+            .mutant
+            .as_ref()
+            .map(|m| m.defect.clone())
+            .unwrap_or_default(),
+        mutant_verdict: p.mutant_verdict().unwrap_or_default(),
+        mutant_caught: failed > 0,
     })
 }
 
