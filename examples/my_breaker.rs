@@ -246,6 +246,8 @@ fn main() -> ExitCode {
 mod tests {
     #[test]
     fn my_breaker_keeps_its_promises() {
-        faultline::check::Check::new(&super::my_breaker()).run();
+        faultline::check::Check::new(&super::my_breaker())
+            .test_command("cargo test --release --example my_breaker my_breaker_keeps_its_promises")
+            .run();
     }
 }

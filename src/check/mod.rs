@@ -200,6 +200,7 @@ pub struct Check<'a> {
     seeds: SeedRange,
     out: &'a Path,
     test: Option<&'a str>,
+    command: Option<&'a str>,
 }
 
 impl fmt::Debug for Check<'_> {
@@ -209,6 +210,7 @@ impl fmt::Debug for Check<'_> {
             .field("seeds", &self.seeds)
             .field("out", &self.out)
             .field("test", &self.test)
+            .field("command", &self.command)
             .finish()
     }
 }
@@ -222,6 +224,7 @@ impl<'a> Check<'a> {
             seeds: DEFAULT_SEEDS,
             out: Path::new("reports"),
             test: None,
+            command: None,
         }
     }
 
@@ -241,6 +244,15 @@ impl<'a> Check<'a> {
     /// which is the test's path under libtest).
     pub fn test_name(mut self, name: &'a str) -> Self {
         self.test = Some(name);
+        self
+    }
+
+    /// The whole command that runs this test again, for the replay line, when
+    /// `cargo test TEST` is not it (e.g. a test inside an example:
+    /// `"cargo test --release --example my_breaker my_breaker_keeps_its_promises"`).
+    /// It replaces the default `cargo test` and the [test name](Check::test_name).
+    pub fn test_command(mut self, command: &'a str) -> Self {
+        self.command = Some(command);
         self
     }
 
@@ -401,15 +413,16 @@ impl<'a> Check<'a> {
 
     /// `FAULTLINE_REPLAY=FILE cargo test TEST`.
     fn replay_line(&self, plan_file: &Path) -> String {
+        let file = shell_word(&plan_file.display().to_string());
+        if let Some(command) = self.command {
+            return format!("{REPLAY_VAR}={file} {command}");
+        }
         let thread = std::thread::current();
         let test = self
             .test
             .or_else(|| thread.name().filter(|n| *n != "main"))
             .unwrap_or("<your test's name>");
-        format!(
-            "{REPLAY_VAR}={} cargo test {test}",
-            shell_word(&plan_file.display().to_string())
-        )
+        format!("{REPLAY_VAR}={file} cargo test {test}")
     }
 }
 

@@ -177,6 +177,16 @@ fn a_broken_plugin_fails_with_the_plan_file_and_a_replay_that_reproduces_it() {
     // A missing file is an error, not a verdict.
     let err = check.replay(Path::new("/no/such/plan.json")).unwrap_err();
     assert!(err.to_string().contains("cannot read plan"), "{err}");
+    // A test that `cargo test NAME` does not run (one inside an example) names its own
+    // command.
+    let command = "cargo test --example mine broken";
+    let named = Check::new(&broken).out(&out).test_command(command);
+    let replayed = named.replay(&plan_file).unwrap();
+    let replayed = replayed.failure().expect("the replay fails the same way");
+    assert_eq!(
+        replayed.replay,
+        format!("FAULTLINE_REPLAY={} {command}", plan_file.display())
+    );
 }
 
 #[test]
