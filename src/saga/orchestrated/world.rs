@@ -40,6 +40,7 @@ pub const MARKS: &[&str] = &[
     "saga.refused",
     "saga.duplicate_delivered",
     "saga.reply_lost",
+    "saga.burst",
 ];
 
 const ORCHESTRATOR: &str = COORDINATOR_NODE;
@@ -763,6 +764,9 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 };
                 if let Some(next) = then {
                     ctx.schedule_at(next, SagaEvent::Checkout);
+                }
+                if self.arrivals.in_burst() {
+                    ctx.cover("saga.burst");
                 }
                 self.settling.checkout(saga, ctx.now());
                 self.submitted.insert(saga, order);
