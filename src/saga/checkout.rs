@@ -142,23 +142,55 @@ impl SagaKnobs {
     }
 }
 
+/// Share of regular arrivals, percent, that a burst follows (see [`checkouts`]).
+pub const BURST_PERCENT: u64 = 8;
+/// Most checkouts in one burst, besides the arrival that opens it.
+pub const BURST_SIZE_MAX: u64 = 3;
+/// Longest spacing between two checkouts of a burst, µs (sub-millisecond, so that
+/// their sagas race each other at the services and for the log).
+pub const BURST_SPACING_US_MAX: u64 = 900;
+
 /// The checkouts of a run up to `horizon`: (arrival, saga, order), in arrival order,
-/// from their own random stream (`saga.arrivals`), so that they do not depend on how
-/// many messages a protocol sends or on crashes. The orchestrated, choreographed and
-/// 2PC worlds all take their customers from here: the same seed, the same customers.
+/// so that they do not depend on how many messages a protocol sends or on crashes.
+/// The orchestrated, choreographed and 2PC worlds all take their customers from here:
+/// the same seed, the same customers.
+///
+/// Regular customers come at a steady rate with jitter (`saga.arrivals`: spacing
+/// between half and one and a half times the mean: 17 ms to 750 ms). After
+/// [`BURST_PERCENT`] % of them a burst follows: 1 to [`BURST_SIZE_MAX`] more
+/// checkouts, each 20 µs to [`BURST_SPACING_US_MAX`] µs after the one before, with
+/// orders of their own, all drawn from their own stream (`saga.bursts`), so the
+/// regular customers' times and orders are those of a run without bursts. Saga ids
+/// follow arrival order.
 pub fn checkouts(knobs: &SagaKnobs, horizon: SimTime) -> Vec<(SimTime, SagaId, Order)> {
     let mut r = SimRng::new(knobs.seed).fork("saga.arrivals");
+    let mut bursts = SimRng::new(knobs.seed).fork("saga.bursts");
     let mean = 1_000_000_000 / u64::from(knobs.checkouts_per_sec.max(1));
+    let items = knobs.stock.len() as u64;
     let mut out = Vec::new();
     let mut at = SimTime::from_millis(1);
     while at < horizon {
         let next = at + SimDuration::from_nanos(r.between(mean / 2, mean + mean / 2));
         let order = Order {
-            item: r.below(knobs.stock.len() as u64) as u32,
+            item: r.below(items) as u32,
             qty: r.between(1, 3) as u32,
             amount: r.between(100, 5_000),
         };
         out.push((at, SagaId(out.len() as u64), order));
+        if bursts.below(100) < BURST_PERCENT {
+            let mut t = at;
+            for _ in 0..bursts.between(1, BURST_SIZE_MAX) {
+                t += SimDuration::from_micros(bursts.between(20, BURST_SPACING_US_MAX));
+                let order = Order {
+                    item: bursts.below(items) as u32,
+                    qty: bursts.between(1, 3) as u32,
+                    amount: bursts.between(100, 5_000),
+                };
+                if t < next.min(horizon) {
+                    out.push((t, SagaId(out.len() as u64), order));
+                }
+            }
+        }
         at = next;
     }
     out
@@ -193,6 +225,19 @@ impl Arrivals {
         self.next += 1;
         let then = self.list.get(self.next).map(|&(at, _, _)| at);
         Some((saga, order, then))
+    }
+
+    /// True when the customer who checked out last came within a millisecond of the
+    /// one before (a burst).
+    pub(crate) fn in_burst(&self) -> bool {
+        match self
+            .next
+            .checked_sub(2)
+            .map(|i| (self.list.get(i), self.list.get(i + 1)))
+        {
+            Some((Some(&(a, _, _)), Some(&(b, _, _)))) => b - a < SimDuration::from_millis(1),
+            _ => false,
+        }
     }
 
     /// The sagas of the customers who have checked out, in arrival order.

@@ -12,7 +12,18 @@
 //!    orchestrator only: the choreography has no log).
 //! 6. [`SETTLING`]: every saga comes to rest within its bound after the later of its
 //!    checkout and the end of the last fault (the ledger is in
-//!    [`checkout`](crate::saga::checkout)).
+//!    [`checkout`](crate::saga::checkout)). For the orchestrator, the bound is computed
+//!    from the timeout and the longest retry delay it declares.
+//! 7. [`RETRIES`]: no command is attempted more often than the coordinator's declared
+//!    policy allows, and no silent attempt (one the coordinator got no reply to) is
+//!    followed by the next before the declared step timeout; counted from the
+//!    commands the world sent and when (the orchestrator only).
+//! 8. [`STARTED_AS_SUBMITTED`]: the log's `Started` records are the world's
+//!    submissions: each names a saga the world submitted, with the order it
+//!    submitted, once (the orchestrator only).
+//! 9. [`CONFORMANCE`] (optional; on for the reference and its mutants): the declared
+//!    policy is the reference's exact settings for the seed's knobs. A plug-in with
+//!    settings of its own leaves it off and is judged by 1 to 8 alone.
 //!
 //! The names are constants, so a misspelt one fails to compile. The checks here are the
 //! ones both worlds make alike; each world calls them in its own order at rest, beside
@@ -42,14 +53,25 @@ pub const WRITE_AHEAD: &str = "saga.write_ahead";
 /// Every saga comes to rest within its bound once the faults are over.
 pub const SETTLING: &str = "saga.settling";
 
+/// No command is attempted more often, or retried sooner, than the declared policy
+/// allows.
+pub const RETRIES: &str = "saga.retries";
+/// The log's `Started` records are the world's submissions (saga and order), once each.
+pub const STARTED_AS_SUBMITTED: &str = "saga.started_as_submitted";
+/// The optional check that the declared policy is the reference's for the knobs.
+pub const CONFORMANCE: &str = "saga.conformance";
+
 /// The orchestrated saga's invariants, in order.
-pub const ORCHESTRATED: [&str; 6] = [
+pub const ORCHESTRATED: [&str; 9] = [
     AT_REST,
     CONSERVATION,
     COMPENSATION_ORDER,
     IDEMPOTENT,
     WRITE_AHEAD,
     SETTLING,
+    RETRIES,
+    STARTED_AS_SUBMITTED,
+    CONFORMANCE,
 ];
 
 /// The choreographed saga's invariants, in order: the orchestrated saga's, without the

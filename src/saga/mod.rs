@@ -73,7 +73,7 @@ pub mod services;
 pub mod twopc;
 
 pub use self::orchestrated::config::{SagaConfig, SagaConfigBuilder};
-pub use self::orchestrated::contract::SagaCoordinator;
+pub use self::orchestrated::contract::{SagaCoordinator, SagaPolicy};
 pub use self::orchestrated::core::{AlertReason, Orchestrator, Output, SagaTotals, StepProgress};
 pub use self::orchestrated::log::LogRecord;
 pub use self::services::{

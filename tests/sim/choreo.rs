@@ -56,7 +56,7 @@ fn golden_digest() {
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.completed),
-        (6_816_342_646_371_493_361, 3_356, 48),
+        (8_169_119_391_965_538_836, 3_682, 49),
         "golden digest changed"
     );
 }

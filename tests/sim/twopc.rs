@@ -74,7 +74,7 @@ fn golden_digest() {
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.committed),
-        (14_140_414_997_036_529_889, 13_342, 49),
+        (15_544_091_593_019_406_705, 14_464, 48),
         "golden digest changed"
     );
 }

@@ -169,6 +169,15 @@ pub(crate) enum Flaw {
     /// `start` writes no `Started` record: the saga runs, but its log records belong to
     /// a saga a recovery does not know (it ignores them), so a crash loses it.
     NoStartRecord,
+    /// `start` writes a `Started` record with one unit more than the order it was
+    /// given (the live run uses the right order; a recovery would use the wrong one).
+    StartedWrongOrder,
+    /// Declares twice the step timeout it keeps (built with half the knobs', it
+    /// declares the knobs'): it retries silent attempts sooner than it says.
+    DeclaresLongerTimeout,
+    /// Declares one attempt of each kind fewer than it makes (built with one more than
+    /// the knobs', it declares the knobs').
+    DeclaresFewerAttempts,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -402,7 +411,17 @@ impl Orchestrator {
             return false;
         }
         self.totals.started += 1;
-        if self.flaw != Flaw::NoStartRecord {
+        if self.flaw == Flaw::StartedWrongOrder {
+            // The defect: the durable order is not the one given.
+            let logged = Order {
+                qty: order.qty.saturating_add(1),
+                ..order
+            };
+            self.outputs.push_back(Output::Append(LogRecord::Started {
+                saga,
+                order: logged,
+            }));
+        } else if self.flaw != Flaw::NoStartRecord {
             self.outputs
                 .push_back(Output::Append(LogRecord::Started { saga, order }));
         }

@@ -5,9 +5,11 @@ use crate::config::ConfigError;
 use crate::harness::Mutant;
 use crate::saga::checkout::SagaKnobs;
 use crate::saga::invariants as inv;
+use crate::saga::orchestrated::config::SagaConfig;
 use crate::saga::orchestrated::core::Flaw;
 use crate::saga::orchestrated::pattern::SagaPattern;
 use crate::saga::orchestrated::world::SagaWorld;
+use std::time::Duration;
 
 /// The world for `knobs` with the orchestrator carrying `flaw`, and payment idempotent
 /// or not.
@@ -17,6 +19,24 @@ fn flawed(
     idempotent_payment: bool,
 ) -> Result<SagaWorld, ConfigError> {
     SagaWorld::with(knobs.clone(), flaw, idempotent_payment)
+}
+
+/// The world for `knobs` with the orchestrator configured by `knobs`' configuration
+/// changed by `change`, and carrying `flaw`.
+fn reconfigured(
+    knobs: &SagaKnobs,
+    flaw: Flaw,
+    change: impl FnOnce(&SagaKnobs) -> Result<SagaConfig, ConfigError>,
+) -> Result<SagaWorld, ConfigError> {
+    SagaWorld::with_config(knobs.clone(), change(knobs)?, flaw, true)
+}
+
+/// `knobs`' configuration with its builder changed by `f`.
+fn config_with(
+    knobs: &SagaKnobs,
+    f: impl FnOnce(crate::saga::SagaConfigBuilder) -> crate::saga::SagaConfigBuilder,
+) -> Result<SagaConfig, ConfigError> {
+    f(knobs.config_builder()).build()
 }
 
 /// Recovery that presumes an action in flight at the crash failed and compensates the
@@ -80,5 +100,46 @@ pub const CATALOG: &[Mutant<SagaPattern>] = &[
         "a saga is started without writing its start record: it runs, but a recovery does not know it",
         inv::WRITE_AHEAD,
         |k| flawed(k, Flaw::NoStartRecord, true),
+    ),
+    Mutant::new(
+        "started_wrong_order",
+        "the start record logs one unit more than the order given (the live run is right; a recovery would not be)",
+        inv::STARTED_AS_SUBMITTED,
+        |k| flawed(k, Flaw::StartedWrongOrder, true),
+    ),
+    Mutant::new(
+        "retries_beyond_declared",
+        "declares the reference's attempts, but tries each action and compensation once more",
+        inv::RETRIES,
+        |k| {
+            reconfigured(k, Flaw::DeclaresFewerAttempts, |k| {
+                config_with(k, |b| {
+                    b.attempts_max(k.attempts_max + 1)
+                        .compensation_attempts_max(k.compensation_attempts_max + 1)
+                })
+            })
+        },
+    ),
+    Mutant::new(
+        "timeout_shorter_than_declared",
+        "declares the reference's step timeout, but gives up on a silent attempt after half of it",
+        inv::RETRIES,
+        |k| {
+            reconfigured(k, Flaw::DeclaresLongerTimeout, |k| {
+                config_with(k, |b| {
+                    b.step_timeout(Duration::from_millis(k.step_timeout_ms) / 2)
+                })
+            })
+        },
+    ),
+    Mutant::new(
+        "misconfigured",
+        "the reference built with one attempt per action more than the knobs', declared honestly",
+        inv::CONFORMANCE,
+        |k| {
+            reconfigured(k, Flaw::None, |k| {
+                config_with(k, |b| b.attempts_max(k.attempts_max + 1))
+            })
+        },
     ),
 ];

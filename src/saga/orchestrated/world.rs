@@ -8,10 +8,11 @@ use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::saga::checkout::{Arrivals, COORDINATOR_NODE, SagaKnobs, Settling, service_node};
 use crate::saga::invariants::{
-    self, AT_REST, COMPENSATION_ORDER, CompensationEffects, WRITE_AHEAD,
+    self, AT_REST, COMPENSATION_ORDER, CONFORMANCE, CompensationEffects, RETRIES,
+    STARTED_AS_SUBMITTED, WRITE_AHEAD,
 };
 use crate::saga::orchestrated::config::SagaConfig;
-use crate::saga::orchestrated::contract::SagaCoordinator;
+use crate::saga::orchestrated::contract::{SagaCoordinator, SagaPolicy};
 use crate::saga::orchestrated::core::{Flaw, Orchestrator, Output};
 use crate::saga::orchestrated::log::LogRecord;
 use crate::saga::services::{
@@ -39,6 +40,7 @@ pub const MARKS: &[&str] = &[
     "saga.refused",
     "saga.duplicate_delivered",
     "saga.reply_lost",
+    "saga.burst",
 ];
 
 const ORCHESTRATOR: &str = COORDINATOR_NODE;
@@ -47,6 +49,12 @@ const ORCHESTRATOR: &str = COORDINATOR_NODE;
 impl SagaKnobs {
     /// The orchestrator's configuration.
     pub fn config(&self) -> Result<SagaConfig, ConfigError> {
+        self.config_builder().build()
+    }
+
+    /// The builder of the orchestrator's [`config`](SagaKnobs::config), for mutants to
+    /// change.
+    pub(crate) fn config_builder(&self) -> crate::saga::SagaConfigBuilder {
         SagaConfig::builder()
             .step_timeout(Duration::from_millis(self.step_timeout_ms))
             .attempts_max(self.attempts_max)
@@ -57,22 +65,29 @@ impl SagaKnobs {
             )
             .seed(self.seed)
             .deadline_from_sent(true)
-            .build()
     }
 
-    /// How long a saga may take to come to rest once no fault is active (not counting
-    /// waits for the disk behind other sagas): once everything works, at most one
-    /// attempt times out and backs off (it was in flight, or backing off, when the last
-    /// fault ended); then every remaining action and compensation succeeds first time.
-    /// That is one `step_timeout + backoff cap`, doubled for safety, plus a round trip
-    /// and two log writes for each of the six commands a saga can send. Far below the
-    /// issue's `step timeouts x attempts`, so it catches slow settling, not only none.
-    pub fn settle_bound(&self) -> Duration {
-        let commands = 6;
-        let per_command = 2 * self.latency_ms.1 + 2 * self.disk_ms;
-        Duration::from_millis(
-            2 * (self.step_timeout_ms + self.backoff_ms.1) + commands * per_command,
-        )
+    /// The policy the reference declares for these knobs (its [`config`](SagaKnobs::config)'s):
+    /// what [`saga.conformance`](invariants::CONFORMANCE) compares a declaration with.
+    pub fn reference_policy(&self) -> Result<SagaPolicy, ConfigError> {
+        Ok(SagaPolicy::from(&self.config()?))
+    }
+
+    /// How long a saga of a coordinator declaring `policy` may take to come to rest
+    /// once no fault is active (not counting waits for the disk behind other sagas):
+    /// once everything works, at most one attempt times out and backs off (it was in
+    /// flight, or backing off, when the last fault ended); then every remaining action
+    /// and compensation succeeds first time. That is one declared `step_timeout +
+    /// retry_delay_max`, doubled for safety, plus a round trip and two log writes (the
+    /// knobs' latency and disk time: the environment's) for each of the six commands a
+    /// saga can send. Far below `step timeouts x attempts`, so it catches slow
+    /// settling, not only none.
+    pub fn settle_bound(&self, policy: &SagaPolicy) -> Duration {
+        let commands: u32 = 6;
+        let per_command = Duration::from_millis(2 * self.latency_ms.1 + 2 * self.disk_ms);
+        (policy.step_timeout.saturating_add(policy.retry_delay_max))
+            .saturating_mul(2)
+            .saturating_add(per_command.saturating_mul(commands))
     }
 }
 
@@ -125,10 +140,37 @@ pub struct SagaStats {
     pub records: u64,
 }
 
+/// What the world saw of one command (a saga's action or compensation of one step):
+/// the facts `saga.retries` and the Failed check rest on.
+#[derive(Clone, Debug, Default)]
+struct CommandSends {
+    /// Sends the world carried out.
+    sends: u32,
+    /// The coordinator lives in which it was sent (a recovery may resend the attempt
+    /// in flight at the crash once).
+    lives: u32,
+    /// The life of the last send.
+    last_life: u64,
+    /// The attempt number of the last send, and when it was emitted (polled).
+    last: (u32, SimTime),
+    /// A reply to this command reached the coordinator since the last send.
+    replied: bool,
+    /// The attempt numbers sent.
+    numbers: BTreeSet<u32>,
+}
+
 /// The checkout world around a [`SagaCoordinator`] (the reference [`Orchestrator`] by
 /// default, or yours: [`SagaWorld::with_coordinator`]).
+///
+/// The world judges the coordinator by the [`SagaPolicy`] it declares
+/// ([`SagaCoordinator::policy`]); [`conforming_to_reference`](SagaWorld::conforming_to_reference)
+/// adds the check that the declaration is the reference's exact settings for the knobs.
 pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     knobs: SagaKnobs,
+    /// The policy the coordinator declared when the world was made.
+    policy: SagaPolicy,
+    /// The policy it must declare, when conformance is checked.
+    conform_to: Option<SagaPolicy>,
     /// A coordinator never run: what a recovery is built from (code and configuration).
     blueprint: O,
     orchestrator: Option<O>,
@@ -157,9 +199,8 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     alerts: BTreeSet<SagaId>,
     /// Actions sent, per (saga, step).
     sent: BTreeSet<(SagaId, StepId)>,
-    /// The highest attempt of each command the world carried out (sent), per (saga,
-    /// step, kind).
-    attempts_sent: BTreeMap<(SagaId, StepId, Kind), u32>,
+    /// What the world carried out of each command, per (saga, step, kind).
+    attempts_sent: BTreeMap<(SagaId, StepId, Kind), CommandSends>,
     /// Each saga's last command sent: the command, its attempt and when.
     last_sent: BTreeMap<SagaId, (Command, u32, SimTime)>,
     /// Compensations that took effect, per saga, in order.
@@ -176,32 +217,72 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
 
 impl SagaWorld<Orchestrator> {
     /// A world for `knobs`; `flaw` is `None` for the reference.
+    /// A world for `knobs` whose orchestrator is configured by `config` and carries
+    /// `flaw` (`None` for the reference), payment idempotent or not; conformance to the
+    /// reference's policy is checked.
+    pub(crate) fn with_config(
+        knobs: SagaKnobs,
+        config: SagaConfig,
+        flaw: Flaw,
+        idempotent_payment: bool,
+    ) -> Result<Self, ConfigError> {
+        let coordinator = Orchestrator::new(config).with_flaw(flaw);
+        SagaWorld::build(knobs, coordinator, idempotent_payment)?.conforming_to_reference()
+    }
+
+    /// A world for `knobs` with the knobs' configuration; `flaw` is `None` for the
+    /// reference.
     pub(crate) fn with(
         knobs: SagaKnobs,
         flaw: Flaw,
         idempotent_payment: bool,
     ) -> Result<Self, ConfigError> {
         let config: SagaConfig = knobs.config()?;
-        let coordinator = Orchestrator::new(config).with_flaw(flaw);
-        Ok(SagaWorld::build(knobs, coordinator, idempotent_payment))
+        SagaWorld::with_config(knobs, config, flaw, idempotent_payment)
     }
 
-    /// The reference world for `knobs`.
+    /// The reference world for `knobs` (conformance to the reference's policy
+    /// included).
     pub fn new(knobs: SagaKnobs) -> Result<Self, ConfigError> {
         Self::with(knobs, Flaw::None, true)
     }
 }
 
 impl<O: SagaCoordinator> SagaWorld<O> {
-    /// The world for `knobs` around your coordinator (configure it from
-    /// [`SagaKnobs::config`] to meet the knobs' timeouts and attempts: the settling
-    /// bound and the checks of Failed sagas read them from the knobs).
-    pub fn with_coordinator(knobs: SagaKnobs, coordinator: O) -> Self {
+    /// The world for `knobs` around your coordinator, judged by the policy it declares
+    /// ([`SagaCoordinator::policy`]); the knobs shape the customers, the services, the
+    /// network and the disk, the coordinator's settings are its own.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] if the declared policy is not valid ([`SagaPolicy::validate`]).
+    pub fn with_coordinator(knobs: SagaKnobs, coordinator: O) -> Result<Self, ConfigError> {
         SagaWorld::build(knobs, coordinator, true)
     }
 
-    fn build(knobs: SagaKnobs, coordinator: O, idempotent_payment: bool) -> Self {
-        SagaWorld {
+    /// Also checks [`saga.conformance`](invariants::CONFORMANCE): the coordinator's
+    /// declared policy must be the reference's for these knobs
+    /// ([`SagaKnobs::reference_policy`]). On for the reference and its mutants.
+    pub fn conforming_to_reference(mut self) -> Result<Self, ConfigError> {
+        self.conform_to = Some(self.knobs.reference_policy()?);
+        Ok(self)
+    }
+
+    /// The policy the coordinator declared, which the world judges it by.
+    pub fn policy(&self) -> &SagaPolicy {
+        &self.policy
+    }
+
+    fn build(
+        knobs: SagaKnobs,
+        coordinator: O,
+        idempotent_payment: bool,
+    ) -> Result<Self, ConfigError> {
+        let policy = coordinator.policy();
+        policy.validate()?;
+        Ok(SagaWorld {
+            policy,
+            conform_to: None,
             orchestrator: Some(coordinator.recovered(&[], Instant::ZERO)),
             blueprint: coordinator,
             life: 0,
@@ -227,7 +308,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             stats: SagaStats::default(),
             lanes: Vec::new(),
             knobs,
-        }
+        })
     }
 
     /// For each saga at rest: how long it took to come to rest after the later of its
@@ -301,6 +382,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             let Some(out) = self.pipeline.front().copied() else {
                 return Ok(());
             };
+            let mut emitted = ctx.now();
             if let Some(queued) = self.queued_at.pop_front() {
                 let saga = match out {
                     Output::Append(r) => r.saga(),
@@ -308,6 +390,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
                     Output::Alert { saga, .. } => saga,
                 };
                 self.settling.queued(saga, queued, ctx.now());
+                emitted = queued;
             }
             match out {
                 Output::Append(_) => {
@@ -320,7 +403,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
                 }
                 Output::Send(cmd, attempt) => {
                     self.pipeline.pop_front();
-                    self.send(ctx, cmd, attempt)?;
+                    self.send(ctx, cmd, attempt, emitted)?;
                 }
                 Output::Alert { saga, reason } => {
                     self.pipeline.pop_front();
@@ -332,11 +415,14 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         Ok(())
     }
 
+    /// Carries out `cmd` (attempt `attempt`, which the coordinator emitted at
+    /// `emitted`), after the checks of the log and of the declared retries.
     fn send(
         &mut self,
         ctx: &mut Ctx<SagaEvent>,
         cmd: Command,
         attempt: u32,
+        emitted: SimTime,
     ) -> Result<(), Violation> {
         // Write-ahead: the intent must be durable before its command leaves.
         if !self
@@ -388,11 +474,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         if cmd.kind == Kind::Action {
             self.sent.insert((cmd.saga, cmd.step));
         }
-        let most = self
-            .attempts_sent
-            .entry((cmd.saga, cmd.step, cmd.kind))
-            .or_insert(0);
-        *most = (*most).max(attempt);
+        self.count_send(cmd, attempt, emitted)?;
         self.last_sent.insert(cmd.saga, (cmd, attempt, ctx.now()));
         if attempt > 1 && cmd.kind == Kind::Compensation {
             ctx.cover("saga.compensation_retry");
@@ -415,6 +497,125 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         for _ in 0..fate.copies {
             let delay = self.latency() + fate.extra_delay;
             ctx.schedule_in(delay, SagaEvent::Deliver { cmd, attempt });
+        }
+        Ok(())
+    }
+
+    /// [`RETRIES`]: notes that `cmd` attempt `attempt`, emitted at `emitted`, is sent,
+    /// and checks it against the declared policy: an attempt number within the declared
+    /// attempts; no more sends than the declared attempts, plus one resend per
+    /// coordinator life after the first (a recovery resends the attempt in flight); and,
+    /// in one life, the next send after a silent attempt (no reply to the command
+    /// reached the coordinator since) no sooner than the declared step timeout after
+    /// it. Emission times are used, so a deadline counted from the send, which is later,
+    /// only widens the gap.
+    fn count_send(
+        &mut self,
+        cmd: Command,
+        attempt: u32,
+        emitted: SimTime,
+    ) -> Result<(), Violation> {
+        let (max, what) = match cmd.kind {
+            Kind::Action => (self.policy.attempts_max, "attempts per action"),
+            Kind::Compensation => (
+                self.policy.compensation_attempts_max,
+                "attempts per compensation",
+            ),
+        };
+        let op = cmd.step.operation(cmd.kind);
+        let saga = cmd.saga;
+        if attempt == 0 || attempt > max {
+            return Err(Violation::new(
+                RETRIES,
+                format!(
+                    "{saga}'s {op} was sent as attempt {attempt}, but the coordinator declares {max} {what}"
+                ),
+            ));
+        }
+        let timeout = self.policy.step_timeout;
+        let life = self.life;
+        let c = self
+            .attempts_sent
+            .entry((saga, cmd.step, cmd.kind))
+            .or_default();
+        if c.sends > 0 && c.last_life == life && !c.replied {
+            let (before, at) = c.last;
+            let gap = emitted - at;
+            if u128::from(gap.as_nanos()) < timeout.as_nanos() {
+                return Err(Violation::new(
+                    RETRIES,
+                    format!(
+                        "{saga}'s {op} attempt {attempt} was emitted {gap} after attempt {before}, which had no reply, sooner than the declared step timeout of {timeout:?}"
+                    ),
+                ));
+            }
+        }
+        if c.sends == 0 || c.last_life != life {
+            c.lives += 1;
+        }
+        c.sends += 1;
+        c.last_life = life;
+        c.last = (attempt, emitted);
+        c.replied = false;
+        c.numbers.insert(attempt);
+        let allowed = max.saturating_add(c.lives - 1);
+        if c.sends > allowed {
+            return Err(Violation::new(
+                RETRIES,
+                format!(
+                    "{saga}'s {op} was sent {} times over {} coordinator life(s), more than the {max} {what} the coordinator declares (and one resend per recovery)",
+                    c.sends, c.lives
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`STARTED_AS_SUBMITTED`]: the `Started` record of `saga` with `order`, now
+    /// durable, names a saga the world submitted, with the order it submitted, and is
+    /// the first durable one for it.
+    fn check_started(&self, saga: SagaId, order: Order) -> Result<(), Violation> {
+        let Some(submitted) = self.submitted.get(&saga) else {
+            return Err(Violation::new(
+                STARTED_AS_SUBMITTED,
+                format!(
+                    "the log records the start of {saga} (item {} x{}, amount {}), which the world never submitted",
+                    order.item, order.qty, order.amount
+                ),
+            ));
+        };
+        if *submitted != order {
+            let mut diff = Vec::new();
+            if order.item != submitted.item {
+                diff.push(format!("item {} instead of {}", order.item, submitted.item));
+            }
+            if order.qty != submitted.qty {
+                diff.push(format!(
+                    "quantity {} instead of {} (stock of item {})",
+                    order.qty, submitted.qty, submitted.item
+                ));
+            }
+            if order.amount != submitted.amount {
+                diff.push(format!(
+                    "amount {} instead of {} (money)",
+                    order.amount, submitted.amount
+                ));
+            }
+            return Err(Violation::new(
+                STARTED_AS_SUBMITTED,
+                format!(
+                    "the log's start record of {saga} has an order other than the one the world submitted: {}",
+                    diff.join(", ")
+                ),
+            ));
+        }
+        if self.durable_started.contains(&saga) {
+            return Err(Violation::new(
+                STARTED_AS_SUBMITTED,
+                format!(
+                    "the log records the start of {saga} a second time (the world submitted it once)"
+                ),
+            ));
         }
         Ok(())
     }
@@ -471,8 +672,9 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         let key = IdempotencyKey { saga, step, kind };
         Some(match self.attempts_sent.get(&(saga, step, kind)) {
             None => format!("the coordinator never sent its {op}"),
-            Some(n) if self.services.effects(key) == 0 => format!(
-                "its {op} was sent ({n} attempt(s)) and never took effect, and the coordinator did not go on trying"
+            Some(c) if self.services.effects(key) == 0 => format!(
+                "its {op} was sent ({} attempt(s)) and never took effect, and the coordinator did not go on trying",
+                c.numbers.len()
             ),
             Some(_) => format!("its {op} took effect, and a later command reverted it"),
         })
@@ -535,6 +737,17 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
     }
 
     fn start(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
+        if let Some(reference) = self.conform_to
+            && self.policy != reference
+        {
+            return Err(Violation::new(
+                CONFORMANCE,
+                format!(
+                    "the coordinator declares {:?}, but the reference's settings for these knobs are {reference:?}",
+                    self.policy
+                ),
+            ));
+        }
         self.arrivals = Arrivals::new(&self.knobs, ctx.horizon());
         if let Some(at) = self.arrivals.first_at() {
             ctx.schedule_at(at, SagaEvent::Checkout);
@@ -551,6 +764,9 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 };
                 if let Some(next) = then {
                     ctx.schedule_at(next, SagaEvent::Checkout);
+                }
+                if self.arrivals.in_burst() {
+                    ctx.cover("saga.burst");
                 }
                 self.settling.checkout(saga, ctx.now());
                 self.submitted.insert(saga, order);
@@ -580,7 +796,8 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                             self.durable_intents
                                 .insert((saga, step, Kind::Compensation, attempt));
                         }
-                        LogRecord::Started { saga, .. } => {
+                        LogRecord::Started { saga, order } => {
+                            self.check_started(saga, order)?;
                             // Only now is the checkout accepted (durably).
                             self.durable_started.insert(saga);
                             self.stats.started += 1;
@@ -632,6 +849,9 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 reply,
             } => {
                 if let Some(o) = self.orchestrator.as_mut() {
+                    if let Some(c) = self.attempts_sent.get_mut(&(cmd.saga, cmd.step, cmd.kind)) {
+                        c.replied = true;
+                    }
                     if !o.on_reply(cmd.saga, cmd.step, cmd.kind, attempt, reply, now) {
                         ctx.record(
                             ORCHESTRATOR,
@@ -748,17 +968,31 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 Some(SagaState::Failed) => {
                     ctx.cover("saga.failed");
                     self.stats.failed += 1;
-                    let exhausted = StepId::ALL.iter().any(|s| {
-                        self.attempts_sent
-                            .get(&(*saga, *s, Kind::Compensation))
-                            .is_some_and(|n| *n >= self.knobs.compensation_attempts_max)
-                    });
-                    if !self.alerts.contains(saga) || !exhausted {
+                    let max = self.policy.compensation_attempts_max;
+                    // The compensation the world sent most distinct attempts of.
+                    let most = StepId::ALL
+                        .iter()
+                        .filter_map(|s| {
+                            let c = self.attempts_sent.get(&(*saga, *s, Kind::Compensation))?;
+                            Some((c.numbers.len(), *s))
+                        })
+                        .max();
+                    let why = match most {
+                        _ if !self.alerts.contains(saga) => Some("without an alert".to_string()),
+                        None => Some(
+                            "though the world never sent a compensation of it (Failed is for a compensation whose last attempt failed)"
+                                .to_string(),
+                        ),
+                        Some((n, step)) if (n as u64) < u64::from(max) => Some(format!(
+                            "before a compensation's last declared attempt: the world sent {n} attempt(s) of its {}, the most of any, and the coordinator declares {max} attempts per compensation",
+                            step.operation(Kind::Compensation)
+                        )),
+                        Some(_) => None,
+                    };
+                    if let Some(why) = why {
                         return Err(Violation::new(
                             AT_REST,
-                            format!(
-                                "{saga} ended Failed without an alert after an exhausted compensation"
-                            ),
+                            format!("{saga} ended Failed {why}"),
                         ));
                     }
                 }
@@ -785,7 +1019,8 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         }
         // 6. Each saga came to rest within its retry budget of the later of its
         //    checkout and the end of the last fault before it came to rest.
-        let bound = SimDuration::from_nanos(self.knobs.settle_bound().as_nanos() as u64);
+        let bound = self.knobs.settle_bound(&self.policy);
+        let bound = SimDuration::from_nanos(u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX));
         self.settling.check(bound)?;
         // 3. Compensations in reverse order, only for steps that were sent.
         self.compensation_effects.check_reverse_order()?;
