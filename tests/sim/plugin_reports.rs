@@ -45,10 +45,7 @@ fn bus() -> Plugin<BusPattern, BusWorld<Bus<u64>>> {
 
 fn saga() -> Plugin<SagaPattern, SagaWorld<Orchestrator>> {
     Plugin::new(SagaPattern, "ref-saga", |k: &SagaKnobs| {
-        Ok::<_, faultline::config::ConfigError>(SagaWorld::with_coordinator(
-            k.clone(),
-            Orchestrator::new(k.config()?),
-        ))
+        SagaWorld::with_coordinator(k.clone(), Orchestrator::new(k.config()?))
     })
 }
 
