@@ -12,7 +12,7 @@
 //! fallback when one is configured.
 //!
 //! Every one of those decisions is made by the shared decision core,
-//! [`stack`](crate::breaker::stack), which the tokio adapter
+//! in `src/breaker/stack.rs` (crate-private), which the tokio adapter
 //! [`Resilient`](crate::breaker::tokio::Resilient) drives too: the guard classifies the
 //! API's replies, owns the parts (breaker, bulkhead, budget, jitter generator, fallback)
 //! and maps the core's decisions onto the contract's [`Step`]s and [`Answer`]s.

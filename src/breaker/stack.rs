@@ -148,6 +148,12 @@ pub(crate) struct Stack {
 }
 
 impl Stack {
+    /// The request deadline.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn timeout(&self) -> TimeoutPolicy {
+        self.timeout
+    }
+
     /// A stack with the request deadline `timeout`, the longest wait for one attempt
     /// `attempt_timeout` (never beyond the deadline) and the retry policy `retry`.
     pub(crate) fn new(
