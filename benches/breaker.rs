@@ -205,11 +205,81 @@ fn guarded_call(c: &mut Criterion) {
     group.finish();
 }
 
+/// `Resilient::call`, the tokio adapter's whole stack (bulkhead, breaker, timeout,
+/// retries, fallback), on a current-thread runtime with tokio's paused clock (a backoff
+/// sleep advances it at once), one call per iteration:
+///
+/// - `closed_ok`: the breaker is Closed, the call's future is a ready `Ok`;
+/// - `closed_failure_retried`: every attempt fails (a count window of a million calls,
+///   so it never trips), two attempts with a backoff of at most 1 ns: two attempts, one retry
+///   decision, one answer per iteration;
+/// - `rejected_open`: the breaker is Open for a day; the call is rejected.
+fn resilient(c: &mut Criterion) {
+    use faultline::breaker::tokio::Resilient;
+    use faultline::retry::{Backoff, RetryPolicy};
+    let mut group = c.benchmark_group("breaker/resilient");
+    group
+        .sample_size(50)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let build = |breaker: BreakerConfig, attempts: u32| {
+        let _guard = rt.enter();
+        Resilient::<u32, ()>::builder(breaker)
+            .timeout(Duration::from_secs(10))
+            .retry(
+                RetryPolicy::new(
+                    attempts,
+                    Backoff::new(Duration::from_nanos(1), Duration::from_nanos(1)).unwrap(),
+                )
+                .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    group.bench_function("closed_ok", |b| {
+        let r = build(config(), 1);
+        b.iter(|| {
+            rt.block_on(r.call(|| async { black_box(Ok::<u32, ()>(1)) }))
+                .unwrap()
+        });
+    });
+    group.bench_function("closed_failure_retried", |b| {
+        let never_trips = BreakerConfig::builder()
+            .count_window(1_000_000)
+            .minimum_calls(1_000_000)
+            .without_slow_calls()
+            .build()
+            .unwrap();
+        let r = build(never_trips, 2);
+        b.iter(|| {
+            rt.block_on(r.call(|| async { black_box(Err::<u32, ()>(())) }))
+                .unwrap_err()
+        });
+    });
+    group.bench_function("rejected_open", |b| {
+        let r = build(config(), 1);
+        for _ in 0..WINDOW {
+            let _ = rt.block_on(r.call(|| async { Err::<u32, ()>(()) }));
+        }
+        assert_eq!(r.breaker().state(), State::Open);
+        b.iter(|| {
+            rt.block_on(r.call(|| async { black_box(Ok::<u32, ()>(1)) }))
+                .unwrap_err()
+        });
+    });
+    group.finish();
+}
+
 /// The SMS world: simulated events per second of whole runs (reference guard, the
 /// knobs and fault plan of seed 7, trace off).
 fn sms_world(c: &mut Criterion) {
     support::world_events(c, "breaker/sms_world", &BreakerPattern, 7);
 }
 
-criterion_group!(benches, guarded_call, sms_world);
+criterion_group!(benches, guarded_call, resilient, sms_world);
 criterion_main!(benches);

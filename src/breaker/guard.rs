@@ -10,6 +10,12 @@
 //! remain, the retry fits before the deadline and the budget allows it. Ignored errors
 //! (a bad request) are not retried. Whatever ends a request without success goes to the
 //! fallback when one is configured.
+//!
+//! Every one of those decisions is made by the shared decision core,
+//! in `src/breaker/stack.rs` (crate-private), which the tokio adapter
+//! [`Resilient`](crate::breaker::tokio::Resilient) drives too: the guard classifies the
+//! API's replies, owns the parts (breaker, bulkhead, budget, jitter generator, fallback)
+//! and maps the core's decisions onto the contract's [`Step`]s and [`Answer`]s.
 
 use crate::breaker::bulkhead::{Bulkhead, BulkheadSlot};
 use crate::breaker::circuit::{
@@ -19,6 +25,7 @@ use crate::breaker::contract::{
     Answer, ApiError, ApiReply, CallGuard, GuardMetrics, Policy, Step, Transition, Why,
 };
 use crate::breaker::fallback::{Fallback, FallbackPolicy};
+use crate::breaker::stack::{Admission, End, Next, Parts, Request, Stack};
 use crate::breaker::timeout::TimeoutPolicy;
 use crate::clock::Instant;
 use crate::retry::{RetryBudget, RetryPolicy};
@@ -79,10 +86,7 @@ impl GuardConfig {
 /// The guard's handle for one request.
 #[derive(Debug)]
 pub struct GuardTicket {
-    started: Instant,
-    attempts: u32,
-    permit: Option<Permit>,
-    slot: Option<BulkheadSlot>,
+    request: Request<Permit, BulkheadSlot>,
 }
 
 /// A deliberate defect, set only by [`crate::breaker::mutants`] to prove that the
@@ -118,16 +122,122 @@ const PROBE_COUNT_LAG: Duration = Duration::from_micros(500);
 
 /// The reference guard. See the [module docs](self).
 pub struct Guard {
-    flaw: Flaw,
     config: GuardConfig,
+    stack: Stack,
+    parts: GuardParts,
+    fallback: Fallback<()>,
+}
+
+/// The parts the decision core works over, owned by the guard, with the mutants' hooks.
+struct GuardParts {
+    flaw: Flaw,
     breaker: CircuitBreaker,
     bulkhead: Bulkhead,
     budget: Option<RetryBudget>,
-    fallback: Fallback<()>,
     rng: Box<dyn rand::Rng + Send>,
     transitions: VecDeque<Transition>,
     /// When the last call was sent in half-open (read by [`Flaw::HalfOpenCountLags`]).
     last_probe_at: Option<Instant>,
+}
+
+impl GuardParts {
+    fn drain_events(&mut self) {
+        while let Some(BreakerEvent::Transition { from, to, at, .. }) = self.breaker.poll_event() {
+            self.transitions.push_back(Transition { from, to, at });
+        }
+    }
+}
+
+impl Parts for GuardParts {
+    type Permit = Permit;
+    type Slot = BulkheadSlot;
+
+    fn enter(&mut self) -> Result<BulkheadSlot, u32> {
+        self.bulkhead
+            .try_enter()
+            .map_err(|full| full.max_concurrent)
+    }
+
+    fn exit(&mut self, slot: BulkheadSlot) {
+        self.bulkhead.exit(slot);
+    }
+
+    fn deposit(&mut self, now: Instant) {
+        if let Some(budget) = &mut self.budget {
+            budget.deposit(now);
+        }
+    }
+
+    fn acquire(&mut self, now: Instant, attempts: u32) -> Admission<Permit> {
+        if (self.flaw == Flaw::RetriesOutsideBreaker && attempts > 0)
+            || self.flaw == Flaw::BypassBreaker
+        {
+            return Admission::Unguarded;
+        }
+        match self.breaker.try_acquire(now) {
+            Err(rejected)
+                if self.flaw == Flaw::HalfOpenAdmitsAllDisguised
+                    && rejected.state == State::HalfOpen =>
+            {
+                self.drain_events();
+                self.transitions.push_back(Transition {
+                    from: State::HalfOpen,
+                    to: State::HalfOpen,
+                    at: now,
+                });
+                Admission::Unguarded
+            }
+            Err(rejected)
+                if self.flaw == Flaw::HalfOpenCountLags
+                    && rejected.state == State::HalfOpen
+                    && self
+                        .last_probe_at
+                        .is_some_and(|t| now < t + PROBE_COUNT_LAG) =>
+            {
+                // The replica has not seen the last probe yet: the limit looks unmet.
+                self.drain_events();
+                self.last_probe_at = Some(now);
+                Admission::Unguarded
+            }
+            Err(rejected)
+                if self.flaw == Flaw::HalfOpenAdmitsAll && rejected.state == State::HalfOpen =>
+            {
+                Admission::Unguarded
+            }
+            Err(rejected) => {
+                self.drain_events();
+                Admission::Rejected(rejected.retry_after)
+            }
+            Ok(permit) => {
+                self.drain_events();
+                if permit.state() == State::HalfOpen {
+                    self.last_probe_at = Some(now);
+                }
+                Admission::Permit(permit)
+            }
+        }
+    }
+
+    fn record(&mut self, permit: Permit, now: Instant, outcome: CallOutcome) {
+        self.breaker.on_result(permit, now, outcome);
+        self.drain_events();
+    }
+
+    fn release(&mut self, permit: Permit, now: Instant) {
+        self.breaker.release(permit, now);
+        self.drain_events();
+    }
+
+    fn backoff(&mut self, retry: &RetryPolicy, attempts: u32) -> Option<Duration> {
+        retry.next_delay(attempts, &mut *self.rng)
+    }
+
+    fn withdraw(&mut self, now: Instant) -> bool {
+        match &mut self.budget {
+            Some(budget) if self.flaw != Flaw::RetriesOutsideBreaker => budget.try_withdraw(now),
+            _ => true,
+        }
+    }
 }
 
 impl Guard {
@@ -147,27 +257,30 @@ impl Guard {
             FallbackPolicy::None
         });
         Ok(Guard {
-            flaw: Flaw::None,
-            breaker: CircuitBreaker::new(config.breaker),
+            stack: Stack::new(config.timeout, config.attempt_timeout, config.retry),
+            parts: GuardParts {
+                flaw: Flaw::None,
+                breaker: CircuitBreaker::new(config.breaker),
+                bulkhead,
+                budget,
+                rng: Box::new(rng),
+                transitions: VecDeque::new(),
+                last_probe_at: None,
+            },
             config,
-            bulkhead,
-            budget,
             fallback,
-            rng: Box::new(rng),
-            transitions: VecDeque::new(),
-            last_probe_at: None,
         })
     }
 
     #[cfg_attr(not(feature = "sim"), allow(dead_code))] // a hook of the sim feature's mutants
     pub(crate) fn with_flaw(mut self, flaw: Flaw) -> Self {
-        self.flaw = flaw;
+        self.parts.flaw = flaw;
         self
     }
 
     /// The breaker inside.
     pub fn breaker(&self) -> &CircuitBreaker {
-        &self.breaker
+        &self.parts.breaker
     }
 
     /// The configuration.
@@ -175,144 +288,44 @@ impl Guard {
         &self.config
     }
 
-    fn drain_events(&mut self) {
-        while let Some(BreakerEvent::Transition { from, to, at, .. }) = self.breaker.poll_event() {
-            self.transitions.push_back(Transition { from, to, at });
-        }
-    }
-
-    fn attempt(&mut self, mut ticket: GuardTicket, now: Instant) -> Step<GuardTicket> {
-        let deadline = self.config.timeout.deadline(ticket.started);
-        if now >= deadline {
-            return self.finish(ticket, now, Why::DeadlineReached);
-        }
-        if (self.flaw == Flaw::RetriesOutsideBreaker && ticket.attempts > 0)
-            || self.flaw == Flaw::BypassBreaker
-        {
-            ticket.attempts += 1;
-            return Step::Send {
-                ticket,
-                timeout: Some(deadline - now),
-            };
-        }
-        match self.breaker.try_acquire(now) {
-            Err(rejected)
-                if self.flaw == Flaw::HalfOpenAdmitsAllDisguised
-                    && rejected.state == State::HalfOpen =>
-            {
-                self.drain_events();
-                self.transitions.push_back(Transition {
-                    from: State::HalfOpen,
-                    to: State::HalfOpen,
-                    at: now,
-                });
-                ticket.attempts += 1;
-                Step::Send {
-                    ticket,
-                    timeout: Some(deadline - now),
-                }
-            }
-            Err(rejected)
-                if self.flaw == Flaw::HalfOpenCountLags
-                    && rejected.state == State::HalfOpen
-                    && self
-                        .last_probe_at
-                        .is_some_and(|t| now < t + PROBE_COUNT_LAG) =>
-            {
-                // The replica has not seen the last probe yet: the limit looks unmet.
-                self.drain_events();
-                self.last_probe_at = Some(now);
-                ticket.attempts += 1;
-                Step::Send {
-                    ticket,
-                    timeout: Some(deadline - now),
-                }
-            }
-            Err(rejected)
-                if self.flaw == Flaw::HalfOpenAdmitsAll && rejected.state == State::HalfOpen =>
-            {
-                ticket.attempts += 1;
-                Step::Send {
-                    ticket,
-                    timeout: Some(deadline - now),
-                }
-            }
-            Err(rejected) => {
-                self.drain_events();
-                self.finish(
-                    ticket,
-                    now,
-                    Why::Rejected {
-                        retry_after: rejected.retry_after,
-                    },
-                )
-            }
-            Ok(permit) => {
-                self.drain_events();
-                if permit.state() == State::HalfOpen {
-                    self.last_probe_at = Some(now);
-                }
-                ticket.attempts += 1;
-                ticket.permit = Some(permit);
-                let left = deadline - now;
-                let timeout = match self.config.attempt_timeout {
-                    Some(t) => t.min(left),
-                    None => left,
-                };
-                Step::Send {
-                    ticket,
-                    timeout: (self.flaw != Flaw::NoTimeout).then_some(timeout),
-                }
-            }
-        }
-    }
-
-    fn retry_or_finish(
+    /// Carries out the core's decision `next` for `request`: the contract's step.
+    /// `failed` is the error of the attempt that just ended, if it ended with one.
+    fn step(
         &mut self,
-        ticket: GuardTicket,
+        request: Request<Permit, BulkheadSlot>,
         now: Instant,
-        why: Why,
+        next: Next,
+        failed: Option<ApiError>,
     ) -> Step<GuardTicket> {
-        let Some(delay) = self
-            .config
-            .retry
-            .next_delay(ticket.attempts, &mut *self.rng)
-        else {
-            return self.finish(ticket, now, why);
-        };
-        let deadline = self.config.timeout.deadline(ticket.started);
-        if now + delay >= deadline {
-            return self.finish(ticket, now, why);
+        match next {
+            Next::Send { timeout, .. } => Step::Send {
+                ticket: GuardTicket { request },
+                timeout: (self.parts.flaw != Flaw::NoTimeout).then_some(timeout),
+            },
+            Next::Sleep(delay) => Step::Retry {
+                ticket: GuardTicket { request },
+                delay,
+            },
+            Next::GiveUp(end) => self.give_up(now, end, failed),
         }
-        if let Some(budget) = &mut self.budget
-            && self.flaw != Flaw::RetriesOutsideBreaker
-            && !budget.try_withdraw(now)
-        {
-            return self.finish(ticket, now, Why::BudgetExhausted);
-        }
-        Step::Retry { ticket, delay }
     }
 
-    fn finish(&mut self, mut ticket: GuardTicket, now: Instant, why: Why) -> Step<GuardTicket> {
-        if let Some(permit) = ticket.permit.take() {
-            // Never happens on the paths above (the permit is handed back first), but a
-            // permit must never leak.
-            self.breaker.release(permit, now);
-            self.drain_events();
-        }
-        if let Some(slot) = ticket.slot.take() {
-            self.bulkhead.exit(slot);
-        }
+    /// The fallback's answer if there is one, else the failure.
+    fn give_up(&mut self, now: Instant, end: End, failed: Option<ApiError>) -> Step<GuardTicket> {
+        let why = match end {
+            End::BulkheadFull { .. } => Why::BulkheadFull,
+            End::Rejected { retry_after } => Why::Rejected { retry_after },
+            End::Failed => match failed {
+                Some(e) => Why::Api(e),
+                None => Why::Timeout,
+            },
+            End::Timeout => Why::Timeout,
+            End::BudgetExhausted => Why::BudgetExhausted,
+            End::DeadlineReached => Why::DeadlineReached,
+        };
         match self.fallback.take(now) {
             Some(()) => Step::Answer(Answer::Fallback(why)),
             None => Step::Answer(Answer::Failed(why)),
-        }
-    }
-
-    fn complete(&mut self, ticket: &mut GuardTicket, now: Instant, outcome: CallOutcome) {
-        if let Some(permit) = ticket.permit.take() {
-            self.breaker.on_result(permit, now, outcome);
-            self.drain_events();
         }
     }
 }
@@ -321,86 +334,73 @@ impl CallGuard for Guard {
     type Ticket = GuardTicket;
 
     fn on_request(&mut self, now: Instant) -> Step<GuardTicket> {
-        let slot = match self.bulkhead.try_enter() {
-            Ok(slot) => slot,
-            Err(_) => {
-                return match self.fallback.take(now) {
-                    Some(()) => Step::Answer(Answer::Fallback(Why::BulkheadFull)),
-                    None => Step::Answer(Answer::Failed(Why::BulkheadFull)),
-                };
+        match self.stack.begin(&mut self.parts, now) {
+            Err(end) => self.give_up(now, end, None),
+            Ok(mut request) => {
+                let next = self.stack.attempt(&mut self.parts, &mut request, now);
+                self.step(request, now, next, None)
             }
-        };
-        if let Some(budget) = &mut self.budget {
-            budget.deposit(now);
         }
-        let ticket = GuardTicket {
-            started: now,
-            attempts: 0,
-            permit: None,
-            slot: Some(slot),
-        };
-        self.attempt(ticket, now)
     }
 
     fn on_reply(
         &mut self,
-        mut ticket: GuardTicket,
+        ticket: GuardTicket,
         now: Instant,
         reply: ApiReply,
     ) -> Step<GuardTicket> {
+        let mut request = ticket.request;
         let outcome = (self.config.classifier)(&reply);
-        self.complete(&mut ticket, now, outcome);
         match reply {
             ApiReply::Ok => {
-                if let Some(slot) = ticket.slot.take() {
-                    self.bulkhead.exit(slot);
-                }
+                self.stack
+                    .on_value(&mut self.parts, &mut request, now, outcome);
                 self.fallback.on_success(&(), now);
                 Step::Answer(Answer::Delivered)
             }
-            ApiReply::Err(e) if outcome == CallOutcome::Ignored => {
-                self.finish(ticket, now, Why::Api(e))
+            ApiReply::Err(e) => {
+                let next = self
+                    .stack
+                    .on_error(&mut self.parts, &mut request, now, outcome);
+                self.step(request, now, next, Some(e))
             }
-            ApiReply::Err(e) => self.retry_or_finish(ticket, now, Why::Api(e)),
         }
     }
 
-    fn on_timeout(&mut self, mut ticket: GuardTicket, now: Instant) -> Step<GuardTicket> {
-        self.complete(&mut ticket, now, CallOutcome::Failure);
-        self.retry_or_finish(ticket, now, Why::Timeout)
+    fn on_timeout(&mut self, ticket: GuardTicket, now: Instant) -> Step<GuardTicket> {
+        let mut request = ticket.request;
+        let next = self.stack.on_timeout(&mut self.parts, &mut request, now);
+        self.step(request, now, next, None)
     }
 
     fn on_retry_due(&mut self, ticket: GuardTicket, now: Instant) -> Step<GuardTicket> {
-        self.attempt(ticket, now)
+        let mut request = ticket.request;
+        let next = self.stack.on_retry_due(&mut self.parts, &mut request, now);
+        self.step(request, now, next, None)
     }
 
-    fn on_cancel(&mut self, mut ticket: GuardTicket, now: Instant) {
-        if self.flaw == Flaw::PermitLeakOnCancel {
+    fn on_cancel(&mut self, ticket: GuardTicket, now: Instant) {
+        let mut request = ticket.request;
+        if self.parts.flaw == Flaw::PermitLeakOnCancel {
             // The defect: the permit is forgotten, never handed back.
-            let _ = ticket.permit.take();
+            request.forget_permit();
         }
-        if let Some(permit) = ticket.permit.take() {
-            self.breaker.release(permit, now);
-            self.drain_events();
-        }
-        if let Some(slot) = ticket.slot.take() {
-            self.bulkhead.exit(slot);
-        }
+        self.stack.on_cancel(&mut self.parts, request, now);
     }
 
     fn state(&self) -> State {
-        if self.flaw == Flaw::StateAlwaysClosed {
+        if self.parts.flaw == Flaw::StateAlwaysClosed {
             return State::Closed;
         }
-        self.breaker.state()
+        self.parts.breaker.state()
     }
 
     fn poll_transition(&mut self) -> Option<Transition> {
-        self.transitions.pop_front()
+        self.parts.transitions.pop_front()
     }
 
     fn metrics(&self) -> GuardMetrics {
-        let t = self.breaker.metrics().totals;
+        let t = self.parts.breaker.metrics().totals;
         GuardMetrics {
             admitted: t.admitted,
             succeeded: t.succeeded,
@@ -418,7 +418,7 @@ impl CallGuard for Guard {
             self.config.timeout.duration(),
             self.config.bulkhead_max,
         );
-        if self.flaw == Flaw::DeclaresLongerWait {
+        if self.parts.flaw == Flaw::DeclaresLongerWait {
             policy.wait_in_open_min = policy.wait_in_open_min.saturating_mul(2);
             policy.wait_in_open_max = policy.wait_in_open_max.saturating_mul(2);
         }

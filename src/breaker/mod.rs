@@ -17,6 +17,7 @@ pub mod invariants;
 pub mod mutants;
 #[cfg(feature = "sim")]
 pub mod pattern;
+pub(crate) mod stack;
 pub use crate::retry;
 pub mod timeout;
 #[cfg(feature = "tokio")]

@@ -103,6 +103,8 @@
 //! }
 //! ```
 
+#[cfg(test)]
+mod lockstep;
 mod resilient;
 mod shared;
 #[cfg(test)]

@@ -1,5 +1,15 @@
 //! [`Resilient`]: the whole stack for one async API (bulkhead, breaker, timeout, retries
 //! under a budget, fallback) over a [`SharedBreaker`].
+//!
+//! A driver, not a second implementation: every decision is made by the stack's
+//! sans-IO decision core (`src/breaker/stack.rs`), the one the simulator
+//! verifies through the reference [`Guard`](crate::breaker::guard::Guard). This adapter
+//! feeds it tokio's clock and the classified outcome of each attempt, and carries out
+//! what it asks: start an attempt under this timeout, sleep this long, answer with the
+//! value, the fallback or the error. It holds only what the core never does: the value
+//! and error types, the fallback's store, and the shared parts (breaker, bulkhead,
+//! budget, jitter generator), each behind its own short lock, never held across an
+//! await.
 
 use std::fmt;
 use std::future::Future;
@@ -9,12 +19,14 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::SharedBreaker;
-use crate::breaker::bulkhead::SharedBulkhead;
+use super::{SharedBreaker, SharedPermit};
+use crate::breaker::bulkhead::{SharedBulkhead, SharedBulkheadSlot};
 use crate::breaker::circuit::{BreakerConfig, CallOutcome};
 use crate::breaker::error::{CallError, ConfigError};
 use crate::breaker::fallback::{Fallback, FallbackPolicy};
+use crate::breaker::stack::{Admission, End, Limit, Next, Parts, Stack};
 use crate::breaker::timeout::TimeoutPolicy;
+use crate::clock::Instant;
 use crate::retry::{RetryBudget, RetryPolicy};
 use crate::rt::lock;
 
@@ -47,9 +59,8 @@ type Classifier<E> = Box<dyn Fn(&E) -> CallOutcome + Send + Sync>;
 pub struct Resilient<T: Clone, E> {
     breaker: SharedBreaker,
     bulkhead: SharedBulkhead,
-    timeout: TimeoutPolicy,
-    attempt_timeout: Option<Duration>,
-    retry: RetryPolicy,
+    /// The decision core's request-level policy.
+    stack: Stack,
     budget: Option<Mutex<RetryBudget>>,
     /// `None` under [`FallbackPolicy::None`] (no lock taken on success).
     fallback: Option<Mutex<Fallback<T>>>,
@@ -62,10 +73,66 @@ impl<T: Clone, E> fmt::Debug for Resilient<T, E> {
         f.debug_struct("Resilient")
             .field("breaker", &self.breaker)
             .field("bulkhead", &self.bulkhead)
-            .field("timeout", &self.timeout)
-            .field("attempt_timeout", &self.attempt_timeout)
-            .field("retry", &self.retry)
+            .field("stack", &self.stack)
             .finish_non_exhaustive()
+    }
+}
+
+/// The parts the decision core works over, as `Resilient` shares them between tasks:
+/// each behind its own lock (or lock-free), taken for one step. Its permits and slots
+/// hand themselves back when dropped, so a request dropped at an await releases its
+/// permit without an outcome and frees its slot.
+struct Shared<'a> {
+    breaker: &'a SharedBreaker,
+    bulkhead: &'a SharedBulkhead,
+    budget: Option<&'a Mutex<RetryBudget>>,
+    rng: &'a Mutex<ChaCha8Rng>,
+}
+
+impl<'a> Parts for Shared<'a> {
+    type Permit = SharedPermit<'a>;
+    type Slot = SharedBulkheadSlot<'a>;
+
+    fn enter(&mut self) -> Result<SharedBulkheadSlot<'a>, u32> {
+        self.bulkhead
+            .try_enter()
+            .map_err(|full| full.max_concurrent)
+    }
+
+    fn exit(&mut self, slot: SharedBulkheadSlot<'a>) {
+        drop(slot);
+    }
+
+    fn deposit(&mut self, now: Instant) {
+        if let Some(budget) = self.budget {
+            lock(budget).deposit(now);
+        }
+    }
+
+    /// The shared breaker reads tokio's clock itself (or, on its lock-free paths, no
+    /// clock at all): the same clock `now` came from.
+    fn acquire(&mut self, _now: Instant, _attempts: u32) -> Admission<SharedPermit<'a>> {
+        match self.breaker.try_acquire() {
+            Ok(permit) => Admission::Permit(permit),
+            Err(rejected) => Admission::Rejected(rejected.retry_after),
+        }
+    }
+
+    fn record(&mut self, permit: SharedPermit<'a>, _now: Instant, outcome: CallOutcome) {
+        permit.record(outcome);
+    }
+
+    fn release(&mut self, permit: SharedPermit<'a>, _now: Instant) {
+        permit.release();
+    }
+
+    fn backoff(&mut self, retry: &RetryPolicy, attempts: u32) -> Option<Duration> {
+        retry.next_delay(attempts, &mut *lock(self.rng))
+    }
+
+    fn withdraw(&mut self, now: Instant) -> bool {
+        self.budget
+            .is_none_or(|budget| lock(budget).try_withdraw(now))
     }
 }
 
@@ -129,93 +196,85 @@ impl<T: Clone, E> Resilient<T, E> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let _slot = match self.bulkhead.try_enter() {
-            Ok(slot) => slot,
-            Err(full) => {
-                return self.give_up(CallError::BulkheadFull {
-                    max_concurrent: full.max_concurrent,
-                });
-            }
+        let stack = self.stack;
+        let mut parts = self.parts();
+        let mut request = match stack.begin(&mut parts, self.breaker.now()) {
+            Ok(request) => request,
+            Err(end) => return self.give_up(end, None),
         };
-        let started = self.breaker.now();
-        let deadline = self.timeout.deadline(started);
-        if let Some(budget) = &self.budget {
-            lock(budget).deposit(started);
-        }
-        let mut attempts: u32 = 0;
+        let mut next = stack.attempt(&mut parts, &mut request, self.breaker.now());
+        // The error of the attempt that just ended, for an answer without a fallback.
+        let mut last: Option<CallError<E>> = None;
         loop {
-            let left = self.timeout.remaining(started, self.breaker.now());
-            if left.is_zero() {
-                // Only reachable when a backoff sleep overshot the deadline.
-                return self.give_up(CallError::Timeout {
-                    timeout: self.timeout.duration(),
-                });
-            }
-            let permit = match self.breaker.try_acquire() {
-                Ok(permit) => permit,
-                Err(rejected) => {
-                    return self.give_up(CallError::Unavailable {
-                        retry_after: rejected.retry_after,
-                    });
-                }
-            };
-            attempts = attempts.saturating_add(1);
-            let (limit, reported) = match self.attempt_timeout {
-                Some(attempt) if attempt < left => (attempt, attempt),
-                _ => (left, self.timeout.duration()),
-            };
-            let error = match ::tokio::time::timeout(limit, f()).await {
-                Ok(Ok(value)) => {
-                    permit.record(CallOutcome::Success);
-                    if let Some(fallback) = &self.fallback {
-                        lock(fallback).on_success(&value, self.breaker.now());
+            match next {
+                Next::Send { timeout, limit } => {
+                    let attempt = ::tokio::time::timeout(timeout, f()).await;
+                    let now = self.breaker.now();
+                    match attempt {
+                        Ok(Ok(value)) => {
+                            stack.on_value(&mut parts, &mut request, now, CallOutcome::Success);
+                            if let Some(fallback) = &self.fallback {
+                                lock(fallback).on_success(&value, now);
+                            }
+                            return Ok(value);
+                        }
+                        Ok(Err(error)) => {
+                            let outcome = (self.classify)(&error);
+                            next = stack.on_error(&mut parts, &mut request, now, outcome);
+                            last = Some(CallError::Failed(error));
+                        }
+                        Err(_elapsed) => {
+                            next = stack.on_timeout(&mut parts, &mut request, now);
+                            last = Some(CallError::Timeout {
+                                timeout: match limit {
+                                    Limit::Attempt => timeout,
+                                    Limit::Deadline => stack.timeout().duration(),
+                                },
+                            });
+                        }
                     }
-                    return Ok(value);
                 }
-                Ok(Err(error)) => {
-                    let outcome = (self.classify)(&error);
-                    permit.record(outcome);
-                    if outcome != CallOutcome::Failure {
-                        return self.give_up(CallError::Failed(error));
-                    }
-                    CallError::Failed(error)
+                Next::Sleep(delay) => {
+                    ::tokio::time::sleep(delay).await;
+                    last = None;
+                    next = stack.on_retry_due(&mut parts, &mut request, self.breaker.now());
                 }
-                Err(_elapsed) => {
-                    permit.record(CallOutcome::Failure);
-                    CallError::Timeout { timeout: reported }
-                }
-            };
-            let now = self.breaker.now();
-            let delay = {
-                let mut rng = lock(&self.rng);
-                self.retry.next_delay(attempts, &mut *rng)
-            };
-            let Some(delay) = delay else {
-                return self.give_up(error);
-            };
-            if now + delay >= deadline {
-                return self.give_up(error);
+                Next::GiveUp(end) => return self.give_up(end, last),
             }
-            let allowed = match &self.budget {
-                Some(budget) => lock(budget).try_withdraw(now),
-                None => true,
-            };
-            if !allowed {
-                return self.give_up(error);
-            }
-            ::tokio::time::sleep(delay).await;
         }
     }
 
-    /// The fallback's answer if there is one, else `error`.
-    fn give_up(&self, error: CallError<E>) -> Result<T, CallError<E>> {
+    /// The shared parts, for one call.
+    fn parts(&self) -> Shared<'_> {
+        Shared {
+            breaker: &self.breaker,
+            bulkhead: &self.bulkhead,
+            budget: self.budget.as_ref(),
+            rng: &self.rng,
+        }
+    }
+
+    /// The fallback's answer if there is one, else the error for `end` (`last`: the
+    /// error of the attempt that just ended, if one did).
+    fn give_up(&self, end: End, last: Option<CallError<E>>) -> Result<T, CallError<E>> {
         if let Some(fallback) = &self.fallback {
             let answer = lock(fallback).take(self.breaker.now());
             if let Some(value) = answer {
                 return Ok(value);
             }
         }
-        Err(error)
+        let call_timeout = CallError::Timeout {
+            timeout: self.stack.timeout().duration(),
+        };
+        Err(match end {
+            End::BulkheadFull { max_concurrent } => CallError::BulkheadFull { max_concurrent },
+            End::Rejected { retry_after } => CallError::Unavailable { retry_after },
+            // The last attempt's error: what the caller sees when no retry was possible
+            // or the budget refused one.
+            End::Failed | End::Timeout | End::BudgetExhausted => last.unwrap_or(call_timeout),
+            // Only reachable when a backoff sleep overshot the deadline.
+            End::DeadlineReached => call_timeout,
+        })
     }
 }
 
@@ -331,9 +390,7 @@ impl<T: Clone, E> ResilientBuilder<T, E> {
         Ok(Resilient {
             breaker: SharedBreaker::new(self.breaker),
             bulkhead,
-            timeout,
-            attempt_timeout: self.attempt_timeout,
-            retry: self.retry,
+            stack: Stack::new(timeout, self.attempt_timeout, self.retry),
             budget: self.budget.map(Mutex::new),
             fallback,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(self.seed)),
