@@ -38,6 +38,7 @@
 //! | [`is_at_rest`](TwoPcCoordinator::is_at_rest) | trusted only to tell when the run may stop (with every participant without a timer); the checks then run over every started transaction and every participant | stopping early cannot hide a transaction: each started one is checked, and an in-doubt participant still holds its locks (`twopc.locks_released`) |
 //! | [`totals`](TwoPcCoordinator::totals) | `vote_timeouts`, `presumed_aborts` and `decisions_resent` feed coverage marks only; no verdict reads them | a counter left at zero hides a coverage mark, never a bug |
 //! | [`recovered`](TwoPcCoordinator::recovered) | observed: built from the durable log alone (the world keeps it; memory is gone), then judged like any coordinator | |
+//! | (settings: vote timeout, re-send interval) | not read: no declared policy | no invariant or bound depends on the coordinator's timing. The world's verdicts are read from the log, the messages and the participants at rest; the liveness bound is a fixed hour of simulated time, and the participants' own timers are the world's (configured by [`config_of`](crate::saga::twopc::world::config_of)). A coordinator with its own vote timeout or re-send interval is judged exactly as one with the knobs', so the contract asks for no policy declaration |
 //!
 //! Atomicity, locks, conservation and idempotence (`twopc.at_rest`,
 //! `twopc.locks_released`, `twopc.conservation`, `twopc.idempotent`) are read from the
