@@ -191,7 +191,8 @@ mod scratch_bus {
         }
         println!("a bus backing off 8x longer than it declares, seeds 0..{seeds}: {by:?}");
         assert!(
-            by.get(faultline::saga::invariants::SETTLING).is_some_and(|n| *n > 0),
+            by.get(faultline::saga::invariants::SETTLING)
+                .is_some_and(|n| *n > 0),
             "{by:?}"
         );
         assert_eq!(
