@@ -315,6 +315,7 @@ pub(crate) enum Flaw {
     /// The bus behaves as the reference, but its declared policy (read by the mutant's
     /// [`EventBus::policy`](crate::bus::contract::EventBus::policy)) claims one attempt
     /// more than it makes.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     DeclaresMoreAttempts,
 }
 

@@ -129,12 +129,12 @@ fn a_bus_written_from_scratch_passes() {
 /// Settings of the bus's own, other than the knobs': twice the capacity or half of
 /// it, two attempts more or (down to one) fewer, three times the backoff.
 fn own_settings(knobs: &BusKnobs) -> (usize, u32, (u64, u64)) {
-    let capacity = if knobs.seed % 2 == 0 {
+    let capacity = if knobs.seed.is_multiple_of(2) {
         knobs.capacity * 2
     } else {
         (knobs.capacity / 2).max(2)
     };
-    let attempts = if knobs.seed % 3 == 0 || knobs.attempts_max == 1 {
+    let attempts = if knobs.seed.is_multiple_of(3) || knobs.attempts_max == 1 {
         knobs.attempts_max + 2
     } else {
         knobs.attempts_max - 1

@@ -737,7 +737,7 @@ mod scratch {
         for seed in 0..1_000 {
             let knobs = SagaKnobs::from_seed(seed);
             let mut mine = Ledger::new(&knobs).unwrap();
-            if seed % 2 == 0 {
+            if seed.is_multiple_of(2) {
                 mine.vote_timeout *= 4;
                 mine.resend *= 3;
             } else {
