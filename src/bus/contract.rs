@@ -4,6 +4,24 @@
 //!
 //! # What the world observes and what it trusts
 //!
+//! # Declared policy
+//!
+//! A bus is judged by the [`BusPolicy`] it declares through [`EventBus::policy`], built
+//! from its own configuration: how many events a topic retains, how many attempts an
+//! event gets before it is dead-lettered, and the longest a failed delivery waits for
+//! its retry. The universal promises (nothing lost, nothing twice, in order, never more
+//! retained than the declared capacity, dead-lettered after exactly the declared
+//! attempts and not before) are checked against that declaration, whatever the seed's
+//! knobs say. Whether the declaration equals the reference's exact settings for the
+//! knobs is a separate check, `bus.conformance`
+//! ([`BusWorld::conforming_to_reference`](crate::bus::world::BusWorld::conforming_to_reference)),
+//! which the reference scenario and its mutants turn on and a plug-in does not need.
+//! A world that hosts a bus (the choreographed saga) reads the same declaration where
+//! its bounds depend on the bus: its settling bound allows for the declared
+//! `retry_wait_max`, not the knobs' backoff.
+//!
+//! # What the world observes and what it trusts
+//!
 //! The world owns the publishers and the handlers, so it checks the bus from what it sees
 //! at that boundary and keeps its own ledger (see [`crate::bus::invariants`]). Per method:
 //!
@@ -14,16 +32,61 @@
 //! | `next_delivery` | observed | each delivery is checked against the ledger: the topic, the seq, the payload that was published as it, the order, and whether the subscriber is owed it; `redriven` is checked against the letters the world redrove; `attempt` and `redelivery` only feed the coverage marks and the trace |
 //! | `ack`, `nack` | observed | the world's handler decides the outcome, so the ledger records it, not the bus |
 //! | `crash`, `resume`, `redrive` | observed | the world decides when; what comes next is checked at delivery |
-//! | `dead_letters` | compared | after a failure, it says whether the bus dead-lettered the event (a dead letter before `attempts_max` failures is a violation); at rest, the listed letters must be exactly the events the world saw dead-lettered and not handled since |
+//! | `policy` | trusted, read once when the world is made | it is the yardstick, not a fact: `capacity` bounds retention, `attempts_max` says when a failed event must be dead-lettered, `retry_wait_max` only feeds `bus.conformance` here (no bus invariant times retries; the liveness bound is a fixed hour) and a host's bounds (the choreographed saga's settling bound). A bus that breaks its own declaration is caught by the checks that use it, and `bus.conformance` compares it with the reference's settings where asked |
+//! | `dead_letters` | compared | after a failure, it says whether the bus dead-lettered the event: a dead letter before the declared `attempts_max` failures, or none after them, is a violation (`bus.exactly_once`); at rest, the listed letters must be exactly the events the world saw dead-lettered and not handled since |
 //! | `poll_timeout` | trusted | only to schedule wake-ups; a bus that never wakes is caught by `bus.drained` and the liveness bound, not believed |
-//! | `retained_max` | compared | it must lie between what the ledger says must be held (less is a loss: `bus.fifo`) and the capacity (`bus.bounded_retention`) |
+//! | `retained_max` | compared | it must lie between what the ledger says must be held (less is a loss: `bus.fifo`) and the declared capacity (`bus.bounded_retention`); what the ledger says must be held may not exceed the declared capacity either, whatever the bus reports |
 //! | `dead_events` | compared | at rest it must equal the dead events by the world's facts |
 //!
 //! Nothing a bus reports about itself replaces a fact the world has.
 
-use crate::bus::core::{Bus, BusFull, Published, SubscriberId};
+use crate::bus::core::{Bus, BusConfig, BusFull, Published, SubscriberId};
 use crate::clock::Instant;
 use std::fmt;
+use std::time::Duration;
+
+/// The policy a bus declares it implements, from its own configuration: what the
+/// invariants judge it by (see the [module docs](self)).
+///
+/// A bus that retains 64 events per topic, dead-letters an event after its third failed
+/// attempt and waits at most 5 s before a retry declares:
+///
+/// ```
+/// use faultline::bus::contract::BusPolicy;
+/// use std::time::Duration;
+///
+/// let policy = BusPolicy {
+///     capacity: 64,
+///     attempts_max: 3,
+///     retry_wait_max: Duration::from_secs(5),
+/// };
+/// # let _ = policy;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusPolicy {
+    /// Most events a topic retains (for its laggiest subscriber) before a publish is
+    /// refused with [`BusFull`].
+    pub capacity: usize,
+    /// Attempts an event gets for one subscriber before it is dead-lettered (at least
+    /// 1): it is dead-lettered at its `attempts_max`-th failure, not before; a crash of
+    /// the subscriber may restart the count (the reference's does), so "not after"
+    /// counts the failures since the subscriber last crashed.
+    pub attempts_max: u32,
+    /// Longest a failed delivery waits before it is offered again.
+    pub retry_wait_max: Duration,
+}
+
+impl BusPolicy {
+    /// The policy of a reference [`Bus`] configured by `config`: its capacity, its
+    /// attempts and its backoff's cap (full jitter waits at most the cap).
+    pub fn of_config(config: &BusConfig) -> BusPolicy {
+        BusPolicy {
+            capacity: config.capacity(),
+            attempts_max: config.attempts_max(),
+            retry_wait_max: config.backoff().cap(),
+        }
+    }
+}
 
 /// What a delivery tells the world.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +138,9 @@ pub trait EventBus {
     fn retained_max(&self) -> usize;
     /// Events published to topics nobody subscribed to.
     fn dead_events(&self) -> u64;
+    /// The policy this bus implements, from its own configuration: what the world
+    /// judges it by. Read once, when the world is made.
+    fn policy(&self) -> BusPolicy;
 }
 
 impl EventBus for Bus<u64> {
@@ -130,5 +196,8 @@ impl EventBus for Bus<u64> {
     }
     fn dead_events(&self) -> u64 {
         self.totals().dead_events
+    }
+    fn policy(&self) -> BusPolicy {
+        BusPolicy::of_config(self.config())
     }
 }

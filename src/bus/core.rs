@@ -312,6 +312,11 @@ pub(crate) enum Flaw {
     /// Events to a topic nobody subscribes to are kept in its log and reported as
     /// retained (and not counted as dead events).
     RetainUnsubscribed,
+    /// The bus behaves as the reference, but its declared policy (read by the mutant's
+    /// [`EventBus::policy`](crate::bus::contract::EventBus::policy)) claims one attempt
+    /// more than it makes.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
+    DeclaresMoreAttempts,
 }
 
 /// The event bus. See the [module docs](self).

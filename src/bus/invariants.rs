@@ -3,11 +3,13 @@
 //! 1. `bus.exactly_once`: each subscriber gets each event it is owed handled exactly
 //!    once or dead-lettered: at rest, handled + dead-lettered = events published on its
 //!    topics while it was subscribed, with no duplicates; a failed event is retried or
-//!    dead-lettered, never skipped.
+//!    dead-lettered, never skipped, and dead-lettered at its declared `attempts_max`-th
+//!    failure, not before (counting every failure) and not after (counting the failures
+//!    since the subscriber last crashed: a crash may restart the count).
 //! 2. `bus.fifo`: per (topic, subscriber), events come in publish order with no gaps
 //!    (a gap is a lost event), and each carries the payload that was published.
 //! 3. `bus.nothing_after_unsubscribe`: once unsubscribed, a subscriber gets nothing.
-//! 4. `bus.bounded_retention`: no topic ever retains more than the capacity, and none
+//! 4. `bus.bounded_retention`: no topic ever retains more than the declared capacity, and none
 //!    retains anything it was published to while nobody subscribed.
 //! 5. `bus.isolation`: a subscriber that is up, idle and owed an available event is
 //!    never refused it (a slow or failing subscriber delays no other beyond the
@@ -16,6 +18,12 @@
 //!    counted, not vanished.
 //! 7. `bus.drained`: after the faults heal, every owed event is delivered or
 //!    dead-lettered.
+//! 8. `bus.conformance` (optional; on for the reference and its mutants): the declared
+//!    [`BusPolicy`] is the reference's exact settings for the seed's knobs. A plug-in
+//!    with settings of its own leaves it off and is judged by 1 to 7 alone.
+//!
+//! The capacity (4) and the attempts before a dead letter (1) are the bus's declared
+//! [`BusPolicy`], not the knobs': a bus is judged by what it says it does.
 //!
 //! The checker keeps the world's own ledger and derives every fact from it: the
 //! subscriptions the world made and ended, which topics had a subscriber when each
@@ -26,11 +34,12 @@
 //! the seq or dead event a publish returns) are only compared with those facts: a
 //! mismatch is a violation of its own, naming the topic, the subscriber and the seqs.
 
+use crate::bus::contract::BusPolicy;
 use faultline_sim::{SimTime, Violation};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Names of the invariants, in order.
-pub const INVARIANTS: [&str; 7] = [
+pub const INVARIANTS: [&str; 8] = [
     EXACTLY_ONCE,
     FIFO,
     NOTHING_AFTER_UNSUBSCRIBE,
@@ -38,6 +47,7 @@ pub const INVARIANTS: [&str; 7] = [
     ISOLATION,
     DEAD_EVENTS_COUNTED,
     DRAINED,
+    CONFORMANCE,
 ];
 
 /// The invariant `bus.exactly_once` (see the list above).
@@ -54,6 +64,8 @@ pub const ISOLATION: &str = "bus.isolation";
 pub const DEAD_EVENTS_COUNTED: &str = "bus.dead_events_counted";
 /// The invariant `bus.drained` (see the list above).
 pub const DRAINED: &str = "bus.drained";
+/// The optional check `bus.conformance` (see the list above).
+pub const CONFORMANCE: &str = "bus.conformance";
 
 /// What the world knows of one (subscriber, topic).
 #[derive(Clone, Debug, Default)]
@@ -66,6 +78,9 @@ pub struct Track {
     pub next: u64,
     /// Failures of the event at `next`.
     pub failures: u32,
+    /// Failures of the event at `next` since the subscriber last crashed (a crash may
+    /// restart a bus's count of attempts, as the reference's does).
+    pub failures_since_crash: u32,
     /// Events handled (acked by the handler).
     pub handled: BTreeSet<u64>,
     /// Events dead-lettered, as the world saw them go.
@@ -77,9 +92,9 @@ pub struct Track {
 /// The bus checker: fed by the world as the run goes, asked at rest.
 #[derive(Clone, Debug, Default)]
 pub struct BusChecker {
-    /// Attempts before dead-lettering, per the configuration.
+    /// Attempts before dead-lettering, as the bus declares ([`BusPolicy::attempts_max`]).
     pub attempts_max: u32,
-    /// Retention bound, per the configuration.
+    /// Retention bound, as the bus declares ([`BusPolicy::capacity`]).
     pub capacity: usize,
     /// Per topic: the events published, by seq: (payload, time).
     pub published: BTreeMap<String, Vec<(u64, SimTime)>>,
@@ -104,6 +119,11 @@ impl BusChecker {
             capacity,
             ..BusChecker::default()
         }
+    }
+
+    /// A checker judging a bus by the policy it declares.
+    pub fn for_policy(policy: &BusPolicy) -> Self {
+        BusChecker::new(policy.attempts_max, policy.capacity)
     }
 
     fn next_seq(&self, topic: &str) -> u64 {
@@ -361,6 +381,7 @@ impl BusChecker {
             track.handled.insert(seq);
             track.next += 1;
             track.failures = 0;
+            track.failures_since_crash = 0;
             if let Some(at) = published_at {
                 self.lags
                     .entry(sub)
@@ -392,12 +413,13 @@ impl BusChecker {
             return Ok(());
         }
         track.failures += 1;
+        track.failures_since_crash += 1;
         if dead {
             if track.failures < attempts_max {
                 return Err(Violation::new(
                     EXACTLY_ONCE,
                     format!(
-                        "event {seq} of `{topic}` was dead-lettered for subscriber {sub} after {} attempt(s); {attempts_max} are configured",
+                        "event {seq} of `{topic}` was dead-lettered for subscriber {sub} after {} attempt(s); the bus declares {attempts_max}",
                         track.failures
                     ),
                 ));
@@ -405,8 +427,27 @@ impl BusChecker {
             track.dead.insert(seq);
             track.next += 1;
             track.failures = 0;
+            track.failures_since_crash = 0;
+        } else if track.failures_since_crash >= attempts_max {
+            return Err(Violation::new(
+                EXACTLY_ONCE,
+                format!(
+                    "event {seq} of `{topic}` failed {} time(s) in a row for subscriber {sub} (no crash between) and \
+                     was not dead-lettered; the bus declares {attempts_max} attempt(s) before a dead letter",
+                    track.failures_since_crash
+                ),
+            ));
         }
         Ok(())
+    }
+
+    /// Subscriber `sub` crashed: a bus may count the attempts of its events afresh.
+    pub fn on_crash(&mut self, sub: u32) {
+        for ((s, _), track) in self.tracks.iter_mut() {
+            if *s == sub {
+                track.failures_since_crash = 0;
+            }
+        }
     }
 
     /// `sub`'s dead letters were handed back for delivery.

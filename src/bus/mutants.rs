@@ -1,8 +1,11 @@
 //! Deliberately broken buses ("mutants") the invariants must catch: the reference with
-//! one defect, a task-per-publish bus, and the reference with each publish handed to
-//! its own task.
+//! one defect, a task-per-publish bus, the reference with each publish handed to its
+//! own task, one whose declaration promises more attempts than it makes, and one built
+//! with other settings than the knobs'. Each runs in a world that also checks
+//! conformance to the reference's settings, except the one judged by its declaration
+//! alone.
 
-use crate::bus::contract::{EventBus, Handed};
+use crate::bus::contract::{BusPolicy, EventBus, Handed};
 use crate::bus::core::{Bus, BusFull, DeliveryToken, Flaw, Published, SubscriberId};
 use crate::bus::invariants;
 use crate::bus::pattern::BusPattern;
@@ -16,7 +19,7 @@ use std::sync::Arc;
 fn flawed(knobs: &BusKnobs, flaw: Flaw) -> Result<BusWorld<MutantBus>, ConfigError> {
     let mut bus = knobs.reference_bus()?;
     bus.flaw = flaw;
-    Ok(BusWorld::new(knobs.clone(), MutantBus::Flawed(bus)))
+    BusWorld::new(knobs.clone(), MutantBus::Flawed(bus)).conforming_to_reference()
 }
 
 /// The catalog.
@@ -32,10 +35,12 @@ pub const CATALOG: &[Mutant<BusPattern>] = &[
         "each publish spawns a task per subscriber: events arrive in any order, nothing is bounded",
         invariants::FIFO,
         |k: &BusKnobs| {
-            Ok(BusWorld::new(
-                k.clone(),
-                MutantBus::TaskPerPublish(TaskPerPublish::default()),
-            ))
+            // It claims the knobs' settings (it keeps none of them).
+            let bus = TaskPerPublish {
+                declared: Some(k.reference_policy()?),
+                ..TaskPerPublish::default()
+            };
+            BusWorld::new(k.clone(), MutantBus::TaskPerPublish(bus)).conforming_to_reference()
         },
     ),
     Mutant::new(
@@ -44,10 +49,11 @@ pub const CATALOG: &[Mutant<BusPattern>] = &[
          publishes close together land out of order (the goroutine-per-publish bug)",
         invariants::FIFO,
         |k: &BusKnobs| {
-            Ok(BusWorld::new(
+            BusWorld::new(
                 k.clone(),
                 MutantBus::PublishInOwnTask(PublishInOwnTask::new(k.reference_bus()?)),
-            ))
+            )
+            .conforming_to_reference()
         },
     ),
     Mutant::new(
@@ -97,6 +103,29 @@ pub const CATALOG: &[Mutant<BusPattern>] = &[
         "a failed event is never retried nor dead-lettered: its topic stalls for that subscriber",
         invariants::DRAINED,
         |k| flawed(k, Flaw::ForgetRetries),
+    ),
+    Mutant::new(
+        "declares_more_attempts",
+        "declares one attempt more than it makes: an event is dead-lettered before the declared attempts are spent",
+        invariants::EXACTLY_ONCE,
+        // Judged by its declaration alone: conformance would catch the declaration first.
+        |k: &BusKnobs| {
+            let mut bus = k.reference_bus()?;
+            bus.flaw = Flaw::DeclaresMoreAttempts;
+            Ok(BusWorld::new(k.clone(), MutantBus::Flawed(bus)))
+        },
+    ),
+    Mutant::new(
+        "misconfigured",
+        "the reference built with other settings than the knobs' (twice the capacity, one more attempt), declared honestly",
+        invariants::CONFORMANCE,
+        |k: &BusKnobs| {
+            let mut other = k.clone();
+            other.capacity *= 2;
+            other.attempts_max += 1;
+            BusWorld::new(k.clone(), MutantBus::Flawed(other.reference_bus()?))
+                .conforming_to_reference()
+        },
     ),
 ];
 
@@ -196,6 +225,8 @@ pub struct TaskPerPublish {
     next_sub: u32,
     dead_events: u64,
     pick: u64,
+    /// What it declares (`None`: the truth, no bound at all).
+    declared: Option<BusPolicy>,
 }
 
 impl EventBus for MutantBus {
@@ -467,6 +498,23 @@ impl EventBus for MutantBus {
             MutantBus::Flawed(b) => b.totals().dead_events,
             MutantBus::PublishInOwnTask(p) => p.bus.totals().dead_events,
             MutantBus::TaskPerPublish(t) => t.dead_events,
+        }
+    }
+    fn policy(&self) -> BusPolicy {
+        match self {
+            MutantBus::Flawed(b) => {
+                let mut p = EventBus::policy(b);
+                if b.flaw == Flaw::DeclaresMoreAttempts {
+                    p.attempts_max += 1;
+                }
+                p
+            }
+            MutantBus::PublishInOwnTask(p) => EventBus::policy(&p.bus),
+            MutantBus::TaskPerPublish(t) => t.declared.unwrap_or(BusPolicy {
+                capacity: usize::MAX,
+                attempts_max: u32::MAX,
+                retry_wait_max: std::time::Duration::ZERO,
+            }),
         }
     }
 }

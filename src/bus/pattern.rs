@@ -30,7 +30,7 @@ const fn metrics<B: EventBus>() -> [Metric<BusWorld<B>>; 7] {
         Metric {
             name: "peak retention / capacity",
             unit: "ratio",
-            value: |w| Some(w.stats.retained_max as f64 / w.knobs().capacity.max(1) as f64),
+            value: |w| Some(w.stats.retained_max as f64 / w.policy().capacity.max(1) as f64),
         },
         Metric {
             name: "handler failures",
@@ -95,11 +95,11 @@ impl Scenario for BusPattern {
         knobs.fault_plan()
     }
 
+    /// The reference, also checked for conformance to its exact settings for the knobs
+    /// (`bus.conformance`).
     fn reference(&self, knobs: &BusKnobs) -> Result<BusWorld<MutantBus>, ConfigError> {
-        Ok(BusWorld::new(
-            knobs.clone(),
-            MutantBus::Flawed(knobs.reference_bus()?),
-        ))
+        BusWorld::new(knobs.clone(), MutantBus::Flawed(knobs.reference_bus()?))
+            .conforming_to_reference()
     }
 
     fn simulate(
@@ -157,7 +157,7 @@ fn describe<B: EventBus>(knobs: &BusKnobs, report: &RunReport, world: &BusWorld<
         });
     }
     let mut series = vec![Series {
-        name: format!("events retained (capacity {})", knobs.capacity),
+        name: format!("events retained (capacity {})", world.policy().capacity),
         unit: "events".into(),
         points: per_second(
             world.retention.iter().map(|(t, n)| (*t, *n as f64)),
@@ -181,7 +181,8 @@ fn describe<B: EventBus>(knobs: &BusKnobs, report: &RunReport, world: &BusWorld<
     let notes = notes(&INVARIANTS, |name| match name {
         invariants::BOUNDED_RETENTION => format!(
             "at most {} events retained; capacity {}",
-            s.retained_max, knobs.capacity
+            s.retained_max,
+            world.policy().capacity
         ),
         invariants::DEAD_EVENTS_COUNTED => {
             format!("{} dead events counted", s.dead_events)
@@ -204,7 +205,7 @@ fn describe<B: EventBus>(knobs: &BusKnobs, report: &RunReport, world: &BusWorld<
         ("dead events".into(), s.dead_events.to_string()),
         (
             "most events retained".into(),
-            format!("{} of {}", s.retained_max, knobs.capacity),
+            format!("{} of {}", s.retained_max, world.policy().capacity),
         ),
         (
             "longest delivery lag".into(),

@@ -2,9 +2,10 @@
 //! events under a millisecond apart (where a bus that reorders concurrent publishes
 //! shows it), subscribers with random processing times (one of them slow), handler
 //! error bursts, crashes and restarts, subscribes and unsubscribes during the run. The
-//! [`BusChecker`] checks every promise against the world's own ledger.
+//! [`BusChecker`] checks every promise against the world's own ledger, judging the bus
+//! by the [`BusPolicy`] it declares ([`EventBus::policy`]), not by the knobs.
 
-use crate::bus::contract::EventBus;
+use crate::bus::contract::{BusPolicy, EventBus};
 use crate::bus::core::{Bus, BusConfig, Published, SubscriberId};
 use crate::bus::invariants;
 use crate::bus::invariants::BusChecker;
@@ -184,6 +185,12 @@ impl BusKnobs {
     pub fn reference_bus(&self) -> Result<Bus<u64>, ConfigError> {
         Ok(Bus::new(self.bus_config()?))
     }
+
+    /// The policy the reference bus declares for these knobs: what
+    /// [`bus.conformance`](invariants::CONFORMANCE) compares a declaration with.
+    pub fn reference_policy(&self) -> Result<BusPolicy, ConfigError> {
+        Ok(BusPolicy::of_config(&self.bus_config()?))
+    }
 }
 
 /// The bus world's events.
@@ -259,9 +266,17 @@ pub struct BusStats {
 }
 
 /// The bus world, generic over the bus under test.
+///
+/// The world judges the bus by the [`BusPolicy`] it declares ([`EventBus::policy`]);
+/// [`conforming_to_reference`](BusWorld::conforming_to_reference) adds the check that
+/// the declaration is the reference's exact settings for the knobs.
 pub struct BusWorld<B: EventBus> {
     knobs: BusKnobs,
     bus: B,
+    /// The policy the bus declared when the world was made.
+    policy: BusPolicy,
+    /// The policy the bus must declare, when conformance is checked.
+    conform_to: Option<BusPolicy>,
     subs: Vec<Sub<B::Token>>,
     /// The invariant checker.
     pub checker: BusChecker,
@@ -281,11 +296,16 @@ pub struct BusWorld<B: EventBus> {
 }
 
 impl<B: EventBus> BusWorld<B> {
-    /// A world for `knobs` around `bus`.
+    /// A world for `knobs` around `bus`, judged by the policy `bus` declares. The knobs
+    /// shape the publishers, the subscribers and the faults; the bus's settings
+    /// (capacity, attempts, backoff) are its own.
     pub fn new(knobs: BusKnobs, bus: B) -> Self {
         let root = SimRng::new(knobs.seed);
+        let policy = bus.policy();
         BusWorld {
-            checker: BusChecker::new(knobs.attempts_max, knobs.capacity),
+            checker: BusChecker::for_policy(&policy),
+            policy,
+            conform_to: None,
             subs: (0..knobs.subscribers.len())
                 .map(|_| Sub {
                     id: None,
@@ -309,9 +329,27 @@ impl<B: EventBus> BusWorld<B> {
         }
     }
 
+    /// Also checks [`bus.conformance`](invariants::CONFORMANCE): the bus's declared
+    /// policy must be the reference's for these knobs
+    /// ([`BusKnobs::reference_policy`]). On for the reference and its mutants.
+    pub fn conforming_to_reference(mut self) -> Result<Self, ConfigError> {
+        self.conform_to = Some(self.knobs.reference_policy()?);
+        Ok(self)
+    }
+
     /// The knobs.
     pub fn knobs(&self) -> &BusKnobs {
         &self.knobs
+    }
+
+    /// The policy the bus declared, which the world judges it by.
+    pub fn policy(&self) -> &BusPolicy {
+        &self.policy
+    }
+
+    /// The bus under test.
+    pub fn bus(&self) -> &B {
+        &self.bus
     }
 
     fn schedule_publish(&mut self, ctx: &mut Ctx<BusEvent>, topic: u32) {
@@ -522,6 +560,17 @@ impl<B: EventBus> World for BusWorld<B> {
     }
 
     fn start(&mut self, ctx: &mut Ctx<BusEvent>) -> Result<(), Violation> {
+        if let Some(reference) = self.conform_to
+            && self.policy != reference
+        {
+            return Err(Violation::new(
+                invariants::CONFORMANCE,
+                format!(
+                    "the bus declares {:?}, but the reference's settings for these knobs are {reference:?}",
+                    self.policy
+                ),
+            ));
+        }
         for (i, s) in self.knobs.subscribers.clone().iter().enumerate() {
             ctx.schedule_at(
                 SimTime::from_millis(s.join_ms),
@@ -634,6 +683,7 @@ impl<B: EventBus> World for BusWorld<B> {
                     .push((ctx.now(), sub, if s.up { "up" } else { "crashed" }));
                 if !s.up {
                     self.bus.crash(id, now);
+                    self.checker.on_crash(sub);
                 }
                 self.pump(ctx, sub)?;
             }
@@ -672,6 +722,7 @@ impl<B: EventBus> World for BusWorld<B> {
             s.busy = None;
             if let Some(id) = s.id {
                 self.bus.crash(id, now);
+                self.checker.on_crash(i as u32);
                 self.states.push((ctx.now(), i as u32, "crashed"));
             }
         } else if !edge.started && !s.up {

@@ -125,3 +125,139 @@ fn a_bus_written_from_scratch_passes() {
     }
     assert!(bursts > 0, "no burst in 400 seeds");
 }
+
+/// Settings of the bus's own, other than the knobs': twice the capacity or half of
+/// it, two attempts more or (down to one) fewer, three times the backoff.
+fn own_settings(knobs: &BusKnobs) -> (usize, u32, (u64, u64)) {
+    let capacity = if knobs.seed.is_multiple_of(2) {
+        knobs.capacity * 2
+    } else {
+        (knobs.capacity / 2).max(2)
+    };
+    let attempts = if knobs.seed.is_multiple_of(3) || knobs.attempts_max == 1 {
+        knobs.attempts_max + 2
+    } else {
+        knobs.attempts_max - 1
+    };
+    let backoff = (knobs.backoff_ms.0 * 3, knobs.backoff_ms.1 * 3);
+    (capacity, attempts, backoff)
+}
+
+/// Declared policies, no false positives: the bus written from scratch with a capacity,
+/// attempts and backoff of its own (never the knobs'), declaring them truly, passes
+/// every seed (before the bus declared a policy, the world judged it by the knobs and
+/// reported it broken).
+#[test]
+fn a_bus_with_its_own_settings_declaring_them_passes() {
+    for seed in 0..400 {
+        let knobs = BusKnobs::from_seed(seed);
+        let (capacity, attempts, backoff) = own_settings(&knobs);
+        let bus = LedgerBus::new(capacity, attempts, backoff);
+        let plan = knobs.fault_plan();
+        let world = BusWorld::new(knobs, bus);
+        assert_eq!(world.policy().capacity, capacity);
+        assert_eq!(world.policy().attempts_max, attempts);
+        let (report, _) = run(world, plan, TraceMode::Off);
+        if let Some(f) = report.failure() {
+            panic!("seed {seed}: {}", f.outcome);
+        }
+    }
+}
+
+/// The same bus declaring the knobs' settings while it keeps its own is caught: by
+/// `bus.bounded_retention` (it retains more than it declares) or `bus.exactly_once`
+/// (it dead-letters before or after the declared attempts). Prints the rate.
+#[test]
+fn a_bus_declaring_the_knobs_settings_while_keeping_others_is_caught() {
+    let seeds = 400;
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    for seed in 0..seeds {
+        let knobs = BusKnobs::from_seed(seed);
+        let (capacity, attempts, backoff) = own_settings(&knobs);
+        let bus = LedgerBus::new(capacity, attempts, backoff)
+            .declaring(knobs.reference_policy().unwrap());
+        let plan = knobs.fault_plan();
+        let (report, _) = run(BusWorld::new(knobs, bus), plan, TraceMode::Off);
+        let inv = report.outcome.invariant().unwrap_or("(passed)");
+        *by.entry(inv.to_string()).or_default() += 1;
+    }
+    println!("ledger bus declaring the knobs' settings over seeds 0..{seeds}: {by:?}");
+    let caught = seeds - by.get("(passed)").copied().unwrap_or(0);
+    assert!(
+        caught * 2 >= seeds,
+        "caught on only {caught} of {seeds} seeds: {by:?}"
+    );
+    for inv in [invariants::BOUNDED_RETENTION, invariants::EXACTLY_ONCE] {
+        assert!(by.contains_key(inv), "never caught by {inv}: {by:?}");
+    }
+}
+
+/// The mutant that declares one attempt more than it makes (judged by its declaration
+/// alone) is caught by `bus.exactly_once` on every seed where the reference
+/// dead-letters an event (292 of seeds 0..500), and only there. Prints the rate.
+#[test]
+fn declares_more_attempts_is_caught_by_exactly_once() {
+    let seeds = 500;
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut dead_lettering = 0;
+    for seed in 0..seeds {
+        let reference = BusPattern
+            .run(seed, &BusPattern.plan(seed), TraceMode::Off, None)
+            .unwrap();
+        let dead = reference
+            .report
+            .coverage
+            .hits
+            .get("bus.dead_letter")
+            .is_some_and(|n| *n > 0);
+        dead_lettering += u64::from(dead);
+        let run = BusPattern
+            .run(
+                seed,
+                &BusPattern.plan(seed),
+                TraceMode::Off,
+                Some("declares_more_attempts"),
+            )
+            .unwrap();
+        let inv = run.report.outcome.invariant().unwrap_or("(passed)");
+        if dead {
+            assert_eq!(inv, invariants::EXACTLY_ONCE, "seed {seed}");
+        }
+        *by.entry(inv.to_string()).or_default() += 1;
+    }
+    println!(
+        "declares_more_attempts over seeds 0..{seeds}: {by:?}; the reference dead-letters on {dead_lettering}"
+    );
+    let by_exactly_once = by.get(invariants::EXACTLY_ONCE).copied().unwrap_or(0);
+    assert!(dead_lettering > 0);
+    assert_eq!(by_exactly_once, dead_lettering, "{by:?}");
+}
+
+/// `bus.conformance` is the reference's check: the reference declares exactly the
+/// knobs' settings, and the reference built with other settings, declaring them
+/// honestly, is caught by it on every seed (a plug-in's world, `BusWorld::new`, leaves
+/// it off: see `a_bus_with_its_own_settings_declaring_them_passes`).
+#[test]
+fn conformance_holds_the_reference_to_the_knobs_settings() {
+    for seed in 0..50 {
+        let knobs = BusKnobs::from_seed(seed);
+        let bus = knobs.reference_bus().unwrap();
+        assert_eq!(
+            faultline::bus::contract::EventBus::policy(&bus),
+            knobs.reference_policy().unwrap()
+        );
+        let run = BusPattern
+            .run(
+                seed,
+                &BusPattern.plan(seed),
+                TraceMode::Off,
+                Some("misconfigured"),
+            )
+            .unwrap();
+        assert_eq!(
+            run.report.outcome.invariant(),
+            Some(invariants::CONFORMANCE),
+            "seed {seed}"
+        );
+    }
+}

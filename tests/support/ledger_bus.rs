@@ -3,11 +3,12 @@
 //! retries with capped exponential backoff, dead letters and redrive, crash and resume.
 //! Shared by the bus tests and the choreographed saga's: it must pass both worlds.
 
-use faultline::bus::contract::{EventBus, Handed};
+use faultline::bus::contract::{BusPolicy, EventBus, Handed};
 use faultline::bus::{BusFull, Published, SubscriberId};
 use faultline::clock::Instant;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// One delivery: whose, which event, in which life of the subscriber.
 #[derive(Clone, Debug)]
@@ -62,6 +63,9 @@ pub struct LedgerBus {
     members: BTreeMap<u32, Member>,
     next_id: u32,
     dead_events: u64,
+    /// A declaration other than its own settings (for the tests that show a false one
+    /// is caught).
+    declared: Option<BusPolicy>,
 }
 
 impl LedgerBus {
@@ -75,7 +79,14 @@ impl LedgerBus {
             members: BTreeMap::new(),
             next_id: 0,
             dead_events: 0,
+            declared: None,
         }
+    }
+
+    /// The same bus, declaring `policy` instead of its own settings.
+    pub fn declaring(mut self, policy: BusPolicy) -> Self {
+        self.declared = Some(policy);
+        self
     }
 
     fn subscribed(&self, topic: &str) -> bool {
@@ -364,5 +375,14 @@ impl EventBus for LedgerBus {
 
     fn dead_events(&self) -> u64 {
         self.dead_events
+    }
+
+    fn policy(&self) -> BusPolicy {
+        self.declared.unwrap_or(BusPolicy {
+            capacity: self.capacity,
+            attempts_max: self.attempts_max,
+            // Capped exponential backoff: the longest wait is the cap.
+            retry_wait_max: Duration::from_nanos(self.backoff_ns.1.max(1)),
+        })
     }
 }

@@ -111,6 +111,8 @@ pub struct ChoreoWorld<B: EventBus = Bus<u64>> {
     knobs: SagaKnobs,
     /// How long a hand-out may go unacknowledged before it is failed.
     ack_deadline: SimDuration,
+    /// The longest retry wait the bus declares (its policy, read once).
+    retry_wait_max: SimDuration,
     bus: B,
     subs: [SubscriberId; 3],
     up: [bool; 3],
@@ -204,8 +206,12 @@ impl<B: EventBus> ChoreoWorld<B> {
         } else {
             SimDuration::from_millis(knobs.step_timeout_ms)
         };
+        let retry_wait_max = SimDuration::from_nanos(
+            u64::try_from(bus.policy().retry_wait_max.as_nanos()).unwrap_or(u64::MAX),
+        );
         Ok(ChoreoWorld {
             ack_deadline,
+            retry_wait_max,
             bus,
             subs,
             up: [true; 3],
@@ -273,18 +279,26 @@ impl<B: EventBus> ChoreoWorld<B> {
     }
 
     /// How long a saga may take to come to rest once no fault is active: one delivery
-    /// that waits out its ack deadline and the bus's longest backoff (it was lost, or
+    /// that waits out its ack deadline and the bus's longest retry wait (it was lost, or
     /// backing off, when the last fault ended), doubled for safety, plus a round trip
     /// for each of the five reactions on the longest path (checkout, order, stock,
     /// payment, release, cancel), each of which may queue behind the one event its
-    /// topic has in hand.
+    /// topic has in hand. The retry wait is the one the bus declares
+    /// ([`BusPolicy::retry_wait_max`](crate::bus::contract::BusPolicy::retry_wait_max)),
+    /// not the knobs' backoff: a bus is judged by its own settings.
     pub fn settle_bound(&self) -> SimDuration {
         let k = &self.knobs;
         let reactions = 6;
         let per_reaction = 2 * (2 * k.latency_ms.1);
-        SimDuration::from_millis(
-            2 * (k.step_timeout_ms + k.backoff_ms.1) + reactions * per_reaction,
-        )
+        SimDuration::from_millis(2 * k.step_timeout_ms + reactions * per_reaction)
+            + self.retry_wait_max
+            + self.retry_wait_max
+    }
+
+    /// The longest retry wait the bus declares, which [`settle_bound`](Self::settle_bound)
+    /// allows for.
+    pub fn retry_wait_max(&self) -> SimDuration {
+        self.retry_wait_max
     }
 
     /// The sagas not at rest, in words: each one's state at the order service (or that

@@ -218,9 +218,9 @@ impl TwoPcWorld<Coordinator> {
 
 impl<C: TwoPcCoordinator> TwoPcWorld<C> {
     /// The world for `knobs` around your coordinator, with the reference participants
-    /// configured by [`config_of`] (configure yours from it too, to meet the knobs'
-    /// vote timeout and re-send interval). Fails if the knobs make no valid
-    /// configuration.
+    /// configured by [`config_of`] (yours may take its timing from it too, or keep its
+    /// own: no check reads a coordinator's vote timeout or re-send interval). Fails if
+    /// the knobs make no valid configuration.
     pub fn with_coordinator(knobs: SagaKnobs, coordinator: C) -> Result<Self, ConfigError> {
         let config = config_of(&knobs)?;
         Ok(TwoPcWorld::build(knobs, config, coordinator, Flaw::None))
