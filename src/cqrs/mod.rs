@@ -12,7 +12,10 @@
 //!   its schema-1 events and the [`StockView`] read model.
 //! - [`contract`]: [`EventSourced`](contract::EventSourced), what the simulated world
 //!   drives; [`Inventory`](contract::Inventory) is the reference.
-//! - [`tokio`]: async command handling with conflict retry, and projection runner tasks.
+//! - [`tokio`]: async command handling with conflict retry, and projection runner tasks,
+//!   a driver of the same sans-IO decision cores (the command retry policy and the
+//!   projection follower, in the crate-private `driver`) that the simulated world's
+//!   clients and projections drive.
 //! - [`world`], [`invariants`], [`mutants`], [`pattern`]: the simulated world, its
 //!   promises, the broken implementations they catch, and the harness entry.
 //!
@@ -34,6 +37,8 @@
 
 pub mod contract;
 pub mod core;
+#[cfg(any(feature = "tokio", feature = "sim"))]
+pub(crate) mod driver;
 #[cfg(feature = "sim")]
 pub mod invariants;
 pub mod item;

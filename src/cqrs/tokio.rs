@@ -8,6 +8,12 @@
 //! two commands on one aggregate can race, and the version check settles it. Time is
 //! `tokio::time`, so tests drive it with a paused clock.
 //!
+//! The adapter is a driver: what it does after each attempt (done, refused, back off and
+//! decide again, give up), the expected version it appends at, and when a projection
+//! task steps, yields or sleeps until its next poll are decided by the sans-IO command
+//! policy and projection follower that the simulated world's clients and projections
+//! drive too; the adapter feeds them outcomes and `now` and carries out what they say.
+//!
 //! ```
 //! use faultline::cqrs::tokio::EventSourcedService;
 //! use faultline::cqrs::{Item, ItemCommand, ProjectionRunner, Repository, StockView, StreamId};
@@ -27,22 +33,26 @@
 
 use crate::config::ConfigError;
 use crate::cqrs::core::{
-    Aggregate, AppendError, ExecuteError, Executed, ExpectedVersion, Projection, ProjectionRunner,
-    Rehydrated, Repository, Step, StreamId, Upcast,
+    Aggregate, AppendError, ExecuteError, Executed, Projection, ProjectionRunner, Rehydrated,
+    Repository, StreamId, Upcast,
 };
-use crate::retry::{Backoff, RetryPolicy};
+use crate::cqrs::driver::{CommandPolicy, Follow, Follower, Next, Outcome, expected_at};
+#[cfg(doc)]
+use crate::retry::RetryPolicy;
 use crate::splitmix::SplitMix64;
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::rt::lock;
+use crate::rt::{lock, now_since, tokio_instant};
 
-/// Steps a projection task takes before yielding to other tasks.
-const STEPS_PER_TURN: usize = 1_024;
+/// The seed of the service's backoff jitter.
+const JITTER_SEED: u64 = 0x6371_7273_5f6a_6974;
 
 struct Shared<A: Aggregate, S> {
     repo: Mutex<Repository<A, S>>,
@@ -55,15 +65,14 @@ struct Shared<A: Aggregate, S> {
 /// clone (an `Arc`).
 pub struct EventSourcedService<A: Aggregate, S = <A as Aggregate>::Event> {
     shared: Arc<Shared<A, S>>,
-    attempts_max: u32,
-    backoff: Backoff,
+    policy: CommandPolicy,
 }
 
 impl<A: Aggregate, S> std::fmt::Debug for EventSourcedService<A, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventSourcedService")
-            .field("attempts_max", &self.attempts_max)
-            .field("backoff", &self.backoff)
+            .field("attempts_max", &self.policy.attempts_max())
+            .field("backoff", &self.policy.backoff())
             .field("conflicts", &self.shared.conflicts.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -73,8 +82,7 @@ impl<A: Aggregate, S> Clone for EventSourcedService<A, S> {
     fn clone(&self) -> Self {
         EventSourcedService {
             shared: Arc::clone(&self.shared),
-            attempts_max: self.attempts_max,
-            backoff: self.backoff,
+            policy: self.policy,
         }
     }
 }
@@ -92,17 +100,16 @@ where
     ///
     /// [`ConfigError`] on `attempts_max` outside 1 to [`RetryPolicy::ATTEMPTS_MAX_LIMIT`].
     pub fn new(repo: Repository<A, S>, attempts_max: u32) -> Result<Self, ConfigError> {
-        RetryPolicy::new(attempts_max, Backoff::default())?;
+        let policy = CommandPolicy::new(attempts_max, CommandPolicy::default_backoff())?;
         let head = repo.store().head();
         Ok(EventSourcedService {
             shared: Arc::new(Shared {
                 repo: Mutex::new(repo),
                 head: watch::Sender::new(head),
                 conflicts: AtomicU64::new(0),
-                jitter: Mutex::new(SplitMix64(0x6371_7273_5f6a_6974)),
+                jitter: Mutex::new(SplitMix64(JITTER_SEED)),
             }),
-            attempts_max,
-            backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(100))?,
+            policy,
         })
     }
 
@@ -170,36 +177,54 @@ where
         F: FnMut(A) -> Fut,
         Fut: Future<Output = Result<Vec<A::Event>, A::Rejection>>,
     {
-        let mut attempt = 1;
+        // The decisions (the expected version, what follows each outcome, the backoff)
+        // are the sans-IO command policy's, the one the simulated clients drive.
+        let mut command = self.policy.start();
         loop {
             let loaded = self.rehydrate(stream);
-            let events = decide(loaded.state).await.map_err(ExecuteError::Rejected)?;
-            let expected = ExpectedVersion::Exact(loaded.version);
-            let result = lock(&self.shared.repo).commit(stream, expected, events);
-            match result {
-                Ok(done) => {
-                    if done.appended.last_position >= done.appended.first_position {
-                        self.shared.head.send_replace(done.appended.last_position);
+            let (outcome, result) = match decide(loaded.state).await {
+                Err(why) => (Outcome::Rejected, Err(ExecuteError::Rejected(why))),
+                Ok(events) => {
+                    let expected = expected_at(loaded.version);
+                    let result = lock(&self.shared.repo).commit(stream, expected, events);
+                    match result {
+                        Ok(done) => {
+                            if done.appended.last_position >= done.appended.first_position {
+                                self.shared.head.send_replace(done.appended.last_position);
+                            }
+                            (Outcome::Appended, Ok(done))
+                        }
+                        Err(ExecuteError::Append(
+                            conflict @ AppendError::WrongExpectedVersion { .. },
+                        )) => {
+                            self.shared.conflicts.fetch_add(1, Ordering::Relaxed);
+                            (Outcome::Conflict, Err(ExecuteError::Append(conflict)))
+                        }
+                        // Not an outcome of the policy's: returned as it is.
+                        Err(other) => return Err(other),
                     }
-                    return Ok(done);
                 }
-                Err(ExecuteError::Append(conflict @ AppendError::WrongExpectedVersion { .. })) => {
-                    self.shared.conflicts.fetch_add(1, Ordering::Relaxed);
-                    if attempt >= self.attempts_max {
-                        return Err(ExecuteError::Append(conflict));
-                    }
-                    let delay = self.backoff.delay(attempt, &mut *lock(&self.shared.jitter));
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                Err(other) => return Err(other),
+            };
+            let next = {
+                let mut jitter = lock(&self.shared.jitter);
+                self.policy.on_outcome(&mut command, outcome, &mut *jitter)
+            };
+            match next {
+                Next::Done | Next::GiveUp => return result,
+                Next::RetryAfter(delay) => tokio::time::sleep(delay).await,
             }
         }
     }
 
     /// Spawns a task that runs `runner` against this service's store: it steps until
-    /// idle whenever an append lands (and every `poll` as a fallback), and publishes
-    /// its read model's position. Must be called inside a tokio runtime.
+    /// idle whenever an append lands (and every `poll` as a fallback, on a fixed cadence
+    /// from the spawn), and publishes its read model's position. Must be called inside
+    /// a tokio runtime.
+    ///
+    /// When to step, yield or sleep is the sans-IO follower's decision, the one the
+    /// simulated projections drive: woken at the start, by appends, by a
+    /// [`rebuild`](ProjectionTask::rebuild) and by a [`crash`](ProjectionTask::crash)
+    /// (the restart), it steps until idle, yielding every 1 024 steps.
     pub fn spawn_projection<P>(
         &self,
         runner: ProjectionRunner<P>,
@@ -210,49 +235,101 @@ where
     {
         let runner = Arc::new(Mutex::new(runner));
         let position = watch::Sender::new(lock(&runner).read_model().position());
+        let wake = Arc::new(Notify::new());
         let shared = Arc::clone(&self.shared);
         let task_runner = Arc::clone(&runner);
         let task_position = position.clone();
+        let task_wake = Arc::clone(&wake);
         let mut head = shared.head.subscribe();
+        let origin = tokio::time::Instant::now();
+        let mut follower = Follower::new(now_since(origin), poll);
         let handle = tokio::spawn(async move {
+            // Started: like a restart, it catches up with what is there.
+            follower.wake();
             loop {
-                let mut steps = 0;
-                let idle = loop {
-                    let step = {
-                        let repo = lock(&shared.repo);
-                        let mut r = lock(&task_runner);
-                        let step = r.step(repo.store());
-                        task_position.send_replace(r.read_model().position());
-                        step
-                    };
-                    if step == Step::Idle {
-                        break true;
-                    }
-                    steps += 1;
-                    if steps >= STEPS_PER_TURN {
-                        break false;
-                    }
+                let step = {
+                    let repo = lock(&shared.repo);
+                    let mut r = lock(&task_runner);
+                    let step = r.step(repo.store());
+                    task_position.send_replace(r.read_model().position());
+                    step
                 };
-                if idle {
-                    // Woken by an append, or by the poll as a fallback.
-                    let _ = tokio::time::timeout(poll, head.changed()).await;
-                } else {
-                    tokio::task::yield_now().await;
+                match follower.stepped(step) {
+                    Follow::Step => {}
+                    Follow::Yield => tokio::task::yield_now().await,
+                    Follow::Sleep { until } => {
+                        let deadline = tokio_instant(origin, until);
+                        let poll_sleep = async {
+                            match deadline {
+                                Some(at) => tokio::time::sleep_until(at).await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        // Biased: the same wake-up wins every time two are ready.
+                        match woken(head.changed(), task_wake.notified(), poll_sleep).await {
+                            // Never: the task holds the sender (in `shared`).
+                            Woken::Append(Err(_)) => return,
+                            Woken::Append(Ok(())) => {
+                                head.borrow_and_update();
+                                follower.wake();
+                            }
+                            Woken::Asked => {
+                                follower.wake();
+                            }
+                            Woken::Poll => {
+                                follower.poll_fired(now_since(origin));
+                            }
+                        }
+                    }
                 }
             }
         });
         ProjectionTask {
             runner,
             position: position.subscribe(),
+            wake,
             handle,
         }
     }
+}
+
+/// What woke an idle projection task.
+enum Woken<C> {
+    /// An append moved the head (or the service is gone: `Err`).
+    Append(C),
+    /// A rebuild or a crash asked it to step.
+    Asked,
+    /// Its poll is due.
+    Poll,
+}
+
+/// Whichever of the three finishes first, in this order when several are ready.
+async fn woken<C, E: Future<Output = C>, N: Future, S: Future>(
+    append: E,
+    asked: N,
+    poll: S,
+) -> Woken<C> {
+    let (mut append, mut asked, mut poll) = (pin!(append), pin!(asked), pin!(poll));
+    poll_fn(|cx| {
+        if let Poll::Ready(c) = append.as_mut().poll(cx) {
+            return Poll::Ready(Woken::Append(c));
+        }
+        if asked.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Woken::Asked);
+        }
+        if poll.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Woken::Poll);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// A projection running in its own task; the task stops when this is dropped.
 pub struct ProjectionTask<P: Projection> {
     runner: Arc<Mutex<ProjectionRunner<P>>>,
     position: watch::Receiver<u64>,
+    wake: Arc<Notify>,
     handle: JoinHandle<()>,
 }
 
@@ -276,14 +353,21 @@ impl<P: Projection> ProjectionTask<P> {
         self.query()
     }
 
+    /// True while a rebuild runs beside the live read model.
+    pub fn rebuilding(&self) -> bool {
+        lock(&self.runner).rebuilding()
+    }
+
     /// Starts rebuilding the read model from scratch beside the live one.
     pub fn rebuild(&self) {
         lock(&self.runner).rebuild();
+        self.wake.notify_one();
     }
 
     /// Simulates a crash and restart of the runner (its volatile state is lost).
     pub fn crash(&self) {
         lock(&self.runner).crash();
+        self.wake.notify_one();
     }
 }
 
@@ -294,8 +378,12 @@ impl<P: Projection> Drop for ProjectionTask<P> {
 }
 
 #[cfg(test)]
+mod lockstep;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cqrs::core::ExpectedVersion;
     use crate::cqrs::item::{Item, ItemCommand, ItemEvent, ItemRejection, StockView, StoredEvent};
     use std::sync::atomic::AtomicU32;
     use tokio_test::{assert_err, assert_ok};

@@ -6,9 +6,11 @@
 //! checkpoint); rebuilds of a read model during the run. The [`CqrsChecker`] checks
 //! every promise against the world's own record of what was acknowledged.
 
+use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::cqrs::contract::{EventSourced, Inventory};
 use crate::cqrs::core::{Aggregate, AppendError, ExpectedVersion, Recorded, Step, StreamId};
+use crate::cqrs::driver::{self, CommandPolicy, Follow, Follower, Next, Outcome};
 use crate::cqrs::invariants;
 use crate::cqrs::invariants::CqrsChecker;
 use crate::cqrs::item::{ItemCommand, ItemEvent, StockView, StoredEvent};
@@ -184,6 +186,11 @@ pub enum CqrsEvent {
         /// The projection's life when scheduled.
         life: u64,
     },
+    /// Client `client` loads again after backing off from a conflict.
+    Reload {
+        /// Client index.
+        client: u32,
+    },
     /// Projection `p` polls the log.
     Poll {
         /// Projection index.
@@ -201,16 +208,18 @@ struct Pending {
     item: StreamId,
     command: ItemCommand,
     legacy: bool,
-    attempt: u32,
+    /// Its place in the command policy (the attempt under way).
+    run: driver::Command,
     expected: ExpectedVersion,
     events: Vec<ItemEvent>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Proj {
     up: bool,
     life: u64,
-    stepping: bool,
+    /// When it steps, polls and sleeps: the follower the tokio projection task drives.
+    follower: Follower,
     /// The head when it last reported idle.
     idle_at: Option<u64>,
     crashes: u64,
@@ -264,7 +273,10 @@ pub struct CqrsWorld<E: EventSourced> {
     writer_life: u64,
     projs: Vec<Proj>,
     in_flight: u64,
+    /// What the clients do after each attempt: the tokio service's command policy.
+    policy: CommandPolicy,
     rng_commands: SimRng,
+    rng_backoff: SimRng,
     /// Figures of the run.
     pub stats: CqrsStats,
     /// Projection lag over time: (time, projection, head - read model position).
@@ -279,6 +291,15 @@ impl<E: EventSourced> CqrsWorld<E> {
     /// A world for `knobs` around `system`.
     pub fn new(knobs: CqrsKnobs, system: E) -> Self {
         let root = SimRng::new(knobs.seed);
+        // `attempts_max` is drawn in 1..=5, inside the policy's range; a hand-made knob
+        // outside it is clamped to one there.
+        let policy = CommandPolicy::new(
+            knobs
+                .attempts_max
+                .clamp(1, crate::retry::RetryPolicy::ATTEMPTS_MAX_LIMIT),
+            CommandPolicy::default_backoff(),
+        )
+        .unwrap_or_else(|_| unreachable!("attempts_max clamped into range"));
         CqrsWorld {
             checker: CqrsChecker::default(),
             clients: vec![None; knobs.clients as usize],
@@ -287,11 +308,19 @@ impl<E: EventSourced> CqrsWorld<E> {
             projs: (0..system.projections())
                 .map(|_| Proj {
                     up: true,
-                    ..Proj::default()
+                    life: 0,
+                    follower: Follower::new(
+                        Instant::ZERO,
+                        std::time::Duration::from_millis(knobs.poll_ms),
+                    ),
+                    idle_at: None,
+                    crashes: 0,
                 })
                 .collect(),
             in_flight: 0,
+            policy,
             rng_commands: root.fork("cqrs.commands"),
+            rng_backoff: root.fork("cqrs.backoff"),
             stats: CqrsStats::default(),
             lags: Vec::new(),
             conflict_times: Vec::new(),
@@ -354,7 +383,7 @@ impl<E: EventSourced> CqrsWorld<E> {
                     format_args!("{:?} on {item} refused: {why}", pending.command),
                 );
                 self.stats.rejected += 1;
-                self.clients[client as usize] = None;
+                self.settle(ctx, client, Outcome::Rejected);
             }
             Ok(events) => {
                 ctx.record(
@@ -366,11 +395,7 @@ impl<E: EventSourced> CqrsWorld<E> {
                         events.len()
                     ),
                 );
-                pending.expected = if loaded.version == 0 {
-                    ExpectedVersion::NoStream
-                } else {
-                    ExpectedVersion::Exact(loaded.version)
-                };
+                pending.expected = driver::expected_at(loaded.version);
                 pending.events = events;
                 let (lo, hi) = self.knobs.think_ms;
                 let think =
@@ -431,7 +456,7 @@ impl<E: EventSourced> CqrsWorld<E> {
                     ),
                 );
                 self.system.snapshot_if_due(pending.item);
-                self.clients[client as usize] = None;
+                self.settle(ctx, client, Outcome::Appended);
                 self.in_flight += 1;
                 ctx.schedule_in(
                     SimDuration::from_millis(self.knobs.dispatch_ms),
@@ -455,13 +480,7 @@ impl<E: EventSourced> CqrsWorld<E> {
                         pending.item, pending.expected
                     ),
                 );
-                if pending.attempt >= self.knobs.attempts_max {
-                    self.stats.gave_up += 1;
-                    self.clients[client as usize] = None;
-                } else if let Some(p) = self.clients[client as usize].as_mut() {
-                    p.attempt += 1;
-                    self.load(ctx, client)?;
-                }
+                self.settle(ctx, client, Outcome::Conflict);
             }
             Err(other) => {
                 return Err(Violation::new(
@@ -474,6 +493,31 @@ impl<E: EventSourced> CqrsWorld<E> {
             }
         }
         Ok(())
+    }
+
+    /// The attempt of `client`'s command ended with `outcome`: carries out what the
+    /// command policy says (the command ends, or the client loads again after the
+    /// backoff).
+    fn settle(&mut self, ctx: &mut Ctx<CqrsEvent>, client: u32, outcome: Outcome) {
+        let Some(pending) = self.clients[client as usize].as_mut() else {
+            return;
+        };
+        match self
+            .policy
+            .on_outcome(&mut pending.run, outcome, &mut self.rng_backoff)
+        {
+            Next::Done => self.clients[client as usize] = None,
+            Next::GiveUp => {
+                self.stats.gave_up += 1;
+                self.clients[client as usize] = None;
+            }
+            Next::RetryAfter(delay) => {
+                ctx.schedule_in(
+                    SimDuration::from_nanos(crate::clock::saturating_nanos(delay)),
+                    CqrsEvent::Reload { client },
+                );
+            }
+        }
     }
 
     fn record_of(&self, position: u64) -> Option<Recorded<ItemEvent>> {
@@ -500,19 +544,24 @@ impl<E: EventSourced> CqrsWorld<E> {
             .after_projection(p, before, &after, checkpoint, reapplied)
     }
 
+    /// Wakes projection `p`'s follower; schedules its step if it starts stepping.
     fn start_stepping(&mut self, ctx: &mut Ctx<CqrsEvent>, p: usize) {
         let pr = &mut self.projs[p];
-        if pr.up && !pr.stepping {
-            pr.stepping = true;
-            pr.idle_at = None;
-            ctx.schedule_in(
-                SimDuration::from_micros(self.knobs.step_us),
-                CqrsEvent::Step {
-                    p: p as u32,
-                    life: pr.life,
-                },
-            );
+        if pr.up && pr.follower.wake() {
+            self.schedule_step(ctx, p);
         }
+    }
+
+    fn schedule_step(&mut self, ctx: &mut Ctx<CqrsEvent>, p: usize) {
+        let pr = &mut self.projs[p];
+        pr.idle_at = None;
+        ctx.schedule_in(
+            SimDuration::from_micros(self.knobs.step_us),
+            CqrsEvent::Step {
+                p: p as u32,
+                life: pr.life,
+            },
+        );
     }
 
     fn step(&mut self, ctx: &mut Ctx<CqrsEvent>, p: usize, life: u64) -> Result<(), Violation> {
@@ -549,14 +598,16 @@ impl<E: EventSourced> CqrsWorld<E> {
         }
         self.after(ctx, p, &before, reapplied)?;
         let pr = &mut self.projs[p];
-        if step == Step::Idle {
-            pr.stepping = false;
-            pr.idle_at = Some(self.checker.head());
-        } else {
-            ctx.schedule_in(
-                SimDuration::from_micros(self.knobs.step_us),
-                CqrsEvent::Step { p: p as u32, life },
-            );
+        match pr.follower.stepped(step) {
+            // The world's polls run on the follower's cadence already (`Poll`).
+            Follow::Sleep { .. } => pr.idle_at = Some(self.checker.head()),
+            // A step takes `step_us`: the world's yield is that time.
+            Follow::Step | Follow::Yield => {
+                ctx.schedule_in(
+                    SimDuration::from_micros(self.knobs.step_us),
+                    CqrsEvent::Step { p: p as u32, life },
+                );
+            }
         }
         Ok(())
     }
@@ -570,7 +621,7 @@ impl<E: EventSourced> CqrsWorld<E> {
             && self
                 .projs
                 .iter()
-                .all(|p| p.up && !p.stepping && p.idle_at == Some(head))
+                .all(|p| p.up && !p.follower.stepping() && p.idle_at == Some(head))
     }
 }
 
@@ -586,8 +637,8 @@ impl<E: EventSourced> World for CqrsWorld<E> {
             self.schedule_command(ctx, c);
         }
         for p in 0..self.projs.len() {
-            ctx.schedule_in(
-                SimDuration::from_millis(self.knobs.poll_ms),
+            ctx.schedule_at(
+                SimTime::from_nanos(self.projs[p].follower.next_poll().as_nanos()),
                 CqrsEvent::Poll { p: p as u32 },
             );
             if let Some(at) = self.knobs.rebuild_at_ms.get(p).copied().flatten() {
@@ -622,7 +673,7 @@ impl<E: EventSourced> World for CqrsWorld<E> {
                     item,
                     command,
                     legacy,
-                    attempt: 1,
+                    run: self.policy.start(),
                     expected: ExpectedVersion::Any,
                     events: Vec::new(),
                 });
@@ -678,12 +729,17 @@ impl<E: EventSourced> World for CqrsWorld<E> {
                 self.start_stepping(ctx, p);
             }
             CqrsEvent::Step { p, life } => self.step(ctx, p as usize, life)?,
+            CqrsEvent::Reload { client } => self.load(ctx, client)?,
             CqrsEvent::Poll { p } => {
-                ctx.schedule_in(
-                    SimDuration::from_millis(self.knobs.poll_ms),
+                let pr = &mut self.projs[p as usize];
+                let woke = pr.follower.poll_fired(Instant::from(ctx.now()));
+                ctx.schedule_at(
+                    SimTime::from_nanos(pr.follower.next_poll().as_nanos()),
                     CqrsEvent::Poll { p },
                 );
-                self.start_stepping(ctx, p as usize);
+                if woke {
+                    self.schedule_step(ctx, p as usize);
+                }
             }
             CqrsEvent::Rebuild { p } => {
                 let p = p as usize;
@@ -722,7 +778,7 @@ impl<E: EventSourced> World for CqrsWorld<E> {
             let pr = &mut self.projs[p];
             pr.up = false;
             pr.life += 1;
-            pr.stepping = false;
+            pr.follower.stopped();
             pr.idle_at = None;
             pr.crashes += 1;
             self.system.crash(p);
@@ -730,7 +786,9 @@ impl<E: EventSourced> World for CqrsWorld<E> {
         } else if !edge.started && !self.projs[p].up {
             self.projs[p].up = true;
             self.states.push((ctx.now(), projection_name(p), "up"));
-            self.start_stepping(ctx, p);
+            if self.projs[p].follower.restarted() {
+                self.schedule_step(ctx, p);
+            }
         }
         Ok(())
     }

@@ -115,7 +115,7 @@ fn golden_digest() {
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.events),
-        (10_800_743_942_483_925_765, 3_803, 389),
+        (16_978_205_862_772_909_876, 4_002, 384),
         "golden digest changed"
     );
 }
