@@ -12,6 +12,8 @@
 //! its producer too (an enqueue due during the stall happens when it ends). Nothing in
 //! the script happens at the same instant as something else.
 
+#![allow(clippy::unwrap_used)]
+
 use super::core::{Lease, Nacked, ProfileId, Queue, QueueConfig, TargetId, Task, TaskKey};
 use super::tokio::{PoolConfig, PoolReport, SharedQueue, WorkerPool};
 use super::worker::{Beat, Next, Outcome, Settled, WorkerConfig, WorkerCore, heartbeat_every};

@@ -447,7 +447,13 @@ async fn work<F, Fut, E>(
                     let (lease, due) = {
                         let mut q = lock(&shared.queue);
                         let lease = q.lease(now);
-                        (lease, q.poll_timeout())
+                        // The next due time only matters when nothing is due now.
+                        let due = if lease.is_none() {
+                            q.poll_timeout()
+                        } else {
+                            None
+                        };
+                        (lease, due)
                     };
                     core.on_lease(now, lease, due)
                 }
