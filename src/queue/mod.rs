@@ -12,7 +12,10 @@
 //!   [`BackoffPolicy`]); plug your own queue in through it, and it is judged by the
 //!   policy it declares.
 //! - [`tokio`](mod@tokio): a worker pool of N tasks around a shared [`Queue`], driving
-//!   an async delivery function, with graceful shutdown.
+//!   an async delivery function, with graceful shutdown. Each worker task is a driver
+//!   of the same sans-IO worker core (crate-private, `worker.rs`) that the simulated
+//!   workers of the [`world`] drive: when to lease, sleep, heartbeat, ack, nack, drop
+//!   and exit is decided once.
 //! - [`world`], [`invariants`], [`mutants`], [`pattern`]: the simulated profile sync,
 //!   its seven promises, the broken queues they must catch, and the harness entry.
 
@@ -20,12 +23,16 @@ pub mod contract;
 pub mod core;
 #[cfg(feature = "sim")]
 pub mod invariants;
+#[cfg(all(test, feature = "tokio"))]
+mod lockstep;
 #[cfg(feature = "sim")]
 pub mod mutants;
 #[cfg(feature = "sim")]
 pub mod pattern;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+#[cfg(any(feature = "tokio", feature = "sim"))]
+pub(crate) mod worker;
 #[cfg(feature = "sim")]
 pub mod world;
 

@@ -7,7 +7,7 @@
 //!   worker.
 //! - **Delivering.** Each worker takes the earliest due task, calls the delivery
 //!   function with it, and meanwhile sends a heartbeat every third of the visibility
-//!   timeout. `Ok` acks the task; `Err` nacks it (retried after the backoff,
+//!   timeout (in whole milliseconds). `Ok` acks the task; `Err` nacks it (retried after the backoff,
 //!   dead-lettered after `attempts_max`). If a heartbeat is refused (the lease expired,
 //!   e.g. the process was paused longer than the timeout), the worker drops the delivery
 //!   future at once: it has lost the task to another worker and must not act on it.
@@ -16,6 +16,12 @@
 //! - **Shutdown** ([`WorkerPool::shutdown`]) is graceful: no worker takes a new task;
 //!   each finishes (and acks or nacks) the delivery in hand; then the tasks are joined.
 //!   What is still queued stays queued (and, with a durable store, survives).
+//!
+//! Every worker task is a driver, not a second implementation: when to lease, how long
+//! to sleep, when to heartbeat, whether to ack, nack or drop, and when to exit are
+//! decided by the same sans-IO worker core that the simulated workers of the
+//! [queue world](crate::queue) drive under fault plans; the task only feeds it `now`
+//! and what happened, and carries out what it asks.
 //!
 //! Time comes from `tokio::time::Instant`, converted to the core's [`Instant`]
 //! (nanoseconds since the queue was built), so a paused tokio clock
@@ -82,7 +88,10 @@ use ::tokio::task::JoinHandle;
 use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::queue::core::{
-    DeadLetter, Enqueued, Lease, Nacked, Outbox, Queue, QueueConfig, QueueCounts, Task,
+    DeadLetter, Enqueued, Lease, Outbox, Queue, QueueConfig, QueueCounts, Task,
+};
+use crate::queue::worker::{
+    Beat, Next, Outcome, Settled, WorkerConfig, WorkerCore, heartbeat_every,
 };
 
 use crate::rt::lock;
@@ -208,19 +217,6 @@ impl SharedQueue {
             }
             notified.await;
         }
-    }
-
-    fn lease(&self) -> Option<Lease> {
-        let now = self.now();
-        lock(&self.shared.queue).lease(now)
-    }
-
-    /// How long an idle worker may sleep: until the next due time, at most `poll`.
-    fn idle_for(&self, poll: Duration) -> Duration {
-        let now = self.now();
-        let next = lock(&self.shared.queue).poll_timeout();
-        next.map_or(poll, |t| t.saturating_since(now).min(poll))
-            .max(Duration::from_millis(1))
     }
 }
 
@@ -416,6 +412,8 @@ where
     .await
 }
 
+/// One worker task: a driver of the sans-IO [`WorkerCore`], which decides every step;
+/// this loop only feeds it `now` and what happened, and carries out what it asks.
 async fn work<F, Fut, E>(
     queue: SharedQueue,
     config: PoolConfig,
@@ -427,61 +425,150 @@ async fn work<F, Fut, E>(
     Fut: Future<Output = Result<(), E>> + Send + 'static,
 {
     let shared = &queue.shared;
-    while !stop.load(Ordering::SeqCst) {
-        let notified = shared.work.notified();
-        let Some(lease) = queue.lease() else {
-            let wait = queue.idle_for(config.poll_interval);
-            if stop.load(Ordering::SeqCst) {
-                break;
-            }
-            race(notified, ::tokio::time::sleep(wait)).await;
-            continue;
-        };
-        let every =
-            (lock(&shared.queue).config().visibility_timeout() / 3).max(Duration::from_millis(1));
-        let mut delivery = pin!(guarded(&*deliver, lease));
-        let result = loop {
-            match race(delivery.as_mut(), ::tokio::time::sleep(every)).await {
-                Either::Left(r) => break Some(r),
-                Either::Right(()) => {
+    let visibility = lock(&shared.queue).config().visibility_timeout();
+    let mut core = WorkerCore::new(WorkerConfig {
+        heartbeat: Some(heartbeat_every(visibility)),
+        poll: config.poll_interval,
+        delivery_timeout: None,
+    });
+    let mut next = core.start();
+    // Registered before each lease, so work enqueued between the lease and the sleep
+    // still wakes this worker.
+    let mut notified = pin!(shared.work.notified());
+    loop {
+        next = match next {
+            Next::Exit => break,
+            Next::Lease => {
+                if stop.load(Ordering::SeqCst) {
+                    core.stop()
+                } else {
+                    notified.set(shared.work.notified());
                     let now = queue.now();
-                    let beat = lock(&shared.queue).heartbeat(&lease.token, now);
-                    counters.heartbeats.fetch_add(1, Ordering::Relaxed);
-                    if beat.is_err() {
-                        // The lease is gone: another worker may have the task now.
-                        break None;
-                    }
+                    let (lease, due) = {
+                        let mut q = lock(&shared.queue);
+                        let lease = q.lease(now);
+                        // The next due time only matters when nothing is due now.
+                        let due = if lease.is_none() {
+                            q.poll_timeout()
+                        } else {
+                            None
+                        };
+                        (lease, due)
+                    };
+                    core.on_lease(now, lease, due)
                 }
             }
-        };
-        let now = queue.now();
-        let settled = match result {
-            None => false,
-            Some(Ok(())) => {
-                let ok = lock(&shared.queue).ack(&lease.token, now).is_ok();
-                if ok {
-                    counters.delivered.fetch_add(1, Ordering::Relaxed);
+            Next::Sleep { until } => {
+                if stop.load(Ordering::SeqCst) {
+                    core.stop()
+                } else {
+                    race(notified.as_mut(), sleep_until(shared.origin, until)).await;
+                    core.on_wake()
                 }
-                ok
             }
-            Some(Err(panicked)) => {
+            Next::Deliver(lease) => {
+                let delivery = pin!(guarded(&*deliver, lease));
+                let (next, panicked) = drive(&queue, &mut core, delivery).await;
                 if panicked {
                     counters.panics.fetch_add(1, Ordering::Relaxed);
                 }
-                let r = lock(&shared.queue).nack(&lease.token, now);
-                if r.is_ok() {
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
-                }
-                if matches!(r, Ok(Nacked::Superseded)) {
+                if core.take_wake_idle() {
                     shared.work.notify_waiters();
                 }
-                r.is_ok()
+                shared.settled.notify_waiters();
+                next
+            }
+            // Only reached between deliveries, where the core never asks for these.
+            Next::Wait | Next::Heartbeat(_) | Next::Ack(_) | Next::Nack(_) | Next::Abandon => {
+                core.abandon()
             }
         };
-        if !settled {
-            counters.abandoned.fetch_add(1, Ordering::Relaxed);
-        }
-        shared.settled.notify_waiters();
+    }
+    let t = core.tally();
+    counters.delivered.fetch_add(t.delivered, Ordering::Relaxed);
+    counters.failed.fetch_add(t.failed, Ordering::Relaxed);
+    counters.abandoned.fetch_add(t.abandoned, Ordering::Relaxed);
+    counters
+        .heartbeats
+        .fetch_add(t.heartbeats, Ordering::Relaxed);
+}
+
+/// Sleeps until the core's instant `at` (forever if it does not fit tokio's clock).
+async fn sleep_until(origin: ::tokio::time::Instant, at: Instant) {
+    match crate::rt::tokio_instant(origin, at) {
+        Some(t) => ::tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Carries one delivery through to its settlement as the core says: waits for its
+/// outcome or the core's next timer, heartbeats, acks or nacks, or drops the delivery
+/// future at once when the lease is lost. Returns the core's next step after it and
+/// whether the delivery panicked.
+async fn drive<D>(
+    queue: &SharedQueue,
+    core: &mut WorkerCore,
+    mut delivery: std::pin::Pin<&mut D>,
+) -> (Next, bool)
+where
+    D: Future<Output = Result<(), bool>>,
+{
+    let shared = &queue.shared;
+    let mut panicked = false;
+    let mut next = Next::Wait;
+    loop {
+        next = match next {
+            Next::Wait => {
+                let wake = core.wake_at();
+                let timer = async move {
+                    match wake {
+                        Some(at) => sleep_until(shared.origin, at).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                match race(delivery.as_mut(), timer).await {
+                    Either::Left(r) => {
+                        panicked = r == Err(true);
+                        core.on_outcome(if r.is_ok() {
+                            Outcome::Delivered
+                        } else {
+                            Outcome::Failed
+                        })
+                    }
+                    Either::Right(()) => core.on_timer(queue.now()),
+                }
+            }
+            Next::Heartbeat(token) => {
+                let now = queue.now();
+                let beat = match lock(&shared.queue).heartbeat(&token, now) {
+                    Ok(_) => Beat::Extended,
+                    Err(_) => Beat::Refused,
+                };
+                core.on_heartbeat(now, beat)
+            }
+            Next::Ack(token) => {
+                let now = queue.now();
+                let r = lock(&shared.queue).ack(&token, now);
+                return (
+                    core.on_settled(r.map_or(Settled::Refused, |()| Settled::Acked)),
+                    panicked,
+                );
+            }
+            Next::Nack(token) => {
+                let now = queue.now();
+                let r = lock(&shared.queue).nack(&token, now);
+                return (
+                    core.on_settled(r.map_or(Settled::Refused, Settled::Nacked)),
+                    panicked,
+                );
+            }
+            // The lease is gone: another worker may have the task now. Dropping the
+            // delivery future (when this returns) cancels it.
+            Next::Abandon => return (core.abandon(), panicked),
+            other @ (Next::Lease | Next::Sleep { .. } | Next::Deliver(_) | Next::Exit) => {
+                return (other, panicked);
+            }
+        };
     }
 }
 

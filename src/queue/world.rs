@@ -12,13 +12,16 @@
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
-use crate::queue::contract::TaskQueue;
+use crate::queue::contract::{QueuePolicy, TaskQueue};
 use crate::queue::core::{
-    Applied, Enqueued, Flaw, Lease, Nacked, Outbox, ProfileId, Queue, QueueConfig, Replica,
-    TargetId, Task, TaskKey,
+    Applied, Enqueued, Flaw, Lease, LeaseToken, Nacked, Outbox, ProfileId, Queue, QueueConfig,
+    Replica, TargetId, Task, TaskKey,
 };
 pub use crate::queue::invariants::INVARIANTS;
 use crate::queue::invariants::QueueChecker;
+use crate::queue::worker::{
+    Beat, Next, Outcome, Settled, WorkerConfig, WorkerCore, heartbeat_every,
+};
 use faultline_sim::prelude::*;
 use faultline_sim::{FaultKindTag, TraceMode};
 use serde::Serialize;
@@ -296,22 +299,24 @@ pub enum QueueEvent {
     LastFaultHealed,
 }
 
+/// The world's bookkeeping of the delivery in hand (the lease itself is the core's).
 #[derive(Clone, Copy, Debug)]
 struct Job {
     id: u64,
-    lease: Lease,
-    /// When the worker was handed the lease.
-    since: Instant,
     /// Acked before delivery (the mutant).
     acked: bool,
 }
 
-#[derive(Clone, Debug, Default)]
+/// One simulated worker: the same sans-IO [`WorkerCore`] the tokio
+/// [`WorkerPool`](crate::queue::tokio::WorkerPool) drives decides its every step; the
+/// world carries the steps out as events.
+#[derive(Clone, Debug)]
 struct Worker {
     down: u32,
     round: u64,
     jobs: u64,
     job: Option<Job>,
+    core: WorkerCore,
 }
 
 /// Figures of one run.
@@ -368,6 +373,24 @@ impl QueueStats {
         }
         Some(last.saturating_since(healed).as_nanos() as f64 / 1e6)
     }
+}
+
+/// The worker core's settings in a world: heartbeats (when the knobs have them) every
+/// third of the declared visibility timeout, the knobs' poll interval and delivery
+/// timeout.
+fn worker_config(knobs: &QueueKnobs, policy: &QueuePolicy) -> WorkerConfig {
+    WorkerConfig {
+        heartbeat: knobs
+            .heartbeat
+            .then(|| heartbeat_every(policy.visibility_timeout)),
+        poll: Duration::from_millis(knobs.poll_ms),
+        delivery_timeout: Some(Duration::from_millis(knobs.delivery_timeout_ms)),
+    }
+}
+
+/// The time from `now` until `at` (zero if it has passed).
+fn until(now: Instant, at: Instant) -> SimDuration {
+    SimDuration::from_nanos(at.saturating_since(now).as_nanos() as u64)
 }
 
 /// The queue world, generic over the queue under test.
@@ -431,7 +454,16 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                     r
                 })
                 .collect(),
-            workers: vec![Worker::default(); knobs.workers as usize],
+            workers: vec![
+                Worker {
+                    down: 0,
+                    round: 0,
+                    jobs: 0,
+                    job: None,
+                    core: WorkerCore::new(worker_config(&knobs, &policy)),
+                };
+                knobs.workers as usize
+            ],
             flaw,
             rng_burst: root.fork("queue.burst"),
             rng_rapid: root.fork("queue.rapid"),
@@ -461,14 +493,6 @@ impl<Q: TaskQueue> QueueWorld<Q> {
     /// The queue under test.
     pub fn queue(&self) -> &Q {
         &self.queue
-    }
-
-    /// How often a worker heartbeats: every third of the declared visibility timeout
-    /// (in whole milliseconds, at least 1 ms).
-    fn heartbeat_every(&self) -> SimDuration {
-        let ms =
-            u64::try_from(self.checker.policy.visibility_timeout.as_millis()).unwrap_or(u64::MAX);
-        SimDuration::from_millis((ms / 3).max(1))
     }
 
     fn link_delay(&mut self) -> SimDuration {
@@ -591,15 +615,30 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         }
     }
 
-    fn poll(&mut self, ctx: &mut Ctx<QueueEvent>, worker: u32) -> Result<(), Violation> {
-        let poll = SimDuration::from_millis(self.knobs.poll_ms);
-        if self.queue_down > 0 {
-            self.schedule_poll(ctx, worker, poll);
-            return Ok(());
-        }
+    /// Carries out the core's step `next` for an idle worker: a poll now or after a
+    /// sleep (the world's workers are never stopped).
+    fn idle(&mut self, ctx: &mut Ctx<QueueEvent>, worker: u32, next: Next) {
         let now = Instant::from(ctx.now());
-        let Some(lease) = self.queue.lease(now) else {
-            self.schedule_poll(ctx, worker, poll);
+        match next {
+            Next::Sleep { until: at } => self.schedule_poll(ctx, worker, until(now, at)),
+            _ => self.schedule_poll(ctx, worker, SimDuration::ZERO),
+        }
+    }
+
+    fn poll(&mut self, ctx: &mut Ctx<QueueEvent>, worker: u32) -> Result<(), Violation> {
+        let now = Instant::from(ctx.now());
+        // A queue that is down answers nothing; the world's workers do not read the
+        // queue's due-time hint (a plug-in's is not trusted).
+        let lease = if self.queue_down > 0 {
+            None
+        } else {
+            self.queue.lease(now)
+        };
+        let next = self.workers[worker as usize]
+            .core
+            .on_lease(now, lease, None);
+        let Next::Deliver(lease) = next else {
+            self.idle(ctx, worker, next);
             return Ok(());
         };
         self.checker.on_lease(&lease, worker, now)?;
@@ -609,12 +648,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         let w = &mut self.workers[worker as usize];
         w.jobs += 1;
         let id = w.jobs;
-        let mut job = Job {
-            id,
-            lease,
-            since: now,
-            acked: false,
-        };
+        let mut job = Job { id, acked: false };
         ctx.record(
             QueueKnobs::worker_name(worker),
             format_args!(
@@ -633,22 +667,22 @@ impl<Q: TaskQueue> QueueWorld<Q> {
             }
             job.acked = true;
         }
-        self.workers[worker as usize].job = Some(job);
-        self.send(ctx, worker, job);
-        ctx.schedule_in(
-            SimDuration::from_millis(self.knobs.delivery_timeout_ms),
-            QueueEvent::Timeout { worker, job: id },
-        );
-        if self.knobs.heartbeat {
-            let every = self.heartbeat_every();
-            ctx.schedule_in(every, QueueEvent::Heartbeat { worker, job: id });
+        let w = &mut self.workers[worker as usize];
+        w.job = Some(job);
+        let (deadline, beat) = (w.core.deadline(), w.core.next_beat());
+        self.send(ctx, worker, job.id, lease);
+        if let Some(at) = deadline {
+            ctx.schedule_in(until(now, at), QueueEvent::Timeout { worker, job: id });
+        }
+        if let Some(at) = beat {
+            ctx.schedule_in(until(now, at), QueueEvent::Heartbeat { worker, job: id });
         }
         Ok(())
     }
 
-    fn send(&mut self, ctx: &mut Ctx<QueueEvent>, worker: u32, job: Job) {
+    fn send(&mut self, ctx: &mut Ctx<QueueEvent>, worker: u32, job: u64, lease: Lease) {
         self.stats.deliveries += 1;
-        let link = QueueKnobs::link_name(job.lease.task.key.target.0);
+        let link = QueueKnobs::link_name(lease.task.key.target.0);
         let fate = ctx.faults().link(&link);
         if fate.dropped {
             ctx.cover("queue.dropped_delivery");
@@ -665,9 +699,9 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                 delay,
                 QueueEvent::Arrive {
                     worker,
-                    job: job.id,
-                    task: job.lease.task,
-                    fence: job.lease.token.fence(),
+                    job,
+                    task: lease.task,
+                    fence: lease.token.fence(),
                 },
             );
         }
@@ -752,10 +786,47 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         }
     }
 
-    /// The worker's job `job` is over (or abandoned): it polls again.
-    fn end_job(&mut self, ctx: &mut Ctx<QueueEvent>, worker: u32) {
-        self.workers[worker as usize].job = None;
-        self.schedule_poll(ctx, worker, SimDuration::ZERO);
+    /// Carries out the core's heartbeat of `token`, then what the core says next: the
+    /// next beat, or dropping the delivery when the queue refused it.
+    fn heartbeat(
+        &mut self,
+        ctx: &mut Ctx<QueueEvent>,
+        worker: u32,
+        token: LeaseToken,
+    ) -> Result<(), Violation> {
+        let now = Instant::from(ctx.now());
+        let beat = if self.queue_down > 0 {
+            Beat::Unavailable
+        } else {
+            match self.queue.heartbeat(&token, now) {
+                Ok(deadline) => {
+                    ctx.cover("queue.heartbeat");
+                    self.checker
+                        .on_heartbeat(token.key(), token.fence(), deadline, now)?;
+                    Beat::Extended
+                }
+                Err(_) => {
+                    // The lease is gone: stop working on it.
+                    ctx.cover("queue.fenced_ack");
+                    self.stats.fenced_acks += 1;
+                    Beat::Refused
+                }
+            }
+        };
+        let w = &mut self.workers[worker as usize];
+        match w.core.on_heartbeat(now, beat) {
+            Next::Abandon => {
+                w.job = None;
+                let next = w.core.abandon();
+                self.idle(ctx, worker, next);
+            }
+            _ => {
+                if let (Some(at), Some(j)) = (w.core.next_beat(), w.job) {
+                    ctx.schedule_in(until(now, at), QueueEvent::Heartbeat { worker, job: j.id });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn current_job(&self, worker: u32, job: u64) -> Option<Job> {
@@ -763,32 +834,38 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         w.job.filter(|j| j.id == job && w.down == 0)
     }
 
+    /// Carries out the core's step `next` for the delivery in hand (`job`): an ack, a
+    /// nack or dropping it; then the worker polls again as the core says.
     fn settle(
         &mut self,
         ctx: &mut Ctx<QueueEvent>,
         worker: u32,
         job: Job,
-        outcome: Answer,
+        next: Next,
     ) -> Result<(), Violation> {
-        self.end_job(ctx, worker);
-        if job.acked {
-            return Ok(());
-        }
         let now = Instant::from(ctx.now());
-        let l = job.lease;
-        match outcome {
-            Answer::Fenced => {}
-            _ if self.queue_down > 0 => {}
-            Answer::Delivered => match self.queue.ack(&l.token, now) {
+        let w = &mut self.workers[worker as usize];
+        w.job = None;
+        let Some((l, _)) = w.core.in_hand() else {
+            return Ok(());
+        };
+        let mut checked = Ok(());
+        let settled = match next {
+            // The mutant acked it already; nothing is left to settle.
+            _ if job.acked => None,
+            Next::Ack(_) | Next::Nack(_) if self.queue_down > 0 => Some(Settled::Unavailable),
+            Next::Ack(token) => Some(match self.queue.ack(&token, now) {
                 Ok(()) => {
                     self.checker.on_ack(l.task.key, l.token.fence(), l.attempt);
+                    Settled::Acked
                 }
                 Err(_) => {
                     ctx.cover("queue.fenced_ack");
                     self.stats.fenced_acks += 1;
+                    Settled::Refused
                 }
-            },
-            Answer::Failed => match self.queue.nack(&l.token, now) {
+            }),
+            Next::Nack(token) => Some(match self.queue.nack(&token, now) {
                 Ok(r) => {
                     match r {
                         Nacked::Retry { .. } => self.stats.retries += 1,
@@ -803,16 +880,26 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                     } else {
                         Vec::new()
                     };
-                    self.checker
-                        .on_nack(l.task, l.token.fence(), l.attempt, r, now, &dead)?;
+                    checked =
+                        self.checker
+                            .on_nack(l.task, l.token.fence(), l.attempt, r, now, &dead);
+                    Settled::Nacked(r)
                 }
                 Err(_) => {
                     ctx.cover("queue.fenced_ack");
                     self.stats.fenced_acks += 1;
+                    Settled::Refused
                 }
-            },
-        }
-        Ok(())
+            }),
+            _ => None,
+        };
+        let core = &mut self.workers[worker as usize].core;
+        let next = match settled {
+            Some(s) => core.on_settled(s),
+            None => core.abandon(),
+        };
+        self.idle(ctx, worker, next);
+        checked
     }
 
     fn redrive(&mut self, ctx: &mut Ctx<QueueEvent>) {
@@ -940,46 +1027,38 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                 outcome,
             } => {
                 if let Some(j) = self.current_job(worker, job) {
-                    if outcome == Answer::Fenced {
+                    let core = &mut self.workers[worker as usize].core;
+                    if outcome == Answer::Fenced
+                        && let Some((l, _)) = core.in_hand()
+                    {
                         ctx.record(
                             QueueKnobs::worker_name(worker),
-                            format_args!("fenced by the target: drops {}", j.lease.task.key),
+                            format_args!("fenced by the target: drops {}", l.task.key),
                         );
                     }
-                    self.settle(ctx, worker, j, outcome)?;
+                    let next = core.on_outcome(match outcome {
+                        Answer::Delivered => Outcome::Delivered,
+                        Answer::Failed => Outcome::Failed,
+                        Answer::Fenced => Outcome::Fenced,
+                    });
+                    self.settle(ctx, worker, j, next)?;
                 }
             }
             QueueEvent::Timeout { worker, job } => {
                 if let Some(j) = self.current_job(worker, job) {
                     ctx.cover("queue.delivery_timeout");
-                    self.settle(ctx, worker, j, Answer::Failed)?;
+                    let next = self.workers[worker as usize].core.on_timer(now);
+                    self.settle(ctx, worker, j, next)?;
                 }
             }
             QueueEvent::Heartbeat { worker, job } => {
                 if let Some(j) = self.current_job(worker, job).filter(|j| !j.acked) {
-                    let every = self.heartbeat_every();
-                    if self.queue_down > 0 {
-                        ctx.schedule_in(every, QueueEvent::Heartbeat { worker, job });
-                    } else {
-                        let token = j.lease.token;
-                        match self.queue.heartbeat(&token, now) {
-                            Ok(deadline) => {
-                                ctx.cover("queue.heartbeat");
-                                self.checker.on_heartbeat(
-                                    token.key(),
-                                    token.fence(),
-                                    deadline,
-                                    now,
-                                )?;
-                                ctx.schedule_in(every, QueueEvent::Heartbeat { worker, job });
-                            }
-                            Err(_) => {
-                                // The lease is gone: stop working on it.
-                                ctx.cover("queue.fenced_ack");
-                                self.stats.fenced_acks += 1;
-                                self.end_job(ctx, worker);
-                            }
+                    match self.workers[worker as usize].core.on_timer(now) {
+                        Next::Heartbeat(token) => self.heartbeat(ctx, worker, token)?,
+                        next @ (Next::Ack(_) | Next::Nack(_) | Next::Abandon) => {
+                            self.settle(ctx, worker, j, next)?;
                         }
+                        _ => {}
                     }
                 }
             }
@@ -1098,19 +1177,21 @@ impl<Q: TaskQueue> World for QueueWorld<Q> {
         else {
             return Ok(());
         };
+        let fresh = WorkerCore::new(worker_config(&self.knobs, &self.checker.policy));
         let w = &mut self.workers[i as usize];
         if edge.started {
             w.down += 1;
             w.round += 1;
-            if let Some(job) = w.job.take() {
+            // Nothing of the worker survives the crash.
+            let in_hand = std::mem::replace(&mut w.core, fresh).in_hand();
+            if let (Some(job), Some((lease, since))) = (w.job.take(), in_hand) {
                 ctx.cover("queue.worker_crash_mid_task");
                 self.stats.crashes_mid_task += 1;
-                let key = job.lease.task.key;
-                let fence = job.lease.token.fence();
+                let key = lease.task.key;
+                let fence = lease.token.fence();
                 // The world's own deadline (the queue's report is not used).
                 let deadline = self.checker.hold_deadline(key, fence).unwrap_or_else(|| {
-                    job.since
-                        .saturating_add(self.checker.policy.visibility_timeout)
+                    since.saturating_add(self.checker.policy.visibility_timeout)
                 });
                 if !job.acked {
                     let at = SimTime::from_nanos(deadline.as_nanos());
