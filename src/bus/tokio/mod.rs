@@ -102,8 +102,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::bus::core::{
-    Bus, BusConfig, BusFull, BusTotals, DeadLetter, Delivery, DeliveryToken, Published,
-    SubscriberId,
+    Bus, BusConfig, BusFull, BusTotals, DeadLetter, DeliveryToken, Published, SubscriberId,
 };
 use crate::clock::Instant;
 
