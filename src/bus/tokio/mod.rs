@@ -108,6 +108,8 @@ use crate::clock::Instant;
 
 use crate::rt::lock;
 
+#[cfg(test)]
+mod lockstep;
 mod subscriber;
 #[cfg(test)]
 mod tests;
