@@ -135,6 +135,7 @@ impl<T> Loop<T> {
 
     /// True when the next step needs the current time: a failure to settle, or a retry
     /// of its own pending.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn needs_clock(&self) -> bool {
         matches!(self.hand, Hand::Done(_, Outcome::Failed)) || self.retries_pending > 0
     }
@@ -224,6 +225,7 @@ impl<T> Loop<T> {
 }
 
 /// The reference [`Bus`] as one subscriber's [`Parts`].
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(crate) struct BusParts<'a, P> {
     /// The bus.
     pub(crate) bus: &'a mut Bus<P>,

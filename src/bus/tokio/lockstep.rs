@@ -58,7 +58,7 @@ fn behave(sub: usize, topic: &str, seq: u64, attempt: u32, redriven: bool) -> (u
         _ if redriven => Does::Ok,
         (0, "x") if seq == 9 => Does::Err,
         (0, "x") if seq % 5 == 4 && attempt == 1 => Does::Panic,
-        (0, "x") if seq % 3 == 0 && attempt <= 2 => Does::Err,
+        (0, "x") if seq.is_multiple_of(3) && attempt <= 2 => Does::Err,
         (1, _) if seq == 0 && attempt == 1 => Does::Err,
         (1, _) if seq % 4 == 2 => Does::Err,
         _ => Does::Ok,
