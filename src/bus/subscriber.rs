@@ -8,8 +8,8 @@
 //! A subscriber holds at most one delivery at a time. Its driver reports the handler's
 //! [`Outcome`] ([`Loop::done`]), then asks the core to settle it ([`Loop::settle`]: a
 //! handled event is acknowledged, a failed one (an error or a panic) nacked, which the
-//! bus retries after its backoff or dead-letters; an outcome reported after the
-//! subscriber went away is dropped unsettled) and for the next step ([`Loop::next`]):
+//! bus retries after its backoff or dead-letters) and for the next step
+//! ([`Loop::next`]):
 //!
 //! - [`Step::Exit`]: the subscriber is gone (unsubscribed, stopped, or, in the world,
 //!   crashed): deliver nothing;
@@ -148,8 +148,8 @@ impl<T> Loop<T> {
         }
     }
 
-    /// The subscriber crashed (the world only): what it had in hand is lost, unsettled,
-    /// and the bus drops its retries.
+    /// The subscriber crashed or left (the world only): what it had in hand is lost,
+    /// unsettled, and the bus drops its retries.
     #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub(crate) fn crash(&mut self) {
         self.hand = Hand::Idle;
@@ -157,18 +157,17 @@ impl<T> Loop<T> {
     }
 
     /// Settles a finished delivery with the bus: acknowledges a handled one, nacks a
-    /// failed one. When the subscriber is [`Gone`](Status::Gone) the outcome is dropped
-    /// unsettled (the bus has forgotten the subscriber, or lost the delivery in a crash).
-    pub(crate) fn settle<B>(&mut self, bus: &mut B, status: Status, now: Instant) -> Option<Settled>
+    /// failed one, even once the subscriber is [`Gone`](Status::Gone) (a bus that forgot
+    /// the subscriber ignores the token; one merely stopped still takes the outcome). A
+    /// delivery lost in a crash or by leaving is dropped by [`crash`](Loop::crash)
+    /// instead, never settled.
+    pub(crate) fn settle<B>(&mut self, bus: &mut B, now: Instant) -> Option<Settled>
     where
         B: Parts<Token = T>,
     {
         let Hand::Done(token, outcome) = std::mem::replace(&mut self.hand, Hand::Idle) else {
             return None;
         };
-        if status == Status::Gone {
-            return None;
-        }
         let retry = match outcome {
             Outcome::Handled => {
                 bus.ack(&token, now);

@@ -668,7 +668,7 @@ impl<B: EventBus> World for BusWorld<B> {
                     id,
                     held: s.held.as_ref(),
                 };
-                let settled = s.core.settle(&mut parts, Status::Open, now);
+                let settled = s.core.settle(&mut parts, now);
                 let held = s.held.take();
                 if let (Some(settled), Some((topic, seq, redriven))) = (settled, held) {
                     match settled.outcome {

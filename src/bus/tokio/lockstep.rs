@@ -209,7 +209,7 @@ fn direct() -> Record {
         };
         let t = Instant::from_nanos(now);
         let mut parts = BusParts { bus, id: s.id };
-        let _ = s.core.settle(&mut parts, status, t);
+        let _ = s.core.settle(&mut parts, t);
         loop {
             match s.core.next(&mut parts, status, t) {
                 Step::Deliver(d) => {

@@ -48,7 +48,7 @@ pub(super) async fn run<P, F, Fut, E>(
                 bus: &mut state.bus,
                 id: me.id,
             };
-            let _ = core.settle(&mut parts, status, now);
+            let _ = core.settle(&mut parts, now);
             let step = core.next(&mut parts, status, now);
             me.idle
                 .store(matches!(step, Step::Wait(_)), Ordering::Relaxed);
