@@ -4,6 +4,8 @@
 //!
 //! - [`core`]: the sans-IO [`Bus`] (topics as ordered logs, a cursor per subscriber,
 //!   retries with backoff, dead letters, crash and resume).
+//! - `subscriber` (crate-private): the decision core of one subscriber (settle, next
+//!   delivery, wait, drain), driven by both the simulated world and the tokio adapter.
 
 pub mod contract;
 pub mod core;
@@ -13,6 +15,8 @@ pub mod invariants;
 pub mod mutants;
 #[cfg(feature = "sim")]
 pub mod pattern;
+#[cfg(any(feature = "sim", feature = "tokio"))]
+pub(crate) mod subscriber;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 #[cfg(feature = "sim")]

@@ -5,10 +5,11 @@
 //! [`BusChecker`] checks every promise against the world's own ledger, judging the bus
 //! by the [`BusPolicy`] it declares ([`EventBus::policy`]), not by the knobs.
 
-use crate::bus::contract::{BusPolicy, EventBus};
+use crate::bus::contract::{BusPolicy, EventBus, Handed};
 use crate::bus::core::{Bus, BusConfig, Published, SubscriberId};
 use crate::bus::invariants;
 use crate::bus::invariants::BusChecker;
+use crate::bus::subscriber::{Loop, Outcome, Parts, Status, Step};
 use crate::clock::Instant;
 use crate::config::ConfigError;
 use faultline_sim::prelude::*;
@@ -241,7 +242,50 @@ struct Sub<T> {
     left: Option<SubscriberId>,
     up: bool,
     life: u64,
-    busy: Option<(T, String, u64, bool)>,
+    /// The subscriber's decisions: the same core the tokio adapter's task drives.
+    core: Loop<T>,
+    /// The ledger's view of the delivery in hand: (topic, seq, redriven).
+    held: Option<(String, u64, bool)>,
+}
+
+/// The bus under test as one world subscriber's [`Parts`].
+struct WorldParts<'a, B: EventBus> {
+    bus: &'a mut B,
+    id: SubscriberId,
+    /// The delivery in hand, as the ledger knows it.
+    held: Option<&'a (String, u64, bool)>,
+}
+
+impl<B: EventBus> Parts for WorldParts<'_, B> {
+    type Token = B::Token;
+    type Delivery = Handed<B::Token>;
+
+    fn token(delivery: &Handed<B::Token>) -> (B::Token, u32) {
+        (delivery.token.clone(), delivery.attempt)
+    }
+    fn next_delivery(&mut self, now: Instant) -> Option<Handed<B::Token>> {
+        self.bus.next_delivery(self.id, now)
+    }
+    fn ack(&mut self, token: &B::Token, now: Instant) {
+        self.bus.ack(token, now);
+    }
+    fn nack(&mut self, token: &B::Token, now: Instant) -> bool {
+        self.bus.nack(token, now);
+        // A retry unless the bus dead-lettered it (compared with the ledger later).
+        !self.held.is_some_and(|(topic, seq, _)| {
+            self.bus
+                .dead_letters(self.id)
+                .iter()
+                .any(|(t, s)| t == topic && s == seq)
+        })
+    }
+    fn stuck(&self) -> bool {
+        // The world's dead-letter store is unbounded (`dead_letters_max` 1,000,000).
+        false
+    }
+    fn next_retry_after(&self, now: Instant) -> Option<Instant> {
+        self.bus.poll_timeout(now)
+    }
 }
 
 /// Figures of one run.
@@ -312,7 +356,8 @@ impl<B: EventBus> BusWorld<B> {
                     left: None,
                     up: true,
                     life: 0,
-                    busy: None,
+                    core: Loop::new(),
+                    held: None,
                 })
                 .collect(),
             waiting: vec![None; knobs.topics.len()],
@@ -473,31 +518,51 @@ impl<B: EventBus> BusWorld<B> {
                 .checker
                 .on_delivery(i, true, &d.topic, d.seq, d.payload, d.redriven);
         }
-        let s = &self.subs[i as usize];
-        let (Some(id), true, None) = (s.id, s.up, s.busy.as_ref()) else {
+        let s = &mut self.subs[i as usize];
+        let Some(id) = s.id else {
             return Ok(());
         };
-        let Some(d) = self.bus.next_delivery(id, now) else {
-            // Isolation: an idle subscriber owed an available event must get it.
-            let topics = &self.knobs.subscribers[i as usize].topics;
-            for t in topics {
-                let name = &self.knobs.topics[*t];
-                if self.checker.owed_now(i, name) {
-                    return Err(Violation::new(
-                        invariants::ISOLATION,
-                        format!(
-                            "subscriber {i} is up, idle and owed event {} on `{name}`, yet the bus gave it nothing \
-                             (held back by another subscriber, or lost)",
-                            self.checker
-                                .tracks
-                                .get(&(i, name.clone()))
-                                .map_or(0, |t| t.next)
-                        ),
-                    ));
-                }
-            }
-            self.schedule_wake(ctx);
+        if s.core.is_busy() {
+            // Its handler runs: it pumps again when done.
             return Ok(());
+        }
+        let status = if s.up { Status::Open } else { Status::Gone };
+        let mut parts = WorldParts {
+            bus: &mut self.bus,
+            id,
+            held: None,
+        };
+        let at = match s.core.next(&mut parts, status, now) {
+            Step::Exit => return Ok(()),
+            Step::Deliver(d) => Ok(d),
+            Step::Wait(at) => Err(at),
+        };
+        let d = match at {
+            Ok(d) => d,
+            Err(at) => {
+                // Isolation: an idle subscriber owed an available event must get it.
+                let topics = &self.knobs.subscribers[i as usize].topics;
+                for t in topics {
+                    let name = &self.knobs.topics[*t];
+                    if self.checker.owed_now(i, name) {
+                        return Err(Violation::new(
+                            invariants::ISOLATION,
+                            format!(
+                                "subscriber {i} is up, idle and owed event {} on `{name}`, yet the bus gave it nothing \
+                             (held back by another subscriber, or lost)",
+                                self.checker
+                                    .tracks
+                                    .get(&(i, name.clone()))
+                                    .map_or(0, |t| t.next)
+                            ),
+                        ));
+                    }
+                }
+                if let Some(at) = at {
+                    self.schedule_wake_at(ctx, at);
+                }
+                return Ok(());
+            }
         };
         if d.redelivery {
             ctx.cover("bus.redelivery");
@@ -525,7 +590,7 @@ impl<B: EventBus> BusWorld<B> {
             ),
         );
         let life = self.subs[i as usize].life;
-        self.subs[i as usize].busy = Some((d.token, d.topic.to_string(), d.seq, d.redriven));
+        self.subs[i as usize].held = Some((d.topic.to_string(), d.seq, d.redriven));
         ctx.schedule_in(work, BusEvent::HandlerDone { sub: i, life, ok });
         Ok(())
     }
@@ -534,11 +599,16 @@ impl<B: EventBus> BusWorld<B> {
         // A retry already due waits for its busy subscriber's handler (which pumps when
         // done): only a future retry needs a wake-up.
         if let Some(at) = self.bus.poll_timeout(Instant::from(ctx.now())) {
-            let at = SimTime::from_nanos(at.as_nanos());
-            if at > ctx.now() && self.wake_at.is_none_or(|w| at < w || w <= ctx.now()) {
-                self.wake_at = Some(at);
-                ctx.schedule_at(at, BusEvent::Wake);
-            }
+            self.schedule_wake_at(ctx, at);
+        }
+    }
+
+    /// A wake-up at `at`, unless one is scheduled already at or before it.
+    fn schedule_wake_at(&mut self, ctx: &mut Ctx<BusEvent>, at: Instant) {
+        let at = SimTime::from_nanos(at.as_nanos());
+        if at > ctx.now() && self.wake_at.is_none_or(|w| at < w || w <= ctx.now()) {
+            self.wake_at = Some(at);
+            ctx.schedule_at(at, BusEvent::Wake);
         }
     }
 
@@ -547,7 +617,7 @@ impl<B: EventBus> BusWorld<B> {
     /// to take. Whether everything owed was settled is then checked by `finish`.
     fn quiet(&self, now: Instant) -> bool {
         self.waiting.iter().all(Option::is_none)
-            && self.subs.iter().all(|s| s.busy.is_none())
+            && self.subs.iter().all(|s| !s.core.is_busy())
             && self.bus.poll_timeout(now).is_none()
     }
 }
@@ -630,31 +700,38 @@ impl<B: EventBus> World for BusWorld<B> {
             }
             BusEvent::HandlerDone { sub, life, ok } => {
                 let s = &mut self.subs[sub as usize];
-                if s.life != life || !s.up {
+                if s.life != life || !s.up || !s.core.is_busy() {
                     return Ok(());
                 }
-                let Some((token, topic, seq, redriven)) = s.busy.take() else {
+                // A subscriber that left dropped what it held (`Leave`), so it is here.
+                let Some(id) = s.id else {
                     return Ok(());
                 };
-                let still = s.id.is_some();
-                if ok {
-                    self.bus.ack(&token, now);
-                    if still {
-                        self.stats.handled += 1;
-                        self.checker
-                            .on_handled(sub, &topic, seq, redriven, ctx.now());
-                    }
+                s.core.done(if ok {
+                    Outcome::Handled
                 } else {
-                    self.stats.failures += 1;
-                    self.bus.nack(&token, now);
-                    if let (true, Some(id)) = (still, self.subs[sub as usize].id) {
-                        let dead = self
-                            .bus
-                            .dead_letters(id)
-                            .iter()
-                            .any(|(t, s)| *t == topic && *s == seq);
-                        ctx.cover(if dead { "bus.dead_letter" } else { "bus.retry" });
-                        self.checker.on_failed(sub, &topic, seq, redriven, dead)?;
+                    Outcome::Failed
+                });
+                let mut parts = WorldParts {
+                    bus: &mut self.bus,
+                    id,
+                    held: s.held.as_ref(),
+                };
+                let settled = s.core.settle(&mut parts, now);
+                let held = s.held.take();
+                if let (Some(settled), Some((topic, seq, redriven))) = (settled, held) {
+                    match settled.outcome {
+                        Outcome::Handled => {
+                            self.stats.handled += 1;
+                            self.checker
+                                .on_handled(sub, &topic, seq, redriven, ctx.now());
+                        }
+                        Outcome::Failed => {
+                            self.stats.failures += 1;
+                            let dead = !settled.retry;
+                            ctx.cover(if dead { "bus.dead_letter" } else { "bus.retry" });
+                            self.checker.on_failed(sub, &topic, seq, redriven, dead)?;
+                        }
                     }
                 }
                 self.pump(ctx, sub)?;
@@ -693,7 +770,8 @@ impl<B: EventBus> World for BusWorld<B> {
                     ctx.cover("bus.unsubscribe");
                     self.checker.on_leave(sub);
                     self.subs[sub as usize].left = Some(id);
-                    self.subs[sub as usize].busy = None;
+                    self.subs[sub as usize].core.crash();
+                    self.subs[sub as usize].held = None;
                     self.states.push((ctx.now(), sub, "left"));
                     self.pump(ctx, sub)?;
                 }
@@ -719,7 +797,8 @@ impl<B: EventBus> World for BusWorld<B> {
         if edge.started && s.up {
             s.up = false;
             s.life += 1;
-            s.busy = None;
+            s.core.crash();
+            s.held = None;
             if let Some(id) = s.id {
                 self.bus.crash(id, now);
                 self.checker.on_crash(i as u32);

@@ -102,13 +102,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::bus::core::{
-    Bus, BusConfig, BusFull, BusTotals, DeadLetter, Delivery, DeliveryToken, Published,
-    SubscriberId,
+    Bus, BusConfig, BusFull, BusTotals, DeadLetter, DeliveryToken, Published, SubscriberId,
 };
 use crate::clock::Instant;
 
 use crate::rt::lock;
 
+#[cfg(test)]
+mod lockstep;
 mod subscriber;
 #[cfg(test)]
 mod tests;

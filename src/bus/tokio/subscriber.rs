@@ -3,6 +3,7 @@
 //! or nacks what the handler did.
 
 use super::*;
+use crate::bus::subscriber::{BusParts, Loop, Outcome, Status, Step};
 
 /// Adds one to a counter only its subscriber task writes (no atomic read-modify-write).
 fn bump(counter: &AtomicU64) {
@@ -11,15 +12,10 @@ fn bump(counter: &AtomicU64) {
 
 // ----- the subscriber task -----
 
-/// What the task does next, decided under the lock.
-enum Step<P> {
-    Deliver(Delivery<P>, Arc<str>),
-    /// Nothing to do: wait for a wake-up, or until this retry time.
-    Wait(Option<Instant>),
-    Exit,
-}
-
-/// The subscriber task's loop.
+/// The subscriber task's loop: a driver of the verified subscriber core
+/// ([`Loop`](crate::bus::subscriber::Loop)). Under the lock it settles the last outcome
+/// and asks the core for the next step; outside it, it carries the step out (run the
+/// handler, wait for a wake-up or until the time asked, or end).
 pub(super) async fn run<P, F, Fut, E>(
     inner: Arc<Inner<P>>,
     me: Arc<SubShared>,
@@ -31,32 +27,43 @@ pub(super) async fn run<P, F, Fut, E>(
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: fmt::Display + 'static,
 {
-    // The last delivery's outcome, settled under the next lock.
-    let mut settle: Option<(DeliveryToken, bool)> = None;
-    // This subscriber's retries scheduled and not yet handed out.
-    let mut retries_pending: u32 = 0;
+    let mut core: Loop<DeliveryToken> = Loop::new();
     loop {
-        let failed = matches!(settle, Some((_, false)));
         let (step, wake_publishers) = {
-            let (mut state, now) = if failed || retries_pending > 0 {
+            let (mut state, now) = if core.needs_clock() {
                 inner.lock_now()
             } else {
                 inner.lock()
             };
-            let mut wake_publishers = false;
-            if let Some((token, ok)) = settle.take() {
-                if ok {
-                    state.bus.ack(&token, now);
-                } else {
-                    let before = state.bus.totals().retries;
-                    state.bus.nack(&token, now);
-                    if state.bus.totals().retries > before {
-                        retries_pending += 1;
-                    }
+            let status = if me.stopped.load(Ordering::Acquire) || !state.bus.is_subscribed(me.id) {
+                Status::Gone
+            } else if state.closed {
+                Status::Closing
+            } else {
+                Status::Open
+            };
+            let state = &mut *state;
+            let had_outcome = core.is_busy();
+            let mut parts = BusParts {
+                bus: &mut state.bus,
+                id: me.id,
+            };
+            let _ = core.settle(&mut parts, now);
+            let step = core.next(&mut parts, status, now);
+            me.idle
+                .store(matches!(step, Step::Wait(_)), Ordering::Relaxed);
+            let step = match step {
+                Step::Deliver(delivery) => {
+                    let topic = state.bus.topic_arc(delivery.topic);
+                    Step::Deliver((delivery, topic))
                 }
-                wake_publishers = std::mem::take(&mut state.space_wanted);
-            }
-            let step = next_step(&mut state, &me, now, &mut retries_pending);
+                Step::Wait(at) => Step::Wait(at),
+                Step::Exit => {
+                    me.finished.store(true, Ordering::Release);
+                    Step::Exit
+                }
+            };
+            let wake_publishers = had_outcome && std::mem::take(&mut state.space_wanted);
             (step, wake_publishers)
         };
         if wake_publishers {
@@ -71,8 +78,7 @@ pub(super) async fn run<P, F, Fut, E>(
                 }
                 None => me.wake.notified().await,
             },
-            Step::Deliver(delivery, topic) => {
-                let token = delivery.token;
+            Step::Deliver((delivery, topic)) => {
                 let event = Event {
                     topic,
                     seq: delivery.seq,
@@ -81,70 +87,28 @@ pub(super) async fn run<P, F, Fut, E>(
                     redelivery: delivery.redelivery,
                     redriven: delivery.redriven,
                 };
-                let ok = match call_caught(&mut handler, event).await {
+                let outcome = match call_caught(&mut handler, event).await {
                     Some(Ok(())) => {
                         bump(&me.handled);
-                        true
+                        Outcome::Handled
                     }
                     Some(Err(e)) => {
                         bump(&me.failed);
                         *lock(&me.last_error) = Some(e.to_string());
-                        false
+                        Outcome::Failed
                     }
                     None => {
                         bump(&me.failed);
                         bump(&me.panicked);
                         *lock(&me.last_error) = Some("the handler panicked".to_string());
-                        false
+                        Outcome::Failed
                     }
                 };
-                settle = Some((token, ok));
+                core.done(outcome);
                 // Yield now and then when handlers never wait, so a busy subscriber
                 // cannot starve the tasks sharing its thread.
                 ::tokio::task::coop::consume_budget().await;
             }
-        }
-    }
-}
-
-/// The subscriber's next step (under the lock).
-fn next_step<P: Clone>(
-    state: &mut State<P>,
-    me: &SubShared,
-    now: Instant,
-    retries_pending: &mut u32,
-) -> Step<P> {
-    me.idle.store(false, Ordering::Relaxed);
-    if me.stopped.load(Ordering::Acquire) || !state.bus.is_subscribed(me.id) {
-        me.finished.store(true, Ordering::Release);
-        return Step::Exit;
-    }
-    if let Some(delivery) = state.bus.next_delivery(me.id, now) {
-        if delivery.attempt > 1 {
-            *retries_pending = retries_pending.saturating_sub(1);
-        }
-        let name = state.bus.topic_arc(delivery.topic);
-        return Step::Deliver(delivery, name);
-    }
-    // Full of dead letters: the core delivers nothing more until a redrive.
-    let stuck = state.bus.dead_letters(me.id).len() >= state.bus.config().dead_letters_max();
-    if state.closed && (*retries_pending == 0 || stuck) {
-        // Drained (or cannot drain): the shutdown report counts what is left.
-        me.finished.store(true, Ordering::Release);
-        return Step::Exit;
-    }
-    me.idle.store(true, Ordering::Relaxed);
-    if *retries_pending == 0 || stuck {
-        return Step::Wait(None);
-    }
-    // Ours is not due (it would have been handed out): wait until the next retry of
-    // the bus after now, ours or an earlier one of another subscriber.
-    match state.bus.poll_timeout_after(now) {
-        Some(at) => Step::Wait(Some(at)),
-        None => {
-            // No retry anywhere: the count was off; nothing to wait for but events.
-            *retries_pending = 0;
-            Step::Wait(None)
         }
     }
 }
