@@ -22,6 +22,9 @@ pub mod contract;
 pub mod core;
 #[cfg(any(feature = "sim", feature = "tokio"))]
 pub(crate) mod driver;
+#[cfg(test)]
+#[cfg(feature = "tokio")]
+mod lockstep;
 pub mod log;
 #[cfg(feature = "sim")]
 pub mod mutants;
