@@ -8,6 +8,10 @@
 //! - [`contract`]: [`SagaCoordinator`](contract::SagaCoordinator), the trait the world
 //!   drives (implement it to plug in your own coordinator).
 //! - [`tokio`]: the adapter that runs it in a service.
+//! - `driver` (crate-private): the driver core both the world and the tokio adapter
+//!   drive (the output pipeline: what may go out now given what is durable, sends
+//!   reported, replies, timers, halting), so the simulator verifies what the adapter
+//!   runs.
 //! - [`world`], [`mutants`], [`pattern`]: the simulated checkout, the broken
 //!   coordinators it must catch, and the harness's view of it.
 //!
@@ -16,6 +20,11 @@
 pub mod config;
 pub mod contract;
 pub mod core;
+#[cfg(any(feature = "sim", feature = "tokio"))]
+pub(crate) mod driver;
+#[cfg(test)]
+#[cfg(feature = "tokio")]
+mod lockstep;
 pub mod log;
 #[cfg(feature = "sim")]
 pub mod mutants;

@@ -3,16 +3,23 @@
 //! an in-memory ([`MemoryLog`]) and a file ([`FileLog`]) implementation, and recovery
 //! after a process crash.
 //!
-//! The runner performs the orchestrator's outputs in order, on a background task:
+//! The runner holds no policy of its own: it drives the same sans-IO driver core (the
+//! output pipeline between the orchestrator and its log and links) that the simulated
+//! checkout world drives, so what it runs is what the simulator verifies. It feeds that
+//! core its inputs and `now`, and carries out the orchestrator's outputs in order, on a
+//! background task:
 //!
 //! - [`Output::Append`]: [`LogStore::append`] is called synchronously, before any later
 //!   output is performed (write-ahead). If it fails, the runner *halts*: it performs
 //!   nothing more, and [`wait_at_rest`](SagaRunner::wait_at_rest) reports
 //!   [`RunnerError::Halted`]. Build a new runner over the log to recover.
-//! - [`Output::Send`]: the step's participant is called on its own task; its reply
-//!   (if any) is fed back with [`Orchestrator::on_reply`]. A participant answers
-//!   `None` (or never answers) for a transport failure: the attempt then times out and
-//!   the orchestrator retries or compensates.
+//! - [`Output::Send`]: the orchestrator is told the command left
+//!   ([`Orchestrator::on_sent`], so a configuration with
+//!   [`deadline_from_sent`](crate::saga::SagaConfigBuilder::deadline_from_sent) works
+//!   too), and the step's participant is called on its own task; its reply (if any) is
+//!   fed back with [`Orchestrator::on_reply`]. A participant answers `None` (or never
+//!   answers) for a transport failure: the attempt then times out and the orchestrator
+//!   retries or compensates.
 //! - Timers: the driver sleeps until [`Orchestrator::poll_timeout`] (or until woken by a
 //!   reply or a new saga) and calls [`Orchestrator::handle_timeout`].
 //! - [`Output::Alert`]: kept, see [`alerts`](SagaRunner::alerts).
@@ -87,7 +94,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Instant;
 use crate::saga::orchestrated::config::SagaConfig;
-use crate::saga::orchestrated::core::{AlertReason, Orchestrator, Output, SagaTotals};
+#[cfg(doc)]
+use crate::saga::orchestrated::core::Output;
+use crate::saga::orchestrated::core::{AlertReason, Orchestrator, SagaTotals};
+use crate::saga::orchestrated::driver::{Perform, Pipeline};
 use crate::saga::orchestrated::log::LogRecord;
 use crate::saga::services::{Command, Kind, Order, Reply, SagaId, SagaState, StepId};
 
@@ -534,11 +544,13 @@ impl SagaRunnerBuilder {
         let handle = Handle::try_current().map_err(|_| RunnerError::NoRuntime)?;
         let records = self.store.load()?;
         let origin = ::tokio::time::Instant::now();
-        let orch = Orchestrator::recover(self.config, &records, Instant::ZERO);
+        let mut orch = Orchestrator::recover(self.config, &records, Instant::ZERO);
+        let pipeline = Pipeline::recovering(&mut orch, Instant::ZERO);
         let (changes, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 orch,
+                pipeline,
                 store: self.store,
                 alerts: Vec::new(),
                 halted: None,
@@ -566,9 +578,12 @@ impl SagaRunnerBuilder {
 
 struct Inner {
     orch: Orchestrator,
+    /// The driver core: which output may be carried out now.
+    pipeline: Pipeline,
     store: Box<dyn LogStore>,
     alerts: Vec<(SagaId, AlertReason)>,
-    /// Set when an append failed: nothing more is performed.
+    /// Why an append failed, once one did (the pipeline is then halted): nothing more
+    /// is performed.
     halted: Option<String>,
     /// Set when the runner was dropped: nothing more is performed.
     stopped: bool,
@@ -601,24 +616,39 @@ impl Shared {
     }
 }
 
-/// Performs the orchestrator's pending outputs in order: appends and alerts now, and
-/// returns the sends (their intents are durable) for [`dispatch`]. Wakes the driver
-/// (the earliest timer may have changed) unless the driver is the caller.
+/// Carries out what the pipeline hands out, in order: appends (durable on return) and
+/// alerts now; the sends (their intents are durable, the orchestrator told they left)
+/// are returned for [`dispatch`], which calls their participants once the lock is
+/// released (after the appends that follow them in this batch: on a real disk a send's
+/// deadline may so start an fsync or two before its participant is called, never
+/// later). Wakes the driver (the earliest timer may have changed) unless the driver is
+/// the caller.
 fn pump(shared: &Shared, inner: &mut Inner, wake_driver: bool) -> Vec<(Command, u32)> {
     let mut sends = Vec::new();
-    if inner.stopped || inner.halted.is_some() {
+    if inner.stopped {
         return sends;
     }
-    while let Some(output) = inner.orch.poll_output() {
-        match output {
-            Output::Append(record) => {
-                if let Err(e) = inner.store.append(&record) {
-                    inner.halted = Some(e.to_string());
-                    break;
+    let Inner {
+        orch,
+        pipeline,
+        store,
+        alerts,
+        halted,
+        ..
+    } = inner;
+    while let Some(due) = pipeline.next(orch, shared.now()) {
+        match due.perform {
+            Perform::Write(record) => match store.append(&record) {
+                Ok(()) => {
+                    pipeline.durable();
                 }
-            }
-            Output::Send(cmd, attempt) => sends.push((cmd, attempt)),
-            Output::Alert { saga, reason } => inner.alerts.push((saga, reason)),
+                Err(e) => {
+                    *halted = Some(e.to_string());
+                    pipeline.append_failed();
+                }
+            },
+            Perform::Send(cmd, attempt) => sends.push((cmd, attempt)),
+            Perform::Alert(saga, reason) => alerts.push((saga, reason)),
         }
     }
     shared.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -638,19 +668,21 @@ fn dispatch(shared: &Arc<Shared>, sends: Vec<(Command, u32)>) {
         let reply = call(cmd);
         let task_shared = Arc::clone(shared);
         let task = async move {
-            let Some(reply) = reply.await else {
-                return;
-            };
+            let reply = reply.await;
             let sends = {
                 let mut inner = lock(&task_shared.inner);
-                if inner.stopped || inner.halted.is_some() {
+                let inner = &mut *inner;
+                if inner.stopped {
                     return;
                 }
                 let now = task_shared.now();
-                inner
-                    .orch
-                    .on_reply(cmd.saga, cmd.step, cmd.kind, attempt, reply, now);
-                pump(&task_shared, &mut inner, true)
+                if !inner
+                    .pipeline
+                    .reply(&mut inner.orch, cmd, attempt, reply, now)
+                {
+                    return; // no answer, a stale one, or halted: nothing changed
+                }
+                pump(&task_shared, inner, true)
             };
             dispatch(&task_shared, sends);
         };
@@ -668,13 +700,14 @@ async fn drive(shared: Arc<Shared>) {
     loop {
         let (sends, next) = {
             let mut inner = lock(&shared.inner);
-            if inner.stopped || inner.halted.is_some() {
+            let inner = &mut *inner;
+            if inner.stopped || inner.pipeline.is_halted() {
                 return;
             }
             let now = shared.now();
-            inner.orch.handle_timeout(now);
-            let sends = pump(&shared, &mut inner, false);
-            (sends, inner.orch.poll_timeout())
+            inner.pipeline.timer(&mut inner.orch, now);
+            let sends = pump(&shared, inner, false);
+            (sends, Pipeline::wake_at(&inner.orch, shared.now()))
         };
         dispatch(&shared, sends);
         let woken = shared.wake.notified();
@@ -733,11 +766,12 @@ impl SagaRunner {
             if let Some(message) = &inner.halted {
                 return Err(RunnerError::Halted(message.clone()));
             }
+            let inner = &mut *inner;
             let now = self.shared.now();
-            if !inner.orch.start(saga, order, now) {
+            if !inner.pipeline.start(&mut inner.orch, saga, order, now) {
                 return Err(RunnerError::AlreadyKnown(saga));
             }
-            let sends = pump(&self.shared, &mut inner, true);
+            let sends = pump(&self.shared, inner, true);
             if let Some(message) = &inner.halted {
                 return Err(RunnerError::Halted(message.clone()));
             }
@@ -760,7 +794,7 @@ impl SagaRunner {
                 if let Some(message) = &inner.halted {
                     return Err(RunnerError::Halted(message.clone()));
                 }
-                if inner.orch.is_at_rest() {
+                if inner.pipeline.is_at_rest(&inner.orch) {
                     return Ok(());
                 }
             }
@@ -783,7 +817,8 @@ impl SagaRunner {
 
     /// True when every saga is at rest.
     pub fn is_at_rest(&self) -> bool {
-        lock(&self.shared.inner).orch.is_at_rest()
+        let inner = lock(&self.shared.inner);
+        inner.pipeline.is_at_rest(&inner.orch)
     }
 
     /// The orchestrator's counters since this runner was built.
@@ -965,6 +1000,35 @@ mod tests {
         assert_eq!((t.timeouts, t.action_retries), (3, 2));
         assert_eq!(t.compensations, 3, "payment (unknown outcome) included");
         assert!(begun.elapsed() >= ms(300), "{:?}", begun.elapsed());
+        check(&r, &svc);
+    }
+
+    /// With deadlines counted from the send, the runner reports every send (through the
+    /// driver core), so a silent participant still times out (on main it hung: the
+    /// deadline never started).
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_participant_times_out_with_deadlines_from_sends() {
+        let svc = services(PaymentService::new());
+        let c = call(&svc);
+        let config = SagaConfig::builder()
+            .step_timeout(ms(100))
+            .backoff(ms(10), ms(100))
+            .deadline_from_sent(true)
+            .build()
+            .unwrap();
+        let r = SagaRunner::builder(config, MemoryLog::new())
+            .step(StepId::Order, c.clone(), c.clone())
+            .step(StepId::Inventory, c.clone(), c.clone())
+            .step(StepId::Payment, |_| std::future::pending(), c)
+            .build()
+            .unwrap();
+        r.start(S1, ORDER).unwrap();
+        ::tokio::time::timeout(Duration::from_secs(3_600), r.wait_at_rest())
+            .await
+            .expect("a silent participant times out")
+            .unwrap();
+        assert_eq!(r.state(S1), Some(SagaState::Compensated));
+        assert_eq!((r.totals().timeouts, r.totals().action_retries), (3, 2));
         check(&r, &svc);
     }
 

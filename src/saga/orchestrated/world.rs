@@ -14,6 +14,7 @@ use crate::saga::invariants::{
 use crate::saga::orchestrated::config::SagaConfig;
 use crate::saga::orchestrated::contract::{SagaCoordinator, SagaPolicy};
 use crate::saga::orchestrated::core::{Flaw, Orchestrator, Output};
+use crate::saga::orchestrated::driver::{Perform, Pipeline};
 use crate::saga::orchestrated::log::LogRecord;
 use crate::saga::services::{
     Command, IdempotencyKey, Kind, Order, Reply, SagaId, SagaState, Services, StepId,
@@ -21,7 +22,7 @@ use crate::saga::services::{
 use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Coverage marks of the saga world.
@@ -181,11 +182,9 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     durable_intents: BTreeSet<(SagaId, StepId, Kind, u32)>,
     /// The sagas whose `Started` record is durable (for the write-ahead check).
     durable_started: BTreeSet<SagaId>,
-    pipeline: VecDeque<Output>,
-    /// When each output in the pipeline was queued (in step with `pipeline`).
-    queued_at: VecDeque<SimTime>,
-    /// Per saga, the spans its outputs waited in the pipeline for their turn.
-    writing: bool,
+    /// The outputs between the coordinator and the disk and links: the driver core the
+    /// tokio runner drives too.
+    pipeline: Pipeline,
     /// The three services (durable).
     pub services: Services,
     /// The run's checkouts (made at start, up to the plan's horizon), and the next.
@@ -289,9 +288,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             log: Vec::new(),
             durable_intents: BTreeSet::new(),
             durable_started: BTreeSet::new(),
-            pipeline: VecDeque::new(),
-            queued_at: VecDeque::new(),
-            writing: false,
+            pipeline: Pipeline::new(),
             services: knobs.services(idempotent_payment),
             arrivals: Arrivals::default(),
             waiting_starts: Vec::new(),
@@ -348,19 +345,16 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         let Some(o) = self.orchestrator.as_mut() else {
             return Ok(());
         };
-        while let Some(out) = o.poll_output() {
-            self.pipeline.push_back(out);
-            self.queued_at.push_back(ctx.now());
-        }
+        self.pipeline.pull(o, Instant::from(ctx.now()));
         self.run_pipeline(ctx)
     }
 
     /// Makes sure a tick comes at the orchestrator's next deadline or retry time.
     fn arm_tick(&mut self, ctx: &mut Ctx<SagaEvent>) {
         if let Some(o) = &self.orchestrator
-            && let Some(at) = o.poll_timeout()
+            && let Some(at) = Pipeline::wake_at(o, Instant::from(ctx.now()))
         {
-            let at = SimTime::from_nanos(at.as_nanos()).max(ctx.now());
+            let at = SimTime::from_nanos(at.as_nanos());
             if self.tick_at.is_none_or(|t| at < t || t < ctx.now()) {
                 self.tick_at = Some(at);
                 ctx.schedule_at(at, SagaEvent::Tick);
@@ -376,47 +370,39 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         result
     }
 
-    /// Carries out outputs in order; an append blocks what follows until durable.
+    /// Carries out what the pipeline hands out, in order; an append blocks what
+    /// follows until durable (the disk takes its time).
     fn drain_pipeline(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
-        while !self.writing {
-            let Some(out) = self.pipeline.front().copied() else {
+        let now = Instant::from(ctx.now());
+        loop {
+            let Some(o) = self.orchestrator.as_mut() else {
                 return Ok(());
             };
-            let mut emitted = ctx.now();
-            if let Some(queued) = self.queued_at.pop_front() {
-                let saga = match out {
-                    Output::Append(r) => r.saga(),
-                    Output::Send(cmd, _) => cmd.saga,
-                    Output::Alert { saga, .. } => saga,
-                };
-                self.settling.queued(saga, queued, ctx.now());
-                emitted = queued;
-            }
-            match out {
-                Output::Append(_) => {
-                    self.writing = true;
+            let Some(due) = self.pipeline.next(o, now) else {
+                return Ok(());
+            };
+            let emitted = SimTime::from_nanos(due.emitted.as_nanos());
+            self.settling.queued(due.perform.saga(), emitted, ctx.now());
+            match due.perform {
+                Perform::Write(_) => {
                     ctx.schedule_in(
                         SimDuration::from_millis(self.knobs.disk_ms),
                         SagaEvent::AppendDone { life: self.life },
                     );
                     return Ok(());
                 }
-                Output::Send(cmd, attempt) => {
-                    self.pipeline.pop_front();
-                    self.send(ctx, cmd, attempt, emitted)?;
-                }
-                Output::Alert { saga, reason } => {
-                    self.pipeline.pop_front();
+                Perform::Send(cmd, attempt) => self.send(ctx, cmd, attempt, emitted)?,
+                Perform::Alert(saga, reason) => {
                     ctx.record(ORCHESTRATOR, format_args!("ALERT {saga}: {reason}"));
                     self.alerts.insert(saga);
                 }
             }
         }
-        Ok(())
     }
 
     /// Carries out `cmd` (attempt `attempt`, which the coordinator emitted at
-    /// `emitted`), after the checks of the log and of the declared retries.
+    /// `emitted`, and was told has left), after the checks of the log and of the
+    /// declared retries.
     fn send(
         &mut self,
         ctx: &mut Ctx<SagaEvent>,
@@ -462,15 +448,6 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             ));
         }
         self.stats.sends += 1;
-        if let Some(o) = self.orchestrator.as_mut() {
-            o.on_sent(
-                cmd.saga,
-                cmd.step,
-                cmd.kind,
-                attempt,
-                Instant::from(ctx.now()),
-            );
-        }
         if cmd.kind == Kind::Action {
             self.sent.insert((cmd.saga, cmd.step));
         }
@@ -627,7 +604,8 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         order: Order,
     ) -> Result<(), Violation> {
         if let Some(o) = self.orchestrator.as_mut() {
-            o.start(saga, order, Instant::from(ctx.now()));
+            self.pipeline
+                .start(o, saga, order, Instant::from(ctx.now()));
             self.lanes.push((saga, ctx.now(), "started".into()));
             self.pump(ctx)
         } else {
@@ -777,8 +755,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 if life != self.life || self.orchestrator.is_none() {
                     return Ok(());
                 }
-                self.writing = false;
-                if let Some(Output::Append(record)) = self.pipeline.pop_front() {
+                if let Some(record) = self.pipeline.durable() {
                     match record {
                         LogRecord::StepIntent {
                             saga,
@@ -852,7 +829,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                     if let Some(c) = self.attempts_sent.get_mut(&(cmd.saga, cmd.step, cmd.kind)) {
                         c.replied = true;
                     }
-                    if !o.on_reply(cmd.saga, cmd.step, cmd.kind, attempt, reply, now) {
+                    if !self.pipeline.reply(o, cmd, attempt, Some(reply), now) {
                         ctx.record(
                             ORCHESTRATOR,
                             format_args!("stale reply to {cmd} attempt {attempt}: {reply:?}"),
@@ -865,7 +842,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 self.tick_at = None;
                 if let Some(o) = self.orchestrator.as_mut() {
                     let before = o.totals().timeouts;
-                    o.handle_timeout(now);
+                    self.pipeline.timer(o, now);
                     if o.totals().timeouts > before {
                         ctx.cover("saga.unknown_outcome_timeout");
                     }
@@ -885,32 +862,32 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         if edge.started && self.orchestrator.is_some() {
             // Memory is lost: what was not durable is gone. Checkouts whose start was
             // not yet durable were never accepted: their customers try again.
-            for out in &self.pipeline {
+            let lost = self.pipeline.crash();
+            let outputs = lost.writing.map(Output::Append).into_iter();
+            for out in outputs.chain(lost.waiting.iter().map(|(out, _)| *out)) {
                 if let Output::Append(LogRecord::Started { saga, order }) = out {
-                    self.waiting_starts.push((*saga, *order));
+                    self.waiting_starts.push((saga, order));
                 }
             }
             // What was still queued for the disk waited until now (the record being
-            // written, if any, is first in the pipeline and left the queue already).
-            let writing = usize::from(self.writing);
-            for (out, queued) in self.pipeline.iter().skip(writing).zip(&self.queued_at) {
+            // written, if any, left the queue already).
+            for (out, queued) in &lost.waiting {
                 let saga = match out {
                     Output::Append(r) => r.saga(),
                     Output::Send(cmd, _) => cmd.saga,
                     Output::Alert { saga, .. } => *saga,
                 };
-                self.settling.queued(saga, *queued, ctx.now());
+                let queued = SimTime::from_nanos(queued.as_nanos());
+                self.settling.queued(saga, queued, ctx.now());
             }
             self.orchestrator = None;
-            self.pipeline.clear();
-            self.queued_at.clear();
-            self.writing = false;
+            self.pipeline = Pipeline::new();
             self.life += 1;
             ctx.record(ORCHESTRATOR, "crashed");
         } else if !edge.started && self.orchestrator.is_none() {
-            let o = self
-                .blueprint
-                .recovered(&self.log, Instant::from(ctx.now()));
+            let now = Instant::from(ctx.now());
+            let mut o = self.blueprint.recovered(&self.log, now);
+            self.pipeline = Pipeline::recovering(&mut o, now);
             self.orchestrator = Some(o);
             self.stats.recoveries += 1;
             ctx.cover("saga.recovered_from_log");
@@ -940,8 +917,10 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
     fn is_quiescent(&self, ctx: &Ctx<SagaEvent>) -> bool {
         ctx.is_healed()
             && self.waiting_starts.is_empty()
-            && self.pipeline.is_empty()
-            && self.orchestrator.as_ref().is_some_and(|o| o.is_at_rest())
+            && self
+                .orchestrator
+                .as_ref()
+                .is_some_and(|o| self.pipeline.is_at_rest(o))
     }
 
     fn finish(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
