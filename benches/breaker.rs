@@ -84,7 +84,7 @@ fn recloser() -> recloser::Recloser {
         .build()
 }
 
-fn failsafe() -> impl failsafe::CircuitBreaker {
+fn failsafe() -> impl failsafe::CircuitBreaker + failsafe::futures::CircuitBreaker {
     let policy = failsafe::failure_policy::consecutive_failures(
         WINDOW,
         failsafe::backoff::constant(OPEN_WAIT),
@@ -214,6 +214,14 @@ fn guarded_call(c: &mut Criterion) {
 ///   so it never trips), two attempts with a backoff of at most 1 ns: two attempts, one retry
 ///   decision, one answer per iteration;
 /// - `rejected_open`: the breaker is Open for a day; the call is rejected.
+///
+/// Its peers in the same group are the async call paths of the same two crates as in
+/// `breaker/guarded_call`, on the same runtime, configured alike: `failsafe_closed_ok`,
+/// `failsafe_rejected_open` (`failsafe::futures::CircuitBreaker::call`) and
+/// `recloser_closed_ok`, `recloser_rejected_open` (`recloser::AsyncRecloser::call`).
+/// They do less work than `Resilient`: no bulkhead, no deadline timer around the attempt,
+/// no retry decision, no fallback; neither crate retries, so `closed_failure_retried`
+/// has no peer.
 fn resilient(c: &mut Criterion) {
     use faultline::breaker::tokio::Resilient;
     use faultline::retry::{Backoff, RetryPolicy};
@@ -271,6 +279,47 @@ fn resilient(c: &mut Criterion) {
             rt.block_on(r.call(|| async { black_box(Ok::<u32, ()>(1)) }))
                 .unwrap_err()
         });
+    });
+    // --- failsafe's futures API ---
+    let failsafe_call = |breaker: &_, ok: bool| {
+        let attempt = async move { if ok { Ok::<u32, ()>(1) } else { Err(()) } };
+        rt.block_on(failsafe::futures::CircuitBreaker::call(breaker, attempt))
+    };
+    group.bench_function("failsafe_closed_ok", |b| {
+        let breaker = failsafe();
+        b.iter(|| black_box(failsafe_call(&breaker, true)).unwrap());
+    });
+    group.bench_function("failsafe_rejected_open", |b| {
+        let breaker = failsafe();
+        for _ in 0..WINDOW {
+            let _ = failsafe_call(&breaker, false);
+        }
+        assert!(matches!(
+            failsafe_call(&breaker, true),
+            Err(failsafe::Error::Rejected)
+        ));
+        b.iter(|| black_box(failsafe_call(&breaker, true)).unwrap_err());
+    });
+    // --- recloser's async API ---
+    let recloser_call = |breaker: &recloser::AsyncRecloser, ok: bool| {
+        let attempt = async move { if ok { Ok::<u32, ()>(1) } else { Err(()) } };
+        rt.block_on(breaker.call(attempt))
+    };
+    group.bench_function("recloser_closed_ok", |b| {
+        let breaker = recloser::AsyncRecloser::from(recloser());
+        b.iter(|| black_box(recloser_call(&breaker, true)).unwrap());
+    });
+    group.bench_function("recloser_rejected_open", |b| {
+        let breaker = recloser::AsyncRecloser::from(recloser());
+        // recloser trips on the call after a full window.
+        for _ in 0..=WINDOW {
+            let _ = recloser_call(&breaker, false);
+        }
+        assert!(matches!(
+            recloser_call(&breaker, true),
+            Err(recloser::Error::Rejected)
+        ));
+        b.iter(|| black_box(recloser_call(&breaker, true)).unwrap_err());
     });
     group.finish();
 }
