@@ -323,15 +323,8 @@ impl<'a> Context<'a> {
         mutant: Option<&str>,
         out: Option<&Path>,
     ) -> String {
-        let mut cmd = format!("{} replay {pattern} --seed {seed}", self.program);
-        if let Some(file) = plan_file {
-            cmd.push_str(" --plan ");
-            cmd.push_str(file);
-        }
-        if let Some(m) = mutant {
-            cmd.push_str(" --mutant ");
-            cmd.push_str(m);
-        }
+        let mut cmd =
+            crate::harness::replay_command_of(&self.program, pattern, seed, plan_file, mutant);
         if let Some(dir) = out {
             cmd.push_str(" --out ");
             cmd.push_str(&dir.display().to_string());

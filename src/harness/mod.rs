@@ -21,6 +21,7 @@ mod view;
 
 pub use plugin::{Host, Plugin};
 pub use scenario::{Description, Metric, Mutant, Scenario};
+pub(crate) use view::replay_command_of;
 pub use view::{knob_list, notes, per_second, replay_command, verdicts};
 
 use crate::config::ConfigError;

@@ -14,7 +14,18 @@ pub fn replay_command(
     plan_file: Option<&str>,
     mutant: Option<&str>,
 ) -> String {
-    let mut cmd = format!("cargo run --release -- replay {pattern} --seed {seed}");
+    replay_command_of("cargo run --release --", pattern, seed, plan_file, mutant)
+}
+
+/// [`replay_command`] for the command `program` (the binary running, for the CLI).
+pub(crate) fn replay_command_of(
+    program: &str,
+    pattern: &str,
+    seed: u64,
+    plan_file: Option<&str>,
+    mutant: Option<&str>,
+) -> String {
+    let mut cmd = format!("{program} replay {pattern} --seed {seed}");
     if let Some(file) = plan_file {
         cmd.push_str(" --plan ");
         cmd.push_str(file);
