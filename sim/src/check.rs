@@ -62,16 +62,23 @@ pub fn check_determinism<W: World>(
     let sim = sim.clone().trace(TraceMode::Full);
     let a = sim.run(&mut make());
     let b = sim.run(&mut make());
+    compare_runs(&a, &b)?;
+    Ok(a)
+}
+
+/// Compares two runs of one seed: `Ok` when their digests and outcomes agree, else the
+/// error naming the first trace entry where they part (as far as their traces were
+/// kept: run them with [`TraceMode::Full`] to name it).
+pub fn compare_runs(a: &RunReport, b: &RunReport) -> Result<(), Box<DeterminismError>> {
     if a.digest == b.digest && a.outcome == b.outcome {
-        return Ok(a);
+        return Ok(());
     }
-    let first_difference = first_difference(&a.trace, &b.trace);
     Err(Box::new(DeterminismError {
         seed: a.seed,
         digest_first: a.digest,
         digest_second: b.digest,
-        first_difference,
-        replay: a.replay,
+        first_difference: first_difference(&a.trace, &b.trace),
+        replay: a.replay.clone(),
     }))
 }
 

@@ -840,6 +840,48 @@ pub struct FaultView<'a> {
     pub(crate) rng: &'a mut SimRng,
 }
 
+/// The fault plan owned outside the engine, for a world whose far side runs code the
+/// engine does not call (async tasks on a hosted runtime): it answers the same queries
+/// as [`FaultView`], with its own random stream and its own hit counts, which the world
+/// hands back to the engine ([`Ctx::add_fault_hits`](crate::world::Ctx::add_fault_hits))
+/// so the run's report counts them.
+#[derive(Clone, Debug)]
+pub struct FaultState {
+    plan: FaultPlan,
+    hits: Vec<u64>,
+    rng: SimRng,
+}
+
+impl FaultState {
+    /// The plan `plan`, its random decisions drawn from `rng`.
+    pub fn new(plan: FaultPlan, rng: SimRng) -> Self {
+        let hits = vec![0; plan.faults.len()];
+        FaultState { plan, hits, rng }
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &FaultPlan {
+        &self.plan
+    }
+
+    /// The plan as it stands at `now`: healed from the horizon on.
+    pub fn view(&mut self, now: SimTime) -> FaultView<'_> {
+        FaultView {
+            healed: now >= self.plan.horizon(),
+            plan: &self.plan,
+            now,
+            hits: &mut self.hits,
+            rng: &mut self.rng,
+        }
+    }
+
+    /// The hits counted since the last call, per fault, and zeroes them.
+    pub fn take_hits(&mut self) -> Vec<u64> {
+        let fresh = vec![0; self.hits.len()];
+        std::mem::replace(&mut self.hits, fresh)
+    }
+}
+
 /// What a link does to one message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkFate {

@@ -43,9 +43,10 @@ pub mod time;
 pub mod trace;
 pub mod world;
 
-pub use check::{DeterminismError, check_determinism};
+pub use check::{DeterminismError, check_determinism, compare_runs};
 pub use fault::{
-    Fault, FaultKind, FaultKindTag, FaultPlan, FaultProfile, FaultView, LinkFate, PlanError,
+    Fault, FaultKind, FaultKindTag, FaultPlan, FaultProfile, FaultState, FaultView, LinkFate,
+    PlanError,
 };
 pub use queue::{EventQueue, TimerId};
 pub use rng::{Ratio, RatioError, SimRng};

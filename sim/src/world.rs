@@ -264,6 +264,14 @@ impl<E> Ctx<E> {
         }
     }
 
+    /// Adds hits counted outside the engine (by a [`FaultState`](crate::fault::FaultState)
+    /// of the same plan) to the run's per-fault hit counts.
+    pub fn add_fault_hits(&mut self, hits: &[u64]) {
+        for (total, h) in self.fault_hits.iter_mut().zip(hits) {
+            *total += h;
+        }
+    }
+
     /// Records that `actor` did `what` now. Free when the trace is off: `what` is not
     /// even formatted.
     #[inline]

@@ -15,6 +15,8 @@
 //!
 //! The harness names no pattern; the list of them is [`crate::registry`].
 
+#[cfg(feature = "hosted")]
+pub mod hosted;
 mod plugin;
 mod scenario;
 mod view;
