@@ -18,6 +18,7 @@ pub fn patterns() -> Vec<&'static dyn Pattern> {
         &crate::saga::twopc::pattern::TwoPcPattern,
         &crate::queue::pattern::QueuePattern,
         &crate::cqrs::pattern::CqrsPattern,
+        &crate::breaker::hosted::BreakerTokioPattern,
     ]
 }
 

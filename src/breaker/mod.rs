@@ -11,6 +11,8 @@ pub mod contract;
 pub mod error;
 pub mod fallback;
 pub mod guard;
+#[cfg(feature = "hosted")]
+pub mod hosted;
 #[cfg(feature = "sim")]
 pub mod invariants;
 #[cfg(feature = "sim")]

@@ -93,6 +93,13 @@ impl TokioHost {
         self.clock.now()
     }
 
+    /// Calls `f` inside the runtime's context: where the code under test is built, so
+    /// the tokio clock it captures (a breaker's time origin) is the paused one.
+    pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _in_runtime = self.rt.enter();
+        f()
+    }
+
     /// Spawns `task` on the run's task set; it starts at the next
     /// [`advance_to`](TokioHost::advance_to).
     pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
@@ -107,8 +114,10 @@ impl TokioHost {
     /// their order up to `t` (a `t` in the past runs what is ready and returns).
     pub fn advance_to(&mut self, t: SimTime) {
         let until = self.clock.instant(t);
-        self.local
-            .block_on(&self.rt, async move { tokio::time::sleep_until(until).await });
+        self.local.block_on(
+            &self.rt,
+            async move { tokio::time::sleep_until(until).await },
+        );
     }
 
     /// Runs `future` to its end on the run's task set (the other tasks run meanwhile,
