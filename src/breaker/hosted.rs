@@ -354,7 +354,8 @@ impl Stack {
 /// The knobs' configuration error, if any.
 pub fn reference_stack(knobs: &SmsKnobs) -> Result<Stack, ConfigError> {
     Ok(Stack::new(knobs.reference_policy()?, |k, api| {
-        resilient(k, ResilientShape::Reference).map(|r| resilient_caller(r, api, 0))
+        resilient(k, ResilientShape::Reference)
+            .map(|r| resilient_caller(r, api, 0, Duration::from_millis(k.timeout_ms)))
     }))
 }
 
@@ -427,18 +428,21 @@ pub(crate) fn resilient(
     b.build()
 }
 
-/// `resilient` in front of `api`; `retries_outside` more attempts go straight to the
-/// API when the stack's answer is a failure (the mutant of that name).
+/// `resilient` in front of `api`; when its answer is an error, up to `retries_outside`
+/// more attempts go straight to the API within what is left of `deadline` (the mutant
+/// of that name: a retry loop of its own around the breaker, not inside it).
 pub(crate) fn resilient_caller(
     resilient: Resilient<SmsReceipt, ApiError>,
     api: SmsApi,
     retries_outside: u32,
+    deadline: Duration,
 ) -> Caller {
     let resilient = Rc::new(resilient);
     caller(move |request| {
         let resilient = Rc::clone(&resilient);
         let api = api.clone();
         async move {
+            let until = tokio::time::Instant::now() + deadline;
             let attempt = {
                 let api = api.clone();
                 move || {
@@ -451,7 +455,10 @@ pub(crate) fn resilient_caller(
                 if answer.is_ok() {
                     break;
                 }
-                answer = api.send(request).await.map_err(|e| e.to_string());
+                answer = match tokio::time::timeout_at(until, api.send(request)).await {
+                    Ok(reply) => reply.map_err(|e| e.to_string()),
+                    Err(_) => break,
+                };
             }
             answer
         }
@@ -1113,7 +1120,8 @@ fn hosted_with(k: &SmsKnobs, shape: ResilientShape) -> Result<HostedSms, ConfigE
     Ok(HostedSms::new(
         k.clone(),
         Stack::new(policy, move |k, api| {
-            resilient(k, shape).map(|r| resilient_caller(r, api, retries))
+            resilient(k, shape)
+                .map(|r| resilient_caller(r, api, retries, Duration::from_millis(k.timeout_ms)))
         }),
     ))
 }

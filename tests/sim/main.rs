@@ -6,6 +6,7 @@
 mod support;
 
 mod breaker;
+mod breaker_tokio;
 mod bus;
 mod choreo;
 mod cli;
