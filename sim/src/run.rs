@@ -81,6 +81,11 @@ impl Simulation {
     pub fn seed(&self) -> u64 {
         self.seed
     }
+    /// What the trace keeps.
+    pub fn trace_mode(&self) -> TraceMode {
+        self.trace
+    }
+
     /// The fault plan.
     pub fn fault_plan(&self) -> &FaultPlan {
         &self.plan

@@ -38,10 +38,13 @@
 //! Receipts are the API's: an `Ok` whose receipt the API did not issue for that request
 //! is counted as a fallback, whatever the stack calls it.
 
-use crate::breaker::circuit::{CallOutcome, SlidingWindow};
+use crate::breaker::circuit::{CallOutcome, SlidingWindow, State};
 use crate::breaker::contract::{ApiError, ApiReply, Policy, TripRule};
 use crate::breaker::fallback::FallbackPolicy;
-use crate::breaker::invariants::{CLOSES_AFTER_RECOVERY, LOAD_BOUND, RESPONSIVENESS};
+use crate::breaker::invariants::{
+    ACCOUNTING, CLOSES_AFTER_RECOVERY, HALF_OPEN_LIMIT, LOAD_BOUND, NO_CALL_WHILE_OPEN,
+    RESPONSIVENESS,
+};
 use crate::breaker::tokio::Resilient;
 use crate::breaker::world::{API, SmsKnobs};
 use crate::config::ConfigError;
@@ -61,7 +64,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// The invariants the hosted SMS world checks, in order.
-pub const HOSTED_INVARIANTS: &[&str] = &[LOAD_BOUND, RESPONSIVENESS, CLOSES_AFTER_RECOVERY];
+pub const HOSTED_INVARIANTS: &[&str] = &[
+    LOAD_BOUND,
+    RESPONSIVENESS,
+    CLOSES_AFTER_RECOVERY,
+    NO_CALL_WHILE_OPEN,
+    HALF_OPEN_LIMIT,
+    ACCOUNTING,
+];
 
 /// Coverage marks of the hosted SMS world.
 pub const HOSTED_MARKS: &[&str] = &[
@@ -308,9 +318,32 @@ where
     })
 }
 
+/// Where the code under test exposes its breaker: the next transition it made, as
+/// `(when, from, to)`, oldest first. The white-box checks read it; the black-box ones
+/// never do.
+pub type Transitions = Rc<dyn Fn() -> Option<(SimTime, State, State)>>;
+
+/// The code under test as one run built it: what callers call, and (optionally) its
+/// breaker's transitions for the white-box checks.
+pub struct Built {
+    /// What callers call.
+    pub caller: Caller,
+    /// The breaker's transitions, where the stack exposes them.
+    pub transitions: Option<Transitions>,
+}
+
+impl From<Caller> for Built {
+    fn from(caller: Caller) -> Built {
+        Built {
+            caller,
+            transitions: None,
+        }
+    }
+}
+
 /// How a run builds the code under test: from the seed's knobs and the API, inside the
 /// run's runtime (so a tokio clock it reads is the paused one). Called once per run.
-pub type MakeStack = Arc<dyn Fn(&SmsKnobs, SmsApi) -> Result<Caller, String> + Send + Sync>;
+pub type MakeStack = Arc<dyn Fn(&SmsKnobs, SmsApi) -> Result<Built, String> + Send + Sync>;
 
 /// The code under test for one hosted world: how to build it and the policy it
 /// declares.
@@ -319,6 +352,7 @@ pub struct Stack {
     /// What the stack declares it does: what the oracles judge it by.
     pub policy: Policy,
     make: MakeStack,
+    white_box: bool,
 }
 
 impl fmt::Debug for Stack {
@@ -330,17 +364,26 @@ impl fmt::Debug for Stack {
 }
 
 impl Stack {
-    /// A stack that declares `policy` and is built by `make`.
+    /// The same stack with the white-box checks off: judged by the black-box oracles
+    /// alone, even where it exposes its transitions.
+    pub fn black_box(mut self) -> Stack {
+        self.white_box = false;
+        self
+    }
+
+    /// A stack that declares `policy` and is built by `make` (which returns a [`Caller`],
+    /// or a [`Built`] that also exposes the breaker's transitions).
     pub fn new<C, E>(
         policy: Policy,
         make: impl Fn(&SmsKnobs, SmsApi) -> Result<C, E> + Send + Sync + 'static,
     ) -> Stack
     where
-        C: Into<Caller>,
+        C: Into<Built>,
         E: fmt::Display,
     {
         Stack {
             policy,
+            white_box: true,
             make: Arc::new(move |k, api| make(k, api).map(Into::into).map_err(|e| e.to_string())),
         }
     }
@@ -436,9 +479,17 @@ pub(crate) fn resilient_caller(
     api: SmsApi,
     retries_outside: u32,
     deadline: Duration,
-) -> Caller {
+) -> Built {
     let resilient = Rc::new(resilient);
-    caller(move |request| {
+    let breaker = Rc::clone(&resilient);
+    let transitions: Transitions = Rc::new(move || {
+        breaker.breaker().poll_event().map(
+            |crate::breaker::circuit::BreakerEvent::Transition { from, to, at, .. }| {
+                (SimTime::from_nanos(at.as_nanos()), from, to)
+            },
+        )
+    });
+    let caller = caller(move |request| {
         let resilient = Rc::clone(&resilient);
         let api = api.clone();
         async move {
@@ -462,7 +513,11 @@ pub(crate) fn resilient_caller(
             }
             answer
         }
-    })
+    });
+    Built {
+        caller,
+        transitions: Some(transitions),
+    }
 }
 
 /// One caller's answer, as the caller saw it.
@@ -535,6 +590,8 @@ pub struct HostedSms {
     /// When callers were answered without any call reaching the API (while it held
     /// none: a bulkhead full of calls in flight is not the breaker turning them away).
     turned_away_at: Vec<SimTime>,
+    /// The breaker's transitions, where the stack exposes them (white box).
+    transitions: Vec<(SimTime, State, State)>,
     /// Stats of the run so far.
     pub stats: HostedStats,
 }
@@ -543,6 +600,7 @@ struct Running {
     host: TokioHost,
     api: Rc<RefCell<ApiState>>,
     caller: Caller,
+    transitions: Option<Transitions>,
     answers: Rc<RefCell<Vec<Answered>>>,
 }
 
@@ -573,8 +631,15 @@ impl HostedSms {
             healed_at: None,
             delivered_in_a_row: 0,
             turned_away_at: Vec::new(),
+            transitions: Vec::new(),
             stats: HostedStats::default(),
         }
+    }
+
+    /// The same world with the white-box checks off (see [`Stack::black_box`]).
+    pub fn black_box(mut self) -> HostedSms {
+        self.stack.white_box = false;
+        self
     }
 
     /// The knobs.
@@ -695,7 +760,17 @@ impl HostedSms {
             )
         };
         let answers = std::mem::take(&mut *run.answers.borrow_mut());
+        let mut transitions = Vec::new();
+        if let Some(poll) = &run.transitions {
+            while let Some(t) = poll() {
+                transitions.push(t);
+            }
+        }
         ctx.add_fault_hits(&hits);
+        for (at, from, to) in transitions {
+            ctx.record("breaker", format_args!("{at}: {from} -> {to}"));
+            self.transitions.push((at, from, to));
+        }
         for mark in marks {
             ctx.cover(mark);
         }
@@ -939,6 +1014,59 @@ impl HostedSms {
         Ok(())
     }
 
+    /// The white-box checks, where the stack exposes its transitions: they form a path
+    /// from Closed (`breaker.accounting`); no call reaches the API after a transition to
+    /// Open or ForcedOpen and before the next one (`breaker.no_call_while_open`; a call
+    /// at the very instant of the transition is given the benefit of the doubt); a
+    /// half-open episode, from its start up to the next transition, sends at most the
+    /// declared probes (`breaker.half_open_limit`).
+    fn check_white_box(&self) -> Result<(), Violation> {
+        let mut state = State::Closed;
+        for &(at, from, to) in &self.transitions {
+            if from != state {
+                return Err(Violation::new(
+                    ACCOUNTING,
+                    format!("at {at} the breaker reports {from} -> {to}, but it was {state}"),
+                ));
+            }
+            state = to;
+        }
+        let calls: Vec<SimTime> = self
+            .seen
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Call { at, .. } => Some(*at),
+                _ => None,
+            })
+            .collect();
+        let permitted = u64::from(self.stack.policy.half_open_calls_permitted);
+        for (i, &(at, _, to)) in self.transitions.iter().enumerate() {
+            let next = self.transitions.get(i + 1).map_or(SimTime::MAX, |t| t.0);
+            if to.rejects_all() {
+                if let Some(t) = calls.iter().find(|t| **t > at && **t < next) {
+                    return Err(Violation::new(
+                        NO_CALL_WHILE_OPEN,
+                        format!(
+                            "a call reached the API at {t}, while the breaker was {to} (from {at} to {next})"
+                        ),
+                    ));
+                }
+            } else if to == State::HalfOpen {
+                let probes = calls.iter().filter(|t| **t >= at && **t < next).count() as u64;
+                if probes > permitted {
+                    return Err(Violation::new(
+                        HALF_OPEN_LIMIT,
+                        format!(
+                            "{probes} calls reached the API in the half-open episode from {at}; \
+                             at most {permitted} are permitted"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn first_turned_away(&self, from: SimTime, until: SimTime) -> Option<SimTime> {
         self.turned_away_at
             .iter()
@@ -986,13 +1114,14 @@ impl World for HostedSms {
             state: Rc::clone(&api),
             clock: host.clock(),
         };
-        let caller = host
+        let built = host
             .enter(|| (self.stack.make)(&self.knobs, handle))
             .map_err(|e| Violation::new("sim.host", format!("the stack was not built: {e}")))?;
         self.run = Some(Running {
             host,
             api,
-            caller,
+            caller: built.caller,
+            transitions: built.transitions.filter(|_| self.stack.white_box),
             answers: Rc::new(RefCell::new(Vec::new())),
         });
         for e in [HostedEvent::Steady, HostedEvent::Burst, HostedEvent::Spike] {
@@ -1032,12 +1161,18 @@ impl World for HostedSms {
         self.step(ctx)?;
         self.healed_at = Some(ctx.now());
         self.check_load(ctx)?;
+        self.check_white_box()?;
         self.schedule(ctx, HostedEvent::Liveness);
         Ok(())
     }
 
     fn is_quiescent(&self, ctx: &Ctx<HostedEvent>) -> bool {
         self.pending == 0 && self.settled(ctx.now())
+    }
+
+    fn finish(&mut self, ctx: &mut Ctx<HostedEvent>) -> Result<(), Violation> {
+        self.step(ctx)?;
+        self.check_white_box()
     }
 }
 

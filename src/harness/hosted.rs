@@ -143,11 +143,21 @@ pub trait Rerun: World + Sized {
 }
 
 /// Runs `world` under `sim`, then a [`fresh`](Rerun::fresh) copy of it, and compares
-/// the two: the first run's report when they agree; when they differ, that report
+/// the two (every entry the world records is digested, the trace off included): the first run's report when they agree; when they differ, that report
 /// turned into a violation of [`DETERMINISM`] that names the first trace entry where
 /// the runs part (both are run once more with the full trace to find it). The world
 /// returned is the one of the first run.
 pub fn simulate_twice<W: Rerun>(sim: &Simulation, mut world: W) -> (RunReport, W) {
+    // What the world records of the code under test is its only trace of it: with the
+    // trace off, record into a ring of none, so every entry is still digested (and the
+    // digest is the same whatever the trace mode).
+    let ring;
+    let sim = if matches!(sim.trace_mode(), TraceMode::Off) {
+        ring = sim.clone().trace(TraceMode::Ring(0));
+        &ring
+    } else {
+        sim
+    };
     let blank = world.fresh();
     let mut second = world.fresh();
     let mut report = sim.run(&mut world);
