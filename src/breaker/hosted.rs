@@ -402,6 +402,18 @@ pub fn reference_stack(knobs: &SmsKnobs) -> Result<Stack, ConfigError> {
     }))
 }
 
+/// The reference's [`Resilient`] for the knobs, as [`reference_stack`] builds it (build
+/// it inside a runtime whose clock you want it to read).
+///
+/// # Errors
+///
+/// The knobs' configuration error, if any.
+pub fn reference_resilient(
+    knobs: &SmsKnobs,
+) -> Result<Resilient<SmsReceipt, ApiError>, ConfigError> {
+    resilient(knobs, ResilientShape::Reference)
+}
+
 /// The reference's parts, or one of the broken shapes the mutants use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ResilientShape {
@@ -528,6 +540,8 @@ struct Answered {
     end: SimTime,
     /// `None`: the caller gave up first.
     result: Option<Result<SmsReceipt, String>>,
+    /// Calls the API held when the answer came.
+    api_held: u64,
 }
 
 /// Where an arrival comes from.
@@ -729,6 +743,7 @@ impl HostedSms {
         );
         let call = (run.caller)(SmsRequest { request, invalid });
         let answers = Rc::clone(&run.answers);
+        let api = Rc::clone(&run.api);
         let clock = run.host.clock();
         let start = run.host.now();
         run.host.spawn(async move {
@@ -741,6 +756,7 @@ impl HostedSms {
                 start,
                 end: clock.now(),
                 result,
+                api_held: api.borrow().held,
             });
         });
     }
@@ -837,7 +853,7 @@ impl HostedSms {
             Some(Err(_)) => self.stats.failed += 1,
         }
         if a.result.is_some() && attempts == 0 {
-            if self.held_at(a.end) == 0 {
+            if a.api_held == 0 {
                 self.turned_away_at.push(a.end);
             }
             self.stats.turned_away += 1;
@@ -1072,21 +1088,6 @@ impl HostedSms {
             .iter()
             .copied()
             .find(|t| *t >= from && *t < until)
-    }
-
-    /// Calls the API held at `t`, from its log so far.
-    fn held_at(&self, t: SimTime) -> u64 {
-        let mut held = 0u64;
-        for s in &self.seen {
-            match *s {
-                Seen::Call { at, .. } if at <= t => held += 1,
-                Seen::Reply { at, .. } | Seen::Abandoned { at, .. } if at <= t => {
-                    held = held.saturating_sub(1)
-                }
-                _ => {}
-            }
-        }
-        held
     }
 }
 
