@@ -2,7 +2,7 @@
 //! crate's breaker, a user's service) run deterministically inside a simulated world.
 //!
 //! A [`TokioHost`] owns a single-threaded tokio runtime whose clock is paused and a
-//! [`LocalSet`](tokio::task::LocalSet) for the tasks of one run. The engine's clock leads:
+//! [`LocalSet`] for the tasks of one run. The engine's clock leads:
 //! a hosted world calls [`TokioHost::advance_to`] with the engine's `now` at each of its
 //! events, and the runtime runs every task due until then, its own timers in order
 //! (tokio's clock jumps from timer to timer while the runtime is idle, which is what a
@@ -209,19 +209,13 @@ impl TokioHost {
 }
 
 /// `task`, with the hook told the host's time before each of its polls.
-fn told<F: Future>(
-    hook: TimeHook,
-    clock: VirtualClock,
-    task: F,
-) -> impl Future<Output = F::Output> {
-    async move {
-        let mut task = std::pin::pin!(task);
-        std::future::poll_fn(move |cx| {
-            tell(&hook, clock.now());
-            task.as_mut().poll(cx)
-        })
-        .await
-    }
+async fn told<F: Future>(hook: TimeHook, clock: VirtualClock, task: F) -> F::Output {
+    let mut task = std::pin::pin!(task);
+    std::future::poll_fn(move |cx| {
+        tell(&hook, clock.now());
+        task.as_mut().poll(cx)
+    })
+    .await
 }
 
 impl std::fmt::Debug for TokioHost {
