@@ -279,3 +279,13 @@ mod imp {
 
 #[cfg(all(test, target_os = "linux", target_pointer_width = "64"))]
 mod tests;
+
+#[cfg(all(test, not(all(target_os = "linux", target_pointer_width = "64"))))]
+mod unsupported {
+    #[test]
+    fn install_says_unsupported() {
+        let err = super::Virtual::install(std::time::Duration::ZERO).unwrap_err();
+        assert_eq!(err, super::InstallError::Unsupported(super::Unsupported));
+        assert!(err.to_string().contains("needs Linux"), "{err}");
+    }
+}
