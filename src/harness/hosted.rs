@@ -2,7 +2,7 @@
 //! crate's breaker, a user's service) run deterministically inside a simulated world.
 //!
 //! A [`TokioHost`] owns a single-threaded tokio runtime whose clock is paused and a
-//! [`LocalSet`](tokio::task::LocalSet) for the tasks of one run. The engine's clock leads:
+//! [`LocalSet`] for the tasks of one run. The engine's clock leads:
 //! a hosted world calls [`TokioHost::advance_to`] with the engine's `now` at each of its
 //! events, and the runtime runs every task due until then, its own timers in order
 //! (tokio's clock jumps from timer to timer while the runtime is idle, which is what a
@@ -25,9 +25,22 @@
 //!
 //! Timer resolution is tokio's: one millisecond. A hosted world that needs finer steps
 //! models them in the engine, not in the code under test.
+//!
+//! # Code that reads the real clock
+//!
+//! Some crates (failsafe, recloser) read `std::time::Instant::now()`, not tokio's
+//! clock, so in a paused runtime their waits never elapse. [`TokioHost::follow_time`]
+//! gives a host a hook it calls with its engine time whenever the code under test may
+//! look: before every poll of a task it runs, at the end of every
+//! [`advance_to`](TokioHost::advance_to) and, when asked, at every multiple of a step
+//! inside it. A test binary wires the `faultline-clock` crate (a per-thread virtual
+//! `CLOCK_MONOTONIC`) into that hook, so `Instant::now()` on the host's thread follows
+//! the engine. The library itself never links it: it only calls the hook.
 
-use faultline_sim::{RunReport, SimTime, Simulation, TraceMode, Violation, World};
+use faultline_sim::{RunReport, SimDuration, SimTime, Simulation, TraceMode, Violation, World};
+use std::cell::RefCell;
 use std::future::Future;
+use std::rc::Rc;
 use tokio::task::{JoinHandle, LocalSet};
 
 /// The invariant a hosted run fails when two runs of one seed differ.
@@ -39,6 +52,23 @@ pub struct TokioHost {
     rt: tokio::runtime::Runtime,
     local: LocalSet,
     clock: VirtualClock,
+    follow: Option<Follow>,
+}
+
+/// What [`TokioHost::follow_time`] installed.
+struct Follow {
+    hook: TimeHook,
+    step: Option<SimDuration>,
+}
+
+type TimeHook = Rc<RefCell<Box<dyn FnMut(SimTime)>>>;
+
+fn tell(hook: &TimeHook, t: SimTime) {
+    // A hook that is running does not hear of itself (it cannot be, on one thread,
+    // unless it polls the runtime, which it must not).
+    if let Ok(mut hook) = hook.try_borrow_mut() {
+        hook(t);
+    }
 }
 
 /// The hosted runtime's clock read as engine time: what an endpoint asks to know when
@@ -79,7 +109,34 @@ impl TokioHost {
             rt,
             local: LocalSet::new(),
             clock: VirtualClock { origin },
+            follow: None,
         })
+    }
+
+    /// The host calls `hook` with its engine time whenever code it runs may read a
+    /// clock: before each poll of a task [spawned](TokioHost::spawn) or
+    /// [blocked on](TokioHost::block_on) through it (exact: the time tokio shows the
+    /// task), at the end of each [`advance_to`](TokioHost::advance_to), and, with
+    /// `step`, at every multiple of `step` inside an `advance_to` (tokio jumps its
+    /// clock from timer to timer while idle; the steps are timers of their own, so a
+    /// task the code under test spawns itself, which the host does not wrap, sees the
+    /// time to within one step). A zero `step` means none.
+    ///
+    /// For crates that read `std::time::Instant` (see the [module docs](self)): the
+    /// hook sets a virtual clock. Call it before spawning: tasks spawned before are
+    /// not wrapped. The hook must not touch the host.
+    pub fn follow_time(
+        mut self,
+        hook: impl FnMut(SimTime) + 'static,
+        step: Option<SimDuration>,
+    ) -> TokioHost {
+        let hook: TimeHook = Rc::new(RefCell::new(Box::new(hook)));
+        tell(&hook, self.now());
+        self.follow = Some(Follow {
+            hook,
+            step: step.filter(|s| s.as_nanos() > 0),
+        });
+        self
     }
 
     /// The clock endpoints read.
@@ -107,25 +164,65 @@ impl TokioHost {
         F: Future + 'static,
         F::Output: 'static,
     {
-        self.local.spawn_local(task)
+        match &self.follow {
+            None => self.local.spawn_local(task),
+            Some(follow) => self
+                .local
+                .spawn_local(told(Rc::clone(&follow.hook), self.clock, task)),
+        }
     }
 
     /// Runs every task until engine time `t`: tasks ready now, then tokio's timers in
     /// their order up to `t` (a `t` in the past runs what is ready and returns).
     pub fn advance_to(&mut self, t: SimTime) {
         let until = self.clock.instant(t);
-        self.local.block_on(
-            &self.rt,
-            async move { tokio::time::sleep_until(until).await },
-        );
+        let Some(follow) = &self.follow else {
+            self.local.block_on(
+                &self.rt,
+                async move { tokio::time::sleep_until(until).await },
+            );
+            return;
+        };
+        let (hook, step, clock) = (Rc::clone(&follow.hook), follow.step, self.clock);
+        self.local.block_on(&self.rt, async move {
+            // This future is polled before the tasks on each turn of the task set, so
+            // the tasks a step's timers wake see the step's time.
+            if let Some(step) = step {
+                let step = step.as_nanos();
+                let mut next = (clock.now().as_nanos() / step).saturating_add(1) * step;
+                while next < t.as_nanos() {
+                    tokio::time::sleep_until(clock.instant(SimTime::from_nanos(next))).await;
+                    tell(&hook, clock.now());
+                    next = next.saturating_add(step);
+                }
+            }
+            tokio::time::sleep_until(until).await;
+            tell(&hook, clock.now());
+        });
     }
 
     /// Runs `future` to its end on the run's task set (the other tasks run meanwhile,
     /// and the clock moves as they need it to): for a setup step that awaits, such as
     /// opening a store.
     pub fn block_on<F: Future>(&mut self, future: F) -> F::Output {
-        self.local.block_on(&self.rt, future)
+        match &self.follow {
+            None => self.local.block_on(&self.rt, future),
+            Some(follow) => {
+                let told = told(Rc::clone(&follow.hook), self.clock, future);
+                self.local.block_on(&self.rt, told)
+            }
+        }
     }
+}
+
+/// `task`, with the hook told the host's time before each of its polls.
+async fn told<F: Future>(hook: TimeHook, clock: VirtualClock, task: F) -> F::Output {
+    let mut task = std::pin::pin!(task);
+    std::future::poll_fn(move |cx| {
+        tell(&hook, clock.now());
+        task.as_mut().poll(cx)
+    })
+    .await
 }
 
 impl std::fmt::Debug for TokioHost {
@@ -212,5 +309,36 @@ mod tests {
             ]
         );
         assert_eq!(host.now(), SimTime::from_millis(1_000));
+    }
+
+    #[test]
+    fn the_time_hook_hears_each_poll_and_each_step() {
+        let heard = Rc::new(RefCell::new(Vec::new()));
+        let log = Rc::clone(&heard);
+        let mut host = TokioHost::new()
+            .expect("runtime")
+            .follow_time(move |t| log.borrow_mut().push(t.as_millis()), None);
+        let seen_by_task = Rc::new(RefCell::new(Vec::new()));
+        let (probe, task_log) = (Rc::clone(&heard), Rc::clone(&seen_by_task));
+        host.spawn(async move {
+            for _ in 0..2 {
+                tokio::time::sleep(Duration::from_millis(7)).await;
+                // The hook was told this poll's time before the poll.
+                task_log.borrow_mut().push(probe.borrow().last().copied());
+            }
+        });
+        host.advance_to(SimTime::from_millis(20));
+        assert_eq!(*seen_by_task.borrow(), vec![Some(7), Some(14)]);
+        assert_eq!(heard.borrow().last(), Some(&20));
+
+        let steps = Rc::new(RefCell::new(Vec::new()));
+        let log = Rc::clone(&steps);
+        let mut host = TokioHost::new().expect("runtime").follow_time(
+            move |t| log.borrow_mut().push(t.as_millis()),
+            Some(SimDuration::from_millis(1)),
+        );
+        host.advance_to(SimTime::from_millis(3));
+        host.advance_to(SimTime::from_millis(2));
+        assert_eq!(*steps.borrow(), vec![0, 1, 2, 3, 3]);
     }
 }

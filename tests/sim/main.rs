@@ -14,5 +14,8 @@ mod cqrs;
 mod plugin_api;
 mod plugin_reports;
 mod queue;
+// faultline-clock interposes clock_gettime on Linux/64-bit only.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+mod real_clock;
 mod saga;
 mod twopc;
