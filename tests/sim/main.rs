@@ -7,6 +7,7 @@ mod support;
 
 mod breaker;
 mod bus;
+mod bus_tokio;
 mod choreo;
 mod cli;
 mod cqrs;
