@@ -18,7 +18,10 @@ pub fn patterns() -> Vec<&'static dyn Pattern> {
         &crate::saga::twopc::pattern::TwoPcPattern,
         &crate::queue::pattern::QueuePattern,
         &crate::cqrs::pattern::CqrsPattern,
+        #[cfg(feature = "hosted")]
         &crate::breaker::hosted::BreakerTokioPattern,
+        #[cfg(feature = "hosted")]
+        &crate::bus::hosted::BusTokioPattern,
     ]
 }
 

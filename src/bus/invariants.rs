@@ -186,7 +186,24 @@ impl BusChecker {
         subscribed: bool,
         retained_max: usize,
     ) -> Result<(), Violation> {
-        self.retained_max = self.retained_max.max(retained_max);
+        self.on_published_seen(topic, seq, payload, now, subscribed, Some(retained_max))
+    }
+
+    /// As [`on_published`](BusChecker::on_published), for a world that may not know the
+    /// bus's retention (`retained_max` `None`, a black-box observer): the ledger's own
+    /// facts are checked all the same, the comparisons with the report only when given.
+    pub fn on_published_seen(
+        &mut self,
+        topic: &str,
+        seq: Option<u64>,
+        payload: u64,
+        now: SimTime,
+        subscribed: bool,
+        retained_max: Option<usize>,
+    ) -> Result<(), Violation> {
+        if let Some(r) = retained_max {
+            self.retained_max = self.retained_max.max(r);
+        }
         match (seq, subscribed) {
             (None, true) => {
                 return Err(Violation::new(
@@ -235,7 +252,9 @@ impl BusChecker {
         let (must, t, sub, from) = most;
         if let Some(sub) = sub {
             let end = from + must;
-            if (retained_max as u64) < must {
+            if let Some(retained_max) = retained_max
+                && (retained_max as u64) < must
+            {
                 return Err(Violation::new(
                     FIFO,
                     format!(
@@ -256,7 +275,9 @@ impl BusChecker {
                 ));
             }
         }
-        if retained_max > self.capacity {
+        if let Some(retained_max) = retained_max
+            && retained_max > self.capacity
+        {
             return Err(Violation::new(
                 BOUNDED_RETENTION,
                 format!(

@@ -9,6 +9,8 @@
 
 pub mod contract;
 pub mod core;
+#[cfg(feature = "hosted")]
+pub mod hosted;
 #[cfg(feature = "sim")]
 pub mod invariants;
 #[cfg(feature = "sim")]

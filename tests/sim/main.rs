@@ -8,6 +8,7 @@ mod support;
 mod breaker;
 mod breaker_tokio;
 mod bus;
+mod bus_tokio;
 mod choreo;
 mod cli;
 mod cqrs;

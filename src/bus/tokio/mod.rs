@@ -296,7 +296,29 @@ impl<P: Clone> State<P> {
     }
 }
 
+/// A deliberate defect of the adapter, for the mutants of the tokio harness
+/// (`bus-tokio`, [`crate::bus::hosted`]): set only by them, never by a public
+/// constructor.
+#[cfg(feature = "hosted")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Flaw {
+    /// None: the adapter as shipped.
+    #[default]
+    None,
+    /// A subscriber task that, woken by shutdown while its handler runs, drops the
+    /// event in hand (the handler's future with it) and ends, unsettled.
+    DropInHandOnShutdown,
+    /// A publish that acknowledges the event (with the topic's next seq) before it is
+    /// enqueued for the subscribers, so an enqueue that finds the topic full drops it.
+    AckBeforeEnqueue,
+    /// A subscriber task that acknowledges an event whose handler failed, instead of
+    /// handing it back for a retry.
+    SkipRetryAfterError,
+}
+
 struct Inner<P> {
+    #[cfg(feature = "hosted")]
+    flaw: Flaw,
     state: Mutex<State<P>>,
     origin: ::tokio::time::Instant,
     /// Wakes publishers waiting for space (and, on shutdown, for the refusal).
@@ -365,6 +387,8 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
     pub fn new(config: BusConfig) -> Self {
         SharedBus {
             inner: Arc::new(Inner {
+                #[cfg(feature = "hosted")]
+                flaw: Flaw::None,
                 state: Mutex::new(State {
                     bus: Bus::new(config),
                     latest: Instant::ZERO,
@@ -376,6 +400,20 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
                 origin: ::tokio::time::Instant::now(),
                 space: Notify::new(),
             }),
+        }
+    }
+
+    /// A bus with a deliberate defect, for the tokio harness's mutants.
+    #[cfg(feature = "hosted")]
+    pub(crate) fn with_flaw(config: BusConfig, flaw: Flaw) -> Self {
+        let bus = SharedBus::new(config);
+        let inner = match Arc::try_unwrap(bus.inner) {
+            Ok(inner) => inner,
+            // Just built: nobody else holds it.
+            Err(shared) => return SharedBus { inner: shared },
+        };
+        SharedBus {
+            inner: Arc::new(Inner { flaw, ..inner }),
         }
     }
 
@@ -424,7 +462,17 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
         if state.closed {
             return Err(PublishError::Closed);
         }
-        let published = state.bus.publish(topic, payload, now)?;
+        let published = match state.bus.publish(topic, payload, now) {
+            Ok(published) => published,
+            #[cfg(feature = "hosted")]
+            Err(_full) if self.inner.flaw == Flaw::AckBeforeEnqueue => {
+                return Ok(Published::Retained {
+                    seq: state.bus.next_seq(topic),
+                    subscribers: 0,
+                });
+            }
+            Err(full) => return Err(full.into()),
+        };
         wake_topic(&state, topic, published);
         Ok(published)
     }
@@ -485,6 +533,13 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
             Ok(published) => {
                 wake_topic(&state, topic, published);
                 Attempt::Done(Ok(published))
+            }
+            #[cfg(feature = "hosted")]
+            Err(_full) if self.inner.flaw == Flaw::AckBeforeEnqueue => {
+                Attempt::Done(Ok(Published::Retained {
+                    seq: state.bus.next_seq(topic),
+                    subscribers: 0,
+                }))
             }
             Err(_full) => {
                 state.space_wanted = true;

@@ -87,21 +87,44 @@ pub(super) async fn run<P, F, Fut, E>(
                     redelivery: delivery.redelivery,
                     redriven: delivery.redriven,
                 };
-                let outcome = match call_caught(&mut handler, event).await {
-                    Some(Ok(())) => {
-                        bump(&me.handled);
-                        Outcome::Handled
-                    }
-                    Some(Err(e)) => {
-                        bump(&me.failed);
-                        *lock(&me.last_error) = Some(e.to_string());
-                        Outcome::Failed
-                    }
-                    None => {
-                        bump(&me.failed);
-                        bump(&me.panicked);
-                        *lock(&me.last_error) = Some("the handler panicked".to_string());
-                        Outcome::Failed
+                let outcome = {
+                    let call = call_caught(&mut handler, event);
+                    #[cfg(feature = "hosted")]
+                    let result = if inner.flaw == Flaw::DropInHandOnShutdown {
+                        match unless_shut_down(&inner, &me, call).await {
+                            Some(result) => result,
+                            // The defect: the event in hand is dropped, unsettled.
+                            None => break,
+                        }
+                    } else {
+                        call.await
+                    };
+                    #[cfg(not(feature = "hosted"))]
+                    let result = call.await;
+                    match result {
+                        Some(Ok(())) => {
+                            bump(&me.handled);
+                            Outcome::Handled
+                        }
+                        Some(Err(e)) => {
+                            bump(&me.failed);
+                            *lock(&me.last_error) = Some(e.to_string());
+                            #[cfg(feature = "hosted")]
+                            if inner.flaw == Flaw::SkipRetryAfterError {
+                                // The defect: a failed event acknowledged, never retried.
+                                Outcome::Handled
+                            } else {
+                                Outcome::Failed
+                            }
+                            #[cfg(not(feature = "hosted"))]
+                            Outcome::Failed
+                        }
+                        None => {
+                            bump(&me.failed);
+                            bump(&me.panicked);
+                            *lock(&me.last_error) = Some("the handler panicked".to_string());
+                            Outcome::Failed
+                        }
                     }
                 };
                 core.done(outcome);
@@ -109,6 +132,35 @@ pub(super) async fn run<P, F, Fut, E>(
                 // cannot starve the tasks sharing its thread.
                 ::tokio::task::coop::consume_budget().await;
             }
+        }
+    }
+}
+
+/// The mutant [`Flaw::DropInHandOnShutdown`]: awaits `call` unless a wake-up finds the
+/// bus shut down first (then `None`, the call dropped at its await point).
+#[cfg(feature = "hosted")]
+async fn unless_shut_down<P, T>(
+    inner: &Inner<P>,
+    me: &SubShared,
+    call: impl Future<Output = T>,
+) -> Option<T> {
+    let mut call = pin!(call);
+    loop {
+        let mut wake = pin!(me.wake.notified());
+        let done = poll_fn(|cx| {
+            if let Poll::Ready(result) = call.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
+            }
+            match wake.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match done {
+            Some(result) => return Some(result),
+            None if lock(&inner.state).closed => return None,
+            None => {}
         }
     }
 }
