@@ -13,5 +13,6 @@ mod cqrs;
 mod plugin_api;
 mod plugin_reports;
 mod queue;
+mod queue_tokio;
 mod saga;
 mod twopc;
