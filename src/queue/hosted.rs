@@ -46,17 +46,18 @@ use crate::config::ConfigError;
 use crate::harness::hosted::{Rerun, TokioHost, VirtualClock, simulate_twice};
 use crate::harness::{Description, Metric, Mutant, Scenario, notes};
 use crate::queue::core::{
-    Applied, Enqueued, Lease, Outbox, ProfileId, QueueConfig, QueueCounts, Replica, TargetId, Task, TaskKey,
+    Applied, Enqueued, Lease, Outbox, ProfileId, QueueConfig, QueueCounts, Replica, TargetId, Task,
+    TaskKey,
 };
 use crate::queue::invariants::{self, QueueChecker};
 use crate::queue::tokio::{PoolConfig, SharedQueue, WorkerPool};
 use crate::queue::world::QueueKnobs;
 use faultline_sim::report::model::Timeline;
+use faultline_sim::{Ctx, Phase};
 use faultline_sim::{
     FaultPlan, FaultProfile, FaultState, RunReport, SeedRange, SimDuration, SimRng, SimTime,
     Simulation, TraceMode, Violation, World,
 };
-use faultline_sim::{Ctx, Phase};
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::future::{Future, poll_fn};
@@ -181,7 +182,8 @@ struct FarSide {
 }
 
 fn far_lock(far: &Mutex<FarSide>) -> std::sync::MutexGuard<'_, FarSide> {
-    far.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    far.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The client of the target services a worker delivers through. Cheap to clone; only
@@ -564,8 +566,7 @@ impl HostedQueueWorld {
                         ),
                     ));
                 }
-                self.open
-                    .insert(task.key, (call, fence, task.version, t));
+                self.open.insert(task.key, (call, fence, task.version, t));
             }
             Seen::End {
                 call,
@@ -621,7 +622,10 @@ impl HostedQueueWorld {
             }
             Seen::Dropped { task } => {
                 ctx.cover("queue.dropped_delivery");
-                ctx.record("links", format_args!("at {t}: drops a message of {}", task.key));
+                ctx.record(
+                    "links",
+                    format_args!("at {t}: drops a message of {}", task.key),
+                );
             }
             Seen::Duplicated { task } => {
                 ctx.cover("queue.duplicate_delivery");
@@ -883,10 +887,7 @@ impl World for HostedQueueWorld {
             }
         }
         let counts = self.stats.counts;
-        match self
-            .checker
-            .finish(&latest, self.outbox.backlog(), &counts)
-        {
+        match self.checker.finish(&latest, self.outbox.backlog(), &counts) {
             Err(v) if !self.white_box && v.invariant == invariants::CONSERVATION => Ok(()),
             r => r,
         }
