@@ -17,7 +17,7 @@
 //!   one): the request crosses `link-K` (drops, duplicates, delays from the plan), the
 //!   target `target-K` is down, slow or failing as the plan says at the time it is
 //!   called, applies the version with a version and fence check
-//!   ([`Replica`](crate::queue::Replica)), and the reply crosses the link back. Every
+//!   ([`Replica`]), and the reply crosses the link back. Every
 //!   delivery call is logged at its start and at its end (answer, timeout, or the worker
 //!   dropping it), and every apply at the target.
 //! - **Workload**: the sans-IO world's bursts and rapid bursts of profile updates
