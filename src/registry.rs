@@ -22,6 +22,8 @@ pub fn patterns() -> Vec<&'static dyn Pattern> {
         &crate::breaker::hosted::BreakerTokioPattern,
         #[cfg(feature = "hosted")]
         &crate::bus::hosted::BusTokioPattern,
+        #[cfg(feature = "hosted")]
+        &crate::queue::hosted::QueueTokioPattern,
     ]
 }
 

@@ -18,9 +18,13 @@
 //!   and exit is decided once.
 //! - [`world`], [`invariants`], [`mutants`], [`pattern`]: the simulated profile sync,
 //!   its seven promises, the broken queues they must catch, and the harness entry.
+//! - [`hosted`] (feature `hosted`): the worker pool, or your own async worker loop, in
+//!   the tokio harness (`queue-tokio`), against async targets and black-box oracles.
 
 pub mod contract;
 pub mod core;
+#[cfg(feature = "hosted")]
+pub mod hosted;
 #[cfg(feature = "sim")]
 pub mod invariants;
 #[cfg(all(test, feature = "tokio"))]

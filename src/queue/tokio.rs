@@ -88,7 +88,8 @@ use ::tokio::task::JoinHandle;
 use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::queue::core::{
-    DeadLetter, Enqueued, Lease, Outbox, Queue, QueueConfig, QueueCounts, Task,
+    DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, Outbox, Queue, QueueConfig,
+    QueueCounts, Task,
 };
 use crate::queue::worker::{
     Beat, Next, Outcome, Settled, WorkerConfig, WorkerCore, heartbeat_every,
@@ -183,6 +184,42 @@ impl SharedQueue {
         };
         self.shared.work.notify_waiters();
         n
+    }
+
+    /// Leases the earliest due task, if any: for a worker loop of your own (the
+    /// [`WorkerPool`]'s workers lease through the same queue).
+    pub fn lease(&self) -> Option<Lease> {
+        let now = self.now();
+        lock(&self.shared.queue).lease(now)
+    }
+
+    /// Extends the lease `token` by the visibility timeout; the new deadline, or
+    /// [`Fenced`] when the lease has expired or was taken over.
+    pub fn heartbeat(&self, token: &LeaseToken) -> Result<Instant, Fenced> {
+        let now = self.now();
+        lock(&self.shared.queue).heartbeat(token, now)
+    }
+
+    /// Acks the lease `token`: the task is done.
+    pub fn ack(&self, token: &LeaseToken) -> Result<(), Fenced> {
+        let now = self.now();
+        let r = lock(&self.shared.queue).ack(token, now);
+        self.shared.settled.notify_waiters();
+        r
+    }
+
+    /// Nacks the lease `token`: retried after the backoff, or dead-lettered.
+    pub fn nack(&self, token: &LeaseToken) -> Result<Nacked, Fenced> {
+        let now = self.now();
+        let r = lock(&self.shared.queue).nack(token, now);
+        self.shared.work.notify_waiters();
+        self.shared.settled.notify_waiters();
+        r
+    }
+
+    /// How long a lease (or an accepted heartbeat) hides a task.
+    pub fn visibility_timeout(&self) -> Duration {
+        lock(&self.shared.queue).config().visibility_timeout()
     }
 
     /// Where the tasks are.

@@ -18,5 +18,6 @@ mod queue;
 // faultline-clock interposes clock_gettime on Linux/64-bit only.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 mod real_clock;
+mod queue_tokio;
 mod saga;
 mod twopc;
