@@ -43,8 +43,8 @@
 
 use crate::config::ConfigError;
 use crate::cqrs::core::{
-    Aggregate, AppendError, Appended, EventStore, ExpectedVersion, Recorded, Repository,
-    StreamId, Upcast,
+    Aggregate, AppendError, Appended, EventStore, ExpectedVersion, Recorded, Repository, StreamId,
+    Upcast,
 };
 use crate::cqrs::driver::{self, CommandPolicy, Next, Outcome};
 use crate::cqrs::invariants::{CAUGHT_UP, CqrsChecker, MONOTONIC_READS, NO_LOST_WRITE};
@@ -52,7 +52,6 @@ use crate::cqrs::item::{Item, ItemCommand, ItemEvent, ItemRejection, StockView, 
 use crate::cqrs::tokio::{EventSourcedService, ProjectionTask};
 use crate::cqrs::world::{CqrsKnobs, PROJECTIONS, WRITER, dispatch_link, projection_name};
 use crate::harness::hosted::{Rerun, TokioHost, VirtualClock};
-use crate::splitmix::SplitMix64;
 use faultline_sim::prelude::*;
 use faultline_sim::{FaultKindTag, FaultState, RunReport, Simulation, TraceMode};
 use std::cell::RefCell;
@@ -229,7 +228,9 @@ impl Store {
             return Err(why);
         }
         let current: Vec<ItemEvent> = events.iter().map(Upcast::upcast).collect();
-        let upcast = events.iter().any(|e| matches!(e, StoredEvent::RestockedV1 { .. }));
+        let upcast = events
+            .iter()
+            .any(|e| matches!(e, StoredEvent::RestockedV1 { .. }));
         let result = self.inner.borrow_mut().store.append(item, expected, events);
         match result {
             Ok(appended) => {
@@ -260,7 +261,10 @@ impl Store {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] or [`StoreError::Failed`] under a fault.
-    pub async fn read_stream(&self, item: StreamId) -> Result<Vec<Recorded<StoredEvent>>, StoreError> {
+    pub async fn read_stream(
+        &self,
+        item: StreamId,
+    ) -> Result<Vec<Recorded<StoredEvent>>, StoreError> {
         let (latency, refused) = self.command_call("read_stream");
         tokio::time::sleep(latency).await;
         if let Some(why) = refused {
@@ -309,8 +313,10 @@ impl Store {
             };
             (refused, fate)
         };
-        tokio::time::sleep(Duration::from_millis(1) + Duration::from_nanos(fate.extra_delay.as_nanos()))
-            .await;
+        tokio::time::sleep(
+            Duration::from_millis(1) + Duration::from_nanos(fate.extra_delay.as_nanos()),
+        )
+        .await;
         if let Some(why) = refused {
             self.note(Obs::Refused {
                 call: "read_all",
@@ -392,7 +398,7 @@ struct View {
 struct Reference {
     store: Store,
     policy: CommandPolicy,
-    jitter: Rc<RefCell<SplitMix64>>,
+    jitter: Rc<RefCell<SimRng>>,
     views: Vec<Rc<RefCell<View>>>,
     defect: Defect,
 }
@@ -425,7 +431,9 @@ impl Reference {
         Ok(Reference {
             store,
             policy,
-            jitter: Rc::new(RefCell::new(SplitMix64(knobs.seed ^ 0x6371_7273))),
+            jitter: Rc::new(RefCell::new(
+                SimRng::new(knobs.seed).fork("cqrs-tokio.jitter"),
+            )),
             views,
             defect,
         })
@@ -485,7 +493,9 @@ fn stored(events: &[ItemEvent], legacy: bool) -> Vec<StoredEvent> {
     events
         .iter()
         .map(|e| match (*e, legacy) {
-            (ItemEvent::Restocked { units }, true) => StoredEvent::RestockedV1 { dozens: units / 12 },
+            (ItemEvent::Restocked { units }, true) => {
+                StoredEvent::RestockedV1 { dozens: units / 12 }
+            }
             (e, _) => StoredEvent::Current(e),
         })
         .collect()
@@ -494,7 +504,7 @@ fn stored(events: &[ItemEvent], legacy: bool) -> Vec<StoredEvent> {
 async fn handle(
     store: Store,
     policy: CommandPolicy,
-    jitter: Rc<RefCell<SplitMix64>>,
+    jitter: Rc<RefCell<SimRng>>,
     defect: Defect,
     item: StreamId,
     command: ItemCommand,
@@ -512,8 +522,13 @@ async fn handle(
                     Err(e) => return Answer::Failed(e),
                 };
                 let version = records.last().map_or(0, |r| r.version);
-                let state =
-                    Item::default().fold(records.iter().map(|r| r.event.upcast()).collect::<Vec<_>>().iter());
+                let state = Item::default().fold(
+                    records
+                        .iter()
+                        .map(|r| r.event.upcast())
+                        .collect::<Vec<_>>()
+                        .iter(),
+                );
                 match state.decide(&command) {
                     Err(why) => return Answer::Rejected(why),
                     Ok(events) => (driver::expected_at(version), stored(&events, legacy)),
@@ -523,7 +538,8 @@ async fn handle(
         match store.append(item, expected, events.clone()).await {
             Ok(appended) => return Answer::Appended(appended),
             Err(StoreError::Append(AppendError::WrongExpectedVersion { actual, .. })) => {
-                let next = policy.on_outcome(&mut run, Outcome::Conflict, &mut *jitter.borrow_mut());
+                let next =
+                    policy.on_outcome(&mut run, Outcome::Conflict, &mut *jitter.borrow_mut());
                 match next {
                     Next::RetryAfter(delay) => {
                         tokio::time::sleep(delay).await;
@@ -728,7 +744,12 @@ impl CqrsTokioWorld {
         Ok(())
     }
 
-    fn observe(&mut self, ctx: &mut Ctx<HostedCqrsEvent>, t: SimTime, obs: Obs) -> Result<(), Violation> {
+    fn observe(
+        &mut self,
+        ctx: &mut Ctx<HostedCqrsEvent>,
+        t: SimTime,
+        obs: Obs,
+    ) -> Result<(), Violation> {
         match obs {
             Obs::Acked {
                 item,
@@ -759,7 +780,10 @@ impl CqrsTokioWorld {
                 expected,
                 actual,
             } => {
-                ctx.record("store", format_args!("{t}: conflict on {item}: expected {expected}, at {actual}"));
+                ctx.record(
+                    "store",
+                    format_args!("{t}: conflict on {item}: expected {expected}, at {actual}"),
+                );
                 ctx.cover("cqrs.conflict");
                 self.stats.conflicts += 1;
                 self.checker.on_conflict(item, expected, actual)?;
@@ -774,7 +798,10 @@ impl CqrsTokioWorld {
                 }
             }
             Obs::StreamRead { item, version } => {
-                ctx.record("store", format_args!("{t}: read {item} at version {version}"));
+                ctx.record(
+                    "store",
+                    format_args!("{t}: read {item} at version {version}"),
+                );
             }
             Obs::LogRead { p, after, n, again } => {
                 self.stats.log_reads += 1;
@@ -796,7 +823,10 @@ impl CqrsTokioWorld {
                 command,
                 answer,
             } => {
-                ctx.record(format!("client-{client}"), format_args!("{t}: {command:?} on {item}: {answer:?}"));
+                ctx.record(
+                    format!("client-{client}"),
+                    format_args!("{t}: {command:?} on {item}: {answer:?}"),
+                );
                 if let Some(b) = self.busy.get_mut(client as usize) {
                     *b = false;
                 }
@@ -819,7 +849,12 @@ impl CqrsTokioWorld {
 
     /// A command answered as appended at `a`: its events are in the log there, and they
     /// are what the command decides on the stream as it stood before them.
-    fn check_answer(&self, item: StreamId, command: &ItemCommand, a: &Appended) -> Result<(), Violation> {
+    fn check_answer(
+        &self,
+        item: StreamId,
+        command: &ItemCommand,
+        a: &Appended,
+    ) -> Result<(), Violation> {
         let rec = self.checker.streams.get(&item);
         let events = rec.map(|r| r.events.as_slice()).unwrap_or_default();
         let from = usize::try_from(a.from_version).unwrap_or(usize::MAX);
@@ -876,7 +911,8 @@ impl CqrsTokioWorld {
             self.lags.push((ctx.now(), p, lag));
             let checkpoint = checkpoint.filter(|_| self.white_box).unwrap_or(0);
             let before = std::mem::replace(&mut self.last[p], after.clone());
-            self.checker.after_projection(p, &before, &after, checkpoint, None)?;
+            self.checker
+                .after_projection(p, &before, &after, checkpoint, None)?;
         }
         Ok(())
     }
@@ -896,7 +932,8 @@ impl CqrsTokioWorld {
 
 impl Rerun for CqrsTokioWorld {
     fn fresh(&self) -> Self {
-        CqrsTokioWorld::new(self.knobs.clone(), Rc::clone(&self.factory)).with_white_box(self.white_box)
+        CqrsTokioWorld::new(self.knobs.clone(), Rc::clone(&self.factory))
+            .with_white_box(self.white_box)
     }
 }
 
@@ -908,8 +945,8 @@ impl World for CqrsTokioWorld {
     }
 
     fn start(&mut self, ctx: &mut Ctx<HostedCqrsEvent>) -> Result<(), Violation> {
-        let mut host =
-            TokioHost::new().map_err(|e| Violation::new("sim.world", format!("no runtime: {e}")))?;
+        let mut host = TokioHost::new()
+            .map_err(|e| Violation::new("sim.world", format!("no runtime: {e}")))?;
         let faults = Rc::new(RefCell::new(FaultState::new(
             ctx.plan().clone(),
             ctx.rng().fork("hosted.faults"),
@@ -941,14 +978,21 @@ impl World for CqrsTokioWorld {
         }
         for (p, at) in self.knobs.rebuild_at_ms.iter().enumerate() {
             if let Some(at) = at {
-                ctx.schedule_at(SimTime::from_millis(*at), HostedCqrsEvent::Rebuild { p: p as u32 });
+                ctx.schedule_at(
+                    SimTime::from_millis(*at),
+                    HostedCqrsEvent::Rebuild { p: p as u32 },
+                );
             }
         }
         ctx.schedule_in(TICK, HostedCqrsEvent::Tick);
         Ok(())
     }
 
-    fn handle(&mut self, ctx: &mut Ctx<HostedCqrsEvent>, event: HostedCqrsEvent) -> Result<(), Violation> {
+    fn handle(
+        &mut self,
+        ctx: &mut Ctx<HostedCqrsEvent>,
+        event: HostedCqrsEvent,
+    ) -> Result<(), Violation> {
         self.settle(ctx)?;
         match event {
             HostedCqrsEvent::Tick => {
@@ -1002,7 +1046,11 @@ impl World for CqrsTokioWorld {
         Ok(())
     }
 
-    fn on_fault(&mut self, ctx: &mut Ctx<HostedCqrsEvent>, edge: FaultEdge) -> Result<(), Violation> {
+    fn on_fault(
+        &mut self,
+        ctx: &mut Ctx<HostedCqrsEvent>,
+        edge: FaultEdge,
+    ) -> Result<(), Violation> {
         self.settle(ctx)?;
         if edge.fault.kind == FaultKind::Crash && edge.started {
             if let Some(p) = (0..PROJECTIONS).find(|p| projection_name(*p) == edge.fault.target) {
@@ -1034,13 +1082,19 @@ impl World for CqrsTokioWorld {
             if view != want {
                 return Err(Violation::new(
                     CAUGHT_UP,
-                    format!("at rest {}'s read model is {view:?}; the fold of the log is {want:?}", projection_name(p)),
+                    format!(
+                        "at rest {}'s read model is {view:?}; the fold of the log is {want:?}",
+                        projection_name(p)
+                    ),
                 ));
             }
             if let Some(c) = checkpoint.filter(|c| self.white_box && *c != head) {
                 return Err(Violation::new(
                     CAUGHT_UP,
-                    format!("at rest {}'s checkpoint is {c}, the log's head is {head}", projection_name(p)),
+                    format!(
+                        "at rest {}'s checkpoint is {c}, the log's head is {head}",
+                        projection_name(p)
+                    ),
                 ));
             }
         }
@@ -1051,7 +1105,8 @@ impl World for CqrsTokioWorld {
 impl CqrsTokioWorld {
     fn schedule_command(&mut self, ctx: &mut Ctx<HostedCqrsEvent>, client: u32) {
         let mean = 1_000_000_000 / u64::from(self.knobs.commands_per_sec.max(1));
-        let next = ctx.now() + SimDuration::from_nanos(self.rng_commands.between(mean / 2, mean + mean / 2));
+        let next = ctx.now()
+            + SimDuration::from_nanos(self.rng_commands.between(mean / 2, mean + mean / 2));
         if next < ctx.horizon() {
             ctx.schedule_at(next, HostedCqrsEvent::Command { client });
         }
@@ -1060,7 +1115,11 @@ impl CqrsTokioWorld {
 
 /// Runs `world` under `plan` twice (the determinism check), the one way the hosted CQRS
 /// world is run.
-pub fn run(world: CqrsTokioWorld, plan: FaultPlan, trace: TraceMode) -> (RunReport, CqrsTokioWorld) {
+pub fn run(
+    world: CqrsTokioWorld,
+    plan: FaultPlan,
+    trace: TraceMode,
+) -> (RunReport, CqrsTokioWorld) {
     let sim = Simulation::new(world.knobs().seed)
         .plan(plan)
         .trace(trace)

@@ -10,6 +10,7 @@ mod bus;
 mod choreo;
 mod cli;
 mod cqrs;
+mod cqrs_tokio;
 mod plugin_api;
 mod plugin_reports;
 mod queue;

@@ -2,8 +2,8 @@
 
 use crate::config::ConfigError;
 use crate::cqrs::hosted::{
-    CqrsTokioWorld, Defect, INVARIANTS, MARKS, factory_with, fault_plan, fault_profile,
-    reference_factory, run,
+    CqrsTokioWorld, Defect, INVARIANTS, factory_with, fault_plan, fault_profile, reference_factory,
+    run,
 };
 use crate::cqrs::invariants::{self, CAUGHT_UP, MONOTONIC_READS, NO_LOST_WRITE};
 use crate::cqrs::world::{CqrsKnobs, PROJECTIONS, projection_name};
@@ -148,7 +148,6 @@ impl Scenario for CqrsTokioPattern {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let _ = MARKS;
         Description {
             notes,
             figures,
