@@ -1052,11 +1052,12 @@ impl World for CqrsTokioWorld {
         edge: FaultEdge,
     ) -> Result<(), Violation> {
         self.settle(ctx)?;
-        if edge.fault.kind == FaultKind::Crash && edge.started {
-            if let Some(p) = (0..PROJECTIONS).find(|p| projection_name(*p) == edge.fault.target) {
-                ctx.record(projection_name(p), "crashed: volatile state lost");
-                self.run_mut()?.service.crash(p);
-            }
+        if edge.fault.kind == FaultKind::Crash
+            && edge.started
+            && let Some(p) = (0..PROJECTIONS).find(|p| projection_name(*p) == edge.fault.target)
+        {
+            ctx.record(projection_name(p), "crashed: volatile state lost");
+            self.run_mut()?.service.crash(p);
         }
         Ok(())
     }
