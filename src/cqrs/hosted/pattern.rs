@@ -75,7 +75,8 @@ impl Scenario for CqrsTokioPattern {
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
     const METRICS: &'static [Metric<CqrsTokioWorld>] = &METRICS;
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;
-    const DEFAULT_SEEDS: SeedRange = SeedRange { start: 0, end: 200 };
+    /// About 5 s on 1 core, release (`faultline sweep cqrs-tokio`; every seed runs twice).
+    const DEFAULT_SEEDS: SeedRange = SeedRange { start: 0, end: 500 };
 
     fn seed_knobs(&self, seed: u64) -> CqrsKnobs {
         CqrsKnobs::from_seed(seed)
