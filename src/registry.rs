@@ -24,6 +24,8 @@ pub fn patterns() -> Vec<&'static dyn Pattern> {
         &crate::bus::hosted::BusTokioPattern,
         #[cfg(feature = "hosted")]
         &crate::queue::hosted::QueueTokioPattern,
+        #[cfg(feature = "hosted")]
+        &crate::cqrs::hosted::pattern::CqrsTokioPattern,
     ]
 }
 

@@ -39,6 +39,8 @@ pub mod contract;
 pub mod core;
 #[cfg(any(feature = "tokio", feature = "sim"))]
 pub(crate) mod driver;
+#[cfg(feature = "hosted")]
+pub mod hosted;
 #[cfg(feature = "sim")]
 pub mod invariants;
 pub mod item;

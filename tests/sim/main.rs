@@ -12,6 +12,7 @@ mod bus_tokio;
 mod choreo;
 mod cli;
 mod cqrs;
+mod cqrs_tokio;
 mod plugin_api;
 mod plugin_reports;
 mod queue;
