@@ -18,6 +18,8 @@ pub fn patterns() -> Vec<&'static dyn Pattern> {
         &crate::saga::twopc::pattern::TwoPcPattern,
         &crate::queue::pattern::QueuePattern,
         &crate::cqrs::pattern::CqrsPattern,
+        #[cfg(feature = "hosted")]
+        &crate::saga::orchestrated::hosted::SagaTokioPattern,
     ]
 }
 
