@@ -107,8 +107,10 @@ impl TokioHost {
     /// their order up to `t` (a `t` in the past runs what is ready and returns).
     pub fn advance_to(&mut self, t: SimTime) {
         let until = self.clock.instant(t);
-        self.local
-            .block_on(&self.rt, async move { tokio::time::sleep_until(until).await });
+        self.local.block_on(
+            &self.rt,
+            async move { tokio::time::sleep_until(until).await },
+        );
     }
 
     /// Runs `future` to its end on the run's task set (the other tasks run meanwhile,
