@@ -14,4 +14,5 @@ mod plugin_api;
 mod plugin_reports;
 mod queue;
 mod saga;
+mod saga_tokio;
 mod twopc;
