@@ -2,7 +2,7 @@
 //! crate's breaker, a user's service) run deterministically inside a simulated world.
 //!
 //! A [`TokioHost`] owns a single-threaded tokio runtime whose clock is paused and a
-//! [`LocalSet`](tokio::task::LocalSet) for the tasks of one run. The engine's clock leads:
+//! [`LocalSet`] for the tasks of one run. The engine's clock leads:
 //! a hosted world calls [`TokioHost::advance_to`] with the engine's `now` at each of its
 //! events, and the runtime runs every task due until then, its own timers in order
 //! (tokio's clock jumps from timer to timer while the runtime is idle, which is what a

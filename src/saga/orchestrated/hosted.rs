@@ -6,13 +6,13 @@
 //!
 //! **The far side.** [`CheckoutServices::call`] is the network and the order,
 //! inventory and payment services: it asks the run's
-//! [`FaultState`](faultline_sim::FaultState) at the time of the call what the `to-*`
+//! [`FaultState`] at the time of the call what the `to-*`
 //! link does to the request (drop, duplicate, delay), whether the service is down or
 //! crashed when the request arrives (no effect, no reply), how much slower it is, and
 //! whether it fails to answer after doing the work (an `errors` fault: the effect is
 //! applied and the reply lost), then what the `from-*` link does to the reply. The
 //! services apply each request by its idempotency key exactly as
-//! [`Services`](crate::saga::Services) does. A request without its key
+//! [`Services`] does. A request without its key
 //! ([`Request::idempotency_key`] `None`, or a key other than its command's) cannot be
 //! recognised as a retry: the order and inventory services still deduplicate it by
 //! their natural keys (one order, one reservation per saga), but the payment service
@@ -916,7 +916,7 @@ impl World for SagaTokioWorld {
         invariants::check_idempotent(&services)?;
         invariants::check_conserved(&services)?;
         // Each accepted checkout at rest, from the books: all or nothing.
-        for (saga, _) in &self.submitted {
+        for saga in self.submitted.keys() {
             if !self.accepted.contains(saga) {
                 return Err(Violation::new(
                     AT_REST,
