@@ -26,6 +26,8 @@ pub fn patterns() -> Vec<&'static dyn Pattern> {
         &crate::queue::hosted::QueueTokioPattern,
         #[cfg(feature = "hosted")]
         &crate::cqrs::hosted::pattern::CqrsTokioPattern,
+        #[cfg(feature = "hosted")]
+        &crate::saga::orchestrated::hosted::SagaTokioPattern,
     ]
 }
 

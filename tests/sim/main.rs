@@ -21,4 +21,5 @@ mod queue;
 mod real_clock;
 mod queue_tokio;
 mod saga;
+mod saga_tokio;
 mod twopc;

@@ -14,6 +14,8 @@
 //!   runs.
 //! - [`world`], [`mutants`], [`pattern`]: the simulated checkout, the broken
 //!   coordinators it must catch, and the harness's view of it.
+//! - `hosted` (feature `hosted`): the tokio runner (or your async orchestrator) in
+//!   the tokio harness, against async checkout services (`saga-tokio`).
 //!
 //! The unit tests of config, log and core are in `tests.rs` beside them.
 
@@ -22,6 +24,8 @@ pub mod contract;
 pub mod core;
 #[cfg(any(feature = "sim", feature = "tokio"))]
 pub(crate) mod driver;
+#[cfg(feature = "hosted")]
+pub mod hosted;
 #[cfg(test)]
 #[cfg(feature = "tokio")]
 mod lockstep;
