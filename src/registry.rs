@@ -8,7 +8,8 @@ use crate::saga::report::COMPARED;
 use crate::saga::twopc::pattern::TwoPcPattern;
 use faultline_sim::report::model::Comparison;
 
-/// Every pattern, in the order the command and the reports list them.
+/// Every pattern, in the order the command and the reports list them: the sans-IO
+/// worlds, then the same patterns' tokio adapters in the tokio harness.
 pub fn patterns() -> Vec<&'static dyn Pattern> {
     vec![
         &crate::breaker::pattern::BreakerPattern,
@@ -23,11 +24,11 @@ pub fn patterns() -> Vec<&'static dyn Pattern> {
         #[cfg(feature = "hosted")]
         &crate::bus::hosted::BusTokioPattern,
         #[cfg(feature = "hosted")]
+        &crate::saga::orchestrated::hosted::SagaTokioPattern,
+        #[cfg(feature = "hosted")]
         &crate::queue::hosted::QueueTokioPattern,
         #[cfg(feature = "hosted")]
         &crate::cqrs::hosted::pattern::CqrsTokioPattern,
-        #[cfg(feature = "hosted")]
-        &crate::saga::orchestrated::hosted::SagaTokioPattern,
     ]
 }
 

@@ -27,7 +27,8 @@
 //!   window excuses its first window of seconds and may take its minimum calls per
 //!   window) plus the calls the API already held at once in that stretch; after it,
 //!   one half-open episode per shortest wait in open (+1), each of the permitted
-//!   probes, + one more episode per probe its caller abandoned; every success the API
+//!   probes, + one more episode per probe its caller gave up on (a call dropped by a
+//!   timeout is a failure, not a release); every success the API
 //!   gave in the window may re-close the breaker and buys one more trip.
 //! - `breaker.responsiveness`: every caller is answered (a receipt, a fallback or an
 //!   error) within the declared answer deadline + 2 ms (tokio's timers fire on
@@ -353,7 +354,12 @@ pub struct Stack {
     pub policy: Policy,
     make: MakeStack,
     white_box: bool,
+    follow: Option<FollowTime>,
 }
+
+/// Makes, once per run, the hook a host calls with engine time (see
+/// [`TokioHost::follow_time`]): how a stack that reads the real clock is hosted.
+pub type FollowTime = Arc<dyn Fn() -> Box<dyn FnMut(SimTime)> + Send + Sync>;
 
 impl fmt::Debug for Stack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -364,6 +370,19 @@ impl fmt::Debug for Stack {
 }
 
 impl Stack {
+    /// The same stack, for code that reads the real clock (`std::time::Instant`, as
+    /// failsafe and recloser do): each run, `hook()` makes the function the host calls
+    /// with engine time before every poll of a caller's task and after every step, e.g.
+    /// one that sets [`faultline-clock`](https://docs.rs/faultline-clock)'s virtual
+    /// monotonic clock. Without it such code sees its waits never elapse.
+    pub fn following_time(
+        mut self,
+        hook: impl Fn() -> Box<dyn FnMut(SimTime)> + Send + Sync + 'static,
+    ) -> Stack {
+        self.follow = Some(Arc::new(hook));
+        self
+    }
+
     /// The same stack with the white-box checks off: judged by the black-box oracles
     /// alone, even where it exposes its transitions.
     pub fn black_box(mut self) -> Stack {
@@ -384,6 +403,7 @@ impl Stack {
         Stack {
             policy,
             white_box: true,
+            follow: None,
             make: Arc::new(move |k, api| make(k, api).map(Into::into).map_err(|e| e.to_string())),
         }
     }
@@ -606,6 +626,9 @@ pub struct HostedSms {
     turned_away_at: Vec<SimTime>,
     /// The breaker's transitions, where the stack exposes them (white box).
     transitions: Vec<(SimTime, State, State)>,
+    /// (request, when) of every caller who gave up: a call the API saw abandoned at that
+    /// instant was the caller's doing, not a timeout's.
+    gave_up: std::collections::BTreeSet<(u64, SimTime)>,
     /// Stats of the run so far.
     pub stats: HostedStats,
 }
@@ -646,6 +669,7 @@ impl HostedSms {
             delivered_in_a_row: 0,
             turned_away_at: Vec::new(),
             transitions: Vec::new(),
+            gave_up: std::collections::BTreeSet::new(),
             stats: HostedStats::default(),
         }
     }
@@ -842,6 +866,7 @@ impl HostedSms {
         );
         match &a.result {
             None => {
+                self.gave_up.insert((a.request, a.end));
                 self.stats.gave_up += 1;
                 ctx.cover("caller.gave_up");
             }
@@ -971,7 +996,9 @@ impl HostedSms {
                             held_max = held_max.max(held);
                         }
                     }
-                    Seen::Abandoned { at, sent, .. } if inside(at) && sent >= split => {
+                    Seen::Abandoned { at, sent, request }
+                        if inside(at) && sent >= split && self.gave_up.contains(&(request, at)) =>
+                    {
                         abandoned += 1
                     }
                     Seen::Reply {
@@ -1099,9 +1126,12 @@ impl World for HostedSms {
     }
 
     fn start(&mut self, ctx: &mut Ctx<HostedEvent>) -> Result<(), Violation> {
-        let host = TokioHost::new().map_err(|e| {
+        let mut host = TokioHost::new().map_err(|e| {
             Violation::new("sim.host", format!("the tokio runtime did not start: {e}"))
         })?;
+        if let Some(follow) = &self.stack.follow {
+            host = host.follow_time(follow(), None);
+        }
         let api = Rc::new(RefCell::new(ApiState {
             faults: FaultState::new(ctx.plan().clone(), ctx.rng().fork("hosted.faults")),
             rng: ctx.rng().fork("hosted.api"),

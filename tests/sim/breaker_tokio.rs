@@ -156,16 +156,43 @@ fn tower_stack() -> Plugin<BreakerTokioPattern, HostedSms> {
     )
 }
 
+/// Runs `stack` through the check API as a user's `#[test]` would (a sweep of seeds
+/// 0..40), requires it to be caught by `invariant`, and replays the shrunk plan file
+/// the failure names: it fails the same way.
+pub fn caught_by_check(
+    stack: &Plugin<BreakerTokioPattern, HostedSms>,
+    test: &str,
+    invariant: &str,
+) -> faultline::check::Failure {
+    use faultline::check::Check;
+    let out = std::env::temp_dir().join(format!("faultline-check-{}", stack.name()));
+    let check = Check::new(stack).out(&out).test_name(test);
+    let verdict = check
+        .sweep(faultline_sim::SeedRange { start: 0, end: 40 }, 2)
+        .expect("the check runs");
+    let failure = verdict
+        .failure()
+        .unwrap_or_else(|| panic!("{} passed every seed", stack.name()))
+        .clone();
+    eprintln!("{failure}");
+    assert_eq!(failure.invariant, invariant, "{failure}");
+    let again = check.replay(&failure.plan_file).expect("the plan replays");
+    assert_eq!(
+        again.failure().map(|f| f.invariant.as_str()),
+        Some(invariant),
+        "the replay of {}",
+        failure.plan_file.display()
+    );
+    failure
+}
+
 #[test]
 fn a_tower_timeout_and_retry_stack_is_caught_flooding_an_outage() {
-    let tower = tower_stack();
-    let (seed, outcome) = first_failure(&tower, None).expect("tower's stack floods some seed");
-    assert_eq!(
-        outcome.invariant(),
-        Some("breaker.load_bound"),
-        "seed {seed}: {outcome:?}"
+    caught_by_check(
+        &tower_stack(),
+        "breaker_tokio::a_tower_timeout_and_retry_stack_is_caught_flooding_an_outage",
+        "breaker.load_bound",
     );
-    eprintln!("tower timeout+retry: seed {seed}: {outcome:?}");
 }
 
 /// A stack that picks its path with an unbiased `tokio::select!` (tokio draws the
@@ -202,4 +229,181 @@ fn an_unbiased_select_is_reported_by_the_determinism_check() {
     };
     assert_eq!(v.invariant, "sim.determinism", "{v}");
     assert!(v.message.contains("first difference"), "{v}");
+}
+
+/// failsafe and recloser read `std::time::Instant`: hosted with faultline-clock's
+/// virtual monotonic clock, set from engine time before every poll of a caller's task.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+mod real_clock_breakers {
+    use super::*;
+    use faultline::breaker::circuit::SlidingWindow;
+    use faultline_sim::SimTime;
+
+    thread_local! {
+        /// One virtual clock per test thread, for every run on it (each run starts
+        /// its stack afresh at engine time zero).
+        static VIRTUAL: faultline_clock::Virtual =
+            faultline_clock::Virtual::install(Duration::from_secs(3_600)).expect("virtual clock");
+    }
+
+    /// `call` under `deadline`, a timeout an error like any other.
+    async fn within(
+        deadline: Duration,
+        call: impl std::future::Future<
+            Output = Result<SmsReceipt, faultline::breaker::contract::ApiError>,
+        >,
+    ) -> Result<SmsReceipt, String> {
+        match tokio::time::timeout(deadline, call).await {
+            Ok(reply) => reply.map_err(|e| e.to_string()),
+            Err(_) => Err("timed out".to_string()),
+        }
+    }
+
+    fn follow() -> Box<dyn FnMut(SimTime)> {
+        Box::new(|t| VIRTUAL.with(|v| v.set(Duration::from_nanos(t.as_nanos()))))
+    }
+
+    /// failsafe 1.3: five failures in a row open it for 2 s; the user believes it then
+    /// lets one probe through.
+    pub fn failsafe_stack() -> Plugin<BreakerTokioPattern, HostedSms> {
+        Plugin::infallible(BreakerTokioPattern, "failsafe", |k: &SmsKnobs| {
+            let deadline = Duration::from_millis(k.timeout_ms);
+            let policy = Policy {
+                trip: TripRule::ConsecutiveFailures { failures: 5 },
+                half_open_calls_permitted: 1,
+                wait_in_open_min: Duration::from_secs(2),
+                wait_in_open_max: Duration::from_secs(2),
+                answer_within: deadline,
+                in_progress_max: u32::MAX,
+            };
+            let stack = Stack::new(policy, move |_, api: SmsApi| {
+                let breaker = std::rc::Rc::new(
+                    failsafe::Config::new()
+                        .failure_policy(failsafe::failure_policy::consecutive_failures(
+                            5,
+                            failsafe::backoff::constant(Duration::from_secs(2)),
+                        ))
+                        .build(),
+                );
+                Ok::<_, String>(caller(move |request: SmsRequest| {
+                    let (api, breaker) = (api.clone(), std::rc::Rc::clone(&breaker));
+                    async move {
+                        // The timeout inside the breaker's future, so a timeout counts
+                        // as a failure (outside it, the dropped future counts nothing).
+                        let call = failsafe::futures::CircuitBreaker::call(
+                            &*breaker,
+                            within(deadline, api.send(request)),
+                        );
+                        call.await.map_err(|e| format!("{e:?}"))
+                    }
+                }))
+            })
+            .following_time(follow);
+            HostedSms::new(k.clone(), stack)
+        })
+    }
+
+    /// recloser 1.4: a count window of 20, 50 % errors, 2 s open, a half-open window
+    /// of 3 calls, as its docs describe it.
+    pub fn recloser_stack() -> Plugin<BreakerTokioPattern, HostedSms> {
+        Plugin::infallible(BreakerTokioPattern, "recloser", |k: &SmsKnobs| {
+            let deadline = Duration::from_millis(k.timeout_ms);
+            let policy = Policy {
+                trip: TripRule::Rate {
+                    window: SlidingWindow::Count { size: 20 },
+                    minimum_calls: 20,
+                    failure_rate_threshold_percent: 50,
+                    slow_call_rate_threshold_percent: 100,
+                    slow_call_duration: Duration::from_secs(86_400),
+                },
+                half_open_calls_permitted: 3,
+                wait_in_open_min: Duration::from_secs(2),
+                wait_in_open_max: Duration::from_secs(2),
+                answer_within: deadline,
+                in_progress_max: u32::MAX,
+            };
+            let stack = Stack::new(policy, move |_, api: SmsApi| {
+                let breaker = std::rc::Rc::new(recloser::AsyncRecloser::from(
+                    recloser::Recloser::custom()
+                        .error_rate(0.5)
+                        .closed_len(20)
+                        .half_open_len(3)
+                        .open_wait(Duration::from_secs(2))
+                        .build(),
+                ));
+                Ok::<_, String>(caller(move |request: SmsRequest| {
+                    let (api, breaker) = (api.clone(), std::rc::Rc::clone(&breaker));
+                    async move {
+                        let call = breaker.call(within(deadline, api.send(request)));
+                        call.await.map_err(|e| format!("{e:?}"))
+                    }
+                }))
+            })
+            .following_time(follow);
+            HostedSms::new(k.clone(), stack)
+        })
+    }
+
+    #[test]
+    fn failsafe_is_caught_admitting_unbounded_half_open_probes() {
+        let p = failsafe_stack();
+        let (seed, outcome) = first_failure(&p, None).expect("failsafe breaks some seed");
+        eprintln!("failsafe: seed {seed}: {outcome:?}");
+        assert_eq!(
+            outcome.invariant(),
+            Some("breaker.load_bound"),
+            "seed {seed}"
+        );
+    }
+
+    #[test]
+    fn recloser_is_caught_admitting_unbounded_half_open_probes() {
+        let p = recloser_stack();
+        let (seed, outcome) = first_failure(&p, None).expect("recloser breaks some seed");
+        eprintln!("recloser: seed {seed}: {outcome:?}");
+        assert_eq!(
+            outcome.invariant(),
+            Some("breaker.load_bound"),
+            "seed {seed}"
+        );
+    }
+}
+/// The survey behind the README's findings: of seeds 0..200, how many each outside
+/// stack fails, by which invariant, and its worst load (calls / bound). Run with
+/// `cargo test --release --test sim breaker_tokio::survey -- --ignored --nocapture`.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+#[test]
+#[ignore]
+fn survey() {
+    let stacks = [
+        tower_stack(),
+        real_clock_breakers::failsafe_stack(),
+        real_clock_breakers::recloser_stack(),
+    ];
+    for p in stacks {
+        let (mut failed, mut worst) = (0, (0.0f64, 0u64, String::new()));
+        for seed in 0..200 {
+            let run = p.run(seed, &p.plan(seed), TraceMode::Off, None).unwrap();
+            if let Outcome::Violated(v) = &run.report.outcome {
+                failed += 1;
+                let words: Vec<&str> = v.message.split_whitespace().collect();
+                let calls: f64 = words[0].parse().unwrap_or(0.0);
+                let bound: f64 = words
+                    .iter()
+                    .position(|w| *w == "allows")
+                    .and_then(|i| words[i + 1].trim_end_matches(':').parse().ok())
+                    .unwrap_or(f64::INFINITY);
+                if calls / bound > worst.0 {
+                    worst = (calls / bound, seed, v.to_string());
+                }
+            }
+        }
+        eprintln!(
+            "{}: {failed}/200 seeds fail; worst seed {} ({:.1}x): {}",
+            p.name(),
+            worst.1,
+            worst.0,
+            worst.2
+        );
+    }
 }

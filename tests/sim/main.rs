@@ -17,9 +17,9 @@ mod plugin_api;
 mod plugin_reports;
 mod queue;
 // faultline-clock interposes clock_gettime on Linux/64-bit only.
+mod queue_tokio;
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 mod real_clock;
-mod queue_tokio;
 mod saga;
 mod saga_tokio;
 mod twopc;
