@@ -50,7 +50,7 @@ use crate::breaker::tokio::Resilient;
 use crate::breaker::world::{API, SmsKnobs};
 use crate::config::ConfigError;
 use crate::harness::hosted::{Rerun, TokioHost, VirtualClock};
-use crate::harness::{Description, Host, Metric, Mutant, Scenario, notes};
+use crate::harness::{Description, Metric, Mutant, Scenario, notes};
 use crate::retry::{Backoff, RetryBudget, RetryPolicy};
 use faultline_sim::FaultState;
 use faultline_sim::SeedRange;
@@ -1359,24 +1359,7 @@ impl Scenario for BreakerTokioPattern {
     }
 }
 
-impl Host<HostedSms> for BreakerTokioPattern {
-    fn simulate_in(
-        &self,
-        world: HostedSms,
-        plan: FaultPlan,
-        trace: TraceMode,
-    ) -> (RunReport, HostedSms) {
-        simulate(world, plan, trace)
-    }
-
-    fn metrics_in(&self) -> Vec<Metric<HostedSms>> {
-        hosted_metrics().to_vec()
-    }
-
-    fn describe_in(&self, knobs: &SmsKnobs, report: &RunReport, world: &HostedSms) -> Description {
-        describe(knobs, report, world)
-    }
-}
+crate::harness::host_own_world!(BreakerTokioPattern);
 
 fn describe(_: &SmsKnobs, _: &RunReport, world: &HostedSms) -> Description {
     let s = &world.stats;

@@ -1191,3 +1191,17 @@ impl Scenario for BusTokioPattern {
         }
     }
 }
+
+/// Any [`AsyncBus`] in the hosted bus world, for a [`Plugin`](crate::harness::Plugin)
+/// of it (the metrics and the view are the reference world's, so a plug-in's sweep shows
+/// the engine's figures only).
+impl<B: AsyncBus> crate::harness::Host<BusTokioWorld<B>> for BusTokioPattern {
+    fn simulate_in(
+        &self,
+        world: BusTokioWorld<B>,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, BusTokioWorld<B>) {
+        run(world, plan, trace)
+    }
+}

@@ -21,6 +21,8 @@ mod plugin;
 mod scenario;
 mod view;
 
+#[cfg(feature = "hosted")]
+pub(crate) use plugin::host_own_world;
 pub use plugin::{Host, Plugin};
 pub use scenario::{Description, Metric, Mutant, Scenario};
 pub(crate) use view::replay_command_of;

@@ -52,6 +52,44 @@ pub trait Host<W>: Scenario {
     }
 }
 
+/// Implements [`Host`] for a scenario over its own world type, by the scenario's own
+/// run, metrics and view: for a world that already holds any implementation (a hosted
+/// world takes the code under test as a factory), so a [`Plugin`] of it is a user's
+/// code in the very world the scenario's reference runs in.
+macro_rules! host_own_world {
+    ($scenario:ty) => {
+        impl $crate::harness::Host<<$scenario as $crate::harness::Scenario>::World> for $scenario {
+            fn simulate_in(
+                &self,
+                world: <$scenario as $crate::harness::Scenario>::World,
+                plan: faultline_sim::FaultPlan,
+                trace: faultline_sim::TraceMode,
+            ) -> (
+                faultline_sim::RunReport,
+                <$scenario as $crate::harness::Scenario>::World,
+            ) {
+                $crate::harness::Scenario::simulate(self, world, plan, trace)
+            }
+
+            fn metrics_in(
+                &self,
+            ) -> Vec<$crate::harness::Metric<<$scenario as $crate::harness::Scenario>::World>> {
+                <$scenario as $crate::harness::Scenario>::METRICS.to_vec()
+            }
+
+            fn describe_in(
+                &self,
+                knobs: &<$scenario as $crate::harness::Scenario>::Knobs,
+                report: &faultline_sim::RunReport,
+                world: &<$scenario as $crate::harness::Scenario>::World,
+            ) -> $crate::harness::Description {
+                $crate::harness::Scenario::describe(self, knobs, report, world)
+            }
+        }
+    };
+}
+pub(crate) use host_own_world;
+
 /// The user's constructor of a world for the knobs of a seed.
 type Make<K, W> = Box<dyn Fn(&K) -> Result<W, String> + Send + Sync>;
 

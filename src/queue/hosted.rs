@@ -1152,3 +1152,5 @@ impl Scenario for QueueTokioPattern {
         }
     }
 }
+
+crate::harness::host_own_world!(QueueTokioPattern);

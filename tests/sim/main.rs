@@ -13,6 +13,7 @@ mod choreo;
 mod cli;
 mod cqrs;
 mod cqrs_tokio;
+mod hosted_plugins;
 mod plugin_api;
 mod plugin_reports;
 mod queue;

@@ -159,3 +159,5 @@ impl Scenario for CqrsTokioPattern {
         }
     }
 }
+
+crate::harness::host_own_world!(CqrsTokioPattern);

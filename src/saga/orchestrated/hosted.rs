@@ -1125,3 +1125,5 @@ impl Scenario for SagaTokioPattern {
         }
     }
 }
+
+crate::harness::host_own_world!(SagaTokioPattern);
