@@ -156,8 +156,8 @@ fn tower_stack() -> Plugin<BreakerTokioPattern, HostedSms> {
     )
 }
 
-/// Runs `stack` through the check API as a user's `#[test]` would (a sweep of seeds
-/// 0..40), requires it to be caught by `invariant`, and replays the shrunk plan file
+/// Runs `stack` through the check API as a user's `#[test]` would (seeds 0..40 unless
+/// `FAULTLINE_SEEDS` or `FAULTLINE_REPLAY` say otherwise), requires it to be caught by `invariant`, and replays the shrunk plan file
 /// the failure names: it fails the same way.
 pub fn caught_by_check(
     stack: &Plugin<BreakerTokioPattern, HostedSms>,
@@ -166,10 +166,12 @@ pub fn caught_by_check(
 ) -> faultline::check::Failure {
     use faultline::check::Check;
     let out = std::env::temp_dir().join(format!("faultline-check-{}", stack.name()));
-    let check = Check::new(stack).out(&out).test_name(test);
-    let verdict = check
-        .sweep(faultline_sim::SeedRange { start: 0, end: 40 }, 2)
-        .expect("the check runs");
+    let check = Check::new(stack)
+        .out(&out)
+        .test_name(test)
+        .seeds(faultline_sim::SeedRange { start: 0, end: 40 });
+    // As a user's test does: `FAULTLINE_SEEDS` or `FAULTLINE_REPLAY` steer it.
+    let verdict = check.try_run().expect("the check runs");
     let failure = verdict
         .failure()
         .unwrap_or_else(|| panic!("{} passed every seed", stack.name()))

@@ -611,8 +611,13 @@ fn sweep_of_a_mutant_counts_the_seeds_that_catch_it() {
             "pattern `breaker` has no mutant `nope`; its mutants: half_open_admits_all, ",
         ),
         (
+            vec!["sweep", "--mutant", "permit_leak_on_cancel"],
+            "name exactly one pattern: `sweep breaker --mutant permit_leak_on_cancel`",
+        ),
+        (
+            // The sans-IO breaker and the tokio adapter both have one.
             vec!["sweep", "--mutant", "no_timeout"],
-            "name exactly one pattern: `sweep breaker --mutant no_timeout`",
+            "the catalogs of breaker, breaker-tokio have one of that name",
         ),
         (
             vec!["sweep", "breaker", "bus", "--mutant", "no_timeout"],
