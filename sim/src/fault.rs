@@ -875,6 +875,16 @@ impl FaultState {
         }
     }
 
+    /// The hits counted since the last [`clear_hits`](FaultState::clear_hits), per fault.
+    pub fn hits(&self) -> &[u64] {
+        &self.hits
+    }
+
+    /// Zeroes the hit counts.
+    pub fn clear_hits(&mut self) {
+        self.hits.fill(0);
+    }
+
     /// The hits counted since the last call, per fault, and zeroes them.
     pub fn take_hits(&mut self) -> Vec<u64> {
         let fresh = vec![0; self.hits.len()];

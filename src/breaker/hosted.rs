@@ -629,6 +629,8 @@ pub struct HostedSms {
     /// (request, when) of every caller who gave up: a call the API saw abandoned at that
     /// instant was the caller's doing, not a timeout's.
     gave_up: std::collections::BTreeSet<(u64, SimTime)>,
+    /// Emptied logs, swapped with the API's and the callers' at each step.
+    buffers: (Vec<Seen>, Vec<&'static str>, Vec<Answered>),
     /// Stats of the run so far.
     pub stats: HostedStats,
 }
@@ -670,6 +672,7 @@ impl HostedSms {
             turned_away_at: Vec::new(),
             transitions: Vec::new(),
             gave_up: std::collections::BTreeSet::new(),
+            buffers: Default::default(),
             stats: HostedStats::default(),
         }
     }
@@ -791,30 +794,31 @@ impl HostedSms {
             return Ok(());
         };
         run.host.advance_to(ctx.now());
-        let (seen, marks, hits) = {
+        // The API's and the callers' logs are swapped with the world's emptied buffers,
+        // so a step allocates nothing.
+        let (mut seen, mut marks, mut answers) = (
+            std::mem::take(&mut self.buffers.0),
+            std::mem::take(&mut self.buffers.1),
+            std::mem::take(&mut self.buffers.2),
+        );
+        {
             let mut api = run.api.borrow_mut();
-            (
-                std::mem::take(&mut api.seen),
-                std::mem::take(&mut api.marks),
-                api.faults.take_hits(),
-            )
-        };
-        let answers = std::mem::take(&mut *run.answers.borrow_mut());
-        let mut transitions = Vec::new();
+            std::mem::swap(&mut api.seen, &mut seen);
+            std::mem::swap(&mut api.marks, &mut marks);
+            ctx.add_fault_hits(api.faults.hits());
+            api.faults.clear_hits();
+        }
+        std::mem::swap(&mut *run.answers.borrow_mut(), &mut answers);
         if let Some(poll) = &run.transitions {
-            while let Some(t) = poll() {
-                transitions.push(t);
+            while let Some((at, from, to)) = poll() {
+                ctx.record("breaker", format_args!("{at}: {from} -> {to}"));
+                self.transitions.push((at, from, to));
             }
         }
-        ctx.add_fault_hits(&hits);
-        for (at, from, to) in transitions {
-            ctx.record("breaker", format_args!("{at}: {from} -> {to}"));
-            self.transitions.push((at, from, to));
-        }
-        for mark in marks {
+        for mark in marks.drain(..) {
             ctx.cover(mark);
         }
-        for s in seen {
+        for s in seen.drain(..) {
             match s {
                 Seen::Call { at, request, held } => {
                     ctx.record(
@@ -842,10 +846,14 @@ impl HostedSms {
             }
             self.seen.push(s);
         }
-        for a in answers {
-            self.on_answer(ctx, a)?;
+        let mut result = Ok(());
+        for a in answers.drain(..) {
+            if result.is_ok() {
+                result = self.on_answer(ctx, a);
+            }
         }
-        Ok(())
+        self.buffers = (seen, marks, answers);
+        result
     }
 
     fn on_answer(&mut self, ctx: &mut Ctx<HostedEvent>, a: Answered) -> Result<(), Violation> {
