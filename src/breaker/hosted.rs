@@ -47,7 +47,7 @@ use crate::breaker::invariants::{
     RESPONSIVENESS,
 };
 use crate::breaker::tokio::Resilient;
-use crate::breaker::world::{API, SmsKnobs};
+use crate::breaker::world::{API, SmsKnobs, Source};
 use crate::config::ConfigError;
 use crate::harness::hosted::{Rerun, TokioHost, VirtualClock};
 use crate::harness::{Description, Metric, Mutant, Scenario, notes};
@@ -564,22 +564,16 @@ struct Answered {
     api_held: u64,
 }
 
-/// Where an arrival comes from.
+/// The hosted SMS world's events: callers arriving.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostedEvent {
-    /// The steady stream.
-    Steady,
-    /// The on/off burst stream.
-    Burst,
-    /// The spike.
-    Spike,
+    /// A caller of a stream arrives (the sans-IO world's streams and process).
+    Arrive(Source),
     /// One more caller of a cluster under a millisecond apart.
     Cluster {
         /// Callers left in the cluster after this one.
         left: u32,
     },
-    /// The slow stream after the faults heal.
-    Liveness,
 }
 
 /// What a finished run of the hosted SMS world saw.
@@ -713,40 +707,19 @@ impl HostedSms {
         Some(healed + self.answer_deadline() + episode + episode + SimDuration::from_secs(2))
     }
 
-    fn interarrival(&mut self, per_sec: u32) -> SimDuration {
-        let mean = 1_000_000_000 / u64::from(per_sec.max(1));
-        SimDuration::from_nanos(self.rng_arrivals.between(mean / 2, mean + mean / 2))
-    }
-
     fn schedule(&mut self, ctx: &mut Ctx<HostedEvent>, event: HostedEvent) {
         let now = ctx.now();
         let next = match event {
-            HostedEvent::Steady => Some(now + self.interarrival(self.knobs.steady_per_sec)),
-            HostedEvent::Burst => self.knobs.burst.map(|(period, on, per_sec)| {
-                let t = now + self.interarrival(per_sec);
-                let phase = t.as_millis() % period;
-                if phase < on {
-                    t
-                } else {
-                    SimTime::from_millis(t.as_millis() - phase + period)
-                }
-            }),
-            HostedEvent::Spike => self.knobs.spike.and_then(|(from, until, per_sec)| {
-                let t = (now + self.interarrival(per_sec)).max(SimTime::from_millis(from));
-                (t.as_millis() < until).then_some(t)
-            }),
-            HostedEvent::Cluster { left } => {
-                let gap = self
-                    .rng_burst
-                    .between(20_000, self.knobs.burst_gap_us_max * 1_000);
-                (left > 0).then(|| now + SimDuration::from_nanos(gap))
+            HostedEvent::Arrive(source) => {
+                self.knobs.next_arrival(source, now, &mut self.rng_arrivals)
             }
-            HostedEvent::Liveness => {
-                Some(now + SimDuration::from_millis(self.knobs.liveness_interarrival_ms))
+            HostedEvent::Cluster { left } => {
+                let gap = self.knobs.cluster_gap(&mut self.rng_burst);
+                (left > 0).then(|| now + gap)
             }
         };
         if let Some(t) = next
-            && (event == HostedEvent::Liveness || t < ctx.horizon())
+            && (event == HostedEvent::Arrive(Source::Liveness) || t < ctx.horizon())
         {
             ctx.schedule_at(t, event);
         }
@@ -1163,8 +1136,8 @@ impl World for HostedSms {
             transitions: built.transitions.filter(|_| self.stack.white_box),
             answers: Rc::new(RefCell::new(Vec::new())),
         });
-        for e in [HostedEvent::Steady, HostedEvent::Burst, HostedEvent::Spike] {
-            self.schedule(ctx, e);
+        for source in [Source::Steady, Source::Burst, Source::Spike] {
+            self.schedule(ctx, HostedEvent::Arrive(source));
         }
         Ok(())
     }
@@ -1176,13 +1149,13 @@ impl World for HostedSms {
                 self.arrive(ctx, false);
                 self.schedule(ctx, HostedEvent::Cluster { left: left - 1 });
             }
-            HostedEvent::Liveness => {
+            HostedEvent::Arrive(Source::Liveness) => {
                 if !self.settled(ctx.now()) {
                     self.arrive(ctx, true);
                 }
                 self.schedule(ctx, event);
             }
-            source => {
+            HostedEvent::Arrive(_) => {
                 if self.rng_burst.below(100) < u64::from(self.knobs.burst_percent) {
                     let len = self
                         .rng_burst
@@ -1190,7 +1163,7 @@ impl World for HostedSms {
                     self.schedule(ctx, HostedEvent::Cluster { left: len as u32 });
                 }
                 self.arrive(ctx, false);
-                self.schedule(ctx, source);
+                self.schedule(ctx, event);
             }
         }
         Ok(())
@@ -1201,7 +1174,7 @@ impl World for HostedSms {
         self.healed_at = Some(ctx.now());
         self.check_load(ctx)?;
         self.check_white_box()?;
-        self.schedule(ctx, HostedEvent::Liveness);
+        self.schedule(ctx, HostedEvent::Arrive(Source::Liveness));
         Ok(())
     }
 

@@ -283,6 +283,43 @@ impl SmsKnobs {
         ))
     }
 
+    /// When the next caller of `source` arrives after one at `now`, its gap drawn from
+    /// `rng` (`None`: that stream has no more callers): the one arrival process of both
+    /// SMS worlds, the sans-IO one and the hosted one.
+    pub(crate) fn next_arrival(
+        &self,
+        source: Source,
+        now: SimTime,
+        rng: &mut SimRng,
+    ) -> Option<SimTime> {
+        let mut gap = |per_sec: u32| {
+            let mean = 1_000_000_000 / u64::from(per_sec.max(1));
+            SimDuration::from_nanos(rng.between(mean / 2, mean + mean / 2))
+        };
+        match source {
+            Source::Steady => Some(now + gap(self.steady_per_sec)),
+            Source::Burst => self.burst.map(|(period, on, per_sec)| {
+                let t = now + gap(per_sec);
+                let phase = t.as_millis() % period;
+                if phase < on {
+                    t
+                } else {
+                    SimTime::from_millis(t.as_millis() - phase + period)
+                }
+            }),
+            Source::Spike => self.spike.and_then(|(from, until, per_sec)| {
+                let t = (now + gap(per_sec)).max(SimTime::from_millis(from));
+                (t.as_millis() < until).then_some(t)
+            }),
+            Source::Liveness => Some(now + SimDuration::from_millis(self.liveness_interarrival_ms)),
+        }
+    }
+
+    /// The gap before the next caller of a cluster (under a millisecond), from `rng`.
+    pub(crate) fn cluster_gap(&self, rng: &mut SimRng) -> SimDuration {
+        SimDuration::from_nanos(rng.between(20_000, self.burst_gap_us_max * 1_000))
+    }
+
     /// The reference guard for these knobs, with its own random stream.
     pub fn reference_guard(&self) -> Result<Guard, ConfigError> {
         Guard::new(
@@ -460,37 +497,10 @@ impl<G: CallGuard> SmsWorld<G> {
         &self.knobs
     }
 
-    fn interarrival(&mut self, per_sec: u32) -> SimDuration {
-        let mean = 1_000_000_000 / u64::from(per_sec.max(1));
-        SimDuration::from_nanos(self.rng_arrivals.between(mean / 2, mean + mean / 2))
-    }
-
     fn schedule_arrival(&mut self, ctx: &mut Ctx<SmsEvent>, source: Source) {
         let now = ctx.now();
         let horizon = ctx.horizon();
-        let next = match source {
-            Source::Steady => Some(now + self.interarrival(self.knobs.steady_per_sec)),
-            Source::Burst => self.knobs.burst.map(|(period, on, per_sec)| {
-                let t = now + self.interarrival(per_sec);
-                let phase = t.as_millis() % period;
-                if phase < on {
-                    t
-                } else {
-                    SimTime::from_millis(t.as_millis() - phase + period)
-                }
-            }),
-            Source::Spike => self.knobs.spike.map(|(from, until, per_sec)| {
-                let t = (now + self.interarrival(per_sec)).max(SimTime::from_millis(from));
-                if t.as_millis() < until {
-                    t
-                } else {
-                    SimTime::MAX
-                }
-            }),
-            Source::Liveness => {
-                Some(now + SimDuration::from_millis(self.knobs.liveness_interarrival_ms))
-            }
-        };
+        let next = self.knobs.next_arrival(source, now, &mut self.rng_arrivals);
         if let Some(t) = next {
             let keep = match source {
                 Source::Liveness => true,
@@ -505,10 +515,7 @@ impl<G: CallGuard> SmsWorld<G> {
     /// Schedules the next caller of a cluster, under a millisecond from now (none when
     /// `left` is 0 or the safety phase is over).
     fn schedule_cluster(&mut self, ctx: &mut Ctx<SmsEvent>, left: u32) {
-        let gap_ns = self
-            .rng_burst
-            .between(20_000, self.knobs.burst_gap_us_max * 1_000);
-        let at = ctx.now() + SimDuration::from_nanos(gap_ns);
+        let at = ctx.now() + self.knobs.cluster_gap(&mut self.rng_burst);
         if left > 0 && at < ctx.horizon() {
             ctx.schedule_at(at, SmsEvent::Cluster { left });
         }

@@ -91,7 +91,7 @@ fn golden_digest() {
         .expect("runs");
     run.report.assert_pass();
     assert_eq!(
-        run.report.digest, 11419700933122214951,
+        run.report.digest, 16913873500307744345,
         "breaker-tokio golden digest changed"
     );
     // Every observation is digested whatever the trace keeps.
