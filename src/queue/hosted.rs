@@ -799,27 +799,14 @@ impl World for HostedQueueWorld {
         self.advance(ctx)?;
         match event {
             HostedQueueEvent::Burst => {
-                let gap = self.knobs.burst_gap_ms;
-                let next = ctx.now()
-                    + SimDuration::from_millis(self.rng_burst.between(gap / 2, gap + gap / 2));
-                if next < ctx.horizon() {
+                let (next, updates) =
+                    self.knobs
+                        .burst(ctx.now(), ctx.horizon(), &mut self.rng_burst);
+                if let Some(next) = next {
                     ctx.schedule_at(next, HostedQueueEvent::Burst);
                 }
-                let users = self
-                    .rng_burst
-                    .between(1, u64::from(self.knobs.burst_profiles_max));
-                for _ in 0..users {
-                    let profile = self.rng_burst.below(u64::from(self.knobs.profiles)) as u32;
-                    let n = self
-                        .rng_burst
-                        .between(1, u64::from(self.knobs.burst_updates_max));
-                    for i in 0..n {
-                        let at =
-                            ctx.now() + SimDuration::from_millis(i * self.knobs.burst_spacing_ms);
-                        if at < ctx.horizon() {
-                            ctx.schedule_at(at, HostedQueueEvent::Update { profile });
-                        }
-                    }
+                for (at, profile) in updates {
+                    ctx.schedule_at(at, HostedQueueEvent::Update { profile });
                 }
             }
             HostedQueueEvent::Update { profile } => {

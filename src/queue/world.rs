@@ -104,6 +104,33 @@ pub struct QueueKnobs {
 }
 
 impl QueueKnobs {
+    /// One burst of updates at `now`, drawn from `rng`: when the next burst comes
+    /// (`None` at or past `horizon`), and each update it brings, `(when, profile)`, in
+    /// the order to schedule them. The one workload of both queue worlds, the sans-IO
+    /// one and the hosted one.
+    pub(crate) fn burst(
+        &self,
+        now: SimTime,
+        horizon: SimTime,
+        rng: &mut SimRng,
+    ) -> (Option<SimTime>, Vec<(SimTime, u32)>) {
+        let gap = self.burst_gap_ms;
+        let next = now + SimDuration::from_millis(rng.between(gap / 2, gap + gap / 2));
+        let mut updates = Vec::new();
+        let users = rng.between(1, u64::from(self.burst_profiles_max));
+        for _ in 0..users {
+            let profile = rng.below(u64::from(self.profiles)) as u32;
+            let n = rng.between(1, u64::from(self.burst_updates_max));
+            for i in 0..n {
+                let at = now + SimDuration::from_millis(i * self.burst_spacing_ms);
+                if at < horizon {
+                    updates.push((at, profile));
+                }
+            }
+        }
+        ((next < horizon).then_some(next), updates)
+    }
+
     /// Expands `seed` into every knob.
     pub fn from_seed(seed: u64) -> QueueKnobs {
         let mut r = SimRng::new(seed).fork("queue.knobs");
@@ -946,27 +973,14 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         let now = Instant::from(ctx.now());
         match event {
             QueueEvent::Burst => {
-                let gap = self.knobs.burst_gap_ms;
-                let next = ctx.now()
-                    + SimDuration::from_millis(self.rng_burst.between(gap / 2, gap + gap / 2));
-                if next < ctx.horizon() {
+                let (next, updates) =
+                    self.knobs
+                        .burst(ctx.now(), ctx.horizon(), &mut self.rng_burst);
+                if let Some(next) = next {
                     ctx.schedule_at(next, QueueEvent::Burst);
                 }
-                let users = self
-                    .rng_burst
-                    .between(1, u64::from(self.knobs.burst_profiles_max));
-                for _ in 0..users {
-                    let profile = self.rng_burst.below(u64::from(self.knobs.profiles)) as u32;
-                    let n = self
-                        .rng_burst
-                        .between(1, u64::from(self.knobs.burst_updates_max));
-                    for i in 0..n {
-                        let at =
-                            ctx.now() + SimDuration::from_millis(i * self.knobs.burst_spacing_ms);
-                        if at < ctx.horizon() {
-                            ctx.schedule_at(at, QueueEvent::Update { profile });
-                        }
-                    }
+                for (at, profile) in updates {
+                    ctx.schedule_at(at, QueueEvent::Update { profile });
                 }
             }
             QueueEvent::Update { profile } => {
