@@ -531,20 +531,14 @@ impl<B: AsyncBus> BusTokioWorld<B> {
     }
 
     fn schedule_publish(&mut self, ctx: &mut Ctx<BusTokioEvent>, topic: u32) {
-        let rate = u64::from(self.knobs.publish_per_sec[topic as usize].max(1));
-        let mean = 1_000_000_000 / rate;
-        let next = ctx.now()
-            + SimDuration::from_nanos(self.rng_publish.between(mean / 2, mean + mean / 2));
+        let next = ctx.now() + self.knobs.publish_gap(topic, &mut self.rng_publish);
         if next < ctx.horizon() {
             ctx.schedule_at(next, BusTokioEvent::Publish { topic });
         }
     }
 
     fn schedule_burst(&mut self, ctx: &mut Ctx<BusTokioEvent>, topic: u32, left: u32) {
-        let gap_ns = self
-            .rng_burst
-            .between(20_000, self.knobs.burst_gap_us_max * 1_000);
-        let at = ctx.now() + SimDuration::from_nanos(gap_ns);
+        let at = ctx.now() + self.knobs.burst_gap(&mut self.rng_burst);
         if left > 0 && at < ctx.horizon() {
             ctx.schedule_at(at, BusTokioEvent::Burst { topic, left });
         }

@@ -84,6 +84,19 @@ pub struct BusKnobs {
 }
 
 impl BusKnobs {
+    /// The gap before the next publish on `topic`, from `rng`: the publish process of
+    /// both bus worlds, the sans-IO one and the hosted one.
+    pub(crate) fn publish_gap(&self, topic: u32, rng: &mut SimRng) -> SimDuration {
+        let rate = u64::from(self.publish_per_sec[topic as usize].max(1));
+        let mean = 1_000_000_000 / rate;
+        SimDuration::from_nanos(rng.between(mean / 2, mean + mean / 2))
+    }
+
+    /// The gap before the next event of a burst (under a millisecond), from `rng`.
+    pub(crate) fn burst_gap(&self, rng: &mut SimRng) -> SimDuration {
+        SimDuration::from_nanos(rng.between(20_000, self.burst_gap_us_max * 1_000))
+    }
+
     /// Expands `seed` into every knob.
     pub fn from_seed(seed: u64) -> BusKnobs {
         let mut r = SimRng::new(seed).fork("bus.knobs");
@@ -398,10 +411,7 @@ impl<B: EventBus> BusWorld<B> {
     }
 
     fn schedule_publish(&mut self, ctx: &mut Ctx<BusEvent>, topic: u32) {
-        let rate = u64::from(self.knobs.publish_per_sec[topic as usize].max(1));
-        let mean = 1_000_000_000 / rate;
-        let next = ctx.now()
-            + SimDuration::from_nanos(self.rng_publish.between(mean / 2, mean + mean / 2));
+        let next = ctx.now() + self.knobs.publish_gap(topic, &mut self.rng_publish);
         if next < ctx.horizon() {
             ctx.schedule_at(next, BusEvent::Publish { topic });
         }
@@ -409,10 +419,7 @@ impl<B: EventBus> BusWorld<B> {
 
     /// Schedules the next event of a burst on `topic`, under a millisecond from now.
     fn schedule_burst(&mut self, ctx: &mut Ctx<BusEvent>, topic: u32, left: u32) {
-        let gap_ns = self
-            .rng_burst
-            .between(20_000, self.knobs.burst_gap_us_max * 1_000);
-        let at = ctx.now() + SimDuration::from_nanos(gap_ns);
+        let at = ctx.now() + self.knobs.burst_gap(&mut self.rng_burst);
         if left > 0 && at < ctx.horizon() {
             ctx.schedule_at(at, BusEvent::Burst { topic, left });
         }
