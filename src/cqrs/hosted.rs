@@ -1011,18 +1011,7 @@ impl World for CqrsTokioWorld {
                 if self.busy.get(client as usize).copied().unwrap_or(true) {
                     return Ok(());
                 }
-                let r = &mut self.rng_commands;
-                let item = StreamId(r.below(u64::from(self.knobs.items)) as u32);
-                let withdraw = r.below(100) < u64::from(self.knobs.withdraw_percent);
-                let legacy = !withdraw && r.below(100) < u64::from(self.knobs.legacy_percent);
-                let units = r.between(1, self.knobs.units_max);
-                let command = if withdraw {
-                    ItemCommand::Withdraw { units }
-                } else if legacy {
-                    ItemCommand::Restock { units: units * 12 }
-                } else {
-                    ItemCommand::Restock { units }
-                };
+                let (item, command, legacy) = self.knobs.draw_command(&mut self.rng_commands);
                 self.stats.commands += 1;
                 self.busy[client as usize] = true;
                 let run = self.run_mut()?;

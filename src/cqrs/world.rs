@@ -85,6 +85,24 @@ pub struct CqrsKnobs {
 }
 
 impl CqrsKnobs {
+    /// A client's next command, from `rng`: the item, the command, and whether it comes
+    /// from the old client (which restocks in dozens). The one command mix of both CQRS
+    /// worlds, the sans-IO one and the hosted one.
+    pub(crate) fn draw_command(&self, r: &mut SimRng) -> (StreamId, ItemCommand, bool) {
+        let item = StreamId(r.below(u64::from(self.items)) as u32);
+        let withdraw = r.below(100) < u64::from(self.withdraw_percent);
+        let legacy = !withdraw && r.below(100) < u64::from(self.legacy_percent);
+        let units = r.between(1, self.units_max);
+        let command = if withdraw {
+            ItemCommand::Withdraw { units }
+        } else if legacy {
+            ItemCommand::Restock { units: units * 12 }
+        } else {
+            ItemCommand::Restock { units }
+        };
+        (item, command, legacy)
+    }
+
     /// Expands `seed` into every knob.
     pub fn from_seed(seed: u64) -> CqrsKnobs {
         let mut r = SimRng::new(seed).fork("cqrs.knobs");
@@ -655,19 +673,7 @@ impl<E: EventSourced> World for CqrsWorld<E> {
                 if self.clients[client as usize].is_some() {
                     return Ok(()); // still busy with its last command
                 }
-                let r = &mut self.rng_commands;
-                let item = StreamId(r.below(u64::from(self.knobs.items)) as u32);
-                let withdraw = r.below(100) < u64::from(self.knobs.withdraw_percent);
-                let legacy = !withdraw && r.below(100) < u64::from(self.knobs.legacy_percent);
-                let units = r.between(1, self.knobs.units_max);
-                let command = if withdraw {
-                    ItemCommand::Withdraw { units }
-                } else if legacy {
-                    // The old client restocks in dozens.
-                    ItemCommand::Restock { units: units * 12 }
-                } else {
-                    ItemCommand::Restock { units }
-                };
+                let (item, command, legacy) = self.knobs.draw_command(&mut self.rng_commands);
                 self.stats.commands += 1;
                 self.clients[client as usize] = Some(Pending {
                     item,
