@@ -149,29 +149,9 @@ impl ApiState {
     fn decide(&mut self, now: SimTime, invalid: bool) -> (ApiReply, SimDuration) {
         let (lo, hi) = self.latency_ms;
         let base = SimDuration::from_micros(self.rng.between(lo * 1_000, hi * 1_000));
-        let mut faults = self.faults.view(now);
-        if faults.is_down(API) {
-            self.marks.push("api.outage");
-            return (
-                ApiReply::Err(ApiError::Unavailable),
-                SimDuration::from_millis(lo),
-            );
-        }
-        let extra = faults.extra_latency(API);
-        let error = faults.injects_error(API);
-        if extra > SimDuration::ZERO {
-            self.marks.push("api.slow");
-        }
-        let reply = if error {
-            self.marks.push("api.error");
-            ApiReply::Err(ApiError::Internal)
-        } else if invalid {
-            self.marks.push("api.invalid_number");
-            ApiReply::Err(ApiError::InvalidNumber)
-        } else {
-            ApiReply::Ok
-        };
-        (reply, base + extra)
+        let call = crate::breaker::world::api_call(&mut self.faults.view(now), base, lo, invalid);
+        self.marks.extend(call.marks());
+        (call.reply, call.latency)
     }
 }
 

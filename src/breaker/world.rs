@@ -17,7 +17,7 @@ use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::retry::{Backoff, RetryPolicy};
 use faultline_sim::prelude::*;
-use faultline_sim::{FaultKindTag, TraceMode};
+use faultline_sim::{FaultKindTag, FaultView, TraceMode};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -665,30 +665,69 @@ impl<G: CallGuard> SmsWorld<G> {
     fn api_call(&mut self, ctx: &mut Ctx<SmsEvent>, invalid: bool) -> (ApiReply, SimDuration) {
         let (lo, hi) = self.knobs.latency_ms;
         let base = SimDuration::from_micros(self.rng_api.between(lo * 1_000, hi * 1_000));
-        let mut faults = ctx.faults();
-        if faults.is_down(API) {
-            ctx.cover("api.outage");
-            // Connection refused: fails fast.
-            return (
-                ApiReply::Err(ApiError::Unavailable),
-                SimDuration::from_millis(lo),
-            );
+        let call = api_call(&mut ctx.faults(), base, lo, invalid);
+        for mark in call.marks() {
+            ctx.cover(mark);
         }
-        let extra = faults.extra_latency(API);
-        let error = faults.injects_error(API);
-        if extra > SimDuration::ZERO {
-            ctx.cover("api.slow");
-        }
-        let reply = if error {
-            ctx.cover("api.error");
-            ApiReply::Err(ApiError::Internal)
-        } else if invalid {
-            ctx.cover("api.invalid_number");
-            ApiReply::Err(ApiError::InvalidNumber)
-        } else {
-            ApiReply::Ok
+        (call.reply, call.latency)
+    }
+}
+
+/// What the simulated SMS API did with one call: the one API of both SMS worlds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ApiCall {
+    /// Its reply.
+    pub reply: ApiReply,
+    /// How long it takes.
+    pub latency: SimDuration,
+    /// A slow fault made it slower.
+    pub slow: bool,
+}
+
+impl ApiCall {
+    /// The coverage marks the call hit.
+    pub fn marks(&self) -> impl Iterator<Item = &'static str> {
+        let reply = match self.reply {
+            ApiReply::Err(ApiError::Unavailable) => Some("api.outage"),
+            ApiReply::Err(ApiError::Internal) => Some("api.error"),
+            ApiReply::Err(ApiError::InvalidNumber) => Some("api.invalid_number"),
+            ApiReply::Ok => None,
         };
-        (reply, base + extra)
+        self.slow.then_some("api.slow").into_iter().chain(reply)
+    }
+}
+
+/// The API's answer to one call under the fault plan as `faults` has it now, for a
+/// healthy latency of `base` (`lo_ms` the fastest): in an outage it refuses the
+/// connection after `lo_ms` (fails fast); a slow fault adds latency; an error fault
+/// fails the call (HTTP 500); else an invalid number is refused (400) and a valid one
+/// sent.
+pub(crate) fn api_call(
+    faults: &mut FaultView<'_>,
+    base: SimDuration,
+    lo_ms: u64,
+    invalid: bool,
+) -> ApiCall {
+    if faults.is_down(API) {
+        return ApiCall {
+            reply: ApiReply::Err(ApiError::Unavailable),
+            latency: SimDuration::from_millis(lo_ms),
+            slow: false,
+        };
+    }
+    let extra = faults.extra_latency(API);
+    let error = faults.injects_error(API);
+    let reply = if error {
+        ApiReply::Err(ApiError::Internal)
+    } else if invalid {
+        ApiReply::Err(ApiError::InvalidNumber)
+    } else {
+        ApiReply::Ok
+    };
+    ApiCall {
+        reply,
+        latency: base + extra,
+        slow: extra > SimDuration::ZERO,
     }
 }
 
