@@ -577,6 +577,8 @@ pub struct HostedStats {
     pub latency_max: SimDuration,
     /// Per failing window: (from, until, calls, bound).
     pub loads: Vec<(SimTime, SimTime, u64, u64)>,
+    /// Every answer: when, and how long its caller waited.
+    pub answers: Vec<(SimTime, SimDuration)>,
 }
 
 /// The SMS world in the tokio harness. See the [module docs](self).
@@ -813,6 +815,9 @@ impl HostedSms {
         self.pending -= 1;
         let waited = a.end - a.start;
         self.stats.latency_max = self.stats.latency_max.max(waited);
+        if a.result.is_some() {
+            self.stats.answers.push((a.end, waited));
+        }
         let attempts = self.attempts.get(a.request as usize).copied().unwrap_or(0);
         let delivered = match &a.result {
             Some(Ok(receipt)) => self.issued_to(receipt.id) == Some(a.request),
@@ -1324,8 +1329,31 @@ impl Scenario for BreakerTokioPattern {
 
 crate::harness::host_own_world!(BreakerTokioPattern);
 
-fn describe(_: &SmsKnobs, _: &RunReport, world: &HostedSms) -> Description {
+fn describe(_: &SmsKnobs, report: &RunReport, world: &HostedSms) -> Description {
     let s = &world.stats;
+    let sends = world.seen.iter().filter_map(|s| match s {
+        Seen::Call { at, .. } => Some(*at),
+        _ => None,
+    });
+    let exposed = world.stack.white_box && !world.transitions.is_empty();
+    let mut timeline = crate::breaker::pattern::sms_timeline(
+        exposed.then_some(world.transitions.as_slice()),
+        sends,
+        s.answers.iter().copied(),
+        report.end,
+    );
+    timeline.lanes.push(faultline_sim::report::model::Lane {
+        name: "every call fails".into(),
+        bands: s
+            .loads
+            .iter()
+            .map(|(from, until, ..)| faultline_sim::report::model::Band {
+                from: *from,
+                until: *until,
+                label: "failing".into(),
+            })
+            .collect(),
+    });
     let loads = s
         .loads
         .iter()
@@ -1348,6 +1376,6 @@ fn describe(_: &SmsKnobs, _: &RunReport, world: &HostedSms) -> Description {
             ("gave up".into(), s.gave_up.to_string()),
             ("turned away".into(), s.turned_away.to_string()),
         ],
-        timeline: faultline_sim::report::model::Timeline::default(),
+        timeline,
     }
 }

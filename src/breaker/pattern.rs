@@ -113,71 +113,12 @@ fn describe<G: CallGuard>(
     let checker = &world.checker;
     let stats = &world.stats;
     let end = report.end;
-    // The breaker's state as bands.
-    let mut bands = Vec::new();
-    let mut from = SimTime::ZERO;
-    let mut state = State::Closed;
-    for (t, _, to) in &checker.transitions {
-        if *t > from {
-            bands.push(Band {
-                from,
-                until: *t,
-                label: state.name().to_string(),
-            });
-        }
-        from = *t;
-        state = *to;
-    }
-    if end > from {
-        bands.push(Band {
-            from,
-            until: end,
-            label: state.name().to_string(),
-        });
-    }
-    let seconds = end.as_millis() / 1000 + 1;
-    let mut calls = vec![0u64; seconds as usize];
-    for t in &checker.sends {
-        if let Some(c) = calls.get_mut((t.as_millis() / 1000) as usize) {
-            *c += 1;
-        }
-    }
-    let mut latency = vec![SimDuration::ZERO; seconds as usize];
-    for (t, l) in &checker.answers {
-        if let Some(slot) = latency.get_mut((t.as_millis() / 1000) as usize) {
-            *slot = (*slot).max(*l);
-        }
-    }
-    let per_second = |values: Vec<f64>| {
-        values
-            .into_iter()
-            .enumerate()
-            .map(|(s, v)| (SimTime::from_secs(s as u64), v))
-            .collect()
-    };
-    let timeline = Timeline {
-        lanes: vec![Lane {
-            name: "breaker".into(),
-            bands,
-        }],
-        series: vec![
-            Series {
-                name: "calls reaching the API".into(),
-                unit: "calls/s".into(),
-                points: per_second(calls.iter().map(|c| *c as f64).collect()),
-            },
-            Series {
-                name: "slowest answer to a caller".into(),
-                unit: "ms".into(),
-                points: per_second(
-                    latency
-                        .iter()
-                        .map(|l| l.as_nanos() as f64 / 1_000_000.0)
-                        .collect(),
-                ),
-            },
-        ],
-    };
+    let timeline = sms_timeline(
+        Some(&checker.transitions),
+        checker.sends.iter().copied(),
+        checker.answers.iter().copied(),
+        end,
+    );
     let note_for = |name: &str| -> String {
         match name {
             invariants::LOAD_BOUND => match stats.worst_load {
@@ -243,6 +184,85 @@ fn describe<G: CallGuard>(
         notes,
         figures,
         timeline,
+    }
+}
+
+/// The timeline of a run of either SMS world (the sans-IO one and the hosted one): the
+/// breaker's state as a lane (none without `transitions`), and per second the
+/// calls that reached the API (`sends`) and the slowest answer to a caller (`answers`:
+/// when, and how long the caller waited).
+pub(crate) fn sms_timeline(
+    transitions: Option<&[(SimTime, State, State)]>,
+    sends: impl Iterator<Item = SimTime>,
+    answers: impl Iterator<Item = (SimTime, SimDuration)>,
+    end: SimTime,
+) -> Timeline {
+    let mut bands = Vec::new();
+    let mut from = SimTime::ZERO;
+    let mut state = State::Closed;
+    for (t, _, to) in transitions.unwrap_or_default() {
+        if *t > from {
+            bands.push(Band {
+                from,
+                until: *t,
+                label: state.name().to_string(),
+            });
+        }
+        from = *t;
+        state = *to;
+    }
+    if end > from {
+        bands.push(Band {
+            from,
+            until: end,
+            label: state.name().to_string(),
+        });
+    }
+    let seconds = end.as_millis() / 1000 + 1;
+    let mut calls = vec![0u64; seconds as usize];
+    for t in sends {
+        if let Some(c) = calls.get_mut((t.as_millis() / 1000) as usize) {
+            *c += 1;
+        }
+    }
+    let mut latency = vec![SimDuration::ZERO; seconds as usize];
+    for (t, l) in answers {
+        if let Some(slot) = latency.get_mut((t.as_millis() / 1000) as usize) {
+            *slot = (*slot).max(l);
+        }
+    }
+    let per_second = |values: Vec<f64>| {
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(s, v)| (SimTime::from_secs(s as u64), v))
+            .collect()
+    };
+    Timeline {
+        lanes: transitions
+            .map(|_| Lane {
+                name: "breaker".into(),
+                bands,
+            })
+            .into_iter()
+            .collect(),
+        series: vec![
+            Series {
+                name: "calls reaching the API".into(),
+                unit: "calls/s".into(),
+                points: per_second(calls.iter().map(|c| *c as f64).collect()),
+            },
+            Series {
+                name: "slowest answer to a caller".into(),
+                unit: "ms".into(),
+                points: per_second(
+                    latency
+                        .iter()
+                        .map(|l| l.as_nanos() as f64 / 1_000_000.0)
+                        .collect(),
+                ),
+            },
+        ],
     }
 }
 
