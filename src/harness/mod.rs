@@ -25,6 +25,7 @@ mod view;
 pub(crate) use plugin::host_own_world;
 pub use plugin::{Host, Plugin};
 pub use scenario::{Description, Metric, Mutant, Scenario};
+#[cfg(feature = "cli")]
 pub(crate) use view::replay_command_of;
 pub use view::{knob_list, notes, per_second, replay_command, verdicts};
 

@@ -52,6 +52,7 @@ pub trait Host<W>: Scenario {
     }
 }
 
+#[cfg(feature = "hosted")]
 /// Implements [`Host`] for a scenario over its own world type, by the scenario's own
 /// run, metrics and view: for a world that already holds any implementation (a hosted
 /// world takes the code under test as a factory), so a [`Plugin`] of it is a user's
@@ -88,6 +89,7 @@ macro_rules! host_own_world {
         }
     };
 }
+#[cfg(feature = "hosted")]
 pub(crate) use host_own_world;
 
 /// The user's constructor of a world for the knobs of a seed.
