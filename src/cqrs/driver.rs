@@ -75,11 +75,13 @@ impl CommandPolicy {
     }
 
     /// Attempts in total, the first included.
+    #[cfg(feature = "tokio")]
     pub(crate) fn attempts_max(&self) -> u32 {
         self.retry.attempts_max()
     }
 
     /// The backoff between attempts.
+    #[cfg(feature = "tokio")]
     pub(crate) fn backoff(&self) -> Backoff {
         self.retry.backoff()
     }
