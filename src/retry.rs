@@ -39,10 +39,37 @@ use crate::config::ConfigError;
 /// assert!(delay <= Duration::from_millis(400));
 /// # Ok::<(), faultline::config::ConfigError>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "BackoffData", into = "BackoffData")]
 pub struct Backoff {
     base_nanos: u64,
     cap_nanos: u64,
+}
+
+/// The serde form of [`Backoff`]: what [`Backoff::new`] takes, read back through it
+/// (so a zero `base` or a `cap` below it is refused with its [`ConfigError`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackoffData {
+    base: Duration,
+    cap: Duration,
+}
+
+impl From<Backoff> for BackoffData {
+    fn from(backoff: Backoff) -> Self {
+        BackoffData {
+            base: backoff.base(),
+            cap: backoff.cap(),
+        }
+    }
+}
+
+impl TryFrom<BackoffData> for Backoff {
+    type Error = ConfigError;
+
+    fn try_from(data: BackoffData) -> Result<Self, ConfigError> {
+        Backoff::new(data.base, data.cap)
+    }
 }
 
 impl Default for Backoff {
@@ -422,10 +449,36 @@ impl RetryBudget {
 /// assert_eq!(policy.next_delay(3, &mut rng), None); // three attempts spent
 /// # Ok::<(), faultline::config::ConfigError>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "RetryPolicyData", into = "RetryPolicyData")]
 pub struct RetryPolicy {
     attempts_max: u32,
     backoff: Backoff,
+}
+
+/// The serde form of [`RetryPolicy`], read back through [`RetryPolicy::new`].
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryPolicyData {
+    attempts_max: u32,
+    backoff: Backoff,
+}
+
+impl From<RetryPolicy> for RetryPolicyData {
+    fn from(policy: RetryPolicy) -> Self {
+        RetryPolicyData {
+            attempts_max: policy.attempts_max,
+            backoff: policy.backoff,
+        }
+    }
+}
+
+impl TryFrom<RetryPolicyData> for RetryPolicy {
+    type Error = ConfigError;
+
+    fn try_from(data: RetryPolicyData) -> Result<Self, ConfigError> {
+        RetryPolicy::new(data.attempts_max, data.backoff)
+    }
 }
 
 impl RetryPolicy {

@@ -17,7 +17,9 @@ use crate::config::ConfigError;
 const MAX_CONCURRENT_DEFAULT: u32 = 25;
 
 /// The bulkhead is full: `max_concurrent` calls are already in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error, serde::Serialize, serde::Deserialize,
+)]
 #[error("bulkhead full: {max_concurrent} calls already in flight")]
 pub struct BulkheadFull {
     /// The bulkhead's limit.

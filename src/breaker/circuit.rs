@@ -43,7 +43,10 @@ use std::fmt;
 use std::time::Duration;
 
 /// The breaker's states (Resilience4j's set).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum State {
     /// Calls flow; outcomes are recorded in the sliding window.
     Closed,
@@ -84,7 +87,8 @@ impl fmt::Display for State {
 }
 
 /// How a finished call counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CallOutcome {
     /// The call worked.
     Success,
@@ -96,7 +100,8 @@ pub enum CallOutcome {
 }
 
 /// The sliding window over which failure and slow-call rates are computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SlidingWindow {
     /// The last `size` calls.
     Count {
@@ -111,7 +116,8 @@ pub enum SlidingWindow {
 }
 
 /// How long the breaker stays open before probing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WaitInOpen {
     /// Always the same wait.
     Fixed(Duration),
@@ -461,7 +467,7 @@ impl Permit {
 }
 
 /// A call not permitted: the answer to give the caller is "unavailable, retry after".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rejected {
     /// When trying again makes sense.
     pub retry_after: Duration,
@@ -470,7 +476,8 @@ pub struct Rejected {
 }
 
 /// Why the breaker changed state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TransitionReason {
     /// The failure rate reached the threshold.
     FailureRate {
@@ -499,7 +506,8 @@ pub enum TransitionReason {
 }
 
 /// Something observable that happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BreakerEvent {
     /// A state change (or a fresh half-open episode).
     Transition {
@@ -517,7 +525,7 @@ pub enum BreakerEvent {
 }
 
 /// Counters since the breaker was made.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     /// Permits given.
     pub admitted: u64,
@@ -540,7 +548,7 @@ pub struct Totals {
 }
 
 /// A snapshot of the breaker's state and counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Metrics {
     /// Current state.
     pub state: State,

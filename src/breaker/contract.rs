@@ -46,7 +46,8 @@ use std::fmt;
 use std::time::Duration;
 
 /// What the API said to one attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ApiReply {
     /// The message was accepted.
     Ok,
@@ -55,7 +56,8 @@ pub enum ApiReply {
 }
 
 /// The API's errors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ApiError {
     /// The API is down (HTTP 503, connection refused).
     Unavailable,
@@ -77,7 +79,8 @@ impl fmt::Display for ApiError {
 }
 
 /// Why a caller did not get the API's success.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Why {
     /// The breaker said no: try again after `retry_after`.
     Rejected {
@@ -97,7 +100,8 @@ pub enum Why {
 }
 
 /// The answer a caller gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Answer {
     /// The API accepted the message.
     Delivered,
@@ -131,7 +135,7 @@ pub enum Step<T> {
 }
 
 /// A state change seen by the world.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Transition {
     /// State before.
     pub from: State,
@@ -142,7 +146,7 @@ pub struct Transition {
 }
 
 /// Counts a guard keeps, compared with the world's own at rest.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GuardMetrics {
     /// Attempts the breaker admitted (sent to the API).
     pub admitted: u64,
@@ -157,7 +161,8 @@ pub struct GuardMetrics {
 }
 
 /// The rule by which a breaker goes from Closed to Open, as a guard declares it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TripRule {
     /// The reference's (Resilience4j's): over the sliding `window`, once at least
     /// `minimum_calls` outcomes are recorded, the failure rate reaches
@@ -209,7 +214,7 @@ pub enum TripRule {
 ///
 /// Retries, their backoff and the retry budget are not part of it: every attempt asks
 /// the breaker for a permit, so the bounds above hold whatever the retry policy is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
     /// How it trips.
     pub trip: TripRule,

@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::clock::Instant;
 
 /// What to answer when the API can't.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FallbackPolicy<T> {
     /// No substitute: the caller sees the error.
     None,

@@ -25,9 +25,34 @@ use crate::config::ConfigError;
 /// assert!(policy.is_expired(started, Instant::from_millis(1_250)));
 /// # Ok::<(), faultline::config::ConfigError>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "TimeoutPolicyData", into = "TimeoutPolicyData")]
 pub struct TimeoutPolicy {
     duration: Duration,
+}
+
+/// The serde form of [`TimeoutPolicy`], read back through [`TimeoutPolicy::new`] (so a
+/// zero duration is refused with its [`ConfigError`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeoutPolicyData {
+    duration: Duration,
+}
+
+impl From<TimeoutPolicy> for TimeoutPolicyData {
+    fn from(policy: TimeoutPolicy) -> Self {
+        TimeoutPolicyData {
+            duration: policy.duration,
+        }
+    }
+}
+
+impl TryFrom<TimeoutPolicyData> for TimeoutPolicy {
+    type Error = ConfigError;
+
+    fn try_from(data: TimeoutPolicyData) -> Result<Self, ConfigError> {
+        TimeoutPolicy::new(data.duration)
+    }
 }
 
 impl TimeoutPolicy {

@@ -62,7 +62,7 @@ use std::time::Duration;
 /// };
 /// # let _ = policy;
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BusPolicy {
     /// Most events a topic retains (for its laggiest subscriber) before a publish is
     /// refused with [`BusFull`].
@@ -89,7 +89,7 @@ impl BusPolicy {
 }
 
 /// What a delivery tells the world.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Handed<T> {
     /// Hand back with `ack` or `nack`.
     pub token: T,

@@ -41,15 +41,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A subscriber's handle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct SubscriberId(pub u32);
 
 /// A topic's handle within one bus; [`Bus::topic_name`] gives its name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct TopicId(pub u32);
 
 /// A topic that is full: the publisher must wait for space or give up.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("bus full: topic `{topic}` retains {capacity} events that a subscriber still needs")]
 pub struct BusFull {
     /// The topic.
@@ -186,7 +190,7 @@ pub struct Delivery<P> {
 }
 
 /// An event a subscriber could not handle within `attempts_max`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter<P> {
     /// The topic's name.
     pub topic: Arc<str>,
@@ -201,7 +205,8 @@ pub struct DeadLetter<P> {
 }
 
 /// What a publish did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Published {
     /// Retained for `subscribers` subscribers at position `seq`.
     Retained {
@@ -215,7 +220,7 @@ pub enum Published {
 }
 
 /// Counters since the bus was made.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BusTotals {
     /// Events published and retained.
     pub published: u64,

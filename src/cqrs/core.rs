@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// The identity of one stream (one aggregate instance).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct StreamId(pub u32);
 
 impl fmt::Display for StreamId {
@@ -22,7 +24,8 @@ impl fmt::Display for StreamId {
 }
 
 /// What an append expects of its stream (EventStoreDB's `expectedRevision`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ExpectedVersion {
     /// No check: append at the end, whatever the stream holds.
     Any,
@@ -86,7 +89,7 @@ pub enum AppendError {
 }
 
 /// What an accepted append wrote.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Appended {
     /// The stream's version before the append.
     pub from_version: u64,
@@ -100,7 +103,7 @@ pub struct Appended {
 
 /// One event as stored: its stream, version in the stream (1, 2, ...) and position in
 /// the global log (1, 2, ...).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Recorded<E> {
     /// The stream.
     pub stream: StreamId,
@@ -363,7 +366,7 @@ pub trait Aggregate: Clone + Default + fmt::Debug + PartialEq {
 }
 
 /// An aggregate's state as of a version, saved so rehydration need not fold every event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot<A> {
     /// The version the state is as of.
     pub version: u64,
@@ -372,7 +375,7 @@ pub struct Snapshot<A> {
 }
 
 /// An aggregate loaded from its stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rehydrated<A> {
     /// The state.
     pub state: A,
@@ -398,7 +401,7 @@ pub enum ExecuteError<R: std::error::Error> {
 }
 
 /// What an accepted command did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Executed<E> {
     /// Where the events went.
     pub appended: Appended,
@@ -636,7 +639,8 @@ pub trait Projection: Clone + Default + fmt::Debug + PartialEq {
 }
 
 /// What one [`ProjectionRunner::step`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Step {
     /// Applied (or, already applied, skipped) the event at this position.
     Applied {

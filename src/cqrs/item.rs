@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const LOW_STOCK: u64 = 5;
 
 /// A request to change an item's stock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ItemCommand {
     /// Add `units` to the stock.
     Restock {
@@ -34,7 +35,8 @@ pub enum ItemCommand {
 }
 
 /// What happened to an item (the current schema, version 2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ItemEvent {
     /// Units added.
     Restocked {
@@ -80,7 +82,7 @@ pub enum ItemRejection {
 }
 
 /// An inventory item: the aggregate.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Item {
     /// Units in stock.
     pub stock: u64,
@@ -140,7 +142,8 @@ impl Aggregate for Item {
 }
 
 /// An item event as stored: the current schema, or version 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StoredEvent {
     /// Schema 1 counted restocks in dozens.
     RestockedV1 {
@@ -186,7 +189,7 @@ impl Upcast for ItemEvent {
 }
 
 /// The read model: stock per item and the items running low, as of a log position.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StockView {
     /// Position of the last event applied.
     pub position: u64,

@@ -45,7 +45,8 @@ use std::time::Duration;
 
 /// The retry backoff family a queue implements, and its bounds. Retry `n` follows
 /// the `n`-th failed attempt (1-based).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BackoffPolicy {
     /// Full jitter, exponential and capped (the reference's, [`crate::retry::Backoff`]):
     /// `delay_n = uniform(0, min(cap, base·2^(n−1)))`.
@@ -158,7 +159,7 @@ fn nanos(n: u128) -> Duration {
 /// assert_eq!(linear.bounds(3), (Duration::from_millis(300), Duration::from_millis(350)));
 /// # Ok::<(), faultline::config::ConfigError>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueuePolicy {
     /// How long a lease (or an accepted heartbeat) hides a task from other workers.
     pub visibility_timeout: Duration,

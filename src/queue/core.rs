@@ -75,15 +75,21 @@ use std::fmt;
 use std::time::Duration;
 
 /// A user profile's id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ProfileId(pub u64);
 
 /// A target service's id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct TargetId(pub u32);
 
 /// What a task is about: one profile at one target service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct TaskKey {
     /// The profile.
     pub profile: ProfileId,
@@ -98,7 +104,9 @@ impl fmt::Display for TaskKey {
 }
 
 /// One task: bring `key.target` up to `version` of `key.profile`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Task {
     /// Profile and target.
     pub key: TaskKey,
@@ -109,7 +117,9 @@ pub struct Task {
 /// The handle of one lease: hand it back to `heartbeat`, `ack` or `nack`. Its
 /// [`fence`](LeaseToken::fence) goes with the delivery, so a target can refuse a worker
 /// whose lease was taken over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct LeaseToken {
     key: TaskKey,
     fence: u64,
@@ -132,7 +142,7 @@ impl LeaseToken {
 }
 
 /// A task handed to a worker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     /// The task.
     pub task: Task,
@@ -148,7 +158,9 @@ pub struct Lease {
 
 /// The lease is no longer valid: it expired (and the task may be with another worker),
 /// or the task was settled. The worker must not act on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize,
+)]
 #[error("lease {fence} on {key} is no longer valid (expired or taken over)")]
 pub struct Fenced {
     /// The task's key.
@@ -158,7 +170,8 @@ pub struct Fenced {
 }
 
 /// What an enqueue did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Enqueued {
     /// A new task for its key.
     New,
@@ -171,7 +184,8 @@ pub enum Enqueued {
 }
 
 /// What a nack did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Nacked {
     /// The task is retried at `at`.
     Retry {
@@ -185,7 +199,7 @@ pub enum Nacked {
 }
 
 /// A task that failed `attempts_max` attempts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter {
     /// The task.
     pub task: Task,
@@ -199,7 +213,7 @@ pub struct DeadLetter {
 
 /// Where the tasks are: tasks enqueued = done + superseded + pending + leased +
 /// retrying + dead.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueCounts {
     /// Tasks accepted from producers (duplicates not counted).
     pub enqueued: u64,
@@ -1022,7 +1036,8 @@ impl Outbox {
 }
 
 /// What a replica did with a delivery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Applied {
     /// The version was newer: it took effect.
     Applied,

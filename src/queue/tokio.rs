@@ -334,7 +334,7 @@ struct PoolCounters {
 }
 
 /// What a pool did, as [`WorkerPool::shutdown`] reports it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PoolReport {
     /// Deliveries acked.
     pub delivered: u64,

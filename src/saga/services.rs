@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// A saga's identity, chosen by the caller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct SagaId(pub u64);
 
 impl fmt::Display for SagaId {
@@ -31,7 +33,10 @@ impl fmt::Display for SagaId {
 }
 
 /// Where a saga is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum SagaState {
     /// Doing its steps.
     Running,
@@ -57,7 +62,10 @@ impl SagaState {
 }
 
 /// One step of the checkout. The derived order is the execution order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum StepId {
     /// Create the order (compensation: cancel it).
     Order,
@@ -100,7 +108,10 @@ impl fmt::Display for StepId {
 }
 
 /// Whether a command does a step or undoes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// The step's forward action.
     Action,
@@ -109,7 +120,9 @@ pub enum Kind {
 }
 
 /// What the customer ordered: the parameters of all three services.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Order {
     /// The item to reserve.
     pub item: u32,
@@ -120,7 +133,9 @@ pub struct Order {
 }
 
 /// A command's idempotency key: a service applies each key at most once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct IdempotencyKey {
     /// The saga.
     pub saga: SagaId,
@@ -139,7 +154,9 @@ impl fmt::Display for IdempotencyKey {
 /// A command to one service: the action or the compensation of `step` for `saga`.
 ///
 /// Retries and duplicates of a command are the same command: same key, same reply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Command {
     /// The saga.
     pub saga: SagaId,
@@ -204,7 +221,10 @@ impl fmt::Display for Command {
 
 /// Why a service refused a command. A refusal is a business answer: the action did not
 /// take effect, and the saga compensates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Refusal {
     /// Not enough stock of the item (or an item the inventory does not know).
     OutOfStock,
@@ -228,7 +248,10 @@ impl fmt::Display for Refusal {
 }
 
 /// A service's answer to a command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Reply {
     /// Done (or already done: the same reply as the first time).
     Ok,
@@ -312,7 +335,10 @@ impl EffectLedger {
 }
 
 /// An order's status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Created and live.
     Placed,
@@ -396,7 +422,10 @@ impl OrderService {
 }
 
 /// A reservation's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum ReservationState {
     /// The stock is deducted and held for the saga.
     Reserved,
@@ -407,7 +436,9 @@ pub enum ReservationState {
 }
 
 /// One saga's reservation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Reservation {
     /// The item.
     pub item: u32,
@@ -566,7 +597,10 @@ impl InventoryService {
 }
 
 /// A charge's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum ChargeState {
     /// The money is taken.
     Captured,
@@ -577,7 +611,9 @@ pub enum ChargeState {
 }
 
 /// One saga's charge.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Charge {
     /// The amount (for a tombstone: what the compensation named; nothing was taken).
     pub amount: u64,

@@ -170,7 +170,7 @@ impl<E: fmt::Display> fmt::Display for JsonHandlerError<E> {
 // ----- public data -----
 
 /// One event as a handler sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event<P> {
     /// The topic's name.
     pub topic: Arc<str>,
@@ -188,7 +188,7 @@ pub struct Event<P> {
 }
 
 /// A subscriber's counters since it subscribed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SubscriptionStats {
     /// Handler calls that returned `Ok` (the event was acknowledged).
     pub handled: u64,
@@ -199,7 +199,7 @@ pub struct SubscriptionStats {
 }
 
 /// What [`SharedBus::shutdown`] left behind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShutdownReport {
     /// Subscriber tasks that were running and are now stopped.
     pub subscribers: usize,

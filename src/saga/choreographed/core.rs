@@ -39,7 +39,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// An event of the choreographed checkout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum CheckoutEvent {
     /// A customer checked out (to the order service).
     CheckoutRequested {
@@ -159,7 +162,10 @@ impl fmt::Display for CheckoutEvent {
 
 /// One of the three services taking part in the choreography (its identity: node
 /// name and subscriptions; the state is in [`Services`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Service {
     /// The order service (it also keeps each saga's state).
     Orders,

@@ -84,7 +84,7 @@ use std::time::Duration;
 ///
 /// The reference [`Orchestrator`] declares its [`SagaConfig`]'s
 /// (`SagaPolicy::from(&config)`): the backoff's cap is its longest retry delay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SagaPolicy {
     /// How long an attempt waits for its reply before it counts as failed (an unknown
     /// outcome), from when its command was emitted or, later, sent. A silent attempt is

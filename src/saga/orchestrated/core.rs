@@ -55,7 +55,8 @@ use std::time::Duration;
 const UNSENT: Instant = Instant::from_nanos(u64::MAX);
 
 /// Why a saga needs a human.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AlertReason {
     /// The compensation of `step` failed or timed out `attempts` times: the step's
     /// effect may still be in place.
@@ -96,7 +97,7 @@ pub enum Output {
 }
 
 /// What the orchestrator knows about one step of one saga.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StepProgress {
     /// Action attempts sent (intents written), 0 if never sent.
     pub attempts: u32,
@@ -116,7 +117,7 @@ impl StepProgress {
 }
 
 /// Counters since this orchestrator was made (a recovered one starts from zero).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SagaTotals {
     /// Sagas accepted by `start`.
     pub started: u64,

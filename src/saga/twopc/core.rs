@@ -69,7 +69,10 @@ pub fn step_index(step: StepId) -> usize {
 }
 
 /// The outcome of a transaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Every participant voted Yes: apply.
     Commit,
@@ -78,7 +81,8 @@ pub enum Decision {
 }
 
 /// A participant's vote on `Prepare`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Vote {
     /// Prepared: locks held, ready to commit or abort. The participant is now in doubt.
     Yes,
@@ -89,7 +93,8 @@ pub enum Vote {
 }
 
 /// What the coordinator sends a participant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Request {
     /// Phase one: lock, make the tentative change, vote.
     Prepare(Order),
@@ -98,7 +103,7 @@ pub enum Request {
 }
 
 /// A message from the coordinator to the participant `step`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ToParticipant {
     /// The transaction.
     pub tx: SagaId,
@@ -118,7 +123,8 @@ impl fmt::Display for ToParticipant {
 }
 
 /// What a participant answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Response {
     /// Its vote (also re-sent by an in-doubt participant to ask for the decision).
     Vote(Vote),
@@ -127,7 +133,7 @@ pub enum Response {
 }
 
 /// A message from the participant `step` to the coordinator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ToCoordinator {
     /// The transaction.
     pub tx: SagaId,
@@ -218,7 +224,8 @@ impl TwoPcConfigBuilder {
 
 /// A record of the coordinator's durable log. Presumed abort: nothing is logged before
 /// the decision, and a transaction without a decision record is aborted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TxRecord {
     /// The decision, durable before any participant hears of it.
     Decision {
@@ -237,7 +244,8 @@ pub enum TxRecord {
 }
 
 /// What the coordinator asks its environment to do, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CoordinatorOutput {
     /// Make this record durable; nothing after it may happen before it is.
     Append(TxRecord),
@@ -246,7 +254,8 @@ pub enum CoordinatorOutput {
 }
 
 /// Where a transaction stands at the coordinator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TxState {
     /// Collecting votes.
     Voting,
@@ -267,7 +276,7 @@ impl TxState {
 }
 
 /// Counters of a coordinator since it was made.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CoordinatorTotals {
     /// Transactions started.
     pub started: u64,
@@ -630,7 +639,8 @@ impl Coordinator {
 }
 
 /// A transaction as a participant knows it (durable).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Local {
     /// Voted Yes: locks held, tentative change made, waiting for the decision.
     InDoubt {
@@ -644,7 +654,7 @@ pub enum Local {
 }
 
 /// One item's stock row at the inventory.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StockRow {
     /// Stock at the start.
     pub initial: u32,
@@ -672,7 +682,10 @@ enum Resource {
 }
 
 /// What a participant's request did, per transaction, counted for the idempotency check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Effect {
     /// A tentative change and its locks were made.
     Prepared,
