@@ -23,4 +23,5 @@ mod queue_tokio;
 mod real_clock;
 mod saga;
 mod saga_tokio;
+mod serde_roundtrip;
 mod twopc;
