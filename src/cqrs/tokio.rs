@@ -58,6 +58,10 @@ struct Shared<A: Aggregate, S> {
     repo: Mutex<Repository<A, S>>,
     head: watch::Sender<u64>,
     conflicts: AtomicU64,
+    /// Tokio's clock when the service was built.
+    started: tokio::time::Instant,
+    /// The wall-clock time at `started`.
+    wall: crate::clock::Origin,
     jitter: Mutex<SplitMix64>,
 }
 
@@ -102,11 +106,14 @@ where
     pub fn new(repo: Repository<A, S>, attempts_max: u32) -> Result<Self, ConfigError> {
         let policy = CommandPolicy::new(attempts_max, CommandPolicy::default_backoff())?;
         let head = repo.store().head();
+        let (started, wall) = crate::rt::start();
         Ok(EventSourcedService {
             shared: Arc::new(Shared {
                 repo: Mutex::new(repo),
                 head: watch::Sender::new(head),
                 conflicts: AtomicU64::new(0),
+                started,
+                wall,
                 jitter: Mutex::new(SplitMix64(JITTER_SEED)),
             }),
             policy,
@@ -121,6 +128,21 @@ where
     /// The global log's head.
     pub fn head(&self) -> u64 {
         lock(&self.shared.repo).store().head()
+    }
+
+    /// The time since the service was built, on tokio's clock (so a paused clock drives
+    /// it): a timestamp for the user's own records, convertible by
+    /// [`origin`](EventSourcedService::origin).
+    pub fn now(&self) -> crate::clock::Instant {
+        now_since(self.shared.started)
+    }
+
+    /// Where this service's instants ([`now`](EventSourcedService::now)) sit on the wall
+    /// clock: the wall-clock time read when it was built (its instant
+    /// [`Instant::ZERO`](crate::clock::Instant::ZERO); later offsets come from tokio's
+    /// clock).
+    pub fn origin(&self) -> crate::clock::Origin {
+        self.shared.wall
     }
 
     /// Conflicts met so far (each one retried or returned).

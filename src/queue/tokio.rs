@@ -121,6 +121,8 @@ async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> 
 struct Shared {
     queue: Mutex<Queue>,
     origin: ::tokio::time::Instant,
+    /// The wall-clock time at `origin`.
+    wall: crate::clock::Origin,
     /// Woken when a task is enqueued or redriven.
     work: Notify,
     /// Woken whenever a task settles (for [`SharedQueue::settled`]).
@@ -150,10 +152,12 @@ impl SharedQueue {
 
     /// Wraps `queue`, e.g. one [recovered](Queue::recover) from its store.
     pub fn from_queue(queue: Queue) -> Self {
+        let (origin, wall) = crate::rt::start();
         SharedQueue {
             shared: Arc::new(Shared {
                 queue: Mutex::new(queue),
-                origin: ::tokio::time::Instant::now(),
+                origin,
+                wall,
                 work: Notify::new(),
                 settled: Notify::new(),
             }),
@@ -162,6 +166,17 @@ impl SharedQueue {
 
     fn now(&self) -> Instant {
         crate::rt::now_since(self.shared.origin)
+    }
+
+    /// Where this queue's instants sit on the wall clock (read once, when it was built;
+    /// later offsets come from tokio's clock): `origin().to_system_time(at)` is the
+    /// [`SystemTime`](std::time::SystemTime) of any instant it reports (a [`DeadLetter`]'s `at`, a [`Lease`]'s `deadline`, a [`Nacked::Retry`]'s `at`).
+    ///
+    /// A queue [recovered](Queue::recover) into [`from_queue`](SharedQueue::from_queue)
+    /// starts a new scale: instants stored by an earlier process were on that process's
+    /// origin.
+    pub fn origin(&self) -> crate::clock::Origin {
+        self.shared.wall
     }
 
     /// Accepts `task` and wakes an idle worker.
@@ -405,6 +420,12 @@ impl WorkerPool {
             counters,
             handles,
         })
+    }
+
+    /// Where the instants of the pool's queue sit on the wall clock: its
+    /// [`SharedQueue::origin`].
+    pub fn origin(&self) -> crate::clock::Origin {
+        self.queue.origin()
     }
 
     /// Stops taking tasks, lets every worker finish the delivery in hand, and joins

@@ -543,7 +543,7 @@ impl SagaRunnerBuilder {
         }
         let handle = Handle::try_current().map_err(|_| RunnerError::NoRuntime)?;
         let records = self.store.load()?;
-        let origin = ::tokio::time::Instant::now();
+        let (origin, wall) = crate::rt::start();
         let mut orch = Orchestrator::recover(self.config, &records, Instant::ZERO);
         let pipeline = Pipeline::recovering(&mut orch, Instant::ZERO);
         let (changes, _) = watch::channel(0u64);
@@ -563,6 +563,7 @@ impl SagaRunnerBuilder {
             steps: self.steps,
             handle: handle.clone(),
             origin,
+            wall,
             wake: Notify::new(),
             changes,
         });
@@ -600,6 +601,8 @@ struct Shared {
     steps: BTreeMap<(StepId, Kind), ServiceCall>,
     handle: Handle,
     origin: ::tokio::time::Instant,
+    /// The wall-clock time at `origin`.
+    wall: crate::clock::Origin,
     /// Wakes the driver: the earliest timer may have changed.
     wake: Notify,
     /// Bumped whenever the orchestrator may have changed.
@@ -803,6 +806,13 @@ impl SagaRunner {
                 return Ok(());
             }
         }
+    }
+
+    /// Where this runner's time sits on the wall clock: the wall-clock time read when it
+    /// was built (its instant [`Instant::ZERO`]; later offsets come from tokio's clock).
+    /// A runner rebuilt after a crash starts a new origin.
+    pub fn origin(&self) -> crate::clock::Origin {
+        self.shared.wall
     }
 
     /// `saga`'s state, if known.
