@@ -737,6 +737,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_dead_letter_and_a_lease_deadline_convert_to_wall_clock_time() {
+        let before = std::time::SystemTime::now();
+        let built = ::tokio::time::Instant::now();
+        let q = SharedQueue::new(config(1));
+        let after = std::time::SystemTime::now();
+        let origin = q.origin();
+        assert!(before <= origin.system_time() && origin.system_time() <= after);
+        assert_eq!(origin.instant(), Instant::ZERO);
+        // Paused: the wall clock moves on, the queue's time only with tokio's clock.
+        ::tokio::time::advance(Duration::from_secs(90)).await;
+        q.enqueue(task(1, 0, 1));
+        ::tokio::time::advance(Duration::from_millis(500)).await;
+        let lease = q.lease().unwrap();
+        let leased = origin.system_time() + built.elapsed();
+        assert_eq!(built.elapsed(), Duration::from_millis(90_500));
+        assert_eq!(
+            origin.to_system_time(lease.deadline),
+            leased + Duration::from_secs(3)
+        );
+        ::tokio::time::advance(Duration::from_millis(1_250)).await;
+        assert_eq!(q.nack(&lease.token), Ok(Nacked::DeadLettered));
+        let letters = q.dead_letters();
+        let died = origin.system_time() + built.elapsed();
+        assert_eq!(origin.to_system_time(letters[0].at), died);
+        assert_eq!(origin.to_instant(died), Some(letters[0].at));
+        let pool = WorkerPool::spawn(&q, pool(1), |_| async { Ok::<(), &str>(()) }).unwrap();
+        assert_eq!(pool.origin(), origin);
+        pool.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn failures_back_off_then_dead_letter_and_a_redrive_delivers() {
         let q = SharedQueue::new(config(3));
         let up = Arc::new(AtomicBool::new(false));
