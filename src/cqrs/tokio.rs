@@ -417,6 +417,26 @@ mod tests {
     /// Two commands load version 1 at once and decide slowly: one appends, the other
     /// conflicts, decides again on the new state, and appends.
     #[tokio::test(start_paused = true)]
+    async fn the_service_time_converts_to_wall_clock_time() {
+        let before = std::time::SystemTime::now();
+        let built = tokio::time::Instant::now();
+        let s = service(3);
+        let origin = s.origin();
+        assert!(
+            before <= origin.system_time() && origin.system_time() <= std::time::SystemTime::now()
+        );
+        assert_eq!(origin.instant(), crate::clock::Instant::ZERO);
+        tokio::time::advance(Duration::from_secs(7)).await;
+        let now = s.now();
+        assert_eq!(now, crate::clock::Instant::from_millis(7_000));
+        assert_eq!(
+            origin.to_system_time(now),
+            origin.system_time() + built.elapsed()
+        );
+        assert_eq!(s.clone().origin(), origin);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn racing_commands_conflict_and_retry() {
         let s = service(3);
         assert_ok!(

@@ -934,6 +934,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_origin_is_read_when_the_runner_is_built() {
+        let svc = services(PaymentService::new());
+        let before = std::time::SystemTime::now();
+        let r = runner(MemoryLog::new(), &svc);
+        let origin = r.origin();
+        assert!(
+            before <= origin.system_time() && origin.system_time() <= std::time::SystemTime::now()
+        );
+        assert_eq!(origin.instant(), Instant::ZERO);
+        // A runner rebuilt later (after a crash) starts its own origin.
+        ::tokio::time::advance(Duration::from_secs(5)).await;
+        let again = runner(MemoryLog::new(), &svc).origin();
+        assert!(again.system_time() >= origin.system_time());
+        assert_eq!(again.instant(), Instant::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn happy_path_completes() {
         let svc = services(PaymentService::new());
         let log = MemoryLog::new();
