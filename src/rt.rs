@@ -30,3 +30,12 @@ pub(crate) fn tokio_instant(
 ) -> Option<::tokio::time::Instant> {
     origin.checked_add(Duration::from_nanos(at.as_nanos()))
 }
+
+/// The origin of a new adapter: tokio's clock, and the wall clock read with it (the only
+/// place the crate reads the wall clock; see [`Origin`](crate::clock::Origin)). The
+/// adapter's instant there is [`Instant::ZERO`].
+pub(crate) fn start() -> (::tokio::time::Instant, crate::clock::Origin) {
+    let tokio = ::tokio::time::Instant::now();
+    let origin = crate::clock::Origin::new(std::time::SystemTime::now(), Instant::ZERO);
+    (tokio, origin)
+}

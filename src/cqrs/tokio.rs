@@ -58,6 +58,10 @@ struct Shared<A: Aggregate, S> {
     repo: Mutex<Repository<A, S>>,
     head: watch::Sender<u64>,
     conflicts: AtomicU64,
+    /// Tokio's clock when the service was built.
+    started: tokio::time::Instant,
+    /// The wall-clock time at `started`.
+    wall: crate::clock::Origin,
     jitter: Mutex<SplitMix64>,
 }
 
@@ -102,11 +106,14 @@ where
     pub fn new(repo: Repository<A, S>, attempts_max: u32) -> Result<Self, ConfigError> {
         let policy = CommandPolicy::new(attempts_max, CommandPolicy::default_backoff())?;
         let head = repo.store().head();
+        let (started, wall) = crate::rt::start();
         Ok(EventSourcedService {
             shared: Arc::new(Shared {
                 repo: Mutex::new(repo),
                 head: watch::Sender::new(head),
                 conflicts: AtomicU64::new(0),
+                started,
+                wall,
                 jitter: Mutex::new(SplitMix64(JITTER_SEED)),
             }),
             policy,
@@ -121,6 +128,21 @@ where
     /// The global log's head.
     pub fn head(&self) -> u64 {
         lock(&self.shared.repo).store().head()
+    }
+
+    /// The time since the service was built, on tokio's clock (so a paused clock drives
+    /// it): a timestamp for the user's own records, convertible by
+    /// [`origin`](EventSourcedService::origin).
+    pub fn now(&self) -> crate::clock::Instant {
+        now_since(self.shared.started)
+    }
+
+    /// Where this service's instants ([`now`](EventSourcedService::now)) sit on the wall
+    /// clock: the wall-clock time read when it was built (its instant
+    /// [`Instant::ZERO`](crate::clock::Instant::ZERO); later offsets come from tokio's
+    /// clock).
+    pub fn origin(&self) -> crate::clock::Origin {
+        self.shared.wall
     }
 
     /// Conflicts met so far (each one retried or returned).
@@ -394,6 +416,26 @@ mod tests {
 
     /// Two commands load version 1 at once and decide slowly: one appends, the other
     /// conflicts, decides again on the new state, and appends.
+    #[tokio::test(start_paused = true)]
+    async fn the_service_time_converts_to_wall_clock_time() {
+        let before = std::time::SystemTime::now();
+        let built = tokio::time::Instant::now();
+        let s = service(3);
+        let origin = s.origin();
+        assert!(
+            before <= origin.system_time() && origin.system_time() <= std::time::SystemTime::now()
+        );
+        assert_eq!(origin.instant(), crate::clock::Instant::ZERO);
+        tokio::time::advance(Duration::from_secs(7)).await;
+        let now = s.now();
+        assert_eq!(now, crate::clock::Instant::from_millis(7_000));
+        assert_eq!(
+            origin.to_system_time(now),
+            origin.system_time() + built.elapsed()
+        );
+        assert_eq!(s.clone().origin(), origin);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn racing_commands_conflict_and_retry() {
         let s = service(3);

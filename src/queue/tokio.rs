@@ -121,6 +121,8 @@ async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> 
 struct Shared {
     queue: Mutex<Queue>,
     origin: ::tokio::time::Instant,
+    /// The wall-clock time at `origin`.
+    wall: crate::clock::Origin,
     /// Woken when a task is enqueued or redriven.
     work: Notify,
     /// Woken whenever a task settles (for [`SharedQueue::settled`]).
@@ -150,10 +152,12 @@ impl SharedQueue {
 
     /// Wraps `queue`, e.g. one [recovered](Queue::recover) from its store.
     pub fn from_queue(queue: Queue) -> Self {
+        let (origin, wall) = crate::rt::start();
         SharedQueue {
             shared: Arc::new(Shared {
                 queue: Mutex::new(queue),
-                origin: ::tokio::time::Instant::now(),
+                origin,
+                wall,
                 work: Notify::new(),
                 settled: Notify::new(),
             }),
@@ -162,6 +166,17 @@ impl SharedQueue {
 
     fn now(&self) -> Instant {
         crate::rt::now_since(self.shared.origin)
+    }
+
+    /// Where this queue's instants sit on the wall clock (read once, when it was built;
+    /// later offsets come from tokio's clock): `origin().to_system_time(at)` is the
+    /// [`SystemTime`](std::time::SystemTime) of any instant it reports (a [`DeadLetter`]'s `at`, a [`Lease`]'s `deadline`, a [`Nacked::Retry`]'s `at`).
+    ///
+    /// A queue [recovered](Queue::recover) into [`from_queue`](SharedQueue::from_queue)
+    /// starts a new scale: instants stored by an earlier process were on that process's
+    /// origin.
+    pub fn origin(&self) -> crate::clock::Origin {
+        self.shared.wall
     }
 
     /// Accepts `task` and wakes an idle worker.
@@ -405,6 +420,12 @@ impl WorkerPool {
             counters,
             handles,
         })
+    }
+
+    /// Where the instants of the pool's queue sit on the wall clock: its
+    /// [`SharedQueue::origin`].
+    pub fn origin(&self) -> crate::clock::Origin {
+        self.queue.origin()
     }
 
     /// Stops taking tasks, lets every worker finish the delivery in hand, and joins
@@ -713,6 +734,37 @@ mod tests {
         assert_eq!(u64::from(effects.load(Ordering::Relaxed)), c.done);
         assert_eq!(report.delivered, c.done);
         assert!(c.superseded > 0, "bursts coalesce");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_letter_and_a_lease_deadline_convert_to_wall_clock_time() {
+        let before = std::time::SystemTime::now();
+        let built = ::tokio::time::Instant::now();
+        let q = SharedQueue::new(config(1));
+        let after = std::time::SystemTime::now();
+        let origin = q.origin();
+        assert!(before <= origin.system_time() && origin.system_time() <= after);
+        assert_eq!(origin.instant(), Instant::ZERO);
+        // Paused: the wall clock moves on, the queue's time only with tokio's clock.
+        ::tokio::time::advance(Duration::from_secs(90)).await;
+        q.enqueue(task(1, 0, 1));
+        ::tokio::time::advance(Duration::from_millis(500)).await;
+        let lease = q.lease().unwrap();
+        let leased = origin.system_time() + built.elapsed();
+        assert_eq!(built.elapsed(), Duration::from_millis(90_500));
+        assert_eq!(
+            origin.to_system_time(lease.deadline),
+            leased + Duration::from_secs(3)
+        );
+        ::tokio::time::advance(Duration::from_millis(1_250)).await;
+        assert_eq!(q.nack(&lease.token), Ok(Nacked::DeadLettered));
+        let letters = q.dead_letters();
+        let died = origin.system_time() + built.elapsed();
+        assert_eq!(origin.to_system_time(letters[0].at), died);
+        assert_eq!(origin.to_instant(died), Some(letters[0].at));
+        let pool = WorkerPool::spawn(&q, pool(1), |_| async { Ok::<(), &str>(()) }).unwrap();
+        assert_eq!(pool.origin(), origin);
+        pool.shutdown().await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -162,6 +162,12 @@ impl<T: Clone, E> Resilient<T, E> {
         &self.breaker
     }
 
+    /// Where the stack's instants sit on the wall clock: its breaker's
+    /// [`origin`](SharedBreaker::origin).
+    pub fn origin(&self) -> crate::clock::Origin {
+        self.breaker.origin()
+    }
+
     /// The bulkhead.
     pub fn bulkhead(&self) -> &SharedBulkhead {
         &self.bulkhead

@@ -97,6 +97,8 @@ pub(super) struct Core {
 pub struct SharedBreaker {
     pub(super) core: Mutex<Core>,
     origin: ::tokio::time::Instant,
+    /// The wall-clock time at `origin`.
+    wall: crate::clock::Origin,
     /// Nanoseconds (since `origin`) until which an Open breaker rejects; [`NOT_OPEN`]
     /// in every other state. Written under the lock whenever the state changes.
     open_until: AtomicU64,
@@ -153,12 +155,14 @@ impl SharedBreaker {
     }
 
     fn from_core(breaker: CircuitBreaker) -> Self {
+        let (origin, wall) = crate::rt::start();
         let shared = SharedBreaker {
             core: Mutex::new(Core {
                 breaker,
                 latest: Instant::ZERO,
             }),
-            origin: ::tokio::time::Instant::now(),
+            origin,
+            wall,
             open_until: AtomicU64::new(NOT_OPEN),
             fast_rejected: AtomicU64::new(0),
             closed_generation: AtomicU64::new(NO_FAST_PATH),
@@ -173,6 +177,13 @@ impl SharedBreaker {
     #[inline]
     pub fn now(&self) -> Instant {
         crate::rt::now_since(self.origin)
+    }
+
+    /// Where this breaker's instants sit on the wall clock (read once, when it was built;
+    /// later offsets come from tokio's clock): `origin().to_system_time(at)` is the
+    /// [`SystemTime`](std::time::SystemTime) of any instant it reports (a [`BreakerEvent`]'s `at`, [`now`](SharedBreaker::now)).
+    pub fn origin(&self) -> crate::clock::Origin {
+        self.wall
     }
 
     // ----- getters -----

@@ -754,3 +754,27 @@ async fn many_concurrent_calls_add_up() {
     assert!(t.released > 0, "some callers gave up mid-call: {t:?}");
     assert!(r.breaker().fast_rejected() > 0, "{t:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_transition_converts_to_the_wall_clock_time_it_happened() {
+    let before = std::time::SystemTime::now();
+    let built = tokio::time::Instant::now();
+    let b = SharedBreaker::new(config());
+    let origin = b.origin();
+    assert!(before <= origin.system_time() && origin.system_time() <= std::time::SystemTime::now());
+    assert_eq!(origin.instant(), Instant::ZERO);
+    tokio::time::advance(Duration::from_secs(42)).await;
+    for _ in 0..4 {
+        b.try_acquire().unwrap().record(CallOutcome::Failure);
+    }
+    let opened = origin.system_time() + built.elapsed();
+    let BreakerEvent::Transition { to, at, .. } = b.poll_event().unwrap();
+    assert_eq!(to, State::Open);
+    assert_eq!(origin.to_system_time(at), opened);
+    assert_eq!(origin.to_system_time(b.now()), opened);
+    let r: Resilient<u32, Boom> = Resilient::builder(config())
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert_eq!(r.origin(), r.breaker().origin());
+}

@@ -321,6 +321,8 @@ struct Inner<P> {
     flaw: Flaw,
     state: Mutex<State<P>>,
     origin: ::tokio::time::Instant,
+    /// The wall-clock time at `origin`.
+    wall: crate::clock::Origin,
     /// Wakes publishers waiting for space (and, on shutdown, for the refusal).
     space: Notify,
 }
@@ -385,6 +387,7 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
     /// Works outside a runtime too; to be driven by a paused test clock, build it inside
     /// the test's runtime.
     pub fn new(config: BusConfig) -> Self {
+        let (origin, wall) = crate::rt::start();
         SharedBus {
             inner: Arc::new(Inner {
                 #[cfg(feature = "hosted")]
@@ -397,7 +400,8 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
                     subscribers: Vec::new(),
                     space_wanted: false,
                 }),
-                origin: ::tokio::time::Instant::now(),
+                origin,
+                wall,
                 space: Notify::new(),
             }),
         }
@@ -422,6 +426,13 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
     /// The time as the core sees it: nanoseconds since the bus was built.
     pub fn now(&self) -> Instant {
         self.inner.clock()
+    }
+
+    /// Where this bus's instants sit on the wall clock (read once, when it was built;
+    /// later offsets come from tokio's clock): `origin().to_system_time(at)` is the
+    /// [`SystemTime`](std::time::SystemTime) of any instant it reports (a [`DeadLetter`]'s `at`).
+    pub fn origin(&self) -> crate::clock::Origin {
+        self.inner.wall
     }
 
     /// The configuration.

@@ -761,3 +761,34 @@ fn many_publishers_and_subscribers_across_threads_lose_nothing() {
         assert_eq!(bus.totals().acked, 4 * PUBLISHERS * EVENTS);
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_converts_to_the_wall_clock_time_it_died() {
+    let before = std::time::SystemTime::now();
+    let built = ::tokio::time::Instant::now();
+    let bus = SharedBus::new(config(8));
+    let origin = bus.origin();
+    assert!(before <= origin.system_time() && origin.system_time() <= std::time::SystemTime::now());
+    assert_eq!(origin.instant(), crate::clock::Instant::ZERO);
+    // When each attempt ran, on tokio's clock.
+    let attempts: Arc<Mutex<Vec<::tokio::time::Instant>>> = Arc::default();
+    let sub = {
+        let attempts = Arc::clone(&attempts);
+        bus.subscribe(&["t"], move |_: Event<u64>| {
+            attempts.lock().unwrap().push(::tokio::time::Instant::now());
+            async { Err::<(), _>("down".to_string()) }
+        })
+        .unwrap()
+    };
+    sleep(Duration::from_secs(60)).await;
+    bus.publish("t", 7).unwrap();
+    sleep(Duration::from_secs(2)).await;
+    let letters = sub.dead_letters();
+    assert_eq!(letters.len(), 1);
+    let last = *attempts.lock().unwrap().last().unwrap();
+    // The handler fails at once, so the event died when its last attempt ran.
+    let died = origin.system_time() + (last - built);
+    assert!(last - built >= Duration::from_secs(60));
+    assert_eq!(origin.to_system_time(letters[0].at), died);
+    assert_eq!(origin.to_instant(died), Some(letters[0].at));
+}

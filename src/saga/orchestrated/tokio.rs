@@ -543,7 +543,7 @@ impl SagaRunnerBuilder {
         }
         let handle = Handle::try_current().map_err(|_| RunnerError::NoRuntime)?;
         let records = self.store.load()?;
-        let origin = ::tokio::time::Instant::now();
+        let (origin, wall) = crate::rt::start();
         let mut orch = Orchestrator::recover(self.config, &records, Instant::ZERO);
         let pipeline = Pipeline::recovering(&mut orch, Instant::ZERO);
         let (changes, _) = watch::channel(0u64);
@@ -563,6 +563,7 @@ impl SagaRunnerBuilder {
             steps: self.steps,
             handle: handle.clone(),
             origin,
+            wall,
             wake: Notify::new(),
             changes,
         });
@@ -600,6 +601,8 @@ struct Shared {
     steps: BTreeMap<(StepId, Kind), ServiceCall>,
     handle: Handle,
     origin: ::tokio::time::Instant,
+    /// The wall-clock time at `origin`.
+    wall: crate::clock::Origin,
     /// Wakes the driver: the earliest timer may have changed.
     wake: Notify,
     /// Bumped whenever the orchestrator may have changed.
@@ -805,6 +808,13 @@ impl SagaRunner {
         }
     }
 
+    /// Where this runner's time sits on the wall clock: the wall-clock time read when it
+    /// was built (its instant [`Instant::ZERO`]; later offsets come from tokio's clock).
+    /// A runner rebuilt after a crash starts a new origin.
+    pub fn origin(&self) -> crate::clock::Origin {
+        self.shared.wall
+    }
+
     /// `saga`'s state, if known.
     pub fn state(&self, saga: SagaId) -> Option<SagaState> {
         lock(&self.shared.inner).orch.state(saga)
@@ -921,6 +931,23 @@ mod tests {
                 other => panic!("{saga} is {other:?}"),
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_origin_is_read_when_the_runner_is_built() {
+        let svc = services(PaymentService::new());
+        let before = std::time::SystemTime::now();
+        let r = runner(MemoryLog::new(), &svc);
+        let origin = r.origin();
+        assert!(
+            before <= origin.system_time() && origin.system_time() <= std::time::SystemTime::now()
+        );
+        assert_eq!(origin.instant(), Instant::ZERO);
+        // A runner rebuilt later (after a crash) starts its own origin.
+        ::tokio::time::advance(Duration::from_secs(5)).await;
+        let again = runner(MemoryLog::new(), &svc).origin();
+        assert!(again.system_time() >= origin.system_time());
+        assert_eq!(again.instant(), Instant::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
