@@ -1110,7 +1110,13 @@ mod tests {
             .unwrap();
         drop(file);
         let mut log = FileLog::open(&path).unwrap_err();
-        assert!(matches!(log, StoreError::Corrupt { line: 2, .. }), "{log}");
+        assert!(
+            matches!(&log, StoreError::Corrupt { path: p, line: 2, problem: LineError::Malformed(_) } if p == &path),
+            "{log}"
+        );
+        let message = log.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("line 2"), "{message}");
         // Also a well-formed line that is not a record, followed by more records.
         std::fs::write(
             &path,
@@ -1118,7 +1124,123 @@ mod tests {
         )
         .unwrap();
         log = FileLog::open(&path).unwrap_err();
-        assert!(matches!(log, StoreError::Corrupt { line: 1, .. }), "{log}");
+        assert!(
+            matches!(
+                log,
+                StoreError::Corrupt {
+                    line: 1,
+                    problem: LineError::Impossible(_),
+                    ..
+                }
+            ),
+            "{log}"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn file_log_refuses_a_line_of_a_newer_format_version() {
+        let path = temp_path("newer");
+        let mut log = FileLog::open(&path).unwrap();
+        log.append(&every_kind()[0]).unwrap();
+        drop(log);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(
+            b"{\"v\":3,\"type\":\"started\",\"saga\":2,\"item\":1,\"qty\":2,\"amount\":500}\n",
+        )
+        .unwrap();
+        drop(file);
+        let err = FileLog::open(&path).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                StoreError::Corrupt {
+                    line: 2,
+                    problem: LineError::NewerVersion {
+                        version: 3,
+                        supported: 2
+                    },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(
+            message.contains("line 2") && message.contains("version 3"),
+            "{message}"
+        );
+        // Nothing was cut off: the newer line is still there for the newer build.
+        assert!(std::fs::read_to_string(&path).unwrap().contains("\"v\":3"));
+        // A torn newer line at the end is a torn line like any other.
+        std::fs::write(
+            &path,
+            format!("{}\n{{\"v\":3,\"ty", every_kind()[0].encode_line()),
+        )
+        .unwrap();
+        let mut log = FileLog::open(&path).unwrap();
+        assert_eq!(log.load().unwrap(), every_kind()[..1].to_vec());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A log written by the unversioned (version 1) `FileLog`: three sagas, two in
+    /// flight (saga 2 on its second attempt), one compensated; and a torn last line.
+    const V1_LOG: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/saga_log_v1.jsonl"
+    ));
+
+    #[tokio::test(start_paused = true)]
+    async fn a_version_1_file_log_is_read_recovered_and_appended_to() {
+        let path = temp_path("v1");
+        std::fs::write(&path, format!("{V1_LOG}{{\"type\":\"step_in")).unwrap();
+        let old = FileLog::open(&path).unwrap().load().unwrap();
+        assert_eq!(old.len(), V1_LOG.lines().count());
+        assert_eq!(
+            old[0],
+            LogRecord::Started {
+                saga: S1,
+                order: ORDER
+            }
+        );
+        assert_eq!(
+            old[8],
+            LogRecord::StepIntent {
+                saga: SagaId(2),
+                step: StepId::Order,
+                attempt: 2
+            }
+        );
+        // Torn tail cut off, the old lines kept byte for byte.
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), V1_LOG);
+
+        let svc = services(PaymentService::new());
+        let runner = runner(FileLog::open(&path).unwrap(), &svc);
+        runner.wait_at_rest().await.unwrap();
+        assert_eq!(runner.totals().recovered, 2);
+        assert_eq!(runner.state(S1), Some(SagaState::Completed));
+        assert_eq!(runner.state(SagaId(2)), Some(SagaState::Completed));
+        assert_eq!(runner.state(SagaId(3)), Some(SagaState::Compensated));
+        check(&runner, &svc);
+        drop(runner);
+
+        // The file now holds the old lines, then version 2 lines, and reads whole.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let new_lines = text.strip_prefix(V1_LOG).unwrap();
+        assert!(!new_lines.is_empty());
+        assert!(
+            new_lines.lines().all(|l| l.starts_with("{\"v\":2,")),
+            "{new_lines}"
+        );
+        let all = FileLog::open(&path).unwrap().load().unwrap();
+        assert_eq!(all[..old.len()], old[..]);
+        for saga in [S1, SagaId(2)] {
+            assert!(all.contains(&LogRecord::Ended {
+                saga,
+                state: SagaState::Completed
+            }));
+        }
         std::fs::remove_file(&path).unwrap();
     }
 
