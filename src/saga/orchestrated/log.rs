@@ -581,7 +581,8 @@ mod tests {
 
     #[test]
     fn bad_lines_are_typed_errors() {
-        let cases: [(&[u8], fn(&LineError) -> bool); 10] = [
+        type Expect = fn(&LineError) -> bool;
+        let cases: [(&[u8], Expect); 10] = [
             (b"", |e| matches!(e, LineError::Malformed(_))),
             (b"not json", |e| matches!(e, LineError::Malformed(_))),
             (b"[1,2]", |e| matches!(e, LineError::Malformed(_))),
