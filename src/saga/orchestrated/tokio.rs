@@ -90,7 +90,6 @@ use std::sync::{Arc, Mutex};
 use ::tokio::runtime::Handle;
 use ::tokio::sync::{Notify, watch};
 use ::tokio::task::{JoinHandle, JoinSet};
-use serde::{Deserialize, Serialize};
 
 use crate::clock::Instant;
 use crate::saga::orchestrated::config::SagaConfig;
@@ -98,7 +97,7 @@ use crate::saga::orchestrated::config::SagaConfig;
 use crate::saga::orchestrated::core::Output;
 use crate::saga::orchestrated::core::{AlertReason, Orchestrator, SagaTotals};
 use crate::saga::orchestrated::driver::{Perform, Pipeline};
-use crate::saga::orchestrated::log::LogRecord;
+use crate::saga::orchestrated::log::{LineError, LogRecord};
 use crate::saga::services::{Command, Kind, Order, Reply, SagaId, SagaState, StepId};
 
 use crate::rt::lock;
@@ -111,14 +110,17 @@ pub enum StoreError {
     /// Reading or writing the storage failed.
     #[error("saga log i/o error: {0}")]
     Io(#[from] std::io::Error),
-    /// A complete line of the log (1-based `line`) could not be read back: the log was
-    /// damaged, not merely cut short by a crash.
-    #[error("saga log line {line} is corrupt: {message}")]
+    /// A complete line of the log could not be read back: the log was damaged (not
+    /// merely cut short by a crash), or written by a newer format version
+    /// ([`LineError::NewerVersion`]).
+    #[error("saga log {} line {line}: {problem}", path.display())]
     Corrupt {
+        /// The log's file (for a store that is not a file, what names the store).
+        path: PathBuf,
         /// The line, counting from 1.
         line: usize,
         /// What is wrong with it.
-        message: String,
+        problem: LineError,
     },
 }
 
@@ -183,13 +185,16 @@ impl LogStore for MemoryLog {
     }
 }
 
-/// An append-only JSON-lines file, one record per line, synced
-/// ([`File::sync_data`]) on every append.
+/// An append-only JSON-lines file, one record per line in the
+/// [versioned format](crate::saga::orchestrated::log#the-stored-format), synced
+/// ([`File::sync_data`]) on every append. It reads lines of every earlier format
+/// version (a file begun by an older faultline is read and appended to as it is) and
+/// refuses lines of a newer one ([`LineError::NewerVersion`]).
 ///
 /// A crash in the middle of an append leaves an incomplete last line (no newline): it
 /// is ignored (the record was never durable, so nothing was done after it) and cut off
 /// by [`open`](FileLog::open) so that later appends start on a fresh line. A complete
-/// line that cannot be read is [`StoreError::Corrupt`].
+/// line that cannot be read is [`StoreError::Corrupt`], naming the file and line.
 #[derive(Debug)]
 pub struct FileLog {
     path: PathBuf,
@@ -202,7 +207,8 @@ impl FileLog {
     /// # Errors
     ///
     /// [`StoreError::Io`] if the file cannot be opened, read or truncated;
-    /// [`StoreError::Corrupt`] for a complete line that is not a record.
+    /// [`StoreError::Corrupt`] for a complete line that is not a record (or is of a
+    /// newer format version).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let mut file = OpenOptions::new()
@@ -212,7 +218,7 @@ impl FileLog {
             .open(&path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let (_, complete) = parse_lines(&bytes)?;
+        let (_, complete) = parse_lines(&path, &bytes)?;
         if complete < bytes.len() {
             // Cut the torn tail off, so the next append starts on its own line.
             file.set_len(u64::try_from(complete).unwrap_or(u64::MAX))?;
@@ -229,8 +235,7 @@ impl FileLog {
 
 impl LogStore for FileLog {
     fn append(&mut self, record: &LogRecord) -> Result<(), StoreError> {
-        let mut line = serde_json::to_string(&Line::from(*record))
-            .map_err(|e| StoreError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        let mut line = record.encode_line();
         line.push('\n');
         self.file.write_all(line.as_bytes())?;
         self.file.sync_data()?;
@@ -239,213 +244,28 @@ impl LogStore for FileLog {
 
     fn load(&mut self) -> Result<Vec<LogRecord>, StoreError> {
         let bytes = std::fs::read(&self.path)?;
-        Ok(parse_lines(&bytes)?.0)
+        Ok(parse_lines(&self.path, &bytes)?.0)
     }
 }
 
 /// The records of the complete lines of `bytes`, and the length of those lines (an
 /// incomplete last line, without its newline, is left out).
-fn parse_lines(bytes: &[u8]) -> Result<(Vec<LogRecord>, usize), StoreError> {
+fn parse_lines(path: &Path, bytes: &[u8]) -> Result<(Vec<LogRecord>, usize), StoreError> {
     let mut records = Vec::new();
     let mut complete = 0;
     for (index, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
         let Some(body) = line.strip_suffix(b"\n") else {
             break; // torn by a crash mid-append
         };
-        let corrupt = |message: String| StoreError::Corrupt {
+        let record = LogRecord::decode_line(body).map_err(|problem| StoreError::Corrupt {
+            path: path.to_path_buf(),
             line: index + 1,
-            message,
-        };
-        let parsed: Line = serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
-        records.push(LogRecord::try_from(parsed).map_err(corrupt)?);
+            problem,
+        })?;
+        records.push(record);
         complete += line.len();
     }
     Ok((records, complete))
-}
-
-/// The file format of one [`LogRecord`] (kept apart from the core's types).
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum Line {
-    Started {
-        saga: u64,
-        item: u32,
-        qty: u32,
-        amount: u64,
-    },
-    StepIntent {
-        saga: u64,
-        step: StepName,
-        attempt: u32,
-    },
-    StepOutcome {
-        saga: u64,
-        step: StepName,
-        ok: bool,
-    },
-    CompensationIntent {
-        saga: u64,
-        step: StepName,
-        attempt: u32,
-    },
-    CompensationDone {
-        saga: u64,
-        step: StepName,
-    },
-    Ended {
-        saga: u64,
-        state: StateName,
-    },
-}
-
-#[derive(Clone, Copy, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum StepName {
-    Order,
-    Inventory,
-    Payment,
-}
-
-#[derive(Clone, Copy, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum StateName {
-    Running,
-    Compensating,
-    Completed,
-    Compensated,
-    Failed,
-}
-
-impl From<StepId> for StepName {
-    fn from(step: StepId) -> Self {
-        match step {
-            StepId::Order => StepName::Order,
-            StepId::Inventory => StepName::Inventory,
-            StepId::Payment => StepName::Payment,
-        }
-    }
-}
-
-impl From<StepName> for StepId {
-    fn from(step: StepName) -> Self {
-        match step {
-            StepName::Order => StepId::Order,
-            StepName::Inventory => StepId::Inventory,
-            StepName::Payment => StepId::Payment,
-        }
-    }
-}
-
-impl From<SagaState> for StateName {
-    fn from(state: SagaState) -> Self {
-        match state {
-            SagaState::Running => StateName::Running,
-            SagaState::Compensating => StateName::Compensating,
-            SagaState::Completed => StateName::Completed,
-            SagaState::Compensated => StateName::Compensated,
-            SagaState::Failed => StateName::Failed,
-        }
-    }
-}
-
-impl From<LogRecord> for Line {
-    fn from(record: LogRecord) -> Self {
-        match record {
-            LogRecord::Started { saga, order } => Line::Started {
-                saga: saga.0,
-                item: order.item,
-                qty: order.qty,
-                amount: order.amount,
-            },
-            LogRecord::StepIntent {
-                saga,
-                step,
-                attempt,
-            } => Line::StepIntent {
-                saga: saga.0,
-                step: step.into(),
-                attempt,
-            },
-            LogRecord::StepOutcome { saga, step, ok } => Line::StepOutcome {
-                saga: saga.0,
-                step: step.into(),
-                ok,
-            },
-            LogRecord::CompensationIntent {
-                saga,
-                step,
-                attempt,
-            } => Line::CompensationIntent {
-                saga: saga.0,
-                step: step.into(),
-                attempt,
-            },
-            LogRecord::CompensationDone { saga, step } => Line::CompensationDone {
-                saga: saga.0,
-                step: step.into(),
-            },
-            LogRecord::Ended { saga, state } => Line::Ended {
-                saga: saga.0,
-                state: state.into(),
-            },
-        }
-    }
-}
-
-impl TryFrom<Line> for LogRecord {
-    type Error = String;
-
-    fn try_from(line: Line) -> Result<Self, String> {
-        Ok(match line {
-            Line::Started {
-                saga,
-                item,
-                qty,
-                amount,
-            } => LogRecord::Started {
-                saga: SagaId(saga),
-                order: Order { item, qty, amount },
-            },
-            Line::StepIntent {
-                saga,
-                step,
-                attempt,
-            } => LogRecord::StepIntent {
-                saga: SagaId(saga),
-                step: step.into(),
-                attempt,
-            },
-            Line::StepOutcome { saga, step, ok } => LogRecord::StepOutcome {
-                saga: SagaId(saga),
-                step: step.into(),
-                ok,
-            },
-            Line::CompensationIntent {
-                saga,
-                step,
-                attempt,
-            } => LogRecord::CompensationIntent {
-                saga: SagaId(saga),
-                step: step.into(),
-                attempt,
-            },
-            Line::CompensationDone { saga, step } => LogRecord::CompensationDone {
-                saga: SagaId(saga),
-                step: step.into(),
-            },
-            Line::Ended { saga, state } => LogRecord::Ended {
-                saga: SagaId(saga),
-                state: match state {
-                    StateName::Completed => SagaState::Completed,
-                    StateName::Compensated => SagaState::Compensated,
-                    StateName::Failed => SagaState::Failed,
-                    StateName::Running | StateName::Compensating => {
-                        return Err("a saga cannot end in a state not at rest".to_string());
-                    }
-                },
-            },
-        })
-    }
 }
 
 // ----- the runner -----
@@ -1317,7 +1137,13 @@ mod tests {
             .unwrap();
         drop(file);
         let mut log = FileLog::open(&path).unwrap_err();
-        assert!(matches!(log, StoreError::Corrupt { line: 2, .. }), "{log}");
+        assert!(
+            matches!(&log, StoreError::Corrupt { path: p, line: 2, problem: LineError::Malformed(_) } if p == &path),
+            "{log}"
+        );
+        let message = log.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("line 2"), "{message}");
         // Also a well-formed line that is not a record, followed by more records.
         std::fs::write(
             &path,
@@ -1325,7 +1151,123 @@ mod tests {
         )
         .unwrap();
         log = FileLog::open(&path).unwrap_err();
-        assert!(matches!(log, StoreError::Corrupt { line: 1, .. }), "{log}");
+        assert!(
+            matches!(
+                log,
+                StoreError::Corrupt {
+                    line: 1,
+                    problem: LineError::Impossible(_),
+                    ..
+                }
+            ),
+            "{log}"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn file_log_refuses_a_line_of_a_newer_format_version() {
+        let path = temp_path("newer");
+        let mut log = FileLog::open(&path).unwrap();
+        log.append(&every_kind()[0]).unwrap();
+        drop(log);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(
+            b"{\"v\":3,\"type\":\"started\",\"saga\":2,\"item\":1,\"qty\":2,\"amount\":500}\n",
+        )
+        .unwrap();
+        drop(file);
+        let err = FileLog::open(&path).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                StoreError::Corrupt {
+                    line: 2,
+                    problem: LineError::NewerVersion {
+                        version: 3,
+                        supported: 2
+                    },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(
+            message.contains("line 2") && message.contains("version 3"),
+            "{message}"
+        );
+        // Nothing was cut off: the newer line is still there for the newer build.
+        assert!(std::fs::read_to_string(&path).unwrap().contains("\"v\":3"));
+        // A torn newer line at the end is a torn line like any other.
+        std::fs::write(
+            &path,
+            format!("{}\n{{\"v\":3,\"ty", every_kind()[0].encode_line()),
+        )
+        .unwrap();
+        let mut log = FileLog::open(&path).unwrap();
+        assert_eq!(log.load().unwrap(), every_kind()[..1].to_vec());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A log written by the unversioned (version 1) `FileLog`: three sagas, two in
+    /// flight (saga 2 on its second attempt), one compensated; and a torn last line.
+    const V1_LOG: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/saga_log_v1.jsonl"
+    ));
+
+    #[tokio::test(start_paused = true)]
+    async fn a_version_1_file_log_is_read_recovered_and_appended_to() {
+        let path = temp_path("v1");
+        std::fs::write(&path, format!("{V1_LOG}{{\"type\":\"step_in")).unwrap();
+        let old = FileLog::open(&path).unwrap().load().unwrap();
+        assert_eq!(old.len(), V1_LOG.lines().count());
+        assert_eq!(
+            old[0],
+            LogRecord::Started {
+                saga: S1,
+                order: ORDER
+            }
+        );
+        assert_eq!(
+            old[8],
+            LogRecord::StepIntent {
+                saga: SagaId(2),
+                step: StepId::Order,
+                attempt: 2
+            }
+        );
+        // Torn tail cut off, the old lines kept byte for byte.
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), V1_LOG);
+
+        let svc = services(PaymentService::new());
+        let runner = runner(FileLog::open(&path).unwrap(), &svc);
+        runner.wait_at_rest().await.unwrap();
+        assert_eq!(runner.totals().recovered, 2);
+        assert_eq!(runner.state(S1), Some(SagaState::Completed));
+        assert_eq!(runner.state(SagaId(2)), Some(SagaState::Completed));
+        assert_eq!(runner.state(SagaId(3)), Some(SagaState::Compensated));
+        check(&runner, &svc);
+        drop(runner);
+
+        // The file now holds the old lines, then version 2 lines, and reads whole.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let new_lines = text.strip_prefix(V1_LOG).unwrap();
+        assert!(!new_lines.is_empty());
+        assert!(
+            new_lines.lines().all(|l| l.starts_with("{\"v\":2,")),
+            "{new_lines}"
+        );
+        let all = FileLog::open(&path).unwrap().load().unwrap();
+        assert_eq!(all[..old.len()], old[..]);
+        for saga in [S1, SagaId(2)] {
+            assert!(all.contains(&LogRecord::Ended {
+                saga,
+                state: SagaState::Completed
+            }));
+        }
         std::fs::remove_file(&path).unwrap();
     }
 
