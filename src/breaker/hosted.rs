@@ -424,28 +424,23 @@ pub(crate) enum ResilientShape {
     HalfOpenAdmitsAll,
     /// One attempt through the breaker, the retries straight to the API.
     RetriesOutside,
+    /// Waits an hour in open: once tripped, it never probes the recovered API.
+    NeverCloses,
 }
 
 pub(crate) fn resilient(
     k: &SmsKnobs,
     shape: ResilientShape,
 ) -> Result<Resilient<SmsReceipt, ApiError>, ConfigError> {
-    let mut config = k.breaker_config()?;
-    if shape == ResilientShape::HalfOpenAdmitsAll {
-        let mut b = crate::breaker::circuit::BreakerConfig::builder()
-            .minimum_calls(config.minimum_calls())
-            .failure_rate_threshold_percent(config.failure_rate_threshold_percent())
-            .slow_call_rate_threshold_percent(config.slow_call_rate_threshold_percent())
-            .slow_call_duration(config.slow_call_duration())
-            .half_open_calls_permitted(10_000)
-            .half_open_wait_max(config.half_open_wait_max());
-        b = match config.window() {
-            SlidingWindow::Count { size } => b.count_window(size),
-            SlidingWindow::Time { size_secs } => b.time_window(size_secs),
-        };
-        b = b.wait_in_open(config.wait_in_open().min_wait());
-        config = b.build()?;
+    // A broken shape is the reference's knobs with one setting changed (the policy the
+    // stack declares stays the knobs' own).
+    let mut broken = k.clone();
+    match shape {
+        ResilientShape::HalfOpenAdmitsAll => broken.half_open_calls_permitted = 10_000,
+        ResilientShape::NeverCloses => broken.wait_in_open = (3_600_000, 0, 3_600_000, 0),
+        _ => {}
     }
+    let config = broken.breaker_config()?;
     let timeout = match shape {
         ResilientShape::NoTimeout => Duration::from_secs(3_600),
         _ => Duration::from_millis(k.timeout_ms),
@@ -1278,6 +1273,12 @@ const HOSTED_MUTANTS: &[Mutant<BreakerTokioPattern>] = &[
         "the breaker lets every call through in half-open (10,000 probes), declaring the knobs' probes",
         LOAD_BOUND,
         |k| hosted_with(k, ResilientShape::HalfOpenAdmitsAll),
+    ),
+    Mutant::new(
+        "never_closes",
+        "the breaker waits an hour in open, declaring the knobs' wait: it never probes the recovered API",
+        CLOSES_AFTER_RECOVERY,
+        |k| hosted_with(k, ResilientShape::NeverCloses),
     ),
 ];
 

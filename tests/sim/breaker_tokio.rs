@@ -409,3 +409,82 @@ fn survey() {
         );
     }
 }
+
+/// The white-box checks have teeth: a stack that calls the API straight (under the
+/// deadline) while reporting transitions that contradict what the API saw is caught by
+/// the white-box invariant each lie breaks, and passes with the white box off (the
+/// declared policy asks nothing the black box could fail).
+#[test]
+fn white_box_checks_catch_reports_that_contradict_the_api() {
+    use faultline::breaker::circuit::State;
+    use faultline::breaker::hosted::{Built, Transitions};
+    use faultline_sim::SimTime;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    type Script = fn() -> Vec<(SimTime, State, State)>;
+    let lies: [(&str, Script); 3] = [
+        ("breaker.accounting", || {
+            vec![(SimTime::from_millis(1), State::Open, State::Closed)]
+        }),
+        ("breaker.no_call_while_open", || {
+            vec![(SimTime::from_millis(1), State::Closed, State::Open)]
+        }),
+        ("breaker.half_open_limit", || {
+            vec![
+                (SimTime::from_millis(1), State::Closed, State::Open),
+                (SimTime::from_millis(2), State::Open, State::HalfOpen),
+            ]
+        }),
+    ];
+    for (invariant, script) in lies {
+        for white_box in [true, false] {
+            let plugin = Plugin::infallible(BreakerTokioPattern, "liar", move |k: &SmsKnobs| {
+                let deadline = Duration::from_millis(k.timeout_ms);
+                let policy = Policy {
+                    trip: TripRule::ConsecutiveFailures { failures: u32::MAX },
+                    half_open_calls_permitted: 1,
+                    wait_in_open_min: Duration::from_secs(1),
+                    wait_in_open_max: Duration::from_secs(1),
+                    answer_within: deadline,
+                    in_progress_max: u32::MAX,
+                };
+                let stack = Stack::new(policy, move |_, api: SmsApi| {
+                    let told = std::rc::Rc::new(RefCell::new(VecDeque::from(script())));
+                    let transitions: Transitions =
+                        std::rc::Rc::new(move || told.borrow_mut().pop_front());
+                    let caller = caller(move |request: SmsRequest| {
+                        let api = api.clone();
+                        async move {
+                            match tokio::time::timeout(deadline, api.send(request)).await {
+                                Ok(reply) => reply.map_err(|e| e.to_string()),
+                                Err(_) => Err("timed out".to_string()),
+                            }
+                        }
+                    });
+                    Ok::<_, String>(Built {
+                        caller,
+                        transitions: Some(transitions),
+                    })
+                });
+                HostedSms::new(k.clone(), if white_box { stack } else { stack.black_box() })
+            });
+            let outcome = p_run(&plugin, 0);
+            if white_box {
+                assert_eq!(outcome.invariant(), Some(invariant), "{outcome:?}");
+            } else {
+                assert!(
+                    outcome.is_pass(),
+                    "{invariant}, black box only: {outcome:?}"
+                );
+            }
+        }
+    }
+}
+
+fn p_run(p: &Plugin<BreakerTokioPattern, HostedSms>, seed: u64) -> Outcome {
+    p.run(seed, &p.plan(seed), TraceMode::Off, None)
+        .expect("runs")
+        .report
+        .outcome
+}
