@@ -836,17 +836,13 @@ impl<B: AsyncBus> World for BusTokioWorld<B> {
                 (0..self.knobs.subscribers.len()).map(|_| None).collect(),
             )),
         });
-        for (i, s) in self.knobs.subscribers.clone().iter().enumerate() {
-            ctx.schedule_at(
-                SimTime::from_millis(s.join_ms),
-                BusTokioEvent::Join { sub: i as u32 },
-            );
-            if let Some(leave) = s.leave_ms {
-                ctx.schedule_at(
-                    SimTime::from_millis(leave),
-                    BusTokioEvent::Leave { sub: i as u32 },
-                );
-            }
+        for (at, sub, joins) in self.knobs.membership() {
+            let event = if joins {
+                BusTokioEvent::Join { sub }
+            } else {
+                BusTokioEvent::Leave { sub }
+            };
+            ctx.schedule_at(at, event);
         }
         for t in 0..self.knobs.topics.len() {
             self.schedule_publish(ctx, t as u32);

@@ -84,6 +84,19 @@ pub struct BusKnobs {
 }
 
 impl BusKnobs {
+    /// When each subscriber joins and (if it does) leaves, in the order to schedule
+    /// them: `(when, subscriber, joins)`. The one membership of both bus worlds.
+    pub(crate) fn membership(&self) -> Vec<(SimTime, u32, bool)> {
+        let mut changes = Vec::new();
+        for (i, s) in self.subscribers.iter().enumerate() {
+            changes.push((SimTime::from_millis(s.join_ms), i as u32, true));
+            if let Some(leave) = s.leave_ms {
+                changes.push((SimTime::from_millis(leave), i as u32, false));
+            }
+        }
+        changes
+    }
+
     /// The gap before the next publish on `topic`, from `rng`: the publish process of
     /// both bus worlds, the sans-IO one and the hosted one.
     pub(crate) fn publish_gap(&self, topic: u32, rng: &mut SimRng) -> SimDuration {
@@ -648,17 +661,13 @@ impl<B: EventBus> World for BusWorld<B> {
                 ),
             ));
         }
-        for (i, s) in self.knobs.subscribers.clone().iter().enumerate() {
-            ctx.schedule_at(
-                SimTime::from_millis(s.join_ms),
-                BusEvent::Join { sub: i as u32 },
-            );
-            if let Some(leave) = s.leave_ms {
-                ctx.schedule_at(
-                    SimTime::from_millis(leave),
-                    BusEvent::Leave { sub: i as u32 },
-                );
-            }
+        for (at, sub, joins) in self.knobs.membership() {
+            let event = if joins {
+                BusEvent::Join { sub }
+            } else {
+                BusEvent::Leave { sub }
+            };
+            ctx.schedule_at(at, event);
         }
         for t in 0..self.knobs.topics.len() {
             self.schedule_publish(ctx, t as u32);
