@@ -42,6 +42,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod cqrs;
+pub mod name;
 #[cfg(feature = "sim")]
 pub mod harness;
 pub mod queue;
