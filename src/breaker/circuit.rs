@@ -249,6 +249,10 @@ impl BreakerConfig {
     pub fn automatic_transition(&self) -> bool {
         self.automatic_transition
     }
+    /// Most undrained events kept (older ones are dropped and counted).
+    pub fn events_max(&self) -> usize {
+        self.events_max
+    }
 }
 
 /// Builder for [`BreakerConfig`]; [`build`](BreakerConfigBuilder::build) validates and
@@ -340,7 +344,7 @@ impl BreakerConfigBuilder {
 
     /// Validates and returns the configuration.
     pub fn build(self) -> Result<BreakerConfig, ConfigError> {
-        let c = self.config;
+        let mut c = self.config;
         const WINDOW_MAX: u32 = 1_000_000;
         match c.window {
             SlidingWindow::Count { size } if size == 0 || size > WINDOW_MAX => {
@@ -435,6 +439,10 @@ impl BreakerConfigBuilder {
         if c.events_max == 0 {
             return Err(ConfigError::new("events_max", "must be at least 1, got 0"));
         }
+        // Store what the breaker uses (a count window caps it at its size), so that two
+        // configurations that behave alike compare equal, and one read back from its
+        // serde form equals the one written.
+        c.minimum_calls = c.minimum_calls();
         Ok(c)
     }
 }
