@@ -168,6 +168,50 @@ impl WaitInOpen {
 
 /// A validated breaker configuration. Build it with [`BreakerConfig::builder`]; the
 /// defaults are Resilience4j's.
+///
+/// It reads from and writes to a file with serde, as an object keyed by the builder's
+/// method names; reading goes through the builder, so a bad value is refused with its
+/// [`ConfigError`], an unknown key is refused, and a key left out keeps the default
+/// (the rules: [`config`](crate::config#reading-a-configuration-from-a-file)). A window
+/// is `count_window` or `time_window`; a wait in open is `wait_in_open` or
+/// `wait_in_open_exponential` (`{"initial", "multiplier", "max", "jitter_percent"}`);
+/// durations are `{"secs", "nanos"}`.
+///
+/// ```
+/// use faultline::breaker::BreakerConfig;
+/// use std::time::Duration;
+///
+/// let config: BreakerConfig = serde_json::from_str(
+///     r#"{
+///         "count_window": 20,
+///         "minimum_calls": 10,
+///         "failure_rate_threshold_percent": 40,
+///         "wait_in_open_exponential": {
+///             "initial": {"secs": 1, "nanos": 0},
+///             "multiplier": 2,
+///             "max": {"secs": 30, "nanos": 0},
+///             "jitter_percent": 10
+///         }
+///     }"#,
+/// )?;
+/// let built = BreakerConfig::builder()
+///     .count_window(20)
+///     .minimum_calls(10)
+///     .failure_rate_threshold_percent(40)
+///     .wait_in_open_exponential(Duration::from_secs(1), 2, Duration::from_secs(30), 10)
+///     .build()?;
+/// assert_eq!(config, built);
+/// // Written back in full, every knob from its getter; it reads back equal.
+/// let json = serde_json::to_string(&config)?;
+/// assert_eq!(serde_json::from_str::<BreakerConfig>(&json)?, config);
+///
+/// let err = serde_json::from_str::<BreakerConfig>(r#"{"failure_rate_threshold_percent": 0}"#)
+///     .unwrap_err();
+/// assert!(err.to_string().starts_with(
+///     "invalid configuration: `failure_rate_threshold_percent` must be 1 to 100 percent, got 0"
+/// ));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BreakerConfig {
     window: SlidingWindow,

@@ -63,6 +63,12 @@ pub struct BusFull {
 }
 
 /// A validated bus configuration; build it with [`BusConfig::builder`].
+///
+/// Serde: an object keyed by the builder's methods, read through the builder (a bad
+/// value is refused with its [`ConfigError`], an unknown key too, a key left out keeps
+/// the default), e.g. `{"capacity": 64, "backoff": {"base": {"secs": 0, "nanos":
+/// 50000000}, "cap": {"secs": 5, "nanos": 0}}}`; see
+/// [`config`](crate::config#reading-a-configuration-from-a-file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BusConfig {
     capacity: usize,

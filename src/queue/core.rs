@@ -253,6 +253,32 @@ impl QueueCounts {
 }
 
 /// A validated queue configuration; build it with [`QueueConfig::builder`].
+///
+/// Serde: an object keyed by the builder's methods, read through the builder: a bad
+/// value is refused with its [`ConfigError`], an unknown key too, and a key left out
+/// keeps the default (see [`config`](crate::config#reading-a-configuration-from-a-file)).
+///
+/// ```
+/// use faultline::queue::QueueConfig;
+/// use std::time::Duration;
+///
+/// let config: QueueConfig = serde_json::from_str(
+///     r#"{
+///         "visibility_timeout": {"secs": 120, "nanos": 0},
+///         "backoff": {"base": {"secs": 0, "nanos": 500000000}, "cap": {"secs": 60, "nanos": 0}}
+///     }"#,
+/// )?;
+/// assert_eq!(config.visibility_timeout(), Duration::from_secs(120));
+/// assert_eq!(config.attempts_max(), 25); // left out: the default
+/// let json = serde_json::to_string(&config)?;
+/// assert_eq!(serde_json::from_str::<QueueConfig>(&json)?, config);
+///
+/// let err = serde_json::from_str::<QueueConfig>(r#"{"attempts": 3}"#).unwrap_err();
+/// assert!(err.to_string().contains("unknown field `attempts`"));
+/// let err = serde_json::from_str::<QueueConfig>(r#"{"attempts_max": 0}"#).unwrap_err();
+/// assert!(err.to_string().contains("`attempts_max` must be between 1 and 1000, got 0"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueConfig {
     visibility_timeout: Duration,

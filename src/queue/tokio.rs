@@ -273,6 +273,11 @@ impl SharedQueue {
 }
 
 /// A validated pool configuration; build it with [`PoolConfig::builder`].
+///
+/// Serde: an object keyed by the builder's methods, read through the builder (a bad
+/// value is refused with its [`ConfigError`], an unknown key too, a key left out keeps
+/// the default), e.g. `{"workers": 8, "poll_interval": {"secs": 0, "nanos":
+/// 250000000}}`; see [`config`](crate::config#reading-a-configuration-from-a-file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
     workers: usize,

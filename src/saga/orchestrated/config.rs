@@ -24,6 +24,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// A validated orchestrator configuration; build it with [`SagaConfig::builder`].
+///
+/// Serde: an object keyed by the builder's methods, read through the builder (a bad
+/// value is refused with its [`ConfigError`], an unknown key too, a key left out keeps
+/// the default), e.g. `{"attempts_max": 5, "steps": ["inventory", "payment"]}`; see
+/// [`config`](crate::config#reading-a-configuration-from-a-file).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SagaConfig {
     pub(super) step_timeout: Duration,

@@ -150,6 +150,11 @@ impl fmt::Display for ToCoordinator {
 }
 
 /// Timing of the protocol, shared by the coordinator and the participants.
+///
+/// Serde: an object keyed by the builder's methods, read through the builder (a bad
+/// value is refused with its [`ConfigError`], an unknown key too, a key left out keeps
+/// the default), e.g. `{"vote_timeout": {"secs": 2, "nanos": 0}}`; see
+/// [`config`](crate::config#reading-a-configuration-from-a-file).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TwoPcConfig {
     vote_timeout: Duration,
