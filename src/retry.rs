@@ -242,7 +242,14 @@ struct BudgetSlot {
 /// assert_eq!(budget.first_attempts(Instant::from_millis(10_000)), 0);
 /// # Ok::<(), faultline::config::ConfigError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its serde form is its configuration, what [`RetryBudget::new`] takes and read back
+/// through it (so a bad `ttl` or `retry_percent` is refused with its [`ConfigError`]):
+/// `{"ttl": {"secs": 10, "nanos": 0}, "min_per_sec": 10, "retry_percent": 20}`. The
+/// window's counts are state, not configuration, and are not written: a budget read
+/// back starts empty, as a new one does.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "RetryBudgetData", into = "RetryBudgetData")]
 pub struct RetryBudget {
     ttl: Duration,
     min_per_sec: u32,
@@ -255,6 +262,34 @@ pub struct RetryBudget {
     /// The latest `now` seen by an input.
     latest: Instant,
     exhausted_total: u64,
+}
+
+/// The serde form of [`RetryBudget`]: its configuration, read back through
+/// [`RetryBudget::new`].
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryBudgetData {
+    ttl: Duration,
+    min_per_sec: u32,
+    retry_percent: u32,
+}
+
+impl From<RetryBudget> for RetryBudgetData {
+    fn from(budget: RetryBudget) -> Self {
+        RetryBudgetData {
+            ttl: budget.ttl,
+            min_per_sec: budget.min_per_sec,
+            retry_percent: budget.retry_percent,
+        }
+    }
+}
+
+impl TryFrom<RetryBudgetData> for RetryBudget {
+    type Error = ConfigError;
+
+    fn try_from(data: RetryBudgetData) -> Result<Self, ConfigError> {
+        RetryBudget::new(data.ttl, data.min_per_sec, data.retry_percent)
+    }
 }
 
 impl Default for RetryBudget {

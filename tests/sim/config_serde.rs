@@ -613,3 +613,99 @@ fn a_config_inside_a_settings_file() {
     assert_eq!(settings.breaker.minimum_calls(), 10);
     assert_eq!(settings.queue.attempts_max(), 3);
 }
+
+// ----- the resilient stack's parts -----
+
+#[test]
+fn retry_budget_is_its_configuration() {
+    use faultline::clock::Instant;
+    use faultline::retry::RetryBudget;
+
+    let budget = RetryBudget::new(Duration::from_secs(5), 3, 25).unwrap();
+    let json = round_trip(&budget);
+    assert_eq!(
+        json,
+        json!({"ttl": d(Duration::from_secs(5)), "min_per_sec": 3, "retry_percent": 25})
+    );
+    assert_ne!(json, round_trip(&RetryBudget::default()));
+    // The window's counts are state, not configuration: a used budget reads back new.
+    let mut used = budget.clone();
+    for _ in 0..10 {
+        used.deposit(Instant::ZERO);
+    }
+    let back: RetryBudget = serde_json::from_value(serde_json::to_value(&used).unwrap()).unwrap();
+    assert_eq!(back, budget);
+    assert_eq!(back.first_attempts(Instant::ZERO), 0);
+    for (json, field) in [
+        (
+            json!({"ttl": d(MS * 999), "min_per_sec": 0, "retry_percent": 20}),
+            "ttl",
+        ),
+        (
+            json!({"ttl": d(Duration::from_secs(10)), "min_per_sec": 0, "retry_percent": 1_001}),
+            "retry_percent",
+        ),
+    ] {
+        let msg = refused::<RetryBudget>(json.clone());
+        assert!(
+            msg.starts_with(&format!("invalid configuration: `{field}` ")),
+            "{json}: {msg}"
+        );
+    }
+    let msg = refused::<RetryBudget>(
+        json!({"ttl": d(Duration::from_secs(10)), "min_per_sec": 0, "retry_percent": 20, "max": 1}),
+    );
+    assert!(msg.contains("unknown field `max`"), "{msg}");
+}
+
+/// Every data part of the resilient stack reads from one settings file of the user's,
+/// and builds a working `Resilient`.
+#[tokio::test(start_paused = true)]
+async fn a_resilient_stack_from_a_settings_file() {
+    use faultline::breaker::fallback::FallbackPolicy;
+    use faultline::breaker::timeout::TimeoutPolicy;
+    use faultline::breaker::tokio::Resilient;
+    use faultline::retry::{RetryBudget, RetryPolicy};
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct SmsSettings {
+        breaker: BreakerConfig,
+        timeout: TimeoutPolicy,
+        retry: RetryPolicy,
+        budget: RetryBudget,
+        bulkhead: u32,
+        fallback: FallbackPolicy<String>,
+    }
+    let text = r#"{
+        "breaker": {"count_window": 10, "minimum_calls": 10, "wait_in_open": {"secs": 5, "nanos": 0}},
+        "timeout": {"duration": {"secs": 1, "nanos": 0}},
+        "retry": {"attempts_max": 3, "backoff": {"base": {"secs": 0, "nanos": 10000000}, "cap": {"secs": 0, "nanos": 100000000}}},
+        "budget": {"ttl": {"secs": 10, "nanos": 0}, "min_per_sec": 1, "retry_percent": 20},
+        "bulkhead": 5,
+        "fallback": {"default": "queued"}
+    }"#;
+    let settings: SmsSettings = serde_json::from_str(text).unwrap();
+    let written = serde_json::to_string(&settings).unwrap();
+    assert_eq!(
+        serde_json::from_str::<SmsSettings>(&written).unwrap(),
+        settings
+    );
+    let sms: Resilient<String, &str> = Resilient::builder(settings.breaker)
+        .timeout(settings.timeout.duration())
+        .retry(settings.retry)
+        .budget(settings.budget)
+        .bulkhead(settings.bulkhead)
+        .fallback(settings.fallback)
+        .build()
+        .unwrap();
+    let mut attempts = 0;
+    let answer = sms
+        .call(|| {
+            attempts += 1;
+            async { Err("down") }
+        })
+        .await;
+    assert_eq!(answer.as_deref(), Ok("queued"));
+    assert_eq!(attempts, 3, "the retry policy from the file");
+    assert_eq!(sms.bulkhead().max_concurrent(), 5);
+}
