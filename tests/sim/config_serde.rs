@@ -709,3 +709,78 @@ async fn a_resilient_stack_from_a_settings_file() {
     assert_eq!(attempts, 3, "the retry policy from the file");
     assert_eq!(sms.bulkhead().max_concurrent(), 5);
 }
+
+/// The names of the fields of `value`'s derived `Debug` (`Name { a: .., b: .. }`), at
+/// the top level only.
+fn debug_fields<T: Debug>(value: &T) -> Vec<String> {
+    let text = format!("{value:?}");
+    let mut fields = Vec::new();
+    let mut depth = 0;
+    let mut name = String::new();
+    for c in text.chars() {
+        match c {
+            '{' | '(' | '[' => {
+                depth += 1;
+                name.clear();
+            }
+            '}' | ')' | ']' => depth -= 1,
+            ':' if depth == 1 && !name.is_empty() => {
+                fields.push(std::mem::take(&mut name));
+            }
+            ',' if depth == 1 => name.clear(),
+            c if depth == 1 && (c.is_alphanumeric() || c == '_') => name.push(c),
+            _ if depth == 1 => {}
+            _ => {}
+        }
+    }
+    fields
+}
+
+/// Every field of each configuration has a key in its serde form (a field added to a
+/// configuration without a key would otherwise be silently left at its default when
+/// read back, and dropped when written). The breaker's `window` and `wait_in_open` are
+/// written under the key of the builder call that set them.
+#[test]
+fn every_config_field_has_a_key() {
+    fn keys<T: Serialize + Debug>(config: &T, renames: &[(&str, &str)]) {
+        let Value::Object(json) = serde_json::to_value(config).unwrap() else {
+            panic!("{config:?} is not written as an object");
+        };
+        let mut written: Vec<String> = json.keys().cloned().collect();
+        for (field, key) in renames {
+            if let Some(k) = written.iter_mut().find(|k| *k == key) {
+                *k = (*field).to_owned();
+            }
+        }
+        written.sort();
+        let mut fields = debug_fields(config);
+        fields.sort();
+        assert_eq!(
+            written, fields,
+            "{config:?}: the serde form (src/config/serde.rs) and the fields differ"
+        );
+    }
+    let breaker_renames = [
+        ("window", "count_window"),
+        ("window", "time_window"),
+        ("wait_in_open", "wait_in_open_exponential"),
+    ];
+    keys(&breaker_changed(), &breaker_renames);
+    keys(
+        &BreakerConfig::builder()
+            .time_window(5)
+            .wait_in_open_exponential(MS, 2, MS * 10, 0)
+            .build()
+            .unwrap(),
+        &breaker_renames,
+    );
+    keys(&BusConfig::builder().build().unwrap(), &[]);
+    keys(&QueueConfig::default(), &[]);
+    keys(&PoolConfig::builder().build().unwrap(), &[]);
+    keys(&SagaConfig::default(), &[]);
+    keys(&TwoPcConfig::default(), &[]);
+    assert_eq!(
+        debug_fields(&QueueConfig::default()),
+        ["visibility_timeout", "attempts_max", "backoff"]
+    );
+}
