@@ -10,11 +10,12 @@ use faultline::clock::Instant;
 use faultline::harness::{Pattern, Scenario};
 use faultline::queue::contract::{BackoffPolicy, QueuePolicy, TaskQueue};
 use faultline::queue::core::{
-    DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, ProfileId, Queue, QueueConfig,
-    QueueCounts, TargetId, Task, TaskKey,
+    DeadLetter, Enqueued, Fenced, Job, JobKey, Lease, LeaseToken, Nacked, Queue, QueueConfig,
+    QueueCounts,
 };
 use faultline::queue::invariants::{RETRY_OR_DEAD_LETTER, SINGLE_LEASE};
 use faultline::queue::pattern::QueuePattern;
+use faultline::queue::profile::{self, ProfileId, TargetId};
 use faultline::queue::world::{INVARIANTS, MARKS, QueueKnobs, QueueWorld, run};
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
@@ -101,7 +102,7 @@ fn golden_digest() {
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.updates),
-        (11_477_393_341_525_953_757, 1_590, 83),
+        (12_857_793_301_436_689_856, 1_746, 83),
         "golden digest changed"
     );
 }
@@ -174,8 +175,8 @@ impl TaskQueue for Yours {
     fn policy(&self) -> QueuePolicy {
         QueuePolicy::from(self.0.config())
     }
-    fn enqueue(&mut self, task: Task, now: Instant) -> Enqueued {
-        self.0.enqueue(task, now)
+    fn enqueue(&mut self, job: Job, now: Instant) -> Enqueued {
+        self.0.enqueue(job, now)
     }
     fn lease(&mut self, now: Instant) -> Option<Lease> {
         self.0.lease(now)
@@ -186,10 +187,10 @@ impl TaskQueue for Yours {
     fn ack(&mut self, token: &LeaseToken, now: Instant) -> Result<(), Fenced> {
         self.0.ack(token, now)
     }
-    fn nack(&mut self, token: &LeaseToken, now: Instant) -> Result<Nacked, Fenced> {
-        self.0.nack(token, now)
+    fn nack(&mut self, token: &LeaseToken, error: &str, now: Instant) -> Result<Nacked, Fenced> {
+        self.0.nack(token, error, now)
     }
-    fn lease_of(&self, key: TaskKey, now: Instant) -> Option<LeaseToken> {
+    fn lease_of(&self, key: JobKey, now: Instant) -> Option<LeaseToken> {
         self.0.lease_of(key, now)
     }
     fn counts(&self) -> QueueCounts {
@@ -269,15 +270,12 @@ proptest! {
                 Op::Enqueue(p, t) => {
                     let v = versions.entry((p, t)).or_insert(0);
                     *v += 1;
-                    let task = Task {
-                        key: TaskKey { profile: ProfileId(p), target: TargetId(t) },
-                        version: *v,
-                    };
-                    prop_assert_eq!(a.enqueue(task, now), b.enqueue(task, now));
+                    let task = profile::job(ProfileId(p), TargetId(t), *v);
+                    prop_assert_eq!(a.enqueue(task.clone(), now), b.enqueue(task, now));
                 }
                 Op::Lease => {
                     let (la, lb) = (a.lease(now), b.lease(now));
-                    prop_assert_eq!(la, lb);
+                    prop_assert_eq!(&la, &lb);
                     if let Some(l) = la {
                         leases.push(l.token);
                     }
@@ -288,7 +286,7 @@ proptest! {
                 }
                 Op::Nack(i) if !leases.is_empty() => {
                     let t = leases[i % leases.len()];
-                    prop_assert_eq!(a.nack(&t, now), b.nack(&t, now));
+                    prop_assert_eq!(a.nack(&t, "failed", now), b.nack(&t, "failed", now));
                 }
                 Op::Heartbeat(i) if !leases.is_empty() => {
                     let t = leases[i % leases.len()];
@@ -318,8 +316,8 @@ struct Scratch {
     jitter: Duration,
     cap: Duration,
     declared: BackoffPolicy,
-    slots: BTreeMap<TaskKey, Slot>,
-    high: BTreeMap<TaskKey, u64>,
+    slots: BTreeMap<JobKey, Slot>,
+    high: BTreeMap<JobKey, u64>,
     dead: Vec<DeadLetter>,
     fence_last: u64,
     /// The counters (`enqueued`, `done`, `superseded`, `dead`, `expired`, `retries`,
@@ -328,27 +326,31 @@ struct Scratch {
     rng: SimRng,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Slot {
-    version: u64,
+    job: Job,
     attempts: u32,
     due: Instant,
     /// (fence, deadline) while out on a lease.
     lease: Option<(u64, Instant)>,
     /// A newer version waiting for the lease to end.
-    next: Option<u64>,
+    next: Option<Job>,
     redriven: bool,
+    last_error: String,
 }
 
 impl Slot {
-    fn fresh(version: u64, now: Instant, redriven: bool) -> Slot {
+    /// A slot for `job`, due at `now` or its run-at.
+    fn fresh(job: Job, now: Instant, redriven: bool) -> Slot {
+        let due = job.run_at.map_or(now, |at| at.max(now));
         Slot {
-            version,
+            job,
             attempts: 0,
-            due: now,
+            due,
             lease: None,
             next: None,
             redriven,
+            last_error: String::new(),
         }
     }
 }
@@ -394,7 +396,7 @@ impl Scratch {
 
     /// Leases whose deadline passed count as a failed attempt, retried at once.
     fn expire(&mut self, now: Instant) {
-        let expired: Vec<TaskKey> = self
+        let expired: Vec<JobKey> = self
             .slots
             .iter()
             .filter(|(_, s)| s.lease.is_some_and(|(_, d)| d <= now))
@@ -402,14 +404,15 @@ impl Scratch {
             .collect();
         for key in expired {
             self.tally.expired += 1;
-            self.fail(key, now, false);
+            self.fail(key, faultline::queue::LEASE_EXPIRED, now, false);
         }
     }
 
-    fn fail(&mut self, key: TaskKey, now: Instant, backoff: bool) -> Nacked {
-        let Some(mut slot) = self.slots.get(&key).copied() else {
+    fn fail(&mut self, key: JobKey, error: &str, now: Instant, backoff: bool) -> Nacked {
+        let Some(mut slot) = self.slots.get(&key).cloned() else {
             return Nacked::Superseded;
         };
+        slot.last_error = error.to_string();
         slot.lease = None;
         if slot.next.is_some() {
             self.tally.superseded += 1;
@@ -421,12 +424,10 @@ impl Scratch {
             self.slots.remove(&key);
             self.tally.dead += 1;
             self.dead.push(DeadLetter {
-                task: Task {
-                    key,
-                    version: slot.version,
-                },
+                job: slot.job,
                 attempts: slot.attempts,
                 at: now,
+                last_error: error.to_string(),
                 redriven_at: None,
             });
             return Nacked::DeadLettered;
@@ -444,11 +445,11 @@ impl Scratch {
 
     /// The slot's version is settled: the one waiting behind it becomes due, or the
     /// slot goes.
-    fn finish(&mut self, key: TaskKey, now: Instant) {
-        let next = self.slots.get(&key).and_then(|s| s.next);
+    fn finish(&mut self, key: JobKey, now: Instant) {
+        let next = self.slots.get(&key).and_then(|s| s.next.clone());
         match next {
-            Some(v) => {
-                self.slots.insert(key, Slot::fresh(v, now, false));
+            Some(job) => {
+                self.slots.insert(key, Slot::fresh(job, now, false));
             }
             None => {
                 self.slots.remove(&key);
@@ -465,10 +466,7 @@ impl Scratch {
         if held {
             Ok(())
         } else {
-            Err(Fenced {
-                key: token.key(),
-                fence: token.fence(),
-            })
+            Err(Fenced::new(token.key(), token.fence()))
         }
     }
 }
@@ -481,7 +479,7 @@ impl TaskQueue for Scratch {
             backoff: self.declared,
         }
     }
-    fn enqueue(&mut self, task: Task, now: Instant) -> Enqueued {
+    fn enqueue(&mut self, task: Job, now: Instant) -> Enqueued {
         let high = self.high.entry(task.key).or_insert(0);
         if *high >= task.version {
             return Enqueued::Duplicate;
@@ -490,17 +488,16 @@ impl TaskQueue for Scratch {
         self.tally.enqueued += 1;
         match self.slots.get_mut(&task.key) {
             None => {
-                self.slots
-                    .insert(task.key, Slot::fresh(task.version, now, false));
+                self.slots.insert(task.key, Slot::fresh(task, now, false));
                 Enqueued::New
             }
             Some(slot) if slot.lease.is_none() => {
                 self.tally.superseded += 1;
-                *slot = Slot::fresh(task.version, now, false);
+                *slot = Slot::fresh(task, now, false);
                 Enqueued::Coalesced
             }
             Some(slot) => {
-                if slot.next.replace(task.version).is_some() {
+                if slot.next.replace(task).is_some() {
                     self.tally.superseded += 1;
                     Enqueued::Coalesced
                 } else {
@@ -516,7 +513,7 @@ impl TaskQueue for Scratch {
             .iter()
             .filter(|(_, s)| s.lease.is_none() && s.due <= now)
             .min_by_key(|(k, s)| (s.due, **k))
-            .map(|(k, s)| (*k, *s))?;
+            .map(|(k, s)| (*k, s.due))?;
         self.fence_last += 1;
         let fence = self.fence_last;
         let deadline = now + self.visibility_timeout;
@@ -524,10 +521,7 @@ impl TaskQueue for Scratch {
         slot.attempts += 1;
         slot.lease = Some((fence, deadline));
         Some(Lease {
-            task: Task {
-                key,
-                version: slot.version,
-            },
+            job: slot.job.clone(),
             token: LeaseToken::new(key, fence),
             attempt: slot.attempts,
             deadline,
@@ -550,12 +544,12 @@ impl TaskQueue for Scratch {
         self.finish(token.key(), now);
         Ok(())
     }
-    fn nack(&mut self, token: &LeaseToken, now: Instant) -> Result<Nacked, Fenced> {
+    fn nack(&mut self, token: &LeaseToken, error: &str, now: Instant) -> Result<Nacked, Fenced> {
         self.expire(now);
         self.check(token, now)?;
-        Ok(self.fail(token.key(), now, true))
+        Ok(self.fail(token.key(), error, now, true))
     }
-    fn lease_of(&self, key: TaskKey, now: Instant) -> Option<LeaseToken> {
+    fn lease_of(&self, key: JobKey, now: Instant) -> Option<LeaseToken> {
         let (fence, deadline) = self.slots.get(&key)?.lease?;
         (deadline > now).then(|| LeaseToken::new(key, fence))
     }
@@ -579,7 +573,7 @@ impl TaskQueue for Scratch {
     fn redrive(&mut self, now: Instant) -> usize {
         let mut n = 0;
         for i in 0..self.dead.len() {
-            let letter = self.dead[i];
+            let letter = self.dead[i].clone();
             if letter.redriven_at.is_some() {
                 continue;
             }
@@ -587,17 +581,13 @@ impl TaskQueue for Scratch {
             self.dead[i].redriven_at = Some(now);
             self.tally.dead -= 1;
             self.tally.redriven += 1;
-            let key = letter.task.key;
-            let newer = self
-                .high
-                .get(&key)
-                .is_some_and(|h| *h > letter.task.version);
+            let key = letter.job.key;
+            let newer = self.high.get(&key).is_some_and(|h| *h > letter.job.version);
             if newer || self.slots.contains_key(&key) {
                 // A newer version carries newer data: the dead one is settled.
                 self.tally.superseded += 1;
             } else {
-                self.slots
-                    .insert(key, Slot::fresh(letter.task.version, now, true));
+                self.slots.insert(key, Slot::fresh(letter.job, now, true));
             }
         }
         n
