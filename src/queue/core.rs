@@ -568,6 +568,8 @@ pub(crate) enum Flaw {
     VolatileStore,
     /// Redrive puts a dead version back even when a newer one was enqueued since.
     RedriveOutOfOrder,
+    /// The run-at is ignored: a job is due when it is enqueued.
+    RunAtIgnored,
     /// A unique job replaces a unique job of the same type still waiting for its first
     /// attempt, as if jobs without a key were keyed by their type: the replaced one is
     /// counted as superseded and never runs.
@@ -861,7 +863,11 @@ impl Queue {
         if self.flaw == Flaw::UniqueCoalesceByType && !key.is_keyed() {
             self.replace_a_waiting_unique(key.job_type);
         }
-        let due = due_at(now, job.run_at);
+        let due = if self.flaw == Flaw::RunAtIgnored {
+            now
+        } else {
+            due_at(now, job.run_at)
+        };
         let out = match self.store.entries.entry(key) {
             btree_map::Entry::Vacant(slot) => {
                 slot.insert(Entry {

@@ -33,6 +33,9 @@
 //!    effect exactly once by the end, counted at the targets (which dedupe by job id
 //!    and fence), never from what the queue reports: a second effect is a violation at
 //!    once, a job with none at rest.
+//! 9. `queue.not_before_run_at`: a job committed with a run-at instant is not handed
+//!    to a worker before it (judged by the run-at the producer committed, not by the
+//!    one the lease reports).
 //!
 //! Invariants 1 to 3 are about keyed jobs (the profile copies), 8 about unique ones;
 //! the others hold for every job. A dead letter must also record the error of the
@@ -45,7 +48,7 @@ use faultline_sim::Violation;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Names of the invariants, in order.
-pub const INVARIANTS: [&str; 8] = [
+pub const INVARIANTS: [&str; 9] = [
     NO_LOST_UPDATE,
     NEVER_BACKWARDS,
     AT_MOST_ONCE,
@@ -54,6 +57,7 @@ pub const INVARIANTS: [&str; 8] = [
     RETRY_OR_DEAD_LETTER,
     REDRIVE_ORDER,
     EXACTLY_ONCE,
+    NOT_BEFORE_RUN_AT,
 ];
 
 /// The invariant `queue.no_lost_update` (see the list above).
@@ -72,6 +76,8 @@ pub const RETRY_OR_DEAD_LETTER: &str = "queue.retry_or_dead_letter";
 pub const REDRIVE_ORDER: &str = "queue.redrive_order";
 /// The invariant `queue.exactly_once` (see the list above).
 pub const EXACTLY_ONCE: &str = "queue.exactly_once";
+/// The invariant `queue.not_before_run_at` (see the list above).
+pub const NOT_BEFORE_RUN_AT: &str = "queue.not_before_run_at";
 
 /// A delivery the world saw handed to one of its workers: who holds which task since
 /// when, and until when the declared visibility timeout hides it.
@@ -117,6 +123,8 @@ pub struct QueueChecker {
     pub unique_committed: BTreeSet<JobKey>,
     /// Effects of unique jobs seen at the targets, per job.
     pub effects: BTreeMap<JobKey, u32>,
+    /// The run-at instants producers committed, per job.
+    pub run_at: BTreeMap<JobKey, Instant>,
 }
 
 impl QueueChecker {
@@ -134,7 +142,13 @@ impl QueueChecker {
             attempts_histogram: BTreeMap::new(),
             unique_committed: BTreeSet::new(),
             effects: BTreeMap::new(),
+            run_at: BTreeMap::new(),
         }
+    }
+
+    /// A producer committed the job `key` not to run before `at`.
+    pub fn on_committed_run_at(&mut self, key: JobKey, at: Instant) {
+        self.run_at.insert(key, at);
     }
 
     /// A producer committed the unique job `key` (it must take effect exactly once).
@@ -214,6 +228,16 @@ impl QueueChecker {
             return Err(Violation::new(
                 RETRY_OR_DEAD_LETTER,
                 format!("{key} version {v} was retried at {now}, before its backoff ended at {at}"),
+            ));
+        }
+        if let Some(at) = self.run_at.get(&key)
+            && now < *at
+        {
+            return Err(Violation::new(
+                NOT_BEFORE_RUN_AT,
+                format!(
+                    "{key} was handed to worker-{worker} at {now}, before the run-at {at} its producer committed"
+                ),
             ));
         }
         self.retry_at.remove(&key);
@@ -616,6 +640,15 @@ mod tests {
         nack(&[letter("503")]).unwrap();
         assert_eq!(invariant(nack(&[letter("timeout")])), RETRY_OR_DEAD_LETTER);
         assert_eq!(invariant(nack(&[])), RETRY_OR_DEAD_LETTER);
+    }
+
+    #[test]
+    fn a_job_handed_out_before_its_committed_run_at_is_caught() {
+        let mut c = checker(full_jitter());
+        c.on_committed_run_at(key(), ms(50));
+        let r = c.on_lease(&lease(1, ms(149)), 0, ms(49));
+        assert_eq!(invariant(r), NOT_BEFORE_RUN_AT);
+        c.on_lease(&lease(2, ms(150)), 0, ms(50)).unwrap();
     }
 
     #[test]

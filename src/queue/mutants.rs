@@ -114,4 +114,10 @@ pub const CATALOG: &[Mutant<QueuePattern>] = &[
         invariants::EXACTLY_ONCE,
         |k| flawed(k, Flaw::NoDedupe),
     ),
+    Mutant::new(
+        "run_at_ignored",
+        "the queue ignores a job's run-at: a job meant for later is handed out as soon as it is enqueued",
+        invariants::NOT_BEFORE_RUN_AT,
+        |k| flawed(k, Flaw::RunAtIgnored),
+    ),
 ];

@@ -730,6 +730,9 @@ impl<Q: TaskQueue> QueueWorld<Q> {
             self.stats.unique_jobs += 1;
             self.unique_targets.insert(key, target);
             self.checker.on_committed_unique(key);
+            if let Some(at) = run_at {
+                self.checker.on_committed_run_at(key, at);
+            }
             ctx.record("profiles", format_args!("commits {key} to target-{target}"));
         }
         if self.flaw != Flaw::NonAtomicOutbox {

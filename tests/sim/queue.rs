@@ -90,6 +90,20 @@ proptest! {
     }
 }
 
+proptest! {
+    /// 8, 9. Unique jobs through duplicated, dropped and delayed deliveries, failing
+    /// targets and crashes: each takes effect exactly once at its target (which dedupes
+    /// by job id and fence), none is handed out before its run-at, and every unique
+    /// job committed took effect.
+    #[test]
+    fn unique_jobs_take_effect_exactly_once_and_not_before_their_run_at(
+        (seed, plan) in seed_and_plan(QueuePattern, &[FaultKindTag::Duplicate, FaultKindTag::Drop, FaultKindTag::Delay, FaultKindTag::Errors, FaultKindTag::Crash]),
+    ) {
+        let world = check(&QueuePattern, "unique_jobs_take_effect_exactly_once_and_not_before_their_run_at", seed, plan)?;
+        prop_assert_eq!(world.stats.unique_effects, world.stats.unique_jobs);
+    }
+}
+
 #[test]
 fn same_seed_same_digest() {
     assert_deterministic(&QueuePattern, 0..8);
