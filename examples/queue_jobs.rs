@@ -81,6 +81,8 @@ pub struct Mailer {
     inbox: Inbox,
     /// Every mail that went out, in order.
     pub sent: Vec<Welcome>,
+    /// Deliveries to a good address (redeliveries included).
+    pub deliveries: u32,
     /// The next send loses its acknowledgement (the mail goes out; the worker sees an
     /// error and the job is retried).
     pub lose_next_ack: bool,
@@ -94,6 +96,7 @@ impl Mailer {
         if mail.address.starts_with("bounce@") {
             return Err(BOUNCED.to_owned());
         }
+        self.deliveries += 1;
         match self.inbox.apply(key, fence) {
             Applied::Applied => self.sent.push(mail),
             Applied::Stale => {} // sent before: acknowledge, send nothing
@@ -187,6 +190,8 @@ pub struct Outcome {
     pub crm: Crm,
     /// The mails sent.
     pub sent: Vec<Welcome>,
+    /// Deliveries to a good address the mailer saw (redeliveries included).
+    pub mail_deliveries: u32,
     /// The queue's dead letters.
     pub dead_letters: Vec<DeadLetter>,
     /// Whether the failed signup staged anything.
@@ -268,11 +273,12 @@ pub async fn demo() -> Result<Outcome, Box<dyn std::error::Error>> {
     queue.settled().await;
     pool.shutdown().await;
     let crm = std::mem::take(&mut *crm.lock().unwrap_or_else(PoisonError::into_inner));
-    let sent = std::mem::take(&mut mailer.lock().unwrap_or_else(PoisonError::into_inner).sent);
+    let mailer = std::mem::take(&mut *mailer.lock().unwrap_or_else(PoisonError::into_inner));
     Ok(Outcome {
         users: users.rows,
         crm,
-        sent,
+        sent: mailer.sent,
+        mail_deliveries: mailer.deliveries,
         dead_letters: queue.dead_letters(),
         refused_signup_staged,
     })
@@ -284,7 +290,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_time()
         .build()?;
     let out = runtime.block_on(demo())?;
-    for (key, (version, profile, _)) in &out.crm.copies {
+    for (key, (version, _fence, profile)) in &out.crm.copies {
         println!("crm: {key} at version {version}: {profile:?}");
     }
     for mail in &out.sent {

@@ -15,7 +15,9 @@
 //!   gives (the [`Outbox`] assigns them as it stages), runs once; enqueueing the same id
 //!   again is a [`Enqueued::Duplicate`], so a producer that retries an enqueue whose
 //!   reply it lost makes no second job. The targets make the *effect* once: they
-//!   dedupe by job id and fence ([`Inbox`]).
+//!   dedupe by job id and fence ([`Inbox`]). The store remembers every key and id it
+//!   accepted (the highest version per key), so its dedupe window is its whole life; a
+//!   long-lived store should bound it (the SQL stores of the next issue will).
 //!
 //! **Leases.** [`lease`](Queue::lease) hands the earliest due job to a worker with a
 //! [`LeaseToken`] carrying a *fencing token* (a number that only grows, kept in the

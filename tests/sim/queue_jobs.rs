@@ -16,6 +16,7 @@ async fn each_email_is_sent_once_each_profile_is_at_its_latest_and_a_bounce_is_a
     let mut sent: Vec<&str> = out.sent.iter().map(|m| m.address.as_str()).collect();
     sent.sort_unstable();
     assert_eq!(sent, ["ada@example.com", "grace@example.com"]);
+    assert_eq!(out.mail_deliveries, 3, "one of the two was delivered twice");
 
     // The CRM holds every user at the version of the users table (ada was renamed
     // twice: version 3, "Ada King").
