@@ -214,6 +214,55 @@ mod tests {
         assert_eq!(versions, [1, 1, 2, 2]);
     }
 
+    /// A database transaction of the caller's, as the next issue's SQL outbox will
+    /// have: staging inserts a row and may fail; nothing is visible until commit.
+    struct Tx {
+        rows: Vec<Job>,
+        fail_at: usize,
+        ids: u64,
+    }
+
+    impl Staging for Tx {
+        type Error = String;
+        fn stage(&mut self, job: Job) -> Result<(), String> {
+            if self.rows.len() == self.fail_at {
+                return Err("insert into outbox: disk full".into());
+            }
+            self.rows.push(job);
+            Ok(())
+        }
+        fn next_id(&mut self) -> JobId {
+            self.ids += 1;
+            JobId(self.ids)
+        }
+    }
+
+    #[test]
+    fn an_update_stages_through_any_transaction_and_writes_nothing_when_staging_fails() {
+        let mut s = ProfileService::new(&[TargetId(0), TargetId(1)]);
+        let mut tx = Tx {
+            rows: Vec::new(),
+            fail_at: 1,
+            ids: 0,
+        };
+        assert_eq!(
+            s.update(&mut tx, ProfileId(9)),
+            Err("insert into outbox: disk full".to_string())
+        );
+        assert_eq!(s.version(ProfileId(9)), None, "no version without its jobs");
+        let mut tx = Tx {
+            rows: Vec::new(),
+            fail_at: usize::MAX,
+            ids: 0,
+        };
+        assert_eq!(s.update(&mut tx, ProfileId(9)), Ok(1));
+        assert_eq!(tx.rows.len(), 2);
+        assert_eq!(
+            tx.stage_unique(SYNC_PROFILE, Payload::default()),
+            Ok(JobId(1))
+        );
+    }
+
     #[test]
     fn the_replica_applies_newer_versions_once_and_refuses_old_fences() {
         let mut r = Replica::new();

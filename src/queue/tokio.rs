@@ -403,6 +403,87 @@ pub enum SpawnError {
     NoRuntime,
 }
 
+/// A boxed delivery future of a [`Handlers`] table.
+pub type Delivery = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+type Handler = Arc<dyn Fn(Lease) -> Delivery + Send + Sync>;
+
+/// One async handler per job type, for a [`WorkerPool`]
+/// ([`WorkerPool::spawn_handlers`]): each lease goes to the handler of its job's type;
+/// a job of a type with no handler fails with "no handler for job type …" (retried,
+/// then dead-lettered with that error, until a pool that knows the type redrives it).
+///
+/// ```
+/// use faultline::queue::tokio::{Handlers, PoolConfig, SharedQueue, WorkerPool};
+/// use faultline::queue::{Job, JobId, JobType, Payload, QueueConfig};
+///
+/// const EMAIL: JobType = JobType::from_static("send_email");
+///
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let queue = SharedQueue::new(QueueConfig::builder().build()?);
+///     let handlers = Handlers::new().on(EMAIL, |lease| async move {
+///         let to: String = lease.job.payload.decode().map_err(|e| e.to_string())?;
+///         assert_eq!(to, "ada@example.com"); // an SMTP call in real life
+///         Ok::<(), String>(())
+///     });
+///     let pool = WorkerPool::spawn_handlers(&queue, PoolConfig::builder().build()?, handlers)?;
+///     queue.enqueue(Job::unique(EMAIL, JobId(1), Payload::encode("ada@example.com")?));
+///     queue.settled().await;
+///     assert_eq!(pool.shutdown().await.delivered, 1);
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone, Default)]
+pub struct Handlers {
+    by_type: std::collections::BTreeMap<crate::queue::JobType, Handler>,
+}
+
+impl fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.by_type.keys()).finish()
+    }
+}
+
+impl Handlers {
+    /// No handlers.
+    pub fn new() -> Self {
+        Handlers::default()
+    }
+
+    /// Delivers the jobs of `job_type` with `handler` (replacing an earlier one): `Ok`
+    /// acks, `Err` nacks with the error's text.
+    pub fn on<F, Fut, E>(mut self, job_type: crate::queue::JobType, handler: F) -> Self
+    where
+        F: Fn(Lease) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: fmt::Display + 'static,
+    {
+        let handler: Handler = Arc::new(move |lease| {
+            let fut = handler(lease);
+            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+        });
+        self.by_type.insert(job_type, handler);
+        self
+    }
+
+    /// The job types handled.
+    pub fn job_types(&self) -> impl Iterator<Item = crate::queue::JobType> + '_ {
+        self.by_type.keys().copied()
+    }
+
+    /// Delivers `lease` with its type's handler.
+    pub fn dispatch(&self, lease: Lease) -> Delivery {
+        match self.by_type.get(&lease.job.job_type()) {
+            Some(h) => h(lease),
+            None => {
+                let t = lease.job.job_type();
+                Box::pin(async move { Err(format!("no handler for job type {t}")) })
+            }
+        }
+    }
+}
+
 /// N worker tasks delivering the tasks of a [`SharedQueue`].
 #[derive(Debug)]
 pub struct WorkerPool {
@@ -454,6 +535,20 @@ impl WorkerPool {
             counters,
             handles,
         })
+    }
+
+    /// Spawns a pool whose workers deliver each lease with the handler of its job's
+    /// type ([`Handlers`]).
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::NoRuntime`] outside a tokio runtime.
+    pub fn spawn_handlers(
+        queue: &SharedQueue,
+        config: PoolConfig,
+        handlers: Handlers,
+    ) -> Result<WorkerPool, SpawnError> {
+        WorkerPool::spawn(queue, config, move |lease| handlers.dispatch(lease))
     }
 
     /// Where the instants of the pool's queue sit on the wall clock: its
@@ -934,6 +1029,51 @@ mod tests {
         assert!(q.dead_letters().is_empty());
         let c = q.counts();
         assert_eq!((c.done, c.retries, c.expired), (1, 2, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_job_type_goes_to_its_handler_and_an_unknown_type_dead_letters() {
+        let mail = crate::queue::JobType::from_static("mail");
+        let other = crate::queue::JobType::from_static("other");
+        let q = SharedQueue::new(config(2));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let synced = Arc::new(AtomicU32::new(0));
+        let handlers = Handlers::new()
+            .on(mail, {
+                let sent = Arc::clone(&sent);
+                move |lease: Lease| {
+                    let sent = Arc::clone(&sent);
+                    async move {
+                        let to: String = lease.job.payload.decode().map_err(|e| e.to_string())?;
+                        lock(&sent).push(to);
+                        Ok::<(), String>(())
+                    }
+                }
+            })
+            .on(profile::SYNC_PROFILE, {
+                let synced = Arc::clone(&synced);
+                move |_lease| {
+                    synced.fetch_add(1, Ordering::SeqCst);
+                    async { Ok::<(), &str>(()) }
+                }
+            });
+        assert_eq!(handlers.job_types().count(), 2);
+        let p = WorkerPool::spawn_handlers(&q, pool(2), handlers).unwrap();
+        let payload = |s: &str| crate::queue::Payload::encode(s).unwrap();
+        q.enqueue(Job::unique(mail, crate::queue::JobId(1), payload("a@x")));
+        q.enqueue(Job::unique(mail, crate::queue::JobId(2), payload("b@x")));
+        q.enqueue(task(1, 0, 1));
+        q.enqueue(Job::unique(other, crate::queue::JobId(1), payload("?")));
+        q.settled().await;
+        p.shutdown().await;
+        let mut sent = lock(&sent).clone();
+        sent.sort();
+        assert_eq!(sent, ["a@x", "b@x"]);
+        assert_eq!(synced.load(Ordering::SeqCst), 1);
+        let dead = q.dead_letters();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].job.job_type(), other);
+        assert_eq!(dead[0].last_error, "no handler for job type other");
     }
 
     #[tokio::test(start_paused = true)]
