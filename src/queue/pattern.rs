@@ -1,4 +1,4 @@
-//! The profile-sync task queue as a [`Scenario`] of the harness.
+//! The task queue (profile sync mixed with unique jobs) as a [`Scenario`] of the harness.
 
 use crate::config::ConfigError;
 use crate::harness::{Description, Host, Metric, Mutant, Scenario, notes, per_second};

@@ -1,4 +1,4 @@
-//! The profile-sync task queue in its simulated world: a property per invariant
+//! The task queue in its simulated world (profile sync mixed with unique jobs): a property per invariant
 //! (knob seeds x fault plans narrowed to the faults that threaten it), determinism, a
 //! golden digest, coverage, the mutants ((a) to (e) the classic outbox bugs, and more), and
 //! a queue written from scratch against the contract, judged by the policy it declares.
@@ -25,7 +25,7 @@ use std::time::Duration;
 const ALL: &[FaultKindTag] = &FaultKindTag::ALL;
 
 proptest! {
-    /// All seven invariants under every kind of fault at once.
+    /// All nine invariants under every kind of fault at once.
     #[test]
     fn every_invariant_holds((seed, plan) in seed_and_plan(QueuePattern, ALL)) {
         check(&QueuePattern, "every_invariant_holds", seed, plan)?;
