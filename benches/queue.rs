@@ -38,8 +38,9 @@ mod support;
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use faultline::clock::Instant;
 use faultline::queue::pattern::QueuePattern;
+use faultline::queue::profile::{self, ProfileId, TargetId};
 use faultline::queue::tokio::{PoolConfig, SharedQueue, WorkerPool};
-use faultline::queue::{ProfileId, Queue, QueueConfig, TargetId, Task, TaskKey};
+use faultline::queue::{Job as Task, Queue, QueueConfig};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hint::black_box;
@@ -55,13 +56,7 @@ const WORKERS: usize = 4;
 const WORLD_SEED: u64 = 7;
 
 fn task(i: u64) -> Task {
-    Task {
-        key: TaskKey {
-            profile: ProfileId(i / 4),
-            target: TargetId((i % 4) as u32),
-        },
-        version: 1,
-    }
+    profile::job(ProfileId(i / 4), TargetId((i % 4) as u32), 1)
 }
 
 fn config() -> QueueConfig {
@@ -111,7 +106,7 @@ impl HandRolled {
         let task = self.ready.pop_front()?;
         self.next_id += 1;
         let deadline = now + visibility;
-        self.leased.insert(self.next_id, (task, deadline));
+        self.leased.insert(self.next_id, (task.clone(), deadline));
         self.deadlines.push(Reverse((deadline, self.next_id)));
         Some((self.next_id, task))
     }
@@ -178,7 +173,7 @@ async fn pool_run() -> u64 {
         let delivered = Arc::clone(&delivered);
         move |_lease| {
             delivered.fetch_add(1, Ordering::Relaxed);
-            async { Ok::<(), ()>(()) }
+            async { Ok::<(), &str>(()) }
         }
     })
     .unwrap();

@@ -30,15 +30,15 @@
 //! | [`ack`](TaskQueue::ack), [`nack`](TaskQueue::nack) | observed: an accepted one ends the world's record of the delivery; a nack's retry instant is judged by the declared backoff and then enforced at the next lease |
 //! | [`lease_of`](TaskQueue::lease_of) | trusted, but only to *accuse*: a crashed worker's lease still reported past its deadline is a violation; a queue that lies "released" is caught by the deliveries that follow (or never come) |
 //! | [`counts`](TaskQueue::counts) | compared: `enqueued` with the world's own count of accepted tasks; the places must balance; the world cannot see inside the queue |
-//! | [`dead_letters`](TaskQueue::dead_letters) | compared: a task whose last attempt failed must be listed there; the world's targets tell whether it ever arrives |
+//! | [`dead_letters`](TaskQueue::dead_letters) | compared: a job whose last attempt failed must be listed there, with the failed nack's error as its last error; the world's targets tell whether it ever arrives |
 //! | [`redrive`](TaskQueue::redrive) | observed: what is handed out after it is checked for order per key |
 //! | [`restart`](TaskQueue::restart), [`poll_timeout`](TaskQueue::poll_timeout) | commands and hints: nothing is judged from them, only from what follows |
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::queue::core::{
-    DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, Queue, QueueConfig, QueueCounts, Task,
-    TaskKey,
+    DeadLetter, Enqueued, Fenced, Job, JobKey, Lease, LeaseToken, Nacked, Queue, QueueConfig,
+    QueueCounts,
 };
 use std::fmt;
 use std::time::Duration;
@@ -218,10 +218,10 @@ pub trait TaskQueue {
     /// the yardstick the invariants judge every later answer by (read once, when the
     /// world is built).
     fn policy(&self) -> QueuePolicy;
-    /// Accepts `task`; once this returns, the task must survive a restart. Observed:
+    /// Accepts `job`; once this returns, the job must survive a restart. Observed:
     /// the world counts what it was told was accepted (everything but
     /// [`Enqueued::Duplicate`]) and compares the queue's `counts().enqueued` with it.
-    fn enqueue(&mut self, task: Task, now: Instant) -> Enqueued;
+    fn enqueue(&mut self, job: Job, now: Instant) -> Enqueued;
     /// The next task due at `now`, leased until `now` + the declared visibility
     /// timeout. Observed: the world records which worker holds a delivery of which task
     /// since when, and until when the declaration hides it; a second worker handed the
@@ -235,17 +235,18 @@ pub trait TaskQueue {
     /// The task was delivered. Observed: an accepted ack ends the world's record of the
     /// delivery (a refused one does not: the lease lasts its declared time).
     fn ack(&mut self, token: &LeaseToken, now: Instant) -> Result<(), Fenced>;
-    /// The delivery failed. Observed: an accepted nack ends the world's record of the
-    /// delivery; a retry's instant is judged by the declared backoff, and the task
-    /// handed out before it is a violation; a dead-lettered task must be listed in
-    /// [`dead_letters`](TaskQueue::dead_letters); "superseded" needs a newer version
-    /// the world enqueued.
-    fn nack(&mut self, token: &LeaseToken, now: Instant) -> Result<Nacked, Fenced>;
+    /// The delivery failed with `error` (the worker's text of it). Observed: an
+    /// accepted nack ends the world's record of the delivery; a retry's instant is
+    /// judged by the declared backoff, and the job handed out before it is a
+    /// violation; a dead-lettered job must be listed in
+    /// [`dead_letters`](TaskQueue::dead_letters) with `error` as its last error;
+    /// "superseded" needs a newer version the world enqueued.
+    fn nack(&mut self, token: &LeaseToken, error: &str, now: Instant) -> Result<Nacked, Fenced>;
     /// The unexpired lease on `key`, if any. Trusted only to accuse: asked once a
     /// crashed worker's lease has passed its (observed) deadline, a lease still
     /// reported is a violation; a queue that wrongly says "released" is caught by what
     /// it hands out (or never hands out) next.
-    fn lease_of(&self, key: TaskKey, now: Instant) -> Option<LeaseToken>;
+    fn lease_of(&self, key: JobKey, now: Instant) -> Option<LeaseToken>;
     /// Where the tasks are (enqueued = done + superseded + pending + leased +
     /// retrying + dead). Compared: `enqueued` with the world's count of accepted tasks,
     /// and the places must balance; the world cannot see inside the queue, so the
@@ -269,8 +270,8 @@ impl TaskQueue for Queue {
     fn policy(&self) -> QueuePolicy {
         QueuePolicy::from(self.config())
     }
-    fn enqueue(&mut self, task: Task, now: Instant) -> Enqueued {
-        Queue::enqueue(self, task, now)
+    fn enqueue(&mut self, job: Job, now: Instant) -> Enqueued {
+        Queue::enqueue(self, job, now)
     }
     fn lease(&mut self, now: Instant) -> Option<Lease> {
         Queue::lease(self, now)
@@ -281,10 +282,10 @@ impl TaskQueue for Queue {
     fn ack(&mut self, token: &LeaseToken, now: Instant) -> Result<(), Fenced> {
         Queue::ack(self, token, now)
     }
-    fn nack(&mut self, token: &LeaseToken, now: Instant) -> Result<Nacked, Fenced> {
-        Queue::nack(self, token, now)
+    fn nack(&mut self, token: &LeaseToken, error: &str, now: Instant) -> Result<Nacked, Fenced> {
+        Queue::nack(self, token, error, now)
     }
-    fn lease_of(&self, key: TaskKey, now: Instant) -> Option<LeaseToken> {
+    fn lease_of(&self, key: JobKey, now: Instant) -> Option<LeaseToken> {
         Queue::lease_of(self, key, now)
     }
     fn counts(&self) -> QueueCounts {

@@ -1,39 +1,55 @@
-//! The sans-IO task queue core: the producer's [`Outbox`], the [`Queue`] with leases,
-//! and the targets' [`Replica`] that applies with a version check.
+//! The sans-IO task queue core: the producer's [`Outbox`], the [`Queue`] of jobs with
+//! leases, and the targets' [`Inbox`] that applies each unique job once.
 //!
-//! **Tasks.** One task per (profile, target service), keyed by [`TaskKey`]: "bring
-//! `target` up to `version` of `profile`". A newer version of the same key *coalesces*
-//! with an older one that has not been handed out yet (the older is counted as
-//! superseded); when the older one is out on a lease, the newer waits behind it and
-//! becomes due when the lease ends.
+//! **Jobs.** A [`Job`] has a [`JobType`] (a short validated name: "send_email"), a
+//! [`Payload`] (serde data, stored as JSON text so one queue carries many job types and
+//! a durable store keeps plain text), an optional run-at instant (not due before it)
+//! and one of two identities ([`Slot`]):
 //!
-//! **Leases.** [`lease`](Queue::lease) hands the earliest due task to a worker with a
+//! - **Keyed** ([`Job::keyed`]): "bring `key` up to `version`": the latest version wins.
+//!   A newer version of the same key *coalesces* with an older one that has not been
+//!   handed out yet (the older is counted as superseded); when the older one is out on
+//!   a lease, the newer waits behind it and becomes due when the lease ends. An older
+//!   or equal version than one enqueued before is a [`Enqueued::Duplicate`].
+//! - **Unique** ([`Job::unique`]): one job, identified by a [`JobId`] the producer
+//!   gives (the [`Outbox`] assigns them as it stages), runs once; enqueueing the same id
+//!   again is a [`Enqueued::Duplicate`], so a producer that retries an enqueue whose
+//!   reply it lost makes no second job. The targets make the *effect* once: they
+//!   dedupe by job id and fence ([`Inbox`]). The store remembers every key and id it
+//!   accepted (the highest version per key), so its dedupe window is its whole life; a
+//!   long-lived store should bound it (the SQL stores of the next issue will).
+//!
+//! **Leases.** [`lease`](Queue::lease) hands the earliest due job to a worker with a
 //! [`LeaseToken`] carrying a *fencing token* (a number that only grows, kept in the
 //! durable store so a restart never reuses one) and hides it for the visibility
 //! timeout. [`heartbeat`](Queue::heartbeat) extends the lease; [`ack`](Queue::ack)
-//! finishes the task; [`nack`](Queue::nack) fails the attempt. A lease that is not
-//! acknowledged in time expires: the task is visible again, and the late worker is
-//! *fenced*: its ack, nack and heartbeat are refused with [`Fenced`], and a
-//! [`Replica`] refuses its apply once it has seen a newer fencing token for the key.
+//! finishes the job; [`nack`](Queue::nack) fails the attempt, with the error's text. A
+//! lease that is not acknowledged in time expires: the job is visible again, and the
+//! late worker is *fenced*: its ack, nack and heartbeat are refused with [`Fenced`],
+//! and a target refuses its apply once it has seen a newer fencing token for the key.
 //!
-//! **Retries.** After a failed attempt `n` (1-based) the task waits
+//! **Retries.** After a failed attempt `n` (1-based) the job waits
 //!
 //! ```text
 //! delay_n = uniform(0, min(cap, base · 2^(n−1)))      (full jitter, capped)
 //! ```
 //!
 //! ([`Backoff`]); an expired lease counts as an attempt and is visible again at once.
-//! After `attempts_max` attempts the task moves to the dead-letter queue: inspectable
-//! ([`dead_letters`](Queue::dead_letters)), redrivable ([`redrive`](Queue::redrive),
-//! which keeps each key's order: a dead version older than one enqueued since is
-//! settled as superseded, never delivered after it), never deleted.
+//! After `attempts_max` attempts the job moves to the dead-letter queue with the last
+//! error recorded: inspectable ([`dead_letters`](Queue::dead_letters)), redrivable
+//! ([`redrive`](Queue::redrive), which keeps each key's order: a dead version older
+//! than one enqueued since is settled as superseded, never delivered after it), never
+//! deleted.
 //!
 //! **Durability.** Every change is written to the queue's [`Store`] before the call
 //! returns (the model of a write-ahead store that is synced before a reply). A restart
 //! ([`Queue::recover`]) rebuilds the in-memory indexes from the store alone, so nothing
-//! acknowledged to a producer or a worker is lost, and leases keep their deadlines.
+//! acknowledged to a producer or a worker is lost, and leases keep their deadlines. The
+//! store also keeps the wall-clock [`Origin`] of its instants once an adapter sets it
+//! ([`Queue::set_origin`]), so a queue recovered by a later process maps every stored
+//! instant (a dead letter's `at`) to the wall clock, and continues on the same scale.
 //!
-//! **Conservation.** At every instant, tasks enqueued = done + superseded + pending +
+//! **Conservation.** At every instant, jobs enqueued = done + superseded + pending +
 //! leased + retrying + dead ([`QueueCounts::balanced`]).
 //!
 //! Call order for a worker: `lease` → deliver (heartbeat every third of the visibility
@@ -42,76 +58,248 @@
 //!
 //! ```
 //! use faultline::clock::Instant;
-//! use faultline::queue::{Outbox, ProfileId, Queue, QueueConfig, Replica, TargetId};
+//! use faultline::name::Name;
+//! use faultline::queue::{Inbox, Job, JobType, Outbox, Payload, Queue, QueueConfig};
 //!
-//! let targets = [TargetId(0), TargetId(1)];
-//! let mut outbox = Outbox::new(&targets);
+//! const EMAIL: JobType = JobType::from_static("send_email");
+//! const SYNC: JobType = JobType::from_static("sync_profile");
+//! let mut outbox = Outbox::new();
 //! let mut queue = Queue::new(QueueConfig::builder().build()?);
-//! let mut replicas = [Replica::new(), Replica::new()];
 //! let t = Instant::ZERO;
 //!
-//! // The profile write and its two tasks, in one step; then the relay moves them.
-//! outbox.update(ProfileId(7));
-//! outbox.update(ProfileId(7)); // coalesces with the first in the queue
-//! outbox.relay(|task| { queue.enqueue(task, t); true });
+//! // The caller's write and its jobs, in one step; then the relay moves them.
+//! let key = Name::new("user-7")?;
+//! outbox.write(|tx| {
+//!     tx.stage(Job::keyed(SYNC, key, 1, Payload::encode(&"Ada")?));
+//!     tx.stage_unique(EMAIL, Payload::encode(&"ada@example.com")?);
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//! outbox.write(|tx| {
+//!     tx.stage(Job::keyed(SYNC, key, 2, Payload::encode(&"Ada L.")?));
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//! outbox.relay(|job| { queue.enqueue(job, t); true });
 //!
+//! let mut inbox = Inbox::new();
+//! let mut synced = Vec::new();
 //! while let Some(lease) = queue.lease(t) {
-//!     let replica = &mut replicas[lease.task.key.target.0 as usize];
-//!     replica.apply(lease.task.key.profile, lease.task.version, lease.token.fence());
+//!     if lease.job.key.is_keyed() {
+//!         synced.push(lease.job.payload.decode::<String>()?);
+//!     } else {
+//!         inbox.apply(lease.job.key, lease.token.fence());
+//!     }
 //!     queue.ack(&lease.token, t)?;
 //! }
-//! assert_eq!(replicas[0].version(ProfileId(7)), Some(2));
-//! assert_eq!(replicas[1].version(ProfileId(7)), Some(2));
+//! assert_eq!(synced, ["Ada L."], "version 2 coalesced with version 1");
+//! assert_eq!(inbox.len(), 1);
 //! assert!(queue.counts().balanced());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use crate::clock::Instant;
+use crate::clock::{Instant, Origin};
 use crate::config::ConfigError;
+use crate::name::{Name, NameError};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::splitmix::SplitMix64;
 use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// A user profile's id.
+/// The type of a job ("send_email", "sync_profile"): a [`Name`], so it is `Copy`,
+/// validated, and serializes as a plain string. A worker dispatches on it.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
-pub struct ProfileId(pub u64);
+#[serde(transparent)]
+pub struct JobType(Name);
 
-/// A target service's id.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub struct TargetId(pub u32);
-
-/// What a task is about: one profile at one target service.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub struct TaskKey {
-    /// The profile.
-    pub profile: ProfileId,
-    /// The target service.
-    pub target: TargetId,
-}
-
-impl fmt::Display for TaskKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "p{}@t{}", self.profile.0, self.target.0)
+impl JobType {
+    /// `s` as a job type, or why it is not a valid [`Name`].
+    pub fn new(s: &str) -> Result<Self, NameError> {
+        Name::new(s).map(JobType)
+    }
+    /// A job type from a literal, for constants (see [`Name::from_static`]).
+    pub const fn from_static(s: &'static str) -> Self {
+        JobType(Name::from_static(s))
+    }
+    /// The type's name.
+    pub fn name(&self) -> Name {
+        self.0
+    }
+    /// The type as text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
     }
 }
 
-/// One task: bring `key.target` up to `version` of `key.profile`.
+impl From<Name> for JobType {
+    fn from(n: Name) -> Self {
+        JobType(n)
+    }
+}
+
+impl fmt::Display for JobType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The id of a unique job, given by its producer (the [`Outbox`] assigns them).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
-pub struct Task {
-    /// Profile and target.
-    pub key: TaskKey,
-    /// The profile's version to deliver.
+#[serde(transparent)]
+pub struct JobId(pub u64);
+
+/// How a job is identified within its type.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Slot {
+    /// Keyed: a newer version of the key replaces an older one (latest wins).
+    Key(Name),
+    /// Unique: this one job, run once.
+    Id(JobId),
+}
+
+/// What a job is about: its type and its key or id. One job per key is in the queue
+/// at a time (plus one newer version waiting behind a lease).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct JobKey {
+    /// The job's type.
+    pub job_type: JobType,
+    /// Its key or id.
+    pub slot: Slot,
+}
+
+impl JobKey {
+    /// The key `key` of `job_type` (a keyed job).
+    pub fn keyed(job_type: JobType, key: Name) -> Self {
+        JobKey {
+            job_type,
+            slot: Slot::Key(key),
+        }
+    }
+    /// The unique job `id` of `job_type`.
+    pub fn unique(job_type: JobType, id: JobId) -> Self {
+        JobKey {
+            job_type,
+            slot: Slot::Id(id),
+        }
+    }
+    /// True for a keyed job (latest version wins), false for a unique one.
+    pub fn is_keyed(&self) -> bool {
+        matches!(self.slot, Slot::Key(_))
+    }
+    /// The key of a keyed job.
+    pub fn key(&self) -> Option<Name> {
+        match self.slot {
+            Slot::Key(k) => Some(k),
+            Slot::Id(_) => None,
+        }
+    }
+    /// The id of a unique job.
+    pub fn id(&self) -> Option<JobId> {
+        match self.slot {
+            Slot::Key(_) => None,
+            Slot::Id(id) => Some(id),
+        }
+    }
+}
+
+impl fmt::Display for JobKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.slot {
+            Slot::Key(k) => write!(f, "{}:{k}", self.job_type),
+            Slot::Id(id) => write!(f, "{}#{}", self.job_type, id.0),
+        }
+    }
+}
+
+/// A payload that could not be encoded or decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("payload: {0}")]
+pub struct PayloadError(pub String);
+
+/// A job's data, kept as JSON text: encode any serde type with [`Payload::encode`],
+/// read it back with [`Payload::decode`]. Cloning is cheap (an `Arc`). Kept as text so
+/// one queue carries jobs of many types, each with its own payload type, and a durable
+/// store keeps it as it is.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct Payload(Arc<str>);
+
+impl Default for Payload {
+    /// `null`: no data.
+    fn default() -> Self {
+        Payload(Arc::from("null"))
+    }
+}
+
+impl Payload {
+    /// `value` as JSON.
+    pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, PayloadError> {
+        serde_json::to_string(value)
+            .map(|s| Payload(Arc::from(s)))
+            .map_err(|e| PayloadError(e.to_string()))
+    }
+    /// The payload as a `T`, or why it is not one.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, PayloadError> {
+        serde_json::from_str(&self.0).map_err(|e| PayloadError(e.to_string()))
+    }
+    /// The JSON text.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One job: its identity, version, data and earliest run time.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Job {
+    /// Type and key (or id).
+    pub key: JobKey,
+    /// The key's version (always 1 for a unique job).
     pub version: u64,
+    /// The data.
+    pub payload: Payload,
+    /// Not due before this instant (`None`: due when enqueued).
+    pub run_at: Option<Instant>,
+}
+
+impl Job {
+    /// Version `version` of `key` of `job_type`: latest version wins.
+    pub fn keyed(job_type: JobType, key: Name, version: u64, payload: Payload) -> Self {
+        Job {
+            key: JobKey::keyed(job_type, key),
+            version,
+            payload,
+            run_at: None,
+        }
+    }
+    /// The unique job `id` of `job_type`: runs once.
+    pub fn unique(job_type: JobType, id: JobId, payload: Payload) -> Self {
+        Job {
+            key: JobKey::unique(job_type, id),
+            version: 1,
+            payload,
+            run_at: None,
+        }
+    }
+    /// The same job, not due before `at`.
+    pub fn run_at(mut self, at: Instant) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+    /// The job's type.
+    pub fn job_type(&self) -> JobType {
+        self.key.job_type
+    }
 }
 
 /// The handle of one lease: hand it back to `heartbeat`, `ack` or `nack`. Its
@@ -121,18 +309,18 @@ pub struct Task {
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 pub struct LeaseToken {
-    key: TaskKey,
+    key: JobKey,
     fence: u64,
 }
 
 impl LeaseToken {
     /// A token for `key` with fencing token `fence` (for queues other than [`Queue`]
     /// that implement the contract).
-    pub fn new(key: TaskKey, fence: u64) -> Self {
+    pub fn new(key: JobKey, fence: u64) -> Self {
         LeaseToken { key, fence }
     }
-    /// The task's key.
-    pub fn key(&self) -> TaskKey {
+    /// The job's key.
+    pub fn key(&self) -> JobKey {
         self.key
     }
     /// The fencing token: larger for every lease handed out, across restarts.
@@ -141,45 +329,54 @@ impl LeaseToken {
     }
 }
 
-/// A task handed to a worker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A job handed to a worker.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
-    /// The task.
-    pub task: Task,
+    /// The job.
+    pub job: Job,
     /// Hand back with `heartbeat`, `ack` or `nack`.
     pub token: LeaseToken,
     /// 1 for the first attempt of this version, then 2, 3, ...
     pub attempt: u32,
     /// The lease expires at this instant unless extended.
     pub deadline: Instant,
-    /// The task came back from the dead-letter queue.
+    /// The job came back from the dead-letter queue.
     pub redriven: bool,
 }
 
-/// The lease is no longer valid: it expired (and the task may be with another worker),
-/// or the task was settled. The worker must not act on it.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize,
-)]
+/// The lease is no longer valid: it expired (and the job may be with another worker),
+/// or the job was settled. The worker must not act on it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("lease {fence} on {key} is no longer valid (expired or taken over)")]
 pub struct Fenced {
-    /// The task's key.
-    pub key: TaskKey,
+    /// The job's key (boxed: a key holds two inline names, and the error stays small).
+    pub key: Box<JobKey>,
     /// The refused fencing token.
     pub fence: u64,
+}
+
+impl Fenced {
+    /// The refusal of lease `fence` on `key`.
+    pub fn new(key: JobKey, fence: u64) -> Self {
+        Fenced {
+            key: Box::new(key),
+            fence,
+        }
+    }
 }
 
 /// What an enqueue did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Enqueued {
-    /// A new task for its key.
+    /// A new job for its key.
     New,
     /// It replaced an older version that was waiting (which counts as superseded).
     Coalesced,
     /// It waits behind a lease of an older version.
     Queued,
-    /// This version (or a newer one) was enqueued before: nothing changed.
+    /// This version (or a newer one), or this unique id, was enqueued before: nothing
+    /// changed.
     Duplicate,
 }
 
@@ -187,47 +384,52 @@ pub enum Enqueued {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Nacked {
-    /// The task is retried at `at`.
+    /// The job is retried at `at`.
     Retry {
         /// When it is due again.
         at: Instant,
     },
     /// A newer version of the key was waiting: the failed one is superseded.
     Superseded,
-    /// The last attempt failed: the task is in the dead-letter queue.
+    /// The last attempt failed: the job is in the dead-letter queue.
     DeadLettered,
 }
 
-/// A task that failed `attempts_max` attempts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// The error a dead letter records when its last attempt was a lease that expired.
+pub const LEASE_EXPIRED: &str = "lease expired";
+
+/// A job that failed `attempts_max` attempts.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter {
-    /// The task.
-    pub task: Task,
+    /// The job.
+    pub job: Job,
     /// Attempts made.
     pub attempts: u32,
     /// When it was given up on.
     pub at: Instant,
+    /// The error of the last attempt: the nack's text, or [`LEASE_EXPIRED`].
+    pub last_error: String,
     /// When it was redriven, if it was (it stays listed).
     pub redriven_at: Option<Instant>,
 }
 
-/// Where the tasks are: tasks enqueued = done + superseded + pending + leased +
+/// Where the jobs are: jobs enqueued = done + superseded + pending + leased +
 /// retrying + dead.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueCounts {
-    /// Tasks accepted from producers (duplicates not counted).
+    /// Jobs accepted from producers (duplicates not counted).
     pub enqueued: u64,
-    /// Tasks acknowledged by a worker.
+    /// Jobs acknowledged by a worker.
     pub done: u64,
-    /// Tasks replaced by a newer version of their key before they were done.
+    /// Jobs replaced by a newer version of their key before they were done.
     pub superseded: u64,
-    /// Tasks waiting for their first attempt (or behind a lease of their key).
+    /// Jobs waiting for their first attempt (or behind a lease of their key).
     pub pending: u64,
-    /// Tasks out on a lease.
+    /// Jobs out on a lease.
     pub leased: u64,
-    /// Tasks waiting for a retry.
+    /// Jobs waiting for a retry.
     pub retrying: u64,
-    /// Tasks in the dead-letter queue (not redriven).
+    /// Jobs in the dead-letter queue (not redriven).
     pub dead: u64,
     /// Leases that expired (a counter, not a place).
     pub expired: u64,
@@ -238,15 +440,15 @@ pub struct QueueCounts {
 }
 
 impl QueueCounts {
-    /// Tasks somewhere in the queue or settled.
+    /// Jobs somewhere in the queue or settled.
     pub fn accounted(&self) -> u64 {
         self.done + self.superseded + self.pending + self.leased + self.retrying + self.dead
     }
-    /// True when every task enqueued is accounted for.
+    /// True when every job enqueued is accounted for.
     pub fn balanced(&self) -> bool {
         self.enqueued == self.accounted()
     }
-    /// Tasks not yet settled: pending, leased or retrying.
+    /// Jobs not yet settled: pending, leased or retrying.
     pub fn in_flight(&self) -> u64 {
         self.pending + self.leased + self.retrying
     }
@@ -394,6 +596,12 @@ pub(crate) enum Flaw {
     VolatileStore,
     /// Redrive puts a dead version back even when a newer one was enqueued since.
     RedriveOutOfOrder,
+    /// The run-at is ignored: a job is due when it is enqueued.
+    RunAtIgnored,
+    /// A unique job replaces a unique job of the same type still waiting for its first
+    /// attempt, as if jobs without a key were keyed by their type: the replaced one is
+    /// counted as superseded and never runs.
+    UniqueCoalesceByType,
     /// Each enqueue writes its version in a task of its own that lands up to
     /// `ENQUEUE_TASK_LAG_NS` later, last write wins (no version guard on the write): of
     /// two versions of a key enqueued closer together than that, the older may land
@@ -407,7 +615,9 @@ pub(crate) enum Flaw {
     NoVersionCheck,
     /// The replica re-applies the version it holds.
     ReapplySameVersion,
-    /// The profile is written, then the task enqueued directly (no outbox): lost when
+    /// The target's inbox applies every delivery of a unique job (no dedupe by id).
+    NoDedupe,
+    /// The profile is written, then its jobs enqueued directly (no outbox): lost when
     /// the queue is down.
     NonAtomicOutbox,
 }
@@ -420,15 +630,43 @@ enum State {
     Leased { fence: u64, deadline: Instant },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A newer version waiting behind the lease of an older one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Waiting {
+    version: u64,
+    payload: Payload,
+    run_at: Option<Instant>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Entry {
     version: u64,
+    payload: Payload,
+    run_at: Option<Instant>,
     /// Attempts of this version so far.
     attempts: u32,
     state: State,
     /// A newer version waiting for the lease of this one to end.
-    next: Option<u64>,
+    next: Option<Waiting>,
     redriven: bool,
+    /// The error of the last failed attempt.
+    last_error: Option<String>,
+}
+
+impl Entry {
+    fn job(&self, key: JobKey) -> Job {
+        Job {
+            key,
+            version: self.version,
+            payload: self.payload.clone(),
+            run_at: self.run_at,
+        }
+    }
+}
+
+/// When a job enqueued at `now` with `run_at` is due.
+fn due_at(now: Instant, run_at: Option<Instant>) -> Instant {
+    run_at.map_or(now, |at| at.max(now))
 }
 
 /// The longest an enqueue's own task takes to land under [`Flaw::EnqueueInOwnTask`]:
@@ -439,14 +677,33 @@ const ENQUEUE_TASK_LAG_NS: u64 = 999_999;
 /// writes every change here before it returns.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
-    entries: BTreeMap<TaskKey, Entry>,
+    entries: BTreeMap<JobKey, Entry>,
     dead: Vec<DeadLetter>,
-    /// Highest version ever enqueued per key.
-    high: BTreeMap<TaskKey, u64>,
+    /// Highest version ever enqueued per key (unique jobs: every id ever accepted).
+    high: BTreeMap<JobKey, u64>,
     /// The next fencing token.
     fence_next: u64,
     counts: QueueCounts,
     rng: u64,
+    /// Where the instants sit on the wall clock, once an adapter set it.
+    origin: Option<Origin>,
+    /// The latest `now` any command was given: a recovered queue's clock resumes no
+    /// earlier than this.
+    clock_high: Instant,
+}
+
+impl Store {
+    /// The wall-clock origin of the stored instants, if one was set
+    /// ([`Queue::set_origin`]).
+    pub fn origin(&self) -> Option<Origin> {
+        self.origin
+    }
+
+    /// The latest instant any command was given: a queue recovered from this store
+    /// should resume its clock no earlier (the tokio adapter does).
+    pub fn clock_high(&self) -> Instant {
+        self.clock_high
+    }
 }
 
 /// The task queue. See the [module docs](self).
@@ -455,15 +712,15 @@ pub struct Queue {
     config: QueueConfig,
     store: Store,
     /// Volatile indexes, rebuilt from the store on recovery.
-    ready: BTreeSet<(Instant, TaskKey)>,
-    expiries: BTreeSet<(Instant, TaskKey)>,
+    ready: BTreeSet<(Instant, JobKey)>,
+    expiries: BTreeSet<(Instant, JobKey)>,
     /// What the store really holds under [`Flaw::VolatileStore`].
     synced: Option<Store>,
     ops: u32,
     pub(crate) flaw: Flaw,
     /// Under [`Flaw::EnqueueInOwnTask`]: per key, the version whose write lands last
     /// and when, and the tasks' own delays.
-    landing: BTreeMap<TaskKey, (u64, Instant)>,
+    landing: BTreeMap<JobKey, (u64, Instant)>,
     task_delays: SplitMix64,
 }
 
@@ -478,8 +735,9 @@ impl Queue {
         Queue::recover(config, store)
     }
 
-    /// A queue rebuilt from its durable `store` after a restart: tasks, leases (with
-    /// their deadlines), dead letters, counters and the fencing counter come back.
+    /// A queue rebuilt from its durable `store` after a restart: jobs, leases (with
+    /// their deadlines), dead letters, counters, the fencing counter and the wall-clock
+    /// origin come back.
     pub fn recover(config: QueueConfig, store: Store) -> Self {
         let mut q = Queue {
             config,
@@ -523,7 +781,13 @@ impl Queue {
         self.synced.as_ref().unwrap_or(&self.store)
     }
 
-    /// Where every task is, and the counters.
+    /// Where the queue's instants sit on the wall clock, kept in the store (set by an
+    /// adapter with [`set_origin`](Queue::set_origin)).
+    pub fn origin(&self) -> Option<Origin> {
+        self.store.origin
+    }
+
+    /// Where every job is, and the counters.
     pub fn counts(&self) -> QueueCounts {
         let mut c = self.store.counts;
         c.pending = 0;
@@ -548,7 +812,7 @@ impl Queue {
     }
 
     /// The unexpired lease on `key` at `now`, if any.
-    pub fn lease_of(&self, key: TaskKey, now: Instant) -> Option<LeaseToken> {
+    pub fn lease_of(&self, key: JobKey, now: Instant) -> Option<LeaseToken> {
         match self.store.entries.get(&key)?.state {
             State::Leased { fence, deadline } if deadline > now || self.never_expires() => {
                 Some(LeaseToken { key, fence })
@@ -558,11 +822,11 @@ impl Queue {
     }
 
     /// The version the queue holds for `key` (waiting, out or retrying), if any.
-    pub fn version_of(&self, key: TaskKey) -> Option<u64> {
+    pub fn version_of(&self, key: JobKey) -> Option<u64> {
         self.store
             .entries
             .get(&key)
-            .map(|e| e.next.unwrap_or(e.version))
+            .map(|e| e.next.as_ref().map_or(e.version, |n| n.version))
     }
 
     /// When something next becomes due or a lease expires: the instant to call
@@ -587,56 +851,89 @@ impl Queue {
 
     // ----- commands -----
 
-    /// Accepts `task` (durably, before returning). A newer version than the key holds
-    /// coalesces with a waiting one or waits behind a leased one.
-    pub fn enqueue(&mut self, task: Task, now: Instant) -> Enqueued {
-        let key = task.key;
+    /// Records where the queue's instants sit on the wall clock, durably, unless the
+    /// store holds an origin already (a recovered queue keeps its first one: every
+    /// stored instant is on that scale). Returns the origin in force.
+    pub fn set_origin(&mut self, origin: Origin) -> Origin {
+        let o = *self.store.origin.get_or_insert(origin);
+        if let Some(s) = self.synced.as_mut() {
+            s.origin.get_or_insert(o);
+        }
+        o
+    }
+
+    /// Accepts `job` (durably, before returning). A newer version than the key holds
+    /// coalesces with a waiting one or waits behind a leased one; a unique id seen
+    /// before is a duplicate. The job is due at `now` or at its run-at, whichever is
+    /// later.
+    pub fn enqueue(&mut self, job: Job, now: Instant) -> Enqueued {
+        self.store.clock_high = self.store.clock_high.max(now);
+        let key = job.key;
         match self.store.high.entry(key) {
             btree_map::Entry::Occupied(mut o) => {
-                if *o.get() >= task.version {
+                if *o.get() >= job.version {
                     return Enqueued::Duplicate;
                 }
-                o.insert(task.version);
+                o.insert(job.version);
             }
             btree_map::Entry::Vacant(v) => {
-                v.insert(task.version);
+                v.insert(job.version);
             }
         }
         self.store.counts.enqueued += 1;
-        if self.flaw == Flaw::EnqueueInOwnTask && self.lands_under_an_older(task, now) {
+        if self.flaw == Flaw::EnqueueInOwnTask && self.lands_under_an_older(&job, now) {
             // The defect: the older version's write lands after this one's and
             // overwrites it; the newer version is gone as if superseded.
             self.store.counts.superseded += 1;
             self.sync();
             return Enqueued::Coalesced;
         }
+        if self.flaw == Flaw::UniqueCoalesceByType && !key.is_keyed() {
+            self.replace_a_waiting_unique(key.job_type);
+        }
+        let due = if self.flaw == Flaw::RunAtIgnored {
+            now
+        } else {
+            due_at(now, job.run_at)
+        };
         let out = match self.store.entries.entry(key) {
             btree_map::Entry::Vacant(slot) => {
                 slot.insert(Entry {
-                    version: task.version,
+                    version: job.version,
+                    payload: job.payload,
+                    run_at: job.run_at,
                     attempts: 0,
-                    state: State::Ready { due: now },
+                    state: State::Ready { due },
                     next: None,
                     redriven: false,
+                    last_error: None,
                 });
-                self.ready.insert((now, key));
+                self.ready.insert((due, key));
                 Enqueued::New
             }
             btree_map::Entry::Occupied(mut slot) => {
                 let e = slot.get_mut();
                 match e.state {
-                    State::Ready { due } => {
+                    State::Ready { due: old } => {
                         self.store.counts.superseded += 1;
-                        e.version = task.version;
+                        e.version = job.version;
+                        e.payload = job.payload;
+                        e.run_at = job.run_at;
                         e.attempts = 0;
                         e.redriven = false;
-                        e.state = State::Ready { due: now };
-                        self.ready.remove(&(due, key));
-                        self.ready.insert((now, key));
+                        e.last_error = None;
+                        e.state = State::Ready { due };
+                        self.ready.remove(&(old, key));
+                        self.ready.insert((due, key));
                         Enqueued::Coalesced
                     }
                     State::Leased { .. } => {
-                        if e.next.replace(task.version).is_some() {
+                        let waiting = Waiting {
+                            version: job.version,
+                            payload: job.payload,
+                            run_at: job.run_at,
+                        };
+                        if e.next.replace(waiting).is_some() {
                             self.store.counts.superseded += 1;
                             Enqueued::Coalesced
                         } else {
@@ -650,28 +947,48 @@ impl Queue {
         out
     }
 
-    /// Under [`Flaw::EnqueueInOwnTask`]: whether `task`'s write, landing after its own
+    /// Under [`Flaw::UniqueCoalesceByType`]: drops a unique job of `job_type` that waits
+    /// for its first attempt, counted as superseded.
+    fn replace_a_waiting_unique(&mut self, job_type: JobType) {
+        let victim = self.store.entries.iter().find_map(|(k, e)| {
+            (k.job_type == job_type
+                && !k.is_keyed()
+                && e.attempts == 0
+                && matches!(e.state, State::Ready { .. }))
+            .then_some(*k)
+        });
+        if let Some(k) = victim
+            && let Some(e) = self.store.entries.remove(&k)
+            && let State::Ready { due } = e.state
+        {
+            self.ready.remove(&(due, k));
+            self.store.counts.superseded += 1;
+        }
+    }
+
+    /// Under [`Flaw::EnqueueInOwnTask`]: whether `job`'s write, landing after its own
     /// delay, is overwritten by the write of the version before it, still waiting and
     /// landing later.
-    fn lands_under_an_older(&mut self, task: Task, now: Instant) -> bool {
-        let key = task.key;
+    fn lands_under_an_older(&mut self, job: &Job, now: Instant) -> bool {
+        let key = job.key;
         let lands = now + Duration::from_nanos(self.task_delays.next() % ENQUEUE_TASK_LAG_NS);
         let waiting = self.store.entries.get(&key).and_then(|e| match e.state {
             State::Ready { .. } => Some(e.version),
-            State::Leased { .. } => e.next,
+            State::Leased { .. } => e.next.as_ref().map(|n| n.version),
         });
         match self.landing.get(&key) {
             Some(&(older, at)) if at > lands && waiting == Some(older) => true,
             _ => {
-                self.landing.insert(key, (task.version, lands));
+                self.landing.insert(key, (job.version, lands));
                 false
             }
         }
     }
 
-    /// Hands out the earliest task due at `now`, hidden until the lease's deadline.
-    /// Expired leases are processed first.
+    /// Hands out the earliest job due at `now`, hidden until the lease's deadline.
+    /// Expired leases are processed first. A job is never handed out before its run-at.
     pub fn lease(&mut self, now: Instant) -> Option<Lease> {
+        self.store.clock_high = self.store.clock_high.max(now);
         self.expire(now);
         let lease = loop {
             let &(due, key) = self.ready.first()?;
@@ -697,16 +1014,13 @@ impl Queue {
             };
             e.attempts += 1;
             let lease = Lease {
-                task: Task {
-                    key,
-                    version: e.version,
-                },
+                job: e.job(key),
                 token: LeaseToken { key, fence },
                 attempt: e.attempts,
                 deadline,
                 redriven: e.redriven,
             };
-            // Under the `DueWithoutLeases` and `NoLease` defects the task stays due, so
+            // Under the `DueWithoutLeases` and `NoLease` defects the job stays due, so
             // the next poll hands it out again.
             if !matches!(self.flaw, Flaw::DueWithoutLeases | Flaw::NoLease) {
                 e.state = State::Leased { fence, deadline };
@@ -720,11 +1034,8 @@ impl Queue {
     }
 
     fn valid(&self, token: &LeaseToken, now: Instant, ack: bool) -> Result<(), Fenced> {
-        let fenced = Fenced {
-            key: token.key,
-            fence: token.fence,
-        };
-        let e = self.store.entries.get(&token.key).ok_or(fenced)?;
+        let fenced = || Fenced::new(token.key, token.fence);
+        let e = self.store.entries.get(&token.key).ok_or_else(fenced)?;
         if matches!(self.flaw, Flaw::DueWithoutLeases | Flaw::NoLease)
             || (ack && self.flaw == Flaw::NoFencing)
         {
@@ -736,12 +1047,13 @@ impl Queue {
             {
                 Ok(())
             }
-            _ => Err(fenced),
+            _ => Err(fenced()),
         }
     }
 
     /// Extends the lease to `now + visibility_timeout`; returns the new deadline.
     pub fn heartbeat(&mut self, token: &LeaseToken, now: Instant) -> Result<Instant, Fenced> {
+        self.store.clock_high = self.store.clock_high.max(now);
         self.expire(now);
         self.valid(token, now, false)?;
         let deadline = now + self.config.visibility_timeout;
@@ -772,9 +1084,10 @@ impl Queue {
         Ok(deadline)
     }
 
-    /// The task was delivered: it is done (and a newer version waiting behind it
+    /// The job was delivered: it is done (and a newer version waiting behind it
     /// becomes due).
     pub fn ack(&mut self, token: &LeaseToken, now: Instant) -> Result<(), Fenced> {
+        self.store.clock_high = self.store.clock_high.max(now);
         self.expire(now);
         self.valid(token, now, true)?;
         self.store.counts.done += 1;
@@ -783,12 +1096,19 @@ impl Queue {
         Ok(())
     }
 
-    /// The delivery failed: retried after the backoff, superseded by a newer version
-    /// waiting behind it, or dead-lettered after the last attempt.
-    pub fn nack(&mut self, token: &LeaseToken, now: Instant) -> Result<Nacked, Fenced> {
+    /// The delivery failed with `error` (recorded; a dead letter shows the last one):
+    /// retried after the backoff, superseded by a newer version waiting behind it, or
+    /// dead-lettered after the last attempt.
+    pub fn nack(
+        &mut self,
+        token: &LeaseToken,
+        error: &str,
+        now: Instant,
+    ) -> Result<Nacked, Fenced> {
+        self.store.clock_high = self.store.clock_high.max(now);
         self.expire(now);
         self.valid(token, now, true)?;
-        let out = self.fail(token.key, now, true);
+        let out = self.fail(token.key, error, now, true);
         self.sync();
         Ok(out)
     }
@@ -798,63 +1118,72 @@ impl Queue {
     /// newer carries the newer data), so each key's order is kept. Returns how many
     /// were redriven.
     pub fn redrive(&mut self, now: Instant) -> usize {
+        self.store.clock_high = self.store.clock_high.max(now);
         let mut n = 0;
         for i in 0..self.store.dead.len() {
-            let letter = self.store.dead[i];
-            if letter.redriven_at.is_some() {
+            if self.store.dead[i].redriven_at.is_some() {
                 continue;
             }
+            let job = self.store.dead[i].job.clone();
             n += 1;
             self.store.dead[i].redriven_at = Some(now);
             self.store.counts.dead -= 1;
             self.store.counts.redriven += 1;
-            let key = letter.task.key;
-            let newer = self.store.high.get(&key).copied().unwrap_or(0) > letter.task.version;
-            let live = self.store.entries.get(&key).copied();
+            let key = job.key;
+            let newer = self.store.high.get(&key).copied().unwrap_or(0) > job.version;
+            let live = self.store.entries.contains_key(&key);
             if self.flaw == Flaw::RedriveOutOfOrder {
                 // The defect: the dead version goes back whatever came since.
-                match live {
-                    Some(mut e) => {
+                match self.store.entries.get_mut(&key) {
+                    Some(e) => {
                         match e.state {
                             State::Ready { .. } => {
                                 self.store.counts.superseded += 1;
-                                e.version = letter.task.version;
+                                e.version = job.version;
+                                e.payload = job.payload;
                             }
                             State::Leased { .. } => {
-                                if e.next.replace(letter.task.version).is_some() {
+                                let waiting = Waiting {
+                                    version: job.version,
+                                    payload: job.payload,
+                                    run_at: None,
+                                };
+                                if e.next.replace(waiting).is_some() {
                                     self.store.counts.superseded += 1;
                                 }
                             }
                         }
                         e.redriven = true;
-                        self.store.entries.insert(key, e);
                     }
-                    None => self.revive(letter.task, now),
+                    None => self.revive(job, now),
                 }
                 continue;
             }
-            if newer || live.is_some() {
+            if newer || live {
                 self.store.counts.superseded += 1;
             } else {
-                self.revive(letter.task, now);
+                self.revive(job, now);
             }
         }
         self.sync();
         n
     }
 
-    fn revive(&mut self, task: Task, now: Instant) {
+    fn revive(&mut self, job: Job, now: Instant) {
         self.store.entries.insert(
-            task.key,
+            job.key,
             Entry {
-                version: task.version,
+                version: job.version,
+                payload: job.payload,
+                run_at: job.run_at,
                 attempts: 0,
                 state: State::Ready { due: now },
                 next: None,
                 redriven: true,
+                last_error: None,
             },
         );
-        self.ready.insert((now, task.key));
+        self.ready.insert((now, job.key));
     }
 
     /// The queue process crashes and restarts: the in-memory state is gone, and the
@@ -868,7 +1197,7 @@ impl Queue {
 
     // ----- internals -----
 
-    /// Leases whose deadline passed: the attempt failed; the task is visible again.
+    /// Leases whose deadline passed: the attempt failed; the job is visible again.
     fn expire(&mut self, now: Instant) {
         if self.never_expires() {
             return;
@@ -887,7 +1216,7 @@ impl Queue {
                 continue;
             }
             self.store.counts.expired += 1;
-            self.fail(key, now, false);
+            self.fail(key, LEASE_EXPIRED, now, false);
             changed = true;
         }
         if changed {
@@ -896,17 +1225,18 @@ impl Queue {
     }
 
     /// Drops `key`'s lease from the expiry index.
-    fn unlease(&mut self, key: TaskKey) {
+    fn unlease(&mut self, key: JobKey) {
         if let Some(State::Leased { deadline, .. }) = self.store.entries.get(&key).map(|e| e.state)
         {
             self.expiries.remove(&(deadline, key));
         }
     }
 
-    /// The lease on `key` ended in failure (a nack, or expiry without backoff).
-    fn fail(&mut self, key: TaskKey, now: Instant, backoff: bool) -> Nacked {
+    /// The lease on `key` ended in failure with `error` (a nack, or expiry without
+    /// backoff).
+    fn fail(&mut self, key: JobKey, error: &str, now: Instant, backoff: bool) -> Nacked {
         self.unlease(key);
-        let Some(e) = self.store.entries.get(&key).copied() else {
+        let Some(e) = self.store.entries.get_mut(&key) else {
             return Nacked::Superseded;
         };
         if e.next.is_some() {
@@ -914,17 +1244,18 @@ impl Queue {
             self.finish(key, now);
             return Nacked::Superseded;
         }
-        if e.attempts >= self.config.attempts_max {
-            self.store.entries.remove(&key);
-            if self.flaw != Flaw::DropAfterMaxAttempts {
+        e.last_error = Some(error.to_owned());
+        let attempts = e.attempts;
+        if attempts >= self.config.attempts_max {
+            if let Some(e) = self.store.entries.remove(&key)
+                && self.flaw != Flaw::DropAfterMaxAttempts
+            {
                 self.store.counts.dead += 1;
                 self.store.dead.push(DeadLetter {
-                    task: Task {
-                        key,
-                        version: e.version,
-                    },
+                    job: e.job(key),
                     attempts: e.attempts,
                     at: now,
+                    last_error: error.to_owned(),
                     redriven_at: None,
                 });
             }
@@ -932,7 +1263,7 @@ impl Queue {
         }
         let at = if backoff {
             let mut rng = SplitMix64(self.store.rng);
-            let d = self.config.backoff.delay(e.attempts, &mut rng);
+            let d = self.config.backoff.delay(attempts, &mut rng);
             self.store.rng = rng.0;
             self.store.counts.retries += 1;
             now + d
@@ -950,8 +1281,8 @@ impl Queue {
     }
 
     /// The current version of `key` is settled: a version waiting behind it becomes
-    /// due, or the key leaves the queue.
-    fn finish(&mut self, key: TaskKey, now: Instant) {
+    /// due (at its run-at, if later), or the key leaves the queue.
+    fn finish(&mut self, key: JobKey, now: Instant) {
         let Some(e) = self.store.entries.get_mut(&key) else {
             return;
         };
@@ -964,12 +1295,16 @@ impl Queue {
             }
         }
         match e.next.take() {
-            Some(v) => {
-                e.version = v;
+            Some(w) => {
+                let due = due_at(now, w.run_at);
+                e.version = w.version;
+                e.payload = w.payload;
+                e.run_at = w.run_at;
                 e.attempts = 0;
                 e.redriven = false;
-                e.state = State::Ready { due: now };
-                self.ready.insert((now, key));
+                e.last_error = None;
+                e.state = State::Ready { due };
+                self.ready.insert((due, key));
             }
             None => {
                 self.store.entries.remove(&key);
@@ -988,70 +1323,164 @@ impl Queue {
     }
 }
 
-/// The profile service's side: profiles and their outbox, written together in one
-/// atomic step, and the relay that moves outbox rows to the queue.
-#[derive(Clone, Debug, Default)]
+/// Where a write stages its jobs: the in-memory [`OutboxTx`] of an [`Outbox`], or (the
+/// point of the outbox pattern) the caller's own database transaction, which inserts
+/// each staged job as an outbox row next to the caller's row change, so both commit or
+/// neither does.
+///
+/// Code that produces jobs is written against this trait (as the profile-sync
+/// [`ProfileService`](crate::queue::profile::ProfileService) is), so the same code
+/// stages into memory today and into a SQL transaction tomorrow.
+pub trait Staging {
+    /// Why staging failed (an in-memory outbox never fails: [`std::convert::Infallible`]).
+    type Error;
+    /// Stages `job`: it is committed with the write, or not at all.
+    fn stage(&mut self, job: Job) -> Result<(), Self::Error>;
+    /// A new unique-job id, never handed out before by this outbox (it is committed
+    /// with the write; an id of a write that failed may be reused).
+    fn next_id(&mut self) -> JobId;
+    /// Stages a unique job of `job_type` under a new id; returns the id.
+    fn stage_unique(&mut self, job_type: JobType, payload: Payload) -> Result<JobId, Self::Error> {
+        let id = self.next_id();
+        self.stage(Job::unique(job_type, id, payload))?;
+        Ok(id)
+    }
+}
+
+/// One in-memory write of an [`Outbox`]: the jobs it stages commit when the closure
+/// given to [`Outbox::write`] returns `Ok`, and are discarded when it returns `Err`.
+#[derive(Debug)]
+pub struct OutboxTx {
+    staged: Vec<Job>,
+    id_next: u64,
+}
+
+impl OutboxTx {
+    /// Stages `job` (see [`Staging::stage`]).
+    pub fn stage(&mut self, job: Job) {
+        self.staged.push(job);
+    }
+    /// Stages a unique job of `job_type` under a new id; returns the id.
+    pub fn stage_unique(&mut self, job_type: JobType, payload: Payload) -> JobId {
+        let id = Staging::next_id(self);
+        self.stage(Job::unique(job_type, id, payload));
+        id
+    }
+    /// The jobs staged so far in this write.
+    pub fn staged(&self) -> &[Job] {
+        &self.staged
+    }
+}
+
+impl Staging for OutboxTx {
+    type Error = std::convert::Infallible;
+    fn stage(&mut self, job: Job) -> Result<(), Self::Error> {
+        OutboxTx::stage(self, job);
+        Ok(())
+    }
+    fn next_id(&mut self) -> JobId {
+        let id = JobId(self.id_next);
+        self.id_next = self.id_next.saturating_add(1);
+        id
+    }
+}
+
+/// The producer's outbox: jobs staged together with the producer's own write, and the
+/// relay that moves them into the queue.
+///
+/// **The contract.**
+/// - *Atomic with the caller's write*: [`write`](Outbox::write) runs the caller's
+///   closure with an [`OutboxTx`]; the jobs it stages are committed if and only if the
+///   closure returns `Ok`. In memory the caller's own change is the closure's business
+///   (make it the closure's last step, or keep it in the same transaction when the
+///   outbox is a table of your database: implement [`Staging`] for that transaction).
+/// - *At least once into the queue*: [`relay`](Outbox::relay) hands the committed jobs
+///   to the queue in commit order and removes each one only once the queue accepted
+///   it; a relay that stops (the queue is down, the relay crashed before removing the
+///   row) sends the rest, or the same row again, later.
+/// - *Once in the queue*: a row sent twice is a [`Enqueued::Duplicate`]: a keyed job's
+///   version is not newer than one enqueued before, a unique job's id was seen. Keyed
+///   jobs coalesce by key (latest version wins); unique jobs run once each.
+///
+/// ```
+/// use faultline::queue::{JobType, Outbox, Payload};
+///
+/// const EMAIL: JobType = JobType::from_static("send_email");
+/// let mut outbox = Outbox::new();
+/// let mut users = vec!["ada"];
+/// // The caller's write fails: nothing is staged.
+/// let failed: Result<(), &str> = outbox.write(|tx| {
+///     tx.stage_unique(EMAIL, Payload::default());
+///     Err("the user row violates a constraint")
+/// });
+/// assert!(failed.is_err());
+/// assert_eq!(outbox.backlog(), 0);
+/// // It succeeds: the row and the job commit together.
+/// outbox.write(|tx| {
+///     tx.stage_unique(EMAIL, Payload::encode(&"grace@example.com").map_err(|e| e.to_string())?);
+///     users.push("grace");
+///     Ok::<_, String>(())
+/// })?;
+/// assert_eq!(outbox.backlog(), 1);
+/// # Ok::<(), String>(())
+/// ```
+#[derive(Clone, Debug)]
 pub struct Outbox {
-    targets: Vec<TargetId>,
-    versions: BTreeMap<ProfileId, u64>,
-    rows: VecDeque<Task>,
+    rows: VecDeque<Job>,
+    id_next: u64,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox::new()
+    }
 }
 
 impl Outbox {
-    /// A profile service whose profiles are copied to `targets`.
-    pub fn new(targets: &[TargetId]) -> Self {
+    /// An empty outbox; its unique-job ids start at 1.
+    pub fn new() -> Self {
+        Outbox::with_first_id(JobId(1))
+    }
+
+    /// An empty outbox whose unique-job ids start at `first` (give every producer of
+    /// one queue its own range).
+    pub fn with_first_id(first: JobId) -> Self {
         Outbox {
-            targets: targets.to_vec(),
-            ..Outbox::default()
+            rows: VecDeque::new(),
+            id_next: first.0,
         }
     }
 
-    /// Writes a new version of `profile` and, in the same step, one outbox row per
-    /// target. Returns the new version (1 for the first write).
-    pub fn update(&mut self, profile: ProfileId) -> u64 {
-        let v = self.write(profile);
-        for t in &self.targets {
-            self.rows.push_back(Task {
-                key: TaskKey {
-                    profile,
-                    target: *t,
-                },
-                version: v,
-            });
-        }
-        v
+    /// Runs the caller's write `f`: the jobs it stages commit with it when it returns
+    /// `Ok`, and are discarded when it returns `Err` (its error is returned).
+    pub fn write<T, E>(&mut self, f: impl FnOnce(&mut OutboxTx) -> Result<T, E>) -> Result<T, E> {
+        let mut tx = OutboxTx {
+            staged: Vec::new(),
+            id_next: self.id_next,
+        };
+        let out = f(&mut tx)?;
+        self.id_next = tx.id_next;
+        self.rows.extend(tx.staged);
+        Ok(out)
     }
 
-    /// Writes a new version of `profile` *without* its outbox rows: the dual write of
-    /// a service with no outbox (for the mutant that shows why the outbox exists).
-    pub(crate) fn write(&mut self, profile: ProfileId) -> u64 {
-        let v = self.versions.entry(profile).or_insert(0);
-        *v += 1;
-        *v
-    }
-
-    /// The latest version of `profile`.
-    pub fn version(&self, profile: ProfileId) -> Option<u64> {
-        self.versions.get(&profile).copied()
-    }
-
-    /// Every profile and its latest version.
-    pub fn versions(&self) -> &BTreeMap<ProfileId, u64> {
-        &self.versions
-    }
-
-    /// Rows not yet accepted by the queue.
+    /// Committed jobs not yet accepted by the queue.
     pub fn backlog(&self) -> usize {
         self.rows.len()
     }
 
-    /// Hands the rows to `enqueue` in order, removing each one it accepts (true); stops
-    /// at the first it refuses (the queue is down: try again later). Returns how many
-    /// were accepted.
-    pub fn relay(&mut self, mut enqueue: impl FnMut(Task) -> bool) -> usize {
+    /// The committed jobs not yet accepted, in commit order.
+    pub fn rows(&self) -> impl Iterator<Item = &Job> {
+        self.rows.iter()
+    }
+
+    /// Hands the rows to `enqueue` in commit order, removing each one it accepts
+    /// (true); stops at the first it refuses (the queue is down: try again later).
+    /// Returns how many were accepted.
+    pub fn relay(&mut self, mut enqueue: impl FnMut(Job) -> bool) -> usize {
         let mut n = 0;
-        while let Some(task) = self.rows.front() {
-            if !enqueue(*task) {
+        while let Some(job) = self.rows.front() {
+            if !enqueue(job.clone()) {
                 break;
             }
             self.rows.pop_front();
@@ -1061,56 +1490,69 @@ impl Outbox {
     }
 }
 
-/// What a replica did with a delivery.
+/// What a target did with a delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Applied {
-    /// The version was newer: it took effect.
+    /// It took effect.
     Applied,
-    /// The replica holds this version or a newer one: acknowledged without effect.
+    /// The target holds this (or a newer) version, or applied this job before:
+    /// acknowledged without effect.
     Stale,
-    /// The delivery's fencing token is older than one already seen for this profile:
+    /// The delivery's fencing token is older than one already seen for this key:
     /// refused (the worker's lease was taken over).
     Fenced,
 }
 
-/// A target service's copy of the profiles: applies a version only if it holds an
-/// older one, and refuses deliveries from a lease that was taken over.
+/// A target's record of the unique jobs it applied: each job's effect takes place once
+/// however often it is delivered (dedupe by job key), and a delivery under a fencing
+/// token older than one seen for the job is refused.
 #[derive(Clone, Debug, Default)]
-pub struct Replica {
-    held: BTreeMap<ProfileId, (u64, u64)>,
+pub struct Inbox {
+    seen: BTreeMap<JobKey, u64>,
     pub(crate) flaw: Option<Flaw>,
 }
 
-impl Replica {
-    /// An empty replica.
+impl Inbox {
+    /// An empty inbox.
     pub fn new() -> Self {
-        Replica::default()
+        Inbox::default()
     }
 
-    /// The version of `profile` held, if any.
-    pub fn version(&self, profile: ProfileId) -> Option<u64> {
-        self.held.get(&profile).map(|h| h.0)
+    /// Applies the job `key`, delivered under fencing token `fence`: [`Applied::Applied`]
+    /// the first time (do the effect), [`Applied::Stale`] after, [`Applied::Fenced`]
+    /// for a token older than one seen.
+    pub fn apply(&mut self, key: JobKey, fence: u64) -> Applied {
+        if self.flaw == Some(Flaw::NoDedupe) {
+            self.seen.insert(key, fence);
+            return Applied::Applied;
+        }
+        match self.seen.get_mut(&key) {
+            None => {
+                self.seen.insert(key, fence);
+                Applied::Applied
+            }
+            Some(seen) if fence < *seen => Applied::Fenced,
+            Some(seen) => {
+                *seen = fence;
+                Applied::Stale
+            }
+        }
     }
 
-    /// Applies `version` of `profile`, delivered under fencing token `fence`.
-    pub fn apply(&mut self, profile: ProfileId, version: u64, fence: u64) -> Applied {
-        let (held, seen) = self.held.get(&profile).copied().unwrap_or((0, 0));
-        if fence < seen && self.flaw != Some(Flaw::NoVersionCheck) {
-            return Applied::Fenced;
-        }
-        let newer = match self.flaw {
-            Some(Flaw::NoVersionCheck) => version != held,
-            Some(Flaw::ReapplySameVersion) => version >= held,
-            _ => version > held,
-        };
-        if newer {
-            self.held.insert(profile, (version, fence));
-            Applied::Applied
-        } else {
-            self.held.insert(profile, (held, fence.max(seen)));
-            Applied::Stale
-        }
+    /// True once the job `key` took effect.
+    pub fn contains(&self, key: JobKey) -> bool {
+        self.seen.contains_key(&key)
+    }
+
+    /// How many jobs took effect.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// True when no job took effect.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
     }
 }
 
@@ -1118,18 +1560,19 @@ impl Replica {
 mod tests {
     use super::*;
 
-    fn key(p: u64) -> TaskKey {
-        TaskKey {
-            profile: ProfileId(p),
-            target: TargetId(0),
-        }
+    const SYNC: JobType = JobType::from_static("sync");
+    const MAIL: JobType = JobType::from_static("mail");
+
+    fn name(p: u64) -> Name {
+        Name::new(&format!("p{p}")).unwrap()
     }
 
-    fn task(p: u64, v: u64) -> Task {
-        Task {
-            key: key(p),
-            version: v,
-        }
+    fn key(p: u64) -> JobKey {
+        JobKey::keyed(SYNC, name(p))
+    }
+
+    fn task(p: u64, v: u64) -> Job {
+        Job::keyed(SYNC, name(p), v, Payload::default())
     }
 
     fn queue(attempts: u32) -> Queue {
@@ -1203,13 +1646,15 @@ mod tests {
         assert_eq!(q.enqueue(task(1, 2), T0), Enqueued::Coalesced);
         assert_eq!(q.enqueue(task(1, 2), T0), Enqueued::Duplicate);
         let a = q.lease(T0).unwrap();
-        assert_eq!(a.task.version, 2);
+        assert_eq!(a.job.version, 2);
         assert_eq!(q.enqueue(task(1, 3), T0), Enqueued::Queued);
-        assert_eq!(q.enqueue(task(1, 4), T0), Enqueued::Coalesced);
+        let four = Job::keyed(SYNC, name(1), 4, Payload::encode(&"four").unwrap());
+        assert_eq!(q.enqueue(four, T0), Enqueued::Coalesced);
         assert_eq!(q.lease(T0), None, "one lease per key");
         q.ack(&a.token, ms(1)).unwrap();
         let b = q.lease(ms(1)).unwrap();
-        assert_eq!((b.task.version, b.attempt), (4, 1));
+        assert_eq!((b.job.version, b.attempt), (4, 1));
+        assert_eq!(b.job.payload.decode::<String>().unwrap(), "four");
         q.ack(&b.token, ms(2)).unwrap();
         let c = q.counts();
         assert_eq!((c.enqueued, c.done, c.superseded), (4, 2, 2));
@@ -1217,14 +1662,62 @@ mod tests {
     }
 
     #[test]
-    fn retries_back_off_within_the_formula_then_dead_letter_and_redrive() {
+    fn unique_jobs_run_once_each_and_an_id_seen_is_a_duplicate() {
+        let mut q = queue(5);
+        let a = Job::unique(MAIL, JobId(1), Payload::encode(&"a@x").unwrap());
+        let b = Job::unique(MAIL, JobId(2), Payload::encode(&"b@x").unwrap());
+        assert_eq!(q.enqueue(a.clone(), T0), Enqueued::New);
+        assert_eq!(q.enqueue(b, T0), Enqueued::New);
+        assert_eq!(q.enqueue(a.clone(), T0), Enqueued::Duplicate);
+        let first = q.lease(T0).unwrap();
+        let second = q.lease(T0).unwrap();
+        assert_ne!(first.job.key, second.job.key, "no coalescing without a key");
+        q.ack(&first.token, T0).unwrap();
+        assert_eq!(
+            q.enqueue(a, ms(1)),
+            Enqueued::Duplicate,
+            "not even once done"
+        );
+        q.ack(&second.token, T0).unwrap();
+        assert_eq!(q.lease(ms(1)), None);
+        let c = q.counts();
+        assert_eq!((c.enqueued, c.done, c.superseded), (2, 2, 0));
+    }
+
+    #[test]
+    fn a_job_with_a_future_run_at_is_not_leased_before_it() {
+        let mut q = queue(5);
+        let later = Job::unique(MAIL, JobId(1), Payload::default()).run_at(ms(500));
+        q.enqueue(later, T0);
+        q.enqueue(task(1, 1), T0);
+        let now = q.lease(T0).unwrap();
+        assert_eq!(now.job.key, key(1), "the due job goes first");
+        q.ack(&now.token, T0).unwrap();
+        assert_eq!(q.poll_timeout(), Some(ms(500)));
+        for t in [0, 1, 250, 499] {
+            assert_eq!(q.lease(ms(t)), None, "not before its run-at ({t} ms)");
+        }
+        let l = q.lease(ms(500)).unwrap();
+        assert_eq!(l.job.run_at, Some(ms(500)));
+        // A run-at in the past is due at once; a newer version behind a lease keeps
+        // its own run-at.
+        q.enqueue(task(2, 1).run_at(T0), ms(600));
+        let a = q.lease(ms(600)).unwrap();
+        q.enqueue(task(2, 2).run_at(ms(900)), ms(600));
+        q.ack(&a.token, ms(610)).unwrap();
+        assert_eq!(q.lease(ms(899)), None);
+        assert_eq!(q.lease(ms(900)).unwrap().job.version, 2);
+    }
+
+    #[test]
+    fn retries_back_off_within_the_formula_then_dead_letter_with_the_last_error() {
         let mut q = queue(3);
         q.enqueue(task(1, 1), T0);
         let mut now = T0;
         for attempt in 1..=3u32 {
             let l = q.lease(now).unwrap();
             assert_eq!(l.attempt, attempt);
-            match q.nack(&l.token, now).unwrap() {
+            match q.nack(&l.token, &format!("error {attempt}"), now).unwrap() {
                 Nacked::Retry { at } => {
                     let ceiling = q.config().backoff().ceiling(attempt);
                     assert!(at.saturating_since(now) <= ceiling);
@@ -1236,6 +1729,7 @@ mod tests {
             }
         }
         assert_eq!(q.dead_letters().len(), 1);
+        assert_eq!(q.dead_letters()[0].last_error, "error 3");
         assert_eq!(q.counts().dead, 1);
         assert!(q.counts().balanced());
         assert_eq!(q.redrive(now), 1);
@@ -1248,29 +1742,44 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_last_attempt_records_that_the_lease_expired() {
+        let mut q = queue(1);
+        q.enqueue(task(1, 1), T0);
+        let _ = q.lease(T0).unwrap();
+        assert_eq!(q.lease(ms(100)), None);
+        assert_eq!(q.dead_letters()[0].last_error, LEASE_EXPIRED);
+    }
+
+    #[test]
     fn redrive_of_a_stale_version_is_superseded() {
         let mut q = queue(1);
         q.enqueue(task(1, 1), T0);
         let l = q.lease(T0).unwrap();
-        assert_eq!(q.nack(&l.token, T0).unwrap(), Nacked::DeadLettered);
+        assert_eq!(q.nack(&l.token, "down", T0).unwrap(), Nacked::DeadLettered);
         q.enqueue(task(1, 2), T0);
         assert_eq!(q.redrive(T0), 1);
         let l = q.lease(T0).unwrap();
-        assert_eq!(l.task.version, 2);
+        assert_eq!(l.job.version, 2);
         assert_eq!(q.lease(T0), None);
         q.ack(&l.token, T0).unwrap();
         assert!(q.counts().balanced());
     }
 
     #[test]
-    fn a_restart_keeps_tasks_leases_and_fences() {
+    fn a_restart_keeps_tasks_leases_fences_and_the_origin() {
         let mut q = queue(5);
+        let wall = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let origin = Origin::new(wall, T0);
+        assert_eq!(q.set_origin(origin), origin);
         q.enqueue(task(1, 1), T0);
         q.enqueue(task(2, 1), T0);
         let a = q.lease(T0).unwrap();
         let before = q.counts();
         let mut r = Queue::recover(*q.config(), q.store().clone());
         assert_eq!(r.counts(), before);
+        assert_eq!(r.origin(), Some(origin));
+        let later = Origin::new(wall + Duration::from_secs(60), ms(60_000));
+        assert_eq!(r.set_origin(later), origin, "the first origin stays");
         assert_eq!(r.lease_of(a.token.key(), ms(1)), Some(a.token));
         let b = r.lease(ms(1)).unwrap();
         assert!(b.token.fence() > a.token.fence());
@@ -1278,31 +1787,80 @@ mod tests {
     }
 
     #[test]
-    fn the_outbox_writes_rows_with_the_profile_and_relays_in_order() {
-        let mut o = Outbox::new(&[TargetId(0), TargetId(1)]);
-        assert_eq!(o.update(ProfileId(3)), 1);
-        assert_eq!(o.update(ProfileId(3)), 2);
-        assert_eq!(o.backlog(), 4);
+    fn a_failed_write_stages_nothing_and_a_committed_one_relays_in_order() {
+        let mut o = Outbox::new();
+        let r: Result<(), &str> = o.write(|tx| {
+            tx.stage(task(1, 1));
+            tx.stage_unique(MAIL, Payload::default());
+            Err("constraint violated")
+        });
+        assert_eq!(r, Err("constraint violated"));
+        assert_eq!(o.backlog(), 0);
+        let id = o
+            .write(|tx| {
+                tx.stage(task(3, 1));
+                let id = tx.stage_unique(MAIL, Payload::default());
+                tx.stage(task(3, 2));
+                Ok::<_, ()>(id)
+            })
+            .unwrap();
+        assert_eq!(id, JobId(1), "the failed write's id is not burnt");
+        assert_eq!(o.backlog(), 3);
         let mut seen = Vec::new();
         assert_eq!(
             o.relay(|t| {
                 seen.push(t);
-                seen.len() < 3
+                seen.len() < 2
             }),
-            2
+            1
         );
         assert_eq!(o.backlog(), 2);
         assert_eq!(o.relay(|_| true), 2);
         assert_eq!(seen[0].version, 1);
+        assert_eq!(seen[1].key, JobKey::unique(MAIL, JobId(1)));
     }
 
     #[test]
-    fn the_replica_applies_newer_versions_once_and_refuses_old_fences() {
-        let mut r = Replica::new();
-        assert_eq!(r.apply(ProfileId(1), 2, 5), Applied::Applied);
-        assert_eq!(r.apply(ProfileId(1), 2, 6), Applied::Stale);
-        assert_eq!(r.apply(ProfileId(1), 1, 7), Applied::Stale);
-        assert_eq!(r.apply(ProfileId(1), 3, 4), Applied::Fenced);
-        assert_eq!(r.version(ProfileId(1)), Some(2));
+    fn a_relay_that_sends_a_row_twice_makes_one_job() {
+        let mut o = Outbox::new();
+        o.write(|tx| {
+            tx.stage(task(1, 1));
+            tx.stage_unique(MAIL, Payload::default());
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        let mut q = queue(5);
+        let rows: Vec<Job> = o.rows().cloned().collect();
+        for job in &rows {
+            assert_ne!(q.enqueue(job.clone(), T0), Enqueued::Duplicate);
+        }
+        // The relay crashed before removing the rows: it sends them again.
+        assert_eq!(o.relay(|job| q.enqueue(job, T0) == Enqueued::Duplicate), 2);
+        assert_eq!(q.counts().enqueued, 2);
+    }
+
+    #[test]
+    fn the_inbox_applies_a_unique_job_once_and_refuses_old_fences() {
+        let mut i = Inbox::new();
+        let k = JobKey::unique(MAIL, JobId(9));
+        assert_eq!(i.apply(k, 5), Applied::Applied);
+        assert_eq!(i.apply(k, 6), Applied::Stale);
+        assert_eq!(i.apply(k, 4), Applied::Fenced);
+        assert!(i.contains(k));
+        assert_eq!(i.len(), 1);
+    }
+
+    #[test]
+    fn payloads_and_keys_round_trip_through_serde() {
+        let job = Job::unique(MAIL, JobId(3), Payload::encode(&("a", 1)).unwrap()).run_at(ms(5));
+        let json = serde_json::to_string(&job).unwrap();
+        assert_eq!(serde_json::from_str::<Job>(&json).unwrap(), job);
+        assert_eq!(
+            job.payload.decode::<(String, u32)>().unwrap(),
+            ("a".into(), 1)
+        );
+        assert!(job.payload.decode::<u32>().is_err());
+        assert_eq!(key(1).to_string(), "sync:p1");
+        assert_eq!(job.key.to_string(), "mail#3");
     }
 }

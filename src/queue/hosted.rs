@@ -45,11 +45,9 @@
 use crate::config::ConfigError;
 use crate::harness::hosted::{Rerun, TokioHost, VirtualClock, simulate_twice};
 use crate::harness::{Description, Metric, Mutant, Scenario, notes};
-use crate::queue::core::{
-    Applied, Enqueued, Lease, Outbox, ProfileId, QueueConfig, QueueCounts, Replica, TargetId, Task,
-    TaskKey,
-};
+use crate::queue::core::{Applied, Enqueued, Job, JobKey, Lease, Outbox, QueueConfig, QueueCounts};
 use crate::queue::invariants::{self, QueueChecker};
+use crate::queue::profile::{self, ProfileId, ProfileService, Replica, TargetId};
 use crate::queue::tokio::{PoolConfig, SharedQueue, WorkerPool};
 use crate::queue::world::QueueKnobs;
 use faultline_sim::report::model::Timeline;
@@ -123,6 +121,32 @@ pub enum CallEnd {
     Dropped,
 }
 
+/// A job as the far side sees it: its key and version (a profile copy's; the
+/// hosted world runs profile sync only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Task {
+    /// The job's key.
+    pub key: JobKey,
+    /// Its version.
+    pub version: u64,
+}
+
+impl Task {
+    /// The far side's view of `job`.
+    pub fn of(job: &Job) -> Self {
+        Task {
+            key: job.key,
+            version: job.version,
+        }
+    }
+
+    /// The profile and target of the job (a job of another type goes to target 0 as
+    /// profile 0, where the replica's check sees it).
+    fn profile_target(&self) -> (ProfileId, u32) {
+        profile::parse(&self.key).map_or((ProfileId(0), 0), |(p, t)| (p, t.0))
+    }
+}
+
 /// What the far side observed, with the time it observed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Seen {
@@ -146,7 +170,7 @@ pub enum Seen {
         /// How it ended.
         end: CallEnd,
     },
-    /// A request reached target `task.key.target` and was answered there.
+    /// A request reached the task's target and was answered there.
     Target {
         /// The task in the request.
         task: Task,
@@ -244,7 +268,7 @@ impl Targets {
     /// already held it), an error when it is down, failed, refused the fencing token,
     /// or did not answer within the delivery timeout.
     pub async fn deliver(&self, lease: Lease) -> Result<(), DeliveryError> {
-        let task = lease.task;
+        let task = Task::of(&lease.job);
         let fence = lease.token.fence();
         let start = self.clock.now();
         let call = {
@@ -274,7 +298,7 @@ impl Targets {
     fn cross(&self, task: Task) -> Option<(u32, Duration)> {
         let now = self.clock.now();
         let mut f = far_lock(&self.far);
-        let link = QueueKnobs::link_name(task.key.target.0);
+        let link = QueueKnobs::link_name(task.profile_target().1);
         let fate = f.faults.view(now).link(&link);
         if fate.dropped {
             f.log.push((now, Seen::Dropped { task }));
@@ -318,7 +342,7 @@ impl Targets {
     /// The target service: down, slow or failing as the plan says when it is called;
     /// applies with a version and fence check.
     async fn target(&self, task: Task, fence: u64) -> Result<(), DeliveryError> {
-        let k = task.key.target.0;
+        let (p, k) = task.profile_target();
         let name = QueueKnobs::target_name(k);
         let work = {
             let now = self.clock.now();
@@ -346,7 +370,7 @@ impl Targets {
             Err(DeliveryError::Failed)
         } else {
             match f.replicas.get_mut(k as usize) {
-                Some(r) => Ok(r.apply(task.key.profile, task.version, fence)),
+                Some(r) => Ok(r.apply(p, task.version, fence)),
                 None => Err(DeliveryError::Failed),
             }
         };
@@ -461,11 +485,12 @@ pub struct HostedQueueWorld {
     queue: Option<SharedQueue>,
     far: Option<Arc<Mutex<FarSide>>>,
     running: Option<Box<dyn Any>>,
+    profiles: ProfileService,
     outbox: Outbox,
     /// The black-box checker (its `held` map is what the targets applied).
     pub checker: QueueChecker,
     /// Open delivery calls: key -> (call, fence, version, start).
-    open: BTreeMap<TaskKey, (u64, u64, u64, SimTime)>,
+    open: BTreeMap<JobKey, (u64, u64, u64, SimTime)>,
     rng_burst: SimRng,
     rng_rapid: SimRng,
     ticking: bool,
@@ -493,7 +518,8 @@ impl HostedQueueWorld {
             queue: None,
             far: None,
             running: None,
-            outbox: Outbox::new(&targets),
+            profiles: ProfileService::new(&targets),
+            outbox: Outbox::new(),
             checker: QueueChecker::new(policy),
             open: BTreeMap::new(),
             rng_burst: root.fork("queue.burst"),
@@ -600,7 +626,7 @@ impl HostedQueueWorld {
                 result,
             } => {
                 ctx.record(
-                    QueueKnobs::target_name(task.key.target.0),
+                    QueueKnobs::target_name(task.profile_target().1),
                     format_args!(
                         "at {t}: {} v{} fence {fence}: {result:?}",
                         task.key, task.version
@@ -671,8 +697,9 @@ impl HostedQueueWorld {
             .as_mut()
             .ok_or_else(|| Violation::new("sim.setup", "the world was not started"))?
             .block_on(async {
-                outbox.relay(|task| {
-                    done.push((task, q.enqueue(task)));
+                outbox.relay(|job| {
+                    let r = q.enqueue(job.clone());
+                    done.push((job, r));
                     true
                 });
             });
@@ -684,13 +711,16 @@ impl HostedQueueWorld {
                 Enqueued::New => {}
             }
             self.stats.accepted += 1;
-            self.checker.on_accepted(task);
+            self.checker.on_accepted(&task);
         }
         Ok(())
     }
 
     fn update(&mut self, ctx: &mut Ctx<HostedQueueEvent>, profile: u32) -> Result<(), Violation> {
-        let v = self.outbox.update(ProfileId(u64::from(profile)));
+        let profiles = &mut self.profiles;
+        let Ok(v) = self
+            .outbox
+            .write(|tx| profiles.update(tx, ProfileId(u64::from(profile))));
         self.stats.updates += 1;
         ctx.record("profiles", format_args!("p{profile} -> version {v}"));
         self.relay(ctx)
@@ -862,15 +892,9 @@ impl World for HostedQueueWorld {
     fn finish(&mut self, ctx: &mut Ctx<HostedQueueEvent>) -> Result<(), Violation> {
         self.advance(ctx)?;
         let mut latest = Vec::new();
-        for (p, v) in self.outbox.versions() {
+        for (p, v) in self.profiles.versions() {
             for k in 0..self.knobs.targets {
-                latest.push((
-                    TaskKey {
-                        profile: *p,
-                        target: TargetId(k),
-                    },
-                    *v,
-                ));
+                latest.push((profile::key(*p, TargetId(k)), *v));
             }
         }
         let counts = self.stats.counts;
@@ -980,7 +1004,9 @@ async fn flawed_worker(queue: SharedQueue, targets: Targets, poll: Duration, fla
                 let _ = if r.is_ok() {
                     queue.ack(&token).map(|_| ())
                 } else {
-                    queue.nack(&token).map(|_| ())
+                    queue
+                        .nack(&token, &r.err().map(|e| e.to_string()).unwrap_or_default())
+                        .map(|_| ())
                 };
             }
         }

@@ -6,7 +6,7 @@
 //! not by the reference's settings:
 //!
 //! 1. `queue.no_lost_update`: at quiescence every target holds the latest version of
-//!    every profile (and the outbox is empty).
+//!    every keyed job (every profile) and the outbox is empty.
 //! 2. `queue.never_backwards`: a target's version of a profile never goes backwards.
 //! 3. `queue.at_most_once`: each (update, target) takes effect at most once, however
 //!    often it is delivered.
@@ -27,17 +27,28 @@
 //!    `[0, min(cap, base·2^(n−1))]`) and the task is not handed out before it; after
 //!    the declared last attempt the task is in the dead-letter queue (or superseded by
 //!    a newer version), never nowhere.
-//! 7. `queue.redrive_order`: per (profile, target), the queue never hands out a version
-//!    older than one it handed out before, redriven dead letters included.
+//! 7. `queue.redrive_order`: per key, the queue never hands out a version older than
+//!    one it handed out before, redriven dead letters included.
+//! 8. `queue.exactly_once`: every unique (unkeyed) job a producer committed takes
+//!    effect exactly once by the end, counted at the targets (which dedupe by job id
+//!    and fence), never from what the queue reports: a second effect is a violation at
+//!    once, a job with none at rest.
+//! 9. `queue.not_before_run_at`: a job committed with a run-at instant is not handed
+//!    to a worker before it (judged by the run-at the producer committed, not by the
+//!    one the lease reports).
+//!
+//! Invariants 1 to 3 are about keyed jobs (the profile copies), 8 about unique ones;
+//! the others hold for every job. A dead letter must also record the error of the
+//! failed last attempt (part of 6).
 
 use crate::clock::Instant;
 use crate::queue::contract::{BackoffPolicy, QueuePolicy};
-use crate::queue::core::{DeadLetter, Lease, Nacked, QueueCounts, Task, TaskKey};
+use crate::queue::core::{DeadLetter, Job, JobKey, Lease, Nacked, QueueCounts};
 use faultline_sim::Violation;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Names of the invariants, in order.
-pub const INVARIANTS: [&str; 7] = [
+pub const INVARIANTS: [&str; 9] = [
     NO_LOST_UPDATE,
     NEVER_BACKWARDS,
     AT_MOST_ONCE,
@@ -45,6 +56,8 @@ pub const INVARIANTS: [&str; 7] = [
     CONSERVATION,
     RETRY_OR_DEAD_LETTER,
     REDRIVE_ORDER,
+    EXACTLY_ONCE,
+    NOT_BEFORE_RUN_AT,
 ];
 
 /// The invariant `queue.no_lost_update` (see the list above).
@@ -61,6 +74,10 @@ pub const CONSERVATION: &str = "queue.conservation";
 pub const RETRY_OR_DEAD_LETTER: &str = "queue.retry_or_dead_letter";
 /// The invariant `queue.redrive_order` (see the list above).
 pub const REDRIVE_ORDER: &str = "queue.redrive_order";
+/// The invariant `queue.exactly_once` (see the list above).
+pub const EXACTLY_ONCE: &str = "queue.exactly_once";
+/// The invariant `queue.not_before_run_at` (see the list above).
+pub const NOT_BEFORE_RUN_AT: &str = "queue.not_before_run_at";
 
 /// A delivery the world saw handed to one of its workers: who holds which task since
 /// when, and until when the declared visibility timeout hides it.
@@ -87,21 +104,27 @@ pub struct QueueChecker {
     /// Tasks the queue told producers it accepted (duplicates excluded).
     pub accepted: u64,
     /// Highest version enqueued per key.
-    pub enqueued_high: BTreeMap<TaskKey, u64>,
+    pub enqueued_high: BTreeMap<JobKey, u64>,
     /// (key, version) that took effect at their target.
-    pub applied: BTreeSet<(TaskKey, u64)>,
+    pub applied: BTreeSet<(JobKey, u64)>,
     /// The version each target holds, as seen through its applies.
-    pub held: BTreeMap<TaskKey, u64>,
+    pub held: BTreeMap<JobKey, u64>,
     /// Deliveries the world's workers hold, as the world saw them handed out and
     /// extended: key -> the holder (until the observed deadline, or an accepted ack or
     /// nack).
-    pub holds: BTreeMap<TaskKey, Hold>,
+    pub holds: BTreeMap<JobKey, Hold>,
     /// Highest version handed out per key.
-    pub leased_high: BTreeMap<TaskKey, u64>,
+    pub leased_high: BTreeMap<JobKey, u64>,
     /// A retry's due time per key: (version, at).
-    pub retry_at: BTreeMap<TaskKey, (u64, Instant)>,
+    pub retry_at: BTreeMap<JobKey, (u64, Instant)>,
     /// Tasks done, by the attempt that succeeded.
     pub attempts_histogram: BTreeMap<u32, u64>,
+    /// Unique jobs the producers committed (the world's record, not the queue's).
+    pub unique_committed: BTreeSet<JobKey>,
+    /// Effects of unique jobs seen at the targets, per job.
+    pub effects: BTreeMap<JobKey, u32>,
+    /// The run-at instants producers committed, per job.
+    pub run_at: BTreeMap<JobKey, Instant>,
 }
 
 impl QueueChecker {
@@ -117,20 +140,46 @@ impl QueueChecker {
             leased_high: BTreeMap::new(),
             retry_at: BTreeMap::new(),
             attempts_histogram: BTreeMap::new(),
+            unique_committed: BTreeSet::new(),
+            effects: BTreeMap::new(),
+            run_at: BTreeMap::new(),
         }
     }
 
-    /// The queue accepted `task` (not as a duplicate).
-    pub fn on_accepted(&mut self, task: Task) {
+    /// A producer committed the job `key` not to run before `at`.
+    pub fn on_committed_run_at(&mut self, key: JobKey, at: Instant) {
+        self.run_at.insert(key, at);
+    }
+
+    /// A producer committed the unique job `key` (it must take effect exactly once).
+    pub fn on_committed_unique(&mut self, key: JobKey) {
+        self.unique_committed.insert(key);
+    }
+
+    /// A target applied the unique job `key` with effect.
+    pub fn on_effect(&mut self, key: JobKey) -> Result<(), Violation> {
+        let n = self.effects.entry(key).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            return Err(Violation::new(
+                EXACTLY_ONCE,
+                format!("the unique job {key} took effect {n} times at its target"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The queue accepted `job` (not as a duplicate).
+    pub fn on_accepted(&mut self, job: &Job) {
         self.accepted += 1;
-        let h = self.enqueued_high.entry(task.key).or_insert(0);
-        *h = (*h).max(task.version);
+        let h = self.enqueued_high.entry(job.key).or_insert(0);
+        *h = (*h).max(job.version);
     }
 
     /// The queue handed `lease` to worker `worker` at `now`.
     pub fn on_lease(&mut self, lease: &Lease, worker: u32, now: Instant) -> Result<(), Violation> {
-        let key = lease.task.key;
-        let v = lease.task.version;
+        let key = lease.job.key;
+        let v = lease.job.version;
         let fence = lease.token.fence();
         if let Some(h) = self.holds.get(&key)
             && h.deadline > now
@@ -181,6 +230,16 @@ impl QueueChecker {
                 format!("{key} version {v} was retried at {now}, before its backoff ended at {at}"),
             ));
         }
+        if let Some(at) = self.run_at.get(&key)
+            && now < *at
+        {
+            return Err(Violation::new(
+                NOT_BEFORE_RUN_AT,
+                format!(
+                    "{key} was handed to worker-{worker} at {now}, before the run-at {at} its producer committed"
+                ),
+            ));
+        }
         self.retry_at.remove(&key);
         self.leased_high.insert(key, v);
         self.holds.insert(
@@ -201,7 +260,7 @@ impl QueueChecker {
     /// declared visibility timeout, and the report must say the same.
     pub fn on_heartbeat(
         &mut self,
-        key: TaskKey,
+        key: JobKey,
         fence: u64,
         reported: Instant,
         now: Instant,
@@ -227,7 +286,7 @@ impl QueueChecker {
 
     /// The world's deadline of the delivery under lease `fence` on `key`, while the
     /// world records one.
-    pub fn hold_deadline(&self, key: TaskKey, fence: u64) -> Option<Instant> {
+    pub fn hold_deadline(&self, key: JobKey, fence: u64) -> Option<Instant> {
         self.holds
             .get(&key)
             .filter(|h| h.fence == fence)
@@ -235,25 +294,27 @@ impl QueueChecker {
     }
 
     /// The lease `fence` on `key` was acked (`attempt` was its attempt number).
-    pub fn on_ack(&mut self, key: TaskKey, fence: u64, attempt: u32) {
+    pub fn on_ack(&mut self, key: JobKey, fence: u64, attempt: u32) {
         self.release(key, fence);
         *self.attempts_histogram.entry(attempt).or_insert(0) += 1;
     }
 
-    fn release(&mut self, key: TaskKey, fence: u64) {
+    fn release(&mut self, key: JobKey, fence: u64) {
         if self.holds.get(&key).is_some_and(|h| h.fence == fence) {
             self.holds.remove(&key);
         }
     }
 
-    /// Attempt `attempt` of `task` under lease `fence` was nacked at `now` with
-    /// `outcome`; `dead` is the queue's dead-letter queue after it.
+    /// Attempt `attempt` of `task` under lease `fence` failed with `error` and was
+    /// nacked at `now` with `outcome`; `dead` is the queue's dead-letter queue after it.
+    #[allow(clippy::too_many_arguments)] // one nack's facts, as the world saw them
     pub fn on_nack(
         &mut self,
-        task: Task,
+        task: &Job,
         fence: u64,
         attempt: u32,
         outcome: Nacked,
+        error: &str,
         now: Instant,
         dead: &[DeadLetter],
     ) -> Result<(), Violation> {
@@ -302,11 +363,22 @@ impl QueueChecker {
                 }
             }
             Nacked::DeadLettered => {
-                let there = dead
-                    .iter()
-                    .rev()
-                    .any(|d| d.task == task && d.redriven_at.is_none());
-                if !there {
+                let there = dead.iter().rev().find(|d| {
+                    d.job.key == key && d.job.version == task.version && d.redriven_at.is_none()
+                });
+                if let Some(d) = there
+                    && d.last_error != error
+                {
+                    return Err(Violation::new(
+                        RETRY_OR_DEAD_LETTER,
+                        format!(
+                            "{key} version {} failed its last attempt ({attempt}) with {error:?}, but its dead letter \
+                             records the last error as {:?}",
+                            task.version, d.last_error
+                        ),
+                    ));
+                }
+                if there.is_none() {
                     return Err(Violation::new(
                         RETRY_OR_DEAD_LETTER,
                         format!(
@@ -322,7 +394,7 @@ impl QueueChecker {
     }
 
     /// A target applied `version` of `key`'s profile with effect.
-    pub fn on_applied(&mut self, key: TaskKey, version: u64) -> Result<(), Violation> {
+    pub fn on_applied(&mut self, key: JobKey, version: u64) -> Result<(), Violation> {
         let held = self.held.get(&key).copied().unwrap_or(0);
         if version < held {
             return Err(Violation::new(
@@ -344,7 +416,7 @@ impl QueueChecker {
     /// deadline and the queue still reports `still` as the key's unexpired lease.
     pub fn on_crashed_lease_check(
         &self,
-        key: TaskKey,
+        key: JobKey,
         fence: u64,
         still: Option<u64>,
         now: Instant,
@@ -384,10 +456,11 @@ impl QueueChecker {
         Ok(())
     }
 
-    /// At rest: every target holds `latest` of every profile (keys given per target).
+    /// At rest: every target holds `latest` of every keyed job, and every unique job
+    /// committed took effect exactly once.
     pub fn finish(
         &self,
-        latest: &[(TaskKey, u64)],
+        latest: &[(JobKey, u64)],
         backlog: usize,
         counts: &QueueCounts,
     ) -> Result<(), Violation> {
@@ -408,11 +481,30 @@ impl QueueChecker {
             return Err(Violation::new(
                 NO_LOST_UPDATE,
                 format!(
-                    "at rest, {} (profile, target) pairs miss the latest version, e.g. {first}; \
+                    "at rest, {} keys (profile, target pairs) miss the latest version, e.g. {first}; \
                      the queue: {} in flight, {} dead",
                     lost.len(),
                     counts.in_flight(),
                     counts.dead
+                ),
+            ));
+        }
+        let never: Vec<&JobKey> = self
+            .unique_committed
+            .iter()
+            .filter(|k| !self.effects.contains_key(k))
+            .collect();
+        if let Some(first) = never.first() {
+            return Err(Violation::new(
+                EXACTLY_ONCE,
+                format!(
+                    "at rest, {} of {} unique jobs committed never took effect at their target, e.g. {first}; \
+                     the queue: {} in flight, {} dead, {} superseded",
+                    never.len(),
+                    self.unique_committed.len(),
+                    counts.in_flight(),
+                    counts.dead,
+                    counts.superseded
                 ),
             ));
         }
@@ -423,16 +515,18 @@ impl QueueChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::core::{LeaseToken, ProfileId, TargetId};
+    use crate::queue::core::LeaseToken;
+    use crate::queue::profile::{self, ProfileId, TargetId};
     use std::time::Duration;
 
     const VT: Duration = Duration::from_millis(100);
 
-    fn key() -> TaskKey {
-        TaskKey {
-            profile: ProfileId(1),
-            target: TargetId(0),
-        }
+    fn key() -> JobKey {
+        profile::key(ProfileId(1), TargetId(0))
+    }
+
+    fn job() -> Job {
+        profile::job(ProfileId(1), TargetId(0), 1)
     }
 
     fn ms(n: u64) -> Instant {
@@ -457,10 +551,7 @@ mod tests {
     /// A lease of version 1 under `fence`, reporting `deadline`.
     fn lease(fence: u64, deadline: Instant) -> Lease {
         Lease {
-            task: Task {
-                key: key(),
-                version: 1,
-            },
+            job: job(),
             token: LeaseToken::new(key(), fence),
             attempt: 1,
             deadline,
@@ -518,21 +609,8 @@ mod tests {
         };
         let retry = |backoff, at| {
             let mut c = checker(backoff);
-            c.on_accepted(Task {
-                key: key(),
-                version: 1,
-            });
-            c.on_nack(
-                Task {
-                    key: key(),
-                    version: 1,
-                },
-                1,
-                1,
-                Nacked::Retry { at },
-                ms(0),
-                &[],
-            )
+            c.on_accepted(&job());
+            c.on_nack(&job(), 1, 1, Nacked::Retry { at }, "down", ms(0), &[])
         };
         // 15 ms after the first failure: additive allows [10, 20] ms, full jitter [0, 10].
         retry(additive, ms(15)).unwrap();
@@ -543,5 +621,51 @@ mod tests {
         // 5 ms: below the additive floor.
         assert_eq!(invariant(retry(additive, ms(5))), RETRY_OR_DEAD_LETTER);
         retry(full_jitter(), ms(5)).unwrap();
+    }
+
+    #[test]
+    fn a_dead_letter_must_record_the_last_error() {
+        let letter = |error: &str| DeadLetter {
+            job: job(),
+            attempts: 5,
+            at: ms(0),
+            last_error: error.into(),
+            redriven_at: None,
+        };
+        let nack = |dead: &[DeadLetter]| {
+            let mut c = checker(full_jitter());
+            c.on_accepted(&job());
+            c.on_nack(&job(), 1, 5, Nacked::DeadLettered, "503", ms(0), dead)
+        };
+        nack(&[letter("503")]).unwrap();
+        assert_eq!(invariant(nack(&[letter("timeout")])), RETRY_OR_DEAD_LETTER);
+        assert_eq!(invariant(nack(&[])), RETRY_OR_DEAD_LETTER);
+    }
+
+    #[test]
+    fn a_job_handed_out_before_its_committed_run_at_is_caught() {
+        let mut c = checker(full_jitter());
+        c.on_committed_run_at(key(), ms(50));
+        let r = c.on_lease(&lease(1, ms(149)), 0, ms(49));
+        assert_eq!(invariant(r), NOT_BEFORE_RUN_AT);
+        c.on_lease(&lease(2, ms(150)), 0, ms(50)).unwrap();
+    }
+
+    #[test]
+    fn a_unique_job_must_take_effect_exactly_once() {
+        let mail = crate::queue::JobType::from_static("mail");
+        let a = JobKey::unique(mail, crate::queue::JobId(1));
+        let b = JobKey::unique(mail, crate::queue::JobId(2));
+        let mut c = checker(full_jitter());
+        c.on_committed_unique(a);
+        c.on_committed_unique(b);
+        c.on_effect(a).unwrap();
+        let counts = QueueCounts::default();
+        let v = c.finish(&[], 0, &counts).unwrap_err();
+        assert_eq!(v.invariant, EXACTLY_ONCE);
+        assert!(v.to_string().contains("mail#2"), "{v}");
+        c.on_effect(b).unwrap();
+        c.finish(&[], 0, &counts).unwrap();
+        assert_eq!(invariant(c.on_effect(b)), EXACTLY_ONCE);
     }
 }

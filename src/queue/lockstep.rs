@@ -14,7 +14,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use super::core::{Lease, Nacked, ProfileId, Queue, QueueConfig, TargetId, Task, TaskKey};
+use super::core::{Job as Task, Lease, Nacked, Queue, QueueConfig};
+use super::profile::{self, ProfileId, TargetId};
 use super::tokio::{PoolConfig, PoolReport, SharedQueue, WorkerPool};
 use super::worker::{Beat, Next, Outcome, Settled, WorkerConfig, WorkerCore, heartbeat_every};
 use crate::clock::Instant;
@@ -38,13 +39,7 @@ fn config() -> QueueConfig {
 }
 
 fn task(p: u64, t: u32, v: u64) -> Task {
-    Task {
-        key: TaskKey {
-            profile: ProfileId(p),
-            target: TargetId(t),
-        },
-        version: v,
-    }
+    profile::job(ProfileId(p), TargetId(t), v)
 }
 
 /// How delivery number `n` behaves: the process stalls this long when it starts, then
@@ -93,7 +88,7 @@ fn script() -> Vec<(u64, Task)> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Seen {
     /// A delivery started (ns since the start).
-    Started(u64, Lease),
+    Started(u64, Box<Lease>),
     /// The delivery finished with this result.
     Finished(u64, bool),
     /// The delivery was dropped unfinished.
@@ -144,7 +139,7 @@ async fn adapter() -> (Vec<Seen>, PoolReport, super::core::QueueCounts) {
                 };
                 let b = behaviour(n);
                 async move {
-                    lock(&seen).push(Seen::Started(t(), lease));
+                    lock(&seen).push(Seen::Started(t(), Box::new(lease)));
                     let mut guard = Guard {
                         seen: Arc::clone(&seen),
                         done: false,
@@ -156,7 +151,7 @@ async fn adapter() -> (Vec<Seen>, PoolReport, super::core::QueueCounts) {
                     ::tokio::time::sleep(b.took).await;
                     guard.done = true;
                     lock(&seen).push(Seen::Finished(t(), b.ok));
-                    if b.ok { Ok(()) } else { Err(()) }
+                    if b.ok { Ok(()) } else { Err("failed") }
                 }
             }
         },
@@ -221,7 +216,7 @@ fn direct() -> (Vec<Seen>, PoolReport, super::core::QueueCounts) {
                 core.on_wake()
             }
             Next::Deliver(lease) => {
-                seen.push(Seen::Started(nanos(now), lease));
+                seen.push(Seen::Started(nanos(now), Box::new(lease)));
                 let b = behaviour(calls);
                 calls += 1;
                 if !b.stall.is_zero() {
@@ -263,7 +258,7 @@ fn direct() -> (Vec<Seen>, PoolReport, super::core::QueueCounts) {
                         }
                         Next::Nack(token) => {
                             catch_up(&mut q, &mut enqueues, now, false);
-                            let r: Result<Nacked, _> = q.nack(&token, now);
+                            let r: Result<Nacked, _> = q.nack(&token, "failed", now);
                             break core.on_settled(r.map_or(Settled::Refused, Settled::Nacked));
                         }
                         Next::Abandon => {

@@ -1,12 +1,18 @@
-//! A task queue for profile sync that keeps "no lost updates" under faults: a profile
-//! change reaches every target service eventually, even ones that are down for a
-//! while, never goes backwards, and takes effect once however often it is delivered.
+//! A task queue for jobs of any domain that keeps its promises under faults: a keyed
+//! job ("sync profile 7 to billing", latest version wins) reaches its target at its
+//! latest version and never goes backwards; a unique job ("send this welcome email")
+//! takes effect exactly once at a target that dedupes by job id; both survive targets
+//! that are down for a while, crashed workers and a restarted queue.
 //!
-//! - [`core`]: the sans-IO pieces: the profile service's [`Outbox`] (the write and its
-//!   tasks in one step), the [`Queue`] (one task per (profile, target), leases with a
-//!   visibility timeout, heartbeats, fencing tokens, coalescing, capped full-jitter
-//!   backoff, a dead-letter queue that can be redriven, a durable [`Store`]), and the
-//!   targets' [`Replica`] (applies with a version check).
+//! - [`core`]: the sans-IO pieces: [`Job`]s (a [`JobType`], a serde [`Payload`], a key
+//!   or a unique [`JobId`], a run-at), the producer's [`Outbox`] (jobs staged in the
+//!   caller's own write, through [`Staging`], then relayed), the [`Queue`] (leases with
+//!   a visibility timeout, heartbeats, fencing tokens, coalescing by key, capped
+//!   full-jitter backoff, a dead-letter queue with the last error that can be
+//!   redriven, a durable [`Store`] that keeps the wall-clock origin), and the targets'
+//!   [`Inbox`] (applies each unique job once).
+//! - [`profile`]: profile sync, one use of it: keyed jobs per (profile, target) and the
+//!   targets' [`Replica`](profile::Replica) that applies with a version check.
 //! - [`contract`]: [`TaskQueue`](contract::TaskQueue), the trait the simulated world
 //!   drives, and the [`QueuePolicy`] a queue declares (visibility timeout, attempts,
 //!   [`BackoffPolicy`]); plug your own queue in through it, and it is judged by the
@@ -16,8 +22,8 @@
 //!   of the same sans-IO worker core (crate-private, `worker.rs`) that the simulated
 //!   workers of the [`world`] drive: when to lease, sleep, heartbeat, ack, nack, drop
 //!   and exit is decided once.
-//! - [`world`], [`invariants`], [`mutants`], [`pattern`]: the simulated profile sync,
-//!   its seven promises, the broken queues they must catch, and the harness entry.
+//! - [`world`], [`invariants`], [`mutants`], [`pattern`]: the simulated profile sync
+//!   mixed with unique jobs, its eight promises, the broken queues they must catch, and the harness entry.
 //! - [`hosted`] (feature `hosted`): the worker pool, or your own async worker loop, in
 //!   the tokio harness (`queue-tokio`), against async targets and black-box oracles.
 
@@ -33,6 +39,7 @@ mod lockstep;
 pub mod mutants;
 #[cfg(feature = "sim")]
 pub mod pattern;
+pub mod profile;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 #[cfg(any(feature = "tokio", feature = "sim"))]
@@ -42,6 +49,7 @@ pub mod world;
 
 pub use self::contract::{BackoffPolicy, QueuePolicy};
 pub use self::core::{
-    Applied, DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, Outbox, ProfileId, Queue,
-    QueueConfig, QueueConfigBuilder, QueueCounts, Replica, Store, TargetId, Task, TaskKey,
+    Applied, DeadLetter, Enqueued, Fenced, Inbox, Job, JobId, JobKey, JobType, LEASE_EXPIRED,
+    Lease, LeaseToken, Nacked, Outbox, OutboxTx, Payload, PayloadError, Queue, QueueConfig,
+    QueueConfigBuilder, QueueCounts, Slot, Staging, Store,
 };

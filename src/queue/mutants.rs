@@ -102,4 +102,22 @@ pub const CATALOG: &[Mutant<QueuePattern>] = &[
         invariants::SINGLE_LEASE,
         |k| flawed(k, Flaw::HeartbeatIgnored),
     ),
+    Mutant::new(
+        "unique_jobs_coalesce_by_type",
+        "the queue treats a job without a key as keyed by its type: a unique job replaces one of the same type still waiting, which never runs",
+        invariants::EXACTLY_ONCE,
+        |k| flawed(k, Flaw::UniqueCoalesceByType),
+    ),
+    Mutant::new(
+        "inbox_without_dedupe",
+        "a target applies every delivery of a unique job (no dedupe by job id): a duplicated or retried delivery takes effect twice",
+        invariants::EXACTLY_ONCE,
+        |k| flawed(k, Flaw::NoDedupe),
+    ),
+    Mutant::new(
+        "run_at_ignored",
+        "the queue ignores a job's run-at: a job meant for later is handed out as soon as it is enqueued",
+        invariants::NOT_BEFORE_RUN_AT,
+        |k| flawed(k, Flaw::RunAtIgnored),
+    ),
 ];

@@ -1,4 +1,4 @@
-//! The profile-sync task queue as a [`Scenario`] of the harness.
+//! The task queue (profile sync mixed with unique jobs) as a [`Scenario`] of the harness.
 
 use crate::config::ConfigError;
 use crate::harness::{Description, Host, Metric, Mutant, Scenario, notes, per_second};
@@ -10,7 +10,8 @@ use crate::queue::world::{QueueKnobs, QueueWorld, run};
 use faultline_sim::report::model::{Band, Lane, Series, Timeline};
 use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimTime, TraceMode};
 
-/// The task queue for profile sync: outbox, leases, retries, dead letters, workers.
+/// The task queue for profile sync mixed with unique jobs: outbox, leases, retries, dead
+/// letters, workers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QueuePattern;
 
@@ -52,7 +53,7 @@ impl Scenario for QueuePattern {
     type World = QueueWorld<Queue>;
 
     const NAME: &'static str = "queue";
-    const ABOUT: &'static str = "task queue for profile sync: every target converges to the latest version, never backwards";
+    const ABOUT: &'static str = "task queue for profile sync and unique jobs: every target converges to the latest version, never backwards; each unique job takes effect once";
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
     const METRICS: &'static [Metric<QueueWorld<Queue>>] = &metrics::<Queue>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;
@@ -202,12 +203,24 @@ fn describe<Q: TaskQueue>(report: &RunReport, world: &QueueWorld<Q>) -> Descript
             "{} leases expired, {} workers crashed mid-task",
             s.expired, s.crashes_mid_task
         ),
+        invariants::EXACTLY_ONCE => format!(
+            "{} unique jobs committed, {} took effect",
+            s.unique_jobs, s.unique_effects
+        ),
+        invariants::NOT_BEFORE_RUN_AT => format!(
+            "{} unique jobs committed with a later run-at",
+            world.checker.run_at.len()
+        ),
         _ => String::new(),
     });
     let mut figures = vec![
         ("profile updates".into(), s.updates.to_string()),
         ("tasks accepted".into(), s.accepted.to_string()),
         ("tasks coalesced".into(), s.coalesced.to_string()),
+        (
+            "unique jobs committed / took effect".into(),
+            format!("{} / {}", s.unique_jobs, s.unique_effects),
+        ),
         ("deliveries sent".into(), s.deliveries.to_string()),
         (
             "deliveries dropped / duplicated".into(),

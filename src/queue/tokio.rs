@@ -7,8 +7,9 @@
 //!   worker.
 //! - **Delivering.** Each worker takes the earliest due task, calls the delivery
 //!   function with it, and meanwhile sends a heartbeat every third of the visibility
-//!   timeout (in whole milliseconds). `Ok` acks the task; `Err` nacks it (retried after the backoff,
-//!   dead-lettered after `attempts_max`). If a heartbeat is refused (the lease expired,
+//!   timeout (in whole milliseconds). `Ok` acks the job; `Err` nacks it with the
+//!   error's text (retried after the backoff, dead-lettered after `attempts_max` with
+//!   that text as the dead letter's last error). If a heartbeat is refused (the lease expired,
 //!   e.g. the process was paused longer than the timeout), the worker drops the delivery
 //!   future at once: it has lost the task to another worker and must not act on it.
 //!   An idle worker sleeps until a task is enqueued, the next retry is due, or the poll
@@ -24,7 +25,7 @@
 //! and what happened, and carries out what it asks.
 //!
 //! Time comes from `tokio::time::Instant`, converted to the core's [`Instant`]
-//! (nanoseconds since the queue was built), so a paused tokio clock
+//! (nanoseconds since the queue's origin, which its store keeps across restarts), so a paused tokio clock
 //! (`#[tokio::test(start_paused = true)]`) drives leases and backoff in tests.
 //!
 //! A poisoned lock is recovered, never turned into a panic: every critical section only
@@ -37,8 +38,9 @@
 //! ```
 //! use std::sync::{Arc, Mutex};
 //!
+//! use faultline::queue::profile::{self, ProfileId, ProfileService, Replica, TargetId};
 //! use faultline::queue::tokio::{PoolConfig, SharedQueue, WorkerPool};
-//! use faultline::queue::{Outbox, ProfileId, QueueConfig, Replica, TargetId};
+//! use faultline::queue::{Outbox, QueueConfig};
 //!
 //! #[tokio::main(flavor = "current_thread")]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -50,17 +52,18 @@
 //!             let replicas = Arc::clone(&replicas);
 //!             async move {
 //!                 // An HTTP call to the target service in real life.
+//!                 let (p, t) = profile::parse(&lease.job.key).ok_or("not a profile sync")?;
 //!                 let mut r = replicas.lock().map_err(|e| e.to_string())?;
-//!                 let key = lease.task.key;
-//!                 r[key.target.0 as usize].apply(key.profile, lease.task.version, lease.token.fence());
+//!                 r[t.0 as usize].apply(p, lease.job.version, lease.token.fence());
 //!                 Ok::<(), String>(())
 //!             }
 //!         }
 //!     })?;
 //!
-//!     let mut outbox = Outbox::new(&[TargetId(0), TargetId(1)]);
-//!     outbox.update(ProfileId(1));
-//!     outbox.update(ProfileId(1));
+//!     let mut profiles = ProfileService::new(&[TargetId(0), TargetId(1)]);
+//!     let mut outbox = Outbox::new();
+//!     outbox.write(|tx| profiles.update(tx, ProfileId(1)))?;
+//!     outbox.write(|tx| profiles.update(tx, ProfileId(1)))?;
 //!     queue.relay(&mut outbox);
 //!     queue.settled().await;
 //!
@@ -88,8 +91,8 @@ use ::tokio::task::JoinHandle;
 use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::queue::core::{
-    DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, Outbox, Queue, QueueConfig,
-    QueueCounts, Task,
+    DeadLetter, Enqueued, Fenced, Job, Lease, LeaseToken, Nacked, Outbox, Queue, QueueConfig,
+    QueueCounts,
 };
 use crate::queue::worker::{
     Beat, Next, Outcome, Settled, WorkerConfig, WorkerCore, heartbeat_every,
@@ -120,8 +123,12 @@ async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> 
 
 struct Shared {
     queue: Mutex<Queue>,
+    /// Tokio's clock when the adapter was built, where the queue's clock read `base`.
     origin: ::tokio::time::Instant,
-    /// The wall-clock time at `origin`.
+    /// The queue's instant at `origin`: zero for a new queue; for a recovered one, the
+    /// time since its stored origin (its scale continues across restarts).
+    base: Instant,
+    /// The wall-clock origin of the queue's instants (kept in its store).
     wall: crate::clock::Origin,
     /// Woken when a task is enqueued or redriven.
     work: Notify,
@@ -150,13 +157,25 @@ impl SharedQueue {
         Self::from_queue(Queue::new(config))
     }
 
-    /// Wraps `queue`, e.g. one [recovered](Queue::recover) from its store.
-    pub fn from_queue(queue: Queue) -> Self {
-        let (origin, wall) = crate::rt::start();
+    /// Wraps `queue`, e.g. one [recovered](Queue::recover) from its store. A queue whose
+    /// store holds a wall-clock origin (every queue an adapter built before) keeps it,
+    /// and its clock continues from that origin's scale: the instants stored by an
+    /// earlier process (dead letters, due times, lease deadlines) keep their meaning.
+    /// A new queue gets the wall clock read now as its origin, stored with it.
+    pub fn from_queue(mut queue: Queue) -> Self {
+        let (origin, now) = crate::rt::start();
+        let wall = queue.set_origin(now);
+        // The wall time since the stored origin, but never before the latest instant
+        // the store saw (a wall clock set back, or one that stood still, as a paused
+        // test's does, does not move the scale back).
+        let base = wall
+            .saturating_instant(now.system_time())
+            .max(queue.store().clock_high());
         SharedQueue {
             shared: Arc::new(Shared {
                 queue: Mutex::new(queue),
                 origin,
+                base,
                 wall,
                 work: Notify::new(),
                 settled: Notify::new(),
@@ -164,25 +183,37 @@ impl SharedQueue {
         }
     }
 
-    fn now(&self) -> Instant {
-        crate::rt::now_since(self.shared.origin)
+    /// The queue's clock now (on its scale: see [`origin`](SharedQueue::origin)).
+    pub fn now(&self) -> Instant {
+        let shared = &self.shared;
+        shared
+            .base
+            .saturating_add(::tokio::time::Instant::now().saturating_duration_since(shared.origin))
     }
 
-    /// Where this queue's instants sit on the wall clock (read once, when it was built;
-    /// later offsets come from tokio's clock): `origin().to_system_time(at)` is the
-    /// [`SystemTime`](std::time::SystemTime) of any instant it reports (a [`DeadLetter`]'s `at`, a [`Lease`]'s `deadline`, a [`Nacked::Retry`]'s `at`).
-    ///
-    /// A queue [recovered](Queue::recover) into [`from_queue`](SharedQueue::from_queue)
-    /// starts a new scale: instants stored by an earlier process were on that process's
-    /// origin.
+    /// The queue's instant of the wall-clock time `t` (clamped: a time before the
+    /// scale's start is its first instant), e.g. for a job's
+    /// [`run_at`](crate::queue::Job::run_at).
+    pub fn instant_at(&self, t: std::time::SystemTime) -> Instant {
+        self.shared.wall.saturating_instant(t)
+    }
+
+    /// Where this queue's instants sit on the wall clock: `origin().to_system_time(at)`
+    /// is the [`SystemTime`](std::time::SystemTime) of any instant it reports (a
+    /// [`DeadLetter`]'s `at`, a [`Lease`]'s `deadline`, a [`Nacked::Retry`]'s `at`).
+    /// Read once when the queue was first built and kept in its durable store, so a
+    /// queue [recovered](Queue::recover) by a later process into
+    /// [`from_queue`](SharedQueue::from_queue) has the same origin, and the instants the
+    /// earlier process stored map to the wall clock too; later offsets come from
+    /// tokio's clock.
     pub fn origin(&self) -> crate::clock::Origin {
         self.shared.wall
     }
 
-    /// Accepts `task` and wakes an idle worker.
-    pub fn enqueue(&self, task: Task) -> Enqueued {
+    /// Accepts `job` and wakes an idle worker.
+    pub fn enqueue(&self, job: Job) -> Enqueued {
         let now = self.now();
-        let r = lock(&self.shared.queue).enqueue(task, now);
+        let r = lock(&self.shared.queue).enqueue(job, now);
         self.shared.work.notify_waiters();
         r
     }
@@ -192,8 +223,8 @@ impl SharedQueue {
         let now = self.now();
         let n = {
             let mut q = lock(&self.shared.queue);
-            outbox.relay(|task| {
-                q.enqueue(task, now);
+            outbox.relay(|job| {
+                q.enqueue(job, now);
                 true
             })
         };
@@ -223,10 +254,11 @@ impl SharedQueue {
         r
     }
 
-    /// Nacks the lease `token`: retried after the backoff, or dead-lettered.
-    pub fn nack(&self, token: &LeaseToken) -> Result<Nacked, Fenced> {
+    /// Nacks the lease `token` with `error` (a dead letter records the last one):
+    /// retried after the backoff, or dead-lettered.
+    pub fn nack(&self, token: &LeaseToken, error: &str) -> Result<Nacked, Fenced> {
         let now = self.now();
-        let r = lock(&self.shared.queue).nack(token, now);
+        let r = lock(&self.shared.queue).nack(token, error, now);
         self.shared.work.notify_waiters();
         self.shared.settled.notify_waiters();
         r
@@ -376,6 +408,87 @@ pub enum SpawnError {
     NoRuntime,
 }
 
+/// A boxed delivery future of a [`Handlers`] table.
+pub type Delivery = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+type Handler = Arc<dyn Fn(Lease) -> Delivery + Send + Sync>;
+
+/// One async handler per job type, for a [`WorkerPool`]
+/// ([`WorkerPool::spawn_handlers`]): each lease goes to the handler of its job's type;
+/// a job of a type with no handler fails with "no handler for job type …" (retried,
+/// then dead-lettered with that error, until a pool that knows the type redrives it).
+///
+/// ```
+/// use faultline::queue::tokio::{Handlers, PoolConfig, SharedQueue, WorkerPool};
+/// use faultline::queue::{Job, JobId, JobType, Payload, QueueConfig};
+///
+/// const EMAIL: JobType = JobType::from_static("send_email");
+///
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let queue = SharedQueue::new(QueueConfig::builder().build()?);
+///     let handlers = Handlers::new().on(EMAIL, |lease| async move {
+///         let to: String = lease.job.payload.decode().map_err(|e| e.to_string())?;
+///         assert_eq!(to, "ada@example.com"); // an SMTP call in real life
+///         Ok::<(), String>(())
+///     });
+///     let pool = WorkerPool::spawn_handlers(&queue, PoolConfig::builder().build()?, handlers)?;
+///     queue.enqueue(Job::unique(EMAIL, JobId(1), Payload::encode("ada@example.com")?));
+///     queue.settled().await;
+///     assert_eq!(pool.shutdown().await.delivered, 1);
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone, Default)]
+pub struct Handlers {
+    by_type: std::collections::BTreeMap<crate::queue::JobType, Handler>,
+}
+
+impl fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.by_type.keys()).finish()
+    }
+}
+
+impl Handlers {
+    /// No handlers.
+    pub fn new() -> Self {
+        Handlers::default()
+    }
+
+    /// Delivers the jobs of `job_type` with `handler` (replacing an earlier one): `Ok`
+    /// acks, `Err` nacks with the error's text.
+    pub fn on<F, Fut, E>(mut self, job_type: crate::queue::JobType, handler: F) -> Self
+    where
+        F: Fn(Lease) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: fmt::Display + 'static,
+    {
+        let handler: Handler = Arc::new(move |lease| {
+            let fut = handler(lease);
+            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+        });
+        self.by_type.insert(job_type, handler);
+        self
+    }
+
+    /// The job types handled.
+    pub fn job_types(&self) -> impl Iterator<Item = crate::queue::JobType> + '_ {
+        self.by_type.keys().copied()
+    }
+
+    /// Delivers `lease` with its type's handler.
+    pub fn dispatch(&self, lease: Lease) -> Delivery {
+        match self.by_type.get(&lease.job.job_type()) {
+            Some(h) => h(lease),
+            None => {
+                let t = lease.job.job_type();
+                Box::pin(async move { Err(format!("no handler for job type {t}")) })
+            }
+        }
+    }
+}
+
 /// N worker tasks delivering the tasks of a [`SharedQueue`].
 #[derive(Debug)]
 pub struct WorkerPool {
@@ -387,9 +500,11 @@ pub struct WorkerPool {
 
 impl WorkerPool {
     /// Spawns `config.workers()` tasks on the current tokio runtime, each delivering
-    /// leases with `deliver`: `Ok` acks the task, `Err` nacks it. The lease gives the
-    /// task and its fencing token (send the token along, so a target can refuse a
-    /// worker whose lease was taken over).
+    /// leases with `deliver`: `Ok` acks the job, `Err` nacks it with the error's text
+    /// (which a dead letter records as its last error). The lease gives the job (its
+    /// type to dispatch on, its payload) and its fencing token (send the token along,
+    /// so a target can refuse a worker whose lease was taken over). One function serves
+    /// every job type: match on [`Job::job_type`](crate::queue::Job::job_type).
     ///
     /// # Errors
     ///
@@ -402,7 +517,7 @@ impl WorkerPool {
     where
         F: Fn(Lease) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Send + 'static,
+        E: fmt::Display + Send + 'static,
     {
         let runtime = ::tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
         let deliver = Arc::new(deliver);
@@ -425,6 +540,20 @@ impl WorkerPool {
             counters,
             handles,
         })
+    }
+
+    /// Spawns a pool whose workers deliver each lease with the handler of its job's
+    /// type ([`Handlers`]).
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::NoRuntime`] outside a tokio runtime.
+    pub fn spawn_handlers(
+        queue: &SharedQueue,
+        config: PoolConfig,
+        handlers: Handlers,
+    ) -> Result<WorkerPool, SpawnError> {
+        WorkerPool::spawn(queue, config, move |lease| handlers.dispatch(lease))
     }
 
     /// Where the instants of the pool's queue sit on the wall clock: its
@@ -454,22 +583,48 @@ impl WorkerPool {
     }
 }
 
+/// The error text a nack carries when a delivery had no outcome within the worker's
+/// delivery timeout (the pool's workers have none: a delivery function owns its own).
+const DELIVERY_TIMED_OUT: &str = "the delivery timed out";
+
+/// The error text a nack carries when the delivery panicked.
+pub const DELIVERY_PANICKED: &str = "the delivery panicked";
+
+/// A failed delivery: its error's text, and whether it panicked.
+struct Failure {
+    error: String,
+    panicked: bool,
+}
+
+impl Failure {
+    fn panic() -> Self {
+        Failure {
+            error: DELIVERY_PANICKED.to_owned(),
+            panicked: true,
+        }
+    }
+}
+
 /// Runs `deliver(lease)`, turning a panic (in the call or in the future) into a
-/// failure: `Err(true)` for a panic, `Err(false)` for the function's own error.
-async fn guarded<F, Fut, E>(deliver: &F, lease: Lease) -> Result<(), bool>
+/// failure.
+async fn guarded<F, Fut, E>(deliver: &F, lease: Lease) -> Result<(), Failure>
 where
     F: Fn(Lease) -> Fut,
     Fut: Future<Output = Result<(), E>>,
+    E: fmt::Display,
 {
     let Ok(fut) = catch_unwind(AssertUnwindSafe(|| deliver(lease))) else {
-        return Err(true);
+        return Err(Failure::panic());
     };
     let mut fut = pin!(fut);
     poll_fn(
         |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-            Ok(Poll::Ready(r)) => Poll::Ready(r.map_err(|_| false)),
+            Ok(Poll::Ready(r)) => Poll::Ready(r.map_err(|e| Failure {
+                error: e.to_string(),
+                panicked: false,
+            })),
             Ok(Poll::Pending) => Poll::Pending,
-            Err(_panic) => Poll::Ready(Err(true)),
+            Err(_panic) => Poll::Ready(Err(Failure::panic())),
         },
     )
     .await
@@ -486,6 +641,7 @@ async fn work<F, Fut, E>(
 ) where
     F: Fn(Lease) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: fmt::Display,
 {
     let shared = &queue.shared;
     let visibility = lock(&shared.queue).config().visibility_timeout();
@@ -525,7 +681,7 @@ async fn work<F, Fut, E>(
                 if stop.load(Ordering::SeqCst) {
                     core.stop()
                 } else {
-                    race(notified.as_mut(), sleep_until(shared.origin, until)).await;
+                    race(notified.as_mut(), sleep_until(shared, until)).await;
                     core.on_wake()
                 }
             }
@@ -556,9 +712,10 @@ async fn work<F, Fut, E>(
         .fetch_add(t.heartbeats, Ordering::Relaxed);
 }
 
-/// Sleeps until the core's instant `at` (forever if it does not fit tokio's clock).
-async fn sleep_until(origin: ::tokio::time::Instant, at: Instant) {
-    match crate::rt::tokio_instant(origin, at) {
+/// Sleeps until the queue's instant `at` (forever if it does not fit tokio's clock).
+async fn sleep_until(shared: &Shared, at: Instant) {
+    let since = Instant::ZERO.saturating_add(at.saturating_since(shared.base));
+    match crate::rt::tokio_instant(shared.origin, since) {
         Some(t) => ::tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
@@ -574,10 +731,12 @@ async fn drive<D>(
     mut delivery: std::pin::Pin<&mut D>,
 ) -> (Next, bool)
 where
-    D: Future<Output = Result<(), bool>>,
+    D: Future<Output = Result<(), Failure>>,
 {
     let shared = &queue.shared;
     let mut panicked = false;
+    // What the nack carries: the delivery's error, or that no outcome came in time.
+    let mut error = String::from(DELIVERY_TIMED_OUT);
     let mut next = Next::Wait;
     loop {
         next = match next {
@@ -585,18 +744,16 @@ where
                 let wake = core.wake_at();
                 let timer = async move {
                     match wake {
-                        Some(at) => sleep_until(shared.origin, at).await,
+                        Some(at) => sleep_until(shared, at).await,
                         None => std::future::pending().await,
                     }
                 };
                 match race(delivery.as_mut(), timer).await {
-                    Either::Left(r) => {
-                        panicked = r == Err(true);
-                        core.on_outcome(if r.is_ok() {
-                            Outcome::Delivered
-                        } else {
-                            Outcome::Failed
-                        })
+                    Either::Left(Ok(())) => core.on_outcome(Outcome::Delivered),
+                    Either::Left(Err(f)) => {
+                        panicked = f.panicked;
+                        error = f.error;
+                        core.on_outcome(Outcome::Failed)
                     }
                     Either::Right(()) => core.on_timer(queue.now()),
                 }
@@ -619,7 +776,7 @@ where
             }
             Next::Nack(token) => {
                 let now = queue.now();
-                let r = lock(&shared.queue).nack(&token, now);
+                let r = lock(&shared.queue).nack(&token, &error, now);
                 return (
                     core.on_settled(r.map_or(Settled::Refused, Settled::Nacked)),
                     panicked,
@@ -638,17 +795,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::core::{ProfileId, Replica, TargetId, TaskKey};
+    use crate::queue::profile::{self, ProfileId, ProfileService, Replica, TargetId};
     use std::sync::atomic::AtomicU32;
 
-    fn task(p: u64, t: u32, v: u64) -> Task {
-        Task {
-            key: TaskKey {
-                profile: ProfileId(p),
-                target: TargetId(t),
-            },
-            version: v,
-        }
+    fn task(p: u64, t: u32, v: u64) -> Job {
+        profile::job(ProfileId(p), TargetId(t), v)
     }
 
     fn config(attempts: u32) -> QueueConfig {
@@ -675,7 +826,8 @@ mod tests {
             .build()
             .unwrap()
             .block_on(async { SharedQueue::new(config(5)) });
-        let err = WorkerPool::spawn(&q, pool(1), |_lease| async { Ok::<(), ()>(()) }).unwrap_err();
+        let err =
+            WorkerPool::spawn(&q, pool(1), |_lease| async { Ok::<(), String>(()) }).unwrap_err();
         assert_eq!(err, SpawnError::NoRuntime);
     }
 
@@ -703,24 +855,25 @@ mod tests {
                 let effects = Arc::clone(&effects);
                 async move {
                     ::tokio::time::sleep(Duration::from_millis(20)).await;
-                    let k = lease.task.key;
-                    let r = lock(&replicas)[k.target.0 as usize].apply(
-                        k.profile,
-                        lease.task.version,
+                    let (p, t) = profile::parse(&lease.job.key).ok_or("not a profile sync")?;
+                    let r = lock(&replicas)[t.0 as usize].apply(
+                        p,
+                        lease.job.version,
                         lease.token.fence(),
                     );
                     if r == crate::queue::Applied::Applied {
                         effects.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok::<(), ()>(())
+                    Ok::<(), &str>(())
                 }
             }
         })
         .unwrap();
-        let mut outbox = Outbox::new(&[TargetId(0), TargetId(1), TargetId(2)]);
+        let mut profiles = ProfileService::new(&[TargetId(0), TargetId(1), TargetId(2)]);
+        let mut outbox = Outbox::new();
         for round in 0..5 {
             for p in 0..4 {
-                outbox.update(ProfileId(p));
+                let _ = outbox.write(|tx| profiles.update(tx, ProfileId(p)));
             }
             q.relay(&mut outbox);
             ::tokio::time::sleep(Duration::from_millis(7 * round)).await;
@@ -762,14 +915,52 @@ mod tests {
             leased + Duration::from_secs(3)
         );
         ::tokio::time::advance(Duration::from_millis(1_250)).await;
-        assert_eq!(q.nack(&lease.token), Ok(Nacked::DeadLettered));
+        assert_eq!(q.nack(&lease.token, "503"), Ok(Nacked::DeadLettered));
         let letters = q.dead_letters();
         let died = origin.system_time() + built.elapsed();
         assert_eq!(origin.to_system_time(letters[0].at), died);
         assert_eq!(origin.to_instant(died), Some(letters[0].at));
+        assert_eq!(letters[0].last_error, "503");
         let pool = WorkerPool::spawn(&q, pool(1), |_| async { Ok::<(), &str>(()) }).unwrap();
         assert_eq!(pool.origin(), origin);
         pool.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recovered_queue_keeps_its_origin_so_old_dead_letters_map_to_wall_time() {
+        let first = SharedQueue::new(config(1));
+        let origin = first.origin();
+        ::tokio::time::advance(Duration::from_secs(90)).await;
+        first.enqueue(task(1, 0, 1));
+        first.enqueue(task(2, 0, 1));
+        let lease = first.lease().unwrap();
+        assert_eq!(first.nack(&lease.token, "503"), Ok(Nacked::DeadLettered));
+        let died = first.dead_letters()[0].at;
+        assert_eq!(died, Instant::from_millis(90_000));
+        let store = first.store();
+        drop(first);
+
+        // The next process: a later tokio clock, a later wall clock.
+        ::tokio::time::advance(Duration::from_secs(30)).await;
+        let second = SharedQueue::from_queue(Queue::recover(config(1), store));
+        assert_eq!(second.origin(), origin, "the stored origin, not a new one");
+        let letter = &second.dead_letters()[0];
+        assert_eq!(
+            second.origin().to_system_time(letter.at),
+            origin.system_time() + Duration::from_secs(90)
+        );
+        // Its clock continues the first one's scale: the wall time since the origin,
+        // and never before the last instant the store saw (the wall clock stood still
+        // here while tokio's was paused and advanced).
+        let now = second.now();
+        assert!(now >= died, "{now} continues after {died}");
+        // And a job leased now gets a deadline on the same scale.
+        let l = second.lease().unwrap();
+        assert_eq!(l.deadline, now + Duration::from_secs(3));
+        // A fresh queue (no stored origin) starts its own.
+        let fresh = SharedQueue::new(config(1));
+        assert_eq!(fresh.now(), Instant::ZERO);
+        assert_eq!(fresh.store().origin(), Some(fresh.origin()));
     }
 
     #[tokio::test(start_paused = true)]
@@ -788,22 +979,33 @@ mod tests {
         })
         .unwrap();
         q.enqueue(task(1, 0, 1));
+        q.enqueue(Job::unique(
+            crate::queue::JobType::from_static("mail"),
+            crate::queue::JobId(1),
+            crate::queue::Payload::default(),
+        ));
         let start = ::tokio::time::Instant::now();
         while q.counts().dead == 0 {
             ::tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        while q.counts().dead < 2 {
+            ::tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
         // Two backoffs of at most 100 ms and 200 ms, plus polling.
         assert!(start.elapsed() <= Duration::from_millis(300 + 2 * 60));
-        assert_eq!(q.dead_letters().len(), 1);
+        assert_eq!(q.dead_letters().len(), 2);
+        for letter in q.dead_letters() {
+            assert_eq!(letter.last_error, "target down");
+        }
         up.store(true, Ordering::SeqCst);
-        assert_eq!(q.redrive(), 1);
+        assert_eq!(q.redrive(), 2);
         q.settled().await;
         let report = p.shutdown().await;
-        assert_eq!((report.delivered, report.failed), (1, 3));
+        assert_eq!((report.delivered, report.failed), (2, 6));
         let c = q.counts();
-        assert_eq!((c.done, c.dead, c.redriven), (1, 0, 1));
-        assert_eq!(q.dead_letters().len(), 1, "never deleted");
+        assert_eq!((c.done, c.dead, c.redriven), (2, 0, 2));
+        assert_eq!(q.dead_letters().len(), 2, "never deleted");
     }
 
     #[tokio::test(start_paused = true)]
@@ -817,7 +1019,7 @@ mod tests {
                 assert!(n != 0, "the delivery function panics (on purpose)");
                 async move {
                     assert!(n != 1, "the delivery future panics (on purpose)");
-                    Ok::<(), ()>(())
+                    Ok::<(), String>(())
                 }
             }
         })
@@ -829,8 +1031,54 @@ mod tests {
             (report.panicked, report.failed, report.delivered),
             (2, 2, 1)
         );
+        assert!(q.dead_letters().is_empty());
         let c = q.counts();
         assert_eq!((c.done, c.retries, c.expired), (1, 2, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_job_type_goes_to_its_handler_and_an_unknown_type_dead_letters() {
+        let mail = crate::queue::JobType::from_static("mail");
+        let other = crate::queue::JobType::from_static("other");
+        let q = SharedQueue::new(config(2));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let synced = Arc::new(AtomicU32::new(0));
+        let handlers = Handlers::new()
+            .on(mail, {
+                let sent = Arc::clone(&sent);
+                move |lease: Lease| {
+                    let sent = Arc::clone(&sent);
+                    async move {
+                        let to: String = lease.job.payload.decode().map_err(|e| e.to_string())?;
+                        lock(&sent).push(to);
+                        Ok::<(), String>(())
+                    }
+                }
+            })
+            .on(profile::SYNC_PROFILE, {
+                let synced = Arc::clone(&synced);
+                move |_lease| {
+                    synced.fetch_add(1, Ordering::SeqCst);
+                    async { Ok::<(), &str>(()) }
+                }
+            });
+        assert_eq!(handlers.job_types().count(), 2);
+        let p = WorkerPool::spawn_handlers(&q, pool(2), handlers).unwrap();
+        let payload = |s: &str| crate::queue::Payload::encode(s).unwrap();
+        q.enqueue(Job::unique(mail, crate::queue::JobId(1), payload("a@x")));
+        q.enqueue(Job::unique(mail, crate::queue::JobId(2), payload("b@x")));
+        q.enqueue(task(1, 0, 1));
+        q.enqueue(Job::unique(other, crate::queue::JobId(1), payload("?")));
+        q.settled().await;
+        p.shutdown().await;
+        let mut sent = lock(&sent).clone();
+        sent.sort();
+        assert_eq!(sent, ["a@x", "b@x"]);
+        assert_eq!(synced.load(Ordering::SeqCst), 1);
+        let dead = q.dead_letters();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].job.job_type(), other);
+        assert_eq!(dead[0].last_error, "no handler for job type other");
     }
 
     #[tokio::test(start_paused = true)]
@@ -843,7 +1091,7 @@ mod tests {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async move {
                     ::tokio::time::sleep(Duration::from_secs(10)).await;
-                    Ok::<(), ()>(())
+                    Ok::<(), String>(())
                 }
             }
         })
@@ -861,7 +1109,7 @@ mod tests {
         let q = SharedQueue::new(config(5));
         let p = WorkerPool::spawn(&q, pool(1), |_lease| async {
             ::tokio::time::sleep(Duration::from_millis(500)).await;
-            Ok::<(), ()>(())
+            Ok::<(), String>(())
         })
         .unwrap();
         q.enqueue(task(1, 0, 1));

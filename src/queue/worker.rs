@@ -95,7 +95,7 @@ pub(crate) enum Settled {
 }
 
 /// What the driver does next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Next {
     /// Ask the queue for a lease now and report it with [`WorkerCore::on_lease`].
     Lease,
@@ -136,7 +136,7 @@ pub(crate) struct Tally {
 }
 
 /// The delivery in hand.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Delivery {
     lease: Lease,
     since: Instant,
@@ -181,17 +181,17 @@ impl WorkerCore {
 
     /// The lease in hand and since when, if delivering.
     pub fn in_hand(&self) -> Option<(Lease, Instant)> {
-        self.delivery.map(|d| (d.lease, d.since))
+        self.delivery.as_ref().map(|d| (d.lease.clone(), d.since))
     }
 
     /// When the delivery in hand counts as failed without an outcome, if ever.
     pub fn deadline(&self) -> Option<Instant> {
-        self.delivery.and_then(|d| d.deadline)
+        self.delivery.as_ref().and_then(|d| d.deadline)
     }
 
     /// When the next heartbeat is due, if any.
     pub fn next_beat(&self) -> Option<Instant> {
-        self.delivery.and_then(|d| d.next_beat)
+        self.delivery.as_ref().and_then(|d| d.next_beat)
     }
 
     /// When a delivering worker must next call [`on_timer`](Self::on_timer) without an
@@ -237,7 +237,7 @@ impl WorkerCore {
             };
         };
         self.delivery = Some(Delivery {
-            lease,
+            lease: lease.clone(),
             since: now,
             deadline: self.config.delivery_timeout.map(|d| now.saturating_add(d)),
             next_beat: self.config.heartbeat.map(|d| now.saturating_add(d)),
@@ -253,7 +253,7 @@ impl WorkerCore {
     /// A delivering worker's timer fired at `now`: a delivery past its deadline failed;
     /// a due heartbeat is sent; otherwise it keeps waiting.
     pub fn on_timer(&mut self, now: Instant) -> Next {
-        let Some(d) = self.delivery else {
+        let Some(d) = self.delivery.as_ref() else {
             return self.idle_next();
         };
         if d.deadline.is_some_and(|t| now >= t) {
@@ -287,7 +287,7 @@ impl WorkerCore {
 
     /// The delivery in hand ended with `outcome`.
     pub fn on_outcome(&mut self, outcome: Outcome) -> Next {
-        let Some(d) = self.delivery else {
+        let Some(d) = self.delivery.as_ref() else {
             return self.idle_next();
         };
         match outcome {
@@ -336,7 +336,7 @@ impl WorkerCore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::core::{ProfileId, TargetId, Task, TaskKey};
+    use crate::queue::profile::{self, ProfileId, TargetId};
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -347,12 +347,10 @@ mod tests {
     }
 
     fn lease(fence: u64) -> Lease {
-        let key = TaskKey {
-            profile: ProfileId(1),
-            target: TargetId(0),
-        };
+        let job = profile::job(ProfileId(1), TargetId(0), 1);
+        let key = job.key;
         Lease {
-            task: Task { key, version: 1 },
+            job,
             token: LeaseToken::new(key, fence),
             attempt: 1,
             deadline: at(300),
@@ -399,7 +397,10 @@ mod tests {
     fn heartbeats_follow_each_answer_and_a_refusal_drops_the_delivery() {
         let mut c = core(None);
         let l = lease(1);
-        assert_eq!(c.on_lease(at(0), Some(l), None), Next::Deliver(l));
+        assert_eq!(
+            c.on_lease(at(0), Some(l.clone()), None),
+            Next::Deliver(l.clone())
+        );
         assert_eq!(c.wake_at(), Some(at(33)));
         assert_eq!(c.on_timer(at(20)), Next::Wait);
         assert_eq!(c.on_timer(at(33)), Next::Heartbeat(l.token));
@@ -423,11 +424,11 @@ mod tests {
     fn outcomes_settle_and_the_deadline_fails_a_silent_delivery() {
         let mut c = core(Some(50));
         let l = lease(2);
-        c.on_lease(at(0), Some(l), None);
+        c.on_lease(at(0), Some(l.clone()), None);
         assert_eq!(c.wake_at(), Some(at(33)));
         assert_eq!(c.on_outcome(Outcome::Delivered), Next::Ack(l.token));
         assert_eq!(c.on_settled(Settled::Acked), Next::Lease);
-        c.on_lease(at(100), Some(l), None);
+        c.on_lease(at(100), Some(l.clone()), None);
         assert_eq!(c.on_heartbeat(at(133), Beat::Extended), Next::Wait);
         assert_eq!(c.wake_at(), Some(at(150)));
         assert_eq!(c.on_timer(at(150)), Next::Nack(l.token));
@@ -437,7 +438,7 @@ mod tests {
         );
         assert!(c.take_wake_idle());
         assert!(!c.take_wake_idle());
-        c.on_lease(at(200), Some(l), None);
+        c.on_lease(at(200), Some(l.clone()), None);
         assert_eq!(c.on_outcome(Outcome::Fenced), Next::Abandon);
         assert_eq!(c.abandon(), Next::Lease);
         assert_eq!(
@@ -456,7 +457,7 @@ mod tests {
         let mut c = core(None);
         assert_eq!(c.clone().stop(), Next::Exit);
         let l = lease(3);
-        c.on_lease(at(0), Some(l), None);
+        c.on_lease(at(0), Some(l.clone()), None);
         assert_eq!(c.stop(), Next::Wait);
         assert_eq!(c.on_outcome(Outcome::Failed), Next::Nack(l.token));
         assert_eq!(c.on_settled(Settled::Refused), Next::Exit);

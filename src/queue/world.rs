@@ -1,7 +1,10 @@
-//! The simulated profile sync: users update their profiles in bursts (the same users
-//! several times in a row, now and then several times within a millisecond, where a
-//! queue that races with itself shows it); the profile service writes each change with its outbox rows
-//! and relays them to the queue; N workers lease tasks and deliver them over links that
+//! The simulated profile sync, mixed with unique jobs: users update their profiles in
+//! bursts (the same users several times in a row, now and then several times within a
+//! millisecond, where a queue that races with itself shows it); the profile service
+//! writes each change with its keyed jobs (one per target, latest version wins) and,
+//! for some updates, a unique "notify" job to one target (now or at a run-at up to
+//! half a second later), all staged in the same outbox write, and relays them to the
+//! queue; N workers lease tasks and deliver them over links that
 //! drop, duplicate and delay, to K target services that go down, get slow or fail; the
 //! workers crash mid-task and the queue process restarts. An operator redrives the
 //! dead-letter queue (now and then, and after the faults heal). The [`QueueChecker`]
@@ -14,11 +17,12 @@ use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::queue::contract::{QueuePolicy, TaskQueue};
 use crate::queue::core::{
-    Applied, Enqueued, Flaw, Lease, LeaseToken, Nacked, Outbox, ProfileId, Queue, QueueConfig,
-    Replica, TargetId, Task, TaskKey,
+    Applied, Enqueued, Flaw, Inbox, Job, JobKey, JobType, Lease, LeaseToken, Nacked, Outbox,
+    Payload, Queue, QueueConfig,
 };
 pub use crate::queue::invariants::INVARIANTS;
 use crate::queue::invariants::QueueChecker;
+use crate::queue::profile::{self, ProfileId, ProfileService, Replica, TargetId};
 use crate::queue::worker::{
     Beat, Next, Outcome, Settled, WorkerConfig, WorkerCore, heartbeat_every,
 };
@@ -49,9 +53,20 @@ pub const MARKS: &[&str] = &[
     "queue.delivery_timeout",
     "queue.superseded_after_failure",
     "queue.burst",
+    "queue.unique_job",
+    "queue.unique_run_later",
+    "queue.unique_duplicate_delivery",
 ];
 
+/// The job type of the world's unique jobs: a notification to one target.
+pub const NOTIFY: JobType = JobType::from_static("notify");
+
 const QUEUE_NODE: &str = "queue";
+
+/// The error a worker nacks with when its target answered with a failure.
+const TARGET_FAILED: &str = "the target failed";
+/// The error a worker nacks with when no reply came within the delivery timeout.
+const DELIVERY_TIMED_OUT: &str = "the delivery timed out";
 
 /// Every knob of one profile-sync scenario, all from one seed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -101,6 +116,12 @@ pub struct QueueKnobs {
     pub burst_len_max: u32,
     /// Longest spacing between two updates of a rapid burst, µs (under a millisecond).
     pub burst_gap_us_max: u64,
+    /// Share of updates that also commit a unique notify job to one target, percent.
+    pub unique_percent: u32,
+    /// Share of those that run later (a run-at up to `run_at_ms_max` ahead), percent.
+    pub run_later_percent: u32,
+    /// The latest run-at of a unique job, ms after its write.
+    pub run_at_ms_max: u64,
 }
 
 impl QueueKnobs {
@@ -138,6 +159,7 @@ impl QueueKnobs {
         let base = r.between(5, 200);
         // Drawn from their own stream, so every knob above and below keeps its value.
         let mut b = SimRng::new(seed).fork("queue.bursts");
+        let mut j = SimRng::new(seed).fork("queue.unique_knobs");
         QueueKnobs {
             seed,
             horizon_ms: 10_000,
@@ -169,6 +191,9 @@ impl QueueKnobs {
             burst_percent: b.between(2, 20) as u32,
             burst_len_max: b.between(1, 4) as u32,
             burst_gap_us_max: b.between(50, 900),
+            unique_percent: j.between(10, 60) as u32,
+            run_later_percent: j.between(0, 50) as u32,
+            run_at_ms_max: j.between(1, 500),
         }
     }
 
@@ -244,7 +269,7 @@ pub enum Answer {
 }
 
 /// The queue world's events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QueueEvent {
     /// A burst of updates starts.
     Burst,
@@ -274,8 +299,8 @@ pub enum QueueEvent {
         worker: u32,
         /// Its job number.
         job: u64,
-        /// The task.
-        task: Task,
+        /// The job.
+        task: Job,
         /// The lease's fencing token.
         fence: u64,
     },
@@ -285,8 +310,8 @@ pub enum QueueEvent {
         worker: u32,
         /// Its job number.
         job: u64,
-        /// The task.
-        task: Task,
+        /// The job.
+        task: Job,
         /// The lease's fencing token.
         fence: u64,
     },
@@ -315,8 +340,8 @@ pub enum QueueEvent {
     },
     /// The lease of a crashed worker must have ended by now.
     LeaseCheck {
-        /// The task's key.
-        key: TaskKey,
+        /// The job's key.
+        key: JobKey,
         /// The crashed worker's fencing token.
         fence: u64,
     },
@@ -328,7 +353,7 @@ pub enum QueueEvent {
 
 /// The world's bookkeeping of the delivery in hand (the lease itself is the core's).
 #[derive(Clone, Copy, Debug)]
-struct Job {
+struct InHand {
     id: u64,
     /// Acked before delivery (the mutant).
     acked: bool,
@@ -342,7 +367,7 @@ struct Worker {
     down: u32,
     round: u64,
     jobs: u64,
-    job: Option<Job>,
+    job: Option<InHand>,
     core: WorkerCore,
 }
 
@@ -383,6 +408,10 @@ pub struct QueueStats {
     pub crashes_mid_task: u64,
     /// Tasks lost by a dual write (the non-atomic outbox mutant only).
     pub dual_write_lost: u64,
+    /// Unique jobs committed.
+    pub unique_jobs: u64,
+    /// Unique jobs that took effect.
+    pub unique_effects: u64,
     /// When the last fault healed.
     pub last_fault_healed: Option<SimTime>,
     /// Per target: when it held everything written before the last fault healed.
@@ -425,8 +454,12 @@ pub struct QueueWorld<Q: TaskQueue> {
     knobs: QueueKnobs,
     queue: Q,
     queue_down: u32,
+    profiles: ProfileService,
     outbox: Outbox,
     replicas: Vec<Replica>,
+    inboxes: Vec<Inbox>,
+    /// The target of every unique job committed (the world's routing table).
+    unique_targets: BTreeMap<JobKey, u32>,
     workers: Vec<Worker>,
     flaw: Flaw,
     /// The invariant checker.
@@ -434,6 +467,7 @@ pub struct QueueWorld<Q: TaskQueue> {
     rng_burst: SimRng,
     rng_rapid: SimRng,
     rng_net: SimRng,
+    rng_jobs: SimRng,
     last_expired: u64,
     last_dead: u64,
     /// What was written when the last fault healed: profile -> version.
@@ -469,11 +503,13 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         let targets: Vec<TargetId> = (0..knobs.targets).map(TargetId).collect();
         let replica_flaw =
             matches!(flaw, Flaw::NoVersionCheck | Flaw::ReapplySameVersion).then_some(flaw);
+        let inbox_flaw = (flaw == Flaw::NoDedupe).then_some(flaw);
         Ok(QueueWorld {
             checker: QueueChecker::new(policy),
             queue,
             queue_down: 0,
-            outbox: Outbox::new(&targets),
+            profiles: ProfileService::new(&targets),
+            outbox: Outbox::new(),
             replicas: (0..k)
                 .map(|_| {
                     let mut r = Replica::new();
@@ -481,6 +517,14 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                     r
                 })
                 .collect(),
+            inboxes: (0..k)
+                .map(|_| {
+                    let mut i = Inbox::new();
+                    i.flaw = inbox_flaw;
+                    i
+                })
+                .collect(),
+            unique_targets: BTreeMap::new(),
             workers: vec![
                 Worker {
                     down: 0,
@@ -495,6 +539,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
             rng_burst: root.fork("queue.burst"),
             rng_rapid: root.fork("queue.rapid"),
             rng_net: root.fork("queue.net"),
+            rng_jobs: root.fork("queue.jobs"),
             last_expired: 0,
             last_dead: 0,
             snapshot: None,
@@ -549,11 +594,21 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         }
     }
 
-    fn held(&self, key: TaskKey) -> u64 {
+    /// The version `profile`'s copy at `target` holds.
+    fn held(&self, profile: ProfileId, target: u32) -> u64 {
         self.replicas
-            .get(key.target.0 as usize)
-            .and_then(|r| r.version(key.profile))
+            .get(target as usize)
+            .and_then(|r| r.version(profile))
             .unwrap_or(0)
+    }
+
+    /// The target of a job: a profile copy's from its key, a unique job's from the
+    /// world's routing table.
+    fn target_of(&self, key: &JobKey) -> u32 {
+        match profile::parse(key) {
+            Some((_, t)) => t.0,
+            None => self.unique_targets.get(key).copied().unwrap_or(0),
+        }
     }
 
     fn set_behind(&mut self, ctx: &Ctx<QueueEvent>, k: usize, delta: isize) {
@@ -569,7 +624,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
     }
 
     /// Accepts the results of enqueues: counts, marks, checker.
-    fn on_enqueued(&mut self, ctx: &mut Ctx<QueueEvent>, task: Task, r: Enqueued) {
+    fn on_enqueued(&mut self, ctx: &mut Ctx<QueueEvent>, task: &Job, r: Enqueued) {
         match r {
             Enqueued::Duplicate => return,
             Enqueued::Coalesced => {
@@ -594,48 +649,99 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         let queue = &mut self.queue;
         let mut done = Vec::new();
         self.outbox.relay(|task| {
-            done.push((task, queue.enqueue(task, now)));
+            let r = queue.enqueue(task.clone(), now);
+            done.push((task, r));
             true
         });
         for (task, r) in done {
-            self.on_enqueued(ctx, task, r);
+            self.on_enqueued(ctx, &task, r);
         }
     }
 
+    /// The unique job an update commits, if it commits one: a notification to one
+    /// target, due now or at a later run-at.
+    fn draw_unique(&mut self, now: SimTime) -> Option<(u32, Option<Instant>)> {
+        if self.rng_jobs.below(100) >= u64::from(self.knobs.unique_percent) {
+            return None;
+        }
+        let target = self.rng_jobs.below(u64::from(self.knobs.targets)) as u32;
+        let later = self.rng_jobs.below(100) < u64::from(self.knobs.run_later_percent);
+        let run_at = later.then(|| {
+            let ms = self.rng_jobs.between(1, self.knobs.run_at_ms_max);
+            Instant::from(now + SimDuration::from_millis(ms))
+        });
+        Some((target, run_at))
+    }
+
     fn update(&mut self, ctx: &mut Ctx<QueueEvent>, profile: ProfileId) {
-        let old = self.outbox.version(profile).unwrap_or(0);
-        let v = if self.flaw == Flaw::NonAtomicOutbox {
-            // The defect: the write commits, then the tasks go straight to the queue.
-            let v = self.outbox.write(profile);
+        let old = self.profiles.version(profile).unwrap_or(0);
+        let unique = self.draw_unique(ctx.now());
+        let payload = Payload::default();
+        let (v, notify) = if self.flaw == Flaw::NonAtomicOutbox {
+            // The defect: the write commits, then the jobs go straight to the queue.
+            let v = self.profiles.write(profile);
             let now = Instant::from(ctx.now());
-            for k in 0..self.knobs.targets {
-                let task = Task {
-                    key: TaskKey {
-                        profile,
-                        target: TargetId(k),
-                    },
-                    version: v,
-                };
+            let mut jobs: Vec<Job> = (0..self.knobs.targets)
+                .map(|k| profile::job(profile, TargetId(k), v))
+                .collect();
+            let mut notify = None;
+            if let Some((target, run_at)) = unique {
+                // Ids from the outbox's counter, so they are unique all the same.
+                let id = self
+                    .outbox
+                    .write(|tx| Ok::<_, ()>(crate::queue::Staging::next_id(tx)))
+                    .unwrap_or(crate::queue::JobId(0));
+                let mut job = Job::unique(NOTIFY, id, payload);
+                job.run_at = run_at;
+                notify = Some((job.key, target, run_at));
+                jobs.push(job);
+            }
+            for job in jobs {
                 if self.queue_down > 0 {
                     self.stats.dual_write_lost += 1;
                 } else {
-                    let r = self.queue.enqueue(task, now);
-                    self.on_enqueued(ctx, task, r);
+                    let r = self.queue.enqueue(job.clone(), now);
+                    self.on_enqueued(ctx, &job, r);
                 }
             }
-            v
+            (v, notify)
         } else {
-            let v = self.outbox.update(profile);
-            self.relay(ctx);
-            v
+            let profiles = &mut self.profiles;
+            let written = self.outbox.write(|tx| {
+                let v = profiles.update(tx, profile)?;
+                let notify = unique.map(|(target, run_at)| {
+                    let id = crate::queue::Staging::next_id(tx);
+                    let mut job = Job::unique(NOTIFY, id, payload);
+                    job.run_at = run_at;
+                    let key = job.key;
+                    tx.stage(job);
+                    (key, target, run_at)
+                });
+                Ok::<_, std::convert::Infallible>((v, notify))
+            });
+            let Ok(written) = written;
+            written
         };
+        if let Some((key, target, run_at)) = notify {
+            ctx.cover("queue.unique_job");
+            if run_at.is_some() {
+                ctx.cover("queue.unique_run_later");
+            }
+            self.stats.unique_jobs += 1;
+            self.unique_targets.insert(key, target);
+            self.checker.on_committed_unique(key);
+            if let Some(at) = run_at {
+                self.checker.on_committed_run_at(key, at);
+            }
+            ctx.record("profiles", format_args!("commits {key} to target-{target}"));
+        }
+        if self.flaw != Flaw::NonAtomicOutbox {
+            self.relay(ctx);
+        }
         self.stats.updates += 1;
         ctx.record("profiles", format_args!("p{} -> version {v}", profile.0));
         for k in 0..self.knobs.targets {
-            let held = self.held(TaskKey {
-                profile,
-                target: TargetId(k),
-            });
+            let held = self.held(profile, k);
             if held >= old {
                 self.set_behind(ctx, k as usize, 1);
             }
@@ -675,13 +781,13 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         let w = &mut self.workers[worker as usize];
         w.jobs += 1;
         let id = w.jobs;
-        let mut job = Job { id, acked: false };
+        let mut job = InHand { id, acked: false };
         ctx.record(
             QueueKnobs::worker_name(worker),
             format_args!(
                 "leases {} v{} attempt {} fence {}",
-                lease.task.key,
-                lease.task.version,
+                lease.job.key,
+                lease.job.version,
                 lease.attempt,
                 lease.token.fence()
             ),
@@ -690,7 +796,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
             // The defect: the task is acknowledged before it is delivered.
             if self.queue.ack(&lease.token, now).is_ok() {
                 self.checker
-                    .on_ack(lease.task.key, lease.token.fence(), lease.attempt);
+                    .on_ack(lease.job.key, lease.token.fence(), lease.attempt);
             }
             job.acked = true;
         }
@@ -709,7 +815,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
 
     fn send(&mut self, ctx: &mut Ctx<QueueEvent>, worker: u32, job: u64, lease: Lease) {
         self.stats.deliveries += 1;
-        let link = QueueKnobs::link_name(lease.task.key.target.0);
+        let link = QueueKnobs::link_name(self.target_of(&lease.job.key));
         let fate = ctx.faults().link(&link);
         if fate.dropped {
             ctx.cover("queue.dropped_delivery");
@@ -727,7 +833,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                 QueueEvent::Arrive {
                     worker,
                     job,
-                    task: lease.task,
+                    task: lease.job.clone(),
                     fence: lease.token.fence(),
                 },
             );
@@ -756,17 +862,20 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         ctx: &mut Ctx<QueueEvent>,
         worker: u32,
         job: u64,
-        task: Task,
+        task: Job,
         fence: u64,
     ) -> Result<(), Violation> {
-        let k = task.key.target.0;
+        let k = self.target_of(&task.key);
         let name = QueueKnobs::target_name(k);
         if ctx.faults().is_down(&name) || ctx.faults().injects_error(&name) {
             self.reply(ctx, worker, job, Answer::Failed, k);
             return Ok(());
         }
-        let before = self.held(task.key);
-        let r = self.replicas[k as usize].apply(task.key.profile, task.version, fence);
+        let Some((profile, _)) = profile::parse(&task.key) else {
+            return self.apply_unique(ctx, worker, job, &task, fence, k);
+        };
+        let before = self.held(profile, k);
+        let r = self.replicas[k as usize].apply(profile, task.version, fence);
         ctx.record(
             name,
             format_args!("{} v{} fence {fence}: {r:?}", task.key, task.version),
@@ -775,7 +884,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
             Applied::Applied => {
                 self.stats.applied += 1;
                 self.checker.on_applied(task.key, task.version)?;
-                self.after_apply(ctx, task, before);
+                self.after_apply(ctx, profile, k, task.version, before);
                 Answer::Delivered
             }
             Applied::Stale => {
@@ -793,18 +902,62 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         Ok(())
     }
 
+    /// A unique job arrived at target `k`: its inbox applies it once (dedupe by job
+    /// and fence); the effect is counted for `queue.exactly_once`.
+    fn apply_unique(
+        &mut self,
+        ctx: &mut Ctx<QueueEvent>,
+        worker: u32,
+        job: u64,
+        task: &Job,
+        fence: u64,
+        k: u32,
+    ) -> Result<(), Violation> {
+        let r = self.inboxes[k as usize].apply(task.key, fence);
+        ctx.record(
+            QueueKnobs::target_name(k),
+            format_args!("{} fence {fence}: {r:?}", task.key),
+        );
+        let outcome = match r {
+            Applied::Applied => {
+                self.stats.unique_effects += 1;
+                self.checker.on_effect(task.key)?;
+                Answer::Delivered
+            }
+            Applied::Stale => {
+                ctx.cover("queue.unique_duplicate_delivery");
+                self.stats.stale += 1;
+                Answer::Delivered
+            }
+            Applied::Fenced => {
+                ctx.cover("queue.fenced_apply");
+                self.stats.fenced_applies += 1;
+                Answer::Fenced
+            }
+        };
+        self.reply(ctx, worker, job, outcome, k);
+        Ok(())
+    }
+
     /// Tracks who is behind and convergence after an apply that took effect.
-    fn after_apply(&mut self, ctx: &mut Ctx<QueueEvent>, task: Task, before: u64) {
-        let k = task.key.target.0 as usize;
-        let latest = self.outbox.version(task.key.profile).unwrap_or(0);
+    fn after_apply(
+        &mut self,
+        ctx: &mut Ctx<QueueEvent>,
+        profile: ProfileId,
+        k: u32,
+        version: u64,
+        before: u64,
+    ) {
+        let k = k as usize;
+        let latest = self.profiles.version(profile).unwrap_or(0);
         let was = before < latest;
-        let is = task.version < latest;
+        let is = version < latest;
         self.set_behind(ctx, k, isize::from(is) - isize::from(was));
         if let Some(snap) = &self.snapshot
             && self.stats.converged_at[k].is_none()
         {
-            let want = snap.get(&task.key.profile).copied().unwrap_or(0);
-            if before < want && task.version >= want {
+            let want = snap.get(&profile).copied().unwrap_or(0);
+            if before < want && version >= want {
                 self.remaining[k] = self.remaining[k].saturating_sub(1);
                 if self.remaining[k] == 0 {
                     self.stats.converged_at[k] = Some(ctx.now());
@@ -856,7 +1009,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         Ok(())
     }
 
-    fn current_job(&self, worker: u32, job: u64) -> Option<Job> {
+    fn current_job(&self, worker: u32, job: u64) -> Option<InHand> {
         let w = &self.workers[worker as usize];
         w.job.filter(|j| j.id == job && w.down == 0)
     }
@@ -867,8 +1020,9 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         &mut self,
         ctx: &mut Ctx<QueueEvent>,
         worker: u32,
-        job: Job,
+        job: InHand,
         next: Next,
+        error: &str,
     ) -> Result<(), Violation> {
         let now = Instant::from(ctx.now());
         let w = &mut self.workers[worker as usize];
@@ -883,7 +1037,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
             Next::Ack(_) | Next::Nack(_) if self.queue_down > 0 => Some(Settled::Unavailable),
             Next::Ack(token) => Some(match self.queue.ack(&token, now) {
                 Ok(()) => {
-                    self.checker.on_ack(l.task.key, l.token.fence(), l.attempt);
+                    self.checker.on_ack(l.job.key, l.token.fence(), l.attempt);
                     Settled::Acked
                 }
                 Err(_) => {
@@ -892,7 +1046,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                     Settled::Refused
                 }
             }),
-            Next::Nack(token) => Some(match self.queue.nack(&token, now) {
+            Next::Nack(token) => Some(match self.queue.nack(&token, error, now) {
                 Ok(r) => {
                     match r {
                         Nacked::Retry { .. } => self.stats.retries += 1,
@@ -907,9 +1061,15 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                     } else {
                         Vec::new()
                     };
-                    checked =
-                        self.checker
-                            .on_nack(l.task, l.token.fence(), l.attempt, r, now, &dead);
+                    checked = self.checker.on_nack(
+                        &l.job,
+                        l.token.fence(),
+                        l.attempt,
+                        r,
+                        error,
+                        now,
+                        &dead,
+                    );
                     Settled::Nacked(r)
                 }
                 Err(_) => {
@@ -1009,7 +1169,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                 task,
                 fence,
             } => {
-                let k = task.key.target.0;
+                let k = self.target_of(&task.key);
                 let name = QueueKnobs::target_name(k);
                 if ctx.faults().is_down(&name) {
                     self.reply(ctx, worker, job, Answer::Failed, k);
@@ -1047,7 +1207,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                     {
                         ctx.record(
                             QueueKnobs::worker_name(worker),
-                            format_args!("fenced by the target: drops {}", l.task.key),
+                            format_args!("fenced by the target: drops {}", l.job.key),
                         );
                     }
                     let next = core.on_outcome(match outcome {
@@ -1055,14 +1215,14 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                         Answer::Failed => Outcome::Failed,
                         Answer::Fenced => Outcome::Fenced,
                     });
-                    self.settle(ctx, worker, j, next)?;
+                    self.settle(ctx, worker, j, next, TARGET_FAILED)?;
                 }
             }
             QueueEvent::Timeout { worker, job } => {
                 if let Some(j) = self.current_job(worker, job) {
                     ctx.cover("queue.delivery_timeout");
                     let next = self.workers[worker as usize].core.on_timer(now);
-                    self.settle(ctx, worker, j, next)?;
+                    self.settle(ctx, worker, j, next, DELIVERY_TIMED_OUT)?;
                 }
             }
             QueueEvent::Heartbeat { worker, job } => {
@@ -1070,7 +1230,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                     match self.workers[worker as usize].core.on_timer(now) {
                         Next::Heartbeat(token) => self.heartbeat(ctx, worker, token)?,
                         next @ (Next::Ack(_) | Next::Nack(_) | Next::Abandon) => {
-                            self.settle(ctx, worker, j, next)?;
+                            self.settle(ctx, worker, j, next, DELIVERY_TIMED_OUT)?;
                         }
                         _ => {}
                     }
@@ -1099,17 +1259,9 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                 }
             }
             QueueEvent::LastFaultHealed => {
-                let snap = self.outbox.versions().clone();
+                let snap = self.profiles.versions().clone();
                 for k in 0..self.knobs.targets {
-                    let missing = snap
-                        .iter()
-                        .filter(|(p, v)| {
-                            self.held(TaskKey {
-                                profile: **p,
-                                target: TargetId(k),
-                            }) < **v
-                        })
-                        .count();
+                    let missing = snap.iter().filter(|(p, v)| self.held(**p, k) < **v).count();
                     self.remaining[k as usize] = missing;
                     if missing == 0 {
                         self.stats.converged_at[k as usize] = Some(ctx.now());
@@ -1201,7 +1353,7 @@ impl<Q: TaskQueue> World for QueueWorld<Q> {
             if let (Some(job), Some((lease, since))) = (w.job.take(), in_hand) {
                 ctx.cover("queue.worker_crash_mid_task");
                 self.stats.crashes_mid_task += 1;
-                let key = lease.task.key;
+                let key = lease.job.key;
                 let fence = lease.token.fence();
                 // The world's own deadline (the queue's report is not used).
                 let deadline = self.checker.hold_deadline(key, fence).unwrap_or_else(|| {
@@ -1239,15 +1391,9 @@ impl<Q: TaskQueue> World for QueueWorld<Q> {
 
     fn finish(&mut self, _ctx: &mut Ctx<QueueEvent>) -> Result<(), Violation> {
         let mut latest = Vec::new();
-        for (p, v) in self.outbox.versions() {
+        for (p, v) in self.profiles.versions() {
             for k in 0..self.knobs.targets {
-                latest.push((
-                    TaskKey {
-                        profile: *p,
-                        target: TargetId(k),
-                    },
-                    *v,
-                ));
+                latest.push((profile::key(*p, TargetId(k)), *v));
             }
         }
         self.checker

@@ -18,6 +18,7 @@ mod hosted_plugins;
 mod plugin_api;
 mod plugin_reports;
 mod queue;
+mod queue_jobs;
 // faultline-clock interposes clock_gettime on Linux/64-bit only.
 mod queue_tokio;
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]

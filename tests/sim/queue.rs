@@ -1,4 +1,4 @@
-//! The profile-sync task queue in its simulated world: a property per invariant
+//! The task queue in its simulated world (profile sync mixed with unique jobs): a property per invariant
 //! (knob seeds x fault plans narrowed to the faults that threaten it), determinism, a
 //! golden digest, coverage, the mutants ((a) to (e) the classic outbox bugs, and more), and
 //! a queue written from scratch against the contract, judged by the policy it declares.
@@ -10,11 +10,12 @@ use faultline::clock::Instant;
 use faultline::harness::{Pattern, Scenario};
 use faultline::queue::contract::{BackoffPolicy, QueuePolicy, TaskQueue};
 use faultline::queue::core::{
-    DeadLetter, Enqueued, Fenced, Lease, LeaseToken, Nacked, ProfileId, Queue, QueueConfig,
-    QueueCounts, TargetId, Task, TaskKey,
+    DeadLetter, Enqueued, Fenced, Job, JobKey, Lease, LeaseToken, Nacked, Queue, QueueConfig,
+    QueueCounts,
 };
 use faultline::queue::invariants::{RETRY_OR_DEAD_LETTER, SINGLE_LEASE};
 use faultline::queue::pattern::QueuePattern;
+use faultline::queue::profile::{self, ProfileId, TargetId};
 use faultline::queue::world::{INVARIANTS, MARKS, QueueKnobs, QueueWorld, run};
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
@@ -24,7 +25,7 @@ use std::time::Duration;
 const ALL: &[FaultKindTag] = &FaultKindTag::ALL;
 
 proptest! {
-    /// All seven invariants under every kind of fault at once.
+    /// All nine invariants under every kind of fault at once.
     #[test]
     fn every_invariant_holds((seed, plan) in seed_and_plan(QueuePattern, ALL)) {
         check(&QueuePattern, "every_invariant_holds", seed, plan)?;
@@ -89,6 +90,20 @@ proptest! {
     }
 }
 
+proptest! {
+    /// 8, 9. Unique jobs through duplicated, dropped and delayed deliveries, failing
+    /// targets and crashes: each takes effect exactly once at its target (which dedupes
+    /// by job id and fence), none is handed out before its run-at, and every unique
+    /// job committed took effect.
+    #[test]
+    fn unique_jobs_take_effect_exactly_once_and_not_before_their_run_at(
+        (seed, plan) in seed_and_plan(QueuePattern, &[FaultKindTag::Duplicate, FaultKindTag::Drop, FaultKindTag::Delay, FaultKindTag::Errors, FaultKindTag::Crash]),
+    ) {
+        let world = check(&QueuePattern, "unique_jobs_take_effect_exactly_once_and_not_before_their_run_at", seed, plan)?;
+        prop_assert_eq!(world.stats.unique_effects, world.stats.unique_jobs);
+    }
+}
+
 #[test]
 fn same_seed_same_digest() {
     assert_deterministic(&QueuePattern, 0..8);
@@ -101,7 +116,7 @@ fn golden_digest() {
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.updates),
-        (11_477_393_341_525_953_757, 1_590, 83),
+        (12_857_793_301_436_689_856, 1_746, 83),
         "golden digest changed"
     );
 }
@@ -174,8 +189,8 @@ impl TaskQueue for Yours {
     fn policy(&self) -> QueuePolicy {
         QueuePolicy::from(self.0.config())
     }
-    fn enqueue(&mut self, task: Task, now: Instant) -> Enqueued {
-        self.0.enqueue(task, now)
+    fn enqueue(&mut self, job: Job, now: Instant) -> Enqueued {
+        self.0.enqueue(job, now)
     }
     fn lease(&mut self, now: Instant) -> Option<Lease> {
         self.0.lease(now)
@@ -186,10 +201,10 @@ impl TaskQueue for Yours {
     fn ack(&mut self, token: &LeaseToken, now: Instant) -> Result<(), Fenced> {
         self.0.ack(token, now)
     }
-    fn nack(&mut self, token: &LeaseToken, now: Instant) -> Result<Nacked, Fenced> {
-        self.0.nack(token, now)
+    fn nack(&mut self, token: &LeaseToken, error: &str, now: Instant) -> Result<Nacked, Fenced> {
+        self.0.nack(token, error, now)
     }
-    fn lease_of(&self, key: TaskKey, now: Instant) -> Option<LeaseToken> {
+    fn lease_of(&self, key: JobKey, now: Instant) -> Option<LeaseToken> {
         self.0.lease_of(key, now)
     }
     fn counts(&self) -> QueueCounts {
@@ -269,15 +284,12 @@ proptest! {
                 Op::Enqueue(p, t) => {
                     let v = versions.entry((p, t)).or_insert(0);
                     *v += 1;
-                    let task = Task {
-                        key: TaskKey { profile: ProfileId(p), target: TargetId(t) },
-                        version: *v,
-                    };
-                    prop_assert_eq!(a.enqueue(task, now), b.enqueue(task, now));
+                    let task = profile::job(ProfileId(p), TargetId(t), *v);
+                    prop_assert_eq!(a.enqueue(task.clone(), now), b.enqueue(task, now));
                 }
                 Op::Lease => {
                     let (la, lb) = (a.lease(now), b.lease(now));
-                    prop_assert_eq!(la, lb);
+                    prop_assert_eq!(&la, &lb);
                     if let Some(l) = la {
                         leases.push(l.token);
                     }
@@ -288,7 +300,7 @@ proptest! {
                 }
                 Op::Nack(i) if !leases.is_empty() => {
                     let t = leases[i % leases.len()];
-                    prop_assert_eq!(a.nack(&t, now), b.nack(&t, now));
+                    prop_assert_eq!(a.nack(&t, "failed", now), b.nack(&t, "failed", now));
                 }
                 Op::Heartbeat(i) if !leases.is_empty() => {
                     let t = leases[i % leases.len()];
@@ -318,8 +330,8 @@ struct Scratch {
     jitter: Duration,
     cap: Duration,
     declared: BackoffPolicy,
-    slots: BTreeMap<TaskKey, Slot>,
-    high: BTreeMap<TaskKey, u64>,
+    slots: BTreeMap<JobKey, Slot>,
+    high: BTreeMap<JobKey, u64>,
     dead: Vec<DeadLetter>,
     fence_last: u64,
     /// The counters (`enqueued`, `done`, `superseded`, `dead`, `expired`, `retries`,
@@ -328,27 +340,31 @@ struct Scratch {
     rng: SimRng,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Slot {
-    version: u64,
+    job: Job,
     attempts: u32,
     due: Instant,
     /// (fence, deadline) while out on a lease.
     lease: Option<(u64, Instant)>,
     /// A newer version waiting for the lease to end.
-    next: Option<u64>,
+    next: Option<Job>,
     redriven: bool,
+    last_error: String,
 }
 
 impl Slot {
-    fn fresh(version: u64, now: Instant, redriven: bool) -> Slot {
+    /// A slot for `job`, due at `now` or its run-at.
+    fn fresh(job: Job, now: Instant, redriven: bool) -> Slot {
+        let due = job.run_at.map_or(now, |at| at.max(now));
         Slot {
-            version,
+            job,
             attempts: 0,
-            due: now,
+            due,
             lease: None,
             next: None,
             redriven,
+            last_error: String::new(),
         }
     }
 }
@@ -394,7 +410,7 @@ impl Scratch {
 
     /// Leases whose deadline passed count as a failed attempt, retried at once.
     fn expire(&mut self, now: Instant) {
-        let expired: Vec<TaskKey> = self
+        let expired: Vec<JobKey> = self
             .slots
             .iter()
             .filter(|(_, s)| s.lease.is_some_and(|(_, d)| d <= now))
@@ -402,14 +418,15 @@ impl Scratch {
             .collect();
         for key in expired {
             self.tally.expired += 1;
-            self.fail(key, now, false);
+            self.fail(key, faultline::queue::LEASE_EXPIRED, now, false);
         }
     }
 
-    fn fail(&mut self, key: TaskKey, now: Instant, backoff: bool) -> Nacked {
-        let Some(mut slot) = self.slots.get(&key).copied() else {
+    fn fail(&mut self, key: JobKey, error: &str, now: Instant, backoff: bool) -> Nacked {
+        let Some(mut slot) = self.slots.get(&key).cloned() else {
             return Nacked::Superseded;
         };
+        slot.last_error = error.to_string();
         slot.lease = None;
         if slot.next.is_some() {
             self.tally.superseded += 1;
@@ -421,12 +438,10 @@ impl Scratch {
             self.slots.remove(&key);
             self.tally.dead += 1;
             self.dead.push(DeadLetter {
-                task: Task {
-                    key,
-                    version: slot.version,
-                },
+                job: slot.job,
                 attempts: slot.attempts,
                 at: now,
+                last_error: error.to_string(),
                 redriven_at: None,
             });
             return Nacked::DeadLettered;
@@ -444,11 +459,11 @@ impl Scratch {
 
     /// The slot's version is settled: the one waiting behind it becomes due, or the
     /// slot goes.
-    fn finish(&mut self, key: TaskKey, now: Instant) {
-        let next = self.slots.get(&key).and_then(|s| s.next);
+    fn finish(&mut self, key: JobKey, now: Instant) {
+        let next = self.slots.get(&key).and_then(|s| s.next.clone());
         match next {
-            Some(v) => {
-                self.slots.insert(key, Slot::fresh(v, now, false));
+            Some(job) => {
+                self.slots.insert(key, Slot::fresh(job, now, false));
             }
             None => {
                 self.slots.remove(&key);
@@ -465,10 +480,7 @@ impl Scratch {
         if held {
             Ok(())
         } else {
-            Err(Fenced {
-                key: token.key(),
-                fence: token.fence(),
-            })
+            Err(Fenced::new(token.key(), token.fence()))
         }
     }
 }
@@ -481,7 +493,7 @@ impl TaskQueue for Scratch {
             backoff: self.declared,
         }
     }
-    fn enqueue(&mut self, task: Task, now: Instant) -> Enqueued {
+    fn enqueue(&mut self, task: Job, now: Instant) -> Enqueued {
         let high = self.high.entry(task.key).or_insert(0);
         if *high >= task.version {
             return Enqueued::Duplicate;
@@ -490,17 +502,16 @@ impl TaskQueue for Scratch {
         self.tally.enqueued += 1;
         match self.slots.get_mut(&task.key) {
             None => {
-                self.slots
-                    .insert(task.key, Slot::fresh(task.version, now, false));
+                self.slots.insert(task.key, Slot::fresh(task, now, false));
                 Enqueued::New
             }
             Some(slot) if slot.lease.is_none() => {
                 self.tally.superseded += 1;
-                *slot = Slot::fresh(task.version, now, false);
+                *slot = Slot::fresh(task, now, false);
                 Enqueued::Coalesced
             }
             Some(slot) => {
-                if slot.next.replace(task.version).is_some() {
+                if slot.next.replace(task).is_some() {
                     self.tally.superseded += 1;
                     Enqueued::Coalesced
                 } else {
@@ -516,7 +527,7 @@ impl TaskQueue for Scratch {
             .iter()
             .filter(|(_, s)| s.lease.is_none() && s.due <= now)
             .min_by_key(|(k, s)| (s.due, **k))
-            .map(|(k, s)| (*k, *s))?;
+            .map(|(k, s)| (*k, s.due))?;
         self.fence_last += 1;
         let fence = self.fence_last;
         let deadline = now + self.visibility_timeout;
@@ -524,10 +535,7 @@ impl TaskQueue for Scratch {
         slot.attempts += 1;
         slot.lease = Some((fence, deadline));
         Some(Lease {
-            task: Task {
-                key,
-                version: slot.version,
-            },
+            job: slot.job.clone(),
             token: LeaseToken::new(key, fence),
             attempt: slot.attempts,
             deadline,
@@ -550,12 +558,12 @@ impl TaskQueue for Scratch {
         self.finish(token.key(), now);
         Ok(())
     }
-    fn nack(&mut self, token: &LeaseToken, now: Instant) -> Result<Nacked, Fenced> {
+    fn nack(&mut self, token: &LeaseToken, error: &str, now: Instant) -> Result<Nacked, Fenced> {
         self.expire(now);
         self.check(token, now)?;
-        Ok(self.fail(token.key(), now, true))
+        Ok(self.fail(token.key(), error, now, true))
     }
-    fn lease_of(&self, key: TaskKey, now: Instant) -> Option<LeaseToken> {
+    fn lease_of(&self, key: JobKey, now: Instant) -> Option<LeaseToken> {
         let (fence, deadline) = self.slots.get(&key)?.lease?;
         (deadline > now).then(|| LeaseToken::new(key, fence))
     }
@@ -579,7 +587,7 @@ impl TaskQueue for Scratch {
     fn redrive(&mut self, now: Instant) -> usize {
         let mut n = 0;
         for i in 0..self.dead.len() {
-            let letter = self.dead[i];
+            let letter = self.dead[i].clone();
             if letter.redriven_at.is_some() {
                 continue;
             }
@@ -587,17 +595,13 @@ impl TaskQueue for Scratch {
             self.dead[i].redriven_at = Some(now);
             self.tally.dead -= 1;
             self.tally.redriven += 1;
-            let key = letter.task.key;
-            let newer = self
-                .high
-                .get(&key)
-                .is_some_and(|h| *h > letter.task.version);
+            let key = letter.job.key;
+            let newer = self.high.get(&key).is_some_and(|h| *h > letter.job.version);
             if newer || self.slots.contains_key(&key) {
                 // A newer version carries newer data: the dead one is settled.
                 self.tally.superseded += 1;
             } else {
-                self.slots
-                    .insert(key, Slot::fresh(letter.task.version, now, true));
+                self.slots.insert(key, Slot::fresh(letter.job, now, true));
             }
         }
         n

@@ -25,10 +25,11 @@ use faultline::cqrs::{
     Appended, Executed, ExpectedVersion, Item, ItemCommand, ItemEvent, Recorded, Rehydrated,
     Snapshot, Step, StockView, StoredEvent, StreamId,
 };
+use faultline::queue::profile::{ProfileId, TargetId};
 use faultline::queue::tokio::PoolReport;
 use faultline::queue::{
-    Applied, BackoffPolicy, Enqueued, Fenced, Lease, LeaseToken, Nacked, ProfileId, QueueCounts,
-    QueuePolicy, TargetId, Task, TaskKey,
+    Applied, BackoffPolicy, Enqueued, Fenced, Job, JobId, JobType, Lease, LeaseToken, Nacked,
+    Payload, QueueCounts, QueuePolicy,
 };
 use faultline::retry::{Backoff, RetryPolicy};
 use faultline::saga::choreographed::core::{CheckoutEvent, Service};
@@ -382,17 +383,26 @@ fn bus_types_round_trip() {
 
 #[test]
 fn queue_types_round_trip() {
-    let key = TaskKey {
-        profile: ProfileId(42),
-        target: TargetId(2),
-    };
-    let task = Task { key, version: 7 };
+    let task = faultline::queue::profile::job(ProfileId(42), TargetId(2), 7);
+    let key = task.key;
     round_trip(&key);
     round_trip(&task);
+    round_trip(&ProfileId(42));
+    round_trip(&TargetId(2));
+    let email = Job::unique(
+        JobType::from_static("send_email"),
+        JobId(3),
+        Payload::encode(&("ada@example.com", "Ada")).unwrap(),
+    )
+    .run_at(Instant::from_millis(9));
+    assert_eq!(
+        round_trip(&email),
+        r#"{"key":{"job_type":"send_email","slot":{"id":3}},"version":1,"payload":"[\"ada@example.com\",\"Ada\"]","run_at":9000000}"#
+    );
     let token = LeaseToken::new(key, 9);
     round_trip(&token);
     let lease = Lease {
-        task,
+        job: task.clone(),
         token,
         attempt: 2,
         deadline: Instant::from_millis(5_000),
@@ -400,9 +410,9 @@ fn queue_types_round_trip() {
     };
     assert_eq!(
         round_trip(&lease),
-        r#"{"task":{"key":{"profile":42,"target":2},"version":7},"token":{"key":{"profile":42,"target":2},"fence":9},"attempt":2,"deadline":5000000000,"redriven":false}"#
+        r#"{"job":{"key":{"job_type":"sync_profile","slot":{"key":"p42@t2"}},"version":7,"payload":"null","run_at":null},"token":{"key":{"job_type":"sync_profile","slot":{"key":"p42@t2"}},"fence":9},"attempt":2,"deadline":5000000000,"redriven":false}"#
     );
-    round_trip(&Fenced { key, fence: 3 });
+    round_trip(&Fenced::new(key, 3));
     all_round_trip(&[
         Enqueued::New,
         Enqueued::Coalesced,
@@ -418,15 +428,17 @@ fn queue_types_round_trip() {
     ]);
     all_round_trip(&[
         faultline::queue::DeadLetter {
-            task,
+            job: task.clone(),
             attempts: 5,
             at: Instant::from_millis(60_000),
+            last_error: "503 from billing".into(),
             redriven_at: None,
         },
         faultline::queue::DeadLetter {
-            task,
+            job: task,
             attempts: 5,
             at: Instant::from_millis(60_000),
+            last_error: faultline::queue::LEASE_EXPIRED.into(),
             redriven_at: Some(Instant::from_millis(61_000)),
         },
     ]);
