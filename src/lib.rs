@@ -42,9 +42,9 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod cqrs;
-pub mod name;
 #[cfg(feature = "sim")]
 pub mod harness;
+pub mod name;
 pub mod queue;
 #[cfg(feature = "sim")]
 pub mod registry;

@@ -152,7 +152,7 @@ pub(crate) fn check_conserved(services: &Services) -> Result<(), Violation> {
                 format!(
                     "stock of item {item} is not conserved: {expected} at the start, but {available} available + {reserved} held by live reservations = {}{}",
                     available + reserved,
-                    repeated_cause(services, StepId::Inventory)
+                    repeated_cause(services, StepId::INVENTORY)
                 ),
             ));
         }
@@ -168,7 +168,7 @@ pub(crate) fn check_conserved(services: &Services) -> Result<(), Violation> {
             CONSERVATION,
             format!(
                 "money is not conserved: {captured} captured - {refunded} refunded, but the live charges hold {held}{}",
-                repeated_cause(services, StepId::Payment)
+                repeated_cause(services, StepId::PAYMENT)
             ),
         ));
     }
@@ -184,13 +184,14 @@ pub(crate) fn check_conserved(services: &Services) -> Result<(), Violation> {
 /// What `saga` holds at `step`'s service, in words, and whether it is a live effect
 /// (a placed order, a reservation, a captured charge).
 fn holding(services: &Services, saga: SagaId, step: StepId) -> (bool, String) {
-    match step {
-        StepId::Order => match services.orders.status(saga) {
+    use crate::saga::services::CheckoutStep as S;
+    match step.checkout() {
+        Some(S::Order) => match services.orders.status(saga) {
             Some(OrderStatus::Placed) => (true, "the order is placed".into()),
             Some(st) => (false, format!("the order is {st:?}")),
             None => (false, "there is no order".into()),
         },
-        StepId::Inventory => match services.inventory.reservation(saga) {
+        Some(S::Inventory) => match services.inventory.reservation(saga) {
             Some(r) if r.state == ReservationState::Reserved => (
                 true,
                 format!("stock: {} of item {} is reserved", r.qty, r.item),
@@ -204,7 +205,7 @@ fn holding(services: &Services, saga: SagaId, step: StepId) -> (bool, String) {
             ),
             None => (false, "stock: nothing is reserved".into()),
         },
-        StepId::Payment => match services.payment.charge(saga) {
+        Some(S::Payment) => match services.payment.charge(saga) {
             Some(c) if c.state == ChargeState::Captured => {
                 (true, format!("money: {} is captured", c.amount))
             }
@@ -214,6 +215,7 @@ fn holding(services: &Services, saga: SagaId, step: StepId) -> (bool, String) {
             ),
             None => (false, "money: nothing is captured".into()),
         },
+        None => (false, format!("{step}: not a checkout step")),
     }
 }
 
@@ -272,11 +274,13 @@ impl CompensationEffects {
     }
 
     /// [`COMPENSATION_ORDER`]: per saga, the compensations that took effect (in the
-    /// order they did) undo the steps in reverse order.
-    pub(crate) fn check_reverse_order(&self) -> Result<(), Violation> {
+    /// order they did) undo the steps in the reverse of their order in `definition`
+    /// (the saga's steps in execution order; never the step names' order).
+    pub(crate) fn check_reverse_order(&self, definition: &[StepId]) -> Result<(), Violation> {
+        let position = |step: &StepId| definition.iter().position(|s| s == step);
         for (saga, effects) in &self.0 {
             for w in effects.windows(2) {
-                if w[0] <= w[1] {
+                if position(&w[0]) <= position(&w[1]) {
                     return Err(Violation::new(
                         COMPENSATION_ORDER,
                         format!("{saga}: {:?} was compensated before {:?}", w[0], w[1]),

@@ -75,10 +75,11 @@ pub mod twopc;
 pub use self::orchestrated::config::{SagaConfig, SagaConfigBuilder};
 pub use self::orchestrated::contract::{SagaCoordinator, SagaPolicy};
 pub use self::orchestrated::core::{AlertReason, Orchestrator, Output, SagaTotals, StepProgress};
+pub use self::orchestrated::history::{ActionOutcome, SagaHistory, StepHistory};
 pub use self::orchestrated::log::LogRecord;
 pub use self::services::{
     Charge, ChargeState, Command, EffectLedger, IdempotencyKey, InventoryService, Kind, Order,
     OrderService, OrderStatus, PaymentService, Refusal, Reply, Reservation, ReservationState,
-    SagaId, SagaState, Services, StepId,
+    SagaData, SagaId, SagaState, Services, StepId,
 };
 pub use self::twopc::contract::TwoPcCoordinator;

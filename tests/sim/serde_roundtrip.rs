@@ -479,19 +479,19 @@ fn saga_types_round_trip() {
     };
     let command = Command {
         saga: SagaId(11),
-        step: StepId::Inventory,
+        step: StepId::INVENTORY,
         kind: Kind::Compensation,
-        order,
+        payload: order,
     };
     assert_eq!(
         round_trip(&command),
-        r#"{"saga":11,"step":"inventory","kind":"compensation","order":{"item":3,"qty":2,"amount":1999}}"#
+        r#"{"saga":11,"step":"inventory","kind":"compensation","payload":{"item":3,"qty":2,"amount":1999}}"#
     );
-    all_round_trip(&[StepId::Order, StepId::Inventory, StepId::Payment]);
+    all_round_trip(&[StepId::ORDER, StepId::INVENTORY, StepId::PAYMENT]);
     all_round_trip(&[Kind::Action, Kind::Compensation]);
     round_trip(&IdempotencyKey {
         saga: SagaId(1),
-        step: StepId::Payment,
+        step: StepId::PAYMENT,
         kind: Kind::Action,
     });
     let refusals = [
@@ -559,7 +559,7 @@ fn saga_types_round_trip() {
         retry_delay_max: MS * 50,
     });
     round_trip(&AlertReason::CompensationExhausted {
-        step: StepId::Payment,
+        step: StepId::PAYMENT,
         attempts: 5,
     });
     all_round_trip(&[
@@ -590,6 +590,7 @@ fn saga_types_round_trip() {
         timeouts: 10,
         stale_replies: 11,
         resumed: 12,
+        failed_replies: 13,
     });
 }
 
@@ -620,7 +621,7 @@ fn choreography_and_twopc_types_round_trip() {
     all_round_trip(&requests);
     let to_participant = ToParticipant {
         tx: saga,
-        step: StepId::Payment,
+        step: StepId::PAYMENT,
         request: requests[0],
     };
     round_trip(&to_participant);
@@ -630,7 +631,7 @@ fn choreography_and_twopc_types_round_trip() {
     ]);
     round_trip(&ToCoordinator {
         tx: saga,
-        step: StepId::Inventory,
+        step: StepId::INVENTORY,
         reply: Response::Vote(Vote::Yes),
     });
     let records = [

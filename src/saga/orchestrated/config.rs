@@ -10,9 +10,9 @@
 //! let config = SagaConfig::builder()
 //!     .step_timeout(Duration::from_millis(300))
 //!     .attempts_max(3)
-//!     .steps(&[StepId::Inventory, StepId::Payment])
+//!     .steps(&[StepId::INVENTORY, StepId::PAYMENT])
 //!     .build()?;
-//! assert_eq!(config.steps(), [StepId::Inventory, StepId::Payment]);
+//! assert_eq!(config.steps(), [StepId::INVENTORY, StepId::PAYMENT]);
 //! assert!(SagaConfig::builder().attempts_max(0).build().is_err());
 //! # Ok::<(), faultline::config::ConfigError>(())
 //! ```

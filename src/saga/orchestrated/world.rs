@@ -6,7 +6,7 @@
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
-use crate::saga::checkout::{Arrivals, COORDINATOR_NODE, SagaKnobs, Settling, service_node};
+use crate::saga::checkout::{self, Arrivals, COORDINATOR_NODE, SagaKnobs, Settling, service_node};
 use crate::saga::invariants::{
     self, AT_REST, COMPENSATION_ORDER, CONFORMANCE, CompensationEffects, RETRIES,
     STARTED_AS_SUBMITTED, WRITE_AHEAD,
@@ -214,6 +214,15 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     pub lanes: Vec<(SagaId, SimTime, String)>,
 }
 
+/// The `started_wrong_order` mutant's tamper: the order with one unit more (the only
+/// place that alters a payload: the core never looks inside one).
+fn one_more_unit(order: &Order) -> Order {
+    Order {
+        qty: order.qty.saturating_add(1),
+        ..*order
+    }
+}
+
 impl SagaWorld<Orchestrator> {
     /// A world for `knobs`; `flaw` is `None` for the reference.
     /// A world for `knobs` whose orchestrator is configured by `config` and carries
@@ -225,7 +234,9 @@ impl SagaWorld<Orchestrator> {
         flaw: Flaw,
         idempotent_payment: bool,
     ) -> Result<Self, ConfigError> {
-        let coordinator = Orchestrator::new(config).with_flaw(flaw);
+        let coordinator = Orchestrator::new(config)
+            .with_flaw(flaw)
+            .with_tamper(one_more_unit);
         SagaWorld::build(knobs, coordinator, idempotent_payment)?.conforming_to_reference()
     }
 
@@ -773,7 +784,10 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                             self.durable_intents
                                 .insert((saga, step, Kind::Compensation, attempt));
                         }
-                        LogRecord::Started { saga, order } => {
+                        LogRecord::Started {
+                            saga,
+                            payload: order,
+                        } => {
                             self.check_started(saga, order)?;
                             // Only now is the checkout accepted (durably).
                             self.durable_started.insert(saga);
@@ -829,7 +843,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                     if let Some(c) = self.attempts_sent.get_mut(&(cmd.saga, cmd.step, cmd.kind)) {
                         c.replied = true;
                     }
-                    if !self.pipeline.reply(o, cmd, attempt, Some(reply), now) {
+                    if !self.pipeline.reply(o, &cmd, attempt, Some(reply), now) {
                         ctx.record(
                             ORCHESTRATOR,
                             format_args!("stale reply to {cmd} attempt {attempt}: {reply:?}"),
@@ -865,7 +879,11 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
             let lost = self.pipeline.crash();
             let outputs = lost.writing.map(Output::Append).into_iter();
             for out in outputs.chain(lost.waiting.iter().map(|(out, _)| *out)) {
-                if let Output::Append(LogRecord::Started { saga, order }) = out {
+                if let Output::Append(LogRecord::Started {
+                    saga,
+                    payload: order,
+                }) = out
+                {
                     self.waiting_starts.push((saga, order));
                 }
             }
@@ -949,13 +967,16 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                     self.stats.failed += 1;
                     let max = self.policy.compensation_attempts_max;
                     // The compensation the world sent most distinct attempts of.
-                    let most = StepId::ALL
+                    // (Ties go to the later step of the definition.)
+                    let most = checkout::STEPS
                         .iter()
-                        .filter_map(|s| {
+                        .enumerate()
+                        .filter_map(|(i, s)| {
                             let c = self.attempts_sent.get(&(*saga, *s, Kind::Compensation))?;
-                            Some((c.numbers.len(), *s))
+                            Some((c.numbers.len(), i, *s))
                         })
-                        .max();
+                        .max()
+                        .map(|(n, _, s)| (n, s));
                     let why = match most {
                         _ if !self.alerts.contains(saga) => Some("without an alert".to_string()),
                         None => Some(
@@ -1002,7 +1023,8 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         let bound = SimDuration::from_nanos(u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX));
         self.settling.check(bound)?;
         // 3. Compensations in reverse order, only for steps that were sent.
-        self.compensation_effects.check_reverse_order()?;
+        self.compensation_effects
+            .check_reverse_order(&checkout::STEPS)?;
         for key in self
             .services
             .orders
