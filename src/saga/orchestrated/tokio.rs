@@ -753,6 +753,7 @@ impl<P, R> Drop for SagaRunner<P, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::saga::orchestrated::history::ActionOutcome;
     use crate::saga::services::{InventoryService, OrderStatus, PaymentService, Services};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
@@ -1409,6 +1410,89 @@ mod tests {
                 state: SagaState::Completed
             }));
         }
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A log written by the version 2 `FileLog` (main before the generic saga): four
+    /// checkout sagas, two completed, saga 3 declined at payment and compensated,
+    /// saga 4 in flight at the crash (its inventory intent without an outcome).
+    const V2_LOG: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/saga_log_v2.jsonl"
+    ));
+
+    #[tokio::test(start_paused = true)]
+    async fn a_version_2_file_log_is_migrated_recovered_and_appended_to() {
+        let path = temp_path("v2");
+        std::fs::write(&path, V2_LOG).unwrap();
+        let old = CheckoutLog::open(&path).unwrap().load().unwrap();
+        assert_eq!(old.len(), V2_LOG.lines().count());
+        assert_eq!(
+            old[0],
+            LogRecord::Started {
+                saga: S1,
+                payload: ORDER
+            }
+        );
+        // A refusal of version 2 has no reason: the migrated record says so.
+        assert!(old.contains(&LogRecord::StepOutcome {
+            saga: SagaId(3),
+            step: StepId::PAYMENT,
+            ok: false,
+            refusal: None
+        }));
+        let h = SagaHistory::of(SagaId(3), &old).unwrap();
+        assert_eq!(h.state, SagaState::Compensated);
+        assert_eq!(
+            h.step(StepId::PAYMENT).map(|s| s.outcome),
+            Some(ActionOutcome::Refused(None))
+        );
+        assert!(h.step(StepId::ORDER).is_some_and(|s| s.compensated));
+        assert!(h.step(StepId::INVENTORY).is_some_and(|s| s.compensated));
+        let h = SagaHistory::of(SagaId(4), &old).unwrap();
+        assert_eq!(h.state, SagaState::Running);
+        assert_eq!(
+            h.step(StepId::INVENTORY).map(|s| s.outcome),
+            Some(ActionOutcome::Unknown)
+        );
+
+        // The new runner recovers saga 4 from the old lines and finishes it.
+        let svc = services(PaymentService::new());
+        {
+            // The services' state as the old run left it (durable services).
+            let mut s = svc.lock().unwrap();
+            for record in &old {
+                if let LogRecord::StepOutcome {
+                    saga,
+                    step,
+                    ok: true,
+                    ..
+                } = record
+                {
+                    let payload = SagaHistory::of(*saga, &old).unwrap().payload;
+                    s.handle(&Command::action(*saga, *step, payload));
+                }
+                if let LogRecord::CompensationDone { saga, step } = record {
+                    let payload = SagaHistory::of(*saga, &old).unwrap().payload;
+                    s.handle(&Command::compensation(*saga, *step, payload));
+                }
+            }
+        }
+        let runner = runner(CheckoutLog::open(&path).unwrap(), &svc);
+        runner.wait_at_rest().await.unwrap();
+        assert_eq!(runner.totals().recovered, 1);
+        assert_eq!(runner.state(SagaId(4)), Some(SagaState::Completed));
+        assert_eq!(runner.state(SagaId(3)), Some(SagaState::Compensated));
+        check(&runner, &svc);
+        drop(runner);
+        // The old lines are kept byte for byte, the new ones are version 3.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let new_lines = text.strip_prefix(V2_LOG).unwrap();
+        assert!(!new_lines.is_empty());
+        assert!(
+            new_lines.lines().all(|l| l.starts_with("{\"v\":3,")),
+            "{new_lines}"
+        );
         std::fs::remove_file(&path).unwrap();
     }
 
