@@ -92,7 +92,7 @@ pub fn definition() -> Result<SagaConfig, faultline::config::ConfigError> {
 
 /// One service's record of one trip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Held {
+pub enum Booking {
     /// Booked (seat, room, car) or charged.
     Held,
     /// Undone after it was held.
@@ -108,7 +108,7 @@ pub struct Service {
     /// Units left.
     pub stock: u64,
     /// Each trip's booking.
-    pub books: BTreeMap<SagaId, Held>,
+    pub books: BTreeMap<SagaId, Booking>,
     /// The reply given to each key (a retry or duplicate gets the same one).
     pub replies: BTreeMap<IdempotencyKey, Reply<TripRefusal>>,
     /// Effects applied per key (at most one for a correct service).
@@ -169,7 +169,7 @@ impl Agency {
         }
         let existing = svc.books.get(&cmd.saga).copied();
         let reply = match (cmd.kind, existing) {
-            (Kind::Action, Some(Held::Held)) => Reply::Ok,
+            (Kind::Action, Some(Booking::Held)) => Reply::Ok,
             (Kind::Action, Some(_)) => Reply::Refused(TripRefusal::Cancelled),
             (Kind::Action, None) => {
                 let refusal = match cmd.step {
@@ -187,24 +187,24 @@ impl Agency {
                     if cmd.step != PAYMENT {
                         svc.stock -= 1;
                     }
-                    svc.books.insert(cmd.saga, Held::Held);
+                    svc.books.insert(cmd.saga, Booking::Held);
                     *svc.effects.entry(key).or_insert(0) += 1;
                     Reply::Ok
                 } else {
                     Reply::Refused(refusal)
                 }
             }
-            (Kind::Compensation, Some(Held::Held)) => {
+            (Kind::Compensation, Some(Booking::Held)) => {
                 if cmd.step != PAYMENT {
                     svc.stock += 1;
                 }
-                svc.books.insert(cmd.saga, Held::Undone);
+                svc.books.insert(cmd.saga, Booking::Undone);
                 *svc.effects.entry(key).or_insert(0) += 1;
                 Reply::Ok
             }
             (Kind::Compensation, Some(_)) => Reply::Ok,
             (Kind::Compensation, None) => {
-                svc.books.insert(cmd.saga, Held::Tombstone);
+                svc.books.insert(cmd.saga, Booking::Tombstone);
                 Reply::Ok
             }
         };
@@ -259,7 +259,7 @@ pub fn problems(sagas: &[(SagaId, SagaState)], agency: &Agency) -> Vec<String> {
             .filter(|s| {
                 agency
                     .service(**s)
-                    .is_some_and(|svc| svc.books.get(saga) == Some(&Held::Held))
+                    .is_some_and(|svc| svc.books.get(saga) == Some(&Booking::Held))
             })
             .copied()
             .collect();

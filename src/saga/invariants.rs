@@ -283,11 +283,58 @@ impl CompensationEffects {
                 if position(&w[0]) <= position(&w[1]) {
                     return Err(Violation::new(
                         COMPENSATION_ORDER,
-                        format!("{saga}: {:?} was compensated before {:?}", w[0], w[1]),
+                        format!(
+                            "{saga}: the {} step was compensated before the {} step, which comes after it",
+                            w[0], w[1]
+                        ),
                     ));
                 }
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saga::services::Order;
+
+    fn undo(saga: u64, step: StepId) -> Command {
+        Command::compensation(
+            SagaId(saga),
+            step,
+            Order {
+                item: 1,
+                qty: 1,
+                amount: 1,
+            },
+        )
+    }
+
+    /// [`COMPENSATION_ORDER`] follows the definition, not the names: the checkout's
+    /// correct undo (inventory, then order) passes although "inventory" < "order", and
+    /// the wrong one (order, then inventory) is caught, naming both.
+    #[test]
+    fn compensation_order_is_the_definitions_reverse() {
+        let mut right = CompensationEffects::default();
+        for step in [StepId::PAYMENT, StepId::INVENTORY, StepId::ORDER] {
+            right.observe(&undo(1, step), 0, 1);
+        }
+        assert!(right.check_reverse_order(&StepId::ALL).is_ok());
+        let mut wrong = CompensationEffects::default();
+        for step in [StepId::ORDER, StepId::INVENTORY] {
+            wrong.observe(&undo(2, step), 0, 1);
+        }
+        let v = wrong.check_reverse_order(&StepId::ALL).unwrap_err();
+        assert!(v.message.contains("saga 2"), "{}", v.message);
+        // Another definition's order decides for its own steps.
+        let (z, a) = (StepId::from_static("zulu"), StepId::from_static("alpha"));
+        let mut other = CompensationEffects::default();
+        for step in [a, z] {
+            other.observe(&undo(3, step), 0, 1);
+        }
+        assert!(other.check_reverse_order(&[z, a]).is_ok());
+        assert!(other.check_reverse_order(&[a, z]).is_err());
     }
 }

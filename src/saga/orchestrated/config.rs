@@ -87,7 +87,7 @@ impl SagaConfig {
     pub fn backoff(&self) -> Backoff {
         self.backoff
     }
-    /// The steps, in execution order.
+    /// The definition's steps, in execution order.
     pub fn steps(&self) -> &[StepId] {
         &self.steps
     }
@@ -141,7 +141,9 @@ impl SagaConfigBuilder {
         self.backoff = (base, cap);
         self
     }
-    /// The steps in execution order (at least one, none repeated).
+    /// The saga's definition: its steps in execution order (at least one, none
+    /// repeated). The order given is the order they run in (and compensate in reverse),
+    /// whatever their names. Default: the checkout's order, inventory, payment.
     pub fn steps(mut self, steps: &[StepId]) -> Self {
         self.steps = steps.to_vec();
         self
@@ -175,11 +177,15 @@ impl SagaConfigBuilder {
                 "must name at least one step, got []",
             ));
         }
-        let distinct: BTreeSet<StepId> = self.steps.iter().copied().collect();
-        if distinct.len() != self.steps.len() {
+        let mut seen = BTreeSet::new();
+        if let Some(repeated) = self.steps.iter().find(|s| !seen.insert(**s)) {
+            let names: Vec<&str> = self.steps.iter().map(|s| s.name()).collect();
             return Err(ConfigError::new(
                 "steps",
-                format!("must not repeat a step, got {:?}", self.steps),
+                format!(
+                    "must not repeat a step, got {repeated:?} twice in {names:?}",
+                    repeated = repeated.name()
+                ),
             ));
         }
         Ok(SagaConfig {

@@ -20,7 +20,7 @@
 //! It costs 7 bytes a line.
 //!
 //! A line of version 3 (current), as `FileLog` writes it for the checkout (the payload
-//! is an [`Order`], the refusal a [`Refusal`](crate::saga::Refusal)):
+//! is an [`Order`], the refusal a [`Refusal`]):
 //!
 //! ```text
 //! {"v":3,"type":"started","saga":7,"payload":{"item":1,"qty":2,"amount":500}}
@@ -75,7 +75,7 @@ use crate::saga::services::{Command, Kind, Order, Refusal, SagaData, SagaId, Sag
 
 /// One record of the durable saga log, for a definition whose payload is `P` and whose
 /// refusal reason is `R` (the checkout's [`Order`] and
-/// [`Refusal`](crate::saga::Refusal) by default).
+/// [`Refusal`] by default).
 /// [`Orchestrator::recover`](crate::saga::Orchestrator::recover) rebuilds every saga
 /// from these alone, and [`SagaHistory`](crate::saga::SagaHistory) reads a saga's
 /// history from them. Stored as one line of the

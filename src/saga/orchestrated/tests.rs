@@ -445,6 +445,19 @@ fn config_defaults_and_validation_name_the_field() {
     }
 }
 
+#[test]
+fn a_repeated_step_is_named_in_the_error() {
+    let flight = StepId::from_static("flight");
+    let err = SagaConfig::builder()
+        .steps(&[flight, StepId::from_static("hotel"), flight])
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field, "steps");
+    assert!(err.to_string().contains("\"flight\" twice"), "{err}");
+    let err = SagaConfig::builder().steps(&[]).build().unwrap_err();
+    assert!(err.to_string().contains("at least one"), "{err}");
+}
+
 // ----- output sequences -----
 
 #[test]
@@ -1183,4 +1196,133 @@ fn each_mutant_breaks_an_invariant_the_reference_keeps() {
             "{flaw:?} (idempotent payment: {idempotent}) not caught: {found:?}"
         );
     }
+}
+
+/// "Failed, retry now": the attempt ends at once (no outcome is logged: it is
+/// unknown), the next one follows after the backoff, well before the step timeout; a
+/// `Failed` reply to an attempt no longer awaited is stale; with the attempts spent the
+/// saga compensates, that step included.
+#[test]
+fn a_failed_reply_ends_the_attempt_at_once_and_counts_only_when_awaited() {
+    let mut o = Orchestrator::new(config());
+    run_until(&mut o, StepId::INVENTORY);
+    assert!(o.on_reply(S1, StepId::INVENTORY, Kind::Action, 1, Reply::Failed, at(3)));
+    assert!(
+        drain(&mut o).is_empty(),
+        "no outcome record: the outcome is unknown"
+    );
+    assert_eq!(o.awaiting(S1), None, "backing off");
+    let (when, out) = fire(&mut o);
+    assert!(
+        when >= at(3) && when <= at(13),
+        "{when:?}: within the backoff's base"
+    );
+    assert_eq!(
+        out,
+        vec![intent(StepId::INVENTORY, 2), send(StepId::INVENTORY, 2)]
+    );
+    // A late Failed of attempt 1 does not end attempt 2; a late Ok of it would.
+    assert!(!o.on_reply(S1, StepId::INVENTORY, Kind::Action, 1, Reply::Failed, when));
+    assert_eq!(o.awaiting(S1), Some((StepId::INVENTORY, Kind::Action, 2)));
+    assert!(o.on_reply(S1, StepId::INVENTORY, Kind::Action, 2, Reply::Failed, when));
+    let (when, _) = fire(&mut o);
+    assert!(o.on_reply(S1, StepId::INVENTORY, Kind::Action, 3, Reply::Failed, when));
+    // Attempts spent: compensate inventory (it may have taken effect), then order.
+    assert_eq!(
+        drain(&mut o),
+        vec![
+            comp_intent(StepId::INVENTORY, 1),
+            send_comp(StepId::INVENTORY, 1)
+        ]
+    );
+    // A compensation answered Failed is retried too.
+    assert!(o.on_reply(
+        S1,
+        StepId::INVENTORY,
+        Kind::Compensation,
+        1,
+        Reply::Failed,
+        when
+    ));
+    let (when2, out) = fire(&mut o);
+    assert!(when2 <= when + ms(10), "{when2:?}");
+    assert_eq!(
+        out,
+        vec![
+            comp_intent(StepId::INVENTORY, 2),
+            send_comp(StepId::INVENTORY, 2)
+        ]
+    );
+    let t = o.totals();
+    assert_eq!((t.failed_replies, t.timeouts, t.stale_replies), (4, 0, 1));
+}
+
+/// A definition whose execution order is not its names' order (zulu, mike, alpha:
+/// alphabetically the reverse), with a payload and a refusal of its own: steps run in
+/// the definition's order and compensate in its reverse, and a recovery agrees.
+#[test]
+fn the_definition_order_is_the_execution_order_not_the_names_order() {
+    let (z, m, a) = (
+        StepId::from_static("zulu"),
+        StepId::from_static("mike"),
+        StepId::from_static("alpha"),
+    );
+    let config = SagaConfig::builder().steps(&[z, m, a]).build().unwrap();
+    let mut o: Orchestrator<u32, String> = Orchestrator::new(config.clone());
+    assert!(o.start(S1, 42, at(0)));
+    let mut log = Vec::new();
+    let mut sent = Vec::new();
+    for _ in 0..10 {
+        for out in drain_any(&mut o) {
+            match out {
+                Output::Append(r) => log.push(r),
+                Output::Send(cmd, attempt) => {
+                    assert_eq!(cmd.payload, 42);
+                    sent.push((cmd.step, cmd.kind));
+                    let reply = if cmd.step == a && cmd.kind == Kind::Action {
+                        Reply::Refused("no".to_string())
+                    } else {
+                        Reply::Ok
+                    };
+                    o.on_reply(S1, cmd.step, cmd.kind, attempt, reply, at(1));
+                }
+                Output::Alert { .. } => panic!("no alert"),
+            }
+        }
+    }
+    assert_eq!(
+        sent,
+        vec![
+            (z, Kind::Action),
+            (m, Kind::Action),
+            (a, Kind::Action),
+            (m, Kind::Compensation),
+            (z, Kind::Compensation)
+        ]
+    );
+    assert_eq!(o.state(S1), Some(SagaState::Compensated));
+    let h = crate::saga::SagaHistory::of(S1, &log).unwrap();
+    let names: Vec<StepId> = h.steps.iter().map(|s| s.step).collect();
+    assert_eq!(names, vec![z, m, a]);
+    assert_eq!(
+        h.steps[2].outcome,
+        crate::saga::ActionOutcome::Refused(Some("no".to_string()))
+    );
+    // The log round-trips through the v3 lines with this payload and refusal.
+    for r in &log {
+        let line = r.encode_line();
+        assert_eq!(
+            &LogRecord::<u32, String>::decode_line(line.as_bytes()).unwrap(),
+            r
+        );
+    }
+    let back = Orchestrator::<u32, String>::recover(config, &log, at(2));
+    assert_eq!(back.state(S1), Some(SagaState::Compensated));
+    assert_eq!(back.payload(S1), Some(&42));
+}
+
+fn drain_any<P: crate::saga::SagaData, R: crate::saga::SagaData>(
+    o: &mut Orchestrator<P, R>,
+) -> Vec<Output<P, R>> {
+    std::iter::from_fn(|| o.poll_output()).collect()
 }
