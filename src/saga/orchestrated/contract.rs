@@ -158,6 +158,9 @@ pub trait SagaCoordinator<P = Order, R = Refusal> {
     /// command leaves.
     fn start(&mut self, saga: SagaId, payload: P, now: Instant) -> bool;
     /// A service's reply to attempt `attempt` of `kind` of `step` (false if stale).
+    /// [`Reply::Failed`] is a transient failure whose outcome is unknown, like a
+    /// timeout that came early (the checkout worlds do not send it today; the tokio
+    /// runner's participants may).
     fn on_reply(
         &mut self,
         saga: SagaId,

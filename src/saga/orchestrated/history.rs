@@ -30,10 +30,11 @@
 //! assert_eq!(history.payload, order);
 //! assert!(history.steps[0].compensated);
 //! assert_eq!(history.steps[1].outcome, ActionOutcome::Refused(Some(Refusal::OutOfStock)));
+//! assert_eq!(SagaHistory::all(&log), vec![history.clone()]);
 //! println!("{history}");
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::saga::orchestrated::log::LogRecord;
@@ -111,14 +112,13 @@ impl<P: Clone, R: Clone> SagaHistory<P, R> {
 
     /// Every saga's history in `records`, in id order.
     pub fn all(records: &[LogRecord<P, R>]) -> Vec<SagaHistory<P, R>> {
-        let mut sagas: BTreeMap<SagaId, ()> = BTreeMap::new();
-        for record in records {
-            if let LogRecord::Started { saga, .. } = record {
-                sagas.insert(*saga, ());
-            }
-        }
+        let sagas: BTreeSet<SagaId> = records
+            .iter()
+            .filter(|r| matches!(r, LogRecord::Started { .. }))
+            .map(LogRecord::saga)
+            .collect();
         sagas
-            .keys()
+            .iter()
             .filter_map(|saga| SagaHistory::of(*saga, records))
             .collect()
     }
@@ -213,5 +213,110 @@ impl<P: fmt::Debug, R: fmt::Debug> fmt::Display for SagaHistory<P, R> {
             write!(f, "\n  {step}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Record = LogRecord<u32, String>;
+
+    /// A step whose attempts all went unanswered before compensation began is
+    /// `Failed` (outcome unknown, compensated); one still unanswered at the end of the
+    /// log is `Unknown`; records before a saga's start, and other sagas', are ignored.
+    #[test]
+    fn unanswered_steps_are_failed_once_compensation_begins() {
+        let (a, b) = (StepId::from_static("a"), StepId::from_static("b"));
+        let s1 = SagaId(1);
+        let log: Vec<Record> = vec![
+            LogRecord::StepIntent {
+                saga: s1,
+                step: a,
+                attempt: 1,
+            },
+            LogRecord::Started {
+                saga: s1,
+                payload: 5,
+            },
+            LogRecord::Started {
+                saga: SagaId(2),
+                payload: 6,
+            },
+            LogRecord::StepIntent {
+                saga: s1,
+                step: a,
+                attempt: 1,
+            },
+            LogRecord::StepOutcome {
+                saga: s1,
+                step: a,
+                ok: true,
+                refusal: None,
+            },
+            LogRecord::StepIntent {
+                saga: s1,
+                step: b,
+                attempt: 1,
+            },
+            LogRecord::StepIntent {
+                saga: SagaId(2),
+                step: a,
+                attempt: 1,
+            },
+            LogRecord::StepIntent {
+                saga: s1,
+                step: b,
+                attempt: 2,
+            },
+        ];
+        let h = SagaHistory::of(s1, &log).unwrap();
+        assert_eq!((h.state, h.payload), (SagaState::Running, 5));
+        assert_eq!(h.step(a).map(|s| s.attempts), Some(1));
+        assert_eq!(
+            h.step(b).map(|s| (s.attempts, s.outcome.clone())),
+            Some((2, ActionOutcome::Unknown))
+        );
+        let mut log = log;
+        log.push(LogRecord::CompensationIntent {
+            saga: s1,
+            step: b,
+            attempt: 1,
+        });
+        let h = SagaHistory::of(s1, &log).unwrap();
+        assert_eq!(h.state, SagaState::Compensating);
+        assert_eq!(
+            h.step(b).map(|s| s.outcome.clone()),
+            Some(ActionOutcome::Failed)
+        );
+        log.push(LogRecord::CompensationDone { saga: s1, step: b });
+        log.push(LogRecord::CompensationIntent {
+            saga: s1,
+            step: a,
+            attempt: 1,
+        });
+        log.push(LogRecord::CompensationDone { saga: s1, step: a });
+        log.push(LogRecord::Ended {
+            saga: s1,
+            state: SagaState::Compensated,
+        });
+        let h = SagaHistory::of(s1, &log).unwrap();
+        assert_eq!(h.state, SagaState::Compensated);
+        assert!(
+            h.steps
+                .iter()
+                .all(|s| s.compensated && s.compensation_attempts == 1)
+        );
+        assert_eq!(
+            h.to_string(),
+            "saga 1 (Compensated): 5\n  a: ok after 1 attempt; compensated after 1 attempt\n  b: failed (outcome unknown) after 2 attempts; compensated after 1 attempt"
+        );
+        assert_eq!(SagaHistory::of(SagaId(3), &log), None);
+        assert_eq!(SagaHistory::all(&log).len(), 2);
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SagaHistory<u32, String>>(&json).unwrap(),
+            h
+        );
     }
 }
