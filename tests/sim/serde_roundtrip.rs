@@ -37,9 +37,9 @@ use faultline::saga::twopc::core::{
     ToCoordinator, ToParticipant, TxRecord, TxState, Vote,
 };
 use faultline::saga::{
-    AlertReason, Charge, ChargeState, Command, IdempotencyKey, Kind, Order, OrderStatus, Refusal,
-    Reply, Reservation, ReservationState, SagaId, SagaPolicy, SagaState, SagaTotals, StepId,
-    StepProgress,
+    ActionOutcome, AlertReason, Charge, ChargeState, Command, IdempotencyKey, Kind, Order,
+    OrderStatus, Refusal, Reply, Reservation, ReservationState, SagaHistory, SagaId, SagaPolicy,
+    SagaState, SagaTotals, StepHistory, StepId, StepProgress,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -501,10 +501,48 @@ fn saga_types_round_trip() {
         Refusal::Misrouted,
     ];
     all_round_trip(&refusals);
-    let replies: Vec<Reply> = std::iter::once(Reply::Ok)
+    let replies: Vec<Reply> = [Reply::Ok, Reply::Failed]
+        .into_iter()
         .chain(refusals.iter().map(|&r| Reply::Refused(r)))
         .collect();
     all_round_trip(&replies);
+    assert_eq!(round_trip(&Reply::<Refusal>::Failed), r#""failed""#);
+    all_round_trip(&[
+        ActionOutcome::Ok,
+        ActionOutcome::Refused(Some(Refusal::OutOfStock)),
+        ActionOutcome::Refused(None),
+        ActionOutcome::Failed,
+        ActionOutcome::Unknown,
+    ]);
+    let history = SagaHistory {
+        saga: SagaId(3),
+        payload: Order {
+            item: 1,
+            qty: 2,
+            amount: 300,
+        },
+        state: SagaState::Compensated,
+        steps: vec![
+            StepHistory {
+                step: StepId::ORDER,
+                attempts: 1,
+                outcome: ActionOutcome::Ok,
+                compensation_attempts: 2,
+                compensated: true,
+            },
+            StepHistory {
+                step: StepId::INVENTORY,
+                attempts: 1,
+                outcome: ActionOutcome::Refused(Some(Refusal::OutOfStock)),
+                compensation_attempts: 0,
+                compensated: false,
+            },
+        ],
+    };
+    assert_eq!(
+        round_trip(&history),
+        r#"{"saga":3,"payload":{"item":1,"qty":2,"amount":300},"state":"compensated","steps":[{"step":"order","attempts":1,"outcome":"ok","compensation_attempts":2,"compensated":true},{"step":"inventory","attempts":1,"outcome":{"refused":"out_of_stock"},"compensation_attempts":0,"compensated":false}]}"#
+    );
     assert_eq!(
         round_trip(&Reply::Refused(Refusal::CardDeclined)),
         r#"{"refused":"card_declined"}"#
