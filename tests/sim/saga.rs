@@ -1088,3 +1088,63 @@ mod from_scratch {
         }
     }
 }
+
+/// The faults' variant where a service that did the work and then failed answers
+/// `Reply::Failed` ("failed, retry now") instead of losing the reply: the reference
+/// keeps every promise (the retry after the backoff, sooner than the step timeout, is
+/// no breach of `saga.retries`: the attempt was answered), and the mutants whose
+/// defects these faults reach are still caught.
+#[test]
+fn failed_replies_under_faults_keep_every_promise() {
+    use faultline::saga::orchestrated::mutants::CATALOG;
+    let seeds = 0..80;
+    let mut failed = 0;
+    for seed in seeds.clone() {
+        let knobs = SagaKnobs::from_seed(seed);
+        let world = SagaWorld::new(knobs.clone())
+            .unwrap()
+            .answering_errors_as_failed();
+        let (report, world) = run_world(world, knobs.fault_plan(), TraceMode::Off);
+        assert!(
+            report.outcome.invariant().is_none(),
+            "seed {seed}: {}",
+            report.outcome
+        );
+        failed += world.stats.failed_replies;
+    }
+    assert!(failed > 0, "no Failed reply was sent in {seeds:?}");
+    for name in [
+        "compensations_not_retried",
+        "skip_last_compensation",
+        "payment_not_idempotent",
+        "send_before_log",
+    ] {
+        let mutant = CATALOG.iter().find(|m| m.name == name).unwrap();
+        let caught = seeds.clone().any(|seed| {
+            let knobs = SagaKnobs::from_seed(seed);
+            let world = mutant.world(&knobs).unwrap().answering_errors_as_failed();
+            let (report, _) = run_world(world, knobs.fault_plan(), TraceMode::Off);
+            report.outcome.invariant().is_some()
+        });
+        assert!(caught, "{name} is not caught with Failed replies");
+    }
+    // Taking Failed for a refusal leaves effects nobody compensates.
+    let mutant = faultline::saga::orchestrated::mutants::FAILED_IS_REFUSAL;
+    let caught: Vec<u64> = seeds
+        .clone()
+        .filter(|&seed| {
+            let knobs = SagaKnobs::from_seed(seed);
+            let (report, _) = run_world(
+                mutant.world(&knobs).unwrap(),
+                knobs.fault_plan(),
+                TraceMode::Off,
+            );
+            report.outcome.invariant() == Some(mutant.expected)
+        })
+        .collect();
+    // 17 of the 80 seeds when written.
+    assert!(
+        caught.len() >= 10,
+        "failed_is_refusal caught on {caught:?} only"
+    );
+}

@@ -187,6 +187,10 @@ pub(crate) enum Flaw {
     /// Declares one attempt of each kind fewer than it makes (built with one more than
     /// the knobs', it declares the knobs').
     DeclaresFewerAttempts,
+    /// An action answered [`Reply::Failed`] is taken for a refusal: the step is
+    /// recorded as without effect and is not compensated, though the failure may have
+    /// come after the work was done.
+    FailedIsRefusal,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -495,6 +499,17 @@ impl<P: SagaData, R: SagaData> Orchestrator<P, R> {
         self.with_saga(saga, |o, s| {
             o.set_phase(saga, s, Phase::Idle);
             match (kind, reply) {
+                (Kind::Action, Reply::Failed) if o.flaw == Flaw::FailedIsRefusal => {
+                    // The defect: an unknown outcome is presumed to be no effect.
+                    s.steps[index].outcome = Some(false);
+                    o.outputs.push_back(Output::Append(LogRecord::StepOutcome {
+                        saga,
+                        step,
+                        ok: false,
+                        refusal: None,
+                    }));
+                    o.advance(saga, s, now);
+                }
                 (_, Reply::Failed) => {
                     o.totals.failed_replies += 1;
                     o.after_failure(saga, s, kind, attempt, now);

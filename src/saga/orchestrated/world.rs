@@ -139,6 +139,9 @@ pub struct SagaStats {
     pub sends: u64,
     /// Log records made durable.
     pub records: u64,
+    /// Replies sent as [`Reply::Failed`] (with
+    /// [`answering_errors_as_failed`](SagaWorld::answering_errors_as_failed)).
+    pub failed_replies: u64,
 }
 
 /// What the world saw of one command (a saga's action or compensation of one step):
@@ -210,6 +213,8 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     settling: Settling,
     /// Figures of the run.
     pub stats: SagaStats,
+    /// An injected service error answers `Reply::Failed` instead of losing the reply.
+    failed_replies: bool,
     /// Saga swimlanes: (saga, time, what).
     pub lanes: Vec<(SagaId, SimTime, String)>,
 }
@@ -314,9 +319,20 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             rng: SimRng::new(knobs.seed).fork("saga.world"),
             settling: Settling::default(),
             stats: SagaStats::default(),
+            failed_replies: false,
             lanes: Vec::new(),
             knobs,
         })
+    }
+
+    /// The world with a variant of its faults: a service's injected error (it did the
+    /// work, then failed) answers [`Reply::Failed`] ("failed, retry now": the outcome
+    /// is unknown) instead of losing the reply, so the coordinator retries after its
+    /// backoff rather than its step timeout. Off by default (the golden runs lose the
+    /// reply); every invariant holds either way.
+    pub fn answering_errors_as_failed(mut self) -> Self {
+        self.failed_replies = true;
+        self
     }
 
     /// For each saga at rest: how long it took to come to rest after the later of its
@@ -810,14 +826,18 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 let lose_reply = faults.injects_error(svc);
                 let key = cmd.key();
                 let before = self.services.effects(key);
-                let reply = self.services.handle(&cmd);
+                let mut reply = self.services.handle(&cmd);
                 self.compensation_effects
                     .observe(&cmd, before, self.services.effects(key));
                 if !reply.is_ok() && cmd.kind == Kind::Action {
                     ctx.cover("saga.refused");
                 }
                 ctx.record(svc, format_args!("{cmd} attempt {attempt} -> {reply:?}"));
-                if lose_reply {
+                if lose_reply && self.failed_replies {
+                    // The work is done, and the caller is told "failed, retry now".
+                    self.stats.failed_replies += 1;
+                    reply = Reply::Failed;
+                } else if lose_reply {
                     ctx.cover("saga.reply_lost");
                     return Ok(());
                 }
