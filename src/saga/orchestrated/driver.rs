@@ -161,7 +161,7 @@ impl<P: SagaData, R: SagaData> Pipeline<P, R> {
     }
 
     /// A participant's answer to attempt `attempt` of `cmd`: `Some` is fed to the
-    /// coordinator (true unless it was stale); `None`, no answer (a transport failure),
+    /// coordinator (true unless it was stale), `Failed` included; `None`, no answer (lost),
     /// is not: the attempt's deadline decides. Nothing is fed once halted.
     pub(crate) fn reply<O: SagaCoordinator<P, R>>(
         &mut self,
