@@ -39,7 +39,11 @@ pub enum NameError {
 }
 
 /// A short validated name; see the [module docs](self).
-#[derive(Clone, Copy)]
+///
+/// Equality is structural (every constructor zero-fills the bytes after the name, so
+/// equal bytes are equal text), which lets a `const` name be a `match` pattern; order
+/// and hash are the text's.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Name {
     len: u8,
     bytes: [u8; Name::MAX],
@@ -105,14 +109,6 @@ impl Name {
         std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
     }
 }
-
-impl PartialEq for Name {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Name {}
 
 impl PartialOrd for Name {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
@@ -190,6 +186,18 @@ impl<'de> serde::Deserialize<'de> for Name {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_const_name_is_a_pattern() {
+        const HOTEL: Name = Name::from_static("hotel");
+        let kind = |n: Name| match n {
+            HOTEL => 1,
+            _ => 2,
+        };
+        assert_eq!(kind(Name::new("hotel").unwrap()), 1);
+        assert_eq!(kind(Name::new("hotels").unwrap()), 2);
+        assert_eq!(kind(serde_json::from_str("\"hotel\"").unwrap()), 1);
+    }
 
     #[test]
     fn equal_names_are_equal_whatever_built_them() {

@@ -23,6 +23,10 @@ use faultline_sim::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// The checkout's definition: its steps in execution order (order, inventory, payment;
+/// not their names' order).
+pub const STEPS: [StepId; 3] = StepId::ALL;
+
 /// The node of the coordinator in fault plans (the orchestrator, or 2PC's
 /// coordinator; the choreography has none).
 pub const COORDINATOR_NODE: &str = "orchestrator";
@@ -32,10 +36,13 @@ pub const SERVICE_NODES: [&str; 3] = ["orders", "inventory", "payment"];
 
 /// The node of the service that runs `step`.
 pub fn service_node(step: StepId) -> &'static str {
-    match step {
-        StepId::Order => "orders",
-        StepId::Inventory => "inventory",
-        StepId::Payment => "payment",
+    use crate::saga::services::CheckoutStep as S;
+    match step.checkout() {
+        Some(S::Order) => "orders",
+        Some(S::Inventory) => "inventory",
+        Some(S::Payment) => "payment",
+        // Not a checkout step: no node of the checkout runs it.
+        None => "other",
     }
 }
 

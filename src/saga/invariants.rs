@@ -152,7 +152,7 @@ pub(crate) fn check_conserved(services: &Services) -> Result<(), Violation> {
                 format!(
                     "stock of item {item} is not conserved: {expected} at the start, but {available} available + {reserved} held by live reservations = {}{}",
                     available + reserved,
-                    repeated_cause(services, StepId::Inventory)
+                    repeated_cause(services, StepId::INVENTORY)
                 ),
             ));
         }
@@ -168,7 +168,7 @@ pub(crate) fn check_conserved(services: &Services) -> Result<(), Violation> {
             CONSERVATION,
             format!(
                 "money is not conserved: {captured} captured - {refunded} refunded, but the live charges hold {held}{}",
-                repeated_cause(services, StepId::Payment)
+                repeated_cause(services, StepId::PAYMENT)
             ),
         ));
     }
@@ -184,13 +184,14 @@ pub(crate) fn check_conserved(services: &Services) -> Result<(), Violation> {
 /// What `saga` holds at `step`'s service, in words, and whether it is a live effect
 /// (a placed order, a reservation, a captured charge).
 fn holding(services: &Services, saga: SagaId, step: StepId) -> (bool, String) {
-    match step {
-        StepId::Order => match services.orders.status(saga) {
+    use crate::saga::services::CheckoutStep as S;
+    match step.checkout() {
+        Some(S::Order) => match services.orders.status(saga) {
             Some(OrderStatus::Placed) => (true, "the order is placed".into()),
             Some(st) => (false, format!("the order is {st:?}")),
             None => (false, "there is no order".into()),
         },
-        StepId::Inventory => match services.inventory.reservation(saga) {
+        Some(S::Inventory) => match services.inventory.reservation(saga) {
             Some(r) if r.state == ReservationState::Reserved => (
                 true,
                 format!("stock: {} of item {} is reserved", r.qty, r.item),
@@ -204,7 +205,7 @@ fn holding(services: &Services, saga: SagaId, step: StepId) -> (bool, String) {
             ),
             None => (false, "stock: nothing is reserved".into()),
         },
-        StepId::Payment => match services.payment.charge(saga) {
+        Some(S::Payment) => match services.payment.charge(saga) {
             Some(c) if c.state == ChargeState::Captured => {
                 (true, format!("money: {} is captured", c.amount))
             }
@@ -214,6 +215,7 @@ fn holding(services: &Services, saga: SagaId, step: StepId) -> (bool, String) {
             ),
             None => (false, "money: nothing is captured".into()),
         },
+        None => (false, format!("{step}: not a checkout step")),
     }
 }
 
@@ -228,15 +230,48 @@ pub(crate) fn check_holdings(
     state: SagaState,
     cause: impl Fn(SagaId, StepId, Kind) -> Option<String>,
 ) -> Result<(), Violation> {
+    let promise = (
+        "does not hold its order, stock and payment",
+        "still holds an order, stock or money",
+    );
+    check_holdings_of(&StepId::ALL, services, saga, state, cause, promise)
+}
+
+/// What a world's participants hold for one saga, step by step: the view the at-rest
+/// check ([`check_holdings_of`]) reads, so a world with another definition and its own
+/// participants checks the same promise per step.
+pub(crate) trait Holdings {
+    /// Whether `saga` holds a live effect at `step` (a booking, a reservation, a
+    /// charge), and what it holds there, in words.
+    fn holding(&self, saga: SagaId, step: StepId) -> (bool, String);
+}
+
+impl Holdings for Services {
+    fn holding(&self, saga: SagaId, step: StepId) -> (bool, String) {
+        holding(self, saga, step)
+    }
+}
+
+/// [`CONSERVATION`] per step of `definition`: a completed saga holds every step's
+/// effect, a compensated one none (`promise`: the words for each broken promise, for
+/// a completed and for a compensated saga). See [`check_holdings`].
+pub(crate) fn check_holdings_of(
+    definition: &[StepId],
+    participants: &impl Holdings,
+    saga: SagaId,
+    state: SagaState,
+    cause: impl Fn(SagaId, StepId, Kind) -> Option<String>,
+    promise: (&str, &str),
+) -> Result<(), Violation> {
     let (want_live, kind, end) = match state {
         SagaState::Completed => (true, Kind::Action, "completed"),
         SagaState::Compensated => (false, Kind::Compensation, "was compensated"),
         _ => return Ok(()),
     };
-    let off: Vec<String> = StepId::ALL
+    let off: Vec<String> = definition
         .iter()
         .filter_map(|&step| {
-            let (live, words) = holding(services, saga, step);
+            let (live, words) = participants.holding(saga, step);
             (live != want_live).then(|| match cause(saga, step, kind) {
                 Some(why) => format!("{words} ({why})"),
                 None => words,
@@ -246,11 +281,7 @@ pub(crate) fn check_holdings(
     if off.is_empty() {
         return Ok(());
     }
-    let promise = if want_live {
-        "does not hold its order, stock and payment"
-    } else {
-        "still holds an order, stock or money"
-    };
+    let promise = if want_live { promise.0 } else { promise.1 };
     Err(Violation::new(
         CONSERVATION,
         format!("{saga} {end} but {promise}: {}", off.join("; ")),
@@ -272,18 +303,109 @@ impl CompensationEffects {
     }
 
     /// [`COMPENSATION_ORDER`]: per saga, the compensations that took effect (in the
-    /// order they did) undo the steps in reverse order.
-    pub(crate) fn check_reverse_order(&self) -> Result<(), Violation> {
+    /// order they did) undo the steps in the reverse of their order in `definition`
+    /// (the saga's steps in execution order; never the step names' order).
+    pub(crate) fn check_reverse_order(&self, definition: &[StepId]) -> Result<(), Violation> {
+        let position = |step: &StepId| definition.iter().position(|s| s == step);
         for (saga, effects) in &self.0 {
             for w in effects.windows(2) {
-                if w[0] <= w[1] {
+                if position(&w[0]) <= position(&w[1]) {
                     return Err(Violation::new(
                         COMPENSATION_ORDER,
-                        format!("{saga}: {:?} was compensated before {:?}", w[0], w[1]),
+                        format!(
+                            "{saga}: the {} step was compensated before the {} step, which comes after it",
+                            w[0], w[1]
+                        ),
                     ));
                 }
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saga::services::Order;
+
+    fn undo(saga: u64, step: StepId) -> Command {
+        Command::compensation(
+            SagaId(saga),
+            step,
+            Order {
+                item: 1,
+                qty: 1,
+                amount: 1,
+            },
+        )
+    }
+
+    /// The per-step at-rest check over a definition of its own: a completed saga
+    /// holding every step passes, one missing a step is caught naming it, and a
+    /// compensated one still holding a step is caught.
+    #[test]
+    fn holdings_are_checked_per_step_of_any_definition() {
+        struct Books(Vec<StepId>);
+        impl Holdings for Books {
+            fn holding(&self, _: SagaId, step: StepId) -> (bool, String) {
+                let live = self.0.contains(&step);
+                (
+                    live,
+                    format!("{step}: {}", if live { "booked" } else { "free" }),
+                )
+            }
+        }
+        let (f, h) = (StepId::from_static("flight"), StepId::from_static("hotel"));
+        let words = ("does not hold every booking", "still holds a booking");
+        let none = |_: SagaId, _: StepId, _: Kind| None;
+        let saga = SagaId(4);
+        let all = Books(vec![f, h]);
+        assert!(check_holdings_of(&[f, h], &all, saga, SagaState::Completed, none, words).is_ok());
+        let half = Books(vec![f]);
+        let v =
+            check_holdings_of(&[f, h], &half, saga, SagaState::Completed, none, words).unwrap_err();
+        assert_eq!(v.invariant, CONSERVATION);
+        assert!(v.message.contains("hotel: free"), "{}", v.message);
+        let v = check_holdings_of(&[f, h], &half, saga, SagaState::Compensated, none, words)
+            .unwrap_err();
+        assert!(v.message.contains("flight: booked"), "{}", v.message);
+        assert!(
+            check_holdings_of(
+                &[f, h],
+                &Books(vec![]),
+                saga,
+                SagaState::Compensated,
+                none,
+                words
+            )
+            .is_ok()
+        );
+    }
+
+    /// [`COMPENSATION_ORDER`] follows the definition, not the names: the checkout's
+    /// correct undo (inventory, then order) passes although "inventory" < "order", and
+    /// the wrong one (order, then inventory) is caught, naming both.
+    #[test]
+    fn compensation_order_is_the_definitions_reverse() {
+        let mut right = CompensationEffects::default();
+        for step in [StepId::PAYMENT, StepId::INVENTORY, StepId::ORDER] {
+            right.observe(&undo(1, step), 0, 1);
+        }
+        assert!(right.check_reverse_order(&StepId::ALL).is_ok());
+        let mut wrong = CompensationEffects::default();
+        for step in [StepId::ORDER, StepId::INVENTORY] {
+            wrong.observe(&undo(2, step), 0, 1);
+        }
+        let v = wrong.check_reverse_order(&StepId::ALL).unwrap_err();
+        assert!(v.message.contains("saga 2"), "{}", v.message);
+        // Another definition's order decides for its own steps.
+        let (z, a) = (StepId::from_static("zulu"), StepId::from_static("alpha"));
+        let mut other = CompensationEffects::default();
+        for step in [a, z] {
+            other.observe(&undo(3, step), 0, 1);
+        }
+        assert!(other.check_reverse_order(&[z, a]).is_ok());
+        assert!(other.check_reverse_order(&[a, z]).is_err());
     }
 }

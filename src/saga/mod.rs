@@ -17,6 +17,18 @@
 //! - [`invariants`]: the promises both sagas keep, as named constants, with one copy of
 //!   the checks they share.
 //!
+//! The orchestrated saga works for any definition, not only the checkout: the
+//! definition is the [`SagaConfig`]'s ordered list of named steps ([`StepId`], e.g.
+//! `flight`, `hotel`, `car`, `payment`; they run in that order, whatever their
+//! names), and the payload a saga is started with and the reason a participant refuses
+//! are type parameters of [`Orchestrator`], [`Command`], [`Reply`], [`LogRecord`] and
+//! the tokio runner (any [`SagaData`] type; the checkout's [`Order`] and [`Refusal`]
+//! by default). A participant answers [`Reply::Ok`], [`Reply::Refused`] with its
+//! reason, or [`Reply::Failed`] ("failed, retry now": retried after the backoff, not
+//! the step timeout). [`SagaHistory`] reads a saga's history (payload, state, per step
+//! its attempts, outcome with the refusal's reason, and compensation) from the log
+//! records alone. See `examples/trip_booking.rs`.
+//!
 //! Three rooms built on the shared files above (the choreography also rides
 //! [`crate::bus`]):
 //!
@@ -75,10 +87,11 @@ pub mod twopc;
 pub use self::orchestrated::config::{SagaConfig, SagaConfigBuilder};
 pub use self::orchestrated::contract::{SagaCoordinator, SagaPolicy};
 pub use self::orchestrated::core::{AlertReason, Orchestrator, Output, SagaTotals, StepProgress};
+pub use self::orchestrated::history::{ActionOutcome, SagaHistory, StepHistory};
 pub use self::orchestrated::log::LogRecord;
 pub use self::services::{
     Charge, ChargeState, Command, EffectLedger, IdempotencyKey, InventoryService, Kind, Order,
     OrderService, OrderStatus, PaymentService, Refusal, Reply, Reservation, ReservationState,
-    SagaId, SagaState, Services, StepId,
+    SagaData, SagaId, SagaState, Services, StepId,
 };
 pub use self::twopc::contract::TwoPcCoordinator;

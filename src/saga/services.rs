@@ -20,6 +20,36 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::name::{Name, NameError};
+
+/// What a saga definition's payload (`P`) and refusal reason (`R`) must be: plain data
+/// that can be cloned, compared, printed, and stored in the log as JSON (serde), and
+/// sent between tasks. Implemented for every such type; the checkout's are [`Order`]
+/// and [`Refusal`].
+pub trait SagaData:
+    Clone
+    + fmt::Debug
+    + PartialEq
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> SagaData for T where
+    T: Clone
+        + fmt::Debug
+        + PartialEq
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A saga's identity, chosen by the caller.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -61,43 +91,117 @@ impl SagaState {
     }
 }
 
-/// One step of the checkout. The derived order is the execution order.
+/// A step of a saga definition: a short validated name ([`Name`]), e.g. `flight`.
+///
+/// A definition (the [`SagaConfig`](crate::saga::SagaConfig)'s steps) runs its steps in
+/// the order it lists them; the derived `Ord` is the names' text order and says nothing
+/// about execution. The checkout's three steps are [`StepId::ORDER`],
+/// [`StepId::INVENTORY`] and [`StepId::PAYMENT`] ([`StepId::ALL`] in execution order).
+///
+/// ```
+/// use faultline::saga::StepId;
+///
+/// const FLIGHT: StepId = StepId::from_static("flight");
+/// assert_eq!(StepId::new("flight")?, FLIGHT);
+/// assert_eq!(serde_json::to_string(&StepId::PAYMENT).unwrap(), "\"payment\"");
+/// assert!(StepId::new("").is_err());
+/// # Ok::<(), faultline::name::NameError>(())
+/// ```
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
-#[serde(rename_all = "snake_case")]
-pub enum StepId {
-    /// Create the order (compensation: cancel it).
+#[serde(transparent)]
+pub struct StepId(Name);
+
+impl StepId {
+    /// The checkout's first step: create the order (compensation: cancel it).
+    pub const ORDER: StepId = StepId::from_static("order");
+    /// The checkout's second step: reserve, i.e. deduct, inventory (compensation:
+    /// release it).
+    pub const INVENTORY: StepId = StepId::from_static("inventory");
+    /// The checkout's third step: charge the payment (compensation: refund it).
+    pub const PAYMENT: StepId = StepId::from_static("payment");
+
+    /// The checkout's steps, in execution order.
+    pub const ALL: [StepId; 3] = [StepId::ORDER, StepId::INVENTORY, StepId::PAYMENT];
+
+    /// `name` as a step id, or why it is not a [`Name`].
+    ///
+    /// # Errors
+    ///
+    /// [`NameError`] for an empty name, one longer than [`Name::MAX`] bytes, or one
+    /// holding a control character.
+    pub fn new(name: &str) -> Result<StepId, NameError> {
+        Name::new(name).map(StepId)
+    }
+
+    /// A step id from a literal, for constants (see [`Name::from_static`]: an invalid
+    /// literal is a compile error in a `const`).
+    pub const fn from_static(name: &'static str) -> StepId {
+        StepId(Name::from_static(name))
+    }
+
+    /// The step's name, e.g. `inventory`.
+    pub fn name(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The step's name as a [`Name`].
+    pub fn as_name(self) -> Name {
+        self.0
+    }
+
+    /// The name of a checkout step's action or compensation, e.g. `Reserve` or
+    /// `Refund`; for any other step, `action` or `compensation`.
+    pub fn operation(self, kind: Kind) -> &'static str {
+        let checkout = [
+            (StepId::ORDER, "CreateOrder", "CancelOrder"),
+            (StepId::INVENTORY, "Reserve", "Release"),
+            (StepId::PAYMENT, "Charge", "Refund"),
+        ];
+        let found = checkout.iter().find(|(s, _, _)| *s == self);
+        match (found, kind) {
+            (Some((_, action, _)), Kind::Action) => action,
+            (Some((_, _, compensation)), Kind::Compensation) => compensation,
+            (None, kind) => kind.name(),
+        }
+    }
+}
+
+/// The checkout's steps as a closed enum, for code that matches on them (a [`StepId`]
+/// is any name, so it cannot be matched on directly).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum CheckoutStep {
     Order,
-    /// Reserve, i.e. deduct, inventory (compensation: release it).
     Inventory,
-    /// Charge the payment (compensation: refund it).
     Payment,
 }
 
 impl StepId {
-    /// Every step, in execution order.
-    pub const ALL: [StepId; 3] = [StepId::Order, StepId::Inventory, StepId::Payment];
-
-    /// The step's short name: `order`, `inventory` or `payment`.
-    pub fn name(self) -> &'static str {
-        match self {
-            StepId::Order => "order",
-            StepId::Inventory => "inventory",
-            StepId::Payment => "payment",
+    /// Which of the checkout's steps this is, if it is one.
+    pub(crate) fn checkout(self) -> Option<CheckoutStep> {
+        if self == StepId::ORDER {
+            Some(CheckoutStep::Order)
+        } else if self == StepId::INVENTORY {
+            Some(CheckoutStep::Inventory)
+        } else if self == StepId::PAYMENT {
+            Some(CheckoutStep::Payment)
+        } else {
+            None
         }
     }
+}
 
-    /// The name of the step's action or compensation, e.g. `Reserve` or `Refund`.
-    pub fn operation(self, kind: Kind) -> &'static str {
-        match (self, kind) {
-            (StepId::Order, Kind::Action) => "CreateOrder",
-            (StepId::Order, Kind::Compensation) => "CancelOrder",
-            (StepId::Inventory, Kind::Action) => "Reserve",
-            (StepId::Inventory, Kind::Compensation) => "Release",
-            (StepId::Payment, Kind::Action) => "Charge",
-            (StepId::Payment, Kind::Compensation) => "Refund",
-        }
+impl From<Name> for StepId {
+    fn from(name: Name) -> Self {
+        StepId(name)
+    }
+}
+
+impl std::str::FromStr for StepId {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StepId::new(s)
     }
 }
 
@@ -117,6 +221,22 @@ pub enum Kind {
     Action,
     /// The step's compensation (its semantic undo).
     Compensation,
+}
+
+impl Kind {
+    /// `action` or `compensation`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Action => "action",
+            Kind::Compensation => "compensation",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// What the customer ordered: the parameters of all three services.
@@ -147,46 +267,54 @@ pub struct IdempotencyKey {
 
 impl fmt::Display for IdempotencyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.saga, self.step.operation(self.kind))
+        write!(f, "{}/{}/{}", self.saga, self.step, self.kind)
     }
 }
 
-/// A command to one service: the action or the compensation of `step` for `saga`.
+impl IdempotencyKey {
+    /// The checkout's name of the key's operation, e.g. `saga 7/Reserve`.
+    pub fn checkout_name(&self) -> String {
+        format!("{}/{}", self.saga, self.step.operation(self.kind))
+    }
+}
+
+/// A command to one participant: the action or the compensation of `step` for `saga`,
+/// with the saga's payload (`P`: for the checkout, the [`Order`]).
 ///
 /// Retries and duplicates of a command are the same command: same key, same reply.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
-pub struct Command {
+pub struct Command<P = Order> {
     /// The saga.
     pub saga: SagaId,
     /// The step; [`Services::handle`] routes by it.
     pub step: StepId,
     /// Action or compensation.
     pub kind: Kind,
-    /// The order's parameters (compensations carry them too, though the services undo
-    /// what they recorded, not what the compensation says).
-    pub order: Order,
+    /// The saga's payload, as given to `start` (compensations carry it too, though a
+    /// participant should undo what it recorded, not what the compensation says).
+    pub payload: P,
 }
 
-impl Command {
+impl<P> Command<P> {
     /// The action of `step` for `saga`.
-    pub fn action(saga: SagaId, step: StepId, order: Order) -> Self {
+    pub fn action(saga: SagaId, step: StepId, payload: P) -> Self {
         Command {
             saga,
             step,
             kind: Kind::Action,
-            order,
+            payload,
         }
     }
 
     /// The compensation of `step` for `saga`.
-    pub fn compensation(saga: SagaId, step: StepId, order: Order) -> Self {
+    pub fn compensation(saga: SagaId, step: StepId, payload: P) -> Self {
         Command {
             saga,
             step,
             kind: Kind::Compensation,
-            order,
+            payload,
         }
     }
 
@@ -199,22 +327,22 @@ impl Command {
         }
     }
 
-    /// The operation's name, e.g. `Reserve`.
+    /// The operation's name, e.g. `Reserve` (see [`StepId::operation`]).
     pub fn operation(&self) -> &'static str {
         self.step.operation(self.kind)
     }
 }
 
-impl fmt::Display for Command {
+impl fmt::Display for Command<Order> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "{}({}: item {} x{}, amount {})",
             self.operation(),
             self.saga,
-            self.order.item,
-            self.order.qty,
-            self.order.amount
+            self.payload.item,
+            self.payload.qty,
+            self.payload.amount
         )
     }
 }
@@ -247,22 +375,35 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// A service's answer to a command.
+/// A participant's answer to a command; `R` is the definition's refusal reason (for
+/// the checkout, [`Refusal`]).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
-pub enum Reply {
+pub enum Reply<R = Refusal> {
     /// Done (or already done: the same reply as the first time).
     Ok,
-    /// A business refusal: no effect.
-    Refused(Refusal),
+    /// A business refusal: no effect. An action refused starts compensation; a
+    /// compensation refused is retried like a failed one.
+    Refused(R),
+    /// A transient failure ("failed, retry now"): the call failed fast (connection
+    /// refused, a 503, a broken pipe) and its outcome is unknown, as after a timeout
+    /// (it may have taken effect). The attempt ends at once: the next one follows after
+    /// the backoff, not after the step timeout; when attempts are spent the saga
+    /// compensates, this step included. Counts only for the attempt awaited.
+    Failed,
 }
 
-impl Reply {
+impl<R> Reply<R> {
     /// True for [`Reply::Ok`].
     pub fn is_ok(&self) -> bool {
         matches!(self, Reply::Ok)
+    }
+
+    /// True for [`Reply::Failed`].
+    pub fn is_failed(&self) -> bool {
+        matches!(self, Reply::Failed)
     }
 }
 
@@ -390,7 +531,7 @@ impl OrderService {
 
     /// Handles `CreateOrder` or `CancelOrder`, idempotently.
     pub fn handle(&mut self, cmd: &Command) -> Reply {
-        if cmd.step != StepId::Order {
+        if cmd.step != StepId::ORDER {
             return Reply::Refused(Refusal::Misrouted);
         }
         if let Some(reply) = self.ledger.replay(cmd) {
@@ -529,7 +670,7 @@ impl InventoryService {
     /// Handles `Reserve` or `Release`, idempotently. A reserve is refused with
     /// [`Refusal::OutOfStock`] when fewer than `qty` units are available.
     pub fn handle(&mut self, cmd: &Command) -> Reply {
-        if cmd.step != StepId::Inventory {
+        if cmd.step != StepId::INVENTORY {
             return Reply::Refused(Refusal::Misrouted);
         }
         if let Some(reply) = self.ledger.replay(cmd) {
@@ -546,8 +687,8 @@ impl InventoryService {
                 self.reservations.insert(
                     cmd.saga,
                     Reservation {
-                        item: cmd.order.item,
-                        qty: cmd.order.qty,
+                        item: cmd.payload.item,
+                        qty: cmd.payload.qty,
                         state: ReservationState::Voided,
                     },
                 );
@@ -574,7 +715,7 @@ impl InventoryService {
     }
 
     fn reserve(&mut self, cmd: &Command) -> Reply {
-        let Order { item, qty, .. } = cmd.order;
+        let Order { item, qty, .. } = cmd.payload;
         let Some(available) = self.stock.get_mut(&item) else {
             return Reply::Refused(Refusal::OutOfStock);
         };
@@ -728,7 +869,7 @@ impl PaymentService {
     /// Handles `Charge` or `Refund`, idempotently. A charge is refused with
     /// [`Refusal::CardDeclined`] when the decline rule says so.
     pub fn handle(&mut self, cmd: &Command) -> Reply {
-        if cmd.step != StepId::Payment {
+        if cmd.step != StepId::PAYMENT {
             return Reply::Refused(Refusal::Misrouted);
         }
         let replayed = self.ledger.replay(cmd);
@@ -741,17 +882,17 @@ impl PaymentService {
         let existing = self.charges.get(&cmd.saga).copied();
         let reply = match (cmd.kind, existing) {
             (Kind::Action, None) => {
-                if self.declines(cmd.saga, cmd.order.amount) {
+                if self.declines(cmd.saga, cmd.payload.amount) {
                     Reply::Refused(Refusal::CardDeclined)
                 } else {
                     self.charges.insert(
                         cmd.saga,
                         Charge {
-                            amount: cmd.order.amount,
+                            amount: cmd.payload.amount,
                             state: ChargeState::Captured,
                         },
                     );
-                    self.captured_total += u128::from(cmd.order.amount);
+                    self.captured_total += u128::from(cmd.payload.amount);
                     self.ledger.effect(cmd);
                     Reply::Ok
                 }
@@ -777,7 +918,7 @@ impl PaymentService {
                 self.charges.insert(
                     cmd.saga,
                     Charge {
-                        amount: cmd.order.amount,
+                        amount: cmd.payload.amount,
                         state: ChargeState::Voided,
                     },
                 );
@@ -839,10 +980,14 @@ impl Services {
 
     /// The effects applied for `key` by the service that owns its step.
     pub fn effects(&self, key: IdempotencyKey) -> u32 {
-        match key.step {
-            StepId::Order => self.orders.ledger().effects(key),
-            StepId::Inventory => self.inventory.ledger().effects(key),
-            StepId::Payment => self.payment.ledger().effects(key),
+        if key.step == StepId::ORDER {
+            self.orders.ledger().effects(key)
+        } else if key.step == StepId::INVENTORY {
+            self.inventory.ledger().effects(key)
+        } else if key.step == StepId::PAYMENT {
+            self.payment.ledger().effects(key)
+        } else {
+            0
         }
     }
 
@@ -877,10 +1022,14 @@ impl Services {
 
     /// Hands `cmd` to the service that owns its step.
     pub fn handle(&mut self, cmd: &Command) -> Reply {
-        match cmd.step {
-            StepId::Order => self.orders.handle(cmd),
-            StepId::Inventory => self.inventory.handle(cmd),
-            StepId::Payment => self.payment.handle(cmd),
+        if cmd.step == StepId::ORDER {
+            self.orders.handle(cmd)
+        } else if cmd.step == StepId::INVENTORY {
+            self.inventory.handle(cmd)
+        } else if cmd.step == StepId::PAYMENT {
+            self.payment.handle(cmd)
+        } else {
+            Reply::Refused(Refusal::Misrouted)
         }
     }
 }
@@ -905,37 +1054,51 @@ mod tests {
 
     #[test]
     fn keys_and_names() {
-        let c = act(7, StepId::Inventory);
+        let c = act(7, StepId::INVENTORY);
         assert_eq!(
             c.key(),
             IdempotencyKey {
                 saga: SagaId(7),
-                step: StepId::Inventory,
+                step: StepId::INVENTORY,
                 kind: Kind::Action
             }
         );
-        assert_ne!(c.key(), comp(7, StepId::Inventory).key());
+        assert_ne!(c.key(), comp(7, StepId::INVENTORY).key());
         assert_eq!(c.operation(), "Reserve");
         assert_eq!(c.to_string(), "Reserve(saga 7: item 1 x2, amount 300)");
-        assert_eq!(comp(7, StepId::Payment).operation(), "Refund");
-        assert_eq!(c.key().to_string(), "saga 7/Reserve");
-        assert!(StepId::Order < StepId::Inventory && StepId::Inventory < StepId::Payment);
+        assert_eq!(comp(7, StepId::PAYMENT).operation(), "Refund");
+        assert_eq!(c.key().to_string(), "saga 7/inventory/action");
+        assert_eq!(c.key().checkout_name(), "saga 7/Reserve");
+        assert_eq!(
+            comp(7, StepId::new("flight").unwrap()).key().to_string(),
+            "saga 7/flight/compensation"
+        );
+        assert_eq!(
+            StepId::new("flight").unwrap().operation(Kind::Action),
+            "action"
+        );
+        // The checkout's execution order is not its names' order.
+        assert!(StepId::INVENTORY < StepId::ORDER && StepId::ORDER < StepId::PAYMENT);
+        assert_eq!(
+            StepId::ALL,
+            [StepId::ORDER, StepId::INVENTORY, StepId::PAYMENT]
+        );
     }
 
     #[test]
     fn order_create_and_cancel_are_idempotent() {
         let mut s = OrderService::new();
         for _ in 0..3 {
-            assert_eq!(s.handle(&act(1, StepId::Order)), Reply::Ok);
+            assert_eq!(s.handle(&act(1, StepId::ORDER)), Reply::Ok);
         }
         assert_eq!(s.status(SagaId(1)), Some(OrderStatus::Placed));
         assert_eq!(s.placed(), 1);
         for _ in 0..3 {
-            assert_eq!(s.handle(&comp(1, StepId::Order)), Reply::Ok);
+            assert_eq!(s.handle(&comp(1, StepId::ORDER)), Reply::Ok);
         }
         assert_eq!(s.status(SagaId(1)), Some(OrderStatus::Cancelled));
         // A duplicate create after the cancel gets its first reply, and no effect.
-        assert_eq!(s.handle(&act(1, StepId::Order)), Reply::Ok);
+        assert_eq!(s.handle(&act(1, StepId::ORDER)), Reply::Ok);
         assert_eq!(s.status(SagaId(1)), Some(OrderStatus::Cancelled));
         assert_eq!(s.ledger().effects_max(), 1);
         assert_eq!(s.ledger().handled(), 7);
@@ -947,13 +1110,13 @@ mod tests {
     fn reserve_duplicates_take_stock_once_and_get_the_same_reply() {
         let mut inv = InventoryService::new([(1, 5)]);
         for _ in 0..4 {
-            assert_eq!(inv.handle(&act(1, StepId::Inventory)), Reply::Ok);
+            assert_eq!(inv.handle(&act(1, StepId::INVENTORY)), Reply::Ok);
         }
         assert_eq!(inv.available(1), 3);
         assert_eq!(inv.reserved(1), 2);
-        assert_eq!(inv.ledger().effects(act(1, StepId::Inventory).key()), 1);
+        assert_eq!(inv.ledger().effects(act(1, StepId::INVENTORY).key()), 1);
         for _ in 0..4 {
-            assert_eq!(inv.handle(&comp(1, StepId::Inventory)), Reply::Ok);
+            assert_eq!(inv.handle(&comp(1, StepId::INVENTORY)), Reply::Ok);
         }
         assert_eq!(inv.available(1), 5);
         assert_eq!(inv.reserved(1), 0);
@@ -969,19 +1132,19 @@ mod tests {
     #[test]
     fn reserve_is_refused_when_stock_is_short_and_the_refusal_is_replayed() {
         let mut inv = InventoryService::new([(1, 3)]);
-        assert_eq!(inv.handle(&act(1, StepId::Inventory)), Reply::Ok);
+        assert_eq!(inv.handle(&act(1, StepId::INVENTORY)), Reply::Ok);
         let refused = Reply::Refused(Refusal::OutOfStock);
-        assert_eq!(inv.handle(&act(2, StepId::Inventory)), refused);
+        assert_eq!(inv.handle(&act(2, StepId::INVENTORY)), refused);
         // Stock comes back; the retry of the refused key still gets its first reply.
-        assert_eq!(inv.handle(&comp(1, StepId::Inventory)), Reply::Ok);
+        assert_eq!(inv.handle(&comp(1, StepId::INVENTORY)), Reply::Ok);
         assert_eq!(inv.available(1), 3);
-        assert_eq!(inv.handle(&act(2, StepId::Inventory)), refused);
+        assert_eq!(inv.handle(&act(2, StepId::INVENTORY)), refused);
         assert_eq!(inv.available(1), 3);
         assert_eq!(inv.reservation(SagaId(2)), None);
         // An unknown item is out of stock.
         let unknown = Command::action(
             SagaId(3),
-            StepId::Inventory,
+            StepId::INVENTORY,
             Order {
                 item: 9,
                 qty: 1,
@@ -990,7 +1153,7 @@ mod tests {
         );
         assert_eq!(inv.handle(&unknown), refused);
         // Releasing the refused saga leaves a tombstone and moves nothing.
-        assert_eq!(inv.handle(&comp(2, StepId::Inventory)), Reply::Ok);
+        assert_eq!(inv.handle(&comp(2, StepId::INVENTORY)), Reply::Ok);
         assert_eq!(inv.available(1), 3);
         assert!(inv.is_conserved());
     }
@@ -998,22 +1161,22 @@ mod tests {
     #[test]
     fn release_before_reserve_leaves_a_tombstone_and_a_late_reserve_is_refused() {
         let mut inv = InventoryService::new([(1, 5)]);
-        assert_eq!(inv.handle(&comp(1, StepId::Inventory)), Reply::Ok);
+        assert_eq!(inv.handle(&comp(1, StepId::INVENTORY)), Reply::Ok);
         assert_eq!(
             inv.reservation(SagaId(1)).map(|r| r.state),
             Some(ReservationState::Voided)
         );
         assert_eq!(
-            inv.handle(&act(1, StepId::Inventory)),
+            inv.handle(&act(1, StepId::INVENTORY)),
             Reply::Refused(Refusal::Compensated)
         );
         assert_eq!(inv.available(1), 5);
         assert_eq!(inv.ledger().effects_max(), 0, "a tombstone is no effect");
 
         let mut pay = PaymentService::new();
-        assert_eq!(pay.handle(&comp(1, StepId::Payment)), Reply::Ok);
+        assert_eq!(pay.handle(&comp(1, StepId::PAYMENT)), Reply::Ok);
         assert_eq!(
-            pay.handle(&act(1, StepId::Payment)),
+            pay.handle(&act(1, StepId::PAYMENT)),
             Reply::Refused(Refusal::Compensated)
         );
         assert_eq!(pay.captured_total(), 0);
@@ -1024,9 +1187,9 @@ mod tests {
         );
 
         let mut orders = OrderService::new();
-        assert_eq!(orders.handle(&comp(1, StepId::Order)), Reply::Ok);
+        assert_eq!(orders.handle(&comp(1, StepId::ORDER)), Reply::Ok);
         assert_eq!(
-            orders.handle(&act(1, StepId::Order)),
+            orders.handle(&act(1, StepId::ORDER)),
             Reply::Refused(Refusal::Compensated)
         );
         assert_eq!(orders.status(SagaId(1)), Some(OrderStatus::Voided));
@@ -1039,12 +1202,12 @@ mod tests {
             .with_decline(|_, amount| amount > 1_000)
             .with_declined([SagaId(3)]);
         for _ in 0..3 {
-            assert_eq!(pay.handle(&act(1, StepId::Payment)), Reply::Ok);
+            assert_eq!(pay.handle(&act(1, StepId::PAYMENT)), Reply::Ok);
         }
         assert_eq!(pay.captured_total(), 300);
         let big = Command::action(
             SagaId(2),
-            StepId::Payment,
+            StepId::PAYMENT,
             Order {
                 amount: 1_001,
                 ..ORDER
@@ -1053,14 +1216,14 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(pay.handle(&big), Reply::Refused(Refusal::CardDeclined));
             assert_eq!(
-                pay.handle(&act(3, StepId::Payment)),
+                pay.handle(&act(3, StepId::PAYMENT)),
                 Reply::Refused(Refusal::CardDeclined)
             );
         }
         assert!(pay.declines(SagaId(3), 1));
         assert!(!pay.declines(SagaId(4), 1));
         for _ in 0..3 {
-            assert_eq!(pay.handle(&comp(1, StepId::Payment)), Reply::Ok);
+            assert_eq!(pay.handle(&comp(1, StepId::PAYMENT)), Reply::Ok);
         }
         assert_eq!(pay.refunded_total(), 300);
         assert_eq!(pay.held_total(), 0);
@@ -1111,13 +1274,13 @@ mod tests {
     fn misrouted_commands_are_refused_without_effect() {
         let mut inv = InventoryService::new([(1, 5)]);
         let misrouted = Reply::Refused(Refusal::Misrouted);
-        assert_eq!(inv.handle(&act(1, StepId::Payment)), misrouted);
+        assert_eq!(inv.handle(&act(1, StepId::PAYMENT)), misrouted);
         assert_eq!(
-            OrderService::new().handle(&act(1, StepId::Payment)),
+            OrderService::new().handle(&act(1, StepId::PAYMENT)),
             misrouted
         );
         assert_eq!(
-            PaymentService::new().handle(&act(1, StepId::Order)),
+            PaymentService::new().handle(&act(1, StepId::ORDER)),
             misrouted
         );
         assert_eq!(inv.available(1), 5);
@@ -1131,11 +1294,11 @@ mod tests {
             assert_eq!(s.handle(&act(1, step)), Reply::Ok);
         }
         assert!(s.holds_all(SagaId(1)));
-        assert_eq!(s.effects(act(1, StepId::Payment).key()), 1);
-        s.handle(&comp(1, StepId::Payment));
+        assert_eq!(s.effects(act(1, StepId::PAYMENT).key()), 1);
+        s.handle(&comp(1, StepId::PAYMENT));
         assert!(s.holds(SagaId(1)) && !s.holds_all(SagaId(1)));
-        s.handle(&comp(1, StepId::Inventory));
-        s.handle(&comp(1, StepId::Order));
+        s.handle(&comp(1, StepId::INVENTORY));
+        s.handle(&comp(1, StepId::ORDER));
         assert!(!s.holds(SagaId(1)));
         assert!(s.is_conserved());
     }
@@ -1145,7 +1308,7 @@ mod tests {
         let mut pay = PaymentService::new();
         pay.idempotent = false;
         for _ in 0..3 {
-            assert_eq!(pay.handle(&act(1, StepId::Payment)), Reply::Ok);
+            assert_eq!(pay.handle(&act(1, StepId::PAYMENT)), Reply::Ok);
         }
         assert_eq!(pay.captured_total(), 900);
         assert_eq!(pay.ledger().effects_max(), 3);

@@ -26,4 +26,5 @@ mod real_clock;
 mod saga;
 mod saga_tokio;
 mod serde_roundtrip;
+mod trip_booking;
 mod twopc;

@@ -127,7 +127,7 @@ fn golden_digest() {
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.completed),
-        (12_766_668_817_073_448_918, 6_099, 48),
+        (14_279_693_395_350_058_066, 6_099, 48),
         "golden digest changed"
     );
 }
@@ -402,6 +402,11 @@ mod from_scratch {
     use std::collections::{BTreeMap, VecDeque};
     use std::time::Duration;
 
+    /// The checkout step's position in its definition (`StepId::ALL`).
+    fn step_index(step: StepId) -> usize {
+        StepId::ALL.iter().position(|s| *s == step).unwrap_or(0)
+    }
+
     /// What the coordinator knows of one saga.
     #[derive(Clone, Debug)]
     struct Checkout {
@@ -587,9 +592,10 @@ mod from_scratch {
                         self.out.push_back(Output::Append(record));
                     }
                 }
-                None => self
-                    .out
-                    .push_back(Output::Append(LogRecord::Started { saga, order })),
+                None => self.out.push_back(Output::Append(LogRecord::Started {
+                    saga,
+                    payload: order,
+                })),
             }
             let mut c = Checkout {
                 order,
@@ -611,7 +617,7 @@ mod from_scratch {
             reply: Reply,
             _now: Instant,
         ) -> bool {
-            let i = step as usize;
+            let i = step_index(step);
             let ok = self.sagas.get(&saga).is_some_and(|c| {
                 matches!(c.awaiting, Some((j, k, n, _))
                     if j == i && k == kind && (attempt == n || (attempt < n && (kind == Kind::Action || reply.is_ok()))))
@@ -625,8 +631,12 @@ mod from_scratch {
                 match (kind, reply.is_ok()) {
                     (Kind::Action, ok) => {
                         c.steps[i].outcome = Some(ok);
-                        me.out
-                            .push_back(Output::Append(LogRecord::StepOutcome { saga, step, ok }));
+                        me.out.push_back(Output::Append(LogRecord::StepOutcome {
+                            saga,
+                            step,
+                            ok,
+                            refusal: None,
+                        }));
                     }
                     (Kind::Compensation, true) => {
                         c.steps[i].compensated = true;
@@ -648,7 +658,7 @@ mod from_scratch {
             let timeout = self.timeout;
             if let Some(c) = self.sagas.get_mut(&saga)
                 && let Some((i, k, n, deadline @ None)) = &mut c.awaiting
-                && *i == step as usize
+                && *i == step_index(step)
                 && *k == kind
                 && *n == attempt
             {
@@ -688,7 +698,7 @@ mod from_scratch {
         }
 
         fn progress(&self, saga: SagaId, step: StepId) -> Option<StepProgress> {
-            self.sagas.get(&saga).map(|c| c.steps[step as usize])
+            self.sagas.get(&saga).map(|c| c.steps[step_index(step)])
         }
 
         fn sagas(&self) -> Vec<(SagaId, SagaState)> {
@@ -707,7 +717,11 @@ mod from_scratch {
                 ..self.clone()
             };
             for record in log {
-                if let LogRecord::Started { saga, order } = *record {
+                if let LogRecord::Started {
+                    saga,
+                    payload: order,
+                } = *record
+                {
                     me.sagas.entry(saga).or_insert(Checkout {
                         order,
                         state: SagaState::Running,
@@ -721,19 +735,19 @@ mod from_scratch {
                 };
                 match *record {
                     LogRecord::StepIntent { step, attempt, .. } => {
-                        let p = &mut c.steps[step as usize];
+                        let p = &mut c.steps[step_index(step)];
                         p.attempts = p.attempts.max(attempt);
                     }
                     LogRecord::StepOutcome { step, ok, .. } => {
-                        c.steps[step as usize].outcome = Some(ok)
+                        c.steps[step_index(step)].outcome = Some(ok)
                     }
                     LogRecord::CompensationIntent { step, attempt, .. } => {
-                        let p = &mut c.steps[step as usize];
+                        let p = &mut c.steps[step_index(step)];
                         p.compensation_attempts = p.compensation_attempts.max(attempt);
                         c.state = SagaState::Compensating;
                     }
                     LogRecord::CompensationDone { step, .. } => {
-                        c.steps[step as usize].compensated = true;
+                        c.steps[step_index(step)].compensated = true;
                         c.state = SagaState::Compensating;
                     }
                     LogRecord::Ended { state, .. } => c.state = state,
@@ -889,7 +903,7 @@ mod from_scratch {
                 |saga, order| {
                     vec![LogRecord::Started {
                         saga,
-                        order: Order {
+                        payload: Order {
                             amount: order.amount + 1,
                             ..order
                         },
@@ -900,10 +914,13 @@ mod from_scratch {
             (
                 |saga, order| {
                     vec![
-                        LogRecord::Started { saga, order },
+                        LogRecord::Started {
+                            saga,
+                            payload: order,
+                        },
                         LogRecord::Started {
                             saga: SagaId(saga.0 + 1_000_000),
-                            order,
+                            payload: order,
                         },
                     ]
                 },
@@ -912,8 +929,14 @@ mod from_scratch {
             (
                 |saga, order| {
                     vec![
-                        LogRecord::Started { saga, order },
-                        LogRecord::Started { saga, order },
+                        LogRecord::Started {
+                            saga,
+                            payload: order,
+                        },
+                        LogRecord::Started {
+                            saga,
+                            payload: order,
+                        },
                     ]
                 },
                 &["saga 0", "a second time"],
@@ -1064,4 +1087,64 @@ mod from_scratch {
             assert!(text.contains(cause), "{text}");
         }
     }
+}
+
+/// The faults' variant where a service that did the work and then failed answers
+/// `Reply::Failed` ("failed, retry now") instead of losing the reply: the reference
+/// keeps every promise (the retry after the backoff, sooner than the step timeout, is
+/// no breach of `saga.retries`: the attempt was answered), and the mutants whose
+/// defects these faults reach are still caught.
+#[test]
+fn failed_replies_under_faults_keep_every_promise() {
+    use faultline::saga::orchestrated::mutants::CATALOG;
+    let seeds = 0..80;
+    let mut failed = 0;
+    for seed in seeds.clone() {
+        let knobs = SagaKnobs::from_seed(seed);
+        let world = SagaWorld::new(knobs.clone())
+            .unwrap()
+            .answering_errors_as_failed();
+        let (report, world) = run_world(world, knobs.fault_plan(), TraceMode::Off);
+        assert!(
+            report.outcome.invariant().is_none(),
+            "seed {seed}: {}",
+            report.outcome
+        );
+        failed += world.stats.failed_replies;
+    }
+    assert!(failed > 0, "no Failed reply was sent in {seeds:?}");
+    for name in [
+        "compensations_not_retried",
+        "skip_last_compensation",
+        "payment_not_idempotent",
+        "send_before_log",
+    ] {
+        let mutant = CATALOG.iter().find(|m| m.name == name).unwrap();
+        let caught = seeds.clone().any(|seed| {
+            let knobs = SagaKnobs::from_seed(seed);
+            let world = mutant.world(&knobs).unwrap().answering_errors_as_failed();
+            let (report, _) = run_world(world, knobs.fault_plan(), TraceMode::Off);
+            report.outcome.invariant().is_some()
+        });
+        assert!(caught, "{name} is not caught with Failed replies");
+    }
+    // Taking Failed for a refusal leaves effects nobody compensates.
+    let mutant = faultline::saga::orchestrated::mutants::FAILED_IS_REFUSAL;
+    let caught: Vec<u64> = seeds
+        .clone()
+        .filter(|&seed| {
+            let knobs = SagaKnobs::from_seed(seed);
+            let (report, _) = run_world(
+                mutant.world(&knobs).unwrap(),
+                knobs.fault_plan(),
+                TraceMode::Off,
+            );
+            report.outcome.invariant() == Some(mutant.expected)
+        })
+        .collect();
+    // 17 of the 80 seeds when written.
+    assert!(
+        caught.len() >= 10,
+        "failed_is_refusal caught on {caught:?} only"
+    );
 }

@@ -94,12 +94,18 @@ fn a_correct_plugin_with_its_own_policy_passes() {
             let services = env.services;
             let call = move |cmd: Command| {
                 let services = services.clone();
-                async move { services.call(Request::keyed(cmd)).await }
+                async move {
+                    match services.call(Request::keyed(cmd)).await {
+                        Some(reply) => reply,
+                        // No reply: the attempt times out.
+                        None => std::future::pending().await,
+                    }
+                }
             };
             let runner = SagaRunner::builder(self.0.clone(), env.log)
-                .step(StepId::Order, call.clone(), call.clone())
-                .step(StepId::Inventory, call.clone(), call.clone())
-                .step(StepId::Payment, call.clone(), call)
+                .step(StepId::ORDER, call.clone(), call.clone())
+                .step(StepId::INVENTORY, call.clone(), call.clone())
+                .step(StepId::PAYMENT, call.clone(), call)
                 .build()
                 .map_err(|e| e.to_string())?;
             Ok(Box::new(runner))

@@ -38,9 +38,9 @@ use faultline::saga::twopc::core::{
     ToCoordinator, ToParticipant, TxRecord, TxState, Vote,
 };
 use faultline::saga::{
-    AlertReason, Charge, ChargeState, Command, IdempotencyKey, Kind, Order, OrderStatus, Refusal,
-    Reply, Reservation, ReservationState, SagaId, SagaPolicy, SagaState, SagaTotals, StepId,
-    StepProgress,
+    ActionOutcome, AlertReason, Charge, ChargeState, Command, IdempotencyKey, Kind, Order,
+    OrderStatus, Refusal, Reply, Reservation, ReservationState, SagaHistory, SagaId, SagaPolicy,
+    SagaState, SagaTotals, StepHistory, StepId, StepProgress,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -491,19 +491,19 @@ fn saga_types_round_trip() {
     };
     let command = Command {
         saga: SagaId(11),
-        step: StepId::Inventory,
+        step: StepId::INVENTORY,
         kind: Kind::Compensation,
-        order,
+        payload: order,
     };
     assert_eq!(
         round_trip(&command),
-        r#"{"saga":11,"step":"inventory","kind":"compensation","order":{"item":3,"qty":2,"amount":1999}}"#
+        r#"{"saga":11,"step":"inventory","kind":"compensation","payload":{"item":3,"qty":2,"amount":1999}}"#
     );
-    all_round_trip(&[StepId::Order, StepId::Inventory, StepId::Payment]);
+    all_round_trip(&[StepId::ORDER, StepId::INVENTORY, StepId::PAYMENT]);
     all_round_trip(&[Kind::Action, Kind::Compensation]);
     round_trip(&IdempotencyKey {
         saga: SagaId(1),
-        step: StepId::Payment,
+        step: StepId::PAYMENT,
         kind: Kind::Action,
     });
     let refusals = [
@@ -513,10 +513,48 @@ fn saga_types_round_trip() {
         Refusal::Misrouted,
     ];
     all_round_trip(&refusals);
-    let replies: Vec<Reply> = std::iter::once(Reply::Ok)
+    let replies: Vec<Reply> = [Reply::Ok, Reply::Failed]
+        .into_iter()
         .chain(refusals.iter().map(|&r| Reply::Refused(r)))
         .collect();
     all_round_trip(&replies);
+    assert_eq!(round_trip(&Reply::<Refusal>::Failed), r#""failed""#);
+    all_round_trip(&[
+        ActionOutcome::Ok,
+        ActionOutcome::Refused(Some(Refusal::OutOfStock)),
+        ActionOutcome::Refused(None),
+        ActionOutcome::Failed,
+        ActionOutcome::Unknown,
+    ]);
+    let history = SagaHistory {
+        saga: SagaId(3),
+        payload: Order {
+            item: 1,
+            qty: 2,
+            amount: 300,
+        },
+        state: SagaState::Compensated,
+        steps: vec![
+            StepHistory {
+                step: StepId::ORDER,
+                attempts: 1,
+                outcome: ActionOutcome::Ok,
+                compensation_attempts: 2,
+                compensated: true,
+            },
+            StepHistory {
+                step: StepId::INVENTORY,
+                attempts: 1,
+                outcome: ActionOutcome::Refused(Some(Refusal::OutOfStock)),
+                compensation_attempts: 0,
+                compensated: false,
+            },
+        ],
+    };
+    assert_eq!(
+        round_trip(&history),
+        r#"{"saga":3,"payload":{"item":1,"qty":2,"amount":300},"state":"compensated","steps":[{"step":"order","attempts":1,"outcome":"ok","compensation_attempts":2,"compensated":true},{"step":"inventory","attempts":1,"outcome":{"refused":"out_of_stock"},"compensation_attempts":0,"compensated":false}]}"#
+    );
     assert_eq!(
         round_trip(&Reply::Refused(Refusal::CardDeclined)),
         r#"{"refused":"card_declined"}"#
@@ -571,7 +609,7 @@ fn saga_types_round_trip() {
         retry_delay_max: MS * 50,
     });
     round_trip(&AlertReason::CompensationExhausted {
-        step: StepId::Payment,
+        step: StepId::PAYMENT,
         attempts: 5,
     });
     all_round_trip(&[
@@ -602,6 +640,7 @@ fn saga_types_round_trip() {
         timeouts: 10,
         stale_replies: 11,
         resumed: 12,
+        failed_replies: 13,
     });
 }
 
@@ -632,7 +671,7 @@ fn choreography_and_twopc_types_round_trip() {
     all_round_trip(&requests);
     let to_participant = ToParticipant {
         tx: saga,
-        step: StepId::Payment,
+        step: StepId::PAYMENT,
         request: requests[0],
     };
     round_trip(&to_participant);
@@ -642,7 +681,7 @@ fn choreography_and_twopc_types_round_trip() {
     ]);
     round_trip(&ToCoordinator {
         tx: saga,
-        step: StepId::Inventory,
+        step: StepId::INVENTORY,
         reply: Response::Vote(Vote::Yes),
     });
     let records = [

@@ -74,7 +74,7 @@ fn golden_digest() {
     report.assert_pass();
     assert_eq!(
         (report.digest, report.events, world.stats.committed),
-        (15_544_091_593_019_406_705, 14_464, 48),
+        (4_364_658_579_129_620_683, 14_464, 48),
         "golden digest changed"
     );
 }
@@ -441,11 +441,7 @@ mod scratch {
     const ALL_THREE: u8 = 0b111;
 
     fn bit(step: StepId) -> u8 {
-        match step {
-            StepId::Order => 1,
-            StepId::Inventory => 2,
-            StepId::Payment => 4,
-        }
+        1 << faultline::saga::twopc::core::step_index(step)
     }
 
     #[derive(Clone, Copy)]
@@ -497,7 +493,7 @@ mod scratch {
         /// Sends `request` to every participant whose bit is not in `mask`.
         fn say_to_missing(&mut self, tx: SagaId, mask: u8, request: Request) -> u64 {
             let mut sent = 0;
-            for step in [StepId::Order, StepId::Inventory, StepId::Payment] {
+            for step in [StepId::ORDER, StepId::INVENTORY, StepId::PAYMENT] {
                 if mask & bit(step) == 0 {
                     self.say(tx, step, request);
                     sent += 1;

@@ -274,31 +274,31 @@ impl Reactor {
         use Service as P;
         match (participant, *event) {
             (P::Orders, E::CheckoutRequested { saga, order }) => {
-                Some(Command::action(saga, StepId::Order, order))
+                Some(Command::action(saga, StepId::ORDER, order))
             }
             (P::Orders, E::StockRefused { saga, order } | E::StockReleased { saga, order }) => {
-                Some(Command::compensation(saga, StepId::Order, order))
+                Some(Command::compensation(saga, StepId::ORDER, order))
             }
             (P::Orders, E::PaymentDeclined { saga, order })
                 if self.flaw == ChoreoFlaw::SkipRelease =>
             {
-                Some(Command::compensation(saga, StepId::Order, order))
+                Some(Command::compensation(saga, StepId::ORDER, order))
             }
             (P::Inventory, E::OrderCreated { saga, order }) => {
-                Some(Command::action(saga, StepId::Inventory, order))
+                Some(Command::action(saga, StepId::INVENTORY, order))
             }
             (P::Inventory, E::PaymentDeclined { saga, order })
                 if self.flaw != ChoreoFlaw::SkipRelease =>
             {
-                Some(Command::compensation(saga, StepId::Inventory, order))
+                Some(Command::compensation(saga, StepId::INVENTORY, order))
             }
             (P::Inventory, E::StockRefused { saga, order })
                 if self.flaw == ChoreoFlaw::ReleaseOnRefusal =>
             {
-                Some(Command::compensation(saga, StepId::Inventory, order))
+                Some(Command::compensation(saga, StepId::INVENTORY, order))
             }
             (P::Payment, E::StockReserved { saga, order }) => {
-                Some(Command::action(saga, StepId::Payment, order))
+                Some(Command::action(saga, StepId::PAYMENT, order))
             }
             _ => None,
         }
@@ -342,25 +342,26 @@ impl Reactor {
             return (Vec::new(), None);
         };
         let reply = self.services.handle(&cmd);
-        let order = cmd.order;
-        let out = match (cmd.step, cmd.kind, reply) {
-            (StepId::Order, Kind::Action, Reply::Ok) => {
+        let order = cmd.payload;
+        use crate::saga::services::CheckoutStep as S;
+        let out = match (cmd.step.checkout(), cmd.kind, reply) {
+            (Some(S::Order), Kind::Action, Reply::Ok) => {
                 self.states.entry(saga).or_insert(SagaState::Running);
                 vec![E::OrderCreated { saga, order }]
             }
-            (StepId::Order, Kind::Compensation, Reply::Ok) => {
+            (Some(S::Order), Kind::Compensation, Reply::Ok) => {
                 self.states.insert(saga, SagaState::Compensated);
                 vec![E::OrderCancelled { saga }]
             }
-            (StepId::Inventory, Kind::Action, Reply::Ok) => vec![E::StockReserved { saga, order }],
-            (StepId::Inventory, Kind::Action, Reply::Refused(_)) => {
+            (Some(S::Inventory), Kind::Action, Reply::Ok) => vec![E::StockReserved { saga, order }],
+            (Some(S::Inventory), Kind::Action, Reply::Refused(_)) => {
                 vec![E::StockRefused { saga, order }]
             }
-            (StepId::Inventory, Kind::Compensation, Reply::Ok) => {
+            (Some(S::Inventory), Kind::Compensation, Reply::Ok) => {
                 vec![E::StockReleased { saga, order }]
             }
-            (StepId::Payment, Kind::Action, Reply::Ok) => vec![E::PaymentCaptured { saga, order }],
-            (StepId::Payment, Kind::Action, Reply::Refused(_)) => {
+            (Some(S::Payment), Kind::Action, Reply::Ok) => vec![E::PaymentCaptured { saga, order }],
+            (Some(S::Payment), Kind::Action, Reply::Refused(_)) => {
                 vec![E::PaymentDeclined { saga, order }]
             }
             // A late create after a cancellation, or anything refused: nothing follows.
@@ -475,7 +476,7 @@ mod tests {
         };
         assert_eq!(
             r.command_for(Service::Inventory, &refused),
-            Some(Command::compensation(SagaId(1), StepId::Inventory, ORDER)),
+            Some(Command::compensation(SagaId(1), StepId::INVENTORY, ORDER)),
             "a release of stock never reserved is sent"
         );
     }

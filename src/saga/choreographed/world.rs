@@ -707,7 +707,8 @@ impl<B: EventBus> World for ChoreoWorld<B> {
             }
         }
         // 3. Compensations in reverse order.
-        self.compensation_effects.check_reverse_order()?;
+        self.compensation_effects
+            .check_reverse_order(&crate::saga::checkout::STEPS)?;
         // 6. Settling.
         self.settling.check(self.settle_bound())?;
         let _ = ctx;

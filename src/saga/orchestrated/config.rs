@@ -10,9 +10,9 @@
 //! let config = SagaConfig::builder()
 //!     .step_timeout(Duration::from_millis(300))
 //!     .attempts_max(3)
-//!     .steps(&[StepId::Inventory, StepId::Payment])
+//!     .steps(&[StepId::INVENTORY, StepId::PAYMENT])
 //!     .build()?;
-//! assert_eq!(config.steps(), [StepId::Inventory, StepId::Payment]);
+//! assert_eq!(config.steps(), [StepId::INVENTORY, StepId::PAYMENT]);
 //! assert!(SagaConfig::builder().attempts_max(0).build().is_err());
 //! # Ok::<(), faultline::config::ConfigError>(())
 //! ```
@@ -92,7 +92,7 @@ impl SagaConfig {
     pub fn backoff(&self) -> Backoff {
         self.backoff
     }
-    /// The steps, in execution order.
+    /// The definition's steps, in execution order.
     pub fn steps(&self) -> &[StepId] {
         &self.steps
     }
@@ -146,7 +146,9 @@ impl SagaConfigBuilder {
         self.backoff = (base, cap);
         self
     }
-    /// The steps in execution order (at least one, none repeated).
+    /// The saga's definition: its steps in execution order (at least one, none
+    /// repeated). The order given is the order they run in (and compensate in reverse),
+    /// whatever their names. Default: the checkout's order, inventory, payment.
     pub fn steps(mut self, steps: &[StepId]) -> Self {
         self.steps = steps.to_vec();
         self
@@ -180,11 +182,15 @@ impl SagaConfigBuilder {
                 "must name at least one step, got []",
             ));
         }
-        let distinct: BTreeSet<StepId> = self.steps.iter().copied().collect();
-        if distinct.len() != self.steps.len() {
+        let mut seen = BTreeSet::new();
+        if let Some(repeated) = self.steps.iter().find(|s| !seen.insert(**s)) {
+            let names: Vec<&str> = self.steps.iter().map(|s| s.name()).collect();
             return Err(ConfigError::new(
                 "steps",
-                format!("must not repeat a step, got {:?}", self.steps),
+                format!(
+                    "must not repeat a step, got {repeated:?} twice in {names:?}",
+                    repeated = repeated.name()
+                ),
             ));
         }
         Ok(SagaConfig {

@@ -60,7 +60,7 @@ use crate::config::ConfigError;
 use crate::saga::orchestrated::config::SagaConfig;
 use crate::saga::orchestrated::core::{Flaw, Orchestrator, Output, SagaTotals, StepProgress};
 use crate::saga::orchestrated::log::LogRecord;
-use crate::saga::services::{Kind, Order, Reply, SagaId, SagaState, StepId};
+use crate::saga::services::{Kind, Order, Refusal, Reply, SagaData, SagaId, SagaState, StepId};
 use std::time::Duration;
 
 /// The policy a coordinator declares it implements, from its own configuration: what
@@ -146,7 +146,7 @@ impl From<&SagaConfig> for SagaPolicy {
 /// [`Output`] in order, making every [`Output::Append`] durable before anything after
 /// it happens, and on a crash throws the coordinator away and builds a new one with
 /// [`recovered`](SagaCoordinator::recovered) from the durable log alone.
-pub trait SagaCoordinator {
+pub trait SagaCoordinator<P = Order, R = Refusal> {
     /// The policy this coordinator implements, from its own configuration: what the
     /// world judges it by. Trusted, read once when the world is made.
     fn policy(&self) -> SagaPolicy;
@@ -156,15 +156,18 @@ pub trait SagaCoordinator {
     /// if that record was still waiting for the disk, and requires every checkout it
     /// submitted to end at rest, and its `Started` record to be durable before its first
     /// command leaves.
-    fn start(&mut self, saga: SagaId, order: Order, now: Instant) -> bool;
+    fn start(&mut self, saga: SagaId, payload: P, now: Instant) -> bool;
     /// A service's reply to attempt `attempt` of `kind` of `step` (false if stale).
+    /// [`Reply::Failed`] is a transient failure whose outcome is unknown, like a
+    /// timeout that came early (the checkout worlds do not send it today; the tokio
+    /// runner's participants may).
     fn on_reply(
         &mut self,
         saga: SagaId,
         step: StepId,
         kind: Kind,
         attempt: u32,
-        reply: Reply,
+        reply: Reply<R>,
         now: Instant,
     ) -> bool;
     /// That attempt's command left now. Default: ignored.
@@ -174,7 +177,7 @@ pub trait SagaCoordinator {
     /// Handles every deadline and retry due at `now`.
     fn handle_timeout(&mut self, now: Instant);
     /// The next thing to do, in order.
-    fn poll_output(&mut self) -> Option<Output>;
+    fn poll_output(&mut self) -> Option<Output<P, R>>;
     /// When [`handle_timeout`](SagaCoordinator::handle_timeout) must be called next.
     fn poll_timeout(&self) -> Option<Instant>;
     /// `saga`'s state, if known. The world asks it for each submitted saga not yet
@@ -195,12 +198,12 @@ pub trait SagaCoordinator {
     }
     /// A new coordinator with this one's code and configuration (nothing from its
     /// memory), rebuilt from the durable `log` after a crash.
-    fn recovered(&self, log: &[LogRecord], now: Instant) -> Self
+    fn recovered(&self, log: &[LogRecord<P, R>], now: Instant) -> Self
     where
         Self: Sized;
 }
 
-impl SagaCoordinator for Orchestrator {
+impl<P: SagaData, R: SagaData> SagaCoordinator<P, R> for Orchestrator<P, R> {
     fn policy(&self) -> SagaPolicy {
         let mut policy = SagaPolicy::from(self.config());
         match self.flaw {
@@ -216,8 +219,8 @@ impl SagaCoordinator for Orchestrator {
         }
         policy
     }
-    fn start(&mut self, saga: SagaId, order: Order, now: Instant) -> bool {
-        Orchestrator::start(self, saga, order, now)
+    fn start(&mut self, saga: SagaId, payload: P, now: Instant) -> bool {
+        Orchestrator::start(self, saga, payload, now)
     }
     fn on_reply(
         &mut self,
@@ -225,7 +228,7 @@ impl SagaCoordinator for Orchestrator {
         step: StepId,
         kind: Kind,
         attempt: u32,
-        reply: Reply,
+        reply: Reply<R>,
         now: Instant,
     ) -> bool {
         Orchestrator::on_reply(self, saga, step, kind, attempt, reply, now)
@@ -236,7 +239,7 @@ impl SagaCoordinator for Orchestrator {
     fn handle_timeout(&mut self, now: Instant) {
         Orchestrator::handle_timeout(self, now);
     }
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<P, R>> {
         Orchestrator::poll_output(self)
     }
     fn poll_timeout(&self) -> Option<Instant> {
@@ -257,7 +260,10 @@ impl SagaCoordinator for Orchestrator {
     fn is_at_rest(&self) -> bool {
         Orchestrator::is_at_rest(self)
     }
-    fn recovered(&self, log: &[LogRecord], now: Instant) -> Self {
-        Orchestrator::recover_flawed(self.config().clone(), log, now, self.flaw)
+    fn recovered(&self, log: &[LogRecord<P, R>], now: Instant) -> Self {
+        let mut recovered =
+            Orchestrator::recover_flawed(self.config().clone(), log, now, self.flaw);
+        recovered.tamper = self.tamper;
+        recovered
     }
 }

@@ -44,7 +44,9 @@
 use crate::clock::Instant;
 use crate::saga::orchestrated::config::SagaConfig;
 use crate::saga::orchestrated::log::LogRecord;
-use crate::saga::services::{Command, Kind, Order, Reply, SagaId, SagaState, StepId};
+use crate::saga::services::{
+    Command, Kind, Order, Refusal, Reply, SagaData, SagaId, SagaState, StepId,
+};
 use crate::splitmix::SplitMix64;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -81,11 +83,11 @@ impl fmt::Display for AlertReason {
 
 /// Something the caller must do, in the order given. See the [module docs](self).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
+pub enum Output<P = Order, R = Refusal> {
     /// Make this record durable before performing any later output.
-    Append(LogRecord),
+    Append(LogRecord<P, R>),
     /// Send the command (attempt number second); quote the attempt in `on_reply`.
-    Send(Command, u32),
+    Send(Command<P>, u32),
     /// A saga ended [`SagaState::Failed`]. Emitted just before its `Ended` record, so a
     /// crash in between repeats it after recovery (at least once).
     Alert {
@@ -139,6 +141,10 @@ pub struct SagaTotals {
     pub compensation_retries: u64,
     /// Attempts that timed out.
     pub timeouts: u64,
+    /// Attempts answered [`Reply::Failed`] (a transient failure, retried like a
+    /// timeout but without waiting for the deadline).
+    #[serde(default)]
+    pub failed_replies: u64,
     /// Replies ignored as stale.
     pub stale_replies: u64,
     /// Attempts in flight at a crash, sent again by recovery under the same attempt
@@ -170,8 +176,10 @@ pub(crate) enum Flaw {
     /// `start` writes no `Started` record: the saga runs, but its log records belong to
     /// a saga a recovery does not know (it ignores them), so a crash loses it.
     NoStartRecord,
-    /// `start` writes a `Started` record with one unit more than the order it was
-    /// given (the live run uses the right order; a recovery would use the wrong one).
+    /// `start` writes a `Started` record whose payload is not the one it was given
+    /// (altered by the orchestrator's `tamper` hook, which only the checkout's mutant
+    /// sets: one unit more than the order given). The live run uses the right payload;
+    /// a recovery would use the wrong one.
     StartedWrongOrder,
     /// Declares twice the step timeout it keeps (built with half the knobs', it
     /// declares the knobs'): it retries silent attempts sooner than it says.
@@ -179,6 +187,10 @@ pub(crate) enum Flaw {
     /// Declares one attempt of each kind fewer than it makes (built with one more than
     /// the knobs', it declares the knobs').
     DeclaresFewerAttempts,
+    /// An action answered [`Reply::Failed`] is taken for a refusal: the step is
+    /// recorded as without effect and is not compensated, though the failure may have
+    /// come after the work was done.
+    FailedIsRefusal,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,8 +209,8 @@ enum Phase {
 }
 
 #[derive(Clone, Debug)]
-struct Saga {
-    order: Order,
+struct Saga<P> {
+    payload: P,
     state: SagaState,
     /// Aligned with `config.steps`.
     steps: Vec<StepProgress>,
@@ -207,20 +219,26 @@ struct Saga {
     timer: Option<Instant>,
 }
 
-/// The saga orchestrator. See the [module docs](self).
+/// The saga orchestrator for a definition whose payload is `P` and whose refusal
+/// reason is `R` (the checkout's [`Order`] and [`Refusal`] by default). It never looks
+/// inside the payload: it logs it and hands it to every command. See the
+/// [module docs](self).
 #[derive(Clone, Debug)]
-pub struct Orchestrator {
+pub struct Orchestrator<P = Order, R = Refusal> {
     config: SagaConfig,
-    sagas: BTreeMap<SagaId, Saga>,
+    sagas: BTreeMap<SagaId, Saga<P>>,
     /// One entry per saga with a deadline or a retry time.
     timers: BTreeSet<(Instant, SagaId)>,
-    outputs: VecDeque<Output>,
+    outputs: VecDeque<Output<P, R>>,
     totals: SagaTotals,
     rng: SplitMix64,
     pub(crate) flaw: Flaw,
+    /// What [`Flaw::StartedWrongOrder`] logs instead of the payload given (set only by
+    /// the checkout's mutant).
+    pub(crate) tamper: Option<fn(&P) -> P>,
 }
 
-impl Orchestrator {
+impl<P: SagaData, R: SagaData> Orchestrator<P, R> {
     /// An orchestrator with no sagas.
     pub fn new(config: SagaConfig) -> Self {
         let rng = SplitMix64(config.seed);
@@ -232,6 +250,7 @@ impl Orchestrator {
             totals: SagaTotals::default(),
             rng,
             flaw: Flaw::None,
+            tamper: None,
         }
     }
 
@@ -246,14 +265,14 @@ impl Orchestrator {
     /// the saga fails if it was the last. A refused step starts compensation; a saga
     /// whose steps all succeeded completes. Records of a saga without a `Started`
     /// record, or naming a step not in `config`, are ignored.
-    pub fn recover(config: SagaConfig, records: &[LogRecord], now: Instant) -> Self {
+    pub fn recover(config: SagaConfig, records: &[LogRecord<P, R>], now: Instant) -> Self {
         Orchestrator::recover_flawed(config, records, now, Flaw::None)
     }
 
     /// [`recover`](Orchestrator::recover) with a defect (for mutation tests).
     pub(crate) fn recover_flawed(
         config: SagaConfig,
-        records: &[LogRecord],
+        records: &[LogRecord<P, R>],
         now: Instant,
         flaw: Flaw,
     ) -> Self {
@@ -278,7 +297,7 @@ impl Orchestrator {
     /// outcome not) is sent again under the same attempt number and idempotency key, so
     /// a crash costs time, never an attempt: the saga ends as it would have without the
     /// crash. Anything else is decided as in a live run.
-    fn resume(&mut self, id: SagaId, saga: &mut Saga, now: Instant) {
+    fn resume(&mut self, id: SagaId, saga: &mut Saga<P>, now: Instant) {
         if self.flaw == Flaw::RecoveryPresumesFailure && saga.state == SagaState::Running {
             // The defect: whatever was in flight is presumed to have failed.
             if let Some(p) = saga.steps.iter_mut().find(|p| p.outcome.is_none())
@@ -312,7 +331,7 @@ impl Orchestrator {
     fn resend(
         &mut self,
         id: SagaId,
-        saga: &mut Saga,
+        saga: &mut Saga<P>,
         index: usize,
         kind: Kind,
         attempt: u32,
@@ -325,6 +344,14 @@ impl Orchestrator {
     /// The orchestrator with a defect (for mutation tests).
     pub(crate) fn with_flaw(mut self, flaw: Flaw) -> Self {
         self.flaw = flaw;
+        self
+    }
+
+    /// What [`Flaw::StartedWrongOrder`] logs instead of the payload (for the checkout's
+    /// mutant; without the flaw it is never called).
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
+    pub(crate) fn with_tamper(mut self, tamper: fn(&P) -> P) -> Self {
+        self.tamper = Some(tamper);
         self
     }
 
@@ -345,9 +372,9 @@ impl Orchestrator {
         self.sagas.get(&saga).map(|s| s.state)
     }
 
-    /// `saga`'s order, if the orchestrator knows it.
-    pub fn order(&self, saga: SagaId) -> Option<Order> {
-        self.sagas.get(&saga).map(|s| s.order)
+    /// `saga`'s payload, if the orchestrator knows it.
+    pub fn payload(&self, saga: SagaId) -> Option<&P> {
+        self.sagas.get(&saga).map(|s| &s.payload)
     }
 
     /// What the orchestrator knows about `step` of `saga` (`None` for an unknown saga
@@ -399,34 +426,31 @@ impl Orchestrator {
 
     /// The next thing to do, in order. See the [module docs](self) for the contract.
     #[must_use]
-    pub fn poll_output(&mut self) -> Option<Output> {
+    pub fn poll_output(&mut self) -> Option<Output<P, R>> {
         self.outputs.pop_front()
     }
 
     // ----- inputs -----
 
-    /// Accepts a new saga and sends its first step. False (and nothing happens) if the
-    /// id is already known.
-    pub fn start(&mut self, saga: SagaId, order: Order, now: Instant) -> bool {
+    /// Accepts a new saga with its payload and sends its first step. False (and
+    /// nothing happens) if the id is already known.
+    pub fn start(&mut self, saga: SagaId, payload: P, now: Instant) -> bool {
         if self.sagas.contains_key(&saga) {
             return false;
         }
         self.totals.started += 1;
-        if self.flaw == Flaw::StartedWrongOrder {
-            // The defect: the durable order is not the one given.
-            let logged = Order {
-                qty: order.qty.saturating_add(1),
-                ..order
+        if self.flaw != Flaw::NoStartRecord {
+            let logged = match self.tamper {
+                // The defect: the durable payload is not the one given.
+                Some(tamper) if self.flaw == Flaw::StartedWrongOrder => tamper(&payload),
+                _ => payload.clone(),
             };
             self.outputs.push_back(Output::Append(LogRecord::Started {
                 saga,
-                order: logged,
+                payload: logged,
             }));
-        } else if self.flaw != Flaw::NoStartRecord {
-            self.outputs
-                .push_back(Output::Append(LogRecord::Started { saga, order }));
         }
-        let mut s = self.new_saga(order);
+        let mut s = self.new_saga(payload);
         self.advance(saga, &mut s, now);
         self.sagas.insert(saga, s);
         true
@@ -436,16 +460,20 @@ impl Orchestrator {
     /// false when the reply is stale (not the attempt awaited) and was ignored.
     ///
     /// An action's `Ok` records the outcome and sends the next step (or completes); a
-    /// refusal records it and starts compensating. A compensation's `Ok` records it and
-    /// sends the next compensation (or ends compensated); a refusal counts as a failure
-    /// and is retried with backoff.
+    /// refusal records it (with its reason) and starts compensating. A compensation's
+    /// `Ok` records it and sends the next compensation (or ends compensated); a refusal
+    /// counts as a failure and is retried with backoff. [`Reply::Failed`] (of an action
+    /// or a compensation) ends the attempt at once with an unknown outcome, as a
+    /// timeout would: the next attempt follows after the backoff, or, with the
+    /// attempts spent, the saga compensates (that step included) or fails. A `Failed`
+    /// reply counts only for the attempt awaited.
     pub fn on_reply(
         &mut self,
         saga: SagaId,
         step: StepId,
         kind: Kind,
         attempt: u32,
-        reply: Reply,
+        reply: Reply<R>,
         now: Instant,
     ) -> bool {
         let Some(index) = self.index_of(step) else {
@@ -461,7 +489,7 @@ impl Orchestrator {
                 i == index
                     && k == kind
                     && (1..=tried).contains(&attempt)
-                    && (awaited || kind == Kind::Action || reply.is_ok())
+                    && (awaited || (kind == Kind::Action && !reply.is_failed()) || reply.is_ok())
             })
         });
         if !expected {
@@ -471,11 +499,34 @@ impl Orchestrator {
         self.with_saga(saga, |o, s| {
             o.set_phase(saga, s, Phase::Idle);
             match (kind, reply) {
+                (Kind::Action, Reply::Failed) if o.flaw == Flaw::FailedIsRefusal => {
+                    // The defect: an unknown outcome is presumed to be no effect.
+                    s.steps[index].outcome = Some(false);
+                    o.outputs.push_back(Output::Append(LogRecord::StepOutcome {
+                        saga,
+                        step,
+                        ok: false,
+                        refusal: None,
+                    }));
+                    o.advance(saga, s, now);
+                }
+                (_, Reply::Failed) => {
+                    o.totals.failed_replies += 1;
+                    o.after_failure(saga, s, kind, attempt, now);
+                }
                 (Kind::Action, reply) => {
                     let ok = reply.is_ok();
+                    let refusal = match reply {
+                        Reply::Refused(r) => Some(r),
+                        _ => None,
+                    };
                     s.steps[index].outcome = Some(ok);
-                    o.outputs
-                        .push_back(Output::Append(LogRecord::StepOutcome { saga, step, ok }));
+                    o.outputs.push_back(Output::Append(LogRecord::StepOutcome {
+                        saga,
+                        step,
+                        ok,
+                        refusal,
+                    }));
                     o.advance(saga, s, now);
                 }
                 (Kind::Compensation, Reply::Ok) => o.compensation_done(saga, s, index, now),
@@ -535,7 +586,7 @@ impl Orchestrator {
 
     /// What `saga` is doing now: the step, the kind and how many attempts it has made
     /// (in flight or backing off before the next); `None` when idle or at rest.
-    fn current(&self, saga: &Saga) -> Option<(usize, Kind, u32)> {
+    fn current(&self, saga: &Saga<P>) -> Option<(usize, Kind, u32)> {
         match saga.phase {
             Phase::Idle => None,
             Phase::Awaiting {
@@ -597,9 +648,9 @@ impl Orchestrator {
         self.config.steps.iter().position(|s| *s == step)
     }
 
-    fn new_saga(&self, order: Order) -> Saga {
+    fn new_saga(&self, payload: P) -> Saga<P> {
         Saga {
-            order,
+            payload,
             state: SagaState::Running,
             steps: vec![StepProgress::default(); self.config.steps.len()],
             phase: Phase::Idle,
@@ -608,7 +659,7 @@ impl Orchestrator {
     }
 
     /// Runs `f` on saga `id` taken out of the map (so `f` may use `self` freely).
-    fn with_saga(&mut self, id: SagaId, f: impl FnOnce(&mut Self, &mut Saga)) {
+    fn with_saga(&mut self, id: SagaId, f: impl FnOnce(&mut Self, &mut Saga<P>)) {
         if let Some(mut saga) = self.sagas.remove(&id) {
             f(self, &mut saga);
             self.sagas.insert(id, saga);
@@ -616,22 +667,15 @@ impl Orchestrator {
     }
 
     /// Applies one durable record while recovering.
-    fn replay(&mut self, record: &LogRecord) {
-        if let LogRecord::Started { saga, order } = *record {
-            if !self.sagas.contains_key(&saga) {
-                let s = self.new_saga(order);
-                self.sagas.insert(saga, s);
+    fn replay(&mut self, record: &LogRecord<P, R>) {
+        if let LogRecord::Started { saga, payload } = record {
+            if !self.sagas.contains_key(saga) {
+                let s = self.new_saga(payload.clone());
+                self.sagas.insert(*saga, s);
             }
             return;
         }
-        let step = match *record {
-            LogRecord::StepIntent { step, .. }
-            | LogRecord::StepOutcome { step, .. }
-            | LogRecord::CompensationIntent { step, .. }
-            | LogRecord::CompensationDone { step, .. } => Some(step),
-            _ => None,
-        };
-        let index = step.and_then(|s| self.index_of(s));
+        let index = record.step().and_then(|s| self.index_of(s));
         let Some(saga) = self.sagas.get_mut(&record.saga()) else {
             return;
         };
@@ -662,7 +706,7 @@ impl Orchestrator {
 
     /// Decides what an idle saga does next, from its step progress alone (so a live run
     /// and a recovery decide alike), and emits it.
-    fn advance(&mut self, id: SagaId, saga: &mut Saga, now: Instant) {
+    fn advance(&mut self, id: SagaId, saga: &mut Saga<P>, now: Instant) {
         if saga.state == SagaState::Running {
             let Some(i) = saga.steps.iter().position(|p| p.outcome != Some(true)) else {
                 return self.end(id, saga, SagaState::Completed);
@@ -709,7 +753,7 @@ impl Orchestrator {
 
     /// The next step to compensate: the last one, in execution order, that may have
     /// taken effect and is not compensated yet.
-    fn next_compensation(&self, saga: &Saga) -> Option<usize> {
+    fn next_compensation(&self, saga: &Saga<P>) -> Option<usize> {
         let last_ok = saga.steps.iter().rposition(|p| p.outcome == Some(true));
         (0..saga.steps.len()).rev().find(|&j| {
             let p = saga.steps[j];
@@ -724,7 +768,7 @@ impl Orchestrator {
         })
     }
 
-    fn compensation_done(&mut self, id: SagaId, saga: &mut Saga, index: usize, now: Instant) {
+    fn compensation_done(&mut self, id: SagaId, saga: &mut Saga<P>, index: usize, now: Instant) {
         saga.steps[index].compensated = true;
         if let Some(&step) = self.config.steps.get(index) {
             self.outputs
@@ -741,7 +785,7 @@ impl Orchestrator {
     fn after_failure(
         &mut self,
         id: SagaId,
-        saga: &mut Saga,
+        saga: &mut Saga<P>,
         kind: Kind,
         attempt: u32,
         now: Instant,
@@ -768,7 +812,7 @@ impl Orchestrator {
     fn send(
         &mut self,
         id: SagaId,
-        saga: &mut Saga,
+        saga: &mut Saga<P>,
         index: usize,
         kind: Kind,
         attempt: u32,
@@ -791,7 +835,7 @@ impl Orchestrator {
     fn dispatch(
         &mut self,
         id: SagaId,
-        saga: &mut Saga,
+        saga: &mut Saga<P>,
         index: usize,
         kind: Kind,
         attempt: u32,
@@ -805,11 +849,11 @@ impl Orchestrator {
             saga: id,
             step,
             kind,
-            order: saga.order,
+            payload: saga.payload.clone(),
         };
+        let intent = Output::Append(LogRecord::intent_for(&cmd, attempt));
         let send = Output::Send(cmd, attempt);
         if with_intent {
-            let intent = Output::Append(LogRecord::intent_for(&cmd, attempt));
             if self.flaw == Flaw::SendBeforeLog {
                 self.outputs.push_back(send);
                 self.outputs.push_back(intent);
@@ -838,7 +882,7 @@ impl Orchestrator {
         );
     }
 
-    fn end(&mut self, id: SagaId, saga: &mut Saga, state: SagaState) {
+    fn end(&mut self, id: SagaId, saga: &mut Saga<P>, state: SagaState) {
         saga.state = state;
         self.set_phase(id, saga, Phase::Idle);
         match state {
@@ -850,7 +894,7 @@ impl Orchestrator {
             .push_back(Output::Append(LogRecord::Ended { saga: id, state }));
     }
 
-    fn fail(&mut self, id: SagaId, saga: &mut Saga, index: usize) {
+    fn fail(&mut self, id: SagaId, saga: &mut Saga<P>, index: usize) {
         if self.flaw == Flaw::SilentFailure {
             // The defect: the saga is given up on without telling anyone.
             self.end(id, saga, SagaState::Failed);
@@ -866,7 +910,7 @@ impl Orchestrator {
         self.end(id, saga, SagaState::Failed);
     }
 
-    fn set_phase(&mut self, id: SagaId, saga: &mut Saga, phase: Phase) {
+    fn set_phase(&mut self, id: SagaId, saga: &mut Saga<P>, phase: Phase) {
         if let Some(at) = saga.timer.take() {
             self.timers.remove(&(at, id));
         }

@@ -39,21 +39,21 @@ use crate::clock::Instant;
 use crate::saga::orchestrated::contract::SagaCoordinator;
 use crate::saga::orchestrated::core::{AlertReason, Output};
 use crate::saga::orchestrated::log::LogRecord;
-use crate::saga::services::{Command, Order, Reply, SagaId};
+use crate::saga::services::{Command, Order, Refusal, Reply, SagaData, SagaId};
 
 /// One thing for the driver to carry out now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Perform {
+pub(crate) enum Perform<P = Order, R = Refusal> {
     /// Hand this record to the durable store, then report [`Pipeline::durable`] (or
     /// [`Pipeline::append_failed`]); nothing else is handed out meanwhile.
-    Write(LogRecord),
+    Write(LogRecord<P, R>),
     /// Send this command (attempt number second). The coordinator was told it left.
-    Send(Command, u32),
+    Send(Command<P>, u32),
     /// Raise this alert: the saga needs a human.
     Alert(SagaId, AlertReason),
 }
 
-impl Perform {
+impl<P, R> Perform<P, R> {
     /// The saga it is about.
     #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub(crate) fn saga(&self) -> SagaId {
@@ -68,9 +68,9 @@ impl Perform {
 /// What [`Pipeline::next`] hands out: the thing to do and when the coordinator emitted
 /// it (it may have waited behind the disk since).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Due {
+pub(crate) struct Due<P = Order, R = Refusal> {
     /// What to do.
-    pub(crate) perform: Perform,
+    pub(crate) perform: Perform<P, R>,
     /// When the coordinator emitted it.
     pub(crate) emitted: Instant,
 }
@@ -78,28 +78,47 @@ pub(crate) struct Due {
 /// What a crash lost: the record being written (if any), then everything still
 /// waiting its turn, each with when it was emitted.
 #[cfg_attr(not(feature = "sim"), allow(dead_code))]
-#[derive(Debug, Default)]
-pub(crate) struct Lost {
+#[derive(Debug)]
+pub(crate) struct Lost<P = Order, R = Refusal> {
     /// The record handed to the store and not reported durable.
-    pub(crate) writing: Option<LogRecord>,
+    pub(crate) writing: Option<LogRecord<P, R>>,
     /// The outputs that had not reached the head of the queue, in order.
-    pub(crate) waiting: Vec<(Output, Instant)>,
+    pub(crate) waiting: Vec<(Output<P, R>, Instant)>,
+}
+
+impl<P, R> Default for Lost<P, R> {
+    fn default() -> Self {
+        Lost {
+            writing: None,
+            waiting: Vec::new(),
+        }
+    }
 }
 
 /// The output pipeline between a coordinator and its driver: see the [module
 /// docs](self).
-#[derive(Debug, Default)]
-pub(crate) struct Pipeline {
+#[derive(Debug)]
+pub(crate) struct Pipeline<P = Order, R = Refusal> {
     /// The outputs not yet carried out, with when each was emitted; while `writing`,
     /// the head is the record being written.
-    queue: VecDeque<(Output, Instant)>,
+    queue: VecDeque<(Output<P, R>, Instant)>,
     /// The head record is with the store, not yet reported durable.
     writing: bool,
     /// An append failed: nothing more is handed out or fed.
     halted: bool,
 }
 
-impl Pipeline {
+impl<P, R> Default for Pipeline<P, R> {
+    fn default() -> Self {
+        Pipeline {
+            queue: VecDeque::new(),
+            writing: false,
+            halted: false,
+        }
+    }
+}
+
+impl<P: SagaData, R: SagaData> Pipeline<P, R> {
     /// An empty pipeline.
     pub(crate) fn new() -> Self {
         Pipeline::default()
@@ -107,14 +126,14 @@ impl Pipeline {
 
     /// The pipeline of a coordinator just rebuilt from the log: its outputs so far (the
     /// resends of what was in flight at the crash) are queued, emitted `now`.
-    pub(crate) fn recovering<O: SagaCoordinator>(coordinator: &mut O, now: Instant) -> Self {
+    pub(crate) fn recovering<O: SagaCoordinator<P, R>>(coordinator: &mut O, now: Instant) -> Self {
         let mut pipeline = Pipeline::new();
         pipeline.pull(coordinator, now);
         pipeline
     }
 
     /// Queues the coordinator's pending outputs, emitted `now`.
-    pub(crate) fn pull<O: SagaCoordinator>(&mut self, coordinator: &mut O, now: Instant) {
+    pub(crate) fn pull<O: SagaCoordinator<P, R>>(&mut self, coordinator: &mut O, now: Instant) {
         while let Some(output) = coordinator.poll_output() {
             if !self.halted {
                 self.queue.push_back((output, now));
@@ -126,30 +145,30 @@ impl Pipeline {
 
     /// Starts `saga` for `order` and queues what it emits. False if the coordinator
     /// knows the id already, or the pipeline is halted (then nothing is fed).
-    pub(crate) fn start<O: SagaCoordinator>(
+    pub(crate) fn start<O: SagaCoordinator<P, R>>(
         &mut self,
         coordinator: &mut O,
         saga: SagaId,
-        order: Order,
+        payload: P,
         now: Instant,
     ) -> bool {
         if self.halted {
             return false;
         }
-        let accepted = coordinator.start(saga, order, now);
+        let accepted = coordinator.start(saga, payload, now);
         self.pull(coordinator, now);
         accepted
     }
 
     /// A participant's answer to attempt `attempt` of `cmd`: `Some` is fed to the
-    /// coordinator (true unless it was stale); `None`, no answer (a transport failure),
+    /// coordinator (true unless it was stale), `Failed` included; `None`, no answer (lost),
     /// is not: the attempt's deadline decides. Nothing is fed once halted.
-    pub(crate) fn reply<O: SagaCoordinator>(
+    pub(crate) fn reply<O: SagaCoordinator<P, R>>(
         &mut self,
         coordinator: &mut O,
-        cmd: Command,
+        cmd: &Command<P>,
         attempt: u32,
-        reply: Option<Reply>,
+        reply: Option<Reply<R>>,
         now: Instant,
     ) -> bool {
         let Some(reply) = reply.filter(|_| !self.halted) else {
@@ -162,7 +181,7 @@ impl Pipeline {
 
     /// The driver woke for a timer: handles every deadline and retry due at `now` and
     /// queues what follows. Nothing once halted.
-    pub(crate) fn timer<O: SagaCoordinator>(&mut self, coordinator: &mut O, now: Instant) {
+    pub(crate) fn timer<O: SagaCoordinator<P, R>>(&mut self, coordinator: &mut O, now: Instant) {
         if self.halted {
             return;
         }
@@ -173,7 +192,10 @@ impl Pipeline {
     /// When the driver must wake and call [`timer`](Pipeline::timer) next: the
     /// coordinator's earliest timer, or `now` if that is past; `None` without a timer.
     /// (Ask again after carrying out sends: a reported send may arm a deadline.)
-    pub(crate) fn wake_at<O: SagaCoordinator>(coordinator: &O, now: Instant) -> Option<Instant> {
+    pub(crate) fn wake_at<O: SagaCoordinator<P, R>>(
+        coordinator: &O,
+        now: Instant,
+    ) -> Option<Instant> {
         coordinator.poll_timeout().map(|at| at.max(now))
     }
 
@@ -182,15 +204,15 @@ impl Pipeline {
     /// The next thing to carry out, at `now`; `None` while a record is being written,
     /// when nothing is queued, or once halted. A send is reported to the coordinator
     /// ([`on_sent`](SagaCoordinator::on_sent)) as it is handed out.
-    pub(crate) fn next<O: SagaCoordinator>(
+    pub(crate) fn next<O: SagaCoordinator<P, R>>(
         &mut self,
         coordinator: &mut O,
         now: Instant,
-    ) -> Option<Due> {
+    ) -> Option<Due<P, R>> {
         if self.writing || self.halted {
             return None;
         }
-        let (output, emitted) = *self.queue.front()?;
+        let (output, emitted) = self.queue.front()?.clone();
         let perform = match output {
             Output::Append(record) => {
                 self.writing = true;
@@ -211,7 +233,7 @@ impl Pipeline {
 
     /// The record being written is durable: it is handed back, and what follows it may
     /// go out. `None` if no record was being written.
-    pub(crate) fn durable(&mut self) -> Option<LogRecord> {
+    pub(crate) fn durable(&mut self) -> Option<LogRecord<P, R>> {
         if !self.writing {
             return None;
         }
@@ -233,7 +255,7 @@ impl Pipeline {
 
     /// The driver crashed: what was not durable is lost, and handed back.
     #[cfg_attr(not(feature = "sim"), allow(dead_code))]
-    pub(crate) fn crash(&mut self) -> Lost {
+    pub(crate) fn crash(&mut self) -> Lost<P, R> {
         let mut lost = Lost::default();
         if std::mem::take(&mut self.writing)
             && let Some((Output::Append(record), _)) = self.queue.pop_front()
@@ -253,7 +275,7 @@ impl Pipeline {
     }
 
     /// True when the coordinator is at rest and nothing is left to carry out.
-    pub(crate) fn is_at_rest<O: SagaCoordinator>(&self, coordinator: &O) -> bool {
+    pub(crate) fn is_at_rest<O: SagaCoordinator<P, R>>(&self, coordinator: &O) -> bool {
         self.queue.is_empty() && coordinator.is_at_rest()
     }
 }

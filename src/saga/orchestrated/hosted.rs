@@ -57,7 +57,7 @@ use crate::config::ConfigError;
 use crate::harness::hosted::{DETERMINISM, Rerun, TokioHost, VirtualClock, simulate_twice};
 use crate::harness::{Description, Metric, Mutant, Scenario, notes};
 use crate::rt::lock;
-use crate::saga::checkout::{Arrivals, COORDINATOR_NODE, SagaKnobs, Settling, service_node};
+use crate::saga::checkout::{self, Arrivals, COORDINATOR_NODE, SagaKnobs, Settling, service_node};
 use crate::saga::invariants::{self, AT_REST, CompensationEffects};
 use crate::saga::orchestrated::config::SagaConfig;
 use crate::saga::orchestrated::contract::SagaPolicy;
@@ -190,15 +190,19 @@ impl Far {
         let cmd = request.cmd;
         let key = cmd.key();
         let before = self.services.effects(key);
-        let duplicates = |s: &Services| match cmd.step {
-            StepId::Order => s.orders.ledger().duplicates(),
-            StepId::Inventory => s.inventory.ledger().duplicates(),
-            StepId::Payment => s.payment.ledger().duplicates(),
+        let duplicates = |s: &Services| {
+            use crate::saga::services::CheckoutStep as S;
+            match cmd.step.checkout() {
+                Some(S::Order) => s.orders.ledger().duplicates(),
+                Some(S::Inventory) => s.inventory.ledger().duplicates(),
+                Some(S::Payment) => s.payment.ledger().duplicates(),
+                None => 0,
+            }
         };
         let dups = duplicates(&self.services);
         // Payment has no natural key: a charge without its key is a new charge.
         let keyless_charge =
-            !request.is_keyed() && cmd.step == StepId::Payment && cmd.kind == Kind::Action;
+            !request.is_keyed() && cmd.step == StepId::PAYMENT && cmd.kind == Kind::Action;
         let idempotent = self.services.payment.idempotent;
         if keyless_charge {
             self.services.payment.idempotent = false;
@@ -446,7 +450,7 @@ impl HostedSagaFactory for RunnerFactory {
                 } else {
                     Request::keyed(cmd)
                 };
-                async move { services.call(request).await }
+                async move { answer(services.call(request).await).await }
             }
         };
         let timeout = self.config.step_timeout();
@@ -456,21 +460,31 @@ impl HostedSagaFactory for RunnerFactory {
                 let call = services.call(Request::keyed(cmd));
                 if flaw == RunnerFlaw::CompensationTimeoutIsDone {
                     match ::tokio::time::timeout(timeout, call).await {
-                        Ok(Some(reply)) => Some(reply),
-                        _ => Some(Reply::Ok),
+                        Ok(Some(reply)) => reply,
+                        _ => Reply::Ok,
                     }
                 } else {
-                    call.await
+                    answer(call.await).await
                 }
             }
         };
         let runner = SagaRunner::builder(self.config.clone(), log)
-            .step(StepId::Order, action.clone(), compensation.clone())
-            .step(StepId::Inventory, action.clone(), compensation.clone())
-            .step(StepId::Payment, action, compensation)
+            .step(StepId::ORDER, action.clone(), compensation.clone())
+            .step(StepId::INVENTORY, action.clone(), compensation.clone())
+            .step(StepId::PAYMENT, action, compensation)
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Box::new(runner))
+    }
+}
+
+/// The runner's participant answer for a call's result: the reply, or, when there was
+/// none (lost, down, failed after the work), a future that never resolves, so the
+/// attempt times out as it would over a real network that stays silent.
+async fn answer(reply: Option<Reply>) -> Reply {
+    match reply {
+        Some(reply) => reply,
+        None => std::future::pending().await,
     }
 }
 
@@ -721,7 +735,7 @@ impl SagaTokioWorld {
                 }
             ),
         );
-        if cmd.step == StepId::Order {
+        if cmd.step == StepId::ORDER {
             self.called_orders.insert(cmd.saga);
         }
         let last = self.last_request.entry(cmd.saga).or_insert(s.sent);
@@ -979,7 +993,8 @@ impl World for SagaTokioWorld {
                 ));
             }
         }
-        self.compensation_effects.check_reverse_order()?;
+        self.compensation_effects
+            .check_reverse_order(&checkout::STEPS)?;
         // Settling: the last request of each saga, from its checkout or the last fault.
         for (saga, at) in &self.last_request {
             self.settling.rested(*saga, *at);

@@ -50,8 +50,8 @@ fn config(deadline_from_sent: bool) -> SagaConfig {
 /// What a participant does with one attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Behaviour {
-    /// Resolves to this after the delay (`None`: a transport failure).
-    Answer(Duration, Option<Reply>),
+    /// Resolves to this after the delay ([`Reply::Failed`]: a transport failure).
+    Answer(Duration, Reply),
     /// Never resolves (a black-holed request).
     Never,
 }
@@ -101,14 +101,23 @@ impl Script {
         let delay = ms(1 + (roll >> 8) % 60);
         match (cmd.kind, roll % 10) {
             (_, 0) => Behaviour::Never,
-            (_, 1) => Behaviour::Answer(delay, None),
-            (Kind::Action, 2) if cmd.step == StepId::Payment => {
-                Behaviour::Answer(delay, Some(Reply::Refused(Refusal::CardDeclined)))
+            // A fast failure draws the backoff jitter when it arrives, from the one
+            // generator all sagas share: two draws at the same instant may go in
+            // either order (the runner's tasks and the script's queue order ties
+            // differently, both legitimately), so it arrives off the millisecond grid
+            // the other events keep to, at an instant of its own.
+            (_, 1) => {
+                let offset =
+                    Duration::from_micros(1 + (cmd.saga.0 * 37 + u64::from(attempt)) % 997);
+                Behaviour::Answer(delay + offset, Reply::Failed)
             }
-            (Kind::Action, 3) if cmd.step == StepId::Inventory => {
-                Behaviour::Answer(delay, Some(Reply::Refused(Refusal::OutOfStock)))
+            (Kind::Action, 2) if cmd.step == StepId::PAYMENT => {
+                Behaviour::Answer(delay, Reply::Refused(Refusal::CardDeclined))
             }
-            _ => Behaviour::Answer(delay, Some(Reply::Ok)),
+            (Kind::Action, 3) if cmd.step == StepId::INVENTORY => {
+                Behaviour::Answer(delay, Reply::Refused(Refusal::OutOfStock))
+            }
+            _ => Behaviour::Answer(delay, Reply::Ok),
         }
     }
 }
@@ -255,7 +264,7 @@ async fn run_core(config: SagaConfig, script: &Script) -> Result<Trace, CrashTie
     let mut life_origin = origin;
     let mut orch = Orchestrator::recover(config.clone(), &[], Instant::ZERO);
     let mut pipeline = Pipeline::recovering(&mut orch, Instant::ZERO);
-    let mut pending: Vec<(TokioInstant, Command, u32, Option<Reply>)> = Vec::new();
+    let mut pending: Vec<(TokioInstant, Command, u32, Reply)> = Vec::new();
     let mut crashed = false;
     loop {
         let now = crate::rt::now_since(life_origin);
@@ -309,7 +318,7 @@ async fn run_core(config: SagaConfig, script: &Script) -> Result<Trace, CrashTie
         pending.sort_by_key(|p| p.0);
         while pending.first().is_some_and(|p| p.0 <= tnow) {
             let (_, cmd, attempt, reply) = pending.remove(0);
-            pipeline.reply(&mut orch, cmd, attempt, reply, now);
+            pipeline.reply(&mut orch, &cmd, attempt, Some(reply), now);
         }
         while starts.last().is_some_and(|s| origin + s.0 <= tnow) {
             if let Some((_, saga, order)) = starts.pop() {

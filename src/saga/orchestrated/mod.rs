@@ -5,6 +5,8 @@
 //! - [`config`]: [`SagaConfig`](config::SagaConfig) and its validating builder.
 //! - [`log`]: [`LogRecord`](log::LogRecord), the durable log it writes ahead of every
 //!   command and recovers from.
+//! - [`history`]: [`SagaHistory`](history::SagaHistory), a saga's history for an
+//!   operator, read from those records.
 //! - [`contract`]: [`SagaCoordinator`](contract::SagaCoordinator), the trait the world
 //!   drives (implement it to plug in your own coordinator).
 //! - [`tokio`]: the adapter that runs it in a service.
@@ -24,6 +26,7 @@ pub mod contract;
 pub mod core;
 #[cfg(any(feature = "sim", feature = "tokio"))]
 pub(crate) mod driver;
+pub mod history;
 #[cfg(feature = "hosted")]
 pub mod hosted;
 #[cfg(test)]

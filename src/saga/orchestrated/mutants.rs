@@ -51,6 +51,18 @@ pub const RECOVERY_PRESUMES_FAILURE: Mutant<SagaPattern> = Mutant::new(
     |k| flawed(k, Flaw::RecoveryPresumesFailure, true),
 );
 
+/// Takes an action answered `Reply::Failed` for a refusal, so a step whose service did
+/// the work before failing is never compensated. Caught by `saga.conservation` in the
+/// world whose injected errors answer `Failed`
+/// ([`answering_errors_as_failed`](SagaWorld::answering_errors_as_failed)); the default
+/// world loses those replies instead, so it is not in [`CATALOG`].
+pub const FAILED_IS_REFUSAL: Mutant<SagaPattern> = Mutant::new(
+    "failed_is_refusal",
+    "an action answered Failed (outcome unknown) is taken for a refusal and never compensated",
+    inv::CONSERVATION,
+    |k| Ok(flawed(k, Flaw::FailedIsRefusal, true)?.answering_errors_as_failed()),
+);
+
 /// The catalog.
 pub const CATALOG: &[Mutant<SagaPattern>] = &[
     Mutant::new(

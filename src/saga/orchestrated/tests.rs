@@ -70,7 +70,21 @@ fn intent(step: StepId, attempt: u32) -> Output {
 }
 
 fn outcome(step: StepId, ok: bool) -> Output {
-    append(LogRecord::StepOutcome { saga: S1, step, ok })
+    append(LogRecord::StepOutcome {
+        saga: S1,
+        step,
+        ok,
+        refusal: None,
+    })
+}
+
+fn refused(step: StepId, refusal: Refusal) -> Output {
+    append(LogRecord::StepOutcome {
+        saga: S1,
+        step,
+        ok: false,
+        refusal: Some(refusal),
+    })
 }
 
 fn comp_intent(step: StepId, attempt: u32) -> Output {
@@ -155,7 +169,12 @@ impl Driver {
         flaw: Flaw,
     ) -> Self {
         Driver {
-            orch: Orchestrator::new(config.clone()).with_flaw(flaw),
+            orch: Orchestrator::new(config.clone())
+                .with_flaw(flaw)
+                .with_tamper(|o: &Order| Order {
+                    qty: o.qty.saturating_add(1),
+                    ..*o
+                }),
             config,
             flaw,
             services,
@@ -371,11 +390,11 @@ const SCENARIO: [(u64, Order); 6] = [
 
 fn scenario_fate(cmd: &Command, attempt: u32) -> Fate {
     match (cmd.saga.0, cmd.step, cmd.kind, attempt) {
-        (1, _, _, _) | (2, StepId::Inventory, _, _) => Fate::Duplicate,
-        (5, StepId::Payment, Kind::Action, 1 | 2) => Fate::LoseRequest,
-        (6, StepId::Payment, Kind::Action, 1) => Fate::LoseReply,
-        (6, StepId::Payment, Kind::Action, _) => Fate::LoseRequest,
-        (6, StepId::Inventory, Kind::Compensation, 1) => Fate::LoseRequest,
+        (1, _, _, _) | (2, StepId::INVENTORY, _, _) => Fate::Duplicate,
+        (5, StepId::PAYMENT, Kind::Action, 1 | 2) => Fate::LoseRequest,
+        (6, StepId::PAYMENT, Kind::Action, 1) => Fate::LoseReply,
+        (6, StepId::PAYMENT, Kind::Action, _) => Fate::LoseRequest,
+        (6, StepId::INVENTORY, Kind::Compensation, 1) => Fate::LoseRequest,
         _ => Fate::Deliver,
     }
 }
@@ -416,7 +435,7 @@ fn config_defaults_and_validation_name_the_field() {
         ),
         (SagaConfig::builder().steps(&[]), "steps"),
         (
-            SagaConfig::builder().steps(&[StepId::Order, StepId::Order]),
+            SagaConfig::builder().steps(&[StepId::ORDER, StepId::ORDER]),
             "steps",
         ),
         (SagaConfig::builder().backoff(Duration::ZERO, ms(1)), "base"),
@@ -424,6 +443,19 @@ fn config_defaults_and_validation_name_the_field() {
     ] {
         assert_eq!(b.build().unwrap_err().field, field);
     }
+}
+
+#[test]
+fn a_repeated_step_is_named_in_the_error() {
+    let flight = StepId::from_static("flight");
+    let err = SagaConfig::builder()
+        .steps(&[flight, StepId::from_static("hotel"), flight])
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field, "steps");
+    assert!(err.to_string().contains("\"flight\" twice"), "{err}");
+    let err = SagaConfig::builder().steps(&[]).build().unwrap_err();
+    assert!(err.to_string().contains("at least one"), "{err}");
 }
 
 // ----- output sequences -----
@@ -438,48 +470,48 @@ fn happy_path_writes_each_intent_before_its_send_and_completes() {
         vec![
             append(LogRecord::Started {
                 saga: S1,
-                order: ORDER
+                payload: ORDER
             }),
-            intent(StepId::Order, 1),
-            send(StepId::Order, 1),
+            intent(StepId::ORDER, 1),
+            send(StepId::ORDER, 1),
         ]
     );
     assert_eq!(o.state(S1), Some(SagaState::Running));
-    assert_eq!(o.awaiting(S1), Some((StepId::Order, Kind::Action, 1)));
+    assert_eq!(o.awaiting(S1), Some((StepId::ORDER, Kind::Action, 1)));
     assert_eq!(o.poll_timeout(), Some(at(100)));
-    assert!(o.on_reply(S1, StepId::Order, Kind::Action, 1, Reply::Ok, at(5)));
+    assert!(o.on_reply(S1, StepId::ORDER, Kind::Action, 1, Reply::Ok, at(5)));
     assert_eq!(
         drain(&mut o),
         vec![
-            outcome(StepId::Order, true),
-            intent(StepId::Inventory, 1),
-            send(StepId::Inventory, 1),
+            outcome(StepId::ORDER, true),
+            intent(StepId::INVENTORY, 1),
+            send(StepId::INVENTORY, 1),
         ]
     );
     assert_eq!(o.poll_timeout(), Some(at(105)));
-    assert!(o.on_reply(S1, StepId::Inventory, Kind::Action, 1, Reply::Ok, at(6)));
+    assert!(o.on_reply(S1, StepId::INVENTORY, Kind::Action, 1, Reply::Ok, at(6)));
     assert_eq!(
         drain(&mut o),
         vec![
-            outcome(StepId::Inventory, true),
-            intent(StepId::Payment, 1),
-            send(StepId::Payment, 1),
+            outcome(StepId::INVENTORY, true),
+            intent(StepId::PAYMENT, 1),
+            send(StepId::PAYMENT, 1),
         ]
     );
-    assert!(o.on_reply(S1, StepId::Payment, Kind::Action, 1, Reply::Ok, at(7)));
+    assert!(o.on_reply(S1, StepId::PAYMENT, Kind::Action, 1, Reply::Ok, at(7)));
     assert_eq!(
         drain(&mut o),
-        vec![outcome(StepId::Payment, true), ended(SagaState::Completed)]
+        vec![outcome(StepId::PAYMENT, true), ended(SagaState::Completed)]
     );
     assert_eq!(o.state(S1), Some(SagaState::Completed));
     assert_eq!(o.poll_timeout(), None);
     assert!(o.is_at_rest());
     assert_eq!(o.in_flight(), 0);
-    assert_eq!(o.order(S1), Some(ORDER));
+    assert_eq!(o.payload(S1), Some(&ORDER));
     let t = o.totals();
     assert_eq!((t.started, t.completed, t.sends), (1, 1, 3));
     assert_eq!(
-        o.progress(S1, StepId::Payment),
+        o.progress(S1, StepId::PAYMENT),
         Some(StepProgress {
             attempts: 1,
             outcome: Some(true),
@@ -492,22 +524,22 @@ fn happy_path_writes_each_intent_before_its_send_and_completes() {
 #[test]
 fn refusal_at_payment_compensates_inventory_then_order() {
     let mut o = Orchestrator::new(config());
-    run_until(&mut o, StepId::Payment);
+    run_until(&mut o, StepId::PAYMENT);
     let declined = Reply::Refused(Refusal::CardDeclined);
-    assert!(o.on_reply(S1, StepId::Payment, Kind::Action, 1, declined, at(1)));
+    assert!(o.on_reply(S1, StepId::PAYMENT, Kind::Action, 1, declined, at(1)));
     assert_eq!(o.state(S1), Some(SagaState::Compensating));
     assert_eq!(
         drain(&mut o),
         vec![
-            outcome(StepId::Payment, false),
-            comp_intent(StepId::Inventory, 1),
-            send_comp(StepId::Inventory, 1),
+            refused(StepId::PAYMENT, Refusal::CardDeclined),
+            comp_intent(StepId::INVENTORY, 1),
+            send_comp(StepId::INVENTORY, 1),
         ],
         "the refused payment took no effect: not compensated"
     );
     assert!(o.on_reply(
         S1,
-        StepId::Inventory,
+        StepId::INVENTORY,
         Kind::Compensation,
         1,
         Reply::Ok,
@@ -516,15 +548,15 @@ fn refusal_at_payment_compensates_inventory_then_order() {
     assert_eq!(
         drain(&mut o),
         vec![
-            comp_done(StepId::Inventory),
-            comp_intent(StepId::Order, 1),
-            send_comp(StepId::Order, 1),
+            comp_done(StepId::INVENTORY),
+            comp_intent(StepId::ORDER, 1),
+            send_comp(StepId::ORDER, 1),
         ]
     );
-    assert!(o.on_reply(S1, StepId::Order, Kind::Compensation, 1, Reply::Ok, at(3)));
+    assert!(o.on_reply(S1, StepId::ORDER, Kind::Compensation, 1, Reply::Ok, at(3)));
     assert_eq!(
         drain(&mut o),
-        vec![comp_done(StepId::Order), ended(SagaState::Compensated)]
+        vec![comp_done(StepId::ORDER), ended(SagaState::Compensated)]
     );
     assert_eq!(o.state(S1), Some(SagaState::Compensated));
     assert_eq!(o.totals().compensations, 2);
@@ -534,12 +566,15 @@ fn refusal_at_payment_compensates_inventory_then_order() {
 #[test]
 fn refusal_at_the_first_step_compensates_nothing() {
     let mut o = Orchestrator::new(config());
-    run_until(&mut o, StepId::Order);
-    let refused = Reply::Refused(Refusal::OutOfStock);
-    assert!(o.on_reply(S1, StepId::Order, Kind::Action, 1, refused, at(1)));
+    run_until(&mut o, StepId::ORDER);
+    let refusal = Reply::Refused(Refusal::OutOfStock);
+    assert!(o.on_reply(S1, StepId::ORDER, Kind::Action, 1, refusal, at(1)));
     assert_eq!(
         drain(&mut o),
-        vec![outcome(StepId::Order, false), ended(SagaState::Compensated)]
+        vec![
+            refused(StepId::ORDER, Refusal::OutOfStock),
+            ended(SagaState::Compensated)
+        ]
     );
     assert_eq!(o.poll_timeout(), None);
 }
@@ -547,7 +582,7 @@ fn refusal_at_the_first_step_compensates_nothing() {
 #[test]
 fn a_timeout_retries_with_the_same_key_then_compensates_when_attempts_run_out() {
     let mut o = Orchestrator::new(config());
-    run_until(&mut o, StepId::Payment);
+    run_until(&mut o, StepId::PAYMENT);
     let mut last = at(0);
     for attempt in 2..=3 {
         let deadline = o.poll_timeout().unwrap();
@@ -562,14 +597,14 @@ fn a_timeout_retries_with_the_same_key_then_compensates_when_attempts_run_out() 
         assert_eq!(
             out,
             vec![
-                intent(StepId::Payment, attempt),
-                send(StepId::Payment, attempt)
+                intent(StepId::PAYMENT, attempt),
+                send(StepId::PAYMENT, attempt)
             ]
         );
         let Output::Send(cmd, _) = out[1] else {
             unreachable!()
         };
-        assert_eq!(cmd.key(), Command::action(S1, StepId::Payment, ORDER).key());
+        assert_eq!(cmd.key(), Command::action(S1, StepId::PAYMENT, ORDER).key());
         last = when;
     }
     // The third attempt times out: no retry left, compensate the payment itself
@@ -579,23 +614,23 @@ fn a_timeout_retries_with_the_same_key_then_compensates_when_attempts_run_out() 
     assert_eq!(
         out,
         vec![
-            comp_intent(StepId::Payment, 1),
-            send_comp(StepId::Payment, 1)
+            comp_intent(StepId::PAYMENT, 1),
+            send_comp(StepId::PAYMENT, 1)
         ]
     );
     // A late reply to an action is ignored once its compensation started.
     for attempt in 1..=3 {
-        assert!(!o.on_reply(S1, StepId::Payment, Kind::Action, attempt, Reply::Ok, when));
+        assert!(!o.on_reply(S1, StepId::PAYMENT, Kind::Action, attempt, Reply::Ok, when));
     }
     assert!(drain(&mut o).is_empty());
-    for step in [StepId::Payment, StepId::Inventory] {
+    for step in [StepId::PAYMENT, StepId::INVENTORY] {
         assert!(o.on_reply(S1, step, Kind::Compensation, 1, Reply::Ok, when));
         drain(&mut o);
     }
-    assert!(o.on_reply(S1, StepId::Order, Kind::Compensation, 1, Reply::Ok, when));
+    assert!(o.on_reply(S1, StepId::ORDER, Kind::Compensation, 1, Reply::Ok, when));
     assert_eq!(
         drain(&mut o),
-        vec![comp_done(StepId::Order), ended(SagaState::Compensated)]
+        vec![comp_done(StepId::ORDER), ended(SagaState::Compensated)]
     );
     let t = o.totals();
     assert_eq!((t.timeouts, t.action_retries, t.stale_replies), (3, 2, 3));
@@ -604,9 +639,9 @@ fn a_timeout_retries_with_the_same_key_then_compensates_when_attempts_run_out() 
 #[test]
 fn a_compensation_is_retried_with_backoff_until_it_succeeds() {
     let mut o = Orchestrator::new(config());
-    run_until(&mut o, StepId::Payment);
+    run_until(&mut o, StepId::PAYMENT);
     let declined = Reply::Refused(Refusal::CardDeclined);
-    o.on_reply(S1, StepId::Payment, Kind::Action, 1, declined, at(0));
+    o.on_reply(S1, StepId::PAYMENT, Kind::Action, 1, declined, at(0));
     drain(&mut o);
     // Attempt 1 times out, attempt 2 is refused (an infrastructure-ish failure).
     let (when, out) = fire(&mut o);
@@ -614,24 +649,24 @@ fn a_compensation_is_retried_with_backoff_until_it_succeeds() {
     assert_eq!(
         out,
         vec![
-            comp_intent(StepId::Inventory, 2),
-            send_comp(StepId::Inventory, 2)
+            comp_intent(StepId::INVENTORY, 2),
+            send_comp(StepId::INVENTORY, 2)
         ]
     );
     let refused = Reply::Refused(Refusal::Misrouted);
-    assert!(o.on_reply(S1, StepId::Inventory, Kind::Compensation, 2, refused, when));
+    assert!(o.on_reply(S1, StepId::INVENTORY, Kind::Compensation, 2, refused, when));
     let (when2, out) = fire(&mut o);
     assert!(when2 >= when && when2 <= when + ms(20));
     assert_eq!(
         out,
         vec![
-            comp_intent(StepId::Inventory, 3),
-            send_comp(StepId::Inventory, 3)
+            comp_intent(StepId::INVENTORY, 3),
+            send_comp(StepId::INVENTORY, 3)
         ]
     );
     assert!(o.on_reply(
         S1,
-        StepId::Inventory,
+        StepId::INVENTORY,
         Kind::Compensation,
         3,
         Reply::Ok,
@@ -640,9 +675,9 @@ fn a_compensation_is_retried_with_backoff_until_it_succeeds() {
     assert_eq!(
         drain(&mut o),
         vec![
-            comp_done(StepId::Inventory),
-            comp_intent(StepId::Order, 1),
-            send_comp(StepId::Order, 1)
+            comp_done(StepId::INVENTORY),
+            comp_intent(StepId::ORDER, 1),
+            send_comp(StepId::ORDER, 1)
         ]
     );
     assert_eq!(o.totals().compensation_retries, 2);
@@ -651,13 +686,13 @@ fn a_compensation_is_retried_with_backoff_until_it_succeeds() {
 #[test]
 fn a_compensation_failing_past_its_limit_fails_the_saga_with_an_alert() {
     let mut o = Orchestrator::new(config());
-    run_until(&mut o, StepId::Payment);
+    run_until(&mut o, StepId::PAYMENT);
     let declined = Reply::Refused(Refusal::CardDeclined);
-    o.on_reply(S1, StepId::Payment, Kind::Action, 1, declined, at(0));
+    o.on_reply(S1, StepId::PAYMENT, Kind::Action, 1, declined, at(0));
     drain(&mut o);
     for attempt in 2..=4 {
         let (_, out) = fire(&mut o);
-        assert_eq!(out[0], comp_intent(StepId::Inventory, attempt));
+        assert_eq!(out[0], comp_intent(StepId::INVENTORY, attempt));
     }
     let (_, out) = fire(&mut o);
     assert_eq!(
@@ -666,7 +701,7 @@ fn a_compensation_failing_past_its_limit_fails_the_saga_with_an_alert() {
             Output::Alert {
                 saga: S1,
                 reason: AlertReason::CompensationExhausted {
-                    step: StepId::Inventory,
+                    step: StepId::INVENTORY,
                     attempts: 4
                 }
             },
@@ -679,7 +714,7 @@ fn a_compensation_failing_past_its_limit_fails_the_saga_with_an_alert() {
     assert_eq!(o.totals().failed, 1);
     assert_eq!(
         AlertReason::CompensationExhausted {
-            step: StepId::Inventory,
+            step: StepId::INVENTORY,
             attempts: 4
         }
         .to_string(),
@@ -690,42 +725,42 @@ fn a_compensation_failing_past_its_limit_fails_the_saga_with_an_alert() {
 #[test]
 fn stale_replies_are_ignored() {
     let config = SagaConfig::builder()
-        .steps(&[StepId::Order, StepId::Payment])
+        .steps(&[StepId::ORDER, StepId::PAYMENT])
         .build()
         .unwrap();
     let mut o = Orchestrator::new(config);
     assert!(o.start(S1, ORDER, at(0)));
     drain(&mut o);
     let stale = [
-        (S1, StepId::Order, Kind::Action, 2),
-        (S1, StepId::Order, Kind::Action, 0),
-        (S1, StepId::Order, Kind::Compensation, 1),
-        (S1, StepId::Payment, Kind::Action, 1),
-        (S1, StepId::Inventory, Kind::Action, 1),
-        (SagaId(9), StepId::Order, Kind::Action, 1),
+        (S1, StepId::ORDER, Kind::Action, 2),
+        (S1, StepId::ORDER, Kind::Action, 0),
+        (S1, StepId::ORDER, Kind::Compensation, 1),
+        (S1, StepId::PAYMENT, Kind::Action, 1),
+        (S1, StepId::INVENTORY, Kind::Action, 1),
+        (SagaId(9), StepId::ORDER, Kind::Action, 1),
     ];
     for (saga, step, kind, attempt) in stale {
         assert!(!o.on_reply(saga, step, kind, attempt, Reply::Ok, at(1)));
     }
     assert!(drain(&mut o).is_empty());
-    assert!(o.on_reply(S1, StepId::Order, Kind::Action, 1, Reply::Ok, at(1)));
+    assert!(o.on_reply(S1, StepId::ORDER, Kind::Action, 1, Reply::Ok, at(1)));
     // A duplicate of the reply just taken is stale too.
-    assert!(!o.on_reply(S1, StepId::Order, Kind::Action, 1, Reply::Ok, at(1)));
+    assert!(!o.on_reply(S1, StepId::ORDER, Kind::Action, 1, Reply::Ok, at(1)));
     assert_eq!(o.totals().stale_replies, 7);
-    assert_eq!(o.awaiting(S1), Some((StepId::Payment, Kind::Action, 1)));
-    assert_eq!(o.progress(S1, StepId::Inventory), None);
+    assert_eq!(o.awaiting(S1), Some((StepId::PAYMENT, Kind::Action, 1)));
+    assert_eq!(o.progress(S1, StepId::INVENTORY), None);
     drain(&mut o);
     // A late reply to an attempt that timed out still counts: every attempt has
     // the same idempotency key, so the service answers each alike.
     let (_, out) = fire(&mut o);
     assert_eq!(
         out[1],
-        Output::Send(Command::action(S1, StepId::Payment, ORDER), 2)
+        Output::Send(Command::action(S1, StepId::PAYMENT, ORDER), 2)
     );
-    assert!(!o.on_reply(S1, StepId::Payment, Kind::Action, 3, Reply::Ok, at(500)));
-    assert!(o.on_reply(S1, StepId::Payment, Kind::Action, 1, Reply::Ok, at(500)));
+    assert!(!o.on_reply(S1, StepId::PAYMENT, Kind::Action, 3, Reply::Ok, at(500)));
+    assert!(o.on_reply(S1, StepId::PAYMENT, Kind::Action, 1, Reply::Ok, at(500)));
     assert_eq!(o.state(S1), Some(SagaState::Completed));
-    assert!(!o.on_reply(S1, StepId::Payment, Kind::Action, 2, Reply::Ok, at(500)));
+    assert!(!o.on_reply(S1, StepId::PAYMENT, Kind::Action, 2, Reply::Ok, at(500)));
 }
 
 #[test]
@@ -735,14 +770,14 @@ fn a_deadline_counts_from_when_the_command_left() {
     drain(&mut o);
     assert_eq!(o.poll_timeout(), Some(at(100)));
     // Queued behind log writes for 80 ms, then sent.
-    assert!(o.on_sent(S1, StepId::Order, Kind::Action, 1, at(80)));
+    assert!(o.on_sent(S1, StepId::ORDER, Kind::Action, 1, at(80)));
     assert_eq!(o.poll_timeout(), Some(at(180)));
     // Not the attempt awaited: nothing changes.
-    assert!(!o.on_sent(S1, StepId::Order, Kind::Action, 2, at(90)));
-    assert!(!o.on_sent(S1, StepId::Payment, Kind::Action, 1, at(90)));
+    assert!(!o.on_sent(S1, StepId::ORDER, Kind::Action, 2, at(90)));
+    assert!(!o.on_sent(S1, StepId::PAYMENT, Kind::Action, 1, at(90)));
     assert_eq!(o.poll_timeout(), Some(at(180)));
     o.handle_timeout(at(150));
-    assert_eq!(o.awaiting(S1), Some((StepId::Order, Kind::Action, 1)));
+    assert_eq!(o.awaiting(S1), Some((StepId::ORDER, Kind::Action, 1)));
 
     // With deadline_from_sent, no timer runs until the command is reported sent.
     let config = SagaConfig::builder()
@@ -755,8 +790,8 @@ fn a_deadline_counts_from_when_the_command_left() {
     drain(&mut o);
     assert_eq!(o.poll_timeout(), None);
     o.handle_timeout(at(10_000));
-    assert_eq!(o.awaiting(S1), Some((StepId::Order, Kind::Action, 1)));
-    assert!(o.on_sent(S1, StepId::Order, Kind::Action, 1, at(10_000)));
+    assert_eq!(o.awaiting(S1), Some((StepId::ORDER, Kind::Action, 1)));
+    assert!(o.on_sent(S1, StepId::ORDER, Kind::Action, 1, at(10_000)));
     assert_eq!(o.poll_timeout(), Some(at(10_100)));
 }
 
@@ -769,7 +804,7 @@ fn poll_timeout_is_the_earliest_deadline_or_retry() {
     o.start(SagaId(3), ORDER, at(20));
     drain(&mut o);
     assert_eq!(o.poll_timeout(), Some(at(110)));
-    o.on_reply(SagaId(2), StepId::Order, Kind::Action, 1, Reply::Ok, at(40));
+    o.on_reply(SagaId(2), StepId::ORDER, Kind::Action, 1, Reply::Ok, at(40));
     assert_eq!(o.poll_timeout(), Some(at(120)));
     o.handle_timeout(at(125));
     // Saga 3 backs off (at most 10 ms); saga 1's deadline is still 130.
@@ -810,7 +845,7 @@ fn recovery_resends_unknown_outcomes_and_leaves_rest_states_alone() {
     };
     let started = |n| LogRecord::Started {
         saga: s(n),
-        order: o1,
+        payload: o1,
     };
     let si = |n, step, attempt| LogRecord::StepIntent {
         saga: s(n),
@@ -821,6 +856,7 @@ fn recovery_resends_unknown_outcomes_and_leaves_rest_states_alone() {
         saga: s(n),
         step,
         ok,
+        refusal: None,
     };
     let ci = |n, step, attempt| LogRecord::CompensationIntent {
         saga: s(n),
@@ -831,54 +867,54 @@ fn recovery_resends_unknown_outcomes_and_leaves_rest_states_alone() {
     let records = vec![
         // 1: the first intent, no outcome: resend attempt 1.
         started(1),
-        si(1, StepId::Order, 1),
+        si(1, StepId::ORDER, 1),
         // 2: the last attempt of inventory, no outcome: resend it too (a crash
         //    costs no attempt).
         started(2),
-        si(2, StepId::Order, 1),
-        so(2, StepId::Order, true),
-        si(2, StepId::Inventory, 3),
+        si(2, StepId::ORDER, 1),
+        so(2, StepId::ORDER, true),
+        si(2, StepId::INVENTORY, 3),
         // 3: a compensation intent without done: resend it.
         started(3),
-        si(3, StepId::Order, 1),
-        so(3, StepId::Order, true),
-        si(3, StepId::Inventory, 1),
-        so(3, StepId::Inventory, false),
-        ci(3, StepId::Order, 2),
+        si(3, StepId::ORDER, 1),
+        so(3, StepId::ORDER, true),
+        si(3, StepId::INVENTORY, 1),
+        so(3, StepId::INVENTORY, false),
+        ci(3, StepId::ORDER, 2),
         // 4: ended: nothing to do.
         started(4),
-        si(4, StepId::Order, 1),
-        so(4, StepId::Order, false),
+        si(4, StepId::ORDER, 1),
+        so(4, StepId::ORDER, false),
         LogRecord::Ended {
             saga: s(4),
             state: SagaState::Compensated,
         },
         // 5: every step succeeded, not ended yet: complete.
         started(5),
-        si(5, StepId::Order, 1),
-        so(5, StepId::Order, true),
-        si(5, StepId::Inventory, 1),
-        so(5, StepId::Inventory, true),
-        si(5, StepId::Payment, 2),
-        so(5, StepId::Payment, true),
+        si(5, StepId::ORDER, 1),
+        so(5, StepId::ORDER, true),
+        si(5, StepId::INVENTORY, 1),
+        so(5, StepId::INVENTORY, true),
+        si(5, StepId::PAYMENT, 2),
+        so(5, StepId::PAYMENT, true),
         // 6: the last compensation attempt without done: resend it.
         started(6),
-        si(6, StepId::Order, 1),
-        so(6, StepId::Order, true),
-        si(6, StepId::Inventory, 1),
-        so(6, StepId::Inventory, false),
-        ci(6, StepId::Order, 4),
+        si(6, StepId::ORDER, 1),
+        so(6, StepId::ORDER, true),
+        si(6, StepId::INVENTORY, 1),
+        so(6, StepId::INVENTORY, false),
+        ci(6, StepId::ORDER, 4),
         // 7: compensation done, the rest not begun: next compensation.
         started(7),
-        si(7, StepId::Order, 1),
-        so(7, StepId::Order, true),
-        si(7, StepId::Inventory, 1),
-        so(7, StepId::Inventory, true),
-        si(7, StepId::Payment, 1),
-        ci(7, StepId::Payment, 1),
-        cd(7, StepId::Payment),
+        si(7, StepId::ORDER, 1),
+        so(7, StepId::ORDER, true),
+        si(7, StepId::INVENTORY, 1),
+        so(7, StepId::INVENTORY, true),
+        si(7, StepId::PAYMENT, 1),
+        ci(7, StepId::PAYMENT, 1),
+        cd(7, StepId::PAYMENT),
         // Records of a saga never started are ignored.
-        si(8, StepId::Order, 1),
+        si(8, StepId::ORDER, 1),
     ];
     let mut o = Orchestrator::recover(config(), &records, at(1_000));
     let act = |n, step| Command::action(s(n), step, o1);
@@ -886,21 +922,21 @@ fn recovery_resends_unknown_outcomes_and_leaves_rest_states_alone() {
     assert_eq!(
         drain(&mut o),
         vec![
-            Output::Send(act(1, StepId::Order), 1),
-            Output::Send(act(2, StepId::Inventory), 3),
-            Output::Send(comp(3, StepId::Order), 2),
+            Output::Send(act(1, StepId::ORDER), 1),
+            Output::Send(act(2, StepId::INVENTORY), 3),
+            Output::Send(comp(3, StepId::ORDER), 2),
             append(LogRecord::Ended {
                 saga: s(5),
                 state: SagaState::Completed
             }),
-            Output::Send(comp(6, StepId::Order), 4),
-            append(ci(7, StepId::Inventory, 1)),
-            Output::Send(comp(7, StepId::Inventory), 1),
+            Output::Send(comp(6, StepId::ORDER), 4),
+            append(ci(7, StepId::INVENTORY, 1)),
+            Output::Send(comp(7, StepId::INVENTORY), 1),
         ]
     );
     assert_eq!(o.state(s(4)), Some(SagaState::Compensated));
     assert_eq!(o.state(s(2)), Some(SagaState::Running));
-    assert_eq!(o.awaiting(s(2)), Some((StepId::Inventory, Kind::Action, 3)));
+    assert_eq!(o.awaiting(s(2)), Some((StepId::INVENTORY, Kind::Action, 3)));
     assert_eq!(o.state(s(8)), None);
     assert_eq!(o.poll_timeout(), Some(at(1_100)));
     let t = o.totals();
@@ -917,7 +953,7 @@ fn recovery_resends_unknown_outcomes_and_leaves_rest_states_alone() {
     // order is compensated.
     assert!(o.on_reply(
         s(2),
-        StepId::Inventory,
+        StepId::INVENTORY,
         Kind::Action,
         3,
         Reply::Refused(Refusal::OutOfStock),
@@ -926,9 +962,14 @@ fn recovery_resends_unknown_outcomes_and_leaves_rest_states_alone() {
     assert_eq!(
         drain(&mut o),
         vec![
-            append(so(2, StepId::Inventory, false)),
-            append(ci(2, StepId::Order, 1)),
-            Output::Send(comp(2, StepId::Order), 1),
+            append(LogRecord::StepOutcome {
+                saga: s(2),
+                step: StepId::INVENTORY,
+                ok: false,
+                refusal: Some(Refusal::OutOfStock)
+            }),
+            append(ci(2, StepId::ORDER, 1)),
+            Output::Send(comp(2, StepId::ORDER), 1),
         ]
     );
 }
@@ -1011,9 +1052,16 @@ fn recovery_survives_a_second_crash_during_recovery() {
     assert!(runs > total);
 }
 
+/// The checkout step's position in its definition (what the enum's discriminant was).
+fn step_number(step: StepId) -> u64 {
+    StepId::ALL.iter().position(|s| *s == step).unwrap_or(0) as u64
+}
+
 fn noisy_fate(cmd: &Command, attempt: u32) -> Fate {
-    let x =
-        cmd.saga.0 * 1_000 + (cmd.step as u64) * 100 + (cmd.kind as u64) * 10 + u64::from(attempt);
+    let x = cmd.saga.0 * 1_000
+        + step_number(cmd.step) * 100
+        + (cmd.kind as u64) * 10
+        + u64::from(attempt);
     match SplitMix64(x).next() % 10 {
         0 | 1 => Fate::LoseRequest,
         2 => Fate::LoseReply,
@@ -1080,7 +1128,7 @@ fn many_concurrent_sagas_with_losses_and_crashes_come_to_rest() {
 fn a_saga_whose_compensation_never_arrives_fails_with_an_alert() {
     fn fate(cmd: &Command, _: u32) -> Fate {
         match (cmd.step, cmd.kind) {
-            (StepId::Inventory, Kind::Compensation) => Fate::LoseRequest,
+            (StepId::INVENTORY, Kind::Compensation) => Fate::LoseRequest,
             _ => Fate::Deliver,
         }
     }
@@ -1102,8 +1150,8 @@ fn a_saga_whose_compensation_never_arrives_fails_with_an_alert() {
 
 fn declined_fate(cmd: &Command, attempt: u32) -> Fate {
     match (cmd.step, cmd.kind, attempt) {
-        (StepId::Inventory, Kind::Compensation, 1) => Fate::LoseRequest,
-        (StepId::Payment, Kind::Action, _) => Fate::Duplicate,
+        (StepId::INVENTORY, Kind::Compensation, 1) => Fate::LoseRequest,
+        (StepId::PAYMENT, Kind::Action, _) => Fate::Duplicate,
         _ => Fate::Deliver,
     }
 }
@@ -1148,4 +1196,133 @@ fn each_mutant_breaks_an_invariant_the_reference_keeps() {
             "{flaw:?} (idempotent payment: {idempotent}) not caught: {found:?}"
         );
     }
+}
+
+/// "Failed, retry now": the attempt ends at once (no outcome is logged: it is
+/// unknown), the next one follows after the backoff, well before the step timeout; a
+/// `Failed` reply to an attempt no longer awaited is stale; with the attempts spent the
+/// saga compensates, that step included.
+#[test]
+fn a_failed_reply_ends_the_attempt_at_once_and_counts_only_when_awaited() {
+    let mut o = Orchestrator::new(config());
+    run_until(&mut o, StepId::INVENTORY);
+    assert!(o.on_reply(S1, StepId::INVENTORY, Kind::Action, 1, Reply::Failed, at(3)));
+    assert!(
+        drain(&mut o).is_empty(),
+        "no outcome record: the outcome is unknown"
+    );
+    assert_eq!(o.awaiting(S1), None, "backing off");
+    let (when, out) = fire(&mut o);
+    assert!(
+        when >= at(3) && when <= at(13),
+        "{when:?}: within the backoff's base"
+    );
+    assert_eq!(
+        out,
+        vec![intent(StepId::INVENTORY, 2), send(StepId::INVENTORY, 2)]
+    );
+    // A late Failed of attempt 1 does not end attempt 2; a late Ok of it would.
+    assert!(!o.on_reply(S1, StepId::INVENTORY, Kind::Action, 1, Reply::Failed, when));
+    assert_eq!(o.awaiting(S1), Some((StepId::INVENTORY, Kind::Action, 2)));
+    assert!(o.on_reply(S1, StepId::INVENTORY, Kind::Action, 2, Reply::Failed, when));
+    let (when, _) = fire(&mut o);
+    assert!(o.on_reply(S1, StepId::INVENTORY, Kind::Action, 3, Reply::Failed, when));
+    // Attempts spent: compensate inventory (it may have taken effect), then order.
+    assert_eq!(
+        drain(&mut o),
+        vec![
+            comp_intent(StepId::INVENTORY, 1),
+            send_comp(StepId::INVENTORY, 1)
+        ]
+    );
+    // A compensation answered Failed is retried too.
+    assert!(o.on_reply(
+        S1,
+        StepId::INVENTORY,
+        Kind::Compensation,
+        1,
+        Reply::Failed,
+        when
+    ));
+    let (when2, out) = fire(&mut o);
+    assert!(when2 <= when + ms(10), "{when2:?}");
+    assert_eq!(
+        out,
+        vec![
+            comp_intent(StepId::INVENTORY, 2),
+            send_comp(StepId::INVENTORY, 2)
+        ]
+    );
+    let t = o.totals();
+    assert_eq!((t.failed_replies, t.timeouts, t.stale_replies), (4, 0, 1));
+}
+
+/// A definition whose execution order is not its names' order (zulu, mike, alpha:
+/// alphabetically the reverse), with a payload and a refusal of its own: steps run in
+/// the definition's order and compensate in its reverse, and a recovery agrees.
+#[test]
+fn the_definition_order_is_the_execution_order_not_the_names_order() {
+    let (z, m, a) = (
+        StepId::from_static("zulu"),
+        StepId::from_static("mike"),
+        StepId::from_static("alpha"),
+    );
+    let config = SagaConfig::builder().steps(&[z, m, a]).build().unwrap();
+    let mut o: Orchestrator<u32, String> = Orchestrator::new(config.clone());
+    assert!(o.start(S1, 42, at(0)));
+    let mut log = Vec::new();
+    let mut sent = Vec::new();
+    for _ in 0..10 {
+        for out in drain_any(&mut o) {
+            match out {
+                Output::Append(r) => log.push(r),
+                Output::Send(cmd, attempt) => {
+                    assert_eq!(cmd.payload, 42);
+                    sent.push((cmd.step, cmd.kind));
+                    let reply = if cmd.step == a && cmd.kind == Kind::Action {
+                        Reply::Refused("no".to_string())
+                    } else {
+                        Reply::Ok
+                    };
+                    o.on_reply(S1, cmd.step, cmd.kind, attempt, reply, at(1));
+                }
+                Output::Alert { .. } => panic!("no alert"),
+            }
+        }
+    }
+    assert_eq!(
+        sent,
+        vec![
+            (z, Kind::Action),
+            (m, Kind::Action),
+            (a, Kind::Action),
+            (m, Kind::Compensation),
+            (z, Kind::Compensation)
+        ]
+    );
+    assert_eq!(o.state(S1), Some(SagaState::Compensated));
+    let h = crate::saga::SagaHistory::of(S1, &log).unwrap();
+    let names: Vec<StepId> = h.steps.iter().map(|s| s.step).collect();
+    assert_eq!(names, vec![z, m, a]);
+    assert_eq!(
+        h.steps[2].outcome,
+        crate::saga::ActionOutcome::Refused(Some("no".to_string()))
+    );
+    // The log round-trips through the v3 lines with this payload and refusal.
+    for r in &log {
+        let line = r.encode_line();
+        assert_eq!(
+            &LogRecord::<u32, String>::decode_line(line.as_bytes()).unwrap(),
+            r
+        );
+    }
+    let back = Orchestrator::<u32, String>::recover(config, &log, at(2));
+    assert_eq!(back.state(S1), Some(SagaState::Compensated));
+    assert_eq!(back.payload(S1), Some(&42));
+}
+
+fn drain_any<P: crate::saga::SagaData, R: crate::saga::SagaData>(
+    o: &mut Orchestrator<P, R>,
+) -> Vec<Output<P, R>> {
+    std::iter::from_fn(|| o.poll_output()).collect()
 }

@@ -16,10 +16,15 @@
 //! - [`Output::Send`]: the orchestrator is told the command left
 //!   ([`Orchestrator::on_sent`], so a configuration with
 //!   [`deadline_from_sent`](crate::saga::SagaConfigBuilder::deadline_from_sent) works
-//!   too), and the step's participant is called on its own task; its reply (if any) is
-//!   fed back with [`Orchestrator::on_reply`]. A participant answers `None` (or never
-//!   answers) for a transport failure: the attempt then times out and the orchestrator
-//!   retries or compensates.
+//!   too), and the step's participant is called on its own task; its reply is fed back
+//!   with [`Orchestrator::on_reply`]. A participant resolves to [`Reply::Ok`],
+//!   [`Reply::Refused`] (a business refusal, with the definition's reason) or
+//!   [`Reply::Failed`] for a transport failure it noticed (connection refused, a 503,
+//!   its own client timeout): the attempt ends at once and the next one follows after
+//!   the backoff. A participant that never resolves (a lost reply) is the step
+//!   timeout: the orchestrator retries or compensates when the attempt's deadline
+//!   passes. (Its task lives until it resolves or the runner is dropped, so a
+//!   participant should bound its own calls, answering `Failed` when they time out.)
 //! - Timers: the driver sleeps until [`Orchestrator::poll_timeout`] (or until woken by a
 //!   reply or a new saga) and calls [`Orchestrator::handle_timeout`].
 //! - [`Output::Alert`]: kept, see [`alerts`](SagaRunner::alerts).
@@ -43,8 +48,8 @@
 //!
 //! use faultline::saga::orchestrated::tokio::{MemoryLog, SagaRunner};
 //! use faultline::saga::{
-//!     Command, InventoryService, Order, PaymentService, SagaConfig, SagaId, SagaState,
-//!     Services, StepId,
+//!     Command, InventoryService, Order, PaymentService, Reply, SagaConfig, SagaId,
+//!     SagaState, Services, StepId,
 //! };
 //!
 //! #[tokio::main(flavor = "current_thread")]
@@ -60,15 +65,18 @@
 //!             let services = Arc::clone(&services);
 //!             async move {
 //!                 tokio::time::sleep(Duration::from_millis(5)).await; // the round trip
-//!                 services.lock().ok().map(|mut s| s.handle(&cmd))
+//!                 match services.lock() {
+//!                     Ok(mut s) => s.handle(&cmd),
+//!                     Err(_) => Reply::Failed, // a poisoned lock: the call failed
+//!                 }
 //!             }
 //!         }
 //!     };
 //!     let log = MemoryLog::new();
 //!     let runner = SagaRunner::builder(SagaConfig::default(), log.clone())
-//!         .step(StepId::Order, call.clone(), call.clone())
-//!         .step(StepId::Inventory, call.clone(), call.clone())
-//!         .step(StepId::Payment, call.clone(), call)
+//!         .step(StepId::ORDER, call.clone(), call.clone())
+//!         .step(StepId::INVENTORY, call.clone(), call.clone())
+//!         .step(StepId::PAYMENT, call.clone(), call)
 //!         .build()?;
 //!     runner.start(SagaId(1), Order { item: 1, qty: 2, amount: 500 })?;
 //!     runner.wait_at_rest().await?;
@@ -83,6 +91,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{Read, Write};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -97,8 +106,11 @@ use crate::saga::orchestrated::config::SagaConfig;
 use crate::saga::orchestrated::core::Output;
 use crate::saga::orchestrated::core::{AlertReason, Orchestrator, SagaTotals};
 use crate::saga::orchestrated::driver::{Perform, Pipeline};
+use crate::saga::orchestrated::history::SagaHistory;
 use crate::saga::orchestrated::log::{LineError, LogRecord};
-use crate::saga::services::{Command, Kind, Order, Reply, SagaId, SagaState, StepId};
+use crate::saga::services::{
+    Command, Kind, Order, Refusal, Reply, SagaData, SagaId, SagaState, StepId,
+};
 
 use crate::rt::lock;
 
@@ -124,42 +136,72 @@ pub enum StoreError {
     },
 }
 
-/// Durable storage for the saga log.
+/// Durable storage for the saga log of a definition with payload `P` and refusal `R`.
 ///
 /// `append` must make the record durable before it returns (the runner performs the
 /// next output only then); `load` returns every record appended so far, in order.
-pub trait LogStore: Send {
+pub trait LogStore<P = Order, R = Refusal>: Send {
     /// Makes `record` durable at the end of the log.
     ///
     /// # Errors
     ///
     /// [`StoreError`] when the record may not be durable; the runner then halts.
-    fn append(&mut self, record: &LogRecord) -> Result<(), StoreError>;
+    fn append(&mut self, record: &LogRecord<P, R>) -> Result<(), StoreError>;
 
     /// Every durable record, in the order appended.
     ///
     /// # Errors
     ///
     /// [`StoreError`] when the log cannot be read.
-    fn load(&mut self) -> Result<Vec<LogRecord>, StoreError>;
+    fn load(&mut self) -> Result<Vec<LogRecord<P, R>>, StoreError>;
+
+    /// The history of `saga` from the durable records ([`SagaHistory::of`]): `None`
+    /// if the log does not know it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the log cannot be read.
+    fn history(&mut self, saga: SagaId) -> Result<Option<SagaHistory<P, R>>, StoreError>
+    where
+        P: SagaData,
+        R: SagaData,
+    {
+        Ok(SagaHistory::of(saga, &self.load()?))
+    }
 }
 
 /// An in-memory log: a shared `Vec`. Clones are handles to the same records, so a test
 /// can drop a runner and build another over the same log (a process restart in which
 /// the log survives).
-#[derive(Clone, Debug, Default)]
-pub struct MemoryLog {
-    records: Arc<Mutex<Vec<LogRecord>>>,
+#[derive(Debug)]
+pub struct MemoryLog<P = Order, R = Refusal> {
+    records: Arc<Mutex<Vec<LogRecord<P, R>>>>,
 }
 
-impl MemoryLog {
+impl<P, R> Clone for MemoryLog<P, R> {
+    fn clone(&self) -> Self {
+        MemoryLog {
+            records: Arc::clone(&self.records),
+        }
+    }
+}
+
+impl<P, R> Default for MemoryLog<P, R> {
+    fn default() -> Self {
+        MemoryLog {
+            records: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+}
+
+impl<P: SagaData, R: SagaData> MemoryLog<P, R> {
     /// An empty log.
     pub fn new() -> Self {
         MemoryLog::default()
     }
 
     /// A copy of the records so far.
-    pub fn records(&self) -> Vec<LogRecord> {
+    pub fn records(&self) -> Vec<LogRecord<P, R>> {
         lock(&self.records).clone()
     }
 
@@ -174,13 +216,13 @@ impl MemoryLog {
     }
 }
 
-impl LogStore for MemoryLog {
-    fn append(&mut self, record: &LogRecord) -> Result<(), StoreError> {
-        lock(&self.records).push(*record);
+impl<P: SagaData, R: SagaData> LogStore<P, R> for MemoryLog<P, R> {
+    fn append(&mut self, record: &LogRecord<P, R>) -> Result<(), StoreError> {
+        lock(&self.records).push(record.clone());
         Ok(())
     }
 
-    fn load(&mut self) -> Result<Vec<LogRecord>, StoreError> {
+    fn load(&mut self) -> Result<Vec<LogRecord<P, R>>, StoreError> {
         Ok(self.records())
     }
 }
@@ -195,13 +237,17 @@ impl LogStore for MemoryLog {
 /// is ignored (the record was never durable, so nothing was done after it) and cut off
 /// by [`open`](FileLog::open) so that later appends start on a fresh line. A complete
 /// line that cannot be read is [`StoreError::Corrupt`], naming the file and line.
+///
+/// The file holds one definition's records: `P` and `R` are its payload and refusal
+/// types (the checkout's by default), which every line must read as.
 #[derive(Debug)]
-pub struct FileLog {
+pub struct FileLog<P = Order, R = Refusal> {
     path: PathBuf,
     file: File,
+    records: PhantomData<fn() -> (P, R)>,
 }
 
-impl FileLog {
+impl<P: SagaData, R: SagaData> FileLog<P, R> {
     /// Opens the log at `path`, creating it if missing, after checking its records.
     ///
     /// # Errors
@@ -218,13 +264,17 @@ impl FileLog {
             .open(&path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let (_, complete) = parse_lines(&path, &bytes)?;
+        let (_, complete) = parse_lines::<P, R>(&path, &bytes)?;
         if complete < bytes.len() {
             // Cut the torn tail off, so the next append starts on its own line.
             file.set_len(u64::try_from(complete).unwrap_or(u64::MAX))?;
             file.sync_data()?;
         }
-        Ok(FileLog { path, file })
+        Ok(FileLog {
+            path,
+            file,
+            records: PhantomData,
+        })
     }
 
     /// The file's path.
@@ -233,8 +283,8 @@ impl FileLog {
     }
 }
 
-impl LogStore for FileLog {
-    fn append(&mut self, record: &LogRecord) -> Result<(), StoreError> {
+impl<P: SagaData, R: SagaData> LogStore<P, R> for FileLog<P, R> {
+    fn append(&mut self, record: &LogRecord<P, R>) -> Result<(), StoreError> {
         let mut line = record.encode_line();
         line.push('\n');
         self.file.write_all(line.as_bytes())?;
@@ -242,7 +292,7 @@ impl LogStore for FileLog {
         Ok(())
     }
 
-    fn load(&mut self) -> Result<Vec<LogRecord>, StoreError> {
+    fn load(&mut self) -> Result<Vec<LogRecord<P, R>>, StoreError> {
         let bytes = std::fs::read(&self.path)?;
         Ok(parse_lines(&self.path, &bytes)?.0)
     }
@@ -250,7 +300,11 @@ impl LogStore for FileLog {
 
 /// The records of the complete lines of `bytes`, and the length of those lines (an
 /// incomplete last line, without its newline, is left out).
-fn parse_lines(path: &Path, bytes: &[u8]) -> Result<(Vec<LogRecord>, usize), StoreError> {
+#[allow(clippy::type_complexity)]
+fn parse_lines<P: SagaData, R: SagaData>(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(Vec<LogRecord<P, R>>, usize), StoreError> {
     let mut records = Vec::new();
     let mut complete = 0;
     for (index, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
@@ -291,33 +345,35 @@ pub enum RunnerError {
     Halted(String),
 }
 
-/// What a participant's call resolves to: the service's reply, or `None` when there is
-/// none (a transport failure: the attempt will time out).
-pub type ReplyFuture = Pin<Box<dyn Future<Output = Option<Reply>> + Send>>;
+/// What a participant's call resolves to: the service's [`Reply`] (`Ok`, `Refused`
+/// with the reason, or `Failed` for a transport failure: retried after the backoff).
+/// A future that never resolves is a lost reply: the attempt times out.
+pub type ReplyFuture<R = Refusal> = Pin<Box<dyn Future<Output = Reply<R>> + Send>>;
 
 /// A participant: sends one command to its service and resolves to the reply.
 ///
 /// It is called with the orchestrator's lock released, and the returned future runs on
 /// its own task; it may be cancelled at any await point (when the runner is dropped).
-pub type ServiceCall = Arc<dyn Fn(Command) -> ReplyFuture + Send + Sync>;
+pub type ServiceCall<P = Order, R = Refusal> =
+    Arc<dyn Fn(Command<P>) -> ReplyFuture<R> + Send + Sync>;
 
-fn service_call<F, Fut>(f: F) -> ServiceCall
+fn service_call<P, R, F, Fut>(f: F) -> ServiceCall<P, R>
 where
-    F: Fn(Command) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Option<Reply>> + Send + 'static,
+    F: Fn(Command<P>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Reply<R>> + Send + 'static,
 {
-    Arc::new(move |cmd| Box::pin(f(cmd)) as ReplyFuture)
+    Arc::new(move |cmd| Box::pin(f(cmd)) as ReplyFuture<R>)
 }
 
-/// Builder for [`SagaRunner`]: the configuration, the log, and one action and one
-/// compensation participant per configured step.
-pub struct SagaRunnerBuilder {
+/// Builder for [`SagaRunner`]: the configuration (whose steps are the definition), the
+/// log, and one action and one compensation participant per configured step.
+pub struct SagaRunnerBuilder<P = Order, R = Refusal> {
     config: SagaConfig,
-    store: Box<dyn LogStore>,
-    steps: BTreeMap<(StepId, Kind), ServiceCall>,
+    store: Box<dyn LogStore<P, R>>,
+    steps: BTreeMap<(StepId, Kind), ServiceCall<P, R>>,
 }
 
-impl std::fmt::Debug for SagaRunnerBuilder {
+impl<P, R> std::fmt::Debug for SagaRunnerBuilder<P, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SagaRunnerBuilder")
             .field("config", &self.config)
@@ -326,16 +382,16 @@ impl std::fmt::Debug for SagaRunnerBuilder {
     }
 }
 
-impl SagaRunnerBuilder {
+impl<P: SagaData, R: SagaData> SagaRunnerBuilder<P, R> {
     /// The participants of `step`: `action` does it, `compensation` undoes it. Each is
-    /// an async function of the [`Command`] resolving to `Some(reply)`, or `None` for a
-    /// transport failure. Replaces any participants given before for `step`.
+    /// an async function of the [`Command`] resolving to its [`Reply`] (see
+    /// [`ReplyFuture`]). Replaces any participants given before for `step`.
     pub fn step<A, AF, C, CF>(mut self, step: StepId, action: A, compensation: C) -> Self
     where
-        A: Fn(Command) -> AF + Send + Sync + 'static,
-        AF: Future<Output = Option<Reply>> + Send + 'static,
-        C: Fn(Command) -> CF + Send + Sync + 'static,
-        CF: Future<Output = Option<Reply>> + Send + 'static,
+        A: Fn(Command<P>) -> AF + Send + Sync + 'static,
+        AF: Future<Output = Reply<R>> + Send + 'static,
+        C: Fn(Command<P>) -> CF + Send + Sync + 'static,
+        CF: Future<Output = Reply<R>> + Send + 'static,
     {
         self.steps
             .insert((step, Kind::Action), service_call(action));
@@ -352,7 +408,7 @@ impl SagaRunnerBuilder {
     /// [`RunnerError::MissingStep`] if a configured step has no participants,
     /// [`RunnerError::NoRuntime`] outside a tokio runtime, [`RunnerError::Store`] if
     /// the log cannot be loaded.
-    pub fn build(mut self) -> Result<SagaRunner, RunnerError> {
+    pub fn build(mut self) -> Result<SagaRunner<P, R>, RunnerError> {
         if let Some(step) = self
             .config
             .steps()
@@ -397,11 +453,11 @@ impl SagaRunnerBuilder {
     }
 }
 
-struct Inner {
-    orch: Orchestrator,
+struct Inner<P, R> {
+    orch: Orchestrator<P, R>,
     /// The driver core: which output may be carried out now.
-    pipeline: Pipeline,
-    store: Box<dyn LogStore>,
+    pipeline: Pipeline<P, R>,
+    store: Box<dyn LogStore<P, R>>,
     alerts: Vec<(SagaId, AlertReason)>,
     /// Why an append failed, once one did (the pipeline is then halted): nothing more
     /// is performed.
@@ -415,10 +471,10 @@ struct Tasks {
     stopped: bool,
 }
 
-struct Shared {
-    inner: Mutex<Inner>,
+struct Shared<P, R> {
+    inner: Mutex<Inner<P, R>>,
     tasks: Mutex<Tasks>,
-    steps: BTreeMap<(StepId, Kind), ServiceCall>,
+    steps: BTreeMap<(StepId, Kind), ServiceCall<P, R>>,
     handle: Handle,
     origin: ::tokio::time::Instant,
     /// The wall-clock time at `origin`.
@@ -429,7 +485,7 @@ struct Shared {
     changes: watch::Sender<u64>,
 }
 
-impl Shared {
+impl<P, R> Shared<P, R> {
     fn now(&self) -> Instant {
         crate::rt::now_since(self.origin)
     }
@@ -446,7 +502,11 @@ impl Shared {
 /// deadline may so start an fsync or two before its participant is called, never
 /// later). Wakes the driver (the earliest timer may have changed) unless the driver is
 /// the caller.
-fn pump(shared: &Shared, inner: &mut Inner, wake_driver: bool) -> Vec<(Command, u32)> {
+fn pump<P: SagaData, R: SagaData>(
+    shared: &Shared<P, R>,
+    inner: &mut Inner<P, R>,
+    wake_driver: bool,
+) -> Vec<(Command<P>, u32)> {
     let mut sends = Vec::new();
     if inner.stopped {
         return sends;
@@ -482,13 +542,13 @@ fn pump(shared: &Shared, inner: &mut Inner, wake_driver: bool) -> Vec<(Command, 
 }
 
 /// Calls the participants of `sends`, each on its own task, feeding replies back.
-fn dispatch(shared: &Arc<Shared>, sends: Vec<(Command, u32)>) {
+fn dispatch<P: SagaData, R: SagaData>(shared: &Arc<Shared<P, R>>, sends: Vec<(Command<P>, u32)>) {
     for (cmd, attempt) in sends {
         // A command without a participant gets no reply: it times out.
         let Some(call) = shared.steps.get(&(cmd.step, cmd.kind)) else {
             continue;
         };
-        let reply = call(cmd);
+        let reply = call(cmd.clone());
         let task_shared = Arc::clone(shared);
         let task = async move {
             let reply = reply.await;
@@ -501,9 +561,9 @@ fn dispatch(shared: &Arc<Shared>, sends: Vec<(Command, u32)>) {
                 let now = task_shared.now();
                 if !inner
                     .pipeline
-                    .reply(&mut inner.orch, cmd, attempt, reply, now)
+                    .reply(&mut inner.orch, &cmd, attempt, Some(reply), now)
                 {
-                    return; // no answer, a stale one, or halted: nothing changed
+                    return; // a stale answer, or halted: nothing changed
                 }
                 pump(&task_shared, inner, true)
             };
@@ -519,7 +579,7 @@ fn dispatch(shared: &Arc<Shared>, sends: Vec<(Command, u32)>) {
 }
 
 /// The driver: handles the timers, and stops when the runner halts or is dropped.
-async fn drive(shared: Arc<Shared>) {
+async fn drive<P: SagaData, R: SagaData>(shared: Arc<Shared<P, R>>) {
     loop {
         let (sends, next) = {
             let mut inner = lock(&shared.inner);
@@ -548,12 +608,12 @@ async fn drive(shared: Arc<Shared>) {
 ///
 /// Dropping the runner stops it at once, like a crash: in-flight calls are cancelled
 /// and nothing more is written to the log.
-pub struct SagaRunner {
-    shared: Arc<Shared>,
+pub struct SagaRunner<P = Order, R = Refusal> {
+    shared: Arc<Shared<P, R>>,
     driver: JoinHandle<()>,
 }
 
-impl std::fmt::Debug for SagaRunner {
+impl<P: SagaData, R: SagaData> std::fmt::Debug for SagaRunner<P, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let inner = lock(&self.shared.inner);
         f.debug_struct("SagaRunner")
@@ -564,10 +624,14 @@ impl std::fmt::Debug for SagaRunner {
     }
 }
 
-impl SagaRunner {
-    /// A builder over `config` and the durable `store` (which may hold the log of a
-    /// previous run: [`build`](SagaRunnerBuilder::build) recovers from it).
-    pub fn builder(config: SagaConfig, store: impl LogStore + 'static) -> SagaRunnerBuilder {
+impl<P: SagaData, R: SagaData> SagaRunner<P, R> {
+    /// A builder over `config` (whose steps are the definition, in execution order)
+    /// and the durable `store` (which may hold the log of a previous run:
+    /// [`build`](SagaRunnerBuilder::build) recovers from it).
+    pub fn builder(
+        config: SagaConfig,
+        store: impl LogStore<P, R> + 'static,
+    ) -> SagaRunnerBuilder<P, R> {
         SagaRunnerBuilder {
             config,
             store: Box::new(store),
@@ -575,15 +639,15 @@ impl SagaRunner {
         }
     }
 
-    /// Starts `saga` for `order`: its `Started` record and first intent are durable
-    /// when this returns, and its first command is on its way.
+    /// Starts `saga` with its payload: its `Started` record and first intent are
+    /// durable when this returns, and its first command is on its way.
     ///
     /// # Errors
     ///
     /// [`RunnerError::AlreadyKnown`] if the id was started before (a client resubmitting
     /// after a restart can treat it as success), [`RunnerError::Halted`] after a log
     /// append failed (this one included).
-    pub fn start(&self, saga: SagaId, order: Order) -> Result<(), RunnerError> {
+    pub fn start(&self, saga: SagaId, payload: P) -> Result<(), RunnerError> {
         let sends = {
             let mut inner = lock(&self.shared.inner);
             if let Some(message) = &inner.halted {
@@ -591,7 +655,7 @@ impl SagaRunner {
             }
             let inner = &mut *inner;
             let now = self.shared.now();
-            if !inner.pipeline.start(&mut inner.orch, saga, order, now) {
+            if !inner.pipeline.start(&mut inner.orch, saga, payload, now) {
                 return Err(RunnerError::AlreadyKnown(saga));
             }
             let sends = pump(&self.shared, inner, true);
@@ -661,9 +725,21 @@ impl SagaRunner {
     pub fn alerts(&self) -> Vec<(SagaId, AlertReason)> {
         lock(&self.shared.inner).alerts.clone()
     }
+
+    /// `saga`'s history as its durable log records tell it ([`SagaHistory::of`]): its
+    /// payload, where it stands, and per step the attempts, the outcome (with the
+    /// refusal reason) and the compensation. `None` if the log does not know it.
+    /// Reads the store ([`LogStore::history`]), so it shows what survives a crash.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the log cannot be read.
+    pub fn history(&self, saga: SagaId) -> Result<Option<SagaHistory<P, R>>, StoreError> {
+        lock(&self.shared.inner).store.history(saga)
+    }
 }
 
-impl Drop for SagaRunner {
+impl<P, R> Drop for SagaRunner<P, R> {
     fn drop(&mut self) {
         // After this, no task performs anything (they check `stopped` under the lock).
         lock(&self.shared.inner).stopped = true;
@@ -677,6 +753,7 @@ impl Drop for SagaRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::saga::orchestrated::history::ActionOutcome;
     use crate::saga::services::{InventoryService, OrderStatus, PaymentService, Services};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
@@ -687,6 +764,9 @@ mod tests {
         amount: 500,
     };
     const S1: SagaId = SagaId(1);
+
+    /// A file log of the checkout (its payload and refusal types).
+    type CheckoutLog = FileLog;
     const LATENCY: Duration = Duration::from_millis(10);
 
     fn ms(n: u64) -> Duration {
@@ -713,17 +793,14 @@ mod tests {
     /// The real service behind an async call with some latency.
     fn call(
         services: &Shared,
-    ) -> impl Fn(Command) -> Pin<Box<dyn Future<Output = Option<Reply>> + Send>>
-    + Clone
-    + Send
-    + Sync
-    + 'static {
+    ) -> impl Fn(Command) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Clone + Send + Sync + 'static
+    {
         let services = Arc::clone(services);
         move |cmd| {
             let services = Arc::clone(&services);
             Box::pin(async move {
                 ::tokio::time::sleep(LATENCY).await;
-                Some(services.lock().unwrap().handle(&cmd))
+                services.lock().unwrap().handle(&cmd)
             })
         }
     }
@@ -731,9 +808,9 @@ mod tests {
     fn runner(store: impl LogStore + 'static, services: &Shared) -> SagaRunner {
         let c = call(services);
         SagaRunner::builder(config(), store)
-            .step(StepId::Order, c.clone(), c.clone())
-            .step(StepId::Inventory, c.clone(), c.clone())
-            .step(StepId::Payment, c.clone(), c)
+            .step(StepId::ORDER, c.clone(), c.clone())
+            .step(StepId::INVENTORY, c.clone(), c.clone())
+            .step(StepId::PAYMENT, c.clone(), c)
             .build()
             .unwrap()
     }
@@ -820,7 +897,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(compensations, vec![StepId::Inventory, StepId::Order]);
+        assert_eq!(compensations, vec![StepId::INVENTORY, StepId::ORDER]);
         let s = svc.lock().unwrap();
         assert_eq!(s.inventory.available(1), 10);
         assert_eq!(s.orders.status(S1), Some(OrderStatus::Cancelled));
@@ -834,10 +911,10 @@ mod tests {
         let c = call(&svc);
         let begun = ::tokio::time::Instant::now();
         let r = SagaRunner::builder(config(), MemoryLog::new())
-            .step(StepId::Order, c.clone(), c.clone())
-            .step(StepId::Inventory, c.clone(), c.clone())
+            .step(StepId::ORDER, c.clone(), c.clone())
+            .step(StepId::INVENTORY, c.clone(), c.clone())
             // The charge never answers (a black-holed request), its refund does.
-            .step(StepId::Payment, |_| std::future::pending(), c)
+            .step(StepId::PAYMENT, |_| std::future::pending(), c)
             .build()
             .unwrap();
         r.start(S1, ORDER).unwrap();
@@ -864,9 +941,9 @@ mod tests {
             .build()
             .unwrap();
         let r = SagaRunner::builder(config, MemoryLog::new())
-            .step(StepId::Order, c.clone(), c.clone())
-            .step(StepId::Inventory, c.clone(), c.clone())
-            .step(StepId::Payment, |_| std::future::pending(), c)
+            .step(StepId::ORDER, c.clone(), c.clone())
+            .step(StepId::INVENTORY, c.clone(), c.clone())
+            .step(StepId::PAYMENT, |_| std::future::pending(), c)
             .build()
             .unwrap();
         r.start(S1, ORDER).unwrap();
@@ -879,29 +956,94 @@ mod tests {
         check(&r, &svc);
     }
 
+    /// A participant that fails fast ("failed, retry now") is retried after the backoff,
+    /// long before the step timeout would have passed.
     #[tokio::test(start_paused = true)]
-    async fn a_transport_failure_is_no_reply_and_is_retried() {
+    async fn a_failed_reply_is_retried_before_the_step_timeout() {
         let svc = services(PaymentService::new());
         let c = call(&svc);
-        let failures = Arc::new(AtomicU64::new(0));
+        let calls: Arc<Mutex<Vec<::tokio::time::Instant>>> = Arc::default();
         let flaky = {
-            let (c, failures) = (c.clone(), Arc::clone(&failures));
+            let (c, calls) = (c.clone(), Arc::clone(&calls));
             move |cmd| {
-                let first = failures.fetch_add(1, Ordering::SeqCst) == 0;
+                let mut calls = calls.lock().unwrap();
+                calls.push(::tokio::time::Instant::now());
+                let first = calls.len() == 1;
                 let reply = c(cmd);
-                async move { if first { None } else { reply.await } }
+                async move {
+                    if first {
+                        ::tokio::time::sleep(ms(1)).await; // connection refused
+                        Reply::Failed
+                    } else {
+                        reply.await
+                    }
+                }
             }
         };
         let r = SagaRunner::builder(config(), MemoryLog::new())
-            .step(StepId::Order, c.clone(), c.clone())
-            .step(StepId::Inventory, flaky, c.clone())
-            .step(StepId::Payment, c.clone(), c)
+            .step(StepId::ORDER, c.clone(), c.clone())
+            .step(StepId::INVENTORY, flaky, c.clone())
+            .step(StepId::PAYMENT, c.clone(), c)
             .build()
             .unwrap();
         r.start(S1, ORDER).unwrap();
         r.wait_at_rest().await.unwrap();
         assert_eq!(r.state(S1), Some(SagaState::Completed));
-        assert_eq!(r.totals().action_retries, 1);
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2, "one failed attempt, one retry");
+        let gap = calls[1] - calls[0];
+        let timeout = config().step_timeout();
+        // The failure came after 1 ms; the backoff after attempt 1 is at most its base.
+        assert!(
+            gap < timeout,
+            "retried after {gap:?}, the timeout is {timeout:?}"
+        );
+        assert!(gap <= ms(1) + ms(10), "{gap:?}");
+        let t = r.totals();
+        assert_eq!((t.failed_replies, t.timeouts, t.action_retries), (1, 0, 1));
+        check(&r, &svc);
+    }
+
+    /// A step whose every attempt fails fast compensates the saga (that step included:
+    /// its outcome is unknown), without waiting out any timeout; a compensation that
+    /// fails fast is retried likewise.
+    #[tokio::test(start_paused = true)]
+    async fn failed_replies_spend_the_attempts_then_compensate() {
+        let svc = services(PaymentService::new());
+        let c = call(&svc);
+        let refunds = Arc::new(AtomicU64::new(0));
+        let flaky_refund = {
+            let (c, refunds) = (c.clone(), Arc::clone(&refunds));
+            move |cmd| {
+                let first = refunds.fetch_add(1, Ordering::SeqCst) == 0;
+                let reply = c(cmd);
+                async move { if first { Reply::Failed } else { reply.await } }
+            }
+        };
+        let begun = ::tokio::time::Instant::now();
+        let r = SagaRunner::builder(config(), MemoryLog::new())
+            .step(StepId::ORDER, c.clone(), c.clone())
+            .step(StepId::INVENTORY, c.clone(), c.clone())
+            .step(
+                StepId::PAYMENT,
+                |_| async { Reply::<Refusal>::Failed },
+                flaky_refund,
+            )
+            .build()
+            .unwrap();
+        r.start(S1, ORDER).unwrap();
+        r.wait_at_rest().await.unwrap();
+        assert_eq!(r.state(S1), Some(SagaState::Compensated));
+        let t = r.totals();
+        assert_eq!((t.failed_replies, t.timeouts), (4, 0), "{t:?}");
+        assert_eq!(t.compensations, 3, "payment (unknown outcome) included");
+        assert_eq!(t.compensation_retries, 1);
+        assert_eq!(refunds.load(Ordering::SeqCst), 2);
+        assert!(
+            begun.elapsed() < config().step_timeout(),
+            "{:?}",
+            begun.elapsed()
+        );
         check(&r, &svc);
     }
 
@@ -916,9 +1058,9 @@ mod tests {
             .build()
             .unwrap();
         let r = SagaRunner::builder(config, MemoryLog::new())
-            .step(StepId::Order, c.clone(), c.clone())
-            .step(StepId::Inventory, c.clone(), |_| std::future::pending())
-            .step(StepId::Payment, c.clone(), c)
+            .step(StepId::ORDER, c.clone(), c.clone())
+            .step(StepId::INVENTORY, c.clone(), |_| std::future::pending())
+            .step(StepId::PAYMENT, c.clone(), c)
             .build()
             .unwrap();
         r.start(S1, ORDER).unwrap();
@@ -1010,10 +1152,10 @@ mod tests {
         let svc = services(PaymentService::new());
         let c = call(&svc);
         let err = SagaRunner::builder(config(), MemoryLog::new())
-            .step(StepId::Order, c.clone(), c)
+            .step(StepId::ORDER, c.clone(), c)
             .build()
             .unwrap_err();
-        assert!(matches!(err, RunnerError::MissingStep(StepId::Inventory)));
+        assert!(matches!(err, RunnerError::MissingStep(StepId::INVENTORY)));
     }
 
     #[test]
@@ -1021,9 +1163,9 @@ mod tests {
         let svc = services(PaymentService::new());
         let c = call(&svc);
         let err = SagaRunner::builder(config(), MemoryLog::new())
-            .step(StepId::Order, c.clone(), c.clone())
-            .step(StepId::Inventory, c.clone(), c.clone())
-            .step(StepId::Payment, c.clone(), c)
+            .step(StepId::ORDER, c.clone(), c.clone())
+            .step(StepId::INVENTORY, c.clone(), c.clone())
+            .step(StepId::PAYMENT, c.clone(), c)
             .build()
             .unwrap_err();
         assert!(matches!(err, RunnerError::NoRuntime));
@@ -1046,36 +1188,38 @@ mod tests {
         vec![
             LogRecord::Started {
                 saga: S1,
-                order: ORDER,
+                payload: ORDER,
             },
             LogRecord::StepIntent {
                 saga: S1,
-                step: StepId::Order,
+                step: StepId::ORDER,
                 attempt: 1,
             },
             LogRecord::StepOutcome {
                 saga: S1,
-                step: StepId::Order,
+                step: StepId::ORDER,
                 ok: true,
+                refusal: None,
             },
             LogRecord::StepIntent {
                 saga: S1,
-                step: StepId::Inventory,
+                step: StepId::INVENTORY,
                 attempt: 2,
             },
             LogRecord::StepOutcome {
                 saga: S1,
-                step: StepId::Inventory,
+                step: StepId::INVENTORY,
                 ok: false,
+                refusal: Some(Refusal::OutOfStock),
             },
             LogRecord::CompensationIntent {
                 saga: S1,
-                step: StepId::Order,
+                step: StepId::ORDER,
                 attempt: 1,
             },
             LogRecord::CompensationDone {
                 saga: S1,
-                step: StepId::Order,
+                step: StepId::ORDER,
             },
             LogRecord::Ended {
                 saga: S1,
@@ -1091,14 +1235,14 @@ mod tests {
     #[test]
     fn file_log_round_trips_every_record() {
         let path = temp_path("round-trip");
-        let mut log = FileLog::open(&path).unwrap();
+        let mut log = CheckoutLog::open(&path).unwrap();
         assert_eq!(log.load().unwrap(), Vec::new());
         for record in every_kind() {
             log.append(&record).unwrap();
         }
         assert_eq!(log.load().unwrap(), every_kind());
         drop(log);
-        let mut reopened = FileLog::open(&path).unwrap();
+        let mut reopened = CheckoutLog::open(&path).unwrap();
         assert_eq!(reopened.load().unwrap(), every_kind());
         assert_eq!(reopened.path(), path.as_path());
         std::fs::remove_file(&path).unwrap();
@@ -1107,7 +1251,7 @@ mod tests {
     #[test]
     fn file_log_ignores_a_torn_last_line_and_appends_after_it() {
         let path = temp_path("torn");
-        let mut log = FileLog::open(&path).unwrap();
+        let mut log = CheckoutLog::open(&path).unwrap();
         let records = every_kind();
         for record in &records[..3] {
             log.append(record).unwrap();
@@ -1117,11 +1261,11 @@ mod tests {
         file.write_all(br#"{"type":"step_intent","saga":1,"st"#)
             .unwrap();
         drop(file);
-        let mut log = FileLog::open(&path).unwrap();
+        let mut log = CheckoutLog::open(&path).unwrap();
         assert_eq!(log.load().unwrap(), records[..3].to_vec());
         log.append(&records[3]).unwrap();
         drop(log);
-        let mut log = FileLog::open(&path).unwrap();
+        let mut log = CheckoutLog::open(&path).unwrap();
         assert_eq!(log.load().unwrap(), records[..4].to_vec());
         std::fs::remove_file(&path).unwrap();
     }
@@ -1129,14 +1273,14 @@ mod tests {
     #[test]
     fn file_log_reports_a_corrupt_line_in_the_middle() {
         let path = temp_path("corrupt");
-        let mut log = FileLog::open(&path).unwrap();
+        let mut log = CheckoutLog::open(&path).unwrap();
         log.append(&every_kind()[0]).unwrap();
         drop(log);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"{\"type\":\"started\",\"saga\":\n")
             .unwrap();
         drop(file);
-        let mut log = FileLog::open(&path).unwrap_err();
+        let mut log = CheckoutLog::open(&path).unwrap_err();
         assert!(
             matches!(&log, StoreError::Corrupt { path: p, line: 2, problem: LineError::Malformed(_) } if p == &path),
             "{log}"
@@ -1150,7 +1294,7 @@ mod tests {
             "{\"type\":\"ended\",\"saga\":1,\"state\":\"running\"}\n{}\n",
         )
         .unwrap();
-        log = FileLog::open(&path).unwrap_err();
+        log = CheckoutLog::open(&path).unwrap_err();
         assert!(
             matches!(
                 log,
@@ -1168,24 +1312,22 @@ mod tests {
     #[test]
     fn file_log_refuses_a_line_of_a_newer_format_version() {
         let path = temp_path("newer");
-        let mut log = FileLog::open(&path).unwrap();
+        let mut log = CheckoutLog::open(&path).unwrap();
         log.append(&every_kind()[0]).unwrap();
         drop(log);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(
-            b"{\"v\":3,\"type\":\"started\",\"saga\":2,\"item\":1,\"qty\":2,\"amount\":500}\n",
-        )
-        .unwrap();
+        file.write_all(b"{\"v\":4,\"type\":\"started\",\"saga\":2,\"payload\":{}}\n")
+            .unwrap();
         drop(file);
-        let err = FileLog::open(&path).unwrap_err();
+        let err = CheckoutLog::open(&path).unwrap_err();
         assert!(
             matches!(
                 &err,
                 StoreError::Corrupt {
                     line: 2,
                     problem: LineError::NewerVersion {
-                        version: 3,
-                        supported: 2
+                        version: 4,
+                        supported: 3
                     },
                     ..
                 }
@@ -1195,18 +1337,18 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains(&path.display().to_string()), "{message}");
         assert!(
-            message.contains("line 2") && message.contains("version 3"),
+            message.contains("line 2") && message.contains("version 4"),
             "{message}"
         );
         // Nothing was cut off: the newer line is still there for the newer build.
-        assert!(std::fs::read_to_string(&path).unwrap().contains("\"v\":3"));
+        assert!(std::fs::read_to_string(&path).unwrap().contains("\"v\":4"));
         // A torn newer line at the end is a torn line like any other.
         std::fs::write(
             &path,
-            format!("{}\n{{\"v\":3,\"ty", every_kind()[0].encode_line()),
+            format!("{}\n{{\"v\":4,\"ty", every_kind()[0].encode_line()),
         )
         .unwrap();
-        let mut log = FileLog::open(&path).unwrap();
+        let mut log = CheckoutLog::open(&path).unwrap();
         assert_eq!(log.load().unwrap(), every_kind()[..1].to_vec());
         std::fs::remove_file(&path).unwrap();
     }
@@ -1222,20 +1364,20 @@ mod tests {
     async fn a_version_1_file_log_is_read_recovered_and_appended_to() {
         let path = temp_path("v1");
         std::fs::write(&path, format!("{V1_LOG}{{\"type\":\"step_in")).unwrap();
-        let old = FileLog::open(&path).unwrap().load().unwrap();
+        let old = CheckoutLog::open(&path).unwrap().load().unwrap();
         assert_eq!(old.len(), V1_LOG.lines().count());
         assert_eq!(
             old[0],
             LogRecord::Started {
                 saga: S1,
-                order: ORDER
+                payload: ORDER
             }
         );
         assert_eq!(
             old[8],
             LogRecord::StepIntent {
                 saga: SagaId(2),
-                step: StepId::Order,
+                step: StepId::ORDER,
                 attempt: 2
             }
         );
@@ -1243,7 +1385,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), V1_LOG);
 
         let svc = services(PaymentService::new());
-        let runner = runner(FileLog::open(&path).unwrap(), &svc);
+        let runner = runner(CheckoutLog::open(&path).unwrap(), &svc);
         runner.wait_at_rest().await.unwrap();
         assert_eq!(runner.totals().recovered, 2);
         assert_eq!(runner.state(S1), Some(SagaState::Completed));
@@ -1252,15 +1394,15 @@ mod tests {
         check(&runner, &svc);
         drop(runner);
 
-        // The file now holds the old lines, then version 2 lines, and reads whole.
+        // The file now holds the old lines, then version 3 lines, and reads whole.
         let text = std::fs::read_to_string(&path).unwrap();
         let new_lines = text.strip_prefix(V1_LOG).unwrap();
         assert!(!new_lines.is_empty());
         assert!(
-            new_lines.lines().all(|l| l.starts_with("{\"v\":2,")),
+            new_lines.lines().all(|l| l.starts_with("{\"v\":3,")),
             "{new_lines}"
         );
-        let all = FileLog::open(&path).unwrap().load().unwrap();
+        let all = CheckoutLog::open(&path).unwrap().load().unwrap();
         assert_eq!(all[..old.len()], old[..]);
         for saga in [S1, SagaId(2)] {
             assert!(all.contains(&LogRecord::Ended {
@@ -1271,21 +1413,104 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
+    /// A log written by the version 2 `FileLog` (main before the generic saga): four
+    /// checkout sagas, two completed, saga 3 declined at payment and compensated,
+    /// saga 4 in flight at the crash (its inventory intent without an outcome).
+    const V2_LOG: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/saga_log_v2.jsonl"
+    ));
+
+    #[tokio::test(start_paused = true)]
+    async fn a_version_2_file_log_is_migrated_recovered_and_appended_to() {
+        let path = temp_path("v2");
+        std::fs::write(&path, V2_LOG).unwrap();
+        let old = CheckoutLog::open(&path).unwrap().load().unwrap();
+        assert_eq!(old.len(), V2_LOG.lines().count());
+        assert_eq!(
+            old[0],
+            LogRecord::Started {
+                saga: S1,
+                payload: ORDER
+            }
+        );
+        // A refusal of version 2 has no reason: the migrated record says so.
+        assert!(old.contains(&LogRecord::StepOutcome {
+            saga: SagaId(3),
+            step: StepId::PAYMENT,
+            ok: false,
+            refusal: None
+        }));
+        let h = SagaHistory::of(SagaId(3), &old).unwrap();
+        assert_eq!(h.state, SagaState::Compensated);
+        assert_eq!(
+            h.step(StepId::PAYMENT).map(|s| s.outcome),
+            Some(ActionOutcome::Refused(None))
+        );
+        assert!(h.step(StepId::ORDER).is_some_and(|s| s.compensated));
+        assert!(h.step(StepId::INVENTORY).is_some_and(|s| s.compensated));
+        let h = SagaHistory::of(SagaId(4), &old).unwrap();
+        assert_eq!(h.state, SagaState::Running);
+        assert_eq!(
+            h.step(StepId::INVENTORY).map(|s| s.outcome),
+            Some(ActionOutcome::Unknown)
+        );
+
+        // The new runner recovers saga 4 from the old lines and finishes it.
+        let svc = services(PaymentService::new());
+        {
+            // The services' state as the old run left it (durable services).
+            let mut s = svc.lock().unwrap();
+            for record in &old {
+                if let LogRecord::StepOutcome {
+                    saga,
+                    step,
+                    ok: true,
+                    ..
+                } = record
+                {
+                    let payload = SagaHistory::of(*saga, &old).unwrap().payload;
+                    s.handle(&Command::action(*saga, *step, payload));
+                }
+                if let LogRecord::CompensationDone { saga, step } = record {
+                    let payload = SagaHistory::of(*saga, &old).unwrap().payload;
+                    s.handle(&Command::compensation(*saga, *step, payload));
+                }
+            }
+        }
+        let runner = runner(CheckoutLog::open(&path).unwrap(), &svc);
+        runner.wait_at_rest().await.unwrap();
+        assert_eq!(runner.totals().recovered, 1);
+        assert_eq!(runner.state(SagaId(4)), Some(SagaState::Completed));
+        assert_eq!(runner.state(SagaId(3)), Some(SagaState::Compensated));
+        check(&runner, &svc);
+        drop(runner);
+        // The old lines are kept byte for byte, the new ones are version 3.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let new_lines = text.strip_prefix(V2_LOG).unwrap();
+        assert!(!new_lines.is_empty());
+        assert!(
+            new_lines.lines().all(|l| l.starts_with("{\"v\":3,")),
+            "{new_lines}"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_runner_over_a_reopened_file_log_completes_the_saga() {
         let path = temp_path("restart");
         let svc = services(PaymentService::new());
-        let first = runner(FileLog::open(&path).unwrap(), &svc);
+        let first = runner(CheckoutLog::open(&path).unwrap(), &svc);
         first.start(S1, ORDER).unwrap();
         first.start(SagaId(2), ORDER).unwrap();
         ::tokio::time::sleep(ms(15)).await; // the orders are placed, inventory in flight
         drop(first);
-        let before = FileLog::open(&path).unwrap().load().unwrap();
+        let before = CheckoutLog::open(&path).unwrap().load().unwrap();
         assert!(before.len() >= 4, "{before:?}");
         assert!(!before.iter().any(|x| matches!(x, LogRecord::Ended { .. })));
 
         // A "process restart": a new file handle on the same path.
-        let second = runner(FileLog::open(&path).unwrap(), &svc);
+        let second = runner(CheckoutLog::open(&path).unwrap(), &svc);
         assert!(matches!(
             second.start(S1, ORDER),
             Err(RunnerError::AlreadyKnown(S1))
@@ -1296,7 +1521,7 @@ mod tests {
         assert_eq!(second.totals().recovered, 2);
         check(&second, &svc);
         drop(second);
-        let after = FileLog::open(&path).unwrap().load().unwrap();
+        let after = CheckoutLog::open(&path).unwrap().load().unwrap();
         for saga in [S1, SagaId(2)] {
             assert!(after.contains(&LogRecord::Ended {
                 saga,

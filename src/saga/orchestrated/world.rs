@@ -6,7 +6,7 @@
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
-use crate::saga::checkout::{Arrivals, COORDINATOR_NODE, SagaKnobs, Settling, service_node};
+use crate::saga::checkout::{self, Arrivals, COORDINATOR_NODE, SagaKnobs, Settling, service_node};
 use crate::saga::invariants::{
     self, AT_REST, COMPENSATION_ORDER, CONFORMANCE, CompensationEffects, RETRIES,
     STARTED_AS_SUBMITTED, WRITE_AHEAD,
@@ -139,6 +139,9 @@ pub struct SagaStats {
     pub sends: u64,
     /// Log records made durable.
     pub records: u64,
+    /// Replies sent as [`Reply::Failed`] (with
+    /// [`answering_errors_as_failed`](SagaWorld::answering_errors_as_failed)).
+    pub failed_replies: u64,
 }
 
 /// What the world saw of one command (a saga's action or compensation of one step):
@@ -210,8 +213,19 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     settling: Settling,
     /// Figures of the run.
     pub stats: SagaStats,
+    /// An injected service error answers `Reply::Failed` instead of losing the reply.
+    failed_replies: bool,
     /// Saga swimlanes: (saga, time, what).
     pub lanes: Vec<(SagaId, SimTime, String)>,
+}
+
+/// The `started_wrong_order` mutant's tamper: the order with one unit more (the only
+/// place that alters a payload: the core never looks inside one).
+fn one_more_unit(order: &Order) -> Order {
+    Order {
+        qty: order.qty.saturating_add(1),
+        ..*order
+    }
 }
 
 impl SagaWorld<Orchestrator> {
@@ -225,7 +239,9 @@ impl SagaWorld<Orchestrator> {
         flaw: Flaw,
         idempotent_payment: bool,
     ) -> Result<Self, ConfigError> {
-        let coordinator = Orchestrator::new(config).with_flaw(flaw);
+        let coordinator = Orchestrator::new(config)
+            .with_flaw(flaw)
+            .with_tamper(one_more_unit);
         SagaWorld::build(knobs, coordinator, idempotent_payment)?.conforming_to_reference()
     }
 
@@ -303,9 +319,20 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             rng: SimRng::new(knobs.seed).fork("saga.world"),
             settling: Settling::default(),
             stats: SagaStats::default(),
+            failed_replies: false,
             lanes: Vec::new(),
             knobs,
         })
+    }
+
+    /// The world with a variant of its faults: a service's injected error (it did the
+    /// work, then failed) answers [`Reply::Failed`] ("failed, retry now": the outcome
+    /// is unknown) instead of losing the reply, so the coordinator retries after its
+    /// backoff rather than its step timeout. Off by default (the golden runs lose the
+    /// reply); every invariant holds either way.
+    pub fn answering_errors_as_failed(mut self) -> Self {
+        self.failed_replies = true;
+        self
     }
 
     /// For each saga at rest: how long it took to come to rest after the later of its
@@ -773,7 +800,10 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                             self.durable_intents
                                 .insert((saga, step, Kind::Compensation, attempt));
                         }
-                        LogRecord::Started { saga, order } => {
+                        LogRecord::Started {
+                            saga,
+                            payload: order,
+                        } => {
                             self.check_started(saga, order)?;
                             // Only now is the checkout accepted (durably).
                             self.durable_started.insert(saga);
@@ -796,14 +826,18 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 let lose_reply = faults.injects_error(svc);
                 let key = cmd.key();
                 let before = self.services.effects(key);
-                let reply = self.services.handle(&cmd);
+                let mut reply = self.services.handle(&cmd);
                 self.compensation_effects
                     .observe(&cmd, before, self.services.effects(key));
                 if !reply.is_ok() && cmd.kind == Kind::Action {
                     ctx.cover("saga.refused");
                 }
                 ctx.record(svc, format_args!("{cmd} attempt {attempt} -> {reply:?}"));
-                if lose_reply {
+                if lose_reply && self.failed_replies {
+                    // The work is done, and the caller is told "failed, retry now".
+                    self.stats.failed_replies += 1;
+                    reply = Reply::Failed;
+                } else if lose_reply {
                     ctx.cover("saga.reply_lost");
                     return Ok(());
                 }
@@ -829,7 +863,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                     if let Some(c) = self.attempts_sent.get_mut(&(cmd.saga, cmd.step, cmd.kind)) {
                         c.replied = true;
                     }
-                    if !self.pipeline.reply(o, cmd, attempt, Some(reply), now) {
+                    if !self.pipeline.reply(o, &cmd, attempt, Some(reply), now) {
                         ctx.record(
                             ORCHESTRATOR,
                             format_args!("stale reply to {cmd} attempt {attempt}: {reply:?}"),
@@ -865,7 +899,11 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
             let lost = self.pipeline.crash();
             let outputs = lost.writing.map(Output::Append).into_iter();
             for out in outputs.chain(lost.waiting.iter().map(|(out, _)| *out)) {
-                if let Output::Append(LogRecord::Started { saga, order }) = out {
+                if let Output::Append(LogRecord::Started {
+                    saga,
+                    payload: order,
+                }) = out
+                {
                     self.waiting_starts.push((saga, order));
                 }
             }
@@ -949,13 +987,16 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                     self.stats.failed += 1;
                     let max = self.policy.compensation_attempts_max;
                     // The compensation the world sent most distinct attempts of.
-                    let most = StepId::ALL
+                    // (Ties go to the later step of the definition.)
+                    let most = checkout::STEPS
                         .iter()
-                        .filter_map(|s| {
+                        .enumerate()
+                        .filter_map(|(i, s)| {
                             let c = self.attempts_sent.get(&(*saga, *s, Kind::Compensation))?;
-                            Some((c.numbers.len(), *s))
+                            Some((c.numbers.len(), i, *s))
                         })
-                        .max();
+                        .max()
+                        .map(|(n, _, s)| (n, s));
                     let why = match most {
                         _ if !self.alerts.contains(saga) => Some("without an alert".to_string()),
                         None => Some(
@@ -1002,7 +1043,8 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         let bound = SimDuration::from_nanos(u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX));
         self.settling.check(bound)?;
         // 3. Compensations in reverse order, only for steps that were sent.
-        self.compensation_effects.check_reverse_order()?;
+        self.compensation_effects
+            .check_reverse_order(&checkout::STEPS)?;
         for key in self
             .services
             .orders

@@ -59,13 +59,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
-/// The position of `step` among the participants: order 0, inventory 1, payment 2.
+/// The position of `step` among the participants: order 0, inventory 1, payment 2 (two-
+/// phase commit runs the checkout's steps only; any other step is 0).
 pub fn step_index(step: StepId) -> usize {
-    match step {
-        StepId::Order => 0,
-        StepId::Inventory => 1,
-        StepId::Payment => 2,
-    }
+    StepId::ALL.iter().position(|s| *s == step).unwrap_or(0)
 }
 
 /// The outcome of a transaction.
@@ -733,7 +730,7 @@ impl Cohort {
 
     /// The order service: Prepare creates the order tentatively (pending).
     pub fn orders(config: TwoPcConfig) -> Self {
-        Self::with_resource(StepId::Order, config, Resource::Orders)
+        Self::with_resource(StepId::ORDER, config, Resource::Orders)
     }
 
     /// The inventory with `stock` per item: Prepare locks the item's row and holds the
@@ -753,14 +750,14 @@ impl Cohort {
                 )
             })
             .collect();
-        Self::with_resource(StepId::Inventory, config, Resource::Inventory(rows))
+        Self::with_resource(StepId::INVENTORY, config, Resource::Inventory(rows))
     }
 
     /// The payment service: Prepare authorises the amount, except for the `declined`
     /// transactions, which vote No.
     pub fn payment(config: TwoPcConfig, declined: impl IntoIterator<Item = SagaId>) -> Self {
         Self::with_resource(
-            StepId::Payment,
+            StepId::PAYMENT,
             config,
             Resource::Payment {
                 declined: declined.into_iter().collect(),
@@ -1103,20 +1100,20 @@ mod tests {
     fn second_transaction_on_a_locked_row_is_told_locked() {
         let now = Instant::ZERO;
         let mut inv = Cohort::inventory(TwoPcConfig::default(), [(1, 10)]);
-        let a = inv.handle(&prepare(1, StepId::Inventory), now);
+        let a = inv.handle(&prepare(1, StepId::INVENTORY), now);
         assert_eq!(a.reply, Response::Vote(Vote::Yes));
-        let b = inv.handle(&prepare(2, StepId::Inventory), now);
+        let b = inv.handle(&prepare(2, StepId::INVENTORY), now);
         assert_eq!(b.reply, Response::Vote(Vote::Locked));
         assert_eq!(inv.available(1), 8);
         // The duplicate Prepare has no further effect.
         assert_eq!(
-            inv.handle(&prepare(1, StepId::Inventory), now).reply,
+            inv.handle(&prepare(1, StepId::INVENTORY), now).reply,
             Response::Vote(Vote::Yes)
         );
         assert_eq!(inv.available(1), 8);
         let abort = ToParticipant {
             tx: SagaId(1),
-            step: StepId::Inventory,
+            step: StepId::INVENTORY,
             request: Request::Decide(Decision::Abort),
         };
         assert_eq!(
@@ -1127,11 +1124,11 @@ mod tests {
         assert_eq!(inv.locks_held(), 0);
         // A late Prepare after the abort is refused.
         assert_eq!(
-            inv.handle(&prepare(1, StepId::Inventory), now).reply,
+            inv.handle(&prepare(1, StepId::INVENTORY), now).reply,
             Response::Vote(Vote::No)
         );
         assert_eq!(
-            inv.handle(&prepare(2, StepId::Inventory), now).reply,
+            inv.handle(&prepare(2, StepId::INVENTORY), now).reply,
             Response::Vote(Vote::Yes)
         );
     }
@@ -1140,7 +1137,7 @@ mod tests {
     fn in_doubt_participant_asks_and_never_decides_alone() {
         let config = TwoPcConfig::default();
         let mut p = Cohort::payment(config.clone(), []);
-        p.handle(&prepare(1, StepId::Payment), Instant::ZERO);
+        p.handle(&prepare(1, StepId::PAYMENT), Instant::ZERO);
         let later = Instant::from_millis(60_000);
         p.handle_timeout(later);
         assert_eq!(
@@ -1192,7 +1189,7 @@ mod tests {
         c.on_answer(
             &ToCoordinator {
                 tx: SagaId(9),
-                step: StepId::Payment,
+                step: StepId::PAYMENT,
                 reply: Response::Vote(Vote::Yes),
             },
             Instant::ZERO,

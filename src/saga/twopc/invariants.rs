@@ -73,7 +73,7 @@ pub(crate) fn check_idempotent(cohorts: &[Cohort; 3]) -> Result<(), Violation> {
 /// sold = what committed transactions bought; for the money, authorised = held +
 /// captured + released, nothing held, and captured = what committed transactions owe.
 pub(crate) fn check_conservation(cohorts: &[Cohort; 3]) -> Result<(), Violation> {
-    let inventory = &cohorts[step_index(StepId::Inventory)];
+    let inventory = &cohorts[step_index(StepId::INVENTORY)];
     for (item, row) in inventory.rows() {
         let sold: u64 = inventory
             .transactions()
@@ -92,7 +92,7 @@ pub(crate) fn check_conservation(cohorts: &[Cohort; 3]) -> Result<(), Violation>
             ));
         }
     }
-    let payment = &cohorts[step_index(StepId::Payment)];
+    let payment = &cohorts[step_index(StepId::PAYMENT)];
     let (authorised, held, captured, released) = payment.money();
     let committed_money: u128 = payment
         .transactions()
