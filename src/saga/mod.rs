@@ -65,8 +65,12 @@
 pub mod checkout;
 pub mod choreographed;
 #[cfg(feature = "sim")]
+pub mod generated;
+#[cfg(feature = "sim")]
 pub mod invariants;
 pub mod orchestrated;
+#[cfg(feature = "sim")]
+pub mod participants;
 #[cfg(feature = "sim")]
 pub(crate) mod report;
 pub mod services;
