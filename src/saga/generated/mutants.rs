@@ -1,4 +1,4 @@
-//! Deliberately broken orchestrators (every [`Flaw`] of the core that applies to any
+//! Deliberately broken orchestrators (every `Flaw` of the core that applies to any
 //! definition) and one broken participant, that the invariants must catch in the
 //! generated saga world.
 
