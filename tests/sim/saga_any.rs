@@ -4,8 +4,9 @@
 //! correct plug-in passing, and every mutant caught.
 
 use crate::support::{assert_deterministic, assert_mutants_caught, check};
-use faultline::harness::{Pattern, Scenario};
+use faultline::harness::{Pattern, Plugin, Scenario};
 use faultline::saga::generated::pattern::AnyPattern;
+use faultline::saga::generated::pattern::AnyWorld;
 use faultline::saga::generated::{
     AnyKnobs, Definition, Entry, Job, Ledgers, MARKS as ANY_MARKS, Reason, STEPS_MAX, STEPS_MIN,
 };
@@ -17,6 +18,7 @@ use faultline_sim::Coverage;
 use faultline_sim::prelude::*;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 /// Definitions are 2 to 6 distinct steps, every size drawn, and every position of a
 /// 6-step definition may refuse.
@@ -156,29 +158,49 @@ fn golden_digest() {
 }
 
 /// A correct plug-in (the reference orchestrator built by hand from the definition,
-/// judged by its declared policy alone, conformance off) passes: no false positives.
+/// judged by its declared policy alone, conformance off), registered as a [`Plugin`]
+/// the way a user's own coordinator would be, passes: no false positives; and its run
+/// view is the reference's.
 #[test]
 fn a_correct_plug_in_passes() {
-    for seed in 0..40 {
-        let knobs = AnyKnobs::from_seed(seed);
-        let config = SagaConfig::builder()
-            .step_timeout(std::time::Duration::from_millis(knobs.base.step_timeout_ms))
-            .attempts_max(knobs.base.attempts_max)
-            .compensation_attempts_max(knobs.base.compensation_attempts_max)
-            .backoff(
-                std::time::Duration::from_millis(knobs.base.backoff_ms.0),
-                std::time::Duration::from_millis(knobs.base.backoff_ms.1),
+    let plugin: Plugin<AnyPattern, AnyWorld<Orchestrator<Job, Reason>>> =
+        Plugin::new(AnyPattern, "my-saga-any", |knobs: &AnyKnobs| {
+            let config = SagaConfig::builder()
+                .step_timeout(Duration::from_millis(knobs.base.step_timeout_ms))
+                .attempts_max(knobs.base.attempts_max)
+                .compensation_attempts_max(knobs.base.compensation_attempts_max)
+                .backoff(
+                    Duration::from_millis(knobs.base.backoff_ms.0),
+                    Duration::from_millis(knobs.base.backoff_ms.1),
+                )
+                .seed(knobs.base.seed)
+                .deadline_from_sent(true)
+                .steps(&knobs.definition.step_ids())
+                .build()?;
+            SagaWorld::with_participants(
+                knobs.base.clone(),
+                Orchestrator::new(config),
+                knobs.ledgers(),
             )
-            .steps(&knobs.definition.step_ids())
-            .build()
-            .unwrap();
-        let coordinator: Orchestrator<Job, Reason> = Orchestrator::new(config);
-        let world =
-            SagaWorld::with_participants(knobs.base.clone(), coordinator, knobs.ledgers()).unwrap();
-        let (report, world) = run_world(world, knobs.fault_plan(), TraceMode::Off);
-        report.assert_pass();
-        assert!(world.stats.started > 0, "seed {seed}");
+        });
+    for seed in 0..40 {
+        let run = Pattern::run(
+            &plugin,
+            seed,
+            &Pattern::plan(&plugin, seed),
+            TraceMode::Off,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        run.report.assert_pass();
     }
+    // The hand-built world runs as the reference's does, seed for seed.
+    let knobs = AnyKnobs::from_seed(5);
+    let reference = AnyPattern.reference(&knobs).unwrap();
+    let (a, _) = run_world(reference, knobs.fault_plan(), TraceMode::Full);
+    let mine = plugin.world(&knobs).unwrap();
+    let (b, _) = run_world(mine, knobs.fault_plan(), TraceMode::Full);
+    assert_eq!(a.digest, b.digest);
 }
 
 /// Every mutant is caught by its expected invariant, and every invariant catches one.

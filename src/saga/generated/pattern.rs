@@ -1,7 +1,7 @@
 //! The generated saga (`saga-any`) as a [`Scenario`] of the harness.
 
 use crate::config::ConfigError;
-use crate::harness::{Description, Metric, Mutant, Scenario, notes};
+use crate::harness::{Description, Host, Metric, Mutant, Scenario, notes};
 use crate::saga::generated::mutants::CATALOG;
 use crate::saga::generated::{AnyKnobs, Job, Ledgers, Reason};
 use crate::saga::invariants::ORCHESTRATED as INVARIANTS;
@@ -118,38 +118,76 @@ impl Scenario for AnyPattern {
     }
 
     fn describe(&self, knobs: &AnyKnobs, report: &RunReport, world: &AnyWorld) -> Description {
-        let s = &world.stats;
-        let definition: Vec<String> = knobs
-            .definition
-            .steps
-            .iter()
-            .map(|st| {
-                let refuses = if st.refuse_percent > 0 {
-                    format!("refuses {} % ({})", st.refuse_percent, st.reason)
-                } else {
-                    "never refuses".to_string()
-                };
-                format!("{} [{refuses}, failed {} %]", st.name, st.failed_percent)
-            })
-            .collect();
-        let figures = vec![
-            ("definition".into(), definition.join(" -> ")),
-            ("sagas started".into(), s.started.to_string()),
-            ("completed".into(), s.completed.to_string()),
-            ("compensated".into(), s.compensated.to_string()),
-            ("failed (alerted)".into(), s.failed.to_string()),
-            ("recoveries from the log".into(), s.recoveries.to_string()),
-            ("commands sent".into(), s.sends.to_string()),
-            (
-                "failed, retry now answers".into(),
-                world.services.failed_replies().to_string(),
-            ),
-            ("log records made durable".into(), s.records.to_string()),
-        ];
-        Description {
-            notes: notes(&INVARIANTS, |_| String::new()),
-            figures,
-            timeline: saga_timeline(&world.lanes, report.end),
-        }
+        describe(knobs, report, world)
+    }
+}
+
+/// Runs any coordinator of jobs in this world, for a plug-in
+/// ([`Plugin`](crate::harness::Plugin)): build its world with
+/// [`SagaWorld::with_participants`] from the knobs' base, your coordinator (configured
+/// with [`Definition::step_ids`](crate::saga::generated::Definition::step_ids)) and
+/// [`AnyKnobs::ledgers`]; it gets the reference's metrics and report view.
+impl<O: SagaCoordinator<Job, Reason>> Host<AnyWorld<O>> for AnyPattern {
+    fn simulate_in(
+        &self,
+        world: AnyWorld<O>,
+        plan: FaultPlan,
+        trace: TraceMode,
+    ) -> (RunReport, AnyWorld<O>) {
+        run_as(world, plan, trace, Self::NAME)
+    }
+
+    fn metrics_in(&self) -> Vec<Metric<AnyWorld<O>>> {
+        metrics::<O>().to_vec()
+    }
+
+    fn describe_in(
+        &self,
+        knobs: &AnyKnobs,
+        report: &RunReport,
+        world: &AnyWorld<O>,
+    ) -> Description {
+        describe(knobs, report, world)
+    }
+}
+
+/// The report view of one run of any coordinator of jobs, from what the world observed.
+fn describe<O: SagaCoordinator<Job, Reason>>(
+    knobs: &AnyKnobs,
+    report: &RunReport,
+    world: &AnyWorld<O>,
+) -> Description {
+    let s = &world.stats;
+    let definition: Vec<String> = knobs
+        .definition
+        .steps
+        .iter()
+        .map(|st| {
+            let refuses = if st.refuse_percent > 0 {
+                format!("refuses {} % ({})", st.refuse_percent, st.reason)
+            } else {
+                "never refuses".to_string()
+            };
+            format!("{} [{refuses}, failed {} %]", st.name, st.failed_percent)
+        })
+        .collect();
+    let figures = vec![
+        ("definition".into(), definition.join(" -> ")),
+        ("sagas started".into(), s.started.to_string()),
+        ("completed".into(), s.completed.to_string()),
+        ("compensated".into(), s.compensated.to_string()),
+        ("failed (alerted)".into(), s.failed.to_string()),
+        ("recoveries from the log".into(), s.recoveries.to_string()),
+        ("commands sent".into(), s.sends.to_string()),
+        (
+            "failed, retry now answers".into(),
+            world.services.failed_replies().to_string(),
+        ),
+        ("log records made durable".into(), s.records.to_string()),
+    ];
+    Description {
+        notes: notes(&INVARIANTS, |_| String::new()),
+        figures,
+        timeline: saga_timeline(&world.lanes, report.end),
     }
 }
