@@ -16,6 +16,13 @@
 //!   ([`checkouts`](checkout::checkouts)), and the settling ledger.
 //! - [`invariants`]: the promises both sagas keep, as named constants, with one copy of
 //!   the checks they share.
+//! - [`participants`]: [`Participants`](participants::Participants), what the
+//!   orchestrated world needs of any definition's far side (steps, nodes, commands
+//!   handled, effect ledgers, holdings, customers); the checkout's [`Services`] are one
+//!   implementation.
+//! - [`generated`]: a saga of any domain whose definition the seed draws (2 to 6 named
+//!   steps, refusal points, "failed, retry now" answers) over idempotent ledgers, in
+//!   the same world with the same invariants and mutants (`saga-any`).
 //!
 //! Three rooms built on the shared files above (the choreography also rides
 //! [`crate::bus`]):
