@@ -130,13 +130,24 @@ fn every_invariant_holds_over_a_sweep_and_every_mark_is_hit() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// Any seed, with its own definition and fault plan: every invariant holds.
     #[test]
     fn any_seed_keeps_every_invariant(seed in any::<u64>()) {
         let plan = AnyKnobs::from_seed(seed).fault_plan();
         check(&AnyPattern, "any_seed_keeps_every_invariant", seed, plan)?;
+    }
+
+    /// Any seed's definition under any fault plan over its nodes (drawn and shrunk by
+    /// proptest): every invariant holds.
+    #[test]
+    fn any_definition_under_any_plan_keeps_every_invariant(
+        (seed, plan) in any::<u64>().prop_flat_map(|seed| {
+            (Just(seed), FaultPlan::strategy(&AnyKnobs::from_seed(seed).fault_profile()))
+        })
+    ) {
+        check(&AnyPattern, "any_definition_under_any_plan_keeps_every_invariant", seed, plan)?;
     }
 }
 
