@@ -15,6 +15,7 @@ pub fn patterns() -> Vec<&'static dyn Pattern> {
         &crate::breaker::pattern::BreakerPattern,
         &crate::bus::pattern::BusPattern,
         &crate::saga::orchestrated::pattern::SagaPattern,
+        &crate::saga::generated::pattern::AnyPattern,
         &crate::saga::choreographed::pattern::ChoreoPattern,
         &crate::saga::twopc::pattern::TwoPcPattern,
         &crate::queue::pattern::QueuePattern,

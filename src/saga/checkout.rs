@@ -101,13 +101,20 @@ impl SagaKnobs {
     /// errors and lossy links, on the coordinator node (`orchestrator`) and the three
     /// services (`orders`, `inventory`, `payment`) and their `to-*` and `from-*` links.
     pub fn fault_profile(&self) -> FaultProfile {
+        self.fault_profile_for(&SERVICE_NODES)
+    }
+
+    /// The fault plans of [`fault_profile`](SagaKnobs::fault_profile) over the
+    /// coordinator node and the participant nodes `nodes` (and their `to-*` and
+    /// `from-*` links) instead of the checkout's three services.
+    pub fn fault_profile_for(&self, nodes: &[&str]) -> FaultProfile {
         let mut p = FaultProfile::new(self.horizon_ms)
             .kinds(FaultKindTag::ALL)
             .faults(1, 8)
             .duration_ms(100, 4_000)
             .latency_ms_max(1_500)
             .node(COORDINATOR_NODE);
-        for s in SERVICE_NODES {
+        for &s in nodes {
             p = p
                 .target(s)
                 .node(s)
@@ -205,19 +212,33 @@ pub fn checkouts(knobs: &SagaKnobs, horizon: SimTime) -> Vec<(SimTime, SagaId, O
 
 /// A run's customers as they arrive: the [`checkouts`] made at the start, and how many
 /// have checked out so far.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Arrivals {
-    list: Vec<(SimTime, SagaId, Order)>,
+#[derive(Clone, Debug)]
+pub(crate) struct Arrivals<P = Order> {
+    list: Vec<(SimTime, SagaId, P)>,
     next: usize,
+}
+
+impl<P> Default for Arrivals<P> {
+    fn default() -> Self {
+        Arrivals {
+            list: Vec::new(),
+            next: 0,
+        }
+    }
 }
 
 impl Arrivals {
     /// The customers of `knobs` up to `horizon` (the plan's), none arrived yet.
     pub(crate) fn new(knobs: &SagaKnobs, horizon: SimTime) -> Self {
-        Arrivals {
-            list: checkouts(knobs, horizon),
-            next: 0,
-        }
+        Arrivals::from_list(checkouts(knobs, horizon))
+    }
+}
+
+impl<P: Copy> Arrivals<P> {
+    /// The customers of `list` ((arrival, saga, payload), in arrival order), none
+    /// arrived yet.
+    pub(crate) fn from_list(list: Vec<(SimTime, SagaId, P)>) -> Self {
+        Arrivals { list, next: 0 }
     }
 
     /// When the first customer arrives.
@@ -227,7 +248,7 @@ impl Arrivals {
 
     /// The next customer checks out: its saga and order, and when the one after it
     /// arrives; `None` once every customer has.
-    pub(crate) fn arrive(&mut self) -> Option<(SagaId, Order, Option<SimTime>)> {
+    pub(crate) fn arrive(&mut self) -> Option<(SagaId, P, Option<SimTime>)> {
         let &(_, saga, order) = self.list.get(self.next)?;
         self.next += 1;
         let then = self.list.get(self.next).map(|&(at, _, _)| at);
@@ -261,6 +282,9 @@ pub(crate) struct Settling {
     /// Fault windows seen: (start, end; `None` while active).
     fault_windows: Vec<(SimTime, Option<SimTime>)>,
     queue_waits: BTreeMap<SagaId, Vec<(SimTime, SimTime)>>,
+    /// The last transient failure each saga met outside the fault plan (a participant
+    /// answering "failed, retry now"): its settling counts from there too.
+    disrupted_at: BTreeMap<SagaId, SimTime>,
 }
 
 impl Settling {
@@ -276,6 +300,16 @@ impl Settling {
         }
         self.rested_at.insert(saga, at);
         true
+    }
+
+    /// `saga` met a transient failure at `at` that is not in the fault plan (a
+    /// participant answered "failed, retry now"): like a fault's end, its settling
+    /// counts from the latest such time before it came to rest.
+    pub(crate) fn disrupted(&mut self, saga: SagaId, at: SimTime) {
+        if !self.rested_at.contains_key(&saga) {
+            let t = self.disrupted_at.entry(saga).or_insert(at);
+            *t = (*t).max(at);
+        }
     }
 
     /// A fault started or ended at `at`.
@@ -324,7 +358,14 @@ impl Settling {
                     .iter()
                     .filter(|(start, _)| start < rested)
                     .map(|(_, end)| end.unwrap_or(*rested))
-                    .fold(checkout, SimTime::max);
+                    .fold(checkout, SimTime::max)
+                    .max(
+                        self.disrupted_at
+                            .get(saga)
+                            .copied()
+                            .filter(|t| t < rested)
+                            .unwrap_or(checkout),
+                    );
                 let mut spans: Vec<(SimTime, SimTime)> = self
                     .queue_waits
                     .get(saga)

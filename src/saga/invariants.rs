@@ -3,8 +3,10 @@
 //!
 //! 1. [`AT_REST`]: every accepted saga is Completed, Compensated or Failed; Failed only
 //!    with an alert after a compensation kept failing (only the orchestrator can fail).
-//! 2. [`CONSERVATION`]: stock and money are conserved; a completed saga holds its
-//!    order, stock and payment; a compensated one holds none.
+//! 2. [`CONSERVATION`]: a completed saga holds every step's effect; a compensated one
+//!    holds none; and what the participants hold adds up (the checkout: its order,
+//!    stock and payment, stock and money conserved; a generated definition's ledgers:
+//!    applied net of released is what the live entries hold).
 //! 3. [`COMPENSATION_ORDER`]: compensations take effect in reverse order, only for
 //!    steps whose action was attempted (the choreography: whose action took effect).
 //! 4. [`IDEMPOTENT`]: no command takes effect twice.
@@ -19,18 +21,20 @@
 //!    followed by the next before the declared step timeout; counted from the
 //!    commands the world sent and when (the orchestrator only).
 //! 8. [`STARTED_AS_SUBMITTED`]: the log's `Started` records are the world's
-//!    submissions: each names a saga the world submitted, with the order it
-//!    submitted, once (the orchestrator only).
+//!    submissions: each names a saga the world submitted, with the payload it
+//!    submitted (the checkout's order), once (the orchestrator only).
 //! 9. [`CONFORMANCE`] (optional; on for the reference and its mutants): the declared
 //!    policy is the reference's exact settings for the seed's knobs. A plug-in with
 //!    settings of its own leaves it off and is judged by 1 to 8 alone.
 //!
 //! The names are constants, so a misspelt one fails to compile. The checks here are the
-//! ones both worlds make alike; each world calls them in its own order at rest, beside
+//! ones both worlds make alike, written against [`Participants`] (any definition's far
+//! side; the checkout's [`Services`] is one); each world calls them in its own order at rest, beside
 //! the checks only it can make (the orchestrator's alerts and write-ahead log, the
 //! choreography's compensations as they are issued). Two-phase commit keeps promises
 //! of its own: [`twopc::invariants`](crate::saga::twopc::invariants).
 
+use crate::saga::participants::Participants;
 use crate::saga::services::{
     ChargeState, Command, IdempotencyKey, Kind, OrderStatus, ReservationState, SagaId, SagaState,
     Services, StepId,
@@ -89,21 +93,15 @@ pub(crate) fn left_in(saga: SagaId, state: impl fmt::Debug) -> Violation {
     Violation::new(AT_REST, format!("{saga} is left {state:?}"))
 }
 
-/// Every key of the three services' ledgers that took effect more than once, with how
-/// many times, in service then key order.
-fn repeated_effects(services: &Services) -> impl Iterator<Item = (IdempotencyKey, u32)> + '_ {
-    services
-        .orders
-        .ledger()
-        .all_effects()
-        .chain(services.inventory.ledger().all_effects())
-        .chain(services.payment.ledger().all_effects())
-        .filter(|(_, n)| *n > 1)
+/// Every key of the participants' ledgers that took effect more than once, with how
+/// many times, in participant then key order.
+fn repeated_effects<S: Participants>(services: &S) -> impl Iterator<Item = (IdempotencyKey, u32)> {
+    services.all_effects().into_iter().filter(|(_, n)| *n > 1)
 }
 
-/// [`IDEMPOTENT`]: no command took effect more than once at any service (the message
+/// [`IDEMPOTENT`]: no command took effect more than once at any participant (the message
 /// names the first that did).
-pub(crate) fn check_idempotent(services: &Services) -> Result<(), Violation> {
+pub(crate) fn check_idempotent<S: Participants>(services: &S) -> Result<(), Violation> {
     if let Some((key, n)) = repeated_effects(services).next() {
         return Err(Violation::new(
             IDEMPOTENT,
@@ -181,9 +179,9 @@ pub(crate) fn check_conserved(services: &Services) -> Result<(), Violation> {
     Ok(())
 }
 
-/// What `saga` holds at `step`'s service, in words, and whether it is a live effect
+/// What `saga` holds at `step`'s checkout service, in words, and whether it is a live effect
 /// (a placed order, a reservation, a captured charge).
-fn holding(services: &Services, saga: SagaId, step: StepId) -> (bool, String) {
+pub(crate) fn checkout_holding(services: &Services, saga: SagaId, step: StepId) -> (bool, String) {
     use crate::saga::services::CheckoutStep as S;
     match step.checkout() {
         Some(S::Order) => match services.orders.status(saga) {
@@ -219,59 +217,27 @@ fn holding(services: &Services, saga: SagaId, step: StepId) -> (bool, String) {
     }
 }
 
-/// [`CONSERVATION`]: `saga`, in `state`, holds what its end says: all of its order,
-/// stock and payment when completed, none of them when compensated. The message names
-/// each resource that is off (order, stock with its item and quantity, money with its
-/// amount) and, where `cause` knows it (from what the world saw sent), why:
+/// [`CONSERVATION`]: `saga`, in `state`, holds what its end says: every step's effect
+/// when completed (the checkout: its order, stock and payment), none of them when
+/// compensated. The message names each step whose holding is off (the checkout: order,
+/// stock with its item and quantity, money with its amount) and, where `cause` knows it (from what the world saw sent), why:
 /// `cause(saga, step, kind)` explains the missing `kind` command of `step`.
-pub(crate) fn check_holdings(
-    services: &Services,
+pub(crate) fn check_holdings<S: Participants>(
+    services: &S,
     saga: SagaId,
     state: SagaState,
     cause: impl Fn(SagaId, StepId, Kind) -> Option<String>,
-) -> Result<(), Violation> {
-    let promise = (
-        "does not hold its order, stock and payment",
-        "still holds an order, stock or money",
-    );
-    check_holdings_of(&StepId::ALL, services, saga, state, cause, promise)
-}
-
-/// What a world's participants hold for one saga, step by step: the view the at-rest
-/// check ([`check_holdings_of`]) reads, so a world with another definition and its own
-/// participants checks the same promise per step.
-pub(crate) trait Holdings {
-    /// Whether `saga` holds a live effect at `step` (a booking, a reservation, a
-    /// charge), and what it holds there, in words.
-    fn holding(&self, saga: SagaId, step: StepId) -> (bool, String);
-}
-
-impl Holdings for Services {
-    fn holding(&self, saga: SagaId, step: StepId) -> (bool, String) {
-        holding(self, saga, step)
-    }
-}
-
-/// [`CONSERVATION`] per step of `definition`: a completed saga holds every step's
-/// effect, a compensated one none (`promise`: the words for each broken promise, for
-/// a completed and for a compensated saga). See [`check_holdings`].
-pub(crate) fn check_holdings_of(
-    definition: &[StepId],
-    participants: &impl Holdings,
-    saga: SagaId,
-    state: SagaState,
-    cause: impl Fn(SagaId, StepId, Kind) -> Option<String>,
-    promise: (&str, &str),
 ) -> Result<(), Violation> {
     let (want_live, kind, end) = match state {
         SagaState::Completed => (true, Kind::Action, "completed"),
         SagaState::Compensated => (false, Kind::Compensation, "was compensated"),
         _ => return Ok(()),
     };
-    let off: Vec<String> = definition
+    let off: Vec<String> = services
+        .steps()
         .iter()
         .filter_map(|&step| {
-            let (live, words) = participants.holding(saga, step);
+            let (live, words) = services.holding(saga, step);
             (live != want_live).then(|| match cause(saga, step, kind) {
                 Some(why) => format!("{words} ({why})"),
                 None => words,
@@ -281,7 +247,8 @@ pub(crate) fn check_holdings_of(
     if off.is_empty() {
         return Ok(());
     }
-    let promise = if want_live { promise.0 } else { promise.1 };
+    let (missing, left) = services.holding_promise();
+    let promise = if want_live { missing } else { left };
     Err(Violation::new(
         CONSERVATION,
         format!("{saga} {end} but {promise}: {}", off.join("; ")),
@@ -296,7 +263,7 @@ pub(crate) struct CompensationEffects(BTreeMap<SagaId, Vec<StepId>>);
 impl CompensationEffects {
     /// `cmd` was handled by its service: its key had taken effect `before` times and
     /// has now taken effect `after` times. Notes a compensation's first effect.
-    pub(crate) fn observe(&mut self, cmd: &Command, before: u32, after: u32) {
+    pub(crate) fn observe<P>(&mut self, cmd: &Command<P>, before: u32, after: u32) {
         if cmd.kind == Kind::Compensation && before == 0 && after > 0 {
             self.0.entry(cmd.saga).or_default().push(cmd.step);
         }
@@ -339,48 +306,6 @@ mod tests {
                 amount: 1,
             },
         )
-    }
-
-    /// The per-step at-rest check over a definition of its own: a completed saga
-    /// holding every step passes, one missing a step is caught naming it, and a
-    /// compensated one still holding a step is caught.
-    #[test]
-    fn holdings_are_checked_per_step_of_any_definition() {
-        struct Books(Vec<StepId>);
-        impl Holdings for Books {
-            fn holding(&self, _: SagaId, step: StepId) -> (bool, String) {
-                let live = self.0.contains(&step);
-                (
-                    live,
-                    format!("{step}: {}", if live { "booked" } else { "free" }),
-                )
-            }
-        }
-        let (f, h) = (StepId::from_static("flight"), StepId::from_static("hotel"));
-        let words = ("does not hold every booking", "still holds a booking");
-        let none = |_: SagaId, _: StepId, _: Kind| None;
-        let saga = SagaId(4);
-        let all = Books(vec![f, h]);
-        assert!(check_holdings_of(&[f, h], &all, saga, SagaState::Completed, none, words).is_ok());
-        let half = Books(vec![f]);
-        let v =
-            check_holdings_of(&[f, h], &half, saga, SagaState::Completed, none, words).unwrap_err();
-        assert_eq!(v.invariant, CONSERVATION);
-        assert!(v.message.contains("hotel: free"), "{}", v.message);
-        let v = check_holdings_of(&[f, h], &half, saga, SagaState::Compensated, none, words)
-            .unwrap_err();
-        assert!(v.message.contains("flight: booked"), "{}", v.message);
-        assert!(
-            check_holdings_of(
-                &[f, h],
-                &Books(vec![]),
-                saga,
-                SagaState::Compensated,
-                none,
-                words
-            )
-            .is_ok()
-        );
     }
 
     /// [`COMPENSATION_ORDER`] follows the definition, not the names: the checkout's

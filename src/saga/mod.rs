@@ -16,6 +16,13 @@
 //!   ([`checkouts`](checkout::checkouts)), and the settling ledger.
 //! - [`invariants`]: the promises both sagas keep, as named constants, with one copy of
 //!   the checks they share.
+//! - [`participants`]: [`Participants`](participants::Participants), what the
+//!   orchestrated world needs of any definition's far side (steps, nodes, commands
+//!   handled, effect ledgers, holdings, customers); the checkout's [`Services`] are one
+//!   implementation.
+//! - [`generated`]: a saga of any domain whose definition the seed draws (2 to 6 named
+//!   steps, refusal points, "failed, retry now" answers) over idempotent ledgers, in
+//!   the same world with the same invariants and mutants (`saga-any`).
 //!
 //! The orchestrated saga works for any definition, not only the checkout: the
 //! definition is the [`SagaConfig`]'s ordered list of named steps ([`StepId`], e.g.
@@ -77,8 +84,12 @@
 pub mod checkout;
 pub mod choreographed;
 #[cfg(feature = "sim")]
+pub mod generated;
+#[cfg(feature = "sim")]
 pub mod invariants;
 pub mod orchestrated;
+#[cfg(feature = "sim")]
+pub mod participants;
 #[cfg(feature = "sim")]
 pub(crate) mod report;
 pub mod services;

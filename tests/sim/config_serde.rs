@@ -512,7 +512,7 @@ fn saga_config_round_trips_refuses_and_defaults() {
         .attempts_max(5)
         .compensation_attempts_max(20)
         .backoff(MS * 10, MS * 700)
-        .steps(&[StepId::Inventory, StepId::Payment])
+        .steps(&[StepId::INVENTORY, StepId::PAYMENT])
         .seed(42)
         .deadline_from_sent(true)
         .build()

@@ -24,6 +24,7 @@ mod queue_tokio;
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 mod real_clock;
 mod saga;
+mod saga_any;
 mod saga_tokio;
 mod serde_roundtrip;
 mod trip_booking;

@@ -6,7 +6,7 @@
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
-use crate::saga::checkout::{self, Arrivals, COORDINATOR_NODE, SagaKnobs, Settling, service_node};
+use crate::saga::checkout::{Arrivals, COORDINATOR_NODE, SagaKnobs, Settling};
 use crate::saga::invariants::{
     self, AT_REST, COMPENSATION_ORDER, CONFORMANCE, CompensationEffects, RETRIES,
     STARTED_AS_SUBMITTED, WRITE_AHEAD,
@@ -16,8 +16,9 @@ use crate::saga::orchestrated::contract::{SagaCoordinator, SagaPolicy};
 use crate::saga::orchestrated::core::{Flaw, Orchestrator, Output};
 use crate::saga::orchestrated::driver::{Perform, Pipeline};
 use crate::saga::orchestrated::log::LogRecord;
+use crate::saga::participants::Participants;
 use crate::saga::services::{
-    Command, IdempotencyKey, Kind, Order, Reply, SagaId, SagaState, Services, StepId,
+    Command, IdempotencyKey, Kind, Order, Refusal, Reply, SagaId, SagaState, Services, StepId,
 };
 use faultline_sim::TraceMode;
 use faultline_sim::prelude::*;
@@ -84,7 +85,14 @@ impl SagaKnobs {
     /// saga can send. Far below `step timeouts x attempts`, so it catches slow
     /// settling, not only none.
     pub fn settle_bound(&self, policy: &SagaPolicy) -> Duration {
-        let commands: u32 = 6;
+        self.settle_bound_for(policy, 3)
+    }
+
+    /// [`settle_bound`](SagaKnobs::settle_bound) for a definition of `steps` steps: the
+    /// same, with a round trip and two log writes for each of the `2 x steps` commands
+    /// (an action and a compensation per step) a saga can send.
+    pub fn settle_bound_for(&self, policy: &SagaPolicy, steps: usize) -> Duration {
+        let commands = u32::try_from(steps.saturating_mul(2)).unwrap_or(u32::MAX);
         let per_command = Duration::from_millis(2 * self.latency_ms.1 + 2 * self.disk_ms);
         (policy.step_timeout.saturating_add(policy.retry_delay_max))
             .saturating_mul(2)
@@ -92,9 +100,9 @@ impl SagaKnobs {
     }
 }
 
-/// The world's events.
+/// The world's events (`P`, `R`: the definition's payload and refusal reason).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SagaEvent {
+pub enum SagaEvent<P = Order, R = Refusal> {
     /// A customer checks out.
     Checkout,
     /// The record being written is durable.
@@ -105,22 +113,25 @@ pub enum SagaEvent {
     /// A command reaches its service.
     Deliver {
         /// The command.
-        cmd: Command,
+        cmd: Command<P>,
         /// Its attempt number.
         attempt: u32,
     },
     /// A reply reaches the orchestrator.
     Reply {
         /// The command answered.
-        cmd: Command,
+        cmd: Command<P>,
         /// Its attempt number.
         attempt: u32,
         /// The answer.
-        reply: Reply,
+        reply: Reply<R>,
     },
     /// A timer of the orchestrator may be due.
     Tick,
 }
+
+/// The events of the world of participants `S`.
+type Ev<S> = SagaEvent<<S as Participants>::Payload, <S as Participants>::Refusal>;
 
 /// Figures of one run.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -163,13 +174,15 @@ struct CommandSends {
     numbers: BTreeSet<u32>,
 }
 
-/// The checkout world around a [`SagaCoordinator`] (the reference [`Orchestrator`] by
-/// default, or yours: [`SagaWorld::with_coordinator`]).
+/// The orchestrated saga world around a [`SagaCoordinator`] (the reference
+/// [`Orchestrator`] by default, or yours: [`SagaWorld::with_coordinator`]) and the
+/// [`Participants`] of a definition (the checkout's [`Services`] by default, or any
+/// other: [`SagaWorld::with_participants`]).
 ///
 /// The world judges the coordinator by the [`SagaPolicy`] it declares
 /// ([`SagaCoordinator::policy`]); [`conforming_to_reference`](SagaWorld::conforming_to_reference)
 /// adds the check that the declaration is the reference's exact settings for the knobs.
-pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
+pub struct SagaWorld<O = Orchestrator, S: Participants = Services> {
     knobs: SagaKnobs,
     /// The policy the coordinator declared when the world was made.
     policy: SagaPolicy,
@@ -180,22 +193,23 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     orchestrator: Option<O>,
     life: u64,
     /// The durable log.
-    pub log: Vec<LogRecord>,
+    pub log: Vec<LogRecord<S::Payload, S::Refusal>>,
     /// The intents in the durable log (for the write-ahead check).
     durable_intents: BTreeSet<(SagaId, StepId, Kind, u32)>,
     /// The sagas whose `Started` record is durable (for the write-ahead check).
     durable_started: BTreeSet<SagaId>,
     /// The outputs between the coordinator and the disk and links: the driver core the
     /// tokio runner drives too.
-    pipeline: Pipeline,
-    /// The three services (durable).
-    pub services: Services,
+    pipeline: Pipeline<S::Payload, S::Refusal>,
+    /// The participants (durable): the checkout's three services, or another
+    /// definition's.
+    pub services: S,
     /// The run's checkouts (made at start, up to the plan's horizon), and the next.
-    arrivals: Arrivals,
-    waiting_starts: Vec<(SagaId, Order)>,
+    arrivals: Arrivals<S::Payload>,
+    waiting_starts: Vec<(SagaId, S::Payload)>,
     /// Every checkout the world submitted (every customer who arrived), with its
     /// order: each must end at rest, whatever the coordinator's log says.
-    submitted: BTreeMap<SagaId, Order>,
+    submitted: BTreeMap<SagaId, S::Payload>,
     /// The submitted sagas the world has not yet seen at rest, in id order.
     unsettled: BTreeSet<SagaId>,
     alerts: BTreeSet<SagaId>,
@@ -204,7 +218,7 @@ pub struct SagaWorld<O: SagaCoordinator = Orchestrator> {
     /// What the world carried out of each command, per (saga, step, kind).
     attempts_sent: BTreeMap<(SagaId, StepId, Kind), CommandSends>,
     /// Each saga's last command sent: the command, its attempt and when.
-    last_sent: BTreeMap<SagaId, (Command, u32, SimTime)>,
+    last_sent: BTreeMap<SagaId, (Command<S::Payload>, u32, SimTime)>,
     /// Compensations that took effect, per saga, in order.
     compensation_effects: CompensationEffects,
     tick_at: Option<SimTime>,
@@ -242,7 +256,8 @@ impl SagaWorld<Orchestrator> {
         let coordinator = Orchestrator::new(config)
             .with_flaw(flaw)
             .with_tamper(one_more_unit);
-        SagaWorld::build(knobs, coordinator, idempotent_payment)?.conforming_to_reference()
+        let services = knobs.services(idempotent_payment);
+        SagaWorld::build(knobs, coordinator, services)?.conforming_to_reference()
     }
 
     /// A world for `knobs` with the knobs' configuration; `flaw` is `None` for the
@@ -264,7 +279,7 @@ impl SagaWorld<Orchestrator> {
 }
 
 impl<O: SagaCoordinator> SagaWorld<O> {
-    /// The world for `knobs` around your coordinator, judged by the policy it declares
+    /// The checkout world for `knobs` around your coordinator, judged by the policy it declares
     /// ([`SagaCoordinator::policy`]); the knobs shape the customers, the services, the
     /// network and the disk, the coordinator's settings are its own.
     ///
@@ -272,7 +287,26 @@ impl<O: SagaCoordinator> SagaWorld<O> {
     ///
     /// [`ConfigError`] if the declared policy is not valid ([`SagaPolicy::validate`]).
     pub fn with_coordinator(knobs: SagaKnobs, coordinator: O) -> Result<Self, ConfigError> {
-        SagaWorld::build(knobs, coordinator, true)
+        let services = knobs.services(true);
+        SagaWorld::build(knobs, coordinator, services)
+    }
+}
+
+impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> SagaWorld<O, S> {
+    /// The world for `knobs` around `coordinator` and the participants `services` of
+    /// any definition (the coordinator's configuration must name the same steps), judged
+    /// by the policy the coordinator declares; the knobs shape the network, the disk and
+    /// the rate of submissions, `services` the steps, the nodes and the customers.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] if the declared policy is not valid ([`SagaPolicy::validate`]).
+    pub fn with_participants(
+        knobs: SagaKnobs,
+        coordinator: O,
+        services: S,
+    ) -> Result<Self, ConfigError> {
+        SagaWorld::build(knobs, coordinator, services)
     }
 
     /// Also checks [`saga.conformance`](invariants::CONFORMANCE): the coordinator's
@@ -288,11 +322,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         &self.policy
     }
 
-    fn build(
-        knobs: SagaKnobs,
-        coordinator: O,
-        idempotent_payment: bool,
-    ) -> Result<Self, ConfigError> {
+    fn build(knobs: SagaKnobs, coordinator: O, services: S) -> Result<Self, ConfigError> {
         let policy = coordinator.policy();
         policy.validate()?;
         Ok(SagaWorld {
@@ -305,7 +335,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             durable_intents: BTreeSet::new(),
             durable_started: BTreeSet::new(),
             pipeline: Pipeline::new(),
-            services: knobs.services(idempotent_payment),
+            services,
             arrivals: Arrivals::default(),
             waiting_starts: Vec::new(),
             submitted: BTreeMap::new(),
@@ -368,7 +398,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
     }
 
     /// Drains the orchestrator's outputs into the pipeline and runs it.
-    fn pump(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
+    fn pump(&mut self, ctx: &mut Ctx<Ev<S>>) -> Result<(), Violation> {
         let Some(o) = self.orchestrator.as_mut() else {
             return Ok(());
         };
@@ -377,7 +407,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
     }
 
     /// Makes sure a tick comes at the orchestrator's next deadline or retry time.
-    fn arm_tick(&mut self, ctx: &mut Ctx<SagaEvent>) {
+    fn arm_tick(&mut self, ctx: &mut Ctx<Ev<S>>) {
         if let Some(o) = &self.orchestrator
             && let Some(at) = Pipeline::wake_at(o, Instant::from(ctx.now()))
         {
@@ -391,7 +421,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
 
     /// Carries out outputs in order, then arms the tick (a send reported with
     /// `on_sent` may have armed a deadline).
-    fn run_pipeline(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
+    fn run_pipeline(&mut self, ctx: &mut Ctx<Ev<S>>) -> Result<(), Violation> {
         let result = self.drain_pipeline(ctx);
         self.arm_tick(ctx);
         result
@@ -399,7 +429,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
 
     /// Carries out what the pipeline hands out, in order; an append blocks what
     /// follows until durable (the disk takes its time).
-    fn drain_pipeline(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
+    fn drain_pipeline(&mut self, ctx: &mut Ctx<Ev<S>>) -> Result<(), Violation> {
         let now = Instant::from(ctx.now());
         loop {
             let Some(o) = self.orchestrator.as_mut() else {
@@ -432,8 +462,8 @@ impl<O: SagaCoordinator> SagaWorld<O> {
     /// declared retries.
     fn send(
         &mut self,
-        ctx: &mut Ctx<SagaEvent>,
-        cmd: Command,
+        ctx: &mut Ctx<Ev<S>>,
+        cmd: Command<S::Payload>,
         attempt: u32,
         emitted: SimTime,
     ) -> Result<(), Violation> {
@@ -444,7 +474,10 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         {
             return Err(Violation::new(
                 WRITE_AHEAD,
-                format!("{cmd} (attempt {attempt}) was sent before the log recorded its intent"),
+                format!(
+                    "{} (attempt {attempt}) was sent before the log recorded its intent",
+                    self.services.command_text(&cmd)
+                ),
             ));
         }
         // ... and the saga's start (its order) before its first command: a recovery
@@ -454,7 +487,8 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             return Err(Violation::new(
                 WRITE_AHEAD,
                 format!(
-                    "{cmd} (attempt {attempt}) was sent before the log recorded the start of {}: a recovery from this log would not know the saga",
+                    "{} (attempt {attempt}) was sent before the log recorded the start of {}: a recovery from this log would not know the saga",
+                    self.services.command_text(&cmd),
                     cmd.saga
                 ),
             ));
@@ -471,7 +505,10 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         {
             return Err(Violation::new(
                 COMPENSATION_ORDER,
-                format!("{cmd} compensates a step whose action was never attempted"),
+                format!(
+                    "{} compensates a step whose action was never attempted",
+                    self.services.command_text(&cmd)
+                ),
             ));
         }
         self.stats.sends += 1;
@@ -483,7 +520,13 @@ impl<O: SagaCoordinator> SagaWorld<O> {
         if attempt > 1 && cmd.kind == Kind::Compensation {
             ctx.cover("saga.compensation_retry");
         }
-        ctx.record(ORCHESTRATOR, format_args!("send {cmd} attempt {attempt}"));
+        ctx.record(
+            ORCHESTRATOR,
+            format_args!(
+                "send {} attempt {attempt}",
+                self.services.command_text(&cmd)
+            ),
+        );
         let verb = match cmd.kind {
             Kind::Action => "do",
             Kind::Compensation => "undo",
@@ -493,7 +536,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
             ctx.now(),
             format!("{verb} {:?} #{attempt}", cmd.step),
         ));
-        let svc = service_node(cmd.step);
+        let svc = self.services.node(cmd.step);
         let fate = ctx.faults().link(&format!("to-{svc}"));
         if fate.copies > 1 {
             ctx.cover("saga.duplicate_delivered");
@@ -515,7 +558,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
     /// only widens the gap.
     fn count_send(
         &mut self,
-        cmd: Command,
+        cmd: Command<S::Payload>,
         attempt: u32,
         emitted: SimTime,
     ) -> Result<(), Violation> {
@@ -578,38 +621,22 @@ impl<O: SagaCoordinator> SagaWorld<O> {
     /// [`STARTED_AS_SUBMITTED`]: the `Started` record of `saga` with `order`, now
     /// durable, names a saga the world submitted, with the order it submitted, and is
     /// the first durable one for it.
-    fn check_started(&self, saga: SagaId, order: Order) -> Result<(), Violation> {
+    fn check_started(&self, saga: SagaId, payload: &S::Payload) -> Result<(), Violation> {
         let Some(submitted) = self.submitted.get(&saga) else {
             return Err(Violation::new(
                 STARTED_AS_SUBMITTED,
                 format!(
-                    "the log records the start of {saga} (item {} x{}, amount {}), which the world never submitted",
-                    order.item, order.qty, order.amount
+                    "the log records the start of {saga} ({}), which the world never submitted",
+                    self.services.payload_text(payload)
                 ),
             ));
         };
-        if *submitted != order {
-            let mut diff = Vec::new();
-            if order.item != submitted.item {
-                diff.push(format!("item {} instead of {}", order.item, submitted.item));
-            }
-            if order.qty != submitted.qty {
-                diff.push(format!(
-                    "quantity {} instead of {} (stock of item {})",
-                    order.qty, submitted.qty, submitted.item
-                ));
-            }
-            if order.amount != submitted.amount {
-                diff.push(format!(
-                    "amount {} instead of {} (money)",
-                    order.amount, submitted.amount
-                ));
-            }
+        if submitted != payload {
             return Err(Violation::new(
                 STARTED_AS_SUBMITTED,
                 format!(
-                    "the log's start record of {saga} has an order other than the one the world submitted: {}",
-                    diff.join(", ")
+                    "the log's start record of {saga} has a payload other than the one the world submitted: {}",
+                    self.services.payload_diff(submitted, payload)
                 ),
             ));
         }
@@ -626,9 +653,9 @@ impl<O: SagaCoordinator> SagaWorld<O> {
 
     fn start_saga(
         &mut self,
-        ctx: &mut Ctx<SagaEvent>,
+        ctx: &mut Ctx<Ev<S>>,
         saga: SagaId,
-        order: Order,
+        order: S::Payload,
     ) -> Result<(), Violation> {
         if let Some(o) = self.orchestrator.as_mut() {
             self.pipeline
@@ -643,7 +670,7 @@ impl<O: SagaCoordinator> SagaWorld<O> {
 
     /// Notes the submitted sagas the coordinator now reports at rest (the world asks
     /// about each one it has not yet seen at rest; its counters are not relied on).
-    fn note_rest_states(&mut self, ctx: &mut Ctx<SagaEvent>) {
+    fn note_rest_states(&mut self, ctx: &mut Ctx<Ev<S>>) {
         let Some(o) = &self.orchestrator else { return };
         let ended: Vec<(SagaId, SagaState)> = self
             .unsettled
@@ -734,14 +761,16 @@ impl<O: SagaCoordinator> SagaWorld<O> {
     }
 }
 
-impl<O: SagaCoordinator> World for SagaWorld<O> {
-    type Event = SagaEvent;
+impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> World for SagaWorld<O, S> {
+    type Event = Ev<S>;
 
     fn marks(&self) -> Vec<&'static str> {
-        MARKS.to_vec()
+        let mut marks = MARKS.to_vec();
+        marks.extend(self.services.marks());
+        marks
     }
 
-    fn start(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
+    fn start(&mut self, ctx: &mut Ctx<Ev<S>>) -> Result<(), Violation> {
         if let Some(reference) = self.conform_to
             && self.policy != reference
         {
@@ -753,14 +782,17 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 ),
             ));
         }
-        self.arrivals = Arrivals::new(&self.knobs, ctx.horizon());
+        for mark in self.services.start_marks() {
+            ctx.cover(mark);
+        }
+        self.arrivals = Arrivals::from_list(self.services.customers(&self.knobs, ctx.horizon()));
         if let Some(at) = self.arrivals.first_at() {
             ctx.schedule_at(at, SagaEvent::Checkout);
         }
         Ok(())
     }
 
-    fn handle(&mut self, ctx: &mut Ctx<SagaEvent>, event: SagaEvent) -> Result<(), Violation> {
+    fn handle(&mut self, ctx: &mut Ctx<Ev<S>>, event: Ev<S>) -> Result<(), Violation> {
         let now = Instant::from(ctx.now());
         match event {
             SagaEvent::Checkout => {
@@ -804,7 +836,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                             saga,
                             payload: order,
                         } => {
-                            self.check_started(saga, order)?;
+                            self.check_started(saga, &order)?;
                             // Only now is the checkout accepted (durably).
                             self.durable_started.insert(saga);
                             self.stats.started += 1;
@@ -817,7 +849,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 self.run_pipeline(ctx)?;
             }
             SagaEvent::Deliver { cmd, attempt } => {
-                let svc = service_node(cmd.step);
+                let svc = self.services.node(cmd.step);
                 let mut faults = ctx.faults();
                 if faults.is_down(svc) || faults.is_crashed(svc) {
                     return Ok(());
@@ -832,7 +864,16 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 if !reply.is_ok() && cmd.kind == Kind::Action {
                     ctx.cover("saga.refused");
                 }
-                ctx.record(svc, format_args!("{cmd} attempt {attempt} -> {reply:?}"));
+                if let Some(mark) = self.services.reply_mark(&cmd, &reply) {
+                    ctx.cover(mark);
+                }
+                ctx.record(
+                    svc,
+                    format_args!(
+                        "{} attempt {attempt} -> {reply:?}",
+                        self.services.command_text(&cmd)
+                    ),
+                );
                 if lose_reply && self.failed_replies {
                     // The work is done, and the caller is told "failed, retry now".
                     self.stats.failed_replies += 1;
@@ -840,6 +881,9 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 } else if lose_reply {
                     ctx.cover("saga.reply_lost");
                     return Ok(());
+                }
+                if reply.is_failed() {
+                    self.settling.disrupted(cmd.saga, ctx.now());
                 }
                 let fate = ctx.faults().link(&format!("from-{svc}"));
                 for _ in 0..fate.copies {
@@ -866,7 +910,10 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                     if !self.pipeline.reply(o, &cmd, attempt, Some(reply), now) {
                         ctx.record(
                             ORCHESTRATOR,
-                            format_args!("stale reply to {cmd} attempt {attempt}: {reply:?}"),
+                            format_args!(
+                                "stale reply to {} attempt {attempt}: {reply:?}",
+                                self.services.command_text(&cmd)
+                            ),
                         );
                     }
                     self.pump(ctx)?;
@@ -888,7 +935,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         Ok(())
     }
 
-    fn on_fault(&mut self, ctx: &mut Ctx<SagaEvent>, edge: FaultEdge) -> Result<(), Violation> {
+    fn on_fault(&mut self, ctx: &mut Ctx<Ev<S>>, edge: FaultEdge) -> Result<(), Violation> {
         self.settling.fault_edge(edge.started, ctx.now());
         if edge.fault.kind != FaultKind::Crash || edge.fault.target != ORCHESTRATOR {
             return Ok(());
@@ -948,11 +995,11 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         Ok(())
     }
 
-    fn heal(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
+    fn heal(&mut self, ctx: &mut Ctx<Ev<S>>) -> Result<(), Violation> {
         self.pump(ctx)
     }
 
-    fn is_quiescent(&self, ctx: &Ctx<SagaEvent>) -> bool {
+    fn is_quiescent(&self, ctx: &Ctx<Ev<S>>) -> bool {
         ctx.is_healed()
             && self.waiting_starts.is_empty()
             && self
@@ -961,7 +1008,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                 .is_some_and(|o| self.pipeline.is_at_rest(o))
     }
 
-    fn finish(&mut self, ctx: &mut Ctx<SagaEvent>) -> Result<(), Violation> {
+    fn finish(&mut self, ctx: &mut Ctx<Ev<S>>) -> Result<(), Violation> {
         let Some(o) = &self.orchestrator else {
             return Err(Violation::new(AT_REST, "the orchestrator is down at rest"));
         };
@@ -988,7 +1035,9 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
                     let max = self.policy.compensation_attempts_max;
                     // The compensation the world sent most distinct attempts of.
                     // (Ties go to the later step of the definition.)
-                    let most = checkout::STEPS
+                    let most = self
+                        .services
+                        .steps()
                         .iter()
                         .enumerate()
                         .filter_map(|(i, s)| {
@@ -1029,7 +1078,7 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         // 4. Duplicates had no extra effect.
         invariants::check_idempotent(&self.services)?;
         // 2. Conservation.
-        invariants::check_conserved(&self.services)?;
+        self.services.check_conserved()?;
         for saga in self.submitted.keys() {
             if let Some(st) = o.state(*saga) {
                 invariants::check_holdings(&self.services, *saga, st, |s, step, kind| {
@@ -1039,20 +1088,15 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
         }
         // 6. Each saga came to rest within its retry budget of the later of its
         //    checkout and the end of the last fault before it came to rest.
-        let bound = self.knobs.settle_bound(&self.policy);
+        let bound = self
+            .knobs
+            .settle_bound_for(&self.policy, self.services.steps().len());
         let bound = SimDuration::from_nanos(u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX));
         self.settling.check(bound)?;
         // 3. Compensations in reverse order, only for steps that were sent.
         self.compensation_effects
-            .check_reverse_order(&checkout::STEPS)?;
-        for key in self
-            .services
-            .orders
-            .ledger()
-            .all_effects()
-            .chain(self.services.inventory.ledger().all_effects())
-            .chain(self.services.payment.ledger().all_effects())
-        {
+            .check_reverse_order(self.services.steps())?;
+        for key in self.services.all_effects() {
             let (k, n) = key;
             if n > 0 && k.kind == Kind::Compensation && !self.sent.contains(&(k.saga, k.step)) {
                 return Err(Violation::new(
@@ -1070,17 +1114,29 @@ impl<O: SagaCoordinator> World for SagaWorld<O> {
 
 /// Runs `world` under `plan`, the one way the checkout world is run (the harness, the tests and
 /// the benches all come through here). `trace` as for [`Simulation::trace`].
-pub fn run<O: SagaCoordinator>(
-    mut world: SagaWorld<O>,
+pub fn run<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants>(
+    world: SagaWorld<O, S>,
     plan: FaultPlan,
     trace: TraceMode,
-) -> (RunReport, SagaWorld<O>) {
+) -> (RunReport, SagaWorld<O, S>) {
+    run_as(world, plan, trace, "saga")
+}
+
+/// [`run`], the replay hint naming the pattern `pattern`.
+pub(crate) fn run_as<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants>(
+    mut world: SagaWorld<O, S>,
+    plan: FaultPlan,
+    trace: TraceMode,
+    pattern: &str,
+) -> (RunReport, SagaWorld<O, S>) {
     let report = Simulation::new(world.knobs().seed)
         .plan(plan)
         .trace(trace)
         .events_max(5_000_000)
         .liveness_max(SimDuration::from_secs(3_600))
-        .replay_hint("cargo run --release -- replay saga --seed {seed}")
+        .replay_hint(format!(
+            "cargo run --release -- replay {pattern} --seed {{seed}}"
+        ))
         .run_explained(&mut world, SagaWorld::pending);
     (report, world)
 }
