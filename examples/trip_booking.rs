@@ -295,7 +295,6 @@ pub fn trips() -> Vec<(SagaId, Trip)> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::temp_dir().join(format!("trip-booking-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    // One room only (Grace finds the hotel full); Edsger's trip is over the limit.
     // One room: Edsger's trip is over the card limit, so his room is released and
     // Ada gets it; then the hotel is full for Grace.
     let agency: Shared = Arc::new(Mutex::new(Agency::new(10, 1, 10, 150_000)));
