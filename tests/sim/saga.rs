@@ -628,14 +628,25 @@ mod from_scratch {
             }
             self.with(saga, |me, c| {
                 c.awaiting = None;
+                if reply.is_failed() {
+                    // "Failed, retry now": the attempt ends at once with its outcome
+                    // unknown (it may have taken effect), as at a timeout.
+                    me.totals.failed_replies += 1;
+                    me.decide(saga, c);
+                    return;
+                }
                 match (kind, reply.is_ok()) {
                     (Kind::Action, ok) => {
                         c.steps[i].outcome = Some(ok);
+                        let refusal = match reply {
+                            Reply::Refused(why) => Some(why),
+                            _ => None,
+                        };
                         me.out.push_back(Output::Append(LogRecord::StepOutcome {
                             saga,
                             step,
                             ok,
-                            refusal: None,
+                            refusal,
                         }));
                     }
                     (Kind::Compensation, true) => {
@@ -833,6 +844,25 @@ mod from_scratch {
             text.contains("declares") && text.contains("reference"),
             "{text}"
         );
+    }
+
+    /// "Failed, retry now" from scratch: in the world whose service errors answer
+    /// `Reply::Failed`, the coordinator (which takes Failed for an unknown outcome, as
+    /// at a timeout) passes every invariant, and it really got Failed answers.
+    #[test]
+    fn a_coordinator_of_its_own_takes_failed_as_an_unknown_outcome() {
+        let mut failed = 0;
+        for seed in 0..120 {
+            let knobs = SagaKnobs::from_seed(seed);
+            let plan = knobs.fault_plan();
+            let world = SagaWorld::with_coordinator(knobs.clone(), Plain::own(&knobs))
+                .unwrap()
+                .answering_errors_as_failed();
+            let (report, world) = run_world(world, plan, TraceMode::Off);
+            assert!(report.outcome.is_pass(), "seed {seed}: {}", report.outcome);
+            failed += world.stats.failed_replies;
+        }
+        assert!(failed > 0, "no Failed answer in seeds 0..120");
     }
 
     /// A declaration it does not keep is caught by the invariants that read it: on what
