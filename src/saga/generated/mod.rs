@@ -193,10 +193,39 @@ impl Definition {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AnyKnobs {
     /// The environment: rate, latency, disk, timeouts, attempts, backoff (its stock
-    /// and declines are the checkout's and unused here).
+    /// and declines are the checkout's and unused here, so a report leaves them out).
+    #[serde(serialize_with = "environment")]
     pub base: SagaKnobs,
     /// The saga definition.
     pub definition: Definition,
+}
+
+/// The knobs of `base` this world uses: all but the checkout's stock and declines.
+fn environment<S: serde::Serializer>(base: &SagaKnobs, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Environment {
+        seed: u64,
+        horizon_ms: u64,
+        sagas_per_sec: u32,
+        latency_ms: (u64, u64),
+        disk_ms: u64,
+        step_timeout_ms: u64,
+        attempts_max: u32,
+        compensation_attempts_max: u32,
+        backoff_ms: (u64, u64),
+    }
+    Environment {
+        seed: base.seed,
+        horizon_ms: base.horizon_ms,
+        sagas_per_sec: base.checkouts_per_sec,
+        latency_ms: base.latency_ms,
+        disk_ms: base.disk_ms,
+        step_timeout_ms: base.step_timeout_ms,
+        attempts_max: base.attempts_max,
+        compensation_attempts_max: base.compensation_attempts_max,
+        backoff_ms: base.backoff_ms,
+    }
+    .serialize(s)
 }
 
 impl AnyKnobs {
