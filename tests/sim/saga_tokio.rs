@@ -36,7 +36,7 @@ fn every_mark_is_hit_over_60_seeds() {
 
 /// Every async mutant is caught by its expected invariant (cases, from `faultline
 /// mutants saga-tokio`: retry_without_key 13 seeds, compensation_timeout_is_done 3,
-/// log_not_durable 21).
+/// failed_is_ok 2, log_not_durable 21).
 #[test]
 fn mutants_are_caught() {
     assert_mutants_caught(
@@ -57,6 +57,7 @@ fn black_box_alone_catches_the_mutants() {
         (RunnerFlaw::RetryWithoutKey, 12, "saga.idempotent"),
         (RunnerFlaw::CompensationTimeoutIsDone, 2, "saga.at_rest"),
         (RunnerFlaw::LogNotDurable, 20, "saga.at_rest"),
+        (RunnerFlaw::FailedIsOk, 1, "saga.at_rest"),
     ] {
         let knobs = SagaKnobs::from_seed(seed);
         let world = SagaTokioWorld::flawed(knobs.clone(), flaw)

@@ -7,10 +7,13 @@
 //! **The far side.** [`CheckoutServices::call`] is the network and the order,
 //! inventory and payment services: it asks the run's
 //! [`FaultState`] at the time of the call what the `to-*`
-//! link does to the request (drop, duplicate, delay), whether the service is down or
-//! crashed when the request arrives (no effect, no reply), how much slower it is, and
-//! whether it fails to answer after doing the work (an `errors` fault: the effect is
-//! applied and the reply lost), then what the `from-*` link does to the reply. The
+//! link does to the request (drop, duplicate, delay), whether the service is down when
+//! the request arrives (no effect, no reply: a partition the caller only learns of by
+//! its timeout) or crashed (no effect, and the caller is answered [`Reply::Failed`]
+//! at once: a connection refused), how much slower it is, and whether it fails after
+//! doing the work (an `errors` fault: the effect is applied and the caller is answered
+//! [`Reply::Failed`], a 5xx), then what the `from-*` link does to the reply. So the
+//! runner's "failed, retry now" path runs under the plans, beside silent attempts. The
 //! services apply each request by its idempotency key exactly as
 //! [`Services`] does. A request without its key
 //! ([`Request::idempotency_key`] `None`, or a key other than its command's) cannot be
@@ -84,6 +87,7 @@ pub const MARKS: &[&str] = &[
     "saga_tokio.completed",
     "saga_tokio.orchestrator_crashed",
     "saga_tokio.recovered",
+    "saga_tokio.failed_answer",
 ];
 
 /// The invariants the hosted checkout checks, in order.
@@ -157,8 +161,11 @@ struct Seen {
     before: u32,
     after: u32,
     reply: Option<Reply>,
-    /// The reply is lost (an `errors` fault).
+    /// The reply is lost (an `errors` fault: the caller is answered `Failed` instead).
     reply_lost: bool,
+    /// The caller was answered [`Reply::Failed`] (a crashed service or an `errors`
+    /// fault).
+    failed: bool,
     /// A second copy of the request arrived (a duplicating link).
     copy: bool,
 }
@@ -226,6 +233,7 @@ impl Far {
             after,
             reply: Some(reply),
             reply_lost,
+            failed: reply_lost,
             copy,
         });
         reply
@@ -249,8 +257,9 @@ impl std::fmt::Debug for CheckoutServices {
 
 impl CheckoutServices {
     /// Sends `request` to the service of its step and waits for the reply: `None` when
-    /// there is none (the request or the reply was lost, the service was down, or it
-    /// failed after doing the work). Cancel-safe: dropping the future mid-call leaves
+    /// there is none (the request or the reply was lost, or the service was down),
+    /// `Some(Reply::Failed)` when the service was crashed (connection refused, nothing
+    /// done) or failed after doing the work (a 5xx). Cancel-safe: dropping the future mid-call leaves
     /// whatever the service already did.
     pub async fn call(&self, request: Request) -> Option<Reply> {
         let svc = service_node(request.cmd.step);
@@ -271,6 +280,7 @@ impl CheckoutServices {
                     after: 0,
                     reply: None,
                     reply_lost: true,
+                    failed: false,
                     copy: false,
                 });
             }
@@ -286,7 +296,8 @@ impl CheckoutServices {
             let far: &mut Far = &mut guard;
             let now = self.clock.now();
             let mut view = far.faults.view(now);
-            if view.is_down(svc) || view.is_crashed(svc) {
+            let crashed = view.is_crashed(svc);
+            if view.is_down(svc) || crashed {
                 far.seen.push(Seen {
                     sent,
                     at: now,
@@ -295,20 +306,27 @@ impl CheckoutServices {
                     before: 0,
                     after: 0,
                     reply: None,
-                    reply_lost: true,
+                    reply_lost: !crashed,
+                    failed: crashed,
                     copy: false,
                 });
-                return None;
+                if !crashed {
+                    return None;
+                }
             }
             let extra = view.extra_latency(svc);
             let lose = view.injects_error(svc);
-            let mut reply = far.apply(sent, now, request, false, lose);
-            for _ in 1..copies {
-                reply = far.apply(sent, now, request, true, lose);
-            }
-            if lose {
-                return None;
-            }
+            let reply = if crashed {
+                // Connection refused: nothing applied, the caller told at once.
+                Reply::Failed
+            } else {
+                let mut reply = far.apply(sent, now, request, false, lose);
+                for _ in 1..copies {
+                    reply = far.apply(sent, now, request, true, lose);
+                }
+                // A 5xx after the work: the caller is told it failed.
+                if lose { Reply::Failed } else { reply }
+            };
             let fate = far.faults.view(now).link(&format!("from-{svc}"));
             if fate.dropped {
                 return None;
@@ -397,6 +415,9 @@ pub enum RunnerFlaw {
     /// Each life of the runner gets a log of its own: what was in flight at a crash
     /// is forgotten.
     LogNotDurable,
+    /// An action answered [`Reply::Failed`] (a refused connection, a 5xx) is taken as
+    /// done: the participant's client checks for a refusal only.
+    FailedIsOk,
 }
 
 /// The reference code under test: a [`SagaRunner`] whose participants call the
@@ -450,7 +471,12 @@ impl HostedSagaFactory for RunnerFactory {
                 } else {
                     Request::keyed(cmd)
                 };
-                async move { answer(services.call(request).await).await }
+                async move {
+                    match answer(services.call(request).await).await {
+                        Reply::Failed if flaw == RunnerFlaw::FailedIsOk => Reply::Ok,
+                        reply => reply,
+                    }
+                }
             }
         };
         let timeout = self.config.step_timeout();
@@ -479,7 +505,7 @@ impl HostedSagaFactory for RunnerFactory {
 }
 
 /// The runner's participant answer for a call's result: the reply, or, when there was
-/// none (lost, down, failed after the work), a future that never resolves, so the
+/// none (the request or reply lost, the service down), a future that never resolves, so the
 /// attempt times out as it would over a real network that stays silent.
 async fn answer(reply: Option<Reply>) -> Reply {
     match reply {
@@ -728,7 +754,9 @@ impl SagaTokioWorld {
                 s.at,
                 if s.copy { " copy" } else { "" },
                 s.reply,
-                if s.reply_lost && s.effect != Effect::Down {
+                if s.failed {
+                    ", answered failed"
+                } else if s.reply_lost && s.effect != Effect::Down {
                     ", reply lost"
                 } else {
                     ""
@@ -742,6 +770,9 @@ impl SagaTokioWorld {
         *last = (*last).max(s.sent);
         if s.effect == Effect::Lost {
             return;
+        }
+        if s.failed {
+            ctx.cover("saga_tokio.failed_answer");
         }
         self.stats.requests += 1;
         match s.effect {
@@ -1034,6 +1065,12 @@ pub const CATALOG: &[Mutant<SagaTokioPattern>] = &[
         "a compensation call with no answer within the step timeout is taken as done (the undo is forgotten)",
         invariants::AT_REST,
         |k: &SagaKnobs| SagaTokioWorld::flawed(k.clone(), RunnerFlaw::CompensationTimeoutIsDone),
+    ),
+    Mutant::new(
+        "failed_is_ok",
+        "an action answered \"failed, retry now\" (a refused connection, a 5xx) is taken as done, as by a client that only looks for a refusal",
+        invariants::AT_REST,
+        |k: &SagaKnobs| SagaTokioWorld::flawed(k.clone(), RunnerFlaw::FailedIsOk),
     ),
     Mutant::new(
         "log_not_durable",
