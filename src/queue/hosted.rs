@@ -6,18 +6,24 @@
 //!   run inside the run's runtime with a [`Setup`] (the world's [`SharedQueue`], the
 //!   [`Targets`] client, the knobs' worker count and poll interval) and spawns whatever
 //!   workers it likes; what it returns is kept alive until the run ends. The reference
-//!   ([`reference_code`]) is `WorkerPool::spawn` delivering through [`Targets::deliver`].
+//!   ([`reference_code`]) is `WorkerPool::spawn_handlers` with one handler per job type
+//!   ([`Handlers`]): profile copies through [`Targets::deliver`], the unique notify jobs
+//!   through [`Targets::notify`], so the per-type dispatch runs under the plans.
 //!   A worker loop of your own leases, heartbeats, acks and nacks through the public
 //!   methods of [`SharedQueue`].
 //! - **The queue it runs over** is the reference [`Queue`](crate::queue::Queue) built
 //!   from the knobs ([`QueueKnobs::queue_config`]); the world's producers write each
-//!   profile update with its outbox rows and relay them into it.
+//!   profile update with its outbox rows and relay them into it. As in the sans-IO
+//!   world (the same knobs and random stream), some updates stage a unique
+//!   [`NOTIFY`] job to one target in the same outbox write, some with a run-at.
 //! - **The far side**: the K target services as async endpoints. [`Targets::deliver`] is
 //!   the client a worker calls (with the knobs' delivery timeout, as an HTTP client has
 //!   one): the request crosses `link-K` (drops, duplicates, delays from the plan), the
 //!   target `target-K` is down, slow or failing as the plan says at the time it is
 //!   called, applies the version with a version and fence check
-//!   ([`Replica`]), and the reply crosses the link back. Every
+//!   ([`Replica`]) or a unique job once through its [`Inbox`] (dedupe by job id and
+//!   fence; a request to the wrong endpoint fails), and the reply crosses the link
+//!   back. Every
 //!   delivery call is logged at its start and at its end (answer, timeout, or the worker
 //!   dropping it), and every apply at the target.
 //! - **Workload**: the sans-IO world's bursts and rapid bursts of profile updates
@@ -35,21 +41,29 @@
 //! 4. `queue.single_lease`: leases are exclusive (the queue's declared policy), so two
 //!    delivery calls of the same (profile, target) never overlap: a call that starts
 //!    while another of its key is open is a violation.
-//! 5. `queue.conservation` (white-box, on unless [`HostedQueueWorld::white_box`] is
+//! 5. `queue.exactly_once`: each unique job the producers committed takes effect
+//!    exactly once at its target (counted from the targets' applies), at rest at least
+//!    once.
+//! 6. `queue.not_before_run_at`: no delivery call of a unique job starts before the
+//!    run-at its producer committed (on the world's clock).
+//! 7. `queue.conservation` (white-box, on unless [`HostedQueueWorld::white_box`] is
 //!    off): the queue's counts balance, and its count of enqueued tasks is the number
 //!    the producers were told were accepted.
 //!
 //! Crash faults of `worker-N` and `queue` are not modelled here (the pool has no process
 //! boundary to crash); plans keep them, and the report shows them as not fired.
 
+use crate::clock::Instant;
 use crate::config::ConfigError;
 use crate::harness::hosted::{Rerun, TokioHost, VirtualClock, simulate_twice};
 use crate::harness::{Description, Metric, Mutant, Scenario, notes};
-use crate::queue::core::{Applied, Enqueued, Job, JobKey, Lease, Outbox, QueueConfig, QueueCounts};
+use crate::queue::core::{
+    Applied, Enqueued, Inbox, Job, JobKey, Lease, Outbox, Payload, QueueConfig, QueueCounts,
+};
 use crate::queue::invariants::{self, QueueChecker};
 use crate::queue::profile::{self, ProfileId, ProfileService, Replica, TargetId};
-use crate::queue::tokio::{PoolConfig, SharedQueue, WorkerPool};
-use crate::queue::world::QueueKnobs;
+use crate::queue::tokio::{Handlers, PoolConfig, SharedQueue, WorkerPool};
+use crate::queue::world::{NOTIFY, QueueKnobs};
 use faultline_sim::report::model::Timeline;
 use faultline_sim::{Ctx, Phase};
 use faultline_sim::{
@@ -66,11 +80,13 @@ use std::task::Poll;
 use std::time::Duration;
 
 /// The invariants the hosted queue world checks, in order (see the module docs).
-pub const INVARIANTS: [&str; 5] = [
+pub const INVARIANTS: [&str; 7] = [
     invariants::NO_LOST_UPDATE,
     invariants::NEVER_BACKWARDS,
     invariants::AT_MOST_ONCE,
     invariants::SINGLE_LEASE,
+    invariants::EXACTLY_ONCE,
+    invariants::NOT_BEFORE_RUN_AT,
     invariants::CONSERVATION,
 ];
 
@@ -89,6 +105,9 @@ pub const MARKS: &[&str] = &[
     "queue.target_down",
     "queue.target_error",
     "queue.burst",
+    "queue.unique_job",
+    "queue.unique_run_later",
+    "queue.unique_duplicate_delivery",
 ];
 
 /// How often the world drains what the endpoints observed while anything is pending.
@@ -121,8 +140,8 @@ pub enum CallEnd {
     Dropped,
 }
 
-/// A job as the far side sees it: its key and version (a profile copy's; the
-/// hosted world runs profile sync only).
+/// A job as the far side sees it: its key and version (a profile copy's, or a unique
+/// notify job's, whose version is 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Task {
     /// The job's key.
@@ -140,11 +159,26 @@ impl Task {
         }
     }
 
-    /// The profile and target of the job (a job of another type goes to target 0 as
-    /// profile 0, where the replica's check sees it).
-    fn profile_target(&self) -> (ProfileId, u32) {
-        profile::parse(&self.key).map_or((ProfileId(0), 0), |(p, t)| (p, t.0))
+    /// The target of the job: a profile copy's from its key, a unique job's from the
+    /// producers' routing table (target 0 when it is not there).
+    fn target(&self, routes: &BTreeMap<JobKey, u32>) -> u32 {
+        match profile::parse(&self.key) {
+            Some((_, t)) => t.0,
+            None => routes.get(&self.key).copied().unwrap_or(0),
+        }
     }
+}
+
+/// Which endpoint of a target a request calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    /// Apply a profile copy (version and fence check).
+    Sync,
+    /// Apply a unique job once (the target's inbox dedupes by job id and fence).
+    Notify,
+    /// The defect of a mutant client: the request leaves the job's id out, so the
+    /// target cannot dedupe and applies every copy that reaches it.
+    NotifyWithoutId,
 }
 
 /// What the far side observed, with the time it observed it.
@@ -197,6 +231,10 @@ struct FarSide {
     faults: FaultState,
     rng: SimRng,
     replicas: Vec<Replica>,
+    /// Each target's inbox of unique jobs.
+    inboxes: Vec<Inbox>,
+    /// The target of every unique job the producers committed.
+    routes: BTreeMap<JobKey, u32>,
     log: Vec<(SimTime, Seen)>,
     calls: u64,
     /// Duplicated request copies still travelling.
@@ -264,10 +302,33 @@ impl Drop for CopyLog {
 }
 
 impl Targets {
-    /// Delivers the lease's task to its target: `Ok` once the target applied it (or
-    /// already held it), an error when it is down, failed, refused the fencing token,
-    /// or did not answer within the delivery timeout.
+    /// Delivers the lease's profile copy ([`SYNC_PROFILE`](profile::SYNC_PROFILE)) to
+    /// its target: `Ok` once the target applied it (or already held it), an error when
+    /// it is down, failed (also for a job that is not a profile copy), refused the
+    /// fencing token, or did not answer within the delivery timeout.
     pub async fn deliver(&self, lease: Lease) -> Result<(), DeliveryError> {
+        self.call(lease, Endpoint::Sync).await
+    }
+
+    /// Delivers the lease's unique [`NOTIFY`] job to its target, with the job's id and
+    /// fencing token, so the target's [`Inbox`] applies it once: `Ok` once applied (or
+    /// already seen), errors as [`deliver`](Targets::deliver)'s (`Failed` for a keyed
+    /// job).
+    pub async fn notify(&self, lease: Lease) -> Result<(), DeliveryError> {
+        self.call(lease, Endpoint::Notify).await
+    }
+
+    /// The client of the lease's job type: [`notify`](Targets::notify) for a unique
+    /// job, [`deliver`](Targets::deliver) for a profile copy.
+    async fn dispatch(&self, lease: Lease) -> Result<(), DeliveryError> {
+        if lease.job.job_type() == NOTIFY {
+            self.notify(lease).await
+        } else {
+            self.deliver(lease).await
+        }
+    }
+
+    async fn call(&self, lease: Lease, endpoint: Endpoint) -> Result<(), DeliveryError> {
         let task = Task::of(&lease.job);
         let fence = lease.token.fence();
         let start = self.clock.now();
@@ -286,7 +347,9 @@ impl Targets {
             start,
             end: None,
         };
-        let r = match ::tokio::time::timeout(self.timeout, self.exchange(task, fence)).await {
+        let r = match ::tokio::time::timeout(self.timeout, self.exchange(task, fence, endpoint))
+            .await
+        {
             Ok(r) => r,
             Err(_) => Err(DeliveryError::Timeout),
         };
@@ -298,7 +361,7 @@ impl Targets {
     fn cross(&self, task: Task) -> Option<(u32, Duration)> {
         let now = self.clock.now();
         let mut f = far_lock(&self.far);
-        let link = QueueKnobs::link_name(task.profile_target().1);
+        let link = QueueKnobs::link_name(task.target(&f.routes));
         let fate = f.faults.view(now).link(&link);
         if fate.dropped {
             f.log.push((now, Seen::Dropped { task }));
@@ -313,7 +376,12 @@ impl Targets {
         Some((fate.copies, delay))
     }
 
-    async fn exchange(&self, task: Task, fence: u64) -> Result<(), DeliveryError> {
+    async fn exchange(
+        &self,
+        task: Task,
+        fence: u64,
+        endpoint: Endpoint,
+    ) -> Result<(), DeliveryError> {
         let Some((copies, delay)) = self.cross(task) else {
             return std::future::pending().await;
         };
@@ -327,11 +395,11 @@ impl Targets {
             ::tokio::spawn(async move {
                 let _guard = guard;
                 ::tokio::time::sleep(again).await;
-                let _ = copy.target(task, fence).await;
+                let _ = copy.target(task, fence, endpoint).await;
             });
         }
         ::tokio::time::sleep(delay).await;
-        let answer = self.target(task, fence).await;
+        let answer = self.target(task, fence, endpoint).await;
         let Some((_, back)) = self.cross(task) else {
             return std::future::pending().await;
         };
@@ -340,13 +408,19 @@ impl Targets {
     }
 
     /// The target service: down, slow or failing as the plan says when it is called;
-    /// applies with a version and fence check.
-    async fn target(&self, task: Task, fence: u64) -> Result<(), DeliveryError> {
-        let (p, k) = task.profile_target();
-        let name = QueueKnobs::target_name(k);
-        let work = {
+    /// applies a profile copy with a version and fence check, a unique job through its
+    /// inbox.
+    async fn target(
+        &self,
+        task: Task,
+        fence: u64,
+        endpoint: Endpoint,
+    ) -> Result<(), DeliveryError> {
+        let (k, name, work) = {
             let now = self.clock.now();
             let mut f = far_lock(&self.far);
+            let k = task.target(&f.routes);
+            let name = QueueKnobs::target_name(k);
             if f.faults.view(now).is_down(&name) {
                 f.log.push((
                     now,
@@ -361,7 +435,8 @@ impl Targets {
             let (lo, hi) = f.work_ms.get(k as usize).copied().unwrap_or((0, 0));
             let us = f.rng.between(lo * 1_000, hi * 1_000);
             let extra = f.faults.view(now).extra_latency(&name);
-            Duration::from_micros(us) + Duration::from_nanos(extra.as_nanos())
+            let work = Duration::from_micros(us) + Duration::from_nanos(extra.as_nanos());
+            (k, name, work)
         };
         ::tokio::time::sleep(work).await;
         let now = self.clock.now();
@@ -369,9 +444,28 @@ impl Targets {
         let result = if f.faults.view(now).injects_error(&name) {
             Err(DeliveryError::Failed)
         } else {
-            match f.replicas.get_mut(k as usize) {
-                Some(r) => Ok(r.apply(p, task.version, fence)),
-                None => Err(DeliveryError::Failed),
+            let unique = !task.key.is_keyed();
+            match (endpoint, profile::parse(&task.key)) {
+                (Endpoint::Sync, Some((p, _))) => match f.replicas.get_mut(k as usize) {
+                    Some(r) => Ok(r.apply(p, task.version, fence)),
+                    None => Err(DeliveryError::Failed),
+                },
+                (Endpoint::Notify, None) if unique => match f.inboxes.get_mut(k as usize) {
+                    Some(i) => Ok(i.apply(task.key, fence)),
+                    None => Err(DeliveryError::Failed),
+                },
+                (Endpoint::NotifyWithoutId, None) if unique => {
+                    match f.inboxes.get_mut(k as usize) {
+                        // No id to dedupe by: every copy takes effect.
+                        Some(i) => {
+                            let _ = i.apply(task.key, fence);
+                            Ok(Applied::Applied)
+                        }
+                        None => Err(DeliveryError::Failed),
+                    }
+                }
+                // A request for the wrong endpoint: refused.
+                _ => Err(DeliveryError::Failed),
             }
         };
         f.log.push((
@@ -407,21 +501,34 @@ pub struct Setup {
 /// workers; what it returns is kept until the run ends. An error fails the run's setup.
 pub type WorkerCode = Rc<dyn Fn(&Setup) -> Result<Box<dyn Any>, String>>;
 
-/// The reference code under test: a [`WorkerPool`] of `setup.workers` workers
-/// delivering through [`Targets::deliver`].
+/// The reference code under test: a [`WorkerPool`] of `setup.workers` workers with
+/// one handler per job type ([`Handlers`]): profile copies through
+/// [`Targets::deliver`], unique notify jobs through [`Targets::notify`].
 pub fn reference_code() -> WorkerCode {
-    Rc::new(|setup: &Setup| {
+    handler_code(Endpoint::Notify)
+}
+
+/// A pool whose notify handler calls the target's `notify` endpoint as `endpoint`.
+fn handler_code(endpoint: Endpoint) -> WorkerCode {
+    Rc::new(move |setup: &Setup| {
         let config = PoolConfig::builder()
             .workers(setup.workers)
             .poll_interval(setup.poll_interval)
             .build()
             .map_err(|e| e.to_string())?;
-        let targets = setup.targets.clone();
-        let pool = WorkerPool::spawn(&setup.queue, config, move |lease| {
-            let targets = targets.clone();
-            async move { targets.deliver(lease).await }
-        })
-        .map_err(|e| e.to_string())?;
+        let sync = setup.targets.clone();
+        let notify = setup.targets.clone();
+        let handlers = Handlers::new()
+            .on(profile::SYNC_PROFILE, move |lease| {
+                let targets = sync.clone();
+                async move { targets.deliver(lease).await }
+            })
+            .on(NOTIFY, move |lease| {
+                let targets = notify.clone();
+                async move { targets.call(lease, endpoint).await }
+            });
+        let pool = WorkerPool::spawn_handlers(&setup.queue, config, handlers)
+            .map_err(|e| e.to_string())?;
         Ok(Box::new(pool) as Box<dyn Any>)
     })
 }
@@ -433,6 +540,10 @@ pub struct HostedQueueStats {
     pub updates: u64,
     /// Tasks the queue accepted.
     pub accepted: u64,
+    /// Unique notify jobs committed.
+    pub unique_jobs: u64,
+    /// Unique jobs that took effect at their target.
+    pub unique_effects: u64,
     /// Delivery calls begun.
     pub deliveries: u64,
     /// Delivery calls answered with an error.
@@ -493,6 +604,12 @@ pub struct HostedQueueWorld {
     open: BTreeMap<JobKey, (u64, u64, u64, SimTime)>,
     rng_burst: SimRng,
     rng_rapid: SimRng,
+    rng_jobs: SimRng,
+    /// A mutant producer's defect: it stages its unique jobs without the run-at it
+    /// committed to.
+    drops_run_at: bool,
+    /// The target of every unique job committed (the producers' routing table).
+    unique_targets: BTreeMap<JobKey, u32>,
     ticking: bool,
     last: QueueCounts,
     /// Figures of the run.
@@ -524,6 +641,9 @@ impl HostedQueueWorld {
             open: BTreeMap::new(),
             rng_burst: root.fork("queue.burst"),
             rng_rapid: root.fork("queue.rapid"),
+            rng_jobs: root.fork("queue.jobs"),
+            drops_run_at: false,
+            unique_targets: BTreeMap::new(),
             ticking: false,
             last: QueueCounts::default(),
             stats: HostedQueueStats::default(),
@@ -581,6 +701,18 @@ impl HostedQueueWorld {
                         task.key, task.version
                     ),
                 );
+                if let Some(at) = self.checker.run_at.get(&task.key)
+                    && Instant::from(t) < *at
+                {
+                    return Err(Violation::new(
+                        invariants::NOT_BEFORE_RUN_AT,
+                        format!(
+                            "{} was delivered by call {call} (fence {fence}) at {t}, before the run-at {at} \
+                             its producer committed",
+                            task.key
+                        ),
+                    ));
+                }
                 if let Some((other, f, v, since)) = self.open.get(&task.key) {
                     return Err(Violation::new(
                         invariants::SINGLE_LEASE,
@@ -626,13 +758,22 @@ impl HostedQueueWorld {
                 result,
             } => {
                 ctx.record(
-                    QueueKnobs::target_name(task.profile_target().1),
+                    QueueKnobs::target_name(task.target(&self.unique_targets)),
                     format_args!(
                         "at {t}: {} v{} fence {fence}: {result:?}",
                         task.key, task.version
                     ),
                 );
+                let unique = !task.key.is_keyed();
                 match result {
+                    Ok(Applied::Applied) if unique => {
+                        self.stats.unique_effects += 1;
+                        self.checker.on_effect(task.key)?;
+                    }
+                    Ok(Applied::Stale) if unique => {
+                        ctx.cover("queue.unique_duplicate_delivery");
+                        self.stats.stale += 1;
+                    }
                     Ok(Applied::Applied) => {
                         self.stats.applied += 1;
                         self.checker.on_applied(task.key, task.version)?;
@@ -717,10 +858,47 @@ impl HostedQueueWorld {
     }
 
     fn update(&mut self, ctx: &mut Ctx<HostedQueueEvent>, profile: u32) -> Result<(), Violation> {
+        let now = ctx.now();
+        let unique = self.knobs.draw_unique(&mut self.rng_jobs, now);
+        // A run-at on the queue's clock: its instant now, plus the same delay.
+        let queue_now = match (&unique, self.queue.clone()) {
+            (Some((_, Some(_))), Some(q)) => Some(self.host()?.block_on(async move { q.now() })),
+            _ => None,
+        };
         let profiles = &mut self.profiles;
-        let Ok(v) = self
-            .outbox
-            .write(|tx| profiles.update(tx, ProfileId(u64::from(profile))));
+        let drops_run_at = self.drops_run_at;
+        let Ok((v, notify)) = self.outbox.write(|tx| {
+            let v = profiles.update(tx, ProfileId(u64::from(profile)))?;
+            let notify = unique.map(|(target, run_at)| {
+                let id = crate::queue::Staging::next_id(tx);
+                let mut job = Job::unique(NOTIFY, id, Payload::default());
+                job.run_at = run_at.filter(|_| !drops_run_at).map(|at| {
+                    let delay = at.saturating_since(Instant::from(now));
+                    queue_now.unwrap_or(Instant::ZERO).saturating_add(delay)
+                });
+                let key = job.key;
+                tx.stage(job);
+                (key, target, run_at)
+            });
+            Ok::<_, std::convert::Infallible>((v, notify))
+        });
+        if let Some((key, target, run_at)) = notify {
+            ctx.cover("queue.unique_job");
+            if run_at.is_some() {
+                ctx.cover("queue.unique_run_later");
+            }
+            self.stats.unique_jobs += 1;
+            self.unique_targets.insert(key, target);
+            if let Some(far) = &self.far {
+                far_lock(far).routes.insert(key, target);
+            }
+            self.checker.on_committed_unique(key);
+            // The checker's run-at is on the world's clock, where deliveries are seen.
+            if let Some(at) = run_at {
+                self.checker.on_committed_run_at(key, at);
+            }
+            ctx.record("profiles", format_args!("commits {key} to target-{target}"));
+        }
         self.stats.updates += 1;
         ctx.record("profiles", format_args!("p{profile} -> version {v}"));
         self.relay(ctx)
@@ -784,6 +962,8 @@ impl World for HostedQueueWorld {
             faults: FaultState::new(ctx.plan().clone(), ctx.rng().fork("hosted.faults")),
             rng: SimRng::new(self.knobs.seed).fork("queue.hosted.net"),
             replicas: vec![Replica::new(); self.knobs.targets as usize],
+            inboxes: vec![Inbox::new(); self.knobs.targets as usize],
+            routes: BTreeMap::new(),
             log: Vec::new(),
             calls: 0,
             copies: 0,
@@ -909,6 +1089,7 @@ impl Rerun for HostedQueueWorld {
     fn fresh(&self) -> Self {
         let mut w = HostedQueueWorld::build(self.knobs.clone(), Rc::clone(&self.code), self.config);
         w.white_box = self.white_box;
+        w.drops_run_at = self.drops_run_at;
         w
     }
 }
@@ -973,7 +1154,7 @@ async fn with_heartbeats(
             }
         }
     };
-    first(targets.deliver(lease), beats).await.ok()
+    first(targets.dispatch(lease), beats).await.ok()
 }
 
 /// A hand-written async worker loop, broken as `flaw` says.
@@ -989,7 +1170,7 @@ async fn flawed_worker(queue: SharedQueue, targets: Targets, poll: Duration, fla
         match flaw {
             WorkerFlaw::AckBeforeDelivery => {
                 let _ = queue.ack(&token);
-                let _ = targets.deliver(lease).await;
+                let _ = targets.dispatch(lease).await;
             }
             WorkerFlaw::AckOnError => {
                 if with_heartbeats(&queue, &targets, lease, every)
@@ -1000,7 +1181,7 @@ async fn flawed_worker(queue: SharedQueue, targets: Targets, poll: Duration, fla
                 }
             }
             WorkerFlaw::NoHeartbeat => {
-                let r = targets.deliver(lease).await;
+                let r = targets.dispatch(lease).await;
                 let _ = if r.is_ok() {
                     queue.ack(&token).map(|_| ())
                 } else {
@@ -1052,6 +1233,22 @@ pub const CATALOG: &[Mutant<QueueTokioPattern>] = &[
         "an async worker never extends its lease: a slow delivery outlives it and another worker delivers the same task meanwhile",
         invariants::SINGLE_LEASE,
         |k| flawed(k, WorkerFlaw::NoHeartbeat),
+    ),
+    Mutant::new(
+        "notify_without_id",
+        "the pool's notify handler sends the job without its id, so the target cannot dedupe: a retried or duplicated notification takes effect twice",
+        invariants::EXACTLY_ONCE,
+        |k: &QueueKnobs| HostedQueueWorld::new(k.clone(), handler_code(Endpoint::NotifyWithoutId)),
+    ),
+    Mutant::new(
+        "run_at_dropped",
+        "the producer commits a notification for later but stages its job without the run-at: the pool delivers it at once",
+        invariants::NOT_BEFORE_RUN_AT,
+        |k: &QueueKnobs| {
+            let mut w = HostedQueueWorld::reference(k.clone())?;
+            w.drops_run_at = true;
+            Ok(w)
+        },
     ),
 ];
 
@@ -1135,6 +1332,10 @@ impl Scenario for QueueTokioPattern {
                 "{} delivery calls, none overlapping another of its (profile, target)",
                 s.deliveries
             ),
+            invariants::EXACTLY_ONCE => format!(
+                "{} unique jobs committed, {} effects at their targets",
+                s.unique_jobs, s.unique_effects
+            ),
             invariants::CONSERVATION => format!(
                 "{} enqueued = {} done + {} superseded + {} pending + {} leased + {} retrying + {} dead",
                 c.enqueued, c.done, c.superseded, c.pending, c.leased, c.retrying, c.dead
@@ -1144,6 +1345,7 @@ impl Scenario for QueueTokioPattern {
         let figures = vec![
             ("profile updates".into(), s.updates.to_string()),
             ("tasks accepted".into(), s.accepted.to_string()),
+            ("unique jobs committed".into(), s.unique_jobs.to_string()),
             ("delivery calls".into(), s.deliveries.to_string()),
             (
                 "failed / timed out / dropped calls".into(),

@@ -197,6 +197,26 @@ impl QueueKnobs {
         }
     }
 
+    /// The unique job an update commits, if it commits one (drawn from `rng`, the
+    /// world's "queue.jobs" stream): a notification to one target, due now or at a
+    /// later run-at. The one drawing of both queue worlds, the sans-IO and the hosted.
+    pub(crate) fn draw_unique(
+        &self,
+        rng: &mut SimRng,
+        now: SimTime,
+    ) -> Option<(u32, Option<Instant>)> {
+        if rng.below(100) >= u64::from(self.unique_percent) {
+            return None;
+        }
+        let target = rng.below(u64::from(self.targets)) as u32;
+        let later = rng.below(100) < u64::from(self.run_later_percent);
+        let run_at = later.then(|| {
+            let ms = rng.between(1, self.run_at_ms_max);
+            Instant::from(now + SimDuration::from_millis(ms))
+        });
+        Some((target, run_at))
+    }
+
     /// The name of target `k` (also its fault target).
     pub fn target_name(k: u32) -> String {
         format!("target-{k}")
@@ -658,24 +678,9 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         }
     }
 
-    /// The unique job an update commits, if it commits one: a notification to one
-    /// target, due now or at a later run-at.
-    fn draw_unique(&mut self, now: SimTime) -> Option<(u32, Option<Instant>)> {
-        if self.rng_jobs.below(100) >= u64::from(self.knobs.unique_percent) {
-            return None;
-        }
-        let target = self.rng_jobs.below(u64::from(self.knobs.targets)) as u32;
-        let later = self.rng_jobs.below(100) < u64::from(self.knobs.run_later_percent);
-        let run_at = later.then(|| {
-            let ms = self.rng_jobs.between(1, self.knobs.run_at_ms_max);
-            Instant::from(now + SimDuration::from_millis(ms))
-        });
-        Some((target, run_at))
-    }
-
     fn update(&mut self, ctx: &mut Ctx<QueueEvent>, profile: ProfileId) {
         let old = self.profiles.version(profile).unwrap_or(0);
-        let unique = self.draw_unique(ctx.now());
+        let unique = self.knobs.draw_unique(&mut self.rng_jobs, ctx.now());
         let payload = Payload::default();
         let (v, notify) = if self.flaw == Flaw::NonAtomicOutbox {
             // The defect: the write commits, then the jobs go straight to the queue.

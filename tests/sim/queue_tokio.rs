@@ -92,14 +92,36 @@ fn same_seed_same_digest_on_three_runs() {
     }
 }
 
+/// The pool's per-type handlers deliver the unique notify jobs too: on seeds where the
+/// producers commit some, each takes effect exactly once at its target.
+#[test]
+fn every_unique_job_takes_effect_once() {
+    let mut jobs = 0;
+    for seed in 0..40 {
+        let (report, world) = QueueTokioPattern.run_seed(seed, TraceMode::Off).unwrap();
+        report.assert_pass();
+        assert_eq!(
+            world.stats.unique_effects, world.stats.unique_jobs,
+            "seed {seed}"
+        );
+        jobs += world.stats.unique_jobs;
+    }
+    assert!(jobs > 100, "{jobs} unique jobs in 40 seeds");
+}
+
 /// Changes only on purpose; update it in the same commit and say why.
 #[test]
 fn golden_digest() {
     let (report, world) = QueueTokioPattern.run_seed(7, TraceMode::Full).unwrap();
     report.assert_pass();
     assert_eq!(
-        (report.digest, report.events, world.stats.updates),
-        (3_090_532_190_227_474_884, 1_159, 83),
+        (
+            report.digest,
+            report.events,
+            world.stats.updates,
+            world.stats.unique_jobs
+        ),
+        (3_132_180_242_132_400_364, 1_160, 83, 30),
         "golden digest changed"
     );
 }
