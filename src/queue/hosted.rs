@@ -10,7 +10,9 @@
 //!   ([`Handlers`]): profile copies through [`Targets::deliver`], the unique notify jobs
 //!   through [`Targets::notify`], so the per-type dispatch runs under the plans.
 //!   A worker loop of your own leases, heartbeats, acks and nacks through the public
-//!   methods of [`SharedQueue`].
+//!   methods of [`SharedQueue`], and delivers each job with its type's client:
+//!   [`Targets::deliver`] for [`SYNC_PROFILE`](profile::SYNC_PROFILE),
+//!   [`Targets::notify`] for [`NOTIFY`].
 //! - **The queue it runs over** is the reference [`Queue`](crate::queue::Queue) built
 //!   from the knobs ([`QueueKnobs::queue_config`]); the world's producers write each
 //!   profile update with its outbox rows and relay them into it. As in the sans-IO
@@ -508,7 +510,8 @@ pub fn reference_code() -> WorkerCode {
     handler_code(Endpoint::Notify)
 }
 
-/// A pool whose notify handler calls the target's `notify` endpoint as `endpoint`.
+/// A pool whose notify handler calls the target's `endpoint` (the reference's is
+/// `Notify`).
 fn handler_code(endpoint: Endpoint) -> WorkerCode {
     Rc::new(move |setup: &Setup| {
         let config = PoolConfig::builder()
