@@ -598,6 +598,8 @@ pub(crate) enum Flaw {
     RedriveOutOfOrder,
     /// The run-at is ignored: a job is due when it is enqueued.
     RunAtIgnored,
+    /// A dead letter keeps no error text: an operator cannot tell why it died.
+    DeadLetterWithoutError,
     /// A unique job replaces a unique job of the same type still waiting for its first
     /// attempt, as if jobs without a key were keyed by their type: the replaced one is
     /// counted as superseded and never runs.
@@ -649,8 +651,6 @@ struct Entry {
     /// A newer version waiting for the lease of this one to end.
     next: Option<Waiting>,
     redriven: bool,
-    /// The error of the last failed attempt.
-    last_error: Option<String>,
 }
 
 impl Entry {
@@ -906,7 +906,6 @@ impl Queue {
                     state: State::Ready { due },
                     next: None,
                     redriven: false,
-                    last_error: None,
                 });
                 self.ready.insert((due, key));
                 Enqueued::New
@@ -921,7 +920,6 @@ impl Queue {
                         e.run_at = job.run_at;
                         e.attempts = 0;
                         e.redriven = false;
-                        e.last_error = None;
                         e.state = State::Ready { due };
                         self.ready.remove(&(old, key));
                         self.ready.insert((due, key));
@@ -1180,7 +1178,6 @@ impl Queue {
                 state: State::Ready { due: now },
                 next: None,
                 redriven: true,
-                last_error: None,
             },
         );
         self.ready.insert((now, job.key));
@@ -1244,7 +1241,6 @@ impl Queue {
             self.finish(key, now);
             return Nacked::Superseded;
         }
-        e.last_error = Some(error.to_owned());
         let attempts = e.attempts;
         if attempts >= self.config.attempts_max {
             if let Some(e) = self.store.entries.remove(&key)
@@ -1255,7 +1251,11 @@ impl Queue {
                     job: e.job(key),
                     attempts: e.attempts,
                     at: now,
-                    last_error: error.to_owned(),
+                    last_error: if self.flaw == Flaw::DeadLetterWithoutError {
+                        String::new()
+                    } else {
+                        error.to_owned()
+                    },
                     redriven_at: None,
                 });
             }
@@ -1302,7 +1302,6 @@ impl Queue {
                 e.run_at = w.run_at;
                 e.attempts = 0;
                 e.redriven = false;
-                e.last_error = None;
                 e.state = State::Ready { due };
                 self.ready.insert((due, key));
             }

@@ -120,4 +120,10 @@ pub const CATALOG: &[Mutant<QueuePattern>] = &[
         invariants::NOT_BEFORE_RUN_AT,
         |k| flawed(k, Flaw::RunAtIgnored),
     ),
+    Mutant::new(
+        "dead_letter_without_error",
+        "a dead letter keeps no error text: an operator cannot tell why the job died",
+        invariants::RETRY_OR_DEAD_LETTER,
+        |k| flawed(k, Flaw::DeadLetterWithoutError),
+    ),
 ];
