@@ -564,32 +564,18 @@ impl Participants for Ledgers {
     }
 
     fn payload_diff(&self, submitted: &Job, job: &Job) -> String {
-        let mut diff = Vec::new();
-        if job.amount != submitted.amount {
-            diff.push(format!(
-                "amount {} instead of {}",
-                job.amount, submitted.amount
-            ));
-        }
-        if job.units != submitted.units {
-            diff.push(format!(
-                "units {} instead of {}",
-                job.units, submitted.units
-            ));
-        }
-        if job.region != submitted.region {
-            diff.push(format!(
-                "region {} instead of {}",
-                job.region, submitted.region
-            ));
-        }
-        if job.priority != submitted.priority {
-            diff.push(format!(
-                "priority {} instead of {}",
-                job.priority, submitted.priority
-            ));
-        }
-        diff.join(", ")
+        let fields = [
+            ("amount", job.amount, submitted.amount),
+            ("units", job.units.into(), submitted.units.into()),
+            ("region", job.region.into(), submitted.region.into()),
+            ("priority", job.priority.into(), submitted.priority.into()),
+        ];
+        fields
+            .iter()
+            .filter(|(_, logged, given)| logged != given)
+            .map(|(name, logged, given)| format!("{name} {logged} instead of {given}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The checkout's arrival process (rate, jitter, bursts) for the seed, each saga

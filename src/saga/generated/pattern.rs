@@ -6,6 +6,7 @@ use crate::saga::generated::mutants::CATALOG;
 use crate::saga::generated::{AnyKnobs, Job, Ledgers, Reason};
 use crate::saga::invariants::ORCHESTRATED as INVARIANTS;
 use crate::saga::orchestrated::core::Flaw;
+use crate::saga::orchestrated::pattern::{compensated_share, completed_share, recoveries};
 use crate::saga::orchestrated::world::{SagaWorld, run_as};
 use crate::saga::report::saga_timeline;
 use crate::saga::{Orchestrator, SagaCoordinator};
@@ -45,16 +46,8 @@ const fn metrics<O: SagaCoordinator<Job, Reason>>() -> [Metric<AnyWorld<O>>; 6] 
             unit: "count",
             value: |w| Some(w.services.ledgers.len() as f64),
         },
-        Metric {
-            name: "sagas completed",
-            unit: "%",
-            value: |w| Some(100.0 * w.stats.completed as f64 / w.stats.started.max(1) as f64),
-        },
-        Metric {
-            name: "sagas compensated",
-            unit: "%",
-            value: |w| Some(100.0 * w.stats.compensated as f64 / w.stats.started.max(1) as f64),
-        },
+        completed_share(),
+        compensated_share(),
         Metric {
             name: "sagas failed",
             unit: "count",
@@ -65,11 +58,7 @@ const fn metrics<O: SagaCoordinator<Job, Reason>>() -> [Metric<AnyWorld<O>>; 6] 
             unit: "count",
             value: |w| Some(w.services.failed_replies() as f64),
         },
-        Metric {
-            name: "orchestrator recoveries",
-            unit: "count",
-            value: |w| Some(w.stats.recoveries as f64),
-        },
+        recoveries(),
     ]
 }
 

@@ -6,6 +6,7 @@ use crate::saga::checkout::SagaKnobs;
 use crate::saga::invariants::ORCHESTRATED as INVARIANTS;
 use crate::saga::orchestrated::mutants::CATALOG;
 use crate::saga::orchestrated::world::{SagaWorld, run};
+use crate::saga::participants::Participants;
 use crate::saga::report::{Checkouts, compared_metrics, saga_timeline};
 use crate::saga::{Orchestrator, SagaCoordinator};
 use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimDuration, TraceMode};
@@ -41,22 +42,37 @@ const fn metrics<O: SagaCoordinator>() -> [Metric<SagaWorld<O>>; 9] {
         compared[3],
         compared[4],
         compared[5],
-        Metric {
-            name: "sagas completed",
-            unit: "%",
-            value: |w| Some(100.0 * w.stats.completed as f64 / w.stats.started.max(1) as f64),
-        },
-        Metric {
-            name: "sagas compensated",
-            unit: "%",
-            value: |w| Some(100.0 * w.stats.compensated as f64 / w.stats.started.max(1) as f64),
-        },
-        Metric {
-            name: "orchestrator recoveries",
-            unit: "count",
-            value: |w| Some(w.stats.recoveries as f64),
-        },
+        completed_share(),
+        compensated_share(),
+        recoveries(),
     ]
+}
+
+/// The share of started sagas that completed, in a world of any definition.
+pub(crate) const fn completed_share<O, S: Participants>() -> Metric<SagaWorld<O, S>> {
+    Metric {
+        name: "sagas completed",
+        unit: "%",
+        value: |w| Some(100.0 * w.stats.completed as f64 / w.stats.started.max(1) as f64),
+    }
+}
+
+/// The share of started sagas that were compensated, in a world of any definition.
+pub(crate) const fn compensated_share<O, S: Participants>() -> Metric<SagaWorld<O, S>> {
+    Metric {
+        name: "sagas compensated",
+        unit: "%",
+        value: |w| Some(100.0 * w.stats.compensated as f64 / w.stats.started.max(1) as f64),
+    }
+}
+
+/// The orchestrator's recoveries from its log, in a world of any definition.
+pub(crate) const fn recoveries<O, S: Participants>() -> Metric<SagaWorld<O, S>> {
+    Metric {
+        name: "orchestrator recoveries",
+        unit: "count",
+        value: |w| Some(w.stats.recoveries as f64),
+    }
 }
 
 impl Scenario for SagaPattern {

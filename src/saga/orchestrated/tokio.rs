@@ -1184,6 +1184,18 @@ mod tests {
         path
     }
 
+    /// A file log at `path` holding `records`, then the raw bytes `tail` after them
+    /// (a torn, corrupt or newer line).
+    fn file_log_then(path: &Path, records: &[LogRecord], tail: &[u8]) {
+        let mut log = CheckoutLog::open(path).unwrap();
+        for record in records {
+            log.append(record).unwrap();
+        }
+        drop(log);
+        let mut file = OpenOptions::new().append(true).open(path).unwrap();
+        file.write_all(tail).unwrap();
+    }
+
     fn every_kind() -> Vec<LogRecord> {
         vec![
             LogRecord::Started {
@@ -1251,16 +1263,12 @@ mod tests {
     #[test]
     fn file_log_ignores_a_torn_last_line_and_appends_after_it() {
         let path = temp_path("torn");
-        let mut log = CheckoutLog::open(&path).unwrap();
         let records = every_kind();
-        for record in &records[..3] {
-            log.append(record).unwrap();
-        }
-        drop(log);
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(br#"{"type":"step_intent","saga":1,"st"#)
-            .unwrap();
-        drop(file);
+        file_log_then(
+            &path,
+            &records[..3],
+            br#"{"type":"step_intent","saga":1,"st"#,
+        );
         let mut log = CheckoutLog::open(&path).unwrap();
         assert_eq!(log.load().unwrap(), records[..3].to_vec());
         log.append(&records[3]).unwrap();
@@ -1273,13 +1281,11 @@ mod tests {
     #[test]
     fn file_log_reports_a_corrupt_line_in_the_middle() {
         let path = temp_path("corrupt");
-        let mut log = CheckoutLog::open(&path).unwrap();
-        log.append(&every_kind()[0]).unwrap();
-        drop(log);
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(b"{\"type\":\"started\",\"saga\":\n")
-            .unwrap();
-        drop(file);
+        file_log_then(
+            &path,
+            &every_kind()[..1],
+            b"{\"type\":\"started\",\"saga\":\n",
+        );
         let mut log = CheckoutLog::open(&path).unwrap_err();
         assert!(
             matches!(&log, StoreError::Corrupt { path: p, line: 2, problem: LineError::Malformed(_) } if p == &path),
@@ -1312,13 +1318,11 @@ mod tests {
     #[test]
     fn file_log_refuses_a_line_of_a_newer_format_version() {
         let path = temp_path("newer");
-        let mut log = CheckoutLog::open(&path).unwrap();
-        log.append(&every_kind()[0]).unwrap();
-        drop(log);
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(b"{\"v\":4,\"type\":\"started\",\"saga\":2,\"payload\":{}}\n")
-            .unwrap();
-        drop(file);
+        file_log_then(
+            &path,
+            &every_kind()[..1],
+            b"{\"v\":4,\"type\":\"started\",\"saga\":2,\"payload\":{}}\n",
+        );
         let err = CheckoutLog::open(&path).unwrap_err();
         assert!(
             matches!(
