@@ -53,3 +53,4 @@ pub mod retry;
 mod rt;
 pub mod saga;
 mod splitmix;
+pub mod store;

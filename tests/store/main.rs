@@ -1,0 +1,12 @@
+//! The stores: one conformance suite per storage trait, run against memory, SQLite and
+//! Postgres; crash tests that SIGKILL real child processes working against each store.
+//!
+//! The Postgres tests use the server `FAULTLINE_PG_URL` names, or start a throwaway one
+//! from the local binaries; without either they skip, saying so in one line (with
+//! `FAULTLINE_REQUIRE_PG=1`, as in CI, they fail instead).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod crash;
+#[allow(dead_code)] // each suite uses its part
+mod support;
