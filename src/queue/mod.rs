@@ -11,6 +11,8 @@
 //!   full-jitter backoff, a dead-letter queue with the last error that can be
 //!   redriven, a durable [`Store`] that keeps the wall-clock origin), and the targets'
 //!   [`Inbox`] (applies each unique job once).
+//! - [`store`]: the durable queue, [`JobStore`](store::JobStore): in memory, in SQLite
+//!   or in Postgres, every store held to one conformance suite.
 //! - [`profile`]: profile sync, one use of it: keyed jobs per (profile, target) and the
 //!   targets' [`Replica`](profile::Replica) that applies with a version check.
 //! - [`contract`]: [`TaskQueue`](contract::TaskQueue), the trait the simulated world
@@ -40,6 +42,7 @@ pub mod mutants;
 #[cfg(feature = "sim")]
 pub mod pattern;
 pub mod profile;
+pub mod store;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 #[cfg(any(feature = "tokio", feature = "sim"))]
