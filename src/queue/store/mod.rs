@@ -30,6 +30,10 @@ use crate::store::StoreError;
 /// `Result` of `heartbeat`, `ack` and `nack` is the queue's answer: [`Fenced`] when the
 /// lease is no longer valid.
 pub trait JobStore {
+    /// How long a lease (or an accepted heartbeat) hides a job: the store's
+    /// configuration, which a worker uses to pace its heartbeats.
+    fn visibility_timeout(&self) -> std::time::Duration;
+
     /// The wall-clock origin of the store's instants: the one stored, or `proposed`,
     /// which is stored when there is none yet (the first process to start sets it).
     ///
@@ -143,6 +147,9 @@ impl MemoryJobs {
 }
 
 impl JobStore for MemoryJobs {
+    fn visibility_timeout(&self) -> std::time::Duration {
+        self.q().config().visibility_timeout()
+    }
     fn origin(&mut self, proposed: Origin) -> Result<Origin, StoreError> {
         Ok(self.q().set_origin(proposed))
     }

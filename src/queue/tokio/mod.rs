@@ -1,6 +1,8 @@
-//! The tokio adapter: [`SharedQueue`], the sans-IO [`Queue`] behind a mutex, and a
-//! [`WorkerPool`] of N tasks that lease tasks, run a pluggable async delivery function,
-//! extend their leases with heartbeats while it runs, and ack or nack the result.
+//! The tokio adapter: [`SharedQueue`], the sans-IO [`Queue`] behind a mutex,
+//! [`StoreQueue`], a durable [`JobStore`](crate::queue::store::JobStore) (SQLite,
+//! Postgres) whose commands run on blocking threads, and a [`WorkerPool`] of N tasks
+//! that lease tasks from either, run a pluggable async delivery function, extend their
+//! leases with heartbeats while it runs, and ack or nack the result.
 //!
 //! - **Producing.** [`enqueue`](SharedQueue::enqueue) (or
 //!   [`relay`](SharedQueue::relay) from an [`Outbox`]) accepts tasks and wakes an idle
@@ -99,6 +101,9 @@ use crate::queue::worker::{
 };
 
 use crate::rt::lock;
+
+mod store;
+pub use self::store::{SETTLED_POLL, StoreQueue};
 
 enum Either<A, B> {
     Left(A),
@@ -489,16 +494,18 @@ impl Handlers {
     }
 }
 
-/// N worker tasks delivering the tasks of a [`SharedQueue`].
+/// N worker tasks delivering the tasks of a [`SharedQueue`] (in memory) or of a
+/// [`StoreQueue`] (a durable [`JobStore`](crate::queue::store::JobStore): SQLite,
+/// Postgres): the same workers, driven by the same sans-IO worker core, on either.
 #[derive(Debug)]
-pub struct WorkerPool {
-    queue: SharedQueue,
+pub struct WorkerPool<Q: PoolQueue = SharedQueue> {
+    queue: Q,
     stop: Arc<AtomicBool>,
     counters: Arc<PoolCounters>,
     handles: Vec<JoinHandle<()>>,
 }
 
-impl WorkerPool {
+impl<Q: PoolQueue> WorkerPool<Q> {
     /// Spawns `config.workers()` tasks on the current tokio runtime, each delivering
     /// leases with `deliver`: `Ok` acks the job, `Err` nacks it with the error's text
     /// (which a dead letter records as its last error). The lease gives the job (its
@@ -510,10 +517,10 @@ impl WorkerPool {
     ///
     /// [`SpawnError::NoRuntime`] outside a tokio runtime.
     pub fn spawn<F, Fut, E>(
-        queue: &SharedQueue,
+        queue: &Q,
         config: PoolConfig,
         deliver: F,
-    ) -> Result<WorkerPool, SpawnError>
+    ) -> Result<WorkerPool<Q>, SpawnError>
     where
         F: Fn(Lease) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
@@ -549,24 +556,24 @@ impl WorkerPool {
     ///
     /// [`SpawnError::NoRuntime`] outside a tokio runtime.
     pub fn spawn_handlers(
-        queue: &SharedQueue,
+        queue: &Q,
         config: PoolConfig,
         handlers: Handlers,
-    ) -> Result<WorkerPool, SpawnError> {
+    ) -> Result<WorkerPool<Q>, SpawnError> {
         WorkerPool::spawn(queue, config, move |lease| handlers.dispatch(lease))
     }
 
     /// Where the instants of the pool's queue sit on the wall clock: its
-    /// [`SharedQueue::origin`].
+    /// [`SharedQueue::origin`] or [`StoreQueue::origin`].
     pub fn origin(&self) -> crate::clock::Origin {
-        self.queue.origin()
+        self.queue.wall()
     }
 
     /// Stops taking tasks, lets every worker finish the delivery in hand, and joins
     /// them.
     pub async fn shutdown(self) -> PoolReport {
         self.stop.store(true, Ordering::SeqCst);
-        self.queue.shared.work.notify_waiters();
+        self.queue.work().notify_waiters();
         for h in self.handles {
             // A worker never panics (deliveries are guarded); a join error means the
             // runtime is shutting down, and the worker's lease simply expires.
@@ -632,19 +639,19 @@ where
 
 /// One worker task: a driver of the sans-IO [`WorkerCore`], which decides every step;
 /// this loop only feeds it `now` and what happened, and carries out what it asks.
-async fn work<F, Fut, E>(
-    queue: SharedQueue,
+async fn work<Q, F, Fut, E>(
+    queue: Q,
     config: PoolConfig,
     deliver: Arc<F>,
     stop: Arc<AtomicBool>,
     counters: Arc<PoolCounters>,
 ) where
+    Q: PoolQueue,
     F: Fn(Lease) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: fmt::Display,
 {
-    let shared = &queue.shared;
-    let visibility = lock(&shared.queue).config().visibility_timeout();
+    let visibility = queue.visibility();
     let mut core = WorkerCore::new(WorkerConfig {
         heartbeat: Some(heartbeat_every(visibility)),
         poll: config.poll_interval,
@@ -653,7 +660,7 @@ async fn work<F, Fut, E>(
     let mut next = core.start();
     // Registered before each lease, so work enqueued between the lease and the sleep
     // still wakes this worker.
-    let mut notified = pin!(shared.work.notified());
+    let mut notified = pin!(queue.work().notified());
     loop {
         next = match next {
             Next::Exit => break,
@@ -661,19 +668,9 @@ async fn work<F, Fut, E>(
                 if stop.load(Ordering::SeqCst) {
                     core.stop()
                 } else {
-                    notified.set(shared.work.notified());
+                    notified.set(queue.work().notified());
                     let now = queue.now();
-                    let (lease, due) = {
-                        let mut q = lock(&shared.queue);
-                        let lease = q.lease(now);
-                        // The next due time only matters when nothing is due now.
-                        let due = if lease.is_none() {
-                            q.poll_timeout()
-                        } else {
-                            None
-                        };
-                        (lease, due)
-                    };
+                    let (lease, due) = queue.lease_next(now).await;
                     core.on_lease(now, lease, due)
                 }
             }
@@ -681,7 +678,7 @@ async fn work<F, Fut, E>(
                 if stop.load(Ordering::SeqCst) {
                     core.stop()
                 } else {
-                    race(notified.as_mut(), sleep_until(shared, until)).await;
+                    race(notified.as_mut(), queue.sleep_until(until)).await;
                     core.on_wake()
                 }
             }
@@ -692,9 +689,9 @@ async fn work<F, Fut, E>(
                     counters.panics.fetch_add(1, Ordering::Relaxed);
                 }
                 if core.take_wake_idle() {
-                    shared.work.notify_waiters();
+                    queue.work().notify_waiters();
                 }
-                shared.settled.notify_waiters();
+                queue.settled_notify().notify_waiters();
                 next
             }
             // Only reached between deliveries, where the core never asks for these.
@@ -712,12 +709,114 @@ async fn work<F, Fut, E>(
         .fetch_add(t.heartbeats, Ordering::Relaxed);
 }
 
-/// Sleeps until the queue's instant `at` (forever if it does not fit tokio's clock).
-async fn sleep_until(shared: &Shared, at: Instant) {
-    let since = Instant::ZERO.saturating_add(at.saturating_since(shared.base));
-    match crate::rt::tokio_instant(shared.origin, since) {
+/// Sleeps until the instant `at` of a scale that read `base` at tokio's `origin`
+/// (forever if it does not fit tokio's clock).
+async fn sleep_until(origin: ::tokio::time::Instant, base: Instant, at: Instant) {
+    let since = Instant::ZERO.saturating_add(at.saturating_since(base));
+    match crate::rt::tokio_instant(origin, since) {
         Some(t) => ::tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A queue a [`WorkerPool`] works on: [`SharedQueue`] (the sans-IO queue in memory) or
+/// [`StoreQueue`] (a durable [`JobStore`](crate::queue::store::JobStore)). Sealed: the
+/// workers' needs are the crate's business; your own queue goes into the simulator
+/// through [`TaskQueue`](crate::queue::contract::TaskQueue), or into a pool as a
+/// [`JobStore`](crate::queue::store::JobStore) in a [`StoreQueue`].
+pub trait PoolQueue: sealed::Backing {}
+
+pub(crate) mod sealed {
+    use std::future::Future;
+    use std::time::Duration;
+
+    use crate::clock::{Instant, Origin};
+    use crate::queue::core::{Lease, LeaseToken, Nacked};
+
+    /// What a worker needs of its queue. Each command's future is ready at once for
+    /// the in-memory queue (no extra yield point: the workers' schedule is the same as
+    /// before there were two backings) and runs on a blocking thread for a store.
+    pub trait Backing: Clone + Send + Sync + 'static {
+        /// The queue's clock now.
+        fn now(&self) -> Instant;
+        /// The wall-clock origin of the queue's instants.
+        fn wall(&self) -> Origin;
+        /// How long a lease hides a job.
+        fn visibility(&self) -> Duration;
+        /// Woken when work may be due (an enqueue, a redrive, a nack).
+        fn work(&self) -> &::tokio::sync::Notify;
+        /// Woken whenever a job settles.
+        fn settled_notify(&self) -> &::tokio::sync::Notify;
+        /// Sleeps until the queue's instant `at`.
+        fn sleep_until(&self, at: Instant) -> impl Future<Output = ()> + Send;
+        /// A lease of the earliest due job, and (when there is none) when the next one
+        /// is due.
+        fn lease_next(
+            &self,
+            now: Instant,
+        ) -> impl Future<Output = (Option<Lease>, Option<Instant>)> + Send;
+        /// A heartbeat: whether the lease was extended.
+        fn extend(&self, token: LeaseToken, now: Instant) -> impl Future<Output = bool> + Send;
+        /// An ack: whether it was accepted.
+        fn settle_ack(&self, token: LeaseToken, now: Instant) -> impl Future<Output = bool> + Send;
+        /// A nack: what it did, or `None` when it was refused.
+        fn settle_nack(
+            &self,
+            token: LeaseToken,
+            error: String,
+            now: Instant,
+        ) -> impl Future<Output = Option<Nacked>> + Send;
+    }
+}
+
+impl PoolQueue for SharedQueue {}
+
+impl sealed::Backing for SharedQueue {
+    fn now(&self) -> Instant {
+        SharedQueue::now(self)
+    }
+    fn wall(&self) -> crate::clock::Origin {
+        self.shared.wall
+    }
+    fn visibility(&self) -> Duration {
+        self.visibility_timeout()
+    }
+    fn work(&self) -> &Notify {
+        &self.shared.work
+    }
+    fn settled_notify(&self) -> &Notify {
+        &self.shared.settled
+    }
+    fn sleep_until(&self, at: Instant) -> impl Future<Output = ()> + Send {
+        sleep_until(self.shared.origin, self.shared.base, at)
+    }
+    fn lease_next(
+        &self,
+        now: Instant,
+    ) -> impl Future<Output = (Option<Lease>, Option<Instant>)> + Send {
+        let mut q = lock(&self.shared.queue);
+        let lease = q.lease(now);
+        // The next due time only matters when nothing is due now.
+        let due = if lease.is_none() {
+            q.poll_timeout()
+        } else {
+            None
+        };
+        std::future::ready((lease, due))
+    }
+    fn extend(&self, token: LeaseToken, now: Instant) -> impl Future<Output = bool> + Send {
+        std::future::ready(lock(&self.shared.queue).heartbeat(&token, now).is_ok())
+    }
+    fn settle_ack(&self, token: LeaseToken, now: Instant) -> impl Future<Output = bool> + Send {
+        std::future::ready(lock(&self.shared.queue).ack(&token, now).is_ok())
+    }
+    fn settle_nack(
+        &self,
+        token: LeaseToken,
+        error: String,
+        now: Instant,
+    ) -> impl Future<Output = Option<Nacked>> + Send {
+        std::future::ready(lock(&self.shared.queue).nack(&token, &error, now).ok())
     }
 }
 
@@ -725,15 +824,15 @@ async fn sleep_until(shared: &Shared, at: Instant) {
 /// outcome or the core's next timer, heartbeats, acks or nacks, or drops the delivery
 /// future at once when the lease is lost. Returns the core's next step after it and
 /// whether the delivery panicked.
-async fn drive<D>(
-    queue: &SharedQueue,
+async fn drive<Q, D>(
+    queue: &Q,
     core: &mut WorkerCore,
     mut delivery: std::pin::Pin<&mut D>,
 ) -> (Next, bool)
 where
+    Q: PoolQueue,
     D: Future<Output = Result<(), Failure>>,
 {
-    let shared = &queue.shared;
     let mut panicked = false;
     // What the nack carries: the delivery's error, or that no outcome came in time.
     let mut error = String::from(DELIVERY_TIMED_OUT);
@@ -744,7 +843,7 @@ where
                 let wake = core.wake_at();
                 let timer = async move {
                     match wake {
-                        Some(at) => sleep_until(shared, at).await,
+                        Some(at) => queue.sleep_until(at).await,
                         None => std::future::pending().await,
                     }
                 };
@@ -760,27 +859,29 @@ where
             }
             Next::Heartbeat(token) => {
                 let now = queue.now();
-                let beat = match lock(&shared.queue).heartbeat(&token, now) {
-                    Ok(_) => Beat::Extended,
-                    Err(_) => Beat::Refused,
+                let beat = if queue.extend(token, now).await {
+                    Beat::Extended
+                } else {
+                    Beat::Refused
                 };
                 core.on_heartbeat(now, beat)
             }
             Next::Ack(token) => {
                 let now = queue.now();
-                let r = lock(&shared.queue).ack(&token, now);
-                return (
-                    core.on_settled(r.map_or(Settled::Refused, |()| Settled::Acked)),
-                    panicked,
-                );
+                let settled = if queue.settle_ack(token, now).await {
+                    Settled::Acked
+                } else {
+                    Settled::Refused
+                };
+                return (core.on_settled(settled), panicked);
             }
             Next::Nack(token) => {
                 let now = queue.now();
-                let r = lock(&shared.queue).nack(&token, &error, now);
-                return (
-                    core.on_settled(r.map_or(Settled::Refused, Settled::Nacked)),
-                    panicked,
-                );
+                let settled = match queue.settle_nack(token, error, now).await {
+                    Some(n) => Settled::Nacked(n),
+                    None => Settled::Refused,
+                };
+                return (core.on_settled(settled), panicked);
             }
             // The lease is gone: another worker may have the task now. Dropping the
             // delivery future (when this returns) cancels it.
