@@ -314,7 +314,11 @@ fn sqlite_target_applies_each_version_once_and_fences_a_stale_worker() {
     };
     check_target(&mut jobs, |l| deliver(&mut target, l));
     let v: i64 = target
-        .query_row("SELECT version FROM replica", [], |r| r.get(0))
+        .query_row(
+            "SELECT version FROM replica WHERE id = 'sync_profile:user-1'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(v, 2, "the newer version stays");
 }
@@ -330,14 +334,22 @@ fn check_target<S: JobStore>(jobs: &mut S, mut deliver: impl FnMut(&Lease) -> Ap
     let fresh = jobs.lease(t(200)).unwrap().unwrap();
     assert_eq!((fresh.job.version, fresh.attempt), (1, 2), "taken over");
     assert_eq!(deliver(&fresh), Applied::Applied);
-    assert_eq!(deliver(&stale), Applied::Fenced, "the stale worker is refused");
+    assert_eq!(
+        deliver(&stale),
+        Applied::Fenced,
+        "the stale worker is refused"
+    );
     assert!(jobs.ack(&stale.token, t(201)).unwrap().is_err());
     jobs.ack(&fresh.token, t(201)).unwrap().unwrap();
     jobs.enqueue(Job::keyed(SYNC, user(1), 2, Payload::default()), t(250))
         .unwrap();
     let v2 = jobs.lease(t(250)).unwrap().unwrap();
     assert_eq!(deliver(&v2), Applied::Applied);
-    assert_eq!(deliver(&v2), Applied::Stale, "redelivered: no second effect");
+    assert_eq!(
+        deliver(&v2),
+        Applied::Stale,
+        "redelivered: no second effect"
+    );
     assert_eq!(deliver(&fresh), Applied::Fenced, "v1 cannot overwrite v2");
     assert_eq!(deliver(&stale), Applied::Fenced);
     jobs.ack(&v2.token, t(251)).unwrap().unwrap();
@@ -379,7 +391,10 @@ fn postgres_target_applies_each_version_once_and_fences_a_stale_worker() {
         out
     });
     let v: i64 = target
-        .query_one("SELECT version FROM replica", &[])
+        .query_one(
+            "SELECT version FROM replica WHERE id = 'sync_profile:user-1'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(v, 2);
