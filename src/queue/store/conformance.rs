@@ -50,9 +50,10 @@ pub struct Failure {
 }
 
 type Script = fn(&mut Pair<'_>) -> Result<(), Failure>;
+type Config = fn() -> QueueConfig;
 
 /// The cases: name, configuration, script.
-const TABLE: &[(&str, fn() -> QueueConfig, Script)] = &[
+const TABLE: &[(&str, Config, Script)] = &[
     ("enqueue_lease_ack", standard, enqueue_lease_ack),
     ("fencing", standard, fencing),
     ("heartbeat", standard, heartbeat),
