@@ -9,5 +9,6 @@
 
 mod crash;
 mod queue;
+mod queue_world;
 #[allow(dead_code)] // each suite uses its part
 mod support;
