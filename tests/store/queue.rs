@@ -593,3 +593,27 @@ fn enqueue_lease_ack_per_second() {
         );
     }
 }
+
+/// The target script has teeth: a target that checks versions but not fences (it
+/// applies a delivery of the version it holds again, and lets a stale worker write) is
+/// caught.
+#[test]
+fn the_target_script_catches_a_target_without_fencing() {
+    let mut jobs = MemoryJobs::new(config());
+    let mut held: std::collections::BTreeMap<faultline::queue::JobKey, u64> = Default::default();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check_target(&mut jobs, |lease| {
+            let v = held.entry(lease.job.key).or_insert(0);
+            if lease.job.version >= *v {
+                *v = lease.job.version;
+                Applied::Applied
+            } else {
+                Applied::Stale
+            }
+        })
+    }));
+    assert!(
+        caught.is_err(),
+        "a target without fencing passed the script"
+    );
+}
