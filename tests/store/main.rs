@@ -8,5 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod crash;
+mod queue;
+mod queue_world;
 #[allow(dead_code)] // each suite uses its part
 mod support;
