@@ -9,6 +9,7 @@
 
 mod crash;
 mod queue;
+mod queue_pool;
 mod queue_world;
 #[allow(dead_code)] // each suite uses its part
 mod support;

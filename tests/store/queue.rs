@@ -479,6 +479,9 @@ enum Defect {
 }
 
 impl JobStore for Broken {
+    fn visibility_timeout(&self) -> std::time::Duration {
+        self.inner.visibility_timeout()
+    }
     fn origin(&mut self, proposed: Origin) -> Result<Origin, StoreError> {
         self.inner.origin(proposed)
     }

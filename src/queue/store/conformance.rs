@@ -843,6 +843,9 @@ mod tests {
     }
 
     impl JobStore for Liar {
+        fn visibility_timeout(&self) -> std::time::Duration {
+            self.inner.visibility_timeout()
+        }
         fn origin(&mut self, proposed: Origin) -> Result<Origin, StoreError> {
             let o = self.inner.origin(proposed)?;
             Ok(if self.lie == Lie::OriginOverwritten {

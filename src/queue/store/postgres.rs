@@ -274,6 +274,9 @@ impl PostgresJobs {
 }
 
 impl JobStore for PostgresJobs {
+    fn visibility_timeout(&self) -> std::time::Duration {
+        self.config.visibility_timeout()
+    }
     fn origin(&mut self, proposed: Origin) -> Result<Origin, StoreError> {
         let (secs, nanos) = sql::system_cols(proposed.system_time())?;
         let inst = sql::at(proposed.instant())?;

@@ -277,6 +277,9 @@ impl SqliteJobs {
 }
 
 impl JobStore for SqliteJobs {
+    fn visibility_timeout(&self) -> std::time::Duration {
+        self.config.visibility_timeout()
+    }
     fn origin(&mut self, proposed: Origin) -> Result<Origin, StoreError> {
         let (secs, nanos) = sql::system_cols(proposed.system_time())?;
         let inst = sql::at(proposed.instant())?;

@@ -24,7 +24,7 @@ pub const SETTLED_POLL: Duration = Duration::from_millis(20);
 
 type Make<S> = dyn Fn() -> Result<S, StoreError> + Send + Sync;
 
-struct Inner<S> {
+struct Inner<S: Send + 'static> {
     make: Box<Make<S>>,
     /// Store handles (connections) not in use; one per concurrent command at most.
     idle: Mutex<Vec<S>>,
@@ -36,6 +36,20 @@ struct Inner<S> {
     work: Notify,
     settled: Notify,
     errors: AtomicU64,
+}
+
+impl<S: Send + 'static> Drop for Inner<S> {
+    fn drop(&mut self) {
+        // The last handle may go on a runtime thread, where closing a connection must
+        // not block (the sync Postgres client panics there): the idle handles are
+        // closed on a thread of their own.
+        let idle = std::mem::take(&mut *lock(&self.idle));
+        if !idle.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("faultline-store-close".into())
+                .spawn(move || drop(idle));
+        }
+    }
 }
 
 /// A durable [`JobStore`] for a tokio service: producers call its async commands, and
@@ -62,7 +76,7 @@ struct Inner<S> {
 /// checks versions or dedupes by job id keeps the effect once).
 ///
 /// ```
-/// use faultline::queue::store::MemoryJobs;
+/// use faultline::queue::store::sqlite::SqliteJobs;
 /// use faultline::queue::tokio::{PoolConfig, StoreQueue, WorkerPool};
 /// use faultline::queue::{Job, JobId, JobType, Payload, QueueConfig};
 ///
@@ -71,8 +85,11 @@ struct Inner<S> {
 /// #[tokio::main]
 /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
 ///     let config = QueueConfig::builder().build()?;
-///     let jobs = MemoryJobs::new(config); // or a SQLite file, or a Postgres database
-///     let queue = StoreQueue::open(move || Ok(jobs.clone())).await?;
+///     let path = std::env::temp_dir().join(format!("jobs-{}.sqlite", std::process::id()));
+///     # let _ = std::fs::remove_file(&path);
+///     // One connection per command in flight; PostgresJobs::connect(url, config) for
+///     // workers on many machines sharing one database.
+///     let queue = StoreQueue::open(move || SqliteJobs::open(&path, config)).await?;
 ///     let pool = WorkerPool::spawn(&queue, PoolConfig::builder().build()?, |lease| async move {
 ///         let to: String = lease.job.payload.decode().map_err(|e| e.to_string())?;
 ///         println!("mail to {to}"); // an SMTP call in real life
@@ -84,11 +101,11 @@ struct Inner<S> {
 ///     Ok(())
 /// }
 /// ```
-pub struct StoreQueue<S> {
+pub struct StoreQueue<S: Send + 'static> {
     inner: Arc<Inner<S>>,
 }
 
-impl<S> Clone for StoreQueue<S> {
+impl<S: Send + 'static> Clone for StoreQueue<S> {
     fn clone(&self) -> Self {
         StoreQueue {
             inner: Arc::clone(&self.inner),
@@ -96,7 +113,7 @@ impl<S> Clone for StoreQueue<S> {
     }
 }
 
-impl<S> fmt::Debug for StoreQueue<S> {
+impl<S: Send + 'static> fmt::Debug for StoreQueue<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreQueue")
             .field("origin", &self.inner.wall)
