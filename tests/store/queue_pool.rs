@@ -88,8 +88,7 @@ where
         assert!(c.retries >= JOBS / 5, "every fifth job was retried: {c:?}");
         assert_eq!(report.delivered, JOBS);
         assert_eq!(queue.store_errors(), 0);
-        let e = effects.lock().unwrap().clone();
-        e
+        effects.lock().unwrap().clone()
     })
 }
 
