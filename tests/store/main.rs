@@ -8,5 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod crash;
+mod queue_crash;
+mod queue_rig;
+mod queue_workers;
 #[allow(dead_code)] // each suite uses its part
 mod support;
