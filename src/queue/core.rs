@@ -1192,6 +1192,22 @@ impl Queue {
         self.reindex();
     }
 
+    /// Moves the due instant of `key`'s waiting (ready) job to `at`: the conformance
+    /// suite steers this model to the retry instant a store drew, so both stay in step
+    /// (their jitter draws differ). False when the key has no ready job.
+    pub(crate) fn steer_due(&mut self, key: JobKey, at: Instant) -> bool {
+        let Some(e) = self.store.entries.get_mut(&key) else {
+            return false;
+        };
+        let State::Ready { due } = e.state else {
+            return false;
+        };
+        e.state = State::Ready { due: at };
+        self.ready.remove(&(due, key));
+        self.ready.insert((at, key));
+        true
+    }
+
     // ----- internals -----
 
     /// Leases whose deadline passed: the attempt failed; the job is visible again.

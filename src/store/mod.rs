@@ -70,6 +70,15 @@ pub enum StoreError {
         /// The newest version this build knows.
         known: i64,
     },
+    /// A value does not fit the database's 64-bit signed integers (an instant, a
+    /// version, a job id or a fencing token above `i64::MAX`): nothing was written.
+    #[error("{what} {value} is too large for the database (at most {max})", max = i64::MAX)]
+    OutOfRange {
+        /// What the value is (`version`, `job id`, `instant`, ...).
+        what: &'static str,
+        /// The value.
+        value: u64,
+    },
     /// A throwaway test server could not be started or reached.
     #[error("test server: {0}")]
     TestServer(String),

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod crash;
+mod queue;
 mod queue_crash;
 mod queue_rig;
 mod queue_workers;

@@ -12,6 +12,14 @@
 //!
 //! Every store passes the same conformance suite.
 
+pub mod conformance;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::clock::{Instant, Origin};
