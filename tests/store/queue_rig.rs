@@ -1,7 +1,8 @@
 //! What the queue's crash test and many-workers test share: the database a test runs
 //! on ([`Db`]: a SQLite file or a Postgres database, passed to child processes through
 //! the environment), a version-checked target living in that same database
-//! ([`Target`], with an effects log that is the test's view of what took effect), the
+//! ([`Target`]: the queue's `apply_once` in the caller's transaction, with an effects
+//! log that is the tests' view of what took effect), the
 //! clock a process maps onto the store's origin, and a drain that runs every job to
 //! its end.
 
@@ -259,12 +260,7 @@ const SQLITE_TARGET: &[Migration] = &["CREATE TABLE faultline_qc_effects (
          until_ns INTEGER NOT NULL
      );"];
 
-const POSTGRES_TARGET: &[Migration] = &["CREATE TABLE faultline_qc_target (
-         job_key TEXT PRIMARY KEY,
-         version BIGINT NOT NULL,
-         fence BIGINT NOT NULL
-     );
-     CREATE TABLE faultline_qc_effects (
+const POSTGRES_TARGET: &[Migration] = &["CREATE TABLE faultline_qc_effects (
          seq BIGSERIAL PRIMARY KEY,
          job_key TEXT NOT NULL,
          version BIGINT NOT NULL,
@@ -291,9 +287,10 @@ pub enum Check {
 #[derive(Debug)]
 pub struct Outage;
 
-/// A version-checked target in the queue's own database: a table of the version (and
-/// highest fence) applied per job key, and a log of every effect, written in the same
-/// transaction as the check.
+/// A version-checked target in the queue's own database: the queue's `apply_once`
+/// (its table `faultline_applied`: the version and highest fence applied per job key)
+/// and this test's log of every effect, written in the same transaction as the check.
+/// The log is the tests' view of what took effect; `apply_once` is under test too.
 pub enum Target {
     Sqlite(rusqlite::Connection),
     Postgres(postgres::Client),
@@ -304,20 +301,6 @@ fn i64_of(n: u64) -> i64 {
 }
 fn u64_of(n: i64) -> u64 {
     u64::try_from(n).expect("not negative")
-}
-
-fn decide(row: Option<(u64, u64)>, lease: &Lease, check: Check) -> Applied {
-    if check == Check::Unchecked {
-        return Applied::Applied;
-    }
-    match row {
-        None => Applied::Applied,
-        Some((_, fence)) if lease.token.fence() < fence => Applied::Fenced,
-        Some((version, _)) if lease.job.key.is_keyed() && lease.job.version > version => {
-            Applied::Applied
-        }
-        Some(_) => Applied::Stale,
-    }
 }
 
 impl Target {
@@ -332,6 +315,7 @@ impl Target {
             }
             Db::Postgres { url, .. } => {
                 let mut c = faultline::store::postgres::connect(url)?;
+                faultline::queue::store::postgres::migrate(&mut c)?;
                 faultline::store::postgres::migrate(&mut c, TARGET_COMPONENT, POSTGRES_TARGET)?;
                 Target::Postgres(c)
             }
@@ -394,41 +378,18 @@ impl Target {
                         return Ok(Err(Outage));
                     }
                 }
-                tx.execute(
-                    "INSERT INTO faultline_qc_target (job_key, version, fence) VALUES ($1, 0, 0)
-                     ON CONFLICT (job_key) DO NOTHING",
-                    &[&key],
-                )?;
-                let row = tx.query_one(
-                    "SELECT version, fence FROM faultline_qc_target WHERE job_key = $1 FOR UPDATE",
-                    &[&key],
-                )?;
-                let (v, f): (i64, i64) = (row.get(0), row.get(1));
-                // Version 0: the row this transaction just made (applied versions are
-                // 1 and up).
-                let row = (v != 0).then(|| (u64_of(v), u64_of(f)));
-                let verdict = decide(row, lease, check);
-                match verdict {
-                    Applied::Applied => {
-                        tx.execute(
-                            "UPDATE faultline_qc_target SET version = $2, fence = GREATEST(fence, $3)
-                             WHERE job_key = $1",
-                            &[&key, &version, &fence],
-                        )?;
-                        tx.execute(
-                            "INSERT INTO faultline_qc_effects (job_key, version, fence, worker)
-                             VALUES ($1, $2, $3, $4)",
-                            &[&key, &version, &fence, &worker],
-                        )?;
+                let verdict = match check {
+                    Check::Versioned => {
+                        faultline::queue::store::postgres::apply_once(&mut tx, lease)?
                     }
-                    Applied::Stale => {
-                        tx.execute(
-                            "UPDATE faultline_qc_target SET fence = GREATEST(fence, $2)
-                             WHERE job_key = $1",
-                            &[&key, &fence],
-                        )?;
-                    }
-                    Applied::Fenced => {}
+                    Check::Unchecked => Applied::Applied,
+                };
+                if verdict == Applied::Applied {
+                    tx.execute(
+                        "INSERT INTO faultline_qc_effects (job_key, version, fence, worker)
+                         VALUES ($1, $2, $3, $4)",
+                        &[&key, &version, &fence, &worker],
+                    )?;
                 }
                 tx.commit()?;
                 Ok(Ok(verdict))
