@@ -12,5 +12,6 @@ mod queue;
 mod queue_crash;
 mod queue_rig;
 mod queue_workers;
+mod queue_world;
 #[allow(dead_code)] // each suite uses its part
 mod support;

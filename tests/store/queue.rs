@@ -549,3 +549,71 @@ fn the_suite_catches_broken_sqlite_stores() {
         println!("{defect:?}: {f}");
     }
 }
+
+// ----- a rough figure (not a bench: the benches compare with a hand-written queue) -----
+
+fn throughput<S: JobStore>(q: &mut S, keys: std::ops::Range<u64>) -> f64 {
+    let started = std::time::Instant::now();
+    let n = keys.end - keys.start;
+    for i in keys {
+        q.enqueue(
+            Job::keyed(SYNC, user(i), 1, Payload::encode(&i).unwrap()),
+            T0,
+        )
+        .unwrap();
+        let l = q.lease(T0).unwrap().unwrap();
+        q.ack(&l.token, T0).unwrap().unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Jobs/s of enqueue + lease + ack, one worker, on each store (`--ignored --nocapture`).
+#[test]
+#[ignore = "a figure, not a check"]
+fn enqueue_lease_ack_per_second() {
+    let dir = support::temp_dir("queue-throughput");
+    let mut lite = SqliteJobs::open(dir.join("db.sqlite"), config()).unwrap();
+    println!(
+        "sqlite (file, fsync per commit): {:.0} jobs/s",
+        throughput(&mut lite, 0..500)
+    );
+    if let Some(url) = support::pg_url("queue throughput") {
+        let mut pg = PostgresJobs::connect(&url, config()).unwrap();
+        println!(
+            "postgres (local, one connection): {:.0} jobs/s",
+            throughput(&mut pg, 0..300)
+        );
+        // Without the wait for the WAL's fsync: what the disk costs.
+        pg.client_mut()
+            .batch_execute("SET synchronous_commit = off")
+            .unwrap();
+        println!(
+            "postgres (synchronous_commit off): {:.0} jobs/s",
+            throughput(&mut pg, 300..600)
+        );
+    }
+}
+
+/// The target script has teeth: a target that checks versions but not fences (it
+/// applies a delivery of the version it holds again, and lets a stale worker write) is
+/// caught.
+#[test]
+fn the_target_script_catches_a_target_without_fencing() {
+    let mut jobs = MemoryJobs::new(config());
+    let mut held: std::collections::BTreeMap<faultline::queue::JobKey, u64> = Default::default();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check_target(&mut jobs, |lease| {
+            let v = held.entry(lease.job.key).or_insert(0);
+            if lease.job.version >= *v {
+                *v = lease.job.version;
+                Applied::Applied
+            } else {
+                Applied::Stale
+            }
+        })
+    }));
+    assert!(
+        caught.is_err(),
+        "a target without fencing passed the script"
+    );
+}

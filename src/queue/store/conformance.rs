@@ -50,9 +50,10 @@ pub struct Failure {
 }
 
 type Script = fn(&mut Pair<'_>) -> Result<(), Failure>;
+type Config = fn() -> QueueConfig;
 
 /// The cases: name, configuration, script.
-const TABLE: &[(&str, fn() -> QueueConfig, Script)] = &[
+const TABLE: &[(&str, Config, Script)] = &[
     ("enqueue_lease_ack", standard, enqueue_lease_ack),
     ("fencing", standard, fencing),
     ("heartbeat", standard, heartbeat),
@@ -892,9 +893,9 @@ mod tests {
         ) -> Result<Result<Nacked, Fenced>, StoreError> {
             let t = self.real_token(token);
             let n = self.inner.nack(&t, error, now)?;
-            Ok(match (self.lie, n) {
+            Ok(match (self.lie, &n) {
                 (Lie::BackoffTooLong, Ok(Nacked::Retry { at })) => Ok(Nacked::Retry {
-                    at: at + Duration::from_millis(41),
+                    at: *at + Duration::from_millis(41),
                 }),
                 (Lie::SupersededAsRetry, Ok(Nacked::Superseded)) => Ok(Nacked::Retry { at: now }),
                 _ => n,

@@ -9,8 +9,23 @@
 //!
 //! - [`MemoryJobs`]: the sans-IO [`Queue`] behind a mutex; clones share it. Survives a
 //!   dropped handle, not a process.
+//! - [`sqlite::SqliteJobs`] (feature `sqlite`): a file path is all it needs; every
+//!   command is one fsynced transaction; many processes on one machine, one writer at
+//!   a time. With [`sqlite::SqliteOutbox`] (jobs staged in the caller's own
+//!   transaction) and [`sqlite::apply_once`] (a version-checked target).
+//! - [`postgres::PostgresJobs`] (feature `postgres`): workers on many machines sharing
+//!   one database (`FOR UPDATE SKIP LOCKED` leases, fences checked in the `UPDATE`),
+//!   with [`postgres::PostgresOutbox`] and [`postgres::apply_once`].
 //!
-//! Every store passes the same conformance suite.
+//! Every store passes the same [`conformance`] suite, which compares every answer with
+//! the sans-IO [`Queue`]; run it on your own store with [`conformance::run`].
+//!
+//! | what happens | memory | SQLite | Postgres |
+//! |---|---|---|---|
+//! | the handle is dropped | kept (clones) | kept | kept |
+//! | the process is killed | lost | kept: every `Ok` was fsynced | kept |
+//! | the machine loses power | lost | kept (`synchronous = FULL`) | kept (server defaults) |
+//! | a command returns `Err` | — | all of it or none | all of it or none |
 
 pub mod conformance;
 #[cfg(feature = "postgres")]

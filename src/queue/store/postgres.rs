@@ -50,7 +50,9 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use postgres::{Client, Transaction};
+use std::collections::HashMap;
+
+use postgres::{Client, Statement, Transaction};
 
 use super::JobStore;
 use super::sql::{
@@ -178,6 +180,7 @@ pub struct PostgresJobs {
     client: Client,
     config: QueueConfig,
     shard: i64,
+    statements: HashMap<String, Statement>,
 }
 
 impl std::fmt::Debug for PostgresJobs {
@@ -212,6 +215,7 @@ impl PostgresJobs {
             client,
             config,
             shard: i64::from(n % SHARDS),
+            statements: HashMap::new(),
         })
     }
 
@@ -237,8 +241,8 @@ impl PostgresJobs {
     /// [`StoreError`] when the transaction failed: nothing was moved.
     pub fn relay(&mut self, now: Instant) -> Result<usize, StoreError> {
         self.write(|tx, d| {
-            tx.0.execute("SELECT pg_advisory_xact_lock($1)", &[&BATCH_LOCK])?;
-            let rows = tx.0.query(
+            tx.ex("SELECT pg_advisory_xact_lock($1)", &[&BATCH_LOCK])?;
+            let rows = tx.q(
                 &format!("SELECT seq, {JOB_COLS} FROM faultline_outbox ORDER BY seq FOR UPDATE"),
                 &[],
             )?;
@@ -259,7 +263,7 @@ impl PostgresJobs {
         let mut tx = self.client.transaction()?;
         let mut d = Delta::default();
         let out = {
-            let mut ptx = PgTx(&mut tx, self.shard);
+            let mut ptx = PgTx(&mut tx, self.shard, &mut self.statements);
             let out = f(&mut ptx, &mut d)?;
             ptx.add_counts(&d)?;
             out
@@ -322,7 +326,7 @@ impl JobStore for PostgresJobs {
 
     fn redrive(&mut self, now: Instant) -> Result<usize, StoreError> {
         self.write(|tx, d| {
-            tx.0.execute("SELECT pg_advisory_xact_lock($1)", &[&BATCH_LOCK])?;
+            tx.ex("SELECT pg_advisory_xact_lock($1)", &[&BATCH_LOCK])?;
             sql::redrive(tx, d, now)
         })
     }
@@ -403,16 +407,39 @@ fn raw_job(r: &postgres::Row, i: usize) -> Result<RawJob, postgres::Error> {
 
 const WHERE_KEY: &str = "job_type = $1 AND kind = $2 AND slot = $3 AND id = $4";
 
-/// A command's transaction, and the counter shard it adds to.
-pub(crate) struct PgTx<'a, 'c>(&'a mut Transaction<'c>, i64);
+/// A command's transaction, the counter shard it adds to, and the connection's
+/// prepared statements (looked up by text, never iterated).
+pub(crate) struct PgTx<'a, 'c>(
+    &'a mut Transaction<'c>,
+    i64,
+    &'a mut HashMap<String, Statement>,
+);
+
+type Params<'p> = &'p [&'p (dyn postgres::types::ToSql + Sync)];
 
 impl PgTx<'_, '_> {
-    fn rows(
-        &mut self,
-        sql: &str,
-        p: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<Row>, StoreError> {
-        let rows = self.0.query(sql, p)?;
+    /// The statement of `sql`, prepared once per connection.
+    fn prep(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(st) = self.2.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.0.prepare(sql)?;
+        self.2.insert(sql.to_owned(), st.clone());
+        Ok(st)
+    }
+    fn q(&mut self, sql: &str, p: Params<'_>) -> Result<Vec<postgres::Row>, StoreError> {
+        let st = self.prep(sql)?;
+        Ok(self.0.query(&st, p)?)
+    }
+    fn opt(&mut self, sql: &str, p: Params<'_>) -> Result<Option<postgres::Row>, StoreError> {
+        Ok(self.q(sql, p)?.into_iter().next())
+    }
+    fn ex(&mut self, sql: &str, p: Params<'_>) -> Result<u64, StoreError> {
+        let st = self.prep(sql)?;
+        Ok(self.0.execute(&st, p)?)
+    }
+    fn rows(&mut self, sql: &str, p: Params<'_>) -> Result<Vec<Row>, StoreError> {
+        let rows = self.q(sql, p)?;
         rows.iter().map(|r| raw_row(r)?.decode()).collect()
     }
 }
@@ -421,7 +448,7 @@ impl Tx for PgTx<'_, '_> {
     fn raise_high(&mut self, key: JobKey, version: u64) -> Result<bool, StoreError> {
         let k = sql::key_cols(key)?;
         let v = sql::int("version", version)?;
-        let n = self.0.execute(
+        let n = self.ex(
             "INSERT INTO faultline_queue_high (job_type, kind, slot, id, version)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (job_type, kind, slot, id) DO UPDATE SET version = EXCLUDED.version
@@ -433,7 +460,7 @@ impl Tx for PgTx<'_, '_> {
 
     fn high(&mut self, key: JobKey) -> Result<Option<u64>, StoreError> {
         let k = sql::key_cols(key)?;
-        let r = self.0.query_opt(
+        let r = self.opt(
             &format!("SELECT version FROM faultline_queue_high WHERE {WHERE_KEY} FOR UPDATE"),
             &[&k.job_type, &k.kind, &k.slot, &k.id],
         )?;
@@ -454,7 +481,7 @@ impl Tx for PgTx<'_, '_> {
 
     fn save(&mut self, row: &Row) -> Result<(), StoreError> {
         let r = RawRow::encode(row)?;
-        self.0.execute(
+        self.ex(
             &format!(
                 "INSERT INTO faultline_queue_jobs ({ROW_COLS})
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
@@ -488,7 +515,7 @@ impl Tx for PgTx<'_, '_> {
 
     fn delete(&mut self, key: JobKey) -> Result<(), StoreError> {
         let k = sql::key_cols(key)?;
-        self.0.execute(
+        self.ex(
             &format!("DELETE FROM faultline_queue_jobs WHERE {WHERE_KEY}"),
             &[&k.job_type, &k.kind, &k.slot, &k.id],
         )?;
@@ -520,7 +547,7 @@ impl Tx for PgTx<'_, '_> {
         let k = sql::key_cols(token.key())?;
         let fence = sql::int("fence", token.fence())?;
         let (now, deadline) = (sql::at(now)?, sql::at(deadline)?);
-        let n = self.0.execute(
+        let n = self.ex(
             &format!(
                 "UPDATE faultline_queue_jobs SET at_ns = $7
                  WHERE {WHERE_KEY} AND leased AND fence = $5 AND at_ns > $6"
@@ -563,9 +590,8 @@ impl Tx for PgTx<'_, '_> {
     }
 
     fn next_fence(&mut self) -> Result<u64, StoreError> {
-        let r = self
-            .0
-            .query_one("SELECT nextval('faultline_queue_fence')", &[])?;
+        let r = self.q("SELECT nextval('faultline_queue_fence')", &[])?;
+        let r = r.first().ok_or_else(|| sql::corrupt("fence", "no value"))?;
         sql::uint("fence", r.try_get(0)?)
     }
 
@@ -574,7 +600,7 @@ impl Tx for PgTx<'_, '_> {
         let attempts = i64::from(dead.attempts);
         let at = sql::at(dead.at)?;
         let redriven = sql::opt_at(dead.redriven_at)?;
-        self.0.execute(
+        self.ex(
             "INSERT INTO faultline_queue_dead
              (job_type, kind, slot, id, version, payload, run_at, attempts, died_at, last_error, redriven_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -596,7 +622,7 @@ impl Tx for PgTx<'_, '_> {
     }
 
     fn undriven(&mut self) -> Result<Vec<(i64, DeadLetter)>, StoreError> {
-        let rows = self.0.query(
+        let rows = self.q(
             &format!(
                 "SELECT {DEAD_COLS} FROM faultline_queue_dead WHERE redriven_at IS NULL
                  ORDER BY seq FOR UPDATE"
@@ -608,7 +634,7 @@ impl Tx for PgTx<'_, '_> {
 
     fn mark_redriven(&mut self, seq: i64, now: Instant) -> Result<(), StoreError> {
         let now = sql::at(now)?;
-        self.0.execute(
+        self.ex(
             "UPDATE faultline_queue_dead SET redriven_at = $2 WHERE seq = $1",
             &[&seq, &now],
         )?;
@@ -619,7 +645,8 @@ impl Tx for PgTx<'_, '_> {
         if d.is_zero() {
             return Ok(());
         }
-        self.0.execute(
+        let shard = self.1;
+        self.ex(
             "UPDATE faultline_queue_counters SET enqueued = enqueued + $1, done = done + $2,
              superseded = superseded + $3, expired = expired + $4, retries = retries + $5,
              redriven = redriven + $6 WHERE shard = $7",
@@ -630,7 +657,7 @@ impl Tx for PgTx<'_, '_> {
                 &d.expired,
                 &d.retries,
                 &d.redriven,
-                &self.1,
+                &shard,
             ],
         )?;
         Ok(())

@@ -197,6 +197,34 @@ impl SqliteJobs {
         &mut self.conn
     }
 
+    /// The unexpired lease on `key` at `now`, if any (what
+    /// [`Queue::lease_of`](crate::queue::Queue::lease_of) answers).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the table cannot be read.
+    pub fn lease_of(
+        &mut self,
+        key: JobKey,
+        now: Instant,
+    ) -> Result<Option<LeaseToken>, StoreError> {
+        let k = sql::key_cols(key)?;
+        let fence: Option<Option<i64>> = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT fence FROM faultline_queue_jobs WHERE {WHERE_KEY} AND leased AND at_ns > ?5"
+            ))?
+            .query_row(
+                params![k.job_type, k.kind, k.slot, k.id, sql::at(now)?],
+                |r| r.get(0),
+            )
+            .optional()?;
+        fence
+            .flatten()
+            .map(|f| Ok(LeaseToken::new(key, sql::uint("fence", f)?)))
+            .transpose()
+    }
+
     /// Moves every outbox row of this database into the queue, in commit order, in one
     /// transaction: a crash in the middle moves all or none. Returns how many rows
     /// were moved (duplicates included: a row relayed before, or a version not newer
