@@ -98,19 +98,19 @@ enum Event {
 fn parse(line: &str) -> Option<Event> {
     let w: Vec<&str> = line.split(' ').collect();
     let n = |i: usize| w.get(i).and_then(|s| s.parse::<u64>().ok());
-    Some(match w.first()? {
-        &"round" => Event::Round(u32::try_from(n(1)?).ok()?),
-        &"enq" => Event::Enq {
+    Some(match *w.first()? {
+        "round" => Event::Round(u32::try_from(n(1)?).ok()?),
+        "enq" => Event::Enq {
             key: w.get(1)?.to_string(),
             version: n(2)?,
             outcome: w.get(3)?.to_string(),
         },
-        &"lease" => Event::Lease {
+        "lease" => Event::Lease {
             key: w.get(1)?.to_string(),
             fence: n(2)?,
             deadline: n(3)?,
         },
-        &what @ ("hb" | "ack" | "nack") => Event::Settle {
+        what @ ("hb" | "ack" | "nack") => Event::Settle {
             what: what.to_owned(),
             key: w.get(1)?.to_string(),
             fence: n(2)?,
@@ -256,7 +256,7 @@ fn check_drained(
                     accepted += 1;
                 }
                 if key.contains('#') {
-                    if applied.get(key.as_str()).is_none() {
+                    if !applied.contains_key(key.as_str()) {
                         out.push(format!(
                             "no_acknowledged_enqueue_lost: unique job {key} was acknowledged ({outcome}) but never took effect"
                         ));
@@ -415,6 +415,9 @@ fn crash_loop(db: &Db, what: &str, rounds: u32, seed: u64, mutant: &str) -> Vec<
             seen.dead_redriven,
             started.elapsed().as_secs_f64()
         );
+    }
+    if violations.is_empty() {
+        let _ = std::fs::remove_dir_all(&dir);
     }
     if mutant.is_empty() {
         assert_eq!(
@@ -771,6 +774,14 @@ mod mutants {
 
 // ----- the tests -----
 
+fn remove_sqlite(db: &Db) {
+    if let Db::Sqlite(p) = db
+        && let Some(dir) = p.parent()
+    {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 fn require_clean(what: &str, violations: &[String]) {
     assert!(
         violations.is_empty(),
@@ -788,6 +799,7 @@ fn sqlite_queue_survives_50_sigkills() {
     let db = Db::Sqlite(crate::support::sqlite_path("qc-sqlite"));
     let v = crash_loop(&db, "sqlite", ROUNDS, 16, "");
     require_clean("sqlite", &v);
+    remove_sqlite(&db);
 }
 
 #[test]
@@ -820,6 +832,7 @@ fn the_crash_checks_catch_broken_stores() {
     ] {
         let db = Db::Sqlite(crate::support::sqlite_path(&format!("qc-{mutant}")));
         let v = crash_loop(&db, "sqlite", 8, 99, mutant);
+        remove_sqlite(&db);
         for check in checks {
             let first = v.iter().find(|v| v.contains(check));
             assert!(
