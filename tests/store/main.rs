@@ -9,7 +9,10 @@
 
 mod crash;
 mod queue;
+mod queue_crash;
 mod queue_pool;
+mod queue_rig;
+mod queue_workers;
 mod queue_world;
 #[allow(dead_code)] // each suite uses its part
 mod support;
