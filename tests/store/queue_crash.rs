@@ -650,6 +650,9 @@ mod mutants {
 
     macro_rules! forward_reads {
         () => {
+            fn visibility_timeout(&self) -> std::time::Duration {
+                self.inner.visibility_timeout()
+            }
             fn origin(
                 &mut self,
                 p: faultline::clock::Origin,
