@@ -8,5 +8,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod crash;
+mod saga_log;
 #[allow(dead_code)] // each suite uses its part
 mod support;
