@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod crash;
+mod saga_crash;
 mod saga_log;
 #[allow(dead_code)] // each suite uses its part
 mod support;

@@ -126,9 +126,7 @@ fn postgres_log_fences_a_second_writer() {
     let Some(url) = support::pg_url("saga log fencing") else {
         return;
     };
-    second_writer_is_fenced(PostgresLog::open(&url).unwrap(), || {
-        PostgresLog::open(&url)
-    });
+    second_writer_is_fenced(PostgresLog::open(&url).unwrap(), || PostgresLog::open(&url));
 }
 
 // ----- the suite has teeth -----

@@ -35,11 +35,11 @@ pub mod hosted;
 #[cfg(feature = "tokio")]
 mod lockstep;
 pub mod log;
-pub mod store;
 #[cfg(feature = "sim")]
 pub mod mutants;
 #[cfg(feature = "sim")]
 pub mod pattern;
+pub mod store;
 #[cfg(test)]
 mod tests;
 #[cfg(feature = "tokio")]

@@ -689,12 +689,12 @@ impl<P, R> Drop for SagaRunner<P, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::saga::orchestrated::history::ActionOutcome;
     use crate::saga::orchestrated::log::{LineError, LogRecord};
+    use crate::saga::services::{InventoryService, OrderStatus, PaymentService, Services};
     use std::fs::OpenOptions;
     use std::io::Write;
     use std::path::{Path, PathBuf};
-    use crate::saga::orchestrated::history::ActionOutcome;
-    use crate::saga::services::{InventoryService, OrderStatus, PaymentService, Services};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 

@@ -213,7 +213,12 @@ where
     let case = "empty";
     let mut s = store(case, "making a fresh store", fresh())?;
     expect_eq(case, "load", &store(case, "load", s.load())?, &Vec::new())?;
-    expect_eq(case, "history", &store(case, "history", s.history(DONE))?, &None)?;
+    expect_eq(
+        case,
+        "history",
+        &store(case, "history", s.history(DONE))?,
+        &None,
+    )?;
 
     let case = "append_load_order";
     for (i, record) in all.iter().enumerate() {
@@ -223,7 +228,12 @@ where
 
     let case = "durable_across_reopen";
     s = store(case, "reopen", reopen(s))?;
-    expect_eq(case, "load after reopen", &store(case, "load", s.load())?, &all)?;
+    expect_eq(
+        case,
+        "load after reopen",
+        &store(case, "load", s.load())?,
+        &all,
+    )?;
 
     let case = "history";
     for saga in [DONE, UNDONE, RUNNING, FAILED, LAST, SagaId(99)] {
@@ -243,7 +253,12 @@ where
     expect_eq(case, "records removed", &removed, &(all.len() - kept.len()))?;
     for saga in [DONE, UNDONE] {
         let markers = loaded.iter().filter(|r| r.saga() == saga).count();
-        expect_eq(case, &format!("records left of finished {saga}"), &markers, &2)?;
+        expect_eq(
+            case,
+            &format!("records left of finished {saga}"),
+            &markers,
+            &2,
+        )?;
     }
 
     let case = "compaction_keeps_running";
@@ -263,7 +278,9 @@ where
         if orch.start(saga, ORDER, Instant::ZERO) {
             return Err(fail(
                 case,
-                format!("a coordinator recovered from the compacted log started the finished {saga} again"),
+                format!(
+                    "a coordinator recovered from the compacted log started the finished {saga} again"
+                ),
             ));
         }
     }
@@ -280,7 +297,12 @@ where
 
     let case = "compaction_durable";
     s = store(case, "reopen", reopen(s))?;
-    expect_eq(case, "load after reopen", &store(case, "load", s.load())?, &kept)?;
+    expect_eq(
+        case,
+        "load after reopen",
+        &store(case, "load", s.load())?,
+        &kept,
+    )?;
 
     let case = "append_after_compaction";
     let more = [
@@ -296,15 +318,35 @@ where
     let mut want = kept.clone();
     want.extend(more.iter().cloned());
     s = store(case, "reopen", reopen(s))?;
-    expect_eq(case, "load after reopen", &store(case, "load", s.load())?, &want)?;
+    expect_eq(
+        case,
+        "load after reopen",
+        &store(case, "load", s.load())?,
+        &want,
+    )?;
     let removed = store(case, "second compact", s.compact())?;
     let again = compacted(&want);
-    expect_eq(case, "second compaction removed", &removed, &(want.len() - again.len()))?;
-    expect_eq(case, "records after second compaction", &store(case, "load", s.load())?, &again)?;
+    expect_eq(
+        case,
+        "second compaction removed",
+        &removed,
+        &(want.len() - again.len()),
+    )?;
+    expect_eq(
+        case,
+        "records after second compaction",
+        &store(case, "load", s.load())?,
+        &again,
+    )?;
     let removed = store(case, "third compact", s.compact())?;
     expect_eq(case, "third compaction removed", &removed, &0)?;
     s = store(case, "reopen", reopen(s))?;
-    expect_eq(case, "load after reopen", &store(case, "load", s.load())?, &again)?;
+    expect_eq(
+        case,
+        "load after reopen",
+        &store(case, "load", s.load())?,
+        &again,
+    )?;
     drop(s);
     Ok(())
 }
@@ -341,10 +383,20 @@ where
             .map_err(|e| fail(case, format!("tearing the file: {e}")))?;
     }
     let mut s = store(case, "open after a torn append", open(path))?;
-    expect_eq(case, "load after a torn append", &store(case, "load", s.load())?, &all[..5].to_vec())?;
+    expect_eq(
+        case,
+        "load after a torn append",
+        &store(case, "load", s.load())?,
+        &all[..5].to_vec(),
+    )?;
     store(case, "append after a torn tail", s.append(&all[5]))?;
     drop(s);
     let mut s = store(case, "reopen", open(path))?;
-    expect_eq(case, "load after reopen", &store(case, "load", s.load())?, &all[..6].to_vec())?;
+    expect_eq(
+        case,
+        "load after reopen",
+        &store(case, "load", s.load())?,
+        &all[..6].to_vec(),
+    )?;
     Ok(())
 }

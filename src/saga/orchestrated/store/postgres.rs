@@ -84,7 +84,9 @@ impl<P: SagaData, R: SagaData> PostgresLog<P, R> {
             .join()
         });
         let (client, epoch) = opened.map_err(|_| {
-            StoreError::Io(std::io::Error::other("the Postgres connecting thread panicked"))
+            StoreError::Io(std::io::Error::other(
+                "the Postgres connecting thread panicked",
+            ))
         })??;
         Ok(PostgresLog {
             client: Some(client),
@@ -167,10 +169,7 @@ impl<P: SagaData, R: SagaData> LogStore<P, R> for PostgresLog<P, R> {
     fn load(&mut self) -> Result<Vec<LogRecord<P, R>>, StoreError> {
         let rows = self
             .client()?
-            .query(
-                "SELECT seq, line FROM faultline_saga_log ORDER BY seq",
-                &[],
-            )
+            .query("SELECT seq, line FROM faultline_saga_log ORDER BY seq", &[])
             .map_err(db)?;
         self.decode(rows)
     }

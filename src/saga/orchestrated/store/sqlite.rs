@@ -12,8 +12,7 @@ use crate::saga::services::{Order, Refusal, SagaData, SagaId};
 use crate::store::Migration;
 
 /// The schema of the saga log (component `saga_log`), one migration per version.
-pub const MIGRATIONS: &[Migration] = &[
-    "CREATE TABLE faultline_saga_log (
+pub const MIGRATIONS: &[Migration] = &["CREATE TABLE faultline_saga_log (
          seq INTEGER PRIMARY KEY AUTOINCREMENT,
          saga INTEGER NOT NULL,
          kind TEXT NOT NULL,
@@ -25,8 +24,7 @@ pub const MIGRATIONS: &[Migration] = &[
          id INTEGER PRIMARY KEY CHECK (id = 1),
          epoch INTEGER NOT NULL
      );
-     INSERT INTO faultline_saga_log_owner (id, epoch) VALUES (1, 0);",
-];
+     INSERT INTO faultline_saga_log_owner (id, epoch) VALUES (1, 0);"];
 
 /// The saga log in a SQLite database: one row per record (its encoded line of the
 /// [versioned format](crate::saga::orchestrated::log#the-stored-format), with its saga
@@ -130,7 +128,10 @@ impl<P: SagaData, R: SagaData> SqliteLog<P, R> {
 
     fn lines(&self, saga: Option<SagaId>) -> Result<Vec<(i64, String)>, rusqlite::Error> {
         let (sql, args): (&str, Vec<i64>) = match saga {
-            None => ("SELECT seq, line FROM faultline_saga_log ORDER BY seq", vec![]),
+            None => (
+                "SELECT seq, line FROM faultline_saga_log ORDER BY seq",
+                vec![],
+            ),
             Some(s) => (
                 "SELECT seq, line FROM faultline_saga_log WHERE saga = ?1 ORDER BY seq",
                 vec![saga_column(s)],
