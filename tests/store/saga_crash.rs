@@ -379,7 +379,7 @@ struct Laggy {
 
 impl LogStore for Laggy {
     fn append(&mut self, record: &LogRecord) -> Result<(), StoreError> {
-        self.buffer.push(record.clone());
+        self.buffer.push(*record);
         if self.buffer.len() >= 8 {
             for r in std::mem::take(&mut self.buffer) {
                 self.inner.append(&r)?;

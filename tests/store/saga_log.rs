@@ -105,7 +105,7 @@ fn second_writer_is_fenced<S: LogStore>(
         "{err}"
     );
     assert!(matches!(first.compact(), Err(StoreError::Fenced { .. })));
-    assert_eq!(second.load().unwrap(), vec![started.clone()]);
+    assert_eq!(second.load().unwrap(), vec![started]);
     second
         .append(&LogRecord::Ended {
             saga: SagaId(1),

@@ -1,7 +1,7 @@
 //! The tokio adapter for sagas: a [`SagaRunner`] that drives the sans-IO
-//! [`Orchestrator`] with async participants, a pluggable durable log ([`LogStore`]) with
-//! an in-memory ([`MemoryLog`]) and a file ([`FileLog`]) implementation, and recovery
-//! after a process crash.
+//! [`Orchestrator`] with async participants, a pluggable durable log ([`LogStore`], in
+//! [`store`](super::store): memory, a file, SQLite, Postgres; re-exported here), and
+//! recovery after a process crash.
 //!
 //! The runner holds no policy of its own: it drives the same sans-IO driver core (the
 //! output pipeline between the orchestrator and its log and links) that the simulated
@@ -9,10 +9,15 @@
 //! core its inputs and `now`, and carries out the orchestrator's outputs in order, on a
 //! background task:
 //!
-//! - [`Output::Append`]: [`LogStore::append`] is called synchronously, before any later
-//!   output is performed (write-ahead). If it fails, the runner *halts*: it performs
-//!   nothing more, and [`wait_at_rest`](SagaRunner::wait_at_rest) reports
-//!   [`RunnerError::Halted`]. Build a new runner over the log to recover.
+//! - [`Output::Append`]: [`LogStore::append`] is called, and no later output is
+//!   performed until it returned (write-ahead). A store that blocks
+//!   ([`LogStore::blocks`]: a file, a database) is called on a blocking thread
+//!   (`spawn_blocking`), one record at a time and in order, with no lock of the runner
+//!   held: an fsync or a database round trip never stalls the runtime's threads (and
+//!   the synchronous Postgres client, which panics on them, works). [`MemoryLog`] is
+//!   called inline. If an append fails, the runner *halts*: it performs nothing more,
+//!   and [`wait_at_rest`](SagaRunner::wait_at_rest) reports [`RunnerError::Halted`].
+//!   Build a new runner over the log to recover.
 //! - [`Output::Send`]: the orchestrator is told the command left
 //!   ([`Orchestrator::on_sent`], so a configuration with
 //!   [`deadline_from_sent`](crate::saga::SagaConfigBuilder::deadline_from_sent) works
@@ -33,12 +38,16 @@
 //! [recovers](Orchestrator::recover) every saga not at rest (over an empty log, that is a
 //! fresh orchestrator). Restarting after a crash is building a new runner over the same
 //! store. Dropping a runner stops it at once (in-flight participant calls are
-//! cancelled, as in a crash) and it writes nothing to its store afterwards.
+//! cancelled, as in a crash; an append already under way on a blocking thread is
+//! waited for) and it writes nothing to its store afterwards.
+//!
+//! [`submit`](SagaRunner::submit) starts a saga and returns once its first records
+//! are durable: the moment to tell a client it was accepted. The runner compacts its
+//! log when asked ([`compact`](SagaRunner::compact)), on a schedule of the caller's.
 //!
 //! Time comes from `tokio::time::Instant` (nanoseconds since the runner was built), so
-//! tokio's paused clock drives everything in tests. Log appends run on the runtime's
-//! thread while a lock is held: a [`FileLog`]'s fsync blocks that thread for its
-//! duration.
+//! tokio's paused clock drives everything in tests (a blocking append holds the paused
+//! clock still while it runs, as tokio does for every `spawn_blocking` task).
 //!
 //! # Example
 //!
