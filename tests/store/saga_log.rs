@@ -247,3 +247,198 @@ fn the_suite_catches_broken_logs() {
         assert_eq!(err.case, case, "{flaw:?}: {err}");
     }
 }
+
+// ----- the tokio runner over stores that block -----
+
+mod runner {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use faultline::saga::orchestrated::store::postgres::PostgresLog;
+    use faultline::saga::orchestrated::store::sqlite::SqliteLog;
+    use faultline::saga::orchestrated::store::{LogStore, MemoryLog, StoreError};
+    use faultline::saga::orchestrated::tokio::{RunnerError, SagaRunner};
+    use faultline::saga::{
+        Command, InventoryService, LogRecord, Order, PaymentService, SagaConfig, SagaId, SagaState,
+        Services, StepId,
+    };
+
+    use crate::support;
+
+    const ORDER: Order = Order {
+        item: 1,
+        qty: 1,
+        amount: 100,
+    };
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    type Check = Arc<dyn Fn(&Command) + Send + Sync>;
+
+    /// A runner over `log` whose participants are the in-memory checkout services,
+    /// each call first running `check` on its command.
+    fn runner<S: LogStore + 'static>(log: S, check: Check) -> Result<SagaRunner, RunnerError> {
+        let services = Arc::new(Mutex::new(Services::new(
+            InventoryService::new([(1, 1000)]),
+            PaymentService::new(),
+        )));
+        let call = move |cmd: Command| {
+            let services = Arc::clone(&services);
+            let check = Arc::clone(&check);
+            async move {
+                check(&cmd);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                services.lock().unwrap().handle(&cmd)
+            }
+        };
+        let config = SagaConfig::builder()
+            .step_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let mut b = SagaRunner::builder(config, log);
+        for step in StepId::ALL {
+            b = b.step(step, call.clone(), call.clone());
+        }
+        b.build()
+    }
+
+    /// The promise "a record is durable before the next output", seen from outside:
+    /// each participant, when called, reads the SQLite file through a connection of its
+    /// own and finds the command's intent there. Then compaction through the runner.
+    #[test]
+    fn a_command_leaves_only_after_its_intent_is_in_the_database() {
+        let path = support::sqlite_path("saga-runner-durable");
+        let seen = Arc::new(AtomicU64::new(0));
+        let check: Check = {
+            let path = path.clone();
+            let seen = Arc::clone(&seen);
+            Arc::new(move |cmd: &Command| {
+                let conn = rusqlite::Connection::open(&path).unwrap();
+                let lines: Vec<String> = conn
+                    .prepare("SELECT line FROM faultline_saga_log WHERE saga = ?1")
+                    .unwrap()
+                    .query_map([i64::try_from(cmd.saga.0).unwrap()], |r| r.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                let intent = lines.iter().any(|l| {
+                    let r = LogRecord::<Order>::decode_line(l.as_bytes()).unwrap();
+                    matches!(r, LogRecord::StepIntent { step, .. } | LogRecord::CompensationIntent { step, .. } if step == cmd.step)
+                });
+                assert!(
+                    intent,
+                    "{cmd:?} sent before its intent was durable: {lines:?}"
+                );
+                seen.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        runtime().block_on(async {
+            let r = runner(SqliteLog::open(&path).unwrap(), check).unwrap();
+            for n in 1..=20 {
+                r.submit(SagaId(n), ORDER).await.unwrap();
+            }
+            r.wait_at_rest().await.unwrap();
+            assert!(r.sagas().iter().all(|(_, s)| *s == SagaState::Completed));
+            let before = r.history(SagaId(3)).unwrap().unwrap();
+            assert_eq!(before.steps.len(), 3);
+            let removed = r.compact().await.unwrap();
+            assert_eq!(removed, 20 * 6, "three intents and three outcomes per saga");
+            let after = r.history(SagaId(3)).unwrap().unwrap();
+            assert_eq!((after.payload, after.state), (ORDER, SagaState::Completed));
+            assert!(matches!(
+                r.submit(SagaId(3), ORDER).await,
+                Err(RunnerError::AlreadyKnown(_))
+            ));
+        });
+        assert_eq!(seen.load(Ordering::SeqCst), 60);
+        // A restarted runner over the compacted log still refuses the finished ids.
+        runtime().block_on(async {
+            let r = runner(SqliteLog::open(&path).unwrap(), Arc::new(|_: &Command| {})).unwrap();
+            assert_eq!(r.sagas().len(), 20);
+            assert!(matches!(
+                r.start(SagaId(7), ORDER),
+                Err(RunnerError::AlreadyKnown(_))
+            ));
+        });
+    }
+
+    /// The synchronous Postgres client works under the runner (it would panic on a
+    /// runtime thread): build, submit, history, compact, drop, all on a current-thread
+    /// runtime.
+    #[test]
+    fn a_runner_over_a_postgres_log_runs_and_compacts() {
+        let Some(url) = support::pg_url("saga runner over postgres") else {
+            return;
+        };
+        runtime().block_on(async {
+            let log = PostgresLog::open(&url).unwrap();
+            let r = runner(log, Arc::new(|_: &Command| {})).unwrap();
+            for n in 1..=10 {
+                r.submit(SagaId(n), ORDER).await.unwrap();
+            }
+            r.wait_at_rest().await.unwrap();
+            assert_eq!(
+                r.history(SagaId(1)).unwrap().unwrap().state,
+                SagaState::Completed
+            );
+            assert_eq!(r.compact().await.unwrap(), 60);
+            drop(r);
+            let r = runner(PostgresLog::open(&url).unwrap(), Arc::new(|_: &Command| {})).unwrap();
+            assert_eq!(r.sagas().len(), 10);
+        });
+    }
+
+    /// A log whose appends take 20 ms (a slow disk).
+    struct Slow(MemoryLog);
+
+    impl LogStore for Slow {
+        fn append(&mut self, record: &LogRecord) -> Result<(), StoreError> {
+            std::thread::sleep(Duration::from_millis(20));
+            self.0.append(record)
+        }
+        fn load(&mut self) -> Result<Vec<LogRecord>, StoreError> {
+            self.0.load()
+        }
+    }
+
+    /// The runtime's only thread is never blocked by an append: a ticker task on the
+    /// same current-thread runtime keeps ticking while a saga's eight slow appends run.
+    #[test]
+    fn slow_appends_do_not_block_the_runtime_thread() {
+        runtime().block_on(async {
+            let ticks = Arc::new(AtomicU64::new(0));
+            let ticker = {
+                let ticks = Arc::clone(&ticks);
+                tokio::spawn(async move {
+                    let mut gap_max = Duration::ZERO;
+                    let mut last = Instant::now();
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        gap_max = gap_max.max(last.elapsed());
+                        last = Instant::now();
+                        if ticks.fetch_add(1, Ordering::SeqCst) == u64::MAX {
+                            return gap_max;
+                        }
+                    }
+                })
+            };
+            let r = runner(Slow(MemoryLog::new()), Arc::new(|_: &Command| {})).unwrap();
+            let began = Instant::now();
+            r.submit(SagaId(1), ORDER).await.unwrap();
+            r.wait_at_rest().await.unwrap();
+            let took = began.elapsed();
+            let n = ticks.load(Ordering::SeqCst);
+            ticker.abort();
+            assert!(took >= Duration::from_millis(160), "{took:?}");
+            // A blocked thread would tick about once per append (8 times); a free one
+            // ticks every millisecond or so.
+            assert!(n >= 60, "only {n} ticks in {took:?}");
+        });
+    }
+}
