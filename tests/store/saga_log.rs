@@ -442,3 +442,57 @@ mod runner {
         });
     }
 }
+
+/// Appends per second of each saga log (each append durable on return), and how long a
+/// compaction of 1,000 finished sagas takes. Not a benchmark of record: run it with
+/// `cargo test --release --test store saga_log_rates -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn saga_log_rates() {
+    fn measure<S: LogStore>(name: &str, mut s: S) {
+        let order = faultline::saga::Order {
+            item: 1,
+            qty: 1,
+            amount: 1,
+        };
+        let n = 1000u64;
+        let began = std::time::Instant::now();
+        for saga in 1..=n {
+            s.append(&LogRecord::Started {
+                saga: SagaId(saga),
+                payload: order,
+            })
+            .unwrap();
+        }
+        let took = began.elapsed();
+        for saga in 1..=n {
+            for step in faultline::saga::StepId::ALL {
+                s.append(&LogRecord::StepIntent {
+                    saga: SagaId(saga),
+                    step,
+                    attempt: 1,
+                })
+                .unwrap();
+            }
+            s.append(&LogRecord::Ended {
+                saga: SagaId(saga),
+                state: SagaState::Completed,
+            })
+            .unwrap();
+        }
+        let began_c = std::time::Instant::now();
+        let removed = s.compact().unwrap();
+        let compact = began_c.elapsed();
+        eprintln!(
+            "{name}: {:.0} appends/s ({n} in {took:?}); compaction removed {removed} records in {compact:?}",
+            n as f64 / took.as_secs_f64()
+        );
+    }
+    let dir = support::temp_dir("saga-rates");
+    measure("memory", MemoryLog::new());
+    measure("file", FileLog::open(dir.join("log.jsonl")).unwrap());
+    measure("sqlite", SqliteLog::open(dir.join("db.sqlite")).unwrap());
+    if let Some(url) = support::pg_url("saga log rates") {
+        measure("postgres", PostgresLog::open(&url).unwrap());
+    }
+}
