@@ -203,7 +203,9 @@ impl<P: SagaData, R: SagaData> SagaRunnerBuilder<P, R> {
     }
 
     /// Loads the log, recovers every saga not at rest (resending what may not have
-    /// been done) and starts the driver task on the current tokio runtime.
+    /// been done) and starts the driver task on the current tokio runtime. A store that
+    /// [blocks](LogStore::blocks) is loaded on a thread of its own while the calling
+    /// thread waits (building happens once, at startup).
     ///
     /// # Errors
     ///
