@@ -14,5 +14,7 @@ mod queue_pool;
 mod queue_rig;
 mod queue_workers;
 mod queue_world;
+mod saga_crash;
+mod saga_log;
 #[allow(dead_code)] // each suite uses its part
 mod support;

@@ -201,6 +201,15 @@ impl<P: SagaData, R: SagaData> Pipeline<P, R> {
 
     // ----- outputs -----
 
+    /// How many records are queued to be written (the one being written included).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn pending_writes(&self) -> usize {
+        self.queue
+            .iter()
+            .filter(|(o, _)| matches!(o, Output::Append(_)))
+            .count()
+    }
+
     /// The next thing to carry out, at `now`; `None` while a record is being written,
     /// when nothing is queued, or once halted. A send is reported to the coordinator
     /// ([`on_sent`](SagaCoordinator::on_sent)) as it is handed out.

@@ -9,6 +9,8 @@
 //!   operator, read from those records.
 //! - [`contract`]: [`SagaCoordinator`](contract::SagaCoordinator), the trait the world
 //!   drives (implement it to plug in your own coordinator).
+//! - [`store`]: [`LogStore`](store::LogStore), where the log is kept (memory, a file,
+//!   SQLite, Postgres), its compaction, and its conformance suite.
 //! - [`tokio`]: the adapter that runs it in a service.
 //! - `driver` (crate-private): the driver core both the world and the tokio adapter
 //!   drive (the output pipeline: what may go out now given what is durable, sends
@@ -37,6 +39,7 @@ pub mod log;
 pub mod mutants;
 #[cfg(feature = "sim")]
 pub mod pattern;
+pub mod store;
 #[cfg(test)]
 mod tests;
 #[cfg(feature = "tokio")]

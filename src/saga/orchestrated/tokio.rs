@@ -1,7 +1,7 @@
 //! The tokio adapter for sagas: a [`SagaRunner`] that drives the sans-IO
-//! [`Orchestrator`] with async participants, a pluggable durable log ([`LogStore`]) with
-//! an in-memory ([`MemoryLog`]) and a file ([`FileLog`]) implementation, and recovery
-//! after a process crash.
+//! [`Orchestrator`] with async participants, a pluggable durable log ([`LogStore`], in
+//! [`store`](super::store): memory, a file, SQLite, Postgres; re-exported here), and
+//! recovery after a process crash.
 //!
 //! The runner holds no policy of its own: it drives the same sans-IO driver core (the
 //! output pipeline between the orchestrator and its log and links) that the simulated
@@ -9,10 +9,15 @@
 //! core its inputs and `now`, and carries out the orchestrator's outputs in order, on a
 //! background task:
 //!
-//! - [`Output::Append`]: [`LogStore::append`] is called synchronously, before any later
-//!   output is performed (write-ahead). If it fails, the runner *halts*: it performs
-//!   nothing more, and [`wait_at_rest`](SagaRunner::wait_at_rest) reports
-//!   [`RunnerError::Halted`]. Build a new runner over the log to recover.
+//! - [`Output::Append`]: [`LogStore::append`] is called, and no later output is
+//!   performed until it returned (write-ahead). A store that blocks
+//!   ([`LogStore::blocks`]: a file, a database) is called on a blocking thread
+//!   (`spawn_blocking`), one record at a time and in order, with no lock of the runner
+//!   held: an fsync or a database round trip never stalls the runtime's threads (and
+//!   the synchronous Postgres client, which panics on them, works). [`MemoryLog`] is
+//!   called inline. If an append fails, the runner *halts*: it performs nothing more,
+//!   and [`wait_at_rest`](SagaRunner::wait_at_rest) reports [`RunnerError::Halted`].
+//!   Build a new runner over the log to recover.
 //! - [`Output::Send`]: the orchestrator is told the command left
 //!   ([`Orchestrator::on_sent`], so a configuration with
 //!   [`deadline_from_sent`](crate::saga::SagaConfigBuilder::deadline_from_sent) works
@@ -33,12 +38,16 @@
 //! [recovers](Orchestrator::recover) every saga not at rest (over an empty log, that is a
 //! fresh orchestrator). Restarting after a crash is building a new runner over the same
 //! store. Dropping a runner stops it at once (in-flight participant calls are
-//! cancelled, as in a crash) and it writes nothing to its store afterwards.
+//! cancelled, as in a crash; an append already under way on a blocking thread is
+//! waited for) and it writes nothing to its store afterwards.
+//!
+//! [`submit`](SagaRunner::submit) starts a saga and returns once its first records
+//! are durable: the moment to tell a client it was accepted. The runner compacts its
+//! log when asked ([`compact`](SagaRunner::compact)), on a schedule of the caller's.
 //!
 //! Time comes from `tokio::time::Instant` (nanoseconds since the runner was built), so
-//! tokio's paused clock drives everything in tests. Log appends run on the runtime's
-//! thread while a lock is held: a [`FileLog`]'s fsync blocks that thread for its
-//! duration.
+//! tokio's paused clock drives everything in tests (a blocking append holds the paused
+//! clock still while it runs, as tokio does for every `spawn_blocking` task).
 //!
 //! # Example
 //!
@@ -88,12 +97,9 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io::{Read, Write};
-use std::marker::PhantomData;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ::tokio::runtime::Handle;
@@ -107,220 +113,16 @@ use crate::saga::orchestrated::core::Output;
 use crate::saga::orchestrated::core::{AlertReason, Orchestrator, SagaTotals};
 use crate::saga::orchestrated::driver::{Perform, Pipeline};
 use crate::saga::orchestrated::history::SagaHistory;
-use crate::saga::orchestrated::log::{LineError, LogRecord};
+use crate::saga::orchestrated::log::LogRecord;
 use crate::saga::services::{
     Command, Kind, Order, Refusal, Reply, SagaData, SagaId, SagaState, StepId,
 };
 
 use crate::rt::lock;
 
-// ----- the durable log -----
+// ----- the durable log (in `super::store`) -----
 
-/// Why a [`LogStore`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Reading or writing the storage failed.
-    #[error("saga log i/o error: {0}")]
-    Io(#[from] std::io::Error),
-    /// A complete line of the log could not be read back: the log was damaged (not
-    /// merely cut short by a crash), or written by a newer format version
-    /// ([`LineError::NewerVersion`]).
-    #[error("saga log {} line {line}: {problem}", path.display())]
-    Corrupt {
-        /// The log's file (for a store that is not a file, what names the store).
-        path: PathBuf,
-        /// The line, counting from 1.
-        line: usize,
-        /// What is wrong with it.
-        problem: LineError,
-    },
-}
-
-/// Durable storage for the saga log of a definition with payload `P` and refusal `R`.
-///
-/// `append` must make the record durable before it returns (the runner performs the
-/// next output only then); `load` returns every record appended so far, in order.
-pub trait LogStore<P = Order, R = Refusal>: Send {
-    /// Makes `record` durable at the end of the log.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError`] when the record may not be durable; the runner then halts.
-    fn append(&mut self, record: &LogRecord<P, R>) -> Result<(), StoreError>;
-
-    /// Every durable record, in the order appended.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError`] when the log cannot be read.
-    fn load(&mut self) -> Result<Vec<LogRecord<P, R>>, StoreError>;
-
-    /// The history of `saga` from the durable records ([`SagaHistory::of`]): `None`
-    /// if the log does not know it.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError`] when the log cannot be read.
-    fn history(&mut self, saga: SagaId) -> Result<Option<SagaHistory<P, R>>, StoreError>
-    where
-        P: SagaData,
-        R: SagaData,
-    {
-        Ok(SagaHistory::of(saga, &self.load()?))
-    }
-}
-
-/// An in-memory log: a shared `Vec`. Clones are handles to the same records, so a test
-/// can drop a runner and build another over the same log (a process restart in which
-/// the log survives).
-#[derive(Debug)]
-pub struct MemoryLog<P = Order, R = Refusal> {
-    records: Arc<Mutex<Vec<LogRecord<P, R>>>>,
-}
-
-impl<P, R> Clone for MemoryLog<P, R> {
-    fn clone(&self) -> Self {
-        MemoryLog {
-            records: Arc::clone(&self.records),
-        }
-    }
-}
-
-impl<P, R> Default for MemoryLog<P, R> {
-    fn default() -> Self {
-        MemoryLog {
-            records: Arc::new(Mutex::new(Vec::new())),
-        }
-    }
-}
-
-impl<P: SagaData, R: SagaData> MemoryLog<P, R> {
-    /// An empty log.
-    pub fn new() -> Self {
-        MemoryLog::default()
-    }
-
-    /// A copy of the records so far.
-    pub fn records(&self) -> Vec<LogRecord<P, R>> {
-        lock(&self.records).clone()
-    }
-
-    /// How many records were appended.
-    pub fn len(&self) -> usize {
-        lock(&self.records).len()
-    }
-
-    /// True when no record was appended.
-    pub fn is_empty(&self) -> bool {
-        lock(&self.records).is_empty()
-    }
-}
-
-impl<P: SagaData, R: SagaData> LogStore<P, R> for MemoryLog<P, R> {
-    fn append(&mut self, record: &LogRecord<P, R>) -> Result<(), StoreError> {
-        lock(&self.records).push(record.clone());
-        Ok(())
-    }
-
-    fn load(&mut self) -> Result<Vec<LogRecord<P, R>>, StoreError> {
-        Ok(self.records())
-    }
-}
-
-/// An append-only JSON-lines file, one record per line in the
-/// [versioned format](crate::saga::orchestrated::log#the-stored-format), synced
-/// ([`File::sync_data`]) on every append. It reads lines of every earlier format
-/// version (a file begun by an older faultline is read and appended to as it is) and
-/// refuses lines of a newer one ([`LineError::NewerVersion`]).
-///
-/// A crash in the middle of an append leaves an incomplete last line (no newline): it
-/// is ignored (the record was never durable, so nothing was done after it) and cut off
-/// by [`open`](FileLog::open) so that later appends start on a fresh line. A complete
-/// line that cannot be read is [`StoreError::Corrupt`], naming the file and line.
-///
-/// The file holds one definition's records: `P` and `R` are its payload and refusal
-/// types (the checkout's by default), which every line must read as.
-#[derive(Debug)]
-pub struct FileLog<P = Order, R = Refusal> {
-    path: PathBuf,
-    file: File,
-    records: PhantomData<fn() -> (P, R)>,
-}
-
-impl<P: SagaData, R: SagaData> FileLog<P, R> {
-    /// Opens the log at `path`, creating it if missing, after checking its records.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Io`] if the file cannot be opened, read or truncated;
-    /// [`StoreError::Corrupt`] for a complete line that is not a record (or is of a
-    /// newer format version).
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let (_, complete) = parse_lines::<P, R>(&path, &bytes)?;
-        if complete < bytes.len() {
-            // Cut the torn tail off, so the next append starts on its own line.
-            file.set_len(u64::try_from(complete).unwrap_or(u64::MAX))?;
-            file.sync_data()?;
-        }
-        Ok(FileLog {
-            path,
-            file,
-            records: PhantomData,
-        })
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl<P: SagaData, R: SagaData> LogStore<P, R> for FileLog<P, R> {
-    fn append(&mut self, record: &LogRecord<P, R>) -> Result<(), StoreError> {
-        let mut line = record.encode_line();
-        line.push('\n');
-        self.file.write_all(line.as_bytes())?;
-        self.file.sync_data()?;
-        Ok(())
-    }
-
-    fn load(&mut self) -> Result<Vec<LogRecord<P, R>>, StoreError> {
-        let bytes = std::fs::read(&self.path)?;
-        Ok(parse_lines(&self.path, &bytes)?.0)
-    }
-}
-
-/// The records of the complete lines of `bytes`, and the length of those lines (an
-/// incomplete last line, without its newline, is left out).
-#[allow(clippy::type_complexity)]
-fn parse_lines<P: SagaData, R: SagaData>(
-    path: &Path,
-    bytes: &[u8],
-) -> Result<(Vec<LogRecord<P, R>>, usize), StoreError> {
-    let mut records = Vec::new();
-    let mut complete = 0;
-    for (index, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
-        let Some(body) = line.strip_suffix(b"\n") else {
-            break; // torn by a crash mid-append
-        };
-        let record = LogRecord::decode_line(body).map_err(|problem| StoreError::Corrupt {
-            path: path.to_path_buf(),
-            line: index + 1,
-            problem,
-        })?;
-        records.push(record);
-        complete += line.len();
-    }
-    Ok((records, complete))
-}
+pub use super::store::{FileLog, LogStore, MemoryLog, StoreError};
 
 // ----- the runner -----
 
@@ -401,7 +203,9 @@ impl<P: SagaData, R: SagaData> SagaRunnerBuilder<P, R> {
     }
 
     /// Loads the log, recovers every saga not at rest (resending what may not have
-    /// been done) and starts the driver task on the current tokio runtime.
+    /// been done) and starts the driver task on the current tokio runtime. A store that
+    /// [blocks](LogStore::blocks) is loaded on a thread of its own while the calling
+    /// thread waits (building happens once, at startup).
     ///
     /// # Errors
     ///
@@ -418,7 +222,9 @@ impl<P: SagaData, R: SagaData> SagaRunnerBuilder<P, R> {
             return Err(RunnerError::MissingStep(*step));
         }
         let handle = Handle::try_current().map_err(|_| RunnerError::NoRuntime)?;
-        let records = self.store.load()?;
+        let blocking = self.store.blocks();
+        let store: &mut dyn LogStore<P, R> = &mut *self.store;
+        let records = off_runtime(blocking, || store.load())?;
         let (origin, wall) = crate::rt::start();
         let mut orch = Orchestrator::recover(self.config, &records, Instant::ZERO);
         let pipeline = Pipeline::recovering(&mut orch, Instant::ZERO);
@@ -427,11 +233,14 @@ impl<P: SagaData, R: SagaData> SagaRunnerBuilder<P, R> {
             inner: Mutex::new(Inner {
                 orch,
                 pipeline,
-                store: self.store,
+                durable: 0,
                 alerts: Vec::new(),
                 halted: None,
                 stopped: false,
             }),
+            store: Mutex::new(self.store),
+            blocking,
+            closed: AtomicBool::new(false),
             tasks: Mutex::new(Tasks {
                 set: JoinSet::new(),
                 stopped: false,
@@ -457,7 +266,8 @@ struct Inner<P, R> {
     orch: Orchestrator<P, R>,
     /// The driver core: which output may be carried out now.
     pipeline: Pipeline<P, R>,
-    store: Box<dyn LogStore<P, R>>,
+    /// How many records the store made durable since the runner was built.
+    durable: u64,
     alerts: Vec<(SagaId, AlertReason)>,
     /// Why an append failed, once one did (the pipeline is then halted): nothing more
     /// is performed.
@@ -473,6 +283,14 @@ struct Tasks {
 
 struct Shared<P, R> {
     inner: Mutex<Inner<P, R>>,
+    /// The log. Lock order: never take `inner` while holding it, except inline (a
+    /// store that does not block is called under `inner`; no write runs off thread).
+    store: Mutex<Box<dyn LogStore<P, R>>>,
+    /// The store blocks: it is called on blocking threads.
+    blocking: bool,
+    /// Set when the runner is dropped, before waiting for the write in progress: a
+    /// write that has not begun then never does.
+    closed: AtomicBool,
     tasks: Mutex<Tasks>,
     steps: BTreeMap<(StepId, Kind), ServiceCall<P, R>>,
     handle: Handle,
@@ -503,7 +321,7 @@ impl<P, R> Shared<P, R> {
 /// later). Wakes the driver (the earliest timer may have changed) unless the driver is
 /// the caller.
 fn pump<P: SagaData, R: SagaData>(
-    shared: &Shared<P, R>,
+    shared: &Arc<Shared<P, R>>,
     inner: &mut Inner<P, R>,
     wake_driver: bool,
 ) -> Vec<(Command<P>, u32)> {
@@ -511,27 +329,18 @@ fn pump<P: SagaData, R: SagaData>(
     if inner.stopped {
         return sends;
     }
-    let Inner {
-        orch,
-        pipeline,
-        store,
-        alerts,
-        halted,
-        ..
-    } = inner;
-    while let Some(due) = pipeline.next(orch, shared.now()) {
+    while let Some(due) = inner.pipeline.next(&mut inner.orch, shared.now()) {
         match due.perform {
-            Perform::Write(record) => match store.append(&record) {
-                Ok(()) => {
-                    pipeline.durable();
-                }
-                Err(e) => {
-                    *halted = Some(e.to_string());
-                    pipeline.append_failed();
-                }
-            },
+            Perform::Write(record) if shared.blocking => {
+                // The pipeline hands out nothing more until the write is reported.
+                write_off_thread(shared, record);
+            }
+            Perform::Write(record) => {
+                let written = lock(&shared.store).append(&record);
+                written_out(inner, written);
+            }
             Perform::Send(cmd, attempt) => sends.push((cmd, attempt)),
-            Perform::Alert(saga, reason) => alerts.push((saga, reason)),
+            Perform::Alert(saga, reason) => inner.alerts.push((saga, reason)),
         }
     }
     shared.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -539,6 +348,64 @@ fn pump<P: SagaData, R: SagaData>(
         shared.wake.notify_one();
     }
     sends
+}
+
+/// Reports a write's result to the pipeline.
+fn written_out<P: SagaData, R: SagaData>(inner: &mut Inner<P, R>, written: Result<(), StoreError>) {
+    match written {
+        Ok(()) => {
+            inner.durable += 1;
+            inner.pipeline.durable();
+        }
+        Err(e) => {
+            inner.halted = Some(e.to_string());
+            inner.pipeline.append_failed();
+        }
+    }
+}
+
+/// Appends `record` on a blocking thread, then (the lock of the store released)
+/// reports it to the pipeline and carries out what follows, as a reply does. Nothing
+/// else is written meanwhile (the pipeline hands out nothing while a write is in
+/// progress), so records reach the store in order, one at a time.
+fn write_off_thread<P: SagaData, R: SagaData>(shared: &Arc<Shared<P, R>>, record: LogRecord<P, R>) {
+    let task_shared = Arc::clone(shared);
+    // Detached: the runner's drop waits for it through the store's lock.
+    drop(shared.handle.spawn_blocking(move || {
+        let written = {
+            let mut store = lock(&task_shared.store);
+            if task_shared.closed.load(Ordering::SeqCst) {
+                return; // the runner was dropped: write nothing more
+            }
+            store.append(&record)
+        };
+        let sends = {
+            let mut inner = lock(&task_shared.inner);
+            let inner = &mut *inner;
+            if inner.stopped {
+                return;
+            }
+            written_out(inner, written);
+            pump(&task_shared, inner, true)
+        };
+        dispatch(&task_shared, sends);
+    }));
+}
+
+/// Runs `f` off the runtime's threads when the store blocks (on a scoped thread of its
+/// own, the caller's thread waiting), inline otherwise.
+fn off_runtime<T: Send>(
+    blocking: bool,
+    f: impl FnOnce() -> Result<T, StoreError> + Send,
+) -> Result<T, StoreError> {
+    if !blocking || Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| s.spawn(f).join()).unwrap_or_else(|_| {
+        Err(StoreError::Io(std::io::Error::other(
+            "the saga log's thread panicked",
+        )))
+    })
 }
 
 /// Calls the participants of `sends`, each on its own task, feeding replies back.
@@ -639,16 +506,54 @@ impl<P: SagaData, R: SagaData> SagaRunner<P, R> {
         }
     }
 
-    /// Starts `saga` with its payload: its `Started` record and first intent are
-    /// durable when this returns, and its first command is on its way.
+    /// Starts `saga` with its payload. Over a store that does not block
+    /// ([`MemoryLog`]), its `Started` record and first intent are durable when this
+    /// returns, and its first command is on its way. Over one that blocks (a file, a
+    /// database), they are being written on a blocking thread when this returns, and the
+    /// command leaves once they are durable: to know when a saga is durably accepted
+    /// (before telling a client so), use [`submit`](SagaRunner::submit).
     ///
     /// # Errors
     ///
     /// [`RunnerError::AlreadyKnown`] if the id was started before (a client resubmitting
     /// after a restart can treat it as success), [`RunnerError::Halted`] after a log
-    /// append failed (this one included).
+    /// append failed (this one included, over a store that does not block).
     pub fn start(&self, saga: SagaId, payload: P) -> Result<(), RunnerError> {
-        let sends = {
+        self.start_counting(saga, payload).map(|_| ())
+    }
+
+    /// Starts `saga` with its payload, like [`start`](SagaRunner::start), and waits
+    /// until its `Started` record and first intent are durable: when this returns
+    /// `Ok`, a crash no longer loses the saga (a runner built over the log recovers
+    /// it). The moment to tell a client its saga was accepted.
+    ///
+    /// # Errors
+    ///
+    /// [`RunnerError::AlreadyKnown`] if the id was started before,
+    /// [`RunnerError::Halted`] if a log append failed before its records were durable.
+    pub async fn submit(&self, saga: SagaId, payload: P) -> Result<(), RunnerError> {
+        let target = self.start_counting(saga, payload)?;
+        let mut changes = self.shared.changes.subscribe();
+        loop {
+            {
+                let inner = lock(&self.shared.inner);
+                if inner.durable >= target {
+                    return Ok(());
+                }
+                if let Some(message) = &inner.halted {
+                    return Err(RunnerError::Halted(message.clone()));
+                }
+            }
+            if changes.changed().await.is_err() {
+                return Err(RunnerError::Halted("the runner stopped".to_owned()));
+            }
+        }
+    }
+
+    /// Starts `saga`; returns the count of durable records at which its records
+    /// queued so far are durable.
+    fn start_counting(&self, saga: SagaId, payload: P) -> Result<u64, RunnerError> {
+        let (sends, target) = {
             let mut inner = lock(&self.shared.inner);
             if let Some(message) = &inner.halted {
                 return Err(RunnerError::Halted(message.clone()));
@@ -658,14 +563,16 @@ impl<P: SagaData, R: SagaData> SagaRunner<P, R> {
             if !inner.pipeline.start(&mut inner.orch, saga, payload, now) {
                 return Err(RunnerError::AlreadyKnown(saga));
             }
+            let target =
+                inner.durable + u64::try_from(inner.pipeline.pending_writes()).unwrap_or(u64::MAX);
             let sends = pump(&self.shared, inner, true);
             if let Some(message) = &inner.halted {
                 return Err(RunnerError::Halted(message.clone()));
             }
-            sends
+            (sends, target)
         };
         dispatch(&self.shared, sends);
-        Ok(())
+        Ok(target)
     }
 
     /// Waits until every saga is at rest (completed, compensated or failed).
@@ -735,7 +642,40 @@ impl<P: SagaData, R: SagaData> SagaRunner<P, R> {
     ///
     /// [`StoreError`] when the log cannot be read.
     pub fn history(&self, saga: SagaId) -> Result<Option<SagaHistory<P, R>>, StoreError> {
-        lock(&self.shared.inner).store.history(saga)
+        let mut store = lock(&self.shared.store);
+        let store: &mut dyn LogStore<P, R> = &mut **store;
+        off_runtime(self.shared.blocking, || store.history(saga))
+    }
+
+    /// Compacts the log now ([`LogStore::compact`]: the records of sagas that are
+    /// finished, completed or compensated, go, but for their finished markers; sagas
+    /// still running keep every record), on a blocking thread if the store blocks.
+    /// Returns how many records were removed. Appends wait meanwhile. The runner
+    /// compacts only when asked: call it on a schedule of your own (for example every
+    /// hour, or after every thousand sagas).
+    ///
+    /// # Errors
+    ///
+    /// [`RunnerError::Store`] when the compaction failed (the log is then unchanged,
+    /// and the runner goes on).
+    pub async fn compact(&self) -> Result<usize, RunnerError> {
+        let shared = Arc::clone(&self.shared);
+        let compact = move || {
+            let mut store = lock(&shared.store);
+            if shared.closed.load(Ordering::SeqCst) {
+                return Ok(0);
+            }
+            store.compact()
+        };
+        if !self.shared.blocking {
+            return Ok(compact()?);
+        }
+        match ::tokio::task::spawn_blocking(compact).await {
+            Ok(result) => Ok(result?),
+            Err(e) => Err(RunnerError::Store(StoreError::Io(std::io::Error::other(
+                format!("the compaction's thread failed: {e}"),
+            )))),
+        }
     }
 }
 
@@ -744,9 +684,16 @@ impl<P, R> Drop for SagaRunner<P, R> {
         // After this, no task performs anything (they check `stopped` under the lock).
         lock(&self.shared.inner).stopped = true;
         self.driver.abort();
-        let mut tasks = lock(&self.shared.tasks);
-        tasks.stopped = true;
-        tasks.set.abort_all();
+        {
+            let mut tasks = lock(&self.shared.tasks);
+            tasks.stopped = true;
+            tasks.set.abort_all();
+        }
+        // No write begins after this, and one in progress (on a blocking thread) ends
+        // before the drop returns: a runner built next over the same log is its only
+        // writer.
+        self.shared.closed.store(true, Ordering::SeqCst);
+        drop(lock(&self.shared.store));
     }
 }
 
@@ -754,7 +701,11 @@ impl<P, R> Drop for SagaRunner<P, R> {
 mod tests {
     use super::*;
     use crate::saga::orchestrated::history::ActionOutcome;
+    use crate::saga::orchestrated::log::{LineError, LogRecord};
     use crate::saga::services::{InventoryService, OrderStatus, PaymentService, Services};
+    use std::fs::OpenOptions;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
