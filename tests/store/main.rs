@@ -8,5 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod crash;
+mod event_store;
+mod event_store_crash;
 #[allow(dead_code)] // each suite uses its part
 mod support;
