@@ -13,8 +13,9 @@
 //!     `max(position) + 1`, the unique `(stream, version)` doing the version check.
 //! - `event_store/postgres` (a throwaway local server, or `FAULTLINE_PG_URL`; skipped
 //!   with one line when there is none):
-//!   - `store`: [`PostgresEvents::append`] (lock the head row, read the version,
-//!     insert, move the head, commit).
+//!   - `store`: [`PostgresEvents::append`] (one call of the `faultline_es_append`
+//!     function: lock the head row, read the version, check it, insert, move the
+//!     head; committed as its own transaction).
 //!   - `hand_sql`: one `INSERT` at version expected + 1 with a `BIGSERIAL` position,
 //!     the primary key `(stream, version)` doing the version check. Cheaper, and
 //!     weaker: a sequence has gaps (a rolled-back insert burns its number) and

@@ -6,16 +6,17 @@
 //! `(stream, version)`, the global position unique), `faultline_es_head` (one row: the
 //! last position handed out), `faultline_es_snapshots`, `faultline_es_checkpoints`.
 //!
-//! An append is one transaction that first locks the head row (`SELECT … FOR UPDATE`):
-//! appends from every connection take turns on it, so positions are handed out
-//! without gaps (a rolled-back append rolls its positions back too) and **committed in
+//! An append is one statement (a function the migration creates,
+//! `faultline_es_append`: one round trip, its own transaction) that first locks the
+//! head row (`SELECT … FOR UPDATE`): appends from every connection take turns on it,
+//! so positions are handed out without gaps (a rolled-back append rolls its positions back too) and **committed in
 //! position order** (the next append gets the lock only once the previous one has
 //! committed), which is what a projection reading after its checkpoint relies on.
 //! Under the lock the stream's version is read, checked against the expectation and
 //! the events inserted; the primary key `(stream, version)` is the database's own
 //! guarantee that no two appends ever hold one version, even one that bypassed the
-//! lock. The price: appends to the whole store are serialized (one at a time, about
-//! one round trip each while the lock is held).
+//! lock. The price: appends to the whole store are serialized (one at a time, each
+//! holding the lock until its commit has reached the WAL on disk).
 //!
 //! Synchronous (the `postgres` crate): never call it on a tokio runtime thread (the
 //! driver blocks on a runtime of its own and panics there); use `spawn_blocking`.
@@ -55,35 +56,54 @@ pub const MIGRATIONS: &[Migration] = &["CREATE TABLE faultline_es_events (
      CREATE TABLE faultline_es_checkpoints (
          name TEXT PRIMARY KEY,
          position BIGINT NOT NULL
-     );"];
+     );
+     -- One append, in one statement (so one round trip, its own transaction): lock the
+     -- head row (appends take turns: positions gap-free, committed in order), read the
+     -- stream's version (a fresh snapshot per statement inside a volatile function, so
+     -- it sees the append that held the lock before), check it, insert, move the head.
+     CREATE FUNCTION faultline_es_append(
+         p_stream BIGINT, p_any BOOLEAN, p_expected BIGINT, p_events TEXT[]
+     ) RETURNS TABLE (o_actual BIGINT, o_head BIGINT, o_written BOOLEAN)
+     LANGUAGE plpgsql VOLATILE AS $$
+     DECLARE
+         v_head BIGINT;
+         v_actual BIGINT;
+     BEGIN
+         SELECT h.position INTO v_head FROM faultline_es_head h WHERE h.id = 1 FOR UPDATE;
+         SELECT coalesce(max(e.version), 0) INTO v_actual
+             FROM faultline_es_events e WHERE e.stream = p_stream;
+         IF NOT p_any AND v_actual <> p_expected THEN
+             RETURN QUERY SELECT v_actual, v_head, false;
+             RETURN;
+         END IF;
+         INSERT INTO faultline_es_events (stream, version, position, event)
+             SELECT p_stream, v_actual + t.i, v_head + t.i, t.e
+             FROM unnest(p_events) WITH ORDINALITY AS t(e, i);
+         UPDATE faultline_es_head SET position = v_head + cardinality(p_events) WHERE id = 1;
+         RETURN QUERY SELECT v_actual, v_head, true;
+     END
+     $$;"];
 
 const READ_ALL: &str = "SELECT stream, version, position, event FROM faultline_es_events
      WHERE position > $1 ORDER BY position LIMIT $2";
 
-/// The statements an append runs, prepared once per connection.
+/// The statements the store runs most, prepared once per connection.
 #[derive(Debug)]
 struct Prepared {
-    lock_head: Statement,
+    append: Statement,
     version: Statement,
-    insert: Statement,
-    set_head: Statement,
     read_all: Statement,
 }
 
 impl Prepared {
     fn new(client: &mut Client) -> Result<Self, StoreError> {
         Ok(Prepared {
-            lock_head: client
-                .prepare("SELECT position FROM faultline_es_head WHERE id = 1 FOR UPDATE")?,
+            append: client.prepare(
+                "SELECT o_actual, o_head, o_written FROM faultline_es_append($1, $2, $3, $4)",
+            )?,
             version: client.prepare(
                 "SELECT coalesce(max(version), 0)::BIGINT FROM faultline_es_events WHERE stream = $1",
             )?,
-            insert: client.prepare(
-                "INSERT INTO faultline_es_events (stream, version, position, event)
-                 SELECT $1, $2 + t.i, $3 + t.i, t.e
-                 FROM unnest($4::TEXT[]) WITH ORDINALITY AS t(e, i)",
-            )?,
-            set_head: client.prepare("UPDATE faultline_es_head SET position = $1 WHERE id = 1")?,
             read_all: client.prepare(READ_ALL)?,
         })
     }
@@ -199,35 +219,21 @@ impl<S: Serialize + DeserializeOwned> EventStorage<S> for PostgresEvents<S> {
             .iter()
             .map(|e| to_json("event", e))
             .collect::<Result<Vec<_>, _>>()?;
-        let p = &self.prepared;
-        let mut tx = self.client.transaction()?;
-        // Appends take turns here, so positions are committed in order.
-        let head: i64 = tx.query_one(&p.lock_head, &[])?.try_get(0)?;
-        let head = to_u64("faultline_es_head.position", head)?;
-        let actual = stream_version(&mut tx, &p.version, stream)?;
-        if !expected.admits(actual) {
-            return Ok(Err(AppendError::WrongExpectedVersion {
-                stream,
-                expected,
-                actual,
-            }));
-        }
-        let n = events.len() as u64;
-        let inserted = tx.execute(
-            &p.insert,
-            &[
-                &i64::from(stream.0),
-                &to_i64("version", actual)?,
-                &to_i64("position", head)?,
-                &json,
-            ],
+        let (any, expected_version) = match expected {
+            ExpectedVersion::Any => (true, 0),
+            ExpectedVersion::NoStream => (false, 0),
+            ExpectedVersion::Exact(v) => (false, to_i64("version", v)?),
+        };
+        // One statement, its own transaction: committed (and durable) when it returns.
+        let row = self.client.query_one(
+            &self.prepared.append,
+            &[&i64::from(stream.0), &any, &expected_version, &json],
         );
-        match inserted {
-            Ok(_) => {}
+        let row = match row {
+            Ok(row) => row,
             // The primary key (stream, version): another writer holds this version
-            // (one that bypassed the head lock). The transaction is aborted.
+            // (one that bypassed the head lock). Nothing was written.
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                drop(tx);
                 let actual = stream_version(&mut self.client, &self.prepared.version, stream)?;
                 return Ok(Err(AppendError::WrongExpectedVersion {
                     stream,
@@ -236,9 +242,18 @@ impl<S: Serialize + DeserializeOwned> EventStorage<S> for PostgresEvents<S> {
                 }));
             }
             Err(e) => return Err(e.into()),
+        };
+        let actual = to_u64("faultline_es_events.version", row.try_get(0)?)?;
+        let head = to_u64("faultline_es_head.position", row.try_get(1)?)?;
+        let written: bool = row.try_get(2)?;
+        if !written {
+            return Ok(Err(AppendError::WrongExpectedVersion {
+                stream,
+                expected,
+                actual,
+            }));
         }
-        tx.execute(&p.set_head, &[&to_i64("position", head + n)?])?;
-        tx.commit()?;
+        let n = events.len() as u64;
         Ok(Ok(Appended {
             from_version: actual,
             to_version: actual + n,
