@@ -23,6 +23,12 @@
 //!     after its checkpoint can skip an event; the store's head lock is what buys
 //!     gap-free positions committed in order.
 //!
+//! One run (2 cores shared with other builds, 10 samples; local Postgres 15 with
+//! `fsync = on`): SQLite `store` 6.6 k appends/s, `hand_sql` 7.0 k/s (ratio 0.95);
+//! Postgres `store` 4.0 k/s, `hand_sql` 5.9 k/s (ratio 0.69). The figures follow the
+//! disk's fsync: an earlier run while the disk was nearly full and busy gave 195 vs 269
+//! and 182 vs 294 appends/s.
+//!
 //! Run with `cargo bench --bench event_store`; `-- --test` runs each once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
