@@ -16,6 +16,10 @@
 //!   a driver of the same sans-IO decision cores (the command retry policy and the
 //!   projection follower, in the crate-private `driver`) that the simulated world's
 //!   clients and projections drive.
+//! - [`store`]: where the events live when they must survive a crash: the
+//!   [`EventStorage`](store::EventStorage) trait (memory, SQLite, Postgres), projection
+//!   checkpoints, exactly-once projectors, and the durable command path
+//!   ([`StoredRepository`](store::StoredRepository)).
 //! - [`world`], [`invariants`], [`mutants`], [`pattern`]: the simulated world, its
 //!   promises, the broken implementations they catch, and the harness entry.
 //!
@@ -48,6 +52,7 @@ pub mod item;
 pub mod mutants;
 #[cfg(feature = "sim")]
 pub mod pattern;
+pub mod store;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 #[cfg(feature = "sim")]

@@ -3,6 +3,12 @@
 //! with jittered backoff), and [`ProjectionTask`]s that run a [`ProjectionRunner`] in
 //! the background, woken by every append and polling as a fallback.
 //!
+//! The store here is the in-memory [`Repository`] (it survives nothing but a dropped
+//! handle); the durable twin of its command path is
+//! [`StoredRepository`](crate::cqrs::store::StoredRepository) over an
+//! [`EventStorage`](crate::cqrs::store::EventStorage) (SQLite, Postgres), which is
+//! synchronous: call it from `tokio::task::spawn_blocking`.
+//!
 //! The store lives behind a `std::sync::Mutex` held only for the synchronous store
 //! calls, never across an `.await`: the decision runs unlocked, which is exactly where
 //! two commands on one aggregate can race, and the version check settles it. Time is
@@ -247,6 +253,14 @@ where
     /// simulated projections drive: woken at the start, by appends, by a
     /// [`rebuild`](ProjectionTask::rebuild) and by a [`crash`](ProjectionTask::crash)
     /// (the restart), it steps until idle, yielding every 1 024 steps.
+    ///
+    /// The runner's read model and checkpoint live in this process's memory, in the
+    /// task: they survive a [`crash`](ProjectionTask::crash) of the runner (which this
+    /// adapter simulates), not a restart of the process, which rebuilds the model
+    /// from the log. For a read model and checkpoint that survive the process, keep
+    /// the events in a database ([`crate::cqrs::store`]) and project with
+    /// `cqrs::store::sqlite::SqliteProjector` or `cqrs::store::postgres::PostgresProjector`
+    /// (read model and checkpoint committed in one transaction), on a blocking thread.
     pub fn spawn_projection<P>(
         &self,
         runner: ProjectionRunner<P>,

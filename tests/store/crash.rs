@@ -99,7 +99,11 @@ pub fn note_acknowledged(path: &Path, line: &str) {
         .append(true)
         .open(path)
         .expect("open the acknowledgement file");
-    writeln!(f, "{line}").expect("write the acknowledgement");
+    // One write(2) of the whole line: `writeln!` on a `File` writes the text and the
+    // newline in separate calls, and a kill between them left a line without its
+    // newline, which the next child's first line was then glued to.
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("write the acknowledgement");
     f.sync_data().expect("fsync the acknowledgement");
 }
 

@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod crash;
+mod event_store;
+mod event_store_crash;
 mod queue;
 mod queue_crash;
 mod queue_pool;
