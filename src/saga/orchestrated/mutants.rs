@@ -145,6 +145,12 @@ pub const CATALOG: &[Mutant<SagaPattern>] = &[
         },
     ),
     Mutant::new(
+        "ack_before_sync",
+        "the log store acknowledges an append as soon as it is written and leaves the sync to the OS write-back 5 s later (a file log without fsync): commands and acceptances go out on records a crash then loses",
+        inv::AT_REST,
+        |k| Ok(flawed(k, Flaw::None, true)?.acking_before_sync()),
+    ),
+    Mutant::new(
         "misconfigured",
         "the reference built with one attempt per action more than the knobs', declared honestly",
         inv::CONFORMANCE,
