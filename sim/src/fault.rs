@@ -1125,6 +1125,52 @@ mod tests {
         );
     }
 
+    /// Enabling `torn_crash` tears some crashes and changes nothing else: the same seed
+    /// gives the same plan, fault for fault, with some crashes torn.
+    #[test]
+    fn enabling_torn_crash_only_tears_crashes() {
+        let untorn = profile().kinds(FaultKindTag::UNTORN);
+        let torn = profile().kinds(FaultKindTag::ALL);
+        let (mut crashes, mut tears) = (0, 0);
+        for seed in 0..300 {
+            let a = FaultPlan::generate(&mut SimRng::new(seed), &untorn);
+            let b = FaultPlan::generate(&mut SimRng::new(seed), &torn);
+            assert_eq!(a.faults.len(), b.faults.len(), "seed {seed}");
+            for (x, y) in a.faults.iter().zip(&b.faults) {
+                if y.kind == FaultKind::TornCrash {
+                    tears += 1;
+                    assert_eq!(x.kind, FaultKind::Crash, "seed {seed}");
+                    assert_eq!(
+                        (&x.target, x.from_ms, x.until_ms),
+                        (&y.target, y.from_ms, y.until_ms)
+                    );
+                } else {
+                    assert_eq!(x, y, "seed {seed}");
+                }
+                crashes += usize::from(x.kind == FaultKind::Crash);
+            }
+            assert!(a.faults.iter().all(|f| f.kind != FaultKind::TornCrash));
+        }
+        assert!(
+            tears > crashes / 4 && tears < crashes * 3 / 4,
+            "{tears} of {crashes}"
+        );
+        let f = Fault::new(FaultKind::TornCrash, "worker", 5, 9).unwrap();
+        assert_eq!(
+            FaultPlan::from_json(
+                &FaultPlan {
+                    seed: None,
+                    horizon_ms: 10,
+                    faults: vec![f.clone()]
+                }
+                .to_json()
+            )
+            .unwrap()
+            .faults,
+            vec![f]
+        );
+    }
+
     #[test]
     fn json_round_trip() {
         let mut rng = SimRng::new(9);
