@@ -1008,7 +1008,7 @@ mod tests {
         };
         let unfinished = format!("{}\n{}", a.encode_line(), b.encode_line());
         let (got, tail) = decode_log::<Order, Refusal>(unfinished.as_bytes()).unwrap();
-        assert_eq!(got, vec![a.clone()]);
+        assert_eq!(got, vec![*a]);
         assert_eq!(tail.torn, b.encode_line().len());
         let damaged = format!(
             "{}\n{{\"v\":3,\"type\":\"sta\n{}\n",
