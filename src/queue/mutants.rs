@@ -67,9 +67,8 @@ pub const CATALOG: &[Mutant<QueuePattern>] = &[
         |k| flawed(k, Flaw::NoFencing),
     ),
     // Caught only by a crash of the queue: on 21 of 200 seeds (`sweep queue --mutant
-    // ack_before_commit --seeds 0..200`), of the 34 whose plan crashes it; a crash
-    // that loses only writes without consequence (a heartbeat, a nack retried anyway)
-    // goes unseen.
+    // ack_before_commit --seeds 0..200`), of the 34 whose plan crashes it (on the
+    // others the writes the crash lost left no trace the world sees).
     Mutant::new(
         "ack_before_commit",
         "the queue answers enqueue, lease, ack and nack before their writes are committed, and commits every 8 commands (a lagging group commit): a crash of the queue loses what it answered since",
