@@ -128,7 +128,7 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// List the patterns this program knows: name, what it is, its invariants and
-    /// mutants.
+    /// mutants, and the fault kinds its plans draw.
     List,
     /// Merge shard summaries (summary.json files of `sweep --shard`) into one report.
     Merge {
@@ -369,6 +369,8 @@ fn list_cmd(patterns: &[&dyn Pattern]) {
             p.mutants().len(),
             p.default_seeds()
         );
+        let kinds: Vec<&str> = p.fault_kinds(0).iter().map(|k| k.name()).collect();
+        println!("{:<14} fault kinds: {}", "", kinds.join(", "));
     }
 }
 

@@ -17,6 +17,7 @@
 //! | `slow`      | target      | `latency_ms_min`, `latency_ms_max`           | calls take that much longer |
 //! | `errors`    | target      | `ratio`                                      | that share of calls fail |
 //! | `crash`     | node        | —                                            | the node is down from `from_ms` and restarts at `until_ms` |
+//! | `torn_crash`| node        | —                                            | a `crash` that also tears the write in flight: the node's log keeps a prefix of its unsynced last record (a node without a log of bytes takes it as a `crash`) |
 //! | `drop`      | link        | `ratio`                                      | that share of messages vanish |
 //! | `duplicate` | link        | `ratio`                                      | that share of messages arrive twice |
 //! | `delay`     | link        | `ratio`, `latency_ms_min`, `latency_ms_max`  | that share of messages arrive late (reordered) |
@@ -46,11 +47,26 @@ pub enum FaultKindTag {
     Duplicate,
     /// See [`FaultKind::Delay`].
     Delay,
+    /// See [`FaultKind::TornCrash`].
+    TornCrash,
 }
 
 impl FaultKindTag {
     /// Every kind, in declaration order.
-    pub const ALL: [FaultKindTag; 7] = [
+    pub const ALL: [FaultKindTag; 8] = [
+        FaultKindTag::Outage,
+        FaultKindTag::Slow,
+        FaultKindTag::Errors,
+        FaultKindTag::Crash,
+        FaultKindTag::Drop,
+        FaultKindTag::Duplicate,
+        FaultKindTag::Delay,
+        FaultKindTag::TornCrash,
+    ];
+
+    /// Every kind but [`TornCrash`](FaultKindTag::TornCrash): what a world whose nodes
+    /// keep no log of bytes (nothing to tear) understands.
+    pub const UNTORN: [FaultKindTag; 7] = [
         FaultKindTag::Outage,
         FaultKindTag::Slow,
         FaultKindTag::Errors,
@@ -70,6 +86,7 @@ impl FaultKindTag {
             FaultKindTag::Drop => "drop",
             FaultKindTag::Duplicate => "duplicate",
             FaultKindTag::Delay => "delay",
+            FaultKindTag::TornCrash => "torn_crash",
         }
     }
 
@@ -77,7 +94,7 @@ impl FaultKindTag {
     pub const fn target_class(self) -> TargetClass {
         match self {
             FaultKindTag::Outage | FaultKindTag::Slow | FaultKindTag::Errors => TargetClass::Target,
-            FaultKindTag::Crash => TargetClass::Node,
+            FaultKindTag::Crash | FaultKindTag::TornCrash => TargetClass::Node,
             FaultKindTag::Drop | FaultKindTag::Duplicate | FaultKindTag::Delay => TargetClass::Link,
         }
     }
@@ -138,9 +155,20 @@ pub enum FaultKind {
         /// Most added delay, milliseconds.
         latency_ms_max: u64,
     },
+    /// A [`Crash`](FaultKind::Crash) that also tears the write in flight: what the node
+    /// had written and not yet synced is lost, except a prefix of the first such record,
+    /// which its log keeps as a torn last line for the recovery to deal with. A node
+    /// without a log of bytes takes it as a plain crash.
+    TornCrash,
 }
 
 impl FaultKind {
+    /// True for both kinds of crash ([`Crash`](FaultKind::Crash) and
+    /// [`TornCrash`](FaultKind::TornCrash)): the node is down during the window.
+    pub const fn is_crash(&self) -> bool {
+        matches!(self, FaultKind::Crash | FaultKind::TornCrash)
+    }
+
     /// The kind without parameters.
     pub const fn tag(&self) -> FaultKindTag {
         match self {
@@ -151,6 +179,7 @@ impl FaultKind {
             FaultKind::Drop { .. } => FaultKindTag::Drop,
             FaultKind::Duplicate { .. } => FaultKindTag::Duplicate,
             FaultKind::Delay { .. } => FaultKindTag::Delay,
+            FaultKind::TornCrash => FaultKindTag::TornCrash,
         }
     }
 }
@@ -253,7 +282,7 @@ impl fmt::Display for Fault {
             self.until_ms
         )?;
         match self.kind {
-            FaultKind::Outage | FaultKind::Crash => Ok(()),
+            FaultKind::Outage | FaultKind::Crash | FaultKind::TornCrash => Ok(()),
             FaultKind::Slow {
                 latency_ms_min,
                 latency_ms_max,
@@ -330,6 +359,7 @@ impl TryFrom<RawFault> for Fault {
         let kind = match tag {
             FaultKindTag::Outage => FaultKind::Outage,
             FaultKindTag::Crash => FaultKind::Crash,
+            FaultKindTag::TornCrash => FaultKind::TornCrash,
             FaultKindTag::Slow => FaultKind::Slow {
                 latency_ms_min: need("latency_ms_min", raw.latency_ms_min)?,
                 latency_ms_max: need("latency_ms_max", raw.latency_ms_max)?,
@@ -356,7 +386,7 @@ impl TryFrom<RawFault> for Fault {
 impl From<Fault> for RawFault {
     fn from(f: Fault) -> RawFault {
         let (ratio, lo, hi) = match f.kind {
-            FaultKind::Outage | FaultKind::Crash => (None, None, None),
+            FaultKind::Outage | FaultKind::Crash | FaultKind::TornCrash => (None, None, None),
             FaultKind::Slow {
                 latency_ms_min,
                 latency_ms_max,
@@ -504,8 +534,19 @@ impl FaultPlan {
     /// a random non-empty subset of the profile's fault kinds, each with a random weight,
     /// so some plans hammer one kind and others mix a few, rather than every plan being
     /// the same even blend.
+    ///
+    /// A `torn_crash` is not one of the swarm's kinds: when the profile enables it, each
+    /// `crash` the swarm drew becomes a `torn_crash` with chance 1/2, drawn from a
+    /// stream of its own (`rng.fork("torn_crash")`), so enabling it changes no other
+    /// draw: the plan is the same plan with some crashes torn.
     pub fn generate(rng: &mut SimRng, profile: &FaultProfile) -> FaultPlan {
-        let kinds = profile.usable_kinds();
+        let tear = profile.usable_kinds().contains(&FaultKindTag::TornCrash);
+        let mut torn = rng.fork("torn_crash");
+        let kinds: Vec<FaultKindTag> = profile
+            .usable_kinds()
+            .into_iter()
+            .filter(|k| *k != FaultKindTag::TornCrash)
+            .collect();
         let mut plan = FaultPlan::healthy(profile.horizon_ms);
         if kinds.is_empty() || profile.faults_max == 0 || profile.horizon_ms == 0 {
             return plan;
@@ -547,7 +588,8 @@ impl FaultPlan {
             let from = rng.between(0, profile.horizon_ms - len);
             let kind = match tag {
                 FaultKindTag::Outage => FaultKind::Outage,
-                FaultKindTag::Crash => FaultKind::Crash,
+                FaultKindTag::Crash if tear && torn.below(2) == 1 => FaultKind::TornCrash,
+                FaultKindTag::Crash | FaultKindTag::TornCrash => FaultKind::Crash,
                 FaultKindTag::Slow => {
                     let a = rng.between(0, profile.latency_ms_max);
                     let b = rng.between(0, profile.latency_ms_max);
@@ -628,6 +670,9 @@ impl FaultPlan {
                         .boxed(),
                     FaultKindTag::Crash => window
                         .prop_map(move |w| make(FaultKind::Crash, place(w)))
+                        .boxed(),
+                    FaultKindTag::TornCrash => window
+                        .prop_map(move |w| make(FaultKind::TornCrash, place(w)))
                         .boxed(),
                     FaultKindTag::Slow => (window, latency)
                         .prop_map(move |(w, (lo, hi))| {
@@ -946,13 +991,15 @@ impl FaultView<'_> {
         down
     }
 
-    /// True while a `crash` of `node` is active.
+    /// True while a `crash` or a `torn_crash` of `node` is active.
     pub fn is_crashed(&mut self, node: &str) -> bool {
         let mut crashed = false;
-        self.each_active(FaultKindTag::Crash, node, |v, i, _| {
-            v.hit(i);
-            crashed = true;
-        });
+        for tag in [FaultKindTag::Crash, FaultKindTag::TornCrash] {
+            self.each_active(tag, node, |v, i, _| {
+                v.hit(i);
+                crashed = true;
+            });
+        }
         crashed
     }
 
@@ -1075,6 +1122,52 @@ mod tests {
             kind_sets.len() > 20,
             "swarm gives varied mixes: {}",
             kind_sets.len()
+        );
+    }
+
+    /// Enabling `torn_crash` tears some crashes and changes nothing else: the same seed
+    /// gives the same plan, fault for fault, with some crashes torn.
+    #[test]
+    fn enabling_torn_crash_only_tears_crashes() {
+        let untorn = profile().kinds(FaultKindTag::UNTORN);
+        let torn = profile().kinds(FaultKindTag::ALL);
+        let (mut crashes, mut tears) = (0, 0);
+        for seed in 0..300 {
+            let a = FaultPlan::generate(&mut SimRng::new(seed), &untorn);
+            let b = FaultPlan::generate(&mut SimRng::new(seed), &torn);
+            assert_eq!(a.faults.len(), b.faults.len(), "seed {seed}");
+            for (x, y) in a.faults.iter().zip(&b.faults) {
+                if y.kind == FaultKind::TornCrash {
+                    tears += 1;
+                    assert_eq!(x.kind, FaultKind::Crash, "seed {seed}");
+                    assert_eq!(
+                        (&x.target, x.from_ms, x.until_ms),
+                        (&y.target, y.from_ms, y.until_ms)
+                    );
+                } else {
+                    assert_eq!(x, y, "seed {seed}");
+                }
+                crashes += usize::from(x.kind == FaultKind::Crash);
+            }
+            assert!(a.faults.iter().all(|f| f.kind != FaultKind::TornCrash));
+        }
+        assert!(
+            tears > crashes / 4 && tears < crashes * 3 / 4,
+            "{tears} of {crashes}"
+        );
+        let f = Fault::new(FaultKind::TornCrash, "worker", 5, 9).unwrap();
+        assert_eq!(
+            FaultPlan::from_json(
+                &FaultPlan {
+                    seed: None,
+                    horizon_ms: 10,
+                    faults: vec![f.clone()]
+                }
+                .to_json()
+            )
+            .unwrap()
+            .faults,
+            vec![f]
         );
     }
 

@@ -127,6 +127,8 @@ fn simplifications(f: &Fault, horizon_ms: u64) -> Vec<Fault> {
             latency_ms_min: latency_ms_min / 2,
             latency_ms_max: latency_ms_max / 2,
         }),
+        // A torn crash shrinks to a crash: does the tear matter?
+        FaultKind::TornCrash => Some(FaultKind::Crash),
         _ => None,
     };
     if let Some(kind) = softer {

@@ -797,7 +797,7 @@ impl<B: EventBus> World for BusWorld<B> {
     }
 
     fn on_fault(&mut self, ctx: &mut Ctx<BusEvent>, edge: FaultEdge) -> Result<(), Violation> {
-        if edge.fault.kind != FaultKind::Crash {
+        if !edge.fault.kind.is_crash() {
             return Ok(());
         }
         let Some(i) = self

@@ -1041,7 +1041,7 @@ impl World for CqrsTokioWorld {
         edge: FaultEdge,
     ) -> Result<(), Violation> {
         self.settle(ctx)?;
-        if edge.fault.kind == FaultKind::Crash
+        if edge.fault.kind.is_crash()
             && edge.started
             && let Some(p) = (0..PROJECTIONS).find(|p| projection_name(*p) == edge.fault.target)
         {

@@ -762,7 +762,7 @@ impl<E: EventSourced> World for CqrsWorld<E> {
     }
 
     fn on_fault(&mut self, ctx: &mut Ctx<CqrsEvent>, edge: FaultEdge) -> Result<(), Violation> {
-        if edge.fault.kind != FaultKind::Crash {
+        if !edge.fault.kind.is_crash() {
             return Ok(());
         }
         let target = edge.fault.target.as_str();

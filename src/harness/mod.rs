@@ -115,6 +115,12 @@ pub trait Pattern: Send + Sync {
     /// The fault targets, nodes and links the world of `seed` knows: the names its fault
     /// profile lets a plan target.
     fn known_targets(&self, seed: u64) -> Vec<String>;
+    /// The fault kinds the world of `seed` understands (its fault profile's usable
+    /// kinds), in a fixed order.
+    fn fault_kinds(&self, seed: u64) -> Vec<faultline_sim::FaultKindTag> {
+        let _ = seed;
+        Vec::new()
+    }
     /// Every knob `seed` expands into, as (name, value), in a fixed order.
     fn knobs(&self, seed: u64) -> Vec<(String, String)>;
     /// The fault plan `seed` generates.

@@ -216,6 +216,12 @@ impl<S: Host<W>, W: 'static> Pattern for Plugin<S, W> {
         profile_names(&self.scenario.fault_profile(&self.scenario.seed_knobs(seed)))
     }
 
+    fn fault_kinds(&self, seed: u64) -> Vec<faultline_sim::FaultKindTag> {
+        self.scenario
+            .fault_profile(&self.scenario.seed_knobs(seed))
+            .usable_kinds()
+    }
+
     fn knobs(&self, seed: u64) -> Vec<(String, String)> {
         knob_list(&self.scenario.seed_knobs(seed))
     }

@@ -327,6 +327,10 @@ impl<S: Scenario> Pattern for S {
         profile_names(&self.fault_profile(&self.seed_knobs(seed)))
     }
 
+    fn fault_kinds(&self, seed: u64) -> Vec<faultline_sim::FaultKindTag> {
+        self.fault_profile(&self.seed_knobs(seed)).usable_kinds()
+    }
+
     fn knobs(&self, seed: u64) -> Vec<(String, String)> {
         knob_list(&self.seed_knobs(seed))
     }

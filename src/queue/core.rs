@@ -41,10 +41,15 @@
 //! than one enqueued since is settled as superseded, never delivered after it), never
 //! deleted.
 //!
-//! **Durability.** Every change is written to the queue's [`Store`] before the call
-//! returns (the model of a write-ahead store that is synced before a reply). A restart
-//! ([`Queue::recover`]) rebuilds the in-memory indexes from the store alone, so nothing
-//! acknowledged to a producer or a worker is lost, and leases keep their deadlines. The
+//! **Durability.** Each command's writes (all of them, or none) are committed to the
+//! queue's [`Store`] before the command answers: the model of a store whose
+//! transaction commits (and syncs) before the reply, as the SQL stores' do. A crash
+//! loses what was not committed, so the reference loses nothing it answered; a restart
+//! ([`Queue::restart`], [`Queue::recover`]) rebuilds the in-memory indexes from the
+//! committed store alone, so nothing acknowledged to a producer or a worker is lost,
+//! and leases keep their deadlines. (The `ack_before_commit` mutant answers first and
+//! commits only every 8 commands, a lagging group commit: the simulated queue's crashes
+//! lose what it answered since, and the invariants catch it.) The
 //! store also keeps the wall-clock [`Origin`] of its instants once an adapter sets it
 //! ([`Queue::set_origin`]), so a queue recovered by a later process maps every stored
 //! instant (a dead letter's `at`) to the wall clock, and continues on the same scale.
@@ -592,8 +597,9 @@ pub(crate) enum Flaw {
     LeaseNeverExpires,
     /// Acks and heartbeats are taken without checking the fencing token.
     NoFencing,
-    /// Changes are synced to the store every 8 operations only; a restart loses the rest.
-    VolatileStore,
+    /// Each command answers before its writes are committed; they are committed every
+    /// 8 commands (a lagging group commit), and a restart loses the rest.
+    AckBeforeCommit,
     /// Redrive puts a dead version back even when a newer one was enqueued since.
     RedriveOutOfOrder,
     /// The run-at is ignored: a job is due when it is enqueued.
@@ -714,9 +720,12 @@ pub struct Queue {
     /// Volatile indexes, rebuilt from the store on recovery.
     ready: BTreeSet<(Instant, JobKey)>,
     expiries: BTreeSet<(Instant, JobKey)>,
-    /// What the store really holds under [`Flaw::VolatileStore`].
-    synced: Option<Store>,
-    ops: u32,
+    /// What the store has committed, when it lags the working state (only under
+    /// [`Flaw::AckBeforeCommit`]; the reference commits every command's writes before
+    /// it answers, so its working state is its committed store).
+    committed: Option<Store>,
+    /// Commands answered, for [`Flaw::AckBeforeCommit`]'s group commit.
+    commands: u32,
     pub(crate) flaw: Flaw,
     /// Under [`Flaw::EnqueueInOwnTask`]: per key, the version whose write lands last
     /// and when, and the tasks' own delays.
@@ -744,8 +753,8 @@ impl Queue {
             store,
             ready: BTreeSet::new(),
             expiries: BTreeSet::new(),
-            synced: None,
-            ops: 0,
+            committed: None,
+            commands: 0,
             flaw: Flaw::None,
             landing: BTreeMap::new(),
             task_delays: SplitMix64(0x656e_7175_6575_655f),
@@ -778,7 +787,7 @@ impl Queue {
 
     /// The durable store (what a restart keeps).
     pub fn store(&self) -> &Store {
-        self.synced.as_ref().unwrap_or(&self.store)
+        self.committed.as_ref().unwrap_or(&self.store)
     }
 
     /// Where the queue's instants sit on the wall clock, kept in the store (set by an
@@ -856,7 +865,7 @@ impl Queue {
     /// stored instant is on that scale). Returns the origin in force.
     pub fn set_origin(&mut self, origin: Origin) -> Origin {
         let o = *self.store.origin.get_or_insert(origin);
-        if let Some(s) = self.synced.as_mut() {
+        if let Some(s) = self.committed.as_mut() {
             s.origin.get_or_insert(o);
         }
         o
@@ -885,7 +894,7 @@ impl Queue {
             // The defect: the older version's write lands after this one's and
             // overwrites it; the newer version is gone as if superseded.
             self.store.counts.superseded += 1;
-            self.sync();
+            self.commit();
             return Enqueued::Coalesced;
         }
         if self.flaw == Flaw::UniqueCoalesceByType && !key.is_keyed() {
@@ -941,7 +950,7 @@ impl Queue {
                 }
             }
         };
-        self.sync();
+        self.commit();
         out
     }
 
@@ -1027,7 +1036,7 @@ impl Queue {
             }
             break lease;
         };
-        self.sync();
+        self.commit();
         Some(lease)
     }
 
@@ -1078,7 +1087,7 @@ impl Queue {
             self.expiries.remove(&(old, key));
             self.expiries.insert((deadline, key));
         }
-        self.sync();
+        self.commit();
         Ok(deadline)
     }
 
@@ -1090,7 +1099,7 @@ impl Queue {
         self.valid(token, now, true)?;
         self.store.counts.done += 1;
         self.finish(token.key, now);
-        self.sync();
+        self.commit();
         Ok(())
     }
 
@@ -1107,7 +1116,7 @@ impl Queue {
         self.expire(now);
         self.valid(token, now, true)?;
         let out = self.fail(token.key, error, now, true);
-        self.sync();
+        self.commit();
         Ok(out)
     }
 
@@ -1163,7 +1172,7 @@ impl Queue {
                 self.revive(job, now);
             }
         }
-        self.sync();
+        self.commit();
         n
     }
 
@@ -1184,10 +1193,11 @@ impl Queue {
     }
 
     /// The queue process crashes and restarts: the in-memory state is gone, and the
-    /// queue is rebuilt from its durable store.
+    /// queue is rebuilt from its committed store (uncommitted writes are lost; the
+    /// reference has none).
     pub fn restart(&mut self) {
-        if let Some(synced) = self.synced.take() {
-            self.store = synced;
+        if let Some(committed) = self.committed.take() {
+            self.store = committed;
         }
         self.reindex();
     }
@@ -1233,7 +1243,7 @@ impl Queue {
             changed = true;
         }
         if changed {
-            self.sync();
+            self.commit();
         }
     }
 
@@ -1327,13 +1337,17 @@ impl Queue {
         }
     }
 
-    fn sync(&mut self) {
-        if self.flaw != Flaw::VolatileStore {
+    /// The end of a command that changed the store: its writes commit (for the
+    /// reference, in place: the working state is the committed store). Under
+    /// [`Flaw::AckBeforeCommit`] the command answers uncommitted, and every 8th
+    /// command commits everything so far.
+    fn commit(&mut self) {
+        if self.flaw != Flaw::AckBeforeCommit {
             return;
         }
-        self.ops += 1;
-        if self.synced.is_none() || self.ops.is_multiple_of(8) {
-            self.synced = Some(self.store.clone());
+        self.commands += 1;
+        if self.committed.is_none() || self.commands.is_multiple_of(8) {
+            self.committed = Some(self.store.clone());
         }
     }
 }

@@ -37,6 +37,12 @@
 //!    to a worker before it (judged by the run-at the producer committed, not by the
 //!    one the lease reports).
 //!
+//! 10. `queue.fences_grow`: per key, every lease the queue hands out carries a larger
+//!     fencing token than every lease of that key before it, across restarts (a target
+//!     that refuses a lower fence than it has seen relies on it). A queue that answered
+//!     a lease before committing it, and lost it in a crash, hands the same token out
+//!     again.
+//!
 //! Invariants 1 to 3 are about keyed jobs (the profile copies), 8 about unique ones;
 //! the others hold for every job. A dead letter must also record the error of the
 //! failed last attempt (part of 6).
@@ -48,7 +54,7 @@ use faultline_sim::Violation;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Names of the invariants, in order.
-pub const INVARIANTS: [&str; 9] = [
+pub const INVARIANTS: [&str; 10] = [
     NO_LOST_UPDATE,
     NEVER_BACKWARDS,
     AT_MOST_ONCE,
@@ -58,6 +64,7 @@ pub const INVARIANTS: [&str; 9] = [
     REDRIVE_ORDER,
     EXACTLY_ONCE,
     NOT_BEFORE_RUN_AT,
+    FENCES_GROW,
 ];
 
 /// The invariant `queue.no_lost_update` (see the list above).
@@ -78,6 +85,8 @@ pub const REDRIVE_ORDER: &str = "queue.redrive_order";
 pub const EXACTLY_ONCE: &str = "queue.exactly_once";
 /// The invariant `queue.not_before_run_at` (see the list above).
 pub const NOT_BEFORE_RUN_AT: &str = "queue.not_before_run_at";
+/// The invariant `queue.fences_grow` (see the list above).
+pub const FENCES_GROW: &str = "queue.fences_grow";
 
 /// A delivery the world saw handed to one of its workers: who holds which task since
 /// when, and until when the declared visibility timeout hides it.
@@ -125,6 +134,8 @@ pub struct QueueChecker {
     pub effects: BTreeMap<JobKey, u32>,
     /// The run-at instants producers committed, per job.
     pub run_at: BTreeMap<JobKey, Instant>,
+    /// The largest fencing token handed out per key.
+    pub fence_high: BTreeMap<JobKey, u64>,
 }
 
 impl QueueChecker {
@@ -143,6 +154,7 @@ impl QueueChecker {
             unique_committed: BTreeSet::new(),
             effects: BTreeMap::new(),
             run_at: BTreeMap::new(),
+            fence_high: BTreeMap::new(),
         }
     }
 
@@ -240,6 +252,19 @@ impl QueueChecker {
                 ),
             ));
         }
+        if let Some(high) = self.fence_high.get(&key)
+            && fence <= *high
+        {
+            return Err(Violation::new(
+                FENCES_GROW,
+                format!(
+                    "{key} version {v} was handed to worker-{worker} at {now} with fence {fence}, \
+                     no larger than the fence {high} of an earlier lease of it: a target cannot tell \
+                     the new holder from the old one (did a restart lose a lease it had answered?)"
+                ),
+            ));
+        }
+        self.fence_high.insert(key, fence);
         self.retry_at.remove(&key);
         self.leased_high.insert(key, v);
         self.holds.insert(

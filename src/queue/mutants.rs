@@ -66,11 +66,16 @@ pub const CATALOG: &[Mutant<QueuePattern>] = &[
         invariants::SINGLE_LEASE,
         |k| flawed(k, Flaw::NoFencing),
     ),
+    // Caught only by a crash of the queue: on 21 of 200 seeds (`sweep queue --mutant
+    // ack_before_commit --seeds 0..200`), of the 34 whose plan crashes it (on the
+    // others the writes the crash lost left no trace the world sees).
     Mutant::new(
-        "volatile_store",
-        "the queue acknowledges before its store is synced (every 8 changes): a restart loses tasks",
+        "ack_before_commit",
+        "the queue answers enqueue, lease, ack and nack before their writes are committed, and commits every 8 commands (a lagging group commit): a crash of the queue loses what it answered since",
+        // Also caught by queue.fences_grow (a lost lease's token handed out again),
+        // often first.
         invariants::CONSERVATION,
-        |k| flawed(k, Flaw::VolatileStore),
+        |k| flawed(k, Flaw::AckBeforeCommit),
     ),
     Mutant::new(
         "enqueue_in_own_task",

@@ -211,6 +211,10 @@ fn describe<Q: TaskQueue>(report: &RunReport, world: &QueueWorld<Q>) -> Descript
             "{} unique jobs committed with a later run-at",
             world.checker.run_at.len()
         ),
+        invariants::FENCES_GROW => format!(
+            "{} keys leased, each lease with a larger fence than the last",
+            world.checker.fence_high.len()
+        ),
         _ => String::new(),
     });
     let mut figures = vec![

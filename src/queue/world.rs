@@ -237,7 +237,7 @@ impl QueueKnobs {
     /// links to the targets.
     pub fn fault_profile(&self) -> FaultProfile {
         let mut p = FaultProfile::new(self.horizon_ms)
-            .kinds(FaultKindTag::ALL)
+            .kinds(FaultKindTag::UNTORN)
             .faults(1, 10)
             .duration_ms(50, 4_000)
             .latency_ms_max(1_500)
@@ -1315,7 +1315,7 @@ impl<Q: TaskQueue> World for QueueWorld<Q> {
     }
 
     fn on_fault(&mut self, ctx: &mut Ctx<QueueEvent>, edge: FaultEdge) -> Result<(), Violation> {
-        if edge.fault.kind != FaultKind::Crash {
+        if !edge.fault.kind.is_crash() {
             return Ok(());
         }
         let now = Instant::from(ctx.now());

@@ -109,7 +109,7 @@ impl SagaKnobs {
     /// `from-*` links) instead of the checkout's three services.
     pub fn fault_profile_for(&self, nodes: &[&str]) -> FaultProfile {
         let mut p = FaultProfile::new(self.horizon_ms)
-            .kinds(FaultKindTag::ALL)
+            .kinds(FaultKindTag::UNTORN)
             .faults(1, 8)
             .duration_ms(100, 4_000)
             .latency_ms_max(1_500)

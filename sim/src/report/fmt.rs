@@ -213,6 +213,7 @@ pub(crate) fn kind_colour(kind: crate::fault::FaultKindTag) -> Rgb {
         K::Drop => Rgb(0x3b, 0x7d, 0xd8),
         K::Duplicate => Rgb(0x1f, 0x9e, 0x9e),
         K::Delay => Rgb(0x5a, 0x5f, 0xc7),
+        K::TornCrash => Rgb(0xb0, 0x3a, 0x7a),
     }
 }
 

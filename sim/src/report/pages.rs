@@ -171,6 +171,7 @@ fn ms_to_ns(ms: u64) -> u64 {
 fn fault_params(f: &Fault) -> String {
     match f.kind {
         FaultKind::Outage | FaultKind::Crash => "—".to_string(),
+        FaultKind::TornCrash => "the unsynced last record is torn".to_string(),
         FaultKind::Slow {
             latency_ms_min,
             latency_ms_max,

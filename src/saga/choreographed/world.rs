@@ -632,7 +632,7 @@ impl<B: EventBus> World for ChoreoWorld<B> {
         if !edge.started {
             self.redrive_if_calm(ctx);
         }
-        if edge.fault.kind != FaultKind::Crash {
+        if !edge.fault.kind.is_crash() {
             if !edge.started {
                 self.pump(ctx);
             }

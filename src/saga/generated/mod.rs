@@ -238,9 +238,12 @@ impl AnyKnobs {
     }
 
     /// The fault plans this world understands: the checkout's kinds over the
-    /// orchestrator and the definition's nodes and their links.
+    /// orchestrator and the definition's nodes and their links, and `torn_crash`
+    /// (the orchestrated world's coordinator keeps a log of bytes to tear).
     pub fn fault_profile(&self) -> FaultProfile {
-        self.base.fault_profile_for(&self.definition.nodes())
+        self.base
+            .fault_profile_for(&self.definition.nodes())
+            .kinds(faultline_sim::FaultKindTag::ALL)
     }
 
     /// The fault plan this seed generates (`saga_any.plan`).

@@ -922,7 +922,7 @@ impl World for SagaTokioWorld {
     fn on_fault(&mut self, ctx: &mut Ctx<HostedEvent>, edge: FaultEdge) -> Result<(), Violation> {
         self.step(ctx);
         self.settling.fault_edge(edge.started, ctx.now());
-        if edge.fault.kind != FaultKind::Crash || edge.fault.target != COORDINATOR_NODE {
+        if !edge.fault.kind.is_crash() || edge.fault.target != COORDINATOR_NODE {
             return Ok(());
         }
         if edge.started && self.orchestrator.is_some() {

@@ -259,6 +259,74 @@ impl<P: SagaData, R: SagaData> LogRecord<P, R> {
     }
 }
 
+/// How a log of bytes ends, as [`decode_log`] found it: the length of its complete lines
+/// and what follows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tail {
+    /// Bytes of the complete lines (each ended by `\n`): where the log is cut back to,
+    /// and the next append starts.
+    pub complete: usize,
+    /// Bytes after them: an incomplete last line (no `\n`), torn by a crash in the
+    /// middle of an append; 0 when the log ends on a newline (or is empty).
+    pub torn: usize,
+}
+
+impl Tail {
+    /// True when the log ends in a torn line.
+    pub fn is_torn(&self) -> bool {
+        self.torn > 0
+    }
+}
+
+/// A complete line of a log of bytes that is not a record (see [`decode_log`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("saga log line {line}: {problem}")]
+pub struct CorruptLine {
+    /// The line, counting from 1.
+    pub line: usize,
+    /// What is wrong with it.
+    pub problem: LineError,
+}
+
+/// Reads a stored log of JSON lines ([the format](self#the-stored-format)) back after a
+/// crash at any point: the records of its complete lines, in order, and how it ends.
+///
+/// An incomplete last line (no `\n`: the append it belongs to was in flight when the
+/// process died, so it was never durable and nothing was done after it) is left out and
+/// reported in [`Tail::torn`], even when its bytes happen to form a whole record: only
+/// the newline makes a line complete. A complete line that is not a record is an error:
+/// the log was damaged (or written by a newer version), not merely cut short, and
+/// guessing past it could lose or invent a saga's history. The tokio adapter's
+/// `FileLog` reads its file with this, and the simulated checkout reads its modelled
+/// disk with it, so a crash in the simulator exercises the recovery a file log runs.
+///
+/// # Errors
+///
+/// [`CorruptLine`], naming the first complete line that is not a record.
+#[allow(clippy::type_complexity)]
+pub fn decode_log<P: SagaData, R: SagaData>(
+    bytes: &[u8],
+) -> Result<(Vec<LogRecord<P, R>>, Tail), CorruptLine> {
+    let mut records = Vec::new();
+    let mut complete = 0;
+    for (index, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        let Some(body) = line.strip_suffix(b"\n") else {
+            break; // torn by a crash mid-append
+        };
+        let record = LogRecord::decode_line(body).map_err(|problem| CorruptLine {
+            line: index + 1,
+            problem,
+        })?;
+        records.push(record);
+        complete += line.len();
+    }
+    let tail = Tail {
+        complete,
+        torn: bytes.len() - complete,
+    };
+    Ok((records, tail))
+}
+
 impl<P: SagaData, R: SagaData> Serialize for LogRecord<P, R> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         Envelope::from(self.clone()).serialize(s)
@@ -906,5 +974,49 @@ mod tests {
             let err = decode(line).unwrap_err();
             assert!(expected(&err), "{}: {err:?}", String::from_utf8_lossy(line));
         }
+    }
+
+    /// A log of every kind of record, cut at every byte (a crash mid-append at any
+    /// point): the records of the complete lines come back, the rest is a torn tail of
+    /// exactly the bytes after the last newline, never a record.
+    #[test]
+    fn decode_log_reads_every_prefix_as_its_complete_lines() {
+        let records = every_kind();
+        let mut bytes = Vec::new();
+        let mut ends = vec![0];
+        for r in &records {
+            bytes.extend_from_slice(r.encode_line().as_bytes());
+            bytes.push(b'\n');
+            ends.push(bytes.len());
+        }
+        for cut in 0..=bytes.len() {
+            let (got, tail) = decode_log::<Order, Refusal>(&bytes[..cut]).unwrap();
+            let whole = ends.iter().filter(|e| **e <= cut).count() - 1;
+            assert_eq!(got, records[..whole], "cut at {cut}");
+            assert_eq!(tail.complete, ends[whole], "cut at {cut}");
+            assert_eq!(tail.torn, cut - ends[whole], "cut at {cut}");
+            assert_eq!(tail.is_torn(), !ends.contains(&cut), "cut at {cut}");
+        }
+    }
+
+    /// A whole record without its newline is still torn (the append did not finish),
+    /// and a complete line that is not a record is an error naming it, not a tail.
+    #[test]
+    fn decode_log_needs_the_newline_and_refuses_a_damaged_complete_line() {
+        let [a, b, ..] = &every_kind()[..] else {
+            unreachable!()
+        };
+        let unfinished = format!("{}\n{}", a.encode_line(), b.encode_line());
+        let (got, tail) = decode_log::<Order, Refusal>(unfinished.as_bytes()).unwrap();
+        assert_eq!(got, vec![*a]);
+        assert_eq!(tail.torn, b.encode_line().len());
+        let damaged = format!(
+            "{}\n{{\"v\":3,\"type\":\"sta\n{}\n",
+            a.encode_line(),
+            b.encode_line()
+        );
+        let err = decode_log::<Order, Refusal>(damaged.as_bytes()).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(matches!(err.problem, LineError::Malformed(_)), "{err}");
     }
 }

@@ -96,11 +96,11 @@ impl Scenario for SagaPattern {
     }
 
     fn fault_profile(&self, knobs: &SagaKnobs) -> FaultProfile {
-        knobs.fault_profile()
+        knobs.orchestrated_fault_profile()
     }
 
     fn fault_plan(&self, knobs: &SagaKnobs) -> FaultPlan {
-        knobs.fault_plan()
+        knobs.orchestrated_fault_plan()
     }
 
     fn reference(&self, knobs: &SagaKnobs) -> Result<SagaWorld, ConfigError> {

@@ -3,6 +3,18 @@
 //! happens before it is durable), sends commands over links that drop, duplicate and
 //! delay, to services that go down, get slow, or do the work and lose the reply; the
 //! orchestrator itself crashes and recovers from its log. The checks run at rest.
+//!
+//! The log is modelled as a disk ([`DiskLog`]): the bytes of its encoded lines
+//! ([`LogRecord::encode_line`]), of which a prefix is synced. An append writes its line
+//! at once and is synced a disk time later; only then does the store acknowledge it
+//! (as [`LogStore::append`](crate::saga::orchestrated::tokio::LogStore) promises) and
+//! does what follows it go out. A crash (`crash` or `torn_crash` of the
+//! `orchestrator`) drops every byte not synced; a `torn_crash` leaves a prefix of the
+//! first unsynced line behind, as a process killed mid-write does. The recovery reads
+//! the bytes back through [`decode_log`], the function the file log reads its file
+//! with (a torn last line is dropped and cut off; a complete line that is not a record
+//! is an error), then rebuilds the coordinator from the records
+//! ([`SagaCoordinator::recovered`]).
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
@@ -15,7 +27,7 @@ use crate::saga::orchestrated::config::SagaConfig;
 use crate::saga::orchestrated::contract::{SagaCoordinator, SagaPolicy};
 use crate::saga::orchestrated::core::{Flaw, Orchestrator, Output};
 use crate::saga::orchestrated::driver::{Perform, Pipeline};
-use crate::saga::orchestrated::log::LogRecord;
+use crate::saga::orchestrated::log::{LogRecord, decode_log};
 use crate::saga::participants::Participants;
 use crate::saga::services::{
     Command, IdempotencyKey, Kind, Order, Refusal, Reply, SagaId, SagaState, Services, StepId,
@@ -43,9 +55,17 @@ pub const MARKS: &[&str] = &[
     "saga.duplicate_delivered",
     "saga.reply_lost",
     "saga.burst",
+    "saga.unsynced_lost",
+    "saga.torn_tail_recovered",
 ];
 
 const ORCHESTRATOR: &str = COORDINATOR_NODE;
+
+/// Under the `ack_before_sync` mutant, how long after bytes are first dirtied the
+/// operating system writes them back: Linux's flusher wakes every 5 s
+/// (`dirty_writeback_centisecs`; it writes pages dirty for 30 s, `dirty_expire_centisecs`,
+/// so this is lenient to the mutant).
+const WRITEBACK_MS: u64 = 5_000;
 
 /// What the knobs mean for the orchestrated saga.
 impl SagaKnobs {
@@ -67,6 +87,24 @@ impl SagaKnobs {
             )
             .seed(self.seed)
             .deadline_from_sent(true)
+    }
+
+    /// The fault plans the orchestrated checkout understands: those of
+    /// [`fault_profile`](SagaKnobs::fault_profile), and `torn_crash` besides (its
+    /// coordinator keeps a log of bytes to tear). The plans are the same plans as the
+    /// other checkout worlds' with some crashes torn ([`FaultPlan::generate`] draws the
+    /// tears from a stream of their own).
+    pub fn orchestrated_fault_profile(&self) -> FaultProfile {
+        self.fault_profile().kinds(FaultKindTag::ALL)
+    }
+
+    /// The fault plan this seed generates for the orchestrated checkout (under
+    /// [`orchestrated_fault_profile`](SagaKnobs::orchestrated_fault_profile)).
+    pub fn orchestrated_fault_plan(&self) -> FaultPlan {
+        FaultPlan::generate(
+            &mut SimRng::new(self.seed).fork("saga.plan"),
+            &self.orchestrated_fault_profile(),
+        )
     }
 
     /// The policy the reference declares for these knobs (its [`config`](SagaKnobs::config)'s):
@@ -174,6 +212,65 @@ struct CommandSends {
     numbers: BTreeSet<u32>,
 }
 
+/// The coordinator's log as its disk holds it: the bytes of its lines, each a record
+/// encoded by [`LogRecord::encode_line`] and ended by `\n`, of which a prefix is synced
+/// (durable). A crash keeps the synced prefix and, if it tears, a prefix of the next
+/// line; what the recovery reads is these bytes, through [`decode_log`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskLog {
+    bytes: Vec<u8>,
+    synced: usize,
+}
+
+impl DiskLog {
+    /// The bytes on the disk, synced or not.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// How many of them are synced (a crash keeps these).
+    pub fn synced_len(&self) -> usize {
+        self.synced
+    }
+
+    /// Writes `line` and its newline after what is there, unsynced.
+    fn write(&mut self, line: &str) {
+        self.bytes.extend_from_slice(line.as_bytes());
+        self.bytes.push(b'\n');
+    }
+
+    /// Syncs everything written so far.
+    fn sync(&mut self) {
+        self.synced = self.bytes.len();
+    }
+
+    /// The node died: the unsynced bytes are lost, except, when `tear` gives a stream
+    /// to draw from, a prefix (at least one byte, never its newline) of the first
+    /// unsynced line. Returns the bytes lost and the torn bytes kept.
+    fn crash(&mut self, tear: Option<&mut SimRng>) -> (usize, usize) {
+        let unsynced = self.bytes.len() - self.synced;
+        let mut kept = 0;
+        if let Some(rng) = tear {
+            let first = self.bytes[self.synced..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .unwrap_or(unsynced);
+            if first > 0 {
+                kept = rng.between(1, first as u64) as usize;
+            }
+        }
+        self.bytes.truncate(self.synced + kept);
+        (unsynced - kept, kept)
+    }
+
+    /// Cuts the log back to `len` bytes (a recovery dropping a torn tail, as the file
+    /// log does when it opens).
+    fn truncate(&mut self, len: usize) {
+        self.bytes.truncate(len);
+        self.synced = self.synced.min(len);
+    }
+}
+
 /// The orchestrated saga world around a [`SagaCoordinator`] (the reference
 /// [`Orchestrator`] by default, or yours: [`SagaWorld::with_coordinator`]) and the
 /// [`Participants`] of a definition (the checkout's [`Services`] by default, or any
@@ -192,11 +289,24 @@ pub struct SagaWorld<O = Orchestrator, S: Participants = Services> {
     blueprint: O,
     orchestrator: Option<O>,
     life: u64,
-    /// The durable log.
+    /// The log's records as the coordinator was told they are durable: each append the
+    /// store acknowledged, replaced at every recovery by what the disk gave back.
     pub log: Vec<LogRecord<S::Payload, S::Refusal>>,
-    /// The intents in the durable log (for the write-ahead check).
+    /// The log as the disk holds it: what a recovery reads.
+    pub disk: DiskLog,
+    /// Where a torn crash's cut falls (`saga.disk`).
+    disk_rng: SimRng,
+    /// The store acknowledges an append when written, before it is synced (the
+    /// `ack_before_sync` mutant); it is synced a disk time later.
+    ack_before_sync: bool,
+    /// Under `ack_before_sync`: dirty bytes wait for the write-back.
+    writeback_pending: bool,
+    /// The intents the store acknowledged as durable (for the write-ahead check, which
+    /// judges the coordinator by what it was told; whether the store told the truth is
+    /// judged by what survives a crash).
     durable_intents: BTreeSet<(SagaId, StepId, Kind, u32)>,
-    /// The sagas whose `Started` record is durable (for the write-ahead check).
+    /// The sagas whose `Started` record the store acknowledged as durable (for the
+    /// write-ahead check): each one the customer was told is accepted.
     durable_started: BTreeSet<SagaId>,
     /// The outputs between the coordinator and the disk and links: the driver core the
     /// tokio runner drives too.
@@ -332,6 +442,10 @@ impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> SagaWorld<O, S
             blueprint: coordinator,
             life: 0,
             log: Vec::new(),
+            disk: DiskLog::default(),
+            disk_rng: SimRng::new(knobs.seed).fork("saga.disk"),
+            ack_before_sync: false,
+            writeback_pending: false,
             durable_intents: BTreeSet::new(),
             durable_started: BTreeSet::new(),
             pipeline: Pipeline::new(),
@@ -362,6 +476,16 @@ impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> SagaWorld<O, S
     /// reply); every invariant holds either way.
     pub fn answering_errors_as_failed(mut self) -> Self {
         self.failed_replies = true;
+        self
+    }
+
+    /// The world with a log store that acknowledges each append as soon as it is
+    /// written and leaves the sync to the operating system's write-back, 5 s after the
+    /// bytes were first dirtied (a file log that skips its fsync): the
+    /// `ack_before_sync` mutant. Commands and acceptances go out on records that a
+    /// crash in that window loses.
+    pub(crate) fn acking_before_sync(mut self) -> Self {
+        self.ack_before_sync = true;
         self
     }
 
@@ -441,7 +565,21 @@ impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> SagaWorld<O, S
             let emitted = SimTime::from_nanos(due.emitted.as_nanos());
             self.settling.queued(due.perform.saga(), emitted, ctx.now());
             match due.perform {
-                Perform::Write(_) => {
+                Perform::Write(record) => {
+                    self.disk.write(&record.encode_line());
+                    if self.ack_before_sync {
+                        // Acknowledged as written; the operating system writes the
+                        // dirty bytes back a while after they were first dirtied.
+                        if !self.writeback_pending {
+                            self.writeback_pending = true;
+                            ctx.schedule_in(
+                                SimDuration::from_millis(WRITEBACK_MS),
+                                SagaEvent::AppendDone { life: self.life },
+                            );
+                        }
+                        self.acknowledge()?;
+                        continue;
+                    }
                     ctx.schedule_in(
                         SimDuration::from_millis(self.knobs.disk_ms),
                         SagaEvent::AppendDone { life: self.life },
@@ -455,6 +593,45 @@ impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> SagaWorld<O, S
                 }
             }
         }
+    }
+
+    /// The store acknowledges the record being written: it is durable as far as the
+    /// coordinator is told, and what follows it may go out.
+    fn acknowledge(&mut self) -> Result<(), Violation> {
+        let Some(record) = self.pipeline.durable() else {
+            return Ok(());
+        };
+        match record {
+            LogRecord::StepIntent {
+                saga,
+                step,
+                attempt,
+            } => {
+                self.durable_intents
+                    .insert((saga, step, Kind::Action, attempt));
+            }
+            LogRecord::CompensationIntent {
+                saga,
+                step,
+                attempt,
+            } => {
+                self.durable_intents
+                    .insert((saga, step, Kind::Compensation, attempt));
+            }
+            LogRecord::Started {
+                saga,
+                payload: order,
+            } => {
+                self.check_started(saga, &order)?;
+                // Only now is the checkout accepted (durably, as the store says).
+                self.durable_started.insert(saga);
+                self.stats.started += 1;
+            }
+            _ => {}
+        }
+        self.log.push(record);
+        self.stats.records += 1;
+        Ok(())
     }
 
     /// Carries out `cmd` (attempt `attempt`, which the coordinator emitted at
@@ -814,37 +991,12 @@ impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> World for Saga
                 if life != self.life || self.orchestrator.is_none() {
                     return Ok(());
                 }
-                if let Some(record) = self.pipeline.durable() {
-                    match record {
-                        LogRecord::StepIntent {
-                            saga,
-                            step,
-                            attempt,
-                        } => {
-                            self.durable_intents
-                                .insert((saga, step, Kind::Action, attempt));
-                        }
-                        LogRecord::CompensationIntent {
-                            saga,
-                            step,
-                            attempt,
-                        } => {
-                            self.durable_intents
-                                .insert((saga, step, Kind::Compensation, attempt));
-                        }
-                        LogRecord::Started {
-                            saga,
-                            payload: order,
-                        } => {
-                            self.check_started(saga, &order)?;
-                            // Only now is the checkout accepted (durably).
-                            self.durable_started.insert(saga);
-                            self.stats.started += 1;
-                        }
-                        _ => {}
-                    }
-                    self.log.push(record);
-                    self.stats.records += 1;
+                // The disk time is up (or, acking before the sync, the write-back
+                // time): what was written is synced.
+                self.disk.sync();
+                self.writeback_pending = false;
+                if !self.ack_before_sync {
+                    self.acknowledge()?;
                 }
                 self.run_pipeline(ctx)?;
             }
@@ -937,10 +1089,16 @@ impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> World for Saga
 
     fn on_fault(&mut self, ctx: &mut Ctx<Ev<S>>, edge: FaultEdge) -> Result<(), Violation> {
         self.settling.fault_edge(edge.started, ctx.now());
-        if edge.fault.kind != FaultKind::Crash || edge.fault.target != ORCHESTRATOR {
+        if !edge.fault.kind.is_crash() || edge.fault.target != ORCHESTRATOR {
             return Ok(());
         }
         if edge.started && self.orchestrator.is_some() {
+            // The disk keeps what was synced (and, torn, a prefix of the next line).
+            let tear = (edge.fault.kind == FaultKind::TornCrash).then_some(&mut self.disk_rng);
+            let (lost_bytes, torn_bytes) = self.disk.crash(tear);
+            if lost_bytes + torn_bytes > 0 {
+                ctx.cover("saga.unsynced_lost");
+            }
             // Memory is lost: what was not durable is gone. Checkouts whose start was
             // not yet durable were never accepted: their customers try again.
             let lost = self.pipeline.crash();
@@ -967,10 +1125,23 @@ impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> World for Saga
             }
             self.orchestrator = None;
             self.pipeline = Pipeline::new();
+            self.writeback_pending = false;
             self.life += 1;
             ctx.record(ORCHESTRATOR, "crashed");
         } else if !edge.started && self.orchestrator.is_none() {
             let now = Instant::from(ctx.now());
+            // Read the disk back as the file log reads its file.
+            let (records, tail) = decode_log(self.disk.bytes()).map_err(|e| {
+                Violation::new(
+                    WRITE_AHEAD,
+                    format!("the log on the disk cannot be read back: {e}"),
+                )
+            })?;
+            if tail.is_torn() {
+                self.disk.truncate(tail.complete);
+                ctx.cover("saga.torn_tail_recovered");
+            }
+            self.log = records;
             let mut o = self.blueprint.recovered(&self.log, now);
             self.pipeline = Pipeline::recovering(&mut o, now);
             self.orchestrator = Some(o);
@@ -1019,7 +1190,7 @@ impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> World for Saga
             match o.state(*saga) {
                 None => {
                     let why = if self.durable_started.contains(saga) {
-                        "though its start record is in the log"
+                        "though the coordinator's store acknowledged its start record (the customer was told it was accepted)"
                     } else {
                         "and no start record of it ever became durable (a crash lost it, or the coordinator never accepted it)"
                     };
@@ -1139,4 +1310,49 @@ pub(crate) fn run_as<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants
         ))
         .run_explained(&mut world, SagaWorld::pending);
     (report, world)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(i: u64) -> String {
+        LogRecord::<Order, Refusal>::Ended {
+            saga: SagaId(i),
+            state: SagaState::Completed,
+        }
+        .encode_line()
+    }
+
+    /// A crash keeps the synced prefix; a torn one also keeps 1 to all-but-the-newline
+    /// bytes of the first unsynced line, which the recovery's decoding drops.
+    #[test]
+    fn a_crash_keeps_the_synced_prefix_and_a_tear_only_part_of_the_next_line() {
+        let mut rng = SimRng::new(1);
+        for round in 0..200u64 {
+            let mut disk = DiskLog::default();
+            disk.write(&line(1));
+            disk.sync();
+            let synced = disk.bytes().to_vec();
+            disk.write(&line(round));
+            disk.write(&line(3));
+            let unsynced = disk.bytes().len() - synced.len();
+            let torn = round % 2 == 1;
+            let (lost, kept) = disk.crash(torn.then_some(&mut rng));
+            assert_eq!(lost + kept, unsynced);
+            assert_eq!(&disk.bytes()[..synced.len()], &synced[..]);
+            if torn {
+                assert!((1..=line(round).len()).contains(&kept), "{kept}");
+            } else {
+                assert_eq!(kept, 0);
+            }
+            let (records, tail) = decode_log::<Order, Refusal>(disk.bytes()).unwrap();
+            assert_eq!(records.len(), 1);
+            assert_eq!((tail.complete, tail.torn), (synced.len(), kept));
+            disk.truncate(tail.complete);
+            assert_eq!(disk.bytes(), &synced[..]);
+        }
+        let mut empty = DiskLog::default();
+        assert_eq!(empty.crash(Some(&mut rng)), (0, 0));
+    }
 }

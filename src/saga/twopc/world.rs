@@ -608,7 +608,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
     }
 
     fn on_fault(&mut self, ctx: &mut Ctx<TwoPcEvent>, edge: FaultEdge) -> Result<(), Violation> {
-        if edge.fault.kind != FaultKind::Crash || edge.fault.target != COORDINATOR {
+        if !edge.fault.kind.is_crash() || edge.fault.target != COORDINATOR {
             return Ok(());
         }
         if edge.started && self.coordinator.is_some() {

@@ -389,19 +389,11 @@ fn parse_lines<P: SagaData, R: SagaData>(
     path: &Path,
     bytes: &[u8],
 ) -> Result<(Vec<LogRecord<P, R>>, usize), StoreError> {
-    let mut records = Vec::new();
-    let mut complete = 0;
-    for (index, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
-        let Some(body) = line.strip_suffix(b"\n") else {
-            break; // torn by a crash mid-append
-        };
-        let record = LogRecord::decode_line(body).map_err(|problem| StoreError::Corrupt {
+    let (records, tail) =
+        crate::saga::orchestrated::log::decode_log(bytes).map_err(|e| StoreError::Corrupt {
             path: path.to_path_buf(),
-            line: index + 1,
-            problem,
+            line: e.line,
+            problem: e.problem,
         })?;
-        records.push(record);
-        complete += line.len();
-    }
-    Ok((records, complete))
+    Ok((records, tail.complete))
 }
