@@ -7,6 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[allow(dead_code)] // each suite uses its part
+#[macro_use]
+mod support;
+
 mod crash;
 mod event_store;
 mod event_store_crash;
@@ -18,5 +22,3 @@ mod queue_workers;
 mod queue_world;
 mod saga_crash;
 mod saga_log;
-#[allow(dead_code)] // each suite uses its part
-mod support;

@@ -12,8 +12,8 @@ use faultline::queue::store::postgres::{self as pg, PostgresJobs, PostgresOutbox
 use faultline::queue::store::sqlite::{self as lite, SqliteJobs, SqliteOutbox};
 use faultline::queue::store::{JobStore, MemoryJobs};
 use faultline::queue::{
-    Applied, DeadLetter, Enqueued, Fenced, Job, JobType, Lease, LeaseToken, Nacked, Payload,
-    QueueConfig, QueueCounts, Staging,
+    Applied, Enqueued, Fenced, Job, JobType, Lease, LeaseToken, Nacked, Payload, QueueConfig,
+    QueueCounts, Staging,
 };
 use faultline::store::StoreError;
 
@@ -479,12 +479,7 @@ enum Defect {
 }
 
 impl JobStore for Broken {
-    fn visibility_timeout(&self) -> std::time::Duration {
-        self.inner.visibility_timeout()
-    }
-    fn origin(&mut self, proposed: Origin) -> Result<Origin, StoreError> {
-        self.inner.origin(proposed)
-    }
+    forward_reads!();
     fn enqueue(&mut self, mut job: Job, now: Instant) -> Result<Enqueued, StoreError> {
         if self.defect == Defect::LeaseIgnoresRunAt {
             job.run_at = None;
@@ -518,18 +513,6 @@ impl JobStore for Broken {
         now: Instant,
     ) -> Result<Result<Nacked, Fenced>, StoreError> {
         self.inner.nack(token, error, now)
-    }
-    fn redrive(&mut self, now: Instant) -> Result<usize, StoreError> {
-        self.inner.redrive(now)
-    }
-    fn counts(&mut self) -> Result<QueueCounts, StoreError> {
-        self.inner.counts()
-    }
-    fn dead_letters(&mut self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.inner.dead_letters()
-    }
-    fn next_due(&mut self) -> Result<Option<Instant>, StoreError> {
-        self.inner.next_due()
     }
 }
 

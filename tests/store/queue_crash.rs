@@ -648,32 +648,6 @@ mod mutants {
         }
     }
 
-    macro_rules! forward_reads {
-        () => {
-            fn visibility_timeout(&self) -> std::time::Duration {
-                self.inner.visibility_timeout()
-            }
-            fn origin(
-                &mut self,
-                p: faultline::clock::Origin,
-            ) -> Result<faultline::clock::Origin, StoreError> {
-                self.inner.origin(p)
-            }
-            fn redrive(&mut self, now: Instant) -> Result<usize, StoreError> {
-                self.inner.redrive(now)
-            }
-            fn counts(&mut self) -> Result<QueueCounts, StoreError> {
-                self.inner.counts()
-            }
-            fn dead_letters(&mut self) -> Result<Vec<DeadLetter>, StoreError> {
-                self.inner.dead_letters()
-            }
-            fn next_due(&mut self) -> Result<Option<Instant>, StoreError> {
-                self.inner.next_due()
-            }
-        };
-    }
-
     impl JobStore for AckBeforeDurable {
         forward_reads!();
         fn enqueue(&mut self, job: Job, now: Instant) -> Result<Enqueued, StoreError> {

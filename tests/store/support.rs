@@ -41,3 +41,40 @@ pub fn pg_url(what: &str) -> Option<String> {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// The read side of a `JobStore` wrapper whose store is `self.inner`, forwarded
+/// unchanged: the broken stores override only the commands they break.
+macro_rules! forward_reads {
+    () => {
+        fn visibility_timeout(&self) -> std::time::Duration {
+            self.inner.visibility_timeout()
+        }
+        fn origin(
+            &mut self,
+            p: faultline::clock::Origin,
+        ) -> Result<faultline::clock::Origin, faultline::store::StoreError> {
+            self.inner.origin(p)
+        }
+        fn redrive(
+            &mut self,
+            now: faultline::clock::Instant,
+        ) -> Result<usize, faultline::store::StoreError> {
+            self.inner.redrive(now)
+        }
+        fn counts(
+            &mut self,
+        ) -> Result<faultline::queue::QueueCounts, faultline::store::StoreError> {
+            self.inner.counts()
+        }
+        fn dead_letters(
+            &mut self,
+        ) -> Result<Vec<faultline::queue::DeadLetter>, faultline::store::StoreError> {
+            self.inner.dead_letters()
+        }
+        fn next_due(
+            &mut self,
+        ) -> Result<Option<faultline::clock::Instant>, faultline::store::StoreError> {
+            self.inner.next_due()
+        }
+    };
+}
