@@ -102,8 +102,10 @@ impl FromStr for SeedRange {
     }
 }
 
-/// Shard `index` of `count` (1-based), written `index/count`.
+/// Shard `index` of `count` (1-based), written `index/count`. Read from JSON, it is
+/// checked as [`Shard::new`] checks it: a summary labelled `5/3` is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "ShardFields")]
 pub struct Shard {
     /// Which shard, from 1.
     pub index: u32,
@@ -130,11 +132,35 @@ impl Shard {
         (range.start + u64::from(self.index - 1)..range.end).step_by(self.count as usize)
     }
 
+    /// How many seeds of `range` belong to this shard (what `seeds(range).count()`
+    /// gives, without running through them).
+    pub fn seed_count(self, range: SeedRange) -> u64 {
+        let offset = u64::from(self.index - 1);
+        match range.len().checked_sub(offset) {
+            None | Some(0) => 0,
+            Some(rest) => (rest - 1) / u64::from(self.count) + 1,
+        }
+    }
+
     /// True when `seed` of `range` belongs to this shard.
     pub fn contains(self, range: SeedRange, seed: u64) -> bool {
         seed >= range.start
             && seed < range.end
             && (seed - range.start) % u64::from(self.count) == u64::from(self.index - 1)
+    }
+}
+
+/// A shard as JSON holds it, before [`Shard::new`] checks it.
+#[derive(Deserialize)]
+struct ShardFields {
+    index: u32,
+    count: u32,
+}
+
+impl TryFrom<ShardFields> for Shard {
+    type Error = SweepError;
+    fn try_from(f: ShardFields) -> Result<Self, SweepError> {
+        Shard::new(f.index, f.count)
     }
 }
 
@@ -291,6 +317,12 @@ pub enum MergeError {
     /// Both summaries contain the same shard.
     #[error("cannot merge: shard {0} appears twice")]
     Overlap(Shard),
+    /// A counter's sum does not fit in 64 bits: one of the summaries is not what a
+    /// sweep wrote.
+    #[error(
+        "cannot merge: the sum of `{0}` overflows 64 bits; a summary was not written by a sweep"
+    )]
+    Overflow(&'static str),
 }
 
 /// What a sweep (or a shard of one) found: serializable, and mergeable across shards.
@@ -397,20 +429,31 @@ impl SweepSummary {
         if let Some(s) = other.shards.iter().find(|s| self.shards.contains(s)) {
             return Err(MergeError::Overlap(*s));
         }
+        let sum =
+            |a: u64, b: u64, name: &'static str| a.checked_add(b).ok_or(MergeError::Overflow(name));
+        // Every sum is checked before anything changes: a refused merge leaves `self`
+        // as it was.
+        let runs = sum(self.runs, other.runs, "runs")?;
+        let passed = sum(self.passed, other.passed, "passed")?;
+        let events = sum(self.events, other.events, "events")?;
+        let wall_ms = sum(self.wall_ms, other.wall_ms, "wall_ms")?;
+        let mut coverage = self.coverage.clone();
+        for (mark, m) in other.coverage {
+            let e = coverage.entry(mark).or_default();
+            e.hits = sum(e.hits, m.hits, "coverage hits")?;
+            e.seeds_hit = sum(e.seeds_hit, m.seeds_hit, "coverage seeds_hit")?;
+        }
         self.shards.extend(other.shards);
-        self.runs += other.runs;
-        self.passed += other.passed;
-        self.events += other.events;
+        self.runs = runs;
+        self.passed = passed;
+        self.events = events;
+        self.wall_ms = wall_ms;
+        self.coverage = coverage;
         self.failures.extend(other.failures);
         self.failures.sort_by_key(|f| f.seed);
-        for (mark, m) in other.coverage {
-            let e = self.coverage.entry(mark).or_default();
-            e.hits += m.hits;
-            e.seeds_hit += m.seeds_hit;
-        }
         self.undeclared_marks.extend(other.undeclared_marks);
+        // The digest is a sum modulo 2^64 by design (order-independent), not a count.
         self.digest = self.digest.wrapping_add(other.digest);
-        self.wall_ms += other.wall_ms;
         Ok(())
     }
 }
@@ -453,6 +496,52 @@ mod tests {
         assert_eq!(all, (10..47).collect::<Vec<_>>());
         assert!(Shard::new(2, 4).unwrap().contains(range, 11));
         assert!(!Shard::new(2, 4).unwrap().contains(range, 12));
+        for (len, n) in [(37, 4), (1, 3), (3, 3), (10, 1), (5, 7)] {
+            let range = SeedRange::new(100, 100 + len).unwrap();
+            for i in 1..=n {
+                let shard = Shard::new(i, n).unwrap();
+                assert_eq!(
+                    shard.seed_count(range),
+                    shard.seeds(range).count() as u64,
+                    "{shard} of {range}"
+                );
+            }
+        }
+        let whole = SeedRange::new(0, u64::MAX).unwrap();
+        assert_eq!(Shard::ALL.seed_count(whole), u64::MAX);
+        assert_eq!(Shard::new(2, 2).unwrap().seed_count(whole), u64::MAX / 2);
+    }
+
+    #[test]
+    fn shard_labels_read_from_json_are_checked() {
+        let ok: Shard = serde_json::from_str(r#"{"index":2,"count":3}"#).unwrap();
+        assert_eq!(ok, Shard::new(2, 3).unwrap());
+        for bad in [
+            r#"{"index":5,"count":3}"#,
+            r#"{"index":0,"count":3}"#,
+            r#"{"index":1,"count":0}"#,
+        ] {
+            let e = serde_json::from_str::<Shard>(bad).unwrap_err();
+            assert!(e.to_string().contains("out of range"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn merged_counters_that_overflow_are_refused_and_change_nothing() {
+        let range = SeedRange::new(0, 10).unwrap();
+        let mut a = SweepSummary::new(range, Shard::new(1, 2).unwrap());
+        let mut b = SweepSummary::new(range, Shard::new(2, 2).unwrap());
+        a.runs = 5;
+        a.events = u64::MAX - 1;
+        b.runs = 5;
+        b.events = 2;
+        let before = a.clone();
+        assert_eq!(a.merge(b.clone()), Err(MergeError::Overflow("events")));
+        assert_eq!(a, before);
+        b.events = 1;
+        a.merge(b).unwrap();
+        assert_eq!((a.runs, a.events), (10, u64::MAX));
+        assert!(a.is_complete());
     }
 
     #[test]
