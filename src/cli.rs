@@ -31,8 +31,12 @@
 //! when one was given. A run's HTML report leaves `--out` out of its replay command, so
 //! the same run writes the same bytes wherever its report goes.
 
+mod auto_shard;
+mod merge;
+
 use crate::harness::{HarnessError, Pattern, Run};
 use crate::registry;
+use auto_shard::ShardArg;
 use clap::{Parser, Subcommand};
 use faultline_sim::report::model::{
     FailureView, Histogram, MutantRow, PatternSweep, SweepView, SweptMutant,
@@ -112,9 +116,18 @@ enum Command {
         #[arg(long)]
         jobs: Option<usize>,
         /// Run only shard I of N (1-based), e.g. 2/4; merge the shards' summary.json
-        /// files with `faultline merge`.
-        #[arg(long)]
-        shard: Option<Shard>,
+        /// files with `faultline merge`. `auto` reads it from the batch engine's
+        /// environment: a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with
+        /// --shard-count or FAULTLINE_SHARD_COUNT), a Slurm job array
+        /// (SLURM_ARRAY_TASK_ID/_MIN/_STEP/_COUNT), an AWS Batch array job
+        /// (AWS_BATCH_JOB_ARRAY_INDEX/_SIZE), or FAULTLINE_SHARD_INDEX (from 1) with
+        /// FAULTLINE_SHARD_COUNT (e.g. from a GitHub Actions matrix).
+        #[arg(long, value_name = "I/N|auto")]
+        shard: Option<ShardArg>,
+        /// With --shard auto: how many shards, where the engine does not say
+        /// (Kubernetes); must agree with the engine where it does.
+        #[arg(long, value_name = "N")]
+        shard_count: Option<u32>,
         /// Failing seeds to shrink and report per pattern.
         #[arg(long, default_value_t = 10)]
         shrink_max: usize,
@@ -130,11 +143,20 @@ enum Command {
     /// List the patterns this program knows: name, what it is, its invariants and
     /// mutants, and the fault kinds its plans draw.
     List,
-    /// Merge shard summaries (summary.json files of `sweep --shard`) into one report.
+    /// Merge shard summaries (summary.json files of `sweep --shard`) into one report,
+    /// copying each shard's failure reports and plans (the files its summary links to,
+    /// looked for beside it) into --out. Exits 2 when the shards do not make up the
+    /// whole sweep: a shard missing or interrupted (unless --allow-incomplete), the same
+    /// shard twice, or shards of different splits, seed ranges or mutants.
     Merge {
         /// The summary.json files.
         #[arg(required = true)]
         summaries: Vec<PathBuf>,
+        /// Merge even when shards are missing or ran fewer seeds than they have (the
+        /// report says which shards it holds), and drop links to failure files that
+        /// are not there. Never merges the same shard twice or different splits.
+        #[arg(long)]
+        allow_incomplete: bool,
         /// Where the merged report goes [default: reports].
         #[arg(long)]
         out: Option<PathBuf>,
@@ -236,6 +258,7 @@ where
             seeds,
             jobs,
             shard,
+            shard_count,
             shrink_max,
             mutant,
             out,
@@ -247,6 +270,7 @@ where
                 seeds,
                 jobs,
                 shard,
+                shard_count,
                 shrink_max,
                 mutant,
             },
@@ -256,9 +280,14 @@ where
             list_cmd(patterns);
             Ok(true)
         }
-        Command::Merge { summaries, out } => merge_cmd(
+        Command::Merge {
+            summaries,
+            allow_incomplete,
+            out,
+        } => merge_cmd(
             &command,
             &summaries,
+            allow_incomplete,
             out.as_deref().unwrap_or(Path::new(OUT_DEFAULT)),
         ),
         Command::Mutants {
@@ -604,7 +633,8 @@ fn write_index(out: &Path, view: &mut SweepView) -> Result<(), UsageError> {
 struct SweepArgs {
     seeds: Option<SeedRange>,
     jobs: Option<usize>,
-    shard: Option<Shard>,
+    shard: Option<ShardArg>,
+    shard_count: Option<u32>,
     shrink_max: usize,
     mutant: Option<String>,
 }
@@ -662,7 +692,20 @@ fn sweep_cmd(
         Some(j) => j,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let shard = args.shard.unwrap_or(Shard::ALL);
+    let shard = match (args.shard, args.shard_count) {
+        (None, None) => Shard::ALL,
+        (Some(ShardArg::Fixed(s)), None) => s,
+        (Some(ShardArg::Auto), count) => {
+            let (shard, engine) = auto_shard::shard_from_env(&auto_shard::process_env(), count)?;
+            println!("shard {shard} (--shard auto: {engine})");
+            shard
+        }
+        (_, Some(_)) => {
+            return Err(UsageError(
+                "--shard-count goes with --shard auto (with --shard I/N the count is N)".into(),
+            ));
+        }
+    };
     let mut view = SweepView {
         command: command.to_string(),
         patterns: Vec::new(),
@@ -870,8 +913,53 @@ fn kind_words(kind: Option<(&str, &str)>) -> String {
     }
 }
 
-fn merge_cmd(command: &str, files: &[PathBuf], out: &Path) -> CliResult {
-    let mut merged: Option<SweepView> = None;
+/// Refuses `parts` unless, pattern by pattern, their shards make up the whole sweep
+/// (`allow_incomplete` lets missing or short shards through, with a warning).
+fn check_shard_sets(
+    parts: &[(&Path, SweepView)],
+    allow_incomplete: bool,
+) -> Result<(), UsageError> {
+    let mut by_pattern: std::collections::BTreeMap<&str, Vec<(&Path, &SweepSummary)>> =
+        std::collections::BTreeMap::new();
+    for (file, view) in parts {
+        for p in &view.patterns {
+            by_pattern
+                .entry(p.pattern.as_str())
+                .or_default()
+                .push((file, &p.summary));
+        }
+    }
+    let problems: Vec<merge::Problem> = by_pattern
+        .iter()
+        .flat_map(|(pattern, ps)| merge::check_shard_set(pattern, ps))
+        .collect();
+    let bullets =
+        |ps: &[&merge::Problem]| ps.iter().map(|p| format!("\n  - {p}")).collect::<String>();
+    let (incomplete, inconsistent): (Vec<&merge::Problem>, Vec<&merge::Problem>) =
+        problems.iter().partition(|p| p.is_incompleteness());
+    if !inconsistent.is_empty() {
+        return Err(UsageError(format!(
+            "the shards do not add up to one sweep:{}{}",
+            bullets(&inconsistent),
+            bullets(&incomplete)
+        )));
+    }
+    if !incomplete.is_empty() {
+        if !allow_incomplete {
+            return Err(UsageError(format!(
+                "the shard set is incomplete (pass --allow-incomplete to merge it anyway):{}",
+                bullets(&incomplete)
+            )));
+        }
+        for p in incomplete {
+            eprintln!("warning: {p} (merged anyway: --allow-incomplete)");
+        }
+    }
+    Ok(())
+}
+
+fn merge_cmd(command: &str, files: &[PathBuf], allow_incomplete: bool, out: &Path) -> CliResult {
+    let mut parts: Vec<(&Path, SweepView)> = Vec::new();
     // The first file and the kind of implementation it swept: every part must match.
     let mut first: Option<(&Path, Option<(String, String)>)> = None;
     for file in files {
@@ -898,6 +986,20 @@ fn merge_cmd(command: &str, files: &[PathBuf], out: &Path) -> CliResult {
                 }
             }
         }
+        parts.push((file.as_path(), part));
+    }
+    check_shard_sets(&parts, allow_incomplete)?;
+    let mut artefacts = merge::Artefacts::new(out, allow_incomplete);
+    for (file, part) in &mut parts {
+        for p in &mut part.patterns {
+            artefacts.bring_all(file, &mut p.failures)?;
+        }
+    }
+    for line in &artefacts.dropped {
+        eprintln!("warning: {line}");
+    }
+    let mut merged: Option<SweepView> = None;
+    for (file, part) in parts {
         match &mut merged {
             None => merged = Some(part),
             Some(m) => {

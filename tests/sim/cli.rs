@@ -635,3 +635,377 @@ fn sweep_of_a_mutant_counts_the_seeds_that_catch_it() {
         );
     }
 }
+
+/// The variables `sweep --shard auto` reads, removed from a child's environment so the
+/// machine running the tests (a CI runner, a cluster node) does not leak into it.
+const SHARD_VARS: &[&str] = &[
+    "JOB_COMPLETION_INDEX",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX",
+    "SLURM_ARRAY_TASK_STEP",
+    "AWS_BATCH_JOB_ARRAY_INDEX",
+    "AWS_BATCH_JOB_ARRAY_SIZE",
+    "FAULTLINE_SHARD_INDEX",
+    "FAULTLINE_SHARD_COUNT",
+];
+
+fn faultline_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_faultline"));
+    c.args(args);
+    for v in SHARD_VARS {
+        c.env_remove(v);
+    }
+    c.envs(env.iter().copied());
+    c.output().expect("the faultline binary runs")
+}
+
+fn summary_of(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+/// `--shard auto` under each batch engine's environment gives the shard `--shard I/N`
+/// names; no engine, two engines or a wrong count is exit 2 with the reason.
+#[test]
+fn sweep_shard_auto_reads_each_batch_engine() {
+    let sweep = |dir: &Path, shard: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec![
+            "sweep", "breaker", "--seeds", "0..12", "--jobs", "1", "--shard", shard,
+        ];
+        args.extend(extra);
+        args.extend(["--out", s(dir)]);
+        faultline_env(&args, env)
+    };
+    let fixed = scratch("auto-fixed");
+    let o = sweep(&fixed, "2/3", &[], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let want = summary_of(&fixed)["patterns"][0]["summary"].clone();
+    assert_eq!(
+        want["shards"],
+        serde_json::json!([{"index": 2, "count": 3}])
+    );
+    type Engine<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let engines: [Engine; 5] = [
+        (
+            "k8s",
+            &["--shard-count", "3"],
+            &[("JOB_COMPLETION_INDEX", "1")],
+        ),
+        (
+            "k8s-env-count",
+            &[],
+            &[
+                ("JOB_COMPLETION_INDEX", "1"),
+                ("FAULTLINE_SHARD_COUNT", "3"),
+            ],
+        ),
+        (
+            "slurm",
+            &[],
+            &[
+                ("SLURM_ARRAY_TASK_ID", "3"),
+                ("SLURM_ARRAY_TASK_MIN", "1"),
+                ("SLURM_ARRAY_TASK_MAX", "5"),
+                ("SLURM_ARRAY_TASK_STEP", "2"),
+                ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ],
+        ),
+        (
+            "aws",
+            &[],
+            &[
+                ("AWS_BATCH_JOB_ARRAY_INDEX", "1"),
+                ("AWS_BATCH_JOB_ARRAY_SIZE", "3"),
+            ],
+        ),
+        (
+            "github",
+            &[],
+            &[
+                ("FAULTLINE_SHARD_INDEX", "2"),
+                ("FAULTLINE_SHARD_COUNT", "3"),
+            ],
+        ),
+    ];
+    for (name, extra, env) in engines {
+        let dir = scratch(&format!("auto-{name}"));
+        let o = sweep(&dir, "auto", extra, env);
+        let (stdout, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{name}: {stdout}{stderr}");
+        assert!(
+            stdout.contains("shard 2/3 (--shard auto: "),
+            "{name}: {stdout}"
+        );
+        let got = &summary_of(&dir)["patterns"][0]["summary"];
+        for f in ["shards", "runs", "passed", "events", "digest"] {
+            assert_eq!(got[f], want[f], "{name}: {f}");
+        }
+    }
+    let dir = scratch("auto-bad");
+    for (extra, env, needle) in [
+        (&[][..], &[][..], "found no shard index in the environment"),
+        (
+            &[][..],
+            &[("JOB_COMPLETION_INDEX", "1")][..],
+            "pass --shard-count N or set FAULTLINE_SHARD_COUNT",
+        ),
+        (
+            &["--shard-count", "2"][..],
+            &[
+                ("AWS_BATCH_JOB_ARRAY_INDEX", "1"),
+                ("AWS_BATCH_JOB_ARRAY_SIZE", "3"),
+            ][..],
+            "given twice and differs: --shard-count=2 but AWS_BATCH_JOB_ARRAY_SIZE=3",
+        ),
+        (
+            &["--shard-count", "3"][..],
+            &[("JOB_COMPLETION_INDEX", "3")][..],
+            "JOB_COMPLETION_INDEX=3, but there are 3 shards",
+        ),
+        (
+            &[][..],
+            &[("JOB_COMPLETION_INDEX", "0"), ("SLURM_ARRAY_TASK_ID", "0")][..],
+            "ambiguous",
+        ),
+    ] {
+        let o = sweep(&dir, "auto", extra, env);
+        let (stdout, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{env:?}: {stdout}{stderr}");
+        assert!(stderr.contains(needle), "{needle:?} missing from {stderr}");
+        assert!(
+            !stdout.contains("sweeping"),
+            "{env:?}: swept anyway: {stdout}"
+        );
+    }
+    let o = sweep(&dir, "1/3", &["--shard-count", "3"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("--shard-count goes with --shard auto"));
+}
+
+/// `merge` goes green only for a whole, consistent shard set: a missing or interrupted
+/// shard, a duplicate, a different split, a label such as 5/3 or counters that overflow
+/// are exit 2 with the shards named; `--allow-incomplete` lets a missing shard through.
+#[test]
+fn merge_refuses_an_incomplete_or_inconsistent_shard_set() {
+    let shard = |i: &str| {
+        let dir = scratch(&format!("mg-shard-{}", i.replace('/', "of")));
+        let o = faultline(&[
+            "sweep",
+            "breaker",
+            "--seeds",
+            "0..12",
+            "--shard",
+            i,
+            "--jobs",
+            "1",
+            "--out",
+            s(&dir),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+        dir.join("summary.json")
+    };
+    let (a, b, c) = (shard("1/3"), shard("2/3"), shard("3/3"));
+    let merged = scratch("mg-merged");
+    let merge = |files: &[&Path], extra: &[&str]| {
+        let mut args = vec!["merge"];
+        args.extend(files.iter().map(|f| s(f)));
+        args.extend(extra);
+        args.extend(["--out", s(&merged)]);
+        faultline(&args)
+    };
+    let o = merge(&[&a, &b, &c], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert!(
+        text(&o)
+            .0
+            .contains("breaker: 12 seeds in 3 of 3 shards, 0 failed")
+    );
+
+    // A dead shard: exit 2, naming it.
+    let o = merge(&[&a, &c], &[]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("incomplete")
+            && stderr
+                .contains("breaker: 1 of 3 shards of seeds 0..12 missing: 2/3 (present: 1/3, 3/3)")
+            && stderr.contains("--allow-incomplete"),
+        "{stderr}"
+    );
+    // Told to, it merges and says what it holds.
+    let o = merge(&[&a, &c], &["--allow-incomplete"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("8 seeds in 2 of 3 shards (incomplete)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("warning: breaker: 1 of 3 shards"),
+        "{stderr}"
+    );
+
+    // The same shard twice, even with --allow-incomplete: both files named.
+    let o = merge(&[&a, &b, &a, &c], &["--allow-incomplete"]);
+    let stderr = text(&o).1;
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "shard 1/3 appears twice, in {} and in {}",
+            a.display(),
+            a.display()
+        )),
+        "{stderr}"
+    );
+
+    // Edited copies of shard 2/3: a different split, range, label, interrupted, overflow.
+    let edit = |name: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&b).unwrap()).unwrap();
+        f(&mut v["patterns"][0]["summary"]);
+        let dir = scratch(&format!("mg-edit-{name}"));
+        let path = dir.join("summary.json");
+        std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+        path
+    };
+    let other_split = edit("split", &|s| {
+        s["shards"] = serde_json::json!([{"index": 2, "count": 4}])
+    });
+    let other_range = edit("range", &|s| s["range"]["end"] = 13.into());
+    let five_of_three = edit("label", &|s| {
+        s["shards"] = serde_json::json!([{"index": 5, "count": 3}])
+    });
+    let short = edit("short", &|s| {
+        s["runs"] = 3.into();
+        s["passed"] = 3.into();
+    });
+    let huge = edit("huge", &|s| s["events"] = u64::MAX.into());
+    for (file, code, needle) in [
+        (&other_split, 2, "covers seeds 0..12 in 3 shards"),
+        (&other_range, 2, "covers seeds 0..13 in 3 shards"),
+        (&five_of_three, 2, "out of range"),
+        (&short, 2, "ran 3 of its shards' 4 seeds"),
+        (&huge, 2, "the sum of `events` overflows"),
+    ] {
+        let o = merge(&[&a, file, &c], &[]);
+        let stderr = text(&o).1;
+        assert_eq!(o.status.code(), Some(code), "{needle}: {stderr}");
+        assert!(stderr.contains(needle), "{needle:?} missing from {stderr}");
+    }
+    // An interrupted shard is incompleteness: let through when allowed.
+    let o = merge(&[&a, &short, &c], &["--allow-incomplete"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    // A different split never is.
+    let o = merge(&[&a, &other_split, &c], &["--allow-incomplete"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+}
+
+/// Merged failure links resolve: every file the merged index links to is in the merged
+/// `--out`, copied from the shard that wrote it, even when the shards' own directories
+/// are gone.
+#[test]
+fn merged_failure_links_resolve() {
+    let root = scratch("mg-links");
+    let shard = |i: &str| {
+        let dir = root.join(format!("shard-{}", i.replace('/', "of")));
+        let o = faultline(&[
+            "sweep",
+            "breaker",
+            "--seeds",
+            "0..40",
+            "--shard",
+            i,
+            "--mutant",
+            "no_timeout",
+            "--shrink-max",
+            "2",
+            "--jobs",
+            "1",
+            "--out",
+            s(&dir),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+        // Each shard's failures are somewhere only it has them.
+        dir
+    };
+    let (a, b) = (shard("1/2"), shard("2/2"));
+    // The shard directories as a CI merge job has them: downloaded elsewhere.
+    let downloaded = root.join("downloaded");
+    std::fs::create_dir_all(&downloaded).unwrap();
+    let (da, db) = (downloaded.join("a"), downloaded.join("b"));
+    std::fs::rename(&a, &da).unwrap();
+    std::fs::rename(&b, &db).unwrap();
+    let merged = root.join("merged");
+    let o = faultline(&[
+        "merge",
+        s(&da.join("summary.json")),
+        s(&db.join("summary.json")),
+        "--out",
+        s(&merged),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", text(&o).0, text(&o).1);
+    // Without the shards' directories, the merged report stands alone.
+    std::fs::remove_dir_all(&downloaded).unwrap();
+    let html = std::fs::read_to_string(merged.join("index.html")).unwrap();
+    let hrefs: Vec<&str> = html
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|h| !h.starts_with('#'))
+        .collect();
+    let failures: Vec<&&str> = hrefs
+        .iter()
+        .filter(|h| h.starts_with("failures/"))
+        .collect();
+    // Two shrunk failures per shard, each with a report and a plan.
+    assert_eq!(failures.len(), 8, "{hrefs:?}");
+    for h in &hrefs {
+        assert!(
+            !h.contains("://") && !h.starts_with('/'),
+            "non-relative link {h}"
+        );
+        let path = merged.join(h.replace("&amp;", "&"));
+        assert!(
+            path.is_file(),
+            "{h} does not resolve in {}",
+            merged.display()
+        );
+    }
+    // The copies are the shards' files, not empty stand-ins.
+    let plan = failures.iter().find(|h| h.ends_with(".json")).unwrap();
+    let text_of = std::fs::read_to_string(merged.join(plan)).unwrap();
+    assert!(text_of.contains("\"faults\""), "{text_of}");
+
+    // A summary whose failure files were not shipped with it: refused, naming the file;
+    // with --allow-incomplete, merged without those links.
+    let lone = root.join("lone");
+    std::fs::create_dir_all(&lone).unwrap();
+    std::fs::copy(shard("1/2").join("summary.json"), lone.join("summary.json")).unwrap();
+    let other = shard("2/2").join("summary.json");
+    let lone_summary = lone.join("summary.json");
+    let merge = |extra: &[&str], out: &str| {
+        let mut args = vec!["merge", s(&lone_summary), s(&other)];
+        args.extend(extra);
+        let out = root.join(out);
+        args.extend(["--out", s(&out)]);
+        (faultline(&args), out)
+    };
+    let (o, _) = merge(&[], "merged2");
+    let stderr = text(&o).1;
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is not a file") && stderr.contains("lone"),
+        "{stderr}"
+    );
+    let (o, out) = merge(&["--allow-incomplete"], "merged3");
+    let stderr = text(&o).1;
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("its link is dropped"), "{stderr}");
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert_eq!(
+        html.matches("href=\"failures/").count(),
+        4,
+        "only shard 2/2's links"
+    );
+}
