@@ -32,9 +32,10 @@
 //! the same run writes the same bytes wherever its report goes.
 
 mod auto_shard;
+mod input;
 mod merge;
 
-use crate::harness::{HarnessError, Pattern, Run};
+use crate::harness::{HarnessError, Pattern, Run, shell_quote};
 use crate::registry;
 use auto_shard::ShardArg;
 use clap::{Parser, Subcommand};
@@ -46,6 +47,7 @@ use faultline_sim::shrink::shrink_plan;
 use faultline_sim::sweep::{SeedRange, Shard, SweepProgress, SweepSummary, sweep};
 use faultline_sim::{FaultPlan, TraceMode};
 use indicatif::{ProgressBar, ProgressStyle};
+use input::tty;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Component, Path, PathBuf};
@@ -84,6 +86,9 @@ enum Command {
         /// Run this mutant of the pattern's catalog instead of the reference.
         #[arg(long)]
         mutant: Option<String>,
+        /// Refuse a plan with a fault that can never fire (else a warning).
+        #[arg(long)]
+        strict: bool,
         /// Where reports go [default: reports].
         #[arg(long)]
         out: Option<PathBuf>,
@@ -101,6 +106,9 @@ enum Command {
         /// Replay this mutant of the pattern's catalog instead of the reference.
         #[arg(long)]
         mutant: Option<String>,
+        /// Refuse a plan with a fault that can never fire (else a warning).
+        #[arg(long)]
+        strict: bool,
         /// Where reports go [default: reports].
         #[arg(long)]
         out: Option<PathBuf>,
@@ -112,7 +120,7 @@ enum Command {
         /// Seeds as A..B or A..=B (default: each pattern's own range).
         #[arg(long)]
         seeds: Option<SeedRange>,
-        /// Worker threads (default: all cores).
+        /// Worker threads (default: all cores; at most 4 per core, and 256).
         #[arg(long)]
         jobs: Option<usize>,
         /// Run only shard I of N (1-based), e.g. 2/4; merge the shards' summary.json
@@ -140,9 +148,13 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// List the patterns this program knows: name, what it is, its invariants and
-    /// mutants, and the fault kinds its plans draw.
-    List,
+    /// List the patterns this program knows: name, what it is, its default seeds, its
+    /// invariants with what each promises, its mutants with what each breaks, and the
+    /// fault targets and kinds its plans may use.
+    List {
+        /// Only this pattern (default: all).
+        pattern: Option<String>,
+    },
     /// Merge shard summaries (summary.json files of `sweep --shard`) into one report,
     /// copying each shard's failure reports and plans (the files its summary links to,
     /// looked for beside it) into --out. Exits 2 when the shards do not make up the
@@ -228,6 +240,7 @@ where
             seed,
             plan,
             mutant,
+            strict,
             out,
         } => run_one(
             &cx,
@@ -236,13 +249,17 @@ where
             plan.as_deref(),
             mutant.as_deref(),
             out.as_deref(),
-            false,
+            RunMode {
+                replay: false,
+                strict,
+            },
         ),
         Command::Replay {
             pattern,
             seed,
             plan,
             mutant,
+            strict,
             out,
         } => run_one(
             &cx,
@@ -251,7 +268,10 @@ where
             plan.as_deref(),
             mutant.as_deref(),
             out.as_deref(),
-            true,
+            RunMode {
+                replay: true,
+                strict,
+            },
         ),
         Command::Sweep {
             patterns,
@@ -276,10 +296,7 @@ where
             },
             out.as_deref(),
         ),
-        Command::List => {
-            list_cmd(patterns);
-            Ok(true)
-        }
+        Command::List { pattern } => list_cmd(&cx, pattern.as_deref()),
         Command::Merge {
             summaries,
             allow_incomplete,
@@ -300,7 +317,7 @@ where
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(UsageError(message)) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", tty(&message));
             ExitCode::from(2)
         }
     }
@@ -323,15 +340,16 @@ fn program_name(argv0: &Path) -> String {
         })
         .unwrap_or_default();
     let Some(t) = dirs.iter().rposition(|d| d == "target") else {
-        return argv0.display().to_string();
+        return shell_quote(&argv0.display().to_string()).into_owned();
     };
+    let name = shell_quote(&name);
     // target/<profile>/NAME or target/<triple>/<profile>/NAME, and examples/ below.
     let rest: Vec<&str> = dirs[t + 1..].iter().map(String::as_str).collect();
     match rest.as_slice() {
         [_, "examples"] | [_, _, "examples"] => format!("cargo run --release --example {name} --"),
         [_] | [_, _] if name == "faultline" => "cargo run --release --".to_string(),
         [_] | [_, _] => format!("cargo run --release --bin {name} --"),
-        _ => argv0.display().to_string(),
+        _ => shell_quote(&argv0.display().to_string()).into_owned(),
     }
 }
 
@@ -356,7 +374,7 @@ impl<'a> Context<'a> {
             crate::harness::replay_command_of(&self.program, pattern, seed, plan_file, mutant);
         if let Some(dir) = out {
             cmd.push_str(" --out ");
-            cmd.push_str(&dir.display().to_string());
+            cmd.push_str(&shell_quote(&dir.display().to_string()));
         }
         cmd
     }
@@ -388,24 +406,82 @@ impl<'a> Context<'a> {
     }
 }
 
-fn list_cmd(patterns: &[&dyn Pattern]) {
+/// `faultline list [PATTERN]`: every pattern (or the one named) with what it is, its
+/// default seeds, its invariants and what each promises, its mutants and what each
+/// breaks, and the names its plans may target with the kinds each takes.
+fn list_cmd(cx: &Context<'_>, name: Option<&str>) -> CliResult {
+    let patterns = match name {
+        Some(n) => vec![cx.find(n)?],
+        None => cx.patterns.to_vec(),
+    };
     for p in patterns {
-        println!("{:<14} {}", p.name(), p.about());
-        println!(
-            "{:<14} {} invariants, {} mutants, default seeds {}",
-            "",
-            p.invariants().len(),
-            p.mutants().len(),
-            p.default_seeds()
-        );
-        let kinds: Vec<&str> = p.fault_kinds(0).iter().map(|k| k.name()).collect();
-        println!("{:<14} fault kinds: {}", "", kinds.join(", "));
+        println!("{}: {}", tty(p.name()), tty(p.about()));
+        println!("  default seeds: {}", p.default_seeds());
+        println!("  invariants:");
+        for (invariant, promise) in p.promises() {
+            println!("    {}", tty(invariant));
+            if !promise.is_empty() {
+                println!("        {}", tty(promise));
+            }
+        }
+        let mutants = p.mutants();
+        if mutants.is_empty() {
+            println!("  mutants: none");
+        } else {
+            println!("  mutants:");
+        }
+        for m in mutants {
+            println!(
+                "    {} (caught by {}): {}",
+                tty(m.name),
+                tty(m.expected),
+                tty(m.defect)
+            );
+        }
+        println!("  fault targets (name: kinds it takes):");
+        for (target, kinds) in list_targets(p) {
+            println!("    {}: {}", tty(&target), kinds.join(", "));
+        }
+        let kinds: Vec<&str> = p
+            .fault_kinds(p.default_seeds().start)
+            .iter()
+            .map(|k| k.name())
+            .collect();
+        println!("  fault kinds: {}", kinds.join(", "));
     }
+    Ok(true)
+}
+
+/// The names the plans of `pattern`'s first default seeds (up to 64; a world's names may
+/// depend on its seed) may target, in first-seen order, each with the kinds it takes
+/// (none known for a pattern without a fault profile).
+fn list_targets(pattern: &dyn Pattern) -> Vec<(String, Vec<&'static str>)> {
+    let seeds = pattern.default_seeds();
+    let mut targets: Vec<(String, Vec<&'static str>)> = Vec::new();
+    for seed in (seeds.start..seeds.end).take(64) {
+        let profile = pattern.fault_profile_of(seed);
+        for name in pattern.known_targets(seed) {
+            let k = match targets.iter().position(|(n, _)| *n == name) {
+                Some(k) => k,
+                None => {
+                    targets.push((name.clone(), Vec::new()));
+                    targets.len() - 1
+                }
+            };
+            let Some(profile) = &profile else { continue };
+            for kind in profile.usable_kinds() {
+                if profile.targets_for(kind).contains(&name) && !targets[k].1.contains(&kind.name())
+                {
+                    targets[k].1.push(kind.name());
+                }
+            }
+        }
+    }
+    targets
 }
 
 fn read_plan(path: &Path) -> Result<FaultPlan, UsageError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| UsageError(format!("cannot read plan {}: {e}", path.display())))?;
+    let text = input::read_capped(path, "plan", input::PLAN_BYTES_MAX)?;
     FaultPlan::from_json(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))
 }
 
@@ -418,19 +494,11 @@ fn write(path: &Path, contents: &str) -> Result<(), UsageError> {
         .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))
 }
 
-/// Faults on names the world does not know never fire: say so rather than stay silent.
-fn warn_unknown_targets(pattern: &dyn Pattern, seed: u64, plan: &FaultPlan) {
-    let known = pattern.known_targets(seed);
-    for (i, f) in plan.faults.iter().enumerate() {
-        if !known.contains(&f.target) {
-            eprintln!(
-                "warning: fault {i} targets `{}`, which the {} world does not know (it knows: {}); it will never fire",
-                f.target,
-                pattern.name(),
-                known.join(", ")
-            );
-        }
-    }
+/// How `run_one` runs: as `replay` or `run`, and whether a fault that can never fire
+/// is refused.
+struct RunMode {
+    replay: bool,
+    strict: bool,
 }
 
 fn run_one(
@@ -440,8 +508,9 @@ fn run_one(
     plan_file: Option<&Path>,
     mutant: Option<&str>,
     out_arg: Option<&Path>,
-    replay: bool,
+    mode: RunMode,
 ) -> CliResult {
+    let RunMode { replay, strict } = mode;
     let out = out_arg.unwrap_or(Path::new(OUT_DEFAULT));
     let pattern = cx.find(name)?;
     if let Some(m) = mutant {
@@ -464,10 +533,12 @@ fn run_one(
         }
     };
     let plan = match file_plan {
-        Some(p) => p,
+        Some(p) => {
+            input::check_plan(pattern, seed, &p, strict)?;
+            p
+        }
         None => pattern.plan(seed),
     };
-    warn_unknown_targets(pattern, seed, &plan);
     println!(
         "{} {} seed {seed}{}",
         if replay { "replaying" } else { "running" },
@@ -482,10 +553,13 @@ fn run_one(
         "fault plan: {} faults, horizon {} ms{}",
         plan.faults.len(),
         plan.horizon_ms,
-        plan_file.map_or(String::new(), |p| format!(" (from {})", p.display()))
+        plan_file.map_or(String::new(), |p| format!(
+            " (from {})",
+            tty(&p.display().to_string())
+        ))
     );
     for (i, f) in plan.faults.iter().enumerate() {
-        println!("  [{i}] {f}");
+        println!("  [{i}] {}", tty(&f.to_string()));
     }
     let mut view = pattern.view(seed, &plan, mutant)?;
     let plan_arg = plan_file.map(|p| p.display().to_string());
@@ -517,16 +591,16 @@ fn run_one(
     let html = render_run(&view)?;
     let path = out.join("runs").join(format!("{stem}.html"));
     write(&path, &html)?;
-    println!("report: {}", path.display());
+    println!("report: {}", tty(&path.display().to_string()));
     if view.outcome.is_pass() {
         println!("passed: every invariant held");
         Ok(true)
     } else {
-        println!("FAILED: {}", view.outcome);
+        println!("FAILED: {}", tty(&view.outcome.to_string()));
         println!("  seed:   {seed}");
         println!(
             "  replay: {}",
-            cx.replay(pattern.name(), seed, plan_arg.as_deref(), mutant, out_arg)
+            tty(&cx.replay(pattern.name(), seed, plan_arg.as_deref(), mutant, out_arg))
         );
         Ok(false)
     }
@@ -612,10 +686,14 @@ fn criterion_href(out: &Path) -> Option<String> {
 }
 
 fn load_mutants(out: &Path) -> Vec<MutantRow> {
-    std::fs::read_to_string(out.join("mutants.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
+    input::read_capped(
+        &out.join("mutants.json"),
+        "mutants",
+        input::SUMMARY_BYTES_MAX,
+    )
+    .ok()
+    .and_then(|t| serde_json::from_str(&t).ok())
+    .unwrap_or_default()
 }
 
 fn write_index(out: &Path, view: &mut SweepView) -> Result<(), UsageError> {
@@ -625,7 +703,7 @@ fn write_index(out: &Path, view: &mut SweepView) -> Result<(), UsageError> {
     let html = render_index(view)?;
     let path = out.join("index.html");
     write(&path, &html)?;
-    println!("report: {}", path.display());
+    println!("report: {}", tty(&path.display().to_string()));
     Ok(())
 }
 
@@ -687,11 +765,7 @@ fn sweep_cmd(
         .map(|m| swept_mutant(cx, &patterns, m))
         .transpose()?;
     let mutant = swept.as_ref().map(|m| m.name.as_str());
-    let jobs = match args.jobs {
-        Some(0) => return Err(UsageError("--jobs must be at least 1".into())),
-        Some(j) => j,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let jobs = input::jobs(args.jobs)?;
     let shard = match (args.shard, args.shard_count) {
         (None, None) => Shard::ALL,
         (Some(ShardArg::Fixed(s)), None) => s,
@@ -706,6 +780,10 @@ fn sweep_cmd(
             ));
         }
     };
+    // Every pattern's range, checked before the first one runs.
+    for pattern in &patterns {
+        input::shard_seeds(args.seeds.unwrap_or_else(|| pattern.default_seeds()), shard)?;
+    }
     let mut view = SweepView {
         command: command.to_string(),
         patterns: Vec::new(),
@@ -716,7 +794,7 @@ fn sweep_cmd(
     let mut all_passed = true;
     for pattern in patterns {
         let range = args.seeds.unwrap_or_else(|| pattern.default_seeds());
-        let total = shard.seeds(range).count() as u64;
+        let total = input::shard_seeds(range, shard)?;
         println!(
             "sweeping {}{} seeds {range} shard {shard} ({total} seeds) on {jobs} threads",
             pattern.name(),
@@ -807,18 +885,20 @@ fn print_verdict(p: &PatternSweep) -> bool {
             for f in &p.failures {
                 println!(
                     "  seed {} broke {}: replay with {}",
-                    f.seed, f.invariant, f.replay
+                    f.seed,
+                    tty(&f.invariant),
+                    tty(&f.replay)
                 );
             }
             p.summary.failures.is_empty()
         }
         Some(line) => {
-            println!("{line}");
+            println!("{}", tty(&line));
             // Every failing seed has a view, in seed order; the first ones carry the
             // shrunk plan.
             let first = p.failures.iter().min_by_key(|f| f.seed);
             match first {
-                Some(f) => println!("  replay: {}", f.replay),
+                Some(f) => println!("  replay: {}", tty(&f.replay)),
                 None => println!(
                     "  the invariants missed this deliberately broken implementation on every seed"
                 ),
@@ -963,10 +1043,10 @@ fn merge_cmd(command: &str, files: &[PathBuf], allow_incomplete: bool, out: &Pat
     // The first file and the kind of implementation it swept: every part must match.
     let mut first: Option<(&Path, Option<(String, String)>)> = None;
     for file in files {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
+        let text = input::read_capped(file, "summary", input::SUMMARY_BYTES_MAX)?;
         let part: SweepView = serde_json::from_str(&text)
             .map_err(|e| UsageError(format!("{} is not a sweep summary: {e}", file.display())))?;
+        input::check_links(file, &part)?;
         for p in &part.patterns {
             let kind = swept_kind(p).map(|(a, b)| (a.to_string(), b.to_string()));
             match &first {
@@ -1042,7 +1122,7 @@ fn merge_cmd(command: &str, files: &[PathBuf], allow_incomplete: bool, out: &Pat
         let s = &p.summary;
         println!(
             "{}: {} seeds in {} of {} shards{}, {} failed",
-            p.pattern,
+            tty(&p.pattern),
             s.runs,
             s.shards.len(),
             s.shard_count(),
@@ -1064,59 +1144,64 @@ fn mutants_cmd(
 ) -> CliResult {
     let out = out_arg.unwrap_or(Path::new(OUT_DEFAULT));
     let patterns = cx.resolve(names)?;
+    input::shard_seeds(seeds, Shard::ALL)?;
     let mut rows = Vec::new();
+    // Mutants whose run panicked: (row index, seed, message). Neither caught nor
+    // survived, they fail the command.
+    let mut panicked: Vec<(usize, u64, String)> = Vec::new();
     for pattern in patterns {
         let mutants = pattern.mutants();
-        let found: Vec<MutantRow> = std::thread::scope(|s| {
+        let found: Vec<(MutantRow, Option<(u64, String)>)> = std::thread::scope(|s| {
             let handles: Vec<_> = mutants
                 .iter()
-                .map(|m| {
-                    s.spawn(move || {
-                        let mut row = MutantRow {
-                            pattern: pattern.name().to_string(),
-                            mutant: m.name.to_string(),
-                            defect: m.defect.to_string(),
-                            caught_by: None,
-                            cases: 0,
-                            seed: None,
-                        };
-                        for seed in seeds.start..seeds.end {
-                            row.cases += 1;
-                            let plan = pattern.plan(seed);
-                            let caught =
-                                match pattern.run(seed, &plan, TraceMode::Off, Some(m.name)) {
-                                    Ok(run) => run.report.outcome.invariant().map(str::to_string),
-                                    Err(e) => Some(format!("harness error: {e}")),
-                                };
-                            if let Some(inv) = caught {
-                                row.caught_by = Some(inv);
-                                row.seed = Some(seed);
-                                break;
-                            }
-                        }
-                        row
+                .map(|m| s.spawn(move || hunt_mutant(pattern, m, seeds)))
+                .collect();
+            handles
+                .into_iter()
+                .zip(&mutants)
+                .map(|(h, m)| {
+                    // hunt_mutant catches a run's panic; this is one outside a run.
+                    h.join().unwrap_or_else(|p| {
+                        let row = mutant_row(pattern, m);
+                        (row, Some((seeds.start, panic_text(p.as_ref()))))
                     })
                 })
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+                .collect()
         });
-        rows.extend(found);
+        for (row, panic) in found {
+            if let Some((seed, message)) = panic {
+                panicked.push((rows.len(), seed, message));
+            }
+            rows.push(row);
+        }
     }
     println!(
         "{:<10} {:<28} {:<32} {:>6}  defect",
         "pattern", "mutant", "caught by", "cases"
     );
-    let mut all_caught = true;
-    for r in &rows {
+    let mut all_caught = panicked.is_empty();
+    for (k, r) in rows.iter().enumerate() {
         all_caught &= r.caught_by.is_some();
+        let panic = panicked.iter().find(|(i, _, _)| *i == k);
         println!(
             "{:<10} {:<28} {:<32} {:>6}  {}",
-            r.pattern,
-            r.mutant,
-            r.caught_by.as_deref().unwrap_or("SURVIVED"),
+            tty(&r.pattern),
+            tty(&r.mutant),
+            match panic {
+                Some(_) => "PANICKED",
+                None => r.caught_by.as_deref().unwrap_or("SURVIVED"),
+            },
             r.cases,
-            r.defect
+            tty(&r.defect)
         );
+        if let Some((_, seed, message)) = panic {
+            println!(
+                "{:>10} seed {seed} panicked: {}; replay: {}",
+                "",
+                tty(message),
+                tty(&cx.replay(&r.pattern, *seed, None, Some(&r.mutant), out_arg))
+            );
+        }
         if let (Some(seed), Some(_)) = (r.seed, &r.caught_by) {
             println!(
                 "{:>10} see it fail: {}",
@@ -1129,22 +1214,81 @@ fn mutants_cmd(
         &out.join("mutants.json"),
         &serde_json::to_string_pretty(&rows)?,
     )?;
-    let mut view = std::fs::read_to_string(out.join("summary.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<SweepView>(&t).ok())
-        .unwrap_or(SweepView {
-            command: command.to_string(),
-            patterns: Vec::new(),
-            mutants: Vec::new(),
-            criterion_href: None,
-            comparisons: Vec::new(),
-        });
+    let mut view = input::read_capped(
+        &out.join("summary.json"),
+        "summary",
+        input::SUMMARY_BYTES_MAX,
+    )
+    .ok()
+    .and_then(|t| serde_json::from_str::<SweepView>(&t).ok())
+    .unwrap_or(SweepView {
+        command: command.to_string(),
+        patterns: Vec::new(),
+        mutants: Vec::new(),
+        criterion_href: None,
+        comparisons: Vec::new(),
+    });
     view.mutants = rows;
     write_index(out, &mut view)?;
-    if !all_caught {
+    if !panicked.is_empty() {
+        println!(
+            "{} mutant run(s) panicked: the invariants did not judge them, so they count as not caught",
+            panicked.len()
+        );
+    } else if !all_caught {
         println!("a mutant survived: the invariants missed a deliberately broken implementation");
     }
     Ok(all_caught)
+}
+
+/// A fresh row of the mutants table for mutant `m` of `pattern`.
+fn mutant_row(pattern: &dyn Pattern, m: &crate::harness::MutantInfo) -> MutantRow {
+    MutantRow {
+        pattern: pattern.name().to_string(),
+        mutant: m.name.to_string(),
+        defect: m.defect.to_string(),
+        caught_by: None,
+        cases: 0,
+        seed: None,
+    }
+}
+
+/// Runs mutant `m` of `pattern` on `seeds` until an invariant catches it. A run that
+/// panics stops the hunt and comes back as (seed, message) beside the row: it was not
+/// caught, and it must not vanish from the table.
+fn hunt_mutant(
+    pattern: &dyn Pattern,
+    m: &crate::harness::MutantInfo,
+    seeds: SeedRange,
+) -> (MutantRow, Option<(u64, String)>) {
+    let mut row = mutant_row(pattern, m);
+    for seed in seeds.start..seeds.end {
+        row.cases += 1;
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let plan = pattern.plan(seed);
+            pattern.run(seed, &plan, TraceMode::Off, Some(m.name))
+        }));
+        let caught = match run {
+            Ok(Ok(run)) => run.report.outcome.invariant().map(str::to_string),
+            Ok(Err(e)) => Some(format!("harness error: {e}")),
+            Err(p) => return (row, Some((seed, panic_text(p.as_ref())))),
+        };
+        if let Some(inv) = caught {
+            row.caught_by = Some(inv);
+            row.seed = Some(seed);
+            break;
+        }
+    }
+    (row, None)
+}
+
+/// The message of a panic's payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 #[cfg(test)]

@@ -109,6 +109,24 @@ mod tests {
         }
     }
 
+    /// `faultline list` prints a promise beside every invariant of every built-in
+    /// pattern, in the order of its invariants.
+    #[test]
+    fn every_invariant_has_its_promise() {
+        for pattern in patterns() {
+            let promises = pattern.promises();
+            let names: Vec<&str> = promises.iter().map(|(n, _)| *n).collect();
+            assert_eq!(names, pattern.invariants(), "{}", pattern.name());
+            for (name, promise) in promises {
+                assert!(
+                    promise.len() > 20 && !promise.contains('`'),
+                    "{}: invariant {name} has no promise in words: {promise:?}",
+                    pattern.name()
+                );
+            }
+        }
+    }
+
     #[test]
     fn names_are_unique_and_found() {
         let names: BTreeSet<_> = patterns().iter().map(|p| p.name()).collect();

@@ -127,24 +127,39 @@ impl Shard {
         Ok(Shard { index, count })
     }
 
-    /// The seeds of `range` that belong to this shard, in order.
+    /// The seeds of `range` that belong to this shard, in order. Lazy, and empty when
+    /// the shard's first seed lies past the range (or past `u64::MAX`), or when the
+    /// shard is not valid (`index` 0, `count` 0, `index > count`: a deserialized value).
     pub fn seeds(self, range: SeedRange) -> impl Iterator<Item = u64> {
-        (range.start + u64::from(self.index - 1)..range.end).step_by(self.count as usize)
+        let valid = self.count > 0 && self.index > 0 && self.index <= self.count;
+        let first = range
+            .start
+            .checked_add(u64::from(self.index.saturating_sub(1)))
+            .filter(|_| valid)
+            .unwrap_or(range.end);
+        let step = usize::try_from(self.count.max(1)).unwrap_or(usize::MAX);
+        (first..range.end.max(first)).step_by(step)
     }
 
-    /// How many seeds of `range` belong to this shard (what `seeds(range).count()`
-    /// gives, without running through them).
+    /// How many seeds of `range` belong to this shard, computed without iterating (a
+    /// shard of a 64-bit range counts as fast as one of ten seeds).
     pub fn seed_count(self, range: SeedRange) -> u64 {
-        let offset = u64::from(self.index - 1);
-        match range.len().checked_sub(offset) {
-            None | Some(0) => 0,
-            Some(rest) => (rest - 1) / u64::from(self.count) + 1,
+        if self.count == 0 || self.index == 0 || self.index > self.count {
+            return 0;
         }
+        let offset = u64::from(self.index - 1);
+        let span = range.len();
+        if span <= offset {
+            return 0;
+        }
+        (span - offset - 1) / u64::from(self.count) + 1
     }
 
     /// True when `seed` of `range` belongs to this shard.
     pub fn contains(self, range: SeedRange, seed: u64) -> bool {
-        seed >= range.start
+        self.count > 0
+            && self.index > 0
+            && seed >= range.start
             && seed < range.end
             && (seed - range.start) % u64::from(self.count) == u64::from(self.index - 1)
     }
@@ -542,6 +557,44 @@ mod tests {
         a.merge(b).unwrap();
         assert_eq!((a.runs, a.events), (10, u64::MAX));
         assert!(a.is_complete());
+    }
+
+    /// Shard arithmetic at the top of the seed space neither overflows nor iterates:
+    /// `18446744073709551614..18446744073709551615` in shard 3/3 panicked (`start + 2`).
+    #[test]
+    fn shards_at_the_end_of_the_seed_space_do_not_overflow() {
+        let top = SeedRange::new(u64::MAX - 1, u64::MAX).unwrap();
+        for (i, expected) in [(1, vec![u64::MAX - 1]), (2, vec![]), (3, vec![])] {
+            let shard = Shard::new(i, 3).unwrap();
+            assert_eq!(shard.seeds(top).collect::<Vec<_>>(), expected, "{shard}");
+            assert_eq!(shard.seed_count(top), expected.len() as u64, "{shard}");
+        }
+        let all = SeedRange::new(0, u64::MAX).unwrap();
+        assert_eq!(Shard::ALL.seed_count(all), u64::MAX);
+        assert_eq!(Shard::new(1, 2).unwrap().seed_count(all), u64::MAX / 2 + 1);
+        assert_eq!(Shard::new(2, 2).unwrap().seed_count(all), u64::MAX / 2);
+        let big = Shard::new(u32::MAX, u32::MAX).unwrap();
+        assert_eq!(big.seeds(top).count(), 0);
+        assert_eq!(big.seed_count(top), 0);
+        // A shard deserialized without validation is empty, not a panic.
+        let broken = Shard { index: 0, count: 0 };
+        assert_eq!(broken.seeds(top).count(), 0);
+        assert_eq!(broken.seed_count(top), 0);
+        assert!(!broken.contains(top, u64::MAX - 1));
+        // The count agrees with the iterator everywhere on small ranges.
+        for n in 1..9 {
+            for i in 1..=n {
+                let shard = Shard::new(i, n).unwrap();
+                for (a, b) in [(0, 1), (3, 20), (5, 6), (7, 100)] {
+                    let range = SeedRange::new(a, b).unwrap();
+                    assert_eq!(
+                        shard.seed_count(range),
+                        shard.seeds(range).count() as u64,
+                        "{shard} {range}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -145,7 +145,16 @@ impl WaitInOpen {
                 initial,
                 jitter_percent,
                 ..
-            } => initial - initial * jitter_percent.min(100) / 100,
+            } => {
+                // In u128 nanoseconds: `initial * jitter` overflows a Duration for long
+                // waits (Duration::MAX times anything above 1).
+                let nanos = initial.as_nanos();
+                let kept = nanos - nanos * u128::from(jitter_percent.min(100)) / 100;
+                let secs = u64::try_from(kept / 1_000_000_000).unwrap_or(u64::MAX);
+                // Below 10^9, so it fits.
+                let sub = (kept % 1_000_000_000) as u32;
+                Duration::new(secs, sub)
+            }
         }
     }
     /// The wait before jitter for the `k`-th opening in a row (1-based).
@@ -1616,5 +1625,34 @@ mod tests {
         }
         assert_eq!(transitions(&mut b).len(), 2);
         assert_eq!(b.metrics().totals.events_dropped, 3);
+    }
+
+    /// The shortest wait of a long exponential policy saturates instead of overflowing
+    /// (it panicked on `Duration::MAX * jitter`).
+    #[test]
+    fn min_wait_of_huge_waits_does_not_overflow() {
+        let huge = WaitInOpen::Exponential {
+            initial: Duration::MAX,
+            multiplier: u32::MAX,
+            max: Duration::MAX,
+            jitter_percent: 50,
+        };
+        let half = huge.min_wait();
+        assert!(half < Duration::MAX && half >= Duration::MAX / 2 - Duration::from_nanos(1));
+        let none = WaitInOpen::Exponential {
+            initial: Duration::MAX,
+            multiplier: 2,
+            max: Duration::MAX,
+            jitter_percent: 0,
+        };
+        assert_eq!(none.min_wait(), Duration::MAX);
+        let all = WaitInOpen::Exponential {
+            initial: Duration::MAX,
+            multiplier: 2,
+            max: Duration::MAX,
+            jitter_percent: 1_000,
+        };
+        assert_eq!(all.min_wait(), Duration::ZERO);
+        assert_eq!(huge.ceiling(u32::MAX), Duration::from_nanos(u64::MAX));
     }
 }

@@ -1288,6 +1288,7 @@ impl Scenario for BreakerTokioPattern {
 
     const NAME: &'static str = "breaker-tokio";
     const ABOUT: &'static str = "the breaker's tokio adapter (Resilient) as real async code, in the SMS world on a paused runtime";
+    const PROMISES: &'static [(&'static str, &'static str)] = &crate::breaker::invariants::PROMISES;
     const INVARIANTS: &'static [&'static str] = HOSTED_INVARIANTS;
     const METRICS: &'static [Metric<HostedSms>] = &hosted_metrics();
     const MUTANTS: &'static [Mutant<Self>] = HOSTED_MUTANTS;

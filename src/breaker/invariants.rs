@@ -56,6 +56,43 @@ pub const INVARIANTS: [&str; 8] = [
     CONFORMANCE,
 ];
 
+/// What each invariant promises, in words (the list above), in the order of
+/// [`INVARIANTS`]: what `faultline list` prints beside each name.
+pub const PROMISES: [(&str, &str); 8] = [
+    (
+        NO_CALL_WHILE_OPEN,
+        "No call reaches the API while the breaker is Open or ForcedOpen, and Open lasts at least the declared shortest wait in open.",
+    ),
+    (
+        HALF_OPEN_LIMIT,
+        "Per half-open episode, calls admitted ≤ the declared permitted calls in half-open; a fresh episode (HalfOpen → HalfOpen) begins only when the world saw a probe cancelled or ignored at that moment.",
+    ),
+    (
+        TRIP_SOUNDNESS,
+        "Closed → Open only when the declared trip rule holds, counted by the world's own model of it over the outcomes it saw in the Closed episode: for a rate, at least the minimum number of calls recorded and the failure or slow-call rate at its threshold in the sliding window; for consecutive failures, that many failures in a row. Ignored outcomes change no count.",
+    ),
+    (
+        LOAD_BOUND,
+        "Over any outage of length T, calls reaching the API ≤ calls needed to trip by the declared rule from the window as it stood + in-flight calls (at most the declared bulkhead) + (⌈T / shortest declared wait in open⌉ + 1) × permitted calls in half-open; with a time window of S seconds, + ⌈T / S⌉ × minimum calls (a window that forgets may take that many calls per window without tripping). Re-closings and fresh half-open episodes during the outage add to it only as far as the successes, cancellations and ignored outcomes the world saw there can justify them. Retries take breaker permits like any call, so the budget only lowers this.",
+    ),
+    (
+        RESPONSIVENESS,
+        "Every caller gets an answer (delivered, fallback, or unavailable with a positive retry_after) within the declared answer deadline (never beyond the world's callers' own deadline) + 1 ms; at rest no request is left unanswered.",
+    ),
+    (
+        CLOSES_AFTER_RECOVERY,
+        "Once the API has recovered, the breaker is Closed again within the declared longest wait in open and the probes' time.",
+    ),
+    (
+        ACCOUNTING,
+        "Admitted = succeeded + failed (errors and timeouts) + ignored + released, each equal to the world's own count; transitions form a valid path; the state the guard reports at each send is the one its transitions lead to.",
+    ),
+    (
+        CONFORMANCE,
+        "Optional, on for the reference and its mutants: the declared policy is the reference's exact parameterisation for the seed's knobs. A plug-in with settings of its own leaves it off and is judged by the other invariants alone.",
+    ),
+];
+
 /// The invariant `breaker.no_call_while_open` (see the list above).
 pub const NO_CALL_WHILE_OPEN: &str = "breaker.no_call_while_open";
 /// The invariant `breaker.half_open_limit` (see the list above).

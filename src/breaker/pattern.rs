@@ -56,6 +56,7 @@ impl Scenario for BreakerPattern {
     const NAME: &'static str = "breaker";
     const ABOUT: &'static str =
         "circuit breaker (+ timeout, retry budget, bulkhead, fallback) in front of a flaky SMS API";
+    const PROMISES: &'static [(&'static str, &'static str)] = &crate::breaker::invariants::PROMISES;
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
     const METRICS: &'static [Metric<SmsWorld<Guard>>] = &metrics::<Guard>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;

@@ -1089,6 +1089,7 @@ impl Scenario for BusTokioPattern {
     const NAME: &'static str = "bus-tokio";
     const ABOUT: &'static str =
         "the tokio event bus (SharedBus and its subscriber tasks) run in the bus world";
+    const PROMISES: &'static [(&'static str, &'static str)] = &crate::bus::invariants::PROMISES;
     const INVARIANTS: &'static [&'static str] = &[
         INVARIANTS[0],
         INVARIANTS[1],

@@ -50,6 +50,43 @@ pub const INVARIANTS: [&str; 8] = [
     CONFORMANCE,
 ];
 
+/// What each invariant promises, in words (the list above), in the order of
+/// [`INVARIANTS`]: what `faultline list` prints beside each name.
+pub const PROMISES: [(&str, &str); 8] = [
+    (
+        EXACTLY_ONCE,
+        "Each subscriber gets each event it is owed handled exactly once or dead-lettered: at rest, handled + dead-lettered = events published on its topics while it was subscribed, with no duplicates; a failed event is retried or dead-lettered, never skipped, and dead-lettered at its declared attempts_max-th failure, not before (counting every failure) and not after (counting the failures since the subscriber last crashed: a crash may restart the count).",
+    ),
+    (
+        FIFO,
+        "Per (topic, subscriber), events come in publish order with no gaps (a gap is a lost event), and each carries the payload that was published.",
+    ),
+    (
+        NOTHING_AFTER_UNSUBSCRIBE,
+        "Once unsubscribed, a subscriber gets nothing.",
+    ),
+    (
+        BOUNDED_RETENTION,
+        "No topic ever retains more than the declared capacity, and none retains anything it was published to while nobody subscribed.",
+    ),
+    (
+        ISOLATION,
+        "A subscriber that is up, idle and owed an available event is never refused it (a slow or failing subscriber delays no other beyond the capacity bound, which shows up as BusFull to publishers, not as a stall).",
+    ),
+    (
+        DEAD_EVENTS_COUNTED,
+        "Events published to a topic nobody subscribes to are counted, not vanished.",
+    ),
+    (
+        DRAINED,
+        "After the faults heal, every owed event is delivered or dead-lettered.",
+    ),
+    (
+        CONFORMANCE,
+        "Optional, on for the reference and its mutants: the declared BusPolicy is the reference's exact settings for the seed's knobs. A plug-in with settings of its own leaves it off and is judged by the other invariants alone.",
+    ),
+];
+
 /// The invariant `bus.exactly_once` (see the list above).
 pub const EXACTLY_ONCE: &str = "bus.exactly_once";
 /// The invariant `bus.fifo` (see the list above).

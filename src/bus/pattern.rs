@@ -74,6 +74,7 @@ impl Scenario for BusPattern {
     const NAME: &'static str = "bus";
     const ABOUT: &'static str =
         "in-memory event bus: every subscriber gets every event, in order, with bounded memory";
+    const PROMISES: &'static [(&'static str, &'static str)] = &crate::bus::invariants::PROMISES;
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
     const METRICS: &'static [Metric<BusWorld<MutantBus>>] = &metrics::<MutantBus>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;

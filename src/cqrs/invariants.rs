@@ -30,6 +30,31 @@ pub const INVARIANTS: [&str; 5] = [
     MONOTONIC_READS,
 ];
 
+/// What each invariant promises, in words (the list above), in the order of
+/// [`INVARIANTS`]: what `faultline list` prints beside each name.
+pub const PROMISES: [(&str, &str); 5] = [
+    (
+        NO_LOST_WRITE,
+        "Of the commands that loaded the same version of an item, exactly one appends and the others get a conflict (no spurious conflict either); an accepted append gets the next versions and positions without gaps; no acknowledged event is ever missing from its stream or from the global log.",
+    ),
+    (
+        SNAPSHOT_FOLD,
+        "An item loaded from a snapshot plus the later events equals the fold of all its acknowledged events.",
+    ),
+    (
+        CAUGHT_UP,
+        "A read model that reports position n is the fold of the acknowledged events 1..=n (checked at every query, from the world's ledger, not from what the read model says it applied); a checkpoint never passes that position; at rest every checkpoint is the log's head and every read model equals the fold of the log.",
+    ),
+    (
+        IDEMPOTENT_REPLAY,
+        "An event applied again (a replay after a crash between apply and checkpoint, or a duplicated delivery) leaves the read model unchanged.",
+    ),
+    (
+        MONOTONIC_READS,
+        "A query never sees a read model go back in position.",
+    ),
+];
+
 /// The invariant `cqrs.no_lost_write` (see the list above).
 pub const NO_LOST_WRITE: &str = "cqrs.no_lost_write";
 /// The invariant `cqrs.snapshot_fold` (see the list above).

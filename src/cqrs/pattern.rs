@@ -51,6 +51,7 @@ impl Scenario for CqrsPattern {
     const NAME: &'static str = "cqrs";
     const ABOUT: &'static str =
         "CQRS + event sourcing: conflicting writes never vanish, read models converge to the log";
+    const PROMISES: &'static [(&'static str, &'static str)] = &crate::cqrs::invariants::PROMISES;
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
     const METRICS: &'static [Metric<CqrsWorld<Inventory>>] = &metrics::<Inventory>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;

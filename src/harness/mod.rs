@@ -27,7 +27,7 @@ pub use plugin::{Host, Plugin};
 pub use scenario::{Description, Metric, Mutant, Scenario};
 #[cfg(feature = "cli")]
 pub(crate) use view::replay_command_of;
-pub use view::{knob_list, notes, per_second, replay_command, verdicts};
+pub use view::{knob_list, notes, per_second, replay_command, shell_quote, verdicts};
 
 use crate::config::ConfigError;
 use faultline_sim::report::model::RunView;
@@ -108,6 +108,12 @@ pub trait Pattern: Send + Sync {
     fn about(&self) -> &'static str;
     /// Its invariants, in order.
     fn invariants(&self) -> &'static [&'static str];
+    /// Each invariant with what it promises, in words, in the order of
+    /// [`invariants`](Pattern::invariants); the empty string where the pattern says
+    /// nothing (the default, so a pattern of your own compiles without it).
+    fn promises(&self) -> Vec<(&'static str, &'static str)> {
+        self.invariants().iter().map(|name| (*name, "")).collect()
+    }
     /// Its key metrics as (name, unit), shown as histograms across a sweep.
     fn metrics(&self) -> Vec<(&'static str, &'static str)>;
     /// The seeds `faultline sweep` runs by default.
@@ -120,6 +126,13 @@ pub trait Pattern: Send + Sync {
     fn fault_kinds(&self, seed: u64) -> Vec<faultline_sim::FaultKindTag> {
         let _ = seed;
         Vec::new()
+    }
+    /// The fault profile of the world of `seed`: which kinds it takes and which names
+    /// each kind may target, to tell a fault that can never fire. `None` (the default)
+    /// when the pattern does not say; then only unknown names are found.
+    fn fault_profile_of(&self, seed: u64) -> Option<faultline_sim::FaultProfile> {
+        let _ = seed;
+        None
     }
     /// Every knob `seed` expands into, as (name, value), in a fixed order.
     fn knobs(&self, seed: u64) -> Vec<(String, String)>;
@@ -152,6 +165,12 @@ pub trait Pattern: Send + Sync {
             .ok_or_else(|| unknown_mutant(self.name(), name, mutants.iter().map(|m| m.name)))
     }
 }
+
+/// The promises of the harness's own invariants, which any pattern may check.
+pub(crate) const HARNESS_PROMISES: &[(&str, &str)] = &[(
+    "sim.determinism",
+    "Two runs of the same seed on fresh runtimes record the same trace: the code under test draws no unseeded randomness and reads no wall clock (checked on every hosted run).",
+)];
 
 /// The known mutants of an [`HarnessError::UnknownMutant`] in words.
 fn mutant_list(known: &str) -> String {

@@ -200,6 +200,14 @@ impl<S: Host<W>, W: 'static> Pattern for Plugin<S, W> {
         S::INVARIANTS
     }
 
+    fn promises(&self) -> Vec<(&'static str, &'static str)> {
+        super::scenario::promises_of(S::INVARIANTS, S::PROMISES)
+    }
+
+    fn fault_profile_of(&self, seed: u64) -> Option<faultline_sim::FaultProfile> {
+        Some(self.scenario.fault_profile(&self.scenario.seed_knobs(seed)))
+    }
+
     fn metrics(&self) -> Vec<(&'static str, &'static str)> {
         self.scenario
             .metrics_in()

@@ -215,6 +215,11 @@ pub trait Scenario: Send + Sync + Sized + 'static {
     const ABOUT: &'static str;
     /// Its invariants, in order.
     const INVARIANTS: &'static [&'static str];
+    /// What invariants promise, in words, as (name, promise): what `faultline list`
+    /// prints beside each invariant. Looked up by name, so a table may hold more than
+    /// [`INVARIANTS`](Scenario::INVARIANTS) (a hosted world keeps a subset of its
+    /// pattern's); an invariant missing from it shows without a promise.
+    const PROMISES: &'static [(&'static str, &'static str)] = &[];
     /// Its key metrics, in the order a sweep shows them.
     const METRICS: &'static [Metric<Self::World>];
     /// Its mutant catalog.
@@ -285,6 +290,25 @@ pub trait Scenario: Send + Sync + Sized + 'static {
     }
 }
 
+/// Each of `invariants` with its promise from `table` (or from the harness's own, for
+/// `sim.determinism`), the empty string where neither has one.
+pub(crate) fn promises_of(
+    invariants: &'static [&'static str],
+    table: &'static [(&'static str, &'static str)],
+) -> Vec<(&'static str, &'static str)> {
+    invariants
+        .iter()
+        .map(|name| {
+            let promise = table
+                .iter()
+                .chain(super::HARNESS_PROMISES)
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, p)| *p);
+            (*name, promise)
+        })
+        .collect()
+}
+
 /// Every name a plan generated from `profile` may target (targets, nodes, links), each
 /// once, in that order.
 pub(crate) fn profile_names(profile: &FaultProfile) -> Vec<String> {
@@ -313,6 +337,14 @@ impl<S: Scenario> Pattern for S {
 
     fn invariants(&self) -> &'static [&'static str] {
         S::INVARIANTS
+    }
+
+    fn promises(&self) -> Vec<(&'static str, &'static str)> {
+        promises_of(S::INVARIANTS, S::PROMISES)
+    }
+
+    fn fault_profile_of(&self, seed: u64) -> Option<FaultProfile> {
+        Some(Scenario::fault_profile(self, &self.seed_knobs(seed)))
     }
 
     fn metrics(&self) -> Vec<(&'static str, &'static str)> {

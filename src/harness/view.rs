@@ -25,16 +25,37 @@ pub(crate) fn replay_command_of(
     plan_file: Option<&str>,
     mutant: Option<&str>,
 ) -> String {
-    let mut cmd = format!("{program} replay {pattern} --seed {seed}");
+    let mut cmd = format!("{program} replay {} --seed {seed}", shell_quote(pattern));
     if let Some(file) = plan_file {
         cmd.push_str(" --plan ");
-        cmd.push_str(file);
+        cmd.push_str(&shell_quote(file));
     }
     if let Some(m) = mutant {
         cmd.push_str(" --mutant ");
-        cmd.push_str(m);
+        cmd.push_str(&shell_quote(m));
     }
     cmd
+}
+
+/// `word` as one word of a POSIX shell command line: as it is when every character is
+/// one no shell treats specially (letters, digits and `-_./=:,+@%`), else in single
+/// quotes, each `'` written `'\''`. So a replay command with a plan path such as
+/// `my plans/$(rm -rf ~).json` pastes back as the one argument it was.
+///
+/// ```
+/// use faultline::harness::shell_quote;
+///
+/// assert_eq!(shell_quote("reports/failures/breaker-seed-3.json"), "reports/failures/breaker-seed-3.json");
+/// assert_eq!(shell_quote("my plans/a.json"), "'my plans/a.json'");
+/// assert_eq!(shell_quote("it's"), r"'it'\''s'");
+/// assert_eq!(shell_quote(""), "''");
+/// ```
+pub fn shell_quote(word: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        return std::borrow::Cow::Borrowed(word);
+    }
+    std::borrow::Cow::Owned(format!("'{}'", word.replace('\'', r"'\''")))
 }
 
 /// Every knob of a pattern's knobs struct as (name, value), in name order, read from its
@@ -119,4 +140,53 @@ pub fn notes(
         .map(|name| (*name, note(name)))
         .filter(|(_, n)| !n.is_empty())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each quoted word reaches a real shell as the one argument it was.
+    #[test]
+    fn shell_quoted_words_survive_a_real_shell() {
+        let words = [
+            "plain-word_1.json",
+            "",
+            "two words",
+            "it's",
+            "'",
+            "''",
+            "$(touch /tmp/faultline-pwned)",
+            "`id`",
+            "a;b|c&d>e<f",
+            "*?[x]",
+            "~root",
+            "tab\there",
+            "new\nline",
+            "back\\slash \\'",
+            "\u{1b}]0;title\u{7}",
+            "é ü 日本",
+            "-n",
+        ];
+        for word in words {
+            let quoted = shell_quote(word);
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf '%s' {quoted}"))
+                .output()
+                .expect("sh runs");
+            assert!(out.status.success(), "{word:?}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), word, "{quoted}");
+        }
+        assert_eq!(
+            replay_command_of(
+                "faultline",
+                "breaker",
+                3,
+                Some("my plans/p.json"),
+                Some("x")
+            ),
+            "faultline replay breaker --seed 3 --plan 'my plans/p.json' --mutant x"
+        );
+    }
 }

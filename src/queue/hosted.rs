@@ -1288,6 +1288,7 @@ impl Scenario for QueueTokioPattern {
 
     const NAME: &'static str = "queue-tokio";
     const ABOUT: &'static str = "the queue's tokio WorkerPool (or your async worker loop) against async targets: no lost update, never backwards, exclusive deliveries";
+    const PROMISES: &'static [(&'static str, &'static str)] = &crate::queue::invariants::PROMISES;
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
     const METRICS: &'static [Metric<HostedQueueWorld>] = &METRICS;
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;

@@ -67,6 +67,51 @@ pub const INVARIANTS: [&str; 10] = [
     FENCES_GROW,
 ];
 
+/// What each invariant promises, in words (the list above), in the order of
+/// [`INVARIANTS`]: what `faultline list` prints beside each name.
+pub const PROMISES: [(&str, &str); 10] = [
+    (
+        NO_LOST_UPDATE,
+        "At quiescence every target holds the latest version of every keyed job (every profile) and the outbox is empty.",
+    ),
+    (
+        NEVER_BACKWARDS,
+        "A target's version of a profile never goes backwards.",
+    ),
+    (
+        AT_MOST_ONCE,
+        "Each (update, target) takes effect at most once, however often it is delivered.",
+    ),
+    (
+        SINGLE_LEASE,
+        "At most one worker holds a delivery of a task at a time. The world itself records each delivery it was handed (worker, fence, since when) and hides it until the lease time + the declared visibility timeout, extended by every heartbeat the queue accepted; another worker handed the same task before then is a violation whatever the queue reports. The deadline a lease or a heartbeat reports must be that same instant (a mismatch is a violation of its own). The task of a crashed worker is leasable again once that deadline has passed (the world's idle workers poll every poll interval, so it runs again within lease + poll interval).",
+    ),
+    (
+        CONSERVATION,
+        "At every step, tasks enqueued = done + superseded + pending + leased + retrying + dead, and the queue's count of enqueued tasks is the number the producers were told were accepted.",
+    ),
+    (
+        RETRY_OR_DEAD_LETTER,
+        "The delay before retry n lies within the declared backoff's bounds (BackoffPolicy::bounds; for the reference's full jitter [0, min(cap, base·2^(n−1))]) and the task is not handed out before it; after the declared last attempt the task is in the dead-letter queue (or superseded by a newer version), never nowhere.",
+    ),
+    (
+        REDRIVE_ORDER,
+        "Per key, the queue never hands out a version older than one it handed out before, redriven dead letters included.",
+    ),
+    (
+        EXACTLY_ONCE,
+        "Every unique (unkeyed) job a producer committed takes effect exactly once by the end, counted at the targets (which dedupe by job id and fence), never from what the queue reports: a second effect is a violation at once, a job with none at rest.",
+    ),
+    (
+        NOT_BEFORE_RUN_AT,
+        "A job committed with a run-at instant is not handed to a worker before it (judged by the run-at the producer committed, not by the one the lease reports).",
+    ),
+    (
+        FENCES_GROW,
+        "Per key, every lease the queue hands out carries a larger fencing token than every lease of that key before it, across restarts (a target that refuses a lower fence than it has seen relies on it). A queue that answered a lease before committing it, and lost it in a crash, hands the same token out again.",
+    ),
+];
+
 /// The invariant `queue.no_lost_update` (see the list above).
 pub const NO_LOST_UPDATE: &str = "queue.no_lost_update";
 /// The invariant `queue.never_backwards` (see the list above).

@@ -54,6 +54,7 @@ impl Scenario for QueuePattern {
 
     const NAME: &'static str = "queue";
     const ABOUT: &'static str = "task queue for profile sync and unique jobs: every target converges to the latest version, never backwards; each unique job takes effect once";
+    const PROMISES: &'static [(&'static str, &'static str)] = &crate::queue::invariants::PROMISES;
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
     const METRICS: &'static [Metric<QueueWorld<Queue>>] = &metrics::<Queue>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;

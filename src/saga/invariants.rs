@@ -88,6 +88,44 @@ pub const CHOREOGRAPHED: [&str; 5] = [
     SETTLING,
 ];
 
+/// What each invariant promises, in words (the list above), in the order of
+/// [`ORCHESTRATED`] (the choreography keeps five of them): what `faultline list` prints beside each name.
+pub const PROMISES: [(&str, &str); 9] = [
+    (
+        AT_REST,
+        "Every accepted saga is Completed, Compensated or Failed; Failed only with an alert after a compensation kept failing (only the orchestrator can fail).",
+    ),
+    (
+        CONSERVATION,
+        "A completed saga holds every step's effect; a compensated one holds none; and what the participants hold adds up (the checkout: its order, stock and payment, stock and money conserved; a generated definition's ledgers: applied net of released is what the live entries hold).",
+    ),
+    (
+        COMPENSATION_ORDER,
+        "Compensations take effect in reverse order, only for steps whose action was attempted (the choreography: whose action took effect).",
+    ),
+    (IDEMPOTENT, "No command takes effect twice."),
+    (
+        WRITE_AHEAD,
+        "No command leaves before the log records its intent (the orchestrator only: the choreography has no log).",
+    ),
+    (
+        SETTLING,
+        "Every saga comes to rest within its bound after the later of its checkout and the end of the last fault. For the orchestrator, the bound is computed from the timeout and the longest retry delay it declares.",
+    ),
+    (
+        RETRIES,
+        "No command is attempted more often than the coordinator's declared policy allows, and no silent attempt (one the coordinator got no reply to) is followed by the next before the declared step timeout; counted from the commands the world sent and when (the orchestrator only).",
+    ),
+    (
+        STARTED_AS_SUBMITTED,
+        "The log's Started records are the world's submissions: each names a saga the world submitted, with the payload it submitted (the checkout's order), once (the orchestrator only).",
+    ),
+    (
+        CONFORMANCE,
+        "Optional, on for the reference and its mutants: the declared policy is the reference's exact settings for the seed's knobs. A plug-in with settings of its own leaves it off and is judged by the other invariants alone.",
+    ),
+];
+
 /// [`AT_REST`]: `saga` was left in `state` (not at rest).
 pub(crate) fn left_in(saga: SagaId, state: impl fmt::Debug) -> Violation {
     Violation::new(AT_REST, format!("{saga} is left {state:?}"))

@@ -11,6 +11,7 @@ mod bus;
 mod bus_tokio;
 mod choreo;
 mod cli;
+mod cli_input;
 mod config_serde;
 mod cqrs;
 mod cqrs_tokio;

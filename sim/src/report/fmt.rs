@@ -109,23 +109,26 @@ pub(crate) fn title_slug(title: &str, used: &mut BTreeSet<String>) -> String {
     slug(&s, used)
 }
 
-/// `href` when it is safe to put in a link: a relative reference (no scheme) or an
-/// `http`/`https` URL. Anything else (`javascript:`, `data:`, …) gives `None`, and the
-/// report shows it as text instead.
+/// `href` when it is safe to put in a link: a relative reference to a file beside the
+/// report (`failures/x.html`, `../criterion/report/index.html`). A report links only to
+/// files it was written with, so anything else gives `None` and the report shows it as
+/// text instead: a scheme (`https:`, `javascript:`, `data:`, any `:` before the first
+/// `/`, `?` or `#`), a network path (`//host`), an absolute path (`/etc`, `C:\`), a
+/// backslash (browsers read it as `/`), a leading space, whitespace other than a space
+/// or a control character (browsers strip them, so `java\tscript:` is a scheme).
 pub(crate) fn safe_href(href: &str) -> Option<&str> {
-    let href_trim = href.trim();
-    if href_trim.is_empty() || href_trim.chars().any(char::is_control) {
+    if href.is_empty()
+        || href.starts_with(['/', ' '])
+        || href.contains('\\')
+        || href
+            .chars()
+            .any(|c| c.is_control() || (c.is_whitespace() && c != ' '))
+    {
         return None;
     }
     // A scheme is whatever precedes the first `:` when no `/`, `?` or `#` comes first.
-    let end = href_trim.find(['/', '?', '#']).unwrap_or(href_trim.len());
-    match href_trim[..end].find(':') {
-        None => Some(href_trim),
-        Some(i) => {
-            let scheme = href_trim[..i].to_ascii_lowercase();
-            (scheme == "http" || scheme == "https").then_some(href_trim)
-        }
-    }
+    let end = href.find(['/', '?', '#']).unwrap_or(href.len());
+    (!href[..end].contains(':')).then_some(href)
 }
 
 /// An sRGB colour.
@@ -256,18 +259,33 @@ mod tests {
     }
 
     #[test]
-    fn only_relative_and_web_links_pass() {
+    fn only_relative_links_pass() {
         assert_eq!(safe_href("runs/seed-1.html"), Some("runs/seed-1.html"));
         assert_eq!(
             safe_href("../criterion/report/index.html"),
             Some("../criterion/report/index.html")
         );
         assert_eq!(safe_href("a/b:c"), Some("a/b:c"));
-        assert_eq!(safe_href("https://x.invalid/"), Some("https://x.invalid/"));
-        assert_eq!(safe_href("javascript:alert(1)"), None);
-        assert_eq!(safe_href(" JavaScript:alert(1)"), None);
-        assert_eq!(safe_href("data:text/html,x"), None);
-        assert_eq!(safe_href(""), None);
+        assert_eq!(safe_href("my runs/a.html"), Some("my runs/a.html"));
+        for bad in [
+            "https://x.invalid/",
+            "HTTP://x.invalid/",
+            "//x.invalid/a.html",
+            "/etc/passwd",
+            "\\\\host\\share",
+            "a\\b",
+            "C:\\x.html",
+            "c:/x.html",
+            "javascript:alert(1)",
+            " JavaScript:alert(1)",
+            "java\tscript:alert(1)",
+            "java\nscript:alert(1)",
+            "\u{1b}]0;x",
+            "data:text/html,x",
+            "",
+        ] {
+            assert_eq!(safe_href(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

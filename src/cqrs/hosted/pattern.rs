@@ -72,6 +72,7 @@ impl Scenario for CqrsTokioPattern {
     const NAME: &'static str = "cqrs-tokio";
     const ABOUT: &'static str = "CQRS + event sourcing in the tokio harness: async commands and \
                                  projection tasks against an async event store";
+    const PROMISES: &'static [(&'static str, &'static str)] = &crate::cqrs::invariants::PROMISES;
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
     const METRICS: &'static [Metric<CqrsTokioWorld>] = &METRICS;
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;

@@ -122,6 +122,7 @@ impl Scenario for ChoreoPattern {
     const NAME: &'static str = "saga-choreo";
     const ABOUT: &'static str =
         "the same checkout, choreographed: each service reacts to the others' events on the bus";
+    const PROMISES: &'static [(&'static str, &'static str)] = &crate::saga::invariants::PROMISES;
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
     const METRICS: &'static [Metric<ChoreoWorld>] = &metrics::<Bus<u64>>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;

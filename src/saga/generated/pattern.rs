@@ -68,6 +68,7 @@ impl Scenario for AnyPattern {
 
     const NAME: &'static str = "saga-any";
     const ABOUT: &'static str = "a saga whose definition the seed generates (2-6 steps, refusal points, failed-retry-now answers) over idempotent ledgers, orchestrated from a durable log";
+    const PROMISES: &'static [(&'static str, &'static str)] = &crate::saga::invariants::PROMISES;
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
     const METRICS: &'static [Metric<AnyWorld>] = &metrics::<Orchestrator<Job, Reason>>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;

@@ -1126,6 +1126,7 @@ impl Scenario for SagaTokioPattern {
     const NAME: &'static str = "saga-tokio";
     const ABOUT: &'static str =
         "the tokio SagaRunner (real async code) against async checkout services";
+    const PROMISES: &'static [(&'static str, &'static str)] = &crate::saga::invariants::PROMISES;
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
     const METRICS: &'static [Metric<SagaTokioWorld>] = METRICS;
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;

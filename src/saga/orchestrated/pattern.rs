@@ -82,6 +82,7 @@ impl Scenario for SagaPattern {
     const NAME: &'static str = "saga";
     const ABOUT: &'static str =
         "checkout saga across order, inventory and payment, orchestrated from a durable log";
+    const PROMISES: &'static [(&'static str, &'static str)] = &crate::saga::invariants::PROMISES;
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
     const METRICS: &'static [Metric<SagaWorld>] = &metrics::<Orchestrator>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;

@@ -41,6 +41,25 @@ pub const INVARIANTS: [&str; 5] = [
     WRITE_AHEAD,
 ];
 
+/// What each invariant promises, in words (the list above), in the order of
+/// [`INVARIANTS`]: what `faultline list` prints beside each name.
+pub const PROMISES: [(&str, &str); 5] = [
+    (
+        AT_REST,
+        "Every transaction the world started has a durable decision (or was presumed aborted by a coordinator crash after its start), the coordinator reports each one it knows ended with the logged decision, and every participant agrees with the decision (atomicity).",
+    ),
+    (LOCKS_RELEASED, "No lock outlives its transaction."),
+    (
+        CONSERVATION,
+        "Stock and money add up, and only committed transactions sold stock or captured money.",
+    ),
+    (IDEMPOTENT, "A duplicated request has no extra effect."),
+    (
+        WRITE_AHEAD,
+        "A decision leaves only once it is durable (an abort without a record only for a transaction the world did not ask this life of the coordinator to start: presumed abort).",
+    ),
+];
+
 /// [`LOCKS_RELEASED`]: no participant holds a lock at rest.
 pub(crate) fn check_locks_released(cohorts: &[Cohort; 3]) -> Result<(), Violation> {
     for p in cohorts {

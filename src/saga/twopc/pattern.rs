@@ -67,6 +67,8 @@ impl Scenario for TwoPcPattern {
 
     const NAME: &'static str = "twopc";
     const ABOUT: &'static str = "the checkout as two-phase commit (the saga's baseline): locks held from prepare to decision";
+    const PROMISES: &'static [(&'static str, &'static str)] =
+        &crate::saga::twopc::invariants::PROMISES;
     const INVARIANTS: &'static [&'static str] = &INVARIANTS;
     const METRICS: &'static [Metric<TwoPcWorld>] = &metrics::<Coordinator>();
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;
