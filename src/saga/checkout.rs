@@ -97,6 +97,24 @@ impl SagaKnobs {
         }
     }
 
+    /// The same knobs with a safety phase of `horizon_ms` (the seed's default is
+    /// 20 s): the fault plans are drawn over it ([`fault_plan`](SagaKnobs::fault_plan),
+    /// `orchestrated_fault_plan`) and customers check out until it ends, at the same
+    /// rate, so a longer horizon is a longer run of the same scenario (the benches over
+    /// horizons use it). Every other knob is the seed's.
+    ///
+    /// ```
+    /// use faultline::saga::checkout::SagaKnobs;
+    ///
+    /// let knobs = SagaKnobs::from_seed(7).with_horizon_ms(10 * 60_000);
+    /// assert_eq!(knobs.fault_plan().horizon_ms, 600_000);
+    /// assert_eq!(knobs.checkouts_per_sec, SagaKnobs::from_seed(7).checkouts_per_sec);
+    /// ```
+    pub fn with_horizon_ms(mut self, horizon_ms: u64) -> SagaKnobs {
+        self.horizon_ms = horizon_ms;
+        self
+    }
+
     /// The fault plans the checkout worlds understand: crashes, outages, slowness,
     /// errors and lossy links, on the coordinator node (`orchestrator`) and the three
     /// services (`orders`, `inventory`, `payment`) and their `to-*` and `from-*` links.

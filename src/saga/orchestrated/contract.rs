@@ -53,6 +53,7 @@
 //! | [`sagas`](SagaCoordinator::sagas), [`is_at_rest`](SagaCoordinator::is_at_rest) | trusted only to tell when the run may stop; the checks then run over the submitted checkouts | stopping early cannot hide a saga: each submitted one is checked at rest |
 //! | [`progress`](SagaCoordinator::progress) | not read by the world (the crash-equivalence test and reports may) | the attempts the world sent are the facts |
 //! | [`totals`](SagaCoordinator::totals) | `timeouts` and `resumed` feed coverage marks only; no verdict reads them | a counter left at zero hides a coverage mark, never a bug |
+//! | [`take_rested`](SagaCoordinator::take_rested) | a hint of which sagas to ask `state` about; every saga is looked at once per coordinator life and again every so many events | a saga left out is seen late, and its settling measured to then |
 //! | [`recovered`](SagaCoordinator::recovered) | observed: built from the durable log alone (the world keeps it; memory is gone), then judged like any coordinator | |
 
 use crate::clock::Instant;
@@ -181,7 +182,9 @@ pub trait SagaCoordinator<P = Order, R = Refusal> {
     /// When [`handle_timeout`](SagaCoordinator::handle_timeout) must be called next.
     fn poll_timeout(&self) -> Option<Instant>;
     /// `saga`'s state, if known. The world asks it for each submitted saga not yet
-    /// seen at rest after every event, and checks the claimed end against the services.
+    /// seen at rest after every event (or for those
+    /// [`take_rested`](SagaCoordinator::take_rested) names), and checks the claimed end
+    /// against the services.
     fn state(&self, saga: SagaId) -> Option<SagaState>;
     /// What is known about `step` of `saga` (the world does not read it: it counts
     /// the attempts it sent).
@@ -195,6 +198,22 @@ pub trait SagaCoordinator<P = Order, R = Refusal> {
     /// faults, and then checks every submitted checkout).
     fn is_at_rest(&self) -> bool {
         self.sagas().iter().all(|(_, s)| s.is_at_rest())
+    }
+    /// Moves into `into` the sagas that came to rest (their [`state`](SagaCoordinator::state)
+    /// went from running or compensating to completed, compensated or failed) since
+    /// the last call, and returns true; or returns false, and the world asks `state`
+    /// about every submitted saga it has not yet seen at rest, after every event (time
+    /// in proportion to the sagas in flight, each event: a run whose backlog grows
+    /// with its horizon turns quadratic). Only a hint of where to look: the world still
+    /// reads each saga's end from `state` and checks it, looks at every saga once after
+    /// the coordinator is made or recovered, and at every saga again whenever it has
+    /// handled as many events as there are sagas in flight, so a saga left out is seen
+    /// late (its settling then measured to then: stricter), never missed. A coordinator
+    /// may start keeping the list on the first call, and answer false to it.
+    /// Default: false.
+    fn take_rested(&mut self, into: &mut Vec<SagaId>) -> bool {
+        let _ = into;
+        false
     }
     /// A new coordinator with this one's code and configuration (nothing from its
     /// memory), rebuilt from the durable `log` after a crash.
@@ -259,6 +278,9 @@ impl<P: SagaData, R: SagaData> SagaCoordinator<P, R> for Orchestrator<P, R> {
     }
     fn is_at_rest(&self) -> bool {
         Orchestrator::is_at_rest(self)
+    }
+    fn take_rested(&mut self, into: &mut Vec<SagaId>) -> bool {
+        Orchestrator::take_rested(self, into)
     }
     fn recovered(&self, log: &[LogRecord<P, R>], now: Instant) -> Self {
         let mut recovered =

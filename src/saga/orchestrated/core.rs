@@ -232,6 +232,12 @@ pub struct Orchestrator<P = Order, R = Refusal> {
     outputs: VecDeque<Output<P, R>>,
     totals: SagaTotals,
     rng: SplitMix64,
+    /// The sagas that came to rest since [`take_rested`](Orchestrator::take_rested) was
+    /// last called; `None` until it is first called (nobody asked: nothing is kept).
+    rested: Option<Vec<SagaId>>,
+    /// How many sagas are not at rest (so [`is_at_rest`](Orchestrator::is_at_rest) does
+    /// not walk every saga).
+    unsettled: usize,
     pub(crate) flaw: Flaw,
     /// What [`Flaw::StartedWrongOrder`] logs instead of the payload given (set only by
     /// the checkout's mutant).
@@ -249,6 +255,8 @@ impl<P: SagaData, R: SagaData> Orchestrator<P, R> {
             outputs: VecDeque::new(),
             totals: SagaTotals::default(),
             rng,
+            rested: None,
+            unsettled: 0,
             flaw: Flaw::None,
             tamper: None,
         }
@@ -286,6 +294,7 @@ impl<P: SagaData, R: SagaData> Orchestrator<P, R> {
             .filter(|(_, s)| !s.state.is_at_rest())
             .map(|(id, _)| *id)
             .collect();
+        orch.unsettled = pending.len();
         for id in pending {
             orch.totals.recovered += 1;
             orch.with_saga(id, |o, saga| o.resume(id, saga, now));
@@ -404,15 +413,29 @@ impl<P: SagaData, R: SagaData> Orchestrator<P, R> {
 
     /// How many sagas are not at rest.
     pub fn in_flight(&self) -> usize {
-        self.sagas
-            .values()
-            .filter(|s| !s.state.is_at_rest())
-            .count()
+        self.unsettled
     }
 
     /// True when every saga is at rest.
     pub fn is_at_rest(&self) -> bool {
-        self.sagas.values().all(|s| s.state.is_at_rest())
+        self.unsettled == 0
+    }
+
+    /// Moves into `into` the sagas that came to rest since the last call, in the order
+    /// they did, and returns true. The first call only starts the list (an orchestrator
+    /// nobody asks keeps none): it returns false, and the caller must look at every saga
+    /// once. See [`SagaCoordinator::take_rested`].
+    pub(crate) fn take_rested(&mut self, into: &mut Vec<SagaId>) -> bool {
+        match &mut self.rested {
+            Some(rested) => {
+                into.append(rested);
+                true
+            }
+            None => {
+                self.rested = Some(Vec::new());
+                false
+            }
+        }
     }
 
     /// The earliest attempt deadline or retry time, if any: call
@@ -451,6 +474,8 @@ impl<P: SagaData, R: SagaData> Orchestrator<P, R> {
             }));
         }
         let mut s = self.new_saga(payload);
+        // Counted before `advance`, which may end it (`end` counts it out).
+        self.unsettled += 1;
         self.advance(saga, &mut s, now);
         self.sagas.insert(saga, s);
         true
@@ -883,6 +908,12 @@ impl<P: SagaData, R: SagaData> Orchestrator<P, R> {
     }
 
     fn end(&mut self, id: SagaId, saga: &mut Saga<P>, state: SagaState) {
+        if !saga.state.is_at_rest() && state.is_at_rest() {
+            self.unsettled = self.unsettled.saturating_sub(1);
+            if let Some(rested) = &mut self.rested {
+                rested.push(id);
+            }
+        }
         saga.state = state;
         self.set_phase(id, saga, Phase::Idle);
         match state {

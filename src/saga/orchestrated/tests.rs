@@ -1326,3 +1326,93 @@ fn drain_any<P: crate::saga::SagaData, R: crate::saga::SagaData>(
 ) -> Vec<Output<P, R>> {
     std::iter::from_fn(|| o.poll_output()).collect()
 }
+
+/// The orchestrator's count of sagas in flight (`in_flight`, `is_at_rest`) and its
+/// list of sagas come to rest (`take_rested`, the hint the world asks `state` by) agree
+/// with a walk over every saga, at every step of random runs: random replies (ok,
+/// refused, failed, lost), timeouts, sagas started all along, and crashes recovered
+/// from the log (the new orchestrator's first `take_rested` starts its list).
+#[test]
+fn rest_count_and_rested_list_agree_with_every_saga() {
+    for seed in 0..40u64 {
+        let mut rng = SplitMix64(seed);
+        let mut o = Orchestrator::new(config());
+        let mut log: Vec<LogRecord> = Vec::new();
+        let mut in_flight: Vec<Output> = Vec::new();
+        let mut listing = o.take_rested(&mut Vec::new());
+        assert!(!listing, "the first call only starts the list");
+        listing = true;
+        let mut before: Vec<(SagaId, SagaState)> = o.sagas().collect();
+        let mut now = 0u64;
+        let mut next_saga = 0u64;
+        let mut rested_total = 0;
+        for _ in 0..400 {
+            now += rng.next() % 30;
+            match rng.next() % 10 {
+                0..=2 => {
+                    next_saga += 1;
+                    o.start(SagaId(next_saga), ORDER, at(now));
+                }
+                3 => {
+                    o.handle_timeout(at(now));
+                }
+                4 if rng.next().is_multiple_of(4) => {
+                    // A crash: the durable log is all the new one has.
+                    o = Orchestrator::recover(config(), &log, at(now));
+                    in_flight.clear();
+                    listing = o.take_rested(&mut Vec::new());
+                    assert!(!listing);
+                    listing = true;
+                    before = o.sagas().collect();
+                }
+                _ if !in_flight.is_empty() => {
+                    let i = (rng.next() % in_flight.len() as u64) as usize;
+                    if let Output::Send(cmd, attempt) = in_flight.swap_remove(i) {
+                        let reply = match rng.next() % 5 {
+                            0 => Some(Reply::Refused(Refusal::CardDeclined)),
+                            1 => Some(Reply::Failed),
+                            2 => None,
+                            _ => Some(Reply::Ok),
+                        };
+                        if let Some(reply) = reply {
+                            o.on_reply(cmd.saga, cmd.step, cmd.kind, attempt, reply, at(now));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            for out in drain(&mut o) {
+                match out {
+                    Output::Append(r) => log.push(r),
+                    Output::Send(cmd, attempt) => {
+                        o.on_sent(cmd.saga, cmd.step, cmd.kind, attempt, at(now));
+                        in_flight.push(Output::Send(cmd, attempt));
+                    }
+                    Output::Alert { .. } => {}
+                }
+            }
+            let after: Vec<(SagaId, SagaState)> = o.sagas().collect();
+            let walked = after.iter().filter(|(_, s)| !s.is_at_rest()).count();
+            assert_eq!(o.in_flight(), walked, "seed {seed}");
+            assert_eq!(o.is_at_rest(), walked == 0, "seed {seed}");
+            let was_at_rest: BTreeSet<SagaId> = before
+                .iter()
+                .filter(|(_, s)| s.is_at_rest())
+                .map(|(id, _)| *id)
+                .collect();
+            let came_to_rest: Vec<SagaId> = after
+                .iter()
+                .filter(|(id, s)| s.is_at_rest() && !was_at_rest.contains(id))
+                .map(|(id, _)| *id)
+                .collect();
+            let mut named = Vec::new();
+            assert!(o.take_rested(&mut named) && listing);
+            named.sort_unstable();
+            assert_eq!(named, came_to_rest, "seed {seed}");
+            rested_total += named.len();
+            before = after;
+        }
+        assert!(next_saga > 50, "the runs start sagas: {next_saga}");
+        assert!(rested_total > 10, "and sagas come to rest: {rested_total}");
+    }
+}

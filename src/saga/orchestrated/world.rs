@@ -322,6 +322,14 @@ pub struct SagaWorld<O = Orchestrator, S: Participants = Services> {
     submitted: BTreeMap<SagaId, S::Payload>,
     /// The submitted sagas the world has not yet seen at rest, in id order.
     unsettled: BTreeSet<SagaId>,
+    /// The sagas the coordinator names as come to rest ([`SagaCoordinator::take_rested`]),
+    /// kept to reuse its allocation.
+    rested: Vec<SagaId>,
+    /// Every saga in `unsettled` is to be looked at, at the next note: the coordinator
+    /// is new (made or recovered), so what it named before tells nothing.
+    rescan: bool,
+    /// Events noted since every saga in `unsettled` was last looked at.
+    since_rescan: usize,
     alerts: BTreeSet<SagaId>,
     /// Actions sent, per (saga, step).
     sent: BTreeSet<(SagaId, StepId)>,
@@ -454,6 +462,9 @@ impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> SagaWorld<O, S
             waiting_starts: Vec::new(),
             submitted: BTreeMap::new(),
             unsettled: BTreeSet::new(),
+            rested: Vec::new(),
+            rescan: true,
+            since_rescan: 0,
             alerts: BTreeSet::new(),
             sent: BTreeSet::new(),
             attempts_sent: BTreeMap::new(),
@@ -845,15 +856,38 @@ impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> SagaWorld<O, S
         }
     }
 
-    /// Notes the submitted sagas the coordinator now reports at rest (the world asks
-    /// about each one it has not yet seen at rest; its counters are not relied on).
+    /// Notes the submitted sagas the coordinator now reports at rest, in id order (the
+    /// world asks about each one it has not yet seen at rest; its counters are not
+    /// relied on). When the coordinator names the sagas that came to rest
+    /// ([`SagaCoordinator::take_rested`]), only those are asked about, so an event costs
+    /// no more with a thousand sagas in flight than with one; every one not yet seen at
+    /// rest is asked about still once per coordinator life and again once as many events
+    /// have passed as there are sagas in flight (so a saga the list leaves out is seen
+    /// late, never missed, at a constant cost per event).
     fn note_rest_states(&mut self, ctx: &mut Ctx<Ev<S>>) {
-        let Some(o) = &self.orchestrator else { return };
-        let ended: Vec<(SagaId, SagaState)> = self
-            .unsettled
-            .iter()
-            .filter_map(|s| o.state(*s).filter(|st| st.is_at_rest()).map(|st| (*s, st)))
-            .collect();
+        let Some(o) = self.orchestrator.as_mut() else {
+            return;
+        };
+        let mut named = std::mem::take(&mut self.rested);
+        named.clear();
+        let tracked = o.take_rested(&mut named);
+        self.since_rescan += 1;
+        let every = !tracked || self.rescan || self.since_rescan > self.unsettled.len();
+        let at_rest = |s: SagaId| o.state(s).filter(|st| st.is_at_rest()).map(|st| (s, st));
+        let ended: Vec<(SagaId, SagaState)> = if every {
+            self.rescan = false;
+            self.since_rescan = 0;
+            self.unsettled.iter().filter_map(|s| at_rest(*s)).collect()
+        } else {
+            named.sort_unstable();
+            named.dedup();
+            named
+                .iter()
+                .filter(|s| self.unsettled.contains(s))
+                .filter_map(|s| at_rest(*s))
+                .collect()
+        };
+        self.rested = named;
         for (s, st) in ended {
             self.unsettled.remove(&s);
             if !self.settling.rested(s, ctx.now()) {
@@ -1142,6 +1176,9 @@ impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> World for Saga
                 ctx.cover("saga.torn_tail_recovered");
             }
             self.log = records;
+            // A new coordinator: whatever it names from now on, every saga is looked
+            // at once.
+            self.rescan = true;
             let mut o = self.blueprint.recovered(&self.log, now);
             self.pipeline = Pipeline::recovering(&mut o, now);
             self.orchestrator = Some(o);
