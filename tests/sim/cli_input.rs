@@ -399,7 +399,10 @@ fn merged_reports_link_only_to_relative_paths() {
             "{href}: a report was written"
         );
     }
-    // A relative link passes.
+    // A relative link passes (merge copies the file it names from beside the summary).
+    let failures = summary.parent().unwrap().join("failures");
+    std::fs::create_dir_all(&failures).unwrap();
+    std::fs::write(failures.join("breaker-seed-1.html"), "<p>seed 1</p>").unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
     v["patterns"][0]["failures"] = serde_json::json!([{
         "seed": 1, "invariant": "breaker.load_bound", "message": "m", "replay": "r",
