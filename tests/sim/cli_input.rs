@@ -7,33 +7,14 @@ use faultline::breaker::pattern::BreakerPattern;
 use faultline::harness::{HarnessError, MutantInfo, Pattern, Run};
 use faultline_sim::report::model::RunView;
 use faultline_sim::{FaultPlan, SeedRange, TraceMode};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Output};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-fn faultline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .output()
-        .expect("the faultline binary runs")
-}
+use crate::cli::{faultline, s, text};
 
+/// A scratch directory of this suite's own (cli.rs's, under a prefix of its own).
 fn scratch(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("faultline-cli-input-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    crate::cli::scratch(&format!("input-{name}"))
 }
 
 /// Exit 2 with `needle` on stderr, and never the exit code of a panic (101).
