@@ -9,6 +9,10 @@
 //! - `event_store/sqlite`:
 //!   - `store`: [`SqliteEvents::append`] (`BEGIN IMMEDIATE`, read the stream's version,
 //!     check it, read the head, insert, commit).
+//!   - `repository`: the command path a service runs, [`StoredRepository::execute`]
+//!     of a restock over the same store type (load the latest snapshot and the events
+//!     after it, decide, append at the version loaded, snapshot every 10 events): one
+//!     command, one event, so its throughput is in appends too.
 //!   - `hand_sql`: one `INSERT` at version expected + 1 with the position
 //!     `max(position) + 1`, the unique `(stream, version)` doing the version check.
 //! - `event_store/postgres` (a throwaway local server, or `FAULTLINE_PG_URL`; skipped
@@ -16,6 +20,7 @@
 //!   - `store`: [`PostgresEvents::append`] (one call of the `faultline_es_append`
 //!     function: lock the head row, read the version, check it, insert, move the
 //!     head; committed as its own transaction).
+//!   - `repository`: [`StoredRepository::execute`], as on SQLite.
 //!   - `hand_sql`: one `INSERT` at version expected + 1 with a `BIGSERIAL` position,
 //!     the primary key `(stream, version)` doing the version check. Cheaper, and
 //!     weaker: a sequence has gaps (a rolled-back insert burns its number) and
@@ -23,11 +28,9 @@
 //!     after its checkpoint can skip an event; the store's head lock is what buys
 //!     gap-free positions committed in order.
 //!
-//! One run (2 cores shared with other builds, 10 samples; local Postgres 15 with
-//! `fsync = on`): SQLite `store` 6.6 k appends/s, `hand_sql` 7.0 k/s (ratio 0.95);
-//! Postgres `store` 4.0 k/s, `hand_sql` 5.9 k/s (ratio 0.69). The figures follow the
-//! disk's fsync: an earlier run while the disk was nearly full and busy gave 195 vs 269
-//! and 182 vs 294 appends/s.
+//! The figures of one run are in the notes of issue 16: they follow the disk's fsync
+//! (the same code gave 195 vs 269 appends/s on SQLite while the disk was nearly full
+//! and busy, and 4.6 k vs 5.3 k on an idle one).
 //!
 //! Run with `cargo bench --bench event_store`; `-- --test` runs each once.
 
@@ -36,10 +39,10 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use faultline::cqrs::store::EventStorage;
 use faultline::cqrs::store::postgres::PostgresEvents;
 use faultline::cqrs::store::sqlite::SqliteEvents;
-use faultline::cqrs::{ExpectedVersion, StreamId};
+use faultline::cqrs::store::{EventStorage, StoredRepository};
+use faultline::cqrs::{ExpectedVersion, Item, ItemCommand, StoredEvent, StreamId};
 use faultline::store::postgres::TestServer;
 
 const APPENDS: u64 = 50;
@@ -75,6 +78,34 @@ fn through_store<St: EventStorage<Deposited>>(s: &mut St, versions: &mut [u64], 
     }
 }
 
+/// `APPENDS` restocks through a repository over `store`, round-robin over the streams.
+fn through_repository<St: EventStorage<StoredEvent>>(
+    repo: &mut StoredRepository<Item, StoredEvent, St>,
+    next: &mut u64,
+) {
+    for _ in 0..APPENDS {
+        let stream = StreamId((*next % u64::from(STREAMS)) as u32);
+        repo.execute(stream, &ItemCommand::Restock { units: 1 })
+            .unwrap()
+            .unwrap();
+        *next += 1;
+    }
+}
+
+/// The `repository` function of a group, over `store` (checked once first).
+fn repository<St: EventStorage<StoredEvent>>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    store: St,
+) {
+    let mut repo = StoredRepository::<Item, StoredEvent, St>::new(store, 10, 5).unwrap();
+    let mut next = 0;
+    through_repository(&mut repo, &mut next);
+    assert_eq!(repo.store().head().unwrap(), APPENDS);
+    g.bench_function("repository", |b| {
+        b.iter(|| through_repository(&mut repo, &mut next))
+    });
+}
+
 fn temp_db(what: &str) -> std::path::PathBuf {
     let dir =
         std::env::temp_dir().join(format!("faultline-bench-es-{what}-{}", std::process::id()));
@@ -98,6 +129,7 @@ fn sqlite(c: &mut Criterion) {
     g.bench_function("store", |b| {
         b.iter(|| through_store(&mut store, &mut versions, &mut next));
     });
+    repository(&mut g, SqliteEvents::open(temp_db("repository")).unwrap());
 
     let path = temp_db("hand");
     let conn = faultline::store::sqlite::open(&path).unwrap();
@@ -157,6 +189,8 @@ fn postgres(c: &mut Criterion) {
     g.bench_function("store", |b| {
         b.iter(|| through_store(&mut store, &mut versions, &mut next));
     });
+    let url = server.fresh_database().unwrap();
+    repository(&mut g, PostgresEvents::connect(&url).unwrap());
 
     let url = server.fresh_database().unwrap();
     let mut client = faultline::store::postgres::connect(&url).unwrap();

@@ -16,6 +16,11 @@
 //!
 //! In each group:
 //! - `faultline`: [`SqliteJobs`] / [`PostgresJobs`] behind the [`JobStore`] trait.
+//! - `faultline_pool` (file and Postgres): the path a tokio service runs, the same
+//!   jobs enqueued through a [`StoreQueue`] and delivered by a [`WorkerPool`] of 2
+//!   workers (each command on a blocking thread, a pooled handle, the pool's own lease,
+//!   heartbeat and ack), the iteration ending when [`StoreQueue::settled`] sees none
+//!   in flight.
 //! - `hand_sql`: the peer ([`Peer`], under 100 lines for both dialects): one table,
 //!   an `INSERT` per job, a lease that is one `UPDATE … RETURNING` taking the oldest job
 //!   whose deadline is unset or past (`FOR UPDATE SKIP LOCKED` in Postgres) and setting
@@ -30,14 +35,16 @@
 // Bench code, not user input: a failed setup or a wrong count should abort loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use faultline::clock::Instant;
 use faultline::queue::store::JobStore;
 use faultline::queue::store::postgres::PostgresJobs;
 use faultline::queue::store::sqlite::SqliteJobs;
-use faultline::queue::{Job, JobId, JobType, Payload, QueueConfig};
+use faultline::queue::tokio::{PoolConfig, StoreQueue, WorkerPool};
+use faultline::queue::{Job, JobId, JobType, Lease, Payload, QueueConfig};
 use faultline::store::postgres::TestServer;
-use faultline::store::{Migration, postgres as pg, sqlite};
+use faultline::store::{Migration, StoreError, postgres as pg, sqlite};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -158,8 +165,16 @@ fn temp_file(what: &str) -> PathBuf {
     dir.join("db.sqlite")
 }
 
-/// One group: `ours` and `peer` over `n` jobs per iteration, each checked once first.
-fn group(c: &mut Criterion, name: &str, n: u64, mut ours: Box<dyn JobStore>, mut peer: Peer) {
+/// One group: `ours` and `peer` over `n` jobs per iteration, each checked once first;
+/// `more` adds the group's other functions.
+fn group(
+    c: &mut Criterion,
+    name: &str,
+    n: u64,
+    mut ours: Box<dyn JobStore>,
+    mut peer: Peer,
+    more: impl FnOnce(&mut BenchmarkGroup<'_, WallTime>),
+) {
     let (mut next_ours, mut next_peer) = (0, 0);
     assert_eq!(faultline_round(ours.as_mut(), &mut next_ours, n), n);
     assert_eq!(peer.round(&mut next_peer, n), n);
@@ -172,19 +187,70 @@ fn group(c: &mut Criterion, name: &str, n: u64, mut ours: Box<dyn JobStore>, mut
         b.iter(|| faultline_round(ours.as_mut(), &mut next_ours, n))
     });
     g.bench_function("hand_sql", |b| b.iter(|| peer.round(&mut next_peer, n)));
+    more(&mut g);
     g.finish();
+}
+
+/// `faultline_pool`: `n` jobs per iteration through a [`StoreQueue`] over the stores
+/// `make` opens, delivered by a [`WorkerPool`] of 2 workers; checked once first.
+fn pool<S, F>(g: &mut BenchmarkGroup<'_, WallTime>, n: u64, make: F)
+where
+    S: JobStore + Send + 'static,
+    F: Fn() -> Result<S, StoreError> + Send + Sync + 'static,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (queue, workers) = rt.block_on(async {
+        let queue = StoreQueue::open(make).await.unwrap();
+        let config = PoolConfig::builder().workers(2).build().unwrap();
+        let deliver = |_: Lease| async { Ok::<(), String>(()) };
+        let workers = WorkerPool::spawn(&queue, config, deliver).unwrap();
+        (queue, workers)
+    });
+    let round = |next: &mut u64| {
+        rt.block_on(async {
+            for _ in 0..n {
+                let job = Job::unique(EMAIL, JobId(*next), Payload::encode(&*next).unwrap());
+                *next += 1;
+                queue.enqueue(job).await.unwrap();
+            }
+            queue.settled().await.unwrap();
+        })
+    };
+    let mut next = 0;
+    round(&mut next);
+    let c = rt.block_on(queue.counts()).unwrap();
+    assert_eq!((c.enqueued, c.done), (n, n), "{c:?}");
+    g.bench_function("faultline_pool", |b| b.iter(|| round(&mut next)));
+    let report = rt.block_on(workers.shutdown());
+    assert_eq!(report.delivered, next, "every job delivered once");
+    assert_eq!(queue.store_errors(), 0);
 }
 
 fn sqlite_file(c: &mut Criterion) {
     let ours = SqliteJobs::open(temp_file("faultline"), config()).unwrap();
     let peer = Peer::sqlite(sqlite::open(temp_file("peer")).unwrap());
-    group(c, "sqlite_file", JOBS_DURABLE, Box::new(ours), peer);
+    let path = temp_file("faultline-pool");
+    group(c, "sqlite_file", JOBS_DURABLE, Box::new(ours), peer, |g| {
+        pool(g, JOBS_DURABLE, move || SqliteJobs::open(&path, config()));
+    });
 }
 
 fn sqlite_memory(c: &mut Criterion) {
     let ours = SqliteJobs::from_connection(sqlite::open_in_memory().unwrap(), config()).unwrap();
     let peer = Peer::sqlite(sqlite::open_in_memory().unwrap());
-    group(c, "sqlite_memory", JOBS_MEMORY, Box::new(ours), peer);
+    // No pool here: a private in-memory database cannot be opened by a second handle.
+    group(
+        c,
+        "sqlite_memory",
+        JOBS_MEMORY,
+        Box::new(ours),
+        peer,
+        |_| {},
+    );
 }
 
 fn postgres(c: &mut Criterion) {
@@ -198,7 +264,12 @@ fn postgres(c: &mut Criterion) {
     };
     let ours = PostgresJobs::connect(&server.fresh_database().unwrap(), config()).unwrap();
     let peer = Peer::postgres(pg::connect(&server.fresh_database().unwrap()).unwrap());
-    group(c, "postgres", JOBS_DURABLE, Box::new(ours), peer);
+    let url = server.fresh_database().unwrap();
+    group(c, "postgres", JOBS_DURABLE, Box::new(ours), peer, |g| {
+        pool(g, JOBS_DURABLE, move || {
+            PostgresJobs::connect(&url, config())
+        });
+    });
 }
 
 criterion_group!(benches, sqlite_file, sqlite_memory, postgres);
