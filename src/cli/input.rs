@@ -208,20 +208,8 @@ pub(super) fn check_links(file: &Path, view: &SweepView) -> Result<(), UsageErro
     Ok(())
 }
 
-/// True for a relative reference a report may link to: no scheme (no `:` before the
-/// first `/`, `?` or `#`), not `//host` nor `/absolute`, no backslash, no leading
-/// space, no control character or whitespace but a space. The same rule as the report
-/// renderer's own, which shows any other link as text.
-pub(super) fn is_relative_link(href: &str) -> bool {
-    let end = href.find(['/', '?', '#']).unwrap_or(href.len());
-    !href.is_empty()
-        && !href.starts_with(['/', ' '])
-        && !href.contains('\\')
-        && !href
-            .chars()
-            .any(|c| c.is_control() || (c.is_whitespace() && c != ' '))
-        && !href[..end].contains(':')
-}
+/// The report renderer's own rule ([`faultline_sim::report::is_relative_link`]).
+pub(super) use faultline_sim::report::is_relative_link;
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@
 //! an incomplete set through (the report says which shards it holds), never an
 //! inconsistent one.
 
+use faultline_sim::report::is_relative_link;
 use faultline_sim::report::model::FailureView;
 use faultline_sim::sweep::{SeedRange, Shard, SweepSummary};
 use std::collections::{BTreeMap, BTreeSet};
@@ -338,16 +339,11 @@ pub(crate) enum ArtefactError {
     },
 }
 
-/// `href` as a path below the directory it is relative to: only plain names, no root,
-/// no `..`, no scheme (`https:`, `//host`). `./` parts are dropped.
+/// `href` as a path below the directory it is relative to: a link a report may hold
+/// ([`is_relative_link`]) naming a file, with only plain names (no `..`, no query or
+/// fragment). `./` parts are dropped.
 pub(crate) fn artefact_path(href: &str) -> Option<PathBuf> {
-    if href.is_empty()
-        || href.starts_with('/')
-        || href.contains('\\')
-        || href.contains(['?', '#'])
-        || href.chars().any(char::is_control)
-        || href.split('/').next().is_some_and(|s| s.contains(':'))
-    {
+    if !is_relative_link(href) || href.contains(['?', '#']) {
         return None;
     }
     let mut rel = PathBuf::new();

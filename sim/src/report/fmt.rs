@@ -109,26 +109,10 @@ pub(crate) fn title_slug(title: &str, used: &mut BTreeSet<String>) -> String {
     slug(&s, used)
 }
 
-/// `href` when it is safe to put in a link: a relative reference to a file beside the
-/// report (`failures/x.html`, `../criterion/report/index.html`). A report links only to
-/// files it was written with, so anything else gives `None` and the report shows it as
-/// text instead: a scheme (`https:`, `javascript:`, `data:`, any `:` before the first
-/// `/`, `?` or `#`), a network path (`//host`), an absolute path (`/etc`, `C:\`), a
-/// backslash (browsers read it as `/`), a leading space, whitespace other than a space
-/// or a control character (browsers strip them, so `java\tscript:` is a scheme).
+/// `href` when it is safe to put in a link ([`is_relative_link`](super::is_relative_link)):
+/// anything else gives `None`, and the report shows it as text instead.
 pub(crate) fn safe_href(href: &str) -> Option<&str> {
-    if href.is_empty()
-        || href.starts_with(['/', ' '])
-        || href.contains('\\')
-        || href
-            .chars()
-            .any(|c| c.is_control() || (c.is_whitespace() && c != ' '))
-    {
-        return None;
-    }
-    // A scheme is whatever precedes the first `:` when no `/`, `?` or `#` comes first.
-    let end = href.find(['/', '?', '#']).unwrap_or(href.len());
-    (!href[..end].contains(':')).then_some(href)
+    super::model::is_relative_link(href).then_some(href)
 }
 
 /// An sRGB colour.

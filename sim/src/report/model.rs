@@ -238,3 +238,23 @@ pub struct SweepView {
     #[serde(default)]
     pub comparisons: Vec<Comparison>,
 }
+
+/// True when `href` may be put in a report's link: a relative reference to a file beside
+/// the report (`failures/x.html`, `../criterion/report/index.html`). A report links only
+/// to files it was written with, so this refuses a scheme (`https:`, `javascript:`,
+/// `data:`, any `:` before the first `/`, `?` or `#`), a network path (`//host`), an
+/// absolute path (`/etc`, `C:\`), a backslash (browsers read it as `/`), a leading
+/// space, whitespace other than a space or a control character (browsers strip them, so
+/// `java\tscript:` is a scheme). The renderer shows a refused link as text; `merge`
+/// refuses a summary holding one.
+pub fn is_relative_link(href: &str) -> bool {
+    // A scheme is whatever precedes the first `:` when no `/`, `?` or `#` comes first.
+    let end = href.find(['/', '?', '#']).unwrap_or(href.len());
+    !href.is_empty()
+        && !href.starts_with(['/', ' '])
+        && !href.contains('\\')
+        && !href
+            .chars()
+            .any(|c| c.is_control() || (c.is_whitespace() && c != ' '))
+        && !href[..end].contains(':')
+}
