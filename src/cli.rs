@@ -35,16 +35,17 @@ mod auto_shard;
 mod input;
 mod merge;
 
-use crate::harness::{HarnessError, Pattern, Run, shell_quote};
+use crate::harness::{HarnessError, Pattern, shell_quote};
 use crate::registry;
 use auto_shard::ShardArg;
 use clap::{Parser, Subcommand};
+use faultline_sim::report::model::BuildInfo;
 use faultline_sim::report::model::{
     FailureView, Histogram, MutantRow, PatternSweep, SweepView, SweptMutant,
 };
 use faultline_sim::report::{render_index, render_run};
 use faultline_sim::shrink::shrink_plan;
-use faultline_sim::sweep::{SeedRange, Shard, SweepProgress, SweepSummary, sweep};
+use faultline_sim::sweep::{SeedRange, Shard, SweepProgress, SweepSummary, sweep_fold};
 use faultline_sim::{FaultPlan, TraceMode};
 use indicatif::{ProgressBar, ProgressStyle};
 use input::tty;
@@ -52,7 +53,9 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant as WallClock;
 
 /// Where reports go unless `--out` says otherwise.
@@ -144,6 +147,10 @@ enum Command {
         /// some seed caught it, 1 when it survived every seed.
         #[arg(long)]
         mutant: Option<String>,
+        /// Continue the sweep whose checkpoint (summary.json) is in `--out`, from the
+        /// first seed it did not cover; the same patterns, seeds, shard and mutant.
+        #[arg(long)]
+        resume: bool,
         /// Where reports go [default: reports].
         #[arg(long)]
         out: Option<PathBuf>,
@@ -172,6 +179,11 @@ enum Command {
         /// Where the merged report goes [default: reports].
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Merge summaries written by different faultline builds (version or commit)
+        /// or whose plans differ; refused without it, since their seeds may mean
+        /// different runs.
+        #[arg(long)]
+        allow_mismatch: bool,
     },
     /// Run every mutant of the patterns' catalogs until an invariant catches it; exit 1
     /// if any survives.
@@ -281,6 +293,7 @@ where
             shard_count,
             shrink_max,
             mutant,
+            resume,
             out,
         } => sweep_cmd(
             &cx,
@@ -293,6 +306,7 @@ where
                 shard_count,
                 shrink_max,
                 mutant,
+                resume,
             },
             out.as_deref(),
         ),
@@ -301,11 +315,13 @@ where
             summaries,
             allow_incomplete,
             out,
+            allow_mismatch,
         } => merge_cmd(
             &command,
             &summaries,
             allow_incomplete,
             out.as_deref().unwrap_or(Path::new(OUT_DEFAULT)),
+            allow_mismatch,
         ),
         Command::Mutants {
             patterns,
@@ -490,7 +506,11 @@ fn write(path: &Path, contents: &str) -> Result<(), UsageError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| UsageError(format!("cannot create {}: {e}", dir.display())))?;
     }
-    std::fs::write(path, contents)
+    // Written beside and renamed over, so an interrupted write (a signal, a full disk)
+    // leaves the previous file whole, never half of the new one.
+    let tmp = path.with_extension("partial-write");
+    std::fs::write(&tmp, contents)
+        .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))
 }
 
@@ -697,13 +717,20 @@ fn load_mutants(out: &Path) -> Vec<MutantRow> {
 }
 
 fn write_index(out: &Path, view: &mut SweepView) -> Result<(), UsageError> {
+    write_summary(out, view, true)
+}
+
+/// Writes `view` as summary.json and index.html in `out`; `announce` prints the path.
+fn write_summary(out: &Path, view: &mut SweepView, announce: bool) -> Result<(), UsageError> {
     view.criterion_href = criterion_href(out);
     let json = serde_json::to_string_pretty(view)?;
     write(&out.join("summary.json"), &json)?;
     let html = render_index(view)?;
     let path = out.join("index.html");
     write(&path, &html)?;
-    println!("report: {}", tty(&path.display().to_string()));
+    if announce {
+        println!("report: {}", tty(&path.display().to_string()));
+    }
     Ok(())
 }
 
@@ -715,6 +742,7 @@ struct SweepArgs {
     shard_count: Option<u32>,
     shrink_max: usize,
     mutant: Option<String>,
+    resume: bool,
 }
 
 /// The mutant a `sweep --mutant NAME` of `patterns` runs: it needs exactly one pattern,
@@ -747,6 +775,126 @@ fn swept_mutant(
     Ok(SweptMutant {
         name: info.name.to_string(),
         defect: info.defect.to_string(),
+    })
+}
+
+/// Seconds of wall time between two checkpoints of a running sweep (summary.json and
+/// index.html in `--out`, marked partial). Wall time only decides *when* a checkpoint is
+/// written; what it holds is the prefix of seeds folded so far.
+const CHECKPOINT_EVERY_S: u64 = 10;
+
+/// Stops a sweep after this many seeds of a pattern (counting the resumed ones), as a
+/// signal would: lets a test interrupt a sweep at a known seed. Not for users.
+const STOP_AFTER_ENV: &str = "FAULTLINE_SWEEP_STOP_AFTER";
+
+/// Exit code of a sweep stopped by SIGINT or SIGTERM (128 + SIGINT, as shells do).
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// The build of this program, for every summary it writes.
+fn build_info() -> BuildInfo {
+    BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        commit: env!("FAULTLINE_GIT_COMMIT").to_string(),
+    }
+}
+
+/// What a pattern's plans are drawn from, in a line: each seed expands into its own
+/// plan, so this names a fingerprint (FNV-1a) of the plans of the range's first seeds;
+/// two sweeps whose seeds mean different plans (another version of the generator or
+/// of the knobs) get different fingerprints.
+fn plan_profile(pattern: &dyn Pattern, range: SeedRange) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let first: Vec<u64> = (0..4)
+        .filter_map(|k| range.start.checked_add(k))
+        .filter(|s| *s < range.end)
+        .collect();
+    for &seed in &first {
+        for b in pattern.plan(seed).to_json().bytes() {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    format!(
+        "swarm plans, one per seed; fingerprint {hash:016x} of the plans of seeds {}..={}",
+        first.first().copied().unwrap_or(range.start),
+        first.last().copied().unwrap_or(range.start)
+    )
+}
+
+/// Sets `stop` on SIGINT and SIGTERM (the handler only stores a flag), so a sweep stops
+/// taking seeds, folds those under way, and writes its partial summary.
+fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            eprintln!("warning: cannot catch signal {signal} ({e}): an interrupt loses the sweep");
+        }
+    }
+    stop
+}
+
+/// The checkpoint a `sweep --resume` continues from.
+fn load_checkpoint(out: &Path) -> Result<SweepView, UsageError> {
+    let file = out.join("summary.json");
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        UsageError(format!(
+            "--resume: cannot read {} ({e}): there is no sweep to resume in {}",
+            file.display(),
+            out.display()
+        ))
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        UsageError(format!(
+            "--resume: {} is not a sweep summary: {e}",
+            file.display()
+        ))
+    })
+}
+
+/// A pattern's sweep so far: its summary and histograms, folded seed by seed.
+struct Fold {
+    summary: SweepSummary,
+    histograms: Vec<Histogram>,
+}
+
+/// A pattern's section of the report. When `stopped`, failures are listed as they are
+/// (no shrinking, which could take long after a signal).
+#[allow(clippy::too_many_arguments)]
+fn section(
+    cx: &Context<'_>,
+    pattern: &dyn Pattern,
+    swept: Option<&SweptMutant>,
+    fold: Fold,
+    plan_profile: &str,
+    shrink_max: usize,
+    out_arg: Option<&Path>,
+    stopped: bool,
+) -> Result<PatternSweep, UsageError> {
+    let mutant = swept.map(|m| m.name.as_str());
+    let failures = if stopped {
+        fold.summary
+            .failures
+            .iter()
+            .map(|f| FailureView {
+                seed: f.seed,
+                invariant: f.invariant.clone(),
+                message: f.message.clone(),
+                replay: f.replay.clone(),
+                report_href: None,
+                plan_href: None,
+                faults_shrunk: None,
+            })
+            .collect()
+    } else {
+        report_failures(cx, pattern, mutant, &fold.summary, shrink_max, out_arg)?
+    };
+    Ok(PatternSweep {
+        pattern: pattern.name().to_string(),
+        invariants: pattern.invariants().iter().map(|s| s.to_string()).collect(),
+        summary: fold.summary,
+        histograms: fold.histograms,
+        failures,
+        plan_profile: plan_profile.to_string(),
+        mutant: swept.cloned(),
     })
 }
 
@@ -784,72 +932,203 @@ fn sweep_cmd(
     for pattern in &patterns {
         input::shard_seeds(args.seeds.unwrap_or_else(|| pattern.default_seeds()), shard)?;
     }
+    let checkpoint = args.resume.then(|| load_checkpoint(out)).transpose()?;
+    if let Some(c) = &checkpoint
+        && c.build != build_info()
+    {
+        return Err(UsageError(format!(
+            "--resume: the checkpoint in {} was written by faultline {} (commit {}), this is {} (commit {}): its seeds may mean other runs; start the sweep afresh",
+            out.display(),
+            c.build.version,
+            c.build.commit,
+            build_info().version,
+            build_info().commit
+        )));
+    }
+    let stop_after: Option<u64> = std::env::var(STOP_AFTER_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let stop = stop_on_signals();
     let mut view = SweepView {
-        command: command.to_string(),
+        // A resumed sweep is the sweep it continues: it keeps its command.
+        command: checkpoint
+            .as_ref()
+            .map_or_else(|| command.to_string(), |c| c.command.clone()),
         patterns: Vec::new(),
         mutants: load_mutants(out),
         criterion_href: None,
         comparisons: Vec::new(),
+        build: build_info(),
     };
     let mut all_passed = true;
+    let mut stopped = false;
     for pattern in patterns {
         let range = args.seeds.unwrap_or_else(|| pattern.default_seeds());
         let total = input::shard_seeds(range, shard)?;
+        let profile = plan_profile(pattern, range);
+        let prior = checkpoint
+            .as_ref()
+            .and_then(|c| c.patterns.iter().find(|p| p.pattern == pattern.name()));
+        let fold = match prior {
+            None => Fold {
+                summary: SweepSummary::new(range, shard).keep_failures(args.shrink_max as u64),
+                histograms: pattern
+                    .metrics()
+                    .iter()
+                    .map(|(name, unit)| Histogram::new(*name, *unit))
+                    .collect(),
+            },
+            Some(p) => {
+                let same = p.summary.range == range
+                    && p.summary.shards == [shard].into()
+                    && p.mutant == swept
+                    && p.plan_profile == profile;
+                if !same {
+                    return Err(UsageError(format!(
+                        "--resume: the checkpoint in {} swept {} seeds {} shard(s) {}{}; this sweep asks for seeds {range} shard {shard}{}: give the same seeds, shard and mutant (and the same build)",
+                        out.display(),
+                        p.pattern,
+                        p.summary.range,
+                        p.summary
+                            .shards
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        p.mutant
+                            .as_ref()
+                            .map_or(String::new(), |m| format!(" mutant {}", m.name)),
+                        mutant.map_or(String::new(), |m| format!(" mutant {m}")),
+                    )));
+                }
+                Fold {
+                    summary: p.summary.clone(),
+                    histograms: p.histograms.clone(),
+                }
+            }
+        };
+        let skip = fold.summary.runs;
+        if stopped {
+            // Stopped during an earlier pattern: this one's checkpoint (if any) stays
+            // as it was, for a later --resume.
+            if let Some(p) = prior {
+                view.patterns.push(p.clone());
+            }
+            continue;
+        }
+        if prior.is_some() && skip >= total {
+            println!("{}: already finished in the checkpoint", pattern.name());
+            let p = prior
+                .cloned()
+                .ok_or_else(|| UsageError("checkpoint lost".into()))?;
+            all_passed &= print_verdict(&p);
+            view.patterns.push(p);
+            continue;
+        }
         println!(
-            "sweeping {}{} seeds {range} shard {shard} ({total} seeds) on {jobs} threads",
+            "sweeping {}{} seeds {range} shard {shard} ({total} seeds{}) on {jobs} threads",
             pattern.name(),
-            mutant.map_or(String::new(), |m| format!(" (mutant {m})"))
+            mutant.map_or(String::new(), |m| format!(" (mutant {m})")),
+            if skip > 0 {
+                format!(", resuming after the first {skip}")
+            } else {
+                String::new()
+            }
         );
         let started = WallClock::now();
+        let wall_before = fold.summary.wall_ms;
         let progress = Progress::new(pattern.name(), total);
-        let results = sweep(
+        let replay = |seed| cx.replay(pattern.name(), seed, None, mutant, out_arg);
+        let mut fold = fold;
+        let mut last_checkpoint = WallClock::now();
+        let mut checkpoint_error: Option<UsageError> = None;
+        let end = sweep_fold(
             range,
             shard,
+            skip,
             jobs,
+            &stop,
             |seed| pattern.run(seed, &pattern.plan(seed), TraceMode::Off, mutant),
-            |r| !matches!(r, Ok(Run { report, .. }) if report.outcome.is_pass()),
-            |p| progress.update(p),
-        )?;
-        progress.finish();
-        let mut summary = SweepSummary::new(range, shard);
-        let mut histograms: Vec<Histogram> = pattern
-            .metrics()
-            .iter()
-            .map(|(name, unit)| Histogram {
-                name: name.to_string(),
-                unit: unit.to_string(),
-                values: Vec::new(),
-            })
-            .collect();
-        let replay = |seed| cx.replay(pattern.name(), seed, None, mutant, out_arg);
-        for r in &results {
-            match &r.result {
-                Ok(Ok(run)) => {
-                    summary.add(&run.report);
-                    for reading in &run.metrics {
-                        let histogram = histograms.iter_mut().find(|h| h.name == reading.name);
-                        if let (Some(h), Some(v)) = (histogram, reading.value) {
-                            h.values.push((v * 10_000.0).round() / 10_000.0);
+            |r| {
+                let failed_before = fold.summary.failed;
+                match &r.result {
+                    Ok(Ok(run)) => {
+                        fold.summary.add(&run.report);
+                        for reading in &run.metrics {
+                            let histogram =
+                                fold.histograms.iter_mut().find(|h| h.name == reading.name);
+                            if let (Some(h), Some(v)) = (histogram, reading.value) {
+                                h.sketch.add((v * 10_000.0).round() / 10_000.0, r.seed);
+                            }
                         }
                     }
+                    Ok(Err(e)) => fold
+                        .summary
+                        .add_panic(r.seed, e.to_string(), replay(r.seed)),
+                    Err(panic) => fold
+                        .summary
+                        .add_panic(r.seed, panic.clone(), replay(r.seed)),
                 }
-                Ok(Err(e)) => summary.add_panic(r.seed, e.to_string(), replay(r.seed)),
-                Err(panic) => summary.add_panic(r.seed, panic.clone(), replay(r.seed)),
-            }
+                // A failing run's report names the world's built-in replay hint: name
+                // this program and pattern instead.
+                if fold.summary.failed > failed_before
+                    && let Some(f) = fold.summary.failures.last_mut()
+                    && f.seed == r.seed
+                {
+                    f.replay = replay(r.seed);
+                }
+                progress.update(SweepProgress {
+                    done: fold.summary.runs,
+                    total,
+                    failed: fold.summary.failed,
+                });
+                if stop_after.is_some_and(|n| fold.summary.runs >= n) {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                if last_checkpoint.elapsed().as_secs() >= CHECKPOINT_EVERY_S
+                    && checkpoint_error.is_none()
+                {
+                    last_checkpoint = WallClock::now();
+                    let mut partial = view.clone();
+                    let mut summary = fold.summary.clone();
+                    summary.wall_ms = wall_before + started.elapsed().as_millis() as u64;
+                    let part = Fold {
+                        summary,
+                        histograms: fold.histograms.clone(),
+                    };
+                    let written = section(
+                        cx,
+                        pattern,
+                        swept.as_ref(),
+                        part,
+                        &profile,
+                        0,
+                        out_arg,
+                        true,
+                    )
+                    .and_then(|s| {
+                        partial.patterns.push(s);
+                        write_summary(out, &mut partial, false)
+                    });
+                    if let Err(e) = written {
+                        checkpoint_error = Some(e);
+                    }
+                }
+            },
+        )?;
+        progress.finish();
+        if let Some(e) = checkpoint_error {
+            eprintln!("warning: a checkpoint could not be written: {}", e.0);
         }
-        summary.wall_ms = started.elapsed().as_millis() as u64;
-        // A failing run's report names the world's built-in replay hint: name this
-        // program and pattern instead.
-        for f in &mut summary.failures {
-            f.replay = replay(f.seed);
-        }
-        let failures = report_failures(cx, pattern, mutant, &summary, args.shrink_max, out_arg)?;
+        fold.summary.wall_ms = wall_before + started.elapsed().as_millis() as u64;
+        stopped = end.stopped;
+        let summary = &fold.summary;
         println!(
-            "{}: {} seeds, {} passed, {} failed, {} simulated events, {} of {} coverage marks hit, {:.1} s",
+            "{}: {} seeds, {} passed, {} failed, {} simulated events, {} of {} coverage marks hit, {:.1} s{}",
             pattern.name(),
             summary.runs,
             summary.passed,
-            summary.failures.len(),
+            summary.failed,
             summary.events,
             summary
                 .coverage
@@ -857,21 +1136,36 @@ fn sweep_cmd(
                 .filter(|m| m.seeds_hit > 0)
                 .count(),
             summary.coverage.len(),
-            summary.wall_ms as f64 / 1000.0
+            summary.wall_ms as f64 / 1000.0,
+            if stopped { " (stopped early)" } else { "" }
         );
-        let section = PatternSweep {
-            pattern: pattern.name().to_string(),
-            invariants: pattern.invariants().iter().map(|s| s.to_string()).collect(),
-            summary,
-            histograms,
-            failures,
-            mutant: swept.clone(),
-        };
-        all_passed &= print_verdict(&section);
-        view.patterns.push(section);
+        let s = section(
+            cx,
+            pattern,
+            swept.as_ref(),
+            fold,
+            &profile,
+            args.shrink_max,
+            out_arg,
+            stopped,
+        )?;
+        all_passed &= print_verdict(&s);
+        view.patterns.push(s);
     }
     add_comparisons(&mut view);
     write_index(out, &mut view)?;
+    if stopped {
+        let covered: Vec<String> = view
+            .patterns
+            .iter()
+            .map(|p| format!("{}: {}", p.pattern, p.summary.covered()))
+            .collect();
+        eprintln!(
+            "interrupted: the partial summary covers {}; patterns not listed were not started. Continue with the same command and --resume.",
+            covered.join("; ")
+        );
+        std::process::exit(EXIT_INTERRUPTED);
+    }
     Ok(all_passed)
 }
 
@@ -890,7 +1184,7 @@ fn print_verdict(p: &PatternSweep) -> bool {
                     tty(&f.replay)
                 );
             }
-            p.summary.failures.is_empty()
+            p.summary.failed == 0 && p.summary.failures.is_empty()
         }
         Some(line) => {
             println!("{}", tty(&line));
@@ -1038,7 +1332,13 @@ fn check_shard_sets(
     Ok(())
 }
 
-fn merge_cmd(command: &str, files: &[PathBuf], allow_incomplete: bool, out: &Path) -> CliResult {
+fn merge_cmd(
+    command: &str,
+    files: &[PathBuf],
+    allow_incomplete: bool,
+    out: &Path,
+    allow_mismatch: bool,
+) -> CliResult {
     let mut parts: Vec<(&Path, SweepView)> = Vec::new();
     // The first file and the kind of implementation it swept: every part must match.
     let mut first: Option<(&Path, Option<(String, String)>)> = None;
@@ -1066,6 +1366,20 @@ fn merge_cmd(command: &str, files: &[PathBuf], allow_incomplete: bool, out: &Pat
                 }
             }
         }
+        match parts.first() {
+            Some((_, m)) if m.build != part.build && !allow_mismatch => {
+                return Err(UsageError(format!(
+                    "{} was written by faultline {} (commit {}), {} by faultline {} (commit {}): merge refuses summaries of different builds (--allow-mismatch merges them anyway)",
+                    file.display(),
+                    part.build.version,
+                    part.build.commit,
+                    files[0].display(),
+                    m.build.version,
+                    m.build.commit
+                )));
+            }
+            _ => {}
+        }
         parts.push((file.as_path(), part));
     }
     check_shard_sets(&parts, allow_incomplete)?;
@@ -1089,9 +1403,17 @@ fn merge_cmd(command: &str, files: &[PathBuf], allow_incomplete: bool, out: &Pat
                             q.summary
                                 .merge(p.summary)
                                 .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
-                            for (h, ph) in q.histograms.iter_mut().zip(p.histograms) {
-                                h.values.extend(ph.values);
+                            if q.plan_profile != p.plan_profile && !allow_mismatch {
+                                return Err(UsageError(format!(
+                                    "{}: pattern {} was swept with other plans ({}) than in {} ({}): merge refuses summaries whose seeds mean different runs (--allow-mismatch merges them anyway)",
+                                    file.display(),
+                                    p.pattern,
+                                    p.plan_profile,
+                                    files[0].display(),
+                                    q.plan_profile
+                                )));
                             }
+                            Histogram::merge_into(&mut q.histograms, p.histograms);
                             q.failures.extend(p.failures);
                             q.failures.sort_by_key(|f| f.seed);
                         }
@@ -1127,7 +1449,7 @@ fn merge_cmd(command: &str, files: &[PathBuf], allow_incomplete: bool, out: &Pat
             s.shards.len(),
             s.shard_count(),
             if s.is_complete() { "" } else { " (incomplete)" },
-            s.failures.len()
+            s.failed.max(s.failures.len() as u64)
         );
         passed &= print_verdict(p);
     }
@@ -1227,6 +1549,7 @@ fn mutants_cmd(
         mutants: Vec::new(),
         criterion_href: None,
         comparisons: Vec::new(),
+        build: build_info(),
     });
     view.mutants = rows;
     write_index(out, &mut view)?;

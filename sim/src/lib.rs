@@ -38,6 +38,7 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod shrink;
+pub mod sketch;
 pub mod sweep;
 pub mod time;
 pub mod trace;

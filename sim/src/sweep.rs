@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::str::FromStr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 
 /// A half-open range of seeds `start..end`. Parses from `"A..B"` or `"A..=B"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,22 +127,16 @@ impl Shard {
         Ok(Shard { index, count })
     }
 
-    /// The seeds of `range` that belong to this shard, in order. Lazy, and empty when
-    /// the shard's first seed lies past the range (or past `u64::MAX`), or when the
-    /// shard is not valid (`index` 0, `count` 0, `index > count`: a deserialized value).
+    /// The seeds of `range` that belong to this shard, in order (lazily: a range of
+    /// 2⁶⁴ seeds costs nothing until walked). Empty when the shard's first seed lies past
+    /// the range (or past `u64::MAX`), or when the shard is not valid (`index` 0,
+    /// `count` 0, `index > count`: a deserialized value).
     pub fn seeds(self, range: SeedRange) -> impl Iterator<Item = u64> {
-        let valid = self.count > 0 && self.index > 0 && self.index <= self.count;
-        let first = range
-            .start
-            .checked_add(u64::from(self.index.saturating_sub(1)))
-            .filter(|_| valid)
-            .unwrap_or(range.end);
-        let step = usize::try_from(self.count.max(1)).unwrap_or(usize::MAX);
-        (first..range.end.max(first)).step_by(step)
+        (0..self.seed_count(range)).filter_map(move |k| self.nth(range, k))
     }
 
     /// How many seeds of `range` belong to this shard, computed without iterating (a
-    /// shard of a 64-bit range counts as fast as one of ten seeds).
+    /// shard of a 64-bit range counts as fast as one of ten seeds); 0 for an invalid shard.
     pub fn seed_count(self, range: SeedRange) -> u64 {
         if self.count == 0 || self.index == 0 || self.index > self.count {
             return 0;
@@ -153,6 +147,18 @@ impl Shard {
             return 0;
         }
         (span - offset - 1) / u64::from(self.count) + 1
+    }
+
+    /// The `k`-th seed (from 0) of `range` in this shard, if it has that many.
+    pub fn nth(self, range: SeedRange, k: u64) -> Option<u64> {
+        if k >= self.seed_count(range) {
+            return None;
+        }
+        let step = k.checked_mul(u64::from(self.count.max(1)))?;
+        range
+            .start
+            .checked_add(u64::from(self.index.saturating_sub(1)))?
+            .checked_add(step)
     }
 
     /// True when `seed` of `range` belongs to this shard.
@@ -220,7 +226,10 @@ pub struct SeedResult<R> {
 
 /// Runs `run` for every seed of `range` in `shard` on `jobs` threads and returns the
 /// results in seed order. `failed` tells whether a result counts as a failure for the
-/// progress callback; `progress` is called after each seed (from worker threads).
+/// progress callback; `progress` is called after each seed.
+///
+/// This keeps every result; a sweep of many seeds folds them instead with
+/// [`sweep_fold`], whose memory does not grow with the number of seeds.
 pub fn sweep<R, F, P>(
     range: SeedRange,
     shard: Shard,
@@ -234,23 +243,100 @@ where
     F: Fn(u64) -> R + Sync,
     P: Fn(SweepProgress) + Sync,
 {
+    let total = shard.seed_count(range);
+    let mut out = Vec::new();
+    let mut failures = 0;
+    let stop = AtomicBool::new(false);
+    sweep_fold(range, shard, 0, jobs, &stop, run, |r: SeedResult<R>| {
+        if r.result.as_ref().map_or(true, &failed) {
+            failures += 1;
+        }
+        out.push(r);
+        progress(SweepProgress {
+            done: out.len() as u64,
+            total,
+            failed: failures,
+        });
+    })?;
+    Ok(out)
+}
+
+/// How far ahead of the next seed to fold the workers may run, per thread: results
+/// waiting to be folded in order are bounded by `jobs * AHEAD_PER_JOB`.
+const AHEAD_PER_JOB: u64 = 64;
+
+/// What a [`sweep_fold`] covered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FoldEnd {
+    /// Seeds of the shard folded, counting the `skip` ones before: the covered seeds
+    /// are the shard's first `done` seeds of the range.
+    pub done: u64,
+    /// True when `stop` cut the sweep short.
+    pub stopped: bool,
+}
+
+/// Runs `run` for the seeds of `range` in `shard` after its first `skip` ones, on
+/// `jobs` threads, and hands each result to `fold` on the calling thread, in seed
+/// order, as soon as it and every seed before it have finished. Nothing is allocated
+/// per seed: results wait to be folded in a window bounded by the thread count (a
+/// thread that gets too far ahead waits), so memory does not grow with the seed count,
+/// and a range of 2⁶⁴ seeds is walked lazily.
+///
+/// Setting `stop` (from a signal handler, say) stops the threads taking new seeds; the
+/// runs under way finish and are folded, so the folded seeds stay a prefix of the
+/// shard's, which [`FoldEnd::done`] counts.
+pub fn sweep_fold<R, F, G>(
+    range: SeedRange,
+    shard: Shard,
+    skip: u64,
+    jobs: usize,
+    stop: &AtomicBool,
+    run: F,
+    mut fold: G,
+) -> Result<FoldEnd, SweepError>
+where
+    R: Send,
+    F: Fn(u64) -> R + Sync,
+    G: FnMut(SeedResult<R>),
+{
     if jobs == 0 {
         return Err(SweepError::ZeroJobs);
     }
-    let seeds: Vec<u64> = shard.seeds(range).collect();
-    let total = seeds.len() as u64;
-    let slots: Mutex<Vec<Option<Result<R, String>>>> =
-        Mutex::new((0..seeds.len()).map(|_| None).collect());
-    let next = AtomicU64::new(0);
-    let done = AtomicU64::new(0);
-    let failures = AtomicU64::new(0);
-    let threads = jobs.min(seeds.len().max(1));
+    let total = shard.seed_count(range);
+    let window = (jobs as u64).saturating_mul(AHEAD_PER_JOB);
+    let threads = (jobs as u64).min(total.saturating_sub(skip).max(1)) as usize;
+    let next = AtomicU64::new(skip);
+    struct Pending<R> {
+        ready: BTreeMap<u64, Result<R, String>>,
+        folded: u64,
+        alive: usize,
+    }
+    let state = Mutex::new(Pending {
+        ready: BTreeMap::new(),
+        folded: skip,
+        alive: threads,
+    });
+    let arrived = Condvar::new();
+    let room = Condvar::new();
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut done = skip;
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
                 loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some(&seed) = seeds.get(k) else { break };
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(seed) = (k < total).then(|| shard.nth(range, k)).flatten() else {
+                        break;
+                    };
+                    {
+                        let mut s = lock();
+                        while k >= s.folded.saturating_add(window) {
+                            s = room.wait(s).unwrap_or_else(|p| p.into_inner());
+                        }
+                    }
                     let result = catch_unwind(AssertUnwindSafe(|| run(seed))).map_err(|p| {
                         let msg = p
                             .downcast_ref::<String>()
@@ -259,35 +345,38 @@ where
                             .unwrap_or_else(|| "run panicked".to_string());
                         format!("seed {seed} panicked: {msg}")
                     });
-                    let bad = match &result {
-                        Ok(r) => failed(r),
-                        Err(_) => true,
-                    };
-                    if bad {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if let Ok(mut s) = slots.lock() {
-                        s[k] = Some(result);
-                    }
-                    let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    progress(SweepProgress {
-                        done: d,
-                        total,
-                        failed: failures.load(Ordering::Relaxed),
-                    });
+                    lock().ready.insert(k, result);
+                    arrived.notify_all();
                 }
+                lock().alive -= 1;
+                arrived.notify_all();
             });
         }
+        loop {
+            let result = {
+                let mut s = lock();
+                loop {
+                    if let Some(r) = s.ready.remove(&done) {
+                        s.folded = done + 1;
+                        break Some(r);
+                    }
+                    if s.alive == 0 {
+                        break None;
+                    }
+                    s = arrived.wait(s).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            room.notify_all();
+            let Some(result) = result else { break };
+            let seed = shard.nth(range, done).unwrap_or(range.start);
+            done += 1;
+            fold(SeedResult { seed, result });
+        }
     });
-    let slots = slots.into_inner().unwrap_or_else(|p| p.into_inner());
-    Ok(seeds
-        .into_iter()
-        .zip(slots)
-        .map(|(seed, r)| SeedResult {
-            seed,
-            result: r.unwrap_or_else(|| Err(format!("seed {seed} produced no result"))),
-        })
-        .collect())
+    Ok(FoldEnd {
+        done,
+        stopped: done < total,
+    })
 }
 
 /// A failed seed in a summary.
@@ -340,7 +429,36 @@ pub enum MergeError {
     Overflow(&'static str),
 }
 
+/// Failing seeds a summary keeps, at least: the first ones by seed order; the rest
+/// are counted ([`SweepSummary::failed`]), not kept.
+pub const FAILURES_KEPT_MIN: u64 = 200;
+
+fn failures_kept_default() -> u64 {
+    FAILURES_KEPT_MIN
+}
+
+/// How far one shard of a summary got: its first `runs` seeds of the range (in seed
+/// order) are folded in, of `total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardProgress {
+    /// The shard.
+    pub shard: Shard,
+    /// Its seeds folded in: the first `runs` of the shard's seeds.
+    pub runs: u64,
+    /// Its seeds in the range.
+    pub total: u64,
+}
+
+impl ShardProgress {
+    /// True when every seed of the shard is folded in.
+    pub fn is_finished(&self) -> bool {
+        self.runs >= self.total
+    }
+}
+
 /// What a sweep (or a shard of one) found: serializable, and mergeable across shards.
+/// Its size does not grow with the number of seeds: failures are kept up to a cap
+/// ([`failures_kept_max`](Self::failures_kept_max)) and counted beyond it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SweepSummary {
     /// The seed range swept.
@@ -353,8 +471,22 @@ pub struct SweepSummary {
     pub passed: u64,
     /// Simulated events over all seeds.
     pub events: u64,
-    /// Failed seeds, in seed order.
+    /// Seeds that failed (kept in [`failures`](Self::failures) or not).
+    #[serde(default)]
+    pub failed: u64,
+    /// The first failed seeds, in seed order, at most
+    /// [`failures_kept_max`](Self::failures_kept_max) of them.
     pub failures: Vec<SeedFailure>,
+    /// Failed seeds per invariant (all of them, kept or not).
+    #[serde(default)]
+    pub failed_by_invariant: BTreeMap<String, u64>,
+    /// How many failed seeds [`failures`](Self::failures) keeps.
+    #[serde(default = "failures_kept_default")]
+    pub failures_kept_max: u64,
+    /// How far each shard got; a shard whose seeds were all folded in is finished. A
+    /// sweep stopped early (interrupted) has an unfinished one.
+    #[serde(default)]
+    pub progress: Vec<ShardProgress>,
     /// Coverage per mark.
     pub coverage: BTreeMap<String, MarkSummary>,
     /// Marks hit without being declared.
@@ -375,7 +507,15 @@ impl SweepSummary {
             runs: 0,
             passed: 0,
             events: 0,
+            failed: 0,
             failures: Vec::new(),
+            failed_by_invariant: BTreeMap::new(),
+            failures_kept_max: FAILURES_KEPT_MIN,
+            progress: vec![ShardProgress {
+                shard,
+                runs: 0,
+                total: shard.seed_count(range),
+            }],
             coverage: BTreeMap::new(),
             undeclared_marks: BTreeSet::new(),
             digest: 0,
@@ -383,16 +523,45 @@ impl SweepSummary {
         }
     }
 
+    /// Keeps up to `n` failed seeds (never fewer than [`FAILURES_KEPT_MIN`]).
+    pub fn keep_failures(mut self, n: u64) -> Self {
+        self.failures_kept_max = n.max(FAILURES_KEPT_MIN);
+        self
+    }
+
+    fn count_run(&mut self, seed: u64) {
+        self.runs += 1;
+        // Seeds come in seed order: the shard's progress is the seeds counted so far.
+        if let Some(p) = self
+            .progress
+            .iter_mut()
+            .find(|p| p.shard.contains(self.range, seed))
+        {
+            p.runs += 1;
+        }
+    }
+
+    fn push_failure(&mut self, failure: SeedFailure) {
+        self.failed += 1;
+        *self
+            .failed_by_invariant
+            .entry(failure.invariant.clone())
+            .or_default() += 1;
+        if (self.failures.len() as u64) < self.failures_kept_max {
+            self.failures.push(failure);
+        }
+    }
+
     /// Adds one run's report.
     pub fn add(&mut self, report: &RunReport) {
-        self.runs += 1;
+        self.count_run(report.seed);
         self.events += report.events;
         self.digest = self
             .digest
             .wrapping_add(mix64(mix64(report.seed) ^ report.digest));
         match report.failure() {
             None => self.passed += 1,
-            Some(f) => self.failures.push(SeedFailure {
+            Some(f) => self.push_failure(SeedFailure {
                 seed: report.seed,
                 invariant: f.outcome.invariant().unwrap_or("unknown").to_string(),
                 message: f.outcome.to_string(),
@@ -412,8 +581,8 @@ impl SweepSummary {
 
     /// Adds a seed whose run panicked.
     pub fn add_panic(&mut self, seed: u64, message: String, replay: String) {
-        self.runs += 1;
-        self.failures.push(SeedFailure {
+        self.count_run(seed);
+        self.push_failure(SeedFailure {
             seed,
             invariant: "sim.panic".into(),
             message,
@@ -429,6 +598,55 @@ impl SweepSummary {
     /// True when every shard of the split is present.
     pub fn is_complete(&self) -> bool {
         self.shards.len() as u32 == self.shard_count()
+    }
+
+    /// True when every shard present ran all its seeds (no sweep was stopped early).
+    pub fn is_finished(&self) -> bool {
+        self.progress.iter().all(ShardProgress::is_finished)
+    }
+
+    /// Which seeds this summary covers, in words: the range when every shard of it
+    /// finished, else each shard's covered prefix (`shard 1/1: seeds 0..5120 of
+    /// 0..1000000 (5120 of 1000000)`).
+    pub fn covered(&self) -> String {
+        if self.is_finished() {
+            return if self.shard_count() == 1 {
+                format!("seeds {}", self.range)
+            } else {
+                let shards: Vec<String> = self.shards.iter().map(|s| s.to_string()).collect();
+                format!("seeds {} of shards {}", self.range, shards.join(", "))
+            };
+        }
+        let parts: Vec<String> = self
+            .progress
+            .iter()
+            .map(|p| {
+                let end = p.shard.nth(self.range, p.runs).unwrap_or(self.range.end);
+                let every = if p.shard.count > 1 {
+                    format!(
+                        " (every {}th from {})",
+                        p.shard.count,
+                        p.shard.nth(self.range, 0).unwrap_or(self.range.start)
+                    )
+                } else {
+                    String::new()
+                };
+                format!(
+                    "shard {}: seeds {}..{end}{every} of {}, {} of {} seeds{}",
+                    p.shard,
+                    self.range.start,
+                    self.range,
+                    p.runs,
+                    p.total,
+                    if p.is_finished() {
+                        ""
+                    } else {
+                        " (stopped early)"
+                    }
+                )
+            })
+            .collect();
+        parts.join("; ")
     }
 
     /// Merges another shard's summary into this one.
@@ -458,14 +676,28 @@ impl SweepSummary {
             e.hits = sum(e.hits, m.hits, "coverage hits")?;
             e.seeds_hit = sum(e.seeds_hit, m.seeds_hit, "coverage seeds_hit")?;
         }
+        let failed = sum(self.failed, other.failed, "failed")?;
+        let mut failed_by_invariant = self.failed_by_invariant.clone();
+        for (invariant, n) in other.failed_by_invariant {
+            let e = failed_by_invariant.entry(invariant).or_default();
+            *e = sum(*e, n, "failed_by_invariant")?;
+        }
         self.shards.extend(other.shards);
         self.runs = runs;
         self.passed = passed;
         self.events = events;
         self.wall_ms = wall_ms;
         self.coverage = coverage;
+        self.failed = failed;
+        self.failed_by_invariant = failed_by_invariant;
+        // Each side kept its first failures: the first of the union are among them.
+        self.failures_kept_max = self.failures_kept_max.min(other.failures_kept_max);
         self.failures.extend(other.failures);
         self.failures.sort_by_key(|f| f.seed);
+        self.failures
+            .truncate(usize::try_from(self.failures_kept_max).unwrap_or(usize::MAX));
+        self.progress.extend(other.progress);
+        self.progress.sort_by_key(|p| p.shard);
         self.undeclared_marks.extend(other.undeclared_marks);
         // The digest is a sum modulo 2^64 by design (order-independent), not a count.
         self.digest = self.digest.wrapping_add(other.digest);

@@ -249,6 +249,15 @@ fn summary(range: (u64, u64), shards: &[Shard], failures: Vec<SeedFailure>) -> S
     s
 }
 
+/// A histogram of `values`, seeds counted from 0.
+fn hist(name: impl Into<String>, unit: impl Into<String>, values: Vec<f64>) -> Histogram {
+    let mut h = Histogram::new(name, unit);
+    for (seed, v) in values.into_iter().enumerate() {
+        h.sketch.add(v, seed as u64);
+    }
+    h
+}
+
 fn sample_sweep() -> SweepView {
     let failures = vec![
         SeedFailure {
@@ -271,6 +280,7 @@ fn sample_sweep() -> SweepView {
         command: format!("faultline sweep --seeds 0..1000 --pattern breaker {XSS}"),
         patterns: vec![
             PatternSweep {
+                plan_profile: String::new(),
                 pattern: "breaker".into(),
                 invariants: vec![
                     "breaker.no_call_while_open".into(),
@@ -278,26 +288,10 @@ fn sample_sweep() -> SweepView {
                 ],
                 summary: summary((0, 1000), &[Shard::ALL], failures),
                 histograms: vec![
-                    Histogram {
-                        name: "worst load / bound".into(),
-                        unit: String::new(),
-                        values: loads,
-                    },
-                    Histogram {
-                        name: format!("one value {XSS}"),
-                        unit: "ms".into(),
-                        values: vec![250.0],
-                    },
-                    Histogram {
-                        name: "identical values".into(),
-                        unit: "calls".into(),
-                        values: vec![7.0; 50],
-                    },
-                    Histogram {
-                        name: "nothing".into(),
-                        unit: "s".into(),
-                        values: vec![],
-                    },
+                    hist("worst load / bound", String::new(), loads),
+                    hist(format!("one value {XSS}"), "ms", vec![250.0]),
+                    hist("identical values", "calls", vec![7.0; 50]),
+                    hist("nothing", "s", vec![]),
                 ],
                 failures: vec![
                     FailureView {
@@ -323,6 +317,7 @@ fn sample_sweep() -> SweepView {
                 mutant: None,
             },
             PatternSweep {
+                plan_profile: String::new(),
                 pattern: "retry".into(),
                 invariants: vec!["retry.bounded_attempts".into()],
                 summary: summary((0, 1000), &[Shard::new(1, 4).unwrap()], vec![]),
@@ -351,6 +346,7 @@ fn sample_sweep() -> SweepView {
         ],
         criterion_href: Some("../criterion/report/index.html".into()),
         comparisons: vec![],
+        build: Default::default(),
     }
 }
 
@@ -361,6 +357,7 @@ fn empty_sweep() -> SweepView {
         mutants: vec![],
         criterion_href: None,
         comparisons: vec![],
+        build: Default::default(),
     }
 }
 
@@ -457,8 +454,8 @@ fn index_page_has_every_section_and_escapes_everything() {
     assert!(html.contains("survived"));
     assert!(html.contains("1 of 4"));
     // Histograms with many, one, identical and no values.
-    assert!(html.contains("n = 1 · min 250 · median 250 · max 250"));
-    assert!(html.contains("n = 50 · min 7 · median 7 · max 7"));
+    assert!(html.contains("n = 1 · min 250 (seed 0) · median ≈ 250 · max 250 (seed 0)"));
+    assert!(html.contains("n = 50 · min 7 (seed 0) · median ≈ 7 · max 7 (seed 0)"));
     assert!(html.contains("no values"));
     // Both liveness and the declared invariant show their seeds.
     assert!(html.contains("<code>sim.liveness</code>"));
@@ -550,16 +547,12 @@ fn degenerate_values_render() {
 
     let mut sweep = sample_sweep();
     sweep.patterns[0].histograms = vec![
-        Histogram {
-            name: "huge".into(),
-            unit: String::new(),
-            values: vec![f64::MAX, f64::MIN, f64::NAN, 0.0],
-        },
-        Histogram {
-            name: "tiny".into(),
-            unit: String::new(),
-            values: vec![1e-300, 2e-300],
-        },
+        hist(
+            "huge",
+            String::new(),
+            vec![f64::MAX, f64::MIN, f64::NAN, 0.0],
+        ),
+        hist("tiny", String::new(), vec![1e-300, 2e-300]),
     ];
     sweep.patterns[0].summary.runs = 0;
     sweep.patterns[0].summary.passed = 0;
@@ -573,17 +566,15 @@ fn degenerate_values_render() {
 /// a metric with known values, one only `breaker` has, and one nobody has.
 fn compared_sweep() -> SweepView {
     let mut sweep = sample_sweep();
-    sweep.patterns[0].histograms.push(Histogram {
-        name: "latency".into(),
-        unit: "ms".into(),
-        // Out of order: median 5.5, p90 9, max 10.
-        values: vec![10.0, 1.0, 9.0, 2.0, 8.0, 3.0, 7.0, 4.0, 6.0, 5.0],
-    });
-    sweep.patterns[1].histograms.push(Histogram {
-        name: "latency".into(),
-        unit: "ms".into(),
-        values: vec![4.0, 2.0, f64::NAN],
-    });
+    // Out of order: median 5 (nearest rank), p90 9, max 10.
+    sweep.patterns[0].histograms.push(hist(
+        "latency",
+        "ms",
+        vec![10.0, 1.0, 9.0, 2.0, 8.0, 3.0, 7.0, 4.0, 6.0, 5.0],
+    ));
+    sweep.patterns[1]
+        .histograms
+        .push(hist("latency", "ms", vec![4.0, 2.0, f64::NAN]));
     sweep.comparisons = vec![
         Comparison {
             title: format!("Breaker vs retry {XSS}"),
@@ -654,13 +645,17 @@ fn comparisons_show_medians_side_by_side() {
     // Medians, p90s and maxima from the values; "—" for the missing pattern.
     let latency = cells(table_row(section, "latency"));
     assert_eq!(latency.len(), 4, "{latency:?}");
-    assert_eq!(
-        latency[1],
-        "5.5 (9 · 10) ms<br><small class=\"muted\">n = 10</small>"
+    // The median by nearest rank (5), as the sketch's bucket midpoint (within 0.78 %);
+    // p90 from its bucket too; the max exact.
+    assert!(
+        latency[1].starts_with("5.031 (9.062")
+            && latency[1].ends_with(" · 10) ms<br><small class=\"muted\">n = 10</small>"),
+        "{}",
+        latency[1]
     );
     assert_eq!(
         latency[2],
-        "3 (4 · 4) ms<br><small class=\"muted\">n = 2</small>"
+        "2 (4 · 4) ms<br><small class=\"muted\">n = 2</small>"
     );
     assert_eq!(latency[3], "—");
     // A histogram only the first has (50 sevens), and one nobody has.
@@ -696,7 +691,7 @@ fn comparisons_show_medians_side_by_side() {
                 .trim()
         })
         .collect();
-    for label in ["5.5", "3", "—"] {
+    for label in ["5.031", "2", "—"] {
         assert!(labels.contains(&label), "{label} not in {labels:?}");
     }
 }

@@ -28,5 +28,6 @@ mod saga;
 mod saga_any;
 mod saga_tokio;
 mod serde_roundtrip;
+mod sweep_stop;
 mod trip_booking;
 mod twopc;

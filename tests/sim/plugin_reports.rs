@@ -160,7 +160,7 @@ fn a_sweep_of_plugins_writes_the_built_ins_histograms() {
         assert!(
             hists
                 .iter()
-                .any(|h| !h["values"].as_array().unwrap().is_empty()),
+                .any(|h| h["sketch"]["count"].as_u64().unwrap() > 0),
             "{built_in} has values"
         );
         assert_eq!(histograms(mine), theirs, "{mine}: {built_in}'s histograms");

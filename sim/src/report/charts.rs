@@ -319,34 +319,40 @@ pub(crate) fn hist_stats(values: &[f64]) -> Option<HistStats> {
     })
 }
 
-/// A bar histogram of the finite `values` in [`HIST_BINS`] bins, the median marked.
-pub(crate) fn histogram(values: &[f64], colour: Rgb) -> Result<String, ReportError> {
-    let vals: Vec<f64> = values
+/// A bar histogram of weighted `points` (value, how many seeds had it: a sketch's
+/// buckets) in [`HIST_BINS`] bins, `median` marked.
+pub(crate) fn histogram(
+    points: &[(f64, u64)],
+    median: Option<f64>,
+    colour: Rgb,
+) -> Result<String, ReportError> {
+    let vals: Vec<(f64, u64)> = points
         .iter()
         .copied()
-        .filter(|x| x.is_finite())
-        .map(|x| x.clamp(-VALUE_CAP, VALUE_CAP))
+        .filter(|(x, _)| x.is_finite())
+        .map(|(x, w)| (x.clamp(-VALUE_CAP, VALUE_CAP), w))
         .collect();
-    let stats = hist_stats(&vals);
-    let (lo, hi) = match &stats {
-        Some(s) if s.max > s.min => (s.min, s.max),
-        Some(s) => {
+    let min = vals.iter().map(|p| p.0).reduce(f64::min);
+    let max = vals.iter().map(|p| p.0).reduce(f64::max);
+    let (lo, hi) = match (min, max) {
+        (Some(min), Some(max)) if max > min => (min, max),
+        (Some(min), Some(max)) => {
             // All values equal: one bar around it, the value in the middle of its bin.
-            let pad = (s.min.abs() * 0.05).max(0.5);
-            (s.min - pad * 1.05, s.max + pad * 0.95)
+            let pad = (min.abs() * 0.05).max(0.5);
+            (min - pad * 1.05, max + pad * 0.95)
         }
-        None => (0.0, 1.0),
+        _ => (0.0, 1.0),
     };
     let width = (hi - lo) / HIST_BINS as f64;
     let mut counts = [0u64; HIST_BINS];
-    for &x in &vals {
+    for &(x, w) in &vals {
         let k = ((x - lo) / width).floor();
         let k = if k.is_finite() && k > 0.0 {
             (k as usize).min(HIST_BINS - 1)
         } else {
             0
         };
-        counts[k] += 1;
+        counts[k] = counts[k].saturating_add(w);
     }
     let top = counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.1;
     svg(HIST_W, HIST_H, "histogram", |root| {
@@ -395,10 +401,11 @@ pub(crate) fn histogram(values: &[f64], colour: Rgb) -> Result<String, ReportErr
                     }),
             )
             .map_err(chart_err)?;
-        if let Some(s) = &stats {
+        if let Some(median) = median.filter(|m| m.is_finite()) {
+            let median = median.clamp(-VALUE_CAP, VALUE_CAP);
             chart
                 .draw_series(std::iter::once(PathElement::new(
-                    vec![(s.median, 0.0), (s.median, top)],
+                    vec![(median, 0.0), (median, top)],
                     HORIZON.stroke_width(2),
                 )))
                 .map_err(chart_err)?;
@@ -580,11 +587,16 @@ mod tests {
                 fmt::GREEN,
             )
             .unwrap(),
-            histogram(&[], fmt::GREEN).unwrap(),
-            histogram(&[4.0], fmt::GREEN).unwrap(),
-            histogram(&[4.0; 10], fmt::GREEN).unwrap(),
-            histogram(&[-1e300, 1e300, f64::INFINITY], fmt::GREEN).unwrap(),
-            histogram(&[0.0, 1e-12], fmt::GREEN).unwrap(),
+            histogram(&[], None, fmt::GREEN).unwrap(),
+            histogram(&[(4.0, 1)], Some(4.0), fmt::GREEN).unwrap(),
+            histogram(&[(4.0, 10)], Some(4.0), fmt::GREEN).unwrap(),
+            histogram(
+                &[(-1e300, 1), (1e300, 1), (f64::INFINITY, 1)],
+                Some(0.0),
+                fmt::GREEN,
+            )
+            .unwrap(),
+            histogram(&[(0.0, 1), (1e-12, 1)], Some(0.0), fmt::GREEN).unwrap(),
             comparison_chart(&[]).unwrap(),
             comparison_chart(&[
                 CompareBar {

@@ -3,6 +3,7 @@
 
 use crate::fault::FaultPlan;
 use crate::run::Outcome;
+use crate::sketch::Sketch;
 use crate::sweep::SweepSummary;
 use crate::time::SimTime;
 use crate::trace::{Coverage, TraceEntry};
@@ -96,15 +97,39 @@ pub struct RunView {
     pub trace: Vec<TraceEntry>,
 }
 
-/// The values of one metric across the seeds of a sweep.
+/// The values of one metric across the seeds of a sweep, as a bounded sketch:
+/// histograms of two shards merge by name ([`Histogram::merge_into`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Histogram {
     /// The metric's name (e.g. `worst load / bound`).
     pub name: String,
     /// Unit of the values.
     pub unit: String,
-    /// One value per seed that has one.
-    pub values: Vec<f64>,
+    /// The values of the seeds that have one (counts by bucket, and the least and
+    /// greatest with their seeds).
+    pub sketch: Sketch,
+}
+
+impl Histogram {
+    /// An empty histogram of the metric `name` in `unit`.
+    pub fn new(name: impl Into<String>, unit: impl Into<String>) -> Self {
+        Histogram {
+            name: name.into(),
+            unit: unit.into(),
+            sketch: Sketch::new(),
+        }
+    }
+
+    /// Merges `others` into `into` by metric name: a histogram of a name `into` has is
+    /// merged into it, one of a new name is added at the end.
+    pub fn merge_into(into: &mut Vec<Histogram>, others: Vec<Histogram>) {
+        for h in others {
+            match into.iter_mut().find(|g| g.name == h.name) {
+                Some(g) => g.sketch.merge(&h.sketch),
+                None => into.push(h),
+            }
+        }
+    }
 }
 
 /// A failing seed as the sweep report lists it.
@@ -139,6 +164,10 @@ pub struct PatternSweep {
     pub histograms: Vec<Histogram>,
     /// The failing seeds, with links.
     pub failures: Vec<FailureView>,
+    /// What the pattern's fault plans are drawn from, to tell apart sweeps whose seeds
+    /// mean different plans (empty in older summaries).
+    #[serde(default)]
+    pub plan_profile: String,
     /// The mutant of the pattern's catalog that ran instead of its reference, when the
     /// sweep measured one (`faultline sweep PATTERN --mutant NAME`): its failing seeds
     /// are the seeds that caught it. Absent for a sweep of the implementation itself.
@@ -237,6 +266,27 @@ pub struct SweepView {
     /// Comparisons across patterns, one section each (absent from older summaries).
     #[serde(default)]
     pub comparisons: Vec<Comparison>,
+    /// The program that produced it (`unknown` in older summaries).
+    #[serde(default)]
+    pub build: BuildInfo,
+}
+
+/// Which build of faultline produced a summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildInfo {
+    /// The crate version.
+    pub version: String,
+    /// The git commit it was built from, or `unknown`.
+    pub commit: String,
+}
+
+impl Default for BuildInfo {
+    fn default() -> Self {
+        BuildInfo {
+            version: "unknown".into(),
+            commit: "unknown".into(),
+        }
+    }
 }
 
 /// True when `href` may be put in a report's link: a relative reference to a file beside

@@ -6,6 +6,7 @@ use super::charts::{self, RowBand, TimeAxis};
 use super::fmt::{self, Rgb};
 use super::model::{Comparison, Histogram, PatternSweep, RunView, SweepView};
 use crate::fault::{Fault, FaultKind, FaultKindTag};
+use crate::sketch::{Extreme, Sketch};
 use crate::sweep::SeedFailure;
 use askama::Template;
 use std::collections::BTreeSet;
@@ -510,6 +511,12 @@ struct PatternSection {
     undeclared: Vec<String>,
     failures: Vec<FailureRow>,
     failures_total: usize,
+    /// Which seeds the summary covers, in words.
+    covered: String,
+    /// False when the sweep was stopped early (interrupted): `covered` says how far.
+    finished: bool,
+    /// What the fault plans are drawn from.
+    plan_profile: String,
     /// For a mutant sweep: the mutant's name, what is broken, the verdict line, and
     /// whether any seed caught it; `mutant` is empty for a sweep of the implementation.
     mutant: String,
@@ -575,6 +582,8 @@ struct CompareSection {
 #[template(path = "report/index.html")]
 struct IndexPage<'a> {
     command: &'a str,
+    /// `faultline VERSION, commit COMMIT`.
+    build: String,
     sections: Vec<PatternSection>,
     comparisons: Vec<CompareSection>,
     mutants: Vec<MutantView>,
@@ -599,17 +608,35 @@ fn seed_list(seeds: &[u64]) -> String {
     out
 }
 
+/// A sketch's figures, as the pages show them: the median and p90 within the sketch's
+/// relative error, the least and greatest exact.
+fn sketch_stats(s: &Sketch) -> Option<charts::HistStats> {
+    Some(charts::HistStats {
+        count: usize::try_from(s.count).unwrap_or(usize::MAX),
+        skipped: usize::try_from(s.non_finite).unwrap_or(usize::MAX),
+        min: s.min?.value,
+        median: s.quantile(0.5)?,
+        p90: s.quantile(0.9)?,
+        max: s.max?.value,
+    })
+}
+
 /// A histogram's view.
 fn hist_view(h: &Histogram, i: usize) -> Result<HistView, ReportError> {
-    let stats = match charts::hist_stats(&h.values) {
+    let sk = &h.sketch;
+    let stats = match sketch_stats(sk) {
         None => "no values".to_string(),
         Some(s) => {
+            let seed =
+                |e: Option<Extreme>| e.map_or(String::new(), |e| format!(" (seed {})", e.seed));
             let mut t = format!(
-                "n = {} · min {} · median {} · max {}",
+                "n = {} · min {}{} · median ≈ {} · max {}{}",
                 fmt::int(s.count as u64),
                 fmt::num(s.min),
+                seed(sk.min),
                 fmt::num(s.median),
-                fmt::num(s.max)
+                fmt::num(s.max),
+                seed(sk.max),
             );
             if s.skipped > 0 {
                 t.push_str(&format!(" · {} not finite, left out", s.skipped));
@@ -621,8 +648,8 @@ fn hist_view(h: &Histogram, i: usize) -> Result<HistView, ReportError> {
         name: h.name.clone(),
         unit: h.unit.clone(),
         stats,
-        svg: if h.values.iter().any(|v| v.is_finite()) {
-            charts::histogram(&h.values, fmt::palette(i))?
+        svg: if sk.count > 0 {
+            charts::histogram(&sk.buckets(), sk.quantile(0.5), fmt::palette(i))?
         } else {
             String::new()
         },
@@ -664,7 +691,7 @@ fn comparison_section(
         for (i, p) in swept.iter().enumerate() {
             let stats = p.and_then(|p| {
                 let h = p.histograms.iter().find(|h| h.name == *metric)?;
-                Some((charts::hist_stats(&h.values)?, p.summary.runs))
+                Some((sketch_stats(&h.sketch)?, p.summary.runs))
             });
             bars.push(charts::CompareBar {
                 figures: stats.as_ref().map(|(s, _)| (s.median, s.p90)),
@@ -733,13 +760,35 @@ fn pattern_section(
             None => groups.push((f.invariant.clone(), vec![f.seed])),
         }
     }
+    for name in s.failed_by_invariant.keys() {
+        if !groups.iter().any(|(i, _)| i == name) {
+            groups.push((name.clone(), Vec::new()));
+        }
+    }
     let invariants = groups
         .iter()
-        .map(|(name, seeds)| InvariantRow {
-            name: name.clone(),
-            count: fmt::int(seeds.len() as u64),
-            clean: seeds.is_empty(),
-            seeds: seed_list(seeds),
+        .map(|(name, seeds)| {
+            // All failures are counted; only the first ones are kept with their seeds.
+            let count = s
+                .failed_by_invariant
+                .get(name)
+                .copied()
+                .unwrap_or(seeds.len() as u64)
+                .max(seeds.len() as u64);
+            let mut listed = seed_list(seeds);
+            if count > seeds.len() as u64 && !seeds.is_empty() {
+                listed.push_str(&format!(
+                    " (the first {} kept; {} in all)",
+                    fmt::int(seeds.len() as u64),
+                    fmt::int(count)
+                ));
+            }
+            InvariantRow {
+                name: name.clone(),
+                count: fmt::int(count),
+                clean: count == 0,
+                seeds: listed,
+            }
         })
         .collect();
 
@@ -806,7 +855,11 @@ fn pattern_section(
         marks_hit,
         marks_total,
         undeclared: s.undeclared_marks.iter().cloned().collect(),
-        failures_total: s.failures.len(),
+        failures_total: usize::try_from(s.failed.max(s.failures.len() as u64))
+            .unwrap_or(usize::MAX),
+        covered: s.covered(),
+        finished: s.is_finished(),
+        plan_profile: p.plan_profile.clone(),
         failures,
         mutant: p
             .mutant
@@ -863,6 +916,10 @@ fn index_page(view: &SweepView) -> Result<IndexPage<'_>, ReportError> {
         .collect();
     Ok(IndexPage {
         command: &view.command,
+        build: format!(
+            "faultline {}, commit {}",
+            view.build.version, view.build.commit
+        ),
         sections,
         comparisons,
         mutants_survived: mutants.iter().filter(|m| m.survived).count(),
