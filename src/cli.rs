@@ -35,11 +35,10 @@ mod auto_shard;
 mod input;
 mod merge;
 
-use crate::harness::{HarnessError, Pattern, shell_quote};
+use crate::harness::{HarnessError, Pattern, build_info, shell_quote};
 use crate::registry;
 use auto_shard::ShardArg;
 use clap::{Parser, Subcommand};
-use faultline_sim::report::model::BuildInfo;
 use faultline_sim::report::model::{
     FailureView, Histogram, MutantRow, PatternSweep, SweepView, SweptMutant,
 };
@@ -790,14 +789,6 @@ const STOP_AFTER_ENV: &str = "FAULTLINE_SWEEP_STOP_AFTER";
 /// Exit code of a sweep stopped by SIGINT or SIGTERM (128 + SIGINT, as shells do).
 const EXIT_INTERRUPTED: i32 = 130;
 
-/// The build of this program, for every summary it writes.
-fn build_info() -> BuildInfo {
-    BuildInfo {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        commit: env!("FAULTLINE_GIT_COMMIT").to_string(),
-    }
-}
-
 /// What a pattern's plans are drawn from, in a line: each seed expands into its own
 /// plan, so this names a fingerprint (FNV-1a) of the plans of the range's first seeds;
 /// two sweeps whose seeds mean different plans (another version of the generator or
@@ -890,6 +881,12 @@ fn section(
     Ok(PatternSweep {
         pattern: pattern.name().to_string(),
         invariants: pattern.invariants().iter().map(|s| s.to_string()).collect(),
+        promises: pattern
+            .promises()
+            .into_iter()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(n, p)| (n.to_string(), p.to_string()))
+            .collect(),
         summary: fold.summary,
         histograms: fold.histograms,
         failures,
@@ -1552,6 +1549,7 @@ fn mutants_cmd(
         build: build_info(),
     });
     view.mutants = rows;
+    view.build = build_info();
     write_index(out, &mut view)?;
     if !panicked.is_empty() {
         println!(

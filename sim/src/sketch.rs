@@ -42,6 +42,10 @@ pub struct Sketch {
     /// Values equal to zero.
     #[serde(default)]
     pub zeros: u64,
+    /// Finite values that are not whole numbers (0 for a count metric: its report gets
+    /// whole bins and ticks).
+    #[serde(default)]
+    pub fractional: u64,
     /// Counts of positive values by bucket index.
     #[serde(default)]
     pub positive: BTreeMap<u32, u64>,
@@ -82,6 +86,9 @@ impl Sketch {
             return;
         }
         self.count += 1;
+        if value.fract() != 0.0 {
+            self.fractional += 1;
+        }
         if value == 0.0 {
             self.zeros += 1;
         } else if value > 0.0 {
@@ -112,6 +119,7 @@ impl Sketch {
         self.count = self.count.saturating_add(other.count);
         self.non_finite = self.non_finite.saturating_add(other.non_finite);
         self.zeros = self.zeros.saturating_add(other.zeros);
+        self.fractional = self.fractional.saturating_add(other.fractional);
         for (k, c) in &other.positive {
             let e = self.positive.entry(*k).or_default();
             *e = e.saturating_add(*c);
@@ -123,6 +131,11 @@ impl Sketch {
         for e in [other.min, other.max].into_iter().flatten() {
             self.note_extremes(e);
         }
+    }
+
+    /// True when every finite value added was a whole number.
+    pub fn is_whole(&self) -> bool {
+        self.fractional == 0
     }
 
     /// The buckets in value order, each as (representative value, count): the

@@ -7,8 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use faultline_sim::report::{
-    Band, Comparison, FailureView, Histogram, Lane, MutantRow, PatternSweep, RunView, Series,
-    SweepView, SweptMutant, Timeline, Verdict, render_index, render_run,
+    Band, BuildInfo, Comparison, FailureView, Histogram, Lane, MutantRow, PatternSweep, RunView,
+    Series, SweepView, SweptMutant, Timeline, Verdict, render_index, render_run,
 };
 use faultline_sim::sweep::{MarkSummary, SeedFailure};
 use faultline_sim::{
@@ -135,11 +135,15 @@ fn sample_run() -> RunView {
                 name: "breaker.no_call_while_open".into(),
                 held: false,
                 note: format!("call #412 reached {XSS} while open"),
+                promise: Some(format!(
+                    "no call reaches the API while the breaker is open {XSS}"
+                )),
             },
             Verdict {
                 name: "breaker.recovers".into(),
                 held: true,
                 note: "closed again 0.2s after the faults healed".into(),
+                promise: None,
             },
         ],
         coverage,
@@ -186,8 +190,13 @@ fn sample_run() -> RunView {
                     points: latency,
                 },
             ],
+            shown: format!("2 of 2 lanes {XSS}"),
         },
         trace,
+        build: BuildInfo {
+            version: "0.1.0".into(),
+            commit: format!("abc123 {XSS}"),
+        },
     }
 }
 
@@ -209,6 +218,7 @@ fn empty_run() -> RunView {
         figures: vec![],
         timeline: Timeline::default(),
         trace: vec![],
+        build: BuildInfo::default(),
     }
 }
 
@@ -282,6 +292,7 @@ fn sample_sweep() -> SweepView {
             PatternSweep {
                 plan_profile: String::new(),
                 pattern: "breaker".into(),
+                promises: vec![],
                 invariants: vec![
                     "breaker.no_call_while_open".into(),
                     "breaker.recovers".into(),
@@ -319,6 +330,7 @@ fn sample_sweep() -> SweepView {
             PatternSweep {
                 plan_profile: String::new(),
                 pattern: "retry".into(),
+                promises: vec![],
                 invariants: vec!["retry.bounded_attempts".into()],
                 summary: summary((0, 1000), &[Shard::new(1, 4).unwrap()], vec![]),
                 histograms: vec![],
@@ -338,7 +350,7 @@ fn sample_sweep() -> SweepView {
             MutantRow {
                 pattern: "breaker".into(),
                 mutant: format!("sneaky {XSS}"),
-                defect: "half-open admits two probes".into(),
+                defect: "half-open admits two probes (`>=` for `>`)".into(),
                 caught_by: None,
                 cases: 1_000,
                 seed: None,
@@ -346,7 +358,10 @@ fn sample_sweep() -> SweepView {
         ],
         criterion_href: Some("../criterion/report/index.html".into()),
         comparisons: vec![],
-        build: Default::default(),
+        build: BuildInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            commit: "unknown".into(),
+        },
     }
 }
 
@@ -402,6 +417,14 @@ fn run_page_has_every_section_and_escapes_everything() {
         ],
     );
     assert!(html.contains("<title>faultline · breaker · seed 42</title>"));
+    // The invariant with its promise, the build, what the lanes show.
+    assert!(html.contains(&format!(
+        "no call reaches the API while the breaker is open {XSS_ESCAPED}"
+    )));
+    assert!(html.contains(&format!("faultline 0.1.0 · commit abc123 {XSS_ESCAPED}")));
+    assert!(html.contains(&format!("Shown: 2 of 2 lanes {XSS_ESCAPED}.")));
+    // A failed run's trace is unfolded.
+    assert!(html.contains("<details open>"));
     assert!(html.contains(XSS_ESCAPED));
     // In an attribute (the timeline label's tooltip) too.
     assert!(html.contains(&format!("title=\"lane {XSS_ESCAPED}\"")));
@@ -454,8 +477,16 @@ fn index_page_has_every_section_and_escapes_everything() {
     assert!(html.contains("survived"));
     assert!(html.contains("1 of 4"));
     // Histograms with many, one, identical and no values.
-    assert!(html.contains("n = 1 · min 250 (seed 0) · median ≈ 250 · max 250 (seed 0)"));
-    assert!(html.contains("n = 50 · min 7 (seed 0) · median ≈ 7 · max 7 (seed 0)"));
+    // Fewer values than seeds: labelled as the seeds the metric applies to; a single
+    // value is a sentence, not a bar on a made-up axis.
+    assert!(html.contains("n = 1 of 1,000 seeds (the metric applies to these; the other 999 have no value) · every one of them: 250"));
+    assert!(html.contains("n = 50 of 1,000 seeds (the metric applies to these; the other 950 have no value) · every one of them: 7"));
+    // A page of a sweep is a sweep report, with the build that made it; defects show
+    // their `code` as code.
+    assert!(html.contains("<title>faultline · sweep report</title>"));
+    assert!(html.contains(&format!("faultline {}", env!("CARGO_PKG_VERSION"))));
+    assert!(html.contains("(<code>&gt;=</code> for <code>&gt;</code>)"));
+    assert!(!html.contains('`'));
     assert!(html.contains("no values"));
     // Both liveness and the declared invariant show their seeds.
     assert!(html.contains("<code>sim.liveness</code>"));
@@ -761,4 +792,73 @@ fn a_mutant_sweep_says_which_mutant_ran_and_how_often_it_was_caught() {
             .unwrap()
             .contains("caught on 999 of 1000 seeds (99.9 %), first by breaker.recovers at seed 0")
     );
+}
+
+/// A run that stopped on a violation at 1.5 s of an 8 s horizon: its page says so, its
+/// axis ends at the stop, and faults after the stop are "not reached", not "never fired".
+#[test]
+fn a_run_stopped_early_is_labelled_so() {
+    let mut view = sample_run();
+    view.end = ms(1_500);
+    view.fault_hits = vec![120, 31, 0, 0];
+    let html = render_run(&view).unwrap();
+    assert!(html.contains("stopped early"));
+    assert!(
+        html.contains("The run stopped at t=1.5s on the violation, before the horizon at t=8s")
+    );
+    assert!(html.contains("Up to the stop at t=1.5s"));
+    assert!(html.contains("From t=0s to t=1.5s, where the run stopped"));
+    let not_reached = view
+        .plan
+        .faults
+        .iter()
+        .zip(&view.fault_hits)
+        .filter(|(f, h)| f.from_ms > 1_500 && **h == 0)
+        .count();
+    assert!(not_reached > 0, "the sample has a fault after the stop");
+    assert_eq!(
+        html.matches("<span class=\"badge\">not reached</span>")
+            .count(),
+        not_reached
+    );
+    let never = view
+        .plan
+        .faults
+        .iter()
+        .zip(&view.fault_hits)
+        .filter(|(f, h)| f.from_ms <= 1_500 && **h == 0)
+        .count();
+    assert_eq!(
+        html.matches("<span class=\"badge warn\">never fired</span>")
+            .count(),
+        never
+    );
+}
+
+/// A passing run folds its trace; entries show words and milliseconds, not `Debug`.
+#[test]
+fn traces_are_readable_and_folded_when_passing() {
+    let mut view = sample_run();
+    view.outcome = Outcome::Passed;
+    view.trace = vec![TraceEntry {
+        index: 0,
+        time: SimTime::from_nanos(30_670_007),
+        actor: Cow::Borrowed("event"),
+        what: "Reply { req: 0, attempt: 1, reply: Err(Unavailable) } after 0.046107152s".into(),
+    }];
+    let html = render_run(&view).unwrap();
+    assert!(html.contains("<details>") && !html.contains("<details open>"));
+    assert!(html.contains("t=30.67 ms"), "{html}");
+    assert!(html.contains("reply (req 0, attempt 1, reply err (unavailable)) after 46.107 ms"));
+    assert!(!html.contains("Reply {"));
+}
+
+/// The page of the `mutants` command alone is titled as the mutants report.
+#[test]
+fn the_mutants_page_is_the_mutants_report() {
+    let mut view = sample_sweep();
+    view.patterns.clear();
+    let html = render_index(&view).unwrap();
+    assert!(html.contains("<title>faultline · mutants report</title>"));
+    assert!(html.contains("<h1>faultline · mutants report</h1>"));
 }

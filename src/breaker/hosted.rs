@@ -1298,6 +1298,8 @@ impl Scenario for BreakerTokioPattern {
         start: 0,
         end: 1_000,
     };
+    const KNOB_FIELDS: &'static [(&'static str, &'static [&'static str])] =
+        crate::breaker::pattern::SMS_KNOB_FIELDS;
 
     fn seed_knobs(&self, seed: u64) -> SmsKnobs {
         SmsKnobs::from_seed(seed)

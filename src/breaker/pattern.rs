@@ -15,6 +15,20 @@ use faultline_sim::{
     FaultPlan, FaultProfile, RunReport, SeedRange, SimDuration, SimTime, TraceMode,
 };
 
+/// The field names of the SMS knobs that are tuples (see [`SmsKnobs`]'s fields).
+pub(crate) const SMS_KNOB_FIELDS: &[(&str, &[&str])] = &[
+    ("burst", &["period_ms", "on_ms", "per_sec"]),
+    ("spike", &["from_ms", "until_ms", "per_sec"]),
+    ("latency_ms", &["min", "max"]),
+    ("window", &["count_based", "size"]),
+    (
+        "wait_in_open",
+        &["initial_ms", "multiplier", "max_ms", "jitter_percent"],
+    ),
+    ("backoff_ms", &["base_ms", "cap_ms"]),
+    ("budget", &["ttl_secs", "min_per_sec", "retry_percent"]),
+];
+
 /// The circuit breaker in front of the simulated SMS gateway.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BreakerPattern;
@@ -65,6 +79,7 @@ impl Scenario for BreakerPattern {
         start: 0,
         end: 70_000,
     };
+    const KNOB_FIELDS: &'static [(&'static str, &'static [&'static str])] = SMS_KNOB_FIELDS;
 
     fn seed_knobs(&self, seed: u64) -> SmsKnobs {
         SmsKnobs::from_seed(seed)
@@ -264,6 +279,7 @@ pub(crate) fn sms_timeline(
                 ),
             },
         ],
+        shown: String::new(),
     }
 }
 

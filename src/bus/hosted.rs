@@ -1124,6 +1124,8 @@ impl Scenario for BusTokioPattern {
     const MUTANTS: &'static [Mutant<Self>] = MUTANTS;
     /// Each run is run twice (the determinism check) on a tokio runtime.
     const DEFAULT_SEEDS: SeedRange = SeedRange { start: 0, end: 300 };
+    const KNOB_FIELDS: &'static [(&'static str, &'static [&'static str])] =
+        &[("backoff_ms", &["base_ms", "cap_ms"])];
 
     fn seed_knobs(&self, seed: u64) -> BusKnobs {
         BusKnobs::from_seed(seed)

@@ -83,6 +83,8 @@ impl Scenario for BusPattern {
         start: 0,
         end: 25_000,
     };
+    const KNOB_FIELDS: &'static [(&'static str, &'static [&'static str])] =
+        &[("backoff_ms", &["base_ms", "cap_ms"])];
 
     fn seed_knobs(&self, seed: u64) -> BusKnobs {
         BusKnobs::from_seed(seed)
@@ -216,7 +218,11 @@ fn describe<B: EventBus>(knobs: &BusKnobs, report: &RunReport, world: &BusWorld<
     Description {
         notes,
         figures,
-        timeline: Timeline { lanes, series },
+        timeline: Timeline {
+            lanes,
+            series,
+            shown: String::new(),
+        },
     }
 }
 

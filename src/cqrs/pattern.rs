@@ -60,6 +60,8 @@ impl Scenario for CqrsPattern {
         start: 0,
         end: 6_000,
     };
+    const KNOB_FIELDS: &'static [(&'static str, &'static [&'static str])] =
+        &[("think_ms", &["min", "max"])];
 
     fn seed_knobs(&self, seed: u64) -> CqrsKnobs {
         CqrsKnobs::from_seed(seed)
@@ -228,7 +230,11 @@ fn describe<E: EventSourced>(
     Description {
         notes,
         figures,
-        timeline: Timeline { lanes, series },
+        timeline: Timeline {
+            lanes,
+            series,
+            shown: String::new(),
+        },
     }
 }
 

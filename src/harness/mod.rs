@@ -27,7 +27,10 @@ pub use plugin::{Host, Plugin};
 pub use scenario::{Description, Metric, Mutant, Scenario};
 #[cfg(feature = "cli")]
 pub(crate) use view::replay_command_of;
-pub use view::{knob_list, notes, per_second, replay_command, shell_quote, verdicts};
+pub use view::{
+    build_info, knob_list, knob_list_named, notes, per_second, replay_command, shell_quote,
+    verdicts,
+};
 
 use crate::config::ConfigError;
 use faultline_sim::report::model::RunView;

@@ -9,7 +9,7 @@
 //! run them by implementing [`Host`] for the world type that holds them.
 
 use super::scenario::{REPORT_TRACE, profile_names, run_view};
-use super::view::{knob_list, replay_command};
+use super::view::{knob_list_named, replay_command};
 use super::{
     Description, HarnessError, Metric, MutantInfo, Pattern, Run, Scenario, unknown_mutant,
 };
@@ -231,7 +231,7 @@ impl<S: Host<W>, W: 'static> Pattern for Plugin<S, W> {
     }
 
     fn knobs(&self, seed: u64) -> Vec<(String, String)> {
-        knob_list(&self.scenario.seed_knobs(seed))
+        knob_list_named(&self.scenario.seed_knobs(seed), S::KNOB_FIELDS)
     }
 
     fn plan(&self, seed: u64) -> FaultPlan {
@@ -275,8 +275,10 @@ impl<S: Host<W>, W: 'static> Pattern for Plugin<S, W> {
         Ok(run_view(
             self.name,
             S::INVARIANTS,
+            &super::scenario::promises_of(S::INVARIANTS, S::PROMISES),
             seed,
             &knobs,
+            S::KNOB_FIELDS,
             plan,
             report,
             description,

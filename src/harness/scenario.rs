@@ -1,7 +1,7 @@
 //! The typed side of the harness: a [`Scenario`] per pattern, its [`Mutant`]s and
 //! [`Metric`]s, and the blanket impl that makes every scenario a [`Pattern`].
 
-use super::view::{knob_list, replay_command, verdicts};
+use super::view::{knob_list_named, replay_command, verdicts};
 use super::{HarnessError, MutantInfo, Pattern, Reading, Run, unknown_mutant};
 use crate::config::ConfigError;
 use faultline_sim::report::model::{RunView, Timeline};
@@ -226,6 +226,10 @@ pub trait Scenario: Send + Sync + Sized + 'static {
     const MUTANTS: &'static [Mutant<Self>];
     /// The seeds `faultline sweep` runs by default.
     const DEFAULT_SEEDS: SeedRange;
+    /// The field names of the knobs that are tuples, as (knob, fields in order), so
+    /// that reports and `run` label them (`wait_in_open: initial_ms = 1147, …`) instead
+    /// of printing bare lists; see [`knob_list_named`](super::knob_list_named).
+    const KNOB_FIELDS: &'static [(&'static str, &'static [&'static str])] = &[];
 
     /// The knobs `seed` expands into.
     fn seed_knobs(&self, seed: u64) -> Self::Knobs;
@@ -364,7 +368,7 @@ impl<S: Scenario> Pattern for S {
     }
 
     fn knobs(&self, seed: u64) -> Vec<(String, String)> {
-        knob_list(&self.seed_knobs(seed))
+        knob_list_named(&self.seed_knobs(seed), S::KNOB_FIELDS)
     }
 
     fn plan(&self, seed: u64) -> FaultPlan {
@@ -400,8 +404,10 @@ impl<S: Scenario> Pattern for S {
         Ok(run_view(
             S::NAME,
             S::INVARIANTS,
+            &promises_of(S::INVARIANTS, S::PROMISES),
             seed,
             &knobs,
+            S::KNOB_FIELDS,
             plan,
             report,
             description,
@@ -415,13 +421,16 @@ impl<S: Scenario> Pattern for S {
 }
 
 /// The report view of one finished run of the pattern called `name`: the engine's
-/// report, the knobs, the plan and each invariant's verdict with the scenario's notes.
+/// report, the knobs, the plan and each invariant's verdict with its promise (from
+/// `promises`, as [`promises_of`] gives them) and the scenario's notes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_view<K: serde::Serialize + fmt::Debug>(
     name: &str,
     invariants: &[&str],
+    promises: &[(&str, &str)],
     seed: u64,
     knobs: &K,
+    knob_fields: &[(&str, &[&str])],
     plan: &FaultPlan,
     report: RunReport,
     description: Description,
@@ -432,17 +441,24 @@ pub(crate) fn run_view<K: serde::Serialize + fmt::Debug>(
         figures,
         timeline,
     } = description;
-    let verdicts = verdicts(invariants, &report, |name| {
+    let mut verdicts = verdicts(invariants, &report, |name| {
         notes
             .iter()
             .find(|(n, _)| *n == name)
             .map_or_else(String::new, |(_, note)| note.clone())
     });
+    for v in &mut verdicts {
+        v.promise = promises
+            .iter()
+            .chain(super::HARNESS_PROMISES)
+            .find(|(n, p)| *n == v.name && !p.is_empty())
+            .map(|(_, p)| p.to_string());
+    }
     RunView {
         pattern: name.to_string(),
         seed,
         replay,
-        knobs: knob_list(knobs),
+        knobs: knob_list_named(knobs, knob_fields),
         plan: plan.clone(),
         fault_hits: report.fault_hits.clone(),
         horizon: report.horizon,
@@ -455,5 +471,6 @@ pub(crate) fn run_view<K: serde::Serialize + fmt::Debug>(
         figures,
         timeline,
         trace: report.trace,
+        build: super::view::build_info(),
     }
 }

@@ -1,7 +1,7 @@
 //! Helpers for a run's report view: the replay command, the knob list, the verdicts and
 //! per-second series.
 
-use faultline_sim::report::model::Verdict;
+use faultline_sim::report::model::{BuildInfo, Verdict};
 use faultline_sim::{RunReport, SimTime};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -58,21 +58,85 @@ pub fn shell_quote(word: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(format!("'{}'", word.replace('\'', r"'\''")))
 }
 
+/// This build of faultline: its version and the git commit it was built from (recorded
+/// by `build.rs`; `unknown` outside a git checkout). Every summary and page carries it.
+pub fn build_info() -> BuildInfo {
+    BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        commit: env!("FAULTLINE_GIT_COMMIT").to_string(),
+    }
+}
+
 /// Every knob of a pattern's knobs struct as (name, value), in name order, read from its
-/// serde form (`None` shows as `none`).
+/// serde form (`None` shows as `none`). Compound values are written out with their
+/// field names: a struct's fields by their own names (`name = sub-0, work_ms = …`), and a
+/// tuple's by the names [`knob_list_named`] is given for it.
 pub fn knob_list<T: serde::Serialize + fmt::Debug>(knobs: &T) -> Vec<(String, String)> {
+    knob_list_named(knobs, &[])
+}
+
+/// [`knob_list`], with the field names of tuple-valued knobs: `fields` maps a knob's
+/// name to the names of its tuple's fields in order (`("wait_in_open", &["initial_ms",
+/// "multiplier", "max_ms", "jitter_percent"])`), so that `[1147,2,2294,47]` shows as
+/// `initial_ms = 1147, multiplier = 2, max_ms = 2294, jitter_percent = 47`. A list of
+/// such tuples (one per target, say) is written one tuple per `;`.
+pub fn knob_list_named<T: serde::Serialize + fmt::Debug>(
+    knobs: &T,
+    fields: &[(&str, &[&str])],
+) -> Vec<(String, String)> {
     match serde_json::to_value(knobs) {
         Ok(serde_json::Value::Object(map)) => map
             .into_iter()
             .map(|(k, v)| {
-                let v = match v {
-                    serde_json::Value::Null => "none".to_string(),
-                    other => other.to_string(),
-                };
+                let names = fields.iter().find(|(n, _)| *n == k).map(|(_, f)| *f);
+                let v = knob_value(&v, names);
                 (k, v)
             })
             .collect(),
         _ => vec![("knobs".to_string(), format!("{knobs:?}"))],
+    }
+}
+
+/// A knob's value in words: scalars as they are (strings unquoted, null as `none`),
+/// objects as `field = value, …`, tuples named by `names` when their lengths match.
+fn knob_value(v: &serde_json::Value, names: Option<&[&str]>) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => "none".to_string(),
+        Value::String(s) => s.clone(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k} = {}", knob_value(v, None)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Array(items) => match names {
+            Some(names)
+                if !items.is_empty()
+                    && items
+                        .iter()
+                        .all(|i| matches!(i, Value::Array(a) if a.len() == names.len())) =>
+            {
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| format!("[{i}] {}", knob_value(v, Some(names))))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+            Some(names) if names.len() == items.len() => items
+                .iter()
+                .zip(names)
+                .map(|(v, n)| format!("{n} = {}", knob_value(v, None)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ if items.iter().any(|i| i.is_object()) => items
+                .iter()
+                .map(|v| format!("({})", knob_value(v, None)))
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => v.to_string(),
+        },
+        other => other.to_string(),
     }
 }
 
@@ -92,6 +156,7 @@ pub fn verdicts(
             Verdict {
                 name: name.to_string(),
                 held: !broken,
+                promise: None,
                 note: if broken {
                     report.outcome.to_string()
                 } else if violated.is_some() {
@@ -107,6 +172,7 @@ pub fn verdicts(
             name: v.to_string(),
             held: false,
             note: report.outcome.to_string(),
+            promise: None,
         });
     }
     out
@@ -188,5 +254,57 @@ mod tests {
             ),
             "faultline replay breaker --seed 3 --plan 'my plans/p.json' --mutant x"
         );
+    }
+
+    #[derive(Debug, serde::Serialize)]
+    struct Knobs {
+        wait_in_open: (u64, u32, u64, u32),
+        budget: Option<(u64, u32, u32)>,
+        work_ms: Vec<(u64, u64)>,
+        subscriber: Sub,
+        plain: Vec<u32>,
+    }
+
+    #[derive(Debug, serde::Serialize)]
+    struct Sub {
+        name: String,
+        leave_ms: Option<u64>,
+    }
+
+    #[test]
+    fn compound_knobs_are_labelled() {
+        let knobs = Knobs {
+            wait_in_open: (1147, 2, 2294, 47),
+            budget: None,
+            work_ms: vec![(9, 18), (4, 5)],
+            subscriber: Sub {
+                name: "sub-0".into(),
+                leave_ms: None,
+            },
+            plain: vec![91],
+        };
+        let list = knob_list_named(
+            &knobs,
+            &[
+                (
+                    "wait_in_open",
+                    &["initial_ms", "multiplier", "max_ms", "jitter_percent"],
+                ),
+                ("budget", &["ttl_secs", "min_per_sec", "retry_percent"]),
+                ("work_ms", &["min", "max"]),
+            ],
+        );
+        let get = |k: &str| list.iter().find(|(n, _)| n == k).unwrap().1.clone();
+        assert_eq!(
+            get("wait_in_open"),
+            "initial_ms = 1147, multiplier = 2, max_ms = 2294, jitter_percent = 47"
+        );
+        assert_eq!(get("budget"), "none");
+        assert_eq!(
+            get("work_ms"),
+            "[0] min = 9, max = 18; [1] min = 4, max = 5"
+        );
+        assert_eq!(get("subscriber"), "leave_ms = none, name = sub-0");
+        assert_eq!(get("plain"), "[91]");
     }
 }

@@ -1293,6 +1293,8 @@ impl Scenario for QueueTokioPattern {
     const METRICS: &'static [Metric<HostedQueueWorld>] = &METRICS;
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;
     const DEFAULT_SEEDS: SeedRange = SeedRange { start: 0, end: 500 };
+    const KNOB_FIELDS: &'static [(&'static str, &'static [&'static str])] =
+        crate::queue::pattern::QUEUE_KNOB_FIELDS;
 
     fn seed_knobs(&self, seed: u64) -> QueueKnobs {
         QueueKnobs::from_seed(seed)
@@ -1367,6 +1369,8 @@ impl Scenario for QueueTokioPattern {
             timeline: Timeline {
                 lanes: Vec::new(),
                 series: Vec::new(),
+
+                shown: String::new(),
             },
         }
     }

@@ -10,6 +10,13 @@ use crate::queue::world::{QueueKnobs, QueueWorld, run};
 use faultline_sim::report::model::{Band, Lane, Series, Timeline};
 use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimTime, TraceMode};
 
+/// The field names of the queue's knobs that are tuples.
+pub(crate) const QUEUE_KNOB_FIELDS: &[(&str, &[&str])] = &[
+    ("backoff_ms", &["base_ms", "cap_ms"]),
+    ("work_ms", &["min", "max"]),
+    ("link_ms", &["min", "max"]),
+];
+
 /// The task queue for profile sync mixed with unique jobs: outbox, leases, retries, dead
 /// letters, workers.
 #[derive(Clone, Copy, Debug, Default)]
@@ -63,6 +70,7 @@ impl Scenario for QueuePattern {
         start: 0,
         end: 50_000,
     };
+    const KNOB_FIELDS: &'static [(&'static str, &'static [&'static str])] = QUEUE_KNOB_FIELDS;
 
     fn seed_knobs(&self, seed: u64) -> QueueKnobs {
         QueueKnobs::from_seed(seed)
@@ -277,7 +285,11 @@ fn describe<Q: TaskQueue>(report: &RunReport, world: &QueueWorld<Q>) -> Descript
     Description {
         notes,
         figures,
-        timeline: Timeline { lanes, series },
+        timeline: Timeline {
+            lanes,
+            series,
+            shown: String::new(),
+        },
     }
 }
 

@@ -85,6 +85,12 @@ pub(crate) const fn compared_metrics<W: Checkouts>() -> [Metric<W>; 6] {
     ]
 }
 
+/// The field names of the checkout's knobs that are tuples (saga, choreography, 2PC).
+pub(crate) const CHECKOUT_KNOB_FIELDS: &[(&str, &[&str])] = &[
+    ("latency_ms", &["min", "max"]),
+    ("backoff_ms", &["base_ms", "cap_ms"]),
+];
+
 /// Swimlanes of up to [`LANES_MAX`] sagas from `(saga, time, what)` notes, the sagas
 /// that did not simply complete first: one band per step attempt or compensation (from
 /// when it began to the next note), the lane named after how the saga ended.
@@ -154,8 +160,36 @@ pub(crate) fn saga_timeline(notes: &[(SagaId, SimTime, String)], end: SimTime) -
             |a, b| a + b,
         ),
     }];
+    let lanes = saga_lanes(notes, end);
     Timeline {
-        lanes: saga_lanes(notes, end),
+        shown: lanes_shown(notes, lanes.len()),
+        lanes,
         series,
     }
+}
+
+/// Which sagas [`saga_lanes`] showed, in words, when not all of them: `12 of 314
+/// sagas: the first 6 by id of the 9 that failed or compensated, then the first 6
+/// others by id`.
+fn lanes_shown(notes: &[(SagaId, SimTime, String)], shown: usize) -> String {
+    let mut troubled: BTreeMap<u64, bool> = BTreeMap::new();
+    for (saga, _, what) in notes {
+        let t = troubled.entry(saga.0).or_default();
+        *t |= what.contains("Compensated") || what.contains("Failed");
+    }
+    let total = troubled.len();
+    if shown >= total {
+        return String::new();
+    }
+    let bad = troubled.values().filter(|t| **t).count();
+    let bad_shown = bad.min(LANES_MAX / 2);
+    let others = shown - bad_shown;
+    let bad_part = if bad == 0 {
+        "none failed or compensated".to_string()
+    } else if bad_shown == bad {
+        format!("all {bad} that failed or compensated")
+    } else {
+        format!("the first {bad_shown} by id of the {bad} that failed or compensated")
+    };
+    format!("{shown} of {total} sagas: {bad_part}, then the first {others} others by id")
 }

@@ -208,7 +208,7 @@ pub(crate) fn series_chart(
             .build_cartesian_2d(0f64..axis.secs(), lo..hi)
             .map_err(chart_err)?;
         let fx = |x: &f64| fmt::secs(*x);
-        let fy = |y: &f64| fmt::num(*y);
+        let fy = |y: &f64| tick(*y, hi - lo);
         chart
             .configure_mesh()
             .x_labels(10)
@@ -290,11 +290,20 @@ pub(crate) struct HistStats {
     pub median: f64,
     /// 90th percentile (nearest rank: the least value at or above 90 % of the values).
     pub p90: f64,
+    /// 99th percentile (nearest rank).
+    pub p99: f64,
     /// Greatest value.
     pub max: f64,
 }
 
-/// Count, min, median, p90 and max of the finite `values`; `None` when there are none.
+/// The nearest-rank `q`-th percentile (`q` in per mille) of the sorted, non-empty `v`.
+fn rank(v: &[f64], q_permille: usize) -> f64 {
+    let n = v.len();
+    v[(n * q_permille).div_ceil(1000).clamp(1, n) - 1]
+}
+
+/// Count, min, median, p90, p99 and max of the finite `values`; `None` when there are
+/// none.
 pub(crate) fn hist_stats(values: &[f64]) -> Option<HistStats> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -313,102 +322,283 @@ pub(crate) fn hist_stats(values: &[f64]) -> Option<HistStats> {
         skipped: values.len() - n,
         min: v[0],
         median,
-        // Nearest rank: the ⌈0.9·n⌉-th least value.
-        p90: v[(n * 9).div_ceil(10).clamp(1, n) - 1],
+        p90: rank(&v, 900),
+        p99: rank(&v, 990),
         max: v[n - 1],
     })
 }
 
-/// A bar histogram of weighted `points` (value, how many seeds had it: a sketch's
-/// buckets) in [`HIST_BINS`] bins, `median` marked.
+/// How a histogram's value axis is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HistScale {
+    /// Equal bins on a linear axis.
+    Linear,
+    /// Whole values (counts): bins of a whole width, each centred on whole values, and
+    /// only whole ticks.
+    Whole,
+    /// A long tail: equal bins on a logarithmic axis (the values above zero; zeros are
+    /// counted beside the chart).
+    Log,
+}
+
+/// A histogram's bins, decided before drawing (so the choice can be tested).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct HistLayout {
+    /// The axis.
+    pub scale: HistScale,
+    /// The axis' range (for [`HistScale::Log`], of the values, not their logarithms).
+    pub lo: f64,
+    /// End of the range.
+    pub hi: f64,
+    /// Each bin as (from, until, seeds).
+    pub bins: Vec<(f64, f64, u64)>,
+    /// Values not drawn: zeros (or less) on a log axis.
+    pub off_axis: usize,
+}
+
+/// A metric is long-tailed when, among its values above zero, the greatest is at
+/// least this many times the median (and spans two decades): a linear axis would put
+/// most seeds in its first bin.
+const LONG_TAIL_RATIO: f64 = 10.0;
+
+/// Least, median and greatest of weighted `points` (value, weight) sorted by value,
+/// and their total weight; `None` when they weigh nothing.
+fn weighted_spread(points: &[(f64, u64)]) -> Option<(f64, f64, f64, u64)> {
+    let total = points.iter().fold(0u64, |n, p| n.saturating_add(p.1));
+    let min = points.iter().find(|p| p.1 > 0)?.0;
+    let max = points.iter().rev().find(|p| p.1 > 0)?.0;
+    let half = total.div_ceil(2);
+    let mut seen = 0u64;
+    let median = points
+        .iter()
+        .find(|p| {
+            seen = seen.saturating_add(p.1);
+            seen >= half
+        })
+        .map_or(max, |p| p.0);
+    Some((min, median, max, total))
+}
+
+/// The bins for weighted `points` (value, how many seeds had it: a sketch's buckets, or
+/// raw values with weight 1): whole bins when every value is `whole`, log bins for a
+/// long tail, else [`HIST_BINS`] equal bins.
+pub(crate) fn hist_layout(points: &[(f64, u64)], whole: bool) -> HistLayout {
+    let mut vals: Vec<(f64, u64)> = points
+        .iter()
+        .filter(|(x, w)| x.is_finite() && *w > 0)
+        .map(|&(x, w)| {
+            let x = x.clamp(-VALUE_CAP, VALUE_CAP);
+            // A sketch's bucket midpoint of a whole value lies within 1 % of it.
+            (if whole { x.round() } else { x }, w)
+        })
+        .collect();
+    vals.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let Some((min, _, max, _)) = weighted_spread(&vals) else {
+        return HistLayout {
+            scale: HistScale::Linear,
+            lo: 0.0,
+            hi: 1.0,
+            bins: Vec::new(),
+            off_axis: 0,
+        };
+    };
+    let count = |lo: f64, width: f64, bins: usize, xs: &mut dyn Iterator<Item = (f64, u64)>| {
+        let mut counts = vec![0u64; bins];
+        for (x, w) in xs {
+            let k = ((x - lo) / width).floor();
+            let k = if k.is_finite() && k > 0.0 {
+                (k as usize).min(bins - 1)
+            } else {
+                0
+            };
+            counts[k] = counts[k].saturating_add(w);
+        }
+        counts
+    };
+    let bins_of = |lo: f64, width: f64, counts: Vec<u64>| -> Vec<(f64, f64, u64)> {
+        counts
+            .into_iter()
+            .enumerate()
+            .map(|(k, c)| (lo + width * k as f64, lo + width * (k + 1) as f64, c))
+            .collect()
+    };
+    if whole && max - min < 1e15 {
+        // Bins [a - ½, a + w - ½): whole values sit inside, never on an edge.
+        let span = max - min + 1.0;
+        let width = (span / HIST_BINS as f64).ceil().max(1.0);
+        let bins = (span / width).ceil() as usize;
+        let lo = min - 0.5;
+        let counts = count(lo, width, bins, &mut vals.iter().copied());
+        return HistLayout {
+            scale: HistScale::Whole,
+            lo,
+            hi: lo + width * bins as f64,
+            bins: bins_of(lo, width, counts),
+            off_axis: 0,
+        };
+    }
+    let positive: Vec<(f64, u64)> = vals.iter().copied().filter(|x| x.0 > 0.0).collect();
+    if let Some((p_min, p_median, p_max, _)) = weighted_spread(&positive)
+        && p_max >= LONG_TAIL_RATIO * p_median
+        && p_max >= 100.0 * p_min
+    {
+        let (a, b) = (p_min.log10(), p_max.log10());
+        let width = (b - a) / HIST_BINS as f64;
+        let counts = count(
+            a,
+            width,
+            HIST_BINS,
+            &mut positive.iter().map(|&(x, w)| (x.log10(), w)),
+        );
+        let off_axis = vals
+            .iter()
+            .filter(|x| x.0 <= 0.0)
+            .fold(0u64, |n, x| n.saturating_add(x.1));
+        return HistLayout {
+            scale: HistScale::Log,
+            lo: p_min,
+            hi: p_max,
+            bins: bins_of(a, width, counts)
+                .into_iter()
+                .map(|(from, until, c)| (10f64.powf(from), 10f64.powf(until), c))
+                .collect(),
+            off_axis: usize::try_from(off_axis).unwrap_or(usize::MAX),
+        };
+    }
+    let (lo, hi) = if max > min {
+        (min, max)
+    } else {
+        // All values equal: one bar around it, the value in the middle of its bin.
+        let pad = (min.abs() * 0.05).max(0.5);
+        (min - pad, max + pad)
+    };
+    let width = (hi - lo) / HIST_BINS as f64;
+    let counts = count(lo, width, HIST_BINS, &mut vals.iter().copied());
+    HistLayout {
+        scale: HistScale::Linear,
+        lo,
+        hi,
+        bins: bins_of(lo, width, counts),
+        off_axis: 0,
+    }
+}
+
+/// A tick label on an axis spanning `span`: values within a billionth of the span of
+/// zero are zero (no `-5.551e-17` from rounding).
+fn tick(v: f64, span: f64) -> String {
+    if v.abs() <= span.abs() * 1e-9 {
+        "0".to_string()
+    } else {
+        fmt::num(v)
+    }
+}
+
+/// A bar histogram of weighted `points` laid out by [`hist_layout`], `median` marked.
 pub(crate) fn histogram(
     points: &[(f64, u64)],
+    whole: bool,
     median: Option<f64>,
     colour: Rgb,
 ) -> Result<String, ReportError> {
-    let vals: Vec<(f64, u64)> = points
-        .iter()
-        .copied()
-        .filter(|(x, _)| x.is_finite())
-        .map(|(x, w)| (x.clamp(-VALUE_CAP, VALUE_CAP), w))
-        .collect();
-    let min = vals.iter().map(|p| p.0).reduce(f64::min);
-    let max = vals.iter().map(|p| p.0).reduce(f64::max);
-    let (lo, hi) = match (min, max) {
-        (Some(min), Some(max)) if max > min => (min, max),
-        (Some(min), Some(max)) => {
-            // All values equal: one bar around it, the value in the middle of its bin.
-            let pad = (min.abs() * 0.05).max(0.5);
-            (min - pad * 1.05, max + pad * 0.95)
-        }
-        _ => (0.0, 1.0),
-    };
-    let width = (hi - lo) / HIST_BINS as f64;
-    let mut counts = [0u64; HIST_BINS];
-    for &(x, w) in &vals {
-        let k = ((x - lo) / width).floor();
-        let k = if k.is_finite() && k > 0.0 {
-            (k as usize).min(HIST_BINS - 1)
+    let layout = hist_layout(points, whole);
+    let median = median
+        .filter(|m| m.is_finite())
+        .map(|m| m.clamp(-VALUE_CAP, VALUE_CAP));
+    let top = layout.bins.iter().map(|b| b.2).max().unwrap_or(0).max(1);
+    // Counts are whole numbers: at most one tick per whole count.
+    let y_ticks = (top as usize + 1).min(5);
+    let topf = top as f64 * 1.1;
+    let bars = layout.bins.iter().filter(|b| b.2 > 0).map(|&(a, b, c)| {
+        let mut r = Rectangle::new([(a, 0.0), (b, c as f64)], colour.plot().filled());
+        r.set_margin(0, 0, 1, 1);
+        r
+    });
+    let fy = |y: &f64| {
+        if y.fract() == 0.0 {
+            fmt::num(*y)
         } else {
-            0
-        };
-        counts[k] = counts[k].saturating_add(w);
-    }
-    let top = counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.1;
+            String::new()
+        }
+    };
+    let (lo, hi) = (layout.lo, layout.hi);
+    let span = hi - lo;
     svg(HIST_W, HIST_H, "histogram", |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(10)
-            .x_label_area_size(26)
-            .y_label_area_size(46)
-            .build_cartesian_2d(lo..hi, 0f64..top)
-            .map_err(chart_err)?;
-        let fx = |x: &f64| fmt::num(*x);
-        // Counts are whole numbers: label only whole ticks.
-        let fy = |y: &f64| {
-            if y.fract() == 0.0 {
-                fmt::num(*y)
-            } else {
-                String::new()
-            }
+        let builder = |root| {
+            let mut b = ChartBuilder::on(root);
+            b.margin(10).x_label_area_size(26).y_label_area_size(46);
+            b
         };
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(8)
-            .y_labels(5)
-            .x_label_formatter(&fx)
-            .y_label_formatter(&fy)
-            .label_style((FONT.0, FONT.1, &TEXT))
-            .axis_style(AXIS)
-            .bold_line_style(GRID)
-            .light_line_style(TRANSPARENT)
-            .draw()
-            .map_err(chart_err)?;
-        chart
-            .draw_series(
-                counts
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| **c > 0)
-                    .map(|(k, &c)| {
-                        let x0 = lo + width * k as f64;
-                        let mut r = Rectangle::new(
-                            [(x0, 0.0), (x0 + width, c as f64)],
-                            colour.plot().filled(),
-                        );
-                        r.set_margin(0, 0, 1, 1);
-                        r
-                    }),
-            )
-            .map_err(chart_err)?;
-        if let Some(median) = median.filter(|m| m.is_finite()) {
-            let median = median.clamp(-VALUE_CAP, VALUE_CAP);
-            chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(median, 0.0), (median, top)],
-                    HORIZON.stroke_width(2),
-                )))
-                .map_err(chart_err)?;
+        match layout.scale {
+            HistScale::Log => {
+                let mut chart = builder(root)
+                    .build_cartesian_2d((lo..hi).log_scale(), 0f64..topf)
+                    .map_err(chart_err)?;
+                let fx = |x: &f64| fmt::num(*x);
+                chart
+                    .configure_mesh()
+                    .disable_x_mesh()
+                    .x_labels(8)
+                    .y_labels(y_ticks)
+                    .x_label_formatter(&fx)
+                    .y_label_formatter(&fy)
+                    .label_style((FONT.0, FONT.1, &TEXT))
+                    .axis_style(AXIS)
+                    .bold_line_style(GRID)
+                    .light_line_style(TRANSPARENT)
+                    .draw()
+                    .map_err(chart_err)?;
+                chart.draw_series(bars).map_err(chart_err)?;
+                if let Some(m) = median.filter(|m| *m > 0.0) {
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(
+                            vec![(m, 0.0), (m, topf)],
+                            HORIZON.stroke_width(2),
+                        )))
+                        .map_err(chart_err)?;
+                }
+            }
+            HistScale::Linear | HistScale::Whole => {
+                let mut chart = builder(root)
+                    .build_cartesian_2d(lo..hi, 0f64..topf)
+                    .map_err(chart_err)?;
+                let whole = layout.scale == HistScale::Whole;
+                let fx = |x: &f64| {
+                    if whole && x.fract() != 0.0 {
+                        String::new()
+                    } else {
+                        tick(*x, span)
+                    }
+                };
+                // Whole values: as many ticks as there are whole values, at most 8
+                // (plotters puts its ticks on round numbers: whole when the span is).
+                let x_ticks = if whole {
+                    (span.round() as usize).clamp(1, 8)
+                } else {
+                    8
+                };
+                chart
+                    .configure_mesh()
+                    .disable_x_mesh()
+                    .x_labels(x_ticks)
+                    .y_labels(y_ticks)
+                    .x_label_formatter(&fx)
+                    .y_label_formatter(&fy)
+                    .label_style((FONT.0, FONT.1, &TEXT))
+                    .axis_style(AXIS)
+                    .bold_line_style(GRID)
+                    .light_line_style(TRANSPARENT)
+                    .draw()
+                    .map_err(chart_err)?;
+                chart.draw_series(bars).map_err(chart_err)?;
+                if let Some(m) = median {
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(
+                            vec![(m, 0.0), (m, topf)],
+                            HORIZON.stroke_width(2),
+                        )))
+                        .map_err(chart_err)?;
+                }
+            }
         }
         Ok(())
     })
@@ -456,7 +646,7 @@ pub(crate) fn comparison_chart(bars: &[CompareBar]) -> Result<String, ReportErro
             .x_label_area_size(COMPARE_AXIS_H)
             .build_cartesian_2d(lo..hi, 0f64..n as f64)
             .map_err(chart_err)?;
-        let fx = |x: &f64| fmt::num(*x);
+        let fx = |x: &f64| tick(*x, hi - lo);
         chart
             .configure_mesh()
             .disable_y_mesh()
@@ -530,6 +720,15 @@ pub(crate) fn comparison_chart(bars: &[CompareBar]) -> Result<String, ReportErro
 mod tests {
     use super::*;
 
+    /// Raw values as weighted points of weight 1.
+    fn pts(values: &[f64]) -> Vec<(f64, u64)> {
+        values.iter().map(|&v| (v, 1)).collect()
+    }
+
+    fn whole(values: &[f64]) -> bool {
+        values.iter().all(|v| v.fract() == 0.0)
+    }
+
     #[test]
     fn plotters_svg_escapes_text() {
         // Guard: if user text ever reached plotters, it would still come out escaped.
@@ -587,16 +786,17 @@ mod tests {
                 fmt::GREEN,
             )
             .unwrap(),
-            histogram(&[], None, fmt::GREEN).unwrap(),
-            histogram(&[(4.0, 1)], Some(4.0), fmt::GREEN).unwrap(),
-            histogram(&[(4.0, 10)], Some(4.0), fmt::GREEN).unwrap(),
+            histogram(&[], false, None, fmt::GREEN).unwrap(),
+            histogram(&[(4.0, 1)], true, Some(4.0), fmt::GREEN).unwrap(),
+            histogram(&[(4.0, 10)], true, Some(4.0), fmt::GREEN).unwrap(),
             histogram(
                 &[(-1e300, 1), (1e300, 1), (f64::INFINITY, 1)],
+                true,
                 Some(0.0),
                 fmt::GREEN,
             )
             .unwrap(),
-            histogram(&[(0.0, 1), (1e-12, 1)], Some(0.0), fmt::GREEN).unwrap(),
+            histogram(&[(0.0, 1), (1e-12, 1)], false, Some(0.0), fmt::GREEN).unwrap(),
             comparison_chart(&[]).unwrap(),
             comparison_chart(&[
                 CompareBar {
@@ -635,5 +835,86 @@ mod tests {
         let svg = timeline_row(huge, &[band]).unwrap();
         assert!(!svg.contains("NaN"));
         series_chart(huge, &[(0, 1.0), (u64::MAX, 2.0)], fmt::RED).unwrap();
+    }
+
+    /// The tick labels of an SVG chart: the text of its `<text>` elements.
+    fn labels(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| {
+                let body = t.split_once('>')?.1;
+                Some(body.split_once("</text>")?.0.trim().to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn equal_and_zero_values_get_a_sane_axis() {
+        for values in [vec![0.0; 10], vec![0.25; 3], vec![-0.0, 0.0]] {
+            let svg = histogram(&pts(&values), whole(&values), None, fmt::GREEN).unwrap();
+            for l in labels(&svg) {
+                assert!(!l.contains('e'), "bogus tick {l:?} for {values:?}");
+            }
+        }
+        // A series that stays at zero: no tick like -5.551e-17 either.
+        let svg = series_chart(TimeAxis::new(0, 0), &[(0, 0.0), (1, 0.0)], fmt::RED).unwrap();
+        assert!(labels(&svg).iter().all(|l| !l.contains("e-")), "{svg}");
+        assert_eq!(tick(-5.551e-17, 1.0), "0");
+        assert_eq!(tick(0.5, 1.0), "0.5");
+    }
+
+    #[test]
+    fn counts_get_whole_bins_and_whole_ticks() {
+        let values: Vec<f64> = [0, 1, 1, 2, 3, 3, 3, 7]
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect();
+        let layout = hist_layout(&pts(&values), whole(&values));
+        assert_eq!(layout.scale, HistScale::Whole);
+        // Each whole value inside a bin, never on an edge.
+        for (a, b, _) in &layout.bins {
+            assert_eq!(a.fract().abs(), 0.5, "{layout:?}");
+            assert!((b - a).fract() == 0.0);
+        }
+        let total: u64 = layout.bins.iter().map(|b| b.2).sum();
+        assert_eq!(total, values.len() as u64);
+        let svg = histogram(&pts(&values), whole(&values), None, fmt::GREEN).unwrap();
+        let ticks = labels(&svg);
+        assert!(!ticks.is_empty());
+        for l in &ticks {
+            assert!(
+                l.parse::<u64>().is_ok(),
+                "a fractional tick {l:?} in {ticks:?}"
+            );
+        }
+        // A wide range of counts: bins of a whole width still.
+        let wide: Vec<f64> = (0..500).map(|v| f64::from(v * 7)).collect();
+        let layout = hist_layout(&pts(&wide), whole(&wide));
+        assert_eq!(layout.scale, HistScale::Whole);
+        assert!(layout.bins.len() <= HIST_BINS);
+        assert_eq!(layout.bins.iter().map(|b| b.2).sum::<u64>(), 500);
+    }
+
+    #[test]
+    fn long_tails_go_on_a_log_axis() {
+        // 90 % of the seeds near 0.1, a tail to 50: on a linear axis they all fall in
+        // the first bin.
+        let mut values: Vec<f64> = (0..90).map(|i| 0.05 + f64::from(i) * 0.001).collect();
+        values.extend((0..10).map(|i| 5.0 + f64::from(i) * 5.0));
+        values.push(0.0);
+        let layout = hist_layout(&pts(&values), whole(&values));
+        assert_eq!(layout.scale, HistScale::Log);
+        assert_eq!(layout.off_axis, 1, "the zero is counted beside the chart");
+        let first = layout.bins[0].2 as f64;
+        assert!(first < 0.8 * 100.0, "{layout:?}");
+        histogram(&pts(&values), whole(&values), None, fmt::GREEN).unwrap();
+        // Not long-tailed: linear.
+        let even: Vec<f64> = (0..100).map(|i| f64::from(i) + 0.5).collect();
+        assert_eq!(
+            hist_layout(&pts(&even), whole(&even)).scale,
+            HistScale::Linear
+        );
+        let s = hist_stats(&values).unwrap();
+        assert!(s.p99 >= s.p90 && s.p99 <= s.max);
     }
 }

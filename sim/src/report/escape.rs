@@ -43,7 +43,6 @@ impl askama::filters::Escaper for Html {
 }
 
 /// `text`, escaped for HTML text or a quoted attribute value.
-#[cfg(test)]
 pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     // Writing to a String cannot fail.

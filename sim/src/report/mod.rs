@@ -42,6 +42,8 @@ mod charts;
 mod escape;
 #[cfg(feature = "report")]
 mod fmt;
+#[cfg(feature = "report")]
+mod human;
 pub mod model;
 #[cfg(feature = "report")]
 mod pages;

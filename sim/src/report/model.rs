@@ -47,6 +47,11 @@ pub struct Timeline {
     pub lanes: Vec<Lane>,
     /// Series, each drawn as its own chart sharing the time axis.
     pub series: Vec<Series>,
+    /// What the lanes show when they show only some of the run's entities (e.g. `12
+    /// of 314 sagas: the first 10 and every compensated one`); empty when they show
+    /// all of them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub shown: String,
 }
 
 /// One invariant's verdict in a run.
@@ -58,6 +63,10 @@ pub struct Verdict {
     pub held: bool,
     /// Details: the violation's message, or a figure showing how it held.
     pub note: String,
+    /// What the invariant promises, in words, when the pattern says (shown beside
+    /// its name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promise: Option<String>,
 }
 
 /// Everything the report of one run shows.
@@ -95,6 +104,9 @@ pub struct RunView {
     pub timeline: Timeline,
     /// Trace entries (for a failure: the run just before the violation).
     pub trace: Vec<TraceEntry>,
+    /// The build that produced the view.
+    #[serde(default)]
+    pub build: BuildInfo,
 }
 
 /// The values of one metric across the seeds of a sweep, as a bounded sketch:
@@ -158,6 +170,10 @@ pub struct PatternSweep {
     pub pattern: String,
     /// The pattern's invariants, in order.
     pub invariants: Vec<String>,
+    /// What each invariant promises, as (name, promise), when the pattern says: the
+    /// invariant table shows the promise under the name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promises: Vec<(String, String)>,
     /// The merged summary (seeds, events, failures, coverage, wall time).
     pub summary: SweepSummary,
     /// Key metrics across seeds.
@@ -271,12 +287,14 @@ pub struct SweepView {
     pub build: BuildInfo,
 }
 
-/// Which build of faultline produced a summary.
+/// Which build of faultline produced a summary or a page: shown in every page's footer,
+/// and `merge` refuses summaries of different builds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildInfo {
     /// The crate version.
     pub version: String,
-    /// The git commit it was built from, or `unknown`.
+    /// The git commit it was built from, or `unknown` (a build outside a git checkout,
+    /// or a summary from before faultline recorded it).
     pub commit: String,
 }
 

@@ -4,6 +4,7 @@
 use super::ReportError;
 use super::charts::{self, RowBand, TimeAxis};
 use super::fmt::{self, Rgb};
+use super::human;
 use super::model::{Comparison, Histogram, PatternSweep, RunView, SweepView};
 use crate::fault::{Fault, FaultKind, FaultKindTag};
 use crate::sketch::{Extreme, Sketch};
@@ -64,6 +65,8 @@ struct FaultRow {
     fired: String,
     /// True when it is known never to have fired.
     never: bool,
+    /// True when the run stopped (on a violation) before the fault's window opened.
+    not_reached: bool,
 }
 
 /// A row of the timeline.
@@ -98,6 +101,8 @@ struct VerdictRow {
     held: bool,
     /// The note.
     note: String,
+    /// What it promises, or empty.
+    promise: String,
 }
 
 /// A row of a coverage table.
@@ -147,6 +152,11 @@ struct RunPage<'a> {
     faults: Vec<FaultRow>,
     faults_never: usize,
     plan_horizon: String,
+    faults_not_reached: usize,
+    stopped_early: bool,
+    stop: String,
+    timeline_shown: String,
+    build: String,
     fault_rows: Vec<TimelineRow>,
     lane_rows: Vec<TimelineRow>,
     axis_svg: String,
@@ -192,7 +202,12 @@ fn fault_params(f: &Fault) -> String {
 /// zero, to the last thing shown.
 fn run_axis(view: &RunView) -> TimeAxis {
     let horizon = view.horizon.as_nanos();
-    let mut max = view.end.as_nanos().max(horizon);
+    let mut max = if stopped_early(view) {
+        // Nothing happened after the stop: the axis ends there.
+        view.end.as_nanos()
+    } else {
+        view.end.as_nanos().max(horizon)
+    };
     if max == 0 {
         let faults = view.plan.faults.iter().map(|f| ms_to_ns(f.until_ms));
         let bands = view
@@ -212,10 +227,27 @@ fn run_axis(view: &RunView) -> TimeAxis {
     TimeAxis::new(max, horizon)
 }
 
+/// True when the run stopped on a violation before its horizon: what it shows is the
+/// run up to the stop.
+fn stopped_early(view: &RunView) -> bool {
+    !view.outcome.is_pass() && view.end < view.horizon && view.end.as_nanos() > 0
+}
+
+/// The build line of a page's footer.
+fn build_line(b: &super::model::BuildInfo) -> String {
+    if b.commit == "unknown" {
+        format!("faultline {}", b.version)
+    } else {
+        format!("faultline {} · commit {}", b.version, b.commit)
+    }
+}
+
 /// Builds the run page.
 fn run_page(view: &RunView) -> Result<RunPage<'_>, ReportError> {
     let axis = run_axis(view);
     let horizon_ns = view.horizon.as_nanos();
+    let stopped = stopped_early(view);
+    let end_ns = view.end.as_nanos();
 
     // The fault table.
     let faults: Vec<FaultRow> = view
@@ -225,6 +257,7 @@ fn run_page(view: &RunView) -> Result<RunPage<'_>, ReportError> {
         .enumerate()
         .map(|(i, f)| {
             let hits = view.fault_hits.get(i).copied();
+            let not_reached = stopped && ms_to_ns(f.from_ms) > end_ns && hits == Some(0);
             let window_note = if horizon_ns > 0 && ms_to_ns(f.from_ms) >= horizon_ns {
                 "starts at or after the horizon: never active".to_string()
             } else if horizon_ns > 0 && ms_to_ns(f.until_ms) > horizon_ns {
@@ -240,12 +273,18 @@ fn run_page(view: &RunView) -> Result<RunPage<'_>, ReportError> {
                 window: format!("{} → {}", f.from(), f.until()),
                 window_note,
                 params: fault_params(f),
-                fired: hits.map_or_else(|| "—".to_string(), fmt::int),
-                never: hits == Some(0),
+                fired: if not_reached {
+                    "—".to_string()
+                } else {
+                    hits.map_or_else(|| "—".to_string(), fmt::int)
+                },
+                never: hits == Some(0) && !not_reached,
+                not_reached,
             }
         })
         .collect();
     let faults_never = faults.iter().filter(|f| f.never).count();
+    let faults_not_reached = faults.iter().filter(|f| f.not_reached).count();
 
     // Timeline: one row per fault target, in order of first appearance.
     let mut targets: Vec<(&str, Vec<&Fault>)> = Vec::new();
@@ -368,6 +407,7 @@ fn run_page(view: &RunView) -> Result<RunPage<'_>, ReportError> {
             name: v.name.clone(),
             held: v.held,
             note: v.note.clone(),
+            promise: v.promise.clone().unwrap_or_default(),
         })
         .collect();
 
@@ -397,9 +437,9 @@ fn run_page(view: &RunView) -> Result<RunPage<'_>, ReportError> {
         .enumerate()
         .map(|(i, e)| TraceRow {
             index: e.index,
-            time: e.time.to_string(),
+            time: format!("t={}", human::ms(e.time.as_nanos())),
             actor: e.actor.to_string(),
-            what: e.what.clone(),
+            what: human::trace_text(&e.what),
             violation: failed && i == last,
         })
         .collect();
@@ -420,6 +460,11 @@ fn run_page(view: &RunView) -> Result<RunPage<'_>, ReportError> {
         faults,
         faults_never,
         plan_horizon: crate::time::SimTime::from_millis(view.plan.horizon_ms).to_string(),
+        faults_not_reached,
+        stopped_early: stopped,
+        stop: view.end.to_string(),
+        timeline_shown: view.timeline.shown.clone(),
+        build: build_line(&view.build),
         fault_rows,
         lane_rows,
         axis_svg: charts::time_axis(axis)?,
@@ -450,6 +495,8 @@ pub(crate) fn render_run(view: &RunView) -> Result<String, ReportError> {
 struct InvariantRow {
     /// The invariant.
     name: String,
+    /// What it promises, or empty.
+    promise: String,
     /// Seeds that violated it.
     count: String,
     /// True when none did.
@@ -466,6 +513,8 @@ struct HistView {
     unit: String,
     /// `n … · min … · median … · max …`, or `no values`.
     stats: String,
+    /// How the x axis is drawn, when not plainly linear.
+    axis: String,
     /// The chart; empty when there is nothing to draw.
     svg: String,
 }
@@ -520,6 +569,7 @@ struct PatternSection {
     /// For a mutant sweep: the mutant's name, what is broken, the verdict line, and
     /// whether any seed caught it; `mutant` is empty for a sweep of the implementation.
     mutant: String,
+    /// The defect as HTML (escaped, `code` spans as `<code>`).
     mutant_defect: String,
     mutant_verdict: String,
     mutant_caught: bool,
@@ -529,6 +579,7 @@ struct PatternSection {
 struct MutantView {
     pattern: String,
     mutant: String,
+    /// The defect as HTML (escaped, `code` spans as `<code>`).
     defect: String,
     caught_by: String,
     survived: bool,
@@ -581,9 +632,10 @@ struct CompareSection {
 #[derive(Template)]
 #[template(path = "report/index.html")]
 struct IndexPage<'a> {
-    command: &'a str,
-    /// `faultline VERSION, commit COMMIT`.
+    title: &'static str,
+    /// `faultline VERSION · commit COMMIT`.
     build: String,
+    command: &'a str,
     sections: Vec<PatternSection>,
     comparisons: Vec<CompareSection>,
     mutants: Vec<MutantView>,
@@ -608,7 +660,7 @@ fn seed_list(seeds: &[u64]) -> String {
     out
 }
 
-/// A sketch's figures, as the pages show them: the median and p90 within the sketch's
+/// A sketch's figures, as the pages show them: the quantiles within the sketch's
 /// relative error, the least and greatest exact.
 fn sketch_stats(s: &Sketch) -> Option<charts::HistStats> {
     Some(charts::HistStats {
@@ -617,29 +669,71 @@ fn sketch_stats(s: &Sketch) -> Option<charts::HistStats> {
         min: s.min?.value,
         median: s.quantile(0.5)?,
         p90: s.quantile(0.9)?,
+        p99: s.quantile(0.99)?,
         max: s.max?.value,
     })
 }
 
-/// A histogram's view.
-fn hist_view(h: &Histogram, i: usize) -> Result<HistView, ReportError> {
+/// A histogram's view: its figures over the seeds that have a value (labelled `n = 34
+/// of 300 seeds` when that is not every seed run), a percentile line with the seeds of
+/// the least and greatest values, and a chart unless every value is the same (a metric
+/// that is constant, e.g. 0 by construction, gets a sentence instead of a bar on a
+/// made-up axis).
+fn hist_view(h: &Histogram, i: usize, runs: u64) -> Result<HistView, ReportError> {
     let sk = &h.sketch;
+    let mut svg = String::new();
+    let mut axis = String::new();
     let stats = match sketch_stats(sk) {
         None => "no values".to_string(),
         Some(s) => {
+            let n = s.count as u64;
+            let of = if n < runs {
+                format!(
+                    "n = {} of {} seeds (the metric applies to these; the other {} have no value)",
+                    fmt::int(n),
+                    fmt::int(runs),
+                    fmt::int(runs - n)
+                )
+            } else {
+                format!("n = {}", fmt::int(n))
+            };
             let seed =
                 |e: Option<Extreme>| e.map_or(String::new(), |e| format!(" (seed {})", e.seed));
-            let mut t = format!(
-                "n = {} · min {}{} · median ≈ {} · max {}{}",
-                fmt::int(s.count as u64),
-                fmt::num(s.min),
-                seed(sk.min),
-                fmt::num(s.median),
-                fmt::num(s.max),
-                seed(sk.max),
-            );
+            let mut t = if s.min == s.max {
+                format!("{of} · every one of them: {}", fmt::num(s.min))
+            } else {
+                format!(
+                    "{of} · min {}{} · median ≈ {} · p90 ≈ {} · p99 ≈ {} · max {}{}",
+                    fmt::num(s.min),
+                    seed(sk.min),
+                    fmt::num(s.median),
+                    fmt::num(s.p90),
+                    fmt::num(s.p99),
+                    fmt::num(s.max),
+                    seed(sk.max),
+                )
+            };
             if s.skipped > 0 {
                 t.push_str(&format!(" · {} not finite, left out", s.skipped));
+            }
+            if s.min != s.max {
+                let points = sk.buckets();
+                let layout = charts::hist_layout(&points, sk.is_whole());
+                axis = match layout.scale {
+                    charts::HistScale::Log => {
+                        let mut a = "x: logarithmic (a long tail)".to_string();
+                        if layout.off_axis > 0 {
+                            a.push_str(&format!(
+                                "; {} seeds at 0 are not on it",
+                                fmt::int(layout.off_axis as u64)
+                            ));
+                        }
+                        a
+                    }
+                    charts::HistScale::Whole => "x: whole values".to_string(),
+                    charts::HistScale::Linear => String::new(),
+                };
+                svg = charts::histogram(&points, sk.is_whole(), Some(s.median), fmt::palette(i))?;
             }
             t
         }
@@ -648,11 +742,8 @@ fn hist_view(h: &Histogram, i: usize) -> Result<HistView, ReportError> {
         name: h.name.clone(),
         unit: h.unit.clone(),
         stats,
-        svg: if sk.count > 0 {
-            charts::histogram(&sk.buckets(), sk.quantile(0.5), fmt::palette(i))?
-        } else {
-            String::new()
-        },
+        axis,
+        svg,
     })
 }
 
@@ -785,6 +876,12 @@ fn pattern_section(
             }
             InvariantRow {
                 name: name.clone(),
+                promise: p
+                    .promises
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, promise)| promise.clone())
+                    .unwrap_or_default(),
                 count: fmt::int(count),
                 clean: count == 0,
                 seeds: listed,
@@ -794,7 +891,7 @@ fn pattern_section(
 
     let mut histograms = Vec::with_capacity(p.histograms.len());
     for (i, h) in p.histograms.iter().enumerate() {
-        histograms.push(hist_view(h, i)?);
+        histograms.push(hist_view(h, i, s.runs)?);
     }
 
     let marks: Vec<MarkRow> = s
@@ -869,7 +966,7 @@ fn pattern_section(
         mutant_defect: p
             .mutant
             .as_ref()
-            .map(|m| m.defect.clone())
+            .map(|m| human::code_spans(&m.defect))
             .unwrap_or_default(),
         mutant_verdict: p.mutant_verdict().unwrap_or_default(),
         mutant_caught: failed > 0,
@@ -907,7 +1004,7 @@ fn index_page(view: &SweepView) -> Result<IndexPage<'_>, ReportError> {
         .map(|m| MutantView {
             pattern: m.pattern.clone(),
             mutant: m.mutant.clone(),
-            defect: m.defect.clone(),
+            defect: human::code_spans(&m.defect),
             caught_by: m.caught_by.clone().unwrap_or_default(),
             survived: m.caught_by.is_none(),
             cases: fmt::int(m.cases),
@@ -915,11 +1012,14 @@ fn index_page(view: &SweepView) -> Result<IndexPage<'_>, ReportError> {
         })
         .collect();
     Ok(IndexPage {
+        // A page of the mutants command alone is its report, not a sweep's.
+        title: if view.patterns.is_empty() && !view.mutants.is_empty() {
+            "mutants report"
+        } else {
+            "sweep report"
+        },
+        build: build_line(&view.build),
         command: &view.command,
-        build: format!(
-            "faultline {}, commit {}",
-            view.build.version, view.build.commit
-        ),
         sections,
         comparisons,
         mutants_survived: mutants.iter().filter(|m| m.survived).count(),

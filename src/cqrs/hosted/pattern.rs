@@ -78,6 +78,8 @@ impl Scenario for CqrsTokioPattern {
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;
     /// About 5 s on 1 core, release (`faultline sweep cqrs-tokio`; every seed runs twice).
     const DEFAULT_SEEDS: SeedRange = SeedRange { start: 0, end: 500 };
+    const KNOB_FIELDS: &'static [(&'static str, &'static [&'static str])] =
+        &[("think_ms", &["min", "max"])];
 
     fn seed_knobs(&self, seed: u64) -> CqrsKnobs {
         CqrsKnobs::from_seed(seed)
@@ -156,6 +158,8 @@ impl Scenario for CqrsTokioPattern {
             timeline: Timeline {
                 lanes: Vec::new(),
                 series,
+
+                shown: String::new(),
             },
         }
     }

@@ -131,6 +131,8 @@ impl Scenario for ChoreoPattern {
         start: 0,
         end: 3_000,
     };
+    const KNOB_FIELDS: &'static [(&'static str, &'static [&'static str])] =
+        crate::saga::report::CHECKOUT_KNOB_FIELDS;
 
     fn seed_knobs(&self, seed: u64) -> SagaKnobs {
         SagaKnobs::from_seed(seed)

@@ -1132,6 +1132,8 @@ impl Scenario for SagaTokioPattern {
     const MUTANTS: &'static [Mutant<Self>] = CATALOG;
     /// 6.8 s release on one core, both runs of each seed (`taskset -c 0 faultline sweep saga-tokio`).
     const DEFAULT_SEEDS: SeedRange = SeedRange { start: 0, end: 300 };
+    const KNOB_FIELDS: &'static [(&'static str, &'static [&'static str])] =
+        crate::saga::report::CHECKOUT_KNOB_FIELDS;
 
     fn seed_knobs(&self, seed: u64) -> SagaKnobs {
         SagaKnobs::from_seed(seed)

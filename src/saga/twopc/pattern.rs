@@ -78,6 +78,8 @@ impl Scenario for TwoPcPattern {
         start: 0,
         end: 1_000,
     };
+    const KNOB_FIELDS: &'static [(&'static str, &'static [&'static str])] =
+        crate::saga::report::CHECKOUT_KNOB_FIELDS;
 
     fn seed_knobs(&self, seed: u64) -> SagaKnobs {
         SagaKnobs::from_seed(seed)
@@ -294,7 +296,11 @@ fn describe<C: TwoPcCoordinator>(report: &RunReport, world: &TwoPcWorld<C>) -> D
     Description {
         notes,
         figures,
-        timeline: Timeline { lanes, series },
+        timeline: Timeline {
+            lanes,
+            series,
+            shown: String::new(),
+        },
     }
 }
 
