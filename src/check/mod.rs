@@ -51,7 +51,9 @@ pub use settings::{JOBS_VAR, REPLAY_VAR, SEEDS_VAR, Settings};
 use crate::harness::{HarnessError, Pattern, Run};
 use faultline_sim::report::{ReportError, render_run};
 use faultline_sim::shrink::shrink_plan;
-use faultline_sim::{FaultPlan, PlanError, SeedRange, Shard, TraceMode, sweep};
+use faultline_sim::sweep::{SeedResult, sweep_fold};
+use faultline_sim::{FaultPlan, PlanError, SeedRange, Shard, TraceMode};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -287,27 +289,39 @@ impl<'a> Check<'a> {
             return Err(CheckError::ZeroJobs);
         }
         let pattern = self.pattern;
-        let results = sweep(
-            seeds,
-            Shard::ALL,
-            jobs,
-            |seed| pattern.run(seed, &pattern.plan(seed), TraceMode::Off, None),
-            |r| !matches!(r, Ok(Run { report, .. }) if report.outcome.is_pass()),
-            |_| {},
-        )
-        .map_err(|_| CheckError::ZeroJobs)?;
+        // Folded as the seeds finish, in seed order: memory does not grow with the
+        // seed count, and the first failure is the least failing seed.
         let mut first: Option<(u64, Result<String, String>)> = None;
         let mut failing = 0u64;
-        for r in results {
-            let failure = match r.result {
-                Ok(Ok(run)) => run.report.outcome.invariant().map(|i| Ok(i.to_string())),
-                Ok(Err(e)) => return Err(e.into()),
-                Err(panic) => Some(Err(panic)),
-            };
-            if let Some(f) = failure {
-                failing += 1;
-                first.get_or_insert((r.seed, f));
-            }
+        let mut error: Option<HarnessError> = None;
+        // Set on a harness error: no later seed is needed.
+        let stop = AtomicBool::new(false);
+        sweep_fold(
+            seeds,
+            Shard::ALL,
+            0,
+            jobs,
+            &stop,
+            |seed| pattern.run(seed, &pattern.plan(seed), TraceMode::Off, None),
+            |r: SeedResult<Result<Run, HarnessError>>| {
+                let failure = match r.result {
+                    Ok(Ok(run)) => run.report.outcome.invariant().map(|i| Ok(i.to_string())),
+                    Ok(Err(e)) => {
+                        error.get_or_insert(e);
+                        stop.store(true, Ordering::Relaxed);
+                        None
+                    }
+                    Err(panic) => Some(Err(panic)),
+                };
+                if let Some(f) = failure {
+                    failing += 1;
+                    first.get_or_insert((r.seed, f));
+                }
+            },
+        )
+        .map_err(|_| CheckError::ZeroJobs)?;
+        if let Some(e) = error {
+            return Err(e.into());
         }
         let Some((seed, failure)) = first else {
             return Ok(Verdict::Passed { runs: seeds.len() });
