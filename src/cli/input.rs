@@ -15,9 +15,9 @@ use std::path::Path;
 /// Most bytes read from a plan file (`run`/`replay --plan`). Plans are a few KB.
 pub(super) const PLAN_BYTES_MAX: u64 = 64 << 20;
 /// Most bytes read from a `summary.json` (`merge`, and the one `mutants` adds to).
-/// Today's summaries keep every seed's metric values (about 86 MiB for a million
-/// seeds), so this is above the plan cap; lower it when summaries are bounded.
-pub(super) const SUMMARY_BYTES_MAX: u64 = 256 << 20;
+/// Summaries are bounded (sketches, failures kept up to a cap): a sweep's is tens of KB,
+/// a merge of thousands of shards a few MB.
+pub(super) const SUMMARY_BYTES_MAX: u64 = 64 << 20;
 /// Most seeds one shard of a `sweep` (or one mutant of `mutants`) may hold: 2^32.
 /// A 64-bit range is refused before any work, not counted or allocated.
 pub(super) const SEEDS_PER_SHARD_MAX: u64 = 1 << 32;

@@ -144,7 +144,7 @@ fn input_files_are_read_through_a_cap() {
     );
     refused(
         &["merge", "/dev/zero", "--out", s(&out)],
-        "summary /dev/zero is larger than 256 MiB",
+        "summary /dev/zero is larger than 64 MiB",
     );
     assert!(
         started.elapsed().as_secs() < 60,
