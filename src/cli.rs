@@ -31,9 +31,27 @@
 //! when one was given. A run's HTML report leaves `--out` out of its replay command, so
 //! the same run writes the same bytes wherever its report goes.
 
+// `println!` and `eprintln!` panic when the other end of the pipe is gone (`faultline
+// list | head`). In this module and those below, they write through `say`, which
+// drops what cannot be written: a command whose reader left still finishes its work
+// and writes its files.
+macro_rules! println {
+    ($($arg:tt)*) => { $crate::cli::say(&mut ::std::io::stdout(), format_args!($($arg)*)) };
+}
+macro_rules! eprintln {
+    ($($arg:tt)*) => { $crate::cli::say(&mut ::std::io::stderr(), format_args!($($arg)*)) };
+}
+
 mod auto_shard;
 mod input;
 mod merge;
+
+/// Writes one line of `args` to `to`, dropping it when it cannot be written (a closed
+/// pipe, a full disk behind a redirect): what the program prints is for a reader, what
+/// it does must not depend on one.
+pub(crate) fn say(to: &mut dyn std::io::Write, args: std::fmt::Arguments<'_>) {
+    let _ = writeln!(to, "{args}");
+}
 
 use crate::harness::{HarnessError, Pattern, build_info, shell_quote};
 use crate::registry;
@@ -316,6 +334,7 @@ where
             out,
             allow_mismatch,
         } => merge_cmd(
+            &cx,
             &command,
             &summaries,
             allow_incomplete,
@@ -1329,7 +1348,45 @@ fn check_shard_sets(
     Ok(())
 }
 
+/// Points the replay commands of `p`'s failures, brought into the merged report in
+/// `out`, at `out` instead of the shard's own directory: on the merged index and on each
+/// failure's page (rendered again from its copied plan, so it is the page a sweep into
+/// `out` would have written). A pattern this program does not know keeps its pages as
+/// the shard wrote them, with a warning.
+fn rehome_failures(cx: &Context<'_>, p: &mut PatternSweep, out: &Path) -> Result<(), UsageError> {
+    let mutant = p.mutant.as_ref().map(|m| m.name.clone());
+    let mutant = mutant.as_deref();
+    let pattern = cx.find(&p.pattern).ok();
+    let mut stale_pages = 0usize;
+    for f in &mut p.failures {
+        let plan_arg = f
+            .plan_href
+            .as_ref()
+            .map(|rel| out.join(rel).display().to_string());
+        f.replay = cx.replay(&p.pattern, f.seed, plan_arg.as_deref(), mutant, Some(out));
+        let (Some(page), Some(plan_rel)) = (&f.report_href, &f.plan_href) else {
+            continue;
+        };
+        let Some(pattern) = pattern else {
+            stale_pages += 1;
+            continue;
+        };
+        let plan = read_plan(&out.join(plan_rel))?;
+        let mut run_view = pattern.view(f.seed, &plan, mutant)?;
+        run_view.replay = f.replay.clone();
+        write(&out.join(page), &render_run(&run_view)?)?;
+    }
+    if stale_pages > 0 {
+        eprintln!(
+            "warning: {}: this program does not know the pattern, so its {stale_pages} failure page(s) keep the replay command of their shard's directory",
+            tty(&p.pattern)
+        );
+    }
+    Ok(())
+}
+
 fn merge_cmd(
+    cx: &Context<'_>,
     command: &str,
     files: &[PathBuf],
     allow_incomplete: bool,
@@ -1384,6 +1441,7 @@ fn merge_cmd(
     for (file, part) in &mut parts {
         for p in &mut part.patterns {
             artefacts.bring_all(file, &mut p.failures)?;
+            rehome_failures(cx, p, out)?;
         }
     }
     for line in &artefacts.dropped {

@@ -982,6 +982,23 @@ fn merged_failure_links_resolve() {
     let plan = failures.iter().find(|h| h.ends_with(".json")).unwrap();
     let text_of = std::fs::read_to_string(merged.join(plan)).unwrap();
     assert!(text_of.contains("\"faults\""), "{text_of}");
+    // The replay commands, on the index and on each failure's page, name the merged
+    // directory, never a shard's (which is gone).
+    let summary = std::fs::read_to_string(merged.join("summary.json")).unwrap();
+    let replays: Vec<&str> = summary
+        .lines()
+        .filter(|l| l.contains("\"replay\""))
+        .collect();
+    assert!(!replays.is_empty());
+    for r in &replays {
+        assert!(!r.contains("downloaded"), "a shard path in {r}");
+    }
+    assert!(summary.contains(&format!("--plan {}/failures/", merged.display())));
+    for page in failures.iter().filter(|h| h.ends_with(".html")) {
+        let page_html = std::fs::read_to_string(merged.join(page)).unwrap();
+        assert!(!page_html.contains("downloaded"), "a shard path in {page}");
+        assert!(page_html.contains(&format!("--plan {}/failures/", merged.display())));
+    }
 
     // A summary whose failure files were not shipped with it: refused, naming the file;
     // with --allow-incomplete, merged without those links.
