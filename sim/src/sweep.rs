@@ -282,9 +282,10 @@ pub struct FoldEnd {
 /// thread that gets too far ahead waits), so memory does not grow with the seed count,
 /// and a range of 2⁶⁴ seeds is walked lazily.
 ///
-/// Setting `stop` (from a signal handler, say) stops the threads taking new seeds; the
-/// runs under way finish and are folded, so the folded seeds stay a prefix of the
-/// shard's, which [`FoldEnd::done`] counts.
+/// Setting `stop` (from a signal handler, or `fold` itself) stops the sweep at once:
+/// threads take no new seed, and nothing more is folded (runs under way finish and are
+/// dropped), so the folded seeds are a prefix of the shard's, which [`FoldEnd::done`]
+/// counts, ending where the stop came.
 pub fn sweep_fold<R, F, G>(
     range: SeedRange,
     shard: Shard,
@@ -333,9 +334,12 @@ where
                     };
                     {
                         let mut s = lock();
-                        while k >= s.folded.saturating_add(window) {
+                        while k >= s.folded.saturating_add(window) && !stop.load(Ordering::SeqCst) {
                             s = room.wait(s).unwrap_or_else(|p| p.into_inner());
                         }
+                    }
+                    if stop.load(Ordering::SeqCst) {
+                        break;
                     }
                     let result = catch_unwind(AssertUnwindSafe(|| run(seed))).map_err(|p| {
                         let msg = p
@@ -353,6 +357,11 @@ where
             });
         }
         loop {
+            // Once stopped, nothing more is folded, not even a result that is ready: the
+            // covered seeds end where the stop came (a resumed sweep runs the rest).
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
             let result = {
                 let mut s = lock();
                 loop {
@@ -372,6 +381,8 @@ where
             done += 1;
             fold(SeedResult { seed, result });
         }
+        // Threads waiting for room see the stop and leave.
+        room.notify_all();
     });
     Ok(FoldEnd {
         done,

@@ -53,9 +53,9 @@ use faultline_sim::report::{ReportError, render_run};
 use faultline_sim::shrink::shrink_plan;
 use faultline_sim::sweep::{SeedResult, sweep_fold};
 use faultline_sim::{FaultPlan, PlanError, SeedRange, Shard, TraceMode};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The seeds a check sweeps unless told otherwise.
 pub const DEFAULT_SEEDS: SeedRange = SeedRange {

@@ -516,3 +516,39 @@ fn a_panicking_mutant_fails_the_mutants_command() {
     assert!(panicked["caught_by"].is_null(), "{panicked}");
     assert_eq!(panicked["cases"], 1);
 }
+
+/// A reader that left (`faultline list | head`, `faultline sweep ... | less` quit early)
+/// does not make the program panic, and a sweep still writes its files: the pipe's read
+/// end is closed before the program starts, so every line it prints meets EPIPE.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = crate::cli::scratch("closed-stdout");
+    for args in [
+        vec!["list".to_string()],
+        vec!["list".to_string(), "breaker".to_string()],
+        vec![
+            "sweep".to_string(),
+            "breaker".to_string(),
+            "--seeds".to_string(),
+            "0..20".to_string(),
+            "--jobs".to_string(),
+            "1".to_string(),
+            "--out".to_string(),
+            dir.display().to_string(),
+        ],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_faultline"))
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("the faultline binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+    assert!(dir.join("summary.json").is_file());
+    assert!(dir.join("index.html").is_file());
+}
