@@ -171,6 +171,9 @@ impl Simulation {
             },
             other => other,
         };
+        if !matches!(outcome, Ok(Outcome::Passed)) {
+            world.stopped(&ctx);
+        }
         let outcome = match outcome {
             Err(mut v) => {
                 v.at = ctx.now();

@@ -18,7 +18,8 @@ use std::fmt;
 /// fault's start and end, in `(time, sequence)` order; at the plan's horizon,
 /// [`heal`](World::heal) (faults are over, the liveness phase begins); then, after each
 /// event of the liveness phase, [`is_quiescent`](World::is_quiescent), and once it says
-/// yes, [`finish`](World::finish) for the checks that hold only at rest.
+/// yes, [`finish`](World::finish) for the checks that hold only at rest. A run that
+/// ends any other way ends with [`stopped`](World::stopped).
 ///
 /// Any of them may return a [`Violation`], which ends the run as a failure.
 ///
@@ -94,6 +95,17 @@ pub trait World {
     fn finish(&mut self, ctx: &mut Ctx<Self::Event>) -> Result<(), Violation> {
         let _ = ctx;
         Ok(())
+    }
+
+    /// Called once when a run ends without passing: on a violation (the world's own,
+    /// one [`finish`](World::finish) found, or the engine's: a stall, the liveness or
+    /// the event bound), at the time it stopped. A world that computes its figures at
+    /// rest computes them here up to the stop, from what it observed, so that a run
+    /// stopped early does not report the figures of a run that never happened. It can
+    /// neither schedule, record nor fail: the run is over, and its trace and digest are
+    /// what they were. Default: nothing.
+    fn stopped(&mut self, ctx: &Ctx<Self::Event>) {
+        let _ = ctx;
     }
 }
 

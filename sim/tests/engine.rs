@@ -708,3 +708,62 @@ fn golden_digest() {
         toy_plan(42).to_json()
     );
 }
+
+/// A world is told when its run stops without passing, at the time it stopped, once:
+/// on its own violation, on a stall; never after a passing finish.
+#[test]
+fn a_run_that_stops_without_passing_tells_the_world_when() {
+    /// Ticks every 10 ms until the horizon; fails at tick `fail_at` if given; settles
+    /// (or not) as `settles` says.
+    struct Ticks {
+        ticks: u64,
+        fail_at: Option<u64>,
+        settles: bool,
+        stopped: Vec<SimTime>,
+    }
+    impl World for Ticks {
+        type Event = ();
+        fn start(&mut self, ctx: &mut Ctx<()>) -> Result<(), Violation> {
+            ctx.schedule_in(SimDuration::from_millis(10), ());
+            Ok(())
+        }
+        fn handle(&mut self, ctx: &mut Ctx<()>, _: ()) -> Result<(), Violation> {
+            self.ticks += 1;
+            if Some(self.ticks) == self.fail_at {
+                return Err(Violation::new("ticks.fail", "failed on purpose"));
+            }
+            if !ctx.is_healed() {
+                ctx.schedule_in(SimDuration::from_millis(10), ());
+            }
+            Ok(())
+        }
+        fn is_quiescent(&self, _: &Ctx<()>) -> bool {
+            self.settles
+        }
+        fn stopped(&mut self, ctx: &Ctx<()>) {
+            self.stopped.push(ctx.now());
+        }
+    }
+    let run = |fail_at, settles| {
+        let mut w = Ticks {
+            ticks: 0,
+            fail_at,
+            settles,
+            stopped: Vec::new(),
+        };
+        let report = Simulation::new(1)
+            .plan(FaultPlan::healthy(1_000))
+            .run(&mut w);
+        (report, w.stopped)
+    };
+    let (report, stopped) = run(Some(5), true);
+    assert_eq!(report.outcome.invariant(), Some("ticks.fail"));
+    assert_eq!(stopped, vec![SimTime::from_millis(50)]);
+    assert_eq!(stopped[0], report.end);
+    let (report, stopped) = run(None, false);
+    assert_eq!(report.outcome, Outcome::Stalled);
+    assert_eq!(stopped, vec![report.end]);
+    let (report, stopped) = run(None, true);
+    assert!(report.outcome.is_pass());
+    assert!(stopped.is_empty());
+}

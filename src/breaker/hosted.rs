@@ -570,11 +570,15 @@ pub struct HostedStats {
     pub turned_away: u64,
     /// Longest a caller waited for an answer.
     pub latency_max: SimDuration,
-    /// Per failing window: (from, until, calls, bound).
+    /// Per failing window: (from, until, calls, bound); for a run stopped before the
+    /// faults healed, the windows up to the stop (cut there).
     pub loads: Vec<(SimTime, SimTime, u64, u64)>,
     /// Every answer: when, and how long its caller waited.
     pub answers: Vec<(SimTime, SimDuration)>,
 }
+
+/// A failing window's load: (from, until, calls, bound).
+type WindowLoad = (SimTime, SimTime, u64, u64);
 
 /// The SMS world in the tokio harness. See the [module docs](self).
 pub struct HostedSms {
@@ -602,6 +606,8 @@ pub struct HostedSms {
     gave_up: std::collections::BTreeSet<(u64, SimTime)>,
     /// Emptied logs, swapped with the API's and the callers' at each step.
     buffers: (Vec<Seen>, Vec<&'static str>, Vec<Answered>),
+    /// The failing windows' loads were measured (at the healing).
+    loads_measured: bool,
     /// Stats of the run so far.
     pub stats: HostedStats,
 }
@@ -644,6 +650,7 @@ impl HostedSms {
             transitions: Vec::new(),
             gave_up: std::collections::BTreeSet::new(),
             buffers: Default::default(),
+            loads_measured: false,
             stats: HostedStats::default(),
         }
     }
@@ -887,15 +894,16 @@ impl HostedSms {
         run.api.borrow().receipts.get(receipt as usize).copied()
     }
 
-    /// The windows of the safety phase in which every call fails, merged.
-    fn failing_windows(&self, plan: &FaultPlan) -> Vec<(SimTime, SimTime)> {
+    /// The windows of the safety phase in which every call fails, merged, cut at `cut`
+    /// (the horizon, or the stop of a run stopped before it).
+    fn failing_windows(&self, plan: &FaultPlan, cut: SimTime) -> Vec<(SimTime, SimTime)> {
         let slow = self.answer_deadline().min(match self.stack.policy.trip {
             TripRule::Rate {
                 slow_call_duration, ..
             } => SimDuration::from_nanos(crate::clock::saturating_nanos(slow_call_duration)),
             TripRule::ConsecutiveFailures { .. } => SimDuration::MAX,
         });
-        let horizon = plan.horizon();
+        let cut = cut.min(plan.horizon());
         let mut windows: Vec<(SimTime, SimTime)> = plan
             .faults
             .iter()
@@ -908,7 +916,7 @@ impl HostedSms {
                 FaultKind::Errors { ratio } => ratio.num() >= ratio.den(),
                 _ => false,
             })
-            .map(|f| (f.from(), f.until().min(horizon)))
+            .map(|f| (f.from(), f.until().min(cut)))
             .filter(|(a, b)| a < b)
             .collect();
         windows.sort();
@@ -922,13 +930,27 @@ impl HostedSms {
         merged
     }
 
-    /// `breaker.load_bound` over every failing window (see the module docs).
+    /// `breaker.load_bound` over every failing window (see the module docs): measures
+    /// each one into the stats, then reports the first over its bound.
     fn check_load(&mut self, ctx: &mut Ctx<HostedEvent>) -> Result<(), Violation> {
+        let loads = self.window_loads(ctx.plan(), ctx.now());
+        self.stats.loads = loads.iter().map(|l| l.0).collect();
+        let mut first = None;
+        for (_, over) in loads {
+            ctx.cover("window.failing");
+            first = first.or(over);
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Per failing window up to `cut`: (from, until, calls, bound), and the violation
+    /// when the calls are over the bound.
+    fn window_loads(&self, plan: &FaultPlan, cut: SimTime) -> Vec<(WindowLoad, Option<Violation>)> {
         let policy = self.stack.policy;
         let permitted = u64::from(policy.half_open_calls_permitted);
         let wait_min = crate::clock::saturating_nanos(policy.wait_in_open_min).max(1);
-        for (from, until) in self.failing_windows(ctx.plan()) {
-            ctx.cover("window.failing");
+        let mut out = Vec::new();
+        for (from, until) in self.failing_windows(plan, cut) {
             let inside = |t: SimTime| t >= from && t < until;
             // The first caller turned away without an API call, inside the window.
             let turned_away = self.first_turned_away(from, until);
@@ -998,9 +1020,8 @@ impl HostedSms {
                 + successes.saturating_mul(retrip)
                 + episodes.saturating_mul(permitted);
             let calls = excused + before + after;
-            self.stats.loads.push((from, until, calls, bound));
-            if calls > bound {
-                return Err(Violation::new(
+            let over = (calls > bound).then(|| {
+                Violation::new(
                     LOAD_BOUND,
                     format!(
                         "{calls} calls reached the API while every call failed in [{from}, {until}); \
@@ -1012,10 +1033,11 @@ impl HostedSms {
                          before that first turn-away, {after} after)",
                         turned_away.map_or_else(|| "none was".to_string(), |t| format!("at {t}"))
                     ),
-                ));
-            }
+                )
+            });
+            out.push(((from, until, calls, bound), over));
         }
-        Ok(())
+        out
     }
 
     /// The white-box checks, where the stack exposes its transitions: they form a path
@@ -1152,6 +1174,7 @@ impl World for HostedSms {
     fn heal(&mut self, ctx: &mut Ctx<HostedEvent>) -> Result<(), Violation> {
         self.step(ctx)?;
         self.healed_at = Some(ctx.now());
+        self.loads_measured = true;
         self.check_load(ctx)?;
         self.check_white_box()?;
         self.schedule(ctx, HostedEvent::Arrive(Source::Liveness));
@@ -1165,6 +1188,18 @@ impl World for HostedSms {
     fn finish(&mut self, ctx: &mut Ctx<HostedEvent>) -> Result<(), Violation> {
         self.step(ctx)?;
         self.check_white_box()
+    }
+
+    /// A run stopped before the faults healed: the failing windows' loads up to the
+    /// stop (at the healing they are measured in full).
+    fn stopped(&mut self, ctx: &Ctx<HostedEvent>) {
+        if !self.loads_measured {
+            self.stats.loads = self
+                .window_loads(ctx.plan(), ctx.now())
+                .into_iter()
+                .map(|l| l.0)
+                .collect();
+        }
     }
 }
 

@@ -324,6 +324,18 @@ pub struct OutageLoad {
     pub bound: u64,
 }
 
+/// One outage's load and the parts of its bound, for the violation's message.
+struct LoadParts {
+    load: OutageLoad,
+    closed_part: u64,
+    held_back: u64,
+    late_successes: u64,
+    forgetting: u64,
+    episodes: u64,
+    permitted: u64,
+    reclosed: u64,
+}
+
 /// Snapshot taken when an outage starts.
 #[derive(Clone, Debug)]
 struct OutageStart {
@@ -368,13 +380,17 @@ pub struct BreakerChecker {
     /// Attempts in flight now.
     pub in_flight: u64,
     healed_at: Option<SimTime>,
-    /// When the breaker was first Closed after the faults healed.
+    /// The state the breaker was in when the faults healed (`None` before).
+    state_at_heal: Option<State>,
+    /// When the breaker was first Closed after the faults healed (at the healing when
+    /// it was Closed then).
     pub closed_after_heal: Option<SimTime>,
     /// Longest answer latency seen.
     pub answer_latency_max: SimDuration,
     /// Every answer: when, and how long the caller waited.
     pub answers: Vec<(SimTime, SimDuration)>,
-    /// Per-outage load figures, filled at rest.
+    /// Per-outage load figures, filled at rest (or, for a run stopped early, up to the
+    /// stop).
     pub outage_loads: Vec<OutageLoad>,
 }
 
@@ -407,6 +423,7 @@ impl BreakerChecker {
             counts: GuardMetrics::default(),
             in_flight: 0,
             healed_at: None,
+            state_at_heal: None,
             closed_after_heal: None,
             answer_latency_max: SimDuration::ZERO,
             answers: Vec::new(),
@@ -642,9 +659,28 @@ impl BreakerChecker {
     /// The faults healed now.
     pub fn on_heal(&mut self, now: SimTime) {
         self.healed_at = Some(now);
+        self.state_at_heal = Some(self.state);
         if self.state == State::Closed {
             self.closed_after_heal = Some(now);
         }
+    }
+
+    /// The state the breaker was in (as its transitions say) when the faults healed;
+    /// `None` before they did.
+    pub fn state_at_heal(&self) -> Option<State> {
+        self.state_at_heal
+    }
+
+    /// How long after the faults healed the breaker was Closed again, when it had to
+    /// recover: `None` when it was already Closed as they healed (there was nothing to
+    /// close: no outage tripped it, or it closed again before), when it never closed,
+    /// or before the faults healed.
+    pub fn time_to_close(&self) -> Option<SimDuration> {
+        let healed = self.healed_at?;
+        if self.state_at_heal? == State::Closed {
+            return None;
+        }
+        Some(self.closed_after_heal? - healed)
     }
 
     /// The latest time by which the breaker must be Closed after the faults healed.
@@ -677,103 +713,47 @@ impl BreakerChecker {
         Ok(())
     }
 
-    /// Invariant 4 over the outages `windows` (merged, clipped), at rest.
+    /// The figures of invariant 4 over the outages `windows` (merged, clipped): the
+    /// calls that reached the API in each and its bound, kept in
+    /// [`outage_loads`](Self::outage_loads) (replacing any before). At rest the windows
+    /// are the plan's outages cut at the horizon; for a run stopped early, cut at the
+    /// stop (the calls and the bound of the part that happened).
+    pub fn measure_load(&mut self, windows: &[(SimTime, SimTime)]) {
+        self.outage_loads = windows
+            .iter()
+            .map(|&(from, until)| self.load_over(from, until).load)
+            .collect();
+    }
+
+    /// Invariant 4 over the outages `windows` (merged, clipped), at rest: measures every
+    /// one ([`measure_load`](Self::measure_load)), then reports the first over its
+    /// bound.
     pub fn check_load(&mut self, windows: &[(SimTime, SimTime)]) -> Result<(), Violation> {
-        let permitted = u64::from(self.policy.half_open_calls_permitted);
-        let wait_min = self.policy.wait_in_open_min.as_nanos().max(1);
-        let fresh = TripModel::new(self.policy.trip);
-        for &(from, until) in windows {
-            let in_window = |t: &SimTime| *t >= from && *t < until;
-            let seen = |times: &[SimTime]| times.iter().filter(|t| in_window(t)).count() as u64;
-            let calls = seen(&self.sends);
-            let start = self.outage_starts.iter().find(|s| s.at == from);
-            let closed_part = match start {
-                Some(s) if s.state == State::Closed => s
-                    .model
-                    .worst_case_for_outage()
-                    .calls_to_trip(from, s.in_flight),
-                Some(_) => 0,
-                None => fresh.calls_to_trip(from, self.bulkhead_max),
-            };
-            // The guard's word on re-closings and fresh half-open episodes counts only
-            // as far as the world's facts justify it: a closing by a success or (its
-            // other probes having succeeded) a probe cancelled or ignored in the same
-            // half-open episode, a fresh episode by a probe cancelled or ignored. The
-            // world sees a transition when it next polls the guard, so the probe that
-            // decided a closing may have settled before the outage began: the facts
-            // are looked for from the start of the closing's episode, not of the window.
-            let justified = |closed_at: SimTime| {
-                let episode_start = self
-                    .transitions
-                    .iter()
-                    .filter(|(t, _, to)| *t <= closed_at && *to == State::HalfOpen)
-                    .map(|(t, _, _)| *t)
-                    .next_back()
-                    .unwrap_or(SimTime::ZERO);
-                self.successes
-                    .iter()
-                    .chain(&self.inconclusive)
-                    .any(|t| *t >= episode_start && *t <= closed_at)
-            };
-            let reclosed = self
-                .transitions
-                .iter()
-                .filter(|(t, _, to)| in_window(t) && *to == State::Closed && justified(*t))
-                .count() as u64;
-            let restarts = (self
-                .transitions
-                .iter()
-                .filter(|(t, f, to)| {
-                    in_window(t) && *f == State::HalfOpen && *to == State::HalfOpen
-                })
-                .count() as u64)
-                .min(seen(&self.inconclusive));
-            let length = (until - from).as_nanos() as u128;
-            let episodes = (length.div_ceil(wait_min) as u64)
-                .saturating_add(1)
-                .saturating_add(restarts);
-            let fresh_trip = fresh.calls_to_trip(from, 0);
-            // Calls sent before the outage may still succeed during it. Each such success
-            // sits in the window and holds a trip back.
-            let late_successes = seen(&self.closed_successes);
-            let held_back = late_successes.saturating_mul(fresh.held_back_per_success());
-            // A time window forgets: each window's worth of seconds may take up to the
-            // minimum number of calls without tripping (fewer calls than that never
-            // trip it, whatever they say), in every Closed stretch of the outage.
-            let forgetting = match fresh.forgetting() {
-                Some((size, minimum)) => {
-                    let closed_stretches = reclosed + u64::from(closed_part > 0);
-                    (length.div_ceil(size) as u64)
-                        .saturating_mul(minimum)
-                        .saturating_mul(closed_stretches)
-                }
-                None => 0,
-            };
-            let bound = closed_part
-                .saturating_add(held_back)
-                .saturating_add(forgetting)
-                .saturating_add(self.bulkhead_max)
-                .saturating_add(
-                    reclosed.saturating_mul(fresh_trip.saturating_add(self.bulkhead_max)),
-                )
-                .saturating_add(episodes.saturating_mul(permitted));
-            self.outage_loads.push(OutageLoad {
-                from_ms: from.as_millis(),
-                until_ms: until.as_millis(),
-                calls,
-                bound,
-            });
-            if calls > bound {
+        let parts: Vec<LoadParts> = windows
+            .iter()
+            .map(|&(from, until)| self.load_over(from, until))
+            .collect();
+        self.outage_loads = parts.iter().map(|l| l.load.clone()).collect();
+        for (l, &(from, until)) in parts.iter().zip(windows) {
+            if l.load.calls > l.load.bound {
                 return Err(Violation::new(
                     LOAD_BOUND,
                     format!(
-                        "{calls} calls reached the API during the outage [{from}, {until}); the bound is {bound} \
-                         ({closed_part} to trip + {held_back} held back by {late_successes} late successes \
-                         + {forgetting} as the time window forgets + {} in flight \
-                         + {episodes} half-open episodes x {permitted} probes{})",
+                        "{} calls reached the API during the outage [{from}, {until}); the bound is {} \
+                         ({} to trip + {} held back by {} late successes \
+                         + {} as the time window forgets + {} in flight \
+                         + {} half-open episodes x {} probes{})",
+                        l.load.calls,
+                        l.load.bound,
+                        l.closed_part,
+                        l.held_back,
+                        l.late_successes,
+                        l.forgetting,
                         self.bulkhead_max,
-                        if reclosed > 0 {
-                            format!(" + {reclosed} re-closings")
+                        l.episodes,
+                        l.permitted,
+                        if l.reclosed > 0 {
+                            format!(" + {} re-closings", l.reclosed)
                         } else {
                             String::new()
                         }
@@ -782,6 +762,99 @@ impl BreakerChecker {
             }
         }
         Ok(())
+    }
+
+    /// The calls that reached the API during the outage `[from, until)` and the bound
+    /// invariant 4 sets them, with the parts of the bound.
+    fn load_over(&self, from: SimTime, until: SimTime) -> LoadParts {
+        let permitted = u64::from(self.policy.half_open_calls_permitted);
+        let wait_min = self.policy.wait_in_open_min.as_nanos().max(1);
+        let fresh = TripModel::new(self.policy.trip);
+        let in_window = |t: &SimTime| *t >= from && *t < until;
+        let seen = |times: &[SimTime]| times.iter().filter(|t| in_window(t)).count() as u64;
+        let calls = seen(&self.sends);
+        let start = self.outage_starts.iter().find(|s| s.at == from);
+        let closed_part = match start {
+            Some(s) if s.state == State::Closed => s
+                .model
+                .worst_case_for_outage()
+                .calls_to_trip(from, s.in_flight),
+            Some(_) => 0,
+            None => fresh.calls_to_trip(from, self.bulkhead_max),
+        };
+        // The guard's word on re-closings and fresh half-open episodes counts only
+        // as far as the world's facts justify it: a closing by a success or (its
+        // other probes having succeeded) a probe cancelled or ignored in the same
+        // half-open episode, a fresh episode by a probe cancelled or ignored. The
+        // world sees a transition when it next polls the guard, so the probe that
+        // decided a closing may have settled before the outage began: the facts
+        // are looked for from the start of the closing's episode, not of the window.
+        let justified = |closed_at: SimTime| {
+            let episode_start = self
+                .transitions
+                .iter()
+                .filter(|(t, _, to)| *t <= closed_at && *to == State::HalfOpen)
+                .map(|(t, _, _)| *t)
+                .next_back()
+                .unwrap_or(SimTime::ZERO);
+            self.successes
+                .iter()
+                .chain(&self.inconclusive)
+                .any(|t| *t >= episode_start && *t <= closed_at)
+        };
+        let reclosed = self
+            .transitions
+            .iter()
+            .filter(|(t, _, to)| in_window(t) && *to == State::Closed && justified(*t))
+            .count() as u64;
+        let restarts = (self
+            .transitions
+            .iter()
+            .filter(|(t, f, to)| in_window(t) && *f == State::HalfOpen && *to == State::HalfOpen)
+            .count() as u64)
+            .min(seen(&self.inconclusive));
+        let length = (until - from).as_nanos() as u128;
+        let episodes = (length.div_ceil(wait_min) as u64)
+            .saturating_add(1)
+            .saturating_add(restarts);
+        let fresh_trip = fresh.calls_to_trip(from, 0);
+        // Calls sent before the outage may still succeed during it. Each such success
+        // sits in the window and holds a trip back.
+        let late_successes = seen(&self.closed_successes);
+        let held_back = late_successes.saturating_mul(fresh.held_back_per_success());
+        // A time window forgets: each window's worth of seconds may take up to the
+        // minimum number of calls without tripping (fewer calls than that never
+        // trip it, whatever they say), in every Closed stretch of the outage.
+        let forgetting = match fresh.forgetting() {
+            Some((size, minimum)) => {
+                let closed_stretches = reclosed + u64::from(closed_part > 0);
+                (length.div_ceil(size) as u64)
+                    .saturating_mul(minimum)
+                    .saturating_mul(closed_stretches)
+            }
+            None => 0,
+        };
+        let bound = closed_part
+            .saturating_add(held_back)
+            .saturating_add(forgetting)
+            .saturating_add(self.bulkhead_max)
+            .saturating_add(reclosed.saturating_mul(fresh_trip.saturating_add(self.bulkhead_max)))
+            .saturating_add(episodes.saturating_mul(permitted));
+        LoadParts {
+            load: OutageLoad {
+                from_ms: from.as_millis(),
+                until_ms: until.as_millis(),
+                calls,
+                bound,
+            },
+            closed_part,
+            held_back,
+            late_successes,
+            forgetting,
+            episodes,
+            permitted,
+            reclosed,
+        }
     }
 
     /// Worst calls/bound ratio over the outages, as (calls, bound).

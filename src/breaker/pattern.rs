@@ -47,6 +47,8 @@ const fn metrics<G: CallGuard>() -> [Metric<SmsWorld<G>>; 3] {
                     .map(|(calls, bound)| calls as f64 / bound.max(1) as f64)
             },
         },
+        // No value where the breaker was Closed as the faults healed (nothing to close:
+        // most seeds), rather than a 0 that would swamp the seeds that had to recover.
         Metric {
             name: "time to close after recovery",
             unit: "s",
@@ -135,20 +137,33 @@ fn describe<G: CallGuard>(
         checker.answers.iter().copied(),
         end,
     );
+    // Before the faults healed (a run stopped early), what the checker saw up to the
+    // stop; the figures are the stop's (see `SmsWorld::stopped`).
+    let healed = checker.state_at_heal();
+    let no_outage = if healed.is_some() {
+        "no outage in this plan"
+    } else {
+        "no outage before the stop"
+    };
+    let recovery = match (healed, stats.time_to_close_ms) {
+        (None, _) => "not reached: the run stopped before the faults healed".to_string(),
+        (Some(State::Closed), _) => {
+            "nothing to close: the breaker was Closed as the faults healed".to_string()
+        }
+        (Some(s), Some(ms)) => format!("{s} as the faults healed; Closed {ms} ms later"),
+        (Some(s), None) => format!("{s} as the faults healed; did not close"),
+    };
     let note_for = |name: &str| -> String {
         match name {
             invariants::LOAD_BOUND => match stats.worst_load {
                 Some((c, b)) => format!("worst outage: {c} calls against a bound of {b}"),
-                None => "no outage in this plan".into(),
+                None => no_outage.into(),
             },
             invariants::RESPONSIVENESS => format!(
                 "slowest answer {} ms; timeout {} ms",
                 stats.answer_latency_ms_max, knobs.timeout_ms
             ),
-            invariants::CLOSES_AFTER_RECOVERY => match stats.time_to_close_ms {
-                Some(ms) => format!("closed {ms} ms after the faults healed"),
-                None => "did not close".into(),
-            },
+            invariants::CLOSES_AFTER_RECOVERY => recovery.clone(),
             invariants::ACCOUNTING => format!(
                 "{} calls admitted = {} succeeded + {} failed + {} ignored + {} released",
                 checker.counts.admitted,
@@ -161,7 +176,6 @@ fn describe<G: CallGuard>(
         }
     };
     let notes = notes(&INVARIANTS, note_for);
-    let opt = |v: Option<u64>, unit: &str| v.map_or("none".to_string(), |v| format!("{v} {unit}"));
     let figures = vec![
         ("requests".into(), stats.requests.to_string()),
         ("delivered".into(), stats.delivered.to_string()),
@@ -185,11 +199,14 @@ fn describe<G: CallGuard>(
             "worst outage load".into(),
             stats
                 .worst_load
-                .map_or("no outage".into(), |(c, b)| format!("{c} / {b}")),
+                .map_or(no_outage.into(), |(c, b)| format!("{c} / {b}")),
         ),
         (
             "time to close after recovery".into(),
-            opt(stats.time_to_close_ms, "ms"),
+            match stats.time_to_close_ms {
+                Some(ms) => format!("{ms} ms"),
+                None => recovery.clone(),
+            },
         ),
         (
             "slowest answer".into(),

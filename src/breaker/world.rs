@@ -421,11 +421,14 @@ pub struct SmsStats {
     pub api_calls: u64,
     /// Retries scheduled.
     pub retries: u64,
-    /// Worst outage load as (calls, bound).
+    /// Worst outage load as (calls, bound): over the plan's outages at rest, over
+    /// the outages up to the stop for a run stopped early; `None` without an outage.
     pub worst_load: Option<(u64, u64)>,
-    /// Time from healing to Closed, ms.
+    /// Time from healing to Closed, ms, when the breaker was not Closed as the faults
+    /// healed (see [`BreakerChecker::time_to_close`]): `None` when there was nothing to
+    /// close, when it never closed, or when the run stopped before the faults healed.
     pub time_to_close_ms: Option<u64>,
-    /// Longest answer latency, ms.
+    /// Longest answer latency, ms (up to the stop for a run stopped early).
     pub answer_latency_ms_max: u64,
 }
 
@@ -558,7 +561,6 @@ impl<G: CallGuard> SmsWorld<G> {
         match step {
             Step::Send { ticket, timeout } => {
                 let state = self.guard.state();
-                self.checker.on_send(now, state)?;
                 self.stats.api_calls += 1;
                 let invalid = self.requests[r].invalid;
                 let episode = self.checker.episode();
@@ -576,6 +578,9 @@ impl<G: CallGuard> SmsWorld<G> {
                         "req {req} attempt {attempt} sent in {state}: {reply:?} after {latency}"
                     ),
                 );
+                // Checked once the call is in the trace, so a call that breaks a promise
+                // is the last thing the trace shows before the violation.
+                self.checker.on_send(now, state)?;
                 ctx.schedule_in(
                     latency,
                     SmsEvent::Reply {
@@ -872,33 +877,41 @@ impl<G: CallGuard> World for SmsWorld<G> {
                 format!("request {r} was never answered"),
             ));
         }
-        // Outages, merged and cut at the horizon.
-        let horizon = ctx.horizon();
-        let mut windows: Vec<(SimTime, SimTime)> = ctx
-            .plan()
-            .of_kind(FaultKindTag::Outage)
-            .filter(|f| f.target == API && f.from() < horizon)
-            .map(|f| (f.from(), f.until().min(horizon)))
-            .collect();
-        windows.sort();
-        let mut merged: Vec<(SimTime, SimTime)> = Vec::new();
-        for (a, b) in windows {
-            match merged.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        let load = self.checker.check_load(&merged);
-        self.stats.worst_load = self.checker.worst_load();
-        self.stats.time_to_close_ms = self
-            .checker
-            .closed_after_heal
-            .map(|t| (t - horizon).as_millis());
-        self.stats.answer_latency_ms_max = self.checker.answer_latency_max.as_millis();
+        let windows = outage_windows(ctx.plan(), ctx.horizon(), ctx.now());
+        let load = self.checker.check_load(&windows);
+        self.take_figures();
         load?;
         self.checker.check_recovery(ctx.now())?;
         self.checker.check_accounting(self.guard.metrics())
     }
+
+    /// The run stopped before it came to rest: its figures up to the stop, from what
+    /// the checker saw (the outages cut at the stop).
+    fn stopped(&mut self, ctx: &Ctx<SmsEvent>) {
+        let windows = outage_windows(ctx.plan(), ctx.horizon(), ctx.now());
+        self.checker.measure_load(&windows);
+        self.take_figures();
+    }
+}
+
+/// The plan's outages of the API, merged, cut at the horizon or at `now` if earlier (a
+/// run stopped early: the part of each outage that happened).
+fn outage_windows(plan: &FaultPlan, horizon: SimTime, now: SimTime) -> Vec<(SimTime, SimTime)> {
+    let cut = horizon.min(now);
+    let mut windows: Vec<(SimTime, SimTime)> = plan
+        .of_kind(FaultKindTag::Outage)
+        .filter(|f| f.target == API && f.from() < cut)
+        .map(|f| (f.from(), f.until().min(cut)))
+        .collect();
+    windows.sort();
+    let mut merged: Vec<(SimTime, SimTime)> = Vec::new();
+    for (a, b) in windows {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
 }
 
 impl<G: CallGuard> SmsWorld<G> {
@@ -916,6 +929,14 @@ impl<G: CallGuard> SmsWorld<G> {
         }
         let ticket = rq.ticket.take()?;
         Some((ticket, rq.sent_at, rq.sent_episode))
+    }
+
+    /// The figures the checker computes, into the stats (after the outages' loads were
+    /// measured).
+    fn take_figures(&mut self) {
+        self.stats.worst_load = self.checker.worst_load();
+        self.stats.time_to_close_ms = self.checker.time_to_close().map(|d| d.as_millis());
+        self.stats.answer_latency_ms_max = self.checker.answer_latency_max.as_millis();
     }
 
     /// Checks that run after every event.

@@ -28,8 +28,8 @@ pub use scenario::{Description, Metric, Mutant, Scenario};
 #[cfg(feature = "cli")]
 pub(crate) use view::replay_command_of;
 pub use view::{
-    build_info, knob_list, knob_list_named, notes, per_second, replay_command, shell_quote,
-    verdicts,
+    build_info, knob_list, knob_list_named, level_per_second, notes, per_second, replay_command,
+    shell_quote, verdicts,
 };
 
 use crate::config::ConfigError;

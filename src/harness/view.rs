@@ -195,6 +195,58 @@ pub fn per_second(
         .collect()
 }
 
+/// A level's series (a count that goes up and down: profiles behind, dead letters
+/// waiting) for a run that ended at `end`, from `changes` (the time and new level of
+/// each change, in time order) and the level it started at: for every second from zero,
+/// the highest the level stood in that second (carried through seconds without a
+/// change), then the level it ended at, at `end`. The chart so runs to the end of the
+/// run (for a run that settled, to where everything converged) instead of stopping at
+/// the last second with a change, showing that second's peak as where it ended.
+///
+/// ```
+/// use faultline::harness::level_per_second;
+/// use faultline_sim::SimTime;
+///
+/// let ms = SimTime::from_millis;
+/// // Up to 3 at 0.5 s, down to 0 at 2.5 s; the run ends at 3.2 s.
+/// let changes = [(ms(500), 3.0), (ms(2_500), 0.0)];
+/// let points = level_per_second(changes, 0.0, ms(3_200));
+/// assert_eq!(
+///     points,
+///     vec![(ms(0), 3.0), (ms(1_000), 3.0), (ms(2_000), 3.0), (ms(3_000), 0.0), (ms(3_200), 0.0)]
+/// );
+/// ```
+pub fn level_per_second(
+    changes: impl IntoIterator<Item = (SimTime, f64)>,
+    start: f64,
+    end: SimTime,
+) -> Vec<(SimTime, f64)> {
+    let last_second = end.as_nanos() / 1_000_000_000;
+    let mut out: Vec<(SimTime, f64)> = Vec::new();
+    let mut level = start;
+    let mut second = 0u64;
+    let mut peak = level;
+    for (t, v) in changes {
+        let s = (t.as_nanos() / 1_000_000_000).min(last_second);
+        while second < s {
+            out.push((SimTime::from_secs(second), peak));
+            second += 1;
+            peak = level;
+        }
+        level = v;
+        peak = peak.max(v);
+    }
+    while second <= last_second {
+        out.push((SimTime::from_secs(second), peak));
+        second += 1;
+        peak = level;
+    }
+    if out.last().is_some_and(|p| p.0 < end) {
+        out.push((end, level));
+    }
+    out
+}
+
 /// The note `note` gives each invariant of `invariants`, for a
 /// [`Description`](super::Description) (an empty note is left out).
 pub fn notes(

@@ -1,12 +1,12 @@
 //! The task queue (profile sync mixed with unique jobs) as a [`Scenario`] of the harness.
 
 use crate::config::ConfigError;
-use crate::harness::{Description, Host, Metric, Mutant, Scenario, notes, per_second};
+use crate::harness::{Description, Host, Metric, Mutant, Scenario, level_per_second, notes};
 use crate::queue::contract::TaskQueue;
 use crate::queue::core::Queue;
 use crate::queue::invariants::{self, INVARIANTS};
 use crate::queue::mutants::CATALOG;
-use crate::queue::world::{QueueKnobs, QueueWorld, run};
+use crate::queue::world::{QueueKnobs, QueueStats, QueueWorld, run};
 use faultline_sim::report::model::{Band, Lane, Series, Timeline};
 use faultline_sim::{FaultPlan, FaultProfile, RunReport, SeedRange, SimTime, TraceMode};
 
@@ -107,6 +107,26 @@ impl Scenario for QueuePattern {
     }
 }
 
+/// How the targets converged after the last fault healed in the run of `report`, in
+/// words, the time with `decimals` decimals.
+fn convergence(s: &QueueStats, report: &RunReport, decimals: usize) -> String {
+    if report.fault_hits.is_empty() {
+        "no fault".into()
+    } else if s.last_fault_healed.is_none() {
+        "not reached: the run stopped before the last fault healed".into()
+    } else if s.missing_at_last_heal == 0 {
+        "every target was in sync as the last fault healed (nothing to converge)".into()
+    } else {
+        match s.convergence_ms() {
+            Some(ms) => format!(
+                "converged {ms:.decimals$} ms after the last fault healed ({} profile copies to catch up)",
+                s.missing_at_last_heal
+            ),
+            None => "did not converge by the end of the run".into(),
+        }
+    }
+}
+
 /// Bands from a list of (time, state) changes, up to `end`.
 fn bands(changes: &[(SimTime, &str)], end: SimTime) -> Vec<Band> {
     let mut out: Vec<Band> = Vec::new();
@@ -168,32 +188,33 @@ fn describe<Q: TaskQueue>(report: &RunReport, world: &QueueWorld<Q>) -> Descript
             bands: bands(&changes, end),
         });
     }
+    // Levels, each second's peak, to the end of the run (where a run that settled has
+    // converged) with the level they ended at.
     let mut series: Vec<Series> = world
         .behind_series
         .iter()
         .enumerate()
         .map(|(k, points)| Series {
             name: format!(
-                "profiles {} is behind on",
+                "profiles {} is behind on (peak each second, to the end of the run)",
                 QueueKnobs::target_name(k as u32)
             ),
             unit: "profiles".into(),
-            points: per_second(points.iter().copied(), f64::max),
+            points: level_per_second(points.iter().copied(), 0.0, end),
         })
         .collect();
     series.push(Series {
-        name: "dead letters waiting for redrive".into(),
+        name: "dead letters waiting for redrive (peak each second, to the end of the run)".into(),
         unit: "tasks".into(),
-        points: per_second(world.dead_series.iter().copied(), f64::max),
+        points: level_per_second(world.dead_series.iter().copied(), 0.0, end),
     });
     let c = world.queue().counts();
     let notes = notes(&INVARIANTS, |name| match name {
         invariants::NO_LOST_UPDATE => format!(
-            "{} updates reached {} targets; converged {} after the last fault healed",
+            "{} updates reached {} targets; {}",
             s.updates,
             knobs.targets,
-            s.convergence_ms()
-                .map_or("(no fault)".to_string(), |ms| format!("{ms:.0} ms"))
+            convergence(s, report, 0)
         ),
         invariants::AT_MOST_ONCE => format!(
             "{} applies, {} deliveries without effect ({} duplicated)",
@@ -264,8 +285,7 @@ fn describe<Q: TaskQueue>(report: &RunReport, world: &QueueWorld<Q>) -> Descript
         ),
         (
             "convergence after the last fault healed".into(),
-            s.convergence_ms()
-                .map_or("no fault".to_string(), |ms| format!("{ms:.1} ms")),
+            convergence(s, report, 1),
         ),
     ];
     for (k, at) in s.converged_at.iter().enumerate() {

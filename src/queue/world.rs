@@ -436,13 +436,21 @@ pub struct QueueStats {
     pub last_fault_healed: Option<SimTime>,
     /// Per target: when it held everything written before the last fault healed.
     pub converged_at: Vec<Option<SimTime>>,
+    /// Profile copies the targets still lacked when the last fault healed (summed over
+    /// the targets): what they had to catch up on.
+    pub missing_at_last_heal: u64,
 }
 
 impl QueueStats {
     /// Milliseconds from the last fault's healing until every target held every update
-    /// written before it; `None` without faults or when it never converged.
+    /// written before it; `None` without faults, when every target already held them
+    /// as the last fault healed (nothing to converge: a 0 there would only swamp the
+    /// seeds that had to catch up), or when it never converged.
     pub fn convergence_ms(&self) -> Option<f64> {
         let healed = self.last_fault_healed?;
+        if self.missing_at_last_heal == 0 {
+            return None;
+        }
         let mut last = healed;
         for c in &self.converged_at {
             last = last.max((*c)?);
@@ -1268,6 +1276,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
                 for k in 0..self.knobs.targets {
                     let missing = snap.iter().filter(|(p, v)| self.held(**p, k) < **v).count();
                     self.remaining[k as usize] = missing;
+                    self.stats.missing_at_last_heal += missing as u64;
                     if missing == 0 {
                         self.stats.converged_at[k as usize] = Some(ctx.now());
                     }

@@ -67,7 +67,8 @@ proptest! {
         plan in plans(ALL, 1),
     ) {
         let world = check(&BreakerPattern, "cancelled_calls_never_leave_it_stuck", seed, plan)?;
-        prop_assert!(world.stats.time_to_close_ms.is_some());
+        // Closed again after the faults healed (or still Closed as they healed).
+        prop_assert!(world.checker.closed_after_heal.is_some());
     }
 }
 
@@ -490,4 +491,180 @@ fn conformance_is_optional() {
     assert_eq!(report.outcome.invariant(), Some(CONFORMANCE));
     let (report, _) = run_plugin(seed, knobs.fault_plan(), streak(seed));
     report.assert_pass();
+}
+
+/// The first seed of `0..100` on which mutant `name` stops on a violation before the
+/// horizon, after an outage of the API began: its knobs, plan, report and world.
+fn stopped_early_after_an_outage(
+    name: &str,
+) -> (
+    SmsKnobs,
+    FaultPlan,
+    RunReport,
+    faultline::breaker::world::SmsWorld<faultline::breaker::guard::Guard>,
+) {
+    let mutant = faultline::breaker::mutants::CATALOG
+        .iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("no mutant {name}"));
+    for seed in 0..100 {
+        let knobs = SmsKnobs::from_seed(seed);
+        let plan = knobs.fault_plan();
+        let world = mutant.world(&knobs).unwrap();
+        let (report, world) = faultline::breaker::world::run(world, plan.clone(), TraceMode::Full);
+        let outage_before_stop = plan
+            .of_kind(FaultKindTag::Outage)
+            .any(|f| f.from() < report.end);
+        if !report.outcome.is_pass() && report.end < report.horizon && outage_before_stop {
+            return (knobs, plan, report, world);
+        }
+    }
+    panic!("no seed of 0..100 stops {name} early after an outage");
+}
+
+/// The calls the checker saw reach the API in `[from, until)`.
+fn sends_in(
+    world: &faultline::breaker::world::SmsWorld<impl faultline::breaker::contract::CallGuard>,
+    from: SimTime,
+    until: SimTime,
+) -> u64 {
+    world
+        .checker
+        .sends
+        .iter()
+        .filter(|t| **t >= from && **t < until)
+        .count() as u64
+}
+
+/// A run the engine stops early on a violation reports its figures up to the stop, from
+/// what the checker saw, on the run page and in the sweep's metrics: its slowest answer,
+/// its outages' loads (the last one cut at the stop), and no time to close (the faults
+/// never healed). They were filled only at rest, so such a run said "slowest answer
+/// 0 ms" and "no outage" beside a chart of both.
+#[test]
+fn a_run_stopped_early_reports_its_figures_up_to_the_stop() {
+    let name = "half_open_admits_all";
+    let (knobs, plan, report, world) = stopped_early_after_an_outage(name);
+    let checker = &world.checker;
+    let slowest = checker.answers.iter().map(|a| a.1).max().unwrap();
+    assert!(
+        slowest > SimDuration::ZERO,
+        "answers were seen before the stop"
+    );
+    assert_eq!(world.stats.answer_latency_ms_max, slowest.as_millis());
+    // Every outage that began before the stop was measured, cut at the stop.
+    let begun = plan
+        .of_kind(FaultKindTag::Outage)
+        .filter(|f| f.from() < report.end)
+        .count();
+    assert!(!checker.outage_loads.is_empty() && checker.outage_loads.len() <= begun);
+    for l in &checker.outage_loads {
+        assert!(
+            l.until_ms <= report.end.as_millis(),
+            "{l:?} runs past the stop"
+        );
+        let until = if l.until_ms == report.end.as_millis() {
+            report.end
+        } else {
+            SimTime::from_millis(l.until_ms)
+        };
+        let calls = sends_in(&world, SimTime::from_millis(l.from_ms), until);
+        assert_eq!(l.calls, calls, "{l:?}: the checker saw {calls} calls");
+    }
+    let worst = world.stats.worst_load.expect("a measured outage");
+    assert!(
+        checker
+            .outage_loads
+            .iter()
+            .any(|l| (l.calls, l.bound) == worst)
+    );
+    assert_eq!(
+        world.stats.time_to_close_ms, None,
+        "the faults never healed"
+    );
+    // The run page shows the same figures.
+    let seed = knobs.seed;
+    let view = faultline::harness::Pattern::view(&BreakerPattern, seed, &plan, Some(name)).unwrap();
+    let figure = |label: &str| {
+        view.figures
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no figure {label}"))
+    };
+    assert_eq!(
+        figure("slowest answer"),
+        format!("{} ms", slowest.as_millis())
+    );
+    assert_eq!(
+        figure("worst outage load"),
+        format!("{} / {}", worst.0, worst.1)
+    );
+    assert!(figure("time to close after recovery").contains("stopped before the faults healed"));
+    // And so does the sweep's metric.
+    let run =
+        faultline::harness::Pattern::run(&BreakerPattern, seed, &plan, TraceMode::Off, Some(name))
+            .unwrap();
+    let load = run
+        .metrics
+        .iter()
+        .find(|m| m.name == "worst outage load / bound")
+        .unwrap();
+    assert_eq!(load.value, Some(worst.0 as f64 / worst.1 as f64));
+}
+
+/// The call that breaks a promise is in the trace, as its last entry before the
+/// violation: the world checked a call before recording it, so the trace of a run
+/// stopped by a call showed everything but that call.
+#[test]
+fn the_offending_call_is_in_the_trace() {
+    let (_, _, report, world) = stopped_early_after_an_outage("half_open_admits_all");
+    let n = report.trace.len();
+    assert!(n >= 2);
+    let last = &report.trace[n - 1];
+    assert!(last.what.contains("VIOLATION"), "{last:?}");
+    let call = &report.trace[n - 2];
+    assert_eq!(call.actor, "api", "{call:?}");
+    assert_eq!(call.time, report.end);
+    assert!(call.what.contains("sent in half_open"), "{call:?}");
+    // The checker counted it too: the last send is the one that broke the limit.
+    assert_eq!(world.checker.sends.last(), Some(&report.end));
+    assert_eq!(world.stats.api_calls, world.checker.sends.len() as u64);
+}
+
+/// Time to close after recovery has a value only where the breaker had to recover:
+/// `None` on the seeds whose breaker was Closed as the faults healed (no outage tripped
+/// it), never a 0 that swamps the median of the seeds that had to close.
+#[test]
+fn time_to_close_has_no_value_where_nothing_had_to_close() {
+    let (mut none, mut some) = (0, 0);
+    for seed in 0..60 {
+        let (report, world) = BreakerPattern.run_seed(seed, TraceMode::Off).unwrap();
+        report.assert_pass();
+        let healed = world.checker.state_at_heal().expect("the faults healed");
+        match world.stats.time_to_close_ms {
+            None => {
+                assert_eq!(
+                    healed,
+                    faultline::breaker::circuit::State::Closed,
+                    "seed {seed}"
+                );
+                none += 1;
+            }
+            Some(ms) => {
+                assert_ne!(
+                    healed,
+                    faultline::breaker::circuit::State::Closed,
+                    "seed {seed}"
+                );
+                let closed = world.checker.closed_after_heal.unwrap();
+                assert_eq!(ms, (closed - report.horizon).as_millis(), "seed {seed}");
+                some += 1;
+            }
+        }
+    }
+    assert!(
+        none > 0 && some > 0,
+        "{none} seeds without a value, {some} with"
+    );
 }

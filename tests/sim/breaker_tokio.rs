@@ -488,3 +488,51 @@ fn p_run(p: &Plugin<BreakerTokioPattern, HostedSms>, seed: u64) -> Outcome {
         .report
         .outcome
 }
+
+/// A hosted run stopped before the faults healed reports the loads of the failing
+/// windows up to the stop (they were measured only at the healing, so such a run said
+/// "no window in which every call failed" and had no load metric).
+#[test]
+fn a_run_stopped_early_reports_its_window_loads_up_to_the_stop() {
+    use faultline::harness::Scenario;
+    use faultline_sim::FaultKind;
+    let p = BreakerTokioPattern;
+    let name = "no_timeout";
+    let found = SEEDS.clone().find_map(|seed| {
+        let knobs = p.seed_knobs(seed);
+        let plan = p.fault_plan(&knobs);
+        let world = p.mutant(name).unwrap().world(&knobs).unwrap();
+        let (report, world) = p.simulate(world, plan.clone(), TraceMode::Off);
+        let outage_before_stop = plan
+            .faults
+            .iter()
+            .any(|f| f.kind == FaultKind::Outage && f.from() < report.end);
+        (!report.outcome.is_pass() && report.end < report.horizon && outage_before_stop)
+            .then_some((seed, plan, report, world))
+    });
+    let (seed, plan, report, world) =
+        found.unwrap_or_else(|| panic!("no seed of {SEEDS:?} stops {name} early after an outage"));
+    let loads = &world.stats.loads;
+    assert!(
+        !loads.is_empty(),
+        "seed {seed}: the outage before the stop was measured"
+    );
+    for (from, until, _, bound) in loads {
+        assert!(
+            from < until && *until <= report.end,
+            "seed {seed}: {loads:?}"
+        );
+        assert!(*bound > 0);
+    }
+    let worst = loads
+        .iter()
+        .map(|l| l.2 as f64 / l.3 as f64)
+        .reduce(f64::max);
+    let run = p.run(seed, &plan, TraceMode::Off, Some(name)).unwrap();
+    let metric = run
+        .metrics
+        .iter()
+        .find(|m| m.name == "worst failing-window load / bound")
+        .unwrap();
+    assert_eq!(metric.value, worst);
+}

@@ -718,3 +718,68 @@ fn single_lease_is_judged_from_what_the_world_observes() {
         );
     }
 }
+
+/// The queue's level charts run to the end of the run, where a run that settled has
+/// converged: a point every second and a last one at the end with the level the run
+/// ended at (no profile behind). Per-second peaks with the quiet seconds left out
+/// stopped at the last second with a change, at that second's peak, before convergence.
+#[test]
+fn queue_charts_run_to_convergence() {
+    for seed in 0..20 {
+        let plan = QueuePattern.plan(seed);
+        let view = QueuePattern.view(seed, &plan, None).unwrap();
+        assert!(view.outcome.is_pass(), "seed {seed}");
+        for s in &view.timeline.series {
+            let last = s
+                .points
+                .last()
+                .unwrap_or_else(|| panic!("{}: no points", s.name));
+            assert_eq!(
+                last.0, view.end,
+                "seed {seed}: {} ends before the run",
+                s.name
+            );
+            assert_eq!(last.1, 0.0, "seed {seed}: {} at the end", s.name);
+            let whole = view.end.as_nanos() / 1_000_000_000;
+            for (i, second) in (0..=whole).enumerate() {
+                assert_eq!(
+                    s.points[i].0,
+                    SimTime::from_secs(second),
+                    "seed {seed}: {}",
+                    s.name
+                );
+            }
+        }
+    }
+}
+
+/// Convergence after the last fault healed has a value only where a target had
+/// something to catch up on: `None` on the seeds whose targets already held everything
+/// as the last fault healed, never a 0 by construction.
+#[test]
+fn convergence_has_no_value_where_nothing_had_to_converge() {
+    let (mut none, mut some) = (0, 0);
+    for seed in 0..100 {
+        let (report, world) = QueuePattern.run_seed(seed, TraceMode::Off).unwrap();
+        report.assert_pass();
+        let s = &world.stats;
+        if s.last_fault_healed.is_none() {
+            continue;
+        }
+        match s.convergence_ms() {
+            None => {
+                assert_eq!(s.missing_at_last_heal, 0, "seed {seed}");
+                none += 1;
+            }
+            Some(ms) => {
+                assert!(s.missing_at_last_heal > 0, "seed {seed}");
+                assert!(ms > 0.0, "seed {seed}: converged at once though behind");
+                some += 1;
+            }
+        }
+    }
+    assert!(
+        none > 0 && some > 0,
+        "{none} seeds without a value, {some} with"
+    );
+}
