@@ -923,6 +923,7 @@ fn sweep_cmd(
 ) -> CliResult {
     let out = out_arg.unwrap_or(Path::new(OUT_DEFAULT));
     let patterns = cx.resolve(names)?;
+    input::writable_out(out)?;
     let swept = args
         .mutant
         .as_deref()
@@ -1393,6 +1394,7 @@ fn merge_cmd(
     out: &Path,
     allow_mismatch: bool,
 ) -> CliResult {
+    input::writable_out(out)?;
     let mut parts: Vec<(&Path, SweepView)> = Vec::new();
     // The first file and the kind of implementation it swept: every part must match.
     let mut first: Option<(&Path, Option<(String, String)>)> = None;
@@ -1522,6 +1524,7 @@ fn mutants_cmd(
     let out = out_arg.unwrap_or(Path::new(OUT_DEFAULT));
     let patterns = cx.resolve(names)?;
     input::shard_seeds(seeds, Shard::ALL)?;
+    input::writable_out(out)?;
     let mut rows = Vec::new();
     // Mutants whose run panicked: (row index, seed, message). Neither caught nor
     // survived, they fail the command.

@@ -55,6 +55,22 @@ pub(super) fn read_capped(path: &Path, what: &str, cap: u64) -> Result<String, U
     })
 }
 
+/// Makes sure reports can be written to `out` before any work starts (a sweep of an
+/// hour must not end on "cannot write"): creates it, and writes and removes a probe
+/// file in it.
+pub(super) fn writable_out(out: &Path) -> Result<(), UsageError> {
+    let refuse = |e: std::io::Error| {
+        UsageError(format!(
+            "--out {}: reports cannot be written there: {e}",
+            tty(&out.display().to_string())
+        ))
+    };
+    std::fs::create_dir_all(out).map_err(refuse)?;
+    let probe = out.join(format!(".faultline-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(refuse)?;
+    std::fs::remove_file(&probe).map_err(refuse)
+}
+
 /// The worker threads for `--jobs` (`None`: every core), refused above 4 × the cores
 /// (at most [`JOBS_MAX`]): more threads than that only add memory and switching.
 pub(super) fn jobs(asked: Option<usize>) -> Result<usize, UsageError> {

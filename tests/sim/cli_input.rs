@@ -552,3 +552,27 @@ fn a_closed_stdout_is_not_a_panic() {
     assert!(dir.join("summary.json").is_file());
     assert!(dir.join("index.html").is_file());
 }
+
+/// A `--out` that cannot be written is refused before any seed runs (a sweep of many
+/// seeds does not end on "cannot write"): under a regular file, or a regular file itself.
+#[test]
+fn an_unwritable_out_is_refused_before_work_starts() {
+    let dir = crate::cli::scratch("bad-out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    for out in [file.join("sub"), file.clone()] {
+        for args in [
+            vec!["sweep", "breaker", "--seeds", "0..100000", "--jobs", "1"],
+            vec!["mutants", "breaker"],
+        ] {
+            let mut args = args.clone();
+            args.extend(["--out", s(&out)]);
+            let o = faultline(&args);
+            let (stdout, stderr) = text(&o);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {stdout}{stderr}");
+            assert!(stderr.contains("--out"), "{stderr}");
+            assert!(!stdout.contains("sweeping"), "work started: {stdout}");
+        }
+    }
+}

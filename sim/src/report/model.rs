@@ -326,3 +326,42 @@ pub fn is_relative_link(href: &str) -> bool {
             .any(|c| c.is_control() || (c.is_whitespace() && c != ' '))
         && !href[..end].contains(':')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(name: &str, values: &[(f64, u64)]) -> Histogram {
+        let mut h = Histogram::new(name, "ms");
+        for &(v, seed) in values {
+            h.sketch.add(v, seed);
+        }
+        h
+    }
+
+    /// Two shards whose patterns list their metrics in different orders (another
+    /// build's order, a plug-in's) merge metric by metric, not position by position.
+    #[test]
+    fn histograms_merge_by_name_whatever_their_order() {
+        let mut a = vec![
+            hist("lag", &[(1.0, 0), (2.0, 2)]),
+            hist("load", &[(50.0, 0)]),
+        ];
+        let b = vec![
+            hist("load", &[(70.0, 1), (90.0, 3)]),
+            hist("lag", &[(3.0, 1)]),
+            hist("new", &[(7.0, 3)]),
+        ];
+        Histogram::merge_into(&mut a, b);
+        let names: Vec<&str> = a.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["lag", "load", "new"]);
+        let lag = &a[0].sketch;
+        assert_eq!(lag.count, 3);
+        assert_eq!(lag.max.map(|e| (e.value, e.seed)), Some((3.0, 1)));
+        let load = &a[1].sketch;
+        assert_eq!(load.count, 3);
+        assert_eq!(load.min.map(|e| (e.value, e.seed)), Some((50.0, 0)));
+        assert_eq!(load.max.map(|e| (e.value, e.seed)), Some((90.0, 3)));
+        assert_eq!(a[2].sketch.count, 1);
+    }
+}
