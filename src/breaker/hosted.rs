@@ -904,7 +904,7 @@ impl HostedSms {
             TripRule::ConsecutiveFailures { .. } => SimDuration::MAX,
         });
         let cut = cut.min(plan.horizon());
-        let mut windows: Vec<(SimTime, SimTime)> = plan
+        let windows: Vec<(SimTime, SimTime)> = plan
             .faults
             .iter()
             .filter(|f| f.target == API)
@@ -919,15 +919,7 @@ impl HostedSms {
             .map(|f| (f.from(), f.until().min(cut)))
             .filter(|(a, b)| a < b)
             .collect();
-        windows.sort();
-        let mut merged: Vec<(SimTime, SimTime)> = Vec::new();
-        for (a, b) in windows {
-            match merged.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        merged
+        super::world::merge_windows(windows)
     }
 
     /// `breaker.load_bound` over every failing window (see the module docs): measures

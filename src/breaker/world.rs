@@ -898,11 +898,16 @@ impl<G: CallGuard> World for SmsWorld<G> {
 /// run stopped early: the part of each outage that happened).
 fn outage_windows(plan: &FaultPlan, horizon: SimTime, now: SimTime) -> Vec<(SimTime, SimTime)> {
     let cut = horizon.min(now);
-    let mut windows: Vec<(SimTime, SimTime)> = plan
+    let windows: Vec<(SimTime, SimTime)> = plan
         .of_kind(FaultKindTag::Outage)
         .filter(|f| f.target == API && f.from() < cut)
         .map(|f| (f.from(), f.until().min(cut)))
         .collect();
+    merge_windows(windows)
+}
+
+/// `windows` sorted, overlapping or touching ones merged into one.
+pub(crate) fn merge_windows(mut windows: Vec<(SimTime, SimTime)>) -> Vec<(SimTime, SimTime)> {
     windows.sort();
     let mut merged: Vec<(SimTime, SimTime)> = Vec::new();
     for (a, b) in windows {
