@@ -493,14 +493,12 @@ fn tick(v: f64, span: f64) -> String {
     }
 }
 
-/// A bar histogram of weighted `points` laid out by [`hist_layout`], `median` marked.
+/// A bar histogram of the bins `layout` ([`hist_layout`]) decided, `median` marked.
 pub(crate) fn histogram(
-    points: &[(f64, u64)],
-    whole: bool,
+    layout: &HistLayout,
     median: Option<f64>,
     colour: Rgb,
 ) -> Result<String, ReportError> {
-    let layout = hist_layout(points, whole);
     let median = median
         .filter(|m| m.is_finite())
         .map(|m| m.clamp(-VALUE_CAP, VALUE_CAP));
@@ -786,17 +784,21 @@ mod tests {
                 fmt::GREEN,
             )
             .unwrap(),
-            histogram(&[], false, None, fmt::GREEN).unwrap(),
-            histogram(&[(4.0, 1)], true, Some(4.0), fmt::GREEN).unwrap(),
-            histogram(&[(4.0, 10)], true, Some(4.0), fmt::GREEN).unwrap(),
+            histogram(&hist_layout(&[], false), None, fmt::GREEN).unwrap(),
+            histogram(&hist_layout(&[(4.0, 1)], true), Some(4.0), fmt::GREEN).unwrap(),
+            histogram(&hist_layout(&[(4.0, 10)], true), Some(4.0), fmt::GREEN).unwrap(),
             histogram(
-                &[(-1e300, 1), (1e300, 1), (f64::INFINITY, 1)],
-                true,
+                &hist_layout(&[(-1e300, 1), (1e300, 1), (f64::INFINITY, 1)], true),
                 Some(0.0),
                 fmt::GREEN,
             )
             .unwrap(),
-            histogram(&[(0.0, 1), (1e-12, 1)], false, Some(0.0), fmt::GREEN).unwrap(),
+            histogram(
+                &hist_layout(&[(0.0, 1), (1e-12, 1)], false),
+                Some(0.0),
+                fmt::GREEN,
+            )
+            .unwrap(),
             comparison_chart(&[]).unwrap(),
             comparison_chart(&[
                 CompareBar {
@@ -851,7 +853,12 @@ mod tests {
     #[test]
     fn equal_and_zero_values_get_a_sane_axis() {
         for values in [vec![0.0; 10], vec![0.25; 3], vec![-0.0, 0.0]] {
-            let svg = histogram(&pts(&values), whole(&values), None, fmt::GREEN).unwrap();
+            let svg = histogram(
+                &hist_layout(&pts(&values), whole(&values)),
+                None,
+                fmt::GREEN,
+            )
+            .unwrap();
             for l in labels(&svg) {
                 assert!(!l.contains('e'), "bogus tick {l:?} for {values:?}");
             }
@@ -878,7 +885,12 @@ mod tests {
         }
         let total: u64 = layout.bins.iter().map(|b| b.2).sum();
         assert_eq!(total, values.len() as u64);
-        let svg = histogram(&pts(&values), whole(&values), None, fmt::GREEN).unwrap();
+        let svg = histogram(
+            &hist_layout(&pts(&values), whole(&values)),
+            None,
+            fmt::GREEN,
+        )
+        .unwrap();
         let ticks = labels(&svg);
         assert!(!ticks.is_empty());
         for l in &ticks {
@@ -907,7 +919,12 @@ mod tests {
         assert_eq!(layout.off_axis, 1, "the zero is counted beside the chart");
         let first = layout.bins[0].2 as f64;
         assert!(first < 0.8 * 100.0, "{layout:?}");
-        histogram(&pts(&values), whole(&values), None, fmt::GREEN).unwrap();
+        histogram(
+            &hist_layout(&pts(&values), whole(&values)),
+            None,
+            fmt::GREEN,
+        )
+        .unwrap();
         // Not long-tailed: linear.
         let even: Vec<f64> = (0..100).map(|i| f64::from(i) + 0.5).collect();
         assert_eq!(

@@ -733,7 +733,7 @@ fn hist_view(h: &Histogram, i: usize, runs: u64) -> Result<HistView, ReportError
                     charts::HistScale::Whole => "x: whole values".to_string(),
                     charts::HistScale::Linear => String::new(),
                 };
-                svg = charts::histogram(&points, sk.is_whole(), Some(s.median), fmt::palette(i))?;
+                svg = charts::histogram(&layout, Some(s.median), fmt::palette(i))?;
             }
             t
         }
