@@ -1008,14 +1008,14 @@ impl<B: AsyncBus> World for BusTokioWorld<B> {
                 bus_dead_events = n;
             }
         }
-        self.stats.lag_ms_max = self
-            .checker
-            .lags
-            .values()
-            .flatten()
-            .map(|(_, l)| *l)
-            .fold(0.0, f64::max);
+        self.stats.lag_ms_max = self.checker.lag_ms_max();
         self.checker.finish(&letters, bus_dead_events)
+    }
+
+    /// The run stopped before it came to rest: its longest delivery lag up to the
+    /// stop, from the deliveries the checker saw.
+    fn stopped(&mut self, _ctx: &Ctx<BusTokioEvent>) {
+        self.stats.lag_ms_max = self.checker.lag_ms_max();
     }
 }
 

@@ -158,6 +158,15 @@ impl BusChecker {
         }
     }
 
+    /// The longest delivery lag seen so far, of any subscriber, ms (0 before any).
+    pub fn lag_ms_max(&self) -> f64 {
+        self.lags
+            .values()
+            .flatten()
+            .map(|(_, l)| *l)
+            .fold(0.0, f64::max)
+    }
+
     /// A checker judging a bus by the policy it declares.
     pub fn for_policy(policy: &BusPolicy) -> Self {
         BusChecker::new(policy.attempts_max, policy.capacity)

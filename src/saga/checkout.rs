@@ -17,7 +17,9 @@
 //!   the disk, or on the bus), to check `saga.settling` and to measure latency.
 
 use crate::saga::invariants::SETTLING;
-use crate::saga::services::{InventoryService, Order, PaymentService, SagaId, Services, StepId};
+use crate::saga::services::{
+    InventoryService, Order, PaymentService, SagaId, SagaState, Services, StepId,
+};
 use faultline_sim::FaultKindTag;
 use faultline_sim::prelude::*;
 use serde::Serialize;
@@ -303,9 +305,44 @@ pub(crate) struct Settling {
     /// The last transient failure each saga met outside the fault plan (a participant
     /// answering "failed, retry now"): its settling counts from there too.
     disrupted_at: BTreeMap<SagaId, SimTime>,
+    /// How the sagas seen coming to rest through [`ended`](Settling::ended) ended.
+    endings: Endings,
+}
+
+/// How the sagas a world saw come to rest ended, counted as it saw each one come to
+/// rest: the figures of a run stopped before it came to rest (at rest, a world counts
+/// them again from every saga's final state and checks them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Endings {
+    /// Seen come to rest Completed.
+    pub(crate) completed: u64,
+    /// Seen come to rest Compensated.
+    pub(crate) compensated: u64,
+    /// Seen come to rest Failed.
+    pub(crate) failed: u64,
 }
 
 impl Settling {
+    /// `saga` came to rest at `at` in `state`, as the world saw it: [`rested`](Settling::rested),
+    /// and counted in [`endings`](Settling::endings) the first time.
+    pub(crate) fn ended(&mut self, saga: SagaId, at: SimTime, state: SagaState) -> bool {
+        let first = self.rested(saga, at);
+        if first {
+            let e = &mut self.endings;
+            match state {
+                SagaState::Completed => e.completed += 1,
+                SagaState::Failed => e.failed += 1,
+                _ => e.compensated += 1,
+            }
+        }
+        first
+    }
+
+    /// How the sagas seen through [`ended`](Settling::ended) ended.
+    pub(crate) fn endings(&self) -> Endings {
+        self.endings
+    }
+
     /// `saga`'s customer checked out at `at`.
     pub(crate) fn checkout(&mut self, saga: SagaId, at: SimTime) {
         self.checkout_at.insert(saga, at);

@@ -261,3 +261,28 @@ fn conformance_holds_the_reference_to_the_knobs_settings() {
         );
     }
 }
+
+/// A run stopped early reports its longest delivery lag up to the stop, from the
+/// deliveries the checker saw: it was filled only at rest, so such a run said "longest
+/// delivery lag 0.0 ms" beside lag charts of its deliveries.
+#[test]
+fn a_run_stopped_early_reports_its_lag_up_to_the_stop() {
+    use crate::support::{figure, stopped_early};
+    let lag = |w: &BusWorld<_>| {
+        w.checker
+            .lags
+            .values()
+            .flatten()
+            .map(|(_, l)| *l)
+            .reduce(f64::max)
+    };
+    let (mutant, seed, plan, _, world) = stopped_early(&BusPattern, 0..60, |r, w| {
+        r.end < r.horizon && lag(w).is_some_and(|l| l > 0.0)
+    });
+    let longest = lag(&world).unwrap();
+    assert_eq!(world.stats.lag_ms_max, longest, "{mutant} seed {seed}");
+    assert_eq!(
+        figure(&BusPattern, seed, &plan, mutant, "longest delivery lag"),
+        format!("{longest:.1} ms")
+    );
+}

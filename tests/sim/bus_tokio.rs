@@ -133,3 +133,25 @@ fn a_plan_file_replays() {
     );
     assert!(stdout.contains("bus-tokio"), "{stdout}");
 }
+
+/// A run stopped early reports its longest delivery lag up to the stop, from the
+/// deliveries the checker saw (it was filled only at rest).
+#[test]
+fn a_run_stopped_early_reports_its_lag_up_to_the_stop() {
+    use crate::support::{figure, stopped_early};
+    let (mutant, seed, plan, _, world) = stopped_early(&BusTokioPattern, 0..60, |r, w| {
+        r.end < r.horizon && w.checker.lag_ms_max() > 0.0
+    });
+    let longest = world.checker.lag_ms_max();
+    assert_eq!(world.stats.lag_ms_max, longest, "{mutant} seed {seed}");
+    assert_eq!(
+        figure(
+            &BusTokioPattern,
+            seed,
+            &plan,
+            mutant,
+            "longest delivery lag"
+        ),
+        format!("{longest:.1} ms")
+    );
+}

@@ -1178,3 +1178,30 @@ fn failed_replies_under_faults_keep_every_promise() {
         "failed_is_refusal caught on {caught:?} only"
     );
 }
+
+/// A run stopped before it came to rest reports its sagas' endings up to the stop, as
+/// the world saw them come to rest: they were counted only at rest, so such a run said
+/// "completed 0" beside a timeline of completed sagas.
+#[test]
+fn a_run_stopped_early_reports_its_endings_up_to_the_stop() {
+    use crate::support::{figure, lane_endings, metric, stopped_early};
+    let (mutant, seed, plan, _, world) = stopped_early(&SagaPattern, 0..60, |_, w| {
+        let [started, c, p, f] = lane_endings(&w.lanes);
+        c + p + f > 0 && c + p + f < started
+    });
+    let [submitted, completed, compensated, failed] = lane_endings(&world.lanes);
+    let s = &world.stats;
+    // Started counts the durable start records: at most the sagas submitted.
+    assert!(s.started <= submitted, "{mutant} seed {seed}");
+    assert_eq!(
+        (s.completed, s.compensated, s.failed),
+        (completed, compensated, failed),
+        "{mutant} seed {seed}"
+    );
+    assert_eq!(
+        figure(&SagaPattern, seed, &plan, mutant, "completed"),
+        completed.to_string()
+    );
+    let share = metric(&SagaPattern, seed, &plan, mutant, "sagas completed").unwrap();
+    assert_eq!(share, 100.0 * completed as f64 / s.started as f64);
+}

@@ -203,3 +203,53 @@ fn a_plan_file_replays() {
     assert!(stdout.contains("saga.idempotent"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A run that stopped before it came to rest does not judge its sagas' endings: the
+/// books are read only at rest, and such a run said "done 0, compensated 0" of sagas it
+/// never judged. Its page says "not judged" and the sweep's shares have no value. (No
+/// mutant of the catalog stops before its books are judged, so the run is a plug-in's
+/// that accepts every checkout and never comes to rest: the liveness bound stops it.)
+#[test]
+fn a_run_stopped_early_does_not_judge_its_endings() {
+    struct Stuck;
+    impl HostedSaga for Stuck {
+        fn submit(&self, _: faultline::saga::SagaId, _: faultline::saga::Order) -> bool {
+            true
+        }
+        fn is_at_rest(&self) -> bool {
+            false
+        }
+        fn alerted(&self) -> Vec<faultline::saga::SagaId> {
+            Vec::new()
+        }
+    }
+    struct Never;
+    impl HostedSagaFactory for Never {
+        fn policy(&self) -> SagaPolicy {
+            SagaPolicy::from(&SagaConfig::default())
+        }
+        fn build(&self, _: SagaEnv) -> Result<Box<dyn HostedSaga>, String> {
+            Ok(Box::new(Stuck))
+        }
+    }
+    let knobs = SagaKnobs::from_seed(3);
+    let world = SagaTokioWorld::new(knobs.clone(), Arc::new(Never)).unwrap();
+    let (report, world) = SagaTokioPattern.simulate(world, knobs.fault_plan(), TraceMode::Off);
+    assert!(!report.outcome.is_pass(), "a saga that never rests passed");
+    assert!(world.stats.submitted > 0 && !world.stats.at_rest);
+    let view = SagaTokioPattern.describe(&knobs, &report, &world);
+    for label in ["done (books)", "compensated (books)", "half done, alerted"] {
+        let (_, v) = view.figures.iter().find(|(l, _)| l == label).unwrap();
+        assert_eq!(v, "not judged: the run did not come to rest", "{label}");
+    }
+    let completed = SagaTokioPattern::METRICS
+        .iter()
+        .find(|m| m.name == "sagas completed")
+        .unwrap();
+    assert_eq!((completed.value)(&world), None);
+    // At rest they are judged.
+    let (report, world) = SagaTokioPattern.run_seed(3, TraceMode::Off).unwrap();
+    report.assert_pass();
+    assert!(world.stats.at_rest);
+    assert!(world.stats.completed + world.stats.compensated > 0);
+}

@@ -38,7 +38,7 @@ proptest! {
     #[test]
     fn coordinator_crashes_are_recovered_from_the_log(seed in any::<u64>(), plan in plans(&[FaultKindTag::Crash])) {
         let world = check(&TwoPcPattern, "coordinator_crashes_are_recovered_from_the_log", seed, plan)?;
-        prop_assert_eq!(world.stats.inconsistent, 0);
+        prop_assert_eq!(world.stats.inconsistent, Some(0));
         prop_assert!(world.participants.iter().all(|p| p.locks_held() == 0));
     }
 
@@ -158,7 +158,7 @@ fn coordinator_crash_after_prepare_holds_locks_for_the_crash() {
     assert!(through.duration() >= crash, "{through:?}");
     assert!(blocked_longest >= crash);
     assert!(blocked.stats.locked_during_crash >= crash);
-    assert_eq!(blocked.stats.inconsistent, 0);
+    assert_eq!(blocked.stats.inconsistent, Some(0));
 }
 
 /// The orchestrated, choreographed and 2PC worlds see the same customers for a seed,
@@ -761,4 +761,57 @@ mod scratch {
             }
         }
     }
+}
+
+/// A run stopped before it came to rest reports its decisions and lock figures up to
+/// the stop, from what the world saw, and does not call it consistent: they were filled
+/// only at rest, so such a run said "committed 0, longest lock hold 0 ms, inconsistent
+/// at rest 0" beside a timeline of decisions and locks.
+#[test]
+fn a_run_stopped_early_reports_its_figures_up_to_the_stop() {
+    use crate::support::{figure, metric, stopped_early};
+    use std::collections::BTreeMap;
+    let decisions = |w: &TwoPcWorld| {
+        let mut d = BTreeMap::new();
+        for (tx, _, what) in &w.lanes {
+            if let Some(how) = what
+                .strip_prefix("decided ")
+                .or_else(|| what.strip_prefix("presumed "))
+            {
+                d.entry(*tx).or_insert_with(|| how.to_string());
+            }
+        }
+        d
+    };
+    let (mutant, seed, plan, report, world) = stopped_early(&TwoPcPattern, 0..60, |r, w| {
+        let d = decisions(w);
+        r.end < r.horizon
+            && !d.is_empty()
+            && (d.len() as u64) < w.stats.started
+            && !w.stats.lock_holds.is_empty()
+    });
+    let d = decisions(&world);
+    let count = |how: &str| d.values().filter(|h| *h == how).count() as u64;
+    let s = &world.stats;
+    assert_eq!(
+        (s.committed, s.aborted),
+        (count("Commit"), count("Abort")),
+        "{mutant} seed {seed}"
+    );
+    let longest = s.lock_holds.iter().map(|h| h.duration()).max().unwrap();
+    assert!(s.longest_lock_hold >= longest && s.longest_lock_hold > SimDuration::ZERO);
+    assert!(s.longest_lock_hold <= report.end - SimTime::ZERO);
+    assert_eq!(s.inconsistent, None, "never judged at rest");
+    assert_eq!(
+        figure(&TwoPcPattern, seed, &plan, mutant, "inconsistent at rest"),
+        "not judged: the run did not come to rest"
+    );
+    assert_eq!(
+        figure(&TwoPcPattern, seed, &plan, mutant, "committed"),
+        s.committed.to_string()
+    );
+    assert_eq!(
+        metric(&TwoPcPattern, seed, &plan, mutant, "inconsistent"),
+        None
+    );
 }

@@ -262,3 +262,90 @@ pub fn assert_plugin_reports_as_reference(
         "{r} shows metric values ({valued}), figures ({figures}) and a timeline ({timeline})"
     );
 }
+
+/// The first run of a mutant of `scenario`'s catalog (mutants in catalog order, seeds
+/// `seeds` for each) that stops on a violation with `stopped_early` true of it (the
+/// test's own sign that it stopped before coming to rest, from what the world saw):
+/// the mutant, the seed, its plan, the report and the world as it stopped. Panics if
+/// none does, so a test over it cannot pass vacuously.
+pub fn stopped_early<S: Scenario>(
+    scenario: &S,
+    seeds: Range<u64>,
+    stopped_early: impl Fn(&RunReport, &S::World) -> bool,
+) -> (&'static str, u64, FaultPlan, RunReport, S::World) {
+    for mutant in S::MUTANTS {
+        for seed in seeds.clone() {
+            let knobs = scenario.seed_knobs(seed);
+            let plan = scenario.fault_plan(&knobs);
+            let world = scenario
+                .world(&knobs, Some(mutant.name))
+                .unwrap_or_else(|e| panic!("{} mutant {}: {e}", S::NAME, mutant.name));
+            let (report, world) = scenario.simulate(world, plan.clone(), TraceMode::Off);
+            if !report.outcome.is_pass() && stopped_early(&report, &world) {
+                return (mutant.name, seed, plan, report, world);
+            }
+        }
+    }
+    panic!(
+        "no mutant of {} stops early on seeds {seeds:?} as the test asks",
+        S::NAME
+    );
+}
+
+/// The figure called `label` on the run page of `pattern`'s `mutant` for `seed`.
+pub fn figure(
+    pattern: &dyn Pattern,
+    seed: u64,
+    plan: &FaultPlan,
+    mutant: &str,
+    label: &str,
+) -> String {
+    let view = pattern.view(seed, plan, Some(mutant)).unwrap();
+    view.figures
+        .iter()
+        .find(|(l, _)| l == label)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no figure {label} on the page of {mutant}"))
+}
+
+/// The value of the sweep metric called `name` in the run of `pattern`'s `mutant` for
+/// `seed`.
+pub fn metric(
+    pattern: &dyn Pattern,
+    seed: u64,
+    plan: &FaultPlan,
+    mutant: &str,
+    name: &str,
+) -> Option<f64> {
+    let run = pattern
+        .run(seed, plan, TraceMode::Off, Some(mutant))
+        .unwrap();
+    run.metrics
+        .iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("no metric {name}"))
+        .value
+}
+
+/// From a saga world's swimlane notes: how many sagas started, and how many the world
+/// saw come to rest Completed, Compensated and Failed (each saga's first ending).
+pub fn lane_endings(
+    lanes: &[(faultline::saga::SagaId, faultline_sim::SimTime, String)],
+) -> [u64; 4] {
+    let mut started = BTreeSet::new();
+    let mut ended = std::collections::BTreeMap::new();
+    for (saga, _, what) in lanes {
+        if what == "started" {
+            started.insert(*saga);
+        } else if let Some(how) = what.strip_prefix("ended ") {
+            ended.entry(*saga).or_insert_with(|| how.to_string());
+        }
+    }
+    let count = |how: &str| ended.values().filter(|h| *h == how).count() as u64;
+    [
+        started.len() as u64,
+        count("Completed"),
+        count("Compensated"),
+        count("Failed"),
+    ]
+}

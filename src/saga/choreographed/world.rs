@@ -509,7 +509,7 @@ impl<B: EventBus> ChoreoWorld<B> {
         if after != before
             && let Some(st) = after.filter(|s| s.is_at_rest())
         {
-            self.settling.rested(saga, ctx.now());
+            self.settling.ended(saga, ctx.now(), st);
             self.lanes.push((saga, ctx.now(), format!("ended {st:?}")));
             ctx.cover(match (st, event) {
                 (SagaState::Completed, _) => "choreo.completed",
@@ -713,6 +713,14 @@ impl<B: EventBus> World for ChoreoWorld<B> {
         self.settling.check(self.settle_bound())?;
         let _ = ctx;
         Ok(())
+    }
+
+    /// The run stopped before it came to rest: its sagas' endings as the world saw
+    /// them come to rest up to the stop (the sagas still running are neither).
+    fn stopped(&mut self, _ctx: &Ctx<Self::Event>) {
+        let e = self.settling.endings();
+        self.stats.completed = e.completed;
+        self.stats.compensated = e.compensated + e.failed;
     }
 }
 

@@ -890,7 +890,7 @@ impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> SagaWorld<O, S
         self.rested = named;
         for (s, st) in ended {
             self.unsettled.remove(&s);
-            if !self.settling.rested(s, ctx.now()) {
+            if !self.settling.ended(s, ctx.now(), st) {
                 continue;
             }
             let mark = match st {
@@ -1317,6 +1317,16 @@ impl<O: SagaCoordinator<S::Payload, S::Refusal>, S: Participants> World for Saga
             }
         }
         Ok(())
+    }
+
+    /// The run stopped before it came to rest: its sagas' endings as the world saw
+    /// them come to rest up to the stop (a coordinator down at the stop cannot be
+    /// asked, and the sagas still running are neither).
+    fn stopped(&mut self, _ctx: &Ctx<Ev<S>>) {
+        let e = self.settling.endings();
+        self.stats.completed = e.completed;
+        self.stats.compensated = e.compensated;
+        self.stats.failed = e.failed;
     }
 }
 

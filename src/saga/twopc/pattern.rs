@@ -57,7 +57,7 @@ const fn metrics<C: TwoPcCoordinator>() -> [Metric<TwoPcWorld<C>>; 6] {
         Metric {
             name: COMPARED[5].0,
             unit: COMPARED[5].1,
-            value: |w| Some(w.stats.inconsistent as f64),
+            value: |w| w.stats.inconsistent.map(|n| n as f64),
         },
     ]
 }
@@ -286,7 +286,13 @@ fn describe<C: TwoPcCoordinator>(report: &RunReport, world: &TwoPcWorld<C>) -> D
             "of which refused (aborted)".into(),
             s.refused_by_locks.to_string(),
         ),
-        ("inconsistent at rest".into(), s.inconsistent.to_string()),
+        (
+            "inconsistent at rest".into(),
+            s.inconsistent.map_or_else(
+                || "not judged: the run did not come to rest".to_string(),
+                |n| n.to_string(),
+            ),
+        ),
         ("recoveries from the log".into(), s.recoveries.to_string()),
         (
             "messages sent by the coordinator".into(),

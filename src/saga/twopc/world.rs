@@ -106,9 +106,10 @@ impl LockHold {
 pub struct TwoPcStats {
     /// Transactions started (checkouts).
     pub started: u64,
-    /// Committed at rest.
+    /// Committed at rest (for a run stopped early: decided Commit up to the stop).
     pub committed: u64,
-    /// Aborted at rest (by decision or presumed).
+    /// Aborted at rest (by decision or presumed; for a run stopped early: up to the
+    /// stop).
     pub aborted: u64,
     /// Of those, aborted by presumption (the coordinator crashed before deciding).
     pub presumed_aborted: u64,
@@ -133,8 +134,10 @@ pub struct TwoPcStats {
     pub delayed_by_locks: u64,
     /// Of those, transactions that ended aborted.
     pub refused_by_locks: u64,
-    /// Transactions whose participants disagree at rest (atomicity broken).
-    pub inconsistent: u64,
+    /// Transactions whose participants disagree at rest (atomicity broken); `None`
+    /// where the run did not come to rest to be judged (it stopped early, or the
+    /// coordinator was down at rest, or a transaction was never decided).
+    pub inconsistent: Option<u64>,
     /// End of the arrivals (the horizon).
     pub horizon: SimDuration,
 }
@@ -459,6 +462,17 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
         }
     }
 
+    /// The decision of `tx` as the world knows it: durable in the log, or presumed
+    /// aborted by a coordinator crash since it started; `None` while undecided.
+    fn decision_of(&self, tx: SagaId) -> Option<Decision> {
+        self.durable
+            .get(&tx)
+            .copied()
+            .or_else(|| self.presumed.contains(&tx).then_some(Decision::Abort))
+    }
+
+    /// The lock figures up to `end`: the locks still held and a crash still on, cut
+    /// there.
     fn finish_stats(&mut self, end: SimTime) {
         let mut holds = self.stats.lock_holds.clone();
         for ((i, tx), from) in &self.lock_since {
@@ -474,9 +488,11 @@ impl<C: TwoPcCoordinator> TwoPcWorld<C> {
             .map(LockHold::duration)
             .max()
             .unwrap_or_default();
+        // A crash still on at `end` counts up to `end`.
+        let on = self.crashed_at.map(|from| (from, end));
         let mut overlap = SimDuration::ZERO;
         for h in &holds {
-            for (from, until) in &self.stats.crashes {
+            for (from, until) in self.stats.crashes.iter().chain(&on) {
                 let a = h.from.max(*from);
                 let b = h.until.min(*until);
                 overlap = overlap + (b - a);
@@ -710,7 +726,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
                     ));
                 }
             }
-            let decision = logged.unwrap_or(Decision::Abort);
+            let decision = self.decision_of(*tx).unwrap_or(Decision::Abort);
             let locals: Vec<Option<Local>> =
                 self.participants.iter().map(|p| p.local(*tx)).collect();
             let agrees = match decision {
@@ -739,7 +755,7 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
         }
         self.stats.committed = committed;
         self.stats.aborted = aborted;
-        self.stats.inconsistent = inconsistent;
+        self.stats.inconsistent = Some(inconsistent);
         self.stats.refused_by_locks = refused;
         self.stats.presumed_aborted = self.presumed.len() as u64;
         if let Some((tx, decision, locals)) = first_disagreement {
@@ -757,6 +773,29 @@ impl<C: TwoPcCoordinator> World for TwoPcWorld<C> {
         invariants::check_idempotent(&self.participants)?;
         // 4. Conservation: stock and money.
         invariants::check_conservation(&self.participants)
+    }
+
+    /// The run stopped before it came to rest: its lock figures up to the stop (a
+    /// crash still on cut at the stop), and the decisions the world saw up to then.
+    /// Atomicity is judged only at rest, so [`TwoPcStats::inconsistent`] stays what
+    /// [`finish`](World::finish) made it (`None` if it never judged).
+    fn stopped(&mut self, ctx: &Ctx<TwoPcEvent>) {
+        self.finish_stats(ctx.now());
+        let (mut committed, mut aborted, mut refused) = (0, 0, 0);
+        for tx in self.orders.keys() {
+            match self.decision_of(*tx) {
+                Some(Decision::Commit) => committed += 1,
+                Some(Decision::Abort) => {
+                    aborted += 1;
+                    refused += u64::from(self.locked_out.contains(tx));
+                }
+                None => {}
+            }
+        }
+        self.stats.committed = committed;
+        self.stats.aborted = aborted;
+        self.stats.refused_by_locks = refused;
+        self.stats.presumed_aborted = self.presumed.len() as u64;
     }
 }
 
