@@ -349,3 +349,12 @@ pub fn lane_endings(
         count("Failed"),
     ]
 }
+
+/// True when the world saw some of the sagas it started come to rest, but not all: a
+/// run stopped before rest, with endings to report.
+pub fn some_not_all_ended(
+    lanes: &[(faultline::saga::SagaId, faultline_sim::SimTime, String)],
+) -> bool {
+    let [started, c, p, f] = lane_endings(lanes);
+    c + p + f > 0 && c + p + f < started
+}
