@@ -4,11 +4,22 @@ pub use crate::config::ConfigError;
 
 use std::time::Duration;
 
-/// Why a guarded call produced no value from the API.
+/// Why a guarded call produced no value from the API (and no fallback answered).
+///
+/// Which refusal becomes which variant: the bulkhead's is
+/// [`BulkheadFull`](CallError::BulkheadFull); the breaker's is
+/// [`Unavailable`](CallError::Unavailable); a retry the budget refuses ends the call with
+/// the error of the attempt before it ([`Failed`](CallError::Failed) or
+/// [`Timeout`](CallError::Timeout)), the most useful thing the caller can be told.
+///
+/// `Failed` carries the API's error as its [`source`](std::error::Error::source), so
+/// `CallError<E>` is an [`Error`](std::error::Error) when `E` is one; its own message
+/// does not repeat the source's (error reporters such as `anyhow` print the chain).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallError<E> {
-    /// The breaker is open (or the budget, or the bulkhead, said no) and no fallback was
-    /// configured: try again after `retry_after`.
+    /// The circuit breaker rejected the call (it is open, or half-open with every probe
+    /// permit taken) and no fallback was configured: try again after `retry_after`.
     #[error("unavailable, retry after {retry_after:?}")]
     Unavailable {
         /// When trying again makes sense.
@@ -26,7 +37,7 @@ pub enum CallError<E> {
         /// The timeout that expired.
         timeout: Duration,
     },
-    /// The API answered with an error (after any retries).
-    #[error("the call failed: {0}")]
-    Failed(E),
+    /// The API answered with an error (after any retries): the last attempt's.
+    #[error("the call failed")]
+    Failed(#[source] E),
 }

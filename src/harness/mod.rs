@@ -169,6 +169,10 @@ pub trait Pattern: Send + Sync {
     }
 }
 
+/// The figure a world shows for a count it judges only at rest, when the run stopped
+/// before it came to rest.
+pub(crate) const NOT_JUDGED: &str = "not judged: the run did not come to rest";
+
 /// The promises of the harness's own invariants, which any pattern may check.
 pub(crate) const HARNESS_PROMISES: &[(&str, &str)] = &[(
     "sim.determinism",

@@ -312,7 +312,7 @@ pub(crate) struct Settling {
 /// How the sagas a world saw come to rest ended, counted as it saw each one come to
 /// rest: the figures of a run stopped before it came to rest (at rest, a world counts
 /// them again from every saga's final state and checks them).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Endings {
     /// Seen come to rest Completed.
     pub(crate) completed: u64,

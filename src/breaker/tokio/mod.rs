@@ -110,5 +110,7 @@ mod shared;
 #[cfg(test)]
 mod tests;
 
-pub use resilient::{Resilient, ResilientBuilder};
+pub use resilient::{
+    Answer, FallbackCause, Resilient, ResilientBuilder, Source, Upstream, UpstreamBuilder,
+};
 pub use shared::{SharedBreaker, SharedPermit};

@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -35,8 +35,12 @@ type Classifier<E> = Box<dyn Fn(&E) -> CallOutcome + Send + Sync>;
 
 /// The full resilience stack for one async API: bulkhead, then per attempt the circuit
 /// breaker and a timeout, retries with backoff (full jitter) under a retry budget, and a
-/// fallback. Build it with [`Resilient::builder`]; see the [module docs](super) for an
-/// example.
+/// fallback. Build it with [`Resilient::builder`] (a breaker of its own) or
+/// [`Resilient::builder_for`] (an [`Upstream`]'s breaker, bulkhead and budget, shared with
+/// every other stack built for it); see the [module docs](super) for an example.
+///
+/// A cheap handle: cloning it shares the same stack (one `Arc`), so it can be handed to
+/// every request handler as it is.
 ///
 /// One [`call`](Resilient::call):
 ///
@@ -56,25 +60,221 @@ type Classifier<E> = Box<dyn Fn(&E) -> CallOutcome + Send + Sync>;
 ///
 /// Retries sit inside the breaker: every attempt asks it for a permit, so a breaker that
 /// opens during the retries stops them.
-pub struct Resilient<T: Clone, E> {
-    breaker: SharedBreaker,
-    bulkhead: SharedBulkhead,
+///
+/// `T` needs no bound of its own: only a [fallback](ResilientBuilder::fallback) (which
+/// hands out copies of a value) asks for `T: Clone`, so a stack around an HTTP client can
+/// answer with its non-`Clone` response type.
+pub struct Resilient<T, E> {
+    inner: Arc<Inner<T, E>>,
+}
+
+impl<T, E> Clone for Resilient<T, E> {
+    fn clone(&self) -> Self {
+        Resilient {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+/// What a [`Resilient`] handle shares.
+struct Inner<T, E> {
+    upstream: Upstream,
     /// The decision core's request-level policy.
     stack: Stack,
-    budget: Option<Mutex<RetryBudget>>,
     /// `None` under [`FallbackPolicy::None`] (no lock taken on success).
-    fallback: Option<Mutex<Fallback<T>>>,
+    fallback: Option<Box<dyn FallbackStore<T>>>,
     rng: Mutex<ChaCha8Rng>,
     classify: Classifier<E>,
 }
 
-impl<T: Clone, E> fmt::Debug for Resilient<T, E> {
+impl<T, E> fmt::Debug for Resilient<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resilient")
-            .field("breaker", &self.breaker)
-            .field("bulkhead", &self.bulkhead)
-            .field("stack", &self.stack)
+            .field("upstream", &self.inner.upstream)
+            .field("stack", &self.inner.stack)
             .finish_non_exhaustive()
+    }
+}
+
+/// A fallback's store behind its lock, with `T: Clone` hidden inside, so that
+/// [`Resilient`] itself asks nothing of `T`.
+trait FallbackStore<T>: Send + Sync {
+    fn on_success(&self, value: &T, now: Instant);
+    fn take(&self, now: Instant) -> Option<T>;
+    fn used_total(&self) -> u64;
+}
+
+impl<T: Clone + Send> FallbackStore<T> for Mutex<Fallback<T>> {
+    fn on_success(&self, value: &T, now: Instant) {
+        lock(self).on_success(value, now);
+    }
+
+    fn take(&self, now: Instant) -> Option<T> {
+        lock(self).take(now)
+    }
+
+    fn used_total(&self) -> u64 {
+        lock(self).used_total()
+    }
+}
+
+/// One upstream service as every stack calling it sees it: one circuit breaker, one
+/// bulkhead and one retry budget, shared by every [`Resilient`] built with
+/// [`Resilient::builder_for`] (and every tower layer over it), so two endpoints calling
+/// the same provider, one with a fallback and one without, hold one opinion of its
+/// health and one limit on the calls in flight.
+///
+/// Cloning shares the same parts.
+///
+/// ```
+/// use std::time::Duration;
+/// use faultline::breaker::BreakerConfig;
+/// use faultline::breaker::fallback::FallbackPolicy;
+/// use faultline::breaker::tokio::{Resilient, Upstream};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), faultline::config::ConfigError> {
+/// let provider = Upstream::builder(BreakerConfig::default()).bulkhead(50).build()?;
+/// let status: Resilient<String, std::io::Error> = Resilient::builder_for(&provider)
+///     .timeout(Duration::from_secs(1))
+///     .fallback(FallbackPolicy::Default("unknown".to_string()))
+///     .build()?;
+/// let send: Resilient<u64, std::io::Error> = Resilient::builder_for(&provider)
+///     .timeout(Duration::from_secs(5))
+///     .build()?;
+/// assert!(std::ptr::eq(status.breaker(), send.breaker()));
+/// assert!(std::ptr::eq(status.bulkhead(), provider.bulkhead()));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    breaker: Arc<SharedBreaker>,
+    bulkhead: Arc<SharedBulkhead>,
+    budget: Option<Arc<Mutex<RetryBudget>>>,
+}
+
+impl Upstream {
+    /// A builder around a breaker configured by `breaker`. Defaults: a bulkhead of 25,
+    /// no retry budget.
+    pub fn builder(breaker: BreakerConfig) -> UpstreamBuilder {
+        UpstreamBuilder {
+            breaker,
+            bulkhead: 25,
+            budget: None,
+        }
+    }
+
+    /// The circuit breaker (for metrics, events and manual commands).
+    pub fn breaker(&self) -> &SharedBreaker {
+        &self.breaker
+    }
+
+    /// The bulkhead.
+    pub fn bulkhead(&self) -> &SharedBulkhead {
+        &self.bulkhead
+    }
+
+    /// How many retries the budget refused (`None` without a budget).
+    pub fn budget_exhausted_total(&self) -> Option<u64> {
+        self.budget.as_ref().map(|b| lock(b).exhausted_total())
+    }
+}
+
+/// Builder for [`Upstream`].
+#[derive(Debug)]
+pub struct UpstreamBuilder {
+    breaker: BreakerConfig,
+    bulkhead: u32,
+    budget: Option<RetryBudget>,
+}
+
+impl UpstreamBuilder {
+    /// Most calls in progress at once, over every stack sharing the upstream (a
+    /// [`SharedBulkhead`]). Default: 25.
+    pub fn bulkhead(mut self, max_concurrent: u32) -> Self {
+        self.bulkhead = max_concurrent;
+        self
+    }
+
+    /// A retry budget shared by every call of every stack sharing the upstream. Default:
+    /// none (retries limited only by each stack's policy and deadline).
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Validates and builds. The breaker's clock starts now.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] on field `bulkhead` if it is zero.
+    pub fn build(self) -> Result<Upstream, ConfigError> {
+        let bulkhead = SharedBulkhead::new(self.bulkhead)
+            .map_err(|e| ConfigError::new("bulkhead", e.reason))?;
+        Ok(Upstream {
+            breaker: Arc::new(SharedBreaker::new(self.breaker)),
+            bulkhead: Arc::new(bulkhead),
+            budget: self.budget.map(|b| Arc::new(Mutex::new(b))),
+        })
+    }
+}
+
+/// Where an answer of [`Resilient::call_answer`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// The API answered this value.
+    Api,
+    /// The API did not, and the fallback answered instead, for this reason.
+    Fallback(FallbackCause),
+}
+
+/// Why a call was answered by its fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FallbackCause {
+    /// The bulkhead was full.
+    BulkheadFull,
+    /// The circuit breaker rejected an attempt.
+    Rejected,
+    /// The last attempt failed and no retry was allowed.
+    Failed,
+    /// The last attempt timed out and no retry was allowed.
+    Timeout,
+    /// The retry budget refused a retry.
+    BudgetExhausted,
+    /// The call's deadline passed during a backoff.
+    DeadlineReached,
+}
+
+impl FallbackCause {
+    fn of(end: End) -> Self {
+        match end {
+            End::BulkheadFull { .. } => FallbackCause::BulkheadFull,
+            End::Rejected { .. } => FallbackCause::Rejected,
+            End::Failed => FallbackCause::Failed,
+            End::Timeout => FallbackCause::Timeout,
+            End::BudgetExhausted => FallbackCause::BudgetExhausted,
+            End::DeadlineReached => FallbackCause::DeadlineReached,
+        }
+    }
+}
+
+/// A value and where it came from: see [`Resilient::call_answer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Answer<T> {
+    /// The value.
+    pub value: T,
+    /// The API's own, or the fallback's.
+    pub source: Source,
+}
+
+impl<T> Answer<T> {
+    /// Whether the fallback gave this value.
+    pub fn is_fallback(&self) -> bool {
+        matches!(self.source, Source::Fallback(_))
     }
 }
 
@@ -136,57 +336,69 @@ impl<'a> Parts for Shared<'a> {
     }
 }
 
-impl<T: Clone, E> Resilient<T, E> {
-    /// A builder around a breaker configured by `breaker`. The call timeout is required;
-    /// everything else has a default: no attempt timeout (each attempt may use the rest
-    /// of the deadline), a single attempt, no budget, a bulkhead of 25, no fallback,
-    /// every error a failure, jitter seed 0.
+impl<T, E> Resilient<T, E> {
+    /// A builder around a breaker of its own, configured by `breaker`. The call timeout
+    /// is required; everything else has a default: no attempt timeout (each attempt may
+    /// use the rest of the deadline), a single attempt, no budget, a bulkhead of 25, no
+    /// fallback, every error a failure, jitter seed 0.
     pub fn builder(breaker: BreakerConfig) -> ResilientBuilder<T, E> {
-        ResilientBuilder {
+        ResilientBuilder::with(UpstreamFrom::Own {
             breaker,
-            timeout: None,
-            attempt_timeout: None,
-            retry: RetryPolicy::none(),
-            budget: None,
             bulkhead: 25,
-            fallback: FallbackPolicy::None,
-            classify: Box::new(|_| CallOutcome::Failure),
-            seed: 0,
-        }
+            budget: None,
+        })
+    }
+
+    /// A builder over `upstream`'s breaker, bulkhead and budget, shared with every other
+    /// stack built for it. Defaults as for [`builder`](Resilient::builder); the bulkhead
+    /// and the budget are the upstream's (set them on [`Upstream::builder`]).
+    pub fn builder_for(upstream: &Upstream) -> ResilientBuilder<T, E> {
+        ResilientBuilder::with(UpstreamFrom::Shared(upstream.clone()))
     }
 
     // ----- getters -----
 
     /// The circuit breaker (for metrics, events and manual commands).
     pub fn breaker(&self) -> &SharedBreaker {
-        &self.breaker
+        &self.inner.upstream.breaker
+    }
+
+    /// The breaker, bulkhead and budget this stack calls through (its own, or the ones
+    /// it shares with the other stacks of [`builder_for`](Resilient::builder_for)).
+    pub fn upstream(&self) -> &Upstream {
+        &self.inner.upstream
     }
 
     /// Where the stack's instants sit on the wall clock: its breaker's
     /// [`origin`](SharedBreaker::origin).
     pub fn origin(&self) -> crate::clock::Origin {
-        self.breaker.origin()
+        self.breaker().origin()
     }
 
     /// The bulkhead.
     pub fn bulkhead(&self) -> &SharedBulkhead {
-        &self.bulkhead
+        &self.inner.upstream.bulkhead
     }
 
-    /// How many calls were answered by the fallback.
+    /// How many calls were answered by this stack's fallback.
     pub fn fallback_used_total(&self) -> u64 {
-        self.fallback.as_ref().map_or(0, |f| lock(f).used_total())
+        self.inner.fallback.as_ref().map_or(0, |f| f.used_total())
     }
 
     /// How many retries the budget refused (`None` without a budget).
     pub fn budget_exhausted_total(&self) -> Option<u64> {
-        self.budget.as_ref().map(|b| lock(b).exhausted_total())
+        self.inner.upstream.budget_exhausted_total()
     }
 
     // ----- the call -----
 
     /// Calls the API through the whole stack; `f` makes one attempt (it is called once
     /// per attempt). See the [type docs](Resilient) for the steps.
+    ///
+    /// A fallback's answer looks like the API's here; [`call_answer`](Self::call_answer)
+    /// tells them apart. A last-good fallback suits queries (a price, a status), not
+    /// commands: on "send this SMS" it would hand back the receipt of an earlier message
+    /// as if this one had been sent.
     ///
     /// Cancellation-safe: dropping the returned future at any await point releases the
     /// breaker permit (without recording an outcome) and the bulkhead slot.
@@ -195,37 +407,57 @@ impl<T: Clone, E> Resilient<T, E> {
     ///
     /// When there is no fallback answer: [`CallError::BulkheadFull`],
     /// [`CallError::Unavailable`] (the breaker rejected an attempt), or the last
-    /// attempt's [`CallError::Timeout`] or [`CallError::Failed`]. A timeout reports the
-    /// attempt timeout when that was the limit, else the call's timeout.
-    pub async fn call<F, Fut>(&self, mut f: F) -> Result<T, CallError<E>>
+    /// attempt's [`CallError::Timeout`] or [`CallError::Failed`] (also when the budget
+    /// refused a retry). A timeout reports the attempt timeout when that was the limit,
+    /// else the call's timeout.
+    pub async fn call<F, Fut>(&self, f: F) -> Result<T, CallError<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let stack = self.stack;
+        self.call_answer(f).await.map(|answer| answer.value)
+    }
+
+    /// As [`call`](Self::call), saying whether the value is the API's or the fallback's
+    /// (and why the fallback answered).
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    pub async fn call_answer<F, Fut>(&self, mut f: F) -> Result<Answer<T>, CallError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let inner = &*self.inner;
+        let stack = inner.stack;
+        let breaker = self.breaker();
         let mut parts = self.parts();
-        let mut request = match stack.begin(&mut parts, self.breaker.now()) {
+        let mut request = match stack.begin(&mut parts, breaker.now()) {
             Ok(request) => request,
             Err(end) => return self.give_up(end, None),
         };
-        let mut next = stack.attempt(&mut parts, &mut request, self.breaker.now());
+        let mut next = stack.attempt(&mut parts, &mut request, breaker.now());
         // The error of the attempt that just ended, for an answer without a fallback.
         let mut last: Option<CallError<E>> = None;
         loop {
             match next {
                 Next::Send { timeout, limit } => {
                     let attempt = ::tokio::time::timeout(timeout, f()).await;
-                    let now = self.breaker.now();
+                    let now = breaker.now();
                     match attempt {
                         Ok(Ok(value)) => {
                             stack.on_value(&mut parts, &mut request, now, CallOutcome::Success);
-                            if let Some(fallback) = &self.fallback {
-                                lock(fallback).on_success(&value, now);
+                            if let Some(fallback) = &inner.fallback {
+                                fallback.on_success(&value, now);
                             }
-                            return Ok(value);
+                            return Ok(Answer {
+                                value,
+                                source: Source::Api,
+                            });
                         }
                         Ok(Err(error)) => {
-                            let outcome = (self.classify)(&error);
+                            let outcome = (inner.classify)(&error);
                             next = stack.on_error(&mut parts, &mut request, now, outcome);
                             last = Some(CallError::Failed(error));
                         }
@@ -243,7 +475,7 @@ impl<T: Clone, E> Resilient<T, E> {
                 Next::Sleep(delay) => {
                     ::tokio::time::sleep(delay).await;
                     last = None;
-                    next = stack.on_retry_due(&mut parts, &mut request, self.breaker.now());
+                    next = stack.on_retry_due(&mut parts, &mut request, breaker.now());
                 }
                 Next::GiveUp(end) => return self.give_up(end, last),
             }
@@ -252,25 +484,28 @@ impl<T: Clone, E> Resilient<T, E> {
 
     /// The shared parts, for one call.
     fn parts(&self) -> Shared<'_> {
+        let upstream = &self.inner.upstream;
         Shared {
-            breaker: &self.breaker,
-            bulkhead: &self.bulkhead,
-            budget: self.budget.as_ref(),
-            rng: &self.rng,
+            breaker: &upstream.breaker,
+            bulkhead: &upstream.bulkhead,
+            budget: upstream.budget.as_deref(),
+            rng: &self.inner.rng,
         }
     }
 
     /// The fallback's answer if there is one, else the error for `end` (`last`: the
     /// error of the attempt that just ended, if one did).
-    fn give_up(&self, end: End, last: Option<CallError<E>>) -> Result<T, CallError<E>> {
-        if let Some(fallback) = &self.fallback {
-            let answer = lock(fallback).take(self.breaker.now());
-            if let Some(value) = answer {
-                return Ok(value);
-            }
+    fn give_up(&self, end: End, last: Option<CallError<E>>) -> Result<Answer<T>, CallError<E>> {
+        if let Some(fallback) = &self.inner.fallback
+            && let Some(value) = fallback.take(self.breaker().now())
+        {
+            return Ok(Answer {
+                value,
+                source: Source::Fallback(FallbackCause::of(end)),
+            });
         }
         let call_timeout = CallError::Timeout {
-            timeout: self.stack.timeout().duration(),
+            timeout: self.inner.stack.timeout().duration(),
         };
         Err(match end {
             End::BulkheadFull { max_concurrent } => CallError::BulkheadFull { max_concurrent },
@@ -284,38 +519,73 @@ impl<T: Clone, E> Resilient<T, E> {
     }
 }
 
+/// Where a [`ResilientBuilder`]'s breaker, bulkhead and budget come from.
+// A builder lives for one `build`: the size of a variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+enum UpstreamFrom {
+    /// Its own, built with the stack.
+    Own {
+        breaker: BreakerConfig,
+        bulkhead: u32,
+        budget: Option<RetryBudget>,
+    },
+    /// An [`Upstream`]'s, shared with the other stacks built for it.
+    Shared(Upstream),
+}
+
 /// Builder for [`Resilient`]; [`build`](ResilientBuilder::build) validates and names the
 /// first bad field.
 pub struct ResilientBuilder<T, E> {
-    breaker: BreakerConfig,
+    parts: UpstreamFrom,
+    /// A field set that belongs to the shared upstream (an error at build).
+    upstream_field: Option<&'static str>,
     timeout: Option<Duration>,
     attempt_timeout: Option<Duration>,
     retry: RetryPolicy,
-    budget: Option<RetryBudget>,
-    bulkhead: u32,
-    fallback: FallbackPolicy<T>,
+    fallback: Option<Box<dyn FallbackStore<T>>>,
     classify: Classifier<E>,
     seed: u64,
 }
 
-impl<T: fmt::Debug, E> fmt::Debug for ResilientBuilder<T, E> {
+impl<T, E> fmt::Debug for ResilientBuilder<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResilientBuilder")
-            .field("breaker", &self.breaker)
-            .field("timeout", &self.timeout)
+        let mut d = f.debug_struct("ResilientBuilder");
+        match &self.parts {
+            UpstreamFrom::Own {
+                breaker,
+                bulkhead,
+                budget,
+            } => d
+                .field("breaker", breaker)
+                .field("bulkhead", bulkhead)
+                .field("budget", budget),
+            UpstreamFrom::Shared(upstream) => d.field("upstream", upstream),
+        };
+        d.field("timeout", &self.timeout)
             .field("attempt_timeout", &self.attempt_timeout)
             .field("retry", &self.retry)
-            .field("budget", &self.budget)
-            .field("bulkhead", &self.bulkhead)
-            .field("fallback", &self.fallback)
+            .field("fallback", &self.fallback.is_some())
             .field("seed", &self.seed)
             .finish_non_exhaustive()
     }
 }
 
-impl<T: Clone, E> ResilientBuilder<T, E> {
+impl<T, E> ResilientBuilder<T, E> {
+    fn with(parts: UpstreamFrom) -> Self {
+        ResilientBuilder {
+            parts,
+            upstream_field: None,
+            timeout: None,
+            attempt_timeout: None,
+            retry: RetryPolicy::none(),
+            fallback: None,
+            classify: Box::new(|_| CallOutcome::Failure),
+            seed: 0,
+        }
+    }
+
     /// The caller's deadline for a whole call, every attempt and backoff included.
-    /// Required; must be longer than zero.
+    /// Required (no default); must be longer than zero.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -335,21 +605,26 @@ impl<T: Clone, E> ResilientBuilder<T, E> {
     }
 
     /// A retry budget shared by every call. Default: none (retries limited only by the
-    /// policy and the deadline).
+    /// policy and the deadline). A stack of [`Resilient::builder_for`] uses its
+    /// upstream's budget: setting one here is an error at build.
     pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = Some(budget);
+        match &mut self.parts {
+            UpstreamFrom::Own { budget: b, .. } => *b = Some(budget),
+            UpstreamFrom::Shared(_) => self.upstream_field = self.upstream_field.or(Some("budget")),
+        }
         self
     }
 
-    /// Most calls in progress at once (a [`SharedBulkhead`]). Default: 25.
+    /// Most calls in progress at once (a [`SharedBulkhead`]). Default: 25. A stack of
+    /// [`Resilient::builder_for`] uses its upstream's bulkhead: setting one here is an
+    /// error at build.
     pub fn bulkhead(mut self, max_concurrent: u32) -> Self {
-        self.bulkhead = max_concurrent;
-        self
-    }
-
-    /// What to answer when the API can't. Default: [`FallbackPolicy::None`].
-    pub fn fallback(mut self, fallback: FallbackPolicy<T>) -> Self {
-        self.fallback = fallback;
+        match &mut self.parts {
+            UpstreamFrom::Own { bulkhead, .. } => *bulkhead = max_concurrent,
+            UpstreamFrom::Shared(_) => {
+                self.upstream_field = self.upstream_field.or(Some("bulkhead"));
+            }
+        }
         self
     }
 
@@ -371,13 +646,20 @@ impl<T: Clone, E> ResilientBuilder<T, E> {
         self
     }
 
-    /// Validates and builds. The breaker's clock starts now.
+    /// Validates and builds. A breaker of its own starts its clock now.
     ///
     /// # Errors
     ///
     /// [`ConfigError`] on field `timeout` if it was not set or is zero, on
-    /// `attempt_timeout` if it is zero, on `bulkhead` if it is zero.
+    /// `attempt_timeout` if it is zero, on `bulkhead` if it is zero; on `bulkhead` or
+    /// `budget` if one was set on a stack that shares an [`Upstream`]'s.
     pub fn build(self) -> Result<Resilient<T, E>, ConfigError> {
+        if let Some(field) = self.upstream_field {
+            return Err(ConfigError::new(
+                field,
+                "belongs to the shared upstream: set it on Upstream::builder",
+            ));
+        }
         let timeout = self
             .timeout
             .ok_or_else(|| ConfigError::new("timeout", "is required, got none"))?;
@@ -387,20 +669,43 @@ impl<T: Clone, E> ResilientBuilder<T, E> {
             TimeoutPolicy::new(attempt)
                 .map_err(|e| ConfigError::new("attempt_timeout", e.reason))?;
         }
-        let bulkhead = SharedBulkhead::new(self.bulkhead)
-            .map_err(|e| ConfigError::new("bulkhead", e.reason))?;
-        let fallback = match self.fallback {
-            FallbackPolicy::None => None,
-            policy => Some(Mutex::new(Fallback::new(policy))),
+        let upstream = match self.parts {
+            UpstreamFrom::Own {
+                breaker,
+                bulkhead,
+                budget,
+            } => {
+                let mut b = Upstream::builder(breaker).bulkhead(bulkhead);
+                if let Some(budget) = budget {
+                    b = b.budget(budget);
+                }
+                b.build()?
+            }
+            UpstreamFrom::Shared(upstream) => upstream,
         };
         Ok(Resilient {
-            breaker: SharedBreaker::new(self.breaker),
-            bulkhead,
-            stack: Stack::new(timeout, self.attempt_timeout, self.retry),
-            budget: self.budget.map(Mutex::new),
-            fallback,
-            rng: Mutex::new(ChaCha8Rng::seed_from_u64(self.seed)),
-            classify: self.classify,
+            inner: Arc::new(Inner {
+                upstream,
+                stack: Stack::new(timeout, self.attempt_timeout, self.retry),
+                fallback: self.fallback,
+                rng: Mutex::new(ChaCha8Rng::seed_from_u64(self.seed)),
+                classify: self.classify,
+            }),
         })
+    }
+}
+
+impl<T: Clone + Send + 'static, E> ResilientBuilder<T, E> {
+    /// What to answer when the API can't. Default: [`FallbackPolicy::None`].
+    ///
+    /// A last-good policy answers with the latest value the API returned: right for a
+    /// query, wrong for a command (see [`Resilient::call`]). Use
+    /// [`Resilient::call_answer`] where the caller must know a fallback answered.
+    pub fn fallback(mut self, fallback: FallbackPolicy<T>) -> Self {
+        self.fallback = match fallback {
+            FallbackPolicy::None => None,
+            policy => Some(Box::new(Mutex::new(Fallback::new(policy)))),
+        };
+        self
     }
 }

@@ -778,3 +778,111 @@ async fn a_transition_converts_to_the_wall_clock_time_it_happened() {
         .unwrap();
     assert_eq!(r.origin(), r.breaker().origin());
 }
+
+/// An answer type that cannot be cloned, as an HTTP client's response cannot.
+#[derive(Debug, PartialEq, Eq)]
+struct Response(u32);
+
+#[tokio::test(start_paused = true)]
+async fn a_stack_without_fallback_answers_a_type_that_is_not_clone() {
+    let r: Resilient<Response, Boom> = Resilient::builder(config())
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert_eq!(r.call(|| async { Ok(Response(7)) }).await, Ok(Response(7)));
+    // A clone is the same stack: one breaker, one set of totals.
+    let again = r.clone();
+    assert_eq!(
+        again.call(|| async { Ok(Response(8)) }).await,
+        Ok(Response(8))
+    );
+    assert!(std::ptr::eq(r.breaker(), again.breaker()));
+    assert_eq!(r.breaker().metrics().totals.succeeded, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stacks_built_for_one_upstream_share_its_breaker_and_bulkhead() {
+    let upstream = Upstream::builder(config()).bulkhead(3).build().unwrap();
+    let with_fallback: Resilient<u32, Boom> = Resilient::builder_for(&upstream)
+        .timeout(Duration::from_secs(1))
+        .fallback(FallbackPolicy::Default(0))
+        .build()
+        .unwrap();
+    let without: Resilient<u32, Boom> = Resilient::builder_for(&upstream)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    // The failures of one stack open the breaker of the other.
+    fail_n(&without, 2).await;
+    for _ in 0..2 {
+        assert_eq!(
+            with_fallback.call(|| async { Err(Boom::Down) }).await,
+            Ok(0)
+        );
+    }
+    assert_eq!(upstream.breaker().state(), State::Open);
+    let calls = AtomicU32::new(0);
+    assert!(matches!(
+        without.call(counting(&calls, Ok(1))).await,
+        Err(CallError::Unavailable { .. })
+    ));
+    let answer = with_fallback
+        .call_answer(counting(&calls, Ok(1)))
+        .await
+        .unwrap();
+    assert_eq!(answer.value, 0);
+    assert_eq!(answer.source, Source::Fallback(FallbackCause::Rejected));
+    assert!(answer.is_fallback());
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        0,
+        "an open breaker let a call through"
+    );
+    assert_eq!(with_fallback.fallback_used_total(), 3);
+    assert_eq!(without.fallback_used_total(), 0);
+    assert!(std::ptr::eq(without.bulkhead(), upstream.bulkhead()));
+    assert_eq!(upstream.bulkhead().max_concurrent(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn call_answer_tells_the_api_from_the_fallback() {
+    let r: Resilient<u32, Boom> = Resilient::builder(config())
+        .timeout(Duration::from_secs(1))
+        .fallback(FallbackPolicy::LastGood { max_age: None })
+        .build()
+        .unwrap();
+    let real = r.call_answer(|| async { Ok(5) }).await.unwrap();
+    assert_eq!((real.value, real.source), (5, Source::Api));
+    let old = r.call_answer(|| async { Err(Boom::Down) }).await.unwrap();
+    assert_eq!(
+        (old.value, old.source),
+        (5, Source::Fallback(FallbackCause::Failed))
+    );
+}
+
+#[test]
+fn a_stack_on_an_upstream_refuses_a_bulkhead_or_budget_of_its_own() {
+    let upstream = Upstream::builder(config()).build().unwrap();
+    let e = Resilient::<u32, Boom>::builder_for(&upstream)
+        .timeout(Duration::from_secs(1))
+        .bulkhead(5)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field, "bulkhead");
+    let e = Resilient::<u32, Boom>::builder_for(&upstream)
+        .timeout(Duration::from_secs(1))
+        .budget(RetryBudget::new(Duration::from_secs(10), 5, 20).unwrap())
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field, "budget");
+    let e = Upstream::builder(config()).bulkhead(0).build().unwrap_err();
+    assert_eq!(e.field, "bulkhead");
+}
+
+#[test]
+fn a_failed_call_names_the_api_error_as_its_source() {
+    use std::error::Error as _;
+    let e: CallError<std::io::Error> = CallError::Failed(std::io::Error::other("down"));
+    assert_eq!(e.to_string(), "the call failed");
+    assert_eq!(e.source().map(|s| s.to_string()).as_deref(), Some("down"));
+}

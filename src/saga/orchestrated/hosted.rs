@@ -1177,7 +1177,7 @@ impl Scenario for SagaTokioPattern {
             if s.at_rest {
                 n.to_string()
             } else {
-                "not judged: the run did not come to rest".to_string()
+                crate::harness::NOT_JUDGED.to_string()
             }
         };
         Description {

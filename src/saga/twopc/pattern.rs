@@ -288,10 +288,8 @@ fn describe<C: TwoPcCoordinator>(report: &RunReport, world: &TwoPcWorld<C>) -> D
         ),
         (
             "inconsistent at rest".into(),
-            s.inconsistent.map_or_else(
-                || "not judged: the run did not come to rest".to_string(),
-                |n| n.to_string(),
-            ),
+            s.inconsistent
+                .map_or_else(|| crate::harness::NOT_JUDGED.to_string(), |n| n.to_string()),
         ),
         ("recoveries from the log".into(), s.recoveries.to_string()),
         (
