@@ -30,8 +30,17 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 
+/// The simulation engine ([`faultline-sim`](faultline_sim)) the worlds run on: its
+/// virtual time, seeded generators, fault plans, traces and shrinking, re-exported so a
+/// user's test needs no dependency of its own to name them (`faultline::sim::SimTime`,
+/// `faultline::sim::FaultPlan`, ...).
 #[cfg(feature = "sim")]
 pub use faultline_sim as sim;
+
+/// The `rand` faultline builds on, re-exported because its traits appear in faultline's
+/// signatures ([`CircuitBreaker::with_rng`](crate::breaker::CircuitBreaker::with_rng)
+/// takes any `rand::Rng`): name it as `faultline::rand` and the versions always agree.
+pub use rand;
 
 pub mod breaker;
 pub mod bus;
@@ -45,6 +54,8 @@ pub mod cqrs;
 #[cfg(feature = "sim")]
 pub mod harness;
 pub mod name;
+#[cfg(feature = "tokio")]
+mod observe;
 pub mod queue;
 #[cfg(feature = "sim")]
 pub mod registry;

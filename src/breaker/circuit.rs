@@ -389,7 +389,11 @@ impl BreakerConfigBuilder {
         self.config.automatic_transition = on;
         self
     }
-    /// Most undrained events kept (older ones are dropped and counted).
+    /// Most events kept for [`poll_event`](CircuitBreaker::poll_event) that were not
+    /// taken yet; when a new one comes and the queue is full, the oldest is dropped and
+    /// counted in [`Totals::events_dropped`]. Default: 1,024; at least 1. (The tokio
+    /// adapter also pushes every event to its subscribers and to `tracing`, whatever
+    /// this queue holds.)
     pub fn events_max(mut self, n: usize) -> Self {
         self.config.events_max = n;
         self
@@ -539,6 +543,7 @@ pub struct Rejected {
 /// Why the breaker changed state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TransitionReason {
     /// The failure rate reached the threshold.
     FailureRate {
@@ -569,6 +574,7 @@ pub enum TransitionReason {
 /// Something observable that happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum BreakerEvent {
     /// A state change (or a fresh half-open episode).
     Transition {
@@ -1100,6 +1106,15 @@ impl CircuitBreaker {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<BreakerEvent> {
         self.events.pop_front()
+    }
+
+    /// The events not yet taken by [`poll_event`](CircuitBreaker::poll_event), oldest
+    /// first, left in place (at most [`events_max`](BreakerConfig::events_max); the
+    /// dropped ones are counted in `totals.events_dropped`).
+    pub fn events(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = &BreakerEvent> + ExactSizeIterator + '_ {
+        self.events.iter()
     }
 
     /// When [`handle_timeout`](CircuitBreaker::handle_timeout) next has work, if ever.

@@ -41,3 +41,16 @@ pub enum CallError<E> {
     #[error("the call failed")]
     Failed(#[source] E),
 }
+
+impl<E> CallError<E> {
+    /// A stable lower-case name of the kind of error (`unavailable`, `bulkhead_full`,
+    /// `timeout`, `failed`): the `error` field of the `tracing` event of a failed call.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            CallError::Unavailable { .. } => "unavailable",
+            CallError::BulkheadFull { .. } => "bulkhead_full",
+            CallError::Timeout { .. } => "timeout",
+            CallError::Failed(_) => "failed",
+        }
+    }
+}

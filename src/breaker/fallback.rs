@@ -11,6 +11,7 @@ use crate::clock::Instant;
 /// What to answer when the API can't.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum FallbackPolicy<T> {
     /// No substitute: the caller sees the error.
     None,

@@ -52,6 +52,7 @@ use crate::config::ConfigError;
 use crate::harness::hosted::{Rerun, TokioHost, VirtualClock};
 use crate::harness::{Description, Metric, Mutant, Scenario, notes};
 use crate::retry::{Backoff, RetryBudget, RetryPolicy};
+use crate::rt::lock;
 use faultline_sim::FaultState;
 use faultline_sim::SeedRange;
 use faultline_sim::prelude::*;
@@ -60,7 +61,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -160,7 +161,7 @@ impl ApiState {
 /// clone is the same API.
 #[derive(Clone)]
 pub struct SmsApi {
-    state: Rc<RefCell<ApiState>>,
+    state: Arc<Mutex<ApiState>>,
     clock: VirtualClock,
 }
 
@@ -172,7 +173,7 @@ impl fmt::Debug for SmsApi {
 
 /// Logs a call as abandoned if its future is dropped before the answer.
 struct InFlight {
-    state: Rc<RefCell<ApiState>>,
+    state: Arc<Mutex<ApiState>>,
     clock: VirtualClock,
     request: u64,
     sent: SimTime,
@@ -182,7 +183,7 @@ struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if !self.answered {
-            let mut s = self.state.borrow_mut();
+            let mut s = lock(&self.state);
             s.held -= 1;
             s.marks.push("api.abandoned");
             s.seen.push(Seen::Abandoned {
@@ -205,7 +206,7 @@ impl SmsApi {
     pub async fn send(&self, request: SmsRequest) -> Result<SmsReceipt, ApiError> {
         let sent = self.clock.now();
         let (reply, latency) = {
-            let mut s = self.state.borrow_mut();
+            let mut s = lock(&self.state);
             s.held += 1;
             let held = s.held;
             s.seen.push(Seen::Call {
@@ -216,7 +217,7 @@ impl SmsApi {
             s.decide(sent, request.invalid)
         };
         let mut in_flight = InFlight {
-            state: Rc::clone(&self.state),
+            state: Arc::clone(&self.state),
             clock: self.clock,
             request: request.request,
             sent,
@@ -224,7 +225,7 @@ impl SmsApi {
         };
         tokio::time::sleep(Duration::from_nanos(latency.as_nanos())).await;
         in_flight.answered = true;
-        let mut s = self.state.borrow_mut();
+        let mut s = lock(&self.state);
         s.held -= 1;
         let receipt = (reply == ApiReply::Ok).then(|| {
             s.receipts.push(request.request);
@@ -248,7 +249,7 @@ impl SmsApi {
 impl tower_service::Service<SmsRequest> for SmsApi {
     type Response = SmsReceipt;
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<SmsReceipt, ApiError>>>>;
+    type Future = Pin<Box<dyn Future<Output = Result<SmsReceipt, ApiError>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ApiError>> {
         Poll::Ready(Ok(()))
@@ -614,7 +615,7 @@ pub struct HostedSms {
 
 struct Running {
     host: TokioHost,
-    api: Rc<RefCell<ApiState>>,
+    api: Arc<Mutex<ApiState>>,
     caller: Caller,
     transitions: Option<Transitions>,
     answers: Rc<RefCell<Vec<Answered>>>,
@@ -727,7 +728,7 @@ impl HostedSms {
         );
         let call = (run.caller)(SmsRequest { request, invalid });
         let answers = Rc::clone(&run.answers);
-        let api = Rc::clone(&run.api);
+        let api = Arc::clone(&run.api);
         let clock = run.host.clock();
         let start = run.host.now();
         run.host.spawn(async move {
@@ -740,7 +741,7 @@ impl HostedSms {
                 start,
                 end: clock.now(),
                 result,
-                api_held: api.borrow().held,
+                api_held: lock(&api).held,
             });
         });
     }
@@ -759,7 +760,7 @@ impl HostedSms {
             std::mem::take(&mut self.buffers.2),
         );
         {
-            let mut api = run.api.borrow_mut();
+            let mut api = lock(&run.api);
             std::mem::swap(&mut api.seen, &mut seen);
             std::mem::swap(&mut api.marks, &mut marks);
             ctx.add_fault_hits(api.faults.hits());
@@ -891,7 +892,7 @@ impl HostedSms {
 
     fn issued_to(&self, receipt: u64) -> Option<u64> {
         let run = self.run.as_ref()?;
-        run.api.borrow().receipts.get(receipt as usize).copied()
+        lock(&run.api).receipts.get(receipt as usize).copied()
     }
 
     /// The windows of the safety phase in which every call fails, merged, cut at `cut`
@@ -1107,7 +1108,7 @@ impl World for HostedSms {
         if let Some(follow) = &self.stack.follow {
             host = host.follow_time(follow(), None);
         }
-        let api = Rc::new(RefCell::new(ApiState {
+        let api = Arc::new(Mutex::new(ApiState {
             faults: FaultState::new(ctx.plan().clone(), ctx.rng().fork("hosted.faults")),
             rng: ctx.rng().fork("hosted.api"),
             latency_ms: self.knobs.latency_ms,
@@ -1117,7 +1118,7 @@ impl World for HostedSms {
             marks: Vec::new(),
         }));
         let handle = SmsApi {
-            state: Rc::clone(&api),
+            state: Arc::clone(&api),
             clock: host.clock(),
         };
         let built = host

@@ -197,6 +197,54 @@ fn a_tower_timeout_and_retry_stack_is_caught_flooding_an_outage() {
     );
 }
 
+/// faultline's tower layer around the API, as a service puts it around its HTTP client:
+/// the reference's stack (built from the knobs), declaring the reference's policy, judged
+/// by the black-box oracles alone (the layer's breaker is not read). `half_open` set:
+/// the same layer around a stack whose breaker admits that many half-open probes while
+/// the declared policy keeps the knobs' own (a flooding mutant of the layer).
+fn tower_layer(half_open: Option<u32>) -> Plugin<BreakerTokioPattern, HostedSms> {
+    use faultline::breaker::hosted::reference_resilient;
+    use faultline::breaker::tokio::tower::ResilienceLayer;
+    let name = if half_open.is_some() {
+        "faultline-layer-half-open-floods"
+    } else {
+        "faultline-layer"
+    };
+    Plugin::infallible(BreakerTokioPattern, name, move |k: &SmsKnobs| {
+        let policy = k.reference_policy().expect("the knobs' policy");
+        let stack = Stack::new(policy, move |k: &SmsKnobs, api: SmsApi| {
+            let mut built = k.clone();
+            if let Some(probes) = half_open {
+                built.half_open_calls_permitted = probes;
+            }
+            let resilient = reference_resilient(&built).map_err(|e| e.to_string())?;
+            let service = tower::ServiceBuilder::new()
+                .layer(ResilienceLayer::new(resilient))
+                .service(api);
+            Ok::<_, String>(service_caller(service))
+        });
+        HostedSms::new(k.clone(), stack)
+    })
+}
+
+#[test]
+fn faultline_tower_layer_passes_every_seed() {
+    let p = tower_layer(None);
+    for seed in SEEDS {
+        let outcome = p_run(&p, seed);
+        assert!(outcome.is_pass(), "seed {seed}: {outcome:?}");
+    }
+}
+
+#[test]
+fn a_tower_layer_whose_half_open_floods_is_caught() {
+    caught_by_check(
+        &tower_layer(Some(10_000)),
+        "breaker_tokio::a_tower_layer_whose_half_open_floods_is_caught",
+        "breaker.load_bound",
+    );
+}
+
 /// A stack that picks its path with an unbiased `tokio::select!` (tokio draws the
 /// branch order from an unseeded generator): the determinism check must report it.
 fn coin_flipping_stack() -> Plugin<BreakerTokioPattern, HostedSms> {

@@ -1,6 +1,8 @@
 //! The tokio adapter: a thread-safe [`SharedBreaker`] with RAII permits, and
 //! [`Resilient`], the whole stack (bulkhead, circuit breaker, timeouts, retries with
-//! backoff and a budget, fallback) around one async API.
+//! backoff and a budget, fallback) around one async API, and (feature `tower`) the same
+//! stack as a tower layer around any `tower::Service`
+//! ([`tower::ResilienceLayer`](crate::breaker::tokio::tower)).
 //!
 //! Time comes from `tokio::time::Instant`, converted to the cores' [`Instant`](crate::clock::Instant)
 //! (nanoseconds since the adapter was built), so tokio's paused clock
@@ -109,6 +111,8 @@ mod resilient;
 mod shared;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use resilient::{
     Answer, FallbackCause, Resilient, ResilientBuilder, Source, Upstream, UpstreamBuilder,

@@ -27,6 +27,8 @@ use crate::breaker::fallback::{Fallback, FallbackPolicy};
 use crate::breaker::stack::{Admission, End, Limit, Next, Parts, Stack};
 use crate::breaker::timeout::TimeoutPolicy;
 use crate::clock::Instant;
+use crate::name::Name;
+use crate::observe::{Answered, Attempted, CallObserver};
 use crate::retry::{RetryBudget, RetryPolicy};
 use crate::rt::lock;
 
@@ -85,11 +87,14 @@ struct Inner<T, E> {
     fallback: Option<Box<dyn FallbackStore<T>>>,
     rng: Mutex<ChaCha8Rng>,
     classify: Classifier<E>,
+    /// Its `tracing` span and events and its metrics.
+    observer: CallObserver,
 }
 
 impl<T, E> fmt::Debug for Resilient<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resilient")
+            .field("name", &self.inner.observer.stack())
             .field("upstream", &self.inner.upstream)
             .field("stack", &self.inner.stack)
             .finish_non_exhaustive()
@@ -162,7 +167,13 @@ impl Upstream {
             breaker,
             bulkhead: 25,
             budget: None,
+            name: None,
         }
+    }
+
+    /// Its name (its breaker's; see [`UpstreamBuilder::name`]).
+    pub fn name(&self) -> Name {
+        self.breaker.name()
     }
 
     /// The circuit breaker (for metrics, events and manual commands).
@@ -187,6 +198,8 @@ pub struct UpstreamBuilder {
     breaker: BreakerConfig,
     bulkhead: u32,
     budget: Option<RetryBudget>,
+    /// Validated at build.
+    name: Option<String>,
 }
 
 impl UpstreamBuilder {
@@ -204,20 +217,36 @@ impl UpstreamBuilder {
         self
     }
 
+    /// What its `tracing` events and metrics call it (the `breaker` and `upstream`
+    /// labels): 1 to 64 bytes, no control characters. Default: `unnamed`.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+
     /// Validates and builds. The breaker's clock starts now.
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] on field `bulkhead` if it is zero.
+    /// [`ConfigError`] on field `bulkhead` if it is zero, on `name` if it is not a
+    /// [`Name`].
     pub fn build(self) -> Result<Upstream, ConfigError> {
         let bulkhead = SharedBulkhead::new(self.bulkhead)
             .map_err(|e| ConfigError::new("bulkhead", e.reason))?;
+        let name = parse_name(self.name.as_deref())?.unwrap_or(super::shared::UNNAMED);
         Ok(Upstream {
-            breaker: Arc::new(SharedBreaker::new(self.breaker)),
+            breaker: Arc::new(SharedBreaker::new(self.breaker).named(name)),
             bulkhead: Arc::new(bulkhead),
             budget: self.budget.map(|b| Arc::new(Mutex::new(b))),
         })
     }
+}
+
+/// `name` as a [`Name`], or the error on field `name`.
+fn parse_name(name: Option<&str>) -> Result<Option<Name>, ConfigError> {
+    name.map(Name::new)
+        .transpose()
+        .map_err(|e| ConfigError::new("name", e.to_string()))
 }
 
 /// Where an answer of [`Resilient::call_answer`] came from.
@@ -249,6 +278,19 @@ pub enum FallbackCause {
 }
 
 impl FallbackCause {
+    /// A stable lower-case name (`bulkhead_full`, `rejected`, ...): the `cause` of the
+    /// fallback's `tracing` event.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FallbackCause::BulkheadFull => "bulkhead_full",
+            FallbackCause::Rejected => "rejected",
+            FallbackCause::Failed => "failed",
+            FallbackCause::Timeout => "timeout",
+            FallbackCause::BudgetExhausted => "budget_exhausted",
+            FallbackCause::DeadlineReached => "deadline_reached",
+        }
+    }
+
     fn of(end: End) -> Self {
         match end {
             End::BulkheadFull { .. } => FallbackCause::BulkheadFull,
@@ -424,12 +466,28 @@ impl<T, E> Resilient<T, E> {
     /// # Errors
     ///
     /// As [`call`](Self::call).
-    pub async fn call_answer<F, Fut>(&self, mut f: F) -> Result<Answer<T>, CallError<E>>
+    pub async fn call_answer<F, Fut>(&self, f: F) -> Result<Answer<T>, CallError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.inner.observer.in_span(self.run(f)).await
+    }
+
+    /// The stack's name (see [`ResilientBuilder::name`]).
+    pub fn name(&self) -> Name {
+        self.inner.observer.stack()
+    }
+
+    /// [`call_answer`](Self::call_answer) inside its span.
+    async fn run<F, Fut>(&self, mut f: F) -> Result<Answer<T>, CallError<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         let inner = &*self.inner;
+        let observer = &inner.observer;
+        let mut attempts = 0u32;
         let stack = inner.stack;
         let breaker = self.breaker();
         let mut parts = self.parts();
@@ -443,14 +501,19 @@ impl<T, E> Resilient<T, E> {
         loop {
             match next {
                 Next::Send { timeout, limit } => {
+                    attempts += 1;
+                    let started = breaker.now();
                     let attempt = ::tokio::time::timeout(timeout, f()).await;
                     let now = breaker.now();
+                    let elapsed = now.saturating_since(started);
                     match attempt {
                         Ok(Ok(value)) => {
+                            observer.attempt(attempts, Attempted::Success, elapsed);
                             stack.on_value(&mut parts, &mut request, now, CallOutcome::Success);
                             if let Some(fallback) = &inner.fallback {
                                 fallback.on_success(&value, now);
                             }
+                            observer.answered(Answered::Api);
                             return Ok(Answer {
                                 value,
                                 source: Source::Api,
@@ -458,10 +521,16 @@ impl<T, E> Resilient<T, E> {
                         }
                         Ok(Err(error)) => {
                             let outcome = (inner.classify)(&error);
+                            let attempted = match outcome {
+                                CallOutcome::Failure => Attempted::Failure,
+                                _ => Attempted::Other,
+                            };
+                            observer.attempt(attempts, attempted, elapsed);
                             next = stack.on_error(&mut parts, &mut request, now, outcome);
                             last = Some(CallError::Failed(error));
                         }
                         Err(_elapsed) => {
+                            observer.attempt(attempts, Attempted::Timeout, elapsed);
                             next = stack.on_timeout(&mut parts, &mut request, now);
                             last = Some(CallError::Timeout {
                                 timeout: match limit {
@@ -473,6 +542,7 @@ impl<T, E> Resilient<T, E> {
                     }
                 }
                 Next::Sleep(delay) => {
+                    observer.retry(delay);
                     ::tokio::time::sleep(delay).await;
                     last = None;
                     next = stack.on_retry_due(&mut parts, &mut request, breaker.now());
@@ -499,15 +569,19 @@ impl<T, E> Resilient<T, E> {
         if let Some(fallback) = &self.inner.fallback
             && let Some(value) = fallback.take(self.breaker().now())
         {
+            let cause = FallbackCause::of(end);
+            self.inner
+                .observer
+                .answered(Answered::Fallback(cause.name()));
             return Ok(Answer {
                 value,
-                source: Source::Fallback(FallbackCause::of(end)),
+                source: Source::Fallback(cause),
             });
         }
         let call_timeout = CallError::Timeout {
             timeout: self.inner.stack.timeout().duration(),
         };
-        Err(match end {
+        let error = match end {
             End::BulkheadFull { max_concurrent } => CallError::BulkheadFull { max_concurrent },
             End::Rejected { retry_after } => CallError::Unavailable { retry_after },
             // The last attempt's error: what the caller sees when no retry was possible
@@ -515,7 +589,9 @@ impl<T, E> Resilient<T, E> {
             End::Failed | End::Timeout | End::BudgetExhausted => last.unwrap_or(call_timeout),
             // Only reachable when a backoff sleep overshot the deadline.
             End::DeadlineReached => call_timeout,
-        })
+        };
+        self.inner.observer.answered(Answered::Error(error.kind()));
+        Err(error)
     }
 }
 
@@ -545,6 +621,8 @@ pub struct ResilientBuilder<T, E> {
     fallback: Option<Box<dyn FallbackStore<T>>>,
     classify: Classifier<E>,
     seed: u64,
+    /// Validated at build.
+    name: Option<String>,
 }
 
 impl<T, E> fmt::Debug for ResilientBuilder<T, E> {
@@ -581,7 +659,17 @@ impl<T, E> ResilientBuilder<T, E> {
             fallback: None,
             classify: Box::new(|_| CallOutcome::Failure),
             seed: 0,
+            name: None,
         }
+    }
+
+    /// What its `tracing` span and metrics call the stack (the `stack` label; the
+    /// `upstream` label is its upstream's name): 1 to 64 bytes, no control characters.
+    /// Default: the upstream's name. A stack of [`Resilient::builder`] names its own
+    /// breaker (and upstream) so too.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
     }
 
     /// The caller's deadline for a whole call, every attempt and backoff included.
@@ -651,8 +739,9 @@ impl<T, E> ResilientBuilder<T, E> {
     /// # Errors
     ///
     /// [`ConfigError`] on field `timeout` if it was not set or is zero, on
-    /// `attempt_timeout` if it is zero, on `bulkhead` if it is zero; on `bulkhead` or
-    /// `budget` if one was set on a stack that shares an [`Upstream`]'s.
+    /// `attempt_timeout` if it is zero, on `bulkhead` if it is zero, on `name` if it is
+    /// not a [`Name`]; on `bulkhead` or `budget` if one was set on a stack that shares
+    /// an [`Upstream`]'s.
     pub fn build(self) -> Result<Resilient<T, E>, ConfigError> {
         if let Some(field) = self.upstream_field {
             return Err(ConfigError::new(
@@ -669,6 +758,7 @@ impl<T, E> ResilientBuilder<T, E> {
             TimeoutPolicy::new(attempt)
                 .map_err(|e| ConfigError::new("attempt_timeout", e.reason))?;
         }
+        let name = parse_name(self.name.as_deref())?;
         let upstream = match self.parts {
             UpstreamFrom::Own {
                 breaker,
@@ -679,17 +769,21 @@ impl<T, E> ResilientBuilder<T, E> {
                 if let Some(budget) = budget {
                     b = b.budget(budget);
                 }
+                if let Some(name) = name {
+                    b = b.name(name.as_str());
+                }
                 b.build()?
             }
             UpstreamFrom::Shared(upstream) => upstream,
         };
         Ok(Resilient {
             inner: Arc::new(Inner {
-                upstream,
                 stack: Stack::new(timeout, self.attempt_timeout, self.retry),
                 fallback: self.fallback,
                 rng: Mutex::new(ChaCha8Rng::seed_from_u64(self.seed)),
                 classify: self.classify,
+                observer: CallObserver::new(name.unwrap_or(upstream.name()), upstream.name()),
+                upstream,
             }),
         })
     }

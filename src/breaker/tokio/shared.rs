@@ -2,14 +2,20 @@
 //! path for calls in Closed and rejections in Open, on tokio's clock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
+
+use ::tokio::sync::broadcast;
 
 use crate::breaker::circuit::{
     BreakerConfig, BreakerEvent, CallOutcome, CircuitBreaker, Metrics, Permit, Rejected, State,
 };
 use crate::clock::Instant;
+use crate::name::Name;
 use crate::rt::lock;
+
+/// The name of a breaker nobody named.
+pub(crate) const UNNAMED: Name = Name::from_static("unnamed");
 /// The `open_until` value published while the breaker is not Open: no `now` is below it,
 /// so the fast path never fires. (A real `open_until` is never 0: the wait in open is
 /// longer than zero.)
@@ -42,6 +48,9 @@ pub(super) struct Core {
     /// The latest `now` handed to the core: threads read the clock before taking the
     /// lock, so they may reach it out of order; the core is never shown time going back.
     latest: Instant,
+    /// The episode (generation) whose entering transition was last announced to the
+    /// subscribers, `tracing` and `metrics`.
+    announced: u64,
 }
 
 /// A thread-safe [`CircuitBreaker`] driven by tokio's clock: share it by reference or in
@@ -63,6 +72,12 @@ pub(super) struct Core {
 /// recorded under one lock without reading the clock either: one lock per call, like the
 /// atomics of recloser. Such calls are counted as admitted when they are handed back, so
 /// `metrics().in_flight` does not include them.
+///
+/// Every state change is pushed as it happens, whatever the pull queue of
+/// [`poll_event`](SharedBreaker::poll_event) holds: to every
+/// [`subscribe`](SharedBreaker::subscribe)r, to `tracing` (feature `tracing`) and to the
+/// `metrics` facade (feature `metrics`), labelled with the breaker's
+/// [`name`](SharedBreaker::named).
 ///
 /// A poisoned lock is recovered, never turned into a panic.
 ///
@@ -112,6 +127,10 @@ pub struct SharedBreaker {
     /// locked section first freezes it and applies what it holds, and re-opens it last,
     /// so the core sees each success before anything that happens after it.
     pending: AtomicU64,
+    /// What the events, traces and metrics call it.
+    name: Name,
+    /// The push side of the events, made by the first [`subscribe`](SharedBreaker::subscribe).
+    subscribers: OnceLock<broadcast::Sender<BreakerEvent>>,
 }
 
 /// The locked core: gathered successes applied on entry, fast paths re-published on
@@ -137,6 +156,7 @@ impl std::ops::DerefMut for CoreGuard<'_> {
 impl Drop for CoreGuard<'_> {
     fn drop(&mut self) {
         self.shared.publish(&self.core.breaker);
+        self.shared.announce(&mut self.core);
     }
 }
 
@@ -149,9 +169,61 @@ impl SharedBreaker {
         Self::from_core(CircuitBreaker::new(config))
     }
 
-    /// Like [`new`](SharedBreaker::new), drawing wait-in-open jitter from `rng`.
+    /// Like [`new`](SharedBreaker::new), drawing wait-in-open jitter from `rng` (any
+    /// [`rand::Rng`](crate::rand::Rng); faultline re-exports the `rand` it uses as
+    /// [`faultline::rand`](crate::rand)).
     pub fn with_rng(config: BreakerConfig, rng: impl rand::Rng + Send + 'static) -> Self {
         Self::from_core(CircuitBreaker::with_rng(config, rng))
+    }
+
+    /// The same breaker under `name`: the `breaker` field of its `tracing` events and
+    /// the `breaker` label of its metrics. Default: `unnamed` (name every breaker of a
+    /// service that has more than one).
+    #[must_use]
+    pub fn named(mut self, name: Name) -> Self {
+        self.name = name;
+        crate::observe::breaker_created(name, self.state());
+        self
+    }
+
+    /// The breaker's name (see [`named`](SharedBreaker::named)).
+    pub fn name(&self) -> Name {
+        self.name
+    }
+
+    /// A stream of every event from now on, pushed as it happens (besides the pull
+    /// queue of [`poll_event`](SharedBreaker::poll_event), which it does not drain).
+    ///
+    /// A receiver that falls more than
+    /// [`events_max`](crate::breaker::BreakerConfigBuilder::events_max) events behind
+    /// loses the oldest and is told how many with
+    /// [`RecvError::Lagged`](broadcast::error::RecvError::Lagged) on its next `recv`:
+    /// nothing is lost silently.
+    ///
+    /// ```
+    /// use faultline::breaker::tokio::SharedBreaker;
+    /// use faultline::breaker::{BreakerConfig, BreakerEvent, State};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let breaker = SharedBreaker::new(BreakerConfig::default());
+    /// let mut events = breaker.subscribe();
+    /// breaker.force_open();
+    /// let event = events.recv().await?;
+    /// assert!(matches!(
+    ///     event,
+    ///     BreakerEvent::Transition { from: State::Closed, to: State::ForcedOpen, .. }
+    /// ));
+    /// // The pull queue still holds it.
+    /// assert!(breaker.poll_event().is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn subscribe(&self) -> broadcast::Receiver<BreakerEvent> {
+        let capacity = lock(&self.core).breaker.config().events_max();
+        self.subscribers
+            .get_or_init(|| broadcast::channel(capacity).0)
+            .subscribe()
     }
 
     fn from_core(breaker: CircuitBreaker) -> Self {
@@ -160,6 +232,7 @@ impl SharedBreaker {
             core: Mutex::new(Core {
                 breaker,
                 latest: Instant::ZERO,
+                announced: 0,
             }),
             origin,
             wall,
@@ -167,8 +240,11 @@ impl SharedBreaker {
             fast_rejected: AtomicU64::new(0),
             closed_generation: AtomicU64::new(NO_FAST_PATH),
             pending: AtomicU64::new(pack(FROZEN, 0)),
+            name: UNNAMED,
+            subscribers: OnceLock::new(),
         };
         drop(shared.locked());
+        crate::observe::breaker_created(shared.name, State::Closed);
         shared
     }
 
@@ -353,6 +429,28 @@ impl SharedBreaker {
             FROZEN
         };
         self.pending.store(pack(successes, 0), Ordering::Release);
+    }
+
+    /// Pushes the transitions made since the last announcement (under the lock, so in
+    /// order) to the subscribers, `tracing` and `metrics`. Each transition enters a new
+    /// episode and queues one event, so they are the newest ones in the queue (fewer if
+    /// the queue dropped some: those are counted in `totals.events_dropped`).
+    fn announce(&self, core: &mut Core) {
+        let generation = core.breaker.generation();
+        if generation == core.announced {
+            return;
+        }
+        let fresh = generation - core.announced;
+        core.announced = generation;
+        let queued = core.breaker.events().len();
+        let skip = queued.saturating_sub(usize::try_from(fresh).unwrap_or(usize::MAX));
+        for event in core.breaker.events().skip(skip) {
+            crate::observe::breaker_transition(self.name, event);
+            if let Some(subscribers) = self.subscribers.get() {
+                // No receiver left is not an error: nobody is listening.
+                let _ = subscribers.send(*event);
+            }
+        }
     }
 
     /// Records the outcome of a call admitted lock-free in Closed episode `generation`.

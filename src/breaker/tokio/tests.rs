@@ -886,3 +886,329 @@ fn a_failed_call_names_the_api_error_as_its_source() {
     assert_eq!(e.to_string(), "the call failed");
     assert_eq!(e.source().map(|s| s.to_string()).as_deref(), Some("down"));
 }
+
+/// The breaker's commands that make four real transitions: Closed → ForcedOpen →
+/// Closed → Disabled → Closed.
+const FOUR_TRANSITIONS: [fn(&SharedBreaker); 4] = [
+    SharedBreaker::force_open,
+    SharedBreaker::reset,
+    SharedBreaker::disable,
+    SharedBreaker::reset,
+];
+
+fn from_to(event: BreakerEvent) -> (State, State) {
+    let BreakerEvent::Transition { from, to, .. } = event;
+    (from, to)
+}
+
+#[tokio::test]
+async fn a_subscriber_gets_every_transition_the_pull_queue_drops() {
+    let breaker = SharedBreaker::new(BreakerConfig::builder().events_max(2).build().unwrap());
+    let mut events = breaker.subscribe();
+    let mut pushed = Vec::new();
+    for command in FOUR_TRANSITIONS {
+        command(&breaker);
+        pushed.push(from_to(events.recv().await.unwrap()));
+    }
+    use State::*;
+    assert_eq!(
+        pushed,
+        [
+            (Closed, ForcedOpen),
+            (ForcedOpen, Closed),
+            (Closed, Disabled),
+            (Disabled, Closed)
+        ]
+    );
+    // The pull queue kept the newest two and counted the two it dropped.
+    assert_eq!(breaker.metrics().totals.events_dropped, 2);
+    let pulled: Vec<_> = std::iter::from_fn(|| breaker.poll_event())
+        .map(from_to)
+        .collect();
+    assert_eq!(pulled, pushed[2..]);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_is_told_how_many_events_it_lost() {
+    use ::tokio::sync::broadcast::error::RecvError;
+    let breaker = SharedBreaker::new(BreakerConfig::builder().events_max(2).build().unwrap());
+    let mut events = breaker.subscribe();
+    for command in FOUR_TRANSITIONS {
+        command(&breaker);
+    }
+    assert_eq!(events.recv().await, Err(RecvError::Lagged(2)));
+    assert_eq!(
+        from_to(events.recv().await.unwrap()),
+        (State::Closed, State::Disabled)
+    );
+    assert_eq!(
+        from_to(events.recv().await.unwrap()),
+        (State::Disabled, State::Closed)
+    );
+}
+
+#[test]
+fn a_name_that_is_not_a_name_is_refused_at_build() {
+    let empty = Upstream::builder(config()).name("").build().unwrap_err();
+    assert_eq!(empty.field, "name");
+    let control = Resilient::<u32, Boom>::builder(config())
+        .name("a\nb")
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap_err();
+    assert_eq!(control.field, "name");
+    let named = Resilient::<u32, Boom>::builder(config())
+        .name("sms")
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert_eq!(
+        (named.name().as_str(), named.breaker().name().as_str()),
+        ("sms", "sms")
+    );
+    let upstream = Upstream::builder(config())
+        .name("provider")
+        .build()
+        .unwrap();
+    let unnamed = Resilient::<u32, Boom>::builder_for(&upstream)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert_eq!(unnamed.name().as_str(), "provider");
+}
+
+/// A paused current-thread runtime, for the tests that scope a subscriber or recorder
+/// to this thread.
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+fn paused_runtime() -> ::tokio::runtime::Runtime {
+    ::tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// Trips `config()`'s breaker through two stacks on one upstream named `provider`:
+/// `a` (2 attempts, no fallback) answers once, fails once after 2 attempts; `b` (a
+/// default fallback) fails once, which opens the breaker, then is refused; `a` is
+/// refused.
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+async fn two_stacks_trip_one_breaker() {
+    let upstream = Upstream::builder(config())
+        .name("provider")
+        .build()
+        .unwrap();
+    let a = Resilient::<u32, Boom>::builder_for(&upstream)
+        .name("a")
+        .timeout(Duration::from_secs(5))
+        .retry(
+            RetryPolicy::new(
+                2,
+                Backoff::new(Duration::from_millis(10), Duration::from_millis(10)).unwrap(),
+            )
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let b = Resilient::<u32, Boom>::builder_for(&upstream)
+        .name("b")
+        .timeout(Duration::from_secs(5))
+        .fallback(FallbackPolicy::Default(7))
+        .build()
+        .unwrap();
+    assert_eq!(a.call(|| async { Ok(1) }).await, Ok(1));
+    let down = || async { Err::<u32, _>(Boom::Down) };
+    assert!(matches!(
+        a.call(down).await,
+        Err(CallError::Failed(Boom::Down))
+    ));
+    assert_eq!(b.call(down).await, Ok(7));
+    assert_eq!(upstream.breaker().state(), State::Open);
+    assert_eq!(b.call(down).await, Ok(7));
+    assert!(matches!(
+        a.call(down).await,
+        Err(CallError::Unavailable { .. })
+    ));
+}
+
+#[cfg(feature = "tracing")]
+#[test]
+fn transitions_attempts_and_answers_are_traced_under_their_names() {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            crate::rt::lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .without_time()
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        paused_runtime().block_on(two_stacks_trip_one_breaker());
+    });
+    let text = String::from_utf8(crate::rt::lock(&captured.0).clone()).unwrap();
+    let lines = |all: &[&str]| {
+        text.lines()
+            .filter(|l| all.iter().all(|part| l.contains(part)))
+            .count()
+    };
+    let a = r#"faultline.call{stack="a" upstream="provider"}"#;
+    let b = r#"faultline.call{stack="b" upstream="provider"}"#;
+    assert_eq!(
+        lines(&[a, "attempt ended", r#"outcome="success""#]),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        lines(&[a, "attempt ended", r#"outcome="failure""#]),
+        2,
+        "{text}"
+    );
+    assert_eq!(lines(&[a, "retrying after a backoff"]), 1, "{text}");
+    assert_eq!(lines(&[a, "call failed", r#"error="failed""#]), 1, "{text}");
+    assert_eq!(
+        lines(&[a, "call failed", r#"error="unavailable""#]),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        lines(&[b, "attempt ended", r#"outcome="failure""#]),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        lines(&[b, "answered by the fallback", r#"cause="failed""#]),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        lines(&[b, "answered by the fallback", r#"cause="rejected""#]),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        lines(&[
+            b,
+            "WARN",
+            "circuit breaker opened",
+            r#"breaker="provider""#,
+            r#"from="closed""#,
+            r#"to="open""#
+        ]),
+        1,
+        "{text}"
+    );
+    assert_eq!(lines(&["attempt ended"]), 4, "{text}");
+}
+
+#[cfg(feature = "metrics")]
+#[test]
+fn calls_attempts_and_transitions_are_counted_under_their_names() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        paused_runtime().block_on(two_stacks_trip_one_breaker());
+    });
+    type Read = (String, Vec<(String, String)>, DebugValue);
+    let snapshot: Vec<Read> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let labels = key
+                .key()
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            (key.key().name().to_owned(), labels, value)
+        })
+        .collect();
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        let found: Vec<&DebugValue> = snapshot
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && l.len() == labels.len()
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|(_, _, v)| v)
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {labels:?} in {snapshot:#?}");
+        found[0]
+    };
+    let counter = |name: &str, labels: &[(&str, &str)]| match value(name, labels) {
+        DebugValue::Counter(n) => *n,
+        other => panic!("{name} is {other:?}"),
+    };
+    let attempts = |stack, outcome| {
+        counter(
+            "faultline_attempts_total",
+            &[
+                ("stack", stack),
+                ("upstream", "provider"),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(attempts("a", "success"), 1);
+    assert_eq!(attempts("a", "failure"), 2);
+    assert_eq!(attempts("b", "failure"), 1);
+    assert_eq!(attempts("b", "timeout"), 0);
+    let calls = |stack, answer| {
+        counter(
+            "faultline_calls_total",
+            &[
+                ("stack", stack),
+                ("upstream", "provider"),
+                ("answer", answer),
+            ],
+        )
+    };
+    assert_eq!(
+        [
+            calls("a", "api"),
+            calls("a", "error"),
+            calls("a", "fallback")
+        ],
+        [1, 2, 0]
+    );
+    assert_eq!(
+        [
+            calls("b", "api"),
+            calls("b", "error"),
+            calls("b", "fallback")
+        ],
+        [0, 0, 2]
+    );
+    assert_eq!(
+        counter(
+            "faultline_retries_total",
+            &[("stack", "a"), ("upstream", "provider")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            "faultline_breaker_transitions_total",
+            &[("breaker", "provider"), ("from", "closed"), ("to", "open")]
+        ),
+        1
+    );
+    assert!(matches!(
+        value("faultline_breaker_state", &[("breaker", "provider")]),
+        DebugValue::Gauge(g) if g.into_inner() == crate::observe::state_code(State::Open)
+    ));
+}
