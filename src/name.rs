@@ -23,6 +23,7 @@ use std::hash::{Hash, Hasher};
 
 /// Why a string is not a [`Name`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NameError {
     /// The name is empty.
     #[error("a name must not be empty")]

@@ -68,6 +68,7 @@ const SHRINK_RUNS_MAX: usize = 400;
 
 /// Why a check could not run (as opposed to a check that ran and found a violation).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CheckError {
     /// An environment variable holds a value that makes no sense.
     #[error("{var}=`{value}`: {problem}")]

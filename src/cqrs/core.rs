@@ -59,6 +59,7 @@ impl fmt::Display for ExpectedVersion {
 
 /// Why an append wrote nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AppendError {
     /// Optimistic concurrency: someone else appended first. Reload and decide again.
     #[error("conflict on {stream}: expected {expected}, but the stream is at version {actual}")]
@@ -391,6 +392,7 @@ pub struct Rehydrated<A> {
 
 /// Why a command wrote nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExecuteError<R: std::error::Error> {
     /// The aggregate refused it; no event was written.
     #[error("command rejected: {0}")]

@@ -400,7 +400,10 @@ impl<P: Projection> ProjectionTask<P> {
         self.wake.notify_one();
     }
 
-    /// Simulates a crash and restart of the runner (its volatile state is lost).
+    /// Simulates a crash and restart of the runner (its volatile state is lost): a hook
+    /// of the simulated worlds, compiled only with the `sim` feature (a service restarts
+    /// its process instead).
+    #[cfg(any(test, feature = "sim"))]
     pub fn crash(&self) {
         lock(&self.runner).crash();
         self.wake.notify_one();

@@ -70,6 +70,7 @@ pub struct MutantInfo {
 
 /// Why the harness could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HarnessError {
     /// No pattern has that name.
     #[error("unknown pattern `{name}`; known patterns: {known}")]

@@ -118,6 +118,7 @@ mod tests;
 
 /// Why a publish was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PublishError {
     /// The topic is full (the error policy: [`SharedBus::publish`] only).
     #[error(transparent)]
@@ -129,6 +130,7 @@ pub enum PublishError {
 
 /// Why a JSON publish was refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum JsonPublishError {
     /// The event could not be encoded.
     #[error("cannot encode the event as JSON: {0}")]
@@ -140,6 +142,7 @@ pub enum JsonPublishError {
 
 /// Why a subscription could not be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubscribeError {
     /// The bus is shut down.
     #[error("the bus is shut down")]

@@ -184,6 +184,7 @@ pub const FORMAT_VERSION: u32 = 3;
 
 /// Why one stored line is not a [`LogRecord`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LineError {
     /// Not a JSON object, or not one of the records of its version (a missing, extra or
     /// ill-typed field, an unknown `type`, step or state, a payload or refusal that is

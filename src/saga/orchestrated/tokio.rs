@@ -128,6 +128,7 @@ pub use super::store::{FileLog, LogStore, MemoryLog, StoreError};
 
 /// Why the runner could not do what was asked.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunnerError {
     /// A configured step has no participant.
     #[error("no participant for the {0} step")]
