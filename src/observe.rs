@@ -10,7 +10,7 @@
 // Without both features some parameters go unread.
 #![cfg_attr(
     not(all(feature = "tracing", feature = "metrics")),
-    allow(unused_variables, dead_code)
+    allow(unused_variables, unused_imports, dead_code)
 )]
 
 use std::future::Future;
@@ -18,6 +18,9 @@ use std::time::Duration;
 
 use crate::breaker::circuit::{BreakerEvent, State};
 use crate::name::Name;
+
+/// The name of an instance nobody named.
+pub(crate) const UNNAMED: Name = Name::from_static("unnamed");
 
 /// `faultline_breaker_state`'s value for a state.
 pub(crate) const fn state_code(state: State) -> f64 {
@@ -110,6 +113,27 @@ impl Attempted {
     }
 }
 
+/// Who refused a call (or its retry).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Refusal {
+    /// The bulkhead was full.
+    Bulkhead,
+    /// The breaker rejected an attempt.
+    Breaker,
+    /// The retry budget refused a retry.
+    Budget,
+}
+
+impl Refusal {
+    const fn name(self) -> &'static str {
+        match self {
+            Refusal::Bulkhead => "bulkhead",
+            Refusal::Breaker => "breaker",
+            Refusal::Budget => "budget",
+        }
+    }
+}
+
 /// How a whole call ended.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Answered {
@@ -138,6 +162,8 @@ struct CallCounters {
     /// By [`Attempted`], in its order.
     attempts: [metrics::Counter; 4],
     retries: metrics::Counter,
+    /// By who refused: the bulkhead, the breaker, the retry budget.
+    refusals: [metrics::Counter; 3],
     api: metrics::Counter,
     fallback: metrics::Counter,
     error: metrics::Counter,
@@ -172,6 +198,8 @@ impl CallObserver {
                     "stack" => stack.as_str().to_owned(),
                     "upstream" => upstream.as_str().to_owned()
                 ),
+                refusals: ["bulkhead", "breaker", "budget"]
+                    .map(|by| metrics::counter!("faultline_refusals_total", labels(("by", by)))),
                 api: call("api"),
                 fallback: call("fallback"),
                 error: call("error"),
@@ -232,6 +260,15 @@ impl CallObserver {
         self.counters.retries.increment(1);
     }
 
+    /// The call was refused a slot or an attempt, by the bulkhead, the breaker or the
+    /// retry budget.
+    pub(crate) fn refused(&self, by: Refusal) {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: "faultline::breaker", by = by.name(), "refused");
+        #[cfg(feature = "metrics")]
+        self.counters.refusals[by as usize].increment(1);
+    }
+
     /// The call ended so.
     pub(crate) fn answered(&self, answered: Answered) {
         #[cfg(feature = "tracing")]
@@ -249,6 +286,351 @@ impl CallObserver {
             Answered::Api => self.counters.api.increment(1),
             Answered::Fallback(_) => self.counters.fallback.increment(1),
             Answered::Error(_) => self.counters.error.increment(1),
+        }
+    }
+}
+
+/// How a bus delivery was settled.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Settled {
+    /// The handler took it: acknowledged.
+    Handled,
+    /// The handler failed; the bus will retry it.
+    Retried,
+    /// The handler failed its last attempt: dead-lettered.
+    DeadLettered,
+}
+
+/// The counters and gauges of one bus subscriber, registered when it subscribes.
+#[derive(Debug)]
+pub(crate) struct SubscriberObserver {
+    bus: Name,
+    subscriber: u32,
+    #[cfg(feature = "metrics")]
+    gauges: SubscriberMetrics,
+}
+
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct SubscriberMetrics {
+    /// By [`Settled`], in its order.
+    deliveries: [metrics::Counter; 3],
+    lag: metrics::Gauge,
+    dead_letters: metrics::Gauge,
+}
+
+impl SubscriberObserver {
+    /// The observer of subscriber `subscriber` of bus `bus`.
+    pub(crate) fn new(bus: Name, subscriber: u32) -> Self {
+        #[cfg(feature = "metrics")]
+        let gauges = {
+            let labels = || {
+                vec![
+                    metrics::Label::new("bus", bus.as_str().to_owned()),
+                    metrics::Label::new("subscriber", subscriber.to_string()),
+                ]
+            };
+            let delivery = |outcome: &'static str| {
+                let mut l = labels();
+                l.push(metrics::Label::new("outcome", outcome));
+                metrics::counter!("faultline_bus_deliveries_total", l)
+            };
+            SubscriberMetrics {
+                deliveries: [
+                    delivery("handled"),
+                    delivery("retried"),
+                    delivery("dead_lettered"),
+                ],
+                lag: metrics::gauge!("faultline_bus_lag", labels()),
+                dead_letters: metrics::gauge!("faultline_bus_dead_letters", labels()),
+            }
+        };
+        SubscriberObserver {
+            bus,
+            subscriber,
+            #[cfg(feature = "metrics")]
+            gauges,
+        }
+    }
+
+    /// Event `seq` of `topic`, delivered for the `attempt`th time, was settled so;
+    /// `backlog()` is what the subscriber is still owed and holds in dead letters (read
+    /// only when a metric wants it).
+    pub(crate) fn settled(
+        &self,
+        topic: &str,
+        seq: u64,
+        attempt: u32,
+        settled: Settled,
+        backlog: impl FnOnce() -> (u64, usize),
+    ) {
+        #[cfg(feature = "tracing")]
+        {
+            let (bus, subscriber) = (self.bus.as_str(), self.subscriber);
+            match settled {
+                Settled::Handled => tracing::trace!(
+                    target: "faultline::bus", bus, subscriber, topic, seq, attempt,
+                    "event handled"
+                ),
+                Settled::Retried => tracing::debug!(
+                    target: "faultline::bus", bus, subscriber, topic, seq, attempt,
+                    "handler failed; the event will be retried"
+                ),
+                Settled::DeadLettered => tracing::warn!(
+                    target: "faultline::bus", bus, subscriber, topic, seq, attempt,
+                    "handler failed its last attempt; the event is dead-lettered"
+                ),
+            }
+        }
+        #[cfg(feature = "metrics")]
+        {
+            self.gauges.deliveries[settled as usize].increment(1);
+            let (owed, dead) = backlog();
+            self.gauges.lag.set(owed as f64);
+            self.gauges.dead_letters.set(dead as f64);
+        }
+    }
+}
+
+/// The counters of one saga runner, registered when it is built.
+#[derive(Debug)]
+pub(crate) struct SagaObserver {
+    runner: Name,
+    #[cfg(feature = "metrics")]
+    metrics: SagaMetrics,
+}
+
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct SagaMetrics {
+    started: metrics::Counter,
+    /// Completed, compensated, failed.
+    ended: [metrics::Counter; 3],
+    /// Step compensations begun (first attempts).
+    compensations: metrics::Counter,
+    alerts: metrics::Counter,
+    running: metrics::Gauge,
+}
+
+impl SagaObserver {
+    /// The observer of the saga runner `runner`.
+    pub(crate) fn new(runner: Name) -> Self {
+        #[cfg(feature = "metrics")]
+        let metrics = {
+            let name = || runner.as_str().to_owned();
+            let state = |state: &'static str| metrics::counter!("faultline_sagas_total", "runner" => name(), "state" => state);
+            SagaMetrics {
+                started: state("started"),
+                ended: [state("completed"), state("compensated"), state("failed")],
+                compensations: metrics::counter!("faultline_saga_compensations_total", "runner" => name()),
+                alerts: metrics::counter!("faultline_saga_alerts_total", "runner" => name()),
+                running: metrics::gauge!("faultline_sagas_running", "runner" => name()),
+            }
+        };
+        SagaObserver {
+            runner,
+            #[cfg(feature = "metrics")]
+            metrics,
+        }
+    }
+
+    /// The runner decided `record` (it is being made durable); `running` sagas are not
+    /// at rest.
+    pub(crate) fn record<P, R>(&self, record: &crate::saga::LogRecord<P, R>, running: usize) {
+        use crate::saga::{LogRecord, SagaState};
+        let runner = self.runner.as_str();
+        match record {
+            LogRecord::Started { saga, .. } => {
+                #[cfg(feature = "tracing")]
+                tracing::info!(target: "faultline::saga", runner, saga = saga.0, "saga started");
+                #[cfg(feature = "metrics")]
+                self.metrics.started.increment(1);
+            }
+            LogRecord::StepIntent {
+                saga,
+                step,
+                attempt,
+            } => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(
+                    target: "faultline::saga", runner, saga = saga.0, step = step.name(), attempt,
+                    "step action sent"
+                );
+            }
+            LogRecord::StepOutcome { saga, step, ok, .. } => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(
+                    target: "faultline::saga", runner, saga = saga.0, step = step.name(), ok,
+                    "step action answered"
+                );
+            }
+            LogRecord::CompensationIntent {
+                saga,
+                step,
+                attempt,
+            } => {
+                #[cfg(feature = "tracing")]
+                tracing::info!(
+                    target: "faultline::saga", runner, saga = saga.0, step = step.name(), attempt,
+                    "step compensation sent"
+                );
+                #[cfg(feature = "metrics")]
+                if *attempt == 1 {
+                    self.metrics.compensations.increment(1);
+                }
+            }
+            LogRecord::CompensationDone { saga, step } => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(
+                    target: "faultline::saga", runner, saga = saga.0, step = step.name(),
+                    "step compensated"
+                );
+            }
+            LogRecord::Ended { saga, state } => {
+                #[cfg(feature = "tracing")]
+                if *state == SagaState::Failed {
+                    tracing::warn!(
+                        target: "faultline::saga", runner, saga = saga.0, state = state.name(),
+                        "saga ended failed: a compensation could not be done"
+                    );
+                } else {
+                    tracing::info!(
+                        target: "faultline::saga", runner, saga = saga.0, state = state.name(),
+                        "saga ended"
+                    );
+                }
+                #[cfg(feature = "metrics")]
+                match state {
+                    SagaState::Completed => self.metrics.ended[0].increment(1),
+                    SagaState::Compensated => self.metrics.ended[1].increment(1),
+                    SagaState::Failed => self.metrics.ended[2].increment(1),
+                    SagaState::Running | SagaState::Compensating => {}
+                }
+            }
+        }
+        #[cfg(feature = "metrics")]
+        self.metrics.running.set(running as f64);
+    }
+
+    /// The runner raised an alert for `saga`.
+    pub(crate) fn alert(&self, saga: crate::saga::SagaId, reason: &dyn std::fmt::Debug) {
+        #[cfg(feature = "tracing")]
+        tracing::warn!(
+            target: "faultline::saga", runner = self.runner.as_str(), saga = saga.0,
+            reason = ?reason, "saga alert: it needs a human"
+        );
+        #[cfg(feature = "metrics")]
+        self.metrics.alerts.increment(1);
+    }
+}
+
+/// The gauges of one projection task, registered when it is spawned.
+#[derive(Debug)]
+pub(crate) struct ProjectionObserver {
+    #[cfg(feature = "metrics")]
+    lag: metrics::Gauge,
+    #[cfg(feature = "metrics")]
+    position: metrics::Gauge,
+}
+
+impl ProjectionObserver {
+    /// The observer of projection `projection`.
+    pub(crate) fn new(projection: Name) -> Self {
+        ProjectionObserver {
+            #[cfg(feature = "metrics")]
+            lag: metrics::gauge!("faultline_projection_lag", "projection" => projection.as_str().to_owned()),
+            #[cfg(feature = "metrics")]
+            position: metrics::gauge!("faultline_projection_position", "projection" => projection.as_str().to_owned()),
+        }
+    }
+
+    /// The read model has applied the log up to `position`; the log's head is `head`.
+    pub(crate) fn stepped(&self, position: u64, head: u64) {
+        #[cfg(feature = "metrics")]
+        {
+            self.position.set(position as f64);
+            self.lag.set(head.saturating_sub(position) as f64);
+        }
+    }
+}
+
+/// Reading metrics back in tests: a `metrics-util` debugging recorder scoped to one
+/// thread, and lookups by name and exact label set.
+#[cfg(all(test, feature = "metrics"))]
+pub(crate) mod testing {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    /// One metric read back: its name, its labels, its value.
+    type Read = (String, Vec<(String, String)>, DebugValue);
+
+    /// The metrics recorded, by name and labels.
+    pub(crate) struct Recorded(Vec<Read>);
+
+    /// Runs `f` on a paused current-thread runtime with a recorder of its own, and
+    /// returns what was recorded (the handles registered inside `f` record there).
+    // Test support: a runtime that cannot start fails the test.
+    #[allow(clippy::expect_used)]
+    pub(crate) fn recorded<F: std::future::Future>(f: impl FnOnce() -> F) -> Recorded {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            ::tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("a runtime")
+                .block_on(f());
+        });
+        Recorded(
+            snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .map(|(key, _, _, value)| {
+                    let labels = key
+                        .key()
+                        .labels()
+                        .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                        .collect();
+                    (key.key().name().to_owned(), labels, value)
+                })
+                .collect(),
+        )
+    }
+
+    impl Recorded {
+        /// The one metric named `name` with exactly `labels`.
+        fn value(&self, name: &str, labels: &[(&str, &str)]) -> &DebugValue {
+            let found: Vec<&DebugValue> = self
+                .0
+                .iter()
+                .filter(|(n, l, _)| {
+                    n == name
+                        && l.len() == labels.len()
+                        && labels
+                            .iter()
+                            .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+                })
+                .map(|(_, _, v)| v)
+                .collect();
+            assert_eq!(found.len(), 1, "{name} {labels:?} in {:#?}", self.0);
+            found[0]
+        }
+
+        /// The counter named `name` with exactly `labels`.
+        pub(crate) fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+            match self.value(name, labels) {
+                DebugValue::Counter(n) => *n,
+                other => panic!("{name} is {other:?}"),
+            }
+        }
+
+        /// The gauge named `name` with exactly `labels`.
+        pub(crate) fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+            match self.value(name, labels) {
+                DebugValue::Gauge(g) => g.into_inner(),
+                other => panic!("{name} is {other:?}"),
+            }
         }
     }
 }

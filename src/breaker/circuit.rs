@@ -316,49 +316,55 @@ pub struct BreakerConfigBuilder {
 }
 
 impl BreakerConfigBuilder {
-    /// Count-based window over the last `size` calls.
+    /// Count-based window over the last `size` calls (1 to 1,000,000). Default: a count
+    /// window of 100 calls.
     pub fn count_window(mut self, size: u32) -> Self {
         self.config.window = SlidingWindow::Count { size };
         self
     }
-    /// Time-based window over the last `size_secs` seconds.
+    /// Time-based window over the last `size_secs` seconds (1 to 86,400). Default: a
+    /// count window of 100 calls.
     pub fn time_window(mut self, size_secs: u32) -> Self {
         self.config.window = SlidingWindow::Time { size_secs };
         self
     }
-    /// Calls needed before rates are computed.
+    /// Calls needed before rates are computed (at least 1). Default: 100.
     pub fn minimum_calls(mut self, n: u32) -> Self {
         self.config.minimum_calls = n;
         self
     }
-    /// Failure rate (1 to 100 percent) at or above which the breaker opens.
+    /// Failure rate (1 to 100 percent) at or above which the breaker opens. Default: 50.
     pub fn failure_rate_threshold_percent(mut self, p: u32) -> Self {
         self.config.failure_rate_threshold_percent = p;
         self
     }
-    /// Slow-call rate (1 to 100 percent) at or above which the breaker opens.
+    /// Slow-call rate (1 to 100 percent) at or above which the breaker opens. Default:
+    /// 100.
     pub fn slow_call_rate_threshold_percent(mut self, p: u32) -> Self {
         self.config.slow_call_rate_threshold_percent = p;
         self
     }
-    /// Calls lasting at least this long count as slow.
+    /// Calls lasting at least this long count as slow. Default: 60 s.
     pub fn slow_call_duration(mut self, d: Duration) -> Self {
         self.config.slow_call_duration = d;
         self
     }
     /// Never count a call as slow (only the failure rate trips the breaker), like
     /// recloser and failsafe. With a count window, the breaker then never needs the time
-    /// of a call while Closed, and the thread-safe adapter skips the clock.
+    /// of a call while Closed, and the thread-safe adapter skips the clock. Default: slow
+    /// calls counted (60 s or more).
     pub fn without_slow_calls(mut self) -> Self {
         self.config.slow_call_duration = Duration::MAX;
         self
     }
-    /// A fixed wait in open.
+    /// A fixed wait in open (longer than zero). Default: a fixed 60 s.
     pub fn wait_in_open(mut self, d: Duration) -> Self {
         self.config.wait_in_open = WaitInOpen::Fixed(d);
         self
     }
-    /// An exponential wait in open with a cap and jitter.
+    /// An exponential wait in open with a cap and jitter: the `n`th opening in a row
+    /// waits `min(max, initial·multiplier^(n−1))`, shortened by up to `jitter_percent`.
+    /// Default: a fixed 60 s.
     pub fn wait_in_open_exponential(
         mut self,
         initial: Duration,
@@ -374,17 +380,18 @@ impl BreakerConfigBuilder {
         };
         self
     }
-    /// Probe calls per half-open episode.
+    /// Probe calls per half-open episode (1 to 10,000). Default: 10.
     pub fn half_open_calls_permitted(mut self, n: u32) -> Self {
         self.config.half_open_calls_permitted = n;
         self
     }
-    /// Longest half-open episode before opening again (zero: no limit).
+    /// Longest half-open episode before opening again (zero: no limit). Default: zero.
     pub fn half_open_wait_max(mut self, d: Duration) -> Self {
         self.config.half_open_wait_max = d;
         self
     }
-    /// Move from Open to HalfOpen by itself through `handle_timeout`.
+    /// Move from Open to HalfOpen by itself through `handle_timeout`. Default: false
+    /// (the first call after the wait moves it).
     pub fn automatic_transition(mut self, on: bool) -> Self {
         self.config.automatic_transition = on;
         self

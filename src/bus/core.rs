@@ -117,22 +117,24 @@ pub struct BusConfigBuilder {
 }
 
 impl BusConfigBuilder {
-    /// Most events a topic retains (1 to 1,000,000).
+    /// Most events a topic retains (1 to 1,000,000). Default: 1,024.
     pub fn capacity(mut self, n: usize) -> Self {
         self.capacity = n;
         self
     }
-    /// Attempts per event before it is dead-lettered (1 to 100).
+    /// Attempts per event before it is dead-lettered (1 to 100). Default: 5.
     pub fn attempts_max(mut self, n: u32) -> Self {
         self.attempts_max = n;
         self
     }
-    /// Retry backoff: full jitter up to `min(cap, base * 2^(n-1))`.
+    /// Retry backoff: full jitter up to `min(cap, base * 2^(n-1))`. Default: 100 ms up
+    /// to 10 s.
     pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
         self.backoff = (base, cap);
         self
     }
-    /// Most dead letters kept per subscriber (at least 1).
+    /// Most dead letters kept per subscriber (at least 1); past it, the subscriber's
+    /// delivery stops rather than drop anything. Default: 10,000.
     pub fn dead_letters_max(mut self, n: usize) -> Self {
         self.dead_letters_max = n;
         self

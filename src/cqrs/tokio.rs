@@ -269,6 +269,22 @@ where
     where
         P: Projection<Event = A::Event> + Send + 'static,
     {
+        self.spawn_named_projection(runner, poll, crate::observe::UNNAMED)
+    }
+
+    /// As [`spawn_projection`](Self::spawn_projection), under `name`: the
+    /// `projection` label of its metrics (`faultline_projection_lag`, the events
+    /// appended that it has not applied yet, and `faultline_projection_position`).
+    pub fn spawn_named_projection<P>(
+        &self,
+        runner: ProjectionRunner<P>,
+        poll: Duration,
+        name: crate::name::Name,
+    ) -> ProjectionTask<P>
+    where
+        P: Projection<Event = A::Event> + Send + 'static,
+    {
+        let observer = crate::observe::ProjectionObserver::new(name);
         let runner = Arc::new(Mutex::new(runner));
         let position = watch::Sender::new(lock(&runner).read_model().position());
         let wake = Arc::new(Notify::new());
@@ -287,7 +303,9 @@ where
                     let repo = lock(&shared.repo);
                     let mut r = lock(&task_runner);
                     let step = r.step(repo.store());
-                    task_position.send_replace(r.read_model().position());
+                    let position = r.read_model().position();
+                    task_position.send_replace(position);
+                    observer.stepped(position, *shared.head.borrow());
                     step
                 };
                 match follower.stepped(step) {
@@ -521,6 +539,39 @@ mod tests {
             Repository::<Item>::new(4).unwrap(),
             0
         ));
+    }
+
+    /// A named projection's lag gauge is the events appended that it has not applied:
+    /// zero once it caught up, and its position gauge is the log's head.
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn a_projection_reports_its_lag_and_position() {
+        let head = Arc::new(std::sync::Mutex::new(0));
+        let out = Arc::clone(&head);
+        let recorded = crate::observe::testing::recorded(move || async move {
+            let s = service(3);
+            let view = s.spawn_named_projection(
+                ProjectionRunner::<StockView>::new(3).unwrap(),
+                Duration::from_secs(1),
+                crate::name::Name::from_static("stock"),
+            );
+            for _ in 0..5 {
+                assert_ok!(
+                    s.execute(StreamId(1), ItemCommand::Restock { units: 2 })
+                        .await
+                );
+            }
+            view.wait_for(s.head()).await;
+            *out.lock().unwrap() = s.head();
+        });
+        let head = *head.lock().unwrap();
+        assert!(head >= 5, "{head}");
+        let labels = [("projection", "stock")];
+        assert_eq!(recorded.gauge("faultline_projection_lag", &labels), 0.0);
+        assert_eq!(
+            recorded.gauge("faultline_projection_position", &labels),
+            head as f64
+        );
     }
 
     /// The projection task follows appends, replays after a crash without changing the

@@ -82,6 +82,18 @@ pub enum SagaState {
 }
 
 impl SagaState {
+    /// A stable lower-case name (`running`, `compensating`, `completed`, `compensated`,
+    /// `failed`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            SagaState::Running => "running",
+            SagaState::Compensating => "compensating",
+            SagaState::Completed => "completed",
+            SagaState::Compensated => "compensated",
+            SagaState::Failed => "failed",
+        }
+    }
+
     /// True for the states at rest: completed, compensated or failed.
     pub fn is_at_rest(self) -> bool {
         matches!(

@@ -28,7 +28,7 @@ use crate::breaker::stack::{Admission, End, Limit, Next, Parts, Stack};
 use crate::breaker::timeout::TimeoutPolicy;
 use crate::clock::Instant;
 use crate::name::Name;
-use crate::observe::{Answered, Attempted, CallObserver};
+use crate::observe::{Answered, Attempted, CallObserver, Refusal};
 use crate::retry::{RetryBudget, RetryPolicy};
 use crate::rt::lock;
 
@@ -233,7 +233,7 @@ impl UpstreamBuilder {
     pub fn build(self) -> Result<Upstream, ConfigError> {
         let bulkhead = SharedBulkhead::new(self.bulkhead)
             .map_err(|e| ConfigError::new("bulkhead", e.reason))?;
-        let name = parse_name(self.name.as_deref())?.unwrap_or(super::shared::UNNAMED);
+        let name = parse_name(self.name.as_deref())?.unwrap_or(crate::observe::UNNAMED);
         Ok(Upstream {
             breaker: Arc::new(SharedBreaker::new(self.breaker).named(name)),
             bulkhead: Arc::new(bulkhead),
@@ -566,6 +566,12 @@ impl<T, E> Resilient<T, E> {
     /// The fallback's answer if there is one, else the error for `end` (`last`: the
     /// error of the attempt that just ended, if one did).
     fn give_up(&self, end: End, last: Option<CallError<E>>) -> Result<Answer<T>, CallError<E>> {
+        match end {
+            End::BulkheadFull { .. } => self.inner.observer.refused(Refusal::Bulkhead),
+            End::Rejected { .. } => self.inner.observer.refused(Refusal::Breaker),
+            End::BudgetExhausted => self.inner.observer.refused(Refusal::Budget),
+            End::Failed | End::Timeout | End::DeadlineReached => {}
+        }
         if let Some(fallback) = &self.inner.fallback
             && let Some(value) = fallback.take(self.breaker().now())
         {

@@ -14,8 +14,6 @@ use crate::clock::Instant;
 use crate::name::Name;
 use crate::rt::lock;
 
-/// The name of a breaker nobody named.
-pub(crate) const UNNAMED: Name = Name::from_static("unnamed");
 /// The `open_until` value published while the breaker is not Open: no `now` is below it,
 /// so the fast path never fires. (A real `open_until` is never 0: the wait in open is
 /// longer than zero.)
@@ -240,7 +238,7 @@ impl SharedBreaker {
             fast_rejected: AtomicU64::new(0),
             closed_generation: AtomicU64::new(NO_FAST_PATH),
             pending: AtomicU64::new(pack(FROZEN, 0)),
-            name: UNNAMED,
+            name: crate::observe::UNNAMED,
             subscribers: OnceLock::new(),
         };
         drop(shared.locked());

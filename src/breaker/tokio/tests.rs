@@ -977,9 +977,9 @@ fn a_name_that_is_not_a_name_is_refused_at_build() {
     assert_eq!(unnamed.name().as_str(), "provider");
 }
 
-/// A paused current-thread runtime, for the tests that scope a subscriber or recorder
-/// to this thread.
-#[cfg(any(feature = "tracing", feature = "metrics"))]
+/// A paused current-thread runtime, for the test that scopes a subscriber to this
+/// thread.
+#[cfg(feature = "tracing")]
 fn paused_runtime() -> ::tokio::runtime::Runtime {
     ::tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -1114,47 +1114,9 @@ fn transitions_attempts_and_answers_are_traced_under_their_names() {
 #[cfg(feature = "metrics")]
 #[test]
 fn calls_attempts_and_transitions_are_counted_under_their_names() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        paused_runtime().block_on(two_stacks_trip_one_breaker());
-    });
-    type Read = (String, Vec<(String, String)>, DebugValue);
-    let snapshot: Vec<Read> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let labels = key
-                .key()
-                .labels()
-                .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                .collect();
-            (key.key().name().to_owned(), labels, value)
-        })
-        .collect();
-    let value = |name: &str, labels: &[(&str, &str)]| {
-        let found: Vec<&DebugValue> = snapshot
-            .iter()
-            .filter(|(n, l, _)| {
-                n == name
-                    && l.len() == labels.len()
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
-            })
-            .map(|(_, _, v)| v)
-            .collect();
-        assert_eq!(found.len(), 1, "{name} {labels:?} in {snapshot:#?}");
-        found[0]
-    };
-    let counter = |name: &str, labels: &[(&str, &str)]| match value(name, labels) {
-        DebugValue::Counter(n) => *n,
-        other => panic!("{name} is {other:?}"),
-    };
+    let recorded = crate::observe::testing::recorded(two_stacks_trip_one_breaker);
     let attempts = |stack, outcome| {
-        counter(
+        recorded.counter(
             "faultline_attempts_total",
             &[
                 ("stack", stack),
@@ -1168,7 +1130,7 @@ fn calls_attempts_and_transitions_are_counted_under_their_names() {
     assert_eq!(attempts("b", "failure"), 1);
     assert_eq!(attempts("b", "timeout"), 0);
     let calls = |stack, answer| {
-        counter(
+        recorded.counter(
             "faultline_calls_total",
             &[
                 ("stack", stack),
@@ -1193,22 +1155,30 @@ fn calls_attempts_and_transitions_are_counted_under_their_names() {
         ],
         [0, 0, 2]
     );
+    let refusals = |stack, by| {
+        recorded.counter(
+            "faultline_refusals_total",
+            &[("stack", stack), ("upstream", "provider"), ("by", by)],
+        )
+    };
+    assert_eq!([refusals("a", "breaker"), refusals("b", "breaker")], [1, 1]);
+    assert_eq!([refusals("a", "bulkhead"), refusals("a", "budget")], [0, 0]);
     assert_eq!(
-        counter(
+        recorded.counter(
             "faultline_retries_total",
             &[("stack", "a"), ("upstream", "provider")]
         ),
         1
     );
     assert_eq!(
-        counter(
+        recorded.counter(
             "faultline_breaker_transitions_total",
             &[("breaker", "provider"), ("from", "closed"), ("to", "open")]
         ),
         1
     );
-    assert!(matches!(
-        value("faultline_breaker_state", &[("breaker", "provider")]),
-        DebugValue::Gauge(g) if g.into_inner() == crate::observe::state_code(State::Open)
-    ));
+    assert_eq!(
+        recorded.gauge("faultline_breaker_state", &[("breaker", "provider")]),
+        crate::observe::state_code(State::Open)
+    );
 }

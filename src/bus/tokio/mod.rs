@@ -105,6 +105,7 @@ use crate::bus::core::{
     Bus, BusConfig, BusFull, BusTotals, DeadLetter, DeliveryToken, Published, SubscriberId,
 };
 use crate::clock::Instant;
+use crate::name::Name;
 
 use crate::rt::lock;
 
@@ -241,6 +242,8 @@ struct SubShared {
     failed: AtomicU64,
     panicked: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Its `tracing` events and metrics.
+    observer: crate::observe::SubscriberObserver,
 }
 
 impl SubShared {
@@ -282,6 +285,8 @@ struct State<P> {
     subscribers: Vec<Arc<SubShared>>,
     /// A publisher waits for space: the next settled delivery wakes the publishers.
     space_wanted: bool,
+    /// What its subscribers' `tracing` events and metrics call the bus.
+    name: Name,
 }
 
 impl<P: Clone> State<P> {
@@ -402,6 +407,7 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
                     by_topic: HashMap::new(),
                     subscribers: Vec::new(),
                     space_wanted: false,
+                    name: crate::observe::UNNAMED,
                 }),
                 origin,
                 wall,
@@ -422,6 +428,15 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
         SharedBus {
             inner: Arc::new(Inner { flaw, ..inner }),
         }
+    }
+
+    /// The same bus under `name`: the `bus` field of its subscribers' `tracing` events
+    /// and the `bus` label of their metrics (name it before subscribing: a subscriber
+    /// takes the name it finds). Default: `unnamed`.
+    #[must_use]
+    pub fn named(self, name: Name) -> Self {
+        lock(&self.inner.state).name = name;
+        self
     }
 
     // ----- getters -----
@@ -618,6 +633,7 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
                 failed: AtomicU64::new(0),
                 panicked: AtomicU64::new(0),
                 last_error: Mutex::new(None),
+                observer: crate::observe::SubscriberObserver::new(state.name, id.0),
             });
             for topic in &me.topics {
                 state

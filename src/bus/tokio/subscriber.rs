@@ -3,7 +3,8 @@
 //! or nacks what the handler did.
 
 use super::*;
-use crate::bus::subscriber::{BusParts, Loop, Outcome, Status, Step};
+use crate::bus::subscriber::{BusParts, Loop, Outcome, Settled, Status, Step};
+use crate::observe;
 
 /// Adds one to a counter only its subscriber task writes (no atomic read-modify-write).
 fn bump(counter: &AtomicU64) {
@@ -28,6 +29,8 @@ pub(super) async fn run<P, F, Fut, E>(
     E: fmt::Display + 'static,
 {
     let mut core: Loop<DeliveryToken> = Loop::new();
+    // The topic, seq and attempt of the delivery in hand, for its settlement's event.
+    let mut in_hand: Option<(Arc<str>, u64, u32)> = None;
     loop {
         let (step, wake_publishers) = {
             let (mut state, now) = if core.needs_clock() {
@@ -48,7 +51,22 @@ pub(super) async fn run<P, F, Fut, E>(
                 bus: &mut state.bus,
                 id: me.id,
             };
-            let _ = core.settle(&mut parts, now);
+            if let (Some(settled), Some((topic, seq, attempt))) =
+                (core.settle(&mut parts, now), in_hand.take())
+            {
+                let settled = match settled {
+                    Settled {
+                        outcome: Outcome::Handled,
+                        ..
+                    } => observe::Settled::Handled,
+                    Settled { retry: true, .. } => observe::Settled::Retried,
+                    Settled { retry: false, .. } => observe::Settled::DeadLettered,
+                };
+                me.observer.settled(&topic, seq, attempt, settled, || {
+                    let owed = me.topics.iter().map(|t| parts.bus.lag(me.id, t)).sum();
+                    (owed, parts.bus.dead_letters(me.id).len())
+                });
+            }
             let step = core.next(&mut parts, status, now);
             me.idle
                 .store(matches!(step, Step::Wait(_)), Ordering::Relaxed);
@@ -79,6 +97,7 @@ pub(super) async fn run<P, F, Fut, E>(
                 None => me.wake.notified().await,
             },
             Step::Deliver((delivery, topic)) => {
+                in_hand = Some((Arc::clone(&topic), delivery.seq, delivery.attempt));
                 let event = Event {
                     topic,
                     seq: delivery.seq,

@@ -792,3 +792,50 @@ async fn a_dead_letter_converts_to_the_wall_clock_time_it_died() {
     assert_eq!(origin.to_system_time(letters[0].at), died);
     assert_eq!(origin.to_instant(died), Some(letters[0].at));
 }
+
+/// A subscriber's deliveries are counted by how they were settled, with the bus's name
+/// and the subscriber's id as labels; its lag and dead letters are gauges, checked
+/// against what the handle says.
+#[cfg(feature = "metrics")]
+#[test]
+fn deliveries_lag_and_dead_letters_are_recorded_per_subscriber() {
+    let seen = Arc::new(Mutex::new((0, 0, 0)));
+    let out = Arc::clone(&seen);
+    let recorded = crate::observe::testing::recorded(move || async move {
+        let bus = SharedBus::<u64>::new(config(16)).named(Name::from_static("orders"));
+        // Fails every attempt of payload 2, takes the others.
+        let sub = bus
+            .subscribe(&["t"], |e: Event<u64>| {
+                std::future::ready(if e.payload == 2 {
+                    Err("refused".to_string())
+                } else {
+                    Ok(())
+                })
+            })
+            .unwrap();
+        for payload in 1..=3 {
+            bus.publish("t", payload).unwrap();
+        }
+        sleep(Duration::from_secs(5)).await;
+        *out.lock().unwrap() = (sub.id().0, sub.owed(), sub.dead_letters().len());
+    });
+    let (id, owed, dead) = *seen.lock().unwrap();
+    let id = id.to_string();
+    let labels = [("bus", "orders"), ("subscriber", id.as_str())];
+    let deliveries = |outcome| {
+        let mut l = labels.to_vec();
+        l.push(("outcome", outcome));
+        recorded.counter("faultline_bus_deliveries_total", &l)
+    };
+    // Three attempts of payload 2 (two retried, one dead-lettered), one each of 1 and 3.
+    assert_eq!(
+        ["handled", "retried", "dead_lettered"].map(deliveries),
+        [2, 2, 1]
+    );
+    assert_eq!((owed, dead), (0, 1));
+    assert_eq!(recorded.gauge("faultline_bus_lag", &labels), owed as f64);
+    assert_eq!(
+        recorded.gauge("faultline_bus_dead_letters", &labels),
+        dead as f64
+    );
+}

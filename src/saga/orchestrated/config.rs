@@ -125,23 +125,24 @@ impl SagaConfigBuilder {
         self.deadline_from_sent = on;
         self
     }
-    /// How long an attempt waits for its reply (more than zero).
+    /// How long an attempt waits for its reply (more than zero). Default: 1 s.
     pub fn step_timeout(mut self, d: Duration) -> Self {
         self.step_timeout = d;
         self
     }
-    /// Attempts per step action (1 to [`RetryPolicy::ATTEMPTS_MAX_LIMIT`]).
+    /// Attempts per step action (1 to [`RetryPolicy::ATTEMPTS_MAX_LIMIT`]). Default: 3.
     pub fn attempts_max(mut self, n: u32) -> Self {
         self.attempts_max = n;
         self
     }
     /// Attempts per compensation before the saga fails (1 to
-    /// [`RetryPolicy::ATTEMPTS_MAX_LIMIT`]).
+    /// [`RetryPolicy::ATTEMPTS_MAX_LIMIT`]). Default: 10.
     pub fn compensation_attempts_max(mut self, n: u32) -> Self {
         self.compensation_attempts_max = n;
         self
     }
     /// Retry backoff: full jitter up to `min(cap, base * 2^(n-1))` after attempt `n`.
+    /// Default: 50 ms up to 2 s.
     pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
         self.backoff = (base, cap);
         self
@@ -153,7 +154,7 @@ impl SagaConfigBuilder {
         self.steps = steps.to_vec();
         self
     }
-    /// The seed of the backoff jitter.
+    /// The seed of the backoff jitter. Default: a fixed seed, the same for every saga.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self

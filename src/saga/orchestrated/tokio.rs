@@ -107,6 +107,8 @@ use ::tokio::sync::{Notify, watch};
 use ::tokio::task::{JoinHandle, JoinSet};
 
 use crate::clock::Instant;
+use crate::name::Name;
+use crate::observe::SagaObserver;
 use crate::saga::orchestrated::config::SagaConfig;
 #[cfg(doc)]
 use crate::saga::orchestrated::core::Output;
@@ -174,6 +176,7 @@ pub struct SagaRunnerBuilder<P = Order, R = Refusal> {
     config: SagaConfig,
     store: Box<dyn LogStore<P, R>>,
     steps: BTreeMap<(StepId, Kind), ServiceCall<P, R>>,
+    name: Name,
 }
 
 impl<P, R> std::fmt::Debug for SagaRunnerBuilder<P, R> {
@@ -200,6 +203,13 @@ impl<P: SagaData, R: SagaData> SagaRunnerBuilder<P, R> {
             .insert((step, Kind::Action), service_call(action));
         self.steps
             .insert((step, Kind::Compensation), service_call(compensation));
+        self
+    }
+
+    /// What its `tracing` events and metrics call the runner (the `runner` field and
+    /// label). Default: `unnamed`.
+    pub fn name(mut self, name: Name) -> Self {
+        self.name = name;
         self
     }
 
@@ -247,6 +257,7 @@ impl<P: SagaData, R: SagaData> SagaRunnerBuilder<P, R> {
                 stopped: false,
             }),
             steps: self.steps,
+            observer: SagaObserver::new(self.name),
             handle: handle.clone(),
             origin,
             wall,
@@ -302,6 +313,8 @@ struct Shared<P, R> {
     wake: Notify,
     /// Bumped whenever the orchestrator may have changed.
     changes: watch::Sender<u64>,
+    /// Its `tracing` events and metrics.
+    observer: SagaObserver,
 }
 
 impl<P, R> Shared<P, R> {
@@ -331,6 +344,11 @@ fn pump<P: SagaData, R: SagaData>(
         return sends;
     }
     while let Some(due) = inner.pipeline.next(&mut inner.orch, shared.now()) {
+        match &due.perform {
+            Perform::Write(record) => shared.observer.record(record, inner.orch.in_flight()),
+            Perform::Alert(saga, reason) => shared.observer.alert(*saga, reason),
+            Perform::Send(..) => {}
+        }
         match due.perform {
             Perform::Write(record) if shared.blocking => {
                 // The pipeline hands out nothing more until the write is reported.
@@ -504,6 +522,7 @@ impl<P: SagaData, R: SagaData> SagaRunner<P, R> {
             config,
             store: Box::new(store),
             steps: BTreeMap::new(),
+            name: crate::observe::UNNAMED,
         }
     }
 
@@ -831,6 +850,49 @@ mod tests {
         );
         assert!(r.alerts().is_empty());
         assert_eq!(r.totals().sends, 6);
+    }
+
+    /// Started and ended sagas and begun compensations are counted by the runner's name, and the
+    /// running gauge comes back to zero at rest.
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn sagas_are_counted_by_how_they_end() {
+        let recorded = crate::observe::testing::recorded(|| async {
+            let svc = services(PaymentService::new().with_declined([S1]));
+            let c = call(&svc);
+            let r = SagaRunner::builder(config(), MemoryLog::new())
+                .name(Name::from_static("checkout"))
+                .step(StepId::ORDER, c.clone(), c.clone())
+                .step(StepId::INVENTORY, c.clone(), c.clone())
+                .step(StepId::PAYMENT, c.clone(), c)
+                .build()
+                .unwrap();
+            r.start(S1, ORDER).unwrap();
+            r.start(SagaId(2), ORDER).unwrap();
+            r.wait_at_rest().await.unwrap();
+        });
+        let sagas = |state| {
+            recorded.counter(
+                "faultline_sagas_total",
+                &[("runner", "checkout"), ("state", state)],
+            )
+        };
+        assert_eq!(
+            ["started", "completed", "compensated", "failed"].map(sagas),
+            [2, 1, 1, 0]
+        );
+        // The refused saga compensated its two steps before payment.
+        assert_eq!(
+            recorded.counter(
+                "faultline_saga_compensations_total",
+                &[("runner", "checkout")]
+            ),
+            2
+        );
+        assert_eq!(
+            recorded.gauge("faultline_sagas_running", &[("runner", "checkout")]),
+            0.0
+        );
     }
 
     #[tokio::test(start_paused = true)]

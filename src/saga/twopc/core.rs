@@ -192,12 +192,12 @@ pub struct TwoPcConfigBuilder {
 }
 
 impl TwoPcConfigBuilder {
-    /// How long the coordinator waits for every vote (more than zero).
+    /// How long the coordinator waits for every vote (more than zero). Default: 1 s.
     pub fn vote_timeout(mut self, d: Duration) -> Self {
         self.config.vote_timeout = d;
         self
     }
-    /// How often messages are re-sent (more than zero).
+    /// How often messages are re-sent (more than zero). Default: 50 ms.
     pub fn resend_interval(mut self, d: Duration) -> Self {
         self.config.resend_interval = d;
         self
