@@ -701,6 +701,8 @@ mod tests {
             at: ms(0),
             last_error: error.into(),
             redriven_at: None,
+            history: Vec::new(),
+            redrives: 0,
         };
         let nack = |dead: &[DeadLetter]| {
             let mut c = checker(full_jitter());

@@ -787,6 +787,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
             self.idle(ctx, worker, next);
             return Ok(());
         };
+        let lease = *lease;
         self.checker.on_lease(&lease, worker, now)?;
         if lease.attempt > 1 {
             ctx.cover("queue.retry");

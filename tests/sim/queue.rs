@@ -443,6 +443,8 @@ impl Scratch {
                 at: now,
                 last_error: error.to_string(),
                 redriven_at: None,
+                history: Vec::new(),
+                redrives: 0,
             });
             return Nacked::DeadLettered;
         }
