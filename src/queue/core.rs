@@ -264,8 +264,8 @@ impl Payload {
     }
 }
 
-/// One job: its identity, version, data and earliest run time.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// One job: its identity, version, data, earliest run time and target.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Job {
     /// Type and key (or id).
     pub key: JobKey,
@@ -282,6 +282,23 @@ pub struct Job {
     /// The SQL stores do not keep it yet (a job read back from them has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Name>,
+}
+
+impl fmt::Debug for Job {
+    /// As derived, with `target` shown only when there is one: a job without a target
+    /// prints as it did before targets existed (the simulated worlds' traces, and so
+    /// their golden digests, include it).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Job");
+        d.field("key", &self.key)
+            .field("version", &self.version)
+            .field("payload", &self.payload)
+            .field("run_at", &self.run_at);
+        if self.target.is_some() {
+            d.field("target", &self.target);
+        }
+        d.finish()
+    }
 }
 
 impl Job {
@@ -2571,6 +2588,18 @@ mod tests {
         let c = q.counts();
         assert_eq!((c.redriven, c.superseded, c.done), (1, 1, 1));
         assert!(c.balanced());
+    }
+
+    #[test]
+    fn a_job_without_a_target_prints_as_before_targets_existed() {
+        let job = task(1, 2);
+        assert_eq!(
+            format!("{job:?}"),
+            "Job { key: JobKey { job_type: JobType(\"sync\"), slot: Key(\"p1\") }, \
+             version: 2, payload: Payload(\"null\"), run_at: None }"
+        );
+        let aimed = format!("{:?}", job.for_target(target("billing")));
+        assert!(aimed.ends_with(", target: Some(\"billing\") }"), "{aimed}");
     }
 
     #[test]
