@@ -1196,6 +1196,69 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn drained_waits_for_automatic_redrives_and_says_what_was_given_up() {
+        let q = SharedQueue::new(
+            QueueConfig::builder()
+                .attempts_max(2)
+                .backoff(Duration::from_millis(100), Duration::from_secs(1))
+                .redrive_after(Duration::from_secs(60), 1)
+                .build()
+                .unwrap(),
+        );
+        let calls = Arc::new(AtomicU32::new(0));
+        let p = WorkerPool::spawn(&q, pool(2), {
+            let calls = Arc::clone(&calls);
+            move |lease: Lease| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    match profile::parse(&lease.job.key) {
+                        Some((_, TargetId(1))) => {
+                            Err(format!("target down, attempt {}", lease.attempt))
+                        }
+                        _ => Ok(()),
+                    }
+                }
+            }
+        })
+        .unwrap();
+        q.enqueue(task(1, 0, 1));
+        q.enqueue(task(1, 1, 1));
+        let start = ::tokio::time::Instant::now();
+        // settled: nothing in flight, the dead letter is there, its redrive ahead.
+        q.settled().await;
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert_eq!(q.counts().dead, 1);
+        // drained: also waits for the automatic redrive (60 s later) to be used up.
+        let drained = q.drained().await;
+        assert!(
+            start.elapsed() >= Duration::from_secs(60),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(!drained.synced());
+        assert_eq!(drained.counts.done, 1);
+        assert_eq!(drained.counts.redriven, 1);
+        let letter = &drained.dead_letters[0];
+        assert_eq!(letter.job.key, task(1, 1, 1).key);
+        assert_eq!(letter.redrives, 1);
+        let errors: Vec<&str> = letter.history.iter().map(|a| a.error.as_str()).collect();
+        assert_eq!(errors, ["target down, attempt 1", "target down, attempt 2"]);
+        assert_eq!(letter.last_error, "target down, attempt 2");
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        // A later job is delivered; the old letter stays given up on.
+        q.enqueue(task(2, 0, 1));
+        assert!(
+            q.drained().await.dead_letters.len() == 1,
+            "the old letter stays"
+        );
+        p.shutdown().await;
+        let fresh = SharedQueue::new(config(5));
+        let d = fresh.drained().await;
+        assert!(d.synced());
+        assert_eq!(d.counts, QueueCounts::default());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_panicking_delivery_is_a_failure_and_the_worker_goes_on() {
         let q = SharedQueue::new(config(5));
         let calls = Arc::new(AtomicU32::new(0));
