@@ -36,10 +36,18 @@
 //!
 //! ([`Backoff`]); an expired lease counts as an attempt and is visible again at once.
 //! After `attempts_max` attempts the job moves to the dead-letter queue with the last
-//! error recorded: inspectable ([`dead_letters`](Queue::dead_letters)), redrivable
+//! error recorded, and its [history](DeadLetter::history) of failed attempts:
+//! inspectable ([`dead_letters`](Queue::dead_letters)), redrivable
 //! ([`redrive`](Queue::redrive), which keeps each key's order: a dead version older
-//! than one enqueued since is settled as superseded, never delivered after it), never
-//! deleted.
+//! than one enqueued since is settled as superseded, never delivered after it; or
+//! automatically, [`redrive_after`](QueueConfigBuilder::redrive_after)), and kept until
+//! the [retention limit](QueueConfigBuilder::dead_letters_max), if one is set, drops
+//! it (none by default: never deleted).
+//!
+//! **Targets.** A job may name the [target](Job::target) it is delivered to; with
+//! [`leases_per_target_max`](QueueConfigBuilder::leases_per_target_max), `lease`
+//! skips the jobs of a target that has that many leases out, so a slow target cannot
+//! hold every worker.
 //!
 //! **Durability.** Each command's writes (all of them, or none) are committed to the
 //! queue's [`Store`] before the command answers: the model of a store whose
@@ -55,7 +63,8 @@
 //! instant (a dead letter's `at`) to the wall clock, and continues on the same scale.
 //!
 //! **Conservation.** At every instant, jobs enqueued = done + superseded + pending +
-//! leased + retrying + dead ([`QueueCounts::balanced`]).
+//! leased + retrying + dead + discarded ([`QueueCounts::balanced`]; discarded is 0
+//! without a retention limit).
 //!
 //! Call order for a worker: `lease` → deliver (heartbeat every third of the visibility
 //! timeout while it takes long) → `ack` on success, `nack` on failure. Time is passed
@@ -466,8 +475,8 @@ pub struct DeadLetter {
     pub redriven_at: Option<Instant>,
     /// The failed attempts of this life of the job, oldest first: the last
     /// [`ATTEMPT_HISTORY_MAX`] (the last one's error is `last_error`). Kept by the
-    /// sans-IO [`Queue`] (and so by [`SharedQueue`](crate::queue::tokio::SharedQueue)
-    /// and the memory store); the SQL stores keep the last error only (empty here).
+    /// sans-IO [`Queue`] (and so by the tokio adapter's `SharedQueue` and the memory
+    /// store); the SQL stores keep the last error only (empty here).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Attempt>,
     /// How often the job was redriven before it died this time (0: never).
@@ -807,6 +816,9 @@ pub(crate) enum Flaw {
     RedriveOutOfOrder,
     /// The run-at is ignored: a job is due when it is enqueued.
     RunAtIgnored,
+    /// The per-target lease limit is ignored: a target's jobs are handed out however
+    /// many leases it has out.
+    TargetLimitIgnored,
     /// A dead letter keeps no error text: an operator cannot tell why it died.
     DeadLetterWithoutError,
     /// A unique job replaces a unique job of the same type still waiting for its first
@@ -1086,6 +1098,9 @@ impl Queue {
         let Some(max) = self.config.leases_per_target_max else {
             return BTreeSet::new();
         };
+        if self.flaw == Flaw::TargetLimitIgnored {
+            return BTreeSet::new();
+        }
         let mut out: BTreeMap<Name, u32> = BTreeMap::new();
         for (_, key) in &self.expiries {
             if let Some(e) = self.store.entries.get(key)

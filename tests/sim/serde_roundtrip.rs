@@ -482,6 +482,7 @@ fn queue_types_round_trip() {
         visibility_timeout: MS * 500,
         attempts_max: 4,
         backoff: backoffs[1],
+        leases_per_target_max: Some(2),
     });
     round_trip(&PoolReport {
         delivered: 1,
