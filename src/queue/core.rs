@@ -480,7 +480,7 @@ pub struct DeadLetter {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Attempt>,
     /// How often the job was redriven before it died this time (0: never).
-    /// [Automatic redrive](QueueConfig::redrive_after) puts a letter back only while
+    /// [Automatic redrive](QueueConfigBuilder::redrive_after) puts a letter back only while
     /// this is below its `redrives_max`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub redrives: u32,
@@ -693,7 +693,9 @@ impl QueueConfigBuilder {
     /// fewer than `n` leases out, skipping (not waiting behind) the jobs of a full
     /// target; jobs without a target are never limited. So a target that hangs holds
     /// at most `n` workers, and the others keep serving the healthy targets. A lease
-    /// counts until it is acked, nacked or expires. Honoured by the sans-IO [`Queue`]
+    /// counts until it is acked, nacked or expires. Each lease then walks past the due
+    /// jobs of the full targets (the cost grows with a sick target's backlog).
+    /// Honoured by the sans-IO [`Queue`]
     /// (so by `SharedQueue` and the memory store); the SQL stores ignore it (they do
     /// not keep targets yet).
     pub fn leases_per_target_max(mut self, n: u32) -> Self {
@@ -716,9 +718,11 @@ impl QueueConfigBuilder {
     /// [`Queue::redrive`] does (keeping each key's order), while its job was redriven
     /// fewer than `redrives_max` times (1 to 1,000; counted per job across its lives:
     /// [`DeadLetter::redrives`]). Default: off (only a manual redrive puts a letter
-    /// back). The redrive happens on the queue's next command at or after that
-    /// instant, and [`poll_timeout`](Queue::poll_timeout) includes it, so an idle
-    /// worker wakes for it. The SQL stores ignore it.
+    /// back). The redrive happens on the first [`lease`](Queue::lease) at or after
+    /// that instant, and [`poll_timeout`](Queue::poll_timeout) includes it, so an idle
+    /// worker wakes for it and leases the job. Each lease and poll then scans the dead
+    /// letters, so bound them with [`dead_letters_max`](Self::dead_letters_max) when
+    /// many may pile up. The SQL stores ignore it.
     pub fn redrive_after(mut self, after: Duration, redrives_max: u32) -> Self {
         self.redrive = Some((after, redrives_max));
         self

@@ -251,10 +251,19 @@ impl SharedQueue {
         lock(&self.shared.queue).heartbeat(token, now)
     }
 
-    /// Acks the lease `token`: the task is done.
+    /// Acks the lease `token`: the task is done. (Under a
+    /// [per-target limit](crate::queue::QueueConfigBuilder::leases_per_target_max) it
+    /// also wakes the idle workers: its target has room again.)
     pub fn ack(&self, token: &LeaseToken) -> Result<(), Fenced> {
         let now = self.now();
-        let r = lock(&self.shared.queue).ack(token, now);
+        let (r, limited) = {
+            let mut q = lock(&self.shared.queue);
+            let r = q.ack(token, now);
+            (r, q.config().leases_per_target_max().is_some())
+        };
+        if limited {
+            self.shared.work.notify_waiters();
+        }
         self.shared.settled.notify_waiters();
         r
     }
