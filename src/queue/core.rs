@@ -1120,7 +1120,8 @@ impl Queue {
     }
 
     /// How many leases are out on the jobs of `target` (what
-    /// [`leases_per_target_max`](QueueConfig::leases_per_target_max) limits).
+    /// [`leases_per_target_max`](QueueConfig::leases_per_target_max) limits); it walks
+    /// every job in the queue.
     pub fn leases_of_target(&self, target: Name) -> usize {
         self.store
             .entries
