@@ -287,6 +287,34 @@ struct QueueConfigData {
     attempts_max: Option<u32>,
     #[serde(default, deserialize_with = "present")]
     backoff: Option<BackoffArgs>,
+    // The knobs whose default is "off" are written only when set, so a default
+    // configuration reads and writes as it did before they existed.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    leases_per_target_max: Option<u32>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    dead_letters_max: Option<usize>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    redrive_after: Option<RedriveArgs>,
+}
+
+/// A builder's `redrive_after(after, redrives_max)` call.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedriveArgs {
+    after: Duration,
+    redrives_max: u32,
 }
 
 impl From<&QueueConfig> for QueueConfigData {
@@ -295,6 +323,12 @@ impl From<&QueueConfig> for QueueConfigData {
             visibility_timeout: Some(c.visibility_timeout()),
             attempts_max: Some(c.attempts_max()),
             backoff: Some(c.backoff().into()),
+            leases_per_target_max: c.leases_per_target_max(),
+            dead_letters_max: c.dead_letters_max(),
+            redrive_after: c.redrive().map(|r| RedriveArgs {
+                after: r.after(),
+                redrives_max: r.redrives_max(),
+            }),
         }
     }
 }
@@ -310,6 +344,15 @@ impl QueueConfigData {
         }
         if let Some(backoff) = self.backoff {
             b = b.backoff(backoff.base, backoff.cap);
+        }
+        if let Some(n) = self.leases_per_target_max {
+            b = b.leases_per_target_max(n);
+        }
+        if let Some(n) = self.dead_letters_max {
+            b = b.dead_letters_max(n);
+        }
+        if let Some(r) = self.redrive_after {
+            b = b.redrive_after(r.after, r.redrives_max);
         }
         b.build()
     }

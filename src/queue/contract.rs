@@ -167,6 +167,12 @@ pub struct QueuePolicy {
     pub attempts_max: u32,
     /// The delay before each retry.
     pub backoff: BackoffPolicy,
+    /// The most leases out at once on the jobs of one [target](crate::queue::Job::target),
+    /// if the queue limits them (`None`: no limit, and nothing is checked). With a
+    /// limit, `queue.single_lease` also requires that the world never sees more than
+    /// that many deliveries of one target's jobs held at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leases_per_target_max: Option<u32>,
 }
 
 impl QueuePolicy {
@@ -201,12 +207,14 @@ impl QueuePolicy {
 }
 
 impl From<&QueueConfig> for QueuePolicy {
-    /// The reference's policy: its visibility timeout, attempts and full-jitter backoff.
+    /// The reference's policy: its visibility timeout, attempts, full-jitter backoff
+    /// and per-target lease limit.
     fn from(config: &QueueConfig) -> Self {
         QueuePolicy {
             visibility_timeout: config.visibility_timeout(),
             attempts_max: config.attempts_max(),
             backoff: BackoffPolicy::full_jitter(config.backoff()),
+            leases_per_target_max: config.leases_per_target_max(),
         }
     }
 }

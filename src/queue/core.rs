@@ -36,10 +36,18 @@
 //!
 //! ([`Backoff`]); an expired lease counts as an attempt and is visible again at once.
 //! After `attempts_max` attempts the job moves to the dead-letter queue with the last
-//! error recorded: inspectable ([`dead_letters`](Queue::dead_letters)), redrivable
+//! error recorded, and its [history](DeadLetter::history) of failed attempts:
+//! inspectable ([`dead_letters`](Queue::dead_letters)), redrivable
 //! ([`redrive`](Queue::redrive), which keeps each key's order: a dead version older
-//! than one enqueued since is settled as superseded, never delivered after it), never
-//! deleted.
+//! than one enqueued since is settled as superseded, never delivered after it; or
+//! automatically, [`redrive_after`](QueueConfigBuilder::redrive_after)), and kept until
+//! the [retention limit](QueueConfigBuilder::dead_letters_max), if one is set, drops
+//! it (none by default: never deleted).
+//!
+//! **Targets.** A job may name the [target](Job::target) it is delivered to; with
+//! [`leases_per_target_max`](QueueConfigBuilder::leases_per_target_max), `lease`
+//! skips the jobs of a target that has that many leases out, so a slow target cannot
+//! hold every worker.
 //!
 //! **Durability.** Each command's writes (all of them, or none) are committed to the
 //! queue's [`Store`] before the command answers: the model of a store whose
@@ -55,7 +63,8 @@
 //! instant (a dead letter's `at`) to the wall clock, and continues on the same scale.
 //!
 //! **Conservation.** At every instant, jobs enqueued = done + superseded + pending +
-//! leased + retrying + dead ([`QueueCounts::balanced`]).
+//! leased + retrying + dead + discarded ([`QueueCounts::balanced`]; discarded is 0
+//! without a retention limit).
 //!
 //! Call order for a worker: `lease` → deliver (heartbeat every third of the visibility
 //! timeout while it takes long) → `ack` on success, `nack` on failure. Time is passed
@@ -264,8 +273,8 @@ impl Payload {
     }
 }
 
-/// One job: its identity, version, data and earliest run time.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// One job: its identity, version, data, earliest run time and target.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Job {
     /// Type and key (or id).
     pub key: JobKey,
@@ -275,6 +284,30 @@ pub struct Job {
     pub payload: Payload,
     /// Not due before this instant (`None`: due when enqueued).
     pub run_at: Option<Instant>,
+    /// The target the job is delivered to ("billing", "search"), if it names one:
+    /// [`QueueConfig::leases_per_target_max`] limits the leases out at once per
+    /// target, so a slow target cannot hold every worker. `None` (the default, and
+    /// what a job stored before targets existed reads as): no target, never limited.
+    /// The SQL stores do not keep it yet (a job read back from them has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Name>,
+}
+
+impl fmt::Debug for Job {
+    /// As derived, with `target` shown only when there is one: a job without a target
+    /// prints as it did before targets existed (the simulated worlds' traces, and so
+    /// their golden digests, include it).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Job");
+        d.field("key", &self.key)
+            .field("version", &self.version)
+            .field("payload", &self.payload)
+            .field("run_at", &self.run_at);
+        if self.target.is_some() {
+            d.field("target", &self.target);
+        }
+        d.finish()
+    }
 }
 
 impl Job {
@@ -285,6 +318,7 @@ impl Job {
             version,
             payload,
             run_at: None,
+            target: None,
         }
     }
     /// The unique job `id` of `job_type`: runs once.
@@ -294,11 +328,17 @@ impl Job {
             version: 1,
             payload,
             run_at: None,
+            target: None,
         }
     }
     /// The same job, not due before `at`.
     pub fn run_at(mut self, at: Instant) -> Self {
         self.run_at = Some(at);
+        self
+    }
+    /// The same job, delivered to `target` (see [`Job::target`]).
+    pub fn for_target(mut self, target: Name) -> Self {
+        self.target = Some(target);
         self
     }
     /// The job's type.
@@ -403,6 +443,22 @@ pub enum Nacked {
 /// The error a dead letter records when its last attempt was a lease that expired.
 pub const LEASE_EXPIRED: &str = "lease expired";
 
+/// How many failed attempts a job (and then its dead letter) keeps in its
+/// [`history`](DeadLetter::history): the last 16; older ones are dropped first.
+pub const ATTEMPT_HISTORY_MAX: usize = 16;
+
+/// One failed attempt of a job, as a [`DeadLetter`]'s history keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attempt {
+    /// The attempt's number: 1 for the first attempt of this version (of this life:
+    /// a redriven job counts from 1 again).
+    pub attempt: u32,
+    /// When it failed (the nack, or the lease's expiry as the queue saw it).
+    pub at: Instant,
+    /// Its error: the nack's text, or [`LEASE_EXPIRED`].
+    pub error: String,
+}
+
 /// A job that failed `attempts_max` attempts.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter {
@@ -414,13 +470,30 @@ pub struct DeadLetter {
     pub at: Instant,
     /// The error of the last attempt: the nack's text, or [`LEASE_EXPIRED`].
     pub last_error: String,
-    /// When it was redriven, if it was (it stays listed).
+    /// When it was redriven, if it was (it stays listed, until the
+    /// [retention limit](QueueConfig::dead_letters_max) drops it).
     pub redriven_at: Option<Instant>,
+    /// The failed attempts of this life of the job, oldest first: the last
+    /// [`ATTEMPT_HISTORY_MAX`] (the last one's error is `last_error`). Kept by the
+    /// sans-IO [`Queue`] (and so by the tokio adapter's `SharedQueue` and the memory
+    /// store); the SQL stores keep the last error only (empty here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Attempt>,
+    /// How often the job was redriven before it died this time (0: never).
+    /// [Automatic redrive](QueueConfigBuilder::redrive_after) puts a letter back only while
+    /// this is below its `redrives_max`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redrives: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where the jobs are: jobs enqueued = done + superseded + pending + leased +
-/// retrying + dead.
+/// retrying + dead + discarded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct QueueCounts {
     /// Jobs accepted from producers (duplicates not counted).
     pub enqueued: u64,
@@ -442,12 +515,24 @@ pub struct QueueCounts {
     pub retries: u64,
     /// Dead letters redriven (a counter).
     pub redriven: u64,
+    /// Jobs whose dead letter the [retention limit](QueueConfig::dead_letters_max)
+    /// dropped before it was redriven: given up for good (a place). Always 0 without
+    /// a limit.
+    pub discarded: u64,
+    /// Dead letters the retention limit dropped, redriven ones included (a counter).
+    pub dead_letters_dropped: u64,
 }
 
 impl QueueCounts {
     /// Jobs somewhere in the queue or settled.
     pub fn accounted(&self) -> u64 {
-        self.done + self.superseded + self.pending + self.leased + self.retrying + self.dead
+        self.done
+            + self.superseded
+            + self.pending
+            + self.leased
+            + self.retrying
+            + self.dead
+            + self.discarded
     }
     /// True when every job enqueued is accounted for.
     pub fn balanced(&self) -> bool {
@@ -491,6 +576,30 @@ pub struct QueueConfig {
     visibility_timeout: Duration,
     attempts_max: u32,
     backoff: Backoff,
+    leases_per_target_max: Option<u32>,
+    dead_letters_max: Option<usize>,
+    redrive: Option<AutoRedrive>,
+}
+
+/// The automatic redrive policy of [`QueueConfigBuilder::redrive_after`]: a dead letter
+/// goes back in the queue `after` it died, as [`Queue::redrive`] would put it back,
+/// while the job was redriven fewer than `redrives_max` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AutoRedrive {
+    after: Duration,
+    redrives_max: u32,
+}
+
+impl AutoRedrive {
+    /// How long after it died a dead letter is redriven.
+    pub fn after(&self) -> Duration {
+        self.after
+    }
+    /// How often one job is redriven automatically at most; a letter of a job
+    /// redriven that often stays dead (a manual [`Queue::redrive`] still puts it back).
+    pub fn redrives_max(&self) -> u32 {
+        self.redrives_max
+    }
 }
 
 impl Default for QueueConfig {
@@ -499,20 +608,41 @@ impl Default for QueueConfig {
             visibility_timeout: Duration::from_secs(30),
             attempts_max: 25,
             backoff: Backoff::default(),
+            leases_per_target_max: None,
+            dead_letters_max: None,
+            redrive: None,
         }
     }
 }
 
 impl QueueConfig {
     /// Defaults: a 30 s visibility timeout (SQS's), 25 attempts (Asynq's), backoff from
-    /// 100 ms up to 10 s.
+    /// 100 ms up to 10 s, no per-target lease limit, every dead letter kept, no
+    /// automatic redrive.
     pub fn builder() -> QueueConfigBuilder {
         let d = QueueConfig::default();
         QueueConfigBuilder {
             visibility_timeout: d.visibility_timeout,
             attempts_max: d.attempts_max,
             backoff: (d.backoff.base(), d.backoff.cap()),
+            leases_per_target_max: d.leases_per_target_max,
+            dead_letters_max: d.dead_letters_max,
+            redrive: d.redrive.map(|r| (r.after, r.redrives_max)),
         }
+    }
+    /// The most leases out at once on the jobs of one [target](Job::target) (`None`:
+    /// no limit, the default).
+    pub fn leases_per_target_max(&self) -> Option<u32> {
+        self.leases_per_target_max
+    }
+    /// The most dead letters kept (`None`: all of them, the default); see
+    /// [`QueueConfigBuilder::dead_letters_max`] for which one goes first.
+    pub fn dead_letters_max(&self) -> Option<usize> {
+        self.dead_letters_max
+    }
+    /// The automatic redrive policy (`None`: off, the default).
+    pub fn redrive(&self) -> Option<AutoRedrive> {
+        self.redrive
     }
     /// How long a lease hides a task.
     pub fn visibility_timeout(&self) -> Duration {
@@ -534,22 +664,67 @@ pub struct QueueConfigBuilder {
     visibility_timeout: Duration,
     attempts_max: u32,
     backoff: (Duration, Duration),
+    leases_per_target_max: Option<u32>,
+    dead_letters_max: Option<usize>,
+    redrive: Option<(Duration, u32)>,
 }
 
 impl QueueConfigBuilder {
-    /// How long a lease hides a task (1 ms to 12 hours, SQS's bound).
+    /// How long a lease hides a task (1 ms to 12 hours, SQS's bound). Default: 30 s.
     pub fn visibility_timeout(mut self, d: Duration) -> Self {
         self.visibility_timeout = d;
         self
     }
-    /// Attempts before a task is dead-lettered (1 to 1,000).
+    /// Attempts before a task is dead-lettered (1 to 1,000). Default: 25.
     pub fn attempts_max(mut self, n: u32) -> Self {
         self.attempts_max = n;
         self
     }
-    /// Retry backoff: full jitter up to `min(cap, base · 2^(n−1))`.
+    /// Retry backoff: full jitter up to `min(cap, base · 2^(n−1))`. Default: base
+    /// 100 ms, cap 10 s.
     pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
         self.backoff = (base, cap);
+        self
+    }
+    /// At most `n` leases out at once on the jobs of one [target](Job::target) (1 to
+    /// 1,000,000). Default: no limit.
+    ///
+    /// [`lease`](Queue::lease) then hands out the earliest due job whose target has
+    /// fewer than `n` leases out, skipping (not waiting behind) the jobs of a full
+    /// target; jobs without a target are never limited. So a target that hangs holds
+    /// at most `n` workers, and the others keep serving the healthy targets. A lease
+    /// counts until it is acked, nacked or expires. Each lease then walks past the due
+    /// jobs of the full targets (the cost grows with a sick target's backlog).
+    /// Honoured by the sans-IO [`Queue`]
+    /// (so by `SharedQueue` and the memory store); the SQL stores ignore it (they do
+    /// not keep targets yet).
+    pub fn leases_per_target_max(mut self, n: u32) -> Self {
+        self.leases_per_target_max = Some(n);
+        self
+    }
+    /// Keeps at most `n` dead letters (1 to 10,000,000). Default: every one, forever.
+    ///
+    /// The policy, when one more job dies with `n` letters kept: the oldest letter
+    /// already redriven is dropped (it is history: its job went back in the queue);
+    /// when none was redriven, the oldest letter is dropped and its job is given up for
+    /// good, counted as [`discarded`](QueueCounts::discarded). Every drop counts in
+    /// [`dead_letters_dropped`](QueueCounts::dead_letters_dropped). The SQL stores
+    /// ignore it.
+    pub fn dead_letters_max(mut self, n: usize) -> Self {
+        self.dead_letters_max = Some(n);
+        self
+    }
+    /// Redrives each dead letter automatically `after` it died (1 ms to 7 days), as
+    /// [`Queue::redrive`] does (keeping each key's order), while its job was redriven
+    /// fewer than `redrives_max` times (1 to 1,000; counted per job across its lives:
+    /// [`DeadLetter::redrives`]). Default: off (only a manual redrive puts a letter
+    /// back). The redrive happens on the first [`lease`](Queue::lease) at or after
+    /// that instant, and [`poll_timeout`](Queue::poll_timeout) includes it, so an idle
+    /// worker wakes for it and leases the job. Each lease and poll then scans the dead
+    /// letters, so bound them with [`dead_letters_max`](Self::dead_letters_max) when
+    /// many may pile up. The SQL stores ignore it.
+    pub fn redrive_after(mut self, after: Duration, redrives_max: u32) -> Self {
+        self.redrive = Some((after, redrives_max));
         self
     }
     /// Validates and returns the configuration.
@@ -566,10 +741,51 @@ impl QueueConfigBuilder {
             self.attempts_max,
             Backoff::new(self.backoff.0, self.backoff.1)?,
         )?;
+        if let Some(n) = self.leases_per_target_max
+            && !(1..=1_000_000).contains(&n)
+        {
+            return Err(ConfigError::new(
+                "leases_per_target_max",
+                format!("must be 1 to 1000000, got {n}"),
+            ));
+        }
+        if let Some(n) = self.dead_letters_max
+            && !(1..=10_000_000).contains(&n)
+        {
+            return Err(ConfigError::new(
+                "dead_letters_max",
+                format!("must be 1 to 10000000, got {n}"),
+            ));
+        }
+        let redrive = match self.redrive {
+            None => None,
+            Some((after, _))
+                if after < Duration::from_millis(1)
+                    || after > Duration::from_secs(7 * 24 * 3_600) =>
+            {
+                return Err(ConfigError::new(
+                    "redrive_after",
+                    format!("must wait 1 ms to 7 days, got {after:?}"),
+                ));
+            }
+            Some((_, n)) if !(1..=1_000).contains(&n) => {
+                return Err(ConfigError::new(
+                    "redrive_after",
+                    format!("redrives_max must be 1 to 1000, got {n}"),
+                ));
+            }
+            Some((after, redrives_max)) => Some(AutoRedrive {
+                after,
+                redrives_max,
+            }),
+        };
         Ok(QueueConfig {
             visibility_timeout: self.visibility_timeout,
             attempts_max: retry.attempts_max(),
             backoff: retry.backoff(),
+            leases_per_target_max: self.leases_per_target_max,
+            dead_letters_max: self.dead_letters_max,
+            redrive,
         })
     }
 }
@@ -604,6 +820,9 @@ pub(crate) enum Flaw {
     RedriveOutOfOrder,
     /// The run-at is ignored: a job is due when it is enqueued.
     RunAtIgnored,
+    /// The per-target lease limit is ignored: a target's jobs are handed out however
+    /// many leases it has out.
+    TargetLimitIgnored,
     /// A dead letter keeps no error text: an operator cannot tell why it died.
     DeadLetterWithoutError,
     /// A unique job replaces a unique job of the same type still waiting for its first
@@ -644,6 +863,7 @@ struct Waiting {
     version: u64,
     payload: Payload,
     run_at: Option<Instant>,
+    target: Option<Name>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -657,6 +877,12 @@ struct Entry {
     /// A newer version waiting for the lease of this one to end.
     next: Option<Waiting>,
     redriven: bool,
+    target: Option<Name>,
+    /// The failed attempts of this version (of this life), the last
+    /// [`ATTEMPT_HISTORY_MAX`].
+    history: Vec<Attempt>,
+    /// How often this job was redriven (carried across its lives).
+    redrives: u32,
 }
 
 impl Entry {
@@ -666,6 +892,7 @@ impl Entry {
             version: self.version,
             payload: self.payload.clone(),
             run_at: self.run_at,
+            target: self.target,
         }
     }
 }
@@ -842,16 +1069,91 @@ impl Queue {
     /// [`lease`](Queue::lease) again (it may be `<= now`: something is due already).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let due = self.ready.first().map(|(t, _)| *t);
+        let due = if self.config.leases_per_target_max.is_some() {
+            // The earliest due job of a target with room: the jobs of a full target
+            // wait for one of its leases to end (an ack or a nack, whose worker leases
+            // again, or an expiry, which is below).
+            let full = self.full_targets();
+            self.ready
+                .iter()
+                .find(|(_, k)| {
+                    !self
+                        .store
+                        .entries
+                        .get(k)
+                        .and_then(|e| e.target)
+                        .is_some_and(|t| full.contains(&t))
+                })
+                .map(|(t, _)| *t)
+        } else {
+            self.ready.first().map(|(t, _)| *t)
+        };
         let exp = if self.never_expires() {
             None
         } else {
             self.expiries.first().map(|(t, _)| *t)
         };
-        match (due, exp) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [due, exp, self.next_redrive()].into_iter().flatten().min()
+    }
+
+    /// The targets with [`leases_per_target_max`](QueueConfig::leases_per_target_max)
+    /// leases out (none without a limit).
+    fn full_targets(&self) -> BTreeSet<Name> {
+        let Some(max) = self.config.leases_per_target_max else {
+            return BTreeSet::new();
+        };
+        if self.flaw == Flaw::TargetLimitIgnored {
+            return BTreeSet::new();
         }
+        let mut out: BTreeMap<Name, u32> = BTreeMap::new();
+        for (_, key) in &self.expiries {
+            if let Some(e) = self.store.entries.get(key)
+                && let (Some(t), State::Leased { .. }) = (e.target, e.state)
+            {
+                *out.entry(t).or_insert(0) += 1;
+            }
+        }
+        out.into_iter()
+            .filter(|(_, n)| *n >= max)
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    /// How many leases are out on the jobs of `target` (what
+    /// [`leases_per_target_max`](QueueConfig::leases_per_target_max) limits); it walks
+    /// every job in the queue.
+    pub fn leases_of_target(&self, target: Name) -> usize {
+        self.store
+            .entries
+            .values()
+            .filter(|e| e.target == Some(target) && matches!(e.state, State::Leased { .. }))
+            .count()
+    }
+
+    /// Dead letters that [automatic redrive](QueueConfigBuilder::redrive_after) will
+    /// still put back (0 when it is off): not redriven yet, of a job redriven fewer
+    /// than `redrives_max` times.
+    pub fn redrives_scheduled(&self) -> usize {
+        let Some(r) = self.config.redrive else {
+            return 0;
+        };
+        self.store
+            .dead
+            .iter()
+            .filter(|d| d.redriven_at.is_none() && d.redrives < r.redrives_max)
+            .count()
+    }
+
+    /// When automatic redrive puts the next dead letter back, if it is on and one is
+    /// waiting.
+    fn next_redrive(&self) -> Option<Instant> {
+        let r = self.config.redrive?;
+        self.store
+            .dead
+            .iter()
+            .filter(|d| d.redriven_at.is_none() && d.redrives < r.redrives_max)
+            .map(|d| d.at.saturating_add(r.after))
+            .min()
     }
 
     fn never_expires(&self) -> bool {
@@ -915,6 +1217,9 @@ impl Queue {
                     state: State::Ready { due },
                     next: None,
                     redriven: false,
+                    target: job.target,
+                    history: Vec::new(),
+                    redrives: 0,
                 });
                 self.ready.insert((due, key));
                 Enqueued::New
@@ -927,7 +1232,9 @@ impl Queue {
                         e.version = job.version;
                         e.payload = job.payload;
                         e.run_at = job.run_at;
+                        e.target = job.target;
                         e.attempts = 0;
+                        e.history.clear();
                         e.redriven = false;
                         e.state = State::Ready { due };
                         self.ready.remove(&(old, key));
@@ -939,6 +1246,7 @@ impl Queue {
                             version: job.version,
                             payload: job.payload,
                             run_at: job.run_at,
+                            target: job.target,
                         };
                         if e.next.replace(waiting).is_some() {
                             self.store.counts.superseded += 1;
@@ -993,12 +1301,28 @@ impl Queue {
     }
 
     /// Hands out the earliest job due at `now`, hidden until the lease's deadline.
-    /// Expired leases are processed first. A job is never handed out before its run-at.
+    /// Expired leases are processed first (then, with [automatic
+    /// redrive](QueueConfigBuilder::redrive_after), the dead letters whose time came).
+    /// A job is never handed out before its run-at. With a
+    /// [per-target limit](QueueConfigBuilder::leases_per_target_max), the jobs of a
+    /// target that has that many leases out are skipped: the earliest due job of a
+    /// target with room goes.
     pub fn lease(&mut self, now: Instant) -> Option<Lease> {
         self.store.clock_high = self.store.clock_high.max(now);
         self.expire(now);
+        self.redrive_due(now);
+        let full = self.full_targets();
+        // The index entry after which to look (the ones before belong to full targets).
+        let mut after: Option<(Instant, JobKey)> = None;
         let lease = loop {
-            let &(due, key) = self.ready.first()?;
+            let next = match after {
+                None => self.ready.first(),
+                Some(a) => self
+                    .ready
+                    .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                    .next(),
+            };
+            let &(due, key) = next?;
             if due > now {
                 return None;
             }
@@ -1009,9 +1333,13 @@ impl Queue {
                 .filter(|e| e.state == State::Ready { due })
             else {
                 // A stale index entry (only a flawed queue leaves one).
-                self.ready.pop_first();
+                self.ready.remove(&(due, key));
                 continue;
             };
+            if e.target.is_some_and(|t| full.contains(&t)) {
+                after = Some((due, key));
+                continue;
+            }
             let fence = self.store.fence_next;
             self.store.fence_next += 1;
             let deadline = if self.flaw == Flaw::NoLease {
@@ -1031,7 +1359,7 @@ impl Queue {
             // the next poll hands it out again.
             if !matches!(self.flaw, Flaw::DueWithoutLeases | Flaw::NoLease) {
                 e.state = State::Leased { fence, deadline };
-                self.ready.pop_first();
+                self.ready.remove(&(due, key));
                 self.expiries.insert((deadline, key));
             }
             break lease;
@@ -1131,52 +1459,80 @@ impl Queue {
             if self.store.dead[i].redriven_at.is_some() {
                 continue;
             }
-            let job = self.store.dead[i].job.clone();
             n += 1;
-            self.store.dead[i].redriven_at = Some(now);
-            self.store.counts.dead -= 1;
-            self.store.counts.redriven += 1;
-            let key = job.key;
-            let newer = self.store.high.get(&key).copied().unwrap_or(0) > job.version;
-            let live = self.store.entries.contains_key(&key);
-            if self.flaw == Flaw::RedriveOutOfOrder {
-                // The defect: the dead version goes back whatever came since.
-                match self.store.entries.get_mut(&key) {
-                    Some(e) => {
-                        match e.state {
-                            State::Ready { .. } => {
-                                self.store.counts.superseded += 1;
-                                e.version = job.version;
-                                e.payload = job.payload;
-                            }
-                            State::Leased { .. } => {
-                                let waiting = Waiting {
-                                    version: job.version,
-                                    payload: job.payload,
-                                    run_at: None,
-                                };
-                                if e.next.replace(waiting).is_some() {
-                                    self.store.counts.superseded += 1;
-                                }
-                            }
-                        }
-                        e.redriven = true;
-                    }
-                    None => self.revive(job, now),
-                }
-                continue;
-            }
-            if newer || live {
-                self.store.counts.superseded += 1;
-            } else {
-                self.revive(job, now);
-            }
+            self.redrive_one(i, now);
         }
         self.commit();
         n
     }
 
-    fn revive(&mut self, job: Job, now: Instant) {
+    /// Automatic redrive: puts back the dead letters whose time came at `now`.
+    fn redrive_due(&mut self, now: Instant) {
+        let Some(r) = self.config.redrive else {
+            return;
+        };
+        let mut changed = false;
+        for i in 0..self.store.dead.len() {
+            let d = &self.store.dead[i];
+            if d.redriven_at.is_none()
+                && d.redrives < r.redrives_max
+                && d.at.saturating_add(r.after) <= now
+            {
+                self.redrive_one(i, now);
+                changed = true;
+            }
+        }
+        if changed {
+            self.commit();
+        }
+    }
+
+    /// Puts the dead letter `i` (not redriven yet) back in the queue.
+    fn redrive_one(&mut self, i: usize, now: Instant) {
+        let job = self.store.dead[i].job.clone();
+        let redrives = self.store.dead[i].redrives.saturating_add(1);
+        self.store.dead[i].redriven_at = Some(now);
+        self.store.counts.dead -= 1;
+        self.store.counts.redriven += 1;
+        let key = job.key;
+        let newer = self.store.high.get(&key).copied().unwrap_or(0) > job.version;
+        let live = self.store.entries.contains_key(&key);
+        if self.flaw == Flaw::RedriveOutOfOrder {
+            // The defect: the dead version goes back whatever came since.
+            match self.store.entries.get_mut(&key) {
+                Some(e) => {
+                    match e.state {
+                        State::Ready { .. } => {
+                            self.store.counts.superseded += 1;
+                            e.version = job.version;
+                            e.payload = job.payload;
+                        }
+                        State::Leased { .. } => {
+                            let waiting = Waiting {
+                                version: job.version,
+                                payload: job.payload,
+                                run_at: None,
+                                target: job.target,
+                            };
+                            if e.next.replace(waiting).is_some() {
+                                self.store.counts.superseded += 1;
+                            }
+                        }
+                    }
+                    e.redriven = true;
+                }
+                None => self.revive(job, redrives, now),
+            }
+            return;
+        }
+        if newer || live {
+            self.store.counts.superseded += 1;
+        } else {
+            self.revive(job, redrives, now);
+        }
+    }
+
+    fn revive(&mut self, job: Job, redrives: u32, now: Instant) {
         self.store.entries.insert(
             job.key,
             Entry {
@@ -1187,6 +1543,9 @@ impl Queue {
                 state: State::Ready { due: now },
                 next: None,
                 redriven: true,
+                target: job.target,
+                history: Vec::new(),
+                redrives,
             },
         );
         self.ready.insert((now, job.key));
@@ -1268,6 +1627,16 @@ impl Queue {
             return Nacked::Superseded;
         }
         let attempts = e.attempts;
+        if self.flaw != Flaw::DeadLetterWithoutError {
+            if e.history.len() >= ATTEMPT_HISTORY_MAX {
+                e.history.remove(0);
+            }
+            e.history.push(Attempt {
+                attempt: attempts,
+                at: now,
+                error: error.to_owned(),
+            });
+        }
         if attempts >= self.config.attempts_max {
             if let Some(e) = self.store.entries.remove(&key)
                 && self.flaw != Flaw::DropAfterMaxAttempts
@@ -1283,7 +1652,10 @@ impl Queue {
                         error.to_owned()
                     },
                     redriven_at: None,
+                    history: e.history,
+                    redrives: e.redrives,
                 });
+                self.retain_dead();
             }
             return Nacked::DeadLettered;
         }
@@ -1306,6 +1678,29 @@ impl Queue {
         Nacked::Retry { at }
     }
 
+    /// The retention limit: drops dead letters beyond
+    /// [`dead_letters_max`](QueueConfig::dead_letters_max), the oldest redriven one
+    /// first, else the oldest (its job discarded).
+    fn retain_dead(&mut self) {
+        let Some(max) = self.config.dead_letters_max else {
+            return;
+        };
+        while self.store.dead.len() > max {
+            let i = self
+                .store
+                .dead
+                .iter()
+                .position(|d| d.redriven_at.is_some())
+                .unwrap_or(0);
+            let letter = self.store.dead.remove(i);
+            self.store.counts.dead_letters_dropped += 1;
+            if letter.redriven_at.is_none() {
+                self.store.counts.dead -= 1;
+                self.store.counts.discarded += 1;
+            }
+        }
+    }
+
     /// The current version of `key` is settled: a version waiting behind it becomes
     /// due (at its run-at, if later), or the key leaves the queue.
     fn finish(&mut self, key: JobKey, now: Instant) {
@@ -1326,7 +1721,9 @@ impl Queue {
                 e.version = w.version;
                 e.payload = w.payload;
                 e.run_at = w.run_at;
+                e.target = w.target;
                 e.attempts = 0;
+                e.history.clear();
                 e.redriven = false;
                 e.state = State::Ready { due };
                 self.ready.insert((due, key));
@@ -1877,6 +2274,352 @@ mod tests {
         assert_eq!(i.apply(k, 4), Applied::Fenced);
         assert!(i.contains(k));
         assert_eq!(i.len(), 1);
+    }
+
+    fn target(t: &str) -> Name {
+        Name::new(t).unwrap()
+    }
+
+    fn for_target(id: u64, t: &str) -> Job {
+        Job::unique(MAIL, JobId(id), Payload::default()).for_target(target(t))
+    }
+
+    fn limited(config: QueueConfigBuilder) -> Queue {
+        Queue::new(
+            config
+                .visibility_timeout(Duration::from_millis(100))
+                .backoff(Duration::from_millis(10), Duration::from_millis(40))
+                .build()
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_new_knobs_are_validated_and_off_by_default() {
+        let d = QueueConfig::builder().build().unwrap();
+        assert_eq!(
+            (d.leases_per_target_max(), d.dead_letters_max(), d.redrive()),
+            (None, None, None)
+        );
+        assert_eq!(d, QueueConfig::default());
+        for (b, field) in [
+            (
+                QueueConfig::builder().leases_per_target_max(0),
+                "leases_per_target_max",
+            ),
+            (
+                QueueConfig::builder().leases_per_target_max(1_000_001),
+                "leases_per_target_max",
+            ),
+            (
+                QueueConfig::builder().dead_letters_max(0),
+                "dead_letters_max",
+            ),
+            (
+                QueueConfig::builder().redrive_after(Duration::ZERO, 3),
+                "redrive_after",
+            ),
+            (
+                QueueConfig::builder().redrive_after(Duration::from_secs(1), 0),
+                "redrive_after",
+            ),
+            (
+                QueueConfig::builder().redrive_after(Duration::from_secs(8 * 24 * 3_600), 1),
+                "redrive_after",
+            ),
+        ] {
+            assert_eq!(b.build().unwrap_err().field, field);
+        }
+        let c = QueueConfig::builder()
+            .leases_per_target_max(2)
+            .dead_letters_max(10)
+            .redrive_after(Duration::from_secs(60), 3)
+            .build()
+            .unwrap();
+        assert_eq!(c.leases_per_target_max(), Some(2));
+        assert_eq!(c.dead_letters_max(), Some(10));
+        let r = c.redrive().unwrap();
+        assert_eq!((r.after(), r.redrives_max()), (Duration::from_secs(60), 3));
+        // Serde: the new keys read through the builder; a default config writes none.
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<QueueConfig>(&json).unwrap(), c);
+        let plain = serde_json::to_string(&d).unwrap();
+        assert!(!plain.contains("leases_per_target_max"), "{plain}");
+        let err = serde_json::from_str::<QueueConfig>(r#"{"leases_per_target_max": 0}"#);
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .contains("leases_per_target_max")
+        );
+    }
+
+    #[test]
+    fn a_full_target_is_skipped_not_waited_behind() {
+        let mut q = limited(QueueConfig::builder().leases_per_target_max(2));
+        for id in 1..=4 {
+            q.enqueue(for_target(id, "sick"), T0);
+        }
+        q.enqueue(for_target(5, "healthy"), ms(1));
+        q.enqueue(task(1, 1), ms(2)); // no target: never limited
+        let a = q.lease(ms(2)).unwrap();
+        let b = q.lease(ms(2)).unwrap();
+        assert_eq!(
+            (a.job.key.id(), b.job.key.id()),
+            (Some(JobId(1)), Some(JobId(2)))
+        );
+        assert_eq!(q.leases_of_target(target("sick")), 2);
+        // The sick target is full: its older jobs are skipped, the others go.
+        assert_eq!(q.lease(ms(2)).unwrap().job.key.id(), Some(JobId(5)));
+        assert_eq!(q.lease(ms(2)).unwrap().job.key, key(1));
+        assert_eq!(q.lease(ms(2)), None, "only the full target's jobs are left");
+        // Nothing with room is due: the next instant is the first lease's expiry, not
+        // the full target's due jobs (an idle worker does not spin on them).
+        assert_eq!(q.poll_timeout(), Some(ms(102)));
+        // An ack makes room: the sick target's next job goes, in order.
+        q.ack(&a.token, ms(3)).unwrap();
+        let c = q.lease(ms(3)).unwrap();
+        assert_eq!(c.job.key.id(), Some(JobId(3)));
+        assert_eq!(q.lease(ms(3)), None);
+        // So does a nack, and an expiry.
+        assert!(matches!(
+            q.nack(&b.token, "timeout", ms(4)).unwrap(),
+            Nacked::Retry { .. }
+        ));
+        assert_eq!(q.lease(ms(4)).unwrap().job.key.id(), Some(JobId(4)));
+        assert_eq!(q.leases_of_target(target("sick")), 2);
+        assert_eq!(q.leases_of_target(target("healthy")), 1);
+        assert!(q.counts().balanced());
+    }
+
+    #[test]
+    fn without_a_limit_one_target_takes_every_lease() {
+        let mut q = queue(5);
+        for id in 1..=4 {
+            q.enqueue(for_target(id, "sick"), T0);
+        }
+        for _ in 1..=4 {
+            assert!(q.lease(T0).is_some());
+        }
+        assert_eq!(q.leases_of_target(target("sick")), 4);
+    }
+
+    #[test]
+    fn a_target_survives_coalescing_a_restart_and_serde() {
+        let mut q = limited(QueueConfig::builder().leases_per_target_max(1));
+        let sync = |v| task(1, v).for_target(target("billing"));
+        q.enqueue(sync(1), T0);
+        let a = q.lease(T0).unwrap();
+        assert_eq!(a.job.target, Some(target("billing")));
+        q.enqueue(sync(2), T0); // waits behind the lease
+        q.enqueue(for_target(9, "billing"), T0);
+        let mut r = Queue::recover(*q.config(), q.store().clone());
+        assert_eq!(
+            r.lease(ms(1)),
+            None,
+            "the restart kept the lease and its target"
+        );
+        r.ack(&a.token, ms(1)).unwrap();
+        let nine = r.lease(ms(1)).unwrap();
+        assert_eq!(
+            nine.job.key.id(),
+            Some(JobId(9)),
+            "the earliest due goes first"
+        );
+        assert_eq!(r.lease(ms(1)), None, "version 2 waits: billing is full");
+        r.ack(&nine.token, ms(1)).unwrap();
+        let b = r.lease(ms(1)).unwrap();
+        assert_eq!((b.job.version, b.job.target), (2, Some(target("billing"))));
+        let json = serde_json::to_string(&b.job).unwrap();
+        assert_eq!(serde_json::from_str::<Job>(&json).unwrap(), b.job);
+        // A job stored before targets existed reads as one without.
+        let old = serde_json::to_string(&task(3, 1)).unwrap();
+        assert!(!old.contains("target"), "{old}");
+        assert_eq!(serde_json::from_str::<Job>(&old).unwrap().target, None);
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_its_attempt_history_bounded() {
+        let attempts = u32::try_from(ATTEMPT_HISTORY_MAX).unwrap() + 4;
+        let mut q = queue(attempts);
+        q.enqueue(task(1, 1), T0);
+        let mut now = T0;
+        for n in 1..=attempts {
+            let l = q.lease(now).unwrap();
+            if n == 3 {
+                // This attempt's lease expires.
+                now = l.deadline;
+                continue;
+            }
+            match q.nack(&l.token, &format!("error {n}"), now).unwrap() {
+                Nacked::Retry { at } => now = at,
+                Nacked::DeadLettered => assert_eq!(n, attempts),
+                Nacked::Superseded => panic!("nothing newer"),
+            }
+        }
+        let d = &q.dead_letters()[0];
+        assert_eq!(d.history.len(), ATTEMPT_HISTORY_MAX);
+        assert_eq!(d.history[0].attempt, 5, "the oldest dropped first");
+        let last = d.history.last().unwrap();
+        assert_eq!((last.attempt, last.error.as_str()), (attempts, "error 20"));
+        assert_eq!(d.last_error, last.error);
+        assert_eq!(d.redrives, 0);
+        let json = serde_json::to_string(d).unwrap();
+        assert_eq!(&serde_json::from_str::<DeadLetter>(&json).unwrap(), d);
+    }
+
+    #[test]
+    fn an_expiry_is_an_attempt_in_the_history() {
+        let mut q = queue(2);
+        q.enqueue(task(1, 1), T0);
+        let _ = q.lease(T0).unwrap();
+        let b = q.lease(ms(100)).unwrap();
+        q.nack(&b.token, "503", ms(150)).unwrap();
+        let h = &q.dead_letters()[0].history;
+        assert_eq!(h.len(), 2);
+        assert_eq!(
+            (h[0].attempt, h[0].at, h[0].error.as_str()),
+            (1, ms(100), LEASE_EXPIRED)
+        );
+        assert_eq!(
+            (h[1].attempt, h[1].at, h[1].error.as_str()),
+            (2, ms(150), "503")
+        );
+    }
+
+    #[test]
+    fn a_newer_version_starts_a_fresh_history() {
+        let mut q = queue(2);
+        q.enqueue(task(1, 1), T0);
+        let a = q.lease(T0).unwrap();
+        let Nacked::Retry { at } = q.nack(&a.token, "old", T0).unwrap() else {
+            panic!("one attempt left");
+        };
+        q.enqueue(task(1, 2), at); // coalesces with the retrying version 1
+        let b = q.lease(at).unwrap();
+        assert_eq!((b.job.version, b.attempt), (2, 1));
+        let Nacked::Retry { at } = q.nack(&b.token, "new 1", at).unwrap() else {
+            panic!("one attempt left");
+        };
+        let c = q.lease(at).unwrap();
+        q.nack(&c.token, "new 2", at).unwrap();
+        let errors: Vec<&str> = q.dead_letters()[0]
+            .history
+            .iter()
+            .map(|a| a.error.as_str())
+            .collect();
+        assert_eq!(errors, ["new 1", "new 2"]);
+    }
+
+    /// Kills job `id` (one attempt) at `now`.
+    fn kill(q: &mut Queue, id: u64, now: Instant) {
+        q.enqueue(Job::unique(MAIL, JobId(id), Payload::default()), now);
+        let l = q.lease(now).unwrap();
+        assert_eq!(q.nack(&l.token, "down", now).unwrap(), Nacked::DeadLettered);
+    }
+
+    #[test]
+    fn the_retention_limit_drops_redriven_letters_first_then_the_oldest() {
+        let mut q = limited(QueueConfig::builder().attempts_max(1).dead_letters_max(3));
+        for id in 1..=3 {
+            kill(&mut q, id, ms(id));
+        }
+        assert_eq!(q.redrive(ms(10)), 3);
+        // The three redriven jobs die again; a fourth dies: each pushes out the oldest
+        // redriven letter.
+        for _ in 0..3 {
+            let l = q.lease(ms(11)).unwrap();
+            q.nack(&l.token, "still down", ms(11)).unwrap();
+        }
+        let ids = |q: &Queue| -> Vec<(u64, bool)> {
+            q.dead_letters()
+                .iter()
+                .map(|d| (d.job.key.id().unwrap().0, d.redriven_at.is_some()))
+                .collect()
+        };
+        assert_eq!(ids(&q), [(1, false), (2, false), (3, false)]);
+        let c = q.counts();
+        assert_eq!((c.dead, c.dead_letters_dropped, c.discarded), (3, 3, 0));
+        assert_eq!(q.dead_letters()[0].redrives, 1);
+        // None redriven now: the oldest goes, and its job is discarded.
+        kill(&mut q, 4, ms(12));
+        assert_eq!(ids(&q), [(2, false), (3, false), (4, false)]);
+        let c = q.counts();
+        assert_eq!((c.dead, c.dead_letters_dropped, c.discarded), (3, 4, 1));
+        assert!(c.balanced(), "{c:?}");
+        // Without a limit nothing is dropped.
+        let mut q = queue(1);
+        for id in 1..=20 {
+            kill(&mut q, id, ms(id));
+        }
+        assert_eq!(q.dead_letters().len(), 20);
+        assert_eq!(q.counts().dead_letters_dropped, 0);
+    }
+
+    #[test]
+    fn automatic_redrive_puts_letters_back_after_the_delay_up_to_the_max() {
+        let mut q = limited(
+            QueueConfig::builder()
+                .attempts_max(1)
+                .redrive_after(Duration::from_millis(500), 2),
+        );
+        kill(&mut q, 1, T0);
+        assert_eq!(q.redrives_scheduled(), 1);
+        assert_eq!(q.poll_timeout(), Some(ms(500)), "a worker wakes for it");
+        assert_eq!(q.lease(ms(499)), None);
+        let l = q.lease(ms(500)).unwrap();
+        assert!(l.redriven);
+        assert_eq!(q.redrives_scheduled(), 0);
+        q.nack(&l.token, "down", ms(500)).unwrap();
+        assert_eq!(q.dead_letters()[1].redrives, 1);
+        let l = q.lease(ms(1_000)).unwrap();
+        q.nack(&l.token, "down", ms(1_000)).unwrap();
+        // Redriven twice: it stays dead.
+        assert_eq!(q.dead_letters()[2].redrives, 2);
+        assert_eq!(q.redrives_scheduled(), 0);
+        assert_eq!(q.poll_timeout(), None);
+        assert_eq!(q.lease(ms(10_000)), None);
+        let c = q.counts();
+        assert_eq!((c.dead, c.redriven), (1, 2));
+        assert!(c.balanced());
+        // A manual redrive still puts it back.
+        assert_eq!(q.redrive(ms(10_000)), 1);
+        assert!(q.lease(ms(10_000)).is_some());
+        // Off by default: a dead letter stays dead.
+        let mut q = queue(1);
+        kill(&mut q, 1, T0);
+        assert_eq!((q.redrives_scheduled(), q.poll_timeout()), (0, None));
+        assert_eq!(q.lease(ms(1_000_000)), None);
+    }
+
+    #[test]
+    fn automatic_redrive_keeps_each_keys_order() {
+        let mut q = limited(
+            QueueConfig::builder()
+                .attempts_max(1)
+                .redrive_after(Duration::from_millis(500), 3),
+        );
+        q.enqueue(task(1, 1), T0);
+        let l = q.lease(T0).unwrap();
+        q.nack(&l.token, "down", T0).unwrap();
+        q.enqueue(task(1, 2), ms(10));
+        let l = q.lease(ms(10)).unwrap();
+        q.ack(&l.token, ms(10)).unwrap();
+        assert_eq!(q.lease(ms(500)), None, "version 1 is settled as superseded");
+        let c = q.counts();
+        assert_eq!((c.redriven, c.superseded, c.done), (1, 1, 1));
+        assert!(c.balanced());
+    }
+
+    #[test]
+    fn a_job_without_a_target_prints_as_before_targets_existed() {
+        let job = task(1, 2);
+        assert_eq!(
+            format!("{job:?}"),
+            "Job { key: JobKey { job_type: JobType(\"sync\"), slot: Key(\"p1\") }, \
+             version: 2, payload: Payload(\"null\"), run_at: None }"
+        );
+        let aimed = format!("{:?}", job.for_target(target("billing")));
+        assert!(aimed.ends_with(", target: Some(\"billing\") }"), "{aimed}");
     }
 
     #[test]

@@ -18,7 +18,10 @@
 //!    heartbeat reports must be that same instant (a mismatch is a violation of its
 //!    own). The task of a crashed worker is leasable again once that deadline has
 //!    passed (the world's idle workers poll every poll interval, so it runs again
-//!    within lease + poll interval).
+//!    within lease + poll interval). Under a declared per-target lease limit
+//!    ([`QueuePolicy::leases_per_target_max`]), the world also never sees more than
+//!    that many deliveries of one target's jobs held at once (counted the same way,
+//!    by the target the producer committed).
 //! 5. `queue.conservation`: at every step, tasks enqueued = done + superseded +
 //!    pending + leased + retrying + dead, and the queue's count of enqueued tasks is the
 //!    number the producers were told were accepted.
@@ -48,6 +51,7 @@
 //! failed last attempt (part of 6).
 
 use crate::clock::Instant;
+use crate::name::Name;
 use crate::queue::contract::{BackoffPolicy, QueuePolicy};
 use crate::queue::core::{DeadLetter, Job, JobKey, Lease, Nacked, QueueCounts};
 use faultline_sim::Violation;
@@ -84,7 +88,7 @@ pub const PROMISES: [(&str, &str); 10] = [
     ),
     (
         SINGLE_LEASE,
-        "At most one worker holds a delivery of a task at a time. The world itself records each delivery it was handed (worker, fence, since when) and hides it until the lease time + the declared visibility timeout, extended by every heartbeat the queue accepted; another worker handed the same task before then is a violation whatever the queue reports. The deadline a lease or a heartbeat reports must be that same instant (a mismatch is a violation of its own). The task of a crashed worker is leasable again once that deadline has passed (the world's idle workers poll every poll interval, so it runs again within lease + poll interval).",
+        "At most one worker holds a delivery of a task at a time. The world itself records each delivery it was handed (worker, fence, since when) and hides it until the lease time + the declared visibility timeout, extended by every heartbeat the queue accepted; another worker handed the same task before then is a violation whatever the queue reports. The deadline a lease or a heartbeat reports must be that same instant (a mismatch is a violation of its own). The task of a crashed worker is leasable again once that deadline has passed (the world's idle workers poll every poll interval, so it runs again within lease + poll interval). Under a declared per-target lease limit, the world never sees more than that many deliveries of one target's jobs held at once (counted the same way, by the target the producer committed).",
     ),
     (
         CONSERVATION,
@@ -148,6 +152,8 @@ pub struct Hold {
     /// The lease time (or the last accepted heartbeat) + the declared visibility
     /// timeout: the world's own deadline, not the one the queue reports.
     pub deadline: Instant,
+    /// The target of the job handed out, as the producer committed it.
+    pub target: Option<Name>,
 }
 
 /// The queue checker: fed by the world as the run goes, asked at rest.
@@ -181,6 +187,11 @@ pub struct QueueChecker {
     pub run_at: BTreeMap<JobKey, Instant>,
     /// The largest fencing token handed out per key.
     pub fence_high: BTreeMap<JobKey, u64>,
+    /// The target each job's producer committed (only jobs that name one).
+    pub committed_target: BTreeMap<JobKey, Name>,
+    /// The most deliveries of one target's jobs the world saw held at once (counted
+    /// only under a declared per-target limit).
+    pub target_holds_max: u32,
 }
 
 impl QueueChecker {
@@ -200,7 +211,14 @@ impl QueueChecker {
             effects: BTreeMap::new(),
             run_at: BTreeMap::new(),
             fence_high: BTreeMap::new(),
+            committed_target: BTreeMap::new(),
+            target_holds_max: 0,
         }
+    }
+
+    /// A producer committed the job `key` for `target`.
+    pub fn on_committed_target(&mut self, key: JobKey, target: Name) {
+        self.committed_target.insert(key, target);
     }
 
     /// A producer committed the job `key` not to run before `at`.
@@ -309,6 +327,34 @@ impl QueueChecker {
                 ),
             ));
         }
+        let target = self.committed_target.get(&key).copied();
+        if let (Some(max), Some(t)) = (self.policy.leases_per_target_max, target) {
+            // The world's own count: deliveries of this target's jobs it saw handed
+            // out and not yet acked, nacked or past their observed deadline.
+            let held: Vec<&Hold> = self
+                .holds
+                .iter()
+                .filter(|(k, h)| **k != key && h.target == Some(t) && h.deadline > now)
+                .map(|(_, h)| h)
+                .collect();
+            if held.len() >= max as usize {
+                let workers: Vec<String> = held
+                    .iter()
+                    .map(|h| format!("worker-{} (fence {}, since {})", h.worker, h.fence, h.since))
+                    .collect();
+                return Err(Violation::new(
+                    SINGLE_LEASE,
+                    format!(
+                        "{key} version {v} of target {t} was handed to worker-{worker} (fence {fence}) at {now} \
+                         while {} deliveries of that target's jobs were held ({}): more than the declared \
+                         {max} leases per target",
+                        held.len(),
+                        workers.join(", ")
+                    ),
+                ));
+            }
+            self.target_holds_max = self.target_holds_max.max(held.len() as u32 + 1);
+        }
         self.fence_high.insert(key, fence);
         self.retry_at.remove(&key);
         self.leased_high.insert(key, v);
@@ -320,6 +366,7 @@ impl QueueChecker {
                 version: v,
                 since: now,
                 deadline,
+                target,
             },
         );
         Ok(())
@@ -608,6 +655,7 @@ mod tests {
             visibility_timeout: VT,
             attempts_max: 5,
             backoff,
+            leases_per_target_max: None,
         })
     }
 
@@ -701,6 +749,8 @@ mod tests {
             at: ms(0),
             last_error: error.into(),
             redriven_at: None,
+            history: Vec::new(),
+            redrives: 0,
         };
         let nack = |dead: &[DeadLetter]| {
             let mut c = checker(full_jitter());

@@ -216,7 +216,7 @@ fn direct() -> (Vec<Seen>, PoolReport, super::core::QueueCounts) {
                 core.on_wake()
             }
             Next::Deliver(lease) => {
-                seen.push(Seen::Started(nanos(now), Box::new(lease)));
+                seen.push(Seen::Started(nanos(now), lease));
                 let b = behaviour(calls);
                 calls += 1;
                 if !b.stall.is_zero() {

@@ -52,7 +52,7 @@ pub mod world;
 
 pub use self::contract::{BackoffPolicy, QueuePolicy};
 pub use self::core::{
-    Applied, DeadLetter, Enqueued, Fenced, Inbox, Job, JobId, JobKey, JobType, LEASE_EXPIRED,
-    Lease, LeaseToken, Nacked, Outbox, OutboxTx, Payload, PayloadError, Queue, QueueConfig,
-    QueueConfigBuilder, QueueCounts, Slot, Staging, Store,
+    ATTEMPT_HISTORY_MAX, Applied, Attempt, AutoRedrive, DeadLetter, Enqueued, Fenced, Inbox, Job,
+    JobId, JobKey, JobType, LEASE_EXPIRED, Lease, LeaseToken, Nacked, Outbox, OutboxTx, Payload,
+    PayloadError, Queue, QueueConfig, QueueConfigBuilder, QueueCounts, Slot, Staging, Store,
 };

@@ -16,6 +16,16 @@ fn flawed(knobs: &QueueKnobs, flaw: Flaw) -> Result<QueueWorld<Queue>, ConfigErr
     QueueWorld::with_flaw(knobs.clone(), queue, flaw)
 }
 
+/// The world for `knobs` with a per-target lease limit of one, and the reference
+/// queue carrying `flaw`.
+fn limited(knobs: &QueueKnobs, flaw: Flaw) -> Result<QueueWorld<Queue>, ConfigError> {
+    let knobs = QueueKnobs {
+        leases_per_target_max: Some(1),
+        ..knobs.clone()
+    };
+    flawed(&knobs, flaw)
+}
+
 /// The catalog.
 pub const CATALOG: &[Mutant<QueuePattern>] = &[
     Mutant::new(
@@ -130,5 +140,11 @@ pub const CATALOG: &[Mutant<QueuePattern>] = &[
         "a dead letter keeps no error text: an operator cannot tell why the job died",
         invariants::RETRY_OR_DEAD_LETTER,
         |k| flawed(k, Flaw::DeadLetterWithoutError),
+    ),
+    Mutant::new(
+        "target_limit_ignored",
+        "the queue declares one lease per target but ignores it: a target's jobs go to every worker that asks, so a slow target can hold them all",
+        invariants::SINGLE_LEASE,
+        |k| limited(k, Flaw::TargetLimitIgnored),
     ),
 ];

@@ -89,6 +89,7 @@ pub fn job(profile: ProfileId, target: TargetId, version: u64) -> Job {
         version,
         payload: Payload::default(),
         run_at: None,
+        target: None,
     }
 }
 

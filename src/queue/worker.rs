@@ -104,8 +104,9 @@ pub(crate) enum Next {
         /// The end of the sleep.
         until: Instant,
     },
-    /// Start delivering `lease` now, then wait as [`WorkerCore::wake_at`] says.
-    Deliver(Lease),
+    /// Start delivering `lease` now, then wait as [`WorkerCore::wake_at`] says (boxed:
+    /// a lease is large, the other steps are small).
+    Deliver(Box<Lease>),
     /// Keep waiting for the delivery's outcome ([`WorkerCore::on_outcome`]) until
     /// [`WorkerCore::wake_at`], then call [`WorkerCore::on_timer`].
     Wait,
@@ -242,7 +243,7 @@ impl WorkerCore {
             deadline: self.config.delivery_timeout.map(|d| now.saturating_add(d)),
             next_beat: self.config.heartbeat.map(|d| now.saturating_add(d)),
         });
-        Next::Deliver(lease)
+        Next::Deliver(Box::new(lease))
     }
 
     /// An idle worker's sleep ended (its time came, or new work woke it).
@@ -399,7 +400,7 @@ mod tests {
         let l = lease(1);
         assert_eq!(
             c.on_lease(at(0), Some(l.clone()), None),
-            Next::Deliver(l.clone())
+            Next::Deliver(Box::new(l.clone()))
         );
         assert_eq!(c.wake_at(), Some(at(33)));
         assert_eq!(c.on_timer(at(20)), Next::Wait);

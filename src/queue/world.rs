@@ -15,6 +15,7 @@
 
 use crate::clock::Instant;
 use crate::config::ConfigError;
+use crate::name::Name;
 use crate::queue::contract::{QueuePolicy, TaskQueue};
 use crate::queue::core::{
     Applied, Enqueued, Flaw, Inbox, Job, JobKey, JobType, Lease, LeaseToken, Nacked, Outbox,
@@ -122,6 +123,12 @@ pub struct QueueKnobs {
     pub run_later_percent: u32,
     /// The latest run-at of a unique job, ms after its write.
     pub run_at_ms_max: u64,
+    /// The queue's per-target lease limit, if any (`None` from every seed: set it to
+    /// run the world with one). With a limit, every job the producers commit names its
+    /// target (`target-K`), and `queue.single_lease` checks the limit from what the
+    /// world sees held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leases_per_target_max: Option<u32>,
 }
 
 impl QueueKnobs {
@@ -194,6 +201,7 @@ impl QueueKnobs {
             unique_percent: j.between(10, 60) as u32,
             run_later_percent: j.between(0, 50) as u32,
             run_at_ms_max: j.between(1, 500),
+            leases_per_target_max: None,
         }
     }
 
@@ -261,14 +269,17 @@ impl QueueKnobs {
 
     /// The queue configuration.
     pub fn queue_config(&self) -> Result<QueueConfig, ConfigError> {
-        QueueConfig::builder()
+        let mut b = QueueConfig::builder()
             .visibility_timeout(Duration::from_millis(self.visibility_timeout_ms))
             .attempts_max(self.attempts_max)
             .backoff(
                 Duration::from_millis(self.backoff_ms.0),
                 Duration::from_millis(self.backoff_ms.1),
-            )
-            .build()
+            );
+        if let Some(n) = self.leases_per_target_max {
+            b = b.leases_per_target_max(n);
+        }
+        b.build()
     }
 
     /// The reference queue for these knobs.
@@ -675,13 +686,26 @@ impl<Q: TaskQueue> QueueWorld<Q> {
         }
         let now = Instant::from(ctx.now());
         let queue = &mut self.queue;
+        let unique_targets = &self.unique_targets;
+        let aim = self.knobs.leases_per_target_max.is_some();
         let mut done = Vec::new();
-        self.outbox.relay(|task| {
+        self.outbox.relay(|mut task| {
+            if aim {
+                // Each job names its target, as the world knows it.
+                let k = match profile::parse(&task.key) {
+                    Some((_, t)) => t.0,
+                    None => unique_targets.get(&task.key).copied().unwrap_or(0),
+                };
+                task.target = Name::new(&QueueKnobs::target_name(k)).ok();
+            }
             let r = queue.enqueue(task.clone(), now);
             done.push((task, r));
             true
         });
         for (task, r) in done {
+            if let Some(t) = task.target {
+                self.checker.on_committed_target(task.key, t);
+            }
             self.on_enqueued(ctx, &task, r);
         }
     }
@@ -787,6 +811,7 @@ impl<Q: TaskQueue> QueueWorld<Q> {
             self.idle(ctx, worker, next);
             return Ok(());
         };
+        let lease = *lease;
         self.checker.on_lease(&lease, worker, now)?;
         if lease.attempt > 1 {
             ctx.cover("queue.retry");

@@ -423,17 +423,35 @@ fn bus_config_round_trips_refuses_and_defaults() {
 
 // ----- queue -----
 
-#[test]
-fn queue_config_round_trips_refuses_and_defaults() {
-    let default = round_trip(&QueueConfig::builder().build().unwrap());
-    let changed = QueueConfig::builder()
+fn queue_changed() -> QueueConfig {
+    QueueConfig::builder()
         .visibility_timeout(Duration::from_secs(90))
         .attempts_max(4)
         .backoff(MS * 5, MS * 500)
+        .leases_per_target_max(2)
+        .dead_letters_max(1_000)
+        .redrive_after(Duration::from_secs(60), 3)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn queue_config_round_trips_refuses_and_defaults() {
+    let default = round_trip(&QueueConfig::builder().build().unwrap());
+    // A default configuration writes only the three keys it always had.
+    let Value::Object(keys) = &default else {
+        panic!("{default}")
+    };
+    let mut written: Vec<&String> = keys.keys().collect();
+    written.sort();
+    assert_eq!(written, ["attempts_max", "backoff", "visibility_timeout"]);
+    let changed = queue_changed();
     let json = round_trip(&changed);
     all_keys_differ(&json, &default);
+    assert_eq!(
+        json["redrive_after"],
+        json!({"after": d(Duration::from_secs(60)), "redrives_max": 3})
+    );
     for (json, field) in [
         (
             json!({"visibility_timeout": d(Duration::ZERO)}),
@@ -445,6 +463,16 @@ fn queue_config_round_trips_refuses_and_defaults() {
         ),
         (json!({"attempts_max": 1_001}), "attempts_max"),
         (json!({"backoff": {"base": d(MS * 2), "cap": d(MS)}}), "cap"),
+        (json!({"leases_per_target_max": 0}), "leases_per_target_max"),
+        (json!({"dead_letters_max": 0}), "dead_letters_max"),
+        (
+            json!({"redrive_after": {"after": d(Duration::ZERO), "redrives_max": 1}}),
+            "redrive_after",
+        ),
+        (
+            json!({"redrive_after": {"after": d(MS), "redrives_max": 0}}),
+            "redrive_after",
+        ),
     ] {
         let msg = refused::<QueueConfig>(json.clone());
         assert!(
@@ -775,12 +803,20 @@ fn every_config_field_has_a_key() {
         &breaker_renames,
     );
     keys(&BusConfig::builder().build().unwrap(), &[]);
-    keys(&QueueConfig::default(), &[]);
+    // The knobs that are off by default are written only when set.
+    keys(&queue_changed(), &[("redrive", "redrive_after")]);
     keys(&PoolConfig::builder().build().unwrap(), &[]);
     keys(&SagaConfig::default(), &[]);
     keys(&TwoPcConfig::default(), &[]);
     assert_eq!(
         debug_fields(&QueueConfig::default()),
-        ["visibility_timeout", "attempts_max", "backoff"]
+        [
+            "visibility_timeout",
+            "attempts_max",
+            "backoff",
+            "leases_per_target_max",
+            "dead_letters_max",
+            "redrive"
+        ]
     );
 }

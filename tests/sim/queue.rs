@@ -237,6 +237,49 @@ fn a_queue_plugged_in_through_the_contract_gets_the_same_run() {
     }
 }
 
+/// With a per-target lease limit, the reference keeps every promise, and the world
+/// sees the limit reached (on 51 of seeds 0..60, so the check of it in
+/// `queue.single_lease` is exercised) and never passed; the mutant that ignores it is caught (`mutants_are_caught`).
+#[test]
+fn a_per_target_lease_limit_holds_as_the_world_sees_it() {
+    let mut reached = 0;
+    for seed in 0..60 {
+        let knobs = QueueKnobs {
+            leases_per_target_max: Some(2),
+            ..QueueKnobs::from_seed(seed)
+        };
+        let world = QueueWorld::new(knobs.clone(), knobs.reference_queue().unwrap()).unwrap();
+        let (report, world) = run(world, knobs.fault_plan(), TraceMode::Off);
+        report.assert_pass();
+        assert!(world.checker.target_holds_max <= 2, "seed {seed}");
+        if world.checker.target_holds_max == 2 {
+            reached += 1;
+        }
+    }
+    assert!(
+        reached >= 30,
+        "the limit was reached on {reached} of 60 seeds"
+    );
+    // The same seeds without the limit leave the queue's behaviour as it was.
+    let (report, _) = QueuePattern.run_seed(7, TraceMode::Full).unwrap();
+    let knobs = QueueKnobs::from_seed(7);
+    let world = QueueWorld::new(knobs.clone(), knobs.reference_queue().unwrap()).unwrap();
+    assert_eq!(
+        run(world, knobs.fault_plan(), TraceMode::Full).0.digest,
+        report.digest
+    );
+}
+
+/// Mutant `target_limit_ignored` is caught by `queue.single_lease` on most seeds (81
+/// of seeds 0..100; on the others one worker, or never two jobs of one target due at
+/// once, leaves nothing to catch).
+#[test]
+fn ignoring_the_per_target_limit_is_caught() {
+    let by = mutant_outcomes("target_limit_ignored", 0..100, None);
+    let caught = by.get(SINGLE_LEASE).copied().unwrap_or(0);
+    assert!(caught >= 60, "{by:?}");
+}
+
 /// One step of a producer, the workers and the operator against the core.
 #[derive(Clone, Debug)]
 enum Op {
@@ -443,6 +486,8 @@ impl Scratch {
                 at: now,
                 last_error: error.to_string(),
                 redriven_at: None,
+                history: Vec::new(),
+                redrives: 0,
             });
             return Nacked::DeadLettered;
         }
@@ -491,6 +536,7 @@ impl TaskQueue for Scratch {
             visibility_timeout: self.visibility_timeout,
             attempts_max: self.attempts_max,
             backoff: self.declared,
+            leases_per_target_max: None,
         }
     }
     fn enqueue(&mut self, task: Job, now: Instant) -> Enqueued {

@@ -433,6 +433,8 @@ fn queue_types_round_trip() {
             at: Instant::from_millis(60_000),
             last_error: "503 from billing".into(),
             redriven_at: None,
+            history: Vec::new(),
+            redrives: 0,
         },
         faultline::queue::DeadLetter {
             job: task,
@@ -440,6 +442,12 @@ fn queue_types_round_trip() {
             at: Instant::from_millis(60_000),
             last_error: faultline::queue::LEASE_EXPIRED.into(),
             redriven_at: Some(Instant::from_millis(61_000)),
+            history: vec![faultline::queue::Attempt {
+                attempt: 5,
+                at: Instant::from_millis(60_000),
+                error: faultline::queue::LEASE_EXPIRED.into(),
+            }],
+            redrives: 2,
         },
     ]);
     round_trip(&QueueCounts {
@@ -453,6 +461,8 @@ fn queue_types_round_trip() {
         expired: 8,
         retries: 9,
         redriven: 10,
+        discarded: 11,
+        dead_letters_dropped: 12,
     });
     all_round_trip(&[Applied::Applied, Applied::Stale, Applied::Fenced]);
     let backoffs = [
@@ -472,6 +482,7 @@ fn queue_types_round_trip() {
         visibility_timeout: MS * 500,
         attempts_max: 4,
         backoff: backoffs[1],
+        leases_per_target_max: Some(2),
     });
     round_trip(&PoolReport {
         delivered: 1,

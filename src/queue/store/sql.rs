@@ -115,6 +115,7 @@ impl Row {
             version: self.version,
             payload: self.payload.clone(),
             run_at: self.run_at,
+            target: None,
         }
     }
 }
@@ -230,12 +231,15 @@ impl RawDead {
                     version: uint("version", self.version)?,
                     payload: payload(self.payload)?,
                     run_at: opt_instant(self.run_at)?,
+                    target: None,
                 },
                 attempts: u32::try_from(self.attempts)
                     .map_err(|_| corrupt("attempts", format!("{}", self.attempts)))?,
                 at: instant(self.at)?,
                 last_error: self.last_error,
                 redriven_at: opt_instant(self.redriven_at)?,
+                history: Vec::new(),
+                redrives: 0,
             },
         ))
     }
@@ -267,6 +271,7 @@ impl RawJob {
             version: uint("version", self.version)?,
             payload: payload(self.payload)?,
             run_at: opt_instant(self.run_at)?,
+            target: None,
         })
     }
 }
@@ -350,6 +355,7 @@ pub(crate) fn counts_from(v: [i64; 10]) -> Result<QueueCounts, StoreError> {
         leased: u(7)?,
         retrying: u(8)?,
         dead: u(9)?,
+        ..QueueCounts::default()
     })
 }
 
@@ -615,6 +621,8 @@ fn fail(
             at: now,
             last_error: error.to_owned(),
             redriven_at: None,
+            history: Vec::new(),
+            redrives: 0,
         })?;
         return Ok(Nacked::DeadLettered);
     }

@@ -251,10 +251,19 @@ impl SharedQueue {
         lock(&self.shared.queue).heartbeat(token, now)
     }
 
-    /// Acks the lease `token`: the task is done.
+    /// Acks the lease `token`: the task is done. (Under a
+    /// [per-target limit](crate::queue::QueueConfigBuilder::leases_per_target_max) it
+    /// also wakes the idle workers: its target has room again.)
     pub fn ack(&self, token: &LeaseToken) -> Result<(), Fenced> {
         let now = self.now();
-        let r = lock(&self.shared.queue).ack(token, now);
+        let (r, limited) = {
+            let mut q = lock(&self.shared.queue);
+            let r = q.ack(token, now);
+            (r, q.config().leases_per_target_max().is_some())
+        };
+        if limited {
+            self.shared.work.notify_waiters();
+        }
         self.shared.settled.notify_waiters();
         r
     }
@@ -297,7 +306,19 @@ impl SharedQueue {
         lock(&self.shared.queue).store().clone()
     }
 
-    /// Waits until no task is pending, leased or retrying (dead letters may remain).
+    /// Waits until nothing is in flight: no job is pending (waiting for its first
+    /// attempt, a run-at in the future included, or a newer version waiting behind a
+    /// lease), leased, or waiting for a retry ([`QueueCounts::in_flight`] is 0). Then
+    /// every job accepted so far was acked, superseded or dead-lettered, and nothing
+    /// more happens until the next enqueue or redrive.
+    ///
+    /// Dead letters may remain: `settled` does not tell "synced" from "given up on";
+    /// read [`counts`](SharedQueue::counts)`().dead` or use
+    /// [`drained`](SharedQueue::drained), which says which, and which also waits for
+    /// the dead letters that [automatic redrive](crate::queue::QueueConfigBuilder::redrive_after)
+    /// will still put back. Returns at once when nothing is in flight; it looks again
+    /// whenever a job settles (an ack or a nack, here or by a pool's worker), so it
+    /// waits for ever when no worker delivers.
     pub async fn settled(&self) {
         loop {
             let notified = self.shared.settled.notified();
@@ -306,6 +327,77 @@ impl SharedQueue {
             }
             notified.await;
         }
+    }
+
+    /// Waits until every job accepted so far is acked, superseded or dead-lettered for
+    /// good: nothing is pending, leased or waiting for a retry (as for
+    /// [`settled`](SharedQueue::settled)), and no dead letter is waiting for an
+    /// [automatic redrive](crate::queue::QueueConfigBuilder::redrive_after) (without
+    /// that policy, the same moment as `settled`). Returns what it found:
+    /// [`Drained::synced`] is true when no dead letter remains (the redriven ones
+    /// aside), so "everything reached its target" and "some jobs were given up on"
+    /// are told apart.
+    ///
+    /// ```
+    /// use faultline::queue::tokio::{PoolConfig, SharedQueue, WorkerPool};
+    /// use faultline::queue::{Job, JobId, JobType, Payload, QueueConfig};
+    ///
+    /// const EMAIL: JobType = JobType::from_static("send_email");
+    ///
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let queue = SharedQueue::new(QueueConfig::builder().attempts_max(1).build()?);
+    ///     let pool = WorkerPool::spawn(&queue, PoolConfig::builder().build()?, |lease| async move {
+    ///         if lease.job.key.id() == Some(JobId(2)) { Err("550 no such user") } else { Ok(()) }
+    ///     })?;
+    ///     queue.enqueue(Job::unique(EMAIL, JobId(1), Payload::default()));
+    ///     queue.enqueue(Job::unique(EMAIL, JobId(2), Payload::default()));
+    ///     let drained = queue.drained().await;
+    ///     assert!(!drained.synced());
+    ///     assert_eq!(drained.dead_letters[0].last_error, "550 no such user");
+    ///     pool.shutdown().await;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn drained(&self) -> Drained {
+        loop {
+            let notified = self.shared.settled.notified();
+            {
+                let q = lock(&self.shared.queue);
+                let counts = q.counts();
+                if counts.in_flight() == 0 && q.redrives_scheduled() == 0 {
+                    return Drained {
+                        counts,
+                        dead_letters: q
+                            .dead_letters()
+                            .iter()
+                            .filter(|d| d.redriven_at.is_none())
+                            .cloned()
+                            .collect(),
+                    };
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What [`SharedQueue::drained`] found: nothing in flight, and no dead letter waiting
+/// for an automatic redrive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drained {
+    /// The queue's counts at that moment.
+    pub counts: QueueCounts,
+    /// The dead letters not redriven, oldest first: the jobs given up on (each with
+    /// its last error and attempt history).
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl Drained {
+    /// True when every job reached its target (acked, or superseded by a newer
+    /// version that was): no dead letter remains.
+    pub fn synced(&self) -> bool {
+        self.dead_letters.is_empty()
     }
 }
 
@@ -683,7 +775,7 @@ async fn work<Q, F, Fut, E>(
                 }
             }
             Next::Deliver(lease) => {
-                let delivery = pin!(guarded(&*deliver, lease));
+                let delivery = pin!(guarded(&*deliver, *lease));
                 let (next, panicked) = drive(&queue, &mut core, delivery).await;
                 if panicked {
                     counters.panics.fetch_add(1, Ordering::Relaxed);
@@ -892,6 +984,9 @@ where
         };
     }
 }
+
+#[cfg(test)]
+mod isolation;
 
 #[cfg(test)]
 mod tests {
@@ -1107,6 +1202,69 @@ mod tests {
         let c = q.counts();
         assert_eq!((c.done, c.dead, c.redriven), (2, 0, 2));
         assert_eq!(q.dead_letters().len(), 2, "never deleted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drained_waits_for_automatic_redrives_and_says_what_was_given_up() {
+        let q = SharedQueue::new(
+            QueueConfig::builder()
+                .attempts_max(2)
+                .backoff(Duration::from_millis(100), Duration::from_secs(1))
+                .redrive_after(Duration::from_secs(60), 1)
+                .build()
+                .unwrap(),
+        );
+        let calls = Arc::new(AtomicU32::new(0));
+        let p = WorkerPool::spawn(&q, pool(2), {
+            let calls = Arc::clone(&calls);
+            move |lease: Lease| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    match profile::parse(&lease.job.key) {
+                        Some((_, TargetId(1))) => {
+                            Err(format!("target down, attempt {}", lease.attempt))
+                        }
+                        _ => Ok(()),
+                    }
+                }
+            }
+        })
+        .unwrap();
+        q.enqueue(task(1, 0, 1));
+        q.enqueue(task(1, 1, 1));
+        let start = ::tokio::time::Instant::now();
+        // settled: nothing in flight, the dead letter is there, its redrive ahead.
+        q.settled().await;
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert_eq!(q.counts().dead, 1);
+        // drained: also waits for the automatic redrive (60 s later) to be used up.
+        let drained = q.drained().await;
+        assert!(
+            start.elapsed() >= Duration::from_secs(60),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(!drained.synced());
+        assert_eq!(drained.counts.done, 1);
+        assert_eq!(drained.counts.redriven, 1);
+        let letter = &drained.dead_letters[0];
+        assert_eq!(letter.job.key, task(1, 1, 1).key);
+        assert_eq!(letter.redrives, 1);
+        let errors: Vec<&str> = letter.history.iter().map(|a| a.error.as_str()).collect();
+        assert_eq!(errors, ["target down, attempt 1", "target down, attempt 2"]);
+        assert_eq!(letter.last_error, "target down, attempt 2");
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        // A later job is delivered; the old letter stays given up on.
+        q.enqueue(task(2, 0, 1));
+        assert!(
+            q.drained().await.dead_letters.len() == 1,
+            "the old letter stays"
+        );
+        p.shutdown().await;
+        let fresh = SharedQueue::new(config(5));
+        let d = fresh.drained().await;
+        assert!(d.synced());
+        assert_eq!(d.counts, QueueCounts::default());
     }
 
     #[tokio::test(start_paused = true)]

@@ -325,6 +325,31 @@ impl<S: JobStore + Send + 'static> StoreQueue<S> {
         }
     }
 
+    /// Waits until [`settled`](StoreQueue::settled), then says whether every job
+    /// reached its target ([`Drained::synced`](super::Drained::synced)) or which were
+    /// given up on: the dead letters not redriven. The counts and the letters are two
+    /// reads, so a job another process enqueues or kills in between may show in one
+    /// and not the other. Unlike [`SharedQueue::drained`](super::SharedQueue::drained)
+    /// it does not wait for automatic redrives (the SQL stores have none).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn drained(&self) -> Result<super::Drained, StoreError> {
+        self.settled().await?;
+        let counts = self.counts().await?;
+        let dead_letters = self
+            .dead_letters()
+            .await?
+            .into_iter()
+            .filter(|d| d.redriven_at.is_none())
+            .collect();
+        Ok(super::Drained {
+            counts,
+            dead_letters,
+        })
+    }
+
     fn failed<T>(&self, r: Result<T, StoreError>) -> Option<T> {
         match r {
             Ok(v) => Some(v),
@@ -538,6 +563,9 @@ mod tests {
         let c = queue.counts().await.unwrap();
         assert_eq!((c.enqueued, c.done, c.in_flight()), (40, 40, 0));
         assert_eq!(queue.store_errors(), 0);
+        let drained = queue.drained().await.unwrap();
+        assert!(drained.synced());
+        assert_eq!(drained.counts, c);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
