@@ -634,3 +634,133 @@ pub(crate) mod testing {
         }
     }
 }
+
+/// How a nack ended, for the queue's counters.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum NackEnd {
+    /// Retried after a backoff.
+    Retry,
+    /// A newer version was waiting: superseded.
+    Superseded,
+    /// Its last attempt: dead-lettered.
+    DeadLettered,
+}
+
+/// The counters and gauges of one shared queue, registered when it is built.
+#[derive(Debug)]
+pub(crate) struct QueueObserver {
+    queue: Name,
+    #[cfg(feature = "metrics")]
+    metrics: QueueMetrics,
+}
+
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct QueueMetrics {
+    enqueued: metrics::Counter,
+    leases: metrics::Counter,
+    acks: metrics::Counter,
+    /// By [`NackEnd`], in its order.
+    nacks: [metrics::Counter; 3],
+    fenced: metrics::Counter,
+    unsettled: metrics::Gauge,
+    dead_letters: metrics::Gauge,
+}
+
+impl QueueObserver {
+    /// The observer of queue `queue`.
+    pub(crate) fn new(queue: Name) -> Self {
+        #[cfg(feature = "metrics")]
+        let metrics = {
+            let name = || queue.as_str().to_owned();
+            let nack = |outcome: &'static str| metrics::counter!("faultline_queue_nacks_total", "queue" => name(), "outcome" => outcome);
+            QueueMetrics {
+                enqueued: metrics::counter!("faultline_queue_enqueued_total", "queue" => name()),
+                leases: metrics::counter!("faultline_queue_leases_total", "queue" => name()),
+                acks: metrics::counter!("faultline_queue_acks_total", "queue" => name()),
+                nacks: [nack("retry"), nack("superseded"), nack("dead_lettered")],
+                fenced: metrics::counter!("faultline_queue_fenced_total", "queue" => name()),
+                unsettled: metrics::gauge!("faultline_queue_unsettled", "queue" => name()),
+                dead_letters: metrics::gauge!("faultline_queue_dead_letters", "queue" => name()),
+            }
+        };
+        QueueObserver {
+            queue,
+            #[cfg(feature = "metrics")]
+            metrics,
+        }
+    }
+
+    /// Jobs now in the queue and not settled (pending, leased or retrying), and jobs
+    /// dead now (not redriven): read only when a metric wants them.
+    fn levels(&self, levels: impl FnOnce() -> (u64, u64)) {
+        #[cfg(feature = "metrics")]
+        {
+            let (unsettled, dead) = levels();
+            self.metrics.unsettled.set(unsettled as f64);
+            self.metrics.dead_letters.set(dead as f64);
+        }
+    }
+
+    /// `accepted` jobs were enqueued (duplicates are not).
+    pub(crate) fn enqueued(&self, accepted: u64, levels: impl FnOnce() -> (u64, u64)) {
+        #[cfg(feature = "metrics")]
+        self.metrics.enqueued.increment(accepted);
+        self.levels(levels);
+    }
+
+    /// A job was leased for its `attempt`th time.
+    pub(crate) fn leased(&self, job: &dyn std::fmt::Display, attempt: u32, target: Option<Name>) {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(
+            target: "faultline::queue", queue = self.queue.as_str(), job = %job, attempt,
+            target = target.as_ref().map(Name::as_str),
+            "job leased"
+        );
+        #[cfg(feature = "metrics")]
+        self.metrics.leases.increment(1);
+    }
+
+    /// A lease was acked (`fenced`: refused, the lease was no longer valid).
+    pub(crate) fn acked(&self, fenced: bool, levels: impl FnOnce() -> (u64, u64)) {
+        #[cfg(feature = "metrics")]
+        if fenced {
+            self.metrics.fenced.increment(1);
+        } else {
+            self.metrics.acks.increment(1);
+        }
+        self.levels(levels);
+    }
+
+    /// A lease was nacked with `error` and ended so (`None`: fenced).
+    pub(crate) fn nacked(
+        &self,
+        job: &dyn std::fmt::Display,
+        error: &str,
+        end: Option<NackEnd>,
+        levels: impl FnOnce() -> (u64, u64),
+    ) {
+        #[cfg(feature = "tracing")]
+        match end {
+            Some(NackEnd::DeadLettered) => tracing::warn!(
+                target: "faultline::queue", queue = self.queue.as_str(), job = %job, error,
+                "job failed its last attempt; it is dead-lettered"
+            ),
+            Some(NackEnd::Retry) => tracing::info!(
+                target: "faultline::queue", queue = self.queue.as_str(), job = %job, error,
+                "job failed; it will be retried"
+            ),
+            Some(NackEnd::Superseded) => tracing::debug!(
+                target: "faultline::queue", queue = self.queue.as_str(), job = %job, error,
+                "job failed; a newer version supersedes it"
+            ),
+            None => {}
+        }
+        #[cfg(feature = "metrics")]
+        match end {
+            Some(end) => self.metrics.nacks[end as usize].increment(1),
+            None => self.metrics.fenced.increment(1),
+        }
+        self.levels(levels);
+    }
+}

@@ -53,7 +53,7 @@
 //! queue's [`Store`] before the command answers: the model of a store whose
 //! transaction commits (and syncs) before the reply, as the SQL stores' do. A crash
 //! loses what was not committed, so the reference loses nothing it answered; a restart
-//! ([`Queue::restart`], [`Queue::recover`]) rebuilds the in-memory indexes from the
+//! ([`TaskQueue::restart`](crate::queue::contract::TaskQueue::restart), [`Queue::recover`]) rebuilds the in-memory indexes from the
 //! committed store alone, so nothing acknowledged to a producer or a worker is lost,
 //! and leases keep their deadlines. (The `ack_before_commit` mutant answers first and
 //! commits only every 8 commands, a lagging group commit: the simulated queue's crashes
@@ -1042,6 +1042,15 @@ impl Queue {
         c
     }
 
+    /// The jobs in the queue and not settled (pending, leased or retrying), and the jobs
+    /// dead now (not redriven), from the counters alone (no walk over the jobs, unlike
+    /// [`counts`](Queue::counts)): what the adapters' gauges read after each command.
+    pub fn levels(&self) -> (u64, u64) {
+        let c = &self.store.counts;
+        let settled = c.done + c.superseded + c.dead + c.discarded;
+        (c.enqueued.saturating_sub(settled), c.dead)
+    }
+
     /// Every dead letter ever, in the order they died (redriven ones stay listed).
     pub fn dead_letters(&self) -> &[DeadLetter] {
         &self.store.dead
@@ -1553,8 +1562,10 @@ impl Queue {
 
     /// The queue process crashes and restarts: the in-memory state is gone, and the
     /// queue is rebuilt from its committed store (uncommitted writes are lost; the
-    /// reference has none).
-    pub fn restart(&mut self) {
+    /// reference has none). The simulated worlds' crash, reached through
+    /// [`TaskQueue::restart`](crate::queue::contract::TaskQueue::restart); a service
+    /// restarts its process and [`recover`](Queue::recover)s instead.
+    pub(crate) fn restart(&mut self) {
         if let Some(committed) = self.committed.take() {
             self.store = committed;
         }

@@ -100,6 +100,8 @@ use crate::queue::worker::{
     Beat, Next, Outcome, Settled, WorkerConfig, WorkerCore, heartbeat_every,
 };
 
+use crate::name::Name;
+use crate::observe::{NackEnd, QueueObserver};
 use crate::rt::lock;
 
 mod store;
@@ -139,6 +141,40 @@ struct Shared {
     work: Notify,
     /// Woken whenever a task settles (for [`SharedQueue::settled`]).
     settled: Notify,
+    /// Its `tracing` events and metrics.
+    observer: QueueObserver,
+}
+
+impl Shared {
+    /// Tells the observer of a lease.
+    fn observe_lease(&self, lease: &Lease) {
+        self.observer
+            .leased(&lease.job.key, lease.attempt, lease.job.target);
+    }
+
+    /// Nacks under the lock and tells the observer.
+    fn nack(&self, token: &LeaseToken, error: &str, now: Instant) -> Result<Nacked, Fenced> {
+        let mut q = lock(&self.queue);
+        let r = q.nack(token, error, now);
+        let end = r.as_ref().ok().map(nack_end);
+        self.observer.nacked(&token.key(), error, end, levels(&q));
+        r
+    }
+}
+
+/// Tells `observer` the queue's levels after a command (read only when a metric wants
+/// them).
+fn levels(q: &Queue) -> impl FnOnce() -> (u64, u64) + '_ {
+    move || q.levels()
+}
+
+/// How a nack ended, as the observer counts it.
+fn nack_end(nacked: &Nacked) -> NackEnd {
+    match nacked {
+        Nacked::Retry { .. } => NackEnd::Retry,
+        Nacked::Superseded => NackEnd::Superseded,
+        Nacked::DeadLettered => NackEnd::DeadLettered,
+    }
 }
 
 /// The queue shared between producers and a [`WorkerPool`]. Cloning is cheap (an
@@ -162,12 +198,24 @@ impl SharedQueue {
         Self::from_queue(Queue::new(config))
     }
 
+    /// As [`new`](SharedQueue::new), under `name`: the `queue` field of its `tracing`
+    /// events and the `queue` label of its metrics (default: `unnamed`).
+    pub fn named(config: QueueConfig, name: Name) -> Self {
+        Self::from_queue_named(Queue::new(config), name)
+    }
+
     /// Wraps `queue`, e.g. one [recovered](Queue::recover) from its store. A queue whose
     /// store holds a wall-clock origin (every queue an adapter built before) keeps it,
     /// and its clock continues from that origin's scale: the instants stored by an
     /// earlier process (dead letters, due times, lease deadlines) keep their meaning.
     /// A new queue gets the wall clock read now as its origin, stored with it.
-    pub fn from_queue(mut queue: Queue) -> Self {
+    pub fn from_queue(queue: Queue) -> Self {
+        Self::from_queue_named(queue, crate::observe::UNNAMED)
+    }
+
+    /// As [`from_queue`](SharedQueue::from_queue), under `name` (see
+    /// [`named`](SharedQueue::named)).
+    pub fn from_queue_named(mut queue: Queue, name: Name) -> Self {
         let (origin, now) = crate::rt::start();
         let wall = queue.set_origin(now);
         // The wall time since the stored origin, but never before the latest instant
@@ -184,6 +232,7 @@ impl SharedQueue {
                 wall,
                 work: Notify::new(),
                 settled: Notify::new(),
+                observer: QueueObserver::new(name),
             }),
         }
     }
@@ -218,7 +267,13 @@ impl SharedQueue {
     /// Accepts `job` and wakes an idle worker.
     pub fn enqueue(&self, job: Job) -> Enqueued {
         let now = self.now();
-        let r = lock(&self.shared.queue).enqueue(job, now);
+        let r = {
+            let mut q = lock(&self.shared.queue);
+            let r = q.enqueue(job, now);
+            let accepted = u64::from(r != Enqueued::Duplicate);
+            self.shared.observer.enqueued(accepted, levels(&q));
+            r
+        };
         self.shared.work.notify_waiters();
         r
     }
@@ -228,10 +283,13 @@ impl SharedQueue {
         let now = self.now();
         let n = {
             let mut q = lock(&self.shared.queue);
-            outbox.relay(|job| {
-                q.enqueue(job, now);
+            let mut accepted = 0;
+            let n = outbox.relay(|job| {
+                accepted += u64::from(q.enqueue(job, now) != Enqueued::Duplicate);
                 true
-            })
+            });
+            self.shared.observer.enqueued(accepted, levels(&q));
+            n
         };
         self.shared.work.notify_waiters();
         n
@@ -241,7 +299,11 @@ impl SharedQueue {
     /// [`WorkerPool`]'s workers lease through the same queue).
     pub fn lease(&self) -> Option<Lease> {
         let now = self.now();
-        lock(&self.shared.queue).lease(now)
+        let lease = lock(&self.shared.queue).lease(now);
+        if let Some(lease) = &lease {
+            self.shared.observe_lease(lease);
+        }
+        lease
     }
 
     /// Extends the lease `token` by the visibility timeout; the new deadline, or
@@ -259,6 +321,7 @@ impl SharedQueue {
         let (r, limited) = {
             let mut q = lock(&self.shared.queue);
             let r = q.ack(token, now);
+            self.shared.observer.acked(r.is_err(), levels(&q));
             (r, q.config().leases_per_target_max().is_some())
         };
         if limited {
@@ -272,7 +335,7 @@ impl SharedQueue {
     /// retried after the backoff, or dead-lettered.
     pub fn nack(&self, token: &LeaseToken, error: &str) -> Result<Nacked, Fenced> {
         let now = self.now();
-        let r = lock(&self.shared.queue).nack(token, error, now);
+        let r = self.shared.nack(token, error, now);
         self.shared.work.notify_waiters();
         self.shared.settled.notify_waiters();
         r
@@ -499,6 +562,7 @@ pub struct PoolReport {
 
 /// Why a pool could not be spawned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpawnError {
     /// Not called from within a tokio runtime, so there is nowhere to run the workers.
     #[error("WorkerPool::spawn must be called within a tokio runtime")]
@@ -888,6 +952,9 @@ impl sealed::Backing for SharedQueue {
     ) -> impl Future<Output = (Option<Lease>, Option<Instant>)> + Send {
         let mut q = lock(&self.shared.queue);
         let lease = q.lease(now);
+        if let Some(lease) = &lease {
+            self.shared.observe_lease(lease);
+        }
         // The next due time only matters when nothing is due now.
         let due = if lease.is_none() {
             q.poll_timeout()
@@ -900,7 +967,10 @@ impl sealed::Backing for SharedQueue {
         std::future::ready(lock(&self.shared.queue).heartbeat(&token, now).is_ok())
     }
     fn settle_ack(&self, token: LeaseToken, now: Instant) -> impl Future<Output = bool> + Send {
-        std::future::ready(lock(&self.shared.queue).ack(&token, now).is_ok())
+        let mut q = lock(&self.shared.queue);
+        let fenced = q.ack(&token, now).is_err();
+        self.shared.observer.acked(fenced, levels(&q));
+        std::future::ready(!fenced)
     }
     fn settle_nack(
         &self,
@@ -908,7 +978,7 @@ impl sealed::Backing for SharedQueue {
         error: String,
         now: Instant,
     ) -> impl Future<Output = Option<Nacked>> + Send {
-        std::future::ready(lock(&self.shared.queue).nack(&token, &error, now).ok())
+        std::future::ready(self.shared.nack(&token, &error, now).ok())
     }
 }
 
@@ -996,6 +1066,68 @@ mod tests {
 
     fn task(p: u64, t: u32, v: u64) -> Job {
         profile::job(ProfileId(p), TargetId(t), v)
+    }
+
+    /// The queue's counters follow what its commands answered, and its gauges equal
+    /// what `counts()` finds walking the jobs.
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn commands_are_counted_and_levels_match_the_counts() {
+        let seen = Arc::new(Mutex::new(QueueCounts::default()));
+        let out = Arc::clone(&seen);
+        let recorded = crate::observe::testing::recorded(move || async move {
+            let q = SharedQueue::named(config(2), Name::from_static("sync"));
+            for p in 0..4 {
+                assert_ne!(q.enqueue(task(p, 1, 1)), Enqueued::Duplicate);
+            }
+            assert_eq!(q.enqueue(task(0, 1, 1)), Enqueued::Duplicate);
+            let a = q.lease().unwrap();
+            q.ack(&a.token).unwrap();
+            assert!(q.ack(&a.token).is_err(), "acked twice: fenced");
+            let b = q.lease().unwrap();
+            assert!(matches!(q.nack(&b.token, "down"), Ok(Nacked::Retry { .. })));
+            ::tokio::time::advance(Duration::from_secs(2)).await;
+            // The retried job comes back first or later; fail it until it dies.
+            loop {
+                let l = q.lease().unwrap();
+                if l.job.key == b.job.key {
+                    assert_eq!(q.nack(&l.token, "down"), Ok(Nacked::DeadLettered));
+                    break;
+                }
+                q.ack(&l.token).unwrap();
+            }
+            *out.lock().unwrap() = q.counts();
+        });
+        let c = *seen.lock().unwrap();
+        let labels = [("queue", "sync")];
+        let counter = |name| recorded.counter(name, &labels);
+        assert_eq!(counter("faultline_queue_enqueued_total"), 4);
+        assert_eq!(counter("faultline_queue_fenced_total"), 1);
+        assert_eq!(counter("faultline_queue_acks_total"), c.done);
+        let nacks = |outcome| {
+            recorded.counter(
+                "faultline_queue_nacks_total",
+                &[("queue", "sync"), ("outcome", outcome)],
+            )
+        };
+        assert_eq!(
+            ["retry", "superseded", "dead_lettered"].map(nacks),
+            [1, 0, 1]
+        );
+        assert_eq!(
+            counter("faultline_queue_leases_total"),
+            c.done + 2,
+            "every ack and both nacks had a lease"
+        );
+        assert_eq!(
+            recorded.gauge("faultline_queue_unsettled", &labels),
+            (c.pending + c.leased + c.retrying) as f64
+        );
+        assert_eq!(
+            recorded.gauge("faultline_queue_dead_letters", &labels),
+            c.dead as f64
+        );
+        assert_eq!(c.dead, 1);
     }
 
     fn config(attempts: u32) -> QueueConfig {
