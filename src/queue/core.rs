@@ -288,7 +288,8 @@ pub struct Job {
     /// [`QueueConfig::leases_per_target_max`] limits the leases out at once per
     /// target, so a slow target cannot hold every worker. `None` (the default, and
     /// what a job stored before targets existed reads as): no target, never limited.
-    /// The SQL stores do not keep it yet (a job read back from them has none).
+    /// The SQL stores do not keep it yet (a job read back from them has none; they
+    /// refuse a per-target limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Name>,
 }
@@ -696,8 +697,8 @@ impl QueueConfigBuilder {
     /// counts until it is acked, nacked or expires. Each lease then walks past the due
     /// jobs of the full targets (the cost grows with a sick target's backlog).
     /// Honoured by the sans-IO [`Queue`]
-    /// (so by `SharedQueue` and the memory store); the SQL stores ignore it (they do
-    /// not keep targets yet).
+    /// (so by `SharedQueue` and the memory store); the SQL stores do not keep targets
+    /// yet and refuse it when opened ([`StoreError::Unsupported`](crate::store::StoreError::Unsupported)).
     pub fn leases_per_target_max(mut self, n: u32) -> Self {
         self.leases_per_target_max = Some(n);
         self
@@ -709,7 +710,7 @@ impl QueueConfigBuilder {
     /// when none was redriven, the oldest letter is dropped and its job is given up for
     /// good, counted as [`discarded`](QueueCounts::discarded). Every drop counts in
     /// [`dead_letters_dropped`](QueueCounts::dead_letters_dropped). The SQL stores
-    /// ignore it.
+    /// refuse it when opened ([`StoreError::Unsupported`](crate::store::StoreError::Unsupported)).
     pub fn dead_letters_max(mut self, n: usize) -> Self {
         self.dead_letters_max = Some(n);
         self
@@ -722,7 +723,8 @@ impl QueueConfigBuilder {
     /// that instant, and [`poll_timeout`](Queue::poll_timeout) includes it, so an idle
     /// worker wakes for it and leases the job. Each lease and poll then scans the dead
     /// letters, so bound them with [`dead_letters_max`](Self::dead_letters_max) when
-    /// many may pile up. The SQL stores ignore it.
+    /// many may pile up. The SQL stores refuse it when opened
+    /// ([`StoreError::Unsupported`](crate::store::StoreError::Unsupported)).
     pub fn redrive_after(mut self, after: Duration, redrives_max: u32) -> Self {
         self.redrive = Some((after, redrives_max));
         self

@@ -82,6 +82,13 @@ pub enum StoreError {
     /// A throwaway test server could not be started or reached.
     #[error("test server: {0}")]
     TestServer(String),
+    /// The configuration asks for something this store does not do (yet): refused
+    /// when the store is opened rather than ignored.
+    #[error("this store does not support `{what}` yet: leave it unset, or use the in-memory queue")]
+    Unsupported {
+        /// The configuration knob (`leases_per_target_max`, ...).
+        what: &'static str,
+    },
 }
 
 /// One migration of a component's schema: applied once, in order, inside a

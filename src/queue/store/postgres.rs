@@ -207,8 +207,11 @@ impl PostgresJobs {
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when the schema cannot be migrated.
+    /// [`StoreError`] when the schema cannot be migrated;
+    /// [`StoreError::Unsupported`] for a `config` with a per-target lease limit,
+    /// dead-letter retention or automatic redrive (this store has none of them yet).
     pub fn from_client(mut client: Client, config: QueueConfig) -> Result<Self, StoreError> {
+        super::sql::supported(&config)?;
         migrate(&mut client)?;
         let n = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) ^ std::process::id();
         Ok(PostgresJobs {

@@ -15,6 +15,22 @@ use crate::queue::core::{
 use crate::splitmix::SplitMix64;
 use crate::store::StoreError;
 
+/// Refuses a configuration with the knobs the SQL stores do not implement yet (the
+/// per-target lease limit, dead-letter retention, automatic redrive): a queue that
+/// silently ignored them would not isolate the targets it was asked to.
+pub(crate) fn supported(config: &QueueConfig) -> Result<(), StoreError> {
+    let what = if config.leases_per_target_max().is_some() {
+        "leases_per_target_max"
+    } else if config.dead_letters_max().is_some() {
+        "dead_letters_max"
+    } else if config.redrive().is_some() {
+        "redrive_after"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::Unsupported { what })
+}
+
 /// `v` as a database integer, or [`StoreError::OutOfRange`].
 pub(crate) fn int(what: &'static str, v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::OutOfRange { what, value: v })
@@ -694,6 +710,42 @@ pub(crate) fn redrive(tx: &mut impl Tx, d: &mut Delta, now: Instant) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn knobs_the_sql_stores_lack_are_refused_not_ignored() {
+        supported(&QueueConfig::default()).unwrap();
+        for (config, knob) in [
+            (
+                QueueConfig::builder().leases_per_target_max(2),
+                "leases_per_target_max",
+            ),
+            (
+                QueueConfig::builder().dead_letters_max(10),
+                "dead_letters_max",
+            ),
+            (
+                QueueConfig::builder().redrive_after(Duration::from_secs(1), 1),
+                "redrive_after",
+            ),
+        ] {
+            let err = supported(&config.build().unwrap()).unwrap_err();
+            assert!(
+                matches!(err, StoreError::Unsupported { what } if what == knob),
+                "{err}"
+            );
+        }
+        #[cfg(feature = "sqlite")]
+        {
+            let conn = rusqlite::Connection::open_in_memory().unwrap();
+            let config = QueueConfig::builder()
+                .leases_per_target_max(1)
+                .build()
+                .unwrap();
+            let err =
+                crate::queue::store::sqlite::SqliteJobs::from_connection(conn, config).unwrap_err();
+            assert!(err.to_string().contains("`leases_per_target_max`"), "{err}");
+        }
+    }
 
     #[test]
     fn origins_round_trip_before_and_after_the_epoch() {

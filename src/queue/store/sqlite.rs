@@ -180,8 +180,11 @@ impl SqliteJobs {
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when the schema cannot be migrated.
+    /// [`StoreError`] when the schema cannot be migrated;
+    /// [`StoreError::Unsupported`] for a `config` with a per-target lease limit,
+    /// dead-letter retention or automatic redrive (this store has none of them yet).
     pub fn from_connection(mut conn: Connection, config: QueueConfig) -> Result<Self, StoreError> {
+        super::sql::supported(&config)?;
         migrate(&mut conn)?;
         Ok(SqliteJobs { conn, config })
     }
