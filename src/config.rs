@@ -5,7 +5,14 @@
 //!
 //! Every configuration made by a builder — [`BreakerConfig`](crate::breaker::BreakerConfig),
 //! [`BusConfig`](crate::bus::BusConfig), [`QueueConfig`](crate::queue::QueueConfig),
-//! [`PoolConfig`](crate::queue::tokio::PoolConfig),
+#![cfg_attr(
+    feature = "tokio",
+    doc = "[`PoolConfig`](crate::queue::tokio::PoolConfig),"
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "`PoolConfig` (`queue::tokio`, feature `tokio`),"
+)]
 //! [`SagaConfig`](crate::saga::SagaConfig) and
 //! [`TwoPcConfig`](crate::saga::twopc::core::TwoPcConfig) — is `Serialize` and
 //! `Deserialize`, as an object whose keys are its builder's method names:

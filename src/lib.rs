@@ -1,7 +1,14 @@
 //! # faultline
 //!
 //! Backend resilience patterns that a real tokio service can use, and the deterministic
-//! simulator ([`faultline_sim`], re-exported as [`sim`]) that chaos-tests them under
+#![cfg_attr(
+    feature = "sim",
+    doc = "simulator ([`faultline_sim`], re-exported as [`sim`]) that chaos-tests them under"
+)]
+#![cfg_attr(
+    not(feature = "sim"),
+    doc = "simulator (`faultline_sim`, re-exported as `sim`; feature `sim`) that chaos-tests them under"
+)]
 //! randomized fault plans.
 //!
 //! Each pattern lives in its own module with the same shape: a sans-IO core (time passed
@@ -12,23 +19,47 @@
 //! # Features
 //!
 //! - `tokio`: the tokio adapters (each pattern's `tokio` module).
+//! - `tower` (implies `tokio`): the resilience stack as a `tower::Layer` around any
+//!   `tower::Service` (`breaker::tokio::tower`).
+//! - `tracing`: `tracing` events and spans for every breaker transition, every attempt
+//!   of a call, every queue lease and dead letter.
+//! - `metrics`: counters and gauges through the `metrics` facade, labelled with each
+//!   instance's name.
+//! - `sqlite`, `postgres`: the SQLite and Postgres stores (`store::sqlite`,
+//!   `store::postgres` and each pattern's `sqlite` and `postgres` modules).
 //! - `sim`: the simulated worlds, invariants, mutants and scenarios, the harness, and the
-//!   engine they run on ([`faultline_sim`]).
-//! - `check` (implies `sim`): the check API, [`check`]: your own implementation under
-//!   the whole harness from a `#[test]` (the engine's HTML reports).
-//! - `cli` (implies `check`): the `faultline` command, [`cli`], for the built-in patterns
-//!   and your own (clap, indicatif).
+//!   engine they run on (`faultline-sim`).
+//! - `hosted` (implies `sim` and `tokio`): the tokio harness, real async code run in the
+//!   simulated worlds on a paused runtime (`harness::hosted` and each pattern's `hosted`
+//!   module).
+#![cfg_attr(
+    feature = "check",
+    doc = "- `check` (implies `sim` and `hosted`): the check API, [`check`]: your own implementation under
+  the whole harness from a `#[test]` (the engine's HTML reports)."
+)]
+#![cfg_attr(
+    not(feature = "check"),
+    doc = "- `check` (implies `sim` and `hosted`): the check API, `check`: your own implementation under
+  the whole harness from a `#[test]` (the engine's HTML reports)."
+)]
+#![cfg_attr(
+    feature = "cli",
+    doc = "- `cli` (implies `check`): the `faultline` command, [`cli`], for the built-in patterns
+  and your own (clap, indicatif)."
+)]
+#![cfg_attr(
+    not(feature = "cli"),
+    doc = "- `cli` (implies `check`): the `faultline` command, `cli`, for the built-in patterns
+  and your own (clap, indicatif)."
+)]
 //!
-//! All four are on by default. A service that only uses the patterns depends on
+//! All of them are on by default. A service that only uses the patterns depends on
 //! `faultline = { default-features = false, features = ["tokio"] }`: the sans-IO cores
 //! and the tokio adapters, without the simulator.
 
-// Without `sim` or `tokio`, the module docs name modules that are not compiled; the
-// default build checks every link.
-#![cfg_attr(
-    not(all(feature = "sim", feature = "tokio", feature = "check", feature = "cli")),
-    allow(rustdoc::broken_intra_doc_links)
-)]
+// On docs.rs (`--cfg docsrs`, a nightly rustdoc), each feature-gated item shows the feature
+// it needs; a stable build never sets the cfg.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The simulation engine ([`faultline-sim`](faultline_sim)) the worlds run on: its
 /// virtual time, seeded generators, fault plans, traces and shrinking, re-exported so a

@@ -13,7 +13,14 @@
 //!
 //! Every one of those decisions is made by the shared decision core,
 //! in `src/breaker/stack.rs` (crate-private), which the tokio adapter
-//! [`Resilient`](crate::breaker::tokio::Resilient) drives too: the guard classifies the
+#![cfg_attr(
+    feature = "tokio",
+    doc = "[`Resilient`](crate::breaker::tokio::Resilient) drives too: the guard classifies the"
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "`Resilient` (feature `tokio`) drives too: the guard classifies the"
+)]
 //! API's replies, owns the parts (breaker, bulkhead, budget, jitter generator, fallback)
 //! and maps the core's decisions onto the contract's [`Step`]s and [`Answer`]s.
 

@@ -14,7 +14,14 @@
 //! attempts and not before) are checked against that declaration, whatever the seed's
 //! knobs say. Whether the declaration equals the reference's exact settings for the
 //! knobs is a separate check, `bus.conformance`
-//! ([`BusWorld::conforming_to_reference`](crate::bus::world::BusWorld::conforming_to_reference)),
+#![cfg_attr(
+    feature = "sim",
+    doc = "([`BusWorld::conforming_to_reference`](crate::bus::world::BusWorld::conforming_to_reference)),"
+)]
+#![cfg_attr(
+    not(feature = "sim"),
+    doc = "(`BusWorld::conforming_to_reference`, feature `sim`),"
+)]
 //! which the reference scenario and its mutants turn on and a plug-in does not need.
 //! A world that hosts a bus (the choreographed saga) reads the same declaration where
 //! its bounds depend on the bus: its settling bound allows for the declared
@@ -23,7 +30,14 @@
 //! # What the world observes and what it trusts
 //!
 //! The world owns the publishers and the handlers, so it checks the bus from what it sees
-//! at that boundary and keeps its own ledger (see [`crate::bus::invariants`]). Per method:
+#![cfg_attr(
+    feature = "sim",
+    doc = "at that boundary and keeps its own ledger (see [`crate::bus::invariants`]). Per method:"
+)]
+#![cfg_attr(
+    not(feature = "sim"),
+    doc = "at that boundary and keeps its own ledger (see `crate::bus::invariants`, feature `sim`). Per method:"
+)]
 //!
 //! | method | | why |
 //! |---|---|---|

@@ -10,7 +10,14 @@
 //! # What the world observes, and what it trusts
 //!
 //! The world keeps its own ledger of every append it got `Ok` for (the events, their
-//! versions and positions: [`CqrsChecker`](crate::cqrs::invariants::CqrsChecker)), and
+#![cfg_attr(
+    feature = "sim",
+    doc = "versions and positions: [`CqrsChecker`](crate::cqrs::invariants::CqrsChecker)), and"
+)]
+#![cfg_attr(
+    not(feature = "sim"),
+    doc = "versions and positions: `CqrsChecker`, in `cqrs::invariants`, feature `sim`), and"
+)]
 //! compares what the system reports with it. Per method:
 //!
 //! | method | observed or trusted | why |

@@ -12,7 +12,14 @@
 //!   its schema-1 events and the [`StockView`] read model.
 //! - [`contract`]: [`EventSourced`](contract::EventSourced), what the simulated world
 //!   drives; [`Inventory`](contract::Inventory) is the reference.
-//! - [`tokio`]: async command handling with conflict retry, and projection runner tasks,
+#![cfg_attr(
+    feature = "tokio",
+    doc = "- [`tokio`]: async command handling with conflict retry, and projection runner tasks,"
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "- `tokio` (feature `tokio`): async command handling with conflict retry, and projection runner tasks,"
+)]
 //!   a driver of the same sans-IO decision cores (the command retry policy and the
 //!   projection follower, in the crate-private `driver`) that the simulated world's
 //!   clients and projections drive.
@@ -20,7 +27,14 @@
 //!   [`EventStorage`](store::EventStorage) trait (memory, SQLite, Postgres), projection
 //!   checkpoints, exactly-once projectors, and the durable command path
 //!   ([`StoredRepository`](store::StoredRepository)).
-//! - [`world`], [`invariants`], [`mutants`], [`pattern`]: the simulated world, its
+#![cfg_attr(
+    feature = "sim",
+    doc = "- [`world`], [`invariants`], [`mutants`], [`pattern`]: the simulated world, its"
+)]
+#![cfg_attr(
+    not(feature = "sim"),
+    doc = "- `world`, `invariants`, `mutants`, `pattern` (feature `sim`): the simulated world, its"
+)]
 //!   promises, the broken implementations they catch, and the harness entry.
 //!
 //! ```

@@ -251,11 +251,26 @@ where
     ///
     /// When to step, yield or sleep is the sans-IO follower's decision, the one the
     /// simulated projections drive: woken at the start, by appends, by a
-    /// [`rebuild`](ProjectionTask::rebuild) and by a [`crash`](ProjectionTask::crash)
-    /// (the restart), it steps until idle, yielding every 1 024 steps.
+    #[cfg_attr(
+        feature = "sim",
+        doc = "[`rebuild`](ProjectionTask::rebuild) and by a [`crash`](ProjectionTask::crash)
+(the restart), it steps until idle, yielding every 1 024 steps."
+    )]
+    #[cfg_attr(
+        not(feature = "sim"),
+        doc = "[`rebuild`](ProjectionTask::rebuild) and by a `crash` (the restart, feature `sim`),
+it steps until idle, yielding every 1 024 steps."
+    )]
     ///
     /// The runner's read model and checkpoint live in this process's memory, in the
-    /// task: they survive a [`crash`](ProjectionTask::crash) of the runner (which this
+    #[cfg_attr(
+        feature = "sim",
+        doc = "task: they survive a [`crash`](ProjectionTask::crash) of the runner (which this"
+    )]
+    #[cfg_attr(
+        not(feature = "sim"),
+        doc = "task: they survive a `crash` of the runner (which this"
+    )]
     /// adapter simulates), not a restart of the process, which rebuilds the model
     /// from the log. For a read model and checkpoint that survive the process, keep
     /// the events in a database ([`crate::cqrs::store`]) and project with

@@ -19,14 +19,42 @@
 //!   drives, and the [`QueuePolicy`] a queue declares (visibility timeout, attempts,
 //!   [`BackoffPolicy`]); plug your own queue in through it, and it is judged by the
 //!   policy it declares.
-//! - [`tokio`](mod@tokio): a worker pool of N tasks around a shared [`Queue`], driving
+#![cfg_attr(
+    feature = "tokio",
+    doc = "- [`tokio`](mod@tokio): a worker pool of N tasks around a shared [`Queue`], driving"
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "- `tokio` (feature `tokio`): a worker pool of N tasks around a shared [`Queue`], driving"
+)]
 //!   an async delivery function, with graceful shutdown. Each worker task is a driver
 //!   of the same sans-IO worker core (crate-private, `worker.rs`) that the simulated
-//!   workers of the [`world`] drive: when to lease, sleep, heartbeat, ack, nack, drop
+#![cfg_attr(
+    feature = "sim",
+    doc = "  workers of the [`world`] drive: when to lease, sleep, heartbeat, ack, nack, drop"
+)]
+#![cfg_attr(
+    not(feature = "sim"),
+    doc = "  workers of the `world` drive: when to lease, sleep, heartbeat, ack, nack, drop"
+)]
 //!   and exit is decided once.
-//! - [`world`], [`invariants`], [`mutants`], [`pattern`]: the simulated profile sync
+#![cfg_attr(
+    feature = "sim",
+    doc = "- [`world`], [`invariants`], [`mutants`], [`pattern`]: the simulated profile sync"
+)]
+#![cfg_attr(
+    not(feature = "sim"),
+    doc = "- `world`, `invariants`, `mutants`, `pattern` (feature `sim`): the simulated profile sync"
+)]
 //!   mixed with unique jobs, its eight promises, the broken queues they must catch, and the harness entry.
-//! - [`hosted`] (feature `hosted`): the worker pool, or your own async worker loop, in
+#![cfg_attr(
+    feature = "hosted",
+    doc = "- [`hosted`] (feature `hosted`): the worker pool, or your own async worker loop, in"
+)]
+#![cfg_attr(
+    not(feature = "hosted"),
+    doc = "- `hosted` (feature `hosted`): the worker pool, or your own async worker loop, in"
+)]
 //!   the tokio harness (`queue-tokio`), against async targets and black-box oracles.
 
 pub mod contract;

@@ -11,16 +11,35 @@
 //!   [`Command`] has the effect of one and gets the same [`Reply`]; a compensation is
 //!   safe when its action never took effect, and an action arriving after its
 //!   compensation takes no effect.
-//! - [`checkout`]: the simulated checkout every world runs: the knobs of a scenario
-//!   from one seed ([`SagaKnobs`](checkout::SagaKnobs)), its fault plans, the customers
-//!   ([`checkouts`](checkout::checkouts)), and the settling ledger.
-//! - [`invariants`]: the promises both sagas keep, as named constants, with one copy of
-//!   the checks they share.
-//! - [`participants`]: [`Participants`](participants::Participants), what the
+#![cfg_attr(
+    feature = "sim",
+    doc = "- [`checkout`]: the simulated checkout every world runs: the knobs of a scenario
+  from one seed ([`SagaKnobs`](checkout::SagaKnobs)), its fault plans, the customers
+  ([`checkouts`](checkout::checkouts)), and the settling ledger.
+- [`invariants`]: the promises both sagas keep, as named constants, with one copy of
+  the checks they share.
+- [`participants`]: [`Participants`](participants::Participants), what the"
+)]
+#![cfg_attr(
+    not(feature = "sim"),
+    doc = "- `checkout` (feature `sim`): the simulated checkout every world runs: the knobs of a scenario
+  from one seed (`SagaKnobs`), its fault plans, the customers
+  (`checkouts`), and the settling ledger.
+- `invariants` (feature `sim`): the promises both sagas keep, as named constants, with one copy of
+  the checks they share.
+- `participants` (feature `sim`): `Participants`, what the"
+)]
 //!   orchestrated world needs of any definition's far side (steps, nodes, commands
 //!   handled, effect ledgers, holdings, customers); the checkout's [`Services`] are one
 //!   implementation.
-//! - [`generated`]: a saga of any domain whose definition the seed draws (2 to 6 named
+#![cfg_attr(
+    feature = "sim",
+    doc = "- [`generated`]: a saga of any domain whose definition the seed draws (2 to 6 named"
+)]
+#![cfg_attr(
+    not(feature = "sim"),
+    doc = "- `generated` (feature `sim`): a saga of any domain whose definition the seed draws (2 to 6 named"
+)]
 //!   steps, refusal points, "failed, retry now" answers) over idempotent ledgers, in
 //!   the same world with the same invariants and mutants (`saga-any`).
 //!

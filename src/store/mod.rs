@@ -6,13 +6,27 @@
 //! - **memory**: the reference, and what the simulated worlds run (a crash there is a
 //!   fault of the world's store model, not a lost process);
 //! - **SQLite** (feature `sqlite`): the embedded default, a file path is all it needs
-//!   ([`sqlite::open`]);
+#![cfg_attr(feature = "sqlite", doc = "  ([`sqlite::open`]);")]
+#![cfg_attr(not(feature = "sqlite"), doc = "  (`sqlite::open`);")]
 //! - **Postgres** (feature `postgres`): for workers on many machines sharing one
-//!   database ([`postgres::connect`]).
+#![cfg_attr(feature = "postgres", doc = "  database ([`postgres::connect`]).")]
+#![cfg_attr(not(feature = "postgres"), doc = "  database (`postgres::connect`).")]
 //!
 //! This module holds what the stores share: the error type, how each database is opened
 //! (with the durability settings stated below) and how each component's schema is
-//! created and migrated ([`sqlite::migrate`], [`postgres::migrate`]: one versioned list
+#![cfg_attr(feature = "sqlite", doc = "created and migrated ([`sqlite::migrate`],")]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "created and migrated (`sqlite::migrate`,"
+)]
+#![cfg_attr(
+    feature = "postgres",
+    doc = "[`postgres::migrate`]: one versioned list"
+)]
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "`postgres::migrate`: one versioned list"
+)]
 //! of migrations per component, recorded in the table `faultline_schema`).
 //!
 //! # Durability, stated

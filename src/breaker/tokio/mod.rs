@@ -2,7 +2,11 @@
 //! [`Resilient`], the whole stack (bulkhead, circuit breaker, timeouts, retries with
 //! backoff and a budget, fallback) around one async API, and (feature `tower`) the same
 //! stack as a tower layer around any `tower::Service`
-//! ([`tower::ResilienceLayer`](crate::breaker::tokio::tower)).
+#![cfg_attr(
+    feature = "tower",
+    doc = "([`tower::ResilienceLayer`](crate::breaker::tokio::tower))."
+)]
+#![cfg_attr(not(feature = "tower"), doc = "(`tower::ResilienceLayer`).")]
 //!
 //! Time comes from `tokio::time::Instant`, converted to the cores' [`Instant`](crate::clock::Instant)
 //! (nanoseconds since the adapter was built), so tokio's paused clock

@@ -5,8 +5,22 @@
 //! - [`MemoryEvents`]: today's in-memory [`EventStore`] behind a mutex, with snapshots
 //!   and checkpoints beside it; clones share it. Survives a dropped handle, not a
 //!   process.
-//! - [`sqlite::SqliteEvents`] (feature `sqlite`): one file, one writer at a time.
-//! - [`postgres::PostgresEvents`] (feature `postgres`): many processes on many machines.
+#![cfg_attr(
+    feature = "sqlite",
+    doc = "- [`sqlite::SqliteEvents`] (feature `sqlite`): one file, one writer at a time."
+)]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "- `sqlite::SqliteEvents` (feature `sqlite`): one file, one writer at a time."
+)]
+#![cfg_attr(
+    feature = "postgres",
+    doc = "- [`postgres::PostgresEvents`] (feature `postgres`): many processes on many machines."
+)]
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "- `postgres::PostgresEvents` (feature `postgres`): many processes on many machines."
+)]
 //!
 //! Every store passes the same [`conformance`] suite. On both databases the version
 //! check is the database's: `(stream, version)` is the primary key of the events
@@ -17,7 +31,22 @@
 //! what lets a projection resume after its checkpoint without skipping anything.
 //!
 //! Exactly-once projections, when the read model lives in the same database as the
-//! events: [`sqlite::SqliteProjector`] and [`postgres::PostgresProjector`] hand your
+#![cfg_attr(
+    feature = "sqlite",
+    doc = "events: [`sqlite::SqliteProjector`] (feature `sqlite`) and"
+)]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "events: `sqlite::SqliteProjector` (feature `sqlite`) and"
+)]
+#![cfg_attr(
+    feature = "postgres",
+    doc = "[`postgres::PostgresProjector`] (feature `postgres`) hand your"
+)]
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "`postgres::PostgresProjector` (feature `postgres`) hand your"
+)]
 //! code the open transaction with the events after the stored checkpoint, and commit
 //! your read-model change and the new checkpoint together.
 //!
@@ -168,7 +197,19 @@ pub trait CheckpointStore {
 }
 
 /// What one run of an exactly-once projector committed
-/// ([`sqlite::SqliteProjector::run_batch`], [`postgres::PostgresProjector::run_batch`]).
+#[cfg_attr(feature = "sqlite", doc = "([`sqlite::SqliteProjector::run_batch`],")]
+#[cfg_attr(
+    not(feature = "sqlite"),
+    doc = "(`sqlite::SqliteProjector::run_batch`,"
+)]
+#[cfg_attr(
+    feature = "postgres",
+    doc = "[`postgres::PostgresProjector::run_batch`])."
+)]
+#[cfg_attr(
+    not(feature = "postgres"),
+    doc = "`postgres::PostgresProjector::run_batch`)."
+)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Batch {
     /// Events handed to the projection (0 when it was caught up).

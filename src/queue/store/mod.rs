@@ -9,13 +9,42 @@
 //!
 //! - [`MemoryJobs`]: the sans-IO [`Queue`] behind a mutex; clones share it. Survives a
 //!   dropped handle, not a process.
-//! - [`sqlite::SqliteJobs`] (feature `sqlite`): a file path is all it needs; every
+#![cfg_attr(
+    feature = "sqlite",
+    doc = "- [`sqlite::SqliteJobs`] (feature `sqlite`): a file path is all it needs; every"
+)]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "- `sqlite::SqliteJobs` (feature `sqlite`): a file path is all it needs; every"
+)]
 //!   command is one fsynced transaction; many processes on one machine, one writer at
-//!   a time. With [`sqlite::SqliteOutbox`] (jobs staged in the caller's own
-//!   transaction) and [`sqlite::apply_once`] (a version-checked target).
-//! - [`postgres::PostgresJobs`] (feature `postgres`): workers on many machines sharing
+#![cfg_attr(
+    feature = "sqlite",
+    doc = "  a time. With [`sqlite::SqliteOutbox`] (jobs staged in the caller's own
+  transaction) and [`sqlite::apply_once`] (a version-checked target)."
+)]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "  a time. With `sqlite::SqliteOutbox` (jobs staged in the caller's own
+  transaction) and `sqlite::apply_once` (a version-checked target)."
+)]
+#![cfg_attr(
+    feature = "postgres",
+    doc = "- [`postgres::PostgresJobs`] (feature `postgres`): workers on many machines sharing"
+)]
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "- `postgres::PostgresJobs` (feature `postgres`): workers on many machines sharing"
+)]
 //!   one database (`FOR UPDATE SKIP LOCKED` leases, fences checked in the `UPDATE`),
-//!   with [`postgres::PostgresOutbox`] and [`postgres::apply_once`].
+#![cfg_attr(
+    feature = "postgres",
+    doc = "  with [`postgres::PostgresOutbox`] and [`postgres::apply_once`]."
+)]
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "  with `postgres::PostgresOutbox` and `postgres::apply_once`."
+)]
 //!
 //! Every store passes the same [`conformance`] suite, which compares every answer with
 //! the sans-IO [`Queue`]; run it on your own store with [`conformance::run`].

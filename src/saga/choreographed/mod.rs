@@ -2,7 +2,14 @@
 //! events over the event bus.
 //!
 //! - [`core`]: the sans-IO reactions of each participant.
-//! - [`world`], [`pattern`]: the simulated checkout over the bus, and the harness's
+#![cfg_attr(
+    feature = "sim",
+    doc = "- [`world`], [`pattern`]: the simulated checkout over the bus, and the harness's"
+)]
+#![cfg_attr(
+    not(feature = "sim"),
+    doc = "- `world`, `pattern` (feature `sim`): the simulated checkout over the bus, and the harness's"
+)]
 //!   view of it (with its mutants).
 //!
 //! # The contract, and what the world observes and what it trusts

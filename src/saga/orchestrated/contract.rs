@@ -30,7 +30,14 @@
 //! bound) read the declaration. Whether the declaration is the reference's exact
 //! settings for a seed's knobs is a separate check, `saga.conformance`, which the
 //! reference scenario and its mutants turn on
-//! ([`SagaWorld::conforming_to_reference`](crate::saga::orchestrated::world::SagaWorld::conforming_to_reference))
+#![cfg_attr(
+    feature = "sim",
+    doc = "([`SagaWorld::conforming_to_reference`](crate::saga::orchestrated::world::SagaWorld::conforming_to_reference))"
+)]
+#![cfg_attr(
+    not(feature = "sim"),
+    doc = "(`SagaWorld::conforming_to_reference`, feature `sim`)"
+)]
 //! and a plug-in with settings of its own leaves off.
 //!
 //! # What the world observes, and what it trusts

@@ -11,12 +11,26 @@
 //!   drives (implement it to plug in your own coordinator).
 //! - [`store`]: [`LogStore`](store::LogStore), where the log is kept (memory, a file,
 //!   SQLite, Postgres), its compaction, and its conformance suite.
-//! - [`tokio`]: the adapter that runs it in a service.
+#![cfg_attr(
+    feature = "tokio",
+    doc = "- [`tokio`]: the adapter that runs it in a service."
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "- `tokio` (feature `tokio`): the adapter that runs it in a service."
+)]
 //! - `driver` (crate-private): the driver core both the world and the tokio adapter
 //!   drive (the output pipeline: what may go out now given what is durable, sends
 //!   reported, replies, timers, halting), so the simulator verifies what the adapter
 //!   runs.
-//! - [`world`], [`mutants`], [`pattern`]: the simulated checkout, the broken
+#![cfg_attr(
+    feature = "sim",
+    doc = "- [`world`], [`mutants`], [`pattern`]: the simulated checkout, the broken"
+)]
+#![cfg_attr(
+    not(feature = "sim"),
+    doc = "- `world`, `mutants`, `pattern` (feature `sim`): the simulated checkout, the broken"
+)]
 //!   coordinators it must catch, and the harness's view of it.
 //! - `hosted` (feature `hosted`): the tokio runner (or your async orchestrator) in
 //!   the tokio harness, against async checkout services (`saga-tokio`).

@@ -1,13 +1,34 @@
 //! Durable storage for the saga log: the [`LogStore`] trait and its implementations,
 //! none of which needs tokio (the trait is synchronous; the tokio
-//! [`SagaRunner`](super::tokio::SagaRunner) calls a store that blocks on a blocking
+#![cfg_attr(
+    feature = "tokio",
+    doc = "[`SagaRunner`](super::tokio::SagaRunner) calls a store that blocks on a blocking"
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "`SagaRunner` calls a store that blocks on a blocking"
+)]
 //! thread).
 //!
 //! - [`MemoryLog`]: a shared `Vec`, durable across a dropped handle only.
 //! - [`FileLog`]: a JSON-lines file, fsynced on every append.
-//! - [`sqlite::SqliteLog`] (feature `sqlite`): one row per record in a SQLite database,
+#![cfg_attr(
+    feature = "sqlite",
+    doc = "- [`sqlite::SqliteLog`] (feature `sqlite`): one row per record in a SQLite database,"
+)]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "- `sqlite::SqliteLog` (feature `sqlite`): one row per record in a SQLite database,"
+)]
 //!   the embedded default.
-//! - [`postgres::PostgresLog`] (feature `postgres`): the same on a Postgres server.
+#![cfg_attr(
+    feature = "postgres",
+    doc = "- [`postgres::PostgresLog`] (feature `postgres`): the same on a Postgres server."
+)]
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "- `postgres::PostgresLog` (feature `postgres`): the same on a Postgres server."
+)]
 //! - [`conformance`]: the suite every store must pass (run it against yours).
 //!
 //! Every store keeps each record as its encoded line of the
@@ -28,8 +49,22 @@
 //!
 //! # One writer
 //!
-//! One coordinator appends to a log at a time. [`SqliteLog`](sqlite::SqliteLog) and
-//! [`PostgresLog`](postgres::PostgresLog) enforce it: opening one takes the log over (an
+#![cfg_attr(
+    feature = "sqlite",
+    doc = "One coordinator appends to a log at a time. [`SqliteLog`](sqlite::SqliteLog) and"
+)]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "One coordinator appends to a log at a time. `SqliteLog` and"
+)]
+#![cfg_attr(
+    feature = "postgres",
+    doc = "[`PostgresLog`](postgres::PostgresLog) enforce it: opening one takes the log over (an"
+)]
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "`PostgresLog` enforce it: opening one takes the log over (an"
+)]
 //! epoch in the database grows by one), and a store opened earlier fails every later
 //! append or compaction with [`StoreError::Fenced`] (its runner halts), so two
 //! coordinators never drive the same sagas. [`FileLog`] does not detect a second
