@@ -502,12 +502,12 @@ pub struct PoolConfigBuilder {
 }
 
 impl PoolConfigBuilder {
-    /// Worker tasks (1 to 1,024).
+    /// Worker tasks (1 to 1,024). Default: 4.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
         self
     }
-    /// Longest sleep of an idle worker (1 ms to 1 hour).
+    /// Longest sleep of an idle worker (1 ms to 1 hour). Default: 1 s.
     pub fn poll_interval(mut self, d: Duration) -> Self {
         self.poll_interval = d;
         self
