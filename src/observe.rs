@@ -34,8 +34,9 @@ pub(crate) const fn state_code(state: State) -> f64 {
     }
 }
 
-/// A breaker's state change: a `tracing` event (`warn` when it opens, `info` otherwise),
-/// `faultline_breaker_transitions_total` and the `faultline_breaker_state` gauge.
+/// A breaker's event: for a state change, a `tracing` event (`warn` when it opens,
+/// `info` otherwise), `faultline_breaker_transitions_total` and the
+/// `faultline_breaker_state` gauge; for the others, a `tracing` event.
 pub(crate) fn breaker_transition(breaker: Name, event: &BreakerEvent) {
     let BreakerEvent::Transition {
         from,
@@ -43,7 +44,19 @@ pub(crate) fn breaker_transition(breaker: Name, event: &BreakerEvent) {
         reason,
         generation,
         ..
-    } = *event;
+    } = *event
+    else {
+        #[cfg(feature = "tracing")]
+        tracing::info!(
+            target: "faultline::breaker",
+            breaker = breaker.as_str(),
+            event = ?event,
+            "circuit breaker event"
+        );
+        #[cfg(not(feature = "tracing"))]
+        let _ = breaker;
+        return;
+    };
     #[cfg(feature = "tracing")]
     {
         if matches!(to, State::Open | State::ForcedOpen) {

@@ -166,19 +166,19 @@ pub struct GuardMetrics {
 pub enum TripRule {
     /// The reference's (Resilience4j's): over the sliding `window`, once at least
     /// `minimum_calls` outcomes are recorded, the failure rate reaches
-    /// `failure_rate_threshold_percent` or the share of calls that took
-    /// `slow_call_duration` or longer reaches `slow_call_rate_threshold_percent`.
+    /// `failure_rate_threshold_permille` or the share of calls that took longer than
+    /// `slow_call_duration` reaches `slow_call_rate_threshold_permille`.
     /// Ignored outcomes change no count; the window starts empty on every Closed.
     Rate {
         /// The window the rates are computed over.
         window: SlidingWindow,
         /// Outcomes needed in the window before it may trip.
         minimum_calls: u32,
-        /// Failure rate at which it trips, percent.
-        failure_rate_threshold_percent: u32,
-        /// Slow-call rate at which it trips, percent.
-        slow_call_rate_threshold_percent: u32,
-        /// A call this long or longer is slow.
+        /// Failure rate at which it trips, permille (500 is 50 %).
+        failure_rate_threshold_permille: u32,
+        /// Slow-call rate at which it trips, permille.
+        slow_call_rate_threshold_permille: u32,
+        /// A call longer than this is slow.
         slow_call_duration: Duration,
     },
     /// `failures` failures in a row (API errors and timeouts): a success starts the
@@ -218,7 +218,9 @@ pub enum TripRule {
 pub struct Policy {
     /// How it trips.
     pub trip: TripRule,
-    /// Most calls sent in one half-open episode (a total, not a concurrency limit).
+    /// Probe permits per half-open episode: most calls sent in one episode, plus one
+    /// for each call cancelled and each outcome ignored during it (a permit counter's
+    /// give-back, as in Resilience4j).
     pub half_open_calls_permitted: u32,
     /// Shortest wait in open before a probe may be sent.
     pub wait_in_open_min: Duration,
@@ -244,8 +246,8 @@ impl Policy {
             trip: TripRule::Rate {
                 window: breaker.window(),
                 minimum_calls: breaker.minimum_calls(),
-                failure_rate_threshold_percent: breaker.failure_rate_threshold_percent(),
-                slow_call_rate_threshold_percent: breaker.slow_call_rate_threshold_percent(),
+                failure_rate_threshold_permille: breaker.failure_rate_threshold_permille(),
+                slow_call_rate_threshold_permille: breaker.slow_call_rate_threshold_permille(),
                 slow_call_duration: breaker.slow_call_duration(),
             },
             half_open_calls_permitted: breaker.half_open_calls_permitted(),

@@ -149,8 +149,10 @@ struct GuardParts {
 
 impl GuardParts {
     fn drain_events(&mut self) {
-        while let Some(BreakerEvent::Transition { from, to, at, .. }) = self.breaker.poll_event() {
-            self.transitions.push_back(Transition { from, to, at });
+        while let Some(event) = self.breaker.poll_event() {
+            if let BreakerEvent::Transition { from, to, at, .. } = event {
+                self.transitions.push_back(Transition { from, to, at });
+            }
         }
     }
 }
@@ -407,7 +409,7 @@ impl CallGuard for Guard {
     }
 
     fn metrics(&self) -> GuardMetrics {
-        let t = self.parts.breaker.metrics().totals;
+        let t = self.parts.breaker.totals();
         GuardMetrics {
             admitted: t.admitted,
             succeeded: t.succeeded,

@@ -491,11 +491,13 @@ pub(crate) fn resilient_caller(
     let resilient = Rc::new(resilient);
     let breaker = Rc::clone(&resilient);
     let transitions: Transitions = Rc::new(move || {
-        breaker.breaker().poll_event().map(
-            |crate::breaker::circuit::BreakerEvent::Transition { from, to, at, .. }| {
-                (SimTime::from_nanos(at.as_nanos()), from, to)
-            },
-        )
+        loop {
+            if let crate::breaker::circuit::BreakerEvent::Transition { from, to, at, .. } =
+                breaker.breaker().poll_event()?
+            {
+                return Some((SimTime::from_nanos(at.as_nanos()), from, to));
+            }
+        }
     });
     let caller = caller(move |request| {
         let resilient = Rc::clone(&resilient);
@@ -1038,7 +1040,8 @@ impl HostedSms {
     /// Open or ForcedOpen and before the next one (`breaker.no_call_while_open`; a call
     /// at the very instant of the transition is given the benefit of the doubt); a
     /// half-open episode, from its start up to the next transition, sends at most the
-    /// declared probes (`breaker.half_open_limit`).
+    /// declared probes plus those that calls dropped before their answer and bad
+    /// requests may give back (`breaker.half_open_limit`).
     fn check_white_box(&self) -> Result<(), Violation> {
         let mut state = State::Closed;
         for &(at, from, to) in &self.transitions {
@@ -1072,12 +1075,28 @@ impl HostedSms {
                 }
             } else if to == State::HalfOpen {
                 let probes = calls.iter().filter(|t| **t >= at && **t < next).count() as u64;
-                if probes > permitted {
+                // Each call dropped before its answer (cancelled, or timed out) and each
+                // bad request (an ignored outcome) may give a probe permit back.
+                let given_back = self
+                    .seen
+                    .iter()
+                    .filter(|s| match s {
+                        Seen::Abandoned { at: t, .. } => *t >= at && *t < next,
+                        Seen::Reply {
+                            at: t,
+                            reply: ApiReply::Err(ApiError::InvalidNumber),
+                            ..
+                        } => *t >= at && *t < next,
+                        _ => false,
+                    })
+                    .count() as u64;
+                if probes > permitted + given_back {
                     return Err(Violation::new(
                         HALF_OPEN_LIMIT,
                         format!(
                             "{probes} calls reached the API in the half-open episode from {at}; \
-                             at most {permitted} are permitted"
+                             at most {permitted} are permitted, plus {given_back} given back \
+                             by calls dropped before their answer and bad requests"
                         ),
                     ));
                 }
@@ -1299,7 +1318,7 @@ const HOSTED_MUTANTS: &[Mutant<BreakerTokioPattern>] = &[
     Mutant::new(
         "half_open_admits_all",
         "the breaker lets every call through in half-open (10,000 probes), declaring the knobs' probes",
-        LOAD_BOUND,
+        HALF_OPEN_LIMIT,
         |k| hosted_with(k, ResilientShape::HalfOpenAdmitsAll),
     ),
     Mutant::new(

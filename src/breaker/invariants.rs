@@ -8,8 +8,10 @@
 //! 1. `breaker.no_call_while_open`: no call reaches the API while the breaker is Open
 //!    or ForcedOpen, and Open lasts at least the declared shortest wait in open.
 //! 2. `breaker.half_open_limit`: per half-open episode, calls admitted ≤ the declared
-//!    permitted calls in half-open; a fresh episode (HalfOpen → HalfOpen) begins only
-//!    when the world saw a probe cancelled or ignored at that moment.
+//!    permitted calls in half-open + the cancellations and ignored outcomes the world
+//!    saw during the episode (what a permit counter, Resilience4j's, legitimately gives
+//!    back); a fresh episode (HalfOpen → HalfOpen) begins only when the world saw a
+//!    probe cancelled or ignored at that moment.
 //! 3. `breaker.trip_soundness`: Closed → Open only when the declared trip rule holds,
 //!    counted by the world's own model of it over the outcomes it saw in the Closed
 //!    episode: for a rate, at least the minimum number of calls recorded and the
@@ -19,12 +21,13 @@
 //! 4. `breaker.load_bound`: over any outage of length T, calls reaching the API ≤ calls
 //!    needed to trip by the declared rule from the window as it stood + in-flight calls
 //!    (at most the declared bulkhead) + (⌈T / shortest declared wait in open⌉ + 1) ×
-//!    permitted calls in half-open; with a time window of S seconds, + ⌈T / S⌉ ×
-//!    minimum calls (a window that forgets may take that many calls per window without
-//!    tripping). Re-closings and fresh half-open episodes during the outage add to it
-//!    only as far as the successes, cancellations and ignored outcomes the world saw
-//!    there can justify them. Retries take breaker permits like any call, so the budget
-//!    only lowers this.
+//!    permitted calls in half-open + the cancellations and ignored outcomes seen during
+//!    the outage (each may give a probe permit back); with a time window of S seconds,
+//!    plus ⌈T / S⌉ × minimum calls (a window that forgets may take that many calls per
+//!    window without tripping). Re-closings and fresh half-open episodes during the
+//!    outage add to it only as far as the successes, cancellations and ignored outcomes
+//!    the world saw there can justify them. Retries take breaker permits like any call,
+//!    so the budget only lowers this.
 //! 5. `breaker.responsiveness`: every caller gets an answer (delivered, fallback, or
 //!    unavailable with a positive `retry_after`) within the declared answer deadline
 //!    (never beyond the world's callers' own deadline) + 1 ms; at rest no request is
@@ -65,7 +68,7 @@ pub const PROMISES: [(&str, &str); 8] = [
     ),
     (
         HALF_OPEN_LIMIT,
-        "Per half-open episode, calls admitted ≤ the declared permitted calls in half-open; a fresh episode (HalfOpen → HalfOpen) begins only when the world saw a probe cancelled or ignored at that moment.",
+        "Per half-open episode, calls admitted ≤ the declared permitted calls in half-open + the cancellations and ignored outcomes the world saw during the episode (what a permit counter legitimately gives back); a fresh episode (HalfOpen → HalfOpen) begins only when the world saw a probe cancelled or ignored at that moment.",
     ),
     (
         TRIP_SOUNDNESS,
@@ -73,7 +76,7 @@ pub const PROMISES: [(&str, &str); 8] = [
     ),
     (
         LOAD_BOUND,
-        "Over any outage of length T, calls reaching the API ≤ calls needed to trip by the declared rule from the window as it stood + in-flight calls (at most the declared bulkhead) + (⌈T / shortest declared wait in open⌉ + 1) × permitted calls in half-open; with a time window of S seconds, + ⌈T / S⌉ × minimum calls (a window that forgets may take that many calls per window without tripping). Re-closings and fresh half-open episodes during the outage add to it only as far as the successes, cancellations and ignored outcomes the world saw there can justify them. Retries take breaker permits like any call, so the budget only lowers this.",
+        "Over any outage of length T, calls reaching the API ≤ calls needed to trip by the declared rule from the window as it stood + in-flight calls (at most the declared bulkhead) + (⌈T / shortest declared wait in open⌉ + 1) × permitted calls in half-open + the cancellations and ignored outcomes seen during the outage (each may give a probe permit back); with a time window of S seconds, + ⌈T / S⌉ × minimum calls (a window that forgets may take that many calls per window without tripping). Re-closings and fresh half-open episodes during the outage add to it only as far as the successes, cancellations and ignored outcomes the world saw there can justify them. Retries take breaker permits like any call, so the budget only lowers this.",
     ),
     (
         RESPONSIVENESS,
@@ -130,7 +133,7 @@ impl TripModel {
         }
     }
 
-    /// A call this long or longer is slow, if the rule counts slow calls.
+    /// A call longer than this is slow, if the rule counts slow calls.
     fn slow_call_duration(&self) -> Option<SimDuration> {
         match self.rule {
             TripRule::Rate {
@@ -205,15 +208,15 @@ impl TripModel {
         match self.rule {
             TripRule::Rate {
                 minimum_calls,
-                failure_rate_threshold_percent,
-                slow_call_rate_threshold_percent,
+                failure_rate_threshold_permille,
+                slow_call_rate_threshold_permille,
                 ..
             } => {
                 let (calls, failed, slow) = self.counts(now);
                 calls >= u64::from(minimum_calls)
                     && calls > 0
-                    && (failed * 100 >= u64::from(failure_rate_threshold_percent) * calls
-                        || slow * 100 >= u64::from(slow_call_rate_threshold_percent) * calls)
+                    && (failed * 1000 >= u64::from(failure_rate_threshold_permille) * calls
+                        || slow * 1000 >= u64::from(slow_call_rate_threshold_permille) * calls)
             }
             TripRule::ConsecutiveFailures { failures } => self.run >= u64::from(failures.max(1)),
         }
@@ -254,13 +257,13 @@ impl TripModel {
             } => u64::from(size),
             TripRule::Rate {
                 window: SlidingWindow::Time { .. },
-                failure_rate_threshold_percent: threshold,
+                failure_rate_threshold_permille: threshold,
                 minimum_calls,
                 ..
             } => {
                 let threshold = u64::from(threshold);
-                if threshold < 100 {
-                    threshold.div_ceil(100 - threshold) + 1
+                if threshold < 1000 {
+                    threshold.div_ceil(1000 - threshold) + 1
                 } else {
                     u64::from(minimum_calls)
                 }
@@ -290,16 +293,16 @@ impl TripModel {
         match self.rule {
             TripRule::Rate {
                 minimum_calls,
-                failure_rate_threshold_percent,
-                slow_call_rate_threshold_percent,
+                failure_rate_threshold_permille,
+                slow_call_rate_threshold_permille,
                 ..
             } => {
                 let (calls, failed, slow) = self.counts(now);
                 format!(
                     "the breaker opened with {calls} calls in its window ({failed} failed, {slow} slow); \
                      its declared rule needs at least {minimum_calls} calls and a failure rate of \
-                     {failure_rate_threshold_percent} % or a slow-call rate of \
-                     {slow_call_rate_threshold_percent} % (ignored outcomes must not count)"
+                     {failure_rate_threshold_permille} permille or a slow-call rate of \
+                     {slow_call_rate_threshold_permille} permille (ignored outcomes must not count)"
                 )
             }
             TripRule::ConsecutiveFailures { failures } => format!(
@@ -333,6 +336,7 @@ struct LoadParts {
     forgetting: u64,
     episodes: u64,
     permitted: u64,
+    given_back: u64,
     reclosed: u64,
 }
 
@@ -359,6 +363,9 @@ pub struct BreakerChecker {
     /// Transitions seen (also the episode number of the current state).
     episode: u64,
     episode_sends: u64,
+    /// Cancellations and ignored outcomes the world saw in this half-open episode: the
+    /// permits a counter legitimately gives back.
+    episode_given_back: u64,
     /// When the breaker last went to Open.
     opened_at: SimTime,
     model: TripModel,
@@ -413,6 +420,7 @@ impl BreakerChecker {
             state: State::Closed,
             episode: 0,
             episode_sends: 0,
+            episode_given_back: 0,
             opened_at: SimTime::ZERO,
             outage_starts: Vec::new(),
             transitions: Vec::new(),
@@ -518,6 +526,7 @@ impl BreakerChecker {
         self.state = t.to;
         self.episode += 1;
         self.episode_sends = 0;
+        self.episode_given_back = 0;
         self.transitions.push((now, t.from, t.to));
         Ok(())
     }
@@ -557,17 +566,26 @@ impl BreakerChecker {
         if state == State::HalfOpen {
             self.episode_sends += 1;
             let permitted = u64::from(self.policy.half_open_calls_permitted);
-            if self.episode_sends > permitted {
+            let given_back = self.episode_given_back;
+            if self.episode_sends > permitted + given_back {
                 return Err(Violation::new(
                     HALF_OPEN_LIMIT,
                     format!(
-                        "{} calls reached the API in one half-open episode; at most {permitted} are permitted",
+                        "{} calls reached the API in one half-open episode; at most {permitted} are permitted, \
+                         plus {given_back} given back by cancelled calls and ignored outcomes",
                         self.episode_sends
                     ),
                 ));
             }
         }
         Ok(())
+    }
+
+    /// True when the half-open episode has sent more probes than the declared permits
+    /// (through permits given back): the case the give-back half of invariant 2 is for.
+    pub fn probes_given_back_used(&self) -> bool {
+        self.state == State::HalfOpen
+            && self.episode_sends > u64::from(self.policy.half_open_calls_permitted)
     }
 
     /// An attempt finished (reply or timeout) and was handed to the guard with this
@@ -589,6 +607,9 @@ impl BreakerChecker {
             CallOutcome::Ignored => {
                 self.counts.ignored += 1;
                 self.inconclusive.push(now);
+                if self.state == State::HalfOpen {
+                    self.episode_given_back += 1;
+                }
             }
         }
         if outcome == CallOutcome::Ignored
@@ -600,7 +621,7 @@ impl BreakerChecker {
         let slow = self
             .model
             .slow_call_duration()
-            .is_some_and(|d| now - sent_at >= d);
+            .is_some_and(|d| now - sent_at > d);
         if outcome == CallOutcome::Success {
             self.closed_successes.push(now);
         }
@@ -613,6 +634,9 @@ impl BreakerChecker {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.counts.released += 1;
         self.inconclusive.push(now);
+        if self.state == State::HalfOpen {
+            self.episode_given_back += 1;
+        }
     }
 
     /// Invariant 5, when a caller gets an answer after `latency`.
@@ -742,7 +766,7 @@ impl BreakerChecker {
                         "{} calls reached the API during the outage [{from}, {until}); the bound is {} \
                          ({} to trip + {} held back by {} late successes \
                          + {} as the time window forgets + {} in flight \
-                         + {} half-open episodes x {} probes{})",
+                         + {} half-open episodes x {} probes + {} permits given back{})",
                         l.load.calls,
                         l.load.bound,
                         l.closed_part,
@@ -752,6 +776,7 @@ impl BreakerChecker {
                         self.bulkhead_max,
                         l.episodes,
                         l.permitted,
+                        l.given_back,
                         if l.reclosed > 0 {
                             format!(" + {} re-closings", l.reclosed)
                         } else {
@@ -834,7 +859,11 @@ impl BreakerChecker {
             }
             None => 0,
         };
+        // A half-open permit counter takes a probe back for each cancellation or
+        // ignored outcome: each may let one more probe through.
+        let given_back = seen(&self.inconclusive);
         let bound = closed_part
+            .saturating_add(given_back)
             .saturating_add(held_back)
             .saturating_add(forgetting)
             .saturating_add(self.bulkhead_max)
@@ -853,6 +882,7 @@ impl BreakerChecker {
             forgetting,
             episodes,
             permitted,
+            given_back,
             reclosed,
         }
     }

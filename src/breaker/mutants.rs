@@ -3,7 +3,7 @@
 //! reference's settings, as the reference's is; `faultline mutants` and the tests run
 //! them through the harness and require a violation.
 
-use crate::breaker::circuit::{BreakerConfig, CallOutcome, SlidingWindow, WaitInOpen};
+use crate::breaker::circuit::{BreakerConfig, CallOutcome};
 use crate::breaker::contract::{ApiError, ApiReply};
 use crate::breaker::guard::{Flaw, Guard, classify};
 use crate::breaker::invariants;
@@ -122,25 +122,9 @@ pub const CATALOG: &[Mutant<BreakerPattern>] = &[
 
 /// `breaker` with a minimum of one call and one more half-open probe.
 fn misconfigured(breaker: &BreakerConfig) -> Result<BreakerConfig, ConfigError> {
-    let mut b = BreakerConfig::builder()
+    breaker
+        .to_builder()
         .minimum_calls(1)
-        .failure_rate_threshold_percent(breaker.failure_rate_threshold_percent())
-        .slow_call_rate_threshold_percent(breaker.slow_call_rate_threshold_percent())
-        .slow_call_duration(breaker.slow_call_duration())
         .half_open_calls_permitted(breaker.half_open_calls_permitted() + 1)
-        .half_open_wait_max(breaker.half_open_wait_max());
-    b = match breaker.window() {
-        SlidingWindow::Count { size } => b.count_window(size),
-        SlidingWindow::Time { size_secs } => b.time_window(size_secs),
-    };
-    b = match breaker.wait_in_open() {
-        WaitInOpen::Fixed(d) => b.wait_in_open(d),
-        WaitInOpen::Exponential {
-            initial,
-            multiplier,
-            max,
-            jitter_percent,
-        } => b.wait_in_open_exponential(initial, multiplier, max, jitter_percent),
-    };
-    b.build()
+        .build()
 }

@@ -30,7 +30,7 @@ pub const MARKS: &[&str] = &[
     "breaker.open_to_half_open",
     "breaker.half_open_to_closed",
     "breaker.half_open_to_open",
-    "breaker.half_open_restart",
+    "breaker.half_open_given_back",
     "breaker.rejected",
     "retry.scheduled",
     "retry.budget_exhausted",
@@ -581,6 +581,11 @@ impl<G: CallGuard> SmsWorld<G> {
                 // Checked once the call is in the trace, so a call that breaks a promise
                 // is the last thing the trace shows before the violation.
                 self.checker.on_send(now, state)?;
+                if self.checker.probes_given_back_used() {
+                    // A probe beyond the permits, through one a cancelled call or an
+                    // ignored outcome gave back.
+                    ctx.cover("breaker.half_open_given_back");
+                }
                 ctx.schedule_in(
                     latency,
                     SmsEvent::Reply {

@@ -16,7 +16,8 @@ use std::time::Duration;
 use ::serde::de::Error as _;
 use ::serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::breaker::{BreakerConfig, SlidingWindow, WaitInOpen};
+use crate::breaker::circuit::Ratio;
+use crate::breaker::{BreakerConfig, SlidingWindow, State, WaitInOpen};
 use crate::bus::BusConfig;
 use crate::config::ConfigError;
 use crate::queue::QueueConfig;
@@ -78,13 +79,26 @@ macro_rules! through_builder {
 #[serde(deny_unknown_fields)]
 struct ExponentialArgs {
     initial: Duration,
-    multiplier: u32,
+    multiplier: Ratio,
     max: Duration,
     jitter_percent: u32,
 }
 
-/// [`BreakerConfig`]'s serde form. Of `count_window`/`time_window`, and of
-/// `wait_in_open`/`wait_in_open_exponential`, at most one each.
+/// The builder's `wait_in_open_randomized(initial, multiplier, max,
+/// randomization_percent)`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RandomizedArgs {
+    initial: Duration,
+    multiplier: Ratio,
+    max: Duration,
+    randomization_percent: u32,
+}
+
+/// [`BreakerConfig`]'s serde form. Of `count_window`/`time_window`, of
+/// `wait_in_open`/`wait_in_open_exponential`/`wait_in_open_randomized`, and of each
+/// threshold's `_percent`/`_permille`, at most one each. Thresholds are written in
+/// permille.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BreakerConfigData {
@@ -102,10 +116,22 @@ struct BreakerConfigData {
     time_window: Option<u32>,
     #[serde(default, deserialize_with = "present")]
     minimum_calls: Option<u32>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     failure_rate_threshold_percent: Option<u32>,
     #[serde(default, deserialize_with = "present")]
+    failure_rate_threshold_permille: Option<u32>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     slow_call_rate_threshold_percent: Option<u32>,
+    #[serde(default, deserialize_with = "present")]
+    slow_call_rate_threshold_permille: Option<u32>,
     #[serde(default, deserialize_with = "present")]
     slow_call_duration: Option<Duration>,
     #[serde(
@@ -120,12 +146,22 @@ struct BreakerConfigData {
         skip_serializing_if = "Option::is_none"
     )]
     wait_in_open_exponential: Option<ExponentialArgs>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    wait_in_open_randomized: Option<RandomizedArgs>,
     #[serde(default, deserialize_with = "present")]
     half_open_calls_permitted: Option<u32>,
     #[serde(default, deserialize_with = "present")]
     half_open_wait_max: Option<Duration>,
     #[serde(default, deserialize_with = "present")]
+    after_half_open_wait_max: Option<State>,
+    #[serde(default, deserialize_with = "present")]
     automatic_transition: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    initial_state: Option<State>,
     #[serde(default, deserialize_with = "present")]
     events_max: Option<usize>,
 }
@@ -136,35 +172,54 @@ impl From<&BreakerConfig> for BreakerConfigData {
             SlidingWindow::Count { size } => (Some(size), None),
             SlidingWindow::Time { size_secs } => (None, Some(size_secs)),
         };
-        let (wait_in_open, wait_in_open_exponential) = match c.wait_in_open() {
-            WaitInOpen::Fixed(d) => (Some(d), None),
+        let (mut wait_in_open, mut wait_in_open_exponential, mut wait_in_open_randomized) =
+            (None, None, None);
+        match c.wait_in_open() {
+            WaitInOpen::Fixed(d) => wait_in_open = Some(d),
             WaitInOpen::Exponential {
                 initial,
                 multiplier,
                 max,
                 jitter_percent,
-            } => (
-                None,
-                Some(ExponentialArgs {
+            } => {
+                wait_in_open_exponential = Some(ExponentialArgs {
                     initial,
                     multiplier,
                     max,
                     jitter_percent,
-                }),
-            ),
-        };
+                })
+            }
+            WaitInOpen::Randomized {
+                initial,
+                multiplier,
+                max,
+                randomization_percent,
+            } => {
+                wait_in_open_randomized = Some(RandomizedArgs {
+                    initial,
+                    multiplier,
+                    max,
+                    randomization_percent,
+                })
+            }
+        }
         BreakerConfigData {
             count_window,
             time_window,
             minimum_calls: Some(c.minimum_calls()),
-            failure_rate_threshold_percent: Some(c.failure_rate_threshold_percent()),
-            slow_call_rate_threshold_percent: Some(c.slow_call_rate_threshold_percent()),
+            failure_rate_threshold_percent: None,
+            failure_rate_threshold_permille: Some(c.failure_rate_threshold_permille()),
+            slow_call_rate_threshold_percent: None,
+            slow_call_rate_threshold_permille: Some(c.slow_call_rate_threshold_permille()),
             slow_call_duration: Some(c.slow_call_duration()),
             wait_in_open,
             wait_in_open_exponential,
+            wait_in_open_randomized,
             half_open_calls_permitted: Some(c.half_open_calls_permitted()),
             half_open_wait_max: Some(c.half_open_wait_max()),
+            after_half_open_wait_max: Some(c.after_half_open_wait_max()),
             automatic_transition: Some(c.automatic_transition()),
+            initial_state: Some(c.initial_state()),
             events_max: Some(c.events_max()),
         }
     }
@@ -184,27 +239,68 @@ impl BreakerConfigData {
             (None, Some(size_secs)) => b = b.time_window(size_secs),
             (None, None) => {}
         }
-        match (self.wait_in_open, self.wait_in_open_exponential) {
-            (Some(_), Some(_)) => {
+        match (
+            self.wait_in_open,
+            self.wait_in_open_exponential,
+            self.wait_in_open_randomized,
+        ) {
+            (Some(d), None, None) => b = b.wait_in_open(d),
+            (None, Some(e), None) => {
+                b = b.wait_in_open_exponential(e.initial, e.multiplier, e.max, e.jitter_percent)
+            }
+            (None, None, Some(r)) => {
+                b = b.wait_in_open_randomized(
+                    r.initial,
+                    r.multiplier,
+                    r.max,
+                    r.randomization_percent,
+                )
+            }
+            (None, None, None) => {}
+            (_, _, Some(_)) => {
+                return Err(ConfigError::new(
+                    "wait_in_open_randomized",
+                    "must not be given with `wait_in_open` or `wait_in_open_exponential` \
+                     (a breaker has one wait policy)",
+                ));
+            }
+            (Some(_), Some(_), None) => {
                 return Err(ConfigError::new(
                     "wait_in_open_exponential",
                     "must not be given with `wait_in_open` (a breaker has one wait policy)",
                 ));
             }
-            (Some(d), None) => b = b.wait_in_open(d),
-            (None, Some(e)) => {
-                b = b.wait_in_open_exponential(e.initial, e.multiplier, e.max, e.jitter_percent)
-            }
-            (None, None) => {}
         }
         if let Some(n) = self.minimum_calls {
             b = b.minimum_calls(n);
         }
-        if let Some(p) = self.failure_rate_threshold_percent {
-            b = b.failure_rate_threshold_percent(p);
+        match (
+            self.failure_rate_threshold_percent,
+            self.failure_rate_threshold_permille,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "failure_rate_threshold_permille",
+                    "must not be given with `failure_rate_threshold_percent` (one threshold)",
+                ));
+            }
+            (Some(p), None) => b = b.failure_rate_threshold_percent(p),
+            (None, Some(p)) => b = b.failure_rate_threshold_permille(p),
+            (None, None) => {}
         }
-        if let Some(p) = self.slow_call_rate_threshold_percent {
-            b = b.slow_call_rate_threshold_percent(p);
+        match (
+            self.slow_call_rate_threshold_percent,
+            self.slow_call_rate_threshold_permille,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "slow_call_rate_threshold_permille",
+                    "must not be given with `slow_call_rate_threshold_percent` (one threshold)",
+                ));
+            }
+            (Some(p), None) => b = b.slow_call_rate_threshold_percent(p),
+            (None, Some(p)) => b = b.slow_call_rate_threshold_permille(p),
+            (None, None) => {}
         }
         if let Some(d) = self.slow_call_duration {
             b = b.slow_call_duration(d);
@@ -215,8 +311,14 @@ impl BreakerConfigData {
         if let Some(d) = self.half_open_wait_max {
             b = b.half_open_wait_max(d);
         }
+        if let Some(state) = self.after_half_open_wait_max {
+            b = b.after_half_open_wait_max(state);
+        }
         if let Some(on) = self.automatic_transition {
             b = b.automatic_transition(on);
+        }
+        if let Some(state) = self.initial_state {
+            b = b.initial_state(state);
         }
         if let Some(n) = self.events_max {
             b = b.events_max(n);

@@ -59,9 +59,16 @@ fn every_async_mutant_is_caught_with_the_white_box_off() {
         });
         let (seed, outcome) =
             caught.unwrap_or_else(|| panic!("mutant {} survived the black box", m.name));
+        // `breaker.half_open_limit` reads the breaker's transitions (a white-box check in
+        // this world): with it off, a half-open flood shows as load over the outage.
+        let expected = if m.expected == faultline::breaker::invariants::HALF_OPEN_LIMIT {
+            faultline::breaker::invariants::LOAD_BOUND
+        } else {
+            m.expected
+        };
         assert_eq!(
             outcome.invariant(),
-            Some(m.expected),
+            Some(expected),
             "{} seed {seed}",
             m.name
         );
@@ -362,8 +369,8 @@ mod real_clock_breakers {
                 trip: TripRule::Rate {
                     window: SlidingWindow::Count { size: 20 },
                     minimum_calls: 20,
-                    failure_rate_threshold_percent: 50,
-                    slow_call_rate_threshold_percent: 100,
+                    failure_rate_threshold_permille: 500,
+                    slow_call_rate_threshold_permille: 1000,
                     slow_call_duration: Duration::from_secs(86_400),
                 },
                 half_open_calls_permitted: 3,

@@ -6,6 +6,7 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
+use faultline::breaker::circuit::{Ratio, State};
 use faultline::breaker::{BreakerConfig, SlidingWindow, WaitInOpen};
 use faultline::bus::BusConfig;
 use faultline::config::ConfigError;
@@ -69,7 +70,9 @@ fn breaker_changed() -> BreakerConfig {
         .wait_in_open(MS * 250)
         .half_open_calls_permitted(3)
         .half_open_wait_max(Duration::from_secs(5))
+        .after_half_open_wait_max(State::Closed)
         .automatic_transition(true)
+        .initial_state(State::MetricsOnly)
         .events_max(64)
         .build()
         .unwrap()
@@ -85,15 +88,44 @@ fn breaker_config_round_trips_with_every_knob_changed() {
         json!({
             "count_window": 20,
             "minimum_calls": 7,
-            "failure_rate_threshold_percent": 40,
-            "slow_call_rate_threshold_percent": 80,
+            "failure_rate_threshold_permille": 400,
+            "slow_call_rate_threshold_permille": 800,
             "slow_call_duration": d(MS * 1_500),
             "wait_in_open": d(MS * 250),
             "half_open_calls_permitted": 3,
             "half_open_wait_max": d(Duration::from_secs(5)),
+            "after_half_open_wait_max": "closed",
             "automatic_transition": true,
+            "initial_state": "metrics_only",
             "events_max": 64,
         })
+    );
+    // A threshold in percent reads as its permille; one in both forms is refused.
+    let percent: BreakerConfig =
+        serde_json::from_value(json!({"failure_rate_threshold_percent": 40})).unwrap();
+    assert_eq!(percent.failure_rate_threshold_permille(), 400);
+    assert!(
+        refused::<BreakerConfig>(json!({
+            "failure_rate_threshold_percent": 40,
+            "failure_rate_threshold_permille": 400
+        }))
+        .contains("failure_rate_threshold_permille")
+    );
+    // Resilience4j's randomized wait with an exact ratio for a multiplier.
+    let randomized = BreakerConfig::builder()
+        .wait_in_open_randomized(MS * 500, Ratio::new(3, 2), Duration::from_secs(30), 50)
+        .build()
+        .unwrap();
+    let json = round_trip(&randomized);
+    assert_eq!(
+        json["wait_in_open_randomized"],
+        json!({"initial": d(MS * 500), "multiplier": "3/2", "max": d(Duration::from_secs(30)), "randomization_percent": 50})
+    );
+    assert!(
+        refused::<BreakerConfig>(json!({"wait_in_open_exponential": {
+            "initial": d(MS * 500), "multiplier": "2/3", "max": d(MS * 900), "jitter_percent": 0
+        }}))
+        .contains("wait_in_open_exponential.multiplier")
     );
     // The alternative window and wait policy, and "no slow calls" (the longest duration).
     let other = BreakerConfig::builder()
@@ -115,7 +147,7 @@ fn breaker_config_round_trips_with_every_knob_changed() {
     assert_eq!(back.window(), SlidingWindow::Time { size_secs: 30 });
     assert!(matches!(
         back.wait_in_open(),
-        WaitInOpen::Exponential { multiplier: 3, .. }
+        WaitInOpen::Exponential { multiplier, .. } if multiplier == 3.into()
     ));
 }
 
@@ -155,7 +187,7 @@ fn breaker_config_takes_the_builder_defaults_for_keys_left_out() {
         .build()
         .unwrap();
     assert_eq!(partial, built);
-    assert_eq!(partial.failure_rate_threshold_percent(), 50);
+    assert_eq!(partial.failure_rate_threshold_permille(), 500);
 }
 
 #[test]

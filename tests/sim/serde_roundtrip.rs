@@ -104,9 +104,15 @@ fn breaker_types_round_trip() {
         WaitInOpen::Fixed(MS * 30),
         WaitInOpen::Exponential {
             initial: MS * 30,
-            multiplier: 2,
+            multiplier: 2.into(),
             max: MS * 600,
             jitter_percent: 20,
+        },
+        WaitInOpen::Randomized {
+            initial: MS * 30,
+            multiplier: faultline::breaker::circuit::Ratio::new(3, 2),
+            max: MS * 600,
+            randomization_percent: 50,
         },
     ]);
     round_trip(&Rejected {
@@ -122,7 +128,6 @@ fn breaker_types_round_trip() {
         TransitionReason::WaitElapsed,
         TransitionReason::ProbesSucceeded,
         TransitionReason::HalfOpenExpired,
-        TransitionReason::ProbesInconclusive,
         TransitionReason::Manual,
     ];
     all_round_trip(&reasons);
@@ -157,9 +162,10 @@ fn breaker_types_round_trip() {
             window_calls: 10,
             window_failed: 4,
             window_slow: 1,
-            failure_rate_percent: Some(40),
-            slow_call_rate_percent: None,
+            failure_rate_permille: Some(400),
+            slow_call_rate_permille: None,
             half_open_admitted: 1,
+            half_open_permits_left: 1,
             in_flight: 2,
             totals,
         },
@@ -169,9 +175,10 @@ fn breaker_types_round_trip() {
             window_calls: 0,
             window_failed: 0,
             window_slow: 0,
-            failure_rate_percent: None,
-            slow_call_rate_percent: Some(0),
+            failure_rate_permille: None,
+            slow_call_rate_permille: Some(0),
             half_open_admitted: 0,
+            half_open_permits_left: 0,
             in_flight: 0,
             totals: Totals::default(),
         },
@@ -222,8 +229,8 @@ fn breaker_contract_types_round_trip() {
     let rate = TripRule::Rate {
         window: SlidingWindow::Count { size: 20 },
         minimum_calls: 10,
-        failure_rate_threshold_percent: 50,
-        slow_call_rate_threshold_percent: 100,
+        failure_rate_threshold_permille: 500,
+        slow_call_rate_threshold_permille: 1000,
         slow_call_duration: MS * 200,
     };
     all_round_trip(&[rate, TripRule::ConsecutiveFailures { failures: 3 }]);

@@ -46,8 +46,8 @@ pub(super) struct Core {
     /// The latest `now` handed to the core: threads read the clock before taking the
     /// lock, so they may reach it out of order; the core is never shown time going back.
     latest: Instant,
-    /// The episode (generation) whose entering transition was last announced to the
-    /// subscribers, `tracing` and `metrics`.
+    /// The core's [`events_emitted`](CircuitBreaker::events_emitted) when its events
+    /// were last announced to the subscribers, `tracing` and `metrics`.
     announced: u64,
 }
 
@@ -270,8 +270,9 @@ impl SharedBreaker {
     /// The core's metrics, with the fast path's rejections added to `totals.rejected`,
     /// so that the totals count every call this breaker saw.
     pub fn metrics(&self) -> Metrics {
+        let now = self.now();
         let core = self.locked();
-        let mut metrics = core.breaker.metrics();
+        let mut metrics = core.breaker.metrics(now);
         metrics.totals.rejected = metrics
             .totals
             .rejected
@@ -429,17 +430,17 @@ impl SharedBreaker {
         self.pending.store(pack(successes, 0), Ordering::Release);
     }
 
-    /// Pushes the transitions made since the last announcement (under the lock, so in
-    /// order) to the subscribers, `tracing` and `metrics`. Each transition enters a new
-    /// episode and queues one event, so they are the newest ones in the queue (fewer if
-    /// the queue dropped some: those are counted in `totals.events_dropped`).
+    /// Pushes the events published since the last announcement (under the lock, so in
+    /// order) to the subscribers, `tracing` and `metrics`. They are the newest ones in
+    /// the queue (fewer if the queue dropped some: those are counted in
+    /// `totals.events_dropped`).
     fn announce(&self, core: &mut Core) {
-        let generation = core.breaker.generation();
-        if generation == core.announced {
+        let emitted = core.breaker.events_emitted();
+        if emitted == core.announced {
             return;
         }
-        let fresh = generation - core.announced;
-        core.announced = generation;
+        let fresh = emitted - core.announced;
+        core.announced = emitted;
         let queued = core.breaker.events().len();
         let skip = queued.saturating_sub(usize::try_from(fresh).unwrap_or(usize::MAX));
         for event in core.breaker.events().skip(skip) {

@@ -83,7 +83,7 @@ async fn fail_n(r: &Resilient<u32, Boom>, n: usize) {
 
 fn transitions(b: &SharedBreaker) -> Vec<(State, State)> {
     std::iter::from_fn(|| b.poll_event())
-        .map(|BreakerEvent::Transition { from, to, .. }| (from, to))
+        .filter_map(|e| e.transition())
         .collect()
 }
 
@@ -148,7 +148,7 @@ async fn fast_path_says_what_the_core_says() {
         assert_eq!(fast, slow);
     }
     assert_eq!(shared.fast_rejected(), 4);
-    assert_eq!(shared.metrics().totals, core.metrics().totals);
+    assert_eq!(shared.metrics().totals, core.totals());
     // ForcedOpen goes through the core (the fast path is for Open only).
     shared.force_open();
     assert_eq!(shared.try_acquire().unwrap_err().state, State::ForcedOpen);
@@ -162,7 +162,7 @@ async fn fast_path_says_what_the_core_says() {
 async fn after_the_wait_probes_close_it() {
     let r = basic(config());
     fail_n(&r, 4).await;
-    tokio::time::advance(WAIT).await;
+    tokio::time::advance(WAIT + Duration::from_millis(1)).await;
     assert_eq!(r.call(|| async { Ok(1) }).await, Ok(1));
     assert_eq!(r.breaker().state(), State::HalfOpen);
     assert_eq!(r.call(|| async { Ok(2) }).await, Ok(2));
@@ -448,7 +448,7 @@ async fn ignored_errors_change_no_count_and_are_not_retried() {
 async fn a_cancelled_half_open_probe_does_not_leave_it_stuck() {
     let r = basic(one_probe());
     fail_n(&r, 2).await;
-    tokio::time::advance(WAIT).await;
+    tokio::time::advance(WAIT + Duration::from_millis(1)).await;
 
     // A probe call is polled once (it holds the only probe permit), then cancelled.
     let mut probe = task::spawn(r.call(std::future::pending));
@@ -466,16 +466,20 @@ async fn a_cancelled_half_open_probe_does_not_leave_it_stuck() {
     );
     drop(probe);
 
-    // The drop released the permit: a fresh episode, and the next call probes.
+    // The drop gave the permit back (same episode), and the next call probes.
     let m = r.breaker().metrics();
     assert_eq!((m.in_flight, m.totals.released), (0, 1));
+    assert_eq!((m.half_open_permits_left, m.half_open_admitted), (1, 1));
     assert_eq!(r.call(counting(&calls, Ok(1))).await, Ok(1));
     assert_eq!(r.breaker().state(), State::Closed);
     assert_eq!(calls.load(Ordering::Relaxed), 1);
     let reasons: Vec<_> = std::iter::from_fn(|| r.breaker().poll_event())
-        .map(|BreakerEvent::Transition { reason, .. }| reason)
+        .filter_map(|e| match e {
+            BreakerEvent::Transition { reason, .. } => Some(reason),
+            _ => None,
+        })
         .collect();
-    assert!(reasons.contains(&TransitionReason::ProbesInconclusive));
+    assert_eq!(reasons.last(), Some(&TransitionReason::ProbesSucceeded));
     assert!(adds_up(r.breaker().metrics().totals));
 }
 
@@ -488,14 +492,14 @@ fn without_release_a_leaked_probe_keeps_half_open_rejecting() {
         let p = core.try_acquire(Instant::ZERO).unwrap();
         core.on_result(p, Instant::ZERO, CallOutcome::Failure);
     }
-    let t = Instant::ZERO + WAIT;
+    let t = Instant::ZERO + WAIT + Duration::from_nanos(1);
     let _never_handed_back = core.try_acquire(t).unwrap();
     for hours in [0, 1, 24, 24 * 365] {
         let later = t + Duration::from_secs(3_600 * hours);
         let rejected = core.try_acquire(later).unwrap_err();
         assert_eq!(rejected.state, State::HalfOpen, "stuck after {hours} h");
     }
-    assert_eq!(core.metrics().in_flight, 1);
+    assert_eq!(core.metrics(t).in_flight, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -768,7 +772,14 @@ async fn a_transition_converts_to_the_wall_clock_time_it_happened() {
         b.try_acquire().unwrap().record(CallOutcome::Failure);
     }
     let opened = origin.system_time() + built.elapsed();
-    let BreakerEvent::Transition { to, at, .. } = b.poll_event().unwrap();
+    // The failure rate is reported exceeded first, then the breaker opens.
+    assert!(matches!(
+        b.poll_event(),
+        Some(BreakerEvent::FailureRateExceeded { permille: 1000, .. })
+    ));
+    let Some(BreakerEvent::Transition { to, at, .. }) = b.poll_event() else {
+        panic!("the breaker opened: a transition");
+    };
     assert_eq!(to, State::Open);
     assert_eq!(origin.to_system_time(at), opened);
     assert_eq!(origin.to_system_time(b.now()), opened);
@@ -888,7 +899,7 @@ fn a_failed_call_names_the_api_error_as_its_source() {
 }
 
 /// The breaker's commands that make four real transitions: Closed → ForcedOpen →
-/// Closed → Disabled → Closed.
+/// Closed → Disabled → Closed (each reset also publishes a Reset event: six events).
 const FOUR_TRANSITIONS: [fn(&SharedBreaker); 4] = [
     SharedBreaker::force_open,
     SharedBreaker::reset,
@@ -896,20 +907,25 @@ const FOUR_TRANSITIONS: [fn(&SharedBreaker); 4] = [
     SharedBreaker::reset,
 ];
 
-fn from_to(event: BreakerEvent) -> (State, State) {
-    let BreakerEvent::Transition { from, to, .. } = event;
-    (from, to)
-}
-
 #[tokio::test]
 async fn a_subscriber_gets_every_transition_the_pull_queue_drops() {
     let breaker = SharedBreaker::new(BreakerConfig::builder().events_max(2).build().unwrap());
     let mut events = breaker.subscribe();
     let mut pushed = Vec::new();
+    let mut resets = 0;
     for command in FOUR_TRANSITIONS {
         command(&breaker);
-        pushed.push(from_to(events.recv().await.unwrap()));
+        while let Ok(event) = events.try_recv() {
+            match event.transition() {
+                Some(from_to) => pushed.push(from_to),
+                None => {
+                    assert!(matches!(event, BreakerEvent::Reset { .. }), "{event:?}");
+                    resets += 1;
+                }
+            }
+        }
     }
+    assert_eq!(resets, 2);
     use State::*;
     assert_eq!(
         pushed,
@@ -920,12 +936,13 @@ async fn a_subscriber_gets_every_transition_the_pull_queue_drops() {
             (Disabled, Closed)
         ]
     );
-    // The pull queue kept the newest two and counted the two it dropped.
-    assert_eq!(breaker.metrics().totals.events_dropped, 2);
-    let pulled: Vec<_> = std::iter::from_fn(|| breaker.poll_event())
-        .map(from_to)
-        .collect();
-    assert_eq!(pulled, pushed[2..]);
+    // The pull queue kept the newest two (the last transition and its Reset) and
+    // counted the four it dropped.
+    assert_eq!(breaker.metrics().totals.events_dropped, 4);
+    let pulled: Vec<_> = std::iter::from_fn(|| breaker.poll_event()).collect();
+    assert_eq!(pulled.len(), 2);
+    assert_eq!(pulled[0].transition(), Some(pushed[3]));
+    assert!(matches!(pulled[1], BreakerEvent::Reset { .. }));
 }
 
 #[tokio::test]
@@ -936,15 +953,16 @@ async fn a_subscriber_that_falls_behind_is_told_how_many_events_it_lost() {
     for command in FOUR_TRANSITIONS {
         command(&breaker);
     }
-    assert_eq!(events.recv().await, Err(RecvError::Lagged(2)));
+    // Six events (four transitions, two resets) into a channel of two.
+    assert_eq!(events.recv().await, Err(RecvError::Lagged(4)));
     assert_eq!(
-        from_to(events.recv().await.unwrap()),
-        (State::Closed, State::Disabled)
+        events.recv().await.unwrap().transition(),
+        Some((State::Disabled, State::Closed))
     );
-    assert_eq!(
-        from_to(events.recv().await.unwrap()),
-        (State::Disabled, State::Closed)
-    );
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        BreakerEvent::Reset { .. }
+    ));
 }
 
 #[test]
