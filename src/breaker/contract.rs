@@ -166,8 +166,9 @@ pub struct GuardMetrics {
 pub enum TripRule {
     /// The reference's (Resilience4j's): over the sliding `window`, once at least
     /// `minimum_calls` outcomes are recorded, the failure rate reaches
-    /// `failure_rate_threshold_percent` or the share of calls that took
-    /// `slow_call_duration` or longer reaches `slow_call_rate_threshold_percent`.
+    /// `failure_rate_threshold_percent` or the share of calls that took strictly longer
+    /// than `slow_call_duration` reaches `slow_call_rate_threshold_percent`. An outcome
+    /// of an attempt sent before the current Closed episode may be counted or not.
     /// Ignored outcomes change no count; the window starts empty on every Closed.
     Rate {
         /// The window the rates are computed over.
@@ -178,7 +179,7 @@ pub enum TripRule {
         failure_rate_threshold_percent: u32,
         /// Slow-call rate at which it trips, percent.
         slow_call_rate_threshold_percent: u32,
-        /// A call this long or longer is slow.
+        /// A call strictly longer than this is slow.
         slow_call_duration: Duration,
     },
     /// `failures` failures in a row (API errors and timeouts): a success starts the
@@ -218,7 +219,8 @@ pub enum TripRule {
 pub struct Policy {
     /// How it trips.
     pub trip: TripRule,
-    /// Most calls sent in one half-open episode (a total, not a concurrency limit).
+    /// Permits of one half-open episode: most calls sent in it, + one for each call
+    /// cancelled or ignored in it (a counter that takes a permit back).
     pub half_open_calls_permitted: u32,
     /// Shortest wait in open before a probe may be sent.
     pub wait_in_open_min: Duration,

@@ -1038,7 +1038,7 @@ impl HostedSms {
     /// Open or ForcedOpen and before the next one (`breaker.no_call_while_open`; a call
     /// at the very instant of the transition is given the benefit of the doubt); a
     /// half-open episode, from its start up to the next transition, sends at most the
-    /// declared probes (`breaker.half_open_limit`).
+    /// declared probes + the calls abandoned or ignored in it (`breaker.half_open_limit`).
     fn check_white_box(&self) -> Result<(), Violation> {
         let mut state = State::Closed;
         for &(at, from, to) in &self.transitions {
@@ -1072,12 +1072,28 @@ impl HostedSms {
                 }
             } else if to == State::HalfOpen {
                 let probes = calls.iter().filter(|t| **t >= at && **t < next).count() as u64;
-                if probes > permitted {
+                // A counter takes back the permit of a call abandoned or answered with a
+                // bad request (ignored) in the episode, of any attempt.
+                let given_back = self
+                    .seen
+                    .iter()
+                    .filter(|s| match s {
+                        Seen::Abandoned { at: t, .. } => *t >= at && *t < next,
+                        Seen::Reply {
+                            at: t,
+                            reply: ApiReply::Err(ApiError::InvalidNumber),
+                            ..
+                        } => *t >= at && *t < next,
+                        _ => false,
+                    })
+                    .count() as u64;
+                if probes > permitted.saturating_add(given_back) {
                     return Err(Violation::new(
                         HALF_OPEN_LIMIT,
                         format!(
                             "{probes} calls reached the API in the half-open episode from {at}; \
-                             at most {permitted} are permitted"
+                             at most {permitted} are permitted, + {given_back} given back by \
+                             the calls abandoned or ignored in it"
                         ),
                     ));
                 }
