@@ -166,8 +166,9 @@ pub struct GuardMetrics {
 pub enum TripRule {
     /// The reference's (Resilience4j's): over the sliding `window`, once at least
     /// `minimum_calls` outcomes are recorded, the failure rate reaches
-    /// `failure_rate_threshold_permille` or the share of calls that took longer than
-    /// `slow_call_duration` reaches `slow_call_rate_threshold_permille`.
+    /// `failure_rate_threshold_permille` or the share of calls that took strictly longer
+    /// than `slow_call_duration` reaches `slow_call_rate_threshold_permille`. An outcome
+    /// of an attempt sent before the current Closed episode may be counted or not.
     /// Ignored outcomes change no count; the window starts empty on every Closed.
     Rate {
         /// The window the rates are computed over.
@@ -178,7 +179,7 @@ pub enum TripRule {
         failure_rate_threshold_permille: u32,
         /// Slow-call rate at which it trips, permille.
         slow_call_rate_threshold_permille: u32,
-        /// A call longer than this is slow.
+        /// A call strictly longer than this is slow.
         slow_call_duration: Duration,
     },
     /// `failures` failures in a row (API errors and timeouts): a success starts the

@@ -122,6 +122,10 @@ pub(crate) enum Flaw {
     /// [`PROBE_COUNT_LAG`] late (a breaker whose state is shared through a store): a
     /// call arriving within that lag of the last probe is admitted past the limit.
     HalfOpenCountLags,
+    /// In half-open, every probe that succeeds gives its permit back (a counter that
+    /// counts up on a success too), so a rejected call is sent anyway for each success
+    /// of the episode not yet used that way.
+    HalfOpenRefundsOnSuccess,
 }
 
 /// How late [`Flaw::HalfOpenCountLags`] sees a half-open admission: 500 µs.
@@ -145,6 +149,9 @@ struct GuardParts {
     transitions: VecDeque<Transition>,
     /// When the last call was sent in half-open (read by [`Flaw::HalfOpenCountLags`]).
     last_probe_at: Option<Instant>,
+    /// Permits given back by successes in this half-open episode
+    /// ([`Flaw::HalfOpenRefundsOnSuccess`]).
+    refunds: u32,
 }
 
 impl GuardParts {
@@ -152,6 +159,7 @@ impl GuardParts {
         while let Some(event) = self.breaker.poll_event() {
             if let BreakerEvent::Transition { from, to, at, .. } = event {
                 self.transitions.push_back(Transition { from, to, at });
+                self.refunds = 0;
             }
         }
     }
@@ -209,6 +217,15 @@ impl Parts for GuardParts {
                 Admission::Unguarded
             }
             Err(rejected)
+                if self.flaw == Flaw::HalfOpenRefundsOnSuccess
+                    && rejected.state == State::HalfOpen
+                    && self.refunds > 0 =>
+            {
+                self.drain_events();
+                self.refunds -= 1;
+                Admission::Unguarded
+            }
+            Err(rejected)
                 if self.flaw == Flaw::HalfOpenAdmitsAll && rejected.state == State::HalfOpen =>
             {
                 Admission::Unguarded
@@ -228,8 +245,14 @@ impl Parts for GuardParts {
     }
 
     fn record(&mut self, permit: Permit, now: Instant, outcome: CallOutcome) {
+        let refund = self.flaw == Flaw::HalfOpenRefundsOnSuccess
+            && permit.state() == State::HalfOpen
+            && outcome == CallOutcome::Success;
         self.breaker.on_result(permit, now, outcome);
         self.drain_events();
+        if refund && self.breaker.state() == State::HalfOpen {
+            self.refunds += 1;
+        }
     }
 
     fn release(&mut self, permit: Permit, now: Instant) {
@@ -275,6 +298,7 @@ impl Guard {
                 rng: Box::new(rng),
                 transitions: VecDeque::new(),
                 last_probe_at: None,
+                refunds: 0,
             },
             config,
             fallback,

@@ -1040,8 +1040,7 @@ impl HostedSms {
     /// Open or ForcedOpen and before the next one (`breaker.no_call_while_open`; a call
     /// at the very instant of the transition is given the benefit of the doubt); a
     /// half-open episode, from its start up to the next transition, sends at most the
-    /// declared probes plus those that calls dropped before their answer and bad
-    /// requests may give back (`breaker.half_open_limit`).
+    /// declared probes + the calls abandoned or ignored in it (`breaker.half_open_limit`).
     fn check_white_box(&self) -> Result<(), Violation> {
         let mut state = State::Closed;
         for &(at, from, to) in &self.transitions {
@@ -1075,8 +1074,8 @@ impl HostedSms {
                 }
             } else if to == State::HalfOpen {
                 let probes = calls.iter().filter(|t| **t >= at && **t < next).count() as u64;
-                // Each call dropped before its answer (cancelled, or timed out) and each
-                // bad request (an ignored outcome) may give a probe permit back.
+                // A counter takes back the permit of a call abandoned or answered with a
+                // bad request (ignored) in the episode, of any attempt.
                 let given_back = self
                     .seen
                     .iter()
@@ -1090,13 +1089,13 @@ impl HostedSms {
                         _ => false,
                     })
                     .count() as u64;
-                if probes > permitted + given_back {
+                if probes > permitted.saturating_add(given_back) {
                     return Err(Violation::new(
                         HALF_OPEN_LIMIT,
                         format!(
                             "{probes} calls reached the API in the half-open episode from {at}; \
-                             at most {permitted} are permitted, plus {given_back} given back \
-                             by calls dropped before their answer and bad requests"
+                             at most {permitted} are permitted, + {given_back} given back by \
+                             the calls abandoned or ignored in it"
                         ),
                     ));
                 }

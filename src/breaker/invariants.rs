@@ -8,26 +8,29 @@
 //! 1. `breaker.no_call_while_open`: no call reaches the API while the breaker is Open
 //!    or ForcedOpen, and Open lasts at least the declared shortest wait in open.
 //! 2. `breaker.half_open_limit`: per half-open episode, calls admitted ≤ the declared
-//!    permitted calls in half-open + the cancellations and ignored outcomes the world
-//!    saw during the episode (what a permit counter, Resilience4j's, legitimately gives
-//!    back); a fresh episode (HalfOpen → HalfOpen) begins only when the world saw a
-//!    probe cancelled or ignored at that moment.
+//!    permitted calls in half-open + the cancellations and ignored outcomes the world saw
+//!    during that episode (of any attempt, late ones too: each is a permit a counter,
+//!    such as Resilience4j's, legitimately gives back); a fresh episode
+//!    (HalfOpen → HalfOpen) begins only when the world saw a probe cancelled or ignored
+//!    at that moment.
 //! 3. `breaker.trip_soundness`: Closed → Open only when the declared trip rule holds,
 //!    counted by the world's own model of it over the outcomes it saw in the Closed
 //!    episode: for a rate, at least the minimum number of calls recorded and the
-//!    failure or slow-call rate at its threshold in the sliding window; for
-//!    consecutive failures, that many failures in a row. Ignored outcomes change no
-//!    count.
+//!    failure or slow-call rate (slow: strictly longer than the slow-call duration) at
+//!    its threshold in the sliding window; for consecutive failures, that many failures
+//!    in a row. Ignored outcomes change no count. An outcome of an attempt sent in an
+//!    earlier episode that arrives while Closed may be counted (as Resilience4j does) or
+//!    not (as faultline does): the trip is justified if the rule holds either way.
 //! 4. `breaker.load_bound`: over any outage of length T, calls reaching the API ≤ calls
 //!    needed to trip by the declared rule from the window as it stood + in-flight calls
 //!    (at most the declared bulkhead) + (⌈T / shortest declared wait in open⌉ + 1) ×
-//!    permitted calls in half-open + the cancellations and ignored outcomes seen during
-//!    the outage (each may give a probe permit back); with a time window of S seconds,
-//!    plus ⌈T / S⌉ × minimum calls (a window that forgets may take that many calls per
-//!    window without tripping). Re-closings and fresh half-open episodes during the
-//!    outage add to it only as far as the successes, cancellations and ignored outcomes
-//!    the world saw there can justify them. Retries take breaker permits like any call,
-//!    so the budget only lowers this.
+//!    permitted calls in half-open + the probes given back (cancellations and ignored
+//!    outcomes the world saw while half-open during the outage); with a time window of
+//!    S seconds, + ⌈T / S⌉ × minimum calls (a window that forgets may take that many
+//!    calls per window without tripping). Re-closings and fresh half-open episodes
+//!    during the outage add to it only as far as the successes, cancellations and
+//!    ignored outcomes the world saw there can justify them. Retries take breaker
+//!    permits like any call, so the budget only lowers this.
 //! 5. `breaker.responsiveness`: every caller gets an answer (delivered, fallback, or
 //!    unavailable with a positive `retry_after`) within the declared answer deadline
 //!    (never beyond the world's callers' own deadline) + 1 ms; at rest no request is
@@ -68,15 +71,15 @@ pub const PROMISES: [(&str, &str); 8] = [
     ),
     (
         HALF_OPEN_LIMIT,
-        "Per half-open episode, calls admitted ≤ the declared permitted calls in half-open + the cancellations and ignored outcomes the world saw during the episode (what a permit counter legitimately gives back); a fresh episode (HalfOpen → HalfOpen) begins only when the world saw a probe cancelled or ignored at that moment.",
+        "Per half-open episode, calls admitted ≤ the declared permitted calls in half-open + the cancellations and ignored outcomes the world saw during that episode (of any attempt, late ones too: each is a permit a counter legitimately gives back); a fresh episode (HalfOpen → HalfOpen) begins only when the world saw a probe cancelled or ignored at that moment.",
     ),
     (
         TRIP_SOUNDNESS,
-        "Closed → Open only when the declared trip rule holds, counted by the world's own model of it over the outcomes it saw in the Closed episode: for a rate, at least the minimum number of calls recorded and the failure or slow-call rate at its threshold in the sliding window; for consecutive failures, that many failures in a row. Ignored outcomes change no count.",
+        "Closed → Open only when the declared trip rule holds, counted by the world's own model of it over the outcomes it saw in the Closed episode: for a rate, at least the minimum number of calls recorded and the failure or slow-call rate (slow: strictly longer than the slow-call duration) at its threshold in the sliding window; for consecutive failures, that many failures in a row. Ignored outcomes change no count. An outcome of an attempt sent in an earlier episode that arrives while Closed may be counted (as Resilience4j does) or not (as faultline does): the trip is justified if the rule holds either way.",
     ),
     (
         LOAD_BOUND,
-        "Over any outage of length T, calls reaching the API ≤ calls needed to trip by the declared rule from the window as it stood + in-flight calls (at most the declared bulkhead) + (⌈T / shortest declared wait in open⌉ + 1) × permitted calls in half-open + the cancellations and ignored outcomes seen during the outage (each may give a probe permit back); with a time window of S seconds, + ⌈T / S⌉ × minimum calls (a window that forgets may take that many calls per window without tripping). Re-closings and fresh half-open episodes during the outage add to it only as far as the successes, cancellations and ignored outcomes the world saw there can justify them. Retries take breaker permits like any call, so the budget only lowers this.",
+        "Over any outage of length T, calls reaching the API ≤ calls needed to trip by the declared rule from the window as it stood + in-flight calls (at most the declared bulkhead) + (⌈T / shortest declared wait in open⌉ + 1) × permitted calls in half-open + the probes given back (cancellations and ignored outcomes the world saw while half-open during the outage); with a time window of S seconds, + ⌈T / S⌉ × minimum calls (a window that forgets may take that many calls per window without tripping). Re-closings and fresh half-open episodes during the outage add to it only as far as the successes, cancellations and ignored outcomes the world saw there can justify them. Retries take breaker permits like any call, so the budget only lowers this.",
     ),
     (
         RESPONSIVENESS,
@@ -133,7 +136,7 @@ impl TripModel {
         }
     }
 
-    /// A call longer than this is slow, if the rule counts slow calls.
+    /// A call strictly longer than this is slow, if the rule counts slow calls.
     fn slow_call_duration(&self) -> Option<SimDuration> {
         match self.rule {
             TripRule::Rate {
@@ -288,6 +291,17 @@ impl TripModel {
         }
     }
 
+    /// What the model holds, in words: calls in the window, or failures in a row.
+    fn held(&self, now: SimTime) -> String {
+        match self.rule {
+            TripRule::Rate { .. } => {
+                let (calls, failed, slow) = self.counts(now);
+                format!("{calls} calls ({failed} failed, {slow} slow)")
+            }
+            TripRule::ConsecutiveFailures { .. } => format!("{} failures in a row", self.run),
+        }
+    }
+
     /// What the model holds and what the rule needs, in words.
     fn describe(&self, now: SimTime) -> String {
         match self.rule {
@@ -363,12 +377,15 @@ pub struct BreakerChecker {
     /// Transitions seen (also the episode number of the current state).
     episode: u64,
     episode_sends: u64,
-    /// Cancellations and ignored outcomes the world saw in this half-open episode: the
-    /// permits a counter legitimately gives back.
+    /// Cancellations and ignored outcomes (of any attempt) the world saw in this
+    /// half-open episode: the permits a counter may have been given back.
     episode_given_back: u64,
     /// When the breaker last went to Open.
     opened_at: SimTime,
     model: TripModel,
+    /// The same rule over every outcome that arrived in this Closed episode, late ones
+    /// (of attempts sent in an earlier episode) included, as Resilience4j counts them.
+    late_model: TripModel,
     outage_starts: Vec<OutageStart>,
     /// All transitions: (time, from, to).
     pub transitions: Vec<(SimTime, State, State)>,
@@ -382,6 +399,9 @@ pub struct BreakerChecker {
     /// Times of every cancelled attempt and ignored outcome the world saw (each may
     /// justify a fresh half-open episode).
     inconclusive: Vec<SimTime>,
+    /// Times of the cancellations and ignored outcomes the world saw while half-open
+    /// (each a permit a counter may give back: one more probe).
+    given_back: Vec<SimTime>,
     /// World counts for accounting.
     pub counts: GuardMetrics,
     /// Attempts in flight now.
@@ -413,6 +433,7 @@ impl BreakerChecker {
             SimDuration::from_nanos(crate::clock::saturating_nanos(policy.answer_within));
         BreakerChecker {
             model: TripModel::new(policy.trip),
+            late_model: TripModel::new(policy.trip),
             policy,
             timeout: declared.min(callers_timeout),
             bulkhead_max: u64::from(policy.in_progress_max),
@@ -428,6 +449,7 @@ impl BreakerChecker {
             closed_successes: Vec::new(),
             successes: Vec::new(),
             inconclusive: Vec::new(),
+            given_back: Vec::new(),
             counts: GuardMetrics::default(),
             in_flight: 0,
             healed_at: None,
@@ -519,6 +541,7 @@ impl BreakerChecker {
         }
         if t.to == State::Closed {
             self.model = TripModel::new(self.policy.trip);
+            self.late_model = TripModel::new(self.policy.trip);
             if self.healed_at.is_some() && self.closed_after_heal.is_none() {
                 self.closed_after_heal = Some(now);
             }
@@ -533,10 +556,18 @@ impl BreakerChecker {
 
     /// Invariant 3.
     fn trip_soundness(&self, now: SimTime) -> Result<(), Violation> {
-        if self.model.meets_threshold(now) {
+        if self.model.meets_threshold(now) || self.late_model.meets_threshold(now) {
             return Ok(());
         }
-        Err(Violation::new(TRIP_SOUNDNESS, self.model.describe(now)))
+        Err(Violation::new(
+            TRIP_SOUNDNESS,
+            format!(
+                "{}; with the late outcomes of attempts sent before this Closed episode \
+                 counted too (as Resilience4j does), {}",
+                self.model.describe(now),
+                self.late_model.held(now)
+            ),
+        ))
     }
 
     /// Invariants 1, 2 and 7 (the reported state), when a call reaches the API while
@@ -567,12 +598,12 @@ impl BreakerChecker {
             self.episode_sends += 1;
             let permitted = u64::from(self.policy.half_open_calls_permitted);
             let given_back = self.episode_given_back;
-            if self.episode_sends > permitted + given_back {
+            if self.episode_sends > permitted.saturating_add(given_back) {
                 return Err(Violation::new(
                     HALF_OPEN_LIMIT,
                     format!(
-                        "{} calls reached the API in one half-open episode; at most {permitted} are permitted, \
-                         plus {given_back} given back by cancelled calls and ignored outcomes",
+                        "{} calls reached the API in one half-open episode; at most {permitted} are \
+                         permitted, + {given_back} given back by the calls cancelled or ignored in it",
                         self.episode_sends
                     ),
                 ));
@@ -607,26 +638,30 @@ impl BreakerChecker {
             CallOutcome::Ignored => {
                 self.counts.ignored += 1;
                 self.inconclusive.push(now);
-                if self.state == State::HalfOpen {
-                    self.episode_given_back += 1;
-                }
             }
         }
-        if outcome == CallOutcome::Ignored
-            || sent_episode != self.episode
-            || self.state != State::Closed
-        {
+        if outcome == CallOutcome::Ignored {
+            self.give_back(now);
+            return;
+        }
+        if self.state != State::Closed {
             return;
         }
         let slow = self
             .model
             .slow_call_duration()
             .is_some_and(|d| now - sent_at > d);
+        let failed = outcome == CallOutcome::Failure;
+        // Resilience4j records a late outcome (of an attempt sent in an earlier
+        // episode) in the Closed window; faultline's core does not: both are modelled.
+        self.late_model.record(now, failed, slow);
+        if sent_episode != self.episode {
+            return;
+        }
         if outcome == CallOutcome::Success {
             self.closed_successes.push(now);
         }
-        self.model
-            .record(now, outcome == CallOutcome::Failure, slow);
+        self.model.record(now, failed, slow);
     }
 
     /// An attempt in flight was cancelled by its caller at `now`.
@@ -634,8 +669,15 @@ impl BreakerChecker {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.counts.released += 1;
         self.inconclusive.push(now);
+        self.give_back(now);
+    }
+
+    /// A cancellation or an ignored outcome (of any attempt) at `now`: in half-open, a
+    /// permit a counter may give back.
+    fn give_back(&mut self, now: SimTime) {
         if self.state == State::HalfOpen {
             self.episode_given_back += 1;
+            self.given_back.push(now);
         }
     }
 
@@ -766,7 +808,8 @@ impl BreakerChecker {
                         "{} calls reached the API during the outage [{from}, {until}); the bound is {} \
                          ({} to trip + {} held back by {} late successes \
                          + {} as the time window forgets + {} in flight \
-                         + {} half-open episodes x {} probes + {} permits given back{})",
+                         + {} half-open episodes x {} probes \
+                         + {} given back by probes cancelled or ignored{})",
                         l.load.calls,
                         l.load.bound,
                         l.closed_part,
@@ -843,6 +886,9 @@ impl BreakerChecker {
             .saturating_add(1)
             .saturating_add(restarts);
         let fresh_trip = fresh.calls_to_trip(from, 0);
+        // A half-open counter takes back the permit of a probe cancelled or ignored and
+        // lets one more probe through for it.
+        let given_back = seen(&self.given_back);
         // Calls sent before the outage may still succeed during it. Each such success
         // sits in the window and holds a trip back.
         let late_successes = seen(&self.closed_successes);
@@ -859,16 +905,13 @@ impl BreakerChecker {
             }
             None => 0,
         };
-        // A half-open permit counter takes a probe back for each cancellation or
-        // ignored outcome: each may let one more probe through.
-        let given_back = seen(&self.inconclusive);
         let bound = closed_part
-            .saturating_add(given_back)
             .saturating_add(held_back)
             .saturating_add(forgetting)
             .saturating_add(self.bulkhead_max)
             .saturating_add(reclosed.saturating_mul(fresh_trip.saturating_add(self.bulkhead_max)))
-            .saturating_add(episodes.saturating_mul(permitted));
+            .saturating_add(episodes.saturating_mul(permitted))
+            .saturating_add(given_back);
         LoadParts {
             load: OutageLoad {
                 from_ms: from.as_millis(),

@@ -51,6 +51,12 @@ pub const CATALOG: &[Mutant<BreakerPattern>] = &[
         |k| flawed(k, Flaw::HalfOpenCountLags),
     ),
     Mutant::new(
+        "half_open_refunds_on_success",
+        "half-open gives a probe's permit back when it succeeds, not only when it is cancelled or ignored (a counter that floods)",
+        invariants::HALF_OPEN_LIMIT,
+        |k| flawed(k, Flaw::HalfOpenRefundsOnSuccess),
+    ),
+    Mutant::new(
         "no_timeout",
         "no timeout on slow calls",
         invariants::RESPONSIVENESS,

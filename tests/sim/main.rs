@@ -6,6 +6,7 @@
 mod support;
 
 mod breaker;
+mod breaker_r4j;
 mod breaker_tokio;
 mod bus;
 mod bus_tokio;
