@@ -895,6 +895,18 @@ impl BreakerConfigBuilder {
     }
 }
 
+/// A command asked for a transition Resilience4j's state machine does not have:
+/// Closed → HalfOpen, MetricsOnly → Open and MetricsOnly → HalfOpen. The breaker is left
+/// as it was and publishes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a circuit breaker cannot go from {from} to {to}")]
+pub struct IllegalTransition {
+    /// The state it is in.
+    pub from: State,
+    /// The state asked for.
+    pub to: State,
+}
+
 /// Permission to make one call. Hand it back with [`CircuitBreaker::on_result`] or
 /// [`CircuitBreaker::release`]; a permit that is never handed back holds a half-open
 /// probe slot forever (unless `half_open_wait_max` is set), which is why the tokio
@@ -1653,23 +1665,57 @@ impl CircuitBreaker {
         self.transition(State::Closed, now, TransitionReason::Manual);
     }
     /// To Open as on a trip, counting as one more opening in a row for the wait
-    /// (`transitionToOpenState`).
-    pub fn transition_to_open(&mut self, now: Instant) {
+    /// (`transitionToOpenState`). Refused from MetricsOnly.
+    pub fn transition_to_open(&mut self, now: Instant) -> Result<(), IllegalTransition> {
+        self.allowed(State::Open)?;
         self.open(now, TransitionReason::Manual);
+        Ok(())
     }
     /// To Open for exactly `wait`, not counted as an opening in a row
-    /// (`transitionToOpenStateFor`).
-    pub fn transition_to_open_for(&mut self, now: Instant, wait: Duration) {
-        self.open_until_at(now, now + wait);
+    /// (`transitionToOpenStateFor`). Refused from MetricsOnly.
+    pub fn transition_to_open_for(
+        &mut self,
+        now: Instant,
+        wait: Duration,
+    ) -> Result<(), IllegalTransition> {
+        self.transition_to_open_until(now, now + wait)
     }
     /// To Open until `until` (`transitionToOpenStateUntil`); calls are rejected up to
-    /// and including it. Not counted as an opening in a row.
-    pub fn transition_to_open_until(&mut self, now: Instant, until: Instant) {
-        self.open_until_at(now, until);
+    /// and including it. Not counted as an opening in a row. Refused from MetricsOnly.
+    pub fn transition_to_open_until(
+        &mut self,
+        now: Instant,
+        until: Instant,
+    ) -> Result<(), IllegalTransition> {
+        self.allowed(State::Open)?;
+        self.open_until = until;
+        self.transition(State::Open, now, TransitionReason::Manual);
+        Ok(())
     }
     /// To HalfOpen with a fresh episode of probes (`transitionToHalfOpenState`).
-    pub fn transition_to_half_open(&mut self, now: Instant) {
+    /// Refused from Closed and MetricsOnly.
+    pub fn transition_to_half_open(&mut self, now: Instant) -> Result<(), IllegalTransition> {
+        self.allowed(State::HalfOpen)?;
         self.transition(State::HalfOpen, now, TransitionReason::Manual);
+        Ok(())
+    }
+
+    /// Refuses the transitions Resilience4j's state machine does not have.
+    fn allowed(&self, to: State) -> Result<(), IllegalTransition> {
+        let illegal = matches!(
+            (self.state, to),
+            (State::Closed, State::HalfOpen)
+                | (State::MetricsOnly, State::Open)
+                | (State::MetricsOnly, State::HalfOpen)
+        );
+        if illegal {
+            Err(IllegalTransition {
+                from: self.state,
+                to,
+            })
+        } else {
+            Ok(())
+        }
     }
 
     // ----- outputs -----
@@ -1893,12 +1939,6 @@ impl CircuitBreaker {
             .draw(self.openings_in_row, &mut *self.rng);
         self.open_until = now + wait;
         self.transition(State::Open, now, reason);
-    }
-
-    /// Opens until `until` (a command).
-    fn open_until_at(&mut self, now: Instant, until: Instant) {
-        self.open_until = until;
-        self.transition(State::Open, now, TransitionReason::Manual);
     }
 
     /// Enters `to` as a new episode: a fresh window where the state keeps one. Entering
@@ -2464,9 +2504,10 @@ mod tests {
         assert_eq!(b.poll_event(), None, "the initial state is no event");
         assert!(b.try_acquire(ms(100)).is_err());
         assert!(b.try_acquire(ms(101)).is_ok());
-        b.transition_to_open_for(ms(200), Duration::from_secs(5));
+        b.transition_to_open_for(ms(200), Duration::from_secs(5))
+            .unwrap();
         assert_eq!(b.open_until(), Some(ms(5_200)));
-        b.transition_to_open_until(ms(300), ms(400));
+        b.transition_to_open_until(ms(300), ms(400)).unwrap();
         assert_eq!(b.open_until(), Some(ms(400)), "Open -> Open, afresh");
         assert_eq!(
             transitions(&mut b),
@@ -2475,9 +2516,14 @@ mod tests {
                 (State::HalfOpen, State::Open)
             ]
         );
-        b.transition_to_half_open(ms(500));
+        b.transition_to_half_open(ms(500)).unwrap();
         b.transition_to_closed(ms(600));
         assert_eq!(b.state(), State::Closed);
+        let err = b.transition_to_half_open(ms(700)).unwrap_err();
+        assert_eq!((err.from, err.to), (State::Closed, State::HalfOpen));
+        b.metrics_only(ms(800));
+        assert!(b.transition_to_open(ms(900)).is_err());
+        assert_eq!(b.state(), State::MetricsOnly);
     }
 
     #[test]

@@ -28,7 +28,8 @@ pub mod tokio;
 pub mod world;
 
 pub use circuit::{
-    BreakerConfig, BreakerConfigBuilder, BreakerEvent, CallOutcome, CircuitBreaker, Metrics,
-    Permit, Rejected, SlidingWindow, State, Totals, TransitionReason, WaitInOpen,
+    BreakerConfig, BreakerConfigBuilder, BreakerEvent, CallOutcome, CircuitBreaker,
+    IllegalTransition, Metrics, Permit, Ratio, Rejected, SlidingWindow, State, Totals,
+    TransitionReason, WaitInOpen,
 };
 pub use error::{CallError, ConfigError};

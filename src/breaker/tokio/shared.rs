@@ -8,7 +8,8 @@ use std::time::Duration;
 use ::tokio::sync::broadcast;
 
 use crate::breaker::circuit::{
-    BreakerConfig, BreakerEvent, CallOutcome, CircuitBreaker, Metrics, Permit, Rejected, State,
+    BreakerConfig, BreakerEvent, CallOutcome, CircuitBreaker, IllegalTransition, Metrics, Permit,
+    Rejected, State,
 };
 use crate::clock::Instant;
 use crate::name::Name;
@@ -355,6 +356,32 @@ impl SharedBreaker {
     /// Back to Closed with an empty window.
     pub fn reset(&self) {
         self.with_core(self.now(), |breaker, now| breaker.reset(now));
+    }
+
+    /// To Closed with an empty window (see
+    /// [`CircuitBreaker::transition_to_closed`]).
+    pub fn transition_to_closed(&self) {
+        self.with_core(self.now(), |breaker, now| breaker.transition_to_closed(now));
+    }
+
+    /// To Open as on a trip (see [`CircuitBreaker::transition_to_open`]).
+    pub fn transition_to_open(&self) -> Result<(), IllegalTransition> {
+        self.with_core(self.now(), |breaker, now| breaker.transition_to_open(now))
+    }
+
+    /// To Open for exactly `wait` (see [`CircuitBreaker::transition_to_open_for`]).
+    pub fn transition_to_open_for(&self, wait: Duration) -> Result<(), IllegalTransition> {
+        self.with_core(self.now(), |breaker, now| {
+            breaker.transition_to_open_for(now, wait)
+        })
+    }
+
+    /// To HalfOpen with a fresh episode (see
+    /// [`CircuitBreaker::transition_to_half_open`]).
+    pub fn transition_to_half_open(&self) -> Result<(), IllegalTransition> {
+        self.with_core(self.now(), |breaker, now| {
+            breaker.transition_to_half_open(now)
+        })
     }
 
     // ----- outputs -----
