@@ -658,7 +658,10 @@ fn no_transition_event_for_a_state_to_itself() {
     type Command = fn(&mut CircuitBreaker, Instant);
     let steps: [(Command, State); 5] = [
         (|b, t| b.transition_to_open(t).unwrap(), State::Open),
-        (|b, t| b.transition_to_half_open(t).unwrap(), State::HalfOpen),
+        (
+            |b, t| b.transition_to_half_open(t).unwrap(),
+            State::HalfOpen,
+        ),
         (CircuitBreaker::disable, State::Disabled),
         (CircuitBreaker::metrics_only, State::MetricsOnly),
         (CircuitBreaker::transition_to_closed, State::Closed),
