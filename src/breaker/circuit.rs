@@ -2221,27 +2221,35 @@ mod tests {
     }
 
     #[test]
-    fn half_open_wait_max_reopens() {
-        let config = BreakerConfig::builder()
-            .count_window(2)
-            .minimum_calls(2)
-            .wait_in_open(Duration::from_millis(100))
-            .half_open_calls_permitted(1)
-            .half_open_wait_max(Duration::from_millis(50))
+    fn half_open_wait_max_ends_the_episode_in_the_configured_state() {
+        for after in [State::Open, State::Closed] {
+            let config = BreakerConfig::builder()
+                .count_window(2)
+                .minimum_calls(2)
+                .wait_in_open(Duration::from_millis(100))
+                .half_open_calls_permitted(1)
+                .half_open_wait_max(Duration::from_millis(50))
+                .after_half_open_wait_max(after)
+                .build()
+                .unwrap();
+            let mut b = CircuitBreaker::new(config);
+            call(&mut b, 0, 1, CallOutcome::Failure);
+            call(&mut b, 0, 1, CallOutcome::Failure);
+            // Recorded at 1 ms: open until 101 ms, that instant included.
+            assert!(b.try_acquire(ms(101)).is_err());
+            let probe = b.try_acquire(ms(102)).unwrap();
+            assert_eq!(b.poll_timeout(), Some(ms(152)));
+            b.handle_timeout(ms(152));
+            assert_eq!(b.state(), after);
+            b.on_result(probe, ms(160), CallOutcome::Failure);
+            assert_eq!(b.state(), after, "a stale probe changes nothing");
+            assert_eq!(b.totals().stale, 1);
+        }
+        let err = BreakerConfig::builder()
+            .after_half_open_wait_max(State::Disabled)
             .build()
-            .unwrap();
-        let mut b = CircuitBreaker::new(config);
-        call(&mut b, 0, 1, CallOutcome::Failure);
-        call(&mut b, 0, 1, CallOutcome::Failure);
-        // Recorded at 1 ms: open until 101 ms, that instant included.
-        assert!(b.try_acquire(ms(101)).is_err());
-        let probe = b.try_acquire(ms(102)).unwrap();
-        assert_eq!(b.poll_timeout(), Some(ms(152)));
-        b.handle_timeout(ms(152));
-        assert_eq!(b.state(), State::Open);
-        b.on_result(probe, ms(160), CallOutcome::Success);
-        assert_eq!(b.state(), State::Open, "a stale probe changes nothing");
-        assert_eq!(b.metrics(ms(160)).totals.stale, 1);
+            .unwrap_err();
+        assert_eq!(err.field, "after_half_open_wait_max");
     }
 
     #[test]
@@ -2524,30 +2532,6 @@ mod tests {
         b.metrics_only(ms(800));
         assert!(b.transition_to_open(ms(900)).is_err());
         assert_eq!(b.state(), State::MetricsOnly);
-    }
-
-    #[test]
-    fn half_open_wait_max_can_close() {
-        let config = BreakerConfig::builder()
-            .count_window(2)
-            .minimum_calls(2)
-            .wait_in_open(Duration::from_millis(100))
-            .half_open_calls_permitted(1)
-            .half_open_wait_max(Duration::from_millis(50))
-            .after_half_open_wait_max(State::Closed)
-            .build()
-            .unwrap();
-        let mut b = CircuitBreaker::new(config);
-        call(&mut b, 0, 0, CallOutcome::Failure);
-        call(&mut b, 0, 0, CallOutcome::Failure);
-        let _probe = b.try_acquire(ms(101)).unwrap();
-        b.handle_timeout(ms(151));
-        assert_eq!(b.state(), State::Closed);
-        let err = BreakerConfig::builder()
-            .after_half_open_wait_max(State::Disabled)
-            .build()
-            .unwrap_err();
-        assert_eq!(err.field, "after_half_open_wait_max");
     }
 
     #[test]
