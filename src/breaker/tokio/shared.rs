@@ -386,7 +386,7 @@ impl SharedBreaker {
 
     // ----- outputs -----
 
-    /// The next event (state transition), oldest first.
+    /// The next event (a transition, a reset, a rate reported exceeded), oldest first.
     #[must_use]
     pub fn poll_event(&self) -> Option<BreakerEvent> {
         self.locked().breaker.poll_event()
