@@ -1071,7 +1071,15 @@ fn transitions_attempts_and_answers_are_traced_under_their_names() {
         .without_time()
         .with_writer(move || writer.clone())
         .finish();
+    // `tracing` caches each callsite's interest for the whole process, and with only one
+    // dispatcher registered it computes it against the registering thread's default: a
+    // test running in parallel without a subscriber could cache "never" for a callsite
+    // read here. A second dispatcher, interested in everything and alive throughout,
+    // makes every registration ask all of them; the rebuild refreshes those cached
+    // before.
+    let _anchor = tracing::Dispatch::new(tracing_subscriber::registry());
     tracing::subscriber::with_default(subscriber, || {
+        tracing::callsite::rebuild_interest_cache();
         paused_runtime().block_on(two_stacks_trip_one_breaker());
     });
     let text = String::from_utf8(crate::rt::lock(&captured.0).clone()).unwrap();
