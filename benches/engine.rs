@@ -7,9 +7,12 @@
 //! - `engine/sequential_timers`: one actor, 1,000,000 sequential 1 ms timers (each, when
 //!   it fires, schedules the next). The queue never holds more than one timer.
 //! - `engine/many_actors`: 1,000 actors x 1,000 timers each, each actor with one timer
-//!   outstanding (about 1,000 pending), durations from a seeded RNG. The durations are
-//!   drawn once, outside every timed loop, into a table shared by every implementation,
-//!   so no implementation pays for random numbers.
+//!   outstanding (about 1,000 pending), durations from a seeded counter-based RNG
+//!   ([`duration_ms`]): the `n`-th duration of an actor is a hash of `(seed, actor, n)`,
+//!   the same few instructions for every implementation and no memory read. (Until
+//!   issue 20 they were drawn into an 8 MB table read actor by actor; that read missed
+//!   the cache on nearly every event, was the largest cost of every implementation, the
+//!   bare heap's too, and hid the queue being measured.)
 //! - `engine/ping_pong`: 1,000,000 messages between two actors, 1 ms latency per hop.
 //!
 //! Each group compares, on the same work:
@@ -34,7 +37,6 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Timers in the sequential workload.
@@ -48,7 +50,7 @@ const PING_PONG_MSGS: u64 = 1_000_000;
 /// Messages for turmoil, which is far slower: fewer of them keep the bench quick, and
 /// its own `Throughput` keeps its events/s comparable with the others.
 const TURMOIL_MSGS: u64 = 20_000;
-/// Seed for the durations table.
+/// Seed of the many-actors durations (and of turmoil).
 const SEED: u64 = 0x5eed;
 /// One millisecond in nanoseconds (the heap's time unit).
 const MS: u64 = 1_000_000;
@@ -172,44 +174,45 @@ fn bench_sequential(c: &mut Criterion) {
 // (b) many actors
 // ---------------------------------------------------------------------------------
 
-/// Per-actor timer durations in milliseconds, `table[actor * TIMERS_PER_ACTOR + i]`,
-/// uniform in 1..=1000, drawn from `SimRng` once and shared by every implementation.
+/// The `n`-th timer duration of `actor`, in milliseconds, uniform in 1..=1000:
+/// SplitMix64's finalizer over `(SEED, actor, n)`, a counter-based generator (no state,
+/// no memory read).
 ///
 /// Milliseconds rather than microseconds because tokio's timer wheel has a 1 ms
 /// resolution: sub-millisecond sleeps would be rounded up and fired in batches, so
 /// tokio would be doing different (easier) work than the others.
-fn durations_table() -> Vec<u64> {
-    let mut rng = SimRng::new(SEED).fork("bench.durations");
-    (0..ACTORS * TIMERS_PER_ACTOR)
-        .map(|_| rng.between(1, 1_000))
-        .collect()
+#[inline(always)]
+fn duration_ms(actor: usize, n: usize) -> u64 {
+    let mut z = SEED ^ ((actor as u64) << 32 | n as u64);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    1 + (((z >> 32) * 1_000) >> 32)
 }
 
-struct ManyActors<'a> {
-    /// Durations in ms, see [`durations_table`].
-    table: &'a [u64],
+struct ManyActors {
     /// Timers fired so far, per actor.
     fired: Vec<u32>,
     /// Timers still to fire, over all actors.
     remaining: u64,
 }
 
-impl ManyActors<'_> {
-    fn new(table: &[u64]) -> ManyActors<'_> {
+impl ManyActors {
+    fn new() -> ManyActors {
         ManyActors {
-            table,
             fired: vec![0; ACTORS],
             remaining: (ACTORS * TIMERS_PER_ACTOR) as u64,
         }
     }
 }
 
-impl World for ManyActors<'_> {
+impl World for ManyActors {
     /// The actor whose timer fired.
     type Event = u32;
     fn start(&mut self, ctx: &mut Ctx<u32>) -> Result<(), Violation> {
         for actor in 0..ACTORS {
-            let d = self.table[actor * TIMERS_PER_ACTOR];
+            let d = duration_ms(actor, 0);
             ctx.schedule_in(SimDuration::from_millis(d), actor as u32);
         }
         Ok(())
@@ -221,7 +224,7 @@ impl World for ManyActors<'_> {
         self.fired[a] += 1;
         let n = self.fired[a] as usize;
         if n < TIMERS_PER_ACTOR {
-            let d = self.table[a * TIMERS_PER_ACTOR + n];
+            let d = duration_ms(a, n);
             ctx.schedule_in(SimDuration::from_millis(d), actor);
         }
         Ok(())
@@ -232,16 +235,12 @@ impl World for ManyActors<'_> {
     }
 }
 
-fn many_actors_heap(table: &[u64]) -> u64 {
+fn many_actors_heap() -> u64 {
     let mut heap: BinaryHeap<Reverse<(u64, u64, u32)>> = BinaryHeap::with_capacity(ACTORS);
     let mut fired = vec![0u32; ACTORS];
     let mut seq = 0u64;
     for actor in 0..ACTORS {
-        heap.push(Reverse((
-            table[actor * TIMERS_PER_ACTOR] * MS,
-            seq,
-            actor as u32,
-        )));
+        heap.push(Reverse((duration_ms(actor, 0) * MS, seq, actor as u32)));
         seq += 1;
     }
     let mut total = 0u64;
@@ -253,11 +252,7 @@ fn many_actors_heap(table: &[u64]) -> u64 {
         fired[a] += 1;
         let n = fired[a] as usize;
         if n < TIMERS_PER_ACTOR {
-            heap.push(Reverse((
-                t + table[a * TIMERS_PER_ACTOR + n] * MS,
-                seq,
-                actor,
-            )));
+            heap.push(Reverse((t + duration_ms(a, n) * MS, seq, actor)));
             seq += 1;
         }
     }
@@ -267,10 +262,6 @@ fn many_actors_heap(table: &[u64]) -> u64 {
 
 fn bench_many_actors(c: &mut Criterion) {
     let events = (ACTORS * TIMERS_PER_ACTOR) as u64;
-    // One table for everyone; behind an `Arc` because tokio tasks must be `'static`
-    // (cloning it per task is one atomic increment).
-    let shared: Arc<[u64]> = durations_table().into();
-    let table: &[u64] = &shared;
 
     let mut group = c.benchmark_group("engine/many_actors");
     configure(&mut group);
@@ -279,7 +270,7 @@ fn bench_many_actors(c: &mut Criterion) {
     group.bench_function("faultline_sim", |b| {
         let sim = simulation();
         b.iter(|| {
-            let mut world = ManyActors::new(table);
+            let mut world = ManyActors::new();
             let report = sim.run(&mut world);
             check(&report, events);
             black_box(report.end)
@@ -292,13 +283,12 @@ fn bench_many_actors(c: &mut Criterion) {
             let total = rt.block_on(async {
                 let mut tasks = Vec::with_capacity(ACTORS);
                 for actor in 0..ACTORS {
-                    let mine = Arc::clone(&shared);
                     tasks.push(tokio::spawn(async move {
-                        let row = &mine[actor * TIMERS_PER_ACTOR..(actor + 1) * TIMERS_PER_ACTOR];
-                        for &d in row {
+                        for n in 0..TIMERS_PER_ACTOR {
+                            let d = duration_ms(actor, n);
                             tokio::time::sleep(Duration::from_millis(d)).await;
                         }
-                        row.len() as u64
+                        TIMERS_PER_ACTOR as u64
                     }));
                 }
                 let mut total = 0u64;
@@ -312,9 +302,7 @@ fn bench_many_actors(c: &mut Criterion) {
         })
     });
 
-    group.bench_function("bare_heap", |b| {
-        b.iter(|| black_box(many_actors_heap(table)))
-    });
+    group.bench_function("bare_heap", |b| b.iter(|| black_box(many_actors_heap())));
 
     group.finish();
 }
