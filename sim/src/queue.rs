@@ -23,29 +23,32 @@
 //!
 //! A simulation's clock never goes backwards: nothing is scheduled before the last
 //! event popped. A radix heap (Ahuja, Mehlhorn, Orlin and Tarjan, 1990) is built on that
-//! promise. It keeps a pivot, `last` (the time of the earliest event, once it was
-//! looked at), and files every later event in the bucket of the highest bit in which
-//! its time differs from the pivot: bucket `b` holds the times that agree with the pivot
-//! above bit `b` and have bit `b` set, so every time in a lower bucket is earlier than
-//! every time in a higher one. Scheduling is an `xor`, a leading-zeros count and a `Vec`
-//! push. When the events due at the pivot run out, the lowest non-empty bucket is
-//! emptied: its earliest time becomes the pivot, and its events move to lower buckets.
-//! An event moves down at most 64 times over its life, and in practice a few: on the
-//! engine's many-actors benchmark (a thousand timers pending) it is about twice as fast
-//! as a binary heap.
+//! promise. It keeps a pivot, `last`, no later than any event in its buckets, and files
+//! every later event by the highest bit in which its time differs from the pivot: the
+//! bits are grouped in levels of six (a digit), and an event goes to the bucket of its
+//! own digit at the level of that bit. So a lower level, or a lower digit on the same
+//! level, always means an earlier time, and the earliest bucket is found with two
+//! trailing-zeros counts. Scheduling is an `xor`, a leading-zeros count and a `Vec` push.
 //!
-//! The `(time, seq)` order is kept without comparing sequence numbers: events of equal
-//! time always sit in the same bucket (the bucket depends on the time alone), a bucket
-//! is only ever appended to or moved whole in order, and the sequence numbers are taken
-//! in scheduling order. So events of equal time stay in scheduling order, and come out
-//! FIFO from the front of the due list. The property test `matches_a_sorted_map` in
-//! this module checks the order, cancellation and every query against a `BTreeMap`
-//! keyed by `(time, seq)`.
+//! When the events due run out, the earliest bucket is emptied: a short one (at most
+//! 32 events) is sorted into `due` and the pivot moves to the last time it
+//! covers; a long one moves its events to lower levels around its earliest time, the
+//! new pivot. An event moves down at most eleven levels over its life, and in practice
+//! once or twice. A lone event (sequential work: one timer, one message in flight) never
+//! touches the buckets. Measured with `cargo bench --bench engine`: about twice the
+//! bare binary heap's speed on ping-pong, and about 1.6 times on the many-actors
+//! workload (a thousand timers pending).
 //!
-//! One case falls outside the radix heap: [`peek_time`](EventQueue::peek_time) may move
-//! the pivot past `now` (to look at the earliest time it must find it), and an event may
-//! then be scheduled between `now` and the pivot. Those few go to a small binary heap,
-//! `early`, which pops first: everything in it is earlier than the pivot.
+//! The `(time, seq)` order: events of equal time always sit in the same bucket (the
+//! bucket depends on the time alone), a bucket is only appended to or moved whole in
+//! order, a sorted bucket is sorted by `(time, seq)`, and sequence numbers are taken in
+//! scheduling order. The property test `matches_a_sorted_map` in this module checks the
+//! order, cancellation and every query against a `BTreeMap` keyed by `(time, seq)`.
+//!
+//! Events may be scheduled between `now` and the pivot (after a
+//! [`peek_time`](EventQueue::peek_time), or after a sorted bucket moved the pivot ahead):
+//! they are inserted into `due` in order, or, when `due` is long, kept in a small binary
+//! heap, `early`, merged with `due` as they come out.
 
 use crate::time::{SimDuration, SimTime};
 use std::cmp::Ordering;
@@ -103,6 +106,9 @@ const DIGIT: u32 = 6;
 const FAN: usize = 1 << DIGIT;
 /// Levels of buckets, enough for every bit of a `u64` time.
 const LEVELS: usize = 64usize.div_ceil(DIGIT as usize);
+/// The longest bucket sorted into `due` rather than spread over lower buckets, and the
+/// longest `due` an entry is inserted into in order (beyond it, `early` takes it).
+const RUN_MAX: usize = 32;
 
 /// Timer/event queue with a virtual clock.
 ///
@@ -128,7 +134,7 @@ pub struct EventQueue<E> {
     /// The radix heap's pivot: every entry in `due` and `buckets` is at `last` or later,
     /// and `last` is never later than the earliest of them.
     last: SimTime,
-    /// Entries at exactly `last`, in `seq` order.
+    /// Entries at or before `last`, in `(time, seq)` order: the next to come out.
     due: VecDeque<Entry<E>>,
     /// Entries after `last`, `buckets[level * FAN + digit]`: see [`slot`].
     buckets: Vec<Vec<Entry<E>>>,
@@ -136,7 +142,8 @@ pub struct EventQueue<E> {
     occupied: [u64; LEVELS],
     /// Bit `level` set when `occupied[level]` is not zero.
     levels: u32,
-    /// Entries before `last` (scheduled after a peek moved the pivot past `now`).
+    /// Entries at or before `last` that did not fit in order into a long `due` (rare:
+    /// scheduled between `now` and the pivot after a peek or a sorted bucket).
     early: BinaryHeap<Entry<E>>,
     /// Entries held, cancelled ones included.
     held: usize,
@@ -243,10 +250,23 @@ impl<E> EventQueue<E> {
     #[inline(always)]
     fn file(&mut self, entry: Entry<E>) {
         let (t, pivot) = (entry.time.as_nanos(), self.last.as_nanos());
-        if t == pivot {
-            self.due.push_back(entry);
-        } else if t > pivot {
+        if t > pivot {
             self.push_above(t, pivot, entry);
+        } else {
+            self.push_due(entry);
+        }
+    }
+
+    /// Files an entry at or before the pivot: into the sorted `due` run, or into
+    /// `early` when that would mean shifting a long run.
+    #[inline]
+    fn push_due(&mut self, entry: Entry<E>) {
+        // A later sequence number: after every entry of the same time (FIFO).
+        if self.due.back().is_none_or(|last| last.time <= entry.time) {
+            self.due.push_back(entry);
+        } else if self.due.len() < RUN_MAX {
+            let at = self.due.partition_point(|e| e.time <= entry.time);
+            self.due.insert(at, entry);
         } else {
             self.early.push(entry);
         }
@@ -291,14 +311,37 @@ impl<E> EventQueue<E> {
             self.last = entry.time;
             return Some(entry);
         }
-        self.spread(level, digit);
+        if lowest.len() <= RUN_MAX {
+            self.sort_out(level, digit);
+        } else {
+            self.spread(level, digit);
+        }
         self.due.pop_front()
+    }
+
+    /// Empties bucket `(level, digit)` (the earliest, with nothing due, and short) into
+    /// `due`, sorted by `(time, seq)` (keys are unique, so an unstable sort is exact), and moves
+    /// the pivot to the last time the bucket covers. Every time in a higher bucket is
+    /// later than that, and agrees with it wherever it agreed with the old pivot, so
+    /// they all stay where they are.
+    #[inline]
+    fn sort_out(&mut self, level: usize, digit: usize) {
+        self.vacate(level, digit);
+        let bucket = &mut self.buckets[level * FAN + digit];
+        bucket.sort_unstable_by_key(Entry::key);
+        let width_bits = level as u32 * DIGIT;
+        let any = bucket.first().map_or(self.last, |e| e.time).as_nanos();
+        // The bucket covers the times that agree with `any` above `width_bits`.
+        let covers_to = any | ((1u64 << width_bits) - 1);
+        self.last = SimTime::from_nanos(covers_to);
+        self.due.extend(bucket.drain(..));
     }
 
     /// Empties bucket `(level, digit)` (the earliest, with nothing due): its earliest
     /// time becomes the pivot, and its entries move to `due` or to lower levels, in
     /// order.
     #[cold]
+    #[inline(never)]
     fn spread(&mut self, level: usize, digit: usize) {
         self.vacate(level, digit);
         let mut moving = std::mem::take(&mut self.buckets[level * FAN + digit]);
@@ -327,7 +370,9 @@ impl<E> EventQueue<E> {
             return Some((self.alone_time, self.alone_seq));
         }
         if let Some(top) = self.early.peek() {
-            return Some(top.key());
+            // Both are at or before the pivot: the earlier of the two fronts.
+            let top = top.key();
+            return Some(self.due.front().map_or(top, |due| due.key().min(top)));
         }
         if self.due.is_empty() {
             let entry = self.refill()?;
@@ -347,8 +392,13 @@ impl<E> EventQueue<E> {
                 seq: self.alone_seq,
                 event,
             }
-        } else if !self.early.is_empty() {
-            self.early.pop()?
+        } else if let Some(top) = self.early.peek() {
+            // Both are at or before the pivot: the earlier of the two fronts.
+            if self.due.front().is_some_and(|due| due.key() < top.key()) {
+                self.due.pop_front()?
+            } else {
+                self.early.pop()?
+            }
         } else if let Some(entry) = self.due.pop_front() {
             entry
         } else {
