@@ -124,11 +124,7 @@ impl Ord for Name {
     /// name); it is done eight bytes at a time, without decoding the UTF-8 (the keys of
     /// the queue's indexes are compared on every step).
     fn cmp(&self, other: &Self) -> Ordering {
-        for (a, b) in self
-            .bytes
-            .chunks_exact(8)
-            .zip(other.bytes.chunks_exact(8))
-        {
+        for (a, b) in self.bytes.chunks_exact(8).zip(other.bytes.chunks_exact(8)) {
             let (a, b) = (chunk(a), chunk(b));
             if a != b {
                 return a.cmp(&b);
@@ -238,8 +234,24 @@ mod tests {
     fn order_and_hash_are_the_texts() {
         use std::hash::DefaultHasher;
         let texts = [
-            "a", "ab", "a b", "abcdefg", "abcdefgh", "abcdefghi", "abcdefgh~", "p10@t0", "p1@t0",
-            "p1@t1", "~", "é", "e\u{301}", "日本", "ÿ", "x", &"z".repeat(64), &"z".repeat(63),
+            "a",
+            "ab",
+            "a b",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghi",
+            "abcdefgh~",
+            "p10@t0",
+            "p1@t0",
+            "p1@t1",
+            "~",
+            "é",
+            "e\u{301}",
+            "日本",
+            "ÿ",
+            "x",
+            &"z".repeat(64),
+            &"z".repeat(63),
         ];
         let hash = |h: &dyn Fn(&mut DefaultHasher)| {
             let mut s = DefaultHasher::new();
