@@ -118,15 +118,35 @@ impl PartialOrd for Name {
 }
 
 impl Ord for Name {
-    /// By text, byte by byte.
+    /// By text, byte by byte. A name holds no NUL (a control character) and every
+    /// constructor zero-fills the bytes after it, so comparing the zero-padded arrays
+    /// is comparing the texts (a shorter prefix pads with 0, below any byte of a
+    /// name); it is done eight bytes at a time, without decoding the UTF-8 (the keys of
+    /// the queue's indexes are compared on every step).
     fn cmp(&self, other: &Self) -> Ordering {
-        self.as_str().cmp(other.as_str())
+        for (a, b) in self.bytes.chunks_exact(8).zip(other.bytes.chunks_exact(8)) {
+            let (a, b) = (chunk(a), chunk(b));
+            if a != b {
+                return a.cmp(&b);
+            }
+        }
+        Ordering::Equal
     }
 }
 
+/// Eight bytes of a name as a big-endian number: numbers in the bytes' order.
+fn chunk(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    u64::from_be_bytes(a)
+}
+
 impl Hash for Name {
+    /// The text's hash (what `str`'s `Hash` feeds a hasher: its bytes, then `0xff`),
+    /// without decoding the UTF-8.
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state)
+        state.write(&self.bytes[..self.len as usize]);
+        state.write_u8(0xff);
     }
 }
 
@@ -208,6 +228,48 @@ mod tests {
         assert_eq!(a.cmp(&B), Ordering::Equal);
         assert!(Name::new("car").unwrap() < a);
         assert_eq!(format!("{a} {a:?}"), "hotel \"hotel\"");
+    }
+
+    #[test]
+    fn order_and_hash_are_the_texts() {
+        use std::hash::DefaultHasher;
+        let texts = [
+            "a",
+            "ab",
+            "a b",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghi",
+            "abcdefgh~",
+            "p10@t0",
+            "p1@t0",
+            "p1@t1",
+            "~",
+            "é",
+            "e\u{301}",
+            "日本",
+            "ÿ",
+            "x",
+            &"z".repeat(64),
+            &"z".repeat(63),
+        ];
+        let hash = |h: &dyn Fn(&mut DefaultHasher)| {
+            let mut s = DefaultHasher::new();
+            h(&mut s);
+            s.finish()
+        };
+        for a in texts {
+            let na = Name::new(a).unwrap();
+            assert_eq!(
+                hash(&|s| na.hash(s)),
+                hash(&|s| a.hash(s)),
+                "the hash of {a:?}"
+            );
+            for b in texts {
+                let nb = Name::new(b).unwrap();
+                assert_eq!(na.cmp(&nb), a.cmp(b), "{a:?} against {b:?}");
+            }
+        }
     }
 
     #[test]

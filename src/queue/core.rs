@@ -115,7 +115,7 @@ use crate::config::ConfigError;
 use crate::name::{Name, NameError};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::splitmix::SplitMix64;
-use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -877,7 +877,8 @@ struct Entry {
     attempts: u32,
     state: State,
     /// A newer version waiting for the lease of this one to end.
-    next: Option<Waiting>,
+    /// (Boxed: it is rare, and the entries move as the slab grows.)
+    next: Option<Box<Waiting>>,
     redriven: bool,
     target: Option<Name>,
     /// The failed attempts of this version (of this life), the last
@@ -899,6 +900,16 @@ impl Entry {
     }
 }
 
+/// Removes `item` from the index `set`, the first one without a search (jobs are
+/// mostly settled in the order they were leased).
+fn remove_from(set: &mut BTreeSet<(Instant, JobKey)>, item: (Instant, JobKey)) {
+    if set.first() == Some(&item) {
+        set.pop_first();
+    } else {
+        set.remove(&item);
+    }
+}
+
 /// When a job enqueued at `now` with `run_at` is due.
 fn due_at(now: Instant, run_at: Option<Instant>) -> Instant {
     run_at.map_or(now, |at| at.max(now))
@@ -908,14 +919,171 @@ fn due_at(now: Instant, run_at: Option<Instant>) -> Instant {
 /// just under a millisecond.
 const ENQUEUE_TASK_LAG_NS: u64 = 999_999;
 
+/// The jobs of a [`Store`] by key: one ordered map of every key ever accepted to its
+/// highest version and (while the key has a job in the queue) the slot of its
+/// [`Entry`] in a slab. A command searches the map once for both (the highest version
+/// and the job were two maps), the map's nodes move small records, and settling a job
+/// frees its slot without a search (a slot's generation tells a stale record).
+#[derive(Clone, Debug, Default)]
+struct Jobs {
+    keys: BTreeMap<JobKey, KeyRecord>,
+    slots: Vec<Cell>,
+    /// Slots free for reuse.
+    free: Vec<usize>,
+}
+
+/// What [`Jobs`] knows of a key.
+#[derive(Clone, Copy, Debug, Default)]
+struct KeyRecord {
+    /// The highest version ever enqueued (`None`: none was, only a job put back).
+    high: Option<u64>,
+    /// Where its job is, if it has one (stale once the slot's generation moved on).
+    at: Option<Handle>,
+}
+
+/// A slot of [`Jobs`] and the generation it had when it was filled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Handle {
+    index: usize,
+    generation: u64,
+}
+
+/// A slot of [`Jobs`]' slab.
+#[derive(Clone, Debug)]
+struct Cell {
+    /// Moves on each time the slot is freed.
+    generation: u64,
+    entry: Option<Entry>,
+}
+
+impl Jobs {
+    /// The job of `handle`, if the handle is current.
+    fn at(&self, handle: Handle) -> Option<&Entry> {
+        let cell = self.slots.get(handle.index)?;
+        if cell.generation != handle.generation {
+            return None;
+        }
+        cell.entry.as_ref()
+    }
+    fn at_mut(&mut self, handle: Handle) -> Option<&mut Entry> {
+        let cell = self.slots.get_mut(handle.index)?;
+        if cell.generation != handle.generation {
+            return None;
+        }
+        cell.entry.as_mut()
+    }
+    /// Where `key`'s job is, if it has one.
+    fn handle(&self, key: &JobKey) -> Option<Handle> {
+        let h = self.keys.get(key)?.at?;
+        self.at(h).map(|_| h)
+    }
+    fn get(&self, key: &JobKey) -> Option<&Entry> {
+        self.at(self.keys.get(key)?.at?)
+    }
+    fn get_mut(&mut self, key: &JobKey) -> Option<&mut Entry> {
+        let h = self.keys.get(key)?.at?;
+        self.at_mut(h)
+    }
+    fn contains_key(&self, key: &JobKey) -> bool {
+        self.get(key).is_some()
+    }
+    /// The highest version ever enqueued for `key`.
+    fn high(&self, key: &JobKey) -> Option<u64> {
+        self.keys.get(key)?.high
+    }
+    /// Records version `version` of `key` as enqueued, unless it (or a newer one) was:
+    /// then `None`. Otherwise, where the key's job is, if it has one.
+    fn accept(&mut self, key: JobKey, version: u64) -> Option<Option<Handle>> {
+        let record = self.keys.entry(key).or_default();
+        if record.high.is_some_and(|h| h >= version) {
+            return None;
+        }
+        record.high = Some(version);
+        let at = record.at;
+        Some(at.filter(|h| self.at(*h).is_some()))
+    }
+    /// Puts `entry` in a free slot (`key` has none): where it is.
+    fn fill(&mut self, entry: Entry) -> Handle {
+        match self.free.pop() {
+            Some(index) => {
+                let cell = &mut self.slots[index];
+                cell.entry = Some(entry);
+                Handle {
+                    index,
+                    generation: cell.generation,
+                }
+            }
+            None => {
+                self.slots.push(Cell {
+                    generation: 0,
+                    entry: Some(entry),
+                });
+                Handle {
+                    index: self.slots.len() - 1,
+                    generation: 0,
+                }
+            }
+        }
+    }
+    /// Gives `key` the job `entry` (replacing the one it has, if any).
+    fn insert(&mut self, key: JobKey, entry: Entry) {
+        if let Some(e) = self.get_mut(&key) {
+            *e = entry;
+            return;
+        }
+        self.place(key, entry);
+    }
+    /// Gives `key`, which has no job, the job `entry`.
+    fn place(&mut self, key: JobKey, entry: Entry) {
+        let h = self.fill(entry);
+        self.keys.entry(key).or_default().at = Some(h);
+    }
+    /// Takes the job of `handle` out (its key keeps its highest version).
+    fn remove_at(&mut self, handle: Handle) -> Option<Entry> {
+        let cell = self.slots.get_mut(handle.index)?;
+        if cell.generation != handle.generation {
+            return None;
+        }
+        let entry = cell.entry.take()?;
+        cell.generation += 1;
+        self.free.push(handle.index);
+        Some(entry)
+    }
+    /// Drops the job of `handle` (its key keeps its highest version).
+    fn free_at(&mut self, handle: Handle) {
+        if let Some(cell) = self.slots.get_mut(handle.index)
+            && cell.generation == handle.generation
+            && cell.entry.is_some()
+        {
+            cell.entry = None;
+            cell.generation += 1;
+            self.free.push(handle.index);
+        }
+    }
+    fn remove(&mut self, key: &JobKey) -> Option<Entry> {
+        let h = self.handle(key)?;
+        self.remove_at(h)
+    }
+    /// The jobs, in no particular order.
+    fn values(&self) -> impl Iterator<Item = &Entry> {
+        self.slots.iter().filter_map(|c| c.entry.as_ref())
+    }
+    /// The jobs in key order.
+    fn iter(&self) -> impl Iterator<Item = (&JobKey, &Entry)> {
+        self.keys
+            .iter()
+            .filter_map(|(k, r)| Some((k, self.at(r.at?)?)))
+    }
+}
+
 /// The queue's durable state: everything a restart keeps. The reference [`Queue`]
 /// writes every change here before it returns.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
-    entries: BTreeMap<JobKey, Entry>,
+    /// The jobs in the queue, and the highest version ever enqueued per key (unique
+    /// jobs: every id ever accepted).
+    entries: Jobs,
     dead: Vec<DeadLetter>,
-    /// Highest version ever enqueued per key (unique jobs: every id ever accepted).
-    high: BTreeMap<JobKey, u64>,
     /// The next fencing token.
     fence_next: u64,
     counts: QueueCounts,
@@ -995,7 +1163,7 @@ impl Queue {
     fn reindex(&mut self) {
         self.ready.clear();
         self.expiries.clear();
-        for (key, e) in &self.store.entries {
+        for (key, e) in self.store.entries.iter() {
             match e.state {
                 State::Ready { due } => {
                     self.ready.insert((due, *key));
@@ -1191,17 +1359,9 @@ impl Queue {
     pub fn enqueue(&mut self, job: Job, now: Instant) -> Enqueued {
         self.store.clock_high = self.store.clock_high.max(now);
         let key = job.key;
-        match self.store.high.entry(key) {
-            btree_map::Entry::Occupied(mut o) => {
-                if *o.get() >= job.version {
-                    return Enqueued::Duplicate;
-                }
-                o.insert(job.version);
-            }
-            btree_map::Entry::Vacant(v) => {
-                v.insert(job.version);
-            }
-        }
+        let Some(mut live) = self.store.entries.accept(key, job.version) else {
+            return Enqueued::Duplicate;
+        };
         self.store.counts.enqueued += 1;
         if self.flaw == Flaw::EnqueueInOwnTask && self.lands_under_an_older(&job, now) {
             // The defect: the older version's write lands after this one's and
@@ -1212,62 +1372,63 @@ impl Queue {
         }
         if self.flaw == Flaw::UniqueCoalesceByType && !key.is_keyed() {
             self.replace_a_waiting_unique(key.job_type);
+            live = self.store.entries.handle(&key);
         }
         let due = if self.flaw == Flaw::RunAtIgnored {
             now
         } else {
             due_at(now, job.run_at)
         };
-        let out = match self.store.entries.entry(key) {
-            btree_map::Entry::Vacant(slot) => {
-                slot.insert(Entry {
-                    version: job.version,
-                    payload: job.payload,
-                    run_at: job.run_at,
-                    attempts: 0,
-                    state: State::Ready { due },
-                    next: None,
-                    redriven: false,
-                    target: job.target,
-                    history: Vec::new(),
-                    redrives: 0,
-                });
+        let out = match live.and_then(|h| self.store.entries.at_mut(h)) {
+            None => {
+                self.store.entries.place(
+                    key,
+                    Entry {
+                        version: job.version,
+                        payload: job.payload,
+                        run_at: job.run_at,
+                        attempts: 0,
+                        state: State::Ready { due },
+                        next: None,
+                        redriven: false,
+                        target: job.target,
+                        history: Vec::new(),
+                        redrives: 0,
+                    },
+                );
                 self.ready.insert((due, key));
                 Enqueued::New
             }
-            btree_map::Entry::Occupied(mut slot) => {
-                let e = slot.get_mut();
-                match e.state {
-                    State::Ready { due: old } => {
+            Some(e) => match e.state {
+                State::Ready { due: old } => {
+                    self.store.counts.superseded += 1;
+                    e.version = job.version;
+                    e.payload = job.payload;
+                    e.run_at = job.run_at;
+                    e.target = job.target;
+                    e.attempts = 0;
+                    e.history.clear();
+                    e.redriven = false;
+                    e.state = State::Ready { due };
+                    self.ready.remove(&(old, key));
+                    self.ready.insert((due, key));
+                    Enqueued::Coalesced
+                }
+                State::Leased { .. } => {
+                    let waiting = Waiting {
+                        version: job.version,
+                        payload: job.payload,
+                        run_at: job.run_at,
+                        target: job.target,
+                    };
+                    if e.next.replace(Box::new(waiting)).is_some() {
                         self.store.counts.superseded += 1;
-                        e.version = job.version;
-                        e.payload = job.payload;
-                        e.run_at = job.run_at;
-                        e.target = job.target;
-                        e.attempts = 0;
-                        e.history.clear();
-                        e.redriven = false;
-                        e.state = State::Ready { due };
-                        self.ready.remove(&(old, key));
-                        self.ready.insert((due, key));
                         Enqueued::Coalesced
-                    }
-                    State::Leased { .. } => {
-                        let waiting = Waiting {
-                            version: job.version,
-                            payload: job.payload,
-                            run_at: job.run_at,
-                            target: job.target,
-                        };
-                        if e.next.replace(waiting).is_some() {
-                            self.store.counts.superseded += 1;
-                            Enqueued::Coalesced
-                        } else {
-                            Enqueued::Queued
-                        }
+                    } else {
+                        Enqueued::Queued
                     }
                 }
-            }
+            },
         };
         self.commit();
         out
@@ -1370,7 +1531,11 @@ impl Queue {
             // the next poll hands it out again.
             if !matches!(self.flaw, Flaw::DueWithoutLeases | Flaw::NoLease) {
                 e.state = State::Leased { fence, deadline };
-                self.ready.remove(&(due, key));
+                if after.is_none() {
+                    self.ready.pop_first();
+                } else {
+                    self.ready.remove(&(due, key));
+                }
                 self.expiries.insert((deadline, key));
             }
             break lease;
@@ -1379,19 +1544,21 @@ impl Queue {
         Some(lease)
     }
 
-    fn valid(&self, token: &LeaseToken, now: Instant, ack: bool) -> Result<(), Fenced> {
+    /// Where the job of `token` is, if the token is valid at `now`.
+    fn valid(&self, token: &LeaseToken, now: Instant, ack: bool) -> Result<Handle, Fenced> {
         let fenced = || Fenced::new(token.key, token.fence);
-        let e = self.store.entries.get(&token.key).ok_or_else(fenced)?;
+        let h = self.store.entries.handle(&token.key).ok_or_else(fenced)?;
+        let e = self.store.entries.at(h).ok_or_else(fenced)?;
         if matches!(self.flaw, Flaw::DueWithoutLeases | Flaw::NoLease)
             || (ack && self.flaw == Flaw::NoFencing)
         {
-            return Ok(());
+            return Ok(h);
         }
         match e.state {
             State::Leased { fence, deadline }
                 if fence == token.fence && (deadline > now || self.never_expires()) =>
             {
-                Ok(())
+                Ok(h)
             }
             _ => Err(fenced()),
         }
@@ -1435,9 +1602,9 @@ impl Queue {
     pub fn ack(&mut self, token: &LeaseToken, now: Instant) -> Result<(), Fenced> {
         self.store.clock_high = self.store.clock_high.max(now);
         self.expire(now);
-        self.valid(token, now, true)?;
+        let h = self.valid(token, now, true)?;
         self.store.counts.done += 1;
-        self.finish(token.key, now);
+        self.finish_at(token.key, h, now);
         self.commit();
         Ok(())
     }
@@ -1506,7 +1673,7 @@ impl Queue {
         self.store.counts.dead -= 1;
         self.store.counts.redriven += 1;
         let key = job.key;
-        let newer = self.store.high.get(&key).copied().unwrap_or(0) > job.version;
+        let newer = self.store.entries.high(&key).unwrap_or(0) > job.version;
         let live = self.store.entries.contains_key(&key);
         if self.flaw == Flaw::RedriveOutOfOrder {
             // The defect: the dead version goes back whatever came since.
@@ -1525,7 +1692,7 @@ impl Queue {
                                 run_at: None,
                                 target: job.target,
                             };
-                            if e.next.replace(waiting).is_some() {
+                            if e.next.replace(Box::new(waiting)).is_some() {
                                 self.store.counts.superseded += 1;
                             }
                         }
@@ -1717,15 +1884,22 @@ impl Queue {
     /// The current version of `key` is settled: a version waiting behind it becomes
     /// due (at its run-at, if later), or the key leaves the queue.
     fn finish(&mut self, key: JobKey, now: Instant) {
-        let Some(e) = self.store.entries.get_mut(&key) else {
+        if let Some(h) = self.store.entries.handle(&key) {
+            self.finish_at(key, h, now);
+        }
+    }
+
+    /// [`finish`](Self::finish) of `key`, whose job is at `h`.
+    fn finish_at(&mut self, key: JobKey, h: Handle, now: Instant) {
+        let Some(e) = self.store.entries.at_mut(h) else {
             return;
         };
         match e.state {
             State::Leased { deadline, .. } => {
-                self.expiries.remove(&(deadline, key));
+                remove_from(&mut self.expiries, (deadline, key));
             }
             State::Ready { due } => {
-                self.ready.remove(&(due, key));
+                remove_from(&mut self.ready, (due, key));
             }
         }
         match e.next.take() {
@@ -1742,7 +1916,7 @@ impl Queue {
                 self.ready.insert((due, key));
             }
             None => {
-                self.store.entries.remove(&key);
+                self.store.entries.free_at(h);
             }
         }
     }
