@@ -23,7 +23,14 @@
 //!   backpressure: without that it would lag and drop).
 //!
 //! `core` and `broadcast` are the like-for-like pair for the sans-IO core;
-//! `tokio_adapter` and `broadcast_tasks` for the adapter.
+//! `tokio_adapter` and `broadcast_tasks` for the adapter. `broadcast_tasks` does less
+//! work than the adapter: its receivers acknowledge nothing (a slot is freed when every
+//! receiver has read it, not when a handler succeeded), there is no handler call to
+//! catch a panic of, no per-subscriber counters, no retry or dead letter bookkeeping,
+//! no shutdown that drains and reports what is owed, and its "backpressure" is the
+//! publisher polling `len()` and yielding. The adapter does all of that per event; a
+//! handler that finishes at once gets its events in runs (one lock per run, see
+//! `faultline::bus::tokio`'s subscriber task).
 //!
 //! Run with `cargo bench --bench bus`; `cargo bench --bench bus -- --test` runs each
 //! function once as a smoke test.

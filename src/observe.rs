@@ -379,19 +379,17 @@ impl SubscriberObserver {
     ) {
         #[cfg(feature = "tracing")]
         {
-            let (bus, subscriber) = (self.bus.as_str(), self.subscriber);
+            // The fields are read only when the event is enabled.
+            let subscriber = self.subscriber;
             match settled {
-                Settled::Handled => tracing::trace!(
-                    target: "faultline::bus", bus, subscriber, topic, seq, attempt,
-                    "event handled"
-                ),
+                Settled::Handled => self.handled(topic, seq, attempt),
                 Settled::Retried => tracing::debug!(
-                    target: "faultline::bus", bus, subscriber, topic, seq, attempt,
-                    "handler failed; the event will be retried"
+                    target: "faultline::bus", bus = self.bus.as_str(), subscriber, topic, seq,
+                    attempt, "handler failed; the event will be retried"
                 ),
                 Settled::DeadLettered => tracing::warn!(
-                    target: "faultline::bus", bus, subscriber, topic, seq, attempt,
-                    "handler failed its last attempt; the event is dead-lettered"
+                    target: "faultline::bus", bus = self.bus.as_str(), subscriber, topic, seq,
+                    attempt, "handler failed its last attempt; the event is dead-lettered"
                 ),
             }
         }
@@ -402,6 +400,42 @@ impl SubscriberObserver {
             self.gauges.lag.set(owed as f64);
             self.gauges.dead_letters.set(dead as f64);
         }
+    }
+
+    /// Events `first`, `first + 1`, ... (`n` of them) of `topic`, each at its first
+    /// attempt, were handled and acknowledged in turn: the same events and counts as `n`
+    /// calls of [`settled`](Self::settled), with the gauges set once, after the last.
+    pub(crate) fn handled_run(
+        &self,
+        topic: &str,
+        first: u64,
+        n: u64,
+        backlog: impl FnOnce() -> (u64, usize),
+    ) {
+        if n == 0 {
+            return;
+        }
+        #[cfg(feature = "tracing")]
+        for seq in first..first + n {
+            self.handled(topic, seq, 1);
+        }
+        #[cfg(feature = "metrics")]
+        {
+            self.gauges.deliveries[Settled::Handled as usize].increment(n);
+            let (owed, dead) = backlog();
+            self.gauges.lag.set(owed as f64);
+            self.gauges.dead_letters.set(dead as f64);
+        }
+    }
+
+    /// The `tracing` event of one handled delivery.
+    #[cfg(feature = "tracing")]
+    #[inline]
+    fn handled(&self, topic: &str, seq: u64, attempt: u32) {
+        tracing::trace!(
+            target: "faultline::bus", bus = self.bus.as_str(), subscriber = self.subscriber,
+            topic, seq, attempt, "event handled"
+        );
     }
 }
 

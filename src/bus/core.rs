@@ -536,13 +536,28 @@ impl<P: Clone> Bus<P> {
 
     /// Publishes `payload` on `topic`.
     pub fn publish(&mut self, topic: &str, payload: P, now: Instant) -> Result<Published, BusFull> {
+        match self.publish_or_return(topic, payload, now) {
+            Ok((_, published)) => Ok(published),
+            Err((full, _payload)) => Err(full),
+        }
+    }
+
+    /// [`publish`](Bus::publish), with the topic's id when it is accepted and the
+    /// payload back when it is refused (so a publisher that waits for space need not
+    /// clone it to try again). Crate-private: the tokio adapter's publish path.
+    pub(crate) fn publish_or_return(
+        &mut self,
+        topic: &str,
+        payload: P,
+        now: Instant,
+    ) -> Result<(TopicId, Published), (BusFull, P)> {
         let _ = now;
         let t = self.topic(topic);
         if self.topics[t as usize].subscribers.is_empty() && self.flaw != Flaw::RetainUnsubscribed {
             if self.flaw != Flaw::UncountedDeadEvents {
                 self.totals.dead_events += 1;
             }
-            return Ok(Published::DeadEvent);
+            return Ok((TopicId(t), Published::DeadEvent));
         }
         if self.topics[t as usize].log.len() >= self.config.capacity {
             self.trim(t);
@@ -568,20 +583,26 @@ impl<P: Clone> Bus<P> {
                 }
             } else {
                 self.totals.full += 1;
-                return Err(BusFull {
-                    topic: topic.to_string(),
-                    capacity,
-                });
+                return Err((
+                    BusFull {
+                        topic: topic.to_string(),
+                        capacity,
+                    },
+                    payload,
+                ));
             }
         }
         let topic_ref = &mut self.topics[t as usize];
         let seq = topic_ref.next_seq();
         topic_ref.log.push_back(payload);
         self.totals.published += 1;
-        Ok(Published::Retained {
-            seq,
-            subscribers: topic_ref.subscribers.len(),
-        })
+        Ok((
+            TopicId(t),
+            Published::Retained {
+                seq,
+                subscribers: topic_ref.subscribers.len(),
+            },
+        ))
     }
 
     /// The next event for `id` now, if any: a redriven dead letter first, then, taking
@@ -920,6 +941,131 @@ impl<P: Clone> Bus<P> {
         sub.redrive.extend(sub.dead_letters.drain(..));
         self.totals.redriven += n as u64;
         n
+    }
+
+    // ----- the tokio adapter's run of deliveries (crate-private) -----
+
+    /// The id of topic `name`, once the bus knows it (a subscribe or a publish named it).
+    pub(crate) fn topic_id(&self, name: &str) -> Option<TopicId> {
+        self.topic_index.get(name).copied().map(TopicId)
+    }
+
+    /// Everything `id` is owed and has not acknowledged, over its topics: the sum of
+    /// [`lag`](Bus::lag) over them, without looking the topics up by name.
+    pub(crate) fn lag_total(&self, id: SubscriberId) -> u64 {
+        self.sub(id).map_or(0, |s| {
+            s.cursors
+                .iter()
+                .map(|c| {
+                    self.topics[c.topic as usize]
+                        .next_seq()
+                        .saturating_sub(c.next)
+                })
+                .sum()
+        })
+    }
+
+    /// The events `id` would be handed next, one per call of
+    /// [`next_delivery`](Bus::next_delivery), if it acknowledged the delivery in hand
+    /// (`token`) and then each of them as it came: the events of that topic after it,
+    /// oldest first, with nothing else in between. Appends clones of at most `max` of
+    /// their payloads to `out` (the first has seq `token`'s + 1) and returns how many.
+    ///
+    /// Only where that sequence is certain from the bus's state: the subscriber is up
+    /// and has exactly one topic, the delivery is that topic's, not a redriven letter,
+    /// and no redrive is queued (a redrive queued later comes first: the caller checks
+    /// for one before each event). Otherwise none.
+    pub(crate) fn peek_after(&self, token: &DeliveryToken, max: usize, out: &mut Vec<P>) -> usize {
+        if self.flaw != Flaw::None || token.redrive {
+            return 0;
+        }
+        let Some(sub) = self.sub(token.subscriber) else {
+            return 0;
+        };
+        if !sub.up
+            || sub.epoch != token.epoch
+            || !sub.redrive.is_empty()
+            || sub.redrive_out
+            || sub.dead_letters.len() >= self.config.dead_letters_max
+        {
+            return 0;
+        }
+        let [c] = sub.cursors.as_slice() else {
+            return 0;
+        };
+        if c.topic != token.topic || c.next != token.seq || !matches!(c.hand, Hand::Out { .. }) {
+            return 0;
+        }
+        let topic = &self.topics[c.topic as usize];
+        // Everything from the cursor on is retained (trimming stops at the slowest cursor).
+        let from = (token.seq + 1 - topic.first_seq) as usize;
+        let before = out.len();
+        out.extend(
+            topic
+                .log
+                .range(from.min(topic.log.len())..)
+                .take(max)
+                .cloned(),
+        );
+        out.len() - before
+    }
+
+    /// Hands out event `seq` of `topic` to `id`: the event at its cursor on that topic,
+    /// with nothing in hand there, as [`next_delivery`](Bus::next_delivery) hands it out
+    /// (first attempt), whatever else `id` is owed, and without cloning the payload. For
+    /// an event [`peek_after`](Bus::peek_after) showed, whose handler has run already.
+    /// `None` when `id` is gone or its cursor is elsewhere.
+    pub(crate) fn hand_out(
+        &mut self,
+        id: SubscriberId,
+        topic: TopicId,
+        seq: u64,
+    ) -> Option<DeliveryToken> {
+        let topics = &self.topics;
+        let sub = self.subscribers.get_mut(id.0 as usize)?.as_mut()?;
+        if !sub.up {
+            return None;
+        }
+        let n = sub.cursors.len();
+        let i = sub.cursors.iter().position(|c| c.topic == topic.0)?;
+        let c = &mut sub.cursors[i];
+        let t = &topics[c.topic as usize];
+        if c.next != seq || c.hand != Hand::Idle || c.lost_in_crash || seq >= t.next_seq() {
+            return None;
+        }
+        c.hand = Hand::Out { attempt: 1 };
+        sub.turn = (i + 1) % n;
+        self.totals.handed_out += 1;
+        Some(DeliveryToken {
+            subscriber: id,
+            topic: topic.0,
+            seq,
+            redrive: false,
+            epoch: sub.epoch,
+        })
+    }
+
+    /// Hands out and acknowledges, in turn, events `first`, `first + 1`, ... (at most
+    /// `n`) of `topic` for `id`, exactly as `n` rounds of [`hand_out`](Bus::hand_out)
+    /// and [`ack`](Bus::ack) would, stopping at the first it cannot hand out. For the
+    /// events of a run whose handler calls succeeded. Returns how many.
+    pub(crate) fn ack_run(
+        &mut self,
+        id: SubscriberId,
+        topic: TopicId,
+        first: u64,
+        n: u64,
+        now: Instant,
+    ) -> u64 {
+        let mut done = 0;
+        while done < n {
+            let Some(token) = self.hand_out(id, topic, first + done) else {
+                break;
+            };
+            self.ack(&token, now);
+            done += 1;
+        }
+        done
     }
 
     // ----- internals -----

@@ -86,7 +86,6 @@
 //! }
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -102,7 +101,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::bus::core::{
-    Bus, BusConfig, BusFull, BusTotals, DeadLetter, DeliveryToken, Published, SubscriberId,
+    Bus, BusConfig, BusFull, BusTotals, DeadLetter, DeliveryToken, Published, SubscriberId, TopicId,
 };
 use crate::clock::Instant;
 use crate::name::Name;
@@ -227,6 +226,8 @@ struct SubShared {
     id: SubscriberId,
     /// Its topics, deduplicated.
     topics: Vec<String>,
+    /// Their ids in the core, in the same order.
+    topic_ids: Vec<TopicId>,
     /// Wakes the task: events arrived, a redrive, unsubscribe, shutdown.
     wake: Notify,
     /// The task waits for `wake` with nothing to do (read and written under the bus
@@ -234,6 +235,9 @@ struct SubShared {
     idle: AtomicBool,
     /// Stop before the next delivery (unsubscribed, or shutdown's grace is over).
     stopped: AtomicBool,
+    /// A redrive was queued (set under the bus lock): a run of deliveries stops, so the
+    /// redriven letters come first.
+    redriven: AtomicBool,
     /// The task is gone (or decided to go, under the bus lock).
     finished: AtomicBool,
     finished_notify: Notify,
@@ -279,8 +283,8 @@ struct State<P> {
     /// The latest time handed to the core (never goes back).
     latest: Instant,
     closed: bool,
-    /// Running subscribers by topic, to wake on publish.
-    by_topic: HashMap<String, Vec<Arc<SubShared>>>,
+    /// Running subscribers by topic (indexed by [`TopicId`]), to wake on publish.
+    by_topic: Vec<Vec<Arc<SubShared>>>,
     /// Every running subscriber.
     subscribers: Vec<Arc<SubShared>>,
     /// A publisher waits for space: the next settled delivery wakes the publishers.
@@ -292,15 +296,15 @@ struct State<P> {
 impl<P: Clone> State<P> {
     fn forget(&mut self, me: &Arc<SubShared>) {
         self.subscribers.retain(|s| !Arc::ptr_eq(s, me));
-        for topic in &me.topics {
-            if let Some(subs) = self.by_topic.get_mut(topic) {
+        for topic in &me.topic_ids {
+            if let Some(subs) = self.by_topic.get_mut(topic.0 as usize) {
                 subs.retain(|s| !Arc::ptr_eq(s, me));
             }
         }
     }
 
     fn owed(&self, me: &SubShared) -> u64 {
-        me.topics.iter().map(|t| self.bus.lag(me.id, t)).sum()
+        self.bus.lag_total(me.id)
     }
 }
 
@@ -404,7 +408,7 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
                     bus: Bus::new(config),
                     latest: Instant::ZERO,
                     closed: false,
-                    by_topic: HashMap::new(),
+                    by_topic: Vec::new(),
                     subscribers: Vec::new(),
                     space_wanted: false,
                     name: crate::observe::UNNAMED,
@@ -491,8 +495,8 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
         if state.closed {
             return Err(PublishError::Closed);
         }
-        let published = match state.bus.publish(topic, payload, now) {
-            Ok(published) => published,
+        let (id, published) = match state.bus.publish_or_return(topic, payload, now) {
+            Ok(accepted) => accepted,
             #[cfg(feature = "hosted")]
             Err(_full) if self.inner.flaw == Flaw::AckBeforeEnqueue => {
                 return Ok(Published::Retained {
@@ -500,9 +504,9 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
                     subscribers: 0,
                 });
             }
-            Err(full) => return Err(full.into()),
+            Err((full, _payload)) => return Err(full.into()),
         };
-        wake_topic(&state, topic, published);
+        wake_topic(&state, id, published);
         Ok(published)
     }
 
@@ -512,9 +516,8 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
     /// Cancellation-safe: dropping the future before it completes publishes nothing and
     /// leaves nothing behind (the payload is dropped with it).
     ///
-    /// Every refused attempt while waiting counts in [`BusTotals::full`]. While the
-    /// topic is full each attempt clones the payload (the core consumes it even when it
-    /// refuses), so prefer payloads that clone cheaply.
+    /// Every refused attempt while waiting counts in [`BusTotals::full`]. A refused
+    /// attempt hands the payload back, so waiting clones nothing.
     ///
     /// # Errors
     ///
@@ -549,18 +552,9 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
         if state.closed {
             return Attempt::Done(Err(PublishError::Closed));
         }
-        if state.bus.retained(topic) < state.bus.config().capacity() {
-            // Room for it: this publish cannot be refused, so the payload moves.
-            let result = state.bus.publish(topic, payload, now);
-            if let Ok(published) = result {
-                wake_topic(&state, topic, published);
-            }
-            return Attempt::Done(result.map_err(PublishError::from));
-        }
-        // Full, unless settled events get trimmed first: try with a copy.
-        match state.bus.publish(topic, payload.clone(), now) {
-            Ok(published) => {
-                wake_topic(&state, topic, published);
+        match state.bus.publish_or_return(topic, payload, now) {
+            Ok((id, published)) => {
+                wake_topic(&state, id, published);
                 Attempt::Done(Ok(published))
             }
             #[cfg(feature = "hosted")]
@@ -570,7 +564,7 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
                     subscribers: 0,
                 }))
             }
-            Err(_full) => {
+            Err((_full, payload)) => {
                 state.space_wanted = true;
                 Attempt::Full(payload)
             }
@@ -615,17 +609,22 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
             }
             let id = state.bus.subscribe(topics, now);
             let mut names: Vec<String> = Vec::with_capacity(topics.len());
+            let mut topic_ids: Vec<TopicId> = Vec::with_capacity(topics.len());
             for topic in topics {
                 if !names.iter().any(|n| n == topic) {
                     names.push((*topic).to_string());
+                    // Known: the subscribe just named it.
+                    topic_ids.extend(state.bus.topic_id(topic));
                 }
             }
             let me = Arc::new(SubShared {
                 id,
                 topics: names,
+                topic_ids,
                 wake: Notify::new(),
                 idle: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
+                redriven: AtomicBool::new(false),
                 finished: AtomicBool::new(false),
                 finished_notify: Notify::new(),
                 abort: OnceLock::new(),
@@ -635,12 +634,12 @@ impl<P: Clone + Send + 'static> SharedBus<P> {
                 last_error: Mutex::new(None),
                 observer: crate::observe::SubscriberObserver::new(state.name, id.0),
             });
-            for topic in &me.topics {
-                state
-                    .by_topic
-                    .entry(topic.clone())
-                    .or_default()
-                    .push(Arc::clone(&me));
+            for topic in &me.topic_ids {
+                let i = topic.0 as usize;
+                if state.by_topic.len() <= i {
+                    state.by_topic.resize_with(i + 1, Vec::new);
+                }
+                state.by_topic[i].push(Arc::clone(&me));
             }
             state.subscribers.push(Arc::clone(&me));
             me
@@ -831,9 +830,9 @@ enum Attempt<P> {
 }
 
 /// Wakes the idle subscribers of `topic` after a publish (under the lock).
-fn wake_topic<P>(state: &State<P>, topic: &str, published: Published) {
+fn wake_topic<P>(state: &State<P>, topic: TopicId, published: Published) {
     if let Published::Retained { .. } = published
-        && let Some(subs) = state.by_topic.get(topic)
+        && let Some(subs) = state.by_topic.get(topic.0 as usize)
     {
         for sub in subs {
             if sub.idle.load(Ordering::Relaxed) {
@@ -911,7 +910,11 @@ impl<P: Clone + Send + 'static> SubscriptionHandle<P> {
             if self.me.finished.load(Ordering::Acquire) {
                 return 0;
             }
-            state.bus.redrive(self.me.id)
+            let n = state.bus.redrive(self.me.id);
+            if n > 0 {
+                self.me.redriven.store(true, Ordering::Release);
+            }
+            n
         };
         if n > 0 {
             self.me.wake.notify_one();
