@@ -412,6 +412,7 @@ impl SubscriberObserver {
         n: u64,
         backlog: impl FnOnce() -> (u64, usize),
     ) {
+        #[cfg(any(feature = "tracing", feature = "metrics"))]
         if n == 0 {
             return;
         }

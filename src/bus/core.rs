@@ -946,12 +946,14 @@ impl<P: Clone> Bus<P> {
     // ----- the tokio adapter's run of deliveries (crate-private) -----
 
     /// The id of topic `name`, once the bus knows it (a subscribe or a publish named it).
+    #[cfg(feature = "tokio")]
     pub(crate) fn topic_id(&self, name: &str) -> Option<TopicId> {
         self.topic_index.get(name).copied().map(TopicId)
     }
 
     /// Everything `id` is owed and has not acknowledged, over its topics: the sum of
     /// [`lag`](Bus::lag) over them, without looking the topics up by name.
+    #[cfg(feature = "tokio")]
     pub(crate) fn lag_total(&self, id: SubscriberId) -> u64 {
         self.sub(id).map_or(0, |s| {
             s.cursors
@@ -975,6 +977,7 @@ impl<P: Clone> Bus<P> {
     /// and has exactly one topic, the delivery is that topic's, not a redriven letter,
     /// and no redrive is queued (a redrive queued later comes first: the caller checks
     /// for one before each event). Otherwise none.
+    #[cfg(feature = "tokio")]
     pub(crate) fn peek_after(&self, token: &DeliveryToken, max: usize, out: &mut Vec<P>) -> usize {
         if self.flaw != Flaw::None || token.redrive {
             return 0;
@@ -1015,6 +1018,7 @@ impl<P: Clone> Bus<P> {
     /// (first attempt), whatever else `id` is owed, and without cloning the payload. For
     /// an event [`peek_after`](Bus::peek_after) showed, whose handler has run already.
     /// `None` when `id` is gone or its cursor is elsewhere.
+    #[cfg(feature = "tokio")]
     pub(crate) fn hand_out(
         &mut self,
         id: SubscriberId,
@@ -1049,6 +1053,7 @@ impl<P: Clone> Bus<P> {
     /// `n`) of `topic` for `id`, exactly as `n` rounds of [`hand_out`](Bus::hand_out)
     /// and [`ack`](Bus::ack) would, stopping at the first it cannot hand out. For the
     /// events of a run whose handler calls succeeded. Returns how many.
+    #[cfg(feature = "tokio")]
     pub(crate) fn ack_run(
         &mut self,
         id: SubscriberId,
