@@ -51,10 +51,12 @@
 //! | `poll_timeout` | trusted | only to schedule wake-ups; a bus that never wakes is caught by `bus.drained` and the liveness bound, not believed |
 //! | `retained_max` | compared | it must lie between what the ledger says must be held (less is a loss: `bus.fifo`) and the declared capacity (`bus.bounded_retention`); what the ledger says must be held may not exceed the declared capacity either, whatever the bus reports |
 //! | `dead_events` | compared | at rest it must equal the dead events by the world's facts |
+//! | `redrive`'s count | compared | it must be the number of dead letters the world read just before (`bus.reports`) |
+//! | `next_seq`, `lag`, `totals` (optional) | compared | where the bus reports them, after every step: each topic's next seq with the world's count of events published on it, each subscriber's lag with the events it is owed and has not settled by the ledger, the totals with the world's counts of what it published, was refused, was handed, settled and redrove (`bus.reports`) |
 //!
 //! Nothing a bus reports about itself replaces a fact the world has.
 
-use crate::bus::core::{Bus, BusConfig, BusFull, Published, SubscriberId};
+use crate::bus::core::{Bus, BusConfig, BusFull, BusTotals, Published, SubscriberId};
 use crate::clock::Instant;
 use std::fmt;
 use std::time::Duration;
@@ -155,6 +157,34 @@ pub trait EventBus {
     /// The policy this bus implements, from its own configuration: what the world
     /// judges it by. Read once, when the world is made.
     fn policy(&self) -> BusPolicy;
+    /// The seq the next event published on `topic` will get, if the bus reports it
+    /// (default: it does not). When it does, the world compares it with its own count
+    /// after every step (`bus.reports`).
+    fn next_seq(&self, topic: &str) -> Option<u64> {
+        let _ = topic;
+        None
+    }
+    /// Events `id` is owed on `topic` and has not settled (acknowledged or
+    /// dead-lettered), in hand and waiting for a retry included: its lag, if the bus
+    /// reports it (default: it does not). When it does, the world compares it with its
+    /// ledger after every step (`bus.reports`).
+    fn lag(&self, id: SubscriberId, topic: &str) -> Option<u64> {
+        let _ = (id, topic);
+        None
+    }
+    /// The bus's own counters, if it keeps them (default: it does not). When it does,
+    /// the world compares them with its ledger after every step (`bus.reports`):
+    /// `published` (events accepted with a seq), `full` (every [`BusFull`], whether the
+    /// publisher then waits or gives up), `handed_out` (every delivery, redriven letters
+    /// included), `acked` (deliveries the handler finished), `retries` (failed
+    /// deliveries not dead-lettered, redriven letters aside), `dead_lettered` (events
+    /// dead-lettered at their last attempt; a redriven letter that fails again goes back
+    /// to the dead letters without being counted again) and `redriven` (letters handed
+    /// back by [`redrive`](EventBus::redrive)). `dead_events` is judged through
+    /// [`dead_events`](EventBus::dead_events); `redelivered` is not compared.
+    fn totals(&self) -> Option<BusTotals> {
+        None
+    }
 }
 
 impl EventBus for Bus<u64> {
@@ -213,5 +243,14 @@ impl EventBus for Bus<u64> {
     }
     fn policy(&self) -> BusPolicy {
         BusPolicy::of_config(self.config())
+    }
+    fn next_seq(&self, topic: &str) -> Option<u64> {
+        Some(Bus::next_seq(self, topic))
+    }
+    fn lag(&self, id: SubscriberId, topic: &str) -> Option<u64> {
+        Some(Bus::lag(self, id, topic))
+    }
+    fn totals(&self) -> Option<BusTotals> {
+        Some(Bus::totals(self))
     }
 }

@@ -322,6 +322,9 @@ pub(crate) enum Flaw {
     UncountedDeadEvents,
     /// A failed event is never retried (nor dead-lettered): its topic stalls.
     ForgetRetries,
+    /// The lag counts only the events not yet handed out: the one in hand, or waiting
+    /// for its retry, counts as settled.
+    LagSkipsInHand,
     /// Events to a topic nobody subscribes to are kept in its log and reported as
     /// retained (and not counted as dead events).
     RetainUnsubscribed,
@@ -440,10 +443,10 @@ impl<P: Clone> Bus<P> {
         };
         let Some(s) = self.sub(id) else { return 0 };
         let next = self.topics[t as usize].next_seq();
-        s.cursors
-            .iter()
-            .find(|c| c.topic == t)
-            .map_or(0, |c| next.saturating_sub(c.next))
+        s.cursors.iter().find(|c| c.topic == t).map_or(0, |c| {
+            let in_hand = self.flaw == Flaw::LagSkipsInHand && c.hand != Hand::Idle;
+            next.saturating_sub(c.next + u64::from(in_hand))
+        })
     }
 
     /// When the next retry is due, if any.
@@ -870,7 +873,9 @@ impl<P: Clone> Bus<P> {
             self.totals.dead_lettered += 1;
             self.trim_if_oldest(token.topic, token.seq);
         } else if self.flaw == Flaw::ForgetRetries {
-            // The defect: the event stays "in hand" forever; nothing retries it.
+            // The defect: the retry is counted as scheduled, but the event stays "in
+            // hand" forever; nothing retries it.
+            self.totals.retries += 1;
         } else {
             c.hand = Hand::Waiting {
                 attempt,

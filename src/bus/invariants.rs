@@ -18,9 +18,14 @@
 //!    counted, not vanished.
 //! 7. `bus.drained`: after the faults heal, every owed event is delivered or
 //!    dead-lettered.
-//! 8. `bus.conformance` (optional; on for the reference and its mutants): the declared
+//! 8. `bus.reports`: what the bus reports of itself agrees with the world's ledger
+//!    after every step: the count `redrive` returns, and, where the bus reports them,
+//!    each topic's next seq, each subscriber's lag and its totals (published, refused,
+//!    handed out, acknowledged, retried, dead-lettered, redriven). A metric a service
+//!    alerts on that under-counts is a bug the other promises would not see.
+//! 9. `bus.conformance` (optional; on for the reference and its mutants): the declared
 //!    [`BusPolicy`] is the reference's exact settings for the seed's knobs. A plug-in
-//!    with settings of its own leaves it off and is judged by 1 to 7 alone.
+//!    with settings of its own leaves it off and is judged by 1 to 8 alone.
 //!
 //! The capacity (4) and the attempts before a dead letter (1) are the bus's declared
 //! [`BusPolicy`], not the knobs': a bus is judged by what it says it does.
@@ -34,12 +39,13 @@
 //! the seq or dead event a publish returns) are only compared with those facts: a
 //! mismatch is a violation of its own, naming the topic, the subscriber and the seqs.
 
+use crate::bus::BusTotals;
 use crate::bus::contract::BusPolicy;
 use faultline_sim::{SimTime, Violation};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Names of the invariants, in order.
-pub const INVARIANTS: [&str; 8] = [
+pub const INVARIANTS: [&str; 9] = [
     EXACTLY_ONCE,
     FIFO,
     NOTHING_AFTER_UNSUBSCRIBE,
@@ -47,12 +53,13 @@ pub const INVARIANTS: [&str; 8] = [
     ISOLATION,
     DEAD_EVENTS_COUNTED,
     DRAINED,
+    REPORTS,
     CONFORMANCE,
 ];
 
 /// What each invariant promises, in words (the list above), in the order of
 /// [`INVARIANTS`]: what `faultline list` prints beside each name.
-pub const PROMISES: [(&str, &str); 8] = [
+pub const PROMISES: [(&str, &str); 9] = [
     (
         EXACTLY_ONCE,
         "Each subscriber gets each event it is owed handled exactly once or dead-lettered: at rest, handled + dead-lettered = events published on its topics while it was subscribed, with no duplicates; a failed event is retried or dead-lettered, never skipped, and dead-lettered at its declared attempts_max-th failure, not before (counting every failure) and not after (counting the failures since the subscriber last crashed: a crash may restart the count).",
@@ -82,6 +89,10 @@ pub const PROMISES: [(&str, &str); 8] = [
         "After the faults heal, every owed event is delivered or dead-lettered.",
     ),
     (
+        REPORTS,
+        "What the bus reports of itself agrees with the world's ledger after every step: the count redrive returns, and, where the bus reports them, each topic's next seq, each subscriber's lag and its totals (published, refused, handed out, acknowledged, retried, dead-lettered, redriven).",
+    ),
+    (
         CONFORMANCE,
         "Optional, on for the reference and its mutants: the declared BusPolicy is the reference's exact settings for the seed's knobs. A plug-in with settings of its own leaves it off and is judged by the other invariants alone.",
     ),
@@ -101,6 +112,8 @@ pub const ISOLATION: &str = "bus.isolation";
 pub const DEAD_EVENTS_COUNTED: &str = "bus.dead_events_counted";
 /// The invariant `bus.drained` (see the list above).
 pub const DRAINED: &str = "bus.drained";
+/// The invariant `bus.reports` (see the list above).
+pub const REPORTS: &str = "bus.reports";
 /// The optional check `bus.conformance` (see the list above).
 pub const CONFORMANCE: &str = "bus.conformance";
 
@@ -126,6 +139,24 @@ pub struct Track {
     pub redriving: BTreeSet<u64>,
 }
 
+/// What the world counted at the bus's boundary: the ledger side of the bus's
+/// [`BusTotals`](crate::bus::BusTotals) (`bus.reports`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Every `BusFull`, whether the publisher then waited or gave up.
+    pub refusals: u64,
+    /// Deliveries the bus handed out.
+    pub handed_out: u64,
+    /// Deliveries the handler finished.
+    pub acked: u64,
+    /// Failed deliveries (not redriven letters) the bus did not dead-letter.
+    pub retries: u64,
+    /// Failed deliveries (not redriven letters) the bus dead-lettered.
+    pub dead_lettered: u64,
+    /// Dead letters the world had redriven.
+    pub redriven: u64,
+}
+
 /// The bus checker: fed by the world as the run goes, asked at rest.
 #[derive(Clone, Debug, Default)]
 pub struct BusChecker {
@@ -140,8 +171,10 @@ pub struct BusChecker {
     /// Dead events by the world's facts: accepted publishes to a topic no subscription
     /// of the world's covered.
     pub dead_events: u64,
-    /// Publishes refused with `BusFull`.
+    /// Publishes refused with `BusFull` and given up.
     pub full: u64,
+    /// What the world counted at the boundary, for the bus's totals (`bus.reports`).
+    pub counts: Counts,
     /// Highest retention seen.
     pub retained_max: usize,
     /// Delivery lags (publish to first handling), ms, per subscriber.
@@ -346,6 +379,7 @@ impl BusChecker {
         payload: u64,
         redriven: bool,
     ) -> Result<(), Violation> {
+        self.counts.handed_out += 1;
         if left {
             return Err(Violation::new(
                 NOTHING_AFTER_UNSUBSCRIBE,
@@ -430,6 +464,7 @@ impl BusChecker {
 
     /// The handler of `sub` finished event `seq` of `topic` successfully.
     pub fn on_handled(&mut self, sub: u32, topic: &str, seq: u64, redriven: bool, now: SimTime) {
+        self.counts.acked += 1;
         let published_at = self
             .published
             .get(topic)
@@ -469,6 +504,11 @@ impl BusChecker {
         dead: bool,
     ) -> Result<(), Violation> {
         let attempts_max = self.attempts_max;
+        match (redriven, dead) {
+            (true, _) => {}
+            (false, true) => self.counts.dead_lettered += 1,
+            (false, false) => self.counts.retries += 1,
+        }
         let Some(track) = self.tracks.get_mut(&(sub, topic.to_string())) else {
             return Ok(());
         };
@@ -517,13 +557,131 @@ impl BusChecker {
         }
     }
 
-    /// `sub`'s dead letters were handed back for delivery.
+    /// `sub`'s dead letters (`letters`, as the bus listed them just before, or as the
+    /// world saw them go) were handed back for delivery.
     pub fn on_redrive(&mut self, sub: u32, letters: &[(String, u64)]) {
+        self.counts.redriven += letters.len() as u64;
         for (t, seq) in letters {
             if let Some(track) = self.tracks.get_mut(&(sub, t.clone())) {
                 track.redriving.insert(*seq);
             }
         }
+    }
+
+    /// `redrive` said it handed back `returned` of `sub`'s `listed` dead letters
+    /// (`bus.reports`).
+    pub fn compare_redriven(
+        &self,
+        sub: u32,
+        listed: usize,
+        returned: usize,
+    ) -> Result<(), Violation> {
+        if returned != listed {
+            return Err(Violation::new(
+                REPORTS,
+                format!(
+                    "subscriber {sub} had {listed} dead letters; redrive says it handed back {returned}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bus's report of the next seq on `topic`, against the world's count of the
+    /// events published on it (`bus.reports`).
+    pub fn compare_next_seq(&self, topic: &str, reported: u64) -> Result<(), Violation> {
+        let counted = self.next_seq(topic);
+        if reported != counted {
+            return Err(Violation::new(
+                REPORTS,
+                format!(
+                    "the bus reports {reported} as the next seq of `{topic}`; {counted} events were published on it"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bus's report of each current subscription's lag (`reported(sub, topic)`,
+    /// `None` where it does not say), against the ledger: the events published on the
+    /// topic from the first one the subscriber has not settled (`bus.reports`).
+    pub fn compare_lags(
+        &self,
+        mut reported: impl FnMut(u32, &str) -> Option<u64>,
+    ) -> Result<(), Violation> {
+        for ((sub, topic), track) in &self.tracks {
+            if track.until.is_some() {
+                continue;
+            }
+            let Some(lag) = reported(*sub, topic) else {
+                continue;
+            };
+            let end = self.next_seq(topic);
+            let owed = end.saturating_sub(track.next);
+            if lag != owed {
+                return Err(Violation::new(
+                    REPORTS,
+                    format!(
+                        "the bus reports a lag of {lag} for subscriber {sub} on `{topic}`; it has settled every event \
+                         before {} and {end} were published, so {owed} are owed and unsettled",
+                        track.next
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The bus's totals against the world's counts (`bus.reports`); `dead_events` and
+    /// `redelivered` are not compared here.
+    pub fn compare_totals(&self, totals: &BusTotals) -> Result<(), Violation> {
+        let published: u64 = self.published.values().map(|v| v.len() as u64).sum();
+        let c = &self.counts;
+        let pairs = [
+            (
+                "published",
+                totals.published,
+                published,
+                "events accepted with a seq",
+            ),
+            ("full", totals.full, c.refusals, "publishes refused as full"),
+            (
+                "handed_out",
+                totals.handed_out,
+                c.handed_out,
+                "deliveries handed out",
+            ),
+            (
+                "acked",
+                totals.acked,
+                c.acked,
+                "deliveries the handler finished",
+            ),
+            ("retries", totals.retries, c.retries, "failures retried"),
+            (
+                "dead_lettered",
+                totals.dead_lettered,
+                c.dead_lettered,
+                "events dead-lettered",
+            ),
+            (
+                "redriven",
+                totals.redriven,
+                c.redriven,
+                "dead letters redriven",
+            ),
+        ];
+        for (name, reported, counted, what) in pairs {
+            if reported != counted {
+                return Err(Violation::new(
+                    REPORTS,
+                    format!(
+                        "the bus's totals say {name} = {reported}; the world counted {counted} {what}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// True when `sub` is owed an event on `topic` that it could be handed now (not

@@ -6,7 +6,7 @@
 //! alone.
 
 use crate::bus::contract::{BusPolicy, EventBus, Handed};
-use crate::bus::core::{Bus, BusFull, DeliveryToken, Flaw, Published, SubscriberId};
+use crate::bus::core::{Bus, BusFull, BusTotals, DeliveryToken, Flaw, Published, SubscriberId};
 use crate::bus::invariants;
 use crate::bus::pattern::BusPattern;
 use crate::bus::world::{BusKnobs, BusWorld};
@@ -103,6 +103,13 @@ pub const CATALOG: &[Mutant<BusPattern>] = &[
         "a failed event is never retried nor dead-lettered: its topic stalls for that subscriber",
         invariants::DRAINED,
         |k| flawed(k, Flaw::ForgetRetries),
+    ),
+    Mutant::new(
+        "lag_skips_in_hand",
+        "the lag counts only events not yet handed out: a delivery in hand, or waiting for its retry, \
+         shows as settled, so a stuck subscriber's lag under-reports",
+        invariants::REPORTS,
+        |k| flawed(k, Flaw::LagSkipsInHand),
     ),
     Mutant::new(
         "declares_more_attempts",
@@ -498,6 +505,26 @@ impl EventBus for MutantBus {
             MutantBus::Flawed(b) => b.totals().dead_events,
             MutantBus::PublishInOwnTask(p) => p.bus.totals().dead_events,
             MutantBus::TaskPerPublish(t) => t.dead_events,
+        }
+    }
+    // The reference (and its flawed copies) reports; the two other buses say nothing
+    // of themselves here, as a plug-in may.
+    fn next_seq(&self, topic: &str) -> Option<u64> {
+        match self {
+            MutantBus::Flawed(b) => EventBus::next_seq(b, topic),
+            _ => None,
+        }
+    }
+    fn lag(&self, id: SubscriberId, topic: &str) -> Option<u64> {
+        match self {
+            MutantBus::Flawed(b) => EventBus::lag(b, id, topic),
+            _ => None,
+        }
+    }
+    fn totals(&self) -> Option<BusTotals> {
+        match self {
+            MutantBus::Flawed(b) => EventBus::totals(b),
+            _ => None,
         }
     }
     fn policy(&self) -> BusPolicy {

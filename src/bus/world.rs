@@ -507,6 +507,7 @@ impl<B: EventBus> BusWorld<B> {
             }
             Err(full) => {
                 ctx.record("publisher", format_args!("{full}"));
+                self.checker.counts.refusals += 1;
                 if self.knobs.wait_on_full {
                     ctx.cover("bus.backpressure");
                     Ok(false)
@@ -630,6 +631,25 @@ impl<B: EventBus> BusWorld<B> {
             self.wake_at = Some(at);
             ctx.schedule_at(at, BusEvent::Wake);
         }
+    }
+
+    /// What the bus reports of itself, where it does, against the ledger
+    /// (`bus.reports`): checked after every step, when the world and the bus have both
+    /// taken it in full.
+    fn check_reports(&self) -> Result<(), Violation> {
+        if let Some(totals) = self.bus.totals() {
+            self.checker.compare_totals(&totals)?;
+        }
+        for name in &self.knobs.topics {
+            if let Some(next) = self.bus.next_seq(name) {
+                self.checker.compare_next_seq(name, next)?;
+            }
+        }
+        let (bus, subs) = (&self.bus, &self.subs);
+        self.checker.compare_lags(|sub, topic| {
+            let id = subs.get(sub as usize)?.id?;
+            bus.lag(id, topic)
+        })
     }
 
     /// Nothing more can happen: no publisher waits, no handler runs, no retry is due
@@ -793,7 +813,7 @@ impl<B: EventBus> World for BusWorld<B> {
                 }
             }
         }
-        Ok(())
+        self.check_reports()
     }
 
     fn on_fault(&mut self, ctx: &mut Ctx<BusEvent>, edge: FaultEdge) -> Result<(), Violation> {
@@ -829,7 +849,7 @@ impl<B: EventBus> World for BusWorld<B> {
             }
             self.pump(ctx, i as u32)?;
         }
-        Ok(())
+        self.check_reports()
     }
 
     fn heal(&mut self, ctx: &mut Ctx<BusEvent>) -> Result<(), Violation> {
@@ -840,14 +860,16 @@ impl<B: EventBus> World for BusWorld<B> {
                 let letters = self.bus.dead_letters(id);
                 if !letters.is_empty() {
                     self.checker.on_redrive(i as u32, &letters);
-                    self.bus.redrive(id, now);
+                    let returned = self.bus.redrive(id, now);
+                    self.checker
+                        .compare_redriven(i as u32, letters.len(), returned)?;
                     ctx.cover("bus.redrive");
                 }
             }
         }
         self.pump_all(ctx)?;
         self.schedule_wake(ctx);
-        Ok(())
+        self.check_reports()
     }
 
     fn is_quiescent(&self, ctx: &Ctx<BusEvent>) -> bool {

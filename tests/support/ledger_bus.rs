@@ -349,6 +349,25 @@ impl EventBus for LedgerBus {
         n
     }
 
+    fn next_seq(&self, topic: &str) -> Option<u64> {
+        Some(self.logs.get(topic).map_or(0, Log::end))
+    }
+
+    fn lag(&self, id: SubscriberId, topic: &str) -> Option<u64> {
+        let c = self
+            .members
+            .get(&id.0)?
+            .cursors
+            .iter()
+            .find(|c| &*c.topic == topic)?;
+        Some(
+            self.logs
+                .get(topic)
+                .map_or(0, Log::end)
+                .saturating_sub(c.next),
+        )
+    }
+
     fn dead_letters(&self, id: SubscriberId) -> Vec<(String, u64)> {
         self.members.get(&id.0).map_or_else(Vec::new, |m| {
             m.dead.iter().map(|(t, s, _)| (t.to_string(), *s)).collect()
