@@ -58,7 +58,7 @@ use crate::registry;
 use auto_shard::ShardArg;
 use clap::{Parser, Subcommand};
 use faultline_sim::report::model::{
-    FailureView, Histogram, MutantRow, PatternSweep, SweepView, SweptMutant,
+    FailureView, Histogram, MutantRow, MutationScore, PatternSweep, SweepView, SweptMutant,
 };
 use faultline_sim::report::{render_index, render_run};
 use faultline_sim::shrink::shrink_plan;
@@ -738,9 +738,19 @@ fn write_index(out: &Path, view: &mut SweepView) -> Result<(), UsageError> {
     write_summary(out, view, true)
 }
 
+/// The cores' mutation scores as `scripts/mutation-score --record` last wrote them,
+/// built into the program (the file is committed; a test checks it parses).
+const MUTATION_SCORES: &str = include_str!("../scripts/mutation-scores.json");
+
+/// [`MUTATION_SCORES`], read.
+fn mutation_scores() -> Vec<MutationScore> {
+    serde_json::from_str(MUTATION_SCORES).unwrap_or_default()
+}
+
 /// Writes `view` as summary.json and index.html in `out`; `announce` prints the path.
 fn write_summary(out: &Path, view: &mut SweepView, announce: bool) -> Result<(), UsageError> {
     view.criterion_href = criterion_href(out);
+    view.mutation_scores = mutation_scores();
     let json = serde_json::to_string_pretty(view)?;
     write(&out.join("summary.json"), &json)?;
     let html = render_index(view)?;
@@ -976,6 +986,7 @@ fn sweep_cmd(
         criterion_href: None,
         comparisons: Vec::new(),
         build: build_info(),
+        mutation_scores: Vec::new(),
     };
     let mut all_passed = true;
     let mut stopped = false;
@@ -1608,6 +1619,7 @@ fn mutants_cmd(
         criterion_href: None,
         comparisons: Vec::new(),
         build: build_info(),
+        mutation_scores: Vec::new(),
     });
     view.mutants = rows;
     view.build = build_info();
@@ -1676,6 +1688,29 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The committed scores parse (a broken file would leave the report's table empty
+    /// without a word), name known units and add up.
+    #[test]
+    fn the_recorded_mutation_scores_parse_and_add_up() {
+        let scores: Vec<MutationScore> =
+            serde_json::from_str(MUTATION_SCORES).expect("scripts/mutation-scores.json parses");
+        assert!(!scores.is_empty());
+        for s in &scores {
+            assert!(!s.files.is_empty() && !s.date.is_empty() && !s.commit.is_empty());
+            assert_eq!(
+                s.caught + s.missed + s.equivalent + s.unviable + s.timeout,
+                s.mutants,
+                "{}",
+                s.unit
+            );
+            let live = s.caught + s.timeout + s.missed;
+            if live > 0 {
+                let score = 100.0 * (s.caught + s.timeout) as f64 / live as f64;
+                assert!((s.score.unwrap_or(-1.0) - score).abs() < 0.05, "{}", s.unit);
+            }
+        }
+    }
 
     #[test]
     fn replay_commands_name_the_program_running() {

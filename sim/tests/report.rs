@@ -7,8 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use faultline_sim::report::{
-    Band, BuildInfo, Comparison, FailureView, Histogram, Lane, MutantRow, PatternSweep, RunView,
-    Series, SweepView, SweptMutant, Timeline, Verdict, render_index, render_run,
+    Band, BuildInfo, Comparison, FailureView, Histogram, Lane, MutantRow, MutationScore,
+    PatternSweep, RunView, Series, SweepView, SweptMutant, Timeline, Verdict, render_index,
+    render_run,
 };
 use faultline_sim::sweep::{MarkSummary, SeedFailure};
 use faultline_sim::{
@@ -362,6 +363,38 @@ fn sample_sweep() -> SweepView {
             version: env!("CARGO_PKG_VERSION").into(),
             commit: "unknown".into(),
         },
+        mutation_scores: vec![
+            MutationScore {
+                unit: "bus/core".into(),
+                files: vec!["src/bus/core.rs".into()],
+                measured: "sample of 40 of 312 (seed 1)".into(),
+                mutants: 40,
+                caught: 15,
+                missed: 2,
+                equivalent: 7,
+                unviable: 15,
+                timeout: 1,
+                score: Some(88.9),
+                missed_mutants: vec![format!("replace lag -> u64 with 0 {XSS}")],
+                date: "2026-12-04".into(),
+                commit: "d7aa990".into(),
+            },
+            MutationScore {
+                unit: format!("nothing live {XSS}"),
+                files: vec![],
+                measured: "all 3".into(),
+                mutants: 3,
+                caught: 0,
+                missed: 0,
+                equivalent: 0,
+                unviable: 3,
+                timeout: 0,
+                score: None,
+                missed_mutants: vec![],
+                date: "2026-12-04".into(),
+                commit: "d7aa990+changes".into(),
+            },
+        ],
     }
 }
 
@@ -373,6 +406,7 @@ fn empty_sweep() -> SweepView {
         criterion_href: None,
         comparisons: vec![],
         build: Default::default(),
+        mutation_scores: vec![],
     }
 }
 
@@ -491,6 +525,19 @@ fn index_page_has_every_section_and_escapes_everything() {
     // Both liveness and the declared invariant show their seeds.
     assert!(html.contains("<code>sim.liveness</code>"));
     assert!(html.contains("98,765,432"));
+    // The mutation scores, each with its date and commit; below 90 % is marked, a
+    // unit with nothing live shows no score.
+    assert!(html.contains("id=\"mutation-score\""));
+    assert!(html.contains("<tr class=\"hot\"><td>bus/core</td>"));
+    assert!(
+        html.contains(
+            "<td class=\"num\">88.9 %</td><td>2026-12-04</td><td><code>d7aa990</code></td>"
+        )
+    );
+    assert!(html.contains(
+        "<td class=\"num\">–</td><td>2026-12-04</td><td><code>d7aa990+changes</code></td>"
+    ));
+    assert!(html.contains("missed: <code>replace lag -&gt; u64 with 0 &lt;script&gt;"));
 }
 
 #[test]
@@ -522,6 +569,7 @@ fn empty_views_render() {
     assert_ids(&index, &["overview", "mutants", "benchmarks"]);
     assert!(index.contains("<code>cargo bench</code>"));
     assert!(index.contains("<code>faultline mutants</code>"));
+    assert!(index.contains("<code>scripts/mutation-score --record</code>"));
 }
 
 #[test]

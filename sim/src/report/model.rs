@@ -253,6 +253,42 @@ pub struct MutantRow {
     pub seed: Option<u64>,
 }
 
+/// One core's mutation score, as `scripts/mutation-score --record` wrote it: of the
+/// small defects cargo-mutants made in the core's files, how many the simulator's
+/// properties and sweeps caught (no unit test, golden digest, catalog or mark in the
+/// oracle), measured on `date` at `commit`, not by the sweep that shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MutationScore {
+    /// The unit (`bus/core`, `breaker/guard`, ...).
+    pub unit: String,
+    /// Its files.
+    pub files: Vec<String>,
+    /// What was tested: `sample of 40 of 312 (seed 1)` or `all 312`.
+    pub measured: String,
+    /// Mutants tested.
+    pub mutants: u64,
+    /// Caught by the oracle.
+    pub caught: u64,
+    /// Not caught, and not listed as equivalent.
+    pub missed: u64,
+    /// Not caught, listed in `scripts/mutation-equivalents` with a reason.
+    pub equivalent: u64,
+    /// Did not build.
+    pub unviable: u64,
+    /// Ran past cargo-mutants' timeout (counted as caught).
+    pub timeout: u64,
+    /// (caught + timeouts) / (caught + timeouts + missed), percent; none when nothing
+    /// was live.
+    pub score: Option<f64>,
+    /// The missed mutants, as cargo-mutants names them.
+    #[serde(default)]
+    pub missed_mutants: Vec<String>,
+    /// The day it was measured (UTC, `YYYY-MM-DD`).
+    pub date: String,
+    /// The commit it was measured on (`+changes` when the tree had uncommitted ones).
+    pub commit: String,
+}
+
 /// Patterns set side by side on the same metrics (e.g. saga vs two-phase commit): the
 /// index page shows a table and a chart of each metric's median, p90 and max per pattern,
 /// taken from the histograms of the same name in each pattern's sweep.
@@ -285,6 +321,10 @@ pub struct SweepView {
     /// The program that produced it (`unknown` in older summaries).
     #[serde(default)]
     pub build: BuildInfo,
+    /// The mutation score of each core, as last recorded by `scripts/mutation-score`
+    /// (absent from older summaries).
+    #[serde(default)]
+    pub mutation_scores: Vec<MutationScore>,
 }
 
 /// Which build of faultline produced a summary or a page: shown in every page's footer,

@@ -587,6 +587,26 @@ struct MutantView {
     seed: String,
 }
 
+/// A row of the mutation-score table.
+struct ScoreView {
+    unit: String,
+    files: String,
+    measured: String,
+    mutants: u64,
+    caught: u64,
+    missed: u64,
+    equivalent: u64,
+    unviable: u64,
+    timeout: u64,
+    /// `87.5 %`, or `–` when nothing was live.
+    score: String,
+    /// Below the 90 % target.
+    low: bool,
+    missed_mutants: Vec<String>,
+    date: String,
+    commit: String,
+}
+
 /// A pattern's column of a comparison.
 struct CompareColumn {
     /// The pattern.
@@ -640,6 +660,7 @@ struct IndexPage<'a> {
     comparisons: Vec<CompareSection>,
     mutants: Vec<MutantView>,
     mutants_survived: usize,
+    scores: Vec<ScoreView>,
     criterion: Option<Link>,
 }
 
@@ -1024,6 +1045,28 @@ fn index_page(view: &SweepView) -> Result<IndexPage<'_>, ReportError> {
         comparisons,
         mutants_survived: mutants.iter().filter(|m| m.survived).count(),
         mutants,
+        scores: view
+            .mutation_scores
+            .iter()
+            .map(|s| ScoreView {
+                unit: s.unit.clone(),
+                files: s.files.join(", "),
+                measured: s.measured.clone(),
+                mutants: s.mutants,
+                caught: s.caught,
+                missed: s.missed,
+                equivalent: s.equivalent,
+                unviable: s.unviable,
+                timeout: s.timeout,
+                score: s
+                    .score
+                    .map_or_else(|| "–".to_string(), |x| format!("{x:.1} %")),
+                low: s.score.is_some_and(|x| x < 90.0),
+                missed_mutants: s.missed_mutants.clone(),
+                date: s.date.clone(),
+                commit: s.commit.clone(),
+            })
+            .collect(),
         criterion: view.criterion_href.as_deref().map(Link::new),
     })
 }
