@@ -39,9 +39,11 @@
 //! | [`poll_transition`](CallGuard::poll_transition) | compared: the path must be valid, a trip must be justified by the world's own model of the declared trip rule over the outcomes it saw, Open must last the declared wait, a fresh half-open episode must follow a probe the world saw cancelled or ignored | the breaker's state is internal; the world cannot see it except through what the guard does. The load bound counts calls at the API over each outage whatever the guard says, and the re-closings and fresh half-open episodes it allows for are capped by the successes, cancellations and ignored outcomes the world itself saw |
 //! | [`state`](CallGuard::state) | compared: at every send it must equal the state the transitions lead to | the world steers by the transitions, never by `state` alone |
 //! | [`metrics`](CallGuard::metrics) | compared: at rest it must equal the world's own counts call for call | |
+//! | [`retry_budget`](CallGuard::retry_budget) (optional) | trusted as the yardstick, read once | the retries the guard schedules (every [`Step::Retry`]) must stay within it, counted from the requests it admitted, and a retry refused for the budget ([`Why::BudgetExhausted`]) must be one the budget really had no room for (`breaker.retry_budget`) |
 
 use crate::breaker::circuit::{BreakerConfig, SlidingWindow, State};
 use crate::clock::Instant;
+use crate::retry::RetryBudget;
 use std::fmt;
 use std::time::Duration;
 
@@ -301,4 +303,15 @@ pub trait CallGuard {
     /// The policy this guard implements, from its own configuration: what the world
     /// judges it by. Read once, when the world is made.
     fn policy(&self) -> Policy;
+
+    /// The retry budget this guard keeps, if it keeps one and declares it (default:
+    /// none): its configuration (`ttl`, `min_per_sec`, `retry_percent`), not its
+    /// counts. Read once, when the world is made. The world then holds the guard to it
+    /// (`breaker.retry_budget`): each admitted request deposits, each
+    /// [`Step::Retry`] withdraws, and a request answered
+    /// [`Why::BudgetExhausted`] was refused a retry, all counted over a window of ten
+    /// slots of `ttl / 10`, as [`RetryBudget`] counts.
+    fn retry_budget(&self) -> Option<RetryBudget> {
+        None
+    }
 }

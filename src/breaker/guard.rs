@@ -126,6 +126,11 @@ pub(crate) enum Flaw {
     /// counts up on a success too), so a rejected call is sent anyway for each success
     /// of the episode not yet used that way.
     HalfOpenRefundsOnSuccess,
+    /// The retry budget takes every withdrawal: it is asked, and never says no.
+    BudgetNeverRefuses,
+    /// The retry budget is never credited with the requests: only its reserve is
+    /// ever spent.
+    BudgetNeverDeposits,
 }
 
 /// How late [`Flaw::HalfOpenCountLags`] sees a half-open admission: 500 µs.
@@ -180,7 +185,9 @@ impl Parts for GuardParts {
     }
 
     fn deposit(&mut self, now: Instant) {
-        if let Some(budget) = &mut self.budget {
+        if let Some(budget) = &mut self.budget
+            && self.flaw != Flaw::BudgetNeverDeposits
+        {
             budget.deposit(now);
         }
     }
@@ -266,6 +273,10 @@ impl Parts for GuardParts {
 
     fn withdraw(&mut self, now: Instant) -> bool {
         match &mut self.budget {
+            Some(budget) if self.flaw == Flaw::BudgetNeverRefuses => {
+                budget.try_withdraw(now);
+                true
+            }
             Some(budget) if self.flaw != Flaw::RetriesOutsideBreaker => budget.try_withdraw(now),
             _ => true,
         }
@@ -456,5 +467,11 @@ impl CallGuard for Guard {
             policy.wait_in_open_max = policy.wait_in_open_max.saturating_mul(2);
         }
         policy
+    }
+
+    fn retry_budget(&self) -> Option<RetryBudget> {
+        self.config.budget.and_then(|(ttl, min_per_sec, percent)| {
+            RetryBudget::new(ttl, min_per_sec, percent).ok()
+        })
     }
 }

@@ -41,9 +41,18 @@
 //!    ignored + released, each equal to the world's own count; transitions form a
 //!    valid path; the state the guard reports at each send is the one its transitions
 //!    lead to.
-//! 8. `breaker.conformance` (optional; on for the reference and its mutants): the
+//! 8. `breaker.retry_budget` (where the guard declares a retry budget,
+//!    [`CallGuard::retry_budget`](crate::breaker::contract::CallGuard::retry_budget)):
+//!    with `ttl` of ten slots, a reserve of `min_per_sec` × ⌈ttl⌉ s and `retry_percent`,
+//!    the retries it schedules within any nine slots never exceed the reserve plus
+//!    `retry_percent` % of the requests it admitted within `ttl`; and it refuses a retry
+//!    for the budget only when the retries it scheduled within `ttl` had reached the
+//!    reserve plus `retry_percent` % of the requests it admitted within nine slots. The
+//!    first half keeps a retry storm off the API; the second keeps the budget from
+//!    failing callers it should have retried.
+//! 9. `breaker.conformance` (optional; on for the reference and its mutants): the
 //!    declared policy is the reference's exact parameterisation for the seed's knobs.
-//!    A plug-in with settings of its own leaves it off and is judged by 1 to 7 alone.
+//!    A plug-in with settings of its own leaves it off and is judged by 1 to 8 alone.
 
 use crate::breaker::circuit::{CallOutcome, SlidingWindow, State};
 use crate::breaker::contract::{Answer, GuardMetrics, Policy, Transition, TripRule, Why};
@@ -51,7 +60,7 @@ use faultline_sim::{SimDuration, SimTime, Violation};
 use serde::Serialize;
 
 /// Names of the invariants, in order.
-pub const INVARIANTS: [&str; 8] = [
+pub const INVARIANTS: [&str; 9] = [
     NO_CALL_WHILE_OPEN,
     HALF_OPEN_LIMIT,
     TRIP_SOUNDNESS,
@@ -59,12 +68,13 @@ pub const INVARIANTS: [&str; 8] = [
     RESPONSIVENESS,
     CLOSES_AFTER_RECOVERY,
     ACCOUNTING,
+    RETRY_BUDGET,
     CONFORMANCE,
 ];
 
 /// What each invariant promises, in words (the list above), in the order of
 /// [`INVARIANTS`]: what `faultline list` prints beside each name.
-pub const PROMISES: [(&str, &str); 8] = [
+pub const PROMISES: [(&str, &str); 9] = [
     (
         NO_CALL_WHILE_OPEN,
         "No call reaches the API while the breaker is Open or ForcedOpen, and Open lasts at least the declared shortest wait in open.",
@@ -94,6 +104,10 @@ pub const PROMISES: [(&str, &str); 8] = [
         "Admitted = succeeded + failed (errors and timeouts) + ignored + released, each equal to the world's own count; transitions form a valid path; the state the guard reports at each send is the one its transitions lead to.",
     ),
     (
+        RETRY_BUDGET,
+        "Where the guard declares a retry budget (ttl of ten slots, a reserve of min_per_sec × ⌈ttl⌉ s, retry_percent): the retries it schedules within any nine slots never exceed the reserve + retry_percent % of the requests it admitted within ttl, and it refuses a retry for the budget only when the retries it scheduled within ttl had reached the reserve + retry_percent % of the requests it admitted within nine slots.",
+    ),
+    (
         CONFORMANCE,
         "Optional, on for the reference and its mutants: the declared policy is the reference's exact parameterisation for the seed's knobs. A plug-in with settings of its own leaves it off and is judged by the other invariants alone.",
     ),
@@ -115,6 +129,121 @@ pub const CLOSES_AFTER_RECOVERY: &str = "breaker.closes_after_recovery";
 pub const ACCOUNTING: &str = "breaker.accounting";
 /// The optional check `breaker.conformance` (see the list above).
 pub const CONFORMANCE: &str = "breaker.conformance";
+/// The invariant `breaker.retry_budget` (see the list above).
+pub const RETRY_BUDGET: &str = "breaker.retry_budget";
+
+/// The world's ledger of a declared retry budget (`breaker.retry_budget`): when the
+/// guard admitted requests (each deposits) and scheduled retries (each withdraws), from
+/// the steps it returned.
+///
+/// The bounds allow for any budget that counts over ten slots of `ttl / 10`: at `now`
+/// such a budget's window starts between nine and ten slots back, so it holds at most
+/// the deposits within `ttl` and at least the retries within nine slots.
+#[derive(Clone, Debug)]
+pub struct BudgetLedger {
+    ttl: SimDuration,
+    /// Nine slots: the shortest span a budget's window covers.
+    nine_slots: SimDuration,
+    reserve: u64,
+    retry_percent: u32,
+    /// Times of the admitted requests within `ttl` of the latest step.
+    deposits: std::collections::VecDeque<SimTime>,
+    /// Times of the scheduled retries within `ttl` of the latest step.
+    retries: std::collections::VecDeque<SimTime>,
+}
+
+/// `now - d`, or the start.
+fn earlier(now: SimTime, d: SimDuration) -> SimTime {
+    SimTime::from_nanos(now.as_nanos().saturating_sub(d.as_nanos()))
+}
+
+impl BudgetLedger {
+    /// The ledger of the budget `budget` declares (its configuration, not its counts).
+    pub fn new(budget: &crate::retry::RetryBudget) -> Self {
+        let ttl_nanos = crate::clock::saturating_nanos(budget.ttl());
+        BudgetLedger {
+            ttl: SimDuration::from_nanos(ttl_nanos),
+            nine_slots: SimDuration::from_nanos(ttl_nanos / 10 * 9),
+            reserve: u64::from(budget.min_per_sec())
+                .saturating_mul(ttl_nanos.div_ceil(1_000_000_000)),
+            retry_percent: budget.retry_percent(),
+            deposits: Default::default(),
+            retries: Default::default(),
+        }
+    }
+
+    fn forget_before(&mut self, now: SimTime) {
+        let oldest = earlier(now, self.ttl);
+        for q in [&mut self.deposits, &mut self.retries] {
+            while q.front().is_some_and(|t| *t < oldest) {
+                q.pop_front();
+            }
+        }
+    }
+
+    fn allowed(&self, deposits: u64) -> u64 {
+        let earned = u128::from(deposits) * u128::from(self.retry_percent) / 100;
+        u64::try_from(earned)
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.reserve)
+    }
+
+    /// (within `ttl`, within the last nine slots, strictly) of `q` at `now`.
+    fn spans(&self, q: &std::collections::VecDeque<SimTime>, now: SimTime) -> (u64, u64) {
+        let after = earlier(now, self.nine_slots);
+        let recent = q.iter().rev().take_while(|t| **t > after).count() as u64;
+        (q.len() as u64, recent)
+    }
+
+    /// The guard admitted a request at `now` (it deposits).
+    pub fn on_admitted(&mut self, now: SimTime) {
+        self.forget_before(now);
+        self.deposits.push_back(now);
+    }
+
+    /// The guard scheduled a retry at `now` (it withdrew): at most the reserve plus the
+    /// earned share of the requests admitted within `ttl`.
+    pub fn on_retry(&mut self, now: SimTime) -> Result<(), Violation> {
+        self.forget_before(now);
+        self.retries.push_back(now);
+        let (_, retries) = self.spans(&self.retries, now);
+        let (deposits, _) = self.spans(&self.deposits, now);
+        let allowed = self.allowed(deposits);
+        if retries > allowed {
+            return Err(Violation::new(
+                RETRY_BUDGET,
+                format!(
+                    "{retries} retries scheduled within {} (nine slots of the declared ttl {}); the budget allows at \
+                     most {allowed}: the reserve {} + {} % of the {deposits} requests admitted within the ttl",
+                    self.nine_slots, self.ttl, self.reserve, self.retry_percent
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The guard refused a retry for the budget at `now`: only when the retries within
+    /// `ttl` had reached the reserve plus the earned share of the requests admitted
+    /// within nine slots.
+    pub fn on_refused(&mut self, now: SimTime) -> Result<(), Violation> {
+        self.forget_before(now);
+        let (retries, _) = self.spans(&self.retries, now);
+        let (_, deposits) = self.spans(&self.deposits, now);
+        let owed = self.allowed(deposits);
+        if retries < owed {
+            return Err(Violation::new(
+                RETRY_BUDGET,
+                format!(
+                    "a retry was refused for the budget with only {retries} retries scheduled within the declared ttl \
+                     {}; the budget allows at least {owed}: the reserve {} + {} % of the {deposits} requests admitted \
+                     within {} (nine slots)",
+                    self.ttl, self.reserve, self.retry_percent, self.nine_slots
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// The world's own model of the declared trip rule: the outcomes the breaker should
 /// have recorded in the current Closed episode.

@@ -124,6 +124,19 @@ pub const CATALOG: &[Mutant<BreakerPattern>] = &[
             )
         },
     ),
+    Mutant::new(
+        "budget_never_refuses",
+        "the retry budget is asked and never says no: a retry storm under an outage",
+        invariants::RETRY_BUDGET,
+        |k| flawed(k, Flaw::BudgetNeverRefuses),
+    ),
+    Mutant::new(
+        "budget_never_deposits",
+        "the retry budget is never credited with the requests: only its reserve is spent, \
+         so callers fail for want of retries the budget owed them",
+        invariants::RETRY_BUDGET,
+        |k| flawed(k, Flaw::BudgetNeverDeposits),
+    ),
 ];
 
 /// `breaker` with a minimum of one call and one more half-open probe.

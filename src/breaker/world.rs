@@ -11,7 +11,7 @@ use crate::breaker::circuit::{BreakerConfig, CallOutcome, SlidingWindow, State};
 use crate::breaker::contract::{Answer, ApiError, ApiReply, CallGuard, Policy, Step, Why};
 use crate::breaker::guard::{Guard, GuardConfig, classify};
 use crate::breaker::invariants;
-use crate::breaker::invariants::BreakerChecker;
+use crate::breaker::invariants::{BreakerChecker, BudgetLedger};
 use crate::breaker::timeout::TimeoutPolicy;
 use crate::clock::Instant;
 use crate::config::ConfigError;
@@ -444,6 +444,8 @@ pub struct SmsWorld<G: CallGuard> {
     conform_to: Option<Policy>,
     /// The invariant checker (public for reports).
     pub checker: BreakerChecker,
+    /// The ledger of the retry budget the guard declares, if it declares one.
+    budget: Option<BudgetLedger>,
     requests: Vec<Request<G::Ticket>>,
     pending: u64,
     /// A liveness-phase arrival is scheduled.
@@ -468,6 +470,7 @@ impl<G: CallGuard> SmsWorld<G> {
                 SimDuration::from_millis(knobs.timeout_ms),
                 SimDuration::from_millis(knobs.liveness_interarrival_ms),
             ),
+            budget: guard.retry_budget().as_ref().map(BudgetLedger::new),
             guard,
             conform_to: None,
             requests: Vec::new(),
@@ -545,6 +548,16 @@ impl<G: CallGuard> SmsWorld<G> {
         self.pending += 1;
         self.stats.requests += 1;
         let step = self.guard.on_request(Instant::from(ctx.now()));
+        // Admitted unless the bulkhead turned it away: an admitted request deposits.
+        let turned_away = matches!(
+            step,
+            Step::Answer(Answer::Failed(Why::BulkheadFull) | Answer::Fallback(Why::BulkheadFull))
+        );
+        if let Some(budget) = &mut self.budget
+            && !turned_away
+        {
+            budget.on_admitted(ctx.now());
+        }
         self.apply(ctx, req, step)
     }
 
@@ -603,6 +616,9 @@ impl<G: CallGuard> SmsWorld<G> {
             }
             Step::Retry { ticket, delay } => {
                 ctx.cover("retry.scheduled");
+                if let Some(budget) = &mut self.budget {
+                    budget.on_retry(now)?;
+                }
                 self.stats.retries += 1;
                 let rq = &mut self.requests[r];
                 rq.phase = Phase::Waiting;
@@ -646,7 +662,12 @@ impl<G: CallGuard> SmsWorld<G> {
                         ctx.cover("bulkhead.rejected");
                         self.stats.bulkhead_rejected += 1;
                     }
-                    Some(Why::BudgetExhausted) => ctx.cover("retry.budget_exhausted"),
+                    Some(Why::BudgetExhausted) => {
+                        ctx.cover("retry.budget_exhausted");
+                        if let Some(budget) = &mut self.budget {
+                            budget.on_refused(now)?;
+                        }
+                    }
                     _ => {}
                 }
                 self.checker.on_answer(now, latency, answer)?;
