@@ -140,7 +140,7 @@ pub struct Track {
 }
 
 /// What the world counted at the bus's boundary: the ledger side of the bus's
-/// [`BusTotals`](crate::bus::BusTotals) (`bus.reports`).
+/// [`BusTotals`] (`bus.reports`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     /// Every `BusFull`, whether the publisher then waited or gave up.
