@@ -1190,24 +1190,14 @@ impl Window {
             }
             let size = buckets.len() as u64;
             let from = (*latest_sec + 1).max(sec.saturating_sub(size - 1));
-            // Reset at most `size` buckets, whatever the jump.
+            // Reset at most `size` buckets, whatever the jump: a jump of `size` seconds
+            // or more resets every bucket once (everything older fell out).
             for s in from..=sec {
                 let b = &mut buckets[(s % size) as usize];
                 *calls -= b.1;
                 *failed -= b.2;
                 *slow -= b.3;
                 *b = (s, 0, 0, 0);
-            }
-            if sec - *latest_sec >= size {
-                // Everything older fell out of the window.
-                for b in buckets.iter_mut() {
-                    if b.0 + size <= sec && (b.1, b.2, b.3) != (0, 0, 0) {
-                        *calls -= b.1;
-                        *failed -= b.2;
-                        *slow -= b.3;
-                        *b = (b.0, 0, 0, 0);
-                    }
-                }
             }
             *latest_sec = sec;
         }

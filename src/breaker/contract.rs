@@ -40,10 +40,11 @@
 //! | [`state`](CallGuard::state) | compared: at every send it must equal the state the transitions lead to | the world steers by the transitions, never by `state` alone |
 //! | [`metrics`](CallGuard::metrics) | compared: at rest it must equal the world's own counts call for call | |
 //! | [`retry_budget`](CallGuard::retry_budget) (optional) | trusted as the yardstick, read once | the retries the guard schedules (every [`Step::Retry`]) must stay within it, counted from the requests it admitted, and a retry refused for the budget ([`Why::BudgetExhausted`]) must be one the budget really had no room for (`breaker.retry_budget`) |
+//! | [`retry_policy`](CallGuard::retry_policy) (optional) | trusted as the yardstick, read once | every request gets at most its `attempts_max` attempts, and each [`Step::Retry`] waits at most the backoff's ceiling for the attempt that failed (`breaker.retry_policy`) |
 
 use crate::breaker::circuit::{BreakerConfig, SlidingWindow, State};
 use crate::clock::Instant;
-use crate::retry::RetryBudget;
+use crate::retry::{RetryBudget, RetryPolicy};
 use std::fmt;
 use std::time::Duration;
 
@@ -312,6 +313,17 @@ pub trait CallGuard {
     /// [`Why::BudgetExhausted`] was refused a retry, all counted over a window of ten
     /// slots of `ttl / 10`, as [`RetryBudget`] counts.
     fn retry_budget(&self) -> Option<RetryBudget> {
+        None
+    }
+
+    /// The retry policy this guard keeps, if it declares one (default: none): its
+    /// attempts per request, the first included, and the backoff between them. Read
+    /// once, when the world is made. The world then holds the guard to it
+    /// (`breaker.retry_policy`): no request is sent more than `attempts_max` times, and
+    /// the [`Step::Retry`] after attempt `n` failed waits at most the backoff's
+    /// [`ceiling`](crate::retry::Backoff::ceiling)`(n)` (any jitter below it is the
+    /// guard's own; full jitter, as the reference draws, may wait zero).
+    fn retry_policy(&self) -> Option<RetryPolicy> {
         None
     }
 }

@@ -35,7 +35,7 @@ use crate::breaker::fallback::{Fallback, FallbackPolicy};
 use crate::breaker::stack::{Admission, End, Next, Parts, Request, Stack};
 use crate::breaker::timeout::TimeoutPolicy;
 use crate::clock::Instant;
-use crate::retry::{RetryBudget, RetryPolicy};
+use crate::retry::{Backoff, RetryBudget, RetryPolicy};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -131,6 +131,17 @@ pub(crate) enum Flaw {
     /// The retry budget is never credited with the requests: only its reserve is
     /// ever spent.
     BudgetNeverDeposits,
+    /// The retry loop counts from zero where the policy counts from one: every request
+    /// gets one attempt more than `attempts_max` (the first retry waits no time).
+    RetriesOneTooMany,
+    /// The backoff doubles without its cap: `uniform(0, base·2^(n−1))`.
+    BackoffUncapped,
+    /// A probe that fails in half-open closes the breaker (its outcome then arrives
+    /// from an ended episode and is not counted against the fresh window).
+    FailedProbeCloses,
+    /// The breaker inside never counts a call as slow (its slow-call setting was
+    /// dropped), while the guard declares the slow-call rule of its configuration.
+    SlowCallsIgnored,
 }
 
 /// How late [`Flaw::HalfOpenCountLags`] sees a half-open admission: 500 µs.
@@ -166,6 +177,22 @@ impl GuardParts {
                 self.transitions.push_back(Transition { from, to, at });
                 self.refunds = 0;
             }
+        }
+    }
+}
+
+impl GuardParts {
+    /// [`Flaw::FailedProbeCloses`]: a probe that failed closes the breaker (nothing
+    /// for any other flaw).
+    fn close_on_failed_probe(&mut self, permit: &Permit, now: Instant, outcome: CallOutcome) {
+        if self.flaw != Flaw::FailedProbeCloses {
+            return;
+        }
+        if permit.state() == State::HalfOpen
+            && outcome == CallOutcome::Failure
+            && self.breaker.state() == State::HalfOpen
+        {
+            self.breaker.transition_to_closed(now);
         }
     }
 }
@@ -255,6 +282,7 @@ impl Parts for GuardParts {
         let refund = self.flaw == Flaw::HalfOpenRefundsOnSuccess
             && permit.state() == State::HalfOpen
             && outcome == CallOutcome::Success;
+        self.close_on_failed_probe(&permit, now, outcome);
         self.breaker.on_result(permit, now, outcome);
         self.drain_events();
         if refund && self.breaker.state() == State::HalfOpen {
@@ -268,7 +296,16 @@ impl Parts for GuardParts {
     }
 
     fn backoff(&mut self, retry: &RetryPolicy, attempts: u32) -> Option<Duration> {
-        retry.next_delay(attempts, &mut *self.rng)
+        match self.flaw {
+            Flaw::RetriesOneTooMany => retry.next_delay(attempts.saturating_sub(1), &mut *self.rng),
+            Flaw::BackoffUncapped => {
+                let uncapped = Backoff::new(retry.backoff().base(), Duration::from_nanos(u64::MAX))
+                    .and_then(|b| RetryPolicy::new(retry.attempts_max(), b))
+                    .unwrap_or(*retry);
+                uncapped.next_delay(attempts, &mut *self.rng)
+            }
+            _ => retry.next_delay(attempts, &mut *self.rng),
+        }
     }
 
     fn withdraw(&mut self, now: Instant) -> bool {
@@ -319,6 +356,16 @@ impl Guard {
     #[cfg_attr(not(feature = "sim"), allow(dead_code))] // a hook of the sim feature's mutants
     pub(crate) fn with_flaw(mut self, flaw: Flaw) -> Self {
         self.parts.flaw = flaw;
+        if flaw == Flaw::SlowCallsIgnored
+            && let Ok(deaf) = self
+                .config
+                .breaker
+                .to_builder()
+                .slow_call_duration(Duration::MAX)
+                .build()
+        {
+            self.parts.breaker = CircuitBreaker::new(deaf);
+        }
         self
     }
 
@@ -473,5 +520,9 @@ impl CallGuard for Guard {
         self.config.budget.and_then(|(ttl, min_per_sec, percent)| {
             RetryBudget::new(ttl, min_per_sec, percent).ok()
         })
+    }
+
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        Some(self.config.retry)
     }
 }

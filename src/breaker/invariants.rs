@@ -21,6 +21,13 @@
 //!    in a row. Ignored outcomes change no count. An outcome of an attempt sent in an
 //!    earlier episode that arrives while Closed may be counted (as Resilience4j does) or
 //!    not (as faultline does): the trip is justified if the rule holds either way.
+//!    `breaker.trips_when_due` is its other half: Closed → Open as soon as the
+//!    declared rule holds. When an outcome of the Closed episode that the world saw
+//!    makes the rule hold, counted either way (late outcomes counted or not), the
+//!    breaker has left Closed by the end of the step that handed the outcome over: it
+//!    evaluates its rule at each recorded outcome, as Resilience4j and faultline do.
+//!    A breaker that lets calls through after its own rule said trip (one that dropped
+//!    the slow-call half, say) floods the API it was put in front of.
 //! 4. `breaker.load_bound`: over any outage of length T, calls reaching the API ≤ calls
 //!    needed to trip by the declared rule from the window as it stood + in-flight calls
 //!    (at most the declared bulkhead) + (⌈T / shortest declared wait in open⌉ + 1) ×
@@ -50,9 +57,15 @@
 //!    reserve plus `retry_percent` % of the requests it admitted within nine slots. The
 //!    first half keeps a retry storm off the API; the second keeps the budget from
 //!    failing callers it should have retried.
-//! 9. `breaker.conformance` (optional; on for the reference and its mutants): the
-//!    declared policy is the reference's exact parameterisation for the seed's knobs.
-//!    A plug-in with settings of its own leaves it off and is judged by 1 to 8 alone.
+//! 9. `breaker.retry_policy` (where the guard declares a retry policy,
+//!    [`CallGuard::retry_policy`](crate::breaker::contract::CallGuard::retry_policy)):
+//!    no request is sent more than `attempts_max` times, and the retry after attempt
+//!    `n` failed waits at most the backoff's ceiling `min(cap, base·2^(n−1))`. The
+//!    first half bounds the attempts one caller costs the API; the second keeps a
+//!    backoff that forgot its cap (or its doubling) from stalling callers.
+//! 10. `breaker.conformance` (optional; on for the reference and its mutants): the
+//!     declared policy is the reference's exact parameterisation for the seed's knobs.
+//!     A plug-in with settings of its own leaves it off and is judged by 1 to 9 alone.
 
 use crate::breaker::circuit::{CallOutcome, SlidingWindow, State};
 use crate::breaker::contract::{Answer, GuardMetrics, Policy, Transition, TripRule, Why};
@@ -60,21 +73,23 @@ use faultline_sim::{SimDuration, SimTime, Violation};
 use serde::Serialize;
 
 /// Names of the invariants, in order.
-pub const INVARIANTS: [&str; 9] = [
+pub const INVARIANTS: [&str; 11] = [
     NO_CALL_WHILE_OPEN,
     HALF_OPEN_LIMIT,
     TRIP_SOUNDNESS,
+    TRIPS_WHEN_DUE,
     LOAD_BOUND,
     RESPONSIVENESS,
     CLOSES_AFTER_RECOVERY,
     ACCOUNTING,
     RETRY_BUDGET,
+    RETRY_POLICY,
     CONFORMANCE,
 ];
 
 /// What each invariant promises, in words (the list above), in the order of
 /// [`INVARIANTS`]: what `faultline list` prints beside each name.
-pub const PROMISES: [(&str, &str); 9] = [
+pub const PROMISES: [(&str, &str); 11] = [
     (
         NO_CALL_WHILE_OPEN,
         "No call reaches the API while the breaker is Open or ForcedOpen, and Open lasts at least the declared shortest wait in open.",
@@ -86,6 +101,10 @@ pub const PROMISES: [(&str, &str); 9] = [
     (
         TRIP_SOUNDNESS,
         "Closed → Open only when the declared trip rule holds, counted by the world's own model of it over the outcomes it saw in the Closed episode: for a rate, at least the minimum number of calls recorded and the failure or slow-call rate (slow: strictly longer than the slow-call duration) at its threshold in the sliding window; for consecutive failures, that many failures in a row. Ignored outcomes change no count. An outcome of an attempt sent in an earlier episode that arrives while Closed may be counted (as Resilience4j does) or not (as faultline does): the trip is justified if the rule holds either way.",
+    ),
+    (
+        TRIPS_WHEN_DUE,
+        "Closed → Open as soon as the declared rule holds: when an outcome of the Closed episode makes the rule hold, counted by the world's own model either way (late outcomes of earlier episodes counted or not), the breaker has left Closed by the end of the step that handed it the outcome.",
     ),
     (
         LOAD_BOUND,
@@ -108,6 +127,10 @@ pub const PROMISES: [(&str, &str); 9] = [
         "Where the guard declares a retry budget (ttl of ten slots, a reserve of min_per_sec × ⌈ttl⌉ s, retry_percent): the retries it schedules within any nine slots never exceed the reserve + retry_percent % of the requests it admitted within ttl, and it refuses a retry for the budget only when the retries it scheduled within ttl had reached the reserve + retry_percent % of the requests it admitted within nine slots.",
     ),
     (
+        RETRY_POLICY,
+        "Where the guard declares a retry policy (attempts_max, a backoff of base and cap): no request is sent more than attempts_max times, and the retry after attempt n failed waits at most min(cap, base·2^(n−1)).",
+    ),
+    (
         CONFORMANCE,
         "Optional, on for the reference and its mutants: the declared policy is the reference's exact parameterisation for the seed's knobs. A plug-in with settings of its own leaves it off and is judged by the other invariants alone.",
     ),
@@ -119,6 +142,8 @@ pub const NO_CALL_WHILE_OPEN: &str = "breaker.no_call_while_open";
 pub const HALF_OPEN_LIMIT: &str = "breaker.half_open_limit";
 /// The invariant `breaker.trip_soundness` (see the list above).
 pub const TRIP_SOUNDNESS: &str = "breaker.trip_soundness";
+/// The invariant `breaker.trips_when_due` (see the list above, with 3).
+pub const TRIPS_WHEN_DUE: &str = "breaker.trips_when_due";
 /// The invariant `breaker.load_bound` (see the list above).
 pub const LOAD_BOUND: &str = "breaker.load_bound";
 /// The invariant `breaker.responsiveness` (see the list above).
@@ -131,6 +156,71 @@ pub const ACCOUNTING: &str = "breaker.accounting";
 pub const CONFORMANCE: &str = "breaker.conformance";
 /// The invariant `breaker.retry_budget` (see the list above).
 pub const RETRY_BUDGET: &str = "breaker.retry_budget";
+/// The invariant `breaker.retry_policy` (see the list above).
+pub const RETRY_POLICY: &str = "breaker.retry_policy";
+
+/// The world's check of a declared retry policy (`breaker.retry_policy`), from the
+/// attempts it sends and the retries it schedules.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryRule {
+    policy: crate::retry::RetryPolicy,
+}
+
+impl RetryRule {
+    /// The rule of the policy the guard declares.
+    pub fn new(policy: crate::retry::RetryPolicy) -> Self {
+        RetryRule { policy }
+    }
+
+    /// The guard sent attempt `attempt` (1-based) of `request`: at most `attempts_max`.
+    pub fn on_send(&self, request: u32, attempt: u32) -> Result<(), Violation> {
+        let most = self.policy.attempts_max();
+        if attempt > most {
+            return Err(Violation::new(
+                RETRY_POLICY,
+                format!(
+                    "attempt {attempt} of request {request} was sent; the declared retry policy allows at most \
+                     {most} attempts, the first included"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The guard scheduled a retry of `request` after its attempt `failed` (1-based),
+    /// to wait `delay`: only while attempts remain, and at most the backoff's ceiling.
+    pub fn on_retry(
+        &self,
+        request: u32,
+        failed: u32,
+        delay: std::time::Duration,
+    ) -> Result<(), Violation> {
+        let most = self.policy.attempts_max();
+        if failed >= most {
+            return Err(Violation::new(
+                RETRY_POLICY,
+                format!(
+                    "request {request} was scheduled a retry after its attempt {failed} failed; the declared retry \
+                     policy allows at most {most} attempts, the first included"
+                ),
+            ));
+        }
+        let backoff = self.policy.backoff();
+        let ceiling = backoff.ceiling(failed);
+        if delay > ceiling {
+            return Err(Violation::new(
+                RETRY_POLICY,
+                format!(
+                    "request {request} was scheduled to wait {delay:?} before retrying its attempt {failed}; the \
+                     declared backoff (base {:?}, cap {:?}) waits at most {ceiling:?} after attempt {failed}",
+                    backoff.base(),
+                    backoff.cap()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// The world's ledger of a declared retry budget (`breaker.retry_budget`): when the
 /// guard admitted requests (each deposits) and scheduled retries (each withdraws), from
@@ -431,6 +521,22 @@ impl TripModel {
         }
     }
 
+    /// The declared rule, in words.
+    fn rule_in_words(&self) -> String {
+        match self.rule {
+            TripRule::Rate {
+                minimum_calls,
+                failure_rate_threshold_permille,
+                slow_call_rate_threshold_permille,
+                ..
+            } => format!(
+                "at least {minimum_calls} calls and a failure rate of {failure_rate_threshold_permille} \
+                 permille or a slow-call rate of {slow_call_rate_threshold_permille} permille"
+            ),
+            TripRule::ConsecutiveFailures { failures } => format!("{failures} failures in a row"),
+        }
+    }
+
     /// What the model holds and what the rule needs, in words.
     fn describe(&self, now: SimTime) -> String {
         match self.rule {
@@ -515,6 +621,9 @@ pub struct BreakerChecker {
     /// The same rule over every outcome that arrived in this Closed episode, late ones
     /// (of attempts sent in an earlier episode) included, as Resilience4j counts them.
     late_model: TripModel,
+    /// An outcome of this Closed episode was just recorded in `model`: the guard had
+    /// it, so the rule must be judged once the guard's step is done.
+    trip_due_unchecked: bool,
     outage_starts: Vec<OutageStart>,
     /// All transitions: (time, from, to).
     pub transitions: Vec<(SimTime, State, State)>,
@@ -563,6 +672,7 @@ impl BreakerChecker {
         BreakerChecker {
             model: TripModel::new(policy.trip),
             late_model: TripModel::new(policy.trip),
+            trip_due_unchecked: false,
             policy,
             timeout: declared.min(callers_timeout),
             bulkhead_max: u64::from(policy.in_progress_max),
@@ -791,6 +901,30 @@ impl BreakerChecker {
             self.closed_successes.push(now);
         }
         self.model.record(now, failed, slow);
+        self.trip_due_unchecked = true;
+    }
+
+    /// `breaker.trips_when_due`, once the guard has handled the outcome the world last
+    /// handed it (the step it returned carried out, its transitions seen): if that
+    /// outcome entered the Closed window and the declared rule now holds counted
+    /// either way, the breaker must have left Closed.
+    pub fn after_outcome(&mut self, now: SimTime) -> Result<(), Violation> {
+        if !std::mem::take(&mut self.trip_due_unchecked) || self.state != State::Closed {
+            return Ok(());
+        }
+        if self.model.meets_threshold(now) && self.late_model.meets_threshold(now) {
+            return Err(Violation::new(
+                TRIPS_WHEN_DUE,
+                format!(
+                    "the breaker stayed Closed with {} in its window (with late outcomes: {}); \
+                     its declared rule says trip: {}",
+                    self.model.held(now),
+                    self.late_model.held(now),
+                    self.model.rule_in_words()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// An attempt in flight was cancelled by its caller at `now`.

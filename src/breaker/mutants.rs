@@ -76,9 +76,18 @@ pub const CATALOG: &[Mutant<BreakerPattern>] = &[
     ),
     Mutant::new(
         "bypass_breaker",
-        "calls skip the breaker altogether (a code path that forgot to wrap the call)",
-        invariants::LOAD_BOUND,
+        "calls skip the breaker altogether (a code path that forgot to wrap the call): it never \
+         sees the failures its rule should trip on",
+        invariants::TRIPS_WHEN_DUE,
         |k| flawed(k, Flaw::BypassBreaker),
+    ),
+    Mutant::new(
+        "failed_probe_closes",
+        "a probe that fails in half-open closes the breaker (the branch of the verdict turned \
+         round): each time it opens, the next failed probe lets the whole traffic back onto the \
+         broken API",
+        invariants::LOAD_BOUND,
+        |k| flawed(k, Flaw::FailedProbeCloses),
     ),
     Mutant::new(
         "ignored_counted_as_failure",
@@ -136,6 +145,26 @@ pub const CATALOG: &[Mutant<BreakerPattern>] = &[
          so callers fail for want of retries the budget owed them",
         invariants::RETRY_BUDGET,
         |k| flawed(k, Flaw::BudgetNeverDeposits),
+    ),
+    Mutant::new(
+        "slow_calls_ignored",
+        "the breaker never counts a call as slow (its slow-call setting dropped) while the guard \
+         declares the slow-call rule: a slow API is never cut off",
+        invariants::TRIPS_WHEN_DUE,
+        |k| flawed(k, Flaw::SlowCallsIgnored),
+    ),
+    Mutant::new(
+        "retries_one_too_many",
+        "the retry loop counts attempts from zero: every request is sent once more than the \
+         declared attempts_max allows",
+        invariants::RETRY_POLICY,
+        |k| flawed(k, Flaw::RetriesOneTooMany),
+    ),
+    Mutant::new(
+        "backoff_uncapped",
+        "the backoff doubles without its cap: callers wait longer than the declared backoff allows",
+        invariants::RETRY_POLICY,
+        |k| flawed(k, Flaw::BackoffUncapped),
     ),
 ];
 

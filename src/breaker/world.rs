@@ -11,7 +11,7 @@ use crate::breaker::circuit::{BreakerConfig, CallOutcome, SlidingWindow, State};
 use crate::breaker::contract::{Answer, ApiError, ApiReply, CallGuard, Policy, Step, Why};
 use crate::breaker::guard::{Guard, GuardConfig, classify};
 use crate::breaker::invariants;
-use crate::breaker::invariants::{BreakerChecker, BudgetLedger};
+use crate::breaker::invariants::{BreakerChecker, BudgetLedger, RetryRule};
 use crate::breaker::timeout::TimeoutPolicy;
 use crate::clock::Instant;
 use crate::config::ConfigError;
@@ -446,6 +446,8 @@ pub struct SmsWorld<G: CallGuard> {
     pub checker: BreakerChecker,
     /// The ledger of the retry budget the guard declares, if it declares one.
     budget: Option<BudgetLedger>,
+    /// The rule of the retry policy the guard declares, if it declares one.
+    retry: Option<RetryRule>,
     requests: Vec<Request<G::Ticket>>,
     pending: u64,
     /// A liveness-phase arrival is scheduled.
@@ -471,6 +473,7 @@ impl<G: CallGuard> SmsWorld<G> {
                 SimDuration::from_millis(knobs.liveness_interarrival_ms),
             ),
             budget: guard.retry_budget().as_ref().map(BudgetLedger::new),
+            retry: guard.retry_policy().map(RetryRule::new),
             guard,
             conform_to: None,
             requests: Vec::new(),
@@ -594,6 +597,9 @@ impl<G: CallGuard> SmsWorld<G> {
                 // Checked once the call is in the trace, so a call that breaks a promise
                 // is the last thing the trace shows before the violation.
                 self.checker.on_send(now, state)?;
+                if let Some(rule) = &self.retry {
+                    rule.on_send(req, attempt)?;
+                }
                 if self.checker.probes_given_back_used() {
                     // A probe beyond the permits, through one a cancelled call or an
                     // ignored outcome gave back.
@@ -624,6 +630,9 @@ impl<G: CallGuard> SmsWorld<G> {
                 rq.phase = Phase::Waiting;
                 rq.ticket = Some(ticket);
                 let attempt = rq.attempt;
+                if let Some(rule) = &self.retry {
+                    rule.on_retry(req, attempt, delay)?;
+                }
                 ctx.schedule_in(
                     SimDuration::from_nanos(crate::clock::saturating_nanos(delay)),
                     SmsEvent::RetryDue { req, attempt },
@@ -835,6 +844,7 @@ impl<G: CallGuard> World for SmsWorld<G> {
                     .on_outcome(ctx.now(), sent_at, episode, classify(&reply));
                 let step = self.guard.on_reply(ticket, now, reply);
                 self.apply(ctx, req, step)?;
+                self.checker.after_outcome(ctx.now())?;
             }
             SmsEvent::Timeout { req, attempt } => {
                 let Some((ticket, sent_at, episode)) =
@@ -847,6 +857,7 @@ impl<G: CallGuard> World for SmsWorld<G> {
                     .on_outcome(ctx.now(), sent_at, episode, CallOutcome::Failure);
                 let step = self.guard.on_timeout(ticket, now);
                 self.apply(ctx, req, step)?;
+                self.checker.after_outcome(ctx.now())?;
             }
             SmsEvent::RetryDue { req, attempt } => {
                 let Some((ticket, _, _)) = self.take_ticket(req, attempt, Phase::Waiting) else {
