@@ -41,6 +41,7 @@
 //! | [`metrics`](CallGuard::metrics) | compared: at rest it must equal the world's own counts call for call | |
 //! | [`retry_budget`](CallGuard::retry_budget) (optional) | trusted as the yardstick, read once | the retries the guard schedules (every [`Step::Retry`]) must stay within it, counted from the requests it admitted, and a retry refused for the budget ([`Why::BudgetExhausted`]) must be one the budget really had no room for (`breaker.retry_budget`) |
 //! | [`retry_policy`](CallGuard::retry_policy) (optional) | trusted as the yardstick, read once | every request gets at most its `attempts_max` attempts, and each [`Step::Retry`] waits at most the backoff's ceiling for the attempt that failed (`breaker.retry_policy`) |
+//! | [`window`](CallGuard::window) (optional) | compared: while Closed, after every step, with the world's own model of the declared rate rule over the outcomes it saw | the counts and rates an operator reads must be the ones the breaker decides by |
 
 use crate::breaker::circuit::{BreakerConfig, SlidingWindow, State};
 use crate::clock::Instant;
@@ -161,6 +162,24 @@ pub struct GuardMetrics {
     pub ignored: u64,
     /// Attempts released without an outcome (their caller went away).
     pub released: u64,
+}
+
+/// What a guard's breaker counts in its sliding window now, as it reports it
+/// ([`CallGuard::window`]): compared with the world's own model of the declared rule
+/// while the breaker is Closed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WindowReport {
+    /// Outcomes in the window (ignored ones excluded).
+    pub calls: u32,
+    /// Failures among them.
+    pub failed: u32,
+    /// Slow calls among them.
+    pub slow: u32,
+    /// `failed × 1000 / calls`, rounded down, once the window holds the declared
+    /// minimum of calls (`None` before).
+    pub failure_rate_permille: Option<u32>,
+    /// `slow × 1000 / calls`, rounded down, likewise.
+    pub slow_call_rate_permille: Option<u32>,
 }
 
 /// The rule by which a breaker goes from Closed to Open, as a guard declares it.
@@ -324,6 +343,18 @@ pub trait CallGuard {
     /// [`ceiling`](crate::retry::Backoff::ceiling)`(n)` (any jitter below it is the
     /// guard's own; full jitter, as the reference draws, may wait zero).
     fn retry_policy(&self) -> Option<RetryPolicy> {
+        None
+    }
+
+    /// What the breaker counts in its sliding window as of `now`, if the guard reports
+    /// it (default: it does not), as its metrics show an operator. The world compares
+    /// it with its own model of the declared rate rule whenever the breaker is Closed
+    /// (`breaker.accounting`): the calls, failures and slow calls of the outcomes it
+    /// saw in the window (late outcomes of earlier episodes counted or not, one way or
+    /// the other throughout), and the two rates from them. A dashboard that reads a
+    /// wrong failure rate is caught here.
+    fn window(&self, now: Instant) -> Option<WindowReport> {
+        let _ = now;
         None
     }
 }

@@ -30,6 +30,7 @@ use crate::breaker::circuit::{
 };
 use crate::breaker::contract::{
     Answer, ApiError, ApiReply, CallGuard, GuardMetrics, Policy, Step, Transition, Why,
+    WindowReport,
 };
 use crate::breaker::fallback::{Fallback, FallbackPolicy};
 use crate::breaker::stack::{Admission, End, Next, Parts, Request, Stack};
@@ -139,6 +140,9 @@ pub(crate) enum Flaw {
     /// A probe that fails in half-open closes the breaker (its outcome then arrives
     /// from an ended episode and is not counted against the fresh window).
     FailedProbeCloses,
+    /// The window's failure rate is reported in whole percent (`failed × 100 / calls`,
+    /// shown as permille): a dashboard rounding away what the breaker decides by.
+    RateInWholePercent,
     /// The breaker inside never counts a call as slow (its slow-call setting was
     /// dropped), while the guard declares the slow-call rule of its configuration.
     SlowCallsIgnored,
@@ -153,6 +157,9 @@ pub struct Guard {
     stack: Stack,
     parts: GuardParts,
     fallback: Fallback<()>,
+    /// Reports its window ([`CallGuard::window`]); off only for mutants that show an
+    /// invariant catching a defect without that report.
+    reports_window: bool,
 }
 
 /// The parts the decision core works over, owned by the guard, with the mutants' hooks.
@@ -350,10 +357,19 @@ impl Guard {
             },
             config,
             fallback,
+            reports_window: true,
         })
     }
 
     #[cfg_attr(not(feature = "sim"), allow(dead_code))] // a hook of the sim feature's mutants
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))] // a hook of the sim feature's mutants
+    /// The guard without its window report, as a plug-in may be: for the mutants that
+    /// show an invariant catching a defect from the calls alone.
+    pub(crate) fn without_window_report(mut self) -> Self {
+        self.reports_window = false;
+        self
+    }
+
     pub(crate) fn with_flaw(mut self, flaw: Flaw) -> Self {
         self.parts.flaw = flaw;
         if flaw == Flaw::SlowCallsIgnored
@@ -524,5 +540,23 @@ impl CallGuard for Guard {
 
     fn retry_policy(&self) -> Option<RetryPolicy> {
         Some(self.config.retry)
+    }
+
+    fn window(&self, now: Instant) -> Option<WindowReport> {
+        if !self.reports_window {
+            return None;
+        }
+        let m = self.parts.breaker.metrics(now);
+        let mut report = WindowReport {
+            calls: m.window_calls,
+            failed: m.window_failed,
+            slow: m.window_slow,
+            failure_rate_permille: m.failure_rate_permille,
+            slow_call_rate_permille: m.slow_call_rate_permille,
+        };
+        if self.parts.flaw == Flaw::RateInWholePercent {
+            report.failure_rate_permille = report.failure_rate_permille.map(|p| p / 10 * 10);
+        }
+        Some(report)
     }
 }

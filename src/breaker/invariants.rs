@@ -47,7 +47,10 @@
 //! 7. `breaker.accounting`: admitted = succeeded + failed (errors and timeouts) +
 //!    ignored + released, each equal to the world's own count; transitions form a
 //!    valid path; the state the guard reports at each send is the one its transitions
-//!    lead to.
+//!    lead to; and while Closed, the window a guard reports
+//!    ([`CallGuard::window`](crate::breaker::contract::CallGuard::window), optional;
+//!    the reference does) holds the calls, failures and slow calls the world saw in
+//!    it, with the rates from them.
 //! 8. `breaker.retry_budget` (where the guard declares a retry budget,
 //!    [`CallGuard::retry_budget`](crate::breaker::contract::CallGuard::retry_budget)):
 //!    with `ttl` of ten slots, a reserve of `min_per_sec` × ⌈ttl⌉ s and `retry_percent`,
@@ -68,7 +71,9 @@
 //!     A plug-in with settings of its own leaves it off and is judged by 1 to 9 alone.
 
 use crate::breaker::circuit::{CallOutcome, SlidingWindow, State};
-use crate::breaker::contract::{Answer, GuardMetrics, Policy, Transition, TripRule, Why};
+use crate::breaker::contract::{
+    Answer, GuardMetrics, Policy, Transition, TripRule, Why, WindowReport,
+};
 use faultline_sim::{SimDuration, SimTime, Violation};
 use serde::Serialize;
 
@@ -120,7 +125,7 @@ pub const PROMISES: [(&str, &str); 11] = [
     ),
     (
         ACCOUNTING,
-        "Admitted = succeeded + failed (errors and timeouts) + ignored + released, each equal to the world's own count; transitions form a valid path; the state the guard reports at each send is the one its transitions lead to.",
+        "Admitted = succeeded + failed (errors and timeouts) + ignored + released, each equal to the world's own count; transitions form a valid path; the state the guard reports at each send is the one its transitions lead to; while Closed, the window a guard reports (optional) holds the calls, failures and slow calls the world saw in it, with the rates from them.",
     ),
     (
         RETRY_BUDGET,
@@ -370,8 +375,18 @@ impl TripModel {
     fn record(&mut self, now: SimTime, failed: bool, slow: bool) {
         match self.rule {
             TripRule::Rate { window, .. } => {
-                self.entries
-                    .push((now.as_nanos() / 1_000_000_000, failed, slow));
+                let sec = now.as_nanos() / 1_000_000_000;
+                if let SlidingWindow::Time { size_secs } = window {
+                    // Seconds that left the window never count again (time only
+                    // moves on): forget them.
+                    let live = self
+                        .entries
+                        .iter()
+                        .position(|(s, _, _)| s + u64::from(size_secs) > sec)
+                        .unwrap_or(self.entries.len());
+                    self.entries.drain(..live);
+                }
+                self.entries.push((sec, failed, slow));
                 if let SlidingWindow::Count { size } = window
                     && self.entries.len() > size as usize
                 {
@@ -519,6 +534,26 @@ impl TripModel {
             }
             TripRule::ConsecutiveFailures { .. } => format!("{} failures in a row", self.run),
         }
+    }
+
+    /// The report of a guard whose window held what this model holds at `now`, with
+    /// the rates computed from it (`None` for a rule without a window).
+    fn window_at(&self, now: SimTime) -> Option<WindowReport> {
+        let TripRule::Rate { minimum_calls, .. } = self.rule else {
+            return None;
+        };
+        let (calls, failed, slow) = self.counts(now);
+        let rate = |n: u64| {
+            (calls >= u64::from(minimum_calls) && calls > 0).then(|| (n * 1000 / calls) as u32)
+        };
+        let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        Some(WindowReport {
+            calls: narrow(calls),
+            failed: narrow(failed),
+            slow: narrow(slow),
+            failure_rate_permille: rate(failed),
+            slow_call_rate_permille: rate(slow),
+        })
     }
 
     /// The declared rule, in words.
@@ -902,6 +937,29 @@ impl BreakerChecker {
         }
         self.model.record(now, failed, slow);
         self.trip_due_unchecked = true;
+    }
+
+    /// `breaker.accounting`, for a guard that reports its window: while Closed, the
+    /// window it reports at `now` is the world's model of it (late outcomes counted or
+    /// not), rates included.
+    pub fn compare_window(&self, now: SimTime, reported: WindowReport) -> Result<(), Violation> {
+        if self.state != State::Closed {
+            return Ok(());
+        }
+        let Some(expected) = self.model.window_at(now) else {
+            return Ok(());
+        };
+        let with_late = self.late_model.window_at(now);
+        if reported == expected || Some(reported) == with_late {
+            return Ok(());
+        }
+        Err(Violation::new(
+            ACCOUNTING,
+            format!(
+                "the guard reports its Closed window as {reported:?}; the outcomes the world saw in \
+                 it make {expected:?} (with the late outcomes of earlier episodes: {with_late:?})"
+            ),
+        ))
     }
 
     /// `breaker.trips_when_due`, once the guard has handled the outcome the world last

@@ -76,9 +76,9 @@ pub const CATALOG: &[Mutant<BreakerPattern>] = &[
     ),
     Mutant::new(
         "bypass_breaker",
-        "calls skip the breaker altogether (a code path that forgot to wrap the call): it never \
-         sees the failures its rule should trip on",
-        invariants::TRIPS_WHEN_DUE,
+        "calls skip the breaker altogether (a code path that forgot to wrap the call): its window \
+         never sees the calls the world saw, nor the failures its rule should trip on",
+        invariants::ACCOUNTING,
         |k| flawed(k, Flaw::BypassBreaker),
     ),
     Mutant::new(
@@ -91,14 +91,15 @@ pub const CATALOG: &[Mutant<BreakerPattern>] = &[
     ),
     Mutant::new(
         "ignored_counted_as_failure",
-        "ignored errors (bad requests) counted as failures",
+        "ignored errors (bad requests) counted as failures, in a guard that reports no window \
+         (its window would show them at once)",
         invariants::TRIP_SOUNDNESS,
         |k: &SmsKnobs| {
             let mut config = k.guard_config()?;
             config.classifier = classify_ignored_as_failure;
             world(
                 k,
-                Guard::new(config, SimRng::new(k.seed).fork("sms.guard"))?,
+                Guard::new(config, SimRng::new(k.seed).fork("sms.guard"))?.without_window_report(),
             )
         },
     ),
@@ -119,6 +120,13 @@ pub const CATALOG: &[Mutant<BreakerPattern>] = &[
         "state() always says Closed, whatever the breaker did (a self-report that lies)",
         invariants::ACCOUNTING,
         |k| flawed(k, Flaw::StateAlwaysClosed),
+    ),
+    Mutant::new(
+        "rate_in_whole_percent",
+        "the window's failure rate is reported in whole percent: what an operator reads is not \
+         the rate the breaker decides by",
+        invariants::ACCOUNTING,
+        |k| flawed(k, Flaw::RateInWholePercent),
     ),
     Mutant::new(
         "misconfigured",
@@ -149,9 +157,17 @@ pub const CATALOG: &[Mutant<BreakerPattern>] = &[
     Mutant::new(
         "slow_calls_ignored",
         "the breaker never counts a call as slow (its slow-call setting dropped) while the guard \
-         declares the slow-call rule: a slow API is never cut off",
+         declares the slow-call rule, in a guard that reports no window: a slow API is never \
+         cut off",
         invariants::TRIPS_WHEN_DUE,
-        |k| flawed(k, Flaw::SlowCallsIgnored),
+        |k| {
+            world(
+                k,
+                k.reference_guard()?
+                    .with_flaw(Flaw::SlowCallsIgnored)
+                    .without_window_report(),
+            )
+        },
     ),
     Mutant::new(
         "retries_one_too_many",

@@ -983,6 +983,11 @@ impl<G: CallGuard> SmsWorld<G> {
 
     /// Checks that run after every event.
     fn after(&mut self, ctx: &mut Ctx<SmsEvent>) -> Result<(), Violation> {
+        if self.checker.state() == State::Closed
+            && let Some(window) = self.guard.window(Instant::from(ctx.now()))
+        {
+            self.checker.compare_window(ctx.now(), window)?;
+        }
         if ctx.is_healed() {
             self.checker.check_recovery(ctx.now())?;
             // After the faults heal, a slow stream of callers probes the API until the
