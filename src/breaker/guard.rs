@@ -145,6 +145,7 @@ pub(crate) enum Flaw {
     RateInWholePercent,
     /// The breaker inside never counts a call as slow (its slow-call setting was
     /// dropped), while the guard declares the slow-call rule of its configuration.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))] // set only by the sim feature's mutants
     SlowCallsIgnored,
 }
 
@@ -303,16 +304,16 @@ impl Parts for GuardParts {
     }
 
     fn backoff(&mut self, retry: &RetryPolicy, attempts: u32) -> Option<Duration> {
-        match self.flaw {
-            Flaw::RetriesOneTooMany => retry.next_delay(attempts.saturating_sub(1), &mut *self.rng),
-            Flaw::BackoffUncapped => {
-                let uncapped = Backoff::new(retry.backoff().base(), Duration::from_nanos(u64::MAX))
-                    .and_then(|b| RetryPolicy::new(retry.attempts_max(), b))
-                    .unwrap_or(*retry);
-                uncapped.next_delay(attempts, &mut *self.rng)
-            }
-            _ => retry.next_delay(attempts, &mut *self.rng),
+        if self.flaw == Flaw::RetriesOneTooMany {
+            return retry.next_delay(attempts.saturating_sub(1), &mut *self.rng);
         }
+        if self.flaw == Flaw::BackoffUncapped {
+            let uncapped = Backoff::new(retry.backoff().base(), Duration::from_nanos(u64::MAX))
+                .and_then(|b| RetryPolicy::new(retry.attempts_max(), b))
+                .unwrap_or(*retry);
+            return uncapped.next_delay(attempts, &mut *self.rng);
+        }
+        retry.next_delay(attempts, &mut *self.rng)
     }
 
     fn withdraw(&mut self, now: Instant) -> bool {
@@ -362,7 +363,6 @@ impl Guard {
     }
 
     #[cfg_attr(not(feature = "sim"), allow(dead_code))] // a hook of the sim feature's mutants
-    #[cfg_attr(not(feature = "sim"), allow(dead_code))] // a hook of the sim feature's mutants
     /// The guard without its window report, as a plug-in may be: for the mutants that
     /// show an invariant catching a defect from the calls alone.
     pub(crate) fn without_window_report(mut self) -> Self {
@@ -370,6 +370,7 @@ impl Guard {
         self
     }
 
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))] // a hook of the sim feature's mutants
     pub(crate) fn with_flaw(mut self, flaw: Flaw) -> Self {
         self.parts.flaw = flaw;
         if flaw == Flaw::SlowCallsIgnored
