@@ -350,8 +350,8 @@ pub trait CallGuard {
     /// it (default: it does not), as its metrics show an operator. The world compares
     /// it with its own model of the declared rate rule whenever the breaker is Closed
     /// (`breaker.accounting`): the calls, failures and slow calls of the outcomes it
-    /// saw in the window (late outcomes of earlier episodes counted or not, one way or
-    /// the other throughout), and the two rates from them. A dashboard that reads a
+    /// saw in the window (late outcomes of earlier episodes counted, as Resilience4j
+    /// does, or not, as faultline does), and the two rates from them. A dashboard that reads a
     /// wrong failure rate is caught here.
     fn window(&self, now: Instant) -> Option<WindowReport> {
         let _ = now;
