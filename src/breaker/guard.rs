@@ -135,6 +135,9 @@ pub(crate) enum Flaw {
     /// The retry loop counts from zero where the policy counts from one: every request
     /// gets one attempt more than `attempts_max` (the first retry waits no time).
     RetriesOneTooMany,
+    /// The retry loop stops one attempt short: every request gets at most
+    /// `attempts_max − 1` attempts.
+    RetriesOneTooFew,
     /// The backoff doubles without its cap: `uniform(0, base·2^(n−1))`.
     BackoffUncapped,
     /// A probe that fails in half-open closes the breaker (its outcome then arrives
@@ -145,7 +148,8 @@ pub(crate) enum Flaw {
     RateInWholePercent,
     /// The breaker inside never counts a call as slow (its slow-call setting was
     /// dropped), while the guard declares the slow-call rule of its configuration.
-    #[cfg_attr(not(feature = "sim"), allow(dead_code))] // set only by the sim feature's mutants
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
+    // set only by the sim feature's mutants
     SlowCallsIgnored,
 }
 
@@ -304,6 +308,10 @@ impl Parts for GuardParts {
     }
 
     fn backoff(&mut self, retry: &RetryPolicy, attempts: u32) -> Option<Duration> {
+        if self.flaw == Flaw::RetriesOneTooFew && attempts.saturating_add(1) >= retry.attempts_max()
+        {
+            return None;
+        }
         if self.flaw == Flaw::RetriesOneTooMany {
             return retry.next_delay(attempts.saturating_sub(1), &mut *self.rng);
         }

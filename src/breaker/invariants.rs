@@ -63,9 +63,13 @@
 //! 9. `breaker.retry_policy` (where the guard declares a retry policy,
 //!    [`CallGuard::retry_policy`](crate::breaker::contract::CallGuard::retry_policy)):
 //!    no request is sent more than `attempts_max` times, and the retry after attempt
-//!    `n` failed waits at most the backoff's ceiling `min(cap, base·2^(n−1))`. The
-//!    first half bounds the attempts one caller costs the API; the second keeps a
-//!    backoff that forgot its cap (or its doubling) from stalling callers.
+//!    `n` failed waits at most the backoff's ceiling `min(cap, base·2^(n−1))`; and a
+//!    request whose attempt `n` failed (an API error the reference retries, or a
+//!    timeout) is not given up for that failure while attempts remain and a retry
+//!    after the ceiling would still come before its declared deadline. The first
+//!    part bounds the attempts one caller costs the API; the second keeps a backoff
+//!    that forgot its cap (or its doubling) from stalling callers; the third keeps
+//!    the retries the policy promises callers.
 //! 10. `breaker.conformance` (optional; on for the reference and its mutants): the
 //!     declared policy is the reference's exact parameterisation for the seed's knobs.
 //!     A plug-in with settings of its own leaves it off and is judged by 1 to 9 alone.
@@ -133,7 +137,7 @@ pub const PROMISES: [(&str, &str); 11] = [
     ),
     (
         RETRY_POLICY,
-        "Where the guard declares a retry policy (attempts_max, a backoff of base and cap): no request is sent more than attempts_max times, and the retry after attempt n failed waits at most min(cap, base·2^(n−1)).",
+        "Where the guard declares a retry policy (attempts_max, a backoff of base and cap): no request is sent more than attempts_max times, the retry after attempt n failed waits at most min(cap, base·2^(n−1)), and a request is not given up for a failed attempt while attempts remain and a retry after that ceiling would still come before its declared deadline.",
     ),
     (
         CONFORMANCE,
@@ -169,12 +173,50 @@ pub const RETRY_POLICY: &str = "breaker.retry_policy";
 #[derive(Clone, Copy, Debug)]
 pub struct RetryRule {
     policy: crate::retry::RetryPolicy,
+    /// The declared answer deadline, from a request's arrival.
+    answer_within: SimDuration,
 }
 
 impl RetryRule {
-    /// The rule of the policy the guard declares.
-    pub fn new(policy: crate::retry::RetryPolicy) -> Self {
-        RetryRule { policy }
+    /// The rule of the retry policy the guard declares, for a guard that declares the
+    /// answer deadline `answer_within` ([`Policy::answer_within`]).
+    pub fn new(policy: crate::retry::RetryPolicy, answer_within: std::time::Duration) -> Self {
+        RetryRule {
+            policy,
+            answer_within: SimDuration::from_nanos(crate::clock::saturating_nanos(answer_within)),
+        }
+    }
+
+    /// The guard gave `request` (arrived at `arrived`) up at `now`, right after its
+    /// attempt `failed` (1-based) failed (an API error it retries, or a timeout), for
+    /// that failure: only when no attempt was left, or when even the shortest-fitting
+    /// retry could not fit, i.e. the backoff's ceiling would reach the deadline (a
+    /// retry refused for the budget is answered as such, not as the failure).
+    pub fn on_give_up(
+        &self,
+        request: u32,
+        failed: u32,
+        arrived: SimTime,
+        now: SimTime,
+    ) -> Result<(), Violation> {
+        let most = self.policy.attempts_max();
+        if failed >= most {
+            return Ok(());
+        }
+        let ceiling = self.policy.backoff().ceiling(failed);
+        let deadline = arrived + self.answer_within;
+        if now + SimDuration::from_nanos(crate::clock::saturating_nanos(ceiling)) >= deadline {
+            return Ok(());
+        }
+        Err(Violation::new(
+            RETRY_POLICY,
+            format!(
+                "request {request} was given up at {now} after its attempt {failed} failed, with \
+                 {} of {most} attempts left and its deadline at {deadline}: a retry after at most \
+                 {ceiling:?} fitted",
+                most - failed
+            ),
+        ))
     }
 
     /// The guard sent attempt `attempt` (1-based) of `request`: at most `attempts_max`.

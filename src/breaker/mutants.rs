@@ -177,6 +177,13 @@ pub const CATALOG: &[Mutant<BreakerPattern>] = &[
         |k| flawed(k, Flaw::RetriesOneTooMany),
     ),
     Mutant::new(
+        "retries_one_too_few",
+        "the retry loop stops one attempt short: callers are given up with a retry the declared \
+         policy promised them",
+        invariants::RETRY_POLICY,
+        |k| flawed(k, Flaw::RetriesOneTooFew),
+    ),
+    Mutant::new(
         "backoff_uncapped",
         "the backoff doubles without its cap: callers wait longer than the declared backoff allows",
         invariants::RETRY_POLICY,

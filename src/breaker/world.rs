@@ -398,6 +398,9 @@ struct Request<T> {
     phase: Phase,
     sent_at: SimTime,
     sent_episode: u64,
+    /// When its last attempt failed (an API error the reference retries, or a
+    /// timeout), if it did.
+    failed_at: Option<SimTime>,
 }
 
 /// Figures of one run, for reports and sweeps.
@@ -473,7 +476,9 @@ impl<G: CallGuard> SmsWorld<G> {
                 SimDuration::from_millis(knobs.liveness_interarrival_ms),
             ),
             budget: guard.retry_budget().as_ref().map(BudgetLedger::new),
-            retry: guard.retry_policy().map(RetryRule::new),
+            retry: guard
+                .retry_policy()
+                .map(|retry| RetryRule::new(retry, guard.policy().answer_within)),
             guard,
             conform_to: None,
             requests: Vec::new(),
@@ -547,6 +552,7 @@ impl<G: CallGuard> SmsWorld<G> {
             phase: Phase::Waiting,
             sent_at: ctx.now(),
             sent_episode: 0,
+            failed_at: None,
         });
         self.pending += 1;
         self.stats.requests += 1;
@@ -647,6 +653,16 @@ impl<G: CallGuard> SmsWorld<G> {
                     "caller",
                     format_args!("req {req} answered {answer:?} after {latency}"),
                 );
+                if let (Some(rule), Some(failed_at)) = (&self.retry, rq.failed_at)
+                    && failed_at == now
+                    && matches!(
+                        answer,
+                        Answer::Failed(Why::Api(_) | Why::Timeout)
+                            | Answer::Fallback(Why::Api(_) | Why::Timeout)
+                    )
+                {
+                    rule.on_give_up(req, rq.attempt, rq.arrived, now)?;
+                }
                 let why = match answer {
                     Answer::Delivered => {
                         self.stats.delivered += 1;
@@ -840,8 +856,11 @@ impl<G: CallGuard> World for SmsWorld<G> {
                 else {
                     return self.after(ctx);
                 };
+                let outcome = classify(&reply);
+                self.requests[req as usize].failed_at =
+                    (outcome == CallOutcome::Failure).then(|| ctx.now());
                 self.checker
-                    .on_outcome(ctx.now(), sent_at, episode, classify(&reply));
+                    .on_outcome(ctx.now(), sent_at, episode, outcome);
                 let step = self.guard.on_reply(ticket, now, reply);
                 self.apply(ctx, req, step)?;
                 self.checker.after_outcome(ctx.now())?;
@@ -853,6 +872,7 @@ impl<G: CallGuard> World for SmsWorld<G> {
                     return self.after(ctx);
                 };
                 ctx.cover("timeout.fired");
+                self.requests[req as usize].failed_at = Some(ctx.now());
                 self.checker
                     .on_outcome(ctx.now(), sent_at, episode, CallOutcome::Failure);
                 let step = self.guard.on_timeout(ticket, now);
